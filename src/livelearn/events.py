@@ -1,0 +1,138 @@
+"""The event envelope, schema checks, and the reasons an event is dead-lettered.
+
+An event is ``stream``, ``key``, ``id``, ``ts`` and ``payload``. ``ts`` is event
+time in integer milliseconds since the epoch, UTC. Events travel as JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from livelearn.errors import BadInput
+
+#: A payload schema: field name -> the Python type it must have (int counts as float).
+Schema = Mapping[str, type]
+
+#: Anything earlier than this many milliseconds since the epoch (1973) is taken
+#: for a timestamp in seconds by mistake.
+MIN_TS_MS = 100_000_000_000
+#: How far ahead of the wall clock an event may claim to be, by default (1 day).
+MAX_FUTURE_MS = 86_400_000
+
+
+class Reason(StrEnum):
+    """Why an event went to the dead-letter topic instead of into a sample."""
+
+    MALFORMED = "malformed"  # not JSON, or not the declared schema
+    LATE = "late"  # its window had already closed when it arrived
+    ORPHAN = "orphan"  # feedback whose prediction never arrived
+    DUPLICATE = "duplicate"  # an id already seen
+    OUTSIDE_WINDOW = "outside_window"  # feedback before its prediction or after t + W
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a stream. ``ts`` is milliseconds since the epoch, UTC."""
+
+    stream: str
+    key: str
+    id: str
+    ts: int
+    payload: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"stream": self.stream, "key": self.key, "id": self.id, "ts": self.ts,
+             "payload": self.payload}
+        )
+
+
+def decode_event(raw: bytes | str | Mapping[str, Any], schemas: Mapping[str, Schema],
+                 now_ms: int | None = None, max_future_ms: int | None = MAX_FUTURE_MS) -> Event:
+    """Parse and check one event against its stream's schema; raise BadInput naming the field.
+
+    >>> e = decode_event('{"stream":"click","key":"u1","id":"c1","ts":1700000000000,'
+    ...                  '"payload":{"request_id":"r1"}}', {"click": {"request_id": str}})
+    >>> e.payload["request_id"]
+    'r1'
+    >>> decode_event('{"stream":"click","key":"u1","id":"c1","ts":1700000000,'
+    ...              '"payload":{"request_id":"r1"}}', {"click": {"request_id": str}})
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: stream 'click', field 'ts': expected milliseconds since the epoch, got 1700000000 (seconds?)
+    """
+    obj = _parse(raw)
+    stream = _field(obj, "stream", str, "?")
+    if stream not in schemas:
+        known = ", ".join(sorted(schemas)) or "none"
+        raise BadInput(f"stream '{stream}': unknown stream (known: {known})")
+    key = _field(obj, "key", str, stream)
+    event_id = _field(obj, "id", str, stream)
+    ts = check_ts(obj.get("ts"), stream, now_ms, max_future_ms)
+    payload = obj.get("payload")
+    if not isinstance(payload, dict):
+        raise BadInput(f"stream '{stream}', field 'payload': expected an object, "
+                       f"got {_show(payload)}")
+    for name, kind in schemas[stream].items():
+        _field(payload, name, kind, stream, prefix="payload.")
+    return Event(stream, key, event_id, ts, payload)
+
+
+def check_ts(ts: Any, stream: str, now_ms: int | None = None,
+             max_future_ms: int | None = MAX_FUTURE_MS) -> int:
+    """Check an event time in milliseconds; raise BadInput for seconds or the far future."""
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise BadInput(f"stream '{stream}', field 'ts': expected integer milliseconds "
+                       f"since the epoch, got {_show(ts)}")
+    if ts < MIN_TS_MS:
+        raise BadInput(f"stream '{stream}', field 'ts': expected milliseconds since the "
+                       f"epoch, got {ts} (seconds?)")
+    if max_future_ms is not None:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if ts > now + max_future_ms:
+            raise BadInput(f"stream '{stream}', field 'ts': {ts} is more than "
+                           f"{max_future_ms} ms in the future")
+    return ts
+
+
+def dead_letter(reason: Reason, detail: str, stream: str, raw: Any) -> dict[str, Any]:
+    """The record written to the dead-letter topic: why, where from, and the event as it came."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    return {"reason": str(reason), "detail": detail, "stream": stream, "event": raw}
+
+
+def _parse(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(raw, Mapping):
+        return raw
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadInput(f"event is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadInput(f"event must be a JSON object, got {_show(obj)}")
+    return obj
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: type, stream: str, prefix: str = "") -> Any:
+    if name not in obj:
+        raise BadInput(f"stream '{stream}', field '{prefix}{name}': missing "
+                       f"(expected {kind.__name__})")
+    value = obj[name]
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise BadInput(f"stream '{stream}', field '{prefix}{name}': expected "
+                       f"{kind.__name__}, got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

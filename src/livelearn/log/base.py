@@ -1,0 +1,88 @@
+"""The Log protocol: durable, partitioned topics that every role talks through.
+
+Offsets are dense integers per (topic, partition), starting at 0. A record's key
+chooses its partition, so all records of one key stay in order. A consumer group
+commits its input offsets together with its checkpointed state, in one atomic
+step; ``atomic()`` widens that step to the outputs written inside it where the
+backend can (SQLite: one transaction).
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+#: A position in the log: (topic, partition).
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+
+
+@dataclass
+class Checkpoint:
+    """What a consumer group committed: the next offset to read per partition, and its state."""
+
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    state: bytes | None = None
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition of a key: stable across processes, machines and backends."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class Log(ABC):
+    """Topics with partitions, append, read from an offset, committed offsets per group."""
+
+    @abstractmethod
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        """Create a topic if it does not exist. An existing topic keeps its partition count."""
+
+    @abstractmethod
+    def partitions(self, topic: str) -> int:
+        """How many partitions a topic has; NotFound if it does not exist."""
+
+    @abstractmethod
+    def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+        """Append (key, value) records in order; return how many were written."""
+
+    @abstractmethod
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
+             ) -> list[Record]:
+        """Records of one partition from ``offset`` on, in offset order, at most ``max_records``."""
+
+    @abstractmethod
+    def end_offset(self, topic: str, partition: int) -> int:
+        """The offset the next appended record of this partition will get."""
+
+    @abstractmethod
+    def commit(self, group: str, checkpoint: Checkpoint) -> None:
+        """Store a group's offsets and state together, atomically."""
+
+    @abstractmethod
+    def committed(self, group: str) -> Checkpoint:
+        """The group's last commit, or an empty Checkpoint."""
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Appends and a commit made inside happen together or not at all, where supported."""
+        yield
+
+    def close(self) -> None:
+        """Release connections. The log stays on disk."""
+
+    def topic_partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        return [(t, p) for t in topics for p in range(self.partitions(t))]
+
+    def end_offsets(self, topics: Iterable[str]) -> Mapping[TopicPartition, int]:
+        return {tp: self.end_offset(*tp) for tp in self.topic_partitions(topics)}

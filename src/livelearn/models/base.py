@@ -1,0 +1,100 @@
+"""The Learner protocol: score hashed rows, learn from them one sample at a time.
+
+Learning is sequential per sample: learning a stream in batches of 1, 7 or 1000
+gives the same state. Hyperparameters are the constructor's arguments and
+nothing else (``params()`` returns them), so a version is rebuilt exactly from
+``params()`` and ``state()``. Saved files are numpy ``.npz`` archives read with
+``allow_pickle=False``: loading a model never runs code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import orjson
+
+from livelearn.errors import BadInput, ConfigError
+from livelearn.features.batch import SparseBatch
+
+
+class Learner(ABC):
+    """An online model over SparseBatch rows. Classifiers score with P(label = 1)."""
+
+    #: The name a saved file records, to find the class again on load.
+    name: ClassVar[str]
+    #: "binary" (scores are probabilities, metric AUC) or "regression" (metric MAE).
+    task: ClassVar[str] = "binary"
+
+    @abstractmethod
+    def predict(self, batch: SparseBatch) -> np.ndarray:
+        """Scores of the rows, without learning."""
+
+    @abstractmethod
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        """For each row in order: score it, then learn from it. Returns the scores."""
+
+    def learn(self, batch: SparseBatch, y: np.ndarray) -> None:
+        """Learn from the rows in order."""
+        self.predict_then_learn(batch, y)
+
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]:
+        """The learned arrays; with ``params()`` they rebuild the model exactly."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Replace the learned arrays by those of ``state()``."""
+
+    def params(self) -> dict[str, Any]:
+        """The constructor's arguments, read from its signature."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {n: getattr(self, n) for n in names if n != "self"}
+
+    def clone(self) -> Learner:
+        """A fresh, untrained learner with the same hyperparameters."""
+        return type(self)(**self.params())
+
+    def copy(self) -> Learner:
+        """An independent learner with the same hyperparameters and state."""
+        twin = self.clone()
+        twin.set_state({k: v.copy() for k, v in self.state().items()})
+        return twin
+
+
+#: name -> class, filled by ``register``; ``load_learner`` rebuilds from it.
+LEARNERS: dict[str, type[Learner]] = {}
+
+
+def register(cls: type[Learner]) -> type[Learner]:
+    """Class decorator: make a learner loadable by its ``name``."""
+    LEARNERS[cls.name] = cls
+    return cls
+
+
+def save_learner(learner: Learner, path: str | Path) -> None:
+    """Write params and state to an .npz file (no pickle)."""
+    meta = orjson.dumps({"name": learner.name, "params": learner.params()})
+    arrays = {f"state.{k}": v for k, v in learner.state().items()}
+    with open(path, "wb") as f:
+        np.savez(f, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)
+
+
+def load_learner(path: str | Path) -> Learner:
+    """Rebuild a learner saved by ``save_learner``; it scores bit for bit as the saved one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = orjson.loads(data["__meta__"].tobytes())
+            state = {k.removeprefix("state."): data[k] for k in data.files if k != "__meta__"}
+    except (OSError, ValueError, KeyError, orjson.JSONDecodeError) as e:
+        raise BadInput(f"model file {path}: not a livelearn model ({e})") from None
+    cls = LEARNERS.get(meta["name"])
+    if cls is None:
+        raise ConfigError(f"model file {path}: unknown learner {meta['name']!r} "
+                          f"(known: {', '.join(sorted(LEARNERS))})")
+    learner = cls(**meta["params"])
+    learner.set_state(state)
+    return learner
