@@ -100,11 +100,30 @@ def check_ts(ts: Any, stream: str, now_ms: int | None = None,
     return ts
 
 
-def dead_letter(reason: Reason, detail: str, stream: str, raw: Any) -> dict[str, Any]:
-    """The record written to the dead-letter topic: why, where from, and the event as it came."""
+#: The fields of a prediction record, as the server logs it.
+PREDICTION_SCHEMA: Schema = {"request_id": str, "ts": int, "user": str, "item": str,
+                             "model_version": int, "score": float, "features": dict}
+
+
+def decode_prediction(raw: bytes) -> dict[str, Any]:
+    """Parse and check a prediction record; raise BadInput naming the field."""
+    obj = _parse(raw)
+    for name, kind in PREDICTION_SCHEMA.items():
+        _field(obj, name, kind, "predictions")
+    check_ts(obj["ts"], "predictions", max_future_ms=None)
+    return dict(obj)
+
+
+def dead_letter(reason: Reason, detail: str, stream: str, raw: Any, source: str = ""
+                ) -> dict[str, Any]:
+    """The record written to the dead-letter topic: why, where from, and the event as it came.
+
+    ``source`` says where it was read, as ``topic/partition@offset`` (empty at ingest).
+    """
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", errors="replace")
-    return {"reason": str(reason), "detail": detail, "stream": stream, "event": raw}
+    return {"reason": str(reason), "detail": detail, "stream": stream, "source": source,
+            "event": raw}
 
 
 def _parse(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -4,12 +4,15 @@ Learning is sequential per sample: learning a stream in batches of 1, 7 or 1000
 gives the same state. Hyperparameters are the constructor's arguments and
 nothing else (``params()`` returns them), so a version is rebuilt exactly from
 ``params()`` and ``state()``. Saved files are numpy ``.npz`` archives read with
-``allow_pickle=False``: loading a model never runs code.
+``allow_pickle=False``: loading a model never runs code. The one exception is an
+adapter around another library's model (River, scikit-learn, PyTorch): its file
+holds a pickle, and ``load_learner`` refuses it unless called with ``trusted=True``.
 """
 
 from __future__ import annotations
 
 import inspect
+import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +31,8 @@ class Learner(ABC):
     name: ClassVar[str]
     #: "binary" (scores are probabilities, metric AUC) or "regression" (metric MAE).
     task: ClassVar[str] = "binary"
+    #: True for adapters whose state is a pickle: loading one runs code (see load_learner).
+    pickled: ClassVar[bool] = False
 
     @abstractmethod
     def predict(self, batch: SparseBatch) -> np.ndarray:
@@ -76,21 +81,31 @@ def register(cls: type[Learner]) -> type[Learner]:
 
 
 def save_learner(learner: Learner, path: str | Path) -> None:
-    """Write params and state to an .npz file (no pickle)."""
-    meta = orjson.dumps({"name": learner.name, "params": learner.params()})
-    arrays = {f"state.{k}": v for k, v in learner.state().items()}
+    """Write params and state to an .npz file (no pickle, except for a ``pickled`` adapter)."""
+    if learner.pickled:
+        meta = orjson.dumps({"name": learner.name, "pickled": True})
+        arrays = {"state.pickle": np.frombuffer(pickle.dumps(learner), dtype=np.uint8)}
+    else:
+        meta = orjson.dumps({"name": learner.name, "params": learner.params()})
+        arrays = {f"state.{k}": v for k, v in learner.state().items()}
     with open(path, "wb") as f:
         np.savez(f, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)
 
 
-def load_learner(path: str | Path) -> Learner:
-    """Rebuild a learner saved by ``save_learner``; it scores bit for bit as the saved one."""
+def load_learner(path: str | Path, *, trusted: bool = False) -> Learner:
+    """Rebuild a learner saved by ``save_learner``; it scores bit for bit as the saved one.
+
+    A file of a ``pickled`` adapter is unpickled only with ``trusted=True``: unpickling
+    runs code, so pass it only for files that you or your own pipeline wrote.
+    """
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = orjson.loads(data["__meta__"].tobytes())
             state = {k.removeprefix("state."): data[k] for k in data.files if k != "__meta__"}
     except (OSError, ValueError, KeyError, orjson.JSONDecodeError) as e:
         raise BadInput(f"model file {path}: not a livelearn model ({e})") from None
+    if meta.get("pickled"):
+        return _unpickle(path, meta["name"], state["pickle"], trusted)
     cls = LEARNERS.get(meta["name"])
     if cls is None:
         raise ConfigError(f"model file {path}: unknown learner {meta['name']!r} "
@@ -98,3 +113,35 @@ def load_learner(path: str | Path) -> Learner:
     learner = cls(**meta["params"])
     learner.set_state(state)
     return learner
+
+
+def _unpickle(path: str | Path, name: str, data: np.ndarray, trusted: bool) -> Learner:
+    if not trusted:
+        raise BadInput(f"model file {path}: the {name!r} adapter is stored as a pickle, and "
+                       f"unpickling runs code; load it with trusted=True only if you trust "
+                       f"where the file comes from")
+    learner = pickle.loads(data.tobytes())  # noqa: S301 - the caller vouched for the file
+    if not isinstance(learner, Learner):
+        raise BadInput(f"model file {path}: holds a {type(learner).__name__}, not a Learner")
+    return learner
+
+
+def as_labels(batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
+    """The labels as contiguous float64, one per row (zeros when ``y`` is None)."""
+    if y is None:
+        return np.zeros(len(batch))
+    labels = np.ascontiguousarray(y, dtype=np.float64)
+    if labels.shape != (len(batch),):
+        raise BadInput(f"labels: expected {len(batch)} (one per row), got shape {labels.shape}")
+    return labels
+
+
+def state_array(state: dict[str, np.ndarray], key: str, shape: tuple[int, ...],
+                dtype: type = np.float64) -> np.ndarray:
+    """A fresh contiguous copy of ``state[key]``, checked against the model's ``shape``."""
+    if key not in state:
+        raise BadInput(f"model state: missing array {key!r} (has {sorted(state)})")
+    array = np.array(state[key], dtype=dtype, order="C")
+    if array.shape != shape:
+        raise BadInput(f"model state {key!r}: expected shape {shape}, got {array.shape}")
+    return array

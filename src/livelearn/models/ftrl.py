@@ -1,8 +1,9 @@
 """Logistic regression trained by FTRL-Proximal (McMahan et al., 2013).
 
 Per-coordinate learning rates, L1 (sparsity) and L2. Weights are computed lazily
-from the accumulators ``z`` and ``n``; a kernel compiled by numba runs the
-per-sample loop.
+from the accumulators ``z`` and ``n``, stored side by side so that one cache line
+holds both; a kernel compiled by numba runs the per-sample loop. Bucket indices
+are taken modulo ``2**bits``, so rows hashed with more bits fit a smaller model.
 
 >>> from livelearn.features.hashing import hash_rows
 >>> import numpy as np
@@ -22,42 +23,53 @@ import numba
 import numpy as np
 
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, register
-
-
-@numba.njit(cache=True, inline="always")
-def _weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: float) -> float:
-    if abs(z) <= l1:
-        return 0.0
-    sign = 1.0 if z > 0 else -1.0
-    return -(z - sign * l1) / ((beta + math.sqrt(n)) / alpha + l2)
+from livelearn.models.base import Learner, as_labels, register, state_array
 
 
 @numba.njit(cache=True)
-def _run(indices, values, offsets, y, z, n, alpha, beta, l1, l2, learn, out):  # type: ignore[no-untyped-def]
+def _max_width(offsets: np.ndarray) -> int:
+    width = 0
+    for r in range(len(offsets) - 1):
+        width = max(width, offsets[r + 1] - offsets[r])
+    return width
+
+
+@numba.njit(cache=True)
+def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # type: ignore[no-untyped-def]
+    mask = zn.shape[0] - 1
+    w = np.empty(_max_width(offsets))
     for r in range(len(offsets) - 1):
         lo, hi = offsets[r], offsets[r + 1]
         wx = 0.0
         for k in range(lo, hi):
-            i = indices[k]
-            wx += _weight(z[i], n[i], alpha, beta, l1, l2) * values[k]
+            i = indices[k] & mask
+            z = zn[i, 0]
+            wk = 0.0
+            if abs(z) > l1:
+                wk = -(z - math.copysign(l1, z)) / ((beta + math.sqrt(zn[i, 1])) / alpha + l2)
+            w[k - lo] = wk
+            wx += wk * values[k]
         wx = min(max(wx, -35.0), 35.0)
         p = 1.0 / (1.0 + math.exp(-wx))
         out[r] = p
         if learn:
             err = p - y[r]
             for k in range(lo, hi):
-                i = indices[k]
+                i = indices[k] & mask
                 g = err * values[k]
-                w = _weight(z[i], n[i], alpha, beta, l1, l2)
-                sigma = (math.sqrt(n[i] + g * g) - math.sqrt(n[i])) / alpha
-                z[i] += g - sigma * w
-                n[i] += g * g
+                n = zn[i, 1]
+                sigma = (math.sqrt(n + g * g) - math.sqrt(n)) / alpha
+                zn[i, 0] += g - sigma * w[k - lo]
+                zn[i, 1] = n + g * g
 
 
 @register
 class FTRL(Learner):
-    """Hashed sparse logistic regression, FTRL-Proximal, over 2**bits weights."""
+    """Hashed sparse logistic regression, FTRL-Proximal, over 2**bits weights.
+
+    ``alpha`` and ``beta`` set the per-coordinate learning rate
+    alpha / (beta + sqrt(sum of squared gradients)); ``l1`` and ``l2`` regularize.
+    """
 
     name = "ftrl"
     task = "binary"
@@ -65,13 +77,19 @@ class FTRL(Learner):
     def __init__(self, bits: int = 20, alpha: float = 0.1, beta: float = 1.0,
                  l1: float = 0.0, l2: float = 1.0):
         self.bits, self.alpha, self.beta, self.l1, self.l2 = bits, alpha, beta, l1, l2
-        self.z = np.zeros(1 << bits)
-        self.n = np.zeros(1 << bits)
+        self._zn = np.zeros((1 << bits, 2))
+
+    @property
+    def z(self) -> np.ndarray:
+        return self._zn[:, 0]
+
+    @property
+    def n(self) -> np.ndarray:
+        return self._zn[:, 1]
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(batch))
-        labels = np.zeros(len(batch)) if y is None else np.asarray(y, dtype=np.float64)
-        _run(batch.indices, batch.values, batch.offsets, labels, self.z, self.n,
+        _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y), self._zn,
              self.alpha, self.beta, self.l1, self.l2, y is not None, out)
         return out
 
@@ -81,9 +99,16 @@ class FTRL(Learner):
     def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
         return self._call(batch, y)
 
+    def weights(self) -> np.ndarray:
+        """The weights that the accumulators give (zero where L1 prunes them)."""
+        z, n = self.z, self.n
+        w = -(z - np.sign(z) * self.l1) / ((self.beta + np.sqrt(n)) / self.alpha + self.l2)
+        return np.where(np.abs(z) > self.l1, w, 0.0)
+
     def state(self) -> dict[str, np.ndarray]:
         return {"z": self.z, "n": self.n}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.z = np.array(state["z"], dtype=np.float64)
-        self.n = np.array(state["n"], dtype=np.float64)
+        size = (1 << self.bits,)
+        self._zn = np.ascontiguousarray(np.stack(
+            [state_array(state, "z", size), state_array(state, "n", size)], axis=1))

@@ -1,0 +1,5 @@
+import sys
+
+from livelearn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,187 @@
+"""The `livelearn` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from livelearn.errors import LivelearnError
+
+DESCRIPTION = """\
+livelearn: real-time machine learning that keeps learning.
+
+Events are joined with what was served into labelled samples, a learner trains
+on them online, a gate validates each new version and the server hot-swaps it
+in. Start with `livelearn demo`.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except LivelearnError as e:
+        print(f"livelearn: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livelearn", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    sub = p.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _demo_parser(sub)
+    _role_parsers(sub)
+    _models_parser(sub)
+    return p
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    d = sub.add_parser(
+        "demo", help="the whole loop on a simulated news feed, with live progress and a report",
+        description="Run the whole learning loop on a simulated, drifting news feed: a real "
+        "HTTP server on 127.0.0.1 ranks posts for simulated users, their clicks and reads "
+        "come back over HTTP, the joiner labels what was served, the trainer learns online, "
+        "the gate approves versions and the server hot-swaps them. Prints a summary and "
+        "writes an HTML report.")
+    d.add_argument("--impressions", type=int, default=200_000,
+                   help="impressions to simulate (default: %(default)s)")
+    d.add_argument("--candidates", type=int, default=10,
+                   help="posts ranked per feed request; every one is shown (default: %(default)s)")
+    d.add_argument("--days", type=float, default=2.0,
+                   help="simulated days the impressions spread over (default: %(default)s)")
+    d.add_argument("--seed", type=int, default=7, help="seed of the world (default: %(default)s)")
+    d.add_argument("--faults", type=float, default=0.002,
+                   help="fraction of feedback events spoiled on purpose (duplicate, malformed, "
+                        "orphan, late) to show the dead-letter path (default: %(default)s)")
+    d.add_argument("--workdir", type=Path, default=Path("livelearn-demo"),
+                   help="where the log, registry, tables and report go; cleared first if the "
+                        "demo made it (default: %(default)s)")
+    d.add_argument("--report", type=Path, default=None,
+                   help="HTML report path (default: WORKDIR/report.html)")
+    d.add_argument("--summary-json", type=Path, default=None,
+                   help="also write the summary as JSON to this path")
+    d.add_argument("--no-progress", action="store_true", help="do not show the live view")
+    d.set_defaults(func=_demo)
+
+
+def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("pipeline", metavar="PIPELINE",
+                        help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+    common.add_argument("--log", required=True, metavar="URL",
+                        help="the log, e.g. sqlite:///var/ll.db")
+    common.add_argument("--registry", type=Path, required=True, metavar="DIR",
+                        help="the model registry's directory")
+    s = sub.add_parser("serve", parents=[common], help="run the prediction server (one role)",
+                       description="Serve predictions over HTTP, log them, hot-swap versions.")
+    s.add_argument("--data", type=Path, default=Path("."), metavar="DIR",
+                   help="directory the pipeline's table paths are relative to (default: .)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
+                   help="how often to look for a newly approved version (default: %(default)s)")
+    s.set_defaults(func=_serve)
+    for name, helptext in (("join", "run the joiner: predictions + feedback -> samples"),
+                           ("train", "run the trainer and the gate: samples -> versions")):
+        r = sub.add_parser(name, parents=[common], help=helptext, description=helptext + ".")
+        r.add_argument("--until-idle", action="store_true",
+                       help="stop once there is nothing left to read (default: run forever)")
+        r.set_defaults(func=_role, role=name)
+
+
+def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    m = sub.add_parser("models", help="list the registry's versions and decisions",
+                       description="List the model versions in a registry with their status.")
+    m.add_argument("--registry", type=Path, required=True, metavar="DIR",
+                   help="the model registry's directory")
+    m.set_defaults(func=_models)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from livelearn.demo import DemoConfig, run_demo
+
+    logging.getLogger().setLevel(logging.WARNING)
+    summary = run_demo(DemoConfig(
+        impressions=args.impressions, candidates=args.candidates, days=args.days,
+        seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,
+        summary_json=args.summary_json, progress=not args.no_progress))
+    table = Table(title="summary", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from livelearn.log import open_log
+    from livelearn.registry import Registry
+    from livelearn.serve.app import create_app
+    from livelearn.spec import load_pipeline
+
+    app = create_app(load_pipeline(args.pipeline), open_log(args.log), Registry(args.registry),
+                     args.data, poll_s=args.poll)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _role(args: argparse.Namespace) -> int:
+    from livelearn.deploy.gate import Gate
+    from livelearn.join.runner import JoinRunner
+    from livelearn.log import open_log
+    from livelearn.registry import Registry
+    from livelearn.spec import load_pipeline
+    from livelearn.train.trainer import Trainer
+
+    pipeline, log = load_pipeline(args.pipeline), open_log(args.log)
+    for topic in pipeline.topics:
+        log.create_topic(topic, pipeline.partitions)
+    if args.role == "join":
+        runner = JoinRunner(log, pipeline)
+
+        def turn() -> bool:
+            return bool(runner.step(final=args.until_idle))
+    else:
+        registry = Registry(args.registry)
+        trainer = Trainer(log, registry, pipeline)
+        gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance)
+
+        def turn() -> bool:
+            busy = trainer.step() is not None
+            return bool(gate.step()) or busy
+    while turn() or not args.until_idle:
+        time.sleep(0 if args.until_idle else 0.05)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from livelearn.registry import Registry
+
+    registry = Registry(args.registry)
+    table = Table("version", "parent", "status", "samples", "window metric", "serving since (ms)")
+    for v in registry.versions():
+        metric = (v.meta.get("window") or {}).get("metric")
+        table.add_row(str(v.id), str(v.parent or "-"), v.status, str(v.meta.get("samples")),
+                      "-" if metric is None else f"{metric:.4f}", str(v.serving_since_ts or "-"))
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The gate: where a model version is approved, rejected or rolled back.
+
+A candidate carries its prequential scores of the most recent window of
+samples (each scored before it learned it). The gate takes the samples of that
+window that the incumbent (the version served or about to be) never learned,
+scores them with the incumbent, and approves the candidate only if its metric
+on them is no worse than the incumbent's by more than ``tolerance``: both
+models judged on the same samples, neither having learned them. Every decision is
+written to the Registry with its reason, and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from livelearn.features.hashing import hash_rows
+from livelearn.log.base import Log
+from livelearn.models.base import Learner
+from livelearn.registry import Registry, Version
+from livelearn.train.metrics import auc, mae
+
+log = logging.getLogger("livelearn.gate")
+
+
+@dataclass(frozen=True)
+class Decision:
+    version: int
+    approved: bool
+    reason: str
+    candidate_metric: float | None
+    incumbent_metric: float | None
+
+
+class Gate:
+    """Validates candidates of a Registry against samples read from a Log."""
+
+    def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
+                 min_samples: int = 200):
+        self.log, self.registry, self.target, self.tolerance = log, registry, target, tolerance
+        self.min_samples = min_samples
+        self._cached: tuple[int, Learner] | None = None
+
+    def step(self) -> list[Decision]:
+        """Judge every waiting candidate, oldest first."""
+        return [self.judge(v) for v in self.registry.versions("candidate")]
+
+    def judge(self, candidate: Version) -> Decision:
+        incumbent = self.registry.incumbent()
+        if incumbent is None:
+            return self._decide(candidate, True, "no version approved yet", None, None)
+        samples, ours = self._unseen_window(candidate, incumbent)
+        name = candidate.meta["metric"]
+        if len(samples) < self.min_samples:
+            return self._decide(candidate, False, f"only {len(samples)} recent samples that "
+                                f"incumbent v{incumbent.id} has not learned; need "
+                                f"{self.min_samples} to judge", None, None)
+        labels = np.array([float(s["labels"][self.target]) for s in samples])
+        model = self._load(incumbent.id)
+        theirs = model.predict(hash_rows([s["features"] for s in samples],
+                                         model.bits))  # type: ignore[attr-defined]
+        metric = auc if name == "auc" else mae
+        a, b = metric(np.array(ours), labels), metric(theirs, labels)
+        if math.isnan(a) or math.isnan(b):
+            return self._decide(candidate, False, f"{name} undefined on the last "
+                                f"{len(samples)} samples (one class only)", None, None)
+        margin = (a - b) if name == "auc" else (b - a)
+        verdict = "within" if margin >= -self.tolerance else "worse by more than"
+        reason = (f"{name} {a:.4f} vs incumbent v{incumbent.id} {b:.4f} on the "
+                  f"{len(samples)} most recent samples it has not learned: {verdict} "
+                  f"tolerance {self.tolerance}")
+        return self._decide(candidate, margin >= -self.tolerance, reason, a, b)
+
+    def _unseen_window(self, candidate: Version, incumbent: Version
+                       ) -> tuple[list[dict[str, Any]], list[float]]:
+        """The candidate's recent samples that the incumbent never learned, and the
+        candidate's prequential scores of them."""
+        window = candidate.meta.get("window") or {}
+        learned = {f"{t}/{p}": o for t, p, o in incumbent.meta.get("offsets", [])}
+        samples: list[dict[str, Any]] = []
+        scores: list[float] = []
+        for where, start in window.get("starts", {}).items():
+            ours = window["scores"][where]
+            lo = max(start, learned.get(where, 0))
+            if lo >= start + len(ours):
+                continue
+            topic, partition = where.rsplit("/", 1)
+            records = self.log.read(topic, int(partition), lo, start + len(ours) - lo)
+            samples += [orjson.loads(r.value) for r in records]
+            scores += ours[lo - start:lo - start + len(records)]
+        return samples, scores
+
+    def _load(self, version: int) -> Learner:
+        if self._cached is None or self._cached[0] != version:
+            self._cached = (version, self.registry.load(version))
+        return self._cached[1]
+
+    def _decide(self, candidate: Version, approved: bool, reason: str,
+                ours: float | None, theirs: float | None) -> Decision:
+        status = "approved" if approved else "rejected"
+        self.registry.set_status(candidate.id, status, reason)
+        log.info("v%d %s: %s", candidate.id, status, reason)
+        return Decision(candidate.id, approved, reason, ours, theirs)

@@ -1,0 +1,258 @@
+"""The feedback join: where a prediction and its feedback become a labelled sample.
+
+Semantics (DESIGN.md, normative):
+
+- A prediction at time t collects the feedback events with its ``request_id``
+  and ts in [t, t + W] (both ends inclusive). ``label(events)`` of those events,
+  in (ts, id) order, gives the sample's labels; no events gives the labels of
+  an empty list (for a click: 0).
+- The watermark is the smallest, over the inputs (topic, partition), of the
+  largest event time seen, minus the allowed lateness. It only moves forward.
+  An input that has seen nothing holds it at "no watermark"; an input marked
+  idle is left out. A window is emitted once the watermark passes t + W, in
+  (t + W, request_id) order. ``flush()`` emits all windows (end of input).
+- Nothing is dropped silently. To the dead-letter topic, with a reason:
+  malformed records; a second prediction with a known request_id or a second
+  feedback event with a known id (duplicate); feedback for a window already
+  emitted, or a prediction whose window the watermark has passed (late);
+  feedback with ts outside [t, t + W] (outside_window); feedback whose
+  prediction has not come when the watermark passes its ts (orphan).
+- Samples carry the features exactly as the server logged them.
+
+The Joiner is a pure operator: records in, outputs out, its whole state in
+``state()``. join.runner feeds it from the Log and checkpoints it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from livelearn.errors import BadInput
+from livelearn.events import Event, Reason, Schema, dead_letter, decode_event, decode_prediction
+from livelearn.log.base import Record, TopicPartition
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+
+NO_WATERMARK = -(2**63)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record the joiner emits: to ``topic`` (samples or dead_letters) under ``key``."""
+
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+
+@dataclass
+class _Window:
+    prediction: dict[str, Any]
+    events: list[Event]
+
+
+class Joiner:
+    """The embedded join operator for one pipeline's predictions and feedback streams."""
+
+    def __init__(self, inputs: Sequence[TopicPartition], schemas: Mapping[str, Schema],
+                 window_ms: int, label: Callable[[Sequence[Event]], dict[str, float]],
+                 allowed_lateness_ms: int = 0, remember_closed_ms: int | None = None):
+        self.schemas, self.window_ms, self.label = dict(schemas), window_ms, label
+        self.lateness = allowed_lateness_ms
+        self.remember_ms = remember_closed_ms if remember_closed_ms is not None else (
+            window_ms + allowed_lateness_ms + 3_600_000)
+        self.max_seen: dict[TopicPartition, int | None] = {tp: None for tp in inputs}
+        self.idle: set[TopicPartition] = set()
+        self.watermark = NO_WATERMARK
+        self.open: dict[str, _Window] = {}
+        self._closing: list[tuple[int, str]] = []  # (t + W, request_id)
+        self.pending: dict[str, list[Event]] = {}  # feedback before its prediction
+        self._pending_heap: list[tuple[int, str]] = []  # (ts, request_id)
+        self.closed: dict[str, int] = {}  # request_id -> t + W, for a while after emission
+        self._closed_heap: list[tuple[int, str]] = []
+
+    # -- input ------------------------------------------------------------------
+
+    def process(self, record: Record) -> list[Output]:
+        """Take one record of an input; return what it lets out, in emission order."""
+        out: list[Output] = []
+        ts = (self._on_prediction(record, out) if record.topic == PREDICTIONS
+              else self._on_feedback(record, out))
+        if ts is not None:
+            seen = self.max_seen.get((record.topic, record.partition))
+            if seen is None or ts > seen:
+                self.max_seen[(record.topic, record.partition)] = ts
+            self._advance(out)
+        return out
+
+    def set_idle(self, tp: TopicPartition, idle: bool) -> list[Output]:
+        """Leave an input out of the watermark (idle) or take it back."""
+        (self.idle.add if idle else self.idle.discard)(tp)
+        out: list[Output] = []
+        self._advance(out)
+        return out
+
+    def flush(self) -> list[Output]:
+        """End of input: emit every open window and orphan every pending event."""
+        out: list[Output] = []
+        self._close_until(2**63 - 1, out)
+        return out
+
+    def _on_prediction(self, record: Record, out: list[Output]) -> int | None:
+        try:
+            pred = decode_prediction(record.value)
+        except BadInput as e:
+            out.append(_dead(Reason.MALFORMED, str(e), PREDICTIONS, record))
+            return None
+        rid, ts = pred["request_id"], pred["ts"]
+        if rid in self.open or rid in self.closed:
+            out.append(_dead(Reason.DUPLICATE, f"request_id {rid!r} already seen",
+                             PREDICTIONS, record))
+        elif ts + self.window_ms < self.watermark:
+            out.append(_dead(Reason.LATE, f"prediction at {ts}: its window ended before "
+                             f"the watermark {self.watermark}", PREDICTIONS, record))
+            self._remember_closed(rid, ts + self.window_ms)
+        else:
+            window = _Window(pred, [])
+            self.open[rid] = window
+            heapq.heappush(self._closing, (ts + self.window_ms, rid))
+            for event in self.pending.pop(rid, []):
+                self._attach(window, event, out)
+        return int(ts)
+
+    def _on_feedback(self, record: Record, out: list[Output]) -> int | None:
+        try:
+            event = decode_event(record.value, self.schemas, max_future_ms=None)
+            if event.stream != record.topic:
+                raise BadInput(f"stream '{event.stream}' read from topic '{record.topic}'")
+        except BadInput as e:
+            out.append(_dead(Reason.MALFORMED, str(e), record.topic, record))
+            return None
+        rid = event.payload.get("request_id")
+        if not isinstance(rid, str):
+            out.append(_dead(Reason.MALFORMED, f"stream '{event.stream}', field "
+                             f"'payload.request_id': expected str", event.stream, record))
+        elif rid in self.open:
+            self._attach(self.open[rid], event, out, record)
+        elif rid in self.closed:
+            out.append(_dead(Reason.LATE, f"window of request {rid!r} already closed",
+                             event.stream, record))
+        elif event.ts < self.watermark:
+            out.append(_dead(Reason.ORPHAN, f"no prediction {rid!r} before the watermark",
+                             event.stream, record))
+        elif any(e.id == event.id for e in self.pending.get(rid, ())):
+            out.append(_dead(Reason.DUPLICATE, f"event id {event.id!r} already seen",
+                             event.stream, record))
+        else:
+            self.pending.setdefault(rid, []).append(event)
+            heapq.heappush(self._pending_heap, (event.ts, rid))
+        return event.ts
+
+    def _attach(self, window: _Window, event: Event, out: list[Output],
+                record: Record | None = None) -> None:
+        t = int(window.prediction["ts"])
+        raw = record if record is not None else event.to_json()
+        if any(e.id == event.id for e in window.events):
+            out.append(_dead(Reason.DUPLICATE, f"event id {event.id!r} already seen",
+                             event.stream, raw))
+        elif not t <= event.ts <= t + self.window_ms:
+            out.append(_dead(Reason.OUTSIDE_WINDOW, f"ts {event.ts} outside the window "
+                             f"[{t}, {t + self.window_ms}] of request "
+                             f"{window.prediction['request_id']!r}", event.stream, raw))
+        else:
+            window.events.append(event)
+
+    # -- watermark and emission -------------------------------------------------
+
+    def _advance(self, out: list[Output]) -> None:
+        active = [s for tp, s in self.max_seen.items() if tp not in self.idle]
+        if not active or any(s is None for s in active):
+            return
+        mark = min(s for s in active if s is not None) - self.lateness
+        if mark > self.watermark:
+            self.watermark = mark
+            self._close_until(mark, out)
+
+    def _close_until(self, mark: int, out: list[Output]) -> None:
+        """Emit windows ending before ``mark``, orphan pending events older than it."""
+        while self._pending_heap and self._pending_heap[0][0] < mark:
+            ts, rid = heapq.heappop(self._pending_heap)
+            events = self.pending.get(rid, [])
+            for event in [e for e in events if e.ts == ts]:
+                events.remove(event)
+                out.append(_dead(Reason.ORPHAN, f"no prediction {rid!r} before the "
+                                 f"watermark", event.stream, event.to_json()))
+            if not events:
+                self.pending.pop(rid, None)
+        while self._closing and self._closing[0][0] < mark:
+            end, rid = heapq.heappop(self._closing)
+            out.append(Output(SAMPLES, rid, self._sample(self.open.pop(rid))))
+            self._remember_closed(rid, end)
+        while self._closed_heap and self._closed_heap[0][0] + self.remember_ms < mark:
+            self.closed.pop(heapq.heappop(self._closed_heap)[1], None)
+
+    def _remember_closed(self, rid: str, end: int) -> None:
+        self.closed[rid] = end
+        heapq.heappush(self._closed_heap, (end, rid))
+
+    def _sample(self, window: _Window) -> dict[str, Any]:
+        pred = window.prediction
+        events = sorted(window.events, key=lambda e: (e.ts, e.id))
+        return {"id": pred["request_id"], "ts": pred["ts"],
+                "window_end": pred["ts"] + self.window_ms, "user": pred["user"],
+                "item": pred["item"], "model_version": pred["model_version"],
+                "score": pred["score"], "features": pred["features"],
+                "labels": self.label(events), "feedback": [e.id for e in events]}
+
+    # -- checkpoint -------------------------------------------------------------
+
+    def state(self) -> bytes:
+        """Everything the operator holds, as bytes for a checkpoint."""
+        return orjson.dumps({
+            "watermark": self.watermark,
+            "max_seen": [[t, p, s] for (t, p), s in self.max_seen.items()],
+            "open": [[w.prediction, [_event_obj(e) for e in w.events]]
+                     for w in self.open.values()],
+            "pending": [[rid, [_event_obj(e) for e in evs]] for rid, evs in self.pending.items()],
+            "closed": list(self.closed.items()),
+        })
+
+    def restore(self, blob: bytes) -> None:
+        """Take back a ``state()``: the operator continues exactly where it was."""
+        s = orjson.loads(blob)
+        self.watermark = s["watermark"]
+        self.max_seen.update({(t, p): seen for t, p, seen in s["max_seen"]})
+        self.open = {pred["request_id"]: _Window(pred, [Event(**e) for e in evs])
+                     for pred, evs in s["open"]}
+        self._closing = [(w.prediction["ts"] + self.window_ms, rid)
+                         for rid, w in self.open.items()]
+        self.pending = {rid: [Event(**e) for e in evs] for rid, evs in s["pending"]}
+        self._pending_heap = [(e.ts, rid) for rid, evs in self.pending.items() for e in evs]
+        self.closed = dict(s["closed"])
+        self._closed_heap = [(end, rid) for rid, end in self.closed.items()]
+        for heap in (self._closing, self._pending_heap, self._closed_heap):
+            heapq.heapify(heap)
+
+
+def _event_obj(e: Event) -> dict[str, Any]:
+    return {"stream": e.stream, "key": e.key, "id": e.id, "ts": e.ts, "payload": e.payload}
+
+
+def _dead(reason: Reason, detail: str, stream: str, raw: Record | bytes) -> Output:
+    if isinstance(raw, Record):
+        source, value = f"{raw.topic}/{raw.partition}@{raw.offset}", raw.value
+    else:
+        source, value = "", raw
+    return Output(DEAD_LETTERS, stream, dead_letter(reason, detail, stream, value, source))
+
+
+def outputs_by_topic(outputs: Iterable[Output]) -> dict[str, list[tuple[str, bytes]]]:
+    """Group outputs into (key, JSON bytes) lists per topic, keeping their order."""
+    grouped: dict[str, list[tuple[str, bytes]]] = {}
+    for o in outputs:
+        grouped.setdefault(o.topic, []).append((o.key, orjson.dumps(o.value)))
+    return grouped

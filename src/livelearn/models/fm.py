@@ -1,0 +1,199 @@
+"""Factorization machines (Rendle, 2010) on hashed rows, trained one sample at a time.
+
+The score of a row x is ``sum_j w_j x_j + sum_{a<b} <v_a, v_b> x_a x_b``: a linear
+part plus pairwise interactions through k latent factors per bucket, computed in
+O(k * features). ``FMClassifier`` puts it through a sigmoid (log loss);
+``FMRegressor`` uses it as is (squared loss). Steps are SGD or AdaGrad, per
+coordinate, as in ``models.linear``.
+
+Latent factors start as small uniform noise, drawn from a hash of (seed, bucket,
+factor) when a bucket is first learned from: the model never allocates more than
+the buckets it touches, and its state does not depend on how the stream was
+batched. Bucket indices are taken modulo ``2**bits``.
+
+>>> from livelearn.features.hashing import hash_rows
+>>> model = FMClassifier(bits=10, k=4, lr=0.1)
+>>> rows = [{"u": u, "i": i} for u in "ab" for i in "xy"] * 300
+>>> y = np.array([1.0, 0.0, 0.0, 1.0] * 300)  # an XOR: no linear model learns it
+>>> _ = model.predict_then_learn(hash_rows(rows, bits=10), y)
+>>> p = model.predict(hash_rows(rows[:4], bits=10))
+>>> bool(p[0] > 0.8 and p[1] < 0.2 and p[2] < 0.2 and p[3] > 0.8)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+from livelearn.errors import ConfigError
+from livelearn.features.batch import SparseBatch
+from livelearn.models.base import Learner, as_labels, register, state_array
+from livelearn.models.ftrl import _max_width
+from livelearn.models.linear import OPTIMIZERS
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_SQRT12 = math.sqrt(12.0)
+
+
+@numba.njit(cache=True, inline="always")
+def init_value(seed: int, counter: int, std: float) -> float:
+    """Uniform noise of standard deviation ``std``, from splitmix64 of (seed, counter)."""
+    x = np.uint64(seed) * _GOLDEN + np.uint64(counter) * _MIX1 + _GOLDEN
+    x ^= x >> np.uint64(30)
+    x *= _MIX1
+    x ^= x >> np.uint64(27)
+    x *= _MIX2
+    x ^= x >> np.uint64(31)
+    u = np.float64(x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return std * _SQRT12 * (u - 0.5)
+
+
+@numba.njit(cache=True, inline="always")
+def step(params, i, j, f, g, lr, adagrad):  # type: ignore[no-untyped-def]
+    """One SGD or AdaGrad step on ``params[i, 0, j, f]`` (accumulator at ``[i, 1, j, f]``)."""
+    if adagrad:
+        params[i, 1, j, f] += g * g
+        if params[i, 1, j, f] > 0.0:
+            params[i, 0, j, f] -= lr * g / math.sqrt(params[i, 1, j, f])
+    else:
+        params[i, 0, j, f] -= lr * g
+
+
+@numba.njit(cache=True)
+def touch(indices, lo, hi, v, touched, std, seed):  # type: ignore[no-untyped-def]
+    """Draw the initial factors of the row's buckets that were never learned from."""
+    mask = v.shape[0] - 1
+    per = v.shape[2] * v.shape[3]
+    for kk in range(lo, hi):
+        i = indices[kk] & mask
+        if touched[i]:
+            continue
+        touched[i] = 1
+        for j in range(v.shape[2]):
+            for f in range(v.shape[3]):
+                v[i, 0, j, f] = init_value(seed, i * per + j * v.shape[3] + f, std)
+
+
+@numba.njit(cache=True, inline="always")
+def factor(v, touched, i, j, f, std, seed):  # type: ignore[no-untyped-def]
+    """``v[i, 0, j, f]``, or the value it will be drawn with if bucket i was never learned."""
+    if touched[i]:
+        return v[i, 0, j, f]
+    return init_value(seed, (i * v.shape[2] + j) * v.shape[3] + f, std)
+
+
+@numba.njit(cache=True, inline="always")
+def link(score, logistic):  # type: ignore[no-untyped-def]
+    if logistic:
+        return 1.0 / (1.0 + math.exp(-min(max(score, -35.0), 35.0)))
+    return score
+
+
+@numba.njit(cache=True)
+def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, l2_v,  # type: ignore[no-untyped-def]
+         std, seed, learn, out):
+    mask, k = w.shape[0] - 1, v.shape[3]
+    s = np.empty(k)
+    vrow = np.empty((_max_width(offsets), k))
+    for r in range(len(offsets) - 1):
+        lo, hi = offsets[r], offsets[r + 1]
+        if learn:
+            touch(indices, lo, hi, v, touched, std, seed)
+        score, sq = 0.0, 0.0
+        s[:] = 0.0
+        for kk in range(lo, hi):
+            i, x = indices[kk] & mask, values[kk]
+            score += w[i, 0, 0, 0] * x
+            for f in range(k):
+                vf = factor(v, touched, i, 0, f, std, seed)
+                vrow[kk - lo, f] = vf
+                s[f] += vf * x
+                sq += (vf * x) ** 2
+        for f in range(k):
+            score += 0.5 * s[f] * s[f]
+        p = link(score - 0.5 * sq, logistic)
+        out[r] = p
+        if not learn:
+            continue
+        err = p - y[r]
+        for kk in range(lo, hi):
+            i, x = indices[kk] & mask, values[kk]
+            step(w, i, 0, 0, err * x + l2 * w[i, 0, 0, 0], lr, adagrad)
+            for f in range(k):
+                vf = vrow[kk - lo, f]
+                step(v, i, 0, f, err * x * (s[f] - vf * x) + l2_v * vf, lr, adagrad)
+
+
+class Factorization(Learner):
+    """Linear weights ``w`` and latent factors ``v``, each beside its AdaGrad accumulator.
+
+    ``w`` has shape (2**bits, 2, 1, 1) and ``v`` (2**bits, 2, fields, k): index 0 of
+    the second axis holds the parameters, index 1 their sums of squared gradients.
+    ``touched`` marks the buckets whose factors have been drawn.
+    """
+
+    _fields = 1
+
+    def _setup(self, bits: int, k: int, optimizer: str) -> None:
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{type(self).__name__}: optimizer must be one of {OPTIMIZERS}, "
+                              f"got {optimizer!r}")
+        if k < 1:
+            raise ConfigError(f"{type(self).__name__}: k must be >= 1, got {k}")
+        self._w = np.zeros((1 << bits, 2, 1, 1))
+        self._v = np.zeros((1 << bits, 2, self._fields, k), dtype=np.float32)
+        self._touched = np.zeros(1 << bits, dtype=np.uint8)
+
+    def _options(self) -> tuple[Any, ...]:
+        return (self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2, self.l2_v,
+                self.init_std, self.seed)
+
+    def predict(self, batch: SparseBatch) -> np.ndarray:
+        return self._call(batch, None)
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        return self._call(batch, y)
+
+    def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
+        out = np.empty(len(batch))
+        _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y), self._w, self._v,
+             self._touched, *self._options(), y is not None, out)
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"w": self._w, "v": self._v, "touched": self._touched}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._w = state_array(state, "w", self._w.shape)
+        self._v = state_array(state, "v", self._v.shape, np.float32)
+        self._touched = state_array(state, "touched", self._touched.shape, np.uint8)
+
+
+class _FM(Factorization):
+    def __init__(self, bits: int = 20, k: int = 8, optimizer: str = "adagrad", lr: float = 0.05,
+                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.05, seed: int = 0):
+        self.bits, self.k, self.optimizer, self.lr = bits, k, optimizer, lr
+        self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
+        self._setup(bits, k, optimizer)
+
+
+@register
+class FMClassifier(_FM):
+    """Factorization machine for binary labels: scores are P(label = 1), log loss."""
+
+    name = "fm_classifier"
+    task = "binary"
+
+
+@register
+class FMRegressor(_FM):
+    """Factorization machine for numeric labels, squared loss."""
+
+    name = "fm_regressor"
+    task = "regression"

@@ -1,0 +1,145 @@
+"""Model versions on disk with their metadata, status and lineage.
+
+A version is a model file (``v000001.npz``) plus a row in ``index.db``
+(SQLite): its parent, the input offsets it was trained on, its metrics, its
+status, and the event time at which it started serving. Status moves
+candidate -> approved | rejected, approved -> serving -> retired; a rollback
+puts a retired version back to approved. Every change is logged as a decision
+with its reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from livelearn.errors import BadInput, NotFound
+from livelearn.models.base import Learner, load_learner, save_learner
+
+STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY, parent INTEGER, status TEXT NOT NULL, created REAL NOT NULL,
+    meta BLOB NOT NULL, serving_since_ts INTEGER);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, status TEXT NOT NULL,
+    reason TEXT NOT NULL, at REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Version:
+    id: int
+    parent: int | None
+    status: str
+    created: float  # wall clock, seconds since the epoch
+    meta: dict[str, Any]  # metrics, offsets trained on, sample counts, ...
+    serving_since_ts: int | None  # event time (ms) at which a server first served it
+
+
+class Registry:
+    """Versions in a directory; safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path / "index.db", timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._local.db = db
+        return db
+
+    def file(self, version: int) -> Path:
+        return self.path / f"v{version:06d}.npz"
+
+    def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None) -> Version:
+        """Save a new candidate version; its file is complete before its row exists."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
+            tmp = self.file(vid).with_suffix(".tmp")
+            save_learner(learner, tmp)
+            tmp.replace(self.file(vid))
+            db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL)",
+                       (vid, parent, time.time(), orjson.dumps(meta)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return self.get(vid)
+
+    def get(self, version: int) -> Version:
+        row = self._db().execute("SELECT * FROM versions WHERE id = ?", (version,)).fetchone()
+        if row is None:
+            raise NotFound(f"model version {version} is not in the registry {self.path}")
+        return _version(row)
+
+    def load(self, version: int) -> Learner:
+        """The learner of a version, exactly as published."""
+        self.get(version)
+        return load_learner(self.file(version))
+
+    def versions(self, status: str | None = None) -> list[Version]:
+        """Versions in publication order, optionally only those with one status."""
+        if status is not None and status not in STATUSES:
+            raise BadInput(f"status {status!r}: expected one of {', '.join(STATUSES)}")
+        sql = "SELECT * FROM versions" + (" WHERE status = ?" if status else "") + " ORDER BY id"
+        return [_version(r) for r in self._db().execute(sql, (status,) if status else ())]
+
+    def incumbent(self) -> Version | None:
+        """The version the server serves or is about to: the newest approved or serving one."""
+        row = self._db().execute("SELECT * FROM versions WHERE status IN ('approved', 'serving') "
+                                 "ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else _version(row)
+
+    def set_status(self, version: int, status: str, reason: str) -> None:
+        """Change a version's status and log the decision with its reason."""
+        if status not in STATUSES:
+            raise BadInput(f"status {status!r}: expected one of {', '.join(STATUSES)}")
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
+        db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
+                   (version, status, reason, time.time()))
+        db.execute("COMMIT")
+
+    def mark_serving(self, version: int, event_ts: int | None) -> None:
+        """Record that a server swapped ``version`` in at event time ``event_ts`` (ms).
+
+        ``event_ts`` is None when the server has seen no event time yet.
+        The version becomes serving (its first serving time is kept); a version
+        served before it, older and not rolled back to, becomes retired.
+        """
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE versions SET status = 'serving', "
+                   "serving_since_ts = COALESCE(serving_since_ts, ?) WHERE id = ?",
+                   (event_ts, version))
+        db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' AND id != ?",
+                   (version,))
+        db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, 'serving', ?, ?)",
+                   (version, f"swapped in at event time {event_ts}", time.time()))
+        db.execute("COMMIT")
+
+    def decisions(self) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT version, status, reason, at FROM decisions ORDER BY seq")
+        return [{"version": v, "status": s, "reason": r, "at": a} for v, s, r, a in rows]
+
+
+def _version(row: tuple[Any, ...]) -> Version:
+    vid, parent, status, created, meta, since = row
+    return Version(vid, parent, status, created, orjson.loads(meta), since)

@@ -1,0 +1,169 @@
+"""The prediction server: where a request is scored, and its features logged.
+
+POST /predict scores candidates for one user with the version the holder
+serves, and appends one prediction record per candidate (request_id, ts,
+user, item, model_version, features as served, score) to the predictions
+topic before answering. POST /feedback appends feedback events to their
+streams; an event that fails its schema goes to the dead-letter topic and is
+named in the answer. GET /models, /healthz and /metrics (Prometheus text).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from livelearn.errors import BadInput, LivelearnError
+from livelearn.events import Reason, check_ts, dead_letter, decode_event
+from livelearn.features.hashing import hash_rows
+from livelearn.log.base import Log
+from livelearn.registry import Registry
+from livelearn.serve.holder import ModelHolder
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
+from livelearn.tables.offline import load_table
+
+
+class PredictRequest(BaseModel):
+    user_id: str = Field(min_length=1, max_length=256)
+    items: list[str] = Field(min_length=1, max_length=1000,
+                             description="candidate item ids, scored in this order")
+    ts: int | None = Field(None, description="event time, ms since the epoch UTC; now if absent")
+
+
+class Scored(BaseModel):
+    request_id: str
+    item: str
+    score: float
+    model_version: int
+
+
+class PredictResponse(BaseModel):
+    model_version: int
+    predictions: list[Scored]
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    rejected: list[dict[str, Any]]
+
+
+def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str | Path = ".",
+               poll_s: float = 0.1) -> FastAPI:
+    """The FastAPI app for one pipeline; tables load once, at creation."""
+    users = load_table(pipeline.users, data_dir)
+    items = load_table(pipeline.items, data_dir)
+    holder = ModelHolder(registry, poll_s)
+    counts: Counter[str] = Counter()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        holder.start()
+        yield
+        holder.stop()
+
+    app = FastAPI(title=f"livelearn: {pipeline.name}", lifespan=lifespan)
+    app.state.holder = holder
+
+    @app.exception_handler(LivelearnError)
+    async def _error(_: Request, exc: LivelearnError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.post("/predict", response_model=PredictResponse)
+    def predict(req: PredictRequest) -> Response:
+        ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, "predict")
+        holder.observe(ts)
+        version, model = holder.current()
+        user = users.get(req.user_id, {})
+        rows = []
+        for item in req.items:
+            if item not in items:
+                raise BadInput(f"field 'items': item {item!r} is not in table "
+                               f"'{pipeline.items.name}'")
+            rows.append(pipeline.features(user, items[item], ts))
+        scores = model.predict(hash_rows(rows, model.bits))  # type: ignore[attr-defined]
+        out, records = [], []
+        for item, features, score in zip(req.items, rows, scores.tolist(), strict=True):
+            rid = uuid.uuid4().hex
+            out.append({"request_id": rid, "item": item, "score": score,
+                        "model_version": version})
+            records.append((rid, orjson.dumps({
+                "request_id": rid, "ts": ts, "user": req.user_id, "item": item,
+                "model_version": version, "score": score, "features": features})))
+        log.append(PREDICTIONS, records)
+        counts["predictions"] += len(records)
+        return Response(orjson.dumps({"model_version": version, "predictions": out}),
+                        media_type="application/json")
+
+    @app.post("/feedback", response_model=FeedbackResponse)
+    def feedback(events: list[Any]) -> dict[str, Any]:
+        good: dict[str, list[tuple[str, bytes]]] = {}
+        rejected, dead = [], []
+        for i, obj in enumerate(events):
+            try:
+                event = decode_event(obj if isinstance(obj, Mapping) else orjson.dumps(obj),
+                                     pipeline.schemas)
+            except BadInput as e:
+                rejected.append({"index": i, "error": str(e)})
+                stream = obj.get("stream") if isinstance(obj, Mapping) else None
+                dead.append((str(stream), orjson.dumps(dead_letter(
+                    Reason.MALFORMED, str(e), str(stream), _raw(obj)))))
+                continue
+            holder.observe(event.ts)
+            good.setdefault(event.stream, []).append((event.key, event.to_json()))
+        with log.atomic():
+            for stream, records in good.items():
+                log.append(stream, records)
+            if dead:
+                log.append(DEAD_LETTERS, dead)
+        counts["feedback"] += len(events) - len(rejected)
+        counts["feedback_rejected"] += len(rejected)
+        return {"accepted": len(events) - len(rejected), "rejected": rejected}
+
+    @app.get("/models")
+    def models() -> list[dict[str, Any]]:
+        return [{"version": v.id, "parent": v.parent, "status": v.status, "created": v.created,
+                 "serving_since_ts": v.serving_since_ts, "metrics": v.meta.get("window"),
+                 "samples": v.meta.get("samples")} for v in registry.versions()]
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok" if holder.version else "no model",
+                "model_version": holder.version}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        lines = [
+            "# TYPE livelearn_predictions_total counter",
+            f"livelearn_predictions_total {counts['predictions']}",
+            "# TYPE livelearn_feedback_events_total counter",
+            f"livelearn_feedback_events_total {counts['feedback']}",
+            "# TYPE livelearn_feedback_rejected_total counter",
+            f"livelearn_feedback_rejected_total {counts['feedback_rejected']}",
+            "# TYPE livelearn_model_swaps_total counter",
+            f"livelearn_model_swaps_total {holder.swaps}",
+            "# TYPE livelearn_model_version gauge",
+            f"livelearn_model_version {holder.version or 0}",
+            "# TYPE livelearn_event_clock_ms gauge",
+            f"livelearn_event_clock_ms {holder.clock_ts}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    return app
+
+
+def _raw(obj: Any) -> str:
+    """An event as it came, for a dead letter; repr where it is not plain JSON."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return repr(obj)

@@ -1,0 +1,1 @@
+"""Training: the online trainer and its streaming metrics."""

@@ -1,0 +1,141 @@
+"""The train role: learns from samples prequentially and publishes versions.
+
+Each sample is scored by the current model before the model learns from it
+(prequential evaluation): those scores are the honest live metrics, overall
+and over the most recent ``gate_window`` samples. A version is published every
+``publish_every_samples`` samples or ``publish_every_ms`` of event time.
+
+The trainer's checkpoint is the newest version it published: the model, the
+input offsets it had reached and its counters, all in that version's metadata.
+A restarted trainer resumes from there and learns the rest again, in order, so
+it ends in the same state as a run never interrupted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from livelearn.features.batch import SparseBatch
+from livelearn.features.hashing import hash_rows
+from livelearn.log.base import Log, TopicPartition
+from livelearn.models.base import Learner
+from livelearn.registry import Registry, Version
+from livelearn.spec import SAMPLES, Pipeline
+from livelearn.train.metrics import Metric, WindowedMetric, make_metric
+
+
+@dataclass
+class Trained:
+    """What one step learned: the samples, their hashed rows, labels and prequential scores."""
+
+    samples: list[dict[str, Any]]
+    batch: SparseBatch
+    labels: np.ndarray
+    scores: np.ndarray
+    published: list[Version] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one pipeline's learner from the samples topic, as consumer ``group``."""
+
+    def __init__(self, log: Log, registry: Registry, pipeline: Pipeline, group: str = "trainer"):
+        self.log, self.registry, self.pipeline, self.group = log, registry, pipeline, group
+        self.policies = pipeline.policies
+        self.inputs = log.topic_partitions([SAMPLES])
+        self.model: Learner = pipeline.learner()
+        self.kind = "auc" if self.model.task == "binary" else "mae"
+        self.metric: Metric = make_metric(self.kind)
+        self.window = WindowedMetric(self.kind, self.policies.gate_window)
+        # (topic, partition, offset, prequential score) of the most recent samples
+        self._recent: deque[tuple[str, int, int, float]] = deque(maxlen=self.policies.gate_window)
+        self.offsets: dict[TopicPartition, int] = {tp: 0 for tp in self.inputs}
+        self.samples = 0
+        self.version: Version | None = None
+        self._since_publish = 0
+        self._last_publish_ts: int | None = None
+        self._resume()
+
+    def _resume(self) -> None:
+        mine = [v for v in self.registry.versions() if v.meta.get("trainer") == self.group]
+        if not mine:
+            self.version = self._publish(ts=None)
+            return
+        self.version = mine[-1]
+        meta = self.version.meta
+        self.model = self.registry.load(self.version.id)
+        self.offsets.update({(t, p): o for t, p, o in meta["offsets"]})
+        self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
+
+    def step(self, max_records: int = 5000) -> Trained | None:
+        """Learn from up to ``max_records`` new samples; None when there are none."""
+        samples: list[dict[str, Any]] = []
+        where: list[tuple[str, int, int]] = []
+        for tp in self.inputs:
+            for record in self.log.read(*tp, self.offsets[tp], max_records - len(samples)):
+                samples.append(orjson.loads(record.value))
+                where.append((record.topic, record.partition, record.offset))
+                self.offsets[tp] = record.offset + 1
+        if not samples:
+            return None
+        batch = hash_rows([s["features"] for s in samples], self.model.bits)  # type: ignore[attr-defined]
+        target = self.pipeline.target
+        labels = np.array([float(s["labels"][target]) for s in samples])
+        trained = Trained(samples, batch, labels, np.empty(len(samples)))
+        start = 0
+        for cut in self._publish_points(samples):
+            trained.scores[start:cut] = self._learn(batch.slice(start, cut), labels[start:cut],
+                                                    where[start:cut])
+            start = cut
+            trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"])))
+        trained.scores[start:] = self._learn(batch.slice(start, len(samples)), labels[start:],
+                                             where[start:])
+        return trained
+
+    def _publish_points(self, samples: list[dict[str, Any]]) -> list[int]:
+        """Indices after which a version is due, by sample count or event time."""
+        points, count, last = [], self._since_publish, self._last_publish_ts
+        for i, s in enumerate(samples):
+            count += 1
+            last = s["ts"] if last is None else last
+            if count >= self.policies.publish_every_samples or \
+                    s["ts"] - last >= self.policies.publish_every_ms:
+                points.append(i + 1)
+                count, last = 0, s["ts"]
+        return points
+
+    def _learn(self, batch: SparseBatch, labels: np.ndarray,
+               where: list[tuple[str, int, int]]) -> np.ndarray:
+        if len(batch) == 0:
+            return np.empty(0)
+        scores = self.model.predict_then_learn(batch, labels)
+        self.metric.update(scores, labels)
+        self.window.update(scores, labels)
+        self._recent.extend((t, p, o, s) for (t, p, o), s in zip(where, scores.tolist(),
+                                                                    strict=True))
+        self.samples += len(batch)
+        self._since_publish += len(batch)
+        return scores
+
+    def _publish(self, ts: int | None) -> Version:
+        """Publish the current model as a candidate, with its metrics and lineage."""
+        starts: dict[str, int] = {}
+        scores: dict[str, list[float]] = {}
+        for topic, partition, offset, score in self._recent:  # contiguous per partition
+            starts.setdefault(f"{topic}/{partition}", offset)
+            scores.setdefault(f"{topic}/{partition}", []).append(score)
+        meta = {
+            "trainer": self.group, "samples": self.samples, "event_ts": ts,
+            "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
+            "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
+            "window": {"metric": self.window.get() if self.window.count else None,
+                       "samples": len(self._recent), "starts": starts, "scores": scores},
+        }
+        parent = None if self.version is None else self.version.id
+        self.version = self.registry.publish(self.model, meta, parent)
+        self._since_publish, self._last_publish_ts = 0, ts
+        return self.version

@@ -1,0 +1,1 @@
+"""The dashboard page, its data endpoints and the HTML report."""
