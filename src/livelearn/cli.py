@@ -85,7 +85,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        description="Serve predictions over HTTP, log them, hot-swap versions.")
     s.add_argument("--data", type=Path, default=Path("."), metavar="DIR",
                    help="directory the pipeline's table paths are relative to (default: .)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
                    help="how often to look for a newly approved version (default: %(default)s)")
@@ -162,9 +163,12 @@ def _role(args: argparse.Namespace) -> int:
         def turn() -> bool:
             busy = trainer.step() is not None
             return bool(gate.step()) or busy
-    while turn() or not args.until_idle:
-        time.sleep(0 if args.until_idle else 0.05)
-    return 0
+    while True:
+        busy = turn()
+        if not busy and args.until_idle:
+            return 0
+        if not busy:
+            time.sleep(0.05)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ Records of all inputs are merged by (ts, input), looking only at the head of
 each input, so the order (and with it every sample and dead letter) depends on
 the log's contents alone, never on batch sizes or timing. While an input has
 nothing to read the merge waits for it, unless it has been empty for
-``idle_after_s`` seconds: then it is idle and left out of the watermark.
+``idle_after_s`` seconds: then it is idle and left out of the watermark (the
+one place where wall-clock timing can change a result, as in Flink). In a
+final step, an input with nothing left is idle at once.
 
 Each step writes its samples and dead letters and commits the input offsets
 and the joiner's state in one atomic step of the Log.
@@ -38,7 +40,8 @@ class JoinRunner:
 
     def __init__(self, log: Log, pipeline: Pipeline, group: str = "joiner",
                  idle_after_s: float = 5.0, read_batch: int = 2000):
-        self.log, self.group, self.idle_after_s, self.read_batch = log, group, idle_after_s, read_batch
+        self.log, self.group = log, group
+        self.idle_after_s, self.read_batch = idle_after_s, read_batch
         self.inputs = log.topic_partitions([PREDICTIONS, *pipeline.schemas])
         join = pipeline.feedback
         self.joiner = Joiner(self.inputs, pipeline.schemas, join.window_ms, join.label,
@@ -81,7 +84,7 @@ class JoinRunner:
         for i, tp in enumerate(self.inputs):
             buffer = self._buffers[tp]
             if not buffer and not self._refill(tp):
-                if final or self._idle(tp, out):
+                if self._idle(tp, out, exhausted=final):
                     continue
                 return None
             key = (buffer[0][0], i)
@@ -100,10 +103,12 @@ class JoinRunner:
             self.joiner.set_idle(tp, False)
         return True
 
-    def _idle(self, tp: TopicPartition, out: list[Output]) -> bool:
+    def _idle(self, tp: TopicPartition, out: list[Output], exhausted: bool) -> bool:
+        """Whether to merge on without this empty input. An input at the end of a
+        bounded log (``exhausted``) is idle at once, as a finished source is."""
         if tp in self.joiner.idle:
             return True
-        if time.monotonic() - self._empty_since[tp] < self.idle_after_s:
+        if not exhausted and time.monotonic() - self._empty_since[tp] < self.idle_after_s:
             return False
         out.extend(self.joiner.set_idle(tp, True))
         return True

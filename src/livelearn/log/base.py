@@ -78,7 +78,7 @@ class Log(ABC):
         """Appends and a commit made inside happen together or not at all, where supported."""
         yield
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: nothing to release by default)
         """Release connections. The log stays on disk."""
 
     def topic_partitions(self, topics: Iterable[str]) -> list[TopicPartition]:

@@ -131,7 +131,8 @@ class Registry:
                    (event_ts, version))
         db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' AND id != ?",
                    (version,))
-        db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, 'serving', ?, ?)",
+        db.execute("INSERT INTO decisions (version, status, reason, at) "
+                   "VALUES (?, 'serving', ?, ?)",
                    (version, f"swapped in at event time {event_ts}", time.time()))
         db.execute("COMMIT")
 

@@ -79,7 +79,6 @@ class Trainer:
             for record in self.log.read(*tp, self.offsets[tp], max_records - len(samples)):
                 samples.append(orjson.loads(record.value))
                 where.append((record.topic, record.partition, record.offset))
-                self.offsets[tp] = record.offset + 1
         if not samples:
             return None
         batch = hash_rows([s["features"] for s in samples], self.model.bits)  # type: ignore[attr-defined]
@@ -117,6 +116,8 @@ class Trainer:
         self.window.update(scores, labels)
         self._recent.extend((t, p, o, s) for (t, p, o), s in zip(where, scores.tolist(),
                                                                     strict=True))
+        for topic, partition, offset in where:
+            self.offsets[(topic, partition)] = offset + 1
         self.samples += len(batch)
         self._since_publish += len(batch)
         return scores

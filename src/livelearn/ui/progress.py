@@ -50,6 +50,7 @@ class LiveProgress:
                 self.outcome.baseline_samples:
             self._auc, self._auc_at = self.outcome.live_window_auc(), time.monotonic()
         versions = [v.status for v in self.registry.versions()]
+        approved = len(versions) - versions.count("rejected") - versions.count("candidate")
         sim_time = datetime.fromtimestamp(s.sim_ts / 1000, UTC).strftime("%Y-%m-%d %H:%M") \
             if s.sim_ts else "-"
         dead = sum(n for k, n in self.joiner.counts.items() if k != "samples")
@@ -62,7 +63,7 @@ class LiveProgress:
             ("dead letters (joiner)", f"{dead:,}"),
             ("samples learned", f"{self.trainer.samples:,}"),
             ("versions published", str(len(versions))),
-            ("approved / rejected", f"{versions.count('approved') + versions.count('serving') + versions.count('retired')} / {versions.count('rejected')}"),
+            ("approved / rejected", f"{approved} / {versions.count('rejected')}"),
             ("AUC live / frozen (last 5000)", f"{self._auc[0]:.4f} / {self._auc[1]:.4f}"),
             ("wall time", f"{wall:.0f} s"),
         ]:

@@ -1,0 +1,368 @@
+"""Declared feature transforms: what a pipeline's features become in a SparseBatch.
+
+A ``FeatureSet`` lists transforms of named values; each row of its batch holds a
+bias bucket (field 0), then one feature per transform whose inputs are present,
+in declaration order (the n-th transform is field n, for field-aware models):
+
+- ``Categorical(name)``: one-hot, the bucket of ``"name=value"`` (str, bool or int value);
+- ``Numeric(name, scale)``: pass-through, the bucket of ``"name"``, value * scale;
+- ``Bucketized(name, boundaries)``: one-hot, the bucket of ``"name@i"`` where i
+  counts the boundaries <= value (so bucket 0 is below the first boundary);
+- ``Cross(a, b, ...)``: one-hot, a bucket mixed from the buckets of ``"a=value"``,
+  ``"b=value"``, ... (categorical values; absent if any is absent).
+
+A name missing from a row, or None, or NaN for a number, leaves its feature out.
+Categorical and Numeric hash exactly as ``hashing.hash_rows`` does, so a
+FeatureSet of a row's names in their order gives hash_rows's batch, plus fields.
+
+>>> features = FeatureSet([Categorical("country"), Numeric("age_h", scale=0.1),
+...                        Bucketized("age_h", (1.0, 6.0, 24.0)), Cross("country", "topic")])
+>>> batch = features.hash_rows([{"country": "FR", "topic": "tech", "age_h": 3.0},
+...                             {"topic": "tech"}], bits=18)
+>>> batch.offsets.tolist(), batch.fields.tolist()
+([0, 5, 6], [0, 1, 2, 3, 4, 0])
+>>> float(batch.values[2])
+0.3
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numba
+import numpy as np
+
+from livelearn.errors import BadInput, ConfigError
+from livelearn.features import scan as sc
+from livelearn.features.batch import SparseBatch
+from livelearn.features.hashing import BIAS, Features, positions
+
+_M64 = (1 << 64) - 1
+_CROSS_SEED = 0x243F6A8885A308D3
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_CAT, _NUM, _BUCKET, _CROSS = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One-hot of a str, bool or int value: the bucket of ``"name=value"``."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Numeric:
+    """A number passed through: the bucket of ``"name"``, with value ``value * scale``."""
+
+    name: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Bucketized:
+    """One-hot of the interval of a number: ``"name@i"``, i = count of boundaries <= value."""
+
+    name: str
+    boundaries: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        b = list(self.boundaries)
+        if not b or any(math.isnan(x) for x in b) or b != sorted(set(b)):
+            raise ConfigError(f"Bucketized({self.name!r}): boundaries must be increasing "
+                              f"numbers, got {self.boundaries}")
+
+
+@dataclass(frozen=True)
+class Cross:
+    """One-hot of the combination of categorical values of two or more names."""
+
+    names: tuple[str, ...]
+
+    def __init__(self, *names: str):
+        if len(names) < 2:
+            raise ConfigError(f"Cross{names}: name two or more features")
+        object.__setattr__(self, "names", tuple(names))
+
+
+Transform = Categorical | Numeric | Bucketized | Cross
+
+
+def cross_hash(tokens: Iterable[int]) -> int:
+    """The 32-bit hash of a cross, from the full CRC-32s of its ``"name=value"`` tokens."""
+    h = _CROSS_SEED
+    for t in tokens:
+        h ^= t
+        h = ((h ^ (h >> 30)) * _MIX1) & _M64
+        h = ((h ^ (h >> 27)) * _MIX2) & _M64
+        h ^= h >> 31
+    return h & 0xFFFFFFFF
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+class FeatureSet:
+    """Transforms applied to feature dicts, hashed into a SparseBatch with fields."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = tuple(transforms)
+        self.n_fields = len(self.transforms) + 1
+        self._plan = _Plan(self.transforms)
+
+    @classmethod
+    def infer(cls, row: Features) -> FeatureSet:
+        """Categorical for str and bool values, Numeric for numbers, in the row's order."""
+        return cls([Categorical(k) if isinstance(v, str | bool) else Numeric(k)
+                    for k, v in row.items()])
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({list(self.transforms)!r})"
+
+    def hash_rows(self, rows: Sequence[Features], bits: int) -> SparseBatch:
+        """The batch of ``rows``; fast (see ``features.scan``), same result as ``hash_rows_python``."""
+        plan, n = self._plan, len(rows)
+        numbers = plan.numbers(rows)
+        tokens = sc.scan(rows) if plan.scans and n else None
+        if plan.scans and n and tokens is None:
+            return self.hash_rows_python(rows, bits)
+        if tokens is None:
+            tokens = sc.Tokens(*(np.zeros(0, dtype=d) for d in ("u4", "u4", "f8", "i1")),
+                               np.zeros(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int8))
+        width = len(self.transforms) + 1
+        idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
+        fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
+        redo = tokens.status.copy()
+        _assemble(tokens.key, tokens.token, tokens.kind, tokens.offsets, numbers, *plan.arrays,
+                  plan.bias, (1 << bits) - 1, idx, val, fld, off, redo)
+        batch = SparseBatch(idx[:off[-1]], val[:off[-1]], off, fld[:off[-1]])
+        again = np.flatnonzero(redo).tolist()
+        if again:
+            batch = _splice(batch, again, self.hash_rows_python([rows[r] for r in again], bits))
+        return batch
+
+    def hash_rows_python(self, rows: Sequence[Features], bits: int) -> SparseBatch:
+        """The definition, in plain Python, that ``hash_rows`` reproduces."""
+        mask = (1 << bits) - 1
+        idx: list[int] = []
+        val: list[float] = []
+        fld: list[int] = []
+        off = [0]
+        for row in rows:
+            for f, (h, v) in enumerate(self._row(row)):
+                if h is not None:
+                    idx.append(h & mask)
+                    val.append(v)
+                    fld.append(f)
+            off.append(len(idx))
+        return SparseBatch(np.array(idx, dtype=np.int64), np.array(val, dtype=np.float64),
+                           np.array(off, dtype=np.int64), np.array(fld, dtype=np.int32))
+
+    def _row(self, row: Features) -> list[tuple[int | None, float]]:
+        out: list[tuple[int | None, float]] = [(_crc(BIAS), 1.0)]
+        for t in self.transforms:
+            if isinstance(t, Categorical):
+                out.append((_token(row, t.name), 1.0))
+            elif isinstance(t, Cross):
+                parts = [_token(row, name) for name in t.names]
+                out.append((None if None in parts else cross_hash(parts), 1.0))  # type: ignore[arg-type]
+            else:
+                x = _number(row, t.name)
+                if x is None:
+                    out.append((None, 0.0))
+                elif isinstance(t, Numeric):
+                    out.append((_crc(t.name), x * t.scale))
+                else:
+                    i = int(np.searchsorted(np.array(t.boundaries), x, side="right"))
+                    out.append((_crc(f"{t.name}@{i}"), 1.0))
+        return out
+
+
+def _token(row: Features, name: str) -> int | None:
+    """The full CRC-32 of ``"name=value"``, or None if absent."""
+    v = row.get(name)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if not isinstance(v, str | bool | int):
+        raise BadInput(f"feature {name!r}: categorical values must be str, bool or int, "
+                       f"got {type(v).__name__} {v!r}")
+    return _crc(f"{name}={v}")
+
+
+def _number(row: Features, name: str) -> float | None:
+    v = row.get(name)
+    if v is None:
+        return None
+    if isinstance(v, str):
+        raise BadInput(f"feature {name!r}: expected a number, got str {v!r}")
+    x = float(v)
+    return None if math.isnan(x) else x
+
+
+class _Plan:
+    """The transforms as arrays for the numba kernel."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = transforms
+        self.bias = _crc(BIAS)
+        numeric = [t.name for t in transforms if isinstance(t, Numeric | Bucketized)]
+        self.numeric_names = list(dict.fromkeys(numeric))
+        categorical = [n for t in transforms for n in _categorical_names(t)]
+        self.categorical_names = list(dict.fromkeys(categorical))
+        self.scans = bool(self.categorical_names)
+        self.arrays = self._arrays()
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        slot = {n: i for i, n in enumerate(self.categorical_names)}
+        column = {n: i for i, n in enumerate(self.numeric_names)}
+        ops, arg, scale, parts, part_off, bins, bin_off = [], [], [], [], [0], [], [0]
+        bin_tok_off = []
+        for t in self.transforms:
+            if isinstance(t, Categorical):
+                ops.append(_CAT), arg.append(slot[t.name]), scale.append(1.0)
+            elif isinstance(t, Cross):
+                ops.append(_CROSS), arg.append(0), scale.append(1.0)
+                parts.extend(slot[n] for n in t.names)
+            else:
+                ops.append(_NUM if isinstance(t, Numeric) else _BUCKET)
+                arg.append(column[t.name])
+                scale.append(t.scale if isinstance(t, Numeric) else 1.0)
+            bin_tok_off.append(len(bins) + bin_off.index(len(bins)) if False else 0)
+            if isinstance(t, Bucketized):
+                bins.extend(t.boundaries)
+            part_off.append(len(parts))
+            bin_off.append(len(bins))
+        bin_tokens = [_crc(f"{t.name}@{i}") for t in self.transforms
+                      if isinstance(t, Bucketized) for i in range(len(t.boundaries) + 1)]
+        table = _key_table(self.categorical_names)
+        return (*table, np.array(ops, dtype=np.int64), np.array(arg, dtype=np.int64),
+                np.array(scale), np.array(parts, dtype=np.int64),
+                np.array(part_off, dtype=np.int64), np.array(bins, dtype=np.float64),
+                np.array(bin_off, dtype=np.int64), np.array(bin_tokens, dtype=np.int64),
+                np.array([_crc(t.name) for t in self.transforms], dtype=np.int64))
+
+    def numbers(self, rows: Sequence[Features]) -> np.ndarray:
+        """The numeric inputs as a (rows, names) float array, NaN where absent."""
+        names = self.numeric_names
+        if not names or not len(rows):
+            return np.zeros((len(rows), len(names)))
+        try:  # array.array takes ints, floats and bools, and refuses str and None
+            got: Any = list(map(itemgetter(*names), rows))
+            flat = array("d", chain.from_iterable(got) if len(names) > 1 else got)
+            return np.frombuffer(flat, dtype=np.float64).reshape(len(rows), len(names))
+        except (KeyError, TypeError):
+            numbers = [[_number(row, n) for n in names] for row in rows]
+            return np.array(numbers, dtype=np.float64).reshape(len(rows), len(names))
+
+
+def _categorical_names(t: Transform) -> tuple[str, ...]:
+    if isinstance(t, Categorical):
+        return (t.name,)
+    return t.names if isinstance(t, Cross) else ()
+
+
+def _key_table(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """An open-addressing table from the CRC-32 of a name to its slot."""
+    crcs = [_crc(n) for n in names]
+    if len(set(crcs)) != len(crcs):
+        raise ConfigError(f"feature names {names}: two have the same CRC-32; rename one")
+    size = 1 << max(3, (4 * len(names)).bit_length())
+    keys, slots = np.zeros(size, dtype=np.int64), np.full(size, -1, dtype=np.int64)
+    for s, c in enumerate(crcs):
+        h = c & (size - 1)
+        while slots[h] >= 0:
+            h = (h + 1) & (size - 1)
+        keys[h], slots[h] = c, s
+    return keys, slots
+
+
+@numba.njit(cache=True, inline="always")
+def _lookup(keys, slots, key):  # type: ignore[no-untyped-def]
+    h = key & (len(keys) - 1)
+    while slots[h] >= 0:
+        if keys[h] == key:
+            return slots[h]
+        h = (h + 1) & (len(keys) - 1)
+    return -1
+
+
+@numba.njit(cache=True, inline="always")
+def _cross(token, parts, lo, hi, kinds):  # type: ignore[no-untyped-def]
+    h = np.uint64(_CROSS_SEED)
+    for p in range(lo, hi):
+        if kinds[parts[p]] > sc.INT:
+            return -1
+        h ^= np.uint64(token[parts[p]])
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(_MIX1)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(_MIX2)
+        h ^= h >> np.uint64(31)
+    return np.int64(h & np.uint64(0xFFFFFFFF))
+
+
+@numba.njit(cache=True)
+def _assemble(key, token, kind, offsets, numbers, keys, slots, ops, arg, scale, parts, part_off,  # type: ignore[no-untyped-def]
+              bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask, idx, val, fld, off,
+              redo):
+    """Fill rows from the scanned tokens and the numeric columns; mark rows for Python."""
+    n_slots = len(keys)
+    slot_token = np.zeros(n_slots, dtype=np.int64)
+    slot_kind = np.full(n_slots, sc.NULL, dtype=np.int8)
+    j = 0
+    for r in range(len(offsets) - 1):
+        slot_kind[:] = sc.NULL
+        for t in range(offsets[r], offsets[r + 1]):
+            s = _lookup(keys, slots, np.int64(key[t]))
+            if s >= 0:
+                slot_token[s], slot_kind[s] = token[t], kind[t]
+        idx[j], val[j], fld[j] = bias & mask, 1.0, 0
+        j += 1
+        for f in range(len(ops)):
+            h, v = -1, 1.0
+            if ops[f] == _CAT:
+                k = slot_kind[arg[f]]
+                if k == sc.NUM or k == sc.NUMX:
+                    redo[r] = 1
+                elif k != sc.NULL:
+                    h = slot_token[arg[f]]
+            elif ops[f] == _CROSS:
+                h = _cross(slot_token, parts, part_off[f], part_off[f + 1], slot_kind)
+                for p in range(part_off[f], part_off[f + 1]):
+                    kp = slot_kind[parts[p]]
+                    if kp == sc.NUM or kp == sc.NUMX:
+                        redo[r] = 1
+            else:
+                x = numbers[r, arg[f]]
+                if not math.isnan(x):
+                    if ops[f] == _NUM:
+                        h, v = name_crc[f], x * scale[f]
+                    else:
+                        lo, hi = bin_off[f], bin_off[f + 1]
+                        h = bin_tokens[bin_tok_off[f] + np.searchsorted(bins[lo:hi], x,
+                                                                         side="right")]
+            if h >= 0:
+                idx[j], val[j], fld[j] = h & mask, v, f + 1
+                j += 1
+        off[r + 1] = j
+
+
+def _splice(batch: SparseBatch, rows: list[int], fixed: SparseBatch) -> SparseBatch:
+    """``batch`` with ``rows`` replaced by the rows of ``fixed``, in order."""
+    lengths = np.diff(batch.offsets)
+    lengths[rows] = np.diff(fixed.offsets)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    kept = np.setdiff1d(np.arange(len(batch)), rows)
+    old, new, redone = (positions(batch.offsets, kept), positions(offsets, kept),
+                        positions(offsets, np.array(rows, dtype=np.int64)))
+    arrays = []
+    for name, dtype in (("indices", np.int64), ("values", np.float64), ("fields", np.int32)):
+        out = np.empty(offsets[-1], dtype=dtype)
+        out[new], out[redone] = getattr(batch, name)[old], getattr(fixed, name)
+        arrays.append(out)
+    return SparseBatch(arrays[0], arrays[1], offsets, arrays[2])

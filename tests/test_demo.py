@@ -1,0 +1,55 @@
+"""`livelearn demo` as a user runs it: a real server process, the summary, the report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+KEYS = {"impressions", "samples", "join_ratio", "dead_letters", "versions", "auc_live",
+        "auc_frozen", "freshness_p50_s", "freshness_p95_s", "wall_seconds"}
+
+
+def livelearn(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "livelearn", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_demo_closes_the_loop_and_beats_the_frozen_baseline(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    done = livelearn("demo", "--impressions", "40000", "--workdir", str(tmp_path / "w"),
+                     "--no-progress", "--faults", "0.01", "--summary-json", str(summary_path))
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads(summary_path.read_bytes())
+    assert KEYS <= set(summary)
+    assert summary["impressions"] == 40000
+    assert summary["samples"] == summary["impressions"] and summary["join_ratio"] == 1.0
+    assert set(summary["dead_letters"]) == {"duplicate", "late", "malformed", "orphan"}
+    assert set(summary["versions"]) >= {"published", "approved", "rejected"}
+    assert summary["versions"]["approved"] >= 3
+    assert summary["auc_live"] > summary["auc_frozen"]
+    assert 0 <= summary["freshness_p50_s"] <= summary["freshness_p95_s"]
+    report = (tmp_path / "w" / "report.html").read_text()
+    assert "<svg" in report and "http://" not in report and "https://" not in report
+    assert "auc_live" in done.stdout
+
+
+def test_the_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    done = livelearn("demo", "--impressions", "1000", "--workdir", str(tmp_path))
+    assert done.returncode == 2
+    assert "not a livelearn demo directory" in done.stderr
+    assert (tmp_path / "precious.txt").exists()
+
+
+def test_help_explains_every_option() -> None:
+    top = livelearn("--help")
+    assert top.returncode == 0
+    for command in ("demo", "serve", "join", "train", "models"):
+        assert command in top.stdout
+    demo = livelearn("demo", "--help").stdout
+    for option in ("--impressions", "--candidates", "--days", "--seed", "--faults",
+                   "--workdir", "--report", "--summary-json", "--no-progress"):
+        assert option in demo

@@ -1,0 +1,122 @@
+"""Trainer (prequential, publishing, resuming), Registry (status, lineage) and Gate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from livelearn.deploy.gate import Gate
+from livelearn.errors import BadInput, NotFound
+from livelearn.features.hashing import hash_rows
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.models import FTRL, load_learner, save_learner
+from livelearn.registry import Registry
+from livelearn.sim.pipeline import PIPELINE
+from livelearn.spec import SAMPLES, Policies
+from livelearn.train.metrics import auc
+from livelearn.train.trainer import Trainer
+
+T0 = 1_767_571_200_000
+SMALL = replace(PIPELINE, policies=Policies(publish_every_samples=1000,
+                                            publish_every_ms=10**12, gate_window=1000,
+                                            gate_tolerance=0.01))
+
+
+def _samples(log: SQLiteLog, n: int, seed: int = 0, flip: bool = False) -> None:
+    """Samples whose click depends on the topic; ``flip`` reverses the dependence."""
+    log.create_topic(SAMPLES)
+    rng = np.random.default_rng(seed)
+    start = log.end_offset(SAMPLES, 0)
+    records = []
+    for i in range(n):
+        topic = f"t{rng.integers(5)}"
+        p = (0.1 + 0.2 * int(topic[1])) if not flip else (0.9 - 0.2 * int(topic[1]))
+        records.append((f"r{start + i}", orjson.dumps({
+            "id": f"r{start + i}", "ts": T0 + (start + i) * 1000, "window_end": 0,
+            "score": 0.5, "features": {"topic": topic},
+            "labels": {"clicked": float(rng.random() < p)}})))
+    log.append(SAMPLES, records)
+
+
+def test_trainer_scores_before_learning_and_publishes_with_lineage(tmp_path: Path,
+                                                                  log: SQLiteLog) -> None:
+    _samples(log, 2500)
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    trained = trainer.step(10_000)
+    assert trained is not None and len(trained.samples) == 2500
+    assert trained.scores[0] == 0.5  # the first sample is scored by an untrained model
+    assert [v.meta["samples"] for v in registry.versions()] == [0, 1000, 2000]
+    assert [v.parent for v in registry.versions()] == [None, 1, 2]
+    v3 = registry.get(3)
+    assert v3.meta["offsets"] == [[SAMPLES, 0, 2000]]
+    assert v3.meta["prequential"] == pytest.approx(auc(trained.scores[:2000],
+                                                       trained.labels[:2000]), abs=1e-3)
+    assert trainer.step() is None
+
+
+def test_a_restarted_trainer_ends_in_the_same_state(tmp_path: Path, log: SQLiteLog) -> None:
+    _samples(log, 3500)
+    whole = Trainer(log, Registry(tmp_path / "a"), SMALL)
+    whole.step(10_000)
+    first = Trainer(log, Registry(tmp_path / "b"), SMALL)
+    first.step(1500)  # then "crashes": what it learned after v2 is lost
+    again = Trainer(log, Registry(tmp_path / "b"), SMALL)
+    assert again.samples == 1000
+    while again.step(700):
+        pass
+    assert np.array_equal(again.model.state()["z"], whole.model.state()["z"])
+    assert np.array_equal(again.model.state()["n"], whole.model.state()["n"])
+
+
+def test_saved_models_score_bit_for_bit(tmp_path: Path) -> None:
+    model = FTRL(bits=12, l1=0.1)
+    batch = hash_rows([{"a": str(i % 13), "x": i / 7} for i in range(300)], 12)
+    model.learn(batch, np.arange(300) % 2)
+    save_learner(model, tmp_path / "m.npz")
+    assert np.array_equal(load_learner(tmp_path / "m.npz").predict(batch), model.predict(batch))
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    with pytest.raises(BadInput, match="not a livelearn model"):
+        load_learner(tmp_path / "bad.npz")
+
+
+def test_registry_statuses_and_decisions(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    v = registry.publish(FTRL(bits=8), {"samples": 0}, parent=None)
+    assert v.status == "candidate" and registry.incumbent() is None
+    registry.set_status(v.id, "approved", "first")
+    assert registry.incumbent() == registry.get(v.id)
+    registry.mark_serving(v.id, T0)
+    assert registry.get(v.id).serving_since_ts == T0
+    assert [d["status"] for d in registry.decisions()] == ["approved", "serving"]
+    with pytest.raises(NotFound):
+        registry.get(99)
+    with pytest.raises(BadInput, match="status 'bogus'"):
+        registry.set_status(v.id, "bogus", "")
+
+
+def test_gate_approves_improvements_and_rejects_a_degraded_candidate(tmp_path: Path,
+                                                                   log: SQLiteLog) -> None:
+    registry = Registry(tmp_path / "reg")
+    _samples(log, 2000)
+    trainer = Trainer(log, registry, SMALL)
+    gate = Gate(log, registry, "clicked", tolerance=0.03)
+    trainer.step(10_000)
+    decisions = gate.step()
+    assert [d.approved for d in decisions] == [True, True, True]
+    assert "no version approved yet" in decisions[0].reason
+    # A candidate trained on the flipped world: worse on the samples the incumbent never saw.
+    _samples(log, 1000, seed=1)
+    bad = FTRL(**trainer.model.params())
+    rows = hash_rows([{"topic": f"t{i % 5}"} for i in range(5000)], bad.bits)
+    bad.learn(rows, np.array([float(i % 5 == 0) for i in range(5000)]))
+    trainer.model = bad
+    trainer.step(10_000)
+    decision = gate.step()[-1]
+    assert not decision.approved
+    assert "worse by more than tolerance" in decision.reason
+    assert registry.get(decision.version).status == "rejected"
