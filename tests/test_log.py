@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from livelearn.errors import ConfigError, NotFound
+from livelearn.errors import ConfigError, Corrupt, NotFound
 from livelearn.log import Checkpoint, open_log, partition_for
 from livelearn.log.sqlite import SQLiteLog
 
@@ -90,3 +91,18 @@ def test_several_processes_append_to_one_file(tmp_path: Path) -> None:
     for name in ("a", "b"):
         assert [r.value for r in records if r.key == name] == [
             f"{name}{i}".encode() for i in range(200)]
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(
+        log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    log.commit("g", Checkpoint({("t", 0): 1}, b"one"))
+    log.commit("g", Checkpoint({("t", 0): 2}, b"two"))
+    conn = sqlite3.connect(log.path)
+    conn.execute("UPDATE checkpoints SET state = ? WHERE grp = 'g' AND slot = 0", (b"tw",))
+    conn.commit()
+    assert log.committed("g") == Checkpoint({("t", 0): 1}, b"one")
+    assert "corrupt" in caplog.text
+    conn.execute("UPDATE checkpoints SET state = ? WHERE grp = 'g'", (b"x",))
+    conn.commit()
+    with pytest.raises(Corrupt, match="every checkpoint of group 'g'"):
+        log.committed("g")

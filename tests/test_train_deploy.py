@@ -36,7 +36,8 @@ def _samples(log: SQLiteLog, n: int, seed: int = 0, flip: bool = False) -> None:
         topic = f"t{rng.integers(5)}"
         p = (0.1 + 0.2 * int(topic[1])) if not flip else (0.9 - 0.2 * int(topic[1]))
         records.append((f"r{start + i}", orjson.dumps({
-            "id": f"r{start + i}", "ts": T0 + (start + i) * 1000, "window_end": 0,
+            "id": f"r{start + i}", "ts": T0 + (start + i) * 1000,
+            "window_end": T0 + (start + i) * 1000 + 600_000,
             "score": 0.5, "features": {"topic": topic},
             "labels": {"clicked": float(rng.random() < p)}})))
     log.append(SAMPLES, records)
@@ -120,3 +121,74 @@ def test_gate_approves_improvements_and_rejects_a_degraded_candidate(tmp_path: P
     assert not decision.approved
     assert "worse by more than tolerance" in decision.reason
     assert registry.get(decision.version).status == "rejected"
+
+
+def test_samples_written_twice_are_learned_once(tmp_path: Path, log: SQLiteLog) -> None:
+    _samples(log, 1500)
+    again = [(r.key, r.value) for r in log.read(SAMPLES, 0, 1000, 500)]
+    log.append(SAMPLES, again)  # a joiner restart wrote its last step again
+    twice = Trainer(log, Registry(tmp_path / "a"), SMALL)
+    while twice.step(400):
+        pass
+    assert (twice.samples, twice.duplicates) == (1500, 500)
+    once = SQLiteLog(tmp_path / "once.db")
+    _samples(once, 1500)
+    reference = Trainer(once, Registry(tmp_path / "b"), SMALL)
+    reference.step(10_000)
+    assert np.array_equal(twice.model.state()["z"], reference.model.state()["z"])
+
+
+def test_a_corrupt_model_file_falls_back_to_the_version_before(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    _samples(log, 2500)
+    registry = Registry(tmp_path / "reg")
+    Trainer(log, registry, SMALL).step(10_000)
+    path = registry.file(3)
+    path.write_bytes(path.read_bytes()[:-100])  # truncated
+    resumed = Trainer(log, registry, SMALL)
+    assert resumed.version is not None and resumed.version.id == 2
+    assert resumed.samples == 1000
+    assert registry.get(3).status == "rejected"
+    assert "v3 is damaged" in caplog.text
+
+
+def _served(log: SQLiteLog, model: FTRL, version: int, n: int, seed: int) -> None:
+    """Samples as the server would have logged them, scored by ``model`` as ``version``."""
+    rng = np.random.default_rng(seed)
+    start = log.end_offset(SAMPLES, 0)
+    records = []
+    for i in range(start, start + n):
+        topic = f"t{rng.integers(5)}"
+        score = float(model.predict(hash_rows([{"topic": topic}], model.bits))[0])
+        clicked = float(rng.random() < 0.1 + 0.2 * int(topic[1]))
+        records.append((f"r{i}", orjson.dumps({
+            "id": f"r{i}", "ts": T0 + i * 1000, "window_end": T0 + i * 1000 + 600_000,
+            "model_version": version, "score": score, "features": {"topic": topic},
+            "labels": {"clicked": clicked}})))
+    log.append(SAMPLES, records)
+
+
+def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02)
+    good, bad = FTRL(bits=10), FTRL(bits=10)
+    rows = hash_rows([{"topic": f"t{i % 5}"} for i in range(5000)], 10)
+    good.learn(rows, np.array([float(i % 5 >= 3) for i in range(5000)]))
+    bad.learn(rows, np.array([float(i % 5 <= 1) for i in range(5000)]))
+    for model, ts in ((good, T0), (bad, T0 + 3_600_000)):
+        v = registry.publish(model, {"metric": "auc"}, parent=None)
+        registry.set_status(v.id, "approved", "by hand")
+        registry.mark_serving(v.id, ts)
+    _served(log, good, 1, 1000, seed=1)
+    assert gate.check_rollback() is None  # v2 has served nothing yet
+    _served(log, bad, 2, 1000, seed=2)  # the stream degrades: v2 ranks upside down
+    decision = gate.step()[0]
+    assert decision.version == 2 and not decision.approved
+    assert decision.reason.startswith("rolled back: live auc of v2")
+    assert "on the 1000 samples it served fell below v1" in decision.reason
+    assert registry.get(2).status == "rejected"
+    incumbent = registry.incumbent()
+    assert incumbent is not None and incumbent.id == 1
+    assert "rolled back" in caplog.text

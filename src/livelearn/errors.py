@@ -35,3 +35,9 @@ class ConfigError(LivelearnError):
     """A pipeline spec, URL or command-line option is wrong."""
 
     status = 400
+
+
+class Corrupt(LivelearnError):
+    """A checkpoint or model file whose checksum does not match: damaged or truncated."""
+
+    status = 500

@@ -5,7 +5,12 @@ samples (each scored before it learned it). The gate takes the samples of that
 window that the incumbent (the version served or about to be) never learned,
 scores them with the incumbent, and approves the candidate only if its metric
 on them is no worse than the incumbent's by more than ``tolerance``: both
-models judged on the same samples, neither having learned them. Every decision is
+models judged on the same samples, neither having learned them.
+
+It also watches the serving version: when its live metric (the scores it
+actually served) falls below the previous serving version's on the same
+samples by more than ``tolerance``, it rolls back: the serving version is
+rejected and the previous one approved again, so the servers swap back to it. Every decision is
 written to the Registry with its reason, and logged.
 """
 
@@ -23,6 +28,7 @@ from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
+from livelearn.spec import SAMPLES
 from livelearn.train.metrics import auc, mae
 
 log = logging.getLogger("livelearn.gate")
@@ -41,14 +47,74 @@ class Gate:
     """Validates candidates of a Registry against samples read from a Log."""
 
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
-                 min_samples: int = 200):
+                 min_samples: int = 200, live_window: int = 20_000,
+                 rollback_samples: int = 1000):
         self.log, self.registry, self.target, self.tolerance = log, registry, target, tolerance
-        self.min_samples = min_samples
+        self.min_samples, self.live_window = min_samples, live_window
+        self.rollback_samples = rollback_samples
+        self._rollback_seen: dict[int, dict[Any, int]] = {}
         self._cached: tuple[int, Learner] | None = None
 
     def step(self) -> list[Decision]:
-        """Judge every waiting candidate, oldest first."""
-        return [self.judge(v) for v in self.registry.versions("candidate")]
+        """Roll back a failing serving version, then judge every waiting candidate, oldest first."""
+        rollback = self.check_rollback()
+        decisions = [] if rollback is None else [rollback]
+        return decisions + [self.judge(v) for v in self.registry.versions("candidate")]
+
+    def check_rollback(self) -> Decision | None:
+        """Roll back when the serving version's live metric falls below the previous
+        serving version's by more than the tolerance.
+
+        Both are measured on the same samples: the most recent ones the serving
+        version scored live, with the scores it served, against the previous
+        version's scores of them (it never learned them: they came after it).
+        """
+        serving = self.registry.versions("serving")
+        if not serving or serving[-1].serving_since_ts is None:
+            return None
+        current = serving[-1]
+        before = [v for v in self.registry.versions("retired") if v.serving_since_ts is not None
+                  and v.serving_since_ts <= current.serving_since_ts]
+        samples = self._served_by(current.id) if before else None
+        if not before or samples is None:
+            return None
+        previous = max(before, key=lambda v: (v.serving_since_ts, v.id))
+        name = current.meta.get("metric", "auc")
+        labels = np.array([float(s["labels"][self.target]) for s in samples])
+        model = self._load(previous.id)
+        rows = hash_rows([s["features"] for s in samples], model.bits)  # type: ignore[attr-defined]
+        metric = auc if name == "auc" else mae
+        ours = metric(np.array([float(s["score"]) for s in samples]), labels)
+        theirs = metric(model.predict(rows), labels)
+        margin = (ours - theirs) if name == "auc" else (theirs - ours)
+        if math.isnan(margin) or margin >= -self.tolerance:
+            return None
+        reason = (f"rolled back: live {name} of v{current.id} {ours:.4f} on the "
+                  f"{len(samples)} samples it served fell below v{previous.id}'s "
+                  f"{theirs:.4f} on them by more than {self.tolerance}")
+        self.registry.set_status(current.id, "rejected", reason)
+        self.registry.set_status(previous.id, "approved", f"rollback target: {reason}")
+        log.warning("v%d %s", current.id, reason)
+        return Decision(current.id, False, reason, ours, theirs)
+
+    def _served_by(self, version: int) -> list[dict[str, Any]] | None:
+        """The most recent samples (of the last ``live_window``) that ``version`` served,
+        if there are ``rollback_samples`` of them and new samples came since the last look."""
+        ends = dict(self.log.end_offsets([SAMPLES]))
+        seen = self._rollback_seen.get(version, {})
+        if sum(ends.values()) - sum(seen.values()) < self.rollback_samples // 2:
+            return None  # judged already; wait for enough new samples
+        self._rollback_seen = {version: ends}
+        served: list[dict[str, Any]] = []
+        tag = b'"model_version":%d' % version  # a cheap filter before parsing
+        for (topic, partition), end in ends.items():
+            start = max(0, end - self.live_window)
+            for record in self.log.read(topic, partition, start, end - start):
+                if tag in record.value:
+                    sample = orjson.loads(record.value)
+                    if sample.get("model_version") == version:
+                        served.append(sample)
+        return served if len(served) >= self.rollback_samples else None
 
     def judge(self, candidate: Version) -> Decision:
         incumbent = self.registry.incumbent()

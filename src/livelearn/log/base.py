@@ -9,6 +9,7 @@ backend can (SQLite: one transaction).
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,6 +42,13 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+def checksum(offsets: bytes, state: bytes | None) -> str:
+    """The SHA-256 a checkpoint is stored with, so a damaged one is detected on load."""
+    digest = hashlib.sha256(offsets)
+    digest.update(b"\x00" if state is None else b"\x01" + state)
+    return digest.hexdigest()
+
+
 class Log(ABC):
     """Topics with partitions, append, read from an offset, committed offsets per group."""
 
@@ -71,7 +79,11 @@ class Log(ABC):
 
     @abstractmethod
     def committed(self, group: str) -> Checkpoint:
-        """The group's last commit, or an empty Checkpoint."""
+        """The group's last sound commit, or an empty Checkpoint.
+
+        A commit whose checksum fails is skipped for the one before it, with one
+        warning; Corrupt if no commit of the group is sound.
+        """
 
     @contextmanager
     def atomic(self) -> Iterator[None]:

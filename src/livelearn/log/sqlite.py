@@ -7,6 +7,7 @@ appends and the commit inside it one transaction: exactly-once for free.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections import defaultdict
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import orjson
 
-from livelearn.errors import ConfigError, NotFound
-from livelearn.log.base import Checkpoint, Log, Record, partition_for
+from livelearn.errors import ConfigError, Corrupt, NotFound
+from livelearn.log.base import Checkpoint, Log, Record, checksum, partition_for
+
+log = logging.getLogger("livelearn.log")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -26,7 +29,8 @@ CREATE TABLE IF NOT EXISTS records (
     key TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (topic, partition, offset)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
-    grp TEXT PRIMARY KEY, offsets BLOB NOT NULL, state BLOB);
+    grp TEXT NOT NULL, slot INTEGER NOT NULL, offsets BLOB NOT NULL, state BLOB,
+    sha256 TEXT NOT NULL, PRIMARY KEY (grp, slot));
 """
 
 
@@ -128,17 +132,28 @@ class SQLiteLog(Log):
         return 0 if row[0] is None else int(row[0]) + 1
 
     def commit(self, group: str, checkpoint: Checkpoint) -> None:
+        """Keep the new checkpoint in slot 0 and the one before it in slot 1."""
         offsets = orjson.dumps([[t, p, o] for (t, p), o in sorted(checkpoint.offsets.items())])
+        digest = checksum(offsets, checkpoint.state)
         with self.atomic():
-            self._conn().execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
-                                 (group, offsets, checkpoint.state))
+            conn = self._conn()
+            conn.execute("DELETE FROM checkpoints WHERE grp = ? AND slot = 1", (group,))
+            conn.execute("UPDATE checkpoints SET slot = 1 WHERE grp = ? AND slot = 0", (group,))
+            conn.execute("INSERT INTO checkpoints VALUES (?, 0, ?, ?, ?)",
+                         (group, offsets, checkpoint.state, digest))
 
     def committed(self, group: str) -> Checkpoint:
-        row = self._conn().execute("SELECT offsets, state FROM checkpoints WHERE grp = ?",
-                                   (group,)).fetchone()
-        if row is None:
-            return Checkpoint()
-        return Checkpoint({(t, p): o for t, p, o in orjson.loads(row[0])}, row[1])
+        rows = self._conn().execute("SELECT offsets, state, sha256 FROM checkpoints "
+                                    "WHERE grp = ? ORDER BY slot", (group,)).fetchall()
+        for i, (offsets, state, digest) in enumerate(rows):
+            if checksum(offsets, state) == digest:
+                if i:
+                    log.warning("checkpoint of group '%s' in %s is corrupt (checksum); resuming "
+                                "from the one before it", group, self.path)
+                return Checkpoint({(t, p): o for t, p, o in orjson.loads(offsets)}, state)
+        if rows:
+            raise Corrupt(f"every checkpoint of group '{group}' in {self.path} is corrupt")
+        return Checkpoint()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -2,7 +2,8 @@
 
 A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
-status, and the event time at which it started serving. Status moves
+status, the event time at which it started serving, and the SHA-256 of its
+file, checked on every load: a damaged or truncated file raises Corrupt. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
 with its reason.
@@ -10,6 +11,7 @@ with its reason.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -19,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import BadInput, NotFound
+from livelearn.errors import BadInput, Corrupt, NotFound
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
@@ -27,7 +29,7 @@ STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     id INTEGER PRIMARY KEY, parent INTEGER, status TEXT NOT NULL, created REAL NOT NULL,
-    meta BLOB NOT NULL, serving_since_ts INTEGER);
+    meta BLOB NOT NULL, serving_since_ts INTEGER, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, status TEXT NOT NULL,
     reason TEXT NOT NULL, at REAL NOT NULL);
@@ -74,8 +76,8 @@ class Registry:
             tmp = self.file(vid).with_suffix(".tmp")
             save_learner(learner, tmp)
             tmp.replace(self.file(vid))
-            db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL)",
-                       (vid, parent, time.time(), orjson.dumps(meta)))
+            db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
+                       (vid, parent, time.time(), orjson.dumps(meta), _sha256(self.file(vid))))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -83,15 +85,22 @@ class Registry:
         return self.get(vid)
 
     def get(self, version: int) -> Version:
+        return _version(self._row(version))
+
+    def _row(self, version: int) -> tuple[Any, ...]:
         row = self._db().execute("SELECT * FROM versions WHERE id = ?", (version,)).fetchone()
         if row is None:
             raise NotFound(f"model version {version} is not in the registry {self.path}")
-        return _version(row)
+        return tuple(row)
 
     def load(self, version: int) -> Learner:
-        """The learner of a version, exactly as published."""
-        self.get(version)
-        return load_learner(self.file(version))
+        """The learner of a version, exactly as published; Corrupt if its file is not."""
+        expected = self._row(version)[-1]
+        path = self.file(version)
+        if not path.is_file() or _sha256(path) != expected:
+            raise Corrupt(f"model file {path} of v{version} is damaged or missing "
+                          f"(SHA-256 does not match the registry)")
+        return load_learner(path)
 
     def versions(self, status: str | None = None) -> list[Version]:
         """Versions in publication order, optionally only those with one status."""
@@ -142,5 +151,9 @@ class Registry:
 
 
 def _version(row: tuple[Any, ...]) -> Version:
-    vid, parent, status, created, meta, since = row
+    vid, parent, status, created, meta, since, _ = row
     return Version(vid, parent, status, created, orjson.loads(meta), since)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

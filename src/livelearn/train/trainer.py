@@ -13,6 +13,7 @@ it ends in the same state as a run never interrupted.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from livelearn.errors import Corrupt
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log, TopicPartition
@@ -27,6 +29,8 @@ from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
 from livelearn.spec import SAMPLES, Pipeline
 from livelearn.train.metrics import Metric, WindowedMetric, make_metric
+
+log = logging.getLogger("livelearn.train")
 
 
 @dataclass
@@ -55,32 +59,62 @@ class Trainer:
         self._recent: deque[tuple[str, int, int, float]] = deque(maxlen=self.policies.gate_window)
         self.offsets: dict[TopicPartition, int] = {tp: 0 for tp in self.inputs}
         self.samples = 0
+        self.duplicates = 0  # samples skipped as already learned
+        # the largest (window_end, id) read and learned, per partition
+        self._marks: dict[TopicPartition, tuple[int, str]] = {}
+        self._learned_marks: dict[TopicPartition, tuple[int, str]] = {}
+        self._last_learned_ts: int | None = None
         self.version: Version | None = None
         self._since_publish = 0
         self._last_publish_ts: int | None = None
         self._resume()
 
     def _resume(self) -> None:
+        """Continue from the newest version this trainer published whose file is sound."""
         mine = [v for v in self.registry.versions() if v.meta.get("trainer") == self.group]
-        if not mine:
-            self.version = self._publish(ts=None)
+        for version in reversed(mine):
+            try:
+                self.model = self.registry.load(version.id)
+            except Corrupt as e:
+                log.warning("%s; resuming from the version before it", e)
+                self.registry.set_status(version.id, "rejected", f"corrupt: {e}")
+                continue
+            meta = version.meta
+            self.version = version
+            self.offsets.update({(t, p): o for t, p, o in meta["offsets"]})
+            self._marks = {(t, p): (end, rid) for t, p, end, rid in meta["marks"]}
+            self._learned_marks = dict(self._marks)
+            self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
             return
-        self.version = mine[-1]
-        meta = self.version.meta
-        self.model = self.registry.load(self.version.id)
-        self.offsets.update({(t, p): o for t, p, o in meta["offsets"]})
-        self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
+        self.version = self._publish(ts=None)
 
     def step(self, max_records: int = 5000) -> Trained | None:
-        """Learn from up to ``max_records`` new samples; None when there are none."""
+        """Learn from up to ``max_records`` new samples; None when there are none.
+
+        A sample at or below the partition's mark (the largest (window_end, id)
+        learned) is a duplicate a joiner's restart wrote again: it is skipped.
+        The joiner emits in strictly increasing (window_end, id), so this is exact.
+        """
         samples: list[dict[str, Any]] = []
         where: list[tuple[str, int, int]] = []
+        last_read: dict[TopicPartition, int] = {}
         for tp in self.inputs:
             for record in self.log.read(*tp, self.offsets[tp], max_records - len(samples)):
-                samples.append(orjson.loads(record.value))
+                sample = orjson.loads(record.value)
+                last_read[tp] = record.offset + 1
+                mark = self._marks.get(tp)
+                if mark is not None and (sample["window_end"], sample["id"]) <= tuple(mark):
+                    self.duplicates += 1
+                    continue
+                samples.append(sample)
                 where.append((record.topic, record.partition, record.offset))
-        if not samples:
-            return None
+                self._marks[tp] = (sample["window_end"], sample["id"])
+        trained = self._train(samples, where) if samples else None
+        self.offsets.update(last_read)
+        return trained
+
+    def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
+               ) -> Trained:
         batch = hash_rows([s["features"] for s in samples], self.model.bits)  # type: ignore[attr-defined]
         target = self.pipeline.target
         labels = np.array([float(s["labels"][target]) for s in samples])
@@ -88,12 +122,18 @@ class Trainer:
         start = 0
         for cut in self._publish_points(samples):
             trained.scores[start:cut] = self._learn(batch.slice(start, cut), labels[start:cut],
-                                                    where[start:cut])
+                                                    samples[start:cut], where[start:cut])
             start = cut
             trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"])))
         trained.scores[start:] = self._learn(batch.slice(start, len(samples)), labels[start:],
-                                             where[start:])
+                                             samples[start:], where[start:])
         return trained
+
+    def publish_now(self) -> Version | None:
+        """Publish what was learned since the last version (at the end of a bounded run)."""
+        if self._since_publish == 0:
+            return None
+        return self._publish(ts=self._last_learned_ts)
 
     def _publish_points(self, samples: list[dict[str, Any]]) -> list[int]:
         """Indices after which a version is due, by sample count or event time."""
@@ -107,7 +147,7 @@ class Trainer:
                 count, last = 0, s["ts"]
         return points
 
-    def _learn(self, batch: SparseBatch, labels: np.ndarray,
+    def _learn(self, batch: SparseBatch, labels: np.ndarray, samples: list[dict[str, Any]],
                where: list[tuple[str, int, int]]) -> np.ndarray:
         if len(batch) == 0:
             return np.empty(0)
@@ -116,8 +156,10 @@ class Trainer:
         self.window.update(scores, labels)
         self._recent.extend((t, p, o, s) for (t, p, o), s in zip(where, scores.tolist(),
                                                                     strict=True))
-        for topic, partition, offset in where:
+        for (topic, partition, offset), sample in zip(where, samples, strict=True):
             self.offsets[(topic, partition)] = offset + 1
+            self._learned_marks[(topic, partition)] = (sample["window_end"], sample["id"])
+        self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += len(batch)
         self._since_publish += len(batch)
         return scores
@@ -132,6 +174,7 @@ class Trainer:
         meta = {
             "trainer": self.group, "samples": self.samples, "event_ts": ts,
             "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
+            "marks": [[t, p, *m] for (t, p), m in sorted(self._learned_marks.items())],
             "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
             "window": {"metric": self.window.get() if self.window.count else None,
                        "samples": len(self._recent), "starts": starts, "scores": scores},
