@@ -7,7 +7,9 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.errors import LivelearnError
 
 DESCRIPTION = """\
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _role_parsers(sub)
     _models_parser(sub)
+    add_data_parsers(sub)
     return p
 
 
@@ -79,9 +82,11 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="module:attribute or path/to/file.py naming a livelearn Pipeline")
     common.add_argument("--log", required=True, metavar="URL",
                         help="the log, e.g. sqlite:///var/ll.db")
-    common.add_argument("--registry", type=Path, required=True, metavar="DIR",
-                        help="the model registry's directory")
-    s = sub.add_parser("serve", parents=[common], help="run the prediction server (one role)",
+    registry = argparse.ArgumentParser(add_help=False)
+    registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
+                          help="the model registry's directory")
+    s = sub.add_parser("serve", parents=[common, registry],
+                       help="run the prediction server (one role)",
                        description="Serve predictions over HTTP, log them, hot-swap versions.")
     s.add_argument("--data", type=Path, default=Path("."), metavar="DIR",
                    help="directory the pipeline's table paths are relative to (default: .)")
@@ -91,12 +96,22 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
                    help="how often to look for a newly approved version (default: %(default)s)")
     s.set_defaults(func=_serve)
-    for name, helptext in (("join", "run the joiner: predictions + feedback -> samples"),
-                           ("train", "run the trainer and the gate: samples -> versions")):
-        r = sub.add_parser(name, parents=[common], help=helptext, description=helptext + ".")
-        r.add_argument("--until-idle", action="store_true",
-                       help="stop once there is nothing left to read (default: run forever)")
-        r.set_defaults(func=_role, role=name)
+    j = sub.add_parser("join", parents=[common],
+                       help="run the joiner: predictions + feedback -> samples",
+                       description="Join predictions with their feedback into samples, "
+                       "checkpointing after every step; a restart resumes exactly.")
+    j.add_argument("--until-idle", action="store_true",
+                   help="treat the log as complete: drain it, emit every open window, stop "
+                        "(default: run forever)")
+    j.set_defaults(func=_join)
+    t = sub.add_parser("train", parents=[common, registry],
+                       help="run the trainer and the gate: samples -> versions",
+                       description="Learn from samples, publish versions, approve, reject or "
+                       "roll back; a restart resumes from the newest published version.")
+    t.add_argument("--until-idle", action="store_true",
+                   help="stop once no sample is left, publishing what was learned since the "
+                        "last version (default: run forever)")
+    t.set_defaults(func=_train)
 
 
 def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -139,36 +154,48 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _role(args: argparse.Namespace) -> int:
-    from livelearn.deploy.gate import Gate
-    from livelearn.join.runner import JoinRunner
+def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     from livelearn.log import open_log
-    from livelearn.registry import Registry
     from livelearn.spec import load_pipeline
-    from livelearn.train.trainer import Trainer
 
     pipeline, log = load_pipeline(args.pipeline), open_log(args.log)
     for topic in pipeline.topics:
         log.create_topic(topic, pipeline.partitions)
-    if args.role == "join":
-        runner = JoinRunner(log, pipeline)
+    return pipeline, log
 
-        def turn() -> bool:
-            return bool(runner.step(final=args.until_idle))
-    else:
-        registry = Registry(args.registry)
-        trainer = Trainer(log, registry, pipeline)
-        gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance)
 
-        def turn() -> bool:
-            busy = trainer.step() is not None
-            return bool(gate.step()) or busy
+def _join(args: argparse.Namespace) -> int:
+    from livelearn.join.runner import JoinRunner
+
+    pipeline, log = _open(args)
+    runner = JoinRunner(log, pipeline)
     while True:
-        busy = turn()
-        if not busy and args.until_idle:
+        if runner.step(final=args.until_idle):
+            continue
+        if args.until_idle:
             return 0
-        if not busy:
-            time.sleep(0.05)
+        time.sleep(0.05)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from livelearn.deploy.gate import Gate
+    from livelearn.registry import Registry
+    from livelearn.train.trainer import Trainer
+
+    pipeline, log = _open(args)
+    registry = Registry(args.registry)
+    trainer = Trainer(log, registry, pipeline)
+    gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance)
+    while True:
+        learned = trainer.step() is not None
+        gate.step()
+        if learned:
+            continue
+        if args.until_idle:
+            trainer.publish_now()
+            gate.step()
+            return 0
+        time.sleep(0.05)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -1,0 +1,194 @@
+"""Kill -9 the roles at random moments; nothing may be lost, learned twice, or differ.
+
+    python bench/faults.py --kills 20 --seed 1 --json faults.json
+
+1. Record an input log: the simulated feed against a real `livelearn serve`
+   (predictions and their clicks and reads).
+2. Reference: on a copy of that log, `livelearn join --until-idle` then
+   `livelearn train --until-idle`, never interrupted.
+3. Faults: on another copy, `livelearn join`, `livelearn train` and
+   `livelearn serve` run as separate processes; a seeded schedule sends SIGKILL
+   to a random one at random moments and restarts it at once. When the kills
+   are done the roles finish their work.
+4. Compare the samples (ids, labels, features) and the final model, bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from livelearn.demo import _start_server, _write_tables, free_port
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.registry import Registry
+from livelearn.sim.client import FeedClient
+from livelearn.sim.pipeline import PIPELINE
+from livelearn.sim.world import NewsFeed
+from livelearn.spec import SAMPLES
+from livelearn.train.trainer import Trainer
+
+REF = "livelearn.sim.pipeline:PIPELINE"
+
+
+def record_input(workdir: Path, impressions: int, seed: int) -> Path:
+    """A log holding predictions and feedback from the simulated feed, via a real server."""
+    world = NewsFeed(seed=seed, impressions=impressions, days=impressions / 100_000)
+    _write_tables(world, workdir / "tables")
+    log = SQLiteLog(workdir / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(workdir / "registry")
+    Trainer(log, registry, PIPELINE)  # publishes the untrained first version
+    registry.set_status(1, "approved", "the input recorder's model")
+    server = _start_server(workdir)
+    try:
+        FeedClient(world, server.url, faults=0.01, seed=seed).run()
+    finally:
+        server.stop()
+    return workdir / "log.db"
+
+
+def copy_log(source: Path, target: Path) -> str:
+    """A copy of the input log (SQLite's backup API: consistent with its WAL)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return f"sqlite:///{target.resolve()}"
+
+
+def role(name: str, url: str, registry: Path, *extra: str) -> subprocess.Popen[bytes]:
+    registry_args = [] if name == "join" else ["--registry", str(registry)]
+    cmd = [sys.executable, "-m", "livelearn", "-q", name, REF, "--log", url, *registry_args,
+           *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def finish(process: subprocess.Popen[bytes]) -> None:
+    _, err = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise SystemExit(f"{process.args} failed:\n{err.decode()}")
+
+
+def reference_run(url: str, registry: Path) -> None:
+    finish(role("join", url, registry, "--until-idle"))
+    finish(role("train", url, registry, "--until-idle"))
+
+
+def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int) -> dict[str, int]:
+    """Run the roles with SIGKILLs on a seeded schedule; return kills per role."""
+    rng = np.random.default_rng(seed)
+    port = free_port()
+    starts = {
+        "join": lambda: role("join", url, registry, "--until-idle"),
+        "train": lambda: role("train", url, registry),
+        "serve": lambda: role("serve", url, registry, "--data", str(tables),
+                              "--port", str(port)),
+    }
+    running = {name: start() for name, start in starts.items()}
+    killed: Counter[str] = Counter()
+    try:
+        for _ in range(kills):
+            time.sleep(float(rng.uniform(0.2, 1.2)))
+            alive = sorted(n for n, p in running.items() if p.poll() is None)
+            name = str(rng.choice(alive)) if alive else "train"
+            running[name].send_signal(signal.SIGKILL)
+            running[name].wait()
+            killed[name] += 1
+            running[name] = starts[name]()
+        finish(running["join"])
+        _check_serving(port)
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+    finish(role("train", url, registry, "--until-idle"))
+    return dict(killed)
+
+
+def _check_serving(port: int) -> None:
+    """The restarted server answers and serves a version."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["model_version"]:
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            time.sleep(0.2)
+    raise SystemExit("the restarted server never served a version")
+
+
+def samples(url: str) -> list[bytes]:
+    log = SQLiteLog(url.removeprefix("sqlite:///"))
+    return [r.value for r in log.read(SAMPLES, 0, 0, 10**9)]
+
+
+def final_model(registry: Path) -> tuple[int, dict[str, np.ndarray]]:
+    reg = Registry(registry)
+    last = reg.versions()[-1]
+    return int(last.meta["samples"]), reg.load(last.id).state()
+
+
+def compare(ref_url: str, ref_reg: Path, got_url: str, got_reg: Path) -> dict[str, Any]:
+    expected, got = samples(ref_url), samples(got_url)
+    ids = Counter(orjson.loads(v)["id"] for v in got)
+    ref_ids = {orjson.loads(v)["id"] for v in expected}
+    learned, state = final_model(got_reg)
+    ref_learned, ref_state = final_model(ref_reg)
+    return {
+        "samples_expected": len(expected),
+        "samples_got": len(ids),
+        "samples_missing": len(ref_ids - set(ids)),
+        "samples_duplicated": sum(n - 1 for n in ids.values()),
+        "samples_identical": sorted(set(got)) == sorted(expected),
+        "learned_twice": learned - len(ids),
+        "learned": learned,
+        "learned_reference": ref_learned,
+        "model_identical": all(np.array_equal(state[k], ref_state[k]) for k in ref_state),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kills", type=int, default=20, help="SIGKILLs to send (default: 20)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the kill schedule and the feed")
+    p.add_argument("--impressions", type=int, default=60_000,
+                   help="impressions in the recorded input log (default: 60000)")
+    p.add_argument("--json", type=Path, help="write the result as JSON here")
+    args = p.parse_args(argv)
+    started = time.monotonic()
+    with TemporaryDirectory(prefix="livelearn-faults-") as tmp:
+        work = Path(tmp)
+        source = record_input(work / "input", args.impressions, args.seed)
+        ref_url, got_url = copy_log(source, work / "ref.db"), copy_log(source, work / "got.db")
+        reference_run(ref_url, work / "ref-registry")
+        killed = faulty_run(got_url, work / "got-registry", work / "input" / "tables",
+                            args.kills, args.seed)
+        result = {"kills": sum(killed.values()), "kills_by_role": killed,
+                  **compare(ref_url, work / "ref-registry", got_url, work / "got-registry"),
+                  "wall_seconds": round(time.monotonic() - started, 1)}
+    for key, value in result.items():
+        print(f"{key:20} {value}")
+    if args.json:
+        args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    ok = (result["samples_missing"] == result["samples_duplicated"] == result["learned_twice"]
+          == 0 and result["model_identical"] and result["samples_identical"])
+    print("OK: nothing lost, nothing learned twice, same model" if ok else "FAILED")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""A shorter run of bench/faults.py: SIGKILLed roles lose nothing and learn nothing twice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "faults.py"
+
+
+def test_kill_nine_at_random_moments_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "faults.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--kills", "5", "--seed", "3",
+                           "--impressions", "12000", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(out.read_bytes())
+    assert result["kills"] == 5
+    assert result["samples_expected"] == result["samples_got"] == 12000
+    assert result["samples_missing"] == result["samples_duplicated"] == 0
+    assert result["learned_twice"] == 0
+    assert result["samples_identical"] and result["model_identical"]
