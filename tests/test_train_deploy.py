@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -192,3 +194,21 @@ def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
     incumbent = registry.incumbent()
     assert incumbent is not None and incumbent.id == 1
     assert "rolled back" in caplog.text
+
+
+def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    for i in range(3):
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i)
+    cli = [sys.executable, "-m", "livelearn", "models", "--registry", str(tmp_path)]
+    done = subprocess.run([*cli, "rollback"], capture_output=True, text=True, check=True)
+    assert "v3 rejected; v2 approved again" in done.stdout
+    assert registry.incumbent() == registry.get(2)
+    subprocess.run([*cli, "promote", "1"], capture_output=True, text=True, check=True)
+    assert [v.status for v in registry.versions()] == ["approved", "retired", "rejected"]
+    listing = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+    assert "rejected" in listing
+    with pytest.raises(NotFound):
+        Registry(tmp_path / "empty").rollback("nothing served")

@@ -115,10 +115,16 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    m = sub.add_parser("models", help="list the registry's versions and decisions",
-                       description="List the model versions in a registry with their status.")
+    m = sub.add_parser("models", help="the registry by hand: list, promote, roll back",
+                       description="List a registry's model versions with their status, "
+                       "promote one by hand, or roll the serving version back.")
     m.add_argument("--registry", type=Path, required=True, metavar="DIR",
                    help="the model registry's directory")
+    actions = m.add_subparsers(title="actions", dest="action", metavar="ACTION")
+    actions.add_parser("ls", help="list the versions (the default)")
+    promote = actions.add_parser("promote", help="make VERSION the one servers serve")
+    promote.add_argument("version", type=int, metavar="VERSION")
+    actions.add_parser("rollback", help="reject the serving version, serve the one before")
     m.set_defaults(func=_models)
 
 
@@ -205,6 +211,14 @@ def _models(args: argparse.Namespace) -> int:
     from livelearn.registry import Registry
 
     registry = Registry(args.registry)
+    if args.action == "promote":
+        registry.promote(args.version, "promoted by hand")
+        print(f"v{args.version} approved; servers swap it in")
+        return 0
+    if args.action == "rollback":
+        rejected, restored = registry.rollback("rolled back by hand")
+        print(f"v{rejected} rejected; v{restored} approved again")
+        return 0
     table = Table("version", "parent", "status", "samples", "window metric", "serving since (ms)")
     for v in registry.versions():
         metric = (v.meta.get("window") or {}).get("metric")

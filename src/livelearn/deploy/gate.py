@@ -73,12 +73,10 @@ class Gate:
         if not serving or serving[-1].serving_since_ts is None:
             return None
         current = serving[-1]
-        before = [v for v in self.registry.versions("retired") if v.serving_since_ts is not None
-                  and v.serving_since_ts <= current.serving_since_ts]
-        samples = self._served_by(current.id) if before else None
-        if not before or samples is None:
+        previous = self.registry.previous_served(current)
+        samples = self._served_by(current.id) if previous else None
+        if previous is None or samples is None:
             return None
-        previous = max(before, key=lambda v: (v.serving_since_ts, v.id))
         name = current.meta.get("metric", "auc")
         labels = np.array([float(s["labels"][self.target]) for s in samples])
         model = self._load(previous.id)
@@ -92,8 +90,7 @@ class Gate:
         reason = (f"rolled back: live {name} of v{current.id} {ours:.4f} on the "
                   f"{len(samples)} samples it served fell below v{previous.id}'s "
                   f"{theirs:.4f} on them by more than {self.tolerance}")
-        self.registry.set_status(current.id, "rejected", reason)
-        self.registry.set_status(previous.id, "approved", f"rollback target: {reason}")
+        self.registry.rollback(reason)
         log.warning("v%d %s", current.id, reason)
         return Decision(current.id, False, reason, ours, theirs)
 

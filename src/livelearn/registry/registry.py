@@ -126,6 +126,35 @@ class Registry:
                    (version, status, reason, time.time()))
         db.execute("COMMIT")
 
+    def previous_served(self, version: Version) -> Version | None:
+        """The version that served before ``version``: retired, latest serving start."""
+        if version.serving_since_ts is None:
+            return None
+        before = [v for v in self.versions("retired") if v.serving_since_ts is not None
+                  and v.serving_since_ts <= version.serving_since_ts and v.id != version.id]
+        return max(before, key=lambda v: (v.serving_since_ts, v.id), default=None)
+
+    def promote(self, version: int, reason: str) -> None:
+        """Make ``version`` the incumbent: approve it, retire newer approved or serving ones."""
+        self.get(version)
+        for v in self.versions():
+            if v.id > version and v.status in ("approved", "serving"):
+                self.set_status(v.id, "retired", f"superseded: v{version} promoted ({reason})")
+        self.set_status(version, "approved", reason)
+
+    def rollback(self, reason: str) -> tuple[int, int]:
+        """Reject the serving version and promote the one that served before it.
+
+        Returns (rejected, restored); NotFound if nothing to roll back to.
+        """
+        serving = self.versions("serving")
+        previous = self.previous_served(serving[-1]) if serving else None
+        if previous is None:
+            raise NotFound(f"no serving version with a previous one to roll back to in {self.path}")
+        self.set_status(serving[-1].id, "rejected", reason)
+        self.promote(previous.id, f"rollback target: {reason}")
+        return serving[-1].id, previous.id
+
     def mark_serving(self, version: int, event_ts: int | None) -> None:
         """Record that a server swapped ``version`` in at event time ``event_ts`` (ms).
 
