@@ -127,7 +127,7 @@ class Outcome:
         hours = (t["ts"] - t0) / HOUR_MS
         edges = np.linspace(0, hours.max() + 1e-9, buckets + 1)
         which = np.digitize(hours, edges) - 1
-        mid = (edges[:-1] + edges[1:]) / 2
+        mid = ((edges[:-1] + edges[1:]) / 2).tolist()
 
         def per_bucket(column: str) -> list[float]:
             scored = ~np.isnan(t[column])
