@@ -212,3 +212,11 @@ def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     assert "rejected" in listing
     with pytest.raises(NotFound):
         Registry(tmp_path / "empty").rollback("nothing served")
+
+
+def test_a_version_rolled_back_while_loading_is_not_marked_serving(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    v = registry.publish(FTRL(bits=8), {}, parent=None)
+    registry.set_status(v.id, "rejected", "rolled back while a server loaded it")
+    assert registry.mark_serving(v.id, T0) is False
+    assert registry.get(v.id).status == "rejected"

@@ -155,24 +155,31 @@ class Registry:
         self.promote(previous.id, f"rollback target: {reason}")
         return serving[-1].id, previous.id
 
-    def mark_serving(self, version: int, event_ts: int | None) -> None:
+    def mark_serving(self, version: int, event_ts: int | None) -> bool:
         """Record that a server swapped ``version`` in at event time ``event_ts`` (ms).
 
         ``event_ts`` is None when the server has seen no event time yet.
-        The version becomes serving (its first serving time is kept); a version
-        served before it, older and not rolled back to, becomes retired.
+        The version becomes serving (its first serving time is kept) and the one
+        served before it retired, unless it is no longer approved (rolled back or
+        superseded while a server loaded it): then nothing changes and the
+        answer is False.
         """
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
-        db.execute("UPDATE versions SET status = 'serving', "
-                   "serving_since_ts = COALESCE(serving_since_ts, ?) WHERE id = ?",
-                   (event_ts, version))
+        changed = db.execute(
+            "UPDATE versions SET status = 'serving', serving_since_ts = "
+            "COALESCE(serving_since_ts, ?) WHERE id = ? AND status IN ('approved', 'serving')",
+            (event_ts, version)).rowcount
+        if not changed:  # rolled back or superseded meanwhile: not serving after all
+            db.execute("COMMIT")
+            return False
         db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' AND id != ?",
                    (version,))
         db.execute("INSERT INTO decisions (version, status, reason, at) "
                    "VALUES (?, 'serving', ?, ?)",
                    (version, f"swapped in at event time {event_ts}", time.time()))
         db.execute("COMMIT")
+        return True
 
     def decisions(self) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT version, status, reason, at FROM decisions ORDER BY seq")

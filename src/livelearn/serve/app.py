@@ -6,6 +6,11 @@ user, item, model_version, features as served, score) to the predictions
 topic before answering. POST /feedback appends feedback events to their
 streams; an event that fails its schema goes to the dead-letter topic and is
 named in the answer. GET /models, /healthz and /metrics (Prometheus text).
+
+Bad requests get a 4xx whose ``detail`` names the field and what was expected:
+bodies too large (413), not JSON (415), not UTF-8 or not valid JSON (400) are
+refused before parsing (see ``limits``); a field of the wrong type or missing
+gets 422. The server keeps serving whatever comes.
 """
 
 from __future__ import annotations
@@ -16,28 +21,31 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
-from livelearn.errors import BadInput, LivelearnError
-from livelearn.events import Reason, check_ts, dead_letter, decode_event
+from livelearn.errors import BadInput, ConfigError, LivelearnError
+from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.serve.holder import ModelHolder
+from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
 from livelearn.tables.offline import load_table
 
 
 class PredictRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
-    items: list[str] = Field(min_length=1, max_length=1000,
-                             description="candidate item ids, scored in this order")
-    ts: int | None = Field(None, description="event time, ms since the epoch UTC; now if absent")
+    items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=1000, description="candidate item ids, scored in this order")
+    ts: StrictInt | None = Field(
+        None, description="event time, integer ms since the epoch UTC; now if absent")
 
 
 class Scored(BaseModel):
@@ -58,12 +66,21 @@ class FeedbackResponse(BaseModel):
 
 
 def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str | Path = ".",
-               poll_s: float = 0.1) -> FastAPI:
-    """The FastAPI app for one pipeline; tables load once, at creation."""
+               poll_s: float = 0.1, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI app for one pipeline; tables load once, at creation.
+
+    A request body larger than ``max_body_bytes`` is refused with 413.
+    """
+    if pipeline.users is None or pipeline.items is None:
+        raise ConfigError(f"pipeline '{pipeline.name}': nothing to serve: its label is in "
+                          f"the events, it has no users and items tables")
+    items_table = pipeline.items
     users = load_table(pipeline.users, data_dir)
-    items = load_table(pipeline.items, data_dir)
+    items = load_table(items_table, data_dir)
     holder = ModelHolder(registry, poll_s)
     counts: Counter[str] = Counter()
+    # One appender at a time in this process: threads contending for SQLite's write lock
+    # back off by up to 100 ms each try and starve (p99 0.7 s, max 3 s at 128 in flight).
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -73,10 +90,15 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     app = FastAPI(title=f"livelearn: {pipeline.name}", lifespan=lifespan)
     app.state.holder = holder
+    app.add_middleware(BodyLimits, max_bytes=max_body_bytes)
 
     @app.exception_handler(LivelearnError)
     async def _error(_: Request, exc: LivelearnError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
 
     @app.post("/predict", response_model=PredictResponse)
     def predict(req: PredictRequest) -> Response:
@@ -88,7 +110,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         for item in req.items:
             if item not in items:
                 raise BadInput(f"field 'items': item {item!r} is not in table "
-                               f"'{pipeline.items.name}'")
+                               f"'{items_table.name}'")
             rows.append(pipeline.features(user, items[item], ts))
         scores = model.predict(hash_rows(rows, model.bits))  # type: ignore[attr-defined]
         out, records = [], []
@@ -99,7 +121,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
             records.append((rid, orjson.dumps({
                 "request_id": rid, "ts": ts, "user": req.user_id, "item": item,
                 "model_version": version, "score": score, "features": features})))
-        log.append(PREDICTIONS, records)
+        with log.atomic():
+            log.append(PREDICTIONS, records)
         counts["predictions"] += len(records)
         return Response(orjson.dumps({"model_version": version, "predictions": out}),
                         media_type="application/json")
@@ -110,8 +133,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         rejected, dead = [], []
         for i, obj in enumerate(events):
             try:
-                event = decode_event(obj if isinstance(obj, Mapping) else orjson.dumps(obj),
-                                     pipeline.schemas)
+                event, value = _decode(obj, pipeline)
             except BadInput as e:
                 rejected.append({"index": i, "error": str(e)})
                 stream = obj.get("stream") if isinstance(obj, Mapping) else None
@@ -119,7 +141,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                     Reason.MALFORMED, str(e), str(stream), _raw(obj)))))
                 continue
             holder.observe(event.ts)
-            good.setdefault(event.stream, []).append((event.key, event.to_json()))
+            good.setdefault(event.stream, []).append((event.key, value))
         with log.atomic():
             for stream, records in good.items():
                 log.append(stream, records)
@@ -159,6 +181,16 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _decode(obj: Any, pipeline: Pipeline) -> tuple[Event, bytes]:
+    """One event of a /feedback batch, checked, and its JSON; BadInput if it is malformed."""
+    try:
+        event = decode_event(obj if isinstance(obj, Mapping) else orjson.dumps(obj),
+                             pipeline.schemas)
+        return event, event.to_json()
+    except TypeError as e:  # orjson: an integer beyond 64 bits, say
+        raise BadInput(f"event cannot be stored as JSON: {e}") from None
 
 
 def _raw(obj: Any) -> str:

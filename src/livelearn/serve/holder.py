@@ -4,6 +4,12 @@ The current (version, learner) pair is one reference. A request reads it once
 and scores every candidate with that pair, so a response never mixes versions;
 a swap loads the new version completely first, then replaces the reference in
 one assignment. No lock is held while requests score.
+
+Loading and recording happen on the poll thread, never on a request's path. A
+version whose file cannot be loaded is skipped (logged once) and the one served
+goes on serving until a newer version is approved. Recording a swap in the
+Registry (``mark_serving``) is retried on the next poll if it fails, so the
+Registry always learns which version serves.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from livelearn.errors import Unavailable
+from livelearn.errors import LivelearnError, Unavailable
 from livelearn.models.base import Learner
 from livelearn.registry import Registry
 
@@ -24,6 +30,8 @@ class ModelHolder:
     def __init__(self, registry: Registry, poll_s: float = 0.1):
         self.registry, self.poll_s = registry, poll_s
         self._current: tuple[int, Learner] | None = None
+        self._marked: int | None = None  # the version last recorded as serving
+        self._broken: int | None = None  # the version last found unloadable
         self.clock_ts = 0  # the largest event time (ms) seen in requests
         self.swaps = 0
         self._stop = threading.Event()
@@ -50,14 +58,37 @@ class ModelHolder:
     def refresh(self) -> bool:
         """Swap in the incumbent version if it is not the one served; True if swapped."""
         incumbent = self.registry.incumbent()
-        if incumbent is None or (self._current and self._current[0] == incumbent.id):
+        swapped = False
+        if incumbent is not None and incumbent.id not in (self.version, self._broken):
+            swapped = self._swap(incumbent.id)
+        self._mark()
+        return swapped
+
+    def _swap(self, version: int) -> bool:
+        try:
+            learner = self.registry.load(version)
+        except LivelearnError:
+            self._broken = version
+            if self._current is None:
+                raise  # nothing to fall back on
+            log.exception("could not load v%d; still serving v%d", version, self._current[0])
             return False
-        learner = self.registry.load(incumbent.id)
-        self._current = (incumbent.id, learner)
+        self._current = (version, learner)
         self.swaps += 1
-        self.registry.mark_serving(incumbent.id, self.clock_ts or None)
-        log.info("serving v%d", incumbent.id)
+        log.info("serving v%d", version)
         return True
+
+    def _mark(self) -> None:
+        """Record in the Registry the version served, unless it is recorded already.
+
+        Not if it stopped being the incumbent while it loaded (rolled back, or
+        superseded): marking would make it serving again. The next poll swaps.
+        """
+        version = self.version
+        if version is None or version == self._marked:
+            return
+        if self.registry.mark_serving(version, self.clock_ts or None):
+            self._marked = version
 
     def start(self) -> None:
         self.refresh()
@@ -73,5 +104,6 @@ class ModelHolder:
         while not self._stop.wait(self.poll_s):
             try:
                 self.refresh()
-            except Exception:  # a bad version must not stop serving the good one
-                log.exception("could not swap in the incumbent version; still serving the old")
+            except Exception:  # a bad version or a busy Registry must not stop serving
+                log.exception("model poll failed; still serving v%s, trying again in %.1f s",
+                              self.version, self.poll_s)

@@ -1,0 +1,158 @@
+"""What the server accepts as a request body, and the messages it answers the rest with.
+
+``BodyLimits`` checks every POST, PUT and PATCH body before FastAPI parses it:
+
+- larger than ``max_bytes``: 413, from Content-Length before any byte is read,
+  or as soon as the bytes read pass the limit;
+- a media type other than JSON (``application/json`` or ``*/*+json``): 415;
+- bytes that are not UTF-8, or not strict JSON (RFC 8259: no NaN or Infinity,
+  no number beyond a double, no lone surrogate), or nested more than
+  ``MAX_DEPTH`` deep: 400.
+
+An empty body passes (the endpoint then says which body it expected). Every
+refusal is JSON ``{"detail": message}``, the message naming the problem.
+``validation_message`` turns FastAPI's validation errors into one such message
+naming each field, what was expected and what came, without echoing the whole
+input back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: The default largest request body, in bytes (1 MiB: a feedback batch of some
+#: 5,000 events).
+MAX_BODY_BYTES = 1 << 20
+#: The deepest nesting of arrays and objects a body may have.
+MAX_DEPTH = 100
+_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class Refused(Exception):
+    """A request body refused before parsing: its HTTP status and why."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class BodyLimits:
+    """ASGI middleware: refuse oversized, non-JSON, non-UTF-8 or malformed bodies."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            body = await self._read(headers, receive)
+            check_json_body(headers.get("content-type"), body)
+        except Refused as e:
+            response = JSONResponse({"detail": e.detail}, status_code=e.status)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, headers: Headers, receive: Receive) -> bytes:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise self._too_large(f"Content-Length is {declared} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Refused(400, "the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise self._too_large(f"more than {self.max_bytes} bytes came")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self, what: str) -> Refused:
+        return Refused(413, f"request body too large: {what}; the limit is "
+                            f"{self.max_bytes} bytes (send smaller batches)")
+
+
+def check_json_body(content_type: str | None, body: bytes) -> None:
+    """Raise Refused unless ``body`` is empty or strict JSON in UTF-8 with a JSON media type."""
+    if not body:
+        return
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise Refused(415, f"header 'Content-Type': expected application/json, "
+                           f"got {content_type or 'none'!r}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Refused(400, f"request body is not UTF-8: byte 0x{body[e.start]:02x} at "
+                           f"offset {e.start} ({e.reason})") from None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise Refused(400, f"request body is not valid JSON: {e}") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise Refused(400, f"request body is nested more than {MAX_DEPTH} deep")
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (a scalar is 0)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """One line per error: the field (a dotted path in the body), what was expected, what came.
+
+    >>> validation_message([{"type": "missing", "loc": ("body", "user_id"),
+    ...                      "msg": "Field required", "input": {}}])
+    "field 'user_id': Field required"
+    >>> validation_message([{"type": "int_type", "loc": ("body", "ts"),
+    ...                      "msg": "Input should be a valid integer", "input": "soon"}])
+    "field 'ts': Input should be a valid integer, got 'soon'"
+    """
+    lines = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        field = ".".join(loc[1:] if loc[:1] == ["body"] else loc)
+        line = f"{f'field {field!r}' if field else 'request body'}: {error.get('msg', 'invalid')}"
+        if error.get("type") != "missing":
+            line += f", got {_show(error.get('input'))}"
+        lines.append(line)
+    return "; ".join(lines) or "invalid request"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then whatever the client sends next."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

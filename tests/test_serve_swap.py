@@ -1,0 +1,119 @@
+"""Hot swaps: under load (bench/serve_swap.py, shortened) and when a version misbehaves.
+
+A new version every second under load costs no request; a version that cannot
+be loaded leaves the served one serving; a swap the Registry was too busy to
+record is recorded on the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from livelearn.errors import LivelearnError
+from livelearn.models.base import Learner
+from livelearn.registry import Registry
+from livelearn.serve.holder import ModelHolder
+from livelearn.sim.pipeline import PIPELINE
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "serve_swap.py"
+
+
+def test_swapping_versions_under_load_fails_no_request(tmp_path: Path) -> None:
+    out = tmp_path / "serve_swap.json"
+    run = subprocess.run([sys.executable, str(BENCH), "--seconds", "3", "--json", str(out)],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = orjson.loads(out.read_bytes())
+    assert result["failed"] == 0, result["phases"]
+    assert result["swaps"] >= 2
+    assert result["requests"] > 100 and result["concurrency"] >= 100
+    for key in ("p50_ms", "p99_ms", "p50_ms_no_swap", "p99_ms_no_swap"):
+        assert 0 < result[key] < 30_000, key
+    no_swap, swap = result["phases"]["no_swap"], result["phases"]["swap"]
+    assert no_swap["versions_served"] == [1] and no_swap["swaps"] == 0
+    assert len(swap["versions_served"]) >= 2  # responses came from the swapped-in versions too
+    assert "no swap" in run.stdout and "swap" in run.stdout
+
+
+def _version(registry: Registry, parent: int | None) -> int:
+    version = registry.publish(PIPELINE.learner(), {"metric": "auc"}, parent).id
+    registry.set_status(version, "approved", "test")
+    return version
+
+
+def test_a_version_that_cannot_be_loaded_is_skipped_and_the_served_one_stays(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = Registry(tmp_path)
+    holder = ModelHolder(registry)
+    assert holder.refresh() is False and holder.version is None  # nothing approved yet
+    _version(registry, None)
+    assert holder.refresh() is True and holder.version == 1
+    broken = _version(registry, 1)
+    registry.file(broken).write_bytes(b"not a model")
+    with caplog.at_level(logging.ERROR, logger="livelearn.serve"):
+        assert holder.refresh() is False and holder.refresh() is False
+    assert holder.version == 1 and registry.get(1).status == "serving"
+    assert [r.getMessage() for r in caplog.records] == ["could not load v2; still serving v1"]
+    _version(registry, 1)
+    assert holder.refresh() is True and holder.version == 3
+    assert registry.get(3).status == "serving" and registry.get(1).status == "retired"
+
+
+def test_an_unloadable_first_version_stops_the_server_from_starting(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    registry.file(_version(registry, None)).write_bytes(b"not a model")
+    with pytest.raises(LivelearnError, match="v000001.npz"):
+        ModelHolder(registry).start()
+
+
+class _BusyOnce(Registry):
+    """A Registry whose first mark_serving fails as SQLite does when locked too long."""
+
+    busy = True
+
+    def mark_serving(self, version: int, event_ts: int | None) -> None:
+        if self.busy:
+            self.busy = False
+            raise sqlite3.OperationalError("database is locked")
+        super().mark_serving(version, event_ts)
+
+
+def test_recording_a_swap_is_retried_when_the_registry_was_busy(tmp_path: Path) -> None:
+    registry = _BusyOnce(tmp_path)
+    _version(registry, None)
+    holder = ModelHolder(registry)
+    with pytest.raises(sqlite3.OperationalError):
+        holder.refresh()
+    assert holder.version == 1 and registry.get(1).status == "approved"  # served, not recorded
+    holder.observe(1_767_571_200_000)
+    assert holder.refresh() is False  # nothing new to swap in, but the record is made now
+    assert registry.get(1).status == "serving"
+    assert registry.get(1).serving_since_ts == 1_767_571_200_000
+
+
+class _RolledBackWhileLoading(Registry):
+    """A Registry in which a gate retires the version being loaded, during the load."""
+
+    def load(self, version: int) -> Learner:
+        learner = super().load(version)
+        if version == 2:
+            self.set_status(version, "retired", "rolled back while a server loaded it")
+        return learner
+
+
+def test_a_version_rolled_back_while_it_loads_is_not_marked_serving(tmp_path: Path) -> None:
+    registry = _RolledBackWhileLoading(tmp_path)
+    _version(registry, None)
+    holder = ModelHolder(registry)
+    holder.refresh()
+    _version(registry, 1)
+    assert holder.refresh() is True and holder.version == 2  # it did swap in
+    assert registry.get(2).status == "retired" and registry.get(1).status == "serving"
+    assert holder.refresh() is True and holder.version == 1  # and swaps back on the next poll
