@@ -1,0 +1,211 @@
+"""The online Store: feature rows with their history, and windowed counters.
+
+The servers read entity rows (users, items) and counters from it; several
+``livelearn serve`` processes share one Store by opening the same URL. Backends
+are chosen by URL from ``BACKENDS``; options go in the URL's query, so the URL
+alone says how a store behaves:
+
+- ``memory://`` a private store in this process; ``memory://NAME`` is shared by
+  every store opened on that name in this process (never across processes).
+  Lost on restart: keep a ``snapshot()`` if it must survive.
+- ``redis://HOST:PORT/DB?namespace=NAME`` keys under ``NAME:`` (default
+  ``livelearn``) in a Redis server. Durability is Redis's own (RDB / AOF as the
+  server is configured).
+
+Options: ``max_versions`` (default 8), ``bucket_ms`` (default 60000),
+``retention_ms`` (default one day). Stores that share data (one memory NAME; one
+Redis server, db and namespace) must be opened with the same options.
+
+Rows. ``put_rows(table, rows, ts_ms)`` writes a version of each row valid from
+``ts_ms`` (ms since the epoch, UTC); a put at a time a key already has replaces
+that version. ``get_rows(table, keys, as_of_ms)`` returns, per key, the version
+with the largest ts <= ``as_of_ms`` (inclusive; ``None``: the newest), and
+leaves out keys that have none: a read never sees a later version. Each key
+keeps its ``max_versions`` newest versions; older ones are dropped, so a read
+as of a time before the oldest kept version finds no row. Values are JSON
+scalars: str, int (64-bit), finite float, bool, None.
+
+Counters. ``incr(counter, key, ts_ms, by)`` adds ``by`` to the time bucket
+``ts_ms // bucket_ms``. ``count(counter, key, window_ms, as_of_ms)`` sums the
+buckets that overlap the window (as_of_ms - window_ms, as_of_ms], so it is
+exact when ``window_ms`` and ``as_of_ms + 1`` are multiples of ``bucket_ms``;
+otherwise it also counts the increments of the window's first and last buckets
+that fall outside it: up to ``bucket_ms - 1`` ms before its start and after
+``as_of_ms``. Windows longer than ``retention_ms``
+are refused. A key keeps the buckets within ``retention_ms`` of its newest one,
+so a count as of an older time may miss dropped buckets. A key with no
+increment for longer than ``retention_ms`` may vanish (Redis: after that much
+wall-clock time, at least one hour; memory: that much event time behind the
+newest increment of any key).
+
+>>> s = open_store("memory://")
+>>> s.put_rows("items", {"i1": {"price": 3}}, ts_ms=1000)
+>>> s.put_rows("items", {"i1": {"price": 4}}, ts_ms=2000)
+>>> s.get_rows("items", ["i1", "i2"], as_of_ms=1999), s.get_rows("items", ["i1"])
+({'i1': {'price': 3}}, {'i1': {'price': 4}})
+>>> s.incr("clicks", "i1", ts_ms=59_999); s.incr("clicks", "i1", ts_ms=60_000)
+>>> s.count("clicks", "i1", window_ms=60_000, as_of_ms=119_999)
+1
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from livelearn.errors import BadInput, ConfigError
+
+#: URL scheme -> "module:class". Adding a backend is adding a file and a line here.
+BACKENDS = {"memory": "livelearn.tables.memory:MemoryStore",
+            "redis": "livelearn.tables.redis:RedisStore"}
+
+#: A JSON scalar, the only kind of value a row holds.
+Value = str | int | float | bool | None
+Row = dict[str, Value]
+#: What ``snapshot()`` returns and ``restore()`` takes (JSON-serialisable):
+#: {"format": 1, "bucket_ms": int, "rows": {table: {key: [[ts_ms, row], ...]}},
+#:  "counters": {counter: {key: {str(bucket): count}}}}, versions oldest first.
+Snapshot = dict[str, Any]
+
+DEFAULTS = {"max_versions": 8, "bucket_ms": 60_000, "retention_ms": 86_400_000}
+
+
+class Store(ABC):
+    """Feature rows by (table, key) with point-in-time reads; counters in time buckets."""
+
+    def __init__(self, max_versions: int = 8, bucket_ms: int = 60_000,
+                 retention_ms: int = 86_400_000):
+        self.max_versions, self.bucket_ms, self.retention_ms = max_versions, bucket_ms, retention_ms
+        #: How many newest buckets a counter key keeps: any window <= retention_ms overlaps
+        #: at most this many.
+        self.keep_buckets = -(-retention_ms // bucket_ms) + 1
+
+    @abstractmethod
+    def put_rows(self, table: str, rows: Mapping[str, Mapping[str, Value]], ts_ms: int) -> None:
+        """Write one version of each row, valid from ``ts_ms``; one atomic batch."""
+
+    @abstractmethod
+    def get_rows(self, table: str, keys: Iterable[str], as_of_ms: int | None = None
+                 ) -> dict[str, Row]:
+        """Per key, the version with the largest ts <= ``as_of_ms``; keys without one left out."""
+
+    @abstractmethod
+    def incr_many(self, counter: str, increments: Iterable[tuple[str, int, int]]) -> None:
+        """Add each (key, ts_ms, by) to the key's bucket of ts_ms; one batch."""
+
+    @abstractmethod
+    def counts(self, counter: str, keys: Iterable[str], window_ms: int, as_of_ms: int
+               ) -> dict[str, int]:
+        """Per key, the sum of its buckets that overlap (as_of_ms - window_ms, as_of_ms]."""
+
+    @abstractmethod
+    def snapshot(self) -> Snapshot:
+        """Everything the store holds (exact when no one writes meanwhile)."""
+
+    @abstractmethod
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace everything the store holds with a snapshot's content."""
+
+    def close(self) -> None:  # noqa: B027 (optional: nothing to release by default)
+        """Release connections; the data stays where the backend keeps it."""
+
+    def incr(self, counter: str, key: str, ts_ms: int, by: int = 1) -> None:
+        self.incr_many(counter, [(key, ts_ms, by)])
+
+    def count(self, counter: str, key: str, window_ms: int, as_of_ms: int) -> int:
+        return self.counts(counter, [key], window_ms, as_of_ms)[key]
+
+    def clear(self) -> None:
+        """Drop every row and counter."""
+        self.restore({"format": 1, "bucket_ms": self.bucket_ms, "rows": {}, "counters": {}})
+
+    def bucketed(self, counter: str, increments: Iterable[tuple[str, int, int]]
+                 ) -> list[tuple[str, int, int]]:
+        """Checked (key, bucket, by) for each (key, ts_ms, by)."""
+        out = []
+        for key, ts_ms, by in increments:
+            if not isinstance(key, str) or isinstance(by, bool) or not isinstance(by, int):
+                raise BadInput(f"counter '{counter}': expected a string key and an integer "
+                               f"increment, got {key!r} and {by!r}")
+            out.append((key, check_ts(f"counter '{counter}'", ts_ms) // self.bucket_ms, by))
+        return out
+
+    def window_buckets(self, counter: str, window_ms: int, as_of_ms: int) -> range:
+        """The buckets that overlap (as_of_ms - window_ms, as_of_ms]; checks the window."""
+        check_ts(f"counter '{counter}'", as_of_ms)
+        if not 0 < window_ms <= self.retention_ms:
+            raise ConfigError(f"counter '{counter}': window_ms must be in 1..{self.retention_ms} "
+                              f"(the store's retention_ms), got {window_ms}")
+        return range((as_of_ms - window_ms + 1) // self.bucket_ms, as_of_ms // self.bucket_ms + 1)
+
+    def check_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.get("format") != 1 or snapshot.get("bucket_ms") != self.bucket_ms:
+            raise ConfigError(f"store snapshot: expected format 1 with bucket_ms "
+                              f"{self.bucket_ms}, got format {snapshot.get('format')!r} "
+                              f"with bucket_ms {snapshot.get('bucket_ms')!r}")
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names, for example ``redis://127.0.0.1:6379/0?max_versions=4``."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in BACKENDS:
+        raise ConfigError(f"store URL {url!r}: scheme {scheme!r} is not one of "
+                          f"{', '.join(s + '://...' for s in BACKENDS)}")
+    module, cls = BACKENDS[scheme].split(":")
+    backend: type[Store] = getattr(importlib.import_module(module), cls)
+    return backend.from_url(url)  # type: ignore[attr-defined, no-any-return]
+
+
+def url_options(url: str, extra: Iterable[str] = ()) -> dict[str, Any]:
+    """The options in a URL's query: DEFAULTS' names as positive integers, ``extra`` as text."""
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name in extra:
+            options[name] = value
+        elif name in DEFAULTS:
+            if not value.isdigit() or int(value) == 0:
+                raise ConfigError(f"store URL {url!r}: option '{name}' must be a positive "
+                                  f"integer, got {value!r}")
+            options[name] = int(value)
+        else:
+            raise ConfigError(f"store URL {url!r}: unknown option '{name}' (known: "
+                              f"{', '.join([*DEFAULTS, *extra])})")
+    return options
+
+
+def check_row(table: str, key: str, row: Mapping[str, Value]) -> Row:
+    """A copy of ``row`` after checking that it maps field names to JSON scalars."""
+    if not isinstance(key, str):
+        raise BadInput(f"table '{table}': keys must be strings, got {key!r}")
+    if not isinstance(row, Mapping):
+        raise BadInput(f"table '{table}', key {key!r}: a row must be a mapping, got {row!r}")
+    for field, value in row.items():
+        if not isinstance(field, str) or not _scalar(value):
+            raise BadInput(f"table '{table}', key {key!r}, field {field!r}: expected a string "
+                           f"name and a JSON scalar (str, 64-bit int, finite float, bool, "
+                           f"None), got {value!r}")
+    return dict(row)
+
+
+def check_ts(what: str, ts_ms: object) -> int:
+    """``ts_ms`` if it is an integer time in ms that every backend stores exactly (< 2**53)."""
+    if isinstance(ts_ms, bool) or not isinstance(ts_ms, int) or abs(ts_ms) >= 2**53:
+        raise BadInput(f"{what}: ts_ms must be integer milliseconds since the epoch, "
+                       f"got {ts_ms!r}")
+    return ts_ms
+
+
+def _scalar(value: object) -> bool:
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
+
+
+__all__ = ["BACKENDS", "DEFAULTS", "Row", "Snapshot", "Store", "Value", "check_row",
+           "check_ts", "open_store", "url_options"]

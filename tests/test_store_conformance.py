@@ -1,0 +1,271 @@
+"""One suite over every Store backend: memory and a real Redis server.
+
+Redis: ``LIVELEARN_REDIS=host:port`` names a server to use (each test keeps to
+its own namespace and deletes it after); otherwise one is started for the
+session with scripts/redis/start.sh on a free port in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from livelearn.demo import free_port
+from livelearn.errors import BadInput, ConfigError, Unavailable
+from livelearn.tables.store import Store, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ["memory", "redis"]
+OpenStore = Callable[..., Store]
+
+
+@pytest.fixture(scope="session")
+def redis_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a Redis server: LIVELEARN_REDIS, or one started for this session."""
+    if os.environ.get("LIVELEARN_REDIS"):
+        yield os.environ["LIVELEARN_REDIS"]
+        return
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: .ci/run installs Debian's package "
+                    "redis-server (apt-get install -y redis-server), or set "
+                    "LIVELEARN_REDIS=host:port to use a running server")
+    data = tmp_path_factory.mktemp("redis")
+    out = subprocess.run([str(ROOT / "scripts/redis/start.sh"), str(data)], check=True,
+                         capture_output=True, text=True, timeout=30).stdout
+    pid = int((data / "redis.pid").read_text())
+    try:
+        yield out.strip().rpartition("REDIS=")[2]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest) -> Iterator[OpenStore]:
+    """Opens stores of one backend on one fresh URL, or a new one with ``fresh=True``.
+
+    Options go in the URL's query. Every store is cleared and closed after the test.
+    """
+    def url(name: str) -> str:
+        if request.param == "memory":
+            return f"memory://{name}?"
+        return f"redis://{request.getfixturevalue('redis_address')}/0?namespace={name}&"
+
+    base = url(f"t{uuid.uuid4().hex}")
+    opened: list[Store] = []
+
+    def make(fresh: bool = False, **options: int) -> Store:
+        where = url(f"t{uuid.uuid4().hex}") if fresh else base
+        store = open_store(where + "&".join(f"{k}={v}" for k, v in options.items()))
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.clear()
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: OpenStore) -> Store:
+    return make_store()
+
+
+def test_put_then_get_returns_rows_with_their_types(store: Store) -> None:
+    rows = {"u1": {"age": 31, "score": 0.25, "name": "ada", "vip": True, "city": None},
+            "u:2": {"age": 40}}
+    store.put_rows("users", rows, ts_ms=1_000)
+    store.put_rows("items", {"u1": {"price": 9.5}}, ts_ms=1_000)
+    assert store.get_rows("users", ["u1", "u:2"]) == rows
+    assert store.get_rows("items", ["u1"]) == {"u1": {"price": 9.5}}
+    got = store.get_rows("users", ["u1"])["u1"]
+    assert type(got["age"]) is int and type(got["score"]) is float and got["vip"] is True
+
+
+def test_missing_keys_and_tables_are_left_out(store: Store) -> None:
+    store.put_rows("users", {"u1": {"a": 1}}, ts_ms=5)
+    assert store.get_rows("users", ["nope", "u1", "also-nope"]) == {"u1": {"a": 1}}
+    assert store.get_rows("no_table", ["u1"]) == {}
+    assert store.get_rows("users", []) == {}
+    assert store.get_rows("users", ["u1"], as_of_ms=4) == {}
+
+
+def test_a_read_as_of_t_never_sees_a_later_version(make_store: OpenStore) -> None:
+    store = make_store(max_versions=6)
+    rng = random.Random(7)
+    kept: dict[str, dict[int, int]] = {}  # key -> ts -> value: the versions the bound keeps
+    for _ in range(150):  # out of order, with repeated times (a repeat replaces)
+        key, ts = f"k{rng.randrange(5)}", rng.randrange(0, 40) * 10
+        value = rng.randrange(1000)
+        store.put_rows("t", {key: {"written_at": ts, "v": value}}, ts_ms=ts)
+        versions = kept.setdefault(key, {})
+        versions[ts] = value
+        for old in sorted(versions)[:-6]:
+            del versions[old]
+    keys = [f"k{i}" for i in range(6)]
+    for as_of in [*range(-5, 420, 7), None]:
+        got = store.get_rows("t", keys, as_of_ms=as_of)
+        for key in keys:
+            times = [t for t in kept.get(key, {}) if as_of is None or t <= as_of]
+            if not times:
+                assert key not in got
+                continue
+            assert got[key] == {"written_at": max(times), "v": kept[key][max(times)]}
+            assert as_of is None or got[key]["written_at"] <= as_of
+
+
+def test_each_key_keeps_its_newest_versions(make_store: OpenStore) -> None:
+    store = make_store(max_versions=3)
+    for ts in (100, 200, 300, 400, 500):
+        store.put_rows("t", {"k": {"v": ts}}, ts_ms=ts)
+    assert store.get_rows("t", ["k"], as_of_ms=350) == {"k": {"v": 300}}
+    assert store.get_rows("t", ["k"], as_of_ms=299) == {}, "dropped versions are not read"
+    store.put_rows("t", {"k": {"v": 50}}, ts_ms=50)  # older than every kept one: dropped
+    assert store.get_rows("t", ["k"], as_of_ms=60) == {}
+    assert store.get_rows("t", ["k"]) == {"k": {"v": 500}}
+
+
+def bucket_counts(events: list[tuple[str, int, int]], key: str, window_ms: int, as_of_ms: int,
+                  bucket_ms: int) -> int:
+    """The batch definition: increments whose bucket overlaps (as_of - window, as_of]."""
+    first, last = (as_of_ms - window_ms + 1) // bucket_ms, as_of_ms // bucket_ms
+    return sum(by for k, ts, by in events if k == key and first <= ts // bucket_ms <= last)
+
+
+def test_counters_match_a_batch_computation(make_store: OpenStore) -> None:
+    store = make_store(bucket_ms=100, retention_ms=5_000)
+    rng = random.Random(3)
+    events = [(f"k{rng.randrange(4)}", rng.randrange(0, 3_000), rng.randrange(1, 4))
+              for _ in range(600)]
+    for i in range(0, len(events), 50):  # in batches, out of time order
+        store.incr_many("clicks", events[i:i + 50])
+    store.incr("clicks", "k0", 1_234)
+    events.append(("k0", 1_234, 1))
+    keys = ["k0", "k1", "k2", "k3", "never"]
+    for _ in range(60):
+        window, as_of = rng.randrange(1, 5_001), rng.randrange(-100, 3_200)
+        expected = {k: bucket_counts(events, k, window, as_of, 100) for k in keys}
+        assert store.counts("clicks", keys, window, as_of) == expected
+    assert store.count("clicks", "k1", 5_000, 2_999) == bucket_counts(events, "k1", 5_000,
+                                                                        2_999, 100)
+
+
+def test_counts_are_exact_on_bucket_boundaries(make_store: OpenStore) -> None:
+    store = make_store(bucket_ms=100, retention_ms=1_000)
+    rng = random.Random(11)
+    times = [rng.randrange(0, 2_000) for _ in range(300)]
+    store.incr_many("views", [("k", ts, 1) for ts in times])
+    for as_of in range(99, 2_100, 100):
+        for window in (100, 300, 1_000):
+            exact = sum(1 for ts in times if as_of - window < ts <= as_of)
+            assert store.count("views", "k", window, as_of) == exact
+
+
+def test_old_buckets_expire_but_recent_windows_stay_exact(make_store: OpenStore) -> None:
+    store = make_store(bucket_ms=10, retention_ms=100)  # keeps the 11 newest buckets
+    events = [("k", ts, 1) for ts in range(0, 5_000, 3)]
+    for i in range(0, len(events), 100):
+        store.incr_many("c", events[i:i + 100])
+    for window in (10, 55, 100):
+        assert store.count("c", "k", window, 4_999) == bucket_counts(events, "k", window,
+                                                                     4_999, 10)
+    assert store.count("c", "k", 100, 1_000) < bucket_counts(events, "k", 100, 1_000, 10)
+    buckets = store.snapshot()["counters"]["c"]["k"]
+    assert len(buckets) <= 2 * store.keep_buckets
+
+
+def test_large_batches_and_times_are_kept_whole(make_store: OpenStore) -> None:
+    store = make_store(bucket_ms=1, retention_ms=10)
+    keys = [f"k{i}" for i in range(1_234)]
+    now = 2**53 - 1  # the largest time every backend stores exactly; buckets of 1 ms
+    store.put_rows("t", {k: {"i": i} for i, k in enumerate(keys)}, ts_ms=now)
+    assert store.get_rows("t", keys, as_of_ms=now) == {k: {"i": i} for i, k in enumerate(keys)}
+    store.incr_many("c", [(k, now - back, 1) for k in keys for back in (0, 1, 2)])
+    assert store.counts("c", keys, 2, now) == dict.fromkeys(keys, 2)
+    assert store.counts("c", keys, 3, now - 1) == dict.fromkeys(keys, 2)
+
+
+def test_windows_longer_than_the_retention_are_refused(make_store: OpenStore) -> None:
+    store = make_store(retention_ms=60_000)
+    with pytest.raises(ConfigError, match="window_ms"):
+        store.count("c", "k", 60_001, 0)
+    with pytest.raises(ConfigError, match="window_ms"):
+        store.count("c", "k", 0, 0)
+
+
+def test_two_stores_on_one_url_see_each_others_writes(make_store: OpenStore) -> None:
+    a, b = make_store(), make_store()
+    a.put_rows("items", {"i1": {"p": 1}}, ts_ms=10)
+    b.put_rows("items", {"i2": {"p": 2}}, ts_ms=20)
+    a.incr("clicks", "i1", 100)
+    b.incr("clicks", "i1", 150, by=2)
+    for store in (a, b):
+        assert store.get_rows("items", ["i1", "i2"]) == {"i1": {"p": 1}, "i2": {"p": 2}}
+        assert store.count("clicks", "i1", 60_000, 59_999) == 3
+
+
+def test_bad_values_are_refused_naming_the_field(store: Store) -> None:
+    for row in ({"f": {"nested": 1}}, {"f": float("nan")}, {"f": [1]}, {"f": 2**64}):
+        with pytest.raises(BadInput, match="table 'users', key 'u1', field 'f'"):
+            store.put_rows("users", {"u1": row}, ts_ms=1)
+    with pytest.raises(BadInput, match="ts_ms"):
+        store.put_rows("users", {"u1": {"f": 1}}, ts_ms=1.5)  # type: ignore[arg-type]
+    with pytest.raises(BadInput, match="counter 'c'"):
+        store.incr("c", "k", 1, by="2")  # type: ignore[arg-type]
+    assert store.get_rows("users", ["u1"]) == {}
+
+
+def test_snapshot_restores_into_any_backend(store: Store, make_store: OpenStore) -> None:
+    store.put_rows("t", {"a": {"v": 1}, "b:c": {"v": "x"}}, ts_ms=100)
+    store.put_rows("t", {"a": {"v": 2}}, ts_ms=200)
+    store.incr_many("c", [("a", 0, 1), ("a", 60_000, 2)])
+    snap = store.snapshot()
+    for other in (open_store("memory://"), make_store(fresh=True)):
+        other.put_rows("t", {"stale": {"v": 0}}, ts_ms=1)
+        other.restore(snap)
+        assert other.snapshot() == snap
+        assert other.get_rows("t", ["a", "b:c", "stale"], as_of_ms=150) == {
+            "a": {"v": 1}, "b:c": {"v": "x"}}
+        assert other.count("c", "a", 120_000, 119_999) == 3
+
+
+def test_store_urls_name_what_is_wrong() -> None:
+    with pytest.raises(ConfigError, match="'mongo'"):
+        open_store("mongo://db:27017")
+    with pytest.raises(ConfigError, match="'nothing'"):
+        open_store("nothing")
+    with pytest.raises(ConfigError, match="unknown option 'max_version'"):
+        open_store("memory://?max_version=3")
+    with pytest.raises(ConfigError, match="'bucket_ms' must be a positive integer"):
+        open_store("redis://127.0.0.1:1/0?bucket_ms=0")
+
+
+def test_an_unreachable_redis_is_unavailable() -> None:
+    with pytest.raises(Unavailable, match="unreachable"):
+        open_store(f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_another_process_sees_the_writes(redis_address: str) -> None:
+    """What several ``livelearn serve`` processes rely on: one Redis URL, one content."""
+    url = f"redis://{redis_address}/0?namespace=t{uuid.uuid4().hex}"
+    store = open_store(url)
+    try:
+        store.put_rows("items", {"i1": {"p": 1}}, ts_ms=10)
+        code = ("import sys; from livelearn.tables.store import open_store; "
+                "s = open_store(sys.argv[1]); s.incr('clicks', 'i1', 100, by=5); "
+                "print(s.get_rows('items', ['i1']))")
+        out = subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True,
+                             text=True, timeout=30).stdout
+        assert out.strip() == "{'i1': {'p': 1}}"
+        assert store.count("clicks", "i1", 60_000, 59_999) == 5
+    finally:
+        store.clear()
+        store.close()
