@@ -1,9 +1,13 @@
-"""Shared fixtures: a real SQLite log in a temporary directory, a real server on 127.0.0.1."""
+"""Shared fixtures: a real SQLite log in a temporary directory, a real server on 127.0.0.1,
+a real Kafka broker (LIVELEARN_KAFKA, or one started for the session)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +16,8 @@ import uvicorn
 
 from livelearn.demo import free_port
 from livelearn.log.sqlite import SQLiteLog
+
+KAFKA_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "kafka"
 
 
 @pytest.fixture
@@ -43,3 +49,31 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a Kafka broker: LIVELEARN_KAFKA, or one that scripts/kafka/start.sh
+    starts for this session on a free port (Maven gathers its jars the first time)."""
+    if os.environ.get("LIVELEARN_KAFKA"):
+        yield os.environ["LIVELEARN_KAFKA"]
+        return
+    data = tmp_path_factory.mktemp("kafka")
+    started = subprocess.run([str(KAFKA_SCRIPTS / "start.sh"), str(data)], capture_output=True,
+                             text=True, timeout=600)
+    if started.returncode:
+        pytest.fail(f"scripts/kafka/start.sh failed ({started.returncode}):\n{started.stderr}")
+    try:
+        yield started.stdout.strip().rpartition("KAFKA_BOOTSTRAP=")[2]
+    finally:
+        subprocess.run([str(KAFKA_SCRIPTS / "stop.sh"), str(data)], timeout=60, check=True)
+
+
+@pytest.fixture(params=["sqlite", "kafka"])
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty log of each backend in turn: SQLite in a temporary file, and
+    Kafka with topics under a prefix of this test's own on the session's broker."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    return f"kafka://{bootstrap}?prefix=t{uuid.uuid4().hex[:12]}."

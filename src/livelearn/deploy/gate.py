@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from livelearn.features.hashing import hash_rows
-from livelearn.log.base import Log
+from livelearn.log.base import Log, Record
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
 from livelearn.spec import SAMPLES
@@ -95,7 +95,7 @@ class Gate:
         return Decision(current.id, False, reason, ours, theirs)
 
     def _served_by(self, version: int) -> list[dict[str, Any]] | None:
-        """The most recent samples (of the last ``live_window``) that ``version`` served,
+        """The most recent samples (of the last ``live_window`` offsets) that ``version`` served,
         if there are ``rollback_samples`` of them and new samples came since the last look."""
         ends = dict(self.log.end_offsets([SAMPLES]))
         seen = self._rollback_seen.get(version, {})
@@ -147,16 +147,24 @@ class Gate:
         learned = {f"{t}/{p}": o for t, p, o in incumbent.meta.get("offsets", [])}
         samples: list[dict[str, Any]] = []
         scores: list[float] = []
-        for where, start in window.get("starts", {}).items():
-            ours = window["scores"][where]
-            lo = max(start, learned.get(where, 0))
-            if lo >= start + len(ours):
-                continue
+        for where, offsets in window.get("offsets", {}).items():
+            wanted = {o: s for o, s in zip(offsets, window["scores"][where], strict=True)
+                      if o >= learned.get(where, 0)}
             topic, partition = where.rsplit("/", 1)
-            records = self.log.read(topic, int(partition), lo, start + len(ours) - lo)
-            samples += [orjson.loads(r.value) for r in records]
-            scores += ours[lo - start:lo - start + len(records)]
+            for record in self._read_range(topic, int(partition), min(wanted, default=0),
+                                           max(wanted, default=-1) + 1):
+                if record.offset in wanted:
+                    samples.append(orjson.loads(record.value))
+                    scores.append(wanted[record.offset])
         return samples, scores
+
+    def _read_range(self, topic: str, partition: int, lo: int, hi: int) -> list[Record]:
+        """Records with offsets in [lo, hi) (offsets may have gaps)."""
+        out: list[Record] = []
+        while lo < hi and (records := self.log.read(topic, partition, lo, 5000)):
+            out += [r for r in records if r.offset < hi]
+            lo = records[-1].offset + 1
+        return out
 
     def _load(self, version: int) -> Learner:
         if self._cached is None or self._cached[0] != version:

@@ -1,4 +1,4 @@
-"""Log backends, chosen by URL: ``sqlite:///path/to/log.db`` (embedded)."""
+"""Log backends, chosen by URL: ``sqlite:///path/to/log.db`` (embedded), ``memory://``, ``kafka://host:port``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from livelearn.errors import ConfigError
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, partition_for
 
 #: URL scheme -> "module:class". Adding a backend is adding a file and a line here.
-BACKENDS = {"sqlite": "livelearn.log.sqlite:SQLiteLog"}
+BACKENDS = {"sqlite": "livelearn.log.sqlite:SQLiteLog",
+            "memory": "livelearn.log.memory:MemoryLog",
+            "kafka": "livelearn.log.kafka:KafkaLog"}
 
 
 def open_log(url: str) -> Log:

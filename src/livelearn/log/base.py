@@ -1,10 +1,13 @@
 """The Log protocol: durable, partitioned topics that every role talks through.
 
-Offsets are dense integers per (topic, partition), starting at 0. A record's key
-chooses its partition, so all records of one key stay in order. A consumer group
-commits its input offsets together with its checkpointed state, in one atomic
-step; ``atomic()`` widens that step to the outputs written inside it where the
-backend can (SQLite: one transaction).
+Offsets are integers per (topic, partition) that only increase, from 0 on. They
+may have gaps (Kafka's transaction markers and aborted records take offsets; the
+embedded backends leave none), so a reader goes on from the offset of the last
+record it got plus one and never counts records by subtracting offsets. A
+record's key chooses its partition, so all records of one key stay in order. A
+consumer group commits its input offsets together with its checkpointed state,
+in one atomic step; ``atomic()`` widens that step to the outputs written inside
+it where the backend can (SQLite: one transaction; Kafka: one Kafka transaction).
 """
 
 from __future__ import annotations
@@ -62,16 +65,24 @@ class Log(ABC):
 
     @abstractmethod
     def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
-        """Append (key, value) records in order; return how many were written."""
+        """Append (key, value) records in order; return how many were written.
+
+        Outside ``atomic()`` the records are durable, and readable, when it returns.
+        """
 
     @abstractmethod
     def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
              ) -> list[Record]:
-        """Records of one partition from ``offset`` on, in offset order, at most ``max_records``."""
+        """Records of one partition from ``offset`` on, in offset order, at most ``max_records``.
+
+        Returns what is there now, without waiting for more (so possibly fewer than
+        ``max_records``); an empty list means there is nothing more yet.
+        """
 
     @abstractmethod
     def end_offset(self, topic: str, partition: int) -> int:
-        """The offset the next appended record of this partition will get."""
+        """Where the partition ends now: above every readable record, at most the offset
+        the next appended record will get (equal to it where offsets are dense)."""
 
     @abstractmethod
     def commit(self, group: str, checkpoint: Checkpoint) -> None:

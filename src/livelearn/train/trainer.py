@@ -166,10 +166,10 @@ class Trainer:
 
     def _publish(self, ts: int | None) -> Version:
         """Publish the current model as a candidate, with its metrics and lineage."""
-        starts: dict[str, int] = {}
+        offsets: dict[str, list[int]] = {}
         scores: dict[str, list[float]] = {}
-        for topic, partition, offset, score in self._recent:  # contiguous per partition
-            starts.setdefault(f"{topic}/{partition}", offset)
+        for topic, partition, offset, score in self._recent:
+            offsets.setdefault(f"{topic}/{partition}", []).append(offset)
             scores.setdefault(f"{topic}/{partition}", []).append(score)
         meta = {
             "trainer": self.group, "samples": self.samples, "event_ts": ts,
@@ -177,7 +177,7 @@ class Trainer:
             "marks": [[t, p, *m] for (t, p), m in sorted(self._learned_marks.items())],
             "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
             "window": {"metric": self.window.get() if self.window.count else None,
-                       "samples": len(self._recent), "starts": starts, "scores": scores},
+                       "samples": len(self._recent), "offsets": offsets, "scores": scores},
         }
         parent = None if self.version is None else self.version.id
         self.version = self.registry.publish(self.model, meta, parent)

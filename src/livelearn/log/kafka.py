@@ -1,0 +1,457 @@
+"""The scaled-out Log on Apache Kafka (``kafka://host:port``), through confluent-kafka.
+
+Topics are Kafka topics named ``prefix + topic``; a record's partition is
+``partition_for(key, n)``, so SQLite and Kafka put every key in the same place.
+Reads see committed data only (``isolation.level=read_committed``), so offsets
+have gaps where transaction markers and aborted records sit; they only increase.
+
+An append outside ``atomic()`` is acknowledged by the broker (acks=all) before it
+returns. Inside ``atomic()`` appends and commits are kept until the block ends,
+then written in one Kafka transaction whose ``transactional.id`` is tied to the
+committing group, so a restarted role fences its former self: exactly-once.
+A commit is a record in the compacted topic ``prefix + __livelearn_checkpoints``
+under the key ``group/slot``; the two slots alternate, so the commit before the
+newest one survives compaction and is there to fall back to if the newest is
+damaged. A read never waits for records that are not there: it asks first where
+the partition ends (its last stable offset) and stops there.
+
+URL: ``kafka://host:port[,host:port...][?prefix=P&replication=R&timeout=S]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
+from livelearn.log.base import Checkpoint, Log, Record, checksum, partition_for
+
+log = logging.getLogger("livelearn.log")
+_librdkafka = logging.getLogger("livelearn.log.kafka")
+
+#: The compacted topic (after the prefix) that holds every group's checkpoints.
+CHECKPOINTS = "__livelearn_checkpoints"
+_LEGAL = re.compile(r"[A-Za-z0-9._-]*")
+#: How long a transaction that a crashed process left open holds readers back at most.
+_TRANSACTION_TIMEOUT_MS = 15_000
+_MAX_MESSAGE = 64 * 2**20  # the largest checkpoint (offsets + state) a commit can store
+_CHECKPOINT_CONFIG = {"cleanup.policy": "compact", "segment.bytes": str(16 * 2**20),
+                      "min.cleanable.dirty.ratio": "0.1", "max.message.bytes": str(_MAX_MESSAGE)}
+
+
+@dataclass
+class _Pending:
+    """What an ``atomic()`` block of one thread has appended and committed so far."""
+
+    depth: int = 0
+    records: list[tuple[str, int, str, bytes]] = field(default_factory=list)
+    commits: list[tuple[str, Checkpoint]] = field(default_factory=list)
+
+
+class KafkaLog(Log):
+    """A Log on a Kafka cluster. Safe to share between threads."""
+
+    def __init__(self, bootstrap: str, prefix: str = "", replication: int = 1,
+                 timeout_s: float = 30.0):
+        if not _LEGAL.fullmatch(prefix):
+            raise ConfigError(f"kafka topic prefix {prefix!r}: letters, digits, '.', '_', '-'")
+        self.bootstrap, self.prefix = bootstrap, prefix
+        self.replication, self.timeout_s = replication, timeout_s
+        self._common: dict[str, Any] = {
+            "bootstrap.servers": bootstrap, "logger": _librdkafka, "socket.nagle.disable": True}
+        self._admin = AdminClient(dict(self._common))
+        self._producer = Producer({**self._common, **_PRODUCER, "enable.idempotence": True})
+        self._transactional: dict[str, Producer] = {}
+        self._consumer = self._new_consumer()
+        self._ends = self._new_consumer()  # never assigned: no fetch holds up its questions
+        self._reading: tuple[str, int, int] | None = None  # assigned (name, partition, next)
+        self._known: set[str] = set()  # topics whose metadata the reading consumer has
+        self._read_lock = threading.Lock()
+        self._txn_lock = threading.Lock()
+        self._local = threading.local()
+        self._partitions: dict[str, int] = {}
+        self._slots: dict[str, int] = {}  # group -> the slot its newest commit is in
+        self._instance = uuid.uuid4().hex[:12]
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer({**self._common, **_CONSUMER,
+                         "group.id": f"livelearn-reader-{uuid.uuid4()}"})
+
+    @classmethod
+    def from_url(cls, url: str) -> KafkaLog:
+        parts = urlsplit(url)
+        if parts.scheme != "kafka" or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(f"log URL {url!r}: expected kafka://host:port[?prefix=...]")
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = set(query) - {"prefix", "replication", "timeout"}
+        if unknown:
+            raise ConfigError(f"log URL {url!r}: unknown option(s) {', '.join(sorted(unknown))};"
+                              " expected prefix, replication, timeout")
+        try:
+            return cls(parts.netloc, query.get("prefix", ""), int(query.get("replication", 1)),
+                       float(query.get("timeout", 30)))
+        except ValueError as e:
+            raise ConfigError(f"log URL {url!r}: replication and timeout are numbers") from e
+
+    # -- topics -------------------------------------------------------------------------
+
+    def _name(self, topic: str) -> str:
+        if not topic or not _LEGAL.fullmatch(topic):
+            raise ConfigError(f"topic {topic!r}: Kafka allows letters, digits, '.', '_', '-'")
+        return self.prefix + topic
+
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
+        self._create(self._name(topic), partitions, {})
+
+    def _create(self, name: str, partitions: int, config: dict[str, str]) -> None:
+        new = NewTopic(name, num_partitions=partitions, replication_factor=self.replication,
+                       config=config)
+        future = self._admin.create_topics([new], operation_timeout=self.timeout_s,
+                                           request_timeout=self.timeout_s)[name]
+        try:
+            future.result(timeout=self.timeout_s)
+        except KafkaException as e:
+            code = e.args[0].code()
+            if code in _REFUSED:
+                raise ConfigError(f"kafka://{self.bootstrap} refused topic '{name}' with "
+                                  f"{partitions} partitions, replication {self.replication}: "
+                                  f"{e.args[0].str()}") from e
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise self._unavailable(f"creating topic '{name}'", e) from e
+        except TimeoutError as e:
+            raise self._unavailable(f"creating topic '{name}'", "no answer in time") from e
+
+    def partitions(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            name = self._name(topic)
+            try:
+                meta = self._admin.list_topics(topic=name, timeout=self.timeout_s).topics[name]
+            except KafkaException as e:
+                raise self._unavailable(f"looking up topic '{name}'", e) from e
+            if meta.error is not None or not meta.partitions:
+                raise NotFound(f"topic '{topic}' does not exist in kafka://{self.bootstrap} "
+                               f"(as '{name}')")
+            n = self._partitions[topic] = len(meta.partitions)
+        return n
+
+    def _unavailable(self, doing: str, error: object) -> Unavailable:
+        return Unavailable(f"kafka://{self.bootstrap}: {doing} failed: {error}")
+
+    # -- appends ------------------------------------------------------------------------
+
+    def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+        n, name = self.partitions(topic), self._name(topic)
+        items = [(name, partition_for(key, n) if n > 1 else 0, key, value)
+                 for key, value in records]
+        pending = self._pending()
+        if pending.depth:
+            pending.records += items
+        elif items:
+            self._send(self._producer, items)
+        return len(items)
+
+    def _send(self, producer: Producer, items: list[tuple[str, int, str, bytes]]
+              ) -> dict[tuple[str, int], int]:
+        """Produce and wait for every acknowledgement; the last offset per partition."""
+        errors: list[KafkaError] = []
+        last: dict[tuple[str, int], int] = {}
+
+        def delivered(error: KafkaError | None, message: Message[bytes, bytes]) -> None:
+            if error is not None:
+                errors.append(error)
+            else:
+                where = (message.topic() or "", message.partition() or 0)
+                last[where] = max(last.get(where, -1), message.offset() or 0)
+
+        for name, partition, key, value in items:
+            self._produce(producer, name, partition, key, value, delivered)
+        left = producer.flush(self.timeout_s)
+        if errors or left:
+            raise self._unavailable(f"appending {len(items)} records", errors[:1] or
+                                    f"{left} not acknowledged in {self.timeout_s} s")
+        return last
+
+    @staticmethod
+    def _produce(producer: Producer, name: str, partition: int, key: str, value: bytes,
+                 on_delivery: Callable[[KafkaError | None, Message[bytes, bytes]], None]
+                 ) -> None:
+        while True:
+            try:
+                producer.produce(name, value, key.encode(), partition, on_delivery=on_delivery)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
+             ) -> list[Record]:
+        name = self._partition(topic, partition)
+        with self._read_lock:
+            end = self._stable_end(name, partition)
+            if offset >= end or max_records <= 0:
+                return []
+            self._seek(name, partition, offset)
+            return self._poll(topic, name, partition, end, max_records)
+
+    def _seek(self, name: str, partition: int, offset: int) -> None:
+        """Assign the consumer to read from ``offset``, unless it is there already."""
+        if self._reading != (name, partition, offset):
+            if name not in self._known:  # else librdkafka may look the topic up a second later
+                self._consumer.list_topics(name, timeout=self.timeout_s)
+                self._known.add(name)
+            self._consumer.assign([TopicPartition(name, partition, offset)])
+            self._reading = (name, partition, offset)
+
+    def _poll(self, topic: str, name: str, partition: int, end: int, max_records: int
+              ) -> list[Record]:
+        """Records up to ``end`` (the stable end seen before), stopping at ``max_records``."""
+        records: list[Record] = []
+        deadline = time.monotonic() + self.timeout_s
+        while len(records) < max_records and time.monotonic() < deadline:
+            message = self._consumer.poll(0.5)
+            if message is None or (message.topic(), message.partition()) != (name, partition):
+                continue
+            offset, error = message.offset() or 0, message.error()
+            if error is None:
+                key = message.key()
+                records.append(Record(topic, partition, offset, key.decode() if key else "",
+                                      message.value() or b""))
+                self._reading = (name, partition, offset + 1)
+                if offset + 1 >= end:
+                    return records
+            elif error.code() == KafkaError._PARTITION_EOF:
+                self._reading = (name, partition, offset)
+                if offset >= end:  # an end that an earlier read reached is below ``end``
+                    return records
+            else:
+                raise self._unavailable(f"reading '{name}' partition {partition}", error)
+        if not records:
+            raise self._unavailable(f"reading '{name}' partition {partition}",
+                                    f"nothing came in {self.timeout_s} s up to offset {end}")
+        return records
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        name = self._partition(topic, partition)
+        with self._read_lock:
+            return self._stable_end(name, partition)
+
+    def _partition(self, topic: str, partition: int) -> str:
+        """The Kafka name of the topic; NotFound if it has no such partition."""
+        if not 0 <= partition < self.partitions(topic):
+            raise NotFound(f"topic '{topic}' has no partition {partition}")
+        return self._name(topic)
+
+    def _stable_end(self, name: str, partition: int) -> int:
+        """The last stable offset: every committed record of the partition is below it."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                _, high = self._ends.get_watermark_offsets(
+                    TopicPartition(name, partition), timeout=self.timeout_s, cached=False)
+                return int(high)
+            except KafkaException as e:
+                # a new topic's leader may take a moment to be known
+                if not e.args[0].retriable() or time.monotonic() > deadline:
+                    raise self._unavailable(f"asking where '{name}' partition {partition} "
+                                            "ends", e) from e
+                time.sleep(0.05)
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def commit(self, group: str, checkpoint: Checkpoint) -> None:
+        """Write the checkpoint into the slot that does not hold the group's newest one."""
+        pending = self._pending()
+        if pending.depth:
+            pending.commits.append((group, checkpoint))
+            return
+        slot = self._next_slot(group)
+        self._send(self._producer, [self._checkpoint_record(group, checkpoint, slot)])
+        self._slots[group] = slot
+
+    def _checkpoint_record(self, group: str, checkpoint: Checkpoint, slot: int
+                           ) -> tuple[str, int, str, bytes]:
+        self._ensure_checkpoints()
+        return (self.prefix + CHECKPOINTS, 0, f"{group}/{slot}", encode_checkpoint(checkpoint))
+
+    def _next_slot(self, group: str) -> int:
+        if group not in self._slots:
+            newest = self._newest_first(group)
+            self._slots[group] = int(newest[0].key.rsplit("/", 1)[1]) if newest else 1
+        return 1 - self._slots[group]
+
+    def committed(self, group: str) -> Checkpoint:
+        records = self._newest_first(group)
+        for i, record in enumerate(records):
+            checkpoint = decode_checkpoint(record.value)
+            if checkpoint is not None:
+                if i:
+                    log.warning("checkpoint of group '%s' in kafka://%s is corrupt (checksum); "
+                                "resuming from the one before it", group, self.bootstrap)
+                return checkpoint
+        if records:
+            raise Corrupt(f"every checkpoint of group '{group}' in kafka://{self.bootstrap} "
+                          f"(topic '{self.prefix + CHECKPOINTS}') is corrupt")
+        return Checkpoint()
+
+    def _ensure_checkpoints(self) -> None:
+        if CHECKPOINTS not in self._partitions:
+            self._create(self.prefix + CHECKPOINTS, 1, _CHECKPOINT_CONFIG)
+            self.partitions(CHECKPOINTS)
+
+    def _newest_first(self, group: str) -> list[Record]:
+        """The newest record of each of the group's two slots, the newer one first."""
+        self._ensure_checkpoints()
+        slots = {f"{group}/0", f"{group}/1"}
+        newest: dict[str, Record] = {}
+        offset = 0
+        while batch := self.read(CHECKPOINTS, 0, offset, 10_000):
+            newest.update((r.key, r) for r in batch if r.key in slots)
+            offset = batch[-1].offset + 1
+        return sorted(newest.values(), key=lambda r: -r.offset)
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _pending(self) -> _Pending:
+        pending: _Pending | None = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = _Pending()
+        return pending
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Appends and commits inside are written at the end, in one Kafka transaction.
+
+        Nothing is sent before the block ends, so an exception inside leaves no trace.
+        Nested blocks join the outermost one.
+        """
+        pending = self._pending()
+        pending.depth += 1
+        try:
+            yield
+        except BaseException:
+            pending.depth -= 1
+            if not pending.depth:
+                self._local.pending = None
+            raise
+        pending.depth -= 1
+        if not pending.depth:
+            self._local.pending = None
+            if pending.records or pending.commits:
+                self._transact(pending)
+
+    def _transact(self, pending: _Pending) -> None:
+        groups = sorted({group for group, _ in pending.commits})
+        owner = ",".join(groups) if groups else f"appends-{self._instance}"
+        slots = {group: self._next_slot(group) for group in groups}
+        items = list(pending.records)
+        for group, checkpoint in pending.commits:
+            items.append(self._checkpoint_record(group, checkpoint, slots[group]))
+        with self._txn_lock:
+            producer = self._transactional_producer(owner)
+            last = self._in_transaction(producer, owner, items)
+        self._slots.update(slots)
+        self._wait_until_stable(last)
+
+    def _transactional_producer(self, owner: str) -> Producer:
+        producer = self._transactional.get(owner)
+        if producer is None:
+            producer = Producer({**self._common, **_PRODUCER,
+                                 "transactional.id": f"livelearn-{self.prefix}{owner}",
+                                 "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS})
+            try:
+                producer.init_transactions(self.timeout_s)
+            except KafkaException as e:
+                raise self._unavailable("starting a transaction", e) from e
+            self._transactional[owner] = producer
+        return producer
+
+    def _in_transaction(self, producer: Producer, owner: str,
+                        items: list[tuple[str, int, str, bytes]]) -> dict[tuple[str, int], int]:
+        try:
+            producer.begin_transaction()
+            last = self._send(producer, items)
+            producer.commit_transaction(self.timeout_s)
+            return last
+        except (KafkaException, Unavailable) as e:
+            self._abort(producer, owner, e)
+            raise self._unavailable(f"a transaction of {len(items)} records", e) from e
+
+    def _abort(self, producer: Producer, owner: str, error: Exception) -> None:
+        """Abort the open transaction; a producer that cannot go on (fenced) is dropped."""
+        fatal = isinstance(error, KafkaException) and error.args[0].fatal()
+        if not fatal:
+            try:
+                producer.abort_transaction(self.timeout_s)
+                return
+            except KafkaException:
+                pass
+        self._transactional.pop(owner, None)
+
+    def _wait_until_stable(self, last: dict[tuple[str, int], int]) -> None:
+        """Wait until readers can see what a transaction wrote: the commit markers are
+        written after commit_transaction returns, and only then does the stable end move.
+        A transaction that a crashed process left open before ours holds it back until the
+        broker aborts it (at the latest after the transaction timeout)."""
+        deadline = time.monotonic() + self.timeout_s + _TRANSACTION_TIMEOUT_MS / 1000
+        with self._read_lock:
+            for (name, partition), offset in last.items():
+                while self._stable_end(name, partition) <= offset:
+                    if time.monotonic() > deadline:
+                        raise self._unavailable(f"committing to '{name}'",
+                                                "the transaction did not become visible")
+                    time.sleep(0.002)
+
+    def close(self) -> None:
+        for producer in (self._producer, *self._transactional.values()):
+            producer.flush(self.timeout_s)
+        self._transactional.clear()
+        with self._read_lock:
+            self._consumer.close()
+            self._ends.close()
+
+
+_REFUSED = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS,
+            KafkaError.INVALID_CONFIG, KafkaError.TOPIC_EXCEPTION,
+            KafkaError.POLICY_VIOLATION}
+_PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _MAX_MESSAGE + 2**20}
+_CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
+             "isolation.level": "read_committed", "enable.partition.eof": True,
+             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10}
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
+    """``sha256 \\n offsets-json \\n (- | + state)``: the SHA-256 covers offsets and state
+    exactly as SQLiteLog's does."""
+    offsets = orjson.dumps([[t, p, o] for (t, p), o in sorted(checkpoint.offsets.items())])
+    state = b"-" if checkpoint.state is None else b"+" + checkpoint.state
+    return b"\n".join((checksum(offsets, checkpoint.state).encode(), offsets, state))
+
+
+def decode_checkpoint(value: bytes) -> Checkpoint | None:
+    """The checkpoint a record holds, or None if it is damaged."""
+    try:
+        digest, offsets, marked = value.split(b"\n", 2)
+        if marked != b"-" and marked[:1] != b"+":
+            return None
+        state = None if marked == b"-" else marked[1:]
+        if checksum(offsets, state) != digest.decode():
+            return None
+        return Checkpoint({(t, p): o for t, p, o in orjson.loads(offsets)}, state)
+    except (ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError):
+        return None

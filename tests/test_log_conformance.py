@@ -1,0 +1,327 @@
+"""One suite over every Log backend: SQLite and a real Kafka broker.
+
+Kafka: ``LIVELEARN_KAFKA=host:port`` names a broker to use; otherwise one is
+started for the session (conftest.py's kafka_bootstrap). Each test keeps to topics
+under a prefix of its own. Offsets are only assumed to increase: Kafka's
+transaction markers leave gaps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from livelearn.demo import free_port
+from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
+from livelearn.join.runner import JoinRunner
+from livelearn.log import Checkpoint, Log, Record, open_log, partition_for
+from livelearn.log.kafka import CHECKPOINTS, KafkaLog
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.sim.pipeline import PIPELINE
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+
+
+@pytest.fixture
+def any_log(log_url: str) -> Iterator[Log]:
+    """An empty log of each backend in turn (log_url, in conftest.py, names them)."""
+    log = open_log(log_url)
+    yield log
+    log.close()
+
+
+def offsets_increase(records: list[Record]) -> bool:
+    return all(a.offset < b.offset for a, b in zip(records, records[1:], strict=False))
+
+
+def read_all(log: Log, topic: str, partition: int = 0, offset: int = 0) -> list[Record]:
+    records: list[Record] = []
+    while batch := log.read(topic, partition, offset, 1000):
+        records += batch
+        offset = batch[-1].offset + 1
+    return records
+
+
+def test_append_and_read_in_offset_order(any_log: Log) -> None:
+    any_log.create_topic("t", partitions=1)
+    assert any_log.append("t", [("k", b"a"), ("k", b"b"), ("j", b"c")]) == 3
+    records = any_log.read("t", 0, 0)
+    assert [(r.key, r.value) for r in records] == [("k", b"a"), ("k", b"b"), ("j", b"c")]
+    assert offsets_increase(records) and records[0].offset >= 0
+    assert [r.value for r in any_log.read("t", 0, records[1].offset, max_records=1)] == [b"b"]
+    assert any_log.end_offset("t", 0) > records[-1].offset
+
+
+def _mixed(log: Log) -> list[bytes]:
+    """Ten records, some appended alone and some in atomic blocks (gaps on Kafka)."""
+    log.create_topic("t")
+    values = [str(i).encode() for i in range(10)]
+    log.append("t", [("k", v) for v in values[:3]])
+    with log.atomic():
+        log.append("t", [("k", v) for v in values[3:6]])
+    log.append("t", [("k", values[6])])
+    for v in values[7:]:
+        with log.atomic():
+            log.append("t", [("k", v)])
+    return values
+
+
+def test_read_from_any_offset_in_the_middle(any_log: Log) -> None:
+    values = _mixed(any_log)
+    records = read_all(any_log, "t")
+    assert [r.value for r in records] == values and offsets_increase(records)
+    for i, record in enumerate(records):
+        assert read_all(any_log, "t", 0, record.offset) == records[i:]
+        assert read_all(any_log, "t", 0, record.offset + 1) == records[i + 1:]
+    pages = [any_log.read("t", 0, records[4].offset, max_records=3)]
+    pages.append(any_log.read("t", 0, pages[-1][-1].offset + 1, max_records=3))
+    assert [r.value for page in pages for r in page] == values[4:10]
+
+
+def test_end_offset_is_past_every_record_and_reading_there_is_prompt(any_log: Log) -> None:
+    any_log.create_topic("e", partitions=2)
+    assert [any_log.end_offset("e", p) for p in (0, 1)] == [0, 0]
+    values = _mixed(any_log)
+    end = any_log.end_offset("t", 0)
+    assert end > read_all(any_log, "t")[-1].offset
+    started = time.monotonic()
+    assert any_log.read("t", 0, end) == [] and any_log.read("e", 1, 0) == []
+    assert time.monotonic() - started < 2.0
+    any_log.append("t", [("k", b"later")])
+    later = any_log.read("t", 0, end)
+    assert [r.value for r in later] == [b"later"] and later[0].offset >= end
+    assert len(read_all(any_log, "t")) == len(values) + 1
+
+
+def test_keys_choose_partitions_and_keep_their_order(any_log: Log) -> None:
+    any_log.create_topic("t", partitions=4)
+    any_log.create_topic("t", partitions=9)  # an existing topic keeps its partitions
+    assert any_log.partitions("t") == 4
+    any_log.append("t", [(f"k{i % 7}", str(i).encode()) for i in range(100)])
+    seen = 0
+    for p in range(4):
+        records = read_all(any_log, "t", p)
+        assert offsets_increase(records)
+        assert all(partition_for(r.key, 4) == p for r in records)
+        for key in {r.key for r in records}:
+            values = [int(r.value) for r in records if r.key == key]
+            assert values == sorted(values)
+        seen += len(records)
+    assert seen == 100
+
+
+def test_commit_stores_offsets_and_state_together(any_log: Log) -> None:
+    assert any_log.committed("g") == Checkpoint()
+    any_log.commit("g", Checkpoint({("t", 0): 5, ("u", 1): 2}, b"state"))
+    assert any_log.committed("g") == Checkpoint({("t", 0): 5, ("u", 1): 2}, b"state")
+    any_log.commit("g", Checkpoint({("t", 0): 6}))
+    any_log.commit("h", Checkpoint({("t", 0): 1}, b""))
+    assert any_log.committed("g") == Checkpoint({("t", 0): 6})
+    assert any_log.committed("h") == Checkpoint({("t", 0): 1}, b"")
+
+
+def test_atomic_rolls_back_appends_and_commit_together(any_log: Log) -> None:
+    any_log.create_topic("t")
+    with pytest.raises(RuntimeError), any_log.atomic():
+        any_log.append("t", [("k", b"x")])
+        any_log.commit("g", Checkpoint({("t", 0): 1}))
+        raise RuntimeError("crash between write and checkpoint")
+    assert any_log.read("t", 0, 0) == []
+    assert any_log.committed("g") == Checkpoint()
+    with any_log.atomic():
+        any_log.append("t", [("k", b"y")])
+        any_log.commit("g", Checkpoint({("t", 0): 1}, b"s"))
+    assert [r.value for r in any_log.read("t", 0, 0)] == [b"y"]
+    assert any_log.committed("g") == Checkpoint({("t", 0): 1}, b"s")
+
+
+def _damage(log: Log, group: str, newest_only: bool) -> None:
+    """Damage the state of the group's newest checkpoint (or of every one) in place:
+    a SQL update for SQLite, a damaged copy of the record under its key for Kafka."""
+    if isinstance(log, SQLiteLog):
+        with sqlite3.connect(log.path) as conn:
+            conn.execute("UPDATE checkpoints SET state = ? WHERE grp = ?"
+                         + (" AND slot = 0" if newest_only else ""), (b"damaged", group))
+        return
+    assert isinstance(log, KafkaLog)
+    ours = [r for r in read_all(log, CHECKPOINTS) if r.key.startswith(f"{group}/")]
+    newest = {r.key: r for r in ours}
+    targets = [ours[-1]] if newest_only else list(newest.values())
+    log.append(CHECKPOINTS, [(r.key, r.value + b"x") for r in targets])
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(
+        any_log: Log, caplog: pytest.LogCaptureFixture) -> None:
+    any_log.commit("g", Checkpoint({("t", 0): 1}, b"one"))
+    any_log.commit("g", Checkpoint({("t", 0): 2}, b"two"))
+    _damage(any_log, "g", newest_only=True)
+    assert any_log.committed("g") == Checkpoint({("t", 0): 1}, b"one")
+    warnings = [r for r in caplog.records if r.name == "livelearn.log"]
+    assert len(warnings) == 1 and "resuming from the one before it" in warnings[0].message
+    _damage(any_log, "g", newest_only=False)
+    with pytest.raises(Corrupt, match="every checkpoint of group 'g'"):
+        any_log.committed("g")
+    any_log.commit("g", Checkpoint({("t", 0): 3}, b"three"))  # a new commit heals it
+    assert any_log.committed("g") == Checkpoint({("t", 0): 3}, b"three")
+
+
+def test_survives_reopen_from_its_url(log_url: str) -> None:
+    first = open_log(log_url)
+    first.create_topic("t", partitions=2)
+    first.append("t", [("k", b"v")])
+    first.commit("g", Checkpoint({("t", 1): 1}, b"s"))
+    first.close()
+    again = open_log(log_url)
+    try:
+        assert again.partitions("t") == 2
+        assert [r.value for r in again.read("t", partition_for("k", 2), 0)] == [b"v"]
+        assert again.committed("g") == Checkpoint({("t", 1): 1}, b"s")
+    finally:
+        again.close()
+
+
+def _append_many(url: str, name: str) -> None:
+    log = open_log(url)
+    for i in range(200):
+        log.append("t", [(name, f"{name}{i}".encode())])
+    log.close()
+
+
+def test_several_processes_append_to_one_topic(log_url: str) -> None:
+    log = open_log(log_url)
+    log.create_topic("t")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(log_url, n)) for n in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    records = read_all(log, "t")
+    log.close()
+    assert len(records) == 400 and offsets_increase(records)
+    for name in ("a", "b"):
+        assert [r.value for r in records if r.key == name] == [
+            f"{name}{i}".encode() for i in range(200)]
+
+
+def test_unknown_topics_are_clear(any_log: Log) -> None:
+    with pytest.raises(NotFound, match="topic 'nope'"):
+        any_log.partitions("nope")
+    with pytest.raises(NotFound, match="topic 'nope'"):
+        any_log.append("nope", [("k", b"v")])
+
+
+@pytest.mark.parametrize("url", ["kafka://", "kafka://h:1/path", "kafka://h:1?bogus=1",
+                                 "kafka://h:1?replication=two", "kafka://h:1?prefix=a/b"])
+def test_bad_kafka_urls_are_clear(url: str) -> None:
+    with pytest.raises(ConfigError, match="kafka"):
+        open_log(url)
+
+
+def test_kafka_errors_say_what_to_do(kafka_bootstrap: str) -> None:
+    log = open_log(f"kafka://{kafka_bootstrap}?replication=3&prefix=r{uuid.uuid4().hex[:8]}.")
+    with pytest.raises(ConfigError, match="refused topic .* replication 3"):
+        log.create_topic("t")
+    log.close()
+    nobody = open_log(f"kafka://127.0.0.1:{free_port()}?timeout=1")
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=r"kafka://127\.0\.0\.1:\d+: looking up topic 't'"):
+        nobody.partitions("t")
+    assert time.monotonic() - started < 10
+    nobody.close()
+
+
+_ZOMBIE = """
+import os, sys
+from livelearn.log import open_log
+log = open_log(sys.argv[1])
+producer = log._transactional_producer("g")  # what atomic() does, stopped before its commit
+producer.begin_transaction()
+log._send(producer, [(log.prefix + "t", 0, "k", b"zombie"),
+                     log._checkpoint_record("g", log.committed("g"), 1)])
+os._exit(9)
+"""
+
+
+def test_kafka_a_role_restarted_after_kill_9_fences_its_former_self(kafka_bootstrap: str
+                                                                    ) -> None:
+    url = f"kafka://{kafka_bootstrap}?prefix=z{uuid.uuid4().hex[:8]}."
+    log = open_log(url)
+    log.create_topic("t")
+    log.commit("g", Checkpoint({("t", 0): 0}, b"before"))
+    zombie = subprocess.run([sys.executable, "-c", _ZOMBIE, url], timeout=60)
+    assert zombie.returncode == 9  # it wrote, then died inside its transaction
+    assert log.read("t", 0, 0) == []  # its open transaction is invisible...
+    assert log.committed("g") == Checkpoint({("t", 0): 0}, b"before")
+    started = time.monotonic()
+    with log.atomic():  # ...and the restarted role aborts it at once, not after a timeout
+        log.append("t", [("k", b"restarted")])
+        log.commit("g", Checkpoint({("t", 0): 1}, b"after"))
+    assert time.monotonic() - started < 10
+    assert [r.value for r in read_all(log, "t")] == [b"restarted"]
+    assert log.committed("g") == Checkpoint({("t", 0): 1}, b"after")
+    log.close()
+
+
+# -- the joiner over every backend: the same input log gives byte-identical outputs -----
+
+T0 = 1_767_571_200_000
+
+
+def _fill(log: Log, n: int) -> None:
+    """Predictions and clicks (every third request clicked, one click early) on inputs
+    of 3 partitions, so the backends must agree on partition_for too."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic, 1 if topic in (SAMPLES, DEAD_LETTERS) else 3)
+    preds: list[tuple[str, bytes]] = []
+    clicks: list[tuple[str, bytes]] = []
+    for i in range(n):
+        ts = T0 + i * 7_000
+        preds.append((f"u{i % 5}", orjson.dumps(_prediction(f"r{i}", ts, f"u{i % 5}"))))
+        if i % 3 == 0:
+            clicks.append((f"u{i % 5}", orjson.dumps(_click(f"r{i}", ts + 45_000, i))))
+    log.append(PREDICTIONS, preds)
+    log.append("click", clicks + [("u0", orjson.dumps(_click("r5", T0 + 35_001, -1)))])
+
+
+def _prediction(rid: str, ts: int, user: str) -> dict[str, Any]:
+    return {"request_id": rid, "ts": ts, "user": user, "item": "p1", "model_version": 1,
+            "score": 0.25, "features": {"topic": "t1"}}
+
+
+def _click(rid: str, ts: int, i: int) -> dict[str, Any]:
+    return {"stream": "click", "key": "u", "id": f"c{i}", "ts": ts,
+            "payload": {"request_id": rid}}
+
+
+def _join(log: Log, steps: list[int], read_batch: int) -> list[bytes]:
+    """Run the join in steps (a new runner each: a restart), drain it, read its outputs."""
+    for size in steps:
+        JoinRunner(log, PIPELINE, read_batch=read_batch, idle_after_s=0).step(size)
+    runner = JoinRunner(log, PIPELINE, read_batch=read_batch, idle_after_s=0)
+    while runner.step(10_000, final=True):
+        pass
+    return [r.value for t in (SAMPLES, DEAD_LETTERS) for r in read_all(log, t)]
+
+
+def test_the_joiner_writes_the_same_bytes_on_every_backend(any_log: Log, tmp_path: Path
+                                                            ) -> None:
+    reference = SQLiteLog(tmp_path / "reference.db")
+    _fill(reference, 300)
+    expected = _join(reference, [], 10_000)
+    reference.close()
+    _fill(any_log, 300)
+    assert _join(any_log, [1, 7, 100, 100], 7) == expected
+    samples = [orjson.loads(v) for v in expected if b'"labels"' in v]
+    assert len(samples) == 300
+    assert sum(s["labels"]["clicked"] for s in samples) == len(range(0, 300, 3))
