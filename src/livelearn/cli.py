@@ -103,6 +103,9 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     j.add_argument("--until-idle", action="store_true",
                    help="treat the log as complete: drain it, emit every open window, stop "
                         "(default: run forever)")
+    j.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="folder of the tables a label-in-event join looks up (default: the "
+                        "pipeline file's folder)")
     j.set_defaults(func=_join)
     t = sub.add_parser("train", parents=[common, registry],
                        help="run the trainer and the gate: samples -> versions",
@@ -172,9 +175,10 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _join(args: argparse.Namespace) -> int:
     from livelearn.join.runner import JoinRunner
+    from livelearn.spec import data_dir_of
 
     pipeline, log = _open(args)
-    runner = JoinRunner(log, pipeline)
+    runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline))
     while True:
         if runner.step(final=args.until_idle):
             continue

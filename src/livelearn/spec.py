@@ -2,7 +2,19 @@
 
 A Pipeline is plain data plus a few functions. Every role reads the same spec,
 so the server builds exactly the features the joiner passes on and the trainer
-learns. A spec with a mistake fails when it is built, naming what is wrong.
+learns. A spec with a mistake fails when it is built, naming the stream, the
+field and the problem.
+
+Two kinds of label:
+
+- ``FeedbackJoin``: the server logs what it predicted; feedback events (clicks,
+  reads) join with each prediction within a window. The server builds the
+  features, ``features(user_row, item_row, ts)``.
+- ``EventLabel``: each event of one stream carries its own label (a rating, a
+  chargeback) and goes through the same joiner with a window of zero. The joiner
+  builds the features, ``features(event, rows, counts)``: ``rows`` are the
+  ``lookups``' table rows as of the event's ts, ``counts`` the ``counters`` as of
+  it (see join.enrich). Nothing from the event's future is ever seen.
 """
 
 from __future__ import annotations
@@ -10,10 +22,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from livelearn.errors import ConfigError
 from livelearn.events import Event, Schema
@@ -22,14 +33,35 @@ from livelearn.models.base import Learner
 
 #: Topics every pipeline has besides its feedback streams.
 PREDICTIONS, SAMPLES, DEAD_LETTERS = "predictions", "samples", "dead_letters"
+#: The types a schema may declare for a payload field.
+FIELD_TYPES = (str, int, float, bool, dict, list)
+#: File types an offline table may be read from.
+TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)
 class Stream:
-    """A stream of events; ``schema`` maps each payload field to its Python type."""
+    """A stream of events; ``schema`` maps each payload field to its Python type.
+
+    ``key``, ``ts`` and ``id`` name the fields of a flat input record (a CSV row,
+    a JSON object without ``payload``) that hold the event's key, its time
+    (milliseconds since the epoch UTC, or ISO 8601) and its id. Without an id
+    field, an ingested event's id is a hash of its record (see livelearn.ingest).
+    """
 
     name: str
     schema: Schema
+    key: str = "key"
+    ts: str = "ts"
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum():
+            raise ConfigError(f"stream {self.name!r}: a name is letters, digits, _, - and .")
+        for name, kind in self.schema.items():
+            if kind not in FIELD_TYPES:
+                raise ConfigError(f"stream '{self.name}', field '{name}': type must be one of "
+                                  f"{', '.join(t.__name__ for t in FIELD_TYPES)}, got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -37,11 +69,20 @@ class Table:
     """An offline table: a CSV, Parquet or JSON-lines file keyed by one column.
 
     A relative ``path`` is resolved against the data directory given to the role.
+    With ``as_of`` (a column of milliseconds since the epoch UTC, or timestamps),
+    a key may have many rows and a lookup at time t sees the row with the
+    largest ``as_of`` <= t, never a later one; without it the table is static.
     """
 
     name: str
     path: str
     key: str
+    as_of: str | None = None
+
+    def __post_init__(self) -> None:
+        if Path(self.path).suffix.lower() not in TABLE_SUFFIXES:
+            raise ConfigError(f"table '{self.name}': {self.path} is not one of "
+                              f"{', '.join(TABLE_SUFFIXES)}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +101,49 @@ class FeedbackJoin:
 
 
 @dataclass(frozen=True)
+class EventLabel:
+    """Each event of ``stream`` is one sample, labelled from its own payload (window 0).
+
+    ``label`` is a payload field (its value, as a float, is the label of that
+    name) or a function of the event giving named labels. ``counted`` are other
+    streams read only to feed ``Pipeline.counters``. An event id is remembered
+    for ``dedup_ms`` of event time after its ts, to dead-letter a second copy as
+    a duplicate (the joiner's state grows with the ids of that span).
+    """
+
+    stream: Stream
+    label: str | Callable[[Event], dict[str, float]]
+    counted: Sequence[Stream] = ()
+    allowed_lateness_ms: int = 0
+    dedup_ms: int = 3_600_000
+    window_ms: int = field(default=0, init=False)
+
+    @property
+    def streams(self) -> tuple[Stream, ...]:
+        return (self.stream, *self.counted)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Enrich an event with the row of ``table`` whose key is the event's key, or
+    the payload field ``on``; the row as of the event's ts (empty when none)."""
+
+    table: Table
+    on: str | None = None
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    """How many events of ``stream`` with the same key (or payload field ``by``)
+    came in the ``window_ms`` before an event: ts in [t - window_ms, t)."""
+
+    name: str
+    stream: str
+    window_ms: int
+    by: str | None = None
+
+
+@dataclass(frozen=True)
 class Policies:
     """When the trainer publishes a version, and how the gate judges it.
 
@@ -75,40 +159,51 @@ class Policies:
     gate_tolerance: float = 0.01
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """A whole learning loop: what is served, what is joined, what is learned.
 
-    ``features(user_row, item_row, ts_ms)`` builds the served features of one
-    candidate; rows are dicts from the two tables (empty for an unknown key).
-    ``target`` names the label the learner learns.
+    With a ``FeedbackJoin``, ``features(user_row, item_row, ts_ms)`` builds the
+    served features of one candidate; rows are dicts from the ``users`` and
+    ``items`` tables (empty for an unknown key). With an ``EventLabel``,
+    ``features(event, rows, counts)`` builds a sample's features (module
+    docstring). ``target`` names the label the learner learns.
     """
 
     name: str
-    feedback: FeedbackJoin
-    users: Table
-    items: Table
-    features: Callable[[Mapping[str, Any], Mapping[str, Any], int], Features]
+    feedback: FeedbackJoin | EventLabel
+    features: Callable[..., Features]
     learner: Callable[[], Learner]
     target: str
+    users: Table | None = None
+    items: Table | None = None
+    lookups: Sequence[Lookup] = ()
+    counters: Sequence[WindowCount] = ()
     policies: Policies = field(default_factory=Policies)
     partitions: int = 1
 
     def __post_init__(self) -> None:
-        if self.feedback.window_ms < 0 or self.feedback.allowed_lateness_ms < 0:
-            raise ConfigError(f"pipeline '{self.name}': window_ms and allowed_lateness_ms "
-                              f"must be >= 0")
-        names = [s.name for s in self.feedback.streams]
-        clash = {PREDICTIONS, SAMPLES, DEAD_LETTERS} & set(names)
-        if clash or len(set(names)) != len(names):
-            raise ConfigError(f"pipeline '{self.name}': feedback stream names must be unique "
-                              f"and not {PREDICTIONS}/{SAMPLES}/{DEAD_LETTERS}, got {names}")
-        if self.partitions < 1:
-            raise ConfigError(f"pipeline '{self.name}': partitions must be >= 1")
+        from livelearn.spec_checks import check_pipeline
+
+        check_pipeline(self)
+
+    @property
+    def labelled(self) -> Stream | None:
+        """The stream whose events carry their own label, if the pipeline has one."""
+        return self.feedback.stream if isinstance(self.feedback, EventLabel) else None
 
     @property
     def schemas(self) -> dict[str, Schema]:
         return {s.name: s.schema for s in self.feedback.streams}
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        return {s.name: s for s in self.feedback.streams}
+
+    @property
+    def inputs(self) -> list[str]:
+        """The joiner's input topics: predictions (for a feedback join) and the streams."""
+        return [*([] if self.labelled else [PREDICTIONS]), *self.schemas]
 
     @property
     def topics(self) -> list[str]:
@@ -138,3 +233,9 @@ def load_pipeline(ref: str) -> Pipeline:
     if not isinstance(obj, Pipeline):
         raise ConfigError(f"pipeline {ref!r}: {attr or 'PIPELINE'} is not a livelearn Pipeline")
     return obj
+
+
+def data_dir_of(ref: str) -> Path:
+    """Where a pipeline's relative table paths point by default: its file's folder, or '.'."""
+    target = ref if ref.endswith(".py") else ref.partition(":")[0]
+    return Path(target).resolve().parent if Path(target).is_file() else Path(".")

@@ -18,6 +18,12 @@ Semantics (DESIGN.md, normative):
   feedback with ts outside [t, t + W] (outside_window); feedback whose
   prediction has not come when the watermark passes its ts (orphan).
 - Samples carry the features exactly as the server logged them.
+- Label in the event (an ``enricher``, join.enrich): each event of the labelled
+  stream is its own window of width zero, keyed by its id: it is a duplicate if
+  its id was seen, late if the watermark has passed its ts, and otherwise
+  becomes a sample once the watermark passes its ts, in (ts, id) order, with
+  features built then, from tables and counters as of its ts. Every input
+  event that is not dead-lettered feeds the counters as it arrives.
 
 The Joiner is a pure operator: records in, outputs out, its whole state in
 ``state()``. join.runner feeds it from the Log and checkpoints it.
@@ -28,7 +34,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -36,6 +42,9 @@ from livelearn.errors import BadInput
 from livelearn.events import Event, Reason, Schema, dead_letter, decode_event, decode_prediction
 from livelearn.log.base import Record, TopicPartition
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+
+if TYPE_CHECKING:
+    from livelearn.join.enrich import Enricher
 
 NO_WATERMARK = -(2**63)
 
@@ -60,8 +69,11 @@ class Joiner:
 
     def __init__(self, inputs: Sequence[TopicPartition], schemas: Mapping[str, Schema],
                  window_ms: int, label: Callable[[Sequence[Event]], dict[str, float]],
-                 allowed_lateness_ms: int = 0, remember_closed_ms: int | None = None):
+                 allowed_lateness_ms: int = 0, remember_closed_ms: int | None = None,
+                 enricher: Enricher | None = None):
         self.schemas, self.window_ms, self.label = dict(schemas), window_ms, label
+        self.enricher = enricher
+        self.labelled = None if enricher is None else enricher.stream
         self.lateness = allowed_lateness_ms
         self.remember_ms = remember_closed_ms if remember_closed_ms is not None else (
             window_ms + allowed_lateness_ms + 3_600_000)
@@ -80,8 +92,12 @@ class Joiner:
     def process(self, record: Record) -> list[Output]:
         """Take one record of an input; return what it lets out, in emission order."""
         out: list[Output] = []
-        ts = (self._on_prediction(record, out) if record.topic == PREDICTIONS
-              else self._on_feedback(record, out))
+        if record.topic == PREDICTIONS:
+            ts = self._on_prediction(record, out)
+        elif self.enricher is None:
+            ts = self._on_feedback(record, out)
+        else:
+            ts = self._on_event(record, out)
         if ts is not None:
             seen = self.max_seen.get((record.topic, record.partition))
             if seen is None or ts > seen:
@@ -152,6 +168,38 @@ class Joiner:
             heapq.heappush(self._pending_heap, (event.ts, rid))
         return event.ts
 
+    def _on_event(self, record: Record, out: list[Output]) -> int | None:
+        """An event of a label-in-event pipeline: a window of its own, or just counted."""
+        assert self.enricher is not None
+        event = self._decode(record, out)
+        if event is None:
+            return None
+        if event.stream != self.labelled:
+            self.enricher.observe(event)
+        elif event.id in self.open or event.id in self.closed:
+            out.append(_dead(Reason.DUPLICATE, f"event id {event.id!r} already seen",
+                             event.stream, record))
+        elif event.ts < self.watermark:
+            out.append(_dead(Reason.LATE, f"event at {event.ts}: the watermark "
+                             f"{self.watermark} has passed it", event.stream, record))
+            self._remember_closed(event.id, event.ts)
+        else:
+            self.enricher.observe(event)
+            self.open[event.id] = _Window({"request_id": event.id, "ts": event.ts,
+                                           "labelled": True}, [event])
+            heapq.heappush(self._closing, (event.ts + self.window_ms, event.id))
+        return event.ts
+
+    def _decode(self, record: Record, out: list[Output]) -> Event | None:
+        try:
+            event = decode_event(record.value, self.schemas, max_future_ms=None)
+            if event.stream != record.topic:
+                raise BadInput(f"stream '{event.stream}' read from topic '{record.topic}'")
+        except BadInput as e:
+            out.append(_dead(Reason.MALFORMED, str(e), record.topic, record))
+            return None
+        return event
+
     def _attach(self, window: _Window, event: Event, out: list[Output],
                 record: Record | None = None) -> None:
         t = int(window.prediction["ts"])
@@ -201,6 +249,8 @@ class Joiner:
 
     def _sample(self, window: _Window) -> dict[str, Any]:
         pred = window.prediction
+        if "labelled" in pred and self.enricher is not None:
+            return self.enricher.sample(window.events[0])
         events = sorted(window.events, key=lambda e: (e.ts, e.id))
         return {"id": pred["request_id"], "ts": pred["ts"],
                 "window_end": pred["ts"] + self.window_ms, "user": pred["user"],
@@ -219,6 +269,7 @@ class Joiner:
                      for w in self.open.values()],
             "pending": [[rid, [_event_obj(e) for e in evs]] for rid, evs in self.pending.items()],
             "closed": list(self.closed.items()),
+            "enricher": None if self.enricher is None else self.enricher.state(),
         })
 
     def restore(self, blob: bytes) -> None:
@@ -233,6 +284,8 @@ class Joiner:
         self.pending = {rid: [Event(**e) for e in evs] for rid, evs in s["pending"]}
         self._pending_heap = [(e.ts, rid) for rid, evs in self.pending.items() for e in evs]
         self.closed = dict(s["closed"])
+        if self.enricher is not None and s.get("enricher") is not None:
+            self.enricher.restore(s["enricher"])
         self._closed_heap = [(end, rid) for rid, end in self.closed.items()]
         for heap in (self._closing, self._pending_heap, self._closed_heap):
             heapq.heapify(heap)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from pathlib import Path
 
 import orjson
 
 from livelearn.join.joiner import Joiner, Output, outputs_by_topic
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition
-from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, Pipeline
+from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
 
 _MALFORMED_FIRST = -(2**63)
 
@@ -35,17 +36,35 @@ def _ts(record: Record) -> int:
     return ts if isinstance(ts, int) and not isinstance(ts, bool) else _MALFORMED_FIRST
 
 
+def make_joiner(pipeline: Pipeline, inputs: list[TopicPartition], data_dir: str | Path = "."
+                ) -> Joiner:
+    """The Joiner of a pipeline: a feedback join, or a label-in-event join (window 0)
+    whose enricher reads the pipeline's tables from ``data_dir``."""
+    join = pipeline.feedback
+    if isinstance(join, FeedbackJoin):
+        return Joiner(inputs, pipeline.schemas, join.window_ms, join.label,
+                      join.allowed_lateness_ms)
+    from livelearn.join.enrich import Enricher
+
+    return Joiner(inputs, pipeline.schemas, 0, _no_feedback, join.allowed_lateness_ms,
+                  remember_closed_ms=join.allowed_lateness_ms + join.dedup_ms,
+                  enricher=Enricher(pipeline, data_dir))
+
+
+def _no_feedback(events: object) -> dict[str, float]:
+    return {}
+
+
 class JoinRunner:
     """Runs one pipeline's Joiner over a Log, as consumer group ``group``."""
 
     def __init__(self, log: Log, pipeline: Pipeline, group: str = "joiner",
-                 idle_after_s: float = 5.0, read_batch: int = 2000):
+                 idle_after_s: float = 5.0, read_batch: int = 2000,
+                 data_dir: str | Path = "."):
         self.log, self.group = log, group
         self.idle_after_s, self.read_batch = idle_after_s, read_batch
-        self.inputs = log.topic_partitions([PREDICTIONS, *pipeline.schemas])
-        join = pipeline.feedback
-        self.joiner = Joiner(self.inputs, pipeline.schemas, join.window_ms, join.label,
-                             join.allowed_lateness_ms)
+        self.inputs = log.topic_partitions(pipeline.inputs)
+        self.joiner = make_joiner(pipeline, self.inputs, data_dir)
         checkpoint = log.committed(group)
         if checkpoint.state is not None:
             self.joiner.restore(checkpoint.state)

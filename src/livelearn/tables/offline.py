@@ -16,6 +16,12 @@ _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_
 
 def load_table(table: Table, data_dir: str | Path = ".") -> dict[str, dict[str, Any]]:
     """Rows of ``table`` by the string value of its key column (the last row of a key wins)."""
+    rows = read_rows(table, data_dir)
+    return {str(row[table.key]): row for row in rows}
+
+
+def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
+    """Every row of ``table``'s file, in file order; checks that the key column exists."""
     path = Path(data_dir) / table.path
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
@@ -26,9 +32,11 @@ def load_table(table: Table, data_dir: str | Path = ".") -> dict[str, dict[str, 
         rel = duckdb.sql(f"SELECT * FROM {reader}(?)", params=[str(path)])  # type: ignore[call-arg]
     except duckdb.Error as e:
         raise BadInput(f"table '{table.name}': cannot read {path}: {e}") from None
-    if table.key not in rel.columns:
-        raise BadInput(f"table '{table.name}': key column '{table.key}' not in {path} "
-                       f"(columns: {', '.join(rel.columns)})")
-    columns = rel.columns
-    return {str(row[columns.index(table.key)]): dict(zip(columns, row, strict=True))
-            for row in rel.fetchall()}
+    if rel is None:
+        raise BadInput(f"table '{table.name}': {path} is not a table")
+    columns = list(rel.columns)
+    for name in (table.key, table.as_of):
+        if name is not None and name not in columns:
+            raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
+                           f"(columns: {', '.join(columns)})")
+    return [dict(zip(columns, row, strict=True)) for row in rel.fetchall()]

@@ -1,0 +1,173 @@
+"""The commands for a user's own pipeline and data: ingest, replay, run.
+
+Each takes PIPELINE (``module:attribute`` or ``path/to/file.py``) and keeps its
+log and registry in ``--workdir`` (default ``livelearn-NAME``) unless ``--log``
+or ``--registry`` say otherwise. Table paths are relative to ``--data``, by
+default the folder of the pipeline's file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from livelearn.errors import ConfigError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("pipeline", metavar="PIPELINE",
+                        help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+    common.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                        help="where the log and registry go (default: livelearn-NAME)")
+    common.add_argument("--log", default=None, metavar="URL",
+                        help="the log (default: sqlite:///WORKDIR/log.db)")
+    i = sub.add_parser("ingest", parents=[common], help="append a file's events to a stream",
+                       description="Append the records of FILE (JSON lines, CSV, or - for "
+                       "stdin) to STREAM. Bad records go to the dead-letter topic with the "
+                       "reason; they never stop the ingest.")
+    i.add_argument("stream", metavar="STREAM")
+    i.add_argument("file", metavar="FILE", help="a .jsonl/.json/.csv file, or - for stdin")
+    i.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="folder of the table files, for impressions (default: the pipeline "
+                        "file's folder)")
+    i.add_argument("--format", choices=("jsonl", "csv"), default=None,
+                   help="the file's format (default: from its suffix; stdin: jsonl)")
+    i.set_defaults(func=_ingest)
+    roles = argparse.ArgumentParser(add_help=False, parents=[common])
+    roles.add_argument("--registry", type=Path, default=None, metavar="DIR",
+                       help="the model registry (default: WORKDIR/registry)")
+    roles.add_argument("--data", type=Path, default=None, metavar="DIR",
+                       help="folder of the table files (default: the pipeline file's folder)")
+    r = sub.add_parser("replay", parents=[roles], help="learn from history as fast as possible",
+                       description="Ingest history and run it through the live joiner, "
+                       "trainer and gate; report prequential metrics over event time.")
+    r.add_argument("--events", nargs="+", required=True, metavar="STREAM=FILE",
+                   help="files to replay, in this order")
+    r.add_argument("--then-live", action="store_true",
+                   help="keep the last windows open and go on with live events")
+    r.add_argument("--report-json", type=Path, default=None, metavar="PATH",
+                   help="write the report as JSON here")
+    r.add_argument("--report", type=Path, default=None, metavar="PATH",
+                   help="write the report as HTML here (default: WORKDIR/replay.html)")
+    r.add_argument("--bucket-ms", type=int, default=None,
+                   help="width of the report's time buckets (default: chosen from the span)")
+    r.set_defaults(func=_replay)
+    u = sub.add_parser("run", parents=[roles], help="every role of a pipeline in one process",
+                       description="Join, train and judge on the live log and, for a "
+                       "feedback join, serve predictions over HTTP, all in one process; feed "
+                       "it with `livelearn ingest` or the server's /feedback.")
+    u.add_argument("--until-idle", action="store_true",
+                   help="treat the log as complete: learn all of it, stop (no server)")
+    u.add_argument("--no-serve", action="store_true", help="do not start the server")
+    u.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    u.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    u.set_defaults(func=_run)
+
+
+def _paths(args: argparse.Namespace) -> tuple[Any, Path, Any]:
+    """The pipeline, its work directory and its log, from the common options."""
+    from livelearn.log import open_log
+    from livelearn.spec import load_pipeline
+
+    pipeline = load_pipeline(args.pipeline)
+    workdir = args.workdir or Path(f"livelearn-{pipeline.name}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = open_log(args.log or f"sqlite:///{(workdir / 'log.db').resolve()}")
+    for topic in pipeline.topics:
+        log.create_topic(topic, pipeline.partitions)
+    return pipeline, workdir, log
+
+
+def _registry_and_data(args: argparse.Namespace, workdir: Path) -> tuple[Any, Path]:
+    from livelearn.registry import Registry
+    from livelearn.spec import data_dir_of
+
+    return (Registry(args.registry or workdir / "registry"),
+            args.data or data_dir_of(args.pipeline))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from livelearn.ingest import ingest
+    from livelearn.spec import data_dir_of
+
+    pipeline, _, log = _paths(args)
+    result = ingest(log, pipeline, args.stream, args.file, args.format,
+                    data_dir=args.data or data_dir_of(args.pipeline))
+    print(f"{args.stream}: {result.events} events appended, {result.dead} dead-lettered")
+    for error in result.first_errors or []:
+        print(f"  {error}", file=sys.stderr)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from livelearn.loop import tune_gc
+    from livelearn.prequential import write_html, write_json
+    from livelearn.replay import replay
+
+    sources = [_source(text) for text in args.events]
+    pipeline, workdir, log = _paths(args)
+    registry, data = _registry_and_data(args, workdir)
+    tune_gc()
+    report, loop = replay(log, registry, pipeline, sources, data, final=not args.then_live,
+                          bucket_ms=args.bucket_ms)
+    if args.report_json is not None:
+        write_json(args.report_json, report)
+    html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
+                      f"{pipeline.name}", report)
+    print(f"{report['events']} events, {report['samples']} samples, {report['metric']} "
+          f"{report['metric_value']}, {report['events_per_s']:.0f} events/s; report {html}")
+    if args.then_live:
+        print("live: waiting for events (Ctrl-C to stop)")
+        _forever(loop)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from livelearn.loop import Loop, tune_gc
+
+    pipeline, workdir, log = _paths(args)
+    registry, data = _registry_and_data(args, workdir)
+    loop = Loop(log, registry, pipeline, data)
+    tune_gc()
+    if args.until_idle:
+        loop.drain(final=True)
+        print(f"{loop.trainer.samples} samples learned; latest version "
+              f"v{loop.trainer.version.id if loop.trainer.version else 0}")
+        return 0
+    if args.no_serve or pipeline.labelled is not None:
+        _forever(loop)
+        return 0
+    import uvicorn
+
+    from livelearn.serve.app import create_app
+
+    loop.gate.step()  # approve the first version, so the server can answer at once
+    stop = threading.Event()
+    roles = threading.Thread(target=_forever, args=(loop, stop), name="roles", daemon=True)
+    roles.start()
+    try:
+        uvicorn.run(create_app(pipeline, log, registry, data), host=args.host, port=args.port,
+                    log_level="warning")
+    finally:
+        stop.set()
+        roles.join(10)
+    return 0
+
+
+def _forever(loop: Any, stop: threading.Event | None = None) -> None:
+    """Turn the roles until ``stop`` is set (or forever), resting when there is nothing new."""
+    while stop is None or not stop.is_set():
+        if not loop.turn():
+            time.sleep(0.05)
+
+
+def _source(text: str) -> tuple[str, str]:
+    stream, sep, path = text.partition("=")
+    if not sep or not stream or not path:
+        raise ConfigError(f"--events {text!r}: expected STREAM=FILE")
+    return stream, path

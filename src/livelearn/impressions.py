@@ -1,0 +1,65 @@
+"""Impressions from a user's history become prediction records, as the server logs them.
+
+A feedback join learns from what was served. For history that no livelearn
+server served, ``livelearn ingest PIPELINE predictions FILE`` takes impression
+records (``request_id``, ``ts``, ``user``, ``item``; optionally the ``score``
+and ``model_version`` that were served, else 0) and builds each one's features
+with the server's own function, ``pipeline.features(user_row, item_row, ts)``,
+from the users and items tables as of the impression's ts (tables.asof).
+Without a ``request_id`` field, it is a hash of the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from livelearn.errors import BadInput, ConfigError
+from livelearn.events import check_ts
+from livelearn.spec import PREDICTIONS, Pipeline
+from livelearn.tables.asof import AsOfTable
+
+
+class Impressions:
+    """Turns impression records into prediction records for one feedback pipeline."""
+
+    def __init__(self, pipeline: Pipeline, data_dir: str | Path = "."):
+        if pipeline.users is None or pipeline.items is None:
+            raise ConfigError(f"pipeline '{pipeline.name}': impressions need a feedback join "
+                              f"with users and items tables")
+        self.features = pipeline.features
+        self.users = AsOfTable.load(pipeline.users, data_dir)
+        self.items = AsOfTable.load(pipeline.items, data_dir)
+
+    def record(self, obj: Mapping[str, Any], now_ms: int | None = None) -> tuple[str, bytes]:
+        """The (key, value) of the prediction record of one impression."""
+        ts = check_ts(_int(obj, "ts"), PREDICTIONS, now_ms)
+        user, item = _text(obj, "user"), _text(obj, "item")
+        rid = obj.get("request_id") or hashlib.blake2b(
+            orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+        features = self.features(self.users.get(user, ts), self.items.get(item, ts), ts)
+        score = float(obj.get("score") or 0.0)
+        return str(rid), orjson.dumps({
+            "request_id": str(rid), "ts": ts, "user": user, "item": item,
+            "model_version": int(obj.get("model_version") or 0), "score": score,
+            "features": features})
+
+
+def _int(obj: Mapping[str, Any], name: str) -> int:
+    value = obj.get(name)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if value is None:
+        raise BadInput(f"stream '{PREDICTIONS}', field '{name}': missing")
+    return value  # type: ignore[no-any-return]
+
+
+def _text(obj: Mapping[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if value is None or value == "":
+        raise BadInput(f"stream '{PREDICTIONS}', field '{name}': missing")
+    return str(value)

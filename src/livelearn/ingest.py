@@ -1,0 +1,258 @@
+"""Ingest: a user's records (JSON lines, CSV, stdin) become events of a stream in the Log.
+
+A record is either an event envelope (``key``, ``id``, ``ts``, ``payload``; a
+``stream`` field, if any, must name the stream) or a flat object, a CSV row
+included, whose fields are the payload and among which the stream's declared
+``key``, ``ts`` and ``id`` fields give the envelope. Without an id field the id
+is a hash of the stream and the record, so ingesting a file twice gives the
+same ids (the joiner dead-letters the second copy as duplicates).
+
+CSV cells are text: each declared field is converted to its type (int, float,
+bool as true/false/1/0, dict and list as JSON). ``ts`` is integer milliseconds
+since the epoch UTC, or ISO 8601 (no zone means UTC).
+
+A record that fails (not JSON, a missing or mistyped field, a timestamp in
+seconds) never stops the ingest: it goes to the dead-letter topic with reason
+``malformed``, the error naming stream, field and problem, and its source as
+``FILE:LINE``.
+
+>>> from livelearn.spec import Stream
+>>> s = Stream("tx", {"amount": float, "fraud": bool}, key="card")
+>>> to_event(s, {"card": "c1", "ts": "2024-01-01T00:00:00", "amount": "9.5", "fraud": "0"}).ts
+1704067200000
+>>> to_event(s, {"card": "c1", "ts": 1704067200000, "amount": "much", "fraud": "0"})
+Traceback (most recent call last):
+livelearn.errors.BadInput: stream 'tx', field 'amount': expected float, got 'much'
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from livelearn.errors import BadInput, ConfigError
+from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event
+from livelearn.log.base import Log
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
+
+#: Records appended to the log per write.
+BATCH = 20_000
+_TRUE, _FALSE = {"true", "1", "yes", "t", "y"}, {"false", "0", "no", "f", "n"}
+
+
+@dataclass
+class Ingested:
+    """What an ingest did: events appended, records dead-lettered (first few reasons kept)."""
+
+    events: int = 0
+    dead: int = 0
+    first_errors: list[str] | None = None
+
+
+def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
+           fmt: str | None = None, now_ms: int | None = None, data_dir: str | Path = "."
+           ) -> Ingested:
+    """Append the records of ``source`` (a path, or '-' for stdin) to ``stream``.
+
+    ``stream`` may be ``predictions`` for a feedback join: the records are then
+    impressions from history (livelearn.impressions; tables from ``data_dir``).
+    """
+    convert = _converter(pipeline, stream, now_ms, data_dir)
+    result = Ingested(first_errors=[])
+    good: list[tuple[str, bytes]] = []
+    dead: list[tuple[str, bytes]] = []
+    for where, raw in read_records(source, fmt):
+        try:
+            good.append(convert(raw))
+        except BadInput as e:
+            dead.append((stream, orjson.dumps(dead_letter(
+                Reason.MALFORMED, str(e), stream, _text(raw), where))))
+            if len(result.first_errors or []) < 5:
+                result.first_errors.append(f"{where}: {e}")  # type: ignore[union-attr]
+        if len(good) + len(dead) >= BATCH:
+            _flush(log, stream, good, dead, result)
+    _flush(log, stream, good, dead, result)
+    return result
+
+
+def _converter(pipeline: Pipeline, stream: str, now_ms: int | None, data_dir: str | Path
+               ) -> Callable[[str | dict[str, Any]], tuple[str, bytes]]:
+    """The function from a record to the (key, value) appended to ``stream``."""
+    if stream == PREDICTIONS and pipeline.labelled is None:
+        from livelearn.impressions import Impressions
+
+        impressions = Impressions(pipeline, data_dir)
+        return lambda raw: impressions.record(_object(raw), now_ms)
+    if stream not in pipeline.streams:
+        raise ConfigError(f"stream '{stream}': not a stream of pipeline '{pipeline.name}' "
+                          f"(streams: {', '.join(pipeline.inputs)})")
+    spec = pipeline.streams[stream]
+
+    def convert(raw: str | dict[str, Any]) -> tuple[str, bytes]:
+        event = to_event(spec, raw, now_ms)
+        return event.key, event.to_json()
+
+    return convert
+
+
+def _object(raw: str | dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadInput(f"not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadInput(f"expected a JSON object, got {_short(obj)}")
+    return obj
+
+
+def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
+           dead: list[tuple[str, bytes]], result: Ingested) -> None:
+    with log.atomic():
+        if good:
+            log.append(stream, good)
+        if dead:
+            log.append(DEAD_LETTERS, dead)
+    result.events += len(good)
+    result.dead += len(dead)
+    good.clear()
+    dead.clear()
+
+
+def read_records(source: str | Path, fmt: str | None = None
+                 ) -> Iterator[tuple[str, str | dict[str, Any]]]:
+    """(``FILE:LINE``, record) pairs: raw JSON text per line, or a dict per CSV row.
+
+    ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
+    """
+    name = str(source)
+    kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
+    if kind not in ("csv", "jsonl"):
+        raise ConfigError(f"format {kind!r}: expected csv or jsonl")
+    if name != "-" and not Path(name).is_file():
+        raise ConfigError(f"{name}: no such file")
+    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8") if name == "-"
+                  else open(name, encoding="utf-8", newline=""))
+    try:
+        if kind == "csv":
+            for i, row in enumerate(csv.DictReader(f), start=2):
+                yield f"{name}:{i}", row
+        else:
+            for i, line in enumerate(f, start=1):
+                if line.strip():
+                    yield f"{name}:{i}", line
+    finally:
+        if name != "-":
+            f.close()
+
+
+def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int | None = None
+             ) -> Event:
+    """One record as an event of ``stream``; BadInput naming the stream and field."""
+    text = raw if isinstance(raw, str | bytes) else None
+    obj: Mapping[str, Any]
+    if text is not None:
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            raise BadInput(f"stream '{stream.name}': not valid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise BadInput(f"stream '{stream.name}': expected a JSON object, got {_short(obj)}")
+    else:
+        obj = raw  # type: ignore[assignment]
+    if isinstance(obj.get("payload"), dict):
+        return _envelope(stream, obj, now_ms)
+    return _flat(stream, obj, now_ms, typed=text is not None)
+
+
+def _envelope(stream: Stream, obj: Mapping[str, Any], now_ms: int | None) -> Event:
+    if obj.get("stream", stream.name) != stream.name:
+        raise BadInput(f"stream '{stream.name}', field 'stream': the record is of stream "
+                       f"{obj.get('stream')!r}")
+    body = {**obj, "stream": stream.name, "ts": _ts(stream, obj.get("ts"), "ts")}
+    return decode_event(body, {stream.name: stream.schema}, now_ms)
+
+
+def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: bool) -> Event:
+    key = obj.get(stream.key)
+    if key is None or key == "":
+        raise BadInput(f"stream '{stream.name}', field '{stream.key}': missing (the key)")
+    ts = check_ts(_ts(stream, obj.get(stream.ts), stream.ts), stream.name, now_ms)
+    payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
+    for name, kind in stream.schema.items():
+        value = payload.get(name)
+        if value is None or value == "":
+            raise BadInput(f"stream '{stream.name}', field '{name}': missing "
+                           f"(expected {kind.__name__})")
+        payload[name] = _typed(stream, name, kind, value, typed)
+    if stream.id is not None:
+        event_id = obj.get(stream.id)
+        if event_id is None or event_id == "":
+            raise BadInput(f"stream '{stream.name}', field '{stream.id}': missing (the id)")
+    else:
+        event_id = hashlib.blake2b(stream.name.encode() + orjson.dumps(
+            obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+    return Event(stream.name, str(key), str(event_id), ts, payload)
+
+
+def _typed(stream: Stream, name: str, kind: type, value: Any, typed: bool) -> Any:
+    """A field's value as its declared type; text (CSV) is converted, JSON is checked."""
+    if isinstance(value, str) and kind is not str and not typed:
+        value = _convert(kind, value)
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise BadInput(f"stream '{stream.name}', field '{name}': expected {kind.__name__}, "
+                       f"got {_short(value)}")
+    return value
+
+
+def _convert(kind: type, text: str) -> Any:
+    try:
+        if kind is bool:
+            low = text.strip().lower()
+            return True if low in _TRUE else False if low in _FALSE else text
+        if kind in (dict, list):
+            return orjson.loads(text)
+        return kind(text)
+    except (ValueError, orjson.JSONDecodeError):
+        return text
+
+
+def _ts(stream: Stream, value: Any, name: str) -> Any:
+    """A timestamp as integer ms: digits and ISO 8601 text are converted."""
+    if isinstance(value, str):
+        if value.strip().lstrip("-").isdigit():
+            return int(value)
+        try:
+            when = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise BadInput(f"stream '{stream.name}', field '{name}': expected milliseconds "
+                           f"since the epoch or ISO 8601, got {_short(value)}") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return int(when.timestamp() * 1000)
+    if value is None:
+        raise BadInput(f"stream '{stream.name}', field '{name}': missing (the event time)")
+    return value
+
+
+def _text(raw: str | Mapping[str, Any]) -> str:
+    return raw.rstrip("\n") if isinstance(raw, str) else orjson.dumps(raw).decode()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+

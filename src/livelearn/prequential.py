@@ -1,0 +1,104 @@
+"""The replay report: prequential metrics over event time, as JSON and an HTML plot.
+
+Each sample is scored by the model before it learns from it (train.trainer);
+those scores against the labels give the overall metric (AUC for a binary
+target, MAE for a regression) and the metric per bucket of event time: bucket
+b holds the samples of ts in [start + b * bucket_ms, start + (b + 1) * bucket_ms).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from livelearn.train.metrics import auc, mae
+from livelearn.train.trainer import Trained
+from livelearn.ui.report import Chart, write_report
+
+#: Bucket widths the automatic choice picks from (ms): minute, 5 min, 15 min, hour, 6 h, day, week.
+NICE_MS = (60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000, 604_800_000)
+
+
+class PrequentialRecord:
+    """Collects (ts, score, label) of every trained sample."""
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self._chunks: list[np.ndarray] = []
+
+    def add(self, trained: Trained) -> None:
+        ts = np.fromiter((s["ts"] for s in trained.samples), dtype=np.float64,
+                         count=len(trained.samples))
+        self._chunks.append(np.column_stack([ts, trained.scores, trained.labels]))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        data = np.vstack(self._chunks) if self._chunks else np.empty((0, 3))
+        return data[:, 0], data[:, 1], data[:, 2]
+
+    def value(self, scores: np.ndarray, labels: np.ndarray) -> float:
+        if not len(labels):
+            return math.nan
+        return auc(scores, labels) if self.metric == "auc" else mae(scores, labels)
+
+    def buckets(self, bucket_ms: int | None = None) -> list[dict[str, Any]]:
+        """The metric per bucket of event time, in time order (empty buckets left out)."""
+        ts, scores, labels = self.arrays()
+        if not len(ts):
+            return []
+        start, span = int(ts.min()), int(ts.max() - ts.min())
+        width = bucket_ms or auto_bucket_ms(span)
+        which = ((ts - start) // width).astype(np.int64)
+        out = []
+        for b in np.unique(which).tolist():
+            sel = which == b
+            out.append({"start_ts": start + b * width, "end_ts": start + (b + 1) * width,
+                        "samples": int(sel.sum()), "value": _json(self.value(scores[sel],
+                                                                             labels[sel]))})
+        return out
+
+    def summary(self, bucket_ms: int | None = None) -> dict[str, Any]:
+        _, scores, labels = self.arrays()
+        return {"metric": self.metric, "metric_value": _json(self.value(scores, labels)),
+                "samples": int(len(labels)), "buckets": self.buckets(bucket_ms)}
+
+
+def auto_bucket_ms(span_ms: int, buckets: int = 24) -> int:
+    """The smallest nice width that cuts ``span_ms`` into at most ``buckets`` buckets.
+
+    >>> auto_bucket_ms(2 * 86_400_000)
+    21600000
+    """
+    for width in NICE_MS:
+        if span_ms / width <= buckets:
+            return width
+    return NICE_MS[-1] * math.ceil(span_ms / NICE_MS[-1] / buckets)
+
+
+def write_json(path: str | Path, report: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:
+    """The report as a page: its numbers, and the metric per bucket over event time."""
+    buckets = report.get("buckets", [])
+    xs = [b["start_ts"] / 3_600_000 for b in buckets]
+    t0 = xs[0] if xs else 0.0
+    ys = [math.nan if b["value"] is None else b["value"] for b in buckets]
+    since = (dt.datetime.fromtimestamp(t0 * 3600, dt.UTC).isoformat(timespec="minutes")
+             if xs else "-")
+    chart = Chart(f"prequential {report['metric']} over event time", f"hours since {since}",
+                  str(report["metric"]), {report["metric"]: ([x - t0 for x in xs], ys)})
+    summary = {k: v for k, v in report.items() if k != "buckets"}
+    return write_report(path, title, summary, [chart], notes=[__doc__ or ""])
+
+
+def _json(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)

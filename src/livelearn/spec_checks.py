@@ -1,0 +1,87 @@
+"""The checks a Pipeline passes when it is built: every message names the stream,
+the field and the problem, so a spec with a mistake fails at load time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from livelearn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from livelearn.spec import EventLabel, Pipeline, Stream
+
+
+def check_pipeline(p: Pipeline) -> None:
+    """Raise ConfigError for the first mistake in ``p``."""
+    from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, EventLabel
+
+    where = f"pipeline '{p.name}'"
+    if p.feedback.window_ms < 0 or p.feedback.allowed_lateness_ms < 0:
+        raise ConfigError(f"{where}: window_ms and allowed_lateness_ms must be >= 0")
+    names = [s.name for s in p.feedback.streams]
+    clash = {PREDICTIONS, SAMPLES, DEAD_LETTERS} & set(names)
+    if clash or len(set(names)) != len(names):
+        raise ConfigError(f"{where}: stream names must be unique and not "
+                          f"{PREDICTIONS}/{SAMPLES}/{DEAD_LETTERS}, got {names}")
+    if p.partitions < 1:
+        raise ConfigError(f"{where}: partitions must be >= 1")
+    for name in ("features", "learner"):
+        if not callable(getattr(p, name)):
+            raise ConfigError(f"{where}: {name} must be a function")
+    if isinstance(p.feedback, EventLabel):
+        _check_event_label(p, p.feedback)
+    elif p.users is None or p.items is None:
+        raise ConfigError(f"{where}: a feedback join needs users and items tables "
+                          f"(the server looks candidates up in them)")
+    elif p.lookups or p.counters:
+        raise ConfigError(f"{where}: lookups and counters are for an EventLabel pipeline; "
+                          f"a feedback join's features are built by the server")
+
+
+def _check_event_label(p: Pipeline, label: EventLabel) -> None:
+    stream = label.stream
+    if label.dedup_ms < 0:
+        raise ConfigError(f"stream '{stream.name}': dedup_ms must be >= 0, got {label.dedup_ms}")
+    if isinstance(label.label, str):
+        _check_field(stream, label.label, "the label")
+        if label.label != p.target:
+            raise ConfigError(f"pipeline '{p.name}': target '{p.target}' is not a label; "
+                              f"stream '{stream.name}' gives the label '{label.label}'")
+        if stream.schema[label.label] not in (int, float, bool):
+            raise ConfigError(f"stream '{stream.name}', field '{label.label}': the label "
+                              f"must be int, float or bool, got "
+                              f"{stream.schema[label.label].__name__}")
+    elif not callable(label.label):
+        raise ConfigError(f"stream '{stream.name}': label must be a payload field name or "
+                          f"a function of the event")
+    tables = [lk.table.name for lk in p.lookups]
+    if len(set(tables)) != len(tables):
+        raise ConfigError(f"pipeline '{p.name}': each table may be looked up once, "
+                          f"got {tables}")
+    for lk in p.lookups:
+        if lk.on is not None:
+            _check_field(stream, lk.on, f"lookup of table '{lk.table.name}'")
+    _check_counters(p)
+
+
+def _check_counters(p: Pipeline) -> None:
+    streams = p.streams
+    names = [c.name for c in p.counters]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"pipeline '{p.name}': counter names must be unique, got {names}")
+    for c in p.counters:
+        if c.stream not in streams:
+            raise ConfigError(f"counter '{c.name}': stream '{c.stream}' is not a stream of "
+                              f"pipeline '{p.name}' (streams: {', '.join(streams)})")
+        if c.window_ms <= 0:
+            raise ConfigError(f"counter '{c.name}': window_ms must be > 0, got {c.window_ms}")
+        if c.by is not None:
+            _check_field(streams[c.stream], c.by, f"counter '{c.name}'")
+            labelled = p.feedback.streams[0]
+            _check_field(labelled, c.by, f"counter '{c.name}' (the value it is asked for)")
+
+
+def _check_field(stream: Stream, name: str, user: str) -> None:
+    if name not in stream.schema:
+        raise ConfigError(f"stream '{stream.name}', field '{name}': {user} reads it, but it "
+                          f"is not in the schema (fields: {', '.join(stream.schema) or 'none'})")

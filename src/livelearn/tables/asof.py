@@ -1,0 +1,85 @@
+"""Point-in-time tables: the row of a key as of an event time, never a later one.
+
+A table with an ``as_of`` column keeps every row of a key, ordered by that
+column; ``get(key, ts)`` returns the row with the largest ``as_of`` <= ts (the
+last in file order among equal times), or an empty row when the key had none
+yet. A table without ``as_of`` is static: one row per key, valid at every time.
+
+>>> t = AsOfTable("prices", {"a": ([100, 200], [{"p": 1}, {"p": 2}])})
+>>> t.get("a", 99), t.get("a", 100), t.get("a", 199), t.get("a", 10**13), t.get("b", 150)
+({}, {'p': 1}, {'p': 1}, {'p': 2}, {})
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from livelearn.errors import BadInput
+from livelearn.spec import Table
+from livelearn.tables.offline import read_rows
+
+EMPTY: Mapping[str, Any] = {}
+
+
+class AsOfTable:
+    """Rows by key with their validity times (ms since the epoch, UTC), ascending."""
+
+    def __init__(self, name: str, versions: dict[str, tuple[list[int], list[dict[str, Any]]]]):
+        self.name, self._versions = name, versions
+        self._static = {k: rows[0] for k, (times, rows) in versions.items()
+                        if len(rows) == 1 and times[0] == _ALWAYS}
+
+    @classmethod
+    def load(cls, table: Table, data_dir: str | Path = ".") -> AsOfTable:
+        """Read ``table``'s file; a row's validity starts at its ``as_of`` (or always)."""
+        dated: list[tuple[str, int, int, dict[str, Any]]] = []
+        for i, row in enumerate(read_rows(table, data_dir)):
+            since = _ALWAYS if table.as_of is None else to_ms(row[table.as_of], table, i)
+            dated.append((str(row[table.key]), since, i, row))
+        if table.as_of is None:  # the last row of a key wins, as in load_table
+            dated = list({key: (key, since, i, row) for key, since, i, row in dated}.values())
+        dated.sort(key=lambda d: (d[0], d[1], d[2]))
+        versions: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
+        for key, since, _, row in dated:
+            times, rows = versions.setdefault(key, ([], []))
+            times.append(since)
+            rows.append(row)
+        return cls(table.name, versions)
+
+    def get(self, key: str, ts: int) -> Mapping[str, Any]:
+        """The row of ``key`` as of ``ts`` (ms), or an empty mapping."""
+        row = self._static.get(key)
+        if row is not None:
+            return row
+        found = self._versions.get(key)
+        if found is None:
+            return EMPTY
+        i = bisect.bisect_right(found[0], ts) - 1
+        return found[1][i] if i >= 0 else EMPTY
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+
+_ALWAYS = -(2**63)
+
+
+def to_ms(value: Any, table: Table, row: int) -> int:
+    """An ``as_of`` value as ms since the epoch: integer ms, a datetime (naive = UTC), or ISO."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            value = None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise BadInput(f"table '{table.name}', row {row + 1}, column '{table.as_of}': expected "
+                   f"milliseconds since the epoch or a timestamp, got {value!r}")

@@ -1,0 +1,71 @@
+"""The examples run exactly as the documentation shows them (README.md once it has the
+examples, docs/own-data.md until then), each in a fresh copy of examples/."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _commands(name: str) -> list[list[str]]:
+    """The shell commands of the block marked ``<!-- example: NAME -->``."""
+    for doc in (ROOT / "README.md", ROOT / "docs" / "own-data.md"):
+        text = doc.read_text() if doc.is_file() else ""
+        found = re.search(rf"<!-- example: {name} -->\n```sh\n(.*?)```", text, re.S)
+        if found:
+            script = found.group(1).replace("\\\n", " ")
+            return [shlex.split(line) for line in script.splitlines() if line.strip()]
+    raise AssertionError(f"no example block {name!r} in README.md or docs/own-data.md")
+
+
+def _run(commands: list[list[str]], cwd: Path) -> list[str]:
+    outputs = []
+    for argv in commands:
+        program = {"python": [sys.executable], "livelearn": [sys.executable, "-m", "livelearn"]}
+        done = subprocess.run([*program[argv[0]], *argv[1:]], cwd=cwd, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{argv}: {done.stderr[-2000:]}"
+        outputs.append(done.stdout)
+    return outputs
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "examples", tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("data", "__pycache__"))
+    return tmp_path
+
+
+def _report(path: Path) -> dict:
+    report = orjson.loads(path.read_bytes())
+    assert report["samples"] > 10_000 and report["events"] >= report["samples"]
+    assert report["events_per_s"] > 0 and report["buckets"]
+    assert sum(b["samples"] for b in report["buckets"]) == report["samples"]
+    return report
+
+
+def test_fraud_example(workdir: Path) -> None:
+    _run(_commands("fraud"), workdir)
+    report = _report(workdir / "fraud-report.json")
+    assert report["metric"] == "auc" and report["metric_value"] > 0.7
+    assert report["dead_letters"] == {}
+    assert (workdir / "livelearn-fraud" / "replay.html").read_text().count("<svg") >= 1
+    out = _run(_commands("fraud-live"), workdir)
+    assert "20000 events appended, 0 dead-lettered" in out[0]
+    assert "20000 samples learned" in out[1]
+
+
+def test_clicks_example(workdir: Path) -> None:
+    _run(_commands("clicks"), workdir)
+    report = _report(workdir / "clicks-report.json")
+    assert report["metric"] == "auc" and report["metric_value"] > 0.55
+    assert report["samples"] == 20_000 and report["dead_letters"] == {}

@@ -1,0 +1,84 @@
+"""`livelearn ingest`: JSON lines, CSV and stdin become events; a bad record becomes a
+dead letter naming stream, field and problem, and never stops the ingest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from livelearn import spec
+from livelearn.cli import main
+from livelearn.ingest import ingest
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.linear import LinearRegression
+
+T = 1_704_067_200_000
+RATINGS = spec.Stream("ratings", {"movie": str, "stars": float}, key="user")
+PIPELINE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label="stars"),
+                         features=lambda e, rows, counts: {"movie": e.payload["movie"]},
+                         learner=lambda: LinearRegression(bits=10), target="stars")
+
+PIPELINE_FILE = '''
+from livelearn import spec
+from livelearn.models.linear import LinearRegression
+RATINGS = spec.Stream("ratings", {"movie": str, "stars": float}, key="user")
+PIPELINE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label="stars"),
+                         features=lambda e, rows, counts: {"movie": e.payload["movie"]},
+                         learner=lambda: LinearRegression(bits=10), target="stars")
+'''
+
+
+def _topic(log: SQLiteLog, topic: str) -> list[dict]:
+    return [orjson.loads(r.value) for r in log.read(topic, 0, 0, 10_000)]
+
+
+def test_jsonl_flat_and_envelope_with_bad_lines(log: SQLiteLog, tmp_path: Path) -> None:
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    lines = [
+        f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}}}',
+        f'{{"stream": "ratings", "key": "u2", "id": "x", "ts": {T}, '
+        '"payload": {"movie": "m2", "stars": 2.5}}',
+        'not json',
+        f'{{"user": "u1", "movie": "m1", "stars": "four", "ts": {T}}}',
+        '{"user": "u1", "movie": "m1", "stars": 4, "ts": 1704067200}',
+        f'{{"movie": "m1", "stars": 4, "ts": {T}}}',
+        '{"user": "u3", "movie": "m3", "stars": 1, "ts": "2024-01-01T00:00:01Z"}',
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n\n")
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl")
+    assert (result.events, result.dead) == (3, 4)
+    events = _topic(log, "ratings")
+    assert [(e["key"], e["ts"], e["payload"]["stars"]) for e in events] == [
+        ("u1", T, 4.0), ("u2", T, 2.5), ("u3", T + 1000, 1.0)]
+    dead = _topic(log, "dead_letters")
+    assert {d["reason"] for d in dead} == {"malformed"}
+    details = [d["detail"] for d in dead]
+    assert "not valid JSON" in details[0]
+    assert details[1] == "stream 'ratings', field 'stars': expected float, got 'four'"
+    assert "field 'ts': expected milliseconds since the epoch, got 1704067200 (seconds?)" \
+        in details[2]
+    assert details[3] == "stream 'ratings', field 'user': missing (the key)"
+    assert dead[1]["source"].endswith("r.jsonl:4") and '"four"' in dead[1]["event"]
+    # the same file again gives the same ids: the joiner will see duplicates
+    ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl")
+    assert [e["id"] for e in _topic(log, "ratings")][3:] == [e["id"] for e in events]
+
+
+def test_cli_csv_and_stdin(tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts\nu1,m1,4,{T}\nu2,m2,x,{T}\n")
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w")]
+    assert main(["-q", "ingest", *args, "ratings", str(tmp_path / "r.csv")]) == 0
+    line = b'{"user": "u9", "movie": "m9", "stars": 5, "ts": %d}\n' % T
+    done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
+                           "-"], input=line + b"oops\n", capture_output=True, check=True)
+    assert b"1 events appended, 1 dead-lettered" in done.stdout
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert [(e["key"], e["payload"]["stars"]) for e in _topic(log, "ratings")] == [
+        ("u1", 4.0), ("u9", 5)]
+    assert [d["source"].rsplit(":", 1)[1] for d in _topic(log, "dead_letters")] == ["3", "2"]
+    assert main(["-q", "ingest", *args, "nope", str(tmp_path / "r.csv")]) == 2

@@ -1,0 +1,143 @@
+"""`livelearn replay --then-live` and `livelearn run`: the same roles go on with live events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+
+from livelearn.demo import free_port
+from livelearn.ingest import ingest
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.registry import Registry
+from livelearn.replay import replay
+from test_ingest import PIPELINE, PIPELINE_FILE
+
+T = 1_704_067_200_000
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ratings(path: Path, start: int, n: int) -> Path:
+    path.write_bytes(b"".join(orjson.dumps({"user": f"u{i % 7}", "movie": f"m{i % 5}",
+                                            "stars": float(i % 5), "ts": T + 1000 * i}) + b"\n"
+                              for i in range(start, start + n)))
+    return path
+
+
+def _samples(log: SQLiteLog) -> list[dict]:
+    return [orjson.loads(r.value) for r in log.read("samples", 0, 0, 100_000)]
+
+
+def test_replay_then_live_goes_on_with_the_same_roles(tmp_path: Path) -> None:
+    log = SQLiteLog(tmp_path / "log.db")
+    history = _ratings(tmp_path / "a.jsonl", 0, 300)
+    report, loop = replay(log, Registry(tmp_path / "reg"), PIPELINE, [("ratings", str(history))],
+                          final=False)
+    assert report["metric"] == "mae" and report["samples"] == 299  # the last waits for time
+    ingest(log, PIPELINE, "ratings", _ratings(tmp_path / "b.jsonl", 300, 50))
+    while loop.turn():
+        pass
+    assert [s["ts"] for s in _samples(log)] == [T + 1000 * i for i in range(349)]
+    assert loop.trainer.samples == 349
+
+
+@contextmanager
+def _process(args: list[str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen([sys.executable, "-m", "livelearn", "-q", *args], cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _wait(condition: object, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_cli_replay_then_live(tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "a.jsonl", 0, 100)
+    _ratings(tmp_path / "b.jsonl", 100, 20)
+    args = ["p.py", "--workdir", "w"]
+    with _process(["replay", *args, "--events", "ratings=a.jsonl", "--then-live"], tmp_path) as p:
+        assert p.stdout is not None
+        assert b"100 events, 99 samples" in p.stdout.readline()
+        log = SQLiteLog(tmp_path / "w" / "log.db")
+        subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
+                        "b.jsonl"], cwd=tmp_path, check=True, capture_output=True)
+        _wait(lambda: len(_samples(log)) == 119, "the live events' samples")
+
+
+def test_run_serves_joins_and_learns(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
+                    str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)
+    port = free_port()
+    with _process(["run", str(ROOT / "examples/clicks/pipeline.py"), "--workdir", "w",
+                   "--data", ".", "--port", str(port)], tmp_path):
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return bool(httpx.get(f"{url}/healthz").json()["model_version"])
+            except httpx.HTTPError:
+                return False
+
+        _wait(up, "the server")
+        shown = httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1", "i2"],
+                                                   "ts": T}).json()["predictions"]
+        clicked = shown[0]["request_id"]
+        answer = httpx.post(f"{url}/feedback", json=[
+            {"stream": "clicks", "key": "u1", "id": "c1", "ts": T + 5000,
+             "payload": {"request_id": clicked}}]).json()
+        assert answer == {"accepted": 1, "rejected": []}
+        httpx.post(f"{url}/predict", json={"user_id": "u2", "items": ["i3"], "ts": T + 3600_000})
+        httpx.post(f"{url}/feedback", json=[{"stream": "clicks", "key": "u2", "id": "c2",
+                                             "ts": T + 3600_000, "payload": {"request_id": "x"}}])
+        log = SQLiteLog(tmp_path / "w" / "log.db")
+        _wait(lambda: len(_samples(log)) == 2, "the two samples")
+        labels = {s["id"]: s["labels"]["clicked"] for s in _samples(log)}
+        assert labels == {clicked: 1.0, shown[1]["request_id"]: 0.0}
+
+
+def test_one_role_per_process_for_a_label_in_event_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "a.jsonl", 0, 200)
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    role = [str(tmp_path / "p.py"), "--log", log_url]
+    for argv in (["ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "a.jsonl"),
+                  "--log", log_url],
+                 ["join", *role, "--until-idle"],
+                 ["train", *role, "--registry", str(tmp_path / "reg"), "--until-idle"]):
+        done = subprocess.run([sys.executable, "-m", "livelearn", "-q", *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    log = SQLiteLog(tmp_path / "log.db")
+    assert len(_samples(log)) == 200
+    assert Registry(tmp_path / "reg").versions()[-1].meta["samples"] == 200
+
+
+def test_duplicates_and_late_events_are_dead_lettered(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"user": "u", "movie": "m", "stars": 1.0, "ts": T + 1000 * i})
+             for i in range(10)]
+    late = orjson.dumps({"user": "u", "movie": "m", "stars": 2.0, "ts": T - 5})
+    (tmp_path / "r.jsonl").write_bytes(b"\n".join([*lines[:6], lines[2], late, *lines[6:]]))
+    log = SQLiteLog(tmp_path / "log.db")
+    report, _ = replay(log, Registry(tmp_path / "reg"), PIPELINE,
+                       [("ratings", str(tmp_path / "r.jsonl"))])
+    assert report["samples"] == 10 and report["events"] == 12
+    assert report["dead_letters"] == {"duplicate": 1, "late": 1}
+    dead = [orjson.loads(r.value) for r in log.read("dead_letters", 0, 0, 100)]
+    assert [d["source"] for d in dead] == ["ratings/0@6", "ratings/0@7"]

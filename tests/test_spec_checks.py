@@ -1,0 +1,82 @@
+"""A spec with a mistake fails when it is built, naming the stream, the field and the problem."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livelearn import spec
+from livelearn.cli import main
+from livelearn.errors import ConfigError
+from livelearn.models.ftrl import FTRL
+from livelearn.sim.pipeline import PIPELINE as NEWS
+
+TX = spec.Stream("tx", {"card": str, "merchant": str, "amount": float, "fraud": bool},
+                 key="card")
+MERCHANTS = spec.Table("merchants", "merchants.csv", key="merchant_id")
+
+
+def _features(event: Any, rows: Any, counts: Any) -> dict[str, Any]:
+    return {}
+
+
+def _pipeline(**changes: Any) -> spec.Pipeline:
+    args: dict[str, Any] = dict(
+        name="fraud", feedback=spec.EventLabel(TX, label="fraud"),
+        lookups=(spec.Lookup(MERCHANTS, on="merchant"),),
+        counters=(spec.WindowCount("tx_1h", "tx", 3_600_000),),
+        features=_features, learner=lambda: FTRL(bits=10), target="fraud")
+    return spec.Pipeline(**{**args, **changes})
+
+
+def test_a_good_spec_builds() -> None:
+    p = _pipeline()
+    assert p.labelled == TX and p.inputs == ["tx"] and p.feedback.window_ms == 0
+    assert NEWS.inputs == ["predictions", "click", "read"]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"feedback": spec.EventLabel(TX, label="is_fraud")},
+     "stream 'tx', field 'is_fraud': the label reads it, but it is not in the schema"),
+    ({"feedback": spec.EventLabel(TX, label="merchant"), "target": "merchant"},
+     "stream 'tx', field 'merchant': the label must be int, float or bool, got str"),
+    ({"target": "clicked"}, "target 'clicked' is not a label; stream 'tx' gives the label"),
+    ({"lookups": (spec.Lookup(MERCHANTS, on="shop"),)},
+     "stream 'tx', field 'shop': lookup of table 'merchants' reads it"),
+    ({"counters": (spec.WindowCount("c", "clicks", 1000),)},
+     "counter 'c': stream 'clicks' is not a stream of pipeline 'fraud'"),
+    ({"counters": (spec.WindowCount("c", "tx", 1000, by="shop"),)},
+     "stream 'tx', field 'shop': counter 'c' reads it"),
+    ({"counters": (spec.WindowCount("c", "tx", 0),)}, "counter 'c': window_ms must be > 0"),
+    ({"learner": None}, "pipeline 'fraud': learner must be a function"),
+])
+def test_mistakes_are_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        _pipeline(**changes)
+
+
+def test_stream_and_table_mistakes() -> None:
+    with pytest.raises(ConfigError, match="stream 'tx', field 'amount': type must be one of"):
+        spec.Stream("tx", {"amount": "float"})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="table 'users': users.xlsx is not one of"):
+        spec.Table("users", "users.xlsx", key="id")
+    with pytest.raises(ConfigError, match="needs users and items tables"):
+        replace(NEWS, users=None)
+
+
+def test_the_cli_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from livelearn import spec\n"
+                   "from livelearn.models.ftrl import FTRL\n"
+                   "S = spec.Stream('tx', {'amount': float}, key='card')\n"
+                   "PIPELINE = spec.Pipeline(name='p', feedback=spec.EventLabel(S, 'fraud'),\n"
+                   "    features=lambda e, r, c: {}, learner=FTRL, target='fraud')\n")
+    assert main(["replay", str(bad), "--events", "tx=x.jsonl", "--workdir",
+                 str(tmp_path / "w")]) == 2
+    assert "stream 'tx', field 'fraud': the label reads it, but it is not in the schema" \
+        in capsys.readouterr().err
+    assert main(["replay", str(bad), "--events", "tx"]) == 2
+    assert "--events 'tx': expected STREAM=FILE" in capsys.readouterr().err
