@@ -4,6 +4,8 @@ a real Kafka broker (LIVELEARN_KAFKA, or one started for the session)."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -18,6 +20,8 @@ from livelearn.demo import free_port
 from livelearn.log.sqlite import SQLiteLog
 
 KAFKA_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "kafka"
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -77,3 +81,23 @@ def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'log.db'}"
     bootstrap = request.getfixturevalue("kafka_bootstrap")
     return f"kafka://{bootstrap}?prefix=t{uuid.uuid4().hex[:12]}."
+
+
+@pytest.fixture(scope="session")
+def redis_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a Redis server: LIVELEARN_REDIS, or one started for this session."""
+    if os.environ.get("LIVELEARN_REDIS"):
+        yield os.environ["LIVELEARN_REDIS"]
+        return
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: .ci/run installs Debian's package "
+                    "redis-server (apt-get install -y redis-server), or set "
+                    "LIVELEARN_REDIS=host:port to use a running server")
+    data = tmp_path_factory.mktemp("redis")
+    out = subprocess.run([str(ROOT / "scripts" / "redis" / "start.sh"), str(data)], check=True,
+                         capture_output=True, text=True, timeout=30).stdout
+    pid = int((data / "redis.pid").read_text())
+    try:
+        yield out.strip().rpartition("REDIS=")[2]
+    finally:
+        os.kill(pid, signal.SIGTERM)

@@ -7,10 +7,7 @@ session with scripts/redis/start.sh on a free port in a temporary directory.
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -26,26 +23,6 @@ from livelearn.tables.store import Store, open_store
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["memory", "redis"]
 OpenStore = Callable[..., Store]
-
-
-@pytest.fixture(scope="session")
-def redis_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """host:port of a Redis server: LIVELEARN_REDIS, or one started for this session."""
-    if os.environ.get("LIVELEARN_REDIS"):
-        yield os.environ["LIVELEARN_REDIS"]
-        return
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: .ci/run installs Debian's package "
-                    "redis-server (apt-get install -y redis-server), or set "
-                    "LIVELEARN_REDIS=host:port to use a running server")
-    data = tmp_path_factory.mktemp("redis")
-    out = subprocess.run([str(ROOT / "scripts/redis/start.sh"), str(data)], check=True,
-                         capture_output=True, text=True, timeout=30).stdout
-    pid = int((data / "redis.pid").read_text())
-    try:
-        yield out.strip().rpartition("REDIS=")[2]
-    finally:
-        os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture(params=BACKENDS)

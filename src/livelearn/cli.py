@@ -93,6 +93,10 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    s.add_argument("--store", default="memory://", metavar="URL",
+                   help="online store the tables are loaded into and read from: memory:// "
+                        "(this process) or redis://host:port/db, shared by several servers "
+                        "(default: %(default)s)")
     s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
                    help="how often to look for a newly approved version (default: %(default)s)")
     s.set_defaults(func=_serve)
@@ -156,9 +160,10 @@ def _serve(args: argparse.Namespace) -> int:
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
     from livelearn.spec import load_pipeline
+    from livelearn.tables.store import open_store
 
     app = create_app(load_pipeline(args.pipeline), open_log(args.log), Registry(args.registry),
-                     args.data, poll_s=args.poll)
+                     args.data, poll_s=args.poll, store=open_store(args.store))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

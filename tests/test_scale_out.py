@@ -1,0 +1,107 @@
+"""docs/scale-out.md's commands, run as written against a real Kafka broker and Redis."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import httpx
+import orjson
+
+from livelearn.demo import _write_tables, free_port
+from livelearn.log import open_log
+from livelearn.registry import Registry
+from livelearn.sim.world import NewsFeed
+from livelearn.spec import PREDICTIONS, SAMPLES
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "scale-out.md"
+
+
+def doc_commands() -> list[str]:
+    text = DOC.read_text()
+    block = text.split("<!-- scale-out: roles -->", 1)[1]
+    body = re.search(r"```sh\n(.*?)```", block, re.S)
+    assert body is not None
+    return [line for line in body.group(1).splitlines() if line.strip()]
+
+
+def start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Run one documented command, its $VARIABLES taken from ``env``, output to ``log``."""
+    args = [Template(a).substitute(env) for a in command.split()]
+    assert args[0] == "livelearn"
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "livelearn", "-q", *args[1:]],
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(check: Any, what: str, seconds: float = 90) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_documented_roles_run_on_kafka_and_redis(tmp_path: Path, kafka_bootstrap: str,
+                                                     redis_address: str) -> None:
+    world = NewsFeed(seed=5, impressions=6000, candidates=5, days=0.5, users=300, new_users=30)
+    _write_tables(world, tmp_path / "data")
+    ports = free_port(), free_port()
+    prefix = f"s{uuid.uuid4().hex[:10]}."
+    env = {"KAFKA": f"{kafka_bootstrap}?prefix={prefix}", "REDIS": redis_address,
+           "WORK": str(tmp_path), "DATA": str(tmp_path / "data"),
+           "PORT1": str(ports[0]), "PORT2": str(ports[1])}
+    processes = [start(c, env, tmp_path / f"role{i}.log")
+                 for i, c in enumerate(doc_commands())]
+    try:
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        for url in urls:
+            wait_for(lambda u=url: httpx.get(f"{u}/healthz").json()["model_version"],
+                     f"{url} to serve a version")
+        served: dict[str, list[Any]] = {}
+        with httpx.Client(timeout=30) as http:
+            for i, request in enumerate(world.requests()):
+                url = urls[i % 2]
+                reply = http.post(f"{url}/predict", json={
+                    "user_id": request.user_id, "items": request.candidates, "ts": request.ts})
+                assert reply.status_code == 200, reply.text
+                body = reply.json()
+                served.setdefault(url, []).append(body["model_version"])
+                shown = [(p["request_id"], p["item"]) for p in body["predictions"]]
+                events = world.feedback(request, shown)
+                if events:
+                    assert http.post(f"{urls[(i + 1) % 2]}/feedback",
+                                     json=events).json()["accepted"] == len(events)
+        log = open_log(f"kafka://{env['KAFKA']}")
+        registry = Registry(tmp_path / "registry")
+        wait_for(lambda: len(registry.versions()) >= 3, "versions trained on the samples")
+        newest = wait_for(lambda: registry.incumbent(), "an approved version")
+        for url in urls:
+            wait_for(lambda u=url: httpx.get(f"{u}/healthz").json()["model_version"]
+                     == registry.incumbent().id, f"{url} to swap in the newest version")
+        samples = [orjson.loads(r.value) for r in log.read(SAMPLES, 0, 0, 100_000)]
+        predictions = {orjson.loads(r.value)["request_id"]: orjson.loads(r.value)
+                       for r in log.read(PREDICTIONS, 0, 0, 100_000)}
+        assert samples and newest.id > 1
+        for sample in samples:  # what either server served is what was learned
+            assert sample["features"] == predictions[sample["id"]]["features"]
+    finally:
+        for p in processes:
+            p.send_signal(signal.SIGTERM)
+        for p in processes:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
