@@ -202,7 +202,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(log, registry, pipeline)
     gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance)
     while True:
-        learned = trainer.step() is not None
+        learned = trainer.step(final=args.until_idle) is not None
         gate.step()
         if learned:
             continue

@@ -21,16 +21,14 @@ from typing import Any
 
 import httpx
 
-from livelearn.deploy.gate import Gate
 from livelearn.errors import ConfigError, LivelearnError
-from livelearn.join.runner import JoinRunner
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.loop import Loop
 from livelearn.registry import Registry
 from livelearn.sim.client import FeedClient
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.study.outcome import Outcome
-from livelearn.train.trainer import Trainer
 
 MARKER = ".livelearn-demo"
 
@@ -61,13 +59,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         log.create_topic(topic, PIPELINE.partitions)
     registry = Registry(workdir / "registry")
     outcome = Outcome(PIPELINE, int(cfg.baseline_fraction * cfg.impressions))
-    loop = _Loop(log, registry, outcome)
-    loop.gate.step()  # the trainer's untrained first version, so the server can answer
+    loop = _Background(Loop(log, registry, PIPELINE, on_trained=outcome.add, turn=20_000))
+    loop.loop.gate.step()  # the trainer's untrained first version, so the server can answer
     server = _start_server(workdir)
     try:
         client = FeedClient(world, server.url, faults=cfg.faults, seed=cfg.seed)
         loop.start()
-        with _progress(cfg.progress, client, loop, registry):
+        with _progress(cfg.progress, client, loop.loop, outcome, registry):
             client.run()
             loop.finish()
         loop.raise_error()
@@ -83,14 +81,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return summary
 
 
-class _Loop:
-    """Joiner, trainer and gate taking turns in one thread until told to finish."""
+class _Background:
+    """A Loop turning in a thread of its own until told to finish."""
 
-    def __init__(self, log: SQLiteLog, registry: Registry, outcome: Outcome):
-        self.joiner = JoinRunner(log, PIPELINE)
-        self.trainer = Trainer(log, registry, PIPELINE)
-        self.gate = Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance)
-        self.outcome = outcome
+    def __init__(self, loop: Loop):
+        self.loop = loop
         self._finish, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="loop", daemon=True)
         self._error: BaseException | None = None
@@ -116,21 +111,13 @@ class _Loop:
         try:
             while not self._stop.is_set():
                 final = self._finish.is_set()
-                busy = self._turn(final)
+                busy = self.loop.turn(final)
                 if final and not busy:
                     return
                 if not busy:
                     time.sleep(0.02)
         except BaseException as e:  # surfaced by raise_error() in the main thread
             self._error = e
-
-    def _turn(self, final: bool) -> bool:
-        joined = self.joiner.step(20_000, final=final)
-        trained = self.trainer.step(20_000)
-        if trained is not None:
-            self.outcome.add(trained)
-        self.gate.step()
-        return bool(joined or trained)
 
 
 @dataclass
@@ -198,8 +185,9 @@ def _write_tables(world: NewsFeed, directory: Path) -> None:
             writer.writerows(rows)
 
 
-def _progress(enabled: bool, client: FeedClient, loop: _Loop, registry: Registry) -> Any:
+def _progress(enabled: bool, client: FeedClient, loop: Loop, outcome: Outcome,
+              registry: Registry) -> Any:
     from livelearn.ui.progress import LiveProgress
 
-    return LiveProgress(client.stats, loop.joiner, loop.trainer, loop.outcome, registry,
+    return LiveProgress(client.stats, loop.joiner, loop.trainer, outcome, registry,
                         enabled=enabled)

@@ -101,6 +101,17 @@ def check_ts(ts: Any, stream: str, now_ms: int | None = None,
     return ts
 
 
+def partition_key(event: Event) -> str:
+    """The key that places an event in its topic's partition.
+
+    Feedback (an event naming a ``request_id``) goes by that id, as its prediction
+    does, so that a prediction and its feedback share a partition number and one
+    joiner per partition number sees both. Other events go by their key.
+    """
+    rid = event.payload.get("request_id")
+    return rid if isinstance(rid, str) else event.key
+
+
 #: The fields of a prediction record, as the server logs it.
 PREDICTION_SCHEMA: Schema = {"request_id": str, "ts": int, "user": str, "item": str,
                              "model_version": int, "score": float, "features": dict}

@@ -40,7 +40,14 @@ from typing import IO, Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError
-from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event
+from livelearn.events import (
+    Event,
+    Reason,
+    check_ts,
+    dead_letter,
+    decode_event,
+    partition_key,
+)
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
 
@@ -99,7 +106,7 @@ def _converter(pipeline: Pipeline, stream: str, now_ms: int | None, data_dir: st
 
     def convert(raw: str | dict[str, Any]) -> tuple[str, bytes]:
         event = to_event(spec, raw, now_ms)
-        return event.key, event.to_json()
+        return partition_key(event), event.to_json()
 
     return convert
 

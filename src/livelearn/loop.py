@@ -40,19 +40,20 @@ class Loop:
 
     def __init__(self, log: Log, registry: Registry, pipeline: Pipeline,
                  data_dir: str | Path = ".", on_trained: Callable[[Trained], None] | None = None,
-                 idle_after_s: float = 5.0):
+                 idle_after_s: float = 5.0, turn: int = TURN):
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)
         self.joiner = JoinRunner(log, pipeline, data_dir=data_dir, idle_after_s=idle_after_s)
         self.trainer = Trainer(log, registry, pipeline)
         self.gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance)
         self.on_trained = on_trained
+        self.size = turn
 
     def turn(self, final: bool = False) -> bool:
         """One turn of each role; ``final`` treats the log as complete (flushes every
         window). Returns whether anything was read."""
-        joined = self.joiner.step(TURN, final=final)
-        trained = self.trainer.step(TURN)
+        joined = self.joiner.step(self.size, final=final)
+        trained = self.trainer.step(self.size, final=final)
         if trained is not None and self.on_trained is not None:
             self.on_trained(trained)
         self.gate.step()

@@ -134,6 +134,16 @@ class KafkaLog(Log):
                 raise self._unavailable(f"creating topic '{name}'", e) from e
         except TimeoutError as e:
             raise self._unavailable(f"creating topic '{name}'", "no answer in time") from e
+        self._await_metadata(name)
+
+    def _await_metadata(self, name: str) -> None:
+        """Wait until the new topic's partitions show in the metadata (they lag a little)."""
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            meta = self._admin.list_topics(topic=name, timeout=self.timeout_s).topics.get(name)
+            if meta is not None and meta.error is None and meta.partitions:
+                return
+            time.sleep(0.05)
 
     def partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, StrictInt
 
 from livelearn.errors import BadInput, ConfigError, LivelearnError
-from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event
+from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event, partition_key
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log
 from livelearn.registry import Registry
@@ -147,7 +147,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                     Reason.MALFORMED, str(e), str(stream), _raw(obj)))))
                 continue
             holder.observe(event.ts)
-            good.setdefault(event.stream, []).append((event.key, value))
+            good.setdefault(event.stream, []).append((partition_key(event), value))
         with log.atomic():
             for stream, records in good.items():
                 log.append(stream, records)

@@ -24,13 +24,19 @@ import orjson
 from livelearn.errors import Corrupt
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
-from livelearn.log.base import Log, TopicPartition
+from livelearn.log.base import Log, Record, TopicPartition
+from livelearn.log.merge import MergedReader
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
 from livelearn.spec import SAMPLES, Pipeline
 from livelearn.train.metrics import Metric, WindowedMetric, make_metric
 
 log = logging.getLogger("livelearn.train")
+
+
+def _sample_key(record: Record) -> tuple[tuple[int, str], dict[str, Any]]:
+    sample = orjson.loads(record.value)
+    return (sample["window_end"], sample["id"]), sample
 
 
 @dataclass
@@ -47,8 +53,11 @@ class Trained:
 class Trainer:
     """Trains one pipeline's learner from the samples topic, as consumer ``group``."""
 
-    def __init__(self, log: Log, registry: Registry, pipeline: Pipeline, group: str = "trainer"):
+    def __init__(self, log: Log, registry: Registry, pipeline: Pipeline, group: str = "trainer",
+                 idle_after_s: float = 5.0):
         self.log, self.registry, self.pipeline, self.group = log, registry, pipeline, group
+        self.idle_after_s = idle_after_s
+        self.reader: MergedReader | None = None
         self.policies = pipeline.policies
         self.inputs = log.topic_partitions([SAMPLES])
         self.model: Learner = pipeline.learner()
@@ -88,27 +97,35 @@ class Trainer:
             return
         self.version = self._publish(ts=None)
 
-    def step(self, max_records: int = 5000) -> Trained | None:
+    def step(self, max_records: int = 5000, final: bool = False) -> Trained | None:
         """Learn from up to ``max_records`` new samples; None when there are none.
 
-        A sample at or below the partition's mark (the largest (window_end, id)
+        Partitions of the samples topic are merged by (window_end, id), the order
+        one joiner emits in, so the model is the same whatever the partition
+        count; ``final`` says the log is complete (an empty partition is done).
+        A sample at or below its partition's mark (the largest (window_end, id)
         learned) is a duplicate a joiner's restart wrote again: it is skipped.
-        The joiner emits in strictly increasing (window_end, id), so this is exact.
         """
+        if self.reader is None:
+            self.reader = MergedReader(self.log, self.inputs, _sample_key, self.offsets,
+                                       self.idle_after_s)
         samples: list[dict[str, Any]] = []
         where: list[tuple[str, int, int]] = []
         last_read: dict[TopicPartition, int] = {}
-        for tp in self.inputs:
-            for record in self.log.read(*tp, self.offsets[tp], max_records - len(samples)):
-                sample = orjson.loads(record.value)
-                last_read[tp] = record.offset + 1
-                mark = self._marks.get(tp)
-                if mark is not None and (sample["window_end"], sample["id"]) <= tuple(mark):
-                    self.duplicates += 1
-                    continue
-                samples.append(sample)
-                where.append((record.topic, record.partition, record.offset))
-                self._marks[tp] = (sample["window_end"], sample["id"])
+        for _ in range(max_records):
+            got = self.reader.next(final)
+            if got is None:
+                break
+            record, sample = got
+            tp = (record.topic, record.partition)
+            last_read[tp] = record.offset + 1
+            mark = self._marks.get(tp)
+            if mark is not None and (sample["window_end"], sample["id"]) <= tuple(mark):
+                self.duplicates += 1
+                continue
+            samples.append(sample)
+            where.append((record.topic, record.partition, record.offset))
+            self._marks[tp] = (sample["window_end"], sample["id"])
         trained = self._train(samples, where) if samples else None
         self.offsets.update(last_read)
         return trained

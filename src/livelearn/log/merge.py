@@ -1,0 +1,89 @@
+"""Several partitions of a Log read as one sequence, in a deterministic order.
+
+Records are merged by a key of each record (event time for the joiner,
+(window_end, id) for the trainer), looking only at the head of each input, so
+the order depends on the log's contents alone, never on batch sizes or timing.
+While an input has nothing to read the merge waits for it, unless it has been
+empty for ``idle_after_s`` seconds: then it is idle and the merge goes on
+without it (the one place where wall-clock timing can change a result, as in
+Flink). In a final read (a bounded log), an input with nothing left is idle at
+once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from livelearn.log.base import Log, Record, TopicPartition
+
+#: key(record) -> (sort key, anything decoded on the way, handed back with the record)
+KeyFn = Callable[[Record], tuple[Any, Any]]
+
+
+class MergedReader:
+    """Reads ``inputs`` from ``offsets`` on, merged by ``key``."""
+
+    def __init__(self, log: Log, inputs: Sequence[TopicPartition], key: KeyFn,
+                 offsets: dict[TopicPartition, int], idle_after_s: float = 5.0,
+                 read_batch: int = 2000,
+                 on_idle: Callable[[TopicPartition, bool], None] | None = None):
+        self.log, self.inputs, self.key = log, list(inputs), key
+        self.idle_after_s, self.read_batch = idle_after_s, read_batch
+        self.on_idle = on_idle or (lambda tp, idle: None)
+        self.idle: set[TopicPartition] = set()
+        self._next_read = {tp: offsets.get(tp, 0) for tp in self.inputs}
+        self._buffers: dict[TopicPartition, deque[tuple[Any, Record, Any]]] = {
+            tp: deque() for tp in self.inputs}
+        self._empty_since: dict[TopicPartition, float] = {}
+
+    def next(self, final: bool = False) -> tuple[Record, Any] | None:
+        """The next record in the merge and what ``key`` decoded of it, or None to wait."""
+        best: tuple[Any, int] | None = None
+        best_tp = None
+        for i, tp in enumerate(self.inputs):
+            buffer = self._buffers[tp]
+            if not buffer and not self._refill(tp):
+                if self._is_idle(tp, exhausted=final):
+                    continue
+                return None
+            order = (buffer[0][0], i)
+            if best is None or order < best:
+                best, best_tp = order, tp
+        if best_tp is None:
+            return None
+        _, record, decoded = self._buffers[best_tp].popleft()
+        return record, decoded
+
+    def drained(self) -> bool:
+        """Whether nothing read is left waiting in the buffers."""
+        return not any(self._buffers.values())
+
+    def _refill(self, tp: TopicPartition) -> bool:
+        records = self.log.read(*tp, self._next_read[tp], self.read_batch)
+        if not records:
+            self._empty_since.setdefault(tp, time.monotonic())
+            return False
+        self._buffers[tp].extend(self._keyed(r) for r in records)
+        self._next_read[tp] = records[-1].offset + 1
+        self._empty_since.pop(tp, None)
+        if tp in self.idle:
+            self.idle.discard(tp)
+            self.on_idle(tp, False)
+        return True
+
+    def _keyed(self, record: Record) -> tuple[Any, Record, Any]:
+        order, decoded = self.key(record)
+        return order, record, decoded
+
+    def _is_idle(self, tp: TopicPartition, exhausted: bool) -> bool:
+        if tp in self.idle:
+            return True
+        waited = time.monotonic() - self._empty_since[tp]
+        if not exhausted and waited < self.idle_after_s:
+            return False
+        self.idle.add(tp)
+        self.on_idle(tp, True)
+        return True
