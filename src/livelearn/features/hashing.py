@@ -36,7 +36,9 @@ def hash_rows(rows: Sequence[Features], bits: int) -> SparseBatch:
 
     Fast path: ``features.scan`` reads the rows at native speed; the rows it
     cannot read exactly (see there) are hashed again in Python, so the output is
-    always that of ``hash_rows_python``.
+    that of ``hash_rows_python``. One exception: a member of a ``(str, Enum)``
+    class (not ``StrEnum``), whose f-string is ``"Class.NAME"``, is hashed by its
+    value here; pass ``.value`` to be independent of that.
     """
     tokens = sc.scan(rows) if len(rows) else None
     if tokens is None:
@@ -52,7 +54,7 @@ def hash_rows(rows: Sequence[Features], bits: int) -> SparseBatch:
     again = np.flatnonzero(redo == 2)
     if len(again):
         fixed = hash_rows_python([rows[r] for r in again.tolist()], bits)
-        where = _positions(offsets, again)
+        where = positions(offsets, again)
         indices[where], values[where] = fixed.indices, fixed.values
     return SparseBatch(indices, values, offsets)
 
@@ -62,7 +64,7 @@ def _read_numbers(rows: Sequence[Features], tokens: sc.Tokens, which: np.ndarray
     """Set the values of the numbers that the scan left to Python (kind NUMX)."""
     if not len(which):
         return
-    items = _positions(tokens.offsets, which)
+    items = positions(tokens.offsets, which)
     numx = tokens.kind[items] == sc.NUMX
     flat = [v for r in which.tolist() for v in rows[r].values()]
     picked = [v for v, keep in zip(flat, numx.tolist(), strict=True) if keep]
@@ -87,7 +89,7 @@ def _place(key, token, value, kind, offsets, bias, mask, indices, values, redo):
                 redo[r] = 1
 
 
-def _positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The positions in the flat arrays of the items of ``rows``, in order."""
     starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
     firsts = np.cumsum(lengths) - lengths

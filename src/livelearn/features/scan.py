@@ -28,6 +28,7 @@ OK, HARD = 0, 2
 
 
 def _crc_table() -> np.ndarray:
+    """zlib's CRC-32 table, byte at a time."""
     table = np.zeros(256, dtype=np.int64)
     for b in range(256):
         c = b
@@ -87,7 +88,7 @@ def _crc_byte(crc: int, b: int, table: np.ndarray) -> int:
     return table[(crc ^ b) & 0xFF] ^ (crc >> 8)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _string(buf, pos, crc, table):  # type: ignore[no-untyped-def]
     """Read the JSON string whose opening quote is at pos; CRC its text.
 
@@ -130,7 +131,7 @@ def _string(buf, pos, crc, table):  # type: ignore[no-untyped-def]
         pos += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _number(buf, pos, crc, table, pow10):  # type: ignore[no-untyped-def]
     """Read a JSON number at pos: (position after it, crc of its text, value, kind)."""
     negative = buf[pos] == 45

@@ -15,14 +15,14 @@ A name missing from a row, or None, or NaN for a number, leaves its feature out.
 Categorical and Numeric hash exactly as ``hashing.hash_rows`` does, so a
 FeatureSet of a row's names in their order gives hash_rows's batch, plus fields.
 
->>> features = FeatureSet([Categorical("country"), Numeric("age_h", scale=0.1),
+>>> features = FeatureSet([Categorical("country"), Numeric("age_h", scale=0.5),
 ...                        Bucketized("age_h", (1.0, 6.0, 24.0)), Cross("country", "topic")])
 >>> batch = features.hash_rows([{"country": "FR", "topic": "tech", "age_h": 3.0},
 ...                             {"topic": "tech"}], bits=18)
 >>> batch.offsets.tolist(), batch.fields.tolist()
 ([0, 5, 6], [0, 1, 2, 3, 4, 0])
 >>> float(batch.values[2])
-0.3
+1.5
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import zlib
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -127,20 +127,22 @@ class FeatureSet:
         return f"FeatureSet({list(self.transforms)!r})"
 
     def hash_rows(self, rows: Sequence[Features], bits: int) -> SparseBatch:
-        """The batch of ``rows``; fast (see ``features.scan``), same result as ``hash_rows_python``."""
+        """The batch of ``rows``, fast (``features.scan``); the same as ``hash_rows_python``."""
         plan, n = self._plan, len(rows)
         numbers = plan.numbers(rows)
         tokens = sc.scan(rows) if plan.scans and n else None
         if plan.scans and n and tokens is None:
             return self.hash_rows_python(rows, bits)
         if tokens is None:
-            tokens = sc.Tokens(*(np.zeros(0, dtype=d) for d in ("u4", "u4", "f8", "i1")),
+            empty = np.zeros(0, dtype=np.uint32)
+            tokens = sc.Tokens(empty, empty, np.zeros(0), np.zeros(0, dtype=np.int8),
                                np.zeros(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int8))
         width = len(self.transforms) + 1
         idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
         fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
         redo = tokens.status.copy()
-        _assemble(tokens.key, tokens.token, tokens.kind, tokens.offsets, numbers, *plan.arrays,
+        _assemble(tokens.key, tokens.token, tokens.kind,  # type: ignore[call-arg]
+                  tokens.offsets, numbers, *plan.arrays,
                   plan.bias, (1 << bits) - 1, idx, val, fld, off, redo)
         batch = SparseBatch(idx[:off[-1]], val[:off[-1]], off, fld[:off[-1]])
         again = np.flatnonzero(redo).tolist()
@@ -220,33 +222,36 @@ class _Plan:
         self.arrays = self._arrays()
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
+        """Per transform: op, argument (slot or column), scale, token of a Numeric's name,
+        its cross parts and bucket boundaries (flat, with offsets) and the buckets' tokens."""
         slot = {n: i for i, n in enumerate(self.categorical_names)}
         column = {n: i for i, n in enumerate(self.numeric_names)}
-        ops, arg, scale, parts, part_off, bins, bin_off = [], [], [], [], [0], [], [0]
-        bin_tok_off = []
+        a: dict[str, list[Any]] = {k: [] for k in ("op", "arg", "scale", "crc", "parts", "bins",
+                                                   "bin_tokens", "bin_tok_off")}
+        a["part_off"], a["bin_off"] = [0], [0]
         for t in self.transforms:
-            if isinstance(t, Categorical):
-                ops.append(_CAT), arg.append(slot[t.name]), scale.append(1.0)
-            elif isinstance(t, Cross):
-                ops.append(_CROSS), arg.append(0), scale.append(1.0)
-                parts.extend(slot[n] for n in t.names)
+            a["bin_tok_off"].append(len(a["bin_tokens"]))
+            if isinstance(t, Categorical | Cross):
+                a["op"].append(_CAT if isinstance(t, Categorical) else _CROSS)
+                a["arg"].append(slot[t.name] if isinstance(t, Categorical) else -1)
+                if isinstance(t, Cross):
+                    a["parts"].extend(slot[n] for n in t.names)
             else:
-                ops.append(_NUM if isinstance(t, Numeric) else _BUCKET)
-                arg.append(column[t.name])
-                scale.append(t.scale if isinstance(t, Numeric) else 1.0)
-            bin_tok_off.append(len(bins) + bin_off.index(len(bins)) if False else 0)
+                a["op"].append(_NUM if isinstance(t, Numeric) else _BUCKET)
+                a["arg"].append(column[t.name])
+            a["scale"].append(t.scale if isinstance(t, Numeric) else 1.0)
+            a["crc"].append(_crc(t.name) if isinstance(t, Numeric) else 0)
             if isinstance(t, Bucketized):
-                bins.extend(t.boundaries)
-            part_off.append(len(parts))
-            bin_off.append(len(bins))
-        bin_tokens = [_crc(f"{t.name}@{i}") for t in self.transforms
-                      if isinstance(t, Bucketized) for i in range(len(t.boundaries) + 1)]
-        table = _key_table(self.categorical_names)
-        return (*table, np.array(ops, dtype=np.int64), np.array(arg, dtype=np.int64),
-                np.array(scale), np.array(parts, dtype=np.int64),
-                np.array(part_off, dtype=np.int64), np.array(bins, dtype=np.float64),
-                np.array(bin_off, dtype=np.int64), np.array(bin_tokens, dtype=np.int64),
-                np.array([_crc(t.name) for t in self.transforms], dtype=np.int64))
+                a["bins"].extend(t.boundaries)
+                a["bin_tokens"].extend(_crc(f"{t.name}@{i}") for i in range(len(t.boundaries) + 1))
+            a["part_off"].append(len(a["parts"]))
+            a["bin_off"].append(len(a["bins"]))
+        ints = ("op", "arg", "crc", "parts", "part_off", "bin_off", "bin_tokens", "bin_tok_off")
+        arrays = {k: np.array(v, dtype=np.int64 if k in ints else np.float64)
+                  for k, v in a.items()}
+        return (*_key_table(self.categorical_names), *(arrays[k] for k in (
+            "op", "arg", "scale", "parts", "part_off", "bins", "bin_off", "bin_tokens",
+            "bin_tok_off", "crc")))
 
     def numbers(self, rows: Sequence[Features]) -> np.ndarray:
         """The numeric inputs as a (rows, names) float array, NaN where absent."""

@@ -89,7 +89,7 @@ def save_learner(learner: Learner, path: str | Path) -> None:
         meta = orjson.dumps({"name": learner.name, "params": learner.params()})
         arrays = {f"state.{k}": v for k, v in learner.state().items()}
     with open(path, "wb") as f:
-        np.savez(f, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)
+        np.savez(f, __meta__=np.frombuffer(meta, dtype=np.uint8), **arrays)  # type: ignore[arg-type]
 
 
 def load_learner(path: str | Path, *, trusted: bool = False) -> Learner:
@@ -141,7 +141,7 @@ def state_array(state: dict[str, np.ndarray], key: str, shape: tuple[int, ...],
     """A fresh contiguous copy of ``state[key]``, checked against the model's ``shape``."""
     if key not in state:
         raise BadInput(f"model state: missing array {key!r} (has {sorted(state)})")
-    array = np.array(state[key], dtype=dtype, order="C")
+    array: np.ndarray = np.array(state[key], dtype=dtype, order="C")
     if array.shape != shape:
         raise BadInput(f"model state {key!r}: expected shape {shape}, got {array.shape}")
     return array

@@ -28,22 +28,22 @@ import numpy as np
 from livelearn.errors import BadInput
 from livelearn.features.batch import SparseBatch
 from livelearn.models.base import as_labels, register
-from livelearn.models.fm import Factorization, factor, link, step, touch
-from livelearn.models.ftrl import _max_width
+from livelearn.models.fm import Factorization
+from livelearn.models.kernels import factor, link, max_width, step, touch
 
 
 @numba.njit(cache=True)
-def _interactions(indices, fld, lo, hi, mask, v, touched, std, seed):  # type: ignore[no-untyped-def]
+def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed):  # type: ignore[no-untyped-def]
     total = 0.0
     for a in range(lo, hi):
-        ia, fa = indices[a] & mask, fld[a - lo]
+        ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
         for b in range(a + 1, hi):
             ib, fb = indices[b] & mask, fld[b - lo]
             dot = 0.0
             for f in range(v.shape[3]):
                 dot += factor(v, touched, ia, fb, f, std, seed) * factor(v, touched, ib, fa, f,
                                                                          std, seed)
-            total += dot
+            total += dot * xa * values[b]
     return total
 
 
@@ -64,7 +64,7 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):
 def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logistic, adagrad,  # type: ignore[no-untyped-def]
          lr, l2, l2_v, std, seed, learn, out):
     mask = w.shape[0] - 1
-    fld = np.empty(_max_width(offsets), dtype=np.int64)
+    fld = np.empty(max_width(offsets), dtype=np.int64)
     for r in range(len(offsets) - 1):
         lo, hi = offsets[r], offsets[r + 1]
         for kk in range(lo, hi):
@@ -74,7 +74,7 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logisti
         score = 0.0
         for kk in range(lo, hi):
             score += w[indices[kk] & mask, 0, 0, 0] * values[kk]
-        score += _interactions(indices, fld, lo, hi, mask, v, touched, std, seed)
+        score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed)
         p = link(score, logistic)
         out[r] = p
         if not learn:
@@ -98,7 +98,8 @@ class _FFM(Factorization):
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         fields = self._check_fields(batch)
         out = np.empty(len(batch))
-        _run(batch.indices, batch.values, batch.offsets, fields, batch.fields is not None,
+        _run(batch.indices, batch.values, batch.offsets, fields,  # type: ignore[call-arg]
+             batch.fields is not None,
              as_labels(batch, y), self._w, self._v, self._touched, *self._options(),
              y is not None, out)
         return out

@@ -23,7 +23,6 @@ True
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numba
@@ -32,67 +31,8 @@ import numpy as np
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
 from livelearn.models.base import Learner, as_labels, register, state_array
-from livelearn.models.ftrl import _max_width
+from livelearn.models.kernels import factor, link, max_width, step, touch
 from livelearn.models.linear import OPTIMIZERS
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_SQRT12 = math.sqrt(12.0)
-
-
-@numba.njit(cache=True, inline="always")
-def init_value(seed: int, counter: int, std: float) -> float:
-    """Uniform noise of standard deviation ``std``, from splitmix64 of (seed, counter)."""
-    x = np.uint64(seed) * _GOLDEN + np.uint64(counter) * _MIX1 + _GOLDEN
-    x ^= x >> np.uint64(30)
-    x *= _MIX1
-    x ^= x >> np.uint64(27)
-    x *= _MIX2
-    x ^= x >> np.uint64(31)
-    u = np.float64(x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-    return std * _SQRT12 * (u - 0.5)
-
-
-@numba.njit(cache=True, inline="always")
-def step(params, i, j, f, g, lr, adagrad):  # type: ignore[no-untyped-def]
-    """One SGD or AdaGrad step on ``params[i, 0, j, f]`` (accumulator at ``[i, 1, j, f]``)."""
-    if adagrad:
-        params[i, 1, j, f] += g * g
-        if params[i, 1, j, f] > 0.0:
-            params[i, 0, j, f] -= lr * g / math.sqrt(params[i, 1, j, f])
-    else:
-        params[i, 0, j, f] -= lr * g
-
-
-@numba.njit(cache=True)
-def touch(indices, lo, hi, v, touched, std, seed):  # type: ignore[no-untyped-def]
-    """Draw the initial factors of the row's buckets that were never learned from."""
-    mask = v.shape[0] - 1
-    per = v.shape[2] * v.shape[3]
-    for kk in range(lo, hi):
-        i = indices[kk] & mask
-        if touched[i]:
-            continue
-        touched[i] = 1
-        for j in range(v.shape[2]):
-            for f in range(v.shape[3]):
-                v[i, 0, j, f] = init_value(seed, i * per + j * v.shape[3] + f, std)
-
-
-@numba.njit(cache=True, inline="always")
-def factor(v, touched, i, j, f, std, seed):  # type: ignore[no-untyped-def]
-    """``v[i, 0, j, f]``, or the value it will be drawn with if bucket i was never learned."""
-    if touched[i]:
-        return v[i, 0, j, f]
-    return init_value(seed, (i * v.shape[2] + j) * v.shape[3] + f, std)
-
-
-@numba.njit(cache=True, inline="always")
-def link(score, logistic):  # type: ignore[no-untyped-def]
-    if logistic:
-        return 1.0 / (1.0 + math.exp(-min(max(score, -35.0), 35.0)))
-    return score
 
 
 @numba.njit(cache=True)
@@ -100,7 +40,7 @@ def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, 
          std, seed, learn, out):
     mask, k = w.shape[0] - 1, v.shape[3]
     s = np.empty(k)
-    vrow = np.empty((_max_width(offsets), k))
+    vrow = np.empty((max_width(offsets), k))
     for r in range(len(offsets) - 1):
         lo, hi = offsets[r], offsets[r + 1]
         if learn:
@@ -139,6 +79,14 @@ class Factorization(Learner):
     """
 
     _fields = 1
+    bits: int
+    k: int
+    optimizer: str
+    lr: float
+    l2: float
+    l2_v: float
+    init_std: float
+    seed: int
 
     def _setup(self, bits: int, k: int, optimizer: str) -> None:
         if optimizer not in OPTIMIZERS:
@@ -162,8 +110,8 @@ class Factorization(Learner):
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(batch))
-        _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y), self._w, self._v,
-             self._touched, *self._options(), y is not None, out)
+        _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y),  # type: ignore[call-arg]
+             self._w, self._v, self._touched, *self._options(), y is not None, out)
         return out
 
     def state(self) -> dict[str, np.ndarray]:

@@ -24,20 +24,13 @@ import numpy as np
 
 from livelearn.features.batch import SparseBatch
 from livelearn.models.base import Learner, as_labels, register, state_array
-
-
-@numba.njit(cache=True)
-def _max_width(offsets: np.ndarray) -> int:
-    width = 0
-    for r in range(len(offsets) - 1):
-        width = max(width, offsets[r + 1] - offsets[r])
-    return width
+from livelearn.models.kernels import max_width
 
 
 @numba.njit(cache=True)
 def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # type: ignore[no-untyped-def]
     mask = zn.shape[0] - 1
-    w = np.empty(_max_width(offsets))
+    w = np.empty(max_width(offsets))
     for r in range(len(offsets) - 1):
         lo, hi = offsets[r], offsets[r + 1]
         wx = 0.0

@@ -1,0 +1,82 @@
+"""Numba helpers shared by the learners' kernels.
+
+Kernels of other modules inline some of these: numba's cache notices a change to
+a kernel's own file only, so after editing this file, delete the ``*.nbi`` and
+``*.nbc`` files under ``src/livelearn/models/__pycache__``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def max_width(offsets: np.ndarray) -> int:
+    """The largest number of features in one row."""
+    width = 0
+    for r in range(len(offsets) - 1):
+        width = max(width, offsets[r + 1] - offsets[r])
+    return width
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_SQRT12 = math.sqrt(12.0)
+
+
+@numba.njit(cache=True, inline="always")
+def init_value(seed: int, counter: int, std: float) -> float:
+    """Uniform noise of standard deviation ``std``, from splitmix64 of (seed, counter)."""
+    x = np.uint64(seed) * _GOLDEN + np.uint64(counter) * _MIX1 + _GOLDEN
+    x ^= x >> np.uint64(30)
+    x *= _MIX1
+    x ^= x >> np.uint64(27)
+    x *= _MIX2
+    x ^= x >> np.uint64(31)
+    u = np.float64(x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return std * _SQRT12 * (u - 0.5)
+
+
+@numba.njit(cache=True, inline="always")
+def step(params, i, j, f, g, lr, adagrad):  # type: ignore[no-untyped-def]
+    """One SGD or AdaGrad step on ``params[i, 0, j, f]`` (accumulator at ``[i, 1, j, f]``)."""
+    if adagrad:
+        params[i, 1, j, f] += g * g
+        if params[i, 1, j, f] > 0.0:
+            params[i, 0, j, f] -= lr * g / math.sqrt(params[i, 1, j, f])
+    else:
+        params[i, 0, j, f] -= lr * g
+
+
+@numba.njit(cache=True)
+def touch(indices, lo, hi, v, touched, std, seed):  # type: ignore[no-untyped-def]
+    """Draw the initial factors of the row's buckets that were never learned from."""
+    mask = v.shape[0] - 1
+    per = v.shape[2] * v.shape[3]
+    for kk in range(lo, hi):
+        i = indices[kk] & mask
+        if touched[i]:
+            continue
+        touched[i] = 1
+        for j in range(v.shape[2]):
+            for f in range(v.shape[3]):
+                v[i, 0, j, f] = init_value(seed, i * per + j * v.shape[3] + f, std)
+
+
+@numba.njit(cache=True, inline="always")
+def factor(v, touched, i, j, f, std, seed):  # type: ignore[no-untyped-def]
+    """``v[i, 0, j, f]``, or the value it will be drawn with if bucket i was never learned."""
+    if touched[i]:
+        return v[i, 0, j, f]
+    return np.float32(init_value(seed, (i * v.shape[2] + j) * v.shape[3] + f, std))  # as stored
+
+
+@numba.njit(cache=True, inline="always")
+def link(score, logistic):  # type: ignore[no-untyped-def]
+    if logistic:
+        return 1.0 / (1.0 + math.exp(-min(max(score, -35.0), 35.0)))
+    return score

@@ -1,0 +1,108 @@
+"""Adapters for River, scikit-learn and PyTorch, each with its real library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from livelearn.errors import BadInput, ConfigError
+from livelearn.features.batch import SparseBatch
+from livelearn.features.hashing import hash_rows
+from livelearn.models import Learner, load_learner, save_learner
+
+
+def stream(n: int = 600) -> tuple[SparseBatch, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    users, age = rng.integers(0, 20, n), rng.random(n)
+    rows = [{"user": f"u{u}", "age": float(a)} for u, a in zip(users, age, strict=True)]
+    logit = np.where(users % 2 == 0, 2.0, -2.0) + age
+    clicks = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+    return hash_rows(rows, bits=10), clicks, logit
+
+
+def learn_in(model: Learner, batch: SparseBatch, y: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([model.predict_then_learn(batch.slice(i, min(i + size, len(batch))),
+                                                    y[i:i + size])
+                           for i in range(0, len(batch), size)])
+
+
+def check_adapter(make: Callable[[], Learner], tmp_path: Path) -> Learner:
+    """Same scores for batches of 1, 7 and 1000; better than chance; a trusted reload."""
+    batch, clicks, numbers = stream()
+    model = make()
+    y = clicks if model.task == "binary" else numbers
+    runs = []
+    for size in (1, 7, 1000):
+        model = make()
+        runs.append((learn_in(model, batch, y, size), model.predict(batch)))
+    for scores, final in runs[1:]:
+        assert np.array_equal(scores, runs[0][0]) and np.array_equal(final, runs[0][1])
+    late = runs[0][0][300:]
+    if model.task == "binary":
+        assert late[y[300:] == 1].mean() > late[y[300:] == 0].mean() + 0.2
+    else:
+        assert np.abs(late - y[300:]).mean() < 0.5 * np.abs(y - y.mean()).mean()
+    path = tmp_path / "adapter.npz"
+    save_learner(model, path)
+    with pytest.raises(BadInput, match="trusted=True"):
+        load_learner(path)
+    loaded = load_learner(path, trusted=True)
+    assert np.array_equal(loaded.predict(batch), model.predict(batch))
+    rest = model.copy()
+    assert np.array_equal(rest.predict_then_learn(batch, y), loaded.predict_then_learn(batch, y))
+    fresh = model.clone()
+    assert np.array_equal(learn_in(fresh, batch, y, 1000), runs[0][0])
+    return model
+
+
+def test_river_classifier_and_regressor(tmp_path: Path) -> None:
+    pytest.importorskip("river")
+    from river import linear_model, optim, preprocessing
+
+    from livelearn.models.adapters import RiverLearner
+
+    check_adapter(lambda: RiverLearner(linear_model.LogisticRegression(optim.SGD(0.2)), bits=10),
+                  tmp_path)
+    regressor = check_adapter(lambda: RiverLearner(
+        linear_model.LinearRegression(optim.SGD(0.1)), bits=10), tmp_path)
+    assert regressor.task == "regression"
+    with pytest.raises(ConfigError, match="river classifier or regressor"):
+        RiverLearner(preprocessing.StandardScaler())
+
+
+def test_sklearn_classifier_and_regressor(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import SGDClassifier, SGDRegressor
+
+    from livelearn.models.adapters import SklearnLearner
+
+    model: Any = check_adapter(lambda: SklearnLearner(
+        SGDClassifier(loss="log_loss", random_state=0), bits=10, batch_size=16), tmp_path)
+    assert model.estimator.coef_.shape == (1, 1024)
+    check_adapter(lambda: SklearnLearner(SGDClassifier(loss="hinge", random_state=0), bits=10,
+                                         batch_size=16), tmp_path)
+    check_adapter(lambda: SklearnLearner(SGDRegressor(learning_rate="constant", eta0=0.1,
+                                                      random_state=0), bits=10, batch_size=8),
+                  tmp_path)
+    with pytest.raises(ConfigError, match="no partial_fit"):
+        from sklearn.linear_model import LogisticRegression
+
+        SklearnLearner(LogisticRegression())
+
+
+def test_torch_dnn(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from livelearn.models.adapters import TorchLearner, dnn
+
+    torch.set_num_threads(1)
+    model: Any = check_adapter(lambda: TorchLearner(dnn(bits=10, dim=8, hidden=(16,)), bits=10,
+                                                    batch_size=16), tmp_path)
+    assert model.task == "binary"
+    check_adapter(lambda: TorchLearner(dnn(bits=10, dim=8, hidden=(16,)), bits=10,
+                                       task="regression", batch_size=16), tmp_path)
+    with pytest.raises(ConfigError, match="optimizer"):
+        TorchLearner(dnn(bits=10), bits=10, optimizer="lbfgs")

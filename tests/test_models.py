@@ -1,0 +1,219 @@
+"""The learners: batch-size invariance, bit-exact save and load, scores against numpy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livelearn.errors import BadInput, ConfigError
+from livelearn.features.batch import SparseBatch
+from livelearn.features.hashing import hash_rows
+from livelearn.features.transforms import Categorical, Cross, FeatureSet, Numeric
+from livelearn.models import (
+    FTRL,
+    FFMClassifier,
+    FFMRegressor,
+    FMClassifier,
+    FMRegressor,
+    Learner,
+    LinearRegression,
+    LogisticRegression,
+    load_learner,
+    save_learner,
+)
+from livelearn.models.kernels import init_value
+
+FEATURES = FeatureSet([Categorical("user"), Categorical("topic"), Numeric("age"),
+                       Cross("user", "topic")])
+
+LEARNERS: dict[str, Callable[[], Learner]] = {
+    "ftrl": lambda: FTRL(bits=12, alpha=0.3, l1=0.1),
+    "logreg-sgd": lambda: LogisticRegression(bits=12, optimizer="sgd", lr=0.05, l2=1e-4),
+    "logreg-adagrad": lambda: LogisticRegression(bits=12),
+    "linreg-adagrad": lambda: LinearRegression(bits=12, lr=0.3),
+    "fm": lambda: FMClassifier(bits=12, k=4, l2_v=1e-4),
+    "fm-sgd": lambda: FMClassifier(bits=12, k=4, optimizer="sgd"),
+    "fm-regressor": lambda: FMRegressor(bits=12, k=4),
+    "ffm": lambda: FFMClassifier(bits=12, n_fields=FEATURES.n_fields, k=3),
+    "ffm-regressor": lambda: FFMRegressor(bits=12, n_fields=FEATURES.n_fields, k=3),
+}
+
+
+def stream(n: int = 3000, seed: int = 0) -> tuple[SparseBatch, np.ndarray, np.ndarray]:
+    """Rows with fields, a click label and a numeric label: user and topic effects, a cross."""
+    rng = np.random.default_rng(seed)
+    users, topics = rng.integers(0, 20, n), rng.integers(0, 8, n)
+    age = rng.random(n)
+    rows = [{"user": f"u{u}", "topic": f"t{t}", "age": float(a)}
+            for u, t, a in zip(users, topics, age, strict=True)]
+    effect = np.random.default_rng(99).normal(size=(2, 20))
+    cross = np.where((users + topics) % 3, 0.5, -0.5)
+    logit = effect[0, users] + 2 * effect[1, topics] + cross - age
+    clicks = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+    return FEATURES.hash_rows(rows, bits=16), clicks, 3.0 * logit + rng.normal(size=n)
+
+
+def labels_for(model: Learner, clicks: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    return clicks if model.task == "binary" else numbers
+
+
+def learn_in(model: Learner, batch: SparseBatch, y: np.ndarray, size: int) -> np.ndarray:
+    scores = [model.predict_then_learn(batch.slice(i, min(i + size, len(batch))),
+                                       y[i:i + size]) for i in range(0, len(batch), size)]
+    return np.concatenate(scores)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_state_does_not_depend_on_batch_size(name: str) -> None:
+    batch, clicks, numbers = stream()
+    runs = []
+    for size in (1, 7, 1000):
+        model = LEARNERS[name]()
+        scores = learn_in(model, batch, labels_for(model, clicks, numbers), size)
+        runs.append((scores, model.state()))
+    for scores, state in runs[1:]:
+        assert np.array_equal(scores, runs[0][0])
+        assert state.keys() == runs[0][1].keys()
+        for key in state:
+            assert np.array_equal(state[key], runs[0][1][key]), key
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_a_reloaded_model_scores_bit_for_bit(name: str, tmp_path: Path) -> None:
+    batch, clicks, numbers = stream()
+    model = LEARNERS[name]()
+    model.predict_then_learn(batch.slice(0, 2000), labels_for(model, clicks, numbers)[:2000])
+    save_learner(model, tmp_path / "m.npz")
+    loaded = load_learner(tmp_path / "m.npz")
+    assert type(loaded) is type(model) and loaded.params() == model.params()
+    assert np.array_equal(loaded.predict(batch), model.predict(batch))
+    twin = model.copy()
+    rest, y = batch.slice(2000, len(batch)), labels_for(model, clicks, numbers)[2000:]
+    assert np.array_equal(twin.predict_then_learn(rest, y), loaded.predict_then_learn(rest, y))
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_prequential_scores_beat_chance(name: str) -> None:
+    batch, clicks, numbers = stream()
+    model = LEARNERS[name]()
+    y = labels_for(model, clicks, numbers)
+    scores = model.predict_then_learn(batch, y)[1000:]
+    if model.task == "binary":
+        y = y[1000:]
+        pos, neg = scores[y == 1], scores[y == 0]
+        assert (pos[:, None] > neg[None, :]).mean() > 0.7
+    else:
+        assert np.mean(np.abs(scores - y[1000:])) < 0.8 * np.mean(np.abs(y - y.mean()))
+
+
+def test_predict_does_not_learn() -> None:
+    batch, clicks, _ = stream(500)
+    for make in LEARNERS.values():
+        model = make()
+        first = model.predict(batch)
+        before = {k: v.copy() for k, v in model.state().items()}
+        assert np.array_equal(model.predict(batch), first)
+        assert all(np.array_equal(before[k], v) for k, v in model.state().items())
+        assert model.predict_then_learn(batch.slice(0, 1), clicks[:1])[0] == first[0]
+
+
+def dense(batch: SparseBatch, bits: int) -> np.ndarray:
+    x = np.zeros((len(batch), 1 << bits))
+    for r in range(len(batch)):
+        lo, hi = batch.offsets[r], batch.offsets[r + 1]
+        np.add.at(x[r], batch.indices[lo:hi] & ((1 << bits) - 1), batch.values[lo:hi])
+    return x
+
+
+def test_linear_scores_match_numpy() -> None:
+    batch, clicks, numbers = stream(800)
+    x = dense(batch, 12)
+    ftrl, logreg = FTRL(bits=12, l1=0.2), LogisticRegression(bits=12)
+    linreg = LinearRegression(bits=12)
+    for model, y in ((ftrl, clicks), (logreg, clicks), (linreg, numbers)):
+        model.predict_then_learn(batch, y)
+    assert np.allclose(ftrl.predict(batch), 1 / (1 + np.exp(-x @ ftrl.weights())))
+    assert np.allclose(logreg.predict(batch), 1 / (1 + np.exp(-x @ logreg.weights())))
+    assert np.allclose(linreg.predict(batch), x @ linreg.weights())
+
+
+def test_fm_scores_match_numpy() -> None:
+    batch, _, numbers = stream(800)
+    model = FMRegressor(bits=12, k=4)
+    model.predict_then_learn(batch, numbers)
+    w, v = model.state()["w"][:, 0, 0, 0], model.state()["v"][:, 0, 0, :].astype(np.float64)
+    expected = []
+    for r in range(len(batch)):
+        lo, hi = batch.offsets[r], batch.offsets[r + 1]
+        i, x = batch.indices[lo:hi] & 4095, batch.values[lo:hi]
+        pairs = sum(v[i[a]] @ v[i[b]] * x[a] * x[b]
+                    for a in range(len(i)) for b in range(a + 1, len(i)))
+        expected.append(w[i] @ x + pairs)
+    assert np.allclose(model.predict(batch), expected)
+
+
+def test_ffm_scores_match_numpy() -> None:
+    batch, clicks, _ = stream(800)
+    model = FFMClassifier(bits=12, n_fields=FEATURES.n_fields, k=3)
+    model.predict_then_learn(batch, clicks)
+    w, v = model.state()["w"][:, 0, 0, 0], model.state()["v"][:, 0].astype(np.float64)
+    assert batch.fields is not None
+    expected = []
+    for r in range(len(batch)):
+        lo, hi = batch.offsets[r], batch.offsets[r + 1]
+        i, x, f = batch.indices[lo:hi] & 4095, batch.values[lo:hi], batch.fields[lo:hi]
+        score = w[i] @ x + sum(v[i[a], f[b]] @ v[i[b], f[a]] * x[a] * x[b]
+                               for a in range(len(i)) for b in range(a + 1, len(i)))
+        expected.append(1 / (1 + math.exp(-score)))
+    assert np.allclose(model.predict(batch), expected)
+
+
+def test_latent_factors_start_as_small_noise() -> None:
+    draws = np.array([init_value(7, c, 0.1) for c in range(20000)])
+    assert abs(draws.mean()) < 0.005 and abs(draws.std() - 0.1) < 0.005
+    assert draws.min() >= -0.1 * math.sqrt(3) and draws.max() <= 0.1 * math.sqrt(3)
+
+
+def test_ffm_takes_positions_as_fields_without_fields() -> None:
+    rows = [{"u": u, "i": i} for u in "abc" for i in "xyz"]
+    plain = hash_rows(rows, bits=12)
+    with_fields = FeatureSet([Categorical("u"), Categorical("i")]).hash_rows(rows, bits=12)
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    a, b = FFMClassifier(bits=12, n_fields=3), FFMClassifier(bits=12, n_fields=3)
+    assert np.array_equal(a.predict_then_learn(plain, y), b.predict_then_learn(with_fields, y))
+    with pytest.raises(BadInput, match="n_fields"):
+        FFMClassifier(bits=12, n_fields=2).predict(plain)
+    with pytest.raises(BadInput, match="fields must be in"):
+        FFMClassifier(bits=12, n_fields=2).predict(with_fields)
+
+
+def test_indices_are_taken_modulo_the_model_size() -> None:
+    rows = [{"a": "x", "n": 2.0}, {"a": "y"}]
+    y = np.array([1.0, 0.0])
+    for make in (lambda: FTRL(bits=10), lambda: FMClassifier(bits=10, k=2)):
+        small, large = make(), make()
+        assert np.array_equal(small.predict_then_learn(hash_rows(rows, 10), y),
+                              large.predict_then_learn(hash_rows(rows, 24), y))
+
+
+def test_bad_input_and_config_are_named() -> None:
+    batch, clicks, _ = stream(10)
+    with pytest.raises(BadInput, match="expected 10"):
+        FTRL(bits=8).predict_then_learn(batch, clicks[:5])
+    with pytest.raises(ConfigError, match="optimizer"):
+        LogisticRegression(optimizer="adam")
+    with pytest.raises(ConfigError, match="k must be"):
+        FMClassifier(k=0)
+    with pytest.raises(BadInput, match="shape"):
+        FTRL(bits=8).set_state({"z": np.zeros(3), "n": np.zeros(3)})
+
+
+def test_loading_garbage_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "x.npz"
+    path.write_bytes(b"not a model")
+    with pytest.raises(BadInput, match="not a livelearn model"):
+        load_learner(path)

@@ -1,0 +1,129 @@
+"""Hashing and declared transforms: the fast paths reproduce the plain-Python definitions."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from livelearn.errors import BadInput, ConfigError
+from livelearn.features.batch import SparseBatch
+from livelearn.features.hashing import bucket, hash_rows, hash_rows_python
+from livelearn.features.transforms import (
+    Bucketized,
+    Categorical,
+    Cross,
+    FeatureSet,
+    Numeric,
+    cross_hash,
+)
+
+ODD_STRINGS = ["a", "é", 'x"y', "q\\z", "\n\t", "\x01", "\u2028", "", "日本", "a=b", "😀"]
+
+
+def odd_value(rng: random.Random) -> Any:
+    """Values whose text or float parsing is easy to get wrong."""
+    return rng.choice([
+        lambda: rng.random(), lambda: rng.randrange(-10**6, 10**6),
+        lambda: round(rng.uniform(-1e3, 1e3), 2), lambda: rng.choice(ODD_STRINGS),
+        lambda: rng.random() < 0.5, lambda: float(rng.randrange(10**17, 10**19)),
+        lambda: 10.0 ** rng.randrange(-30, 30), lambda: -0.0, lambda: 2**63,
+        lambda: rng.choice([float("nan"), float("inf"), 1e-5, 1.5e16, 10**18, 0.1 + 0.2]),
+    ])()
+
+
+def same(a: SparseBatch, b: SparseBatch) -> bool:
+    parts = ["indices", "values", "offsets"] + (["fields"] if a.fields is not None else [])
+    return all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True)
+               and getattr(a, k).dtype == getattr(b, k).dtype for k in parts)
+
+
+def test_hash_rows_matches_its_definition_on_odd_values() -> None:
+    rng = random.Random(0)
+    names = ["a", "b", 'd"e', "é", "f\nk", "x_y"]
+    rows = [{rng.choice(names) + str(rng.randrange(4)): odd_value(rng)
+             for _ in range(rng.randrange(0, 8))} for _ in range(5000)]
+    assert same(hash_rows(rows, 20), hash_rows_python(rows, 20))
+
+
+def test_hash_rows_keeps_its_tokens() -> None:
+    batch = hash_rows([{"topic": "sports", "age_h": 2, "new": True}], bits=18)
+    assert batch.indices.tolist() == [bucket("__bias__", 18), bucket("topic=sports", 18),
+                                      bucket("age_h", 18), bucket("new=True", 18)]
+    assert batch.values.tolist() == [1.0, 1.0, 2.0, 1.0]
+
+
+def test_hash_rows_falls_back_for_what_json_cannot_hold() -> None:
+    rows: list[dict[Any, Any]] = [{"a": np.float32(1.5)}, {1: "x"}]
+    assert same(hash_rows(rows, 16), hash_rows_python(rows, 16))
+    with pytest.raises(TypeError):
+        hash_rows([{"a": [1, 2]}], 16)
+    with pytest.raises(TypeError):
+        hash_rows([{"a": None}], 16)
+    assert len(hash_rows([], 16)) == 0 and len(hash_rows([{}], 16).indices) == 1
+
+
+def random_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    values = [lambda: rng.random() * 30, lambda: rng.randrange(-10, 10),
+              lambda: rng.choice(ODD_STRINGS), lambda: rng.random() < 0.5, lambda: None,
+              lambda: float("nan"), lambda: round(rng.random(), 2)]
+    rows = []
+    for _ in range(n):
+        row = {k: rng.choice(values)() for k in "abcde" if rng.random() < 0.8}
+        if isinstance(row.get("b"), str):
+            row["b"] = 1.0
+        rows.append(row)
+    return rows
+
+
+FEATURES = FeatureSet([Categorical("a"), Numeric("b", 0.5), Bucketized("b", (0.1, 1.0, 5.0)),
+                       Cross("a", "c"), Categorical("c"), Numeric("d"), Cross("a", "c", "e")])
+
+
+def valid(row: dict[str, Any]) -> bool:
+    try:
+        FEATURES.hash_rows_python([row], 18)
+    except BadInput:
+        return False
+    return True
+
+
+def test_feature_set_matches_its_definition() -> None:
+    rows = [r for r in random_rows(6000, 1) if valid(r)]
+    assert len(rows) > 1000
+    assert same(FEATURES.hash_rows(rows, 18), FEATURES.hash_rows_python(rows, 18))
+    assert same(FEATURES.hash_rows(rows[:1], 18), FEATURES.hash_rows_python(rows[:1], 18))
+
+
+def test_a_feature_set_of_a_rows_names_is_hash_rows() -> None:
+    rows = [{"u": f"u{i % 100}", "x": i * 0.37, "t": "s" if i % 3 else "q", "f": i % 2 == 0}
+            for i in range(1000)]
+    features = FeatureSet.infer(rows[0])
+    batch, plain = features.hash_rows(rows, 20), hash_rows(rows, 20)
+    assert same(SparseBatch(batch.indices, batch.values, batch.offsets), plain)
+    assert batch.fields is not None and batch.fields[:5].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_transforms_hash_what_they_declare() -> None:
+    features = FeatureSet([Bucketized("age", (1.0, 6.0)), Cross("u", "t"), Numeric("n", 2.0)])
+    batch = features.hash_rows([{"age": 6.0, "u": "a", "t": 3, "n": 4}, {"age": 0.5}], 18)
+    crc = [bucket(t, 32) for t in ("u=a", "t=3")]
+    assert batch.indices.tolist() == [bucket("__bias__", 18), bucket("age@2", 18),
+                                      cross_hash(crc) & (2**18 - 1), bucket("n", 18),
+                                      bucket("__bias__", 18), bucket("age@0", 18)]
+    assert batch.values.tolist() == [1.0, 1.0, 1.0, 8.0, 1.0, 1.0]
+
+
+def test_wrong_values_and_declarations_are_named() -> None:
+    features = FeatureSet([Categorical("a"), Numeric("n")])
+    with pytest.raises(BadInput, match="'n': expected a number"):
+        features.hash_rows([{"n": "3"}], 16)
+    with pytest.raises(BadInput, match="'a': categorical values"):
+        features.hash_rows([{"a": 1.5}], 16)
+    with pytest.raises(ConfigError, match="increasing"):
+        Bucketized("x", (2.0, 1.0))
+    with pytest.raises(ConfigError, match="two or more"):
+        Cross("x")
