@@ -47,7 +47,8 @@ def test_the_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path: Path) -
 def test_help_explains_every_option() -> None:
     top = livelearn("--help")
     assert top.returncode == 0
-    for command in ("demo", "serve", "join", "train", "models"):
+    for command in ("demo", "serve", "join", "train", "models", "ingest", "replay", "run",
+                    "flink-sql"):
         assert command in top.stdout
     demo = livelearn("demo", "--help").stdout
     for option in ("--impressions", "--candidates", "--days", "--seed", "--faults",

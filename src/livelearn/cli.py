@@ -110,7 +110,25 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     j.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="folder of the tables a label-in-event join looks up (default: the "
                         "pipeline file's folder)")
+    j.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
+                   help="join only partition numbers p with p %% N == K, one process per "
+                        "shard, for a pipeline with several partitions (default: 0/1, all)")
+    j.add_argument("--engine", choices=("embedded", "flink"), default="embedded",
+                   help="embedded: in this process; flink: the Flink SQL job of "
+                        "`livelearn flink-sql` on a local PyFlink, over a Kafka log "
+                        "(scripts/flink/setup.sh installs it) (default: %(default)s)")
     j.set_defaults(func=_join)
+    f = sub.add_parser("flink-sql", help="print the Flink SQL job the pipeline's join becomes",
+                       description="Print the Flink SQL job built from the pipeline's join: "
+                       "Kafka sources with watermarks, the interval join, one sample per "
+                       "prediction, late and orphan feedback to the dead-letter topic.")
+    f.add_argument("pipeline", metavar="PIPELINE",
+                   help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+    f.add_argument("--log", default="kafka://localhost:9092", metavar="URL",
+                   help="the Kafka log the job reads and writes (default: %(default)s)")
+    f.add_argument("--until-idle", action="store_true",
+                   help="a bounded job: read the topics to their current end, then stop")
+    f.set_defaults(func=_flink_sql)
     t = sub.add_parser("train", parents=[common, registry],
                        help="run the trainer and the gate: samples -> versions",
                        description="Learn from samples, publish versions, approve, reject or "
@@ -168,6 +186,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return int(k), int(n)
+
+
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     from livelearn.log import open_log
     from livelearn.spec import load_pipeline
@@ -182,14 +207,29 @@ def _join(args: argparse.Namespace) -> int:
     from livelearn.join.runner import JoinRunner
     from livelearn.spec import data_dir_of
 
+    if args.engine == "flink":
+        from livelearn.join.flink import run_flink_join
+        from livelearn.spec import load_pipeline
+
+        run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle)
+        return 0
     pipeline, log = _open(args)
-    runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline))
+    runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
+                        shard=args.shard)
     while True:
         if runner.step(final=args.until_idle):
             continue
         if args.until_idle:
             return 0
         time.sleep(0.05)
+
+
+def _flink_sql(args: argparse.Namespace) -> int:
+    from livelearn.join.flink import flink_sql
+    from livelearn.spec import load_pipeline
+
+    print(flink_sql(load_pipeline(args.pipeline), args.log, bounded=args.until_idle), end="")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

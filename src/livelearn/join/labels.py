@@ -54,7 +54,9 @@ class Agg:
         values = [float(e.payload[self.field]) for e in mine]  # type: ignore[index]
         if not values:
             return 0.0
-        return {"sum": sum, "max": max, "min": min}[self.how](values)
+        if self.how == "sum":
+            return sum(values)
+        return max(values) if self.how == "max" else min(values)
 
 
 class Labels:

@@ -1,0 +1,530 @@
+"""The feedback join as a Flink SQL job, built from the pipeline spec and run by PyFlink.
+
+``build_job(pipeline, log_url)`` gives the job; ``flink_sql`` prints it as a script
+(``livelearn flink-sql``); ``run_flink_join`` runs it on a local Flink in PyFlink's own
+venv (scripts/flink/setup.sh makes it), as a subprocess: PyFlink pins pandas, pyarrow
+and apache-beam. The job:
+
+- reads predictions and each feedback stream from Kafka (raw JSON values; ``ts`` as a
+  TIMESTAMP_LTZ(3) rowtime; watermark ``ts - allowed lateness``, emitted after every
+  record, so the join's watermark is the smallest over the inputs of the largest ts
+  seen, minus the allowed lateness, as in the embedded joiner);
+- joins them with an interval FULL JOIN on ``request_id``, ``f.ts BETWEEN p.ts AND
+  p.ts + W``, then makes one sample per prediction with a session window of 2 ms on
+  the prediction's rowtime per request_id: the join holds its output watermark back
+  by W, so the window closes when the input watermark passes t + W, after the join
+  has emitted every row of that prediction;
+- labels with SQL aggregates compiled from join.labels (``any``, ``count``, ``sum``,
+  ``max``, ``min`` of a stream's events), so a spec's labels must be declared there;
+- writes samples (key request_id) and dead letters (key: the stream) to Kafka as the
+  embedded joiner does: same fields, same JSON values.
+
+For the same input log it writes the embedded joiner's samples (tests/test_flink_join
+checks it on a real broker), as long as no record sits right on a watermark boundary.
+What differs, because Flink keeps no memory of closed windows nor of the ids it saw:
+
+- Late: a record whose ts + W is below the watermark of its own source (the embedded
+  joiner: a prediction whose t + W is below the join's watermark, feedback whose
+  window was emitted). Feedback that joins no prediction is ``late`` if the join's
+  watermark had passed its ts when it came, else ``orphan``; the embedded joiner also
+  says ``outside_window`` (ts outside [t, t + W] of a known prediction). Its orphan
+  letters keep the record's source and raw value (the embedded joiner's: none and
+  the event re-encoded).
+- Boundaries: a prediction that comes when the watermark is exactly t + W is not
+  waited for (feedback after it is dead-lettered), and feedback that comes when the
+  watermark is exactly its ts is not held for a prediction still to come.
+- No ``duplicate`` dead letters: a second prediction with a known request_id gives a
+  second sample (or shares the first's if within 2 ms), a repeated feedback event
+  counts twice.
+- ``malformed`` checks types loosely (JSON_VALUE converts: a number where a string is
+  declared passes); the detail names the first failed check in words of its own.
+- JSON: object keys come out sorted (features included: equal as objects, not as
+  text); floats are re-encoded by Java. ``sum`` adds in arrival order, so it may
+  differ in the last bit from the embedded (ts, id) order for non-dyadic values.
+- Several partitions per topic: Flink reads them in no event-time order (the embedded
+  joiner merges them by ts), and an empty one holds its source's watermark back until
+  the end of a bounded run (5 s of idleness in an unbounded one). Records that are in
+  time give the same samples; records the embedded joiner calls late may join or make
+  samples instead. Samples are placed by Kafka's default partitioner, not
+  ``partition_for``. With one partition per topic (the default) none of this arises.
+- Order: samples come in window-end order, ties in any order (embedded: (t + W,
+  request_id)).
+- Bounded runs (``until idle``) read every topic from its start to where it ended
+  when the job started, then emit every open window; running one twice writes every
+  sample twice (same ids). ``bounded=False`` runs until stopped, reading from the
+  consumer group's offsets, with Kafka transactions committed on checkpoints every
+  10 s; but a new process starts without the old one's open windows (no savepoint
+  is kept), so it is not exactly once across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qsl, urlsplit
+
+from livelearn.errors import ConfigError, Unavailable
+from livelearn.events import MIN_TS_MS
+from livelearn.join.labels import Agg, Labels, declared
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
+
+#: The session gap that closes a prediction's window one millisecond after its rowtime.
+_SESSION_GAP = "INTERVAL '0.002' SECOND"
+_ROOT = Path(__file__).resolve().parents[3]
+SETUP = _ROOT / "scripts" / "flink" / "setup.sh"
+JOB_SCRIPT = Path(__file__).with_name("flink_job.py")
+_JAR = "flink-sql-connector-kafka-5.0.0-2.2.jar"
+#: JVM options for the local Flink cluster (notes: ~750 MB peak instead of ~1.1 GB).
+JVM_ARGS = "-Xmx384m -XX:+UseSerialGC"
+
+
+@dataclass(frozen=True)
+class FlinkJob:
+    """A Flink SQL job: configuration, the tables and views, and the INSERTs run together."""
+
+    config: dict[str, str]
+    tables: list[str] = field(default_factory=list)
+    inserts: list[str] = field(default_factory=list)
+
+    def sql(self) -> str:
+        """The job as one script for Flink's SQL client."""
+        sets = [f"SET {_lit(k)} = {_lit(v)};" for k, v in self.config.items()]
+        body = "\n".join(f"{s};\n" for s in self.inserts)
+        return "\n".join(sets) + "\n\n" + "".join(f"{t};\n\n" for t in self.tables) + \
+            f"EXECUTE STATEMENT SET\nBEGIN\n{body}END;\n"
+
+    def to_json(self) -> str:
+        return json.dumps({"config": self.config, "tables": self.tables,
+                           "inserts": self.inserts}, indent=1)
+
+
+@dataclass(frozen=True)
+class _Kafka:
+    bootstrap: str
+    prefix: str
+    bounded: bool
+    group: str
+
+    def options(self, topic: str) -> dict[str, str]:
+        return {"connector": "kafka", "topic": self.prefix + topic,
+                "properties.bootstrap.servers": self.bootstrap}
+
+    def source(self, topic: str) -> dict[str, str]:
+        start = ({"scan.startup.mode": "earliest-offset", "scan.bounded.mode": "latest-offset"}
+                 if self.bounded else
+                 {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest",
+                  "properties.group.id": self.prefix + self.group})
+        # a watermark after every record, as the embedded joiner moves it (not every 200 ms)
+        return {**self.options(topic), **start, "value.format": "raw",
+                "properties.isolation.level": "read_committed",
+                "scan.watermark.emit.strategy": "on-event"}
+
+    def sink(self, topic: str) -> dict[str, str]:
+        guarantee = ({"sink.delivery-guarantee": "at-least-once"} if self.bounded else
+                     {"sink.delivery-guarantee": "exactly-once",
+                      "sink.transactional-id-prefix": f"{self.group}-{self.prefix}{topic}",
+                      # the broker's default transaction.max.timeout.ms is 15 min
+                      "properties.transaction.timeout.ms": "600000"})
+        return {**self.options(topic), "key.format": "raw", "key.fields": "k",
+                "value.format": "raw", "value.fields-include": "EXCEPT_KEY", **guarantee}
+
+
+# -- building the job ------------------------------------------------------------------
+
+
+def build_job(pipeline: Pipeline, log_url: str, bounded: bool = True,
+              jar: str | Path | None = None, group: str = "livelearn-flink-join") -> FlinkJob:
+    """The Flink SQL job of a pipeline's feedback join over the Kafka log ``log_url``."""
+    join = pipeline.feedback
+    if not isinstance(join, FeedbackJoin):
+        raise ConfigError(f"pipeline '{pipeline.name}': the Flink join handles a FeedbackJoin; "
+                          "a label-in-event pipeline runs on the embedded joiner")
+    labels = declared(join.label)
+    _check_labels(labels, join.streams)
+    kafka = _kafka(log_url, bounded, group)
+    w, lateness = join.window_ms, join.allowed_lateness_ms
+    tables = [_source(kafka, PREDICTIONS, lateness), _checked_predictions(),
+              _classified(PREDICTIONS, w), _PREDICTIONS]
+    for stream in join.streams:
+        tables += [_source(kafka, stream.name, lateness), _checked_feedback(stream),
+                   _classified(stream.name, w)]
+    tables += [_feedback(join.streams, labels), _joined(w, labels), _MATCHED,
+               _sink(kafka, SAMPLES), _sink(kafka, DEAD_LETTERS)]
+    inputs = [PREDICTIONS, *(s.name for s in join.streams)]
+    inserts = [_samples(w, labels), _dead_letters(inputs, w)]
+    return FlinkJob(_config(pipeline, bounded, jar), tables, inserts)
+
+
+def _check_labels(labels: Labels, streams: Sequence[Stream]) -> None:
+    schemas = {s.name: s.schema for s in streams}
+    for a in labels.aggs:
+        if a.stream not in schemas:
+            raise ConfigError(f"label '{a.name}': no feedback stream '{a.stream}' (streams: "
+                              f"{', '.join(schemas)})")
+        kind = schemas[a.stream].get(a.field) if a.field is not None else float
+        if kind not in (int, float):
+            raise ConfigError(f"label '{a.name}': stream '{a.stream}' declares no number "
+                              f"field '{a.field}'")
+
+
+def flink_sql(pipeline: Pipeline, log_url: str = "kafka://localhost:9092",
+              bounded: bool = True) -> str:
+    """The SQL script of the pipeline's Flink join (``livelearn flink-sql PIPELINE``)."""
+    return build_job(pipeline, log_url, bounded, jar=kafka_jar(must_exist=False)).sql()
+
+
+def _kafka(log_url: str, bounded: bool, group: str) -> _Kafka:
+    parts = urlsplit(log_url)
+    if parts.scheme != "kafka" or not parts.netloc:
+        raise ConfigError(f"log URL {log_url!r}: the Flink join reads and writes Kafka, "
+                          "kafka://host:port[?prefix=...]")
+    prefix = dict(parse_qsl(parts.query)).get("prefix", "")
+    return _Kafka(parts.netloc, prefix, bounded, group)
+
+
+def _config(pipeline: Pipeline, bounded: bool, jar: str | Path | None) -> dict[str, str]:
+    config = {"pipeline.name": f"livelearn join {pipeline.name}", "parallelism.default": "1",
+              "table.local-time-zone": "UTC",
+              # unmatched predictions leave the join as soon as the watermark passes t + W,
+              # before their session window closes (a delay would make them late there)
+              "table.exec.interval-join.min-cleanup-interval": "0 ms"}
+    if jar is not None:
+        config["pipeline.jars"] = Path(jar).resolve().as_uri()
+    if not bounded:
+        config |= {"execution.checkpointing.interval": "10 s",
+                   "table.exec.source.idle-timeout": "5 s",
+                   "restart-strategy.type": "fixed-delay",
+                   "restart-strategy.fixed-delay.attempts": "3"}
+    return config
+
+
+def _source(kafka: _Kafka, topic: str, lateness_ms: int) -> str:
+    return f"""CREATE TEMPORARY TABLE {_q("in_" + topic)} (
+  `v` STRING,
+  `kpartition` INT METADATA FROM 'partition' VIRTUAL,
+  `koffset` BIGINT METADATA FROM 'offset' VIRTUAL,
+  `ts` AS TRY_CAST(JSON_VALUE(`v`, '$.ts') AS BIGINT),
+  `rt` AS TO_TIMESTAMP_LTZ(COALESCE(TRY_CAST(JSON_VALUE(`v`, '$.ts') AS BIGINT), 0), 3),
+  WATERMARK FOR `rt` AS `rt` - {_interval(lateness_ms)}
+) WITH (
+{_with(kafka.source(topic))}
+)"""
+
+
+def _sink(kafka: _Kafka, topic: str) -> str:
+    return f"""CREATE TEMPORARY TABLE {_q("out_" + topic)} (`k` STRING, `v` STRING) WITH (
+{_with(kafka.sink(topic))}
+)"""
+
+
+# -- checks: malformed and late records ------------------------------------------------
+
+
+def _checked(name: str, checks: list[tuple[str, str]]) -> str:
+    """A view of source ``in_name`` with ``malformed``: the first failed check's message."""
+    cases = "\n".join(f"    WHEN NOT COALESCE({cond}, FALSE) THEN {_lit(msg)}"
+                      for cond, msg in checks)
+    return f"""CREATE TEMPORARY VIEW {_q("checked_" + name)} AS
+SELECT *, {_lit(name + "/")} || CAST(`kpartition` AS STRING) || '@' || CAST(`koffset` AS STRING)
+    AS `source`,
+  CASE
+{cases}
+  END AS `malformed`
+FROM {_q("in_" + name)}"""
+
+
+def _ts_checks(stream: str) -> list[tuple[str, str]]:
+    return [("`v` IS JSON OBJECT", "event must be a JSON object"),
+            (f"`ts` >= {MIN_TS_MS}", f"stream '{stream}', field 'ts': expected integer "
+             "milliseconds since the epoch")]
+
+
+def _checked_predictions() -> str:
+    fields = [("request_id", "STRING"), ("user", "STRING"), ("item", "STRING"),
+              ("model_version", "BIGINT"), ("score", "DOUBLE")]
+    checks = _ts_checks(PREDICTIONS) + [
+        (f"{_json_value(_lit('$' + _member(f)), t)} IS NOT NULL",
+         f"stream 'predictions', field '{f}': missing or not {t}") for f, t in fields]
+    checks.append(("JSON_QUERY(`v`, '$.features') IS JSON OBJECT",
+                   "stream 'predictions', field 'features': expected an object"))
+    return _checked(PREDICTIONS, checks)
+
+
+def _classified(name: str, window_ms: int) -> str:
+    """``dead``: malformed, or late when ts + W is below its own source's watermark (no
+    window that holds it can still be open); ``detail`` says why."""
+    late = f"`rt` + {_interval(window_ms)} < CURRENT_WATERMARK(`rt`)"
+    return f"""CREATE TEMPORARY VIEW {_q("c_" + name)} AS
+SELECT *,
+  CASE WHEN `malformed` IS NOT NULL THEN 'malformed' WHEN {late} THEN 'late' END AS `dead`,
+  COALESCE(`malformed`, 'ts ' || CAST(`ts` AS STRING) ||
+    {_lit(" + the window is below the watermark of " + name)}) AS `detail`
+FROM {_q("checked_" + name)}"""
+
+
+_PREDICTIONS = """CREATE TEMPORARY VIEW `p` AS
+SELECT JSON_VALUE(`v`, '$.request_id') AS `request_id`, `ts`, `rt`, `v`
+FROM `c_predictions` WHERE `dead` IS NULL"""
+
+
+def _checked_feedback(stream: Stream) -> str:
+    name = stream.name
+    checks = [*_ts_checks(name),
+              (f"JSON_VALUE(`v`, '$.stream') = {_lit(name)}",
+               f"field 'stream': expected '{name}' (read from topic '{name}')"),
+              ("JSON_VALUE(`v`, '$.key') IS NOT NULL", f"stream '{name}', field 'key': missing"),
+              ("JSON_VALUE(`v`, '$.id') IS NOT NULL", f"stream '{name}', field 'id': missing"),
+              ("JSON_QUERY(`v`, '$.payload') IS JSON OBJECT",
+               f"stream '{name}', field 'payload': expected an object"),
+              ("JSON_VALUE(`v`, '$.payload.request_id') IS NOT NULL",
+               f"stream '{name}', field 'payload.request_id': expected str")]
+    for fname, kind in stream.schema.items():
+        if fname == "request_id":
+            continue
+        checks.append((_type_check(f"$.payload{_member(fname)}", kind),
+                       f"stream '{name}', field 'payload.{fname}': expected {kind.__name__}"))
+    return _checked(name, checks)
+
+
+def _type_check(path: str, kind: type) -> str:
+    if kind in (dict, list):
+        return f"JSON_QUERY(`v`, {_lit(path)}) IS JSON {'OBJECT' if kind is dict else 'ARRAY'}"
+    sql_type = {str: "STRING", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN"}[kind]
+    return f"{_json_value(_lit(path), sql_type)} IS NOT NULL"
+
+
+# -- the join --------------------------------------------------------------------------
+
+
+def _value_columns(labels: Labels) -> list[Agg]:
+    """The aggregates that need a payload field, one column per (stream, field)."""
+    seen: dict[str, Agg] = {}
+    for a in labels.aggs:
+        if a.field is not None:
+            seen.setdefault(_column(a), a)
+    return list(seen.values())
+
+
+def _column(a: Agg) -> str:
+    return f"{a.stream}.{a.field}"
+
+
+def _feedback(streams: Sequence[Stream], labels: Labels) -> str:
+    """Every valid feedback event, with the payload fields the labels aggregate."""
+    values = _value_columns(labels)
+    selects = []
+    for s in streams:
+        cols = ", ".join(
+            (f"JSON_VALUE(`v`, {_lit('$.payload' + _member(a.field or ''))} RETURNING DOUBLE)"
+             if a.stream == s.name else "CAST(NULL AS DOUBLE)") + f" AS {_q(_column(a))}"
+            for a in values)
+        selects.append(
+            f"SELECT {_lit(s.name)} AS `stream`, JSON_VALUE(`v`, '$.id') AS `id`,\n"
+            f"  JSON_VALUE(`v`, '$.payload.request_id') AS `request_id`, `ts`, `rt`, `v`,"
+            f" `source`{', ' + cols if cols else ''}\n"
+            f"FROM {_q('c_' + s.name)} WHERE `dead` IS NULL")
+    return "CREATE TEMPORARY VIEW `f` AS\n" + "\nUNION ALL\n".join(selects)
+
+
+def _joined(window_ms: int, labels: Labels) -> str:
+    values = "".join(f", f.{_q(_column(a))}" for a in _value_columns(labels))
+    return f"""CREATE TEMPORARY VIEW `joined` AS
+SELECT p.`request_id` AS `p_request_id`, p.`ts` AS `p_ts`, p.`rt` AS `p_rt`, p.`v` AS `p_v`,
+  f.`stream` AS `f_stream`, f.`id` AS `f_id`, f.`request_id` AS `f_request_id`,
+  f.`ts` AS `f_ts`, f.`rt` AS `f_rt`, f.`v` AS `f_v`, f.`source` AS `f_source`{values}
+FROM `p` AS p
+FULL OUTER JOIN `f` AS f
+ON p.`request_id` = f.`request_id`
+  AND f.`rt` BETWEEN p.`rt` AND p.`rt` + {_interval(window_ms)}"""
+
+
+_MATCHED = ("CREATE TEMPORARY VIEW `matched` AS\n"
+            "SELECT * FROM `joined` WHERE `p_request_id` IS NOT NULL")
+
+
+def _label_sql(a: Agg) -> str:
+    mine = f"`f_stream` = {_lit(a.stream)}"
+    if a.how in ("any", "count"):
+        n = f"COUNT(CASE WHEN {mine} THEN `f_id` END)"
+        return (f"CAST({n} AS DOUBLE)" if a.how == "count" else
+                f"CAST(CASE WHEN {n} > 0 THEN 1 ELSE 0 END AS DOUBLE)")
+    return f"COALESCE({a.how.upper()}(CASE WHEN {mine} THEN {_q(_column(a))} END), 0.0)"
+
+
+def _samples(window_ms: int, labels: Labels) -> str:
+    label_obj = ", ".join(f"KEY {_lit(a.name)} VALUE {_label_sql(a)}" for a in labels.aggs)
+    # feedback ids in (ts, id) order: sort "\x01" + 20-digit ts + JSON id, then strip prefixes
+    ordered = ("ARRAY_JOIN(ARRAY_SORT(ARRAY_AGG(CHR(1) || LPAD(CAST(`f_ts` AS STRING), 20, '0')"
+               " || JSON_STRING(`f_id`))), ',')")
+    ids = f"'[' || REGEXP_REPLACE(COALESCE({ordered}, ''), '\\x01[0-9]{{20}}', '') || ']'"
+    return f"""INSERT INTO `out_samples`
+SELECT `p_request_id`, JSON_OBJECT(
+  KEY 'id' VALUE `p_request_id`,
+  KEY 'ts' VALUE MAX(`p_ts`),
+  KEY 'window_end' VALUE MAX(`p_ts`) + {window_ms},
+  KEY 'user' VALUE JSON_VALUE(MAX(`p_v`), '$.user'),
+  KEY 'item' VALUE JSON_VALUE(MAX(`p_v`), '$.item'),
+  KEY 'model_version' VALUE TRY_CAST(JSON_VALUE(MAX(`p_v`), '$.model_version') AS BIGINT),
+  KEY 'score' VALUE JSON_VALUE(MAX(`p_v`), '$.score' RETURNING DOUBLE),
+  KEY 'features' VALUE JSON(JSON_QUERY(MAX(`p_v`), '$.features')),
+  KEY 'labels' VALUE JSON_OBJECT({label_obj}),
+  KEY 'feedback' VALUE JSON({ids}))
+FROM TABLE(SESSION(TABLE `matched` PARTITION BY `p_request_id`, DESCRIPTOR(`p_rt`),
+  {_SESSION_GAP}))
+GROUP BY `window_start`, `window_end`, `p_request_id`"""
+
+
+def _dead_letters(inputs: list[str], window_ms: int) -> str:
+    """Malformed and late records of every input, and feedback that joined no prediction."""
+    def letter(stream: str, reason: str, detail: str, source: str, event: str) -> str:
+        return (f"JSON_OBJECT(KEY 'reason' VALUE {reason}, KEY 'detail' VALUE {detail}, "
+                f"KEY 'stream' VALUE {stream}, KEY 'source' VALUE {source}, "
+                f"KEY 'event' VALUE {event})")
+
+    parts = [f"SELECT {_lit(name)}, "
+             f"{letter(_lit(name), '`dead`', '`detail`', '`source`', '`v`')}\n"
+             f"FROM {_q('c_' + name)} WHERE `dead` IS NOT NULL" for name in inputs]
+    late = f"CURRENT_WATERMARK(`f_rt`) > `f_rt` - {_interval(window_ms)}"
+    reason = f"CASE WHEN {late} THEN 'late' ELSE 'orphan' END"
+    detail = ("'no window of request ''' || `f_request_id` || ''' open for ts ' || "
+              "CAST(`f_ts` AS STRING)")
+    parts.append(f"SELECT `f_stream`, "
+                 f"{letter('`f_stream`', reason, detail, '`f_source`', '`f_v`')}\n"
+                 f"FROM `joined` WHERE `p_request_id` IS NULL")
+    return "INSERT INTO `out_dead_letters`\n" + "\nUNION ALL\n".join(parts)
+
+
+# -- SQL text --------------------------------------------------------------------------
+
+
+def _q(name: str) -> str:
+    """An identifier, quoted."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _lit(text: str) -> str:
+    """A string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _member(name: str) -> str:
+    """A JSON path step to the member ``name``."""
+    return f".{name}" if name.isidentifier() else "['" + name.replace("'", "\\'") + "']"
+
+
+def _json_value(path: str, sql_type: str, column: str = "`v`") -> str:
+    """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL."""
+    if sql_type == "BIGINT":  # JSON_VALUE returns no BIGINT; TRY_CAST refuses 1.5 and 1e3
+        return f"TRY_CAST(JSON_VALUE({column}, {path}) AS BIGINT)"
+    return f"JSON_VALUE({column}, {path} RETURNING {sql_type})"
+
+
+def _interval(ms: int) -> str:
+    """An interval of ``ms`` milliseconds (days up to 99)."""
+    s, milli = divmod(ms, 1000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return f"INTERVAL '{d} {h:02d}:{m:02d}:{s:02d}.{milli:03d}' DAY TO SECOND(3)"
+
+
+def _with(options: dict[str, str]) -> str:
+    return ",\n".join(f"  {_lit(k)} = {_lit(v)}" for k, v in options.items())
+
+
+# -- running it ------------------------------------------------------------------------
+
+
+def flink_python(must_exist: bool = True) -> Path:
+    """PyFlink's interpreter: LIVELEARN_FLINK_PYTHON, or .venv-flink's."""
+    path = Path(os.environ.get("LIVELEARN_FLINK_PYTHON", _ROOT / ".venv-flink" / "bin" / "python"))
+    if must_exist and not path.exists():
+        raise ConfigError(f"no PyFlink at {path}: run scripts/flink/setup.sh (it makes "
+                          ".venv-flink and fetches the Kafka connector), or set "
+                          "LIVELEARN_FLINK_PYTHON")
+    return path
+
+
+def kafka_jar(must_exist: bool = True) -> Path:
+    """The Kafka SQL connector jar: LIVELEARN_FLINK_JAR, or setup.sh's cached copy."""
+    lib = Path(os.environ.get("LIVELEARN_FLINK_LIB", Path.home() / ".cache/livelearn/flink/lib"))
+    path = Path(os.environ.get("LIVELEARN_FLINK_JAR", lib / _JAR))
+    if must_exist and not path.exists():
+        raise ConfigError(f"no Flink Kafka connector at {path}: run scripts/flink/setup.sh")
+    return path
+
+
+def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
+                   timeout_s: float | None = None) -> None:
+    """Run the pipeline's Flink join on a local Flink in PyFlink's venv; return when it ends.
+
+    Bounded (the default): reads what the topics hold when it starts, then stops;
+    unbounded: runs until stopped (Ctrl-C). The job's processes (Python and the JVM
+    it starts) run in a session of their own and are ended together on a timeout
+    or an interrupt. Raises Unavailable with the end of Flink's output if the job
+    fails or does not end within ``timeout_s``.
+    """
+    job = build_job(pipeline, log_url, bounded, jar=kafka_jar())
+    _create_topics(pipeline, log_url)
+    with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
+        spec, output = Path(tmp) / "job.json", Path(tmp) / "output.txt"
+        spec.write_text(job.to_json())
+        env = {**os.environ, "JVM_ARGS": os.environ.get("JVM_ARGS", JVM_ARGS),
+               "FLINK_LOG_DIR": os.environ.get("FLINK_LOG_DIR", str(Path(tmp) / "log"))}
+        with output.open("w") as out:
+            code = _run_session([str(flink_python()), str(JOB_SCRIPT), str(spec)], env, out,
+                                timeout_s)
+        if code:
+            raise Unavailable(f"the Flink join failed ({code}):\n"
+                              + _summary(output.read_text(errors="replace")))
+
+
+def _create_topics(pipeline: Pipeline, log_url: str) -> None:
+    """Create the pipeline's topics that do not exist yet (Flink's Kafka source needs them)."""
+    from livelearn.log.kafka import KafkaLog
+
+    log = KafkaLog.from_url(log_url)
+    try:
+        for topic in pipeline.topics:
+            log.create_topic(topic, pipeline.partitions)
+    finally:
+        log.close()
+
+
+def _run_session(command: list[str], env: dict[str, str], out: IO[str],
+                 timeout_s: float | None) -> int:
+    """Run ``command`` in a new session; end the whole session if it does not end itself."""
+    process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise Unavailable(f"the Flink join did not end in {timeout_s} s") from e
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        else:
+            _end_leftovers(process.pid)
+
+
+def _end_leftovers(session: int) -> None:
+    """End what is left of a finished job's session (the JVM, if PyFlink left it)."""
+    try:
+        os.killpg(session, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _summary(output: str, lines: int = 30) -> str:
+    """The end of a Java/Python error output without its stack frames."""
+    kept = [line for line in output.splitlines()
+            if not line.lstrip().startswith(("at ", "... "))]
+    return "\n".join(kept[-lines:])

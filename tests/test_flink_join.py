@@ -1,0 +1,187 @@
+"""The Flink SQL join against the embedded joiner, on the same input log in a real Kafka.
+
+The Flink side runs in PyFlink's own venv (.venv-flink); when it is missing, the test
+makes it with scripts/flink/setup.sh (as .ci/run does first), so it never skips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import subprocess
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import pytest
+
+from livelearn.errors import ConfigError
+from livelearn.events import Event
+from livelearn.join import flink
+from livelearn.join.labels import DEMO_LABELS, Agg, Labels, declared
+from livelearn.join.runner import JoinRunner
+from livelearn.log.base import Log
+from livelearn.log.kafka import KafkaLog
+from livelearn.sim.pipeline import PIPELINE, label
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline
+
+T0 = 1_767_571_200_000
+N = 300
+
+
+def with_label(label: Callable[[Sequence[Event]], dict[str, float]]) -> Pipeline:
+    """The demo pipeline with another label function."""
+    assert isinstance(PIPELINE.feedback, FeedbackJoin)
+    return dataclasses.replace(PIPELINE, feedback=dataclasses.replace(PIPELINE.feedback,
+                                                                       label=label))
+
+
+#: The demo pipeline with its labels declared (the embedded joiner calls them too).
+DECLARED = with_label(DEMO_LABELS)
+
+
+def prediction(rid: str, ts: int) -> dict[str, Any]:
+    return {"request_id": rid, "ts": ts, "user": f"u{ts % 7}", "item": f"p{ts % 5}",
+            "model_version": 3, "score": 0.125 + (ts % 11) / 16,
+            "features": {"topic": f"t{ts % 3}", "user_x_topic": f"u1|t{ts % 3}", "n": 1.5}}
+
+
+def event(stream: str, rid: str, ts: int, eid: str, **payload: Any) -> dict[str, Any]:
+    return {"stream": stream, "key": "u1", "id": eid, "ts": ts,
+            "payload": {"request_id": rid, **payload}}
+
+
+def fill(log: Log) -> None:
+    """Predictions every 7 s; a click on every third within its window (two on some),
+    reads on every fifth, an orphan click and a malformed one; each topic out of order
+    by up to 30 s (less than the allowed lateness); and at the ends of the topics a
+    click and a prediction that come far too late."""
+    for topic in DECLARED.topics:
+        log.create_topic(topic)
+    rng = random.Random(7)
+    preds, clicks, reads = [], [], []
+    for i in range(N):
+        ts = T0 + i * 7_000
+        preds.append(prediction(f"r{i}", ts))
+        if i % 3 == 0:
+            clicks.append(event("click", f"r{i}", ts + rng.randrange(600_001), f"c{i}"))
+        if i % 12 == 0:
+            clicks.append(event("click", f"r{i}", ts + 600_000, f"c{i}b"))
+        if i % 5 == 0:
+            reads.append(event("read", f"r{i}", ts + 20_000, f"d{i}",
+                               seconds=rng.randrange(1, 40) / 2))
+        if i % 10 == 0:
+            reads.append(event("read", f"r{i}", ts, f"e{i}", seconds=4.0))
+        if i == 40:
+            clicks.append(event("click", "ghost", ts, "orphan1"))
+            clicks.append({"stream": "click", "key": "u1", "id": "bad", "ts": ts // 1000,
+                           "payload": {"request_id": "r1"}})
+    for records in (preds, clicks, reads):
+        records.sort(key=lambda r: r["ts"] + rng.randrange(30_000))
+    clicks.append(event("click", "r5", T0 + 5 * 7_000 + 1, "late1"))
+    preds.append(prediction("old", T0 + 1))
+    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    log.append("click", [("u1", orjson.dumps(c)) for c in clicks])
+    log.append("read", [("u1", orjson.dumps(r)) for r in reads])
+
+
+def read_all(log: Log, topic: str) -> list[dict[str, Any]]:
+    values, offset = [], 0
+    while batch := log.read(topic, 0, offset, 1000):
+        values += [orjson.loads(r.value) for r in batch]
+        offset = batch[-1].offset + 1
+    return values
+
+
+@pytest.fixture(scope="module")
+def flink_ready() -> None:
+    """PyFlink's venv and the Kafka connector, made by scripts/flink/setup.sh if missing."""
+    if flink.flink_python(must_exist=False).exists() and flink.kafka_jar(must_exist=False).exists():
+        return
+    done = subprocess.run([str(flink.SETUP)], capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        pytest.fail(f"scripts/flink/setup.sh failed (.ci/run runs it before the tests):\n"
+                    f"{done.stderr[-3000:]}")
+
+
+def embedded(log: Log) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    runner = JoinRunner(log, DECLARED, idle_after_s=0)
+    while runner.step(10_000, final=True):
+        pass
+    return read_all(log, SAMPLES), read_all(log, DEAD_LETTERS)
+
+
+def test_flink_gives_the_embedded_joiners_samples(flink_ready: None, kafka_bootstrap: str
+                                                   ) -> None:
+    ours = KafkaLog(kafka_bootstrap, prefix=f"e{uuid.uuid4().hex[:12]}.")
+    theirs = KafkaLog(kafka_bootstrap, prefix=f"f{uuid.uuid4().hex[:12]}.")
+    try:
+        fill(ours)
+        fill(theirs)
+        want_samples, want_dead = embedded(ours)
+        # about 10 s: JVM start, planning, the job; the timeout bounds a hung one
+        flink.run_flink_join(DECLARED, f"kafka://{kafka_bootstrap}?prefix={theirs.prefix}",
+                             timeout_s=80)
+        got_samples, got_dead = read_all(theirs, SAMPLES), read_all(theirs, DEAD_LETTERS)
+    finally:
+        ours.close()
+        theirs.close()
+    assert len(want_samples) == N
+    by_id = sorted(got_samples, key=lambda s: s["id"])
+    assert by_id == sorted(want_samples, key=lambda s: s["id"])
+    assert sum(s["labels"]["clicked"] for s in by_id) == len(range(0, N, 3))
+    assert _reasons(got_dead) == _reasons(want_dead) == [
+        ("late", "click", "late1"), ("late", "predictions", "old"),
+        ("malformed", "click", "bad"), ("orphan", "click", "orphan1")]
+
+
+def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    def ident(d: dict[str, Any]) -> str:
+        e = orjson.loads(d["event"])
+        return str(e.get("id", e.get("request_id")))
+
+    return sorted((d["reason"], d["stream"], ident(d)) for d in dead)
+
+
+def test_labels_declared_equal_the_demo_function() -> None:
+    events = [Event("click", "u", "c1", 5, {"request_id": "r"}),
+              Event("read", "u", "d1", 6, {"request_id": "r", "seconds": 2.5}),
+              Event("read", "u", "d2", 7, {"request_id": "r", "seconds": 4})]
+    for window in ([], events[:1], events[1:], events):
+        assert DEMO_LABELS(window) == label(window)
+    assert declared(label) is DEMO_LABELS
+
+
+def test_a_python_label_function_cannot_become_sql() -> None:
+    def mine(events: Any) -> dict[str, float]:
+        return {}
+
+    with pytest.raises(ConfigError, match="declared as"):
+        flink.flink_sql(with_label(mine))
+    assert isinstance(declared(DEMO_LABELS), Labels)
+
+
+def test_the_sql_names_the_topics_window_and_lateness() -> None:
+    sql = flink.flink_sql(PIPELINE, "kafka://h:1?prefix=p.")
+    assert "'topic' = 'p.predictions'" in sql and "'topic' = 'p.dead_letters'" in sql
+    assert "INTERVAL '0 00:10:00.000' DAY TO SECOND(3)" in sql  # W
+    assert "`rt` - INTERVAL '0 00:01:00.000' DAY TO SECOND(3)" in sql  # allowed lateness
+
+
+def test_labels_must_name_a_stream_and_a_number_field() -> None:
+    for agg, problem in ((Agg("x", "any", "like"), "no feedback stream 'like'"),
+                         (Agg("x", "sum", "read", "request_id"), "no number field")):
+        with pytest.raises(ConfigError, match=problem):
+            flink.flink_sql(with_label(Labels(agg)))
+
+
+def test_on_an_empty_log_it_creates_the_topics_and_ends(flink_ready: None, kafka_bootstrap: str
+                                                        ) -> None:
+    log = KafkaLog(kafka_bootstrap, prefix=f"n{uuid.uuid4().hex[:12]}.")
+    try:
+        flink.run_flink_join(DECLARED, f"kafka://{kafka_bootstrap}?prefix={log.prefix}",
+                             timeout_s=60)
+        assert read_all(log, SAMPLES) == read_all(log, DEAD_LETTERS) == []
+    finally:
+        log.close()
