@@ -10,7 +10,10 @@ joiner processes
 (`livelearn train`; one model, so one trainer). The phases run one after the
 other on a fresh log; events_per_s is all events over the three phases' wall
 time. Every setup must end with the same model, bit for bit (its SHA-256 is
-printed): the semantics do not depend on the backend or the partition count.
+printed) with the embedded joiner: the semantics do not depend on the backend
+or the partition count. The Flink SQL joiner (one job, --no-flink to leave it
+out) writes features with their keys sorted, so its model can differ in the
+last bits of a sum.
 Without --kafka a single-node broker is started (scripts/kafka/start.sh).
 """
 
@@ -73,19 +76,25 @@ def _ingest(url: str, records: Records, shard: int, shards: int) -> None:
     log.close()
 
 
-def _roles(name: str, url: str, registry: Path, shards: int) -> None:
-    extra = ["--registry", str(registry)] if name == "train" else []
+def _roles(name: str, url: str, registry: Path, shards: int, joiner: str) -> None:
+    """Run a role to the end of the log: P joiner shards (or one Flink job), one trainer."""
+    if name == "train":
+        commands = [["--registry", str(registry)]]
+    elif joiner == "flink":
+        commands = [["--engine", "flink"]]
+    else:
+        commands = [["--shard", f"{k}/{shards}"] for k in range(shards)]
     processes = [subprocess.Popen(
         [sys.executable, "-m", "livelearn", "-q", name, REF, "--log", url, "--until-idle",
-         *extra, *([] if name == "train" else ["--shard", f"{k}/{shards}"])],
-        stderr=subprocess.PIPE) for k in range(shards if name == "join" else 1)]
+         *extra], stderr=subprocess.PIPE) for extra in commands]
     for p in processes:
         _, err = p.communicate(timeout=1800)
         if p.returncode:
             raise SystemExit(f"livelearn {name} failed:\n{err.decode()}")
 
 
-def run_setup(url: str, partitions: int, records: Records, work: Path) -> dict[str, Any]:
+def run_setup(url: str, partitions: int, records: Records, work: Path,
+              joiner: str = "embedded") -> dict[str, Any]:
     log = open_log(url)
     for topic in PIPELINE.topics:
         log.create_topic(topic, partitions)
@@ -104,7 +113,7 @@ def run_setup(url: str, partitions: int, records: Records, work: Path) -> dict[s
     phases["ingest_s"] = time.perf_counter() - started
     for name in ("join", "train"):
         t = time.perf_counter()
-        _roles(name, url, work / "registry", partitions)
+        _roles(name, url, work / "registry", partitions, joiner)
         phases[f"{name}_s"] = time.perf_counter() - t
     wall = time.perf_counter() - started
     events = sum(len(v) for v in records.values())
@@ -131,6 +140,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                    help="impressions to record (feedback comes on top; default 100000)")
     p.add_argument("--partitions", default="1,2,4", help="partition counts (default 1,2,4)")
     p.add_argument("--kafka", help="HOST:PORT of a broker (default: start one)")
+    p.add_argument("--flink", action=argparse.BooleanOptionalAction, default=True,
+                   help="also join with the Flink SQL job on Kafka (default: yes; "
+                        "scripts/flink/setup.sh installs it)")
     p.add_argument("--json", type=Path, help="write the records as JSON here")
     args = p.parse_args(argv)
     records = record_traffic(args.events)
@@ -139,13 +151,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         work = Path(tmp)
         kafka, kafka_data = (args.kafka, None) if args.kafka else start_kafka(work)
         try:
+            setups = [("sqlite", "embedded"), ("kafka", "embedded")]
+            setups += [("kafka", "flink")] if args.flink else []
             for partitions in (int(n) for n in args.partitions.split(",")):
-                for log in ("sqlite", "kafka"):
-                    setup = work / f"{log}-{partitions}"
+                for log, joiner in setups:
+                    setup = work / f"{log}-{joiner}-{partitions}"
                     url = (f"sqlite:///{setup / 'log.db'}" if log == "sqlite" else
                            f"kafka://{kafka}?prefix=b{uuid.uuid4().hex[:8]}.")
-                    result = {"log": log, "joiner": "embedded", "partitions": partitions,
-                              **run_setup(url, partitions, records, setup)}
+                    result = {"log": log, "joiner": joiner, "partitions": partitions,
+                              **run_setup(url, partitions, records, setup, joiner)}
                     print(orjson.dumps(result).decode(), flush=True)
                     results.append(result)
         finally:
@@ -153,21 +167,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 subprocess.run([str(ROOT / "scripts" / "kafka" / "stop.sh"), str(kafka_data)],
                                timeout=60)
     _table(results)
-    same = len({r["model_sha256"] for r in results}) == 1
-    print(f"\nthe same model in every setup (backend, partitions): {same}")
+    embedded = {r["model_sha256"] for r in results if r["joiner"] == "embedded"}
+    print(f"\nthe same model with the embedded joiner on every backend and partition "
+          f"count: {len(embedded) == 1}")
     if args.json:
         args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     return results
 
 
 def _table(results: list[dict[str, Any]]) -> None:
-    base = {r["log"]: r["events_per_s"] for r in results if r["partitions"] == 1}
-    print(f"\n{'log':8}{'partitions':>11}{'events/s':>11}{'vs 1':>7}"
-          f"{'ingest s':>10}{'join s':>8}{'train s':>9}")
+    base = {(r["log"], r["joiner"]): r["events_per_s"] for r in results if r["partitions"] == 1}
+    print(f"\n{'log':8}{'joiner':10}{'partitions':>11}{'events/s':>11}{'vs 1':>7}"
+          f"{'ingest s':>10}{'join s':>8}{'train s':>9}  model")
     for r in results:
-        ratio = r["events_per_s"] / base[r["log"]] if r["log"] in base else float("nan")
-        print(f"{r['log']:8}{r['partitions']:>11}{r['events_per_s']:>11,}{ratio:>7.2f}"
-              f"{r['ingest_s']:>10}{r['join_s']:>8}{r['train_s']:>9}")
+        one = base.get((r["log"], r["joiner"]))
+        ratio = r["events_per_s"] / one if one else float("nan")
+        print(f"{r['log']:8}{r['joiner']:10}{r['partitions']:>11}{r['events_per_s']:>11,}"
+              f"{ratio:>7.2f}{r['ingest_s']:>10}{r['join_s']:>8}{r['train_s']:>9}"
+              f"  {r['model_sha256']}")
 
 
 if __name__ == "__main__":
