@@ -17,7 +17,9 @@ Semantics (DESIGN.md, normative):
   emitted, or a prediction whose window the watermark has passed (late);
   feedback with ts outside [t, t + W] (outside_window); feedback whose
   prediction has not come when the watermark passes its ts (orphan).
-- Samples carry the features exactly as the server logged them.
+- Samples carry the features exactly as the server logged them, by name in
+  sorted order (so that every joiner, Flink's too, hands the trainer the same
+  rows in the same order: the model is then the same bit for bit).
 - Label in the event (an ``enricher``, join.enrich): each event of the labelled
   stream is its own window of width zero, keyed by its id: it is a duplicate if
   its id was seen, late if the watermark has passed its ts, and otherwise
@@ -255,7 +257,7 @@ class Joiner:
         return {"id": pred["request_id"], "ts": pred["ts"],
                 "window_end": pred["ts"] + self.window_ms, "user": pred["user"],
                 "item": pred["item"], "model_version": pred["model_version"],
-                "score": pred["score"], "features": pred["features"],
+                "score": pred["score"], "features": dict(sorted(pred["features"].items())),
                 "labels": self.label(events), "feedback": [e.id for e in events]}
 
     # -- checkpoint -------------------------------------------------------------

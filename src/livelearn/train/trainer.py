@@ -29,9 +29,18 @@ from livelearn.log.merge import MergedReader
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
 from livelearn.spec import SAMPLES, Pipeline
+from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import Metric, WindowedMetric, make_metric
 
 log = logging.getLogger("livelearn.train")
+
+
+def _dedup_horizon(pipeline: Pipeline) -> int:
+    """How far (ms of event time) sample window ends may interleave: a window and
+    the lateness, at least ten minutes."""
+    join = pipeline.feedback
+    spread = getattr(join, "window_ms", 0) + getattr(join, "allowed_lateness_ms", 0)
+    return max(600_000, 2 * spread)
 
 
 def _sample_key(record: Record) -> tuple[tuple[int, str], dict[str, Any]]:
@@ -69,9 +78,9 @@ class Trainer:
         self.offsets: dict[TopicPartition, int] = {tp: 0 for tp in self.inputs}
         self.samples = 0
         self.duplicates = 0  # samples skipped as already learned
-        # the largest (window_end, id) read and learned, per partition
-        self._marks: dict[TopicPartition, tuple[int, str]] = {}
-        self._learned_marks: dict[TopicPartition, tuple[int, str]] = {}
+        # ids of the samples read, and of those learned (what a version records)
+        horizon = _dedup_horizon(pipeline)
+        self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
         self._last_learned_ts: int | None = None
         self.version: Version | None = None
         self._since_publish = 0
@@ -91,8 +100,8 @@ class Trainer:
             meta = version.meta
             self.version = version
             self.offsets.update({(t, p): o for t, p, o in meta["offsets"]})
-            self._marks = {(t, p): (end, rid) for t, p, end, rid in meta["marks"]}
-            self._learned_marks = dict(self._marks)
+            self._read_ids = RecentIds(self._read_ids.horizon_ms, meta["learned_ids"])
+            self._learned_ids = RecentIds(self._read_ids.horizon_ms, meta["learned_ids"])
             self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
             return
         self.version = self._publish(ts=None)
@@ -103,8 +112,8 @@ class Trainer:
         Partitions of the samples topic are merged by (window_end, id), the order
         one joiner emits in, so the model is the same whatever the partition
         count; ``final`` says the log is complete (an empty partition is done).
-        A sample at or below its partition's mark (the largest (window_end, id)
-        learned) is a duplicate a joiner's restart wrote again: it is skipped.
+        A sample already learned (train.dedup.RecentIds), such as one a joiner's
+        restart wrote again, is skipped.
         """
         if self.reader is None:
             self.reader = MergedReader(self.log, self.inputs, _sample_key, self.offsets,
@@ -119,13 +128,12 @@ class Trainer:
             record, sample = got
             tp = (record.topic, record.partition)
             last_read[tp] = record.offset + 1
-            mark = self._marks.get(tp)
-            if mark is not None and (sample["window_end"], sample["id"]) <= tuple(mark):
+            if self._read_ids.seen(sample["window_end"], sample["id"]):
                 self.duplicates += 1
                 continue
             samples.append(sample)
             where.append((record.topic, record.partition, record.offset))
-            self._marks[tp] = (sample["window_end"], sample["id"])
+            self._read_ids.add(sample["window_end"], sample["id"])
         trained = self._train(samples, where) if samples else None
         self.offsets.update(last_read)
         return trained
@@ -175,7 +183,7 @@ class Trainer:
                                                                     strict=True))
         for (topic, partition, offset), sample in zip(where, samples, strict=True):
             self.offsets[(topic, partition)] = offset + 1
-            self._learned_marks[(topic, partition)] = (sample["window_end"], sample["id"])
+            self._learned_ids.add(sample["window_end"], sample["id"])
         self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += len(batch)
         self._since_publish += len(batch)
@@ -191,7 +199,7 @@ class Trainer:
         meta = {
             "trainer": self.group, "samples": self.samples, "event_ts": ts,
             "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
-            "marks": [[t, p, *m] for (t, p), m in sorted(self._learned_marks.items())],
+            "learned_ids": self._learned_ids.state(),
             "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
             "window": {"metric": self.window.get() if self.window.count else None,
                        "samples": len(self._recent), "offsets": offsets, "scores": scores},
