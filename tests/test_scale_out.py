@@ -107,17 +107,17 @@ def test_the_documented_roles_run_on_kafka_and_redis(tmp_path: Path, kafka_boots
                 p.kill()
 
 
-def test_bench_scale_gives_the_same_model_on_every_backend_and_partition_count(
+def test_bench_scale_gives_the_same_model_on_every_log_joiner_and_partition_count(
         tmp_path: Path, kafka_bootstrap: str) -> None:
     out = tmp_path / "scale.json"
     done = subprocess.run([sys.executable, str(DOC.parents[1] / "bench" / "scale.py"),
-                           "--events", "3000", "--partitions", "1,2", "--no-flink",
+                           "--events", "3000", "--partitions", "1,2",
                            "--kafka", kafka_bootstrap, "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     records = orjson.loads(out.read_bytes())
     assert {(r["log"], r["joiner"], r["partitions"]) for r in records} == {
-        ("sqlite", "embedded", 1), ("kafka", "embedded", 1),
-        ("sqlite", "embedded", 2), ("kafka", "embedded", 2)}
+        (log, joiner, p) for log, joiner in (("sqlite", "embedded"), ("kafka", "embedded"),
+                                             ("kafka", "flink")) for p in (1, 2)}
     assert all(r["events_per_s"] > 0 and r["samples_learned"] == 3000 for r in records)
     assert len({r["model_sha256"] for r in records}) == 1

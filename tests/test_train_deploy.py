@@ -50,7 +50,7 @@ def test_trainer_scores_before_learning_and_publishes_with_lineage(tmp_path: Pat
     _samples(log, 2500)
     registry = Registry(tmp_path / "reg")
     trainer = Trainer(log, registry, SMALL)
-    trained = trainer.step(10_000)
+    trained = trainer.step(10_000, final=True)
     assert trained is not None and len(trained.samples) == 2500
     assert trained.scores[0] == 0.5  # the first sample is scored by an untrained model
     assert [v.meta["samples"] for v in registry.versions()] == [0, 1000, 2000]
@@ -59,18 +59,18 @@ def test_trainer_scores_before_learning_and_publishes_with_lineage(tmp_path: Pat
     assert v3.meta["offsets"] == [[SAMPLES, 0, 2000]]
     assert v3.meta["prequential"] == pytest.approx(auc(trained.scores[:2000],
                                                        trained.labels[:2000]), abs=1e-3)
-    assert trainer.step() is None
+    assert trainer.step(final=True) is None
 
 
 def test_a_restarted_trainer_ends_in_the_same_state(tmp_path: Path, log: SQLiteLog) -> None:
     _samples(log, 3500)
     whole = Trainer(log, Registry(tmp_path / "a"), SMALL)
-    whole.step(10_000)
+    whole.step(10_000, final=True)
     first = Trainer(log, Registry(tmp_path / "b"), SMALL)
-    first.step(1500)  # then "crashes": what it learned after v2 is lost
+    first.step(1500, final=True)  # then "crashes": what it learned after v2 is lost
     again = Trainer(log, Registry(tmp_path / "b"), SMALL)
     assert again.samples == 1000
-    while again.step(700):
+    while again.step(700, final=True):
         pass
     assert np.array_equal(again.model.state()["z"], whole.model.state()["z"])
     assert np.array_equal(again.model.state()["n"], whole.model.state()["n"])
@@ -108,7 +108,7 @@ def test_gate_approves_improvements_and_rejects_a_degraded_candidate(tmp_path: P
     _samples(log, 2000)
     trainer = Trainer(log, registry, SMALL)
     gate = Gate(log, registry, "clicked", tolerance=0.03)
-    trainer.step(10_000)
+    trainer.step(10_000, final=True)
     decisions = gate.step()
     assert [d.approved for d in decisions] == [True, True, True]
     assert "no version approved yet" in decisions[0].reason
@@ -118,7 +118,7 @@ def test_gate_approves_improvements_and_rejects_a_degraded_candidate(tmp_path: P
     rows = hash_rows([{"topic": f"t{i % 5}"} for i in range(5000)], bad.bits)
     bad.learn(rows, np.array([float(i % 5 == 0) for i in range(5000)]))
     trainer.model = bad
-    trainer.step(10_000)
+    trainer.step(10_000, final=True)
     decision = gate.step()[-1]
     assert not decision.approved
     assert "worse by more than tolerance" in decision.reason
@@ -130,13 +130,13 @@ def test_samples_written_twice_are_learned_once(tmp_path: Path, log: SQLiteLog) 
     again = [(r.key, r.value) for r in log.read(SAMPLES, 0, 1000, 500)]
     log.append(SAMPLES, again)  # a joiner restart wrote its last step again
     twice = Trainer(log, Registry(tmp_path / "a"), SMALL)
-    while twice.step(400):
+    while twice.step(400, final=True):
         pass
     assert (twice.samples, twice.duplicates) == (1500, 500)
     once = SQLiteLog(tmp_path / "once.db")
     _samples(once, 1500)
     reference = Trainer(once, Registry(tmp_path / "b"), SMALL)
-    reference.step(10_000)
+    reference.step(10_000, final=True)
     assert np.array_equal(twice.model.state()["z"], reference.model.state()["z"])
 
 
@@ -144,7 +144,7 @@ def test_a_corrupt_model_file_falls_back_to_the_version_before(
         tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
     _samples(log, 2500)
     registry = Registry(tmp_path / "reg")
-    Trainer(log, registry, SMALL).step(10_000)
+    Trainer(log, registry, SMALL).step(10_000, final=True)
     path = registry.file(3)
     path.write_bytes(path.read_bytes()[:-100])  # truncated
     resumed = Trainer(log, registry, SMALL)

@@ -67,6 +67,8 @@ class Trainer:
         self.log, self.registry, self.pipeline, self.group = log, registry, pipeline, group
         self.idle_after_s = idle_after_s
         self.reader: MergedReader | None = None
+        # read samples of the newest window end, not learned yet: (key, sample, where)
+        self._held: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         self.policies = pipeline.policies
         self.inputs = log.topic_partitions([SAMPLES])
         self.model: Learner = pipeline.learner()
@@ -112,31 +114,39 @@ class Trainer:
         Partitions of the samples topic are merged by (window_end, id), the order
         one joiner emits in, so the model is the same whatever the partition
         count; ``final`` says the log is complete (an empty partition is done).
-        A sample already learned (train.dedup.RecentIds), such as one a joiner's
-        restart wrote again, is skipped.
+        Samples of the newest window end are held back until a later one (or the
+        end of a complete log) shows that no more can tie with them, then learned
+        sorted by id: a joiner that emits ties in any order (Flink's) gives the
+        same model. A sample already learned (train.dedup.RecentIds), such as one
+        a joiner's restart wrote again, is skipped.
         """
         if self.reader is None:
             self.reader = MergedReader(self.log, self.inputs, _sample_key, self.offsets,
                                        self.idle_after_s)
-        samples: list[dict[str, Any]] = []
-        where: list[tuple[str, int, int]] = []
-        last_read: dict[TopicPartition, int] = {}
-        for _ in range(max_records):
+        ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
+        exhausted = False
+        while len(ready) + len(self._held) < max_records:
             got = self.reader.next(final)
             if got is None:
+                exhausted = True
                 break
             record, sample = got
-            tp = (record.topic, record.partition)
-            last_read[tp] = record.offset + 1
-            if self._read_ids.seen(sample["window_end"], sample["id"]):
+            key = (sample["window_end"], sample["id"])
+            if self._read_ids.seen(*key):
                 self.duplicates += 1
                 continue
-            samples.append(sample)
-            where.append((record.topic, record.partition, record.offset))
-            self._read_ids.add(sample["window_end"], sample["id"])
-        trained = self._train(samples, where) if samples else None
-        self.offsets.update(last_read)
-        return trained
+            self._read_ids.add(*key)
+            if self._held and key[0] > self._held[0][0][0]:
+                ready += sorted(self._held, key=lambda h: h[0])
+                self._held = []
+            self._held.append((key, sample, (record.topic, record.partition, record.offset)))
+        if (final and exhausted) or len(self._held) >= max_records:  # nothing more can tie
+            # (or a tie larger than a step: learned as it stands, sorted by id)
+            ready += sorted(self._held, key=lambda h: h[0])
+            self._held = []
+        if not ready:
+            return None
+        return self._train([r[1] for r in ready], [r[2] for r in ready])
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
