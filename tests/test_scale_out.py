@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from livelearn.demo import _write_tables, free_port
 from livelearn.log import open_log
@@ -24,12 +25,20 @@ from livelearn.spec import PREDICTIONS, SAMPLES
 DOC = Path(__file__).resolve().parents[1] / "docs" / "scale-out.md"
 
 
-def doc_commands() -> list[str]:
-    text = DOC.read_text()
-    block = text.split("<!-- scale-out: roles -->", 1)[1]
+def doc_block(name: str) -> list[str]:
+    """The command lines of the doc's block marked ``<!-- scale-out: NAME -->``."""
+    block = DOC.read_text().split(f"<!-- scale-out: {name} -->", 1)[1]
     body = re.search(r"```sh\n(.*?)```", block, re.S)
     assert body is not None
     return [line for line in body.group(1).splitlines() if line.strip()]
+
+
+def doc_commands(engine: str) -> list[str]:
+    """The roles as the doc gives them, with the Flink join in place of the embedded one."""
+    roles = doc_block("roles")
+    if engine == "flink":
+        roles = [c for c in roles if not c.startswith("livelearn join")] + doc_block("join-flink")
+    return roles
 
 
 def start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -54,8 +63,9 @@ def wait_for(check: Any, what: str, seconds: float = 90) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize("engine", ["embedded", "flink"])
 def test_the_documented_roles_run_on_kafka_and_redis(tmp_path: Path, kafka_bootstrap: str,
-                                                     redis_address: str) -> None:
+                                                     redis_address: str, engine: str) -> None:
     world = NewsFeed(seed=5, impressions=6000, candidates=5, days=0.5, users=300, new_users=30)
     _write_tables(world, tmp_path / "data")
     ports = free_port(), free_port()
@@ -64,7 +74,7 @@ def test_the_documented_roles_run_on_kafka_and_redis(tmp_path: Path, kafka_boots
            "WORK": str(tmp_path), "DATA": str(tmp_path / "data"),
            "PORT1": str(ports[0]), "PORT2": str(ports[1])}
     processes = [start(c, env, tmp_path / f"role{i}.log")
-                 for i, c in enumerate(doc_commands())]
+                 for i, c in enumerate(doc_commands(engine))]
     try:
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         for url in urls:
