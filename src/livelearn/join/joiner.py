@@ -143,12 +143,8 @@ class Joiner:
         return int(ts)
 
     def _on_feedback(self, record: Record, out: list[Output]) -> int | None:
-        try:
-            event = decode_event(record.value, self.schemas, max_future_ms=None)
-            if event.stream != record.topic:
-                raise BadInput(f"stream '{event.stream}' read from topic '{record.topic}'")
-        except BadInput as e:
-            out.append(_dead(Reason.MALFORMED, str(e), record.topic, record))
+        event = self._decode(record, out)
+        if event is None:
             return None
         rid = event.payload.get("request_id")
         if not isinstance(rid, str):

@@ -50,13 +50,13 @@ newest increment of any key).
 
 from __future__ import annotations
 
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from livelearn.backends import open_backend
 from livelearn.errors import BadInput, ConfigError
 
 #: URL scheme -> "module:class". Adding a backend is adding a file and a line here.
@@ -151,13 +151,8 @@ class Store(ABC):
 
 def open_store(url: str) -> Store:
     """Open the store a URL names, for example ``redis://127.0.0.1:6379/0?max_versions=4``."""
-    scheme, sep, _ = url.partition("://")
-    if not sep or scheme not in BACKENDS:
-        raise ConfigError(f"store URL {url!r}: scheme {scheme!r} is not one of "
-                          f"{', '.join(s + '://...' for s in BACKENDS)}")
-    module, cls = BACKENDS[scheme].split(":")
-    backend: type[Store] = getattr(importlib.import_module(module), cls)
-    return backend.from_url(url)  # type: ignore[attr-defined, no-any-return]
+    store: Store = open_backend(url, BACKENDS, "store")
+    return store
 
 
 def url_options(url: str, extra: Iterable[str] = ()) -> dict[str, Any]:
