@@ -50,7 +50,7 @@ def start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for(check: Any, what: str, seconds: float = 90) -> Any:
+def wait_for(check: Any, what: str, seconds: float = 240) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
