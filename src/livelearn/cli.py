@@ -117,6 +117,14 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="embedded: in this process; flink: the Flink SQL job of "
                         "`livelearn flink-sql` on a local PyFlink, over a Kafka log "
                         "(scripts/flink/setup.sh installs it) (default: %(default)s)")
+    j.add_argument("--flink-address", default=None, metavar="HOST:PORT",
+                   help="with --engine flink: submit the job to the Flink cluster whose "
+                        "JobManager's REST API is at HOST:PORT (scripts/flink/start-cluster.sh "
+                        "starts one) instead of running it on a local PyFlink")
+    j.add_argument("--checkpoints", type=Path, default=None, metavar="DIR",
+                   help="with --engine flink, unbounded: keep the job's checkpoints in DIR "
+                        "and start from the newest one there, so a restarted joiner neither "
+                        "loses nor repeats samples (on a cluster: a path its processes reach)")
     j.set_defaults(func=_join)
     f = sub.add_parser("flink-sql", help="print the Flink SQL job the pipeline's join becomes",
                        description="Print the Flink SQL job built from the pipeline's join: "
@@ -211,8 +219,13 @@ def _join(args: argparse.Namespace) -> int:
         from livelearn.join.flink import run_flink_join
         from livelearn.spec import load_pipeline
 
-        run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle)
+        run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle,
+                       flink_address=args.flink_address, checkpoints=args.checkpoints)
         return 0
+    if args.flink_address is not None or args.checkpoints is not None:
+        from livelearn.errors import ConfigError
+
+        raise ConfigError("--flink-address and --checkpoints go with --engine flink")
     pipeline, log = _open(args)
     runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
                         shard=args.shard)

@@ -3,7 +3,9 @@
 ``build_job(pipeline, log_url)`` gives the job; ``flink_sql`` prints it as a script
 (``livelearn flink-sql``); ``run_flink_join`` runs it on a local Flink in PyFlink's own
 venv (scripts/flink/setup.sh makes it), as a subprocess: PyFlink pins pandas, pyarrow
-and apache-beam. The job:
+and apache-beam; or, given a JobManager's REST address, submits it from there to that
+Flink cluster (scripts/flink/start-cluster.sh starts a local one), a checkpoint
+directory then being one the cluster's processes reach at the same path. The job:
 
 - reads predictions and each feedback stream from Kafka (raw JSON values; ``ts`` as a
   TIMESTAMP_LTZ(3) rowtime; watermark ``ts - allowed lateness``, emitted after every
@@ -53,8 +55,14 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   when the job started, then emit every open window; running one twice writes every
   sample twice (same ids). ``bounded=False`` runs until stopped, reading from the
   consumer group's offsets, with Kafka transactions committed on checkpoints every
-  10 s; but a new process starts without the old one's open windows (no savepoint
-  is kept), so it is not exactly once across restarts.
+  10 s. Given a checkpoint directory (``livelearn join --checkpoints DIR``), the
+  checkpoints are kept there (retained when the job is cancelled, and left there
+  when its process is killed) and a restart starts from the newest one: the open
+  windows, the sources' offsets and the sink's pending transactions, so a stopped
+  or killed joiner that is started again neither loses nor duplicates samples.
+  Without one, a new process starts without the old one's open windows (it resumes
+  at the consumer group's committed offsets), so it is not exactly once across
+  restarts.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +92,8 @@ JOB_SCRIPT = Path(__file__).with_name("flink_job.py")
 _JAR = "flink-sql-connector-kafka-5.0.0-2.2.jar"
 #: JVM options for the local Flink cluster (notes: ~750 MB peak instead of ~1.1 GB).
 JVM_ARGS = "-Xmx384m -XX:+UseSerialGC"
+#: How long a stopped client has to cancel its job before its session is killed.
+_CANCEL_S = 10
 
 
 @dataclass(frozen=True)
@@ -461,17 +472,46 @@ def kafka_jar(must_exist: bool = True) -> Path:
     return path
 
 
-def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
-                   timeout_s: float | None = None) -> None:
-    """Run the pipeline's Flink join on a local Flink in PyFlink's venv; return when it ends.
+def cluster_config(address: str) -> dict[str, str]:
+    """The configuration that submits a job to the Flink cluster whose JobManager's REST
+    API is at ``address`` (HOST:PORT) instead of running it in a local mini-cluster."""
+    parts = urlsplit(address if "//" in address else "//" + address)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ConfigError(f"Flink address {address!r}: expected HOST:PORT, the JobManager's "
+                          "REST address (scripts/flink/start-cluster.sh prints one)")
+    return {"execution.target": "remote", "rest.address": parts.hostname,
+            "rest.port": str(port)}
 
+
+def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
+                   timeout_s: float | None = None, flink_address: str | None = None,
+                   checkpoints: str | Path | None = None) -> None:
+    """Run the pipeline's Flink join from PyFlink's venv; return when it ends.
+
+    Without ``flink_address`` the job runs on a local mini-cluster in PyFlink's JVM;
+    with it (HOST:PORT, a JobManager's REST address) it is submitted to that Flink
+    cluster, the Kafka connector jar with it (``pipeline.jars``), and this process
+    waits for it as a client. With ``checkpoints`` (a directory; an unbounded job only)
+    the job keeps its checkpoints there and starts from the newest one it finds.
     Bounded (the default): reads what the topics hold when it starts, then stops;
-    unbounded: runs until stopped (Ctrl-C). The job's processes (Python and the JVM
-    it starts) run in a session of their own and are ended together on a timeout
-    or an interrupt. Raises Unavailable with the end of Flink's output if the job
-    fails or does not end within ``timeout_s``.
+    unbounded: runs until stopped (Ctrl-C, SIGTERM). The client's
+    processes (Python and the JVM it starts) run in a session of their own; on a
+    timeout or an interrupt the client cancels the job (so none is left running on
+    a cluster), then the session is ended. Raises Unavailable with the end of Flink's
+    output if the job fails or does not end within ``timeout_s``.
     """
+    extra = cluster_config(flink_address) if flink_address is not None else {}
+    if checkpoints is not None:
+        if bounded:
+            raise ConfigError("a checkpoint directory is for an unbounded Flink join (a "
+                              "bounded one reads the topics from their start every time)")
+        extra |= checkpoint_config(Path(checkpoints))
     job = build_job(pipeline, log_url, bounded, jar=kafka_jar())
+    job = FlinkJob(job.config | extra, job.tables, job.inserts)
     _create_topics(pipeline, log_url)
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
         spec, output = Path(tmp) / "job.json", Path(tmp) / "output.txt"
@@ -484,6 +524,29 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
         if code:
             raise Unavailable(f"the Flink join failed ({code}):\n"
                               + _summary(output.read_text(errors="replace")))
+
+
+def checkpoint_config(directory: Path) -> dict[str, str]:
+    """Checkpoints kept in ``directory`` (made if missing), and a start from the newest
+    completed one there if any."""
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"execution.checkpointing.dir": directory.as_uri(),
+              "execution.checkpointing.externalized-checkpoint-retention":
+                  "RETAIN_ON_CANCELLATION",
+              "execution.checkpointing.num-retained": "2"}
+    newest = newest_checkpoint(directory)
+    if newest is not None:
+        config["execution.state-recovery.path"] = newest.as_uri()
+    return config
+
+
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The newest completed checkpoint under ``directory`` (JOB_ID/chk-N holding its
+    _metadata, the last file Flink writes), by the time its metadata was written."""
+    done = [m.parent for m in directory.glob("*/chk-*/_metadata")]
+    return max(done, key=lambda c: (c.joinpath("_metadata").stat().st_mtime_ns,
+                                    int(c.name.partition("-")[2])), default=None)
 
 
 def _create_topics(pipeline: Pipeline, log_url: str) -> None:
@@ -500,19 +563,34 @@ def _create_topics(pipeline: Pipeline, log_url: str) -> None:
 
 def _run_session(command: list[str], env: dict[str, str], out: IO[str],
                  timeout_s: float | None) -> int:
-    """Run ``command`` in a new session; end the whole session if it does not end itself."""
+    """Run ``command`` in a new session; end the whole session if it does not end itself.
+
+    A SIGTERM to this process (in its main thread) ends it with status 143 after the
+    same clean-up: the session would otherwise outlive it."""
     process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if main else None
     try:
         return process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired as e:
         raise Unavailable(f"the Flink join did not end in {timeout_s} s") from e
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        else:
-            _end_leftovers(process.pid)
+            # the client cancels its job on SIGTERM (a cluster's job outlives the client)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=_CANCEL_S)
+            except subprocess.TimeoutExpired:
+                pass
+        _end_leftovers(process.pid)
+        process.wait()
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _end_leftovers(session: int) -> None:

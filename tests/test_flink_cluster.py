@@ -1,0 +1,202 @@
+"""The Flink SQL join submitted to a Flink session cluster, against the embedded joiner.
+
+scripts/flink/start-cluster.sh starts a standalone cluster (a JobManager and a
+TaskManager on 127.0.0.1) from the distribution in PyFlink's venv; `livelearn join
+--engine flink --until-idle --flink-address` submits the bounded job to it and waits,
+and its samples must be the embedded joiner's on the same input log. An unbounded
+join with --checkpoints, stopped halfway through its input and started again, must
+resume from its checkpoint: every sample once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from livelearn.join import flink
+from livelearn.log.kafka import KafkaLog
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+from test_flink_join import (
+    T0,
+    N,
+    _reasons,
+    embedded,
+    event,
+    fill,
+    flink_ready,
+    prediction,
+    read_all,
+)
+
+__all__ = ["flink_ready"]  # a fixture, used by name
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "flink"
+
+
+@pytest.fixture(scope="module")
+def flink_address(flink_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """HOST:PORT of a Flink session cluster that start-cluster.sh starts (about 25 s)."""
+    data = tmp_path_factory.mktemp("flink-cluster")
+    started = subprocess.run([str(SCRIPTS / "start-cluster.sh"), str(data)], capture_output=True,
+                             text=True, timeout=120)
+    try:
+        if started.returncode:
+            pytest.fail(f"scripts/flink/start-cluster.sh failed ({started.returncode}):\n"
+                        f"{started.stderr[-3000:]}")
+        yield started.stdout.strip().rpartition("FLINK_ADDRESS=")[2]
+    finally:
+        subprocess.run([str(SCRIPTS / "stop-cluster.sh"), str(data)], timeout=60, check=True)
+
+
+def _jobs(address: str) -> list[dict[str, str]]:
+    """The cluster's jobs: id and state."""
+    with urllib.request.urlopen(f"http://{address}/jobs/overview", timeout=5) as r:
+        return [{"jid": j["jid"], "state": j["state"]} for j in json.load(r)["jobs"]]
+
+
+def test_the_cluster_gives_the_embedded_joiners_samples(flink_address: str,
+                                                         kafka_bootstrap: str) -> None:
+    ours = KafkaLog(kafka_bootstrap, prefix=f"e{uuid.uuid4().hex[:12]}.")
+    theirs = KafkaLog(kafka_bootstrap, prefix=f"c{uuid.uuid4().hex[:12]}.")
+    try:
+        fill(ours)
+        fill(theirs)
+        want_samples, want_dead = embedded(ours)
+        before = _jobs(flink_address)
+        began = time.monotonic()
+        # the demo pipeline, whose label function is the declared DEMO_LABELS
+        done = subprocess.run(
+            [sys.executable, "-m", "livelearn", "-q", "join", "livelearn.sim.pipeline:PIPELINE",
+             "--log", f"kafka://{kafka_bootstrap}?prefix={theirs.prefix}", "--engine", "flink",
+             "--until-idle", "--flink-address", flink_address],
+            capture_output=True, text=True, timeout=90)
+        took = time.monotonic() - began
+        assert done.returncode == 0, done.stderr[-3000:]
+        got_samples, got_dead = read_all(theirs, SAMPLES), read_all(theirs, DEAD_LETTERS)
+    finally:
+        ours.close()
+        theirs.close()
+    assert len(want_samples) == N
+    assert sorted(got_samples, key=lambda s: s["id"]) == sorted(want_samples, key=lambda s: s["id"])
+    assert _reasons(got_dead) == _reasons(want_dead)
+    # it ran on the cluster, not in a local mini-cluster of the client
+    assert [j["state"] for j in _jobs(flink_address) if j not in before] == ["FINISHED"], took
+
+
+def test_a_bad_flink_address_is_a_config_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "livelearn", "join", "livelearn.sim.pipeline:PIPELINE",
+         "--log", "kafka://127.0.0.1:1", "--engine", "flink", "--flink-address", "nohost"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "HOST:PORT" in done.stderr
+
+
+class _Recorder:
+    """What fill() appends, per topic, to be appended to a log later and in parts."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[tuple[str, bytes]]] = {}
+
+    def create_topic(self, topic: str, partitions: int = 1) -> None:
+        self.records.setdefault(topic, [])
+
+    def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+        self.records.setdefault(topic, []).extend(records)
+        return 0
+
+
+def _ticks() -> dict[str, list[tuple[str, bytes]]]:
+    """A prediction and feedback a day after the input: every input's watermark passes
+    the end of every window of the input, which closes them all."""
+    ts = T0 + N * 7_000 + 86_400_000
+    return {PREDICTIONS: [("tick", orjson.dumps(prediction("tick", ts)))],
+            "click": [("u1", orjson.dumps(event("click", "tick", ts, "tick-c")))],
+            "read": [("u1", orjson.dumps(event("read", "tick", ts, "tick-r", seconds=1.0)))]}
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout_s: float,
+              process: subprocess.Popen[bytes], output: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert process.poll() is None, f"the joiner ended:\n{output.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s} s"
+        time.sleep(0.5)
+
+
+def test_a_restarted_unbounded_join_resumes_from_its_checkpoint(
+        flink_address: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Half the input, an unbounded join on the cluster until its first checkpoint
+    committed samples, stopped (SIGTERM: it cancels its job); the rest of the input;
+    the join started again from the same checkpoint directory: the predictions whose
+    windows were open at the stop come from the restored state, and every sample comes
+    once, as the embedded joiner makes them from the whole input."""
+    whole = _Recorder()
+    fill(whole)  # type: ignore[arg-type]
+    ticks = _ticks()
+    ours = KafkaLog(kafka_bootstrap, prefix=f"e{uuid.uuid4().hex[:12]}.")
+    theirs = KafkaLog(kafka_bootstrap, prefix=f"k{uuid.uuid4().hex[:12]}.")
+    command = [sys.executable, "-m", "livelearn", "-q", "join", "livelearn.sim.pipeline:PIPELINE",
+               "--log", f"kafka://{kafka_bootstrap}?prefix={theirs.prefix}", "--engine", "flink",
+               "--flink-address", flink_address, "--checkpoints", str(tmp_path / "checkpoints")]
+    try:
+        for topic, records in whole.records.items():
+            ours.create_topic(topic)
+            theirs.create_topic(topic)
+            ours.append(topic, records + ticks.get(topic, []))
+            theirs.append(topic, records[:len(records) // 2])
+        want = [s for s in embedded(ours)[0] if s["id"] != "tick"]
+        before = _jobs(flink_address)
+        began = time.monotonic()
+        first = _run(command, tmp_path / "first.txt")
+        try:
+            _wait_for("committed samples", lambda: bool(read_all(theirs, SAMPLES)), 45, first,
+                      tmp_path / "first.txt")
+        finally:
+            _stop(first)
+        assert first.returncode == 143, (tmp_path / "first.txt").read_text()[-3000:]
+        kept = flink.newest_checkpoint(tmp_path / "checkpoints")
+        assert kept is not None
+        halfway = read_all(theirs, SAMPLES)
+        assert 0 < len(halfway) < N
+        for topic, records in whole.records.items():
+            theirs.append(topic, records[len(records) // 2:] + ticks.get(topic, []))
+        second = _run(command, tmp_path / "second.txt")
+        try:
+            _wait_for("every sample", lambda: len(read_all(theirs, SAMPLES)) >= N, 60, second,
+                      tmp_path / "second.txt")
+        finally:
+            _stop(second)
+        took = time.monotonic() - began
+        got = read_all(theirs, SAMPLES)
+    finally:
+        ours.close()
+        theirs.close()
+    assert len(want) == N
+    assert len(got) == N, (len(got), took)  # none twice
+    assert sorted(got, key=lambda s: s["id"]) == sorted(want, key=lambda s: s["id"])
+    # both jobs were cancelled, none is left running on the cluster
+    assert [j["state"] for j in _jobs(flink_address) if j not in before] == ["CANCELED"] * 2
+
+
+def _run(command: list[str], output: Path) -> subprocess.Popen[bytes]:
+    with output.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
