@@ -97,14 +97,18 @@ def test_the_documented_roles_run_on_kafka_and_redis(tmp_path: Path, kafka_boots
         log = open_log(f"kafka://{env['KAFKA']}")
         registry = Registry(tmp_path / "registry")
         wait_for(lambda: len(registry.versions()) >= 3, "versions trained on the samples")
-        newest = wait_for(lambda: registry.incumbent(), "an approved version")
+        def trained_incumbent() -> Any:
+            incumbent = registry.incumbent()
+            return incumbent if incumbent is not None and incumbent.id > 1 else None
+
+        newest = wait_for(trained_incumbent, "an approved version trained on samples")
         for url in urls:
             wait_for(lambda u=url: httpx.get(f"{u}/healthz").json()["model_version"]
                      == registry.incumbent().id, f"{url} to swap in the newest version")
         samples = [orjson.loads(r.value) for r in log.read(SAMPLES, 0, 0, 100_000)]
         predictions = {orjson.loads(r.value)["request_id"]: orjson.loads(r.value)
                        for r in log.read(PREDICTIONS, 0, 0, 100_000)}
-        assert samples and newest.id > 1
+        assert samples and newest is not None
         for sample in samples:  # what either server served is what was learned
             assert sample["features"] == predictions[sample["id"]]["features"]
     finally:
