@@ -60,7 +60,7 @@ def check_adapter(make: Callable[[], Learner], tmp_path: Path) -> Learner:
 
 
 def test_river_classifier_and_regressor(tmp_path: Path) -> None:
-    pytest.importorskip("river")
+    import river  # noqa: F401  (the river extra: .ci/run installs it)
     from river import linear_model, optim, preprocessing
 
     from livelearn.models.adapters import RiverLearner
@@ -75,7 +75,7 @@ def test_river_classifier_and_regressor(tmp_path: Path) -> None:
 
 
 def test_sklearn_classifier_and_regressor(tmp_path: Path) -> None:
-    pytest.importorskip("sklearn")
+    import sklearn  # noqa: F401  (the sklearn extra: .ci/run installs it)
     from sklearn.linear_model import SGDClassifier, SGDRegressor
 
     from livelearn.models.adapters import SklearnLearner
@@ -95,7 +95,9 @@ def test_sklearn_classifier_and_regressor(tmp_path: Path) -> None:
 
 
 def test_torch_dnn(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    # PyPI's only Linux torch wheel needs ~5 GB of CUDA packages, which .ci/run does not
+    # install; the adapter was run for real in a venv with torch (issue 3 is left open).
+    torch = pytest.importorskip("torch", reason="the torch extra is not installed")
     from livelearn.models.adapters import TorchLearner, dnn
 
     torch.set_num_threads(1)
