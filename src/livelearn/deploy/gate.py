@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,9 @@ from livelearn.train.metrics import auc, mae
 
 log = logging.getLogger("livelearn.gate")
 
+#: A sample as served: (features, the served score, the label).
+Served = tuple[dict[str, Any], float, float]
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -47,12 +51,14 @@ class Gate:
     """Validates candidates of a Registry against samples read from a Log."""
 
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
-                 min_samples: int = 200, live_window: int = 20_000,
+                 min_samples: int = 200, live_window: int = 10_000,
                  rollback_samples: int = 1000):
         self.log, self.registry, self.target, self.tolerance = log, registry, target, tolerance
         self.min_samples, self.live_window = min_samples, live_window
         self.rollback_samples = rollback_samples
-        self._rollback_seen: dict[int, dict[Any, int]] = {}
+        self._cursor: dict[tuple[str, int], int] = {}  # next sample offset to read
+        self._served: dict[int, deque[Served]] = {}  # version -> samples it served
+        self._unjudged: dict[int, int] = {}  # version -> samples since its last judgement
         self._cached: tuple[int, Learner] | None = None
 
     def step(self) -> list[Decision]:
@@ -78,12 +84,12 @@ class Gate:
         if previous is None or samples is None:
             return None
         name = current.meta.get("metric", "auc")
-        labels = np.array([float(s["labels"][self.target]) for s in samples])
+        features, served, labels = zip(*samples, strict=True)
         model = self._load(previous.id)
-        rows = hash_rows([s["features"] for s in samples], model.bits)  # type: ignore[attr-defined]
+        rows = hash_rows(features, model.bits)  # type: ignore[attr-defined]
         metric = auc if name == "auc" else mae
-        ours = metric(np.array([float(s["score"]) for s in samples]), labels)
-        theirs = metric(model.predict(rows), labels)
+        ours = metric(np.array(served), np.array(labels))
+        theirs = metric(model.predict(rows), np.array(labels))
         margin = (ours - theirs) if name == "auc" else (theirs - ours)
         if math.isnan(margin) or margin >= -self.tolerance:
             return None
@@ -94,24 +100,39 @@ class Gate:
         log.warning("v%d %s", current.id, reason)
         return Decision(current.id, False, reason, ours, theirs)
 
-    def _served_by(self, version: int) -> list[dict[str, Any]] | None:
-        """The most recent samples (of the last ``live_window`` offsets) that ``version`` served,
-        if there are ``rollback_samples`` of them and new samples came since the last look."""
-        ends = dict(self.log.end_offsets([SAMPLES]))
-        seen = self._rollback_seen.get(version, {})
-        if sum(ends.values()) - sum(seen.values()) < self.rollback_samples // 2:
-            return None  # judged already; wait for enough new samples
-        self._rollback_seen = {version: ends}
-        served: list[dict[str, Any]] = []
-        tag = b'"model_version":%d' % version  # a cheap filter before parsing
-        for (topic, partition), end in ends.items():
-            start = max(0, end - self.live_window)
-            for record in self.log.read(topic, partition, start, end - start):
-                if tag in record.value:
-                    sample = orjson.loads(record.value)
-                    if sample.get("model_version") == version:
-                        served.append(sample)
-        return served if len(served) >= self.rollback_samples else None
+    def _served_by(self, version: int) -> list[Served] | None:
+        """The most recent samples (at most ``live_window``) that ``version`` served, if
+        there are ``rollback_samples`` and half as many came since the last look.
+
+        Samples are read once, as they come (starting ``live_window`` offsets back),
+        and kept per version for the versions served lately.
+        """
+        new = self._read_served()
+        served = self._served.get(version, ())
+        fresh = self._unjudged.get(version, 0) + new.get(version, 0)
+        if len(served) < self.rollback_samples or fresh < self.rollback_samples // 2:
+            self._unjudged[version] = fresh
+            return None
+        self._unjudged[version] = 0
+        return list(served)
+
+    def _read_served(self) -> Counter[int]:
+        """Read the samples written since the last call; count them by serving version."""
+        new: Counter[int] = Counter()
+        for (topic, partition), end in self.log.end_offsets([SAMPLES]).items():
+            at = self._cursor.setdefault((topic, partition), max(0, end - self.live_window))
+            for record in self._read_range(topic, partition, at, end):
+                sample = orjson.loads(record.value)
+                version = sample.get("model_version")
+                if isinstance(version, int):
+                    self._served.setdefault(version, deque(maxlen=self.live_window)).append(
+                        (sample["features"], float(sample["score"]),
+                         float(sample["labels"][self.target])))
+                    new[version] += 1
+                self._cursor[(topic, partition)] = record.offset + 1
+        for old in sorted(self._served)[:-4]:  # keep the versions served lately
+            del self._served[old]
+        return new
 
     def judge(self, candidate: Version) -> Decision:
         incumbent = self.registry.incumbent()

@@ -109,6 +109,10 @@ class Registry:
         sql = "SELECT * FROM versions" + (" WHERE status = ?" if status else "") + " ORDER BY id"
         return [_version(r) for r in self._db().execute(sql, (status,) if status else ())]
 
+    def statuses(self) -> list[str]:
+        """Every version's status, in publication order (cheap: no metadata is read)."""
+        return [r[0] for r in self._db().execute("SELECT status FROM versions ORDER BY id")]
+
     def incumbent(self) -> Version | None:
         """The version the server serves or is about to: the newest approved or serving one."""
         row = self._db().execute("SELECT * FROM versions WHERE status IN ('approved', 'serving') "
@@ -130,9 +134,11 @@ class Registry:
         """The version that served before ``version``: retired, latest serving start."""
         if version.serving_since_ts is None:
             return None
-        before = [v for v in self.versions("retired") if v.serving_since_ts is not None
-                  and v.serving_since_ts <= version.serving_since_ts and v.id != version.id]
-        return max(before, key=lambda v: (v.serving_since_ts, v.id), default=None)
+        row = self._db().execute(
+            "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT NULL "
+            "AND serving_since_ts <= ? AND id != ? ORDER BY serving_since_ts DESC, id DESC "
+            "LIMIT 1", (version.serving_since_ts, version.id)).fetchone()
+        return None if row is None else _version(row)
 
     def promote(self, version: int, reason: str) -> None:
         """Make ``version`` the incumbent: approve it, retire newer approved or serving ones."""

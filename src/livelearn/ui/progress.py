@@ -49,7 +49,7 @@ class LiveProgress:
         if time.monotonic() - self._auc_at > 2 and self.outcome.learned > \
                 self.outcome.baseline_samples:
             self._auc, self._auc_at = self.outcome.live_window_auc(), time.monotonic()
-        versions = [v.status for v in self.registry.versions()]
+        versions = self.registry.statuses()
         approved = len(versions) - versions.count("rejected") - versions.count("candidate")
         sim_time = datetime.fromtimestamp(s.sim_ts / 1000, UTC).strftime("%Y-%m-%d %H:%M") \
             if s.sim_ts else "-"
