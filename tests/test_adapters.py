@@ -95,9 +95,8 @@ def test_sklearn_classifier_and_regressor(tmp_path: Path) -> None:
 
 
 def test_torch_dnn(tmp_path: Path) -> None:
-    # PyPI's only Linux torch wheel needs ~5 GB of CUDA packages, which .ci/run does not
-    # install; the adapter was run for real in a venv with torch (issue 3 is left open).
-    torch = pytest.importorskip("torch", reason="the torch extra is not installed")
+    import torch  # the torch extra: .ci/run installs it (PyPI's wheel brings CUDA's, ~5 GB)
+
     from livelearn.models.adapters import TorchLearner, dnn
 
     torch.set_num_threads(1)
