@@ -67,7 +67,7 @@ def decode_event(raw: bytes | str | Mapping[str, Any], schemas: Mapping[str, Sch
     Traceback (most recent call last):
     livelearn.errors.BadInput: stream 'click', field 'ts': expected milliseconds ... (seconds?)
     """
-    obj = _parse(raw)
+    obj = parse_object(raw)
     stream = _field(obj, "stream", str, "?")
     if stream not in schemas:
         known = ", ".join(sorted(schemas)) or "none"
@@ -78,7 +78,7 @@ def decode_event(raw: bytes | str | Mapping[str, Any], schemas: Mapping[str, Sch
     payload = obj.get("payload")
     if not isinstance(payload, dict):
         raise BadInput(f"stream '{stream}', field 'payload': expected an object, "
-                       f"got {_show(payload)}")
+                       f"got {show(payload)}")
     for name, kind in schemas[stream].items():
         _field(payload, name, kind, stream, prefix="payload.")
     return Event(stream, key, event_id, ts, payload)
@@ -89,7 +89,7 @@ def check_ts(ts: Any, stream: str, now_ms: int | None = None,
     """Check an event time in milliseconds; raise BadInput for seconds or the far future."""
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise BadInput(f"stream '{stream}', field 'ts': expected integer milliseconds "
-                       f"since the epoch, got {_show(ts)}")
+                       f"since the epoch, got {show(ts)}")
     if ts < MIN_TS_MS:
         raise BadInput(f"stream '{stream}', field 'ts': expected milliseconds since the "
                        f"epoch, got {ts} (seconds?)")
@@ -119,7 +119,7 @@ PREDICTION_SCHEMA: Schema = {"request_id": str, "ts": int, "user": str, "item": 
 
 def decode_prediction(raw: bytes) -> dict[str, Any]:
     """Parse and check a prediction record; raise BadInput naming the field."""
-    obj = _parse(raw)
+    obj = parse_object(raw)
     for name, kind in PREDICTION_SCHEMA.items():
         _field(obj, name, kind, "predictions")
     check_ts(obj["ts"], "predictions", max_future_ms=None)
@@ -138,15 +138,16 @@ def dead_letter(reason: Reason, detail: str, stream: str, raw: Any, source: str 
             "event": raw}
 
 
-def _parse(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
+def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:
+    """A JSON object from text (a mapping passes as it is); BadInput naming ``what``."""
     if isinstance(raw, Mapping):
         return raw
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise BadInput(f"event is not valid JSON: {e}") from None
+        raise BadInput(f"{what} is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
-        raise BadInput(f"event must be a JSON object, got {_show(obj)}")
+        raise BadInput(f"{what} must be a JSON object, got {show(obj)}")
     return obj
 
 
@@ -160,10 +161,10 @@ def _field(obj: Mapping[str, Any], name: str, kind: type, stream: str, prefix: s
         ok = True
     if not ok:
         raise BadInput(f"stream '{stream}', field '{prefix}{name}': expected "
-                       f"{kind.__name__}, got {_show(value)}")
+                       f"{kind.__name__}, got {show(value)}")
     return value
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -46,7 +46,9 @@ from livelearn.events import (
     check_ts,
     dead_letter,
     decode_event,
+    parse_object,
     partition_key,
+    show,
 )
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
@@ -112,15 +114,7 @@ def _converter(pipeline: Pipeline, stream: str, now_ms: int | None, data_dir: st
 
 
 def _object(raw: str | dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(raw, str):
-        return raw
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise BadInput(f"not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise BadInput(f"expected a JSON object, got {_short(obj)}")
-    return obj
+    return dict(parse_object(raw, "record"))
 
 
 def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
@@ -167,16 +161,7 @@ def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int |
              ) -> Event:
     """One record as an event of ``stream``; BadInput naming the stream and field."""
     text = raw if isinstance(raw, str | bytes) else None
-    obj: Mapping[str, Any]
-    if text is not None:
-        try:
-            obj = orjson.loads(text)
-        except orjson.JSONDecodeError as e:
-            raise BadInput(f"stream '{stream.name}': not valid JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise BadInput(f"stream '{stream.name}': expected a JSON object, got {_short(obj)}")
-    else:
-        obj = raw  # type: ignore[assignment]
+    obj = parse_object(raw, f"stream '{stream.name}': the record")
     if isinstance(obj.get("payload"), dict):
         return _envelope(stream, obj, now_ms)
     return _flat(stream, obj, now_ms, typed=text is not None)
@@ -221,7 +206,7 @@ def _typed(stream: Stream, name: str, kind: type, value: Any, typed: bool) -> An
         value, ok = float(value), True
     if not ok:
         raise BadInput(f"stream '{stream.name}', field '{name}': expected {kind.__name__}, "
-                       f"got {_short(value)}")
+                       f"got {show(value)}")
     return value
 
 
@@ -246,7 +231,7 @@ def _ts(stream: Stream, value: Any, name: str) -> Any:
             when = dt.datetime.fromisoformat(value)
         except ValueError:
             raise BadInput(f"stream '{stream.name}', field '{name}': expected milliseconds "
-                           f"since the epoch or ISO 8601, got {_short(value)}") from None
+                           f"since the epoch or ISO 8601, got {show(value)}") from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         return int(when.timestamp() * 1000)
@@ -259,7 +244,5 @@ def _text(raw: str | Mapping[str, Any]) -> str:
     return raw.rstrip("\n") if isinstance(raw, str) else orjson.dumps(raw).decode()
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+
 

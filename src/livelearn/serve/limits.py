@@ -26,6 +26,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from livelearn.events import show
+
 #: The default largest request body, in bytes (1 MiB: a feedback batch of some
 #: 5,000 events).
 MAX_BODY_BYTES = 1 << 20
@@ -134,7 +136,7 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
         field = ".".join(loc[1:] if loc[:1] == ["body"] else loc)
         line = f"{f'field {field!r}' if field else 'request body'}: {error.get('msg', 'invalid')}"
         if error.get("type") != "missing":
-            line += f", got {_show(error.get('input'))}"
+            line += f", got {show(error.get('input'))}"
         lines.append(line)
     return "; ".join(lines) or "invalid request"
 
@@ -152,7 +154,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
     return again
 
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
