@@ -110,64 +110,60 @@ def test_each_key_keeps_its_newest_versions(make_store: OpenStore) -> None:
     assert store.get_rows("t", ["k"]) == {"k": {"v": 500}}
 
 
-def bucket_counts(events: list[tuple[str, int, int]], key: str, window_ms: int, as_of_ms: int,
-                  bucket_ms: int) -> int:
-    """The batch definition: increments whose bucket overlaps (as_of - window, as_of]."""
-    first, last = (as_of_ms - window_ms + 1) // bucket_ms, as_of_ms // bucket_ms
-    return sum(by for k, ts, by in events if k == key and first <= ts // bucket_ms <= last)
+def exact_count(events: list[tuple[str, int, str]], key: str, window_ms: int,
+                as_of_ms: int) -> int:
+    """The batch definition: distinct event ids of ``key`` with ts in [as_of - window, as_of)."""
+    return len({i for k, ts, i in events if k == key and as_of_ms - window_ms <= ts < as_of_ms})
 
 
 def test_counters_match_a_batch_computation(make_store: OpenStore) -> None:
-    store = make_store(bucket_ms=100, retention_ms=5_000)
+    store = make_store(retention_ms=5_000)
     rng = random.Random(3)
-    events = [(f"k{rng.randrange(4)}", rng.randrange(0, 3_000), rng.randrange(1, 4))
-              for _ in range(600)]
+    events = [(f"k{rng.randrange(4)}", rng.randrange(0, 3_000), f"e{i}") for i in range(600)]
+    events += rng.sample(events, 50)  # retried: counted once
     for i in range(0, len(events), 50):  # in batches, out of time order
-        store.incr_many("clicks", events[i:i + 50])
-    store.incr("clicks", "k0", 1_234)
-    events.append(("k0", 1_234, 1))
+        store.add_many("clicks", events[i:i + 50])
+    store.add("clicks", "k0", 1_234, "one more")
+    events.append(("k0", 1_234, "one more"))
     keys = ["k0", "k1", "k2", "k3", "never"]
     for _ in range(60):
         window, as_of = rng.randrange(1, 5_001), rng.randrange(-100, 3_200)
-        expected = {k: bucket_counts(events, k, window, as_of, 100) for k in keys}
+        expected = {k: exact_count(events, k, window, as_of) for k in keys}
         assert store.counts("clicks", keys, window, as_of) == expected
-    assert store.count("clicks", "k1", 5_000, 2_999) == bucket_counts(events, "k1", 5_000,
-                                                                        2_999, 100)
+    assert store.count("clicks", "k1", 5_000, 3_000) == exact_count(events, "k1", 5_000, 3_000)
 
 
-def test_counts_are_exact_on_bucket_boundaries(make_store: OpenStore) -> None:
-    store = make_store(bucket_ms=100, retention_ms=1_000)
-    rng = random.Random(11)
-    times = [rng.randrange(0, 2_000) for _ in range(300)]
-    store.incr_many("views", [("k", ts, 1) for ts in times])
-    for as_of in range(99, 2_100, 100):
-        for window in (100, 300, 1_000):
-            exact = sum(1 for ts in times if as_of - window < ts <= as_of)
-            assert store.count("views", "k", window, as_of) == exact
+def test_a_count_never_sees_the_event_at_its_time_or_later(make_store: OpenStore) -> None:
+    store = make_store(retention_ms=1_000)
+    store.add_many("views", [("k", ts, f"e{ts}") for ts in (100, 999, 1_000, 1_001)])
+    assert store.count("views", "k", 1_000, 1_000) == 2
+    assert store.count("views", "k", 900, 1_000) == 2, "[100, 1000) holds its first ms"
+    assert store.count("views", "k", 899, 1_000) == 1
+    assert store.count("views", "k", 1, 1_001) == 1
+    assert store.count("views", "k", 1_000, 100) == 0
 
 
-def test_old_buckets_expire_but_recent_windows_stay_exact(make_store: OpenStore) -> None:
-    store = make_store(bucket_ms=10, retention_ms=100)  # keeps the 11 newest buckets
-    events = [("k", ts, 1) for ts in range(0, 5_000, 3)]
+def test_old_events_expire_but_recent_windows_stay_exact(make_store: OpenStore) -> None:
+    store = make_store(retention_ms=100)
+    events = [("k", ts, f"e{ts}") for ts in range(0, 5_000, 3)]
     for i in range(0, len(events), 100):
-        store.incr_many("c", events[i:i + 100])
+        store.add_many("c", events[i:i + 100])
     for window in (10, 55, 100):
-        assert store.count("c", "k", window, 4_999) == bucket_counts(events, "k", window,
-                                                                     4_999, 10)
-    assert store.count("c", "k", 100, 1_000) < bucket_counts(events, "k", 100, 1_000, 10)
-    buckets = store.snapshot()["counters"]["c"]["k"]
-    assert len(buckets) <= 2 * store.keep_buckets
+        assert store.count("c", "k", window, 5_000) == exact_count(events, "k", window, 5_000)
+    assert store.count("c", "k", 100, 1_000) == 0, "dropped: older than the retention"
+    kept = store.snapshot()["counters"]["c"]["k"]
+    assert len(kept) == exact_count(events, "k", 101, 4_999), "those within 100 ms of the newest"
 
 
 def test_large_batches_and_times_are_kept_whole(make_store: OpenStore) -> None:
-    store = make_store(bucket_ms=1, retention_ms=10)
+    store = make_store(retention_ms=10)
     keys = [f"k{i}" for i in range(1_234)]
-    now = 2**53 - 1  # the largest time every backend stores exactly; buckets of 1 ms
+    now = 2**53 - 1  # the largest time every backend stores exactly
     store.put_rows("t", {k: {"i": i} for i, k in enumerate(keys)}, ts_ms=now)
     assert store.get_rows("t", keys, as_of_ms=now) == {k: {"i": i} for i, k in enumerate(keys)}
-    store.incr_many("c", [(k, now - back, 1) for k in keys for back in (0, 1, 2)])
+    store.add_many("c", [(k, now - back, f"{k}/{back}") for k in keys for back in (0, 1, 2)])
     assert store.counts("c", keys, 2, now) == dict.fromkeys(keys, 2)
-    assert store.counts("c", keys, 3, now - 1) == dict.fromkeys(keys, 2)
+    assert store.counts("c", keys, 3, now - 1) == dict.fromkeys(keys, 1)
 
 
 def test_windows_longer_than_the_retention_are_refused(make_store: OpenStore) -> None:
@@ -182,11 +178,11 @@ def test_two_stores_on_one_url_see_each_others_writes(make_store: OpenStore) -> 
     a, b = make_store(), make_store()
     a.put_rows("items", {"i1": {"p": 1}}, ts_ms=10)
     b.put_rows("items", {"i2": {"p": 2}}, ts_ms=20)
-    a.incr("clicks", "i1", 100)
-    b.incr("clicks", "i1", 150, by=2)
+    a.add("clicks", "i1", 100, "e1")
+    b.add_many("clicks", [("i1", 150, "e2"), ("i1", 100, "e1")])
     for store in (a, b):
         assert store.get_rows("items", ["i1", "i2"]) == {"i1": {"p": 1}, "i2": {"p": 2}}
-        assert store.count("clicks", "i1", 60_000, 59_999) == 3
+        assert store.count("clicks", "i1", 60_000, 59_999) == 2
 
 
 def test_bad_values_are_refused_naming_the_field(store: Store) -> None:
@@ -196,14 +192,16 @@ def test_bad_values_are_refused_naming_the_field(store: Store) -> None:
     with pytest.raises(BadInput, match="ts_ms"):
         store.put_rows("users", {"u1": {"f": 1}}, ts_ms=1.5)  # type: ignore[arg-type]
     with pytest.raises(BadInput, match="counter 'c'"):
-        store.incr("c", "k", 1, by="2")  # type: ignore[arg-type]
+        store.add("c", "k", 1, 2)  # type: ignore[arg-type]
+    with pytest.raises(BadInput, match="counter 'c': ts_ms"):
+        store.add("c", "k", 1.5, "e")  # type: ignore[arg-type]
     assert store.get_rows("users", ["u1"]) == {}
 
 
 def test_snapshot_restores_into_any_backend(store: Store, make_store: OpenStore) -> None:
     store.put_rows("t", {"a": {"v": 1}, "b:c": {"v": "x"}}, ts_ms=100)
     store.put_rows("t", {"a": {"v": 2}}, ts_ms=200)
-    store.incr_many("c", [("a", 0, 1), ("a", 60_000, 2)])
+    store.add_many("c", [("a", 0, "e1"), ("a", 60_000, "e2"), ("a", 60_000, "e3")])
     snap = store.snapshot()
     for other in (open_store("memory://"), make_store(fresh=True)):
         other.put_rows("t", {"stale": {"v": 0}}, ts_ms=1)
@@ -221,8 +219,8 @@ def test_store_urls_name_what_is_wrong() -> None:
         open_store("nothing")
     with pytest.raises(ConfigError, match="unknown option 'max_version'"):
         open_store("memory://?max_version=3")
-    with pytest.raises(ConfigError, match="'bucket_ms' must be a positive integer"):
-        open_store("redis://127.0.0.1:1/0?bucket_ms=0")
+    with pytest.raises(ConfigError, match="'retention_ms' must be a positive integer"):
+        open_store("redis://127.0.0.1:1/0?retention_ms=0")
 
 
 def test_an_unreachable_redis_is_unavailable() -> None:
@@ -237,7 +235,8 @@ def test_another_process_sees_the_writes(redis_address: str) -> None:
     try:
         store.put_rows("items", {"i1": {"p": 1}}, ts_ms=10)
         code = ("import sys; from livelearn.tables.store import open_store; "
-                "s = open_store(sys.argv[1]); s.incr('clicks', 'i1', 100, by=5); "
+                "s = open_store(sys.argv[1]); "
+                "s.add_many('clicks', [('i1', 100, str(i)) for i in range(5)]); "
                 "print(s.get_rows('items', ['i1']))")
         out = subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True,
                              text=True, timeout=30).stdout

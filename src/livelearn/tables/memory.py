@@ -17,9 +17,19 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from livelearn.errors import ConfigError
-from livelearn.tables.store import Row, Snapshot, Store, Value, check_row, check_ts, url_options
+from livelearn.tables.store import (
+    FORMAT,
+    Counted,
+    Row,
+    Snapshot,
+    Store,
+    Value,
+    check_row,
+    check_ts,
+    url_options,
+)
 
-#: Sweep counter keys idle for longer than the retention once per this many increments.
+#: Sweep counter keys idle for longer than the retention once per this many events.
 SWEEP_EVERY = 100_000
 
 
@@ -32,11 +42,32 @@ class _Versions:
 
 
 @dataclass
+class _Counted:
+    """One counter key's events: ``times`` ascending, ``ids`` beside them, ``seen`` as a set."""
+
+    times: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, ts_ms: int, event_id: str, retention_ms: int) -> None:
+        if event_id in self.seen:
+            return
+        i = bisect.bisect_right(self.times, ts_ms)
+        self.times.insert(i, ts_ms)
+        self.ids.insert(i, event_id)
+        self.seen.add(event_id)
+        old = bisect.bisect_left(self.times, self.times[-1] - retention_ms)
+        if old:
+            self.seen.difference_update(self.ids[:old])
+            del self.times[:old], self.ids[:old]
+
+
+@dataclass
 class _Data:
     rows: dict[tuple[str, str], _Versions] = field(default_factory=dict)
-    counters: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    counters: dict[tuple[str, str], _Counted] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    increments: int = 0
+    added: int = 0
 
 
 _SHARED: dict[str, _Data] = {}
@@ -44,11 +75,11 @@ _SHARED_LOCK = threading.Lock()
 
 
 class MemoryStore(Store):
-    """Versions in sorted lists per (table, key); counters as {bucket: count} per (counter, key)."""
+    """Versions in sorted lists per (table, key); counted events in sorted lists per
+    (counter, key)."""
 
-    def __init__(self, name: str = "", max_versions: int = 8, bucket_ms: int = 60_000,
-                 retention_ms: int = 86_400_000):
-        super().__init__(max_versions, bucket_ms, retention_ms)
+    def __init__(self, name: str = "", max_versions: int = 8, retention_ms: int = 86_400_000):
+        super().__init__(max_versions, retention_ms)
         self.name = name
         if not name:
             self._data = _Data()
@@ -95,56 +126,46 @@ class MemoryStore(Store):
                     found[key] = dict(versions.rows[i - 1])
         return found
 
-    def incr_many(self, counter: str, increments: Iterable[tuple[str, int, int]]) -> None:
-        batch = self.bucketed(counter, increments)
+    def add_many(self, counter: str, events: Iterable[Counted]) -> None:
+        batch = self.checked(counter, events)
         with self._data.lock:
-            for key, bucket, by in batch:
-                buckets = self._data.counters.setdefault((counter, key), {})
-                buckets[bucket] = buckets.get(bucket, 0) + by
-                if len(buckets) > 2 * self.keep_buckets:
-                    self._prune(buckets)
-            self._data.increments += len(batch)
-            if self._data.increments >= SWEEP_EVERY:
+            for key, ts_ms, event_id in batch:
+                counted = self._data.counters.setdefault((counter, key), _Counted())
+                counted.add(ts_ms, event_id, self.retention_ms)
+            self._data.added += len(batch)
+            if self._data.added >= SWEEP_EVERY:
                 self._sweep()
 
-    def _prune(self, buckets: dict[int, int]) -> None:
-        """Keep one key's ``keep_buckets`` newest buckets (RedisStore's script does the same)."""
-        oldest_kept = max(buckets) - self.keep_buckets + 1
-        for bucket in [b for b in buckets if b < oldest_kept]:
-            del buckets[bucket]
-
     def _sweep(self) -> None:
-        """Drop keys whose newest bucket is older than retention before the newest of all."""
-        self._data.increments = 0
+        """Drop keys whose newest event is older than retention before the newest of all."""
+        self._data.added = 0
         counters = self._data.counters
-        newest = max((max(b) for b in counters.values() if b), default=0)
-        idle = [n for n, b in counters.items() if not b or max(b) <= newest - self.keep_buckets]
-        for name in idle:
+        newest = max((c.times[-1] for c in counters.values() if c.times), default=0)
+        for name in [n for n, c in counters.items()
+                     if not c.times or c.times[-1] < newest - self.retention_ms]:
             del counters[name]
 
     def counts(self, counter: str, keys: Iterable[str], window_ms: int, as_of_ms: int
                ) -> dict[str, int]:
-        window = self.window_buckets(counter, window_ms, as_of_ms)
+        first, last = self.window(counter, window_ms, as_of_ms)
         out: dict[str, int] = {}
         with self._data.lock:
             for key in keys:
-                buckets = self._data.counters.get((counter, key), {})
-                if len(window) < len(buckets):
-                    out[key] = sum(buckets.get(b, 0) for b in window)
-                else:
-                    out[key] = sum(n for b, n in buckets.items() if b in window)
+                times = self._data.counters.get((counter, key), _Counted()).times
+                out[key] = bisect.bisect_right(times, last) - bisect.bisect_left(times, first)
         return out
 
     def snapshot(self) -> Snapshot:
         rows: dict[str, dict[str, list[list[object]]]] = {}
-        counters: dict[str, dict[str, dict[str, int]]] = {}
+        counters: dict[str, dict[str, list[list[object]]]] = {}
         with self._data.lock:
             for (table, key), v in self._data.rows.items():
                 rows.setdefault(table, {})[key] = [[t, dict(r)] for t, r in zip(v.times, v.rows,
                                                                                 strict=True)]
-            for (counter, key), buckets in self._data.counters.items():
-                counters.setdefault(counter, {})[key] = {str(b): n for b, n in buckets.items()}
-        return {"format": 1, "bucket_ms": self.bucket_ms, "rows": rows, "counters": counters}
+            for (counter, key), c in self._data.counters.items():
+                counters.setdefault(counter, {})[key] = [[t, i] for t, i in zip(c.times, c.ids,
+                                                                                strict=True)]
+        return {"format": FORMAT, "rows": rows, "counters": counters}
 
     def restore(self, snapshot: Snapshot) -> None:
         self.check_snapshot(snapshot)
@@ -158,5 +179,7 @@ class MemoryStore(Store):
                     for ts_ms, row in versions:
                         self._put(v, check_row(table, key, row), ts_ms)
             for counter, keys in snapshot["counters"].items():
-                for key, buckets in keys.items():
-                    self._data.counters[(counter, key)] = {int(b): n for b, n in buckets.items()}
+                for key, events in keys.items():
+                    counted = self._data.counters[(counter, key)] = _Counted()
+                    for _, ts_ms, event_id in self.checked(counter, [(key, *e) for e in events]):
+                        counted.add(ts_ms, event_id, self.retention_ms)

@@ -5,10 +5,11 @@ with its length so table, counter and key names may hold any character:
 
 - ``NAME:r:<len>:<table>:<key>`` a sorted set of versions: score = ts_ms,
   member = JSON ``[ts_ms, row]``; the newest ``max_versions`` are kept.
-- ``NAME:c:<len>:<counter>:<key>`` a hash {bucket: count}. A Lua script adds
-  to a bucket and, once the hash holds twice ``keep_buckets``, drops all but
-  the newest ``keep_buckets``. The hash expires when no increment came for
-  ``retention_ms + bucket_ms`` (at least one hour) of wall-clock time.
+- ``NAME:c:<len>:<counter>:<key>`` a sorted set of counted events: score =
+  ts_ms, member = event id (ZADD NX: an id counts once). A Lua script adds and
+  drops the events older than ``retention_ms`` before the newest; ZCOUNT
+  counts a window. The set expires when no event came for ``retention_ms``
+  (at least one hour) of wall-clock time.
 
 Each batch is one round trip; writes run in MULTI/EXEC, so a reader sees all of
 a batch or none. Durability is the Redis server's (RDB / AOF as configured).
@@ -27,7 +28,17 @@ import orjson
 import redis
 
 from livelearn.errors import ConfigError, Unavailable
-from livelearn.tables.store import Row, Snapshot, Store, Value, check_row, check_ts, url_options
+from livelearn.tables.store import (
+    FORMAT,
+    Counted,
+    Row,
+    Snapshot,
+    Store,
+    Value,
+    check_row,
+    check_ts,
+    url_options,
+)
 
 #: KEYS: version sets; ARGV[1]: ts_ms, ARGV[2]: max_versions, ARGV[2 + i]: member of KEYS[i].
 #: Times stay strings: Lua numbers would print large ones as 1.7e+12.
@@ -41,48 +52,17 @@ end
 return #KEYS
 """
 
-#: KEYS: counter hashes; ARGV[1]: keep_buckets, ARGV[2]: ttl_ms, then per KEYS[i] its bucket
-#: and increment. A hash holding more than twice keep_buckets keeps its keep_buckets newest.
-_INCR = """
-local keep = tonumber(ARGV[1])
+#: KEYS: counter sets; ARGV[1]: retention_ms, ARGV[2]: ttl_ms, then per KEYS[i] its event's
+#: ts_ms and id. Each set keeps the events within retention_ms of its newest.
+_ADD = """
+local retention = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, ARGV[1 + 2 * i], ARGV[2 + 2 * i])
+  redis.call('ZADD', key, 'NX', ARGV[1 + 2 * i], ARGV[2 + 2 * i])
   redis.call('PEXPIRE', key, ARGV[2])
-  if redis.call('HLEN', key) > 2 * keep then
-    local fields = redis.call('HKEYS', key)
-    local newest = tonumber(fields[1])
-    for _, f in ipairs(fields) do newest = math.max(newest, tonumber(f)) end
-    for _, f in ipairs(fields) do
-      if tonumber(f) < newest - keep + 1 then redis.call('HDEL', key, f) end
-    end
-  end
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', newest - retention))
 end
 return #KEYS
-"""
-
-#: KEYS: counter hashes; ARGV[1], ARGV[2]: first and last bucket (inclusive). Per key, the
-#: sum of its buckets in that range: it reads the whole hash when that is the smaller.
-_COUNT = """
-local first, last = tonumber(ARGV[1]), tonumber(ARGV[2])
-local window = {}
-for b = first, last do window[#window + 1] = string.format('%d', b) end
-local out = {}
-for i, key in ipairs(KEYS) do
-  local total = 0
-  if #window > 4000 or redis.call('HLEN', key) < #window then
-    local flat = redis.call('HGETALL', key)
-    for j = 1, #flat, 2 do
-      local b = tonumber(flat[j])
-      if b >= first and b <= last then total = total + tonumber(flat[j + 1]) end
-    end
-  else
-    for _, n in ipairs(redis.call('HMGET', key, unpack(window))) do
-      if n then total = total + tonumber(n) end
-    end
-  end
-  out[i] = total
-end
-return out
 """
 
 #: The shortest wall-clock time an idle counter key is kept, whatever the retention.
@@ -96,22 +76,21 @@ T = TypeVar("T")
 
 
 class RedisStore(Store):
-    """Rows as sorted sets of versions, counters as hashes of time buckets."""
+    """Rows as sorted sets of versions, counters as sorted sets of event ids by time."""
 
     def __init__(self, client: redis.Redis, namespace: str = "livelearn", max_versions: int = 8,
-                 bucket_ms: int = 60_000, retention_ms: int = 86_400_000):
-        super().__init__(max_versions, bucket_ms, retention_ms)
+                 retention_ms: int = 86_400_000):
+        super().__init__(max_versions, retention_ms)
         if not _NAMESPACE.fullmatch(namespace):
             raise ConfigError(f"store namespace {namespace!r}: expected letters, digits, _ . -")
         self.client, self.namespace = client, namespace
         conn = client.connection_pool.connection_kwargs
         self.where = (f"redis://{conn.get('host')}:{conn.get('port')}/{conn.get('db', 0)}"
                       f" namespace '{namespace}'")
-        #: Wall-clock ms after its last increment that a counter key expires.
-        self.idle_ms = max(retention_ms + bucket_ms, IDLE_FLOOR_MS)
+        #: Wall-clock ms after its last event that a counter key expires.
+        self.idle_ms = max(retention_ms, IDLE_FLOOR_MS)
         self._put = client.register_script(_PUT)
-        self._incr = client.register_script(_INCR)
-        self._count = client.register_script(_COUNT)
+        self._add = client.register_script(_ADD)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -147,47 +126,42 @@ class RedisStore(Store):
             found = pipe.execute()
         return {key: orjson.loads(hit[0])[1] for key, hit in zip(keys, found, strict=True) if hit}
 
-    def incr_many(self, counter: str, increments: Iterable[tuple[str, int, int]]) -> None:
-        batch = [(self._name("c", counter, key), bucket, by)
-                 for key, bucket, by in self.bucketed(counter, increments)]
-        ttl_ms = self.idle_ms
+    def add_many(self, counter: str, events: Iterable[Counted]) -> None:
+        batch = [(self._name("c", counter, key), ts_ms, event_id)
+                 for key, ts_ms, event_id in self.checked(counter, events)]
         with _reachable(self.where), self.client.pipeline(transaction=True) as pipe:
             for chunk in _chunks(batch):
-                args: list[int] = [self.keep_buckets, ttl_ms]
-                for _, bucket, by in chunk:
-                    args += (bucket, by)
-                self._incr(keys=[name for name, _, _ in chunk], args=args, client=pipe)
+                args: list[int | str] = [self.retention_ms, self.idle_ms]
+                for _, ts_ms, event_id in chunk:
+                    args += (ts_ms, event_id)
+                self._add(keys=[name for name, _, _ in chunk], args=args, client=pipe)
             pipe.execute()
 
     def counts(self, counter: str, keys: Iterable[str], window_ms: int, as_of_ms: int
                ) -> dict[str, int]:
         keys = list(keys)
-        window = self.window_buckets(counter, window_ms, as_of_ms)
-        names = [self._name("c", counter, key) for key in keys]
+        first, last = self.window(counter, window_ms, as_of_ms)
         with _reachable(self.where), self.client.pipeline(transaction=False) as pipe:
-            for chunk in _chunks(names):
-                self._count(keys=chunk, args=[window.start, window.stop - 1], client=pipe)
-            found = [n for sums in pipe.execute() for n in sums]
+            for key in keys:
+                pipe.zcount(self._name("c", counter, key), first, last)
+            found = pipe.execute()
         return dict(zip(keys, found, strict=True))
 
     def snapshot(self) -> Snapshot:
         names = self._names()
         with _reachable(self.where), self.client.pipeline(transaction=True) as pipe:
             for name in names:
-                if _split(name)[0] == "r":
-                    pipe.zrange(name, 0, -1)
-                else:
-                    pipe.hgetall(name)
+                pipe.zrange(name, 0, -1, withscores=_split(name)[0] == "c")
             found = pipe.execute()
         rows: dict[str, dict[str, list[Any]]] = {}
-        counters: dict[str, dict[str, dict[str, int]]] = {}
+        counters: dict[str, dict[str, list[list[Any]]]] = {}
         for name, value in zip(names, found, strict=True):
             kind, group, key = _split(name)
             if kind == "r":
                 rows.setdefault(group, {})[key] = [orjson.loads(m) for m in value]
             elif value:
-                counters.setdefault(group, {})[key] = {b.decode(): int(n) for b, n in value.items()}
-        return {"format": 1, "bucket_ms": self.bucket_ms, "rows": rows, "counters": counters}
+                counters.setdefault(group, {})[key] = [[int(ts), i.decode()] for i, ts in value]
+        return {"format": FORMAT, "rows": rows, "counters": counters}
 
     def restore(self, snapshot: Snapshot) -> None:
         self.check_snapshot(snapshot)
@@ -203,9 +177,10 @@ class RedisStore(Store):
                         self._put(keys=[self._name("r", table, key)],
                                   args=[ts_ms, self.max_versions, member], client=pipe)
             for counter, keys in snapshot["counters"].items():
-                for key, buckets in keys.items():
-                    if buckets:
-                        pipe.hset(self._name("c", counter, key), mapping=buckets)
+                for key, events in keys.items():
+                    for ts_ms, event_id in events:
+                        pipe.zadd(self._name("c", counter, key), {event_id: ts_ms})
+                    if events:
                         pipe.pexpire(self._name("c", counter, key), ttl_ms)
             pipe.execute()
 

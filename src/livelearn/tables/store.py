@@ -12,9 +12,9 @@ alone says how a store behaves:
   ``livelearn``) in a Redis server. Durability is Redis's own (RDB / AOF as the
   server is configured).
 
-Options: ``max_versions`` (default 8), ``bucket_ms`` (default 60000),
-``retention_ms`` (default one day). Stores that share data (one memory NAME; one
-Redis server, db and namespace) must be opened with the same options.
+Options: ``max_versions`` (default 8) and ``retention_ms`` (default one day).
+Stores that share data (one memory NAME; one Redis server, db and namespace)
+must be opened with the same options.
 
 Rows. ``put_rows(table, rows, ts_ms)`` writes a version of each row valid from
 ``ts_ms`` (ms since the epoch, UTC); a put at a time a key already has replaces
@@ -25,27 +25,27 @@ keeps its ``max_versions`` newest versions; older ones are dropped, so a read
 as of a time before the oldest kept version finds no row. Values are JSON
 scalars: str, int (64-bit), finite float, bool, None.
 
-Counters. ``incr(counter, key, ts_ms, by)`` adds ``by`` to the time bucket
-``ts_ms // bucket_ms``. ``count(counter, key, window_ms, as_of_ms)`` sums the
-buckets that overlap the window (as_of_ms - window_ms, as_of_ms], so it is
-exact when ``window_ms`` and ``as_of_ms + 1`` are multiples of ``bucket_ms``;
-otherwise it also counts the increments of the window's first and last buckets
-that fall outside it: up to ``bucket_ms - 1`` ms before its start and after
-``as_of_ms``. Windows longer than ``retention_ms``
-are refused. A key keeps the buckets within ``retention_ms`` of its newest one,
-so a count as of an older time may miss dropped buckets. A key with no
-increment for longer than ``retention_ms`` may vanish (Redis: after that much
-wall-clock time, at least one hour; memory: that much event time behind the
-newest increment of any key).
+Counters. ``add(counter, key, ts_ms, event_id)`` counts one event;
+``count(counter, key, window_ms, as_of_ms)`` is the number of events of that
+key with ts in [as_of_ms - window_ms, as_of_ms): exact, the event at as_of_ms
+and anything later never counted, whatever order events were added in (the
+joiner's counters, features.counters, mean the same). An event id is counted
+once per key, so a retried batch does not count twice. A key keeps the events
+within ``retention_ms`` of its newest one (one entry each: memory grows with
+the events of a retention span); windows longer than ``retention_ms`` are
+refused. A key with no event for longer than ``retention_ms`` may vanish
+(Redis: after that much wall-clock time, at least one hour; memory: that much
+event time behind the newest event of any key).
 
 >>> s = open_store("memory://")
 >>> s.put_rows("items", {"i1": {"price": 3}}, ts_ms=1000)
 >>> s.put_rows("items", {"i1": {"price": 4}}, ts_ms=2000)
 >>> s.get_rows("items", ["i1", "i2"], as_of_ms=1999), s.get_rows("items", ["i1"])
 ({'i1': {'price': 3}}, {'i1': {'price': 4}})
->>> s.incr("clicks", "i1", ts_ms=59_999); s.incr("clicks", "i1", ts_ms=60_000)
->>> s.count("clicks", "i1", window_ms=60_000, as_of_ms=119_999)
-1
+>>> for ts, event in ((1_000, "e1"), (59_999, "e2"), (60_000, "e3"), (60_000, "e3")):
+...     s.add("clicks", "i1", ts, event)
+>>> s.count("clicks", "i1", 60_000, 60_000), s.count("clicks", "i1", 60_000, 61_000)
+(2, 3)
 """
 
 from __future__ import annotations
@@ -67,22 +67,21 @@ BACKENDS = {"memory": "livelearn.tables.memory:MemoryStore",
 Value = str | int | float | bool | None
 Row = dict[str, Value]
 #: What ``snapshot()`` returns and ``restore()`` takes (JSON-serialisable):
-#: {"format": 1, "bucket_ms": int, "rows": {table: {key: [[ts_ms, row], ...]}},
-#:  "counters": {counter: {key: {str(bucket): count}}}}, versions oldest first.
+#: {"format": 2, "rows": {table: {key: [[ts_ms, row], ...]}},
+#:  "counters": {counter: {key: [[ts_ms, event_id], ...]}}}, oldest first.
 Snapshot = dict[str, Any]
+#: One counted event: (key, ts_ms, event_id).
+Counted = tuple[str, int, str]
 
-DEFAULTS = {"max_versions": 8, "bucket_ms": 60_000, "retention_ms": 86_400_000}
+DEFAULTS = {"max_versions": 8, "retention_ms": 86_400_000}
+FORMAT = 2
 
 
 class Store(ABC):
-    """Feature rows by (table, key) with point-in-time reads; counters in time buckets."""
+    """Feature rows by (table, key) with point-in-time reads; exact windowed counters."""
 
-    def __init__(self, max_versions: int = 8, bucket_ms: int = 60_000,
-                 retention_ms: int = 86_400_000):
-        self.max_versions, self.bucket_ms, self.retention_ms = max_versions, bucket_ms, retention_ms
-        #: How many newest buckets a counter key keeps: any window <= retention_ms overlaps
-        #: at most this many.
-        self.keep_buckets = -(-retention_ms // bucket_ms) + 1
+    def __init__(self, max_versions: int = 8, retention_ms: int = 86_400_000):
+        self.max_versions, self.retention_ms = max_versions, retention_ms
 
     @abstractmethod
     def put_rows(self, table: str, rows: Mapping[str, Mapping[str, Value]], ts_ms: int) -> None:
@@ -94,13 +93,13 @@ class Store(ABC):
         """Per key, the version with the largest ts <= ``as_of_ms``; keys without one left out."""
 
     @abstractmethod
-    def incr_many(self, counter: str, increments: Iterable[tuple[str, int, int]]) -> None:
-        """Add each (key, ts_ms, by) to the key's bucket of ts_ms; one batch."""
+    def add_many(self, counter: str, events: Iterable[Counted]) -> None:
+        """Count each (key, ts_ms, event_id) not counted yet for its key; one batch."""
 
     @abstractmethod
     def counts(self, counter: str, keys: Iterable[str], window_ms: int, as_of_ms: int
                ) -> dict[str, int]:
-        """Per key, the sum of its buckets that overlap (as_of_ms - window_ms, as_of_ms]."""
+        """Per key, its events with ts in [as_of_ms - window_ms, as_of_ms)."""
 
     @abstractmethod
     def snapshot(self) -> Snapshot:
@@ -113,40 +112,38 @@ class Store(ABC):
     def close(self) -> None:  # noqa: B027 (optional: nothing to release by default)
         """Release connections; the data stays where the backend keeps it."""
 
-    def incr(self, counter: str, key: str, ts_ms: int, by: int = 1) -> None:
-        self.incr_many(counter, [(key, ts_ms, by)])
+    def add(self, counter: str, key: str, ts_ms: int, event_id: str) -> None:
+        self.add_many(counter, [(key, ts_ms, event_id)])
 
     def count(self, counter: str, key: str, window_ms: int, as_of_ms: int) -> int:
         return self.counts(counter, [key], window_ms, as_of_ms)[key]
 
     def clear(self) -> None:
         """Drop every row and counter."""
-        self.restore({"format": 1, "bucket_ms": self.bucket_ms, "rows": {}, "counters": {}})
+        self.restore({"format": FORMAT, "rows": {}, "counters": {}})
 
-    def bucketed(self, counter: str, increments: Iterable[tuple[str, int, int]]
-                 ) -> list[tuple[str, int, int]]:
-        """Checked (key, bucket, by) for each (key, ts_ms, by)."""
-        out = []
-        for key, ts_ms, by in increments:
-            if not isinstance(key, str) or isinstance(by, bool) or not isinstance(by, int):
-                raise BadInput(f"counter '{counter}': expected a string key and an integer "
-                               f"increment, got {key!r} and {by!r}")
-            out.append((key, check_ts(f"counter '{counter}'", ts_ms) // self.bucket_ms, by))
+    def checked(self, counter: str, events: Iterable[Counted]) -> list[Counted]:
+        """The events as a list, after checking each is (str key, integer ts_ms, str id)."""
+        out = list(events)
+        for key, ts_ms, event_id in out:
+            if not isinstance(key, str) or not isinstance(event_id, str):
+                raise BadInput(f"counter '{counter}': expected a string key and event id, "
+                               f"got {key!r} and {event_id!r}")
+            check_ts(f"counter '{counter}'", ts_ms)
         return out
 
-    def window_buckets(self, counter: str, window_ms: int, as_of_ms: int) -> range:
-        """The buckets that overlap (as_of_ms - window_ms, as_of_ms]; checks the window."""
+    def window(self, counter: str, window_ms: int, as_of_ms: int) -> tuple[int, int]:
+        """[first, last] ms of the window [as_of_ms - window_ms, as_of_ms); checks it."""
         check_ts(f"counter '{counter}'", as_of_ms)
         if not 0 < window_ms <= self.retention_ms:
             raise ConfigError(f"counter '{counter}': window_ms must be in 1..{self.retention_ms} "
                               f"(the store's retention_ms), got {window_ms}")
-        return range((as_of_ms - window_ms + 1) // self.bucket_ms, as_of_ms // self.bucket_ms + 1)
+        return as_of_ms - window_ms, as_of_ms - 1
 
     def check_snapshot(self, snapshot: Snapshot) -> None:
-        if snapshot.get("format") != 1 or snapshot.get("bucket_ms") != self.bucket_ms:
-            raise ConfigError(f"store snapshot: expected format 1 with bucket_ms "
-                              f"{self.bucket_ms}, got format {snapshot.get('format')!r} "
-                              f"with bucket_ms {snapshot.get('bucket_ms')!r}")
+        if snapshot.get("format") != FORMAT:
+            raise ConfigError(f"store snapshot: expected format {FORMAT}, got "
+                              f"{snapshot.get('format')!r}")
 
 
 def open_store(url: str) -> Store:
@@ -202,5 +199,5 @@ def _scalar(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-__all__ = ["BACKENDS", "DEFAULTS", "Row", "Snapshot", "Store", "Value", "check_row",
+__all__ = ["BACKENDS", "DEFAULTS", "Counted", "Row", "Snapshot", "Store", "Value", "check_row",
            "check_ts", "open_store", "url_options"]
