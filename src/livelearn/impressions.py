@@ -7,33 +7,56 @@ and ``model_version`` that were served, else 0) and builds each one's features
 with the server's own function, ``pipeline.features(user_row, item_row, ts)``,
 from the users and items tables as of the impression's ts (tables.asof).
 Without a ``request_id`` field, it is a hash of the record.
+
+A pipeline's windowed counters are counted as the server counts them
+(serve.counters), in an in-memory store: from the counted feedback streams
+already in the log (ingest those first: ``livelearn replay`` does), the
+predictions already in it, and the impressions as they are read. Counts are
+exact for an impressions file in time order; an impression that comes after
+later ones in the file is not counted for them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from livelearn.errors import BadInput, ConfigError
-from livelearn.events import check_ts
+from livelearn.events import Event, check_ts, decode_event
+from livelearn.log.base import Log
+from livelearn.serve.counters import ServedCounters
 from livelearn.spec import PREDICTIONS, Pipeline
 from livelearn.tables.asof import AsOfTable
+from livelearn.tables.memory import MemoryStore
 
 
 class Impressions:
     """Turns impression records into prediction records for one feedback pipeline."""
 
-    def __init__(self, pipeline: Pipeline, data_dir: str | Path = "."):
+    def __init__(self, pipeline: Pipeline, data_dir: str | Path = ".", log: Log | None = None):
         if pipeline.users is None or pipeline.items is None:
             raise ConfigError(f"pipeline '{pipeline.name}': impressions need a feedback join "
                               f"with users and items tables")
         self.features = pipeline.features
         self.users = AsOfTable.load(pipeline.users, data_dir)
         self.items = AsOfTable.load(pipeline.items, data_dir)
+        longest = max((c.window_ms for c in pipeline.counters), default=1)
+        self.served = ServedCounters(pipeline.counters, MemoryStore(retention_ms=longest))
+        if pipeline.counters and log is not None:
+            self._count_logged(pipeline, log)
+
+    def _count_logged(self, pipeline: Pipeline, log: Log) -> None:
+        """Count the events and predictions the log holds, as the servers counted them."""
+        for topic in {c.stream for c in pipeline.counters}:
+            values = _values(log, topic)
+            if topic == PREDICTIONS:
+                self.served.add_predictions(orjson.loads(v) for v in values)
+            else:
+                self.served.add_events(_events(values, pipeline))
 
     def record(self, obj: Mapping[str, Any], now_ms: int | None = None) -> tuple[str, bytes]:
         """The (key, value) of the prediction record of one impression."""
@@ -41,12 +64,36 @@ class Impressions:
         user, item = _text(obj, "user"), _text(obj, "item")
         rid = obj.get("request_id") or hashlib.blake2b(
             orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
-        features = self.features(self.users.get(user, ts), self.items.get(item, ts), ts)
-        score = float(obj.get("score") or 0.0)
-        return str(rid), orjson.dumps({
-            "request_id": str(rid), "ts": ts, "user": user, "item": item,
-            "model_version": int(obj.get("model_version") or 0), "score": score,
-            "features": features})
+        rows = self.users.get(user, ts), self.items.get(item, ts)
+        if self.served.counters:
+            features = self.features(*rows, ts, self.served.counts(user, [item], ts)[0])
+        else:
+            features = self.features(*rows, ts)
+        record = {"request_id": str(rid), "ts": ts, "user": user, "item": item,
+                  "model_version": int(obj.get("model_version") or 0),
+                  "score": float(obj.get("score") or 0.0), "features": features}
+        self.served.add_predictions([record])
+        return str(rid), orjson.dumps(record)
+
+
+def _events(values: list[bytes], pipeline: Pipeline) -> Iterator[Event]:
+    """The events among ``values``; the joiner dead-letters the others."""
+    for value in values:
+        try:
+            yield decode_event(value, pipeline.schemas)
+        except BadInput:
+            continue
+
+
+def _values(log: Log, topic: str) -> list[bytes]:
+    """Every record value of ``topic``, partition by partition."""
+    out = []
+    for tp in log.topic_partitions([topic]):
+        offset = 0
+        while records := log.read(*tp, offset, 10_000):
+            out += [r.value for r in records]
+            offset = records[-1].offset + 1
+    return out
 
 
 def _int(obj: Mapping[str, Any], name: str) -> int:

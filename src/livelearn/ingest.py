@@ -75,7 +75,7 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     ``stream`` may be ``predictions`` for a feedback join: the records are then
     impressions from history (livelearn.impressions; tables from ``data_dir``).
     """
-    convert = _converter(pipeline, stream, now_ms, data_dir)
+    convert = _converter(log, pipeline, stream, now_ms, data_dir)
     result = Ingested(first_errors=[])
     good: list[tuple[str, bytes]] = []
     dead: list[tuple[str, bytes]] = []
@@ -93,13 +93,13 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     return result
 
 
-def _converter(pipeline: Pipeline, stream: str, now_ms: int | None, data_dir: str | Path
-               ) -> Callable[[str | dict[str, Any]], tuple[str, bytes]]:
+def _converter(log: Log, pipeline: Pipeline, stream: str, now_ms: int | None,
+               data_dir: str | Path) -> Callable[[str | dict[str, Any]], tuple[str, bytes]]:
     """The function from a record to the (key, value) appended to ``stream``."""
     if stream == PREDICTIONS and pipeline.labelled is None:
         from livelearn.impressions import Impressions
 
-        impressions = Impressions(pipeline, data_dir)
+        impressions = Impressions(pipeline, data_dir, log)
         return lambda raw: impressions.record(_object(raw), now_ms)
     if stream not in pipeline.streams:
         raise ConfigError(f"stream '{stream}': not a stream of pipeline '{pipeline.name}' "

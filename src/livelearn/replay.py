@@ -20,13 +20,13 @@ from livelearn.log.base import Log
 from livelearn.loop import Loop
 from livelearn.prequential import PrequentialRecord
 from livelearn.registry import Registry
-from livelearn.spec import SAMPLES, Pipeline
+from livelearn.spec import PREDICTIONS, SAMPLES, Pipeline
 
 
 def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[tuple[str, str]],
            data_dir: str | Path = ".", final: bool = True, bucket_ms: int | None = None
            ) -> tuple[dict[str, Any], Loop]:
-    """Ingest ``sources`` ((stream, file) pairs, in order) and learn from them.
+    """Ingest ``sources`` ((stream, file) pairs, in order, impressions last) and learn.
 
     Returns the report and the loop, whose roles can go on with live events.
     """
@@ -34,8 +34,9 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
     loop = Loop(log, registry, pipeline, data_dir)
     record = PrequentialRecord(loop.trainer.kind)
     loop.on_trained = record.add
+    # impressions last: their served counters count the feedback before them
     ingested = {f"{s}={f}": ingest(log, pipeline, s, f, data_dir=data_dir)
-                for s, f in sources}
+                for s, f in sorted(sources, key=lambda source: source[0] == PREDICTIONS)}
     loop.drain(final=final)
     seconds = time.perf_counter() - started
     events = sum(i.events for i in ingested.values())

@@ -9,7 +9,8 @@ Two kinds of label:
 
 - ``FeedbackJoin``: the server logs what it predicted; feedback events (clicks,
   reads) join with each prediction within a window. The server builds the
-  features, ``features(user_row, item_row, ts)``.
+  features, ``features(user_row, item_row, ts)``, or with ``counters``
+  ``features(user_row, item_row, ts, counts)`` (see serve.counters).
 - ``EventLabel``: each event of one stream carries its own label (a rating, a
   chargeback) and goes through the same joiner with a window of zero. The joiner
   builds the features, ``features(event, rows, counts)``: ``rows`` are the
@@ -135,12 +136,24 @@ class Lookup:
 @dataclass(frozen=True)
 class WindowCount:
     """How many events of ``stream`` with the same key (or payload field ``by``)
-    came in the ``window_ms`` before an event: ts in [t - window_ms, t)."""
+    came in the ``window_ms`` before a time t: ts in [t - window_ms, t).
+
+    With an ``EventLabel``, the joiner asks for the count of each labelled
+    event's key (or its field ``by``) as of its ts. With a ``FeedbackJoin``,
+    the servers keep the counter in the online store and ask, as of the
+    request's ts, for the count of the candidate's ``of`` id ("user" or
+    "item"); ``stream`` is a feedback stream (counted by its key or field
+    ``by``) or ``predictions``, what was served (``by`` "user" or "item").
+    "Clicks on this item in the last hour", for clicks that carry the item::
+
+        WindowCount("item_clicks_1h", "clicks", 3_600_000, by="item", of="item")
+    """
 
     name: str
     stream: str
     window_ms: int
     by: str | None = None
+    of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +178,8 @@ class Pipeline:
 
     With a ``FeedbackJoin``, ``features(user_row, item_row, ts_ms)`` builds the
     served features of one candidate; rows are dicts from the ``users`` and
-    ``items`` tables (empty for an unknown key). With an ``EventLabel``,
+    ``items`` tables (empty for an unknown key); with ``counters`` it takes
+    their counts too, ``features(user_row, item_row, ts_ms, counts)``. With an ``EventLabel``,
     ``features(event, rows, counts)`` builds a sample's features (module
     docstring). ``target`` names the label the learner learns.
     """

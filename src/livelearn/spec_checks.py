@@ -3,6 +3,7 @@ the field and the problem, so a spec with a mistake fails at load time."""
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 from livelearn.errors import ConfigError
@@ -33,9 +34,11 @@ def check_pipeline(p: Pipeline) -> None:
     elif p.users is None or p.items is None:
         raise ConfigError(f"{where}: a feedback join needs users and items tables "
                           f"(the server looks candidates up in them)")
-    elif p.lookups or p.counters:
-        raise ConfigError(f"{where}: lookups and counters are for an EventLabel pipeline; "
-                          f"a feedback join's features are built by the server")
+    elif p.lookups:
+        raise ConfigError(f"{where}: lookups are for an EventLabel pipeline; a feedback "
+                          f"join's server reads the users and items tables")
+    else:
+        _check_served_counters(p)
 
 
 def _check_event_label(p: Pipeline, label: EventLabel) -> None:
@@ -66,6 +69,40 @@ def _check_event_label(p: Pipeline, label: EventLabel) -> None:
 
 def _check_counters(p: Pipeline) -> None:
     streams = p.streams
+    _check_counter_basics(p, list(streams))
+    for c in p.counters:
+        if c.of is not None:
+            raise ConfigError(f"counter '{c.name}': 'of' is for a feedback join's served "
+                              f"counters; the joiner asks for the labelled event's key or 'by'")
+        if c.by is not None:
+            _check_field(streams[c.stream], c.by, f"counter '{c.name}'")
+            labelled = p.feedback.streams[0]
+            _check_field(labelled, c.by, f"counter '{c.name}' (the value it is asked for)")
+
+
+def _check_served_counters(p: Pipeline) -> None:
+    from livelearn.spec import PREDICTIONS
+
+    streams = p.streams
+    _check_counter_basics(p, [PREDICTIONS, *streams])
+    for c in p.counters:
+        if c.of not in ("user", "item"):
+            raise ConfigError(f"counter '{c.name}': 'of' must be 'user' or 'item' (whose count "
+                              f"the server asks for), got {c.of!r}")
+        if c.stream == PREDICTIONS and c.by not in ("user", "item"):
+            raise ConfigError(f"counter '{c.name}': counting '{PREDICTIONS}', 'by' must be "
+                              f"'user' or 'item', got {c.by!r}")
+        if c.stream != PREDICTIONS and c.by is not None:
+            _check_field(streams[c.stream], c.by, f"counter '{c.name}'")
+    if p.counters:
+        try:
+            inspect.signature(p.features).bind(None, None, 0, {})
+        except (TypeError, ValueError):
+            raise ConfigError(f"pipeline '{p.name}': with counters the server calls "
+                              f"features(user_row, item_row, ts, counts)") from None
+
+
+def _check_counter_basics(p: Pipeline, streams: list[str]) -> None:
     names = [c.name for c in p.counters]
     if len(set(names)) != len(names):
         raise ConfigError(f"pipeline '{p.name}': counter names must be unique, got {names}")
@@ -75,10 +112,6 @@ def _check_counters(p: Pipeline) -> None:
                               f"pipeline '{p.name}' (streams: {', '.join(streams)})")
         if c.window_ms <= 0:
             raise ConfigError(f"counter '{c.name}': window_ms must be > 0, got {c.window_ms}")
-        if c.by is not None:
-            _check_field(streams[c.stream], c.by, f"counter '{c.name}'")
-            labelled = p.feedback.streams[0]
-            _check_field(labelled, c.by, f"counter '{c.name}' (the value it is asked for)")
 
 
 def _check_field(stream: Stream, name: str, user: str) -> None:

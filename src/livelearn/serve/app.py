@@ -5,7 +5,10 @@ serves, and appends one prediction record per candidate (request_id, ts,
 user, item, model_version, features as served, score) to the predictions
 topic before answering. POST /feedback appends feedback events to their
 streams; an event that fails its schema goes to the dead-letter topic and is
-named in the answer. GET /models, /healthz and /metrics (Prometheus text).
+named in the answer. The pipeline's windowed counters live in the online
+store: both endpoints count what they logged, and /predict reads each
+candidate's counts as of the request's ts (serve.counters). GET /models,
+/healthz and /metrics (Prometheus text).
 
 Bad requests get a 4xx whose ``detail`` names the field and what was expected:
 bodies too large (413), not JSON (415), not UTF-8 or not valid JSON (400) are
@@ -34,6 +37,7 @@ from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event,
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log
 from livelearn.registry import Registry
+from livelearn.serve.counters import ServedCounters
 from livelearn.serve.holder import ModelHolder
 from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
@@ -73,8 +77,9 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     The users and items tables are loaded from ``data_dir`` into the online
     ``store`` at creation (a private in-memory one by default; servers that
-    share a Redis store read the same rows), and /predict reads each row as of
-    the request's time. A request body larger than ``max_body_bytes`` gets 413.
+    share a Redis store read the same rows and counters), and /predict reads
+    each row and count as of the request's time. A request body larger than
+    ``max_body_bytes`` gets 413.
     """
     if pipeline.users is None or pipeline.items is None:
         raise ConfigError(f"pipeline '{pipeline.name}': nothing to serve: its label is in "
@@ -83,6 +88,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     store = store or open_store("memory://")
     for table in (users_table, items_table):
         store.put_rows(table.name, load_table(table, data_dir), ts_ms=0)
+    served = ServedCounters(pipeline.counters, store)
     holder = ModelHolder(registry, poll_s)
     counts: Counter[str] = Counter()
 
@@ -112,23 +118,26 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         version, model = holder.current()
         user = store.get_rows(users_table.name, [req.user_id], ts).get(req.user_id, {})
         items = store.get_rows(items_table.name, req.items, ts)
-        rows = []
         for item in req.items:
             if item not in items:
                 raise BadInput(f"field 'items': item {item!r} is not in table "
                                f"'{items_table.name}'")
-            rows.append(pipeline.features(user, items[item], ts))
+        if served.counters:
+            rows = [pipeline.features(user, items[item], ts, counts) for item, counts in
+                    zip(req.items, served.counts(req.user_id, req.items, ts), strict=True)]
+        else:
+            rows = [pipeline.features(user, items[item], ts) for item in req.items]
         scores = model.predict(hash_rows(rows, model.bits))  # type: ignore[attr-defined]
         out, records = [], []
         for item, features, score in zip(req.items, rows, scores.tolist(), strict=True):
             rid = uuid.uuid4().hex
             out.append({"request_id": rid, "item": item, "score": score,
                         "model_version": version})
-            records.append((rid, orjson.dumps({
-                "request_id": rid, "ts": ts, "user": req.user_id, "item": item,
-                "model_version": version, "score": score, "features": features})))
+            records.append({"request_id": rid, "ts": ts, "user": req.user_id, "item": item,
+                            "model_version": version, "score": score, "features": features})
         with log.atomic():
-            log.append(PREDICTIONS, records)
+            log.append(PREDICTIONS, [(r["request_id"], orjson.dumps(r)) for r in records])
+        served.add_predictions(records)
         counts["predictions"] += len(records)
         return Response(orjson.dumps({"model_version": version, "predictions": out}),
                         media_type="application/json")
@@ -136,7 +145,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     @app.post("/feedback", response_model=FeedbackResponse)
     def feedback(events: list[Any]) -> dict[str, Any]:
         good: dict[str, list[tuple[str, bytes]]] = {}
-        rejected, dead = [], []
+        rejected, dead, accepted = [], [], []
         for i, obj in enumerate(events):
             try:
                 event, value = _decode(obj, pipeline)
@@ -148,11 +157,13 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                 continue
             holder.observe(event.ts)
             good.setdefault(event.stream, []).append((partition_key(event), value))
+            accepted.append(event)
         with log.atomic():
             for stream, records in good.items():
                 log.append(stream, records)
             if dead:
                 log.append(DEAD_LETTERS, dead)
+        served.add_events(accepted)
         counts["feedback"] += len(events) - len(rejected)
         counts["feedback_rejected"] += len(rejected)
         return {"accepted": len(events) - len(rejected), "rejected": rejected}
