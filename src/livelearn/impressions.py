@@ -44,8 +44,8 @@ class Impressions:
         self.features = pipeline.features
         self.users = AsOfTable.load(pipeline.users, data_dir)
         self.items = AsOfTable.load(pipeline.items, data_dir)
-        longest = max((c.window_ms for c in pipeline.counters), default=1)
-        self.served = ServedCounters(pipeline.counters, MemoryStore(retention_ms=longest))
+        # the whole history is kept: an impression may be older than the newest click
+        self.served = ServedCounters(pipeline.counters, MemoryStore(retention_ms=2**53))
         if pipeline.counters and log is not None:
             self._count_logged(pipeline, log)
 

@@ -1,0 +1,173 @@
+"""A feedback join's windowed counters: two servers count into one Redis store and read
+each candidate's counts as of the request, never later; history replays count the same."""
+
+from __future__ import annotations
+
+import csv
+import random
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from conftest import ServerThread
+from livelearn import spec
+from livelearn.deploy.gate import Gate
+from livelearn.errors import ConfigError
+from livelearn.events import Event
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.ftrl import FTRL
+from livelearn.registry import Registry
+from livelearn.replay import replay
+from livelearn.serve.app import create_app
+from livelearn.spec import PREDICTIONS
+from livelearn.tables.store import open_store
+from livelearn.train.trainer import Trainer
+
+T0 = 1_704_067_200_000
+HOUR = 3_600_000
+CLICKS = spec.Stream("clicks", {"request_id": str, "item": str}, key="user", id="id")
+COUNTERS = (spec.WindowCount("item_views_1h", PREDICTIONS, HOUR, by="item", of="item"),
+            spec.WindowCount("item_clicks_1h", "clicks", HOUR, by="item", of="item"),
+            spec.WindowCount("user_clicks_1h", "clicks", HOUR, of="user"))
+
+
+def features(user: Mapping[str, Any], item: Mapping[str, Any], ts: int,
+             counts: Mapping[str, int]) -> dict[str, Any]:
+    return {"item": str(item.get("item_id")), **counts}
+
+
+def label(events: list[Event]) -> dict[str, float]:
+    return {"clicked": float(bool(events))}
+
+
+PIPELINE = spec.Pipeline(
+    name="counted", feedback=spec.FeedbackJoin(streams=(CLICKS,), window_ms=HOUR, label=label),
+    users=spec.Table("users", "users.csv", key="user_id"),
+    items=spec.Table("items", "items.csv", key="item_id"),
+    counters=COUNTERS, features=features, learner=lambda: FTRL(bits=12), target="clicked")
+
+
+def _tables(folder: Path, users: int = 5, items: int = 5) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, key, n in (("users", "user_id", users), ("items", "item_id", items)):
+        with open(folder / f"{name}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([key, "x"])
+            w.writerows([[f"{name[0]}{i}", i] for i in range(n)])
+    return folder
+
+
+def _click(user: str, rid: str, item: str, ts: int, id: str) -> dict[str, Any]:
+    return {"stream": "clicks", "key": user, "id": id, "ts": ts,
+            "payload": {"request_id": rid, "item": item}}
+
+
+def test_two_servers_share_counters_in_redis_as_of_each_request(
+        tmp_path: Path, log: SQLiteLog, redis_address: str) -> None:
+    tables = _tables(tmp_path / "tables")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, PIPELINE)
+    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    url = f"redis://{redis_address}/0?namespace=t{uuid.uuid4().hex}"
+    apps = [create_app(PIPELINE, log, registry, tables, store=open_store(url)) for _ in "ab"]
+    with ServerThread(apps[0]) as a, ServerThread(apps[1]) as b, \
+            httpx.Client(base_url=a.url) as http_a, httpx.Client(base_url=b.url) as http_b:
+
+        def counts(http: httpx.Client, user: str, items: list[str], ts: int) -> list[Any]:
+            reply = http.post("/predict", json={"user_id": user, "items": items, "ts": ts})
+            assert reply.status_code == 200, reply.text
+            return [(p["request_id"], p["item"]) for p in reply.json()["predictions"]]
+
+        shown = counts(http_a, "u1", ["i1", "i2"], T0)
+        counts(http_b, "u2", ["i1"], T0 + 10)
+        click = _click("u1", shown[0][0], "i1", T0 + 20, "c1")
+        for _ in range(2):  # a retried batch counts once
+            assert http_a.post("/feedback", json=[click]).json()["accepted"] == 1
+        counts(http_b, "u1", ["i1", "i2"], T0 + 30)
+        counts(http_b, "u1", ["i1"], T0 + 20)  # as of before the click: its ts is not < 20
+        counts(http_a, "u1", ["i1"], T0 + 20 + HOUR)  # the click is the window's first ms
+        counts(http_a, "u1", ["i1"], T0 + 21 + HOUR)
+    served = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 100)]
+    got = [(r["user"], r["item"], r["ts"] - T0, {k: v for k, v in r["features"].items()
+                                                 if k != "item"}) for r in served]
+
+    def c(views: int, clicks: int, user_clicks: int) -> dict[str, int]:
+        return {"item_views_1h": views, "item_clicks_1h": clicks, "user_clicks_1h": user_clicks}
+
+    assert got == [
+        ("u1", "i1", 0, c(0, 0, 0)), ("u1", "i2", 0, c(0, 0, 0)),
+        ("u2", "i1", 10, c(1, 0, 0)),
+        ("u1", "i1", 30, c(2, 1, 1)), ("u1", "i2", 30, c(1, 0, 1)),
+        ("u1", "i1", 20, c(2, 0, 0)),
+        ("u1", "i1", 20 + HOUR, c(2, 1, 1)),  # views at 30 and 20; the click at 20
+        ("u1", "i1", 21 + HOUR, c(2, 0, 0)),  # views at 30 and 20+HOUR
+    ]
+
+
+def test_replayed_impressions_count_exactly_as_of_each_impression(tmp_path: Path) -> None:
+    tables = _tables(tmp_path, users=4, items=3)
+    rng = random.Random(5)
+    impressions, clicks = [], []
+    for n in range(400):
+        ts = T0 + n * 30_000 + rng.randrange(0, 3)  # ~3.3 hours, some at the same ms
+        user, item = f"u{rng.randrange(4)}", f"i{rng.randrange(3)}"
+        impressions.append({"request_id": f"r{n}", "ts": ts, "user": user, "item": item})
+        if rng.random() < 0.3:
+            clicks.append({"id": f"c{n}", "request_id": f"r{n}", "user": user, "item": item,
+                           "ts": ts + rng.randrange(0, 600_000)})
+    for name, rows in (("imps", impressions), ("clicks", sorted(clicks, key=lambda c: c["ts"]))):
+        (tmp_path / f"{name}.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    log = SQLiteLog(tmp_path / "log.db")
+    report, _ = replay(log, Registry(tmp_path / "registry"), PIPELINE,
+                       [(PREDICTIONS, str(tmp_path / "imps.jsonl")),
+                        ("clicks", str(tmp_path / "clicks.jsonl"))], data_dir=tables)
+    assert report["samples"] == len(impressions)
+
+    def scan(rows: list[dict[str, Any]], field: str, value: str, ts: int) -> int:
+        return sum(1 for r in rows if r[field] == value and ts - HOUR <= r["ts"] < ts)
+
+    served = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 10_000)]
+    assert len(served) == len(impressions)
+    for r in served:
+        assert r["features"] == {
+            "item": r["item"], "item_views_1h": scan(impressions, "item", r["item"], r["ts"]),
+            "item_clicks_1h": scan(clicks, "item", r["item"], r["ts"]),
+            "user_clicks_1h": scan(clicks, "user", r["user"], r["ts"])}
+    log.close()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"counters": (spec.WindowCount("c", "clicks", HOUR, by="item"),)},
+     "counter 'c': 'of' must be 'user' or 'item'"),
+    ({"counters": (spec.WindowCount("c", PREDICTIONS, HOUR, of="item"),)},
+     "counter 'c': counting 'predictions', 'by' must be 'user' or 'item'"),
+    ({"counters": (spec.WindowCount("c", "clicks", HOUR, by="shop", of="item"),)},
+     "stream 'clicks', field 'shop': counter 'c' reads it"),
+    ({"counters": (spec.WindowCount("c", "views", HOUR, of="item"),)},
+     "counter 'c': stream 'views' is not a stream of pipeline 'counted' "
+     "(streams: predictions, clicks)"),
+    ({"features": lambda user, item, ts: {}},
+     "with counters the server calls features(user_row, item_row, ts, counts)"),
+])
+def test_served_counter_mistakes_fail_at_load_naming_the_counter(change: dict[str, Any],
+                                                                  message: str) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError) as e:
+        replace(PIPELINE, **change)
+    assert message in str(e.value)
+
+
+def test_a_window_longer_than_the_store_keeps_is_refused_at_start(tmp_path: Path,
+                                                                  log: SQLiteLog) -> None:
+    with pytest.raises(ConfigError, match="counter 'item_views_1h': window_ms 3600000 is "
+                                          "longer than the store's retention_ms 60000"):
+        create_app(PIPELINE, log, Registry(tmp_path / "r"), _tables(tmp_path / "t"),
+                   store=open_store("memory://?retention_ms=60000"))
