@@ -48,6 +48,10 @@ def _sample_key(record: Record) -> tuple[tuple[int, str], dict[str, Any]]:
     return (sample["window_end"], sample["id"]), sample
 
 
+def _first(held: tuple[tuple[int, str], Any, Any]) -> tuple[int, str]:
+    return held[0]
+
+
 @dataclass
 class Trained:
     """What one step learned: the samples, their hashed rows, labels and prequential scores."""
@@ -125,24 +129,26 @@ class Trainer:
                                        self.idle_after_s)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
+        read_ids = self._read_ids
         while len(ready) + len(self._held) < max_records:
-            got = self.reader.next(final)
-            if got is None:
+            # at most as many as there is room for: each one read is held or skipped
+            batch = self.reader.next_batch(final, max_records - len(ready) - len(self._held))
+            if not batch:
                 exhausted = True
                 break
-            record, sample = got
-            key = (sample["window_end"], sample["id"])
-            if self._read_ids.seen(*key):
-                self.duplicates += 1
-                continue
-            self._read_ids.add(*key)
-            if self._held and key[0] > self._held[0][0][0]:
-                ready += sorted(self._held, key=lambda h: h[0])
-                self._held = []
-            self._held.append((key, sample, (record.topic, record.partition, record.offset)))
+            held = self._held
+            for record, sample in batch:
+                end, sid = sample["window_end"], sample["id"]
+                if not read_ids.add_new(end, sid):
+                    self.duplicates += 1
+                    continue
+                if held and end > held[0][0][0]:
+                    ready += sorted(held, key=_first)
+                    held = self._held = []
+                held.append(((end, sid), sample, (record.topic, record.partition, record.offset)))
         if (final and exhausted) or len(self._held) >= max_records:  # nothing more can tie
             # (or a tie larger than a step: learned as it stands, sorted by id)
-            ready += sorted(self._held, key=lambda h: h[0])
+            ready += sorted(self._held, key=_first)
             self._held = []
         if not ready:
             return None
