@@ -152,9 +152,10 @@ class _FlatJson:
             event_id = hashlib.blake2b(stream.name.encode() + orjson.dumps(
                 obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
         else:
-            event_id = obj.get(stream.id)
-            if type(event_id) is not str or not event_id:
+            given = obj.get(stream.id)
+            if type(given) is not str or not given:
                 return None
+            event_id = given
         rid = payload.get("request_id")
         return (rid if type(rid) is str else key), orjson.dumps(
             {"stream": stream.name, "key": key, "id": event_id, "ts": ts, "payload": payload})

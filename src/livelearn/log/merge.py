@@ -71,7 +71,7 @@ class MergedReader:
                     best, second, best_tp = order, best, tp
                 elif second is None or order < second:
                     second = order
-            if best_tp is None:
+            if best is None or best_tp is None:
                 break
             buffer = buffers[best_tp]
             room = limit - len(out)
