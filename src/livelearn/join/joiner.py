@@ -187,29 +187,31 @@ class Joiner:
         event = self._decode(record, decoded, out)
         if event is None:
             return None
+        eid, ts = event.id, event.ts
         if event.stream != self.labelled:
             self.enricher.observe(event)
-        elif event.id in self.open or event.id in self.closed:
-            out.append(_dead(Reason.DUPLICATE, f"event id {event.id!r} already seen",
+        elif eid in self.open or eid in self.closed:
+            out.append(_dead(Reason.DUPLICATE, f"event id {eid!r} already seen",
                              event.stream, record))
-        elif event.ts < self.watermark:
-            out.append(_dead(Reason.LATE, f"event at {event.ts}: the watermark "
+        elif ts < self.watermark:
+            out.append(_dead(Reason.LATE, f"event at {ts}: the watermark "
                              f"{self.watermark} has passed it", event.stream, record))
-            self._remember_closed(event.id, event.ts)
+            self._remember_closed(eid, ts)
         else:
             self.enricher.observe(event)
-            self.open[event.id] = _Window({"request_id": event.id, "ts": event.ts,
-                                           "labelled": True}, [event])
-            heapq.heappush(self._closing, (event.ts + self.window_ms, event.id))
-        return event.ts
+            self.open[eid] = _Window({"request_id": eid, "ts": ts, "labelled": True}, [event])
+            heapq.heappush(self._closing, (ts + self.window_ms, eid))
+        return ts
 
     def _decode(self, record: Record, decoded: Any, out: list[Output]) -> Event | None:
         try:
             event = self._decoder(decoded if type(decoded) is dict else record.value)
-            if event.stream != record.topic:
-                raise BadInput(f"stream '{event.stream}' read from topic '{record.topic}'")
         except BadInput as e:
             out.append(_dead(Reason.MALFORMED, str(e), record.topic, record))
+            return None
+        if event.stream != record.topic:
+            out.append(_dead(Reason.MALFORMED, f"stream '{event.stream}' read from topic "
+                             f"'{record.topic}'", record.topic, record))
             return None
         return event
 
@@ -331,6 +333,10 @@ def _dead(reason: Reason, detail: str, stream: str, raw: Record | bytes) -> Outp
 def outputs_by_topic(outputs: Iterable[Output]) -> dict[str, list[tuple[str, bytes]]]:
     """Group outputs into (key, JSON bytes) lists per topic, keeping their order."""
     grouped: dict[str, list[tuple[str, bytes]]] = {}
-    for o in outputs:
-        grouped.setdefault(o.topic, []).append((o.key, orjson.dumps(o.value)))
+    dumps = orjson.dumps
+    for topic, key, value in outputs:
+        items = grouped.get(topic)
+        if items is None:
+            items = grouped[topic] = []
+        items.append((key, dumps(value)))
     return grouped

@@ -96,8 +96,7 @@ class JoinRunner:
             if not batch:
                 break
             out.extend(self.joiner.process_many(batch))
-            for record, _ in batch:
-                self.offsets[(record.topic, record.partition)] = record.offset + 1
+            self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
             done += len(batch)
         if final and self.reader.drained():
             out.extend(self.joiner.flush())
@@ -109,8 +108,10 @@ class JoinRunner:
         self._out.extend(self.joiner.set_idle(tp, idle))
 
     def _write(self, out: list[Output]) -> None:
-        for o in out:
-            self.counts[o.value["reason"] if o.topic == DEAD_LETTERS else SAMPLES] += 1
+        dead = [o.value["reason"] for o in out if o.topic == DEAD_LETTERS]
+        self.counts.update(dead)
+        if len(out) > len(dead):
+            self.counts[SAMPLES] += len(out) - len(dead)
         with self.log.atomic():
             for topic, items in outputs_by_topic(out).items():
                 self.log.append(topic, items)
