@@ -76,8 +76,11 @@ class MergedReader:
             buffer = buffers[best_tp]
             room = limit - len(out)
             if second is None:  # one input with records: its whole buffer, in order
-                take = min(room, len(buffer))
-                out.extend([(r, d) for _, r, d in (buffer.popleft() for _ in range(take))])
+                if room >= len(buffer):
+                    out += [(r, d) for _, r, d in buffer]
+                    buffer.clear()
+                else:
+                    out += [(r, d) for _, r, d in (buffer.popleft() for _ in range(room))]
                 continue
             index = best[1]
             while buffer and room and (buffer[0][0], index) < second:

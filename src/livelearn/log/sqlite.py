@@ -21,6 +21,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import accumulate
 from pathlib import Path
 
 import orjson
@@ -149,12 +150,10 @@ class SQLiteLog(Log):
             lengths = orjson.loads(sizes)
             skip = max(0, offset - first)
             take = min(len(lengths), skip + max_records - len(out))
-            pos = sum(lengths[:skip])
-            for i, key, size in zip(range(first + skip, first + take),
-                                    orjson.loads(keys)[skip:take], lengths[skip:take],
-                                    strict=True):
-                out.append(Record(topic, partition, i, key, vals[pos:pos + size]))
-                pos += size
+            cuts = list(accumulate(lengths[skip:take], initial=sum(lengths[:skip])))
+            out += [Record(topic, partition, i, key, vals[start:end]) for i, key, start, end
+                    in zip(range(first + skip, first + take), orjson.loads(keys)[skip:take],
+                           cuts[:-1], cuts[1:], strict=True)]
             if len(out) >= max_records:
                 break
         return out
