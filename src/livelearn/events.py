@@ -89,10 +89,6 @@ _EXACT: dict[type, tuple[type, ...]] = {str: (str,), int: (int,), float: (float,
                                         bool: (bool,), dict: (dict,), list: (list,)}
 
 
-class _Missing:
-    """A field's value when it is absent: of no declared type."""
-
-
 class EventDecoder:
     """``decode_event`` for one set of schemas, with the checks prepared once.
 
@@ -110,18 +106,21 @@ class EventDecoder:
 
     def __call__(self, raw: bytes | str | Mapping[str, Any], now_ms: int | None = None) -> Event:
         if type(raw) is dict:
-            stream, key, event_id = raw.get("stream"), raw.get("key"), raw.get("id")
-            ts, payload = raw.get("ts"), raw.get("payload")
-            checks = self._checks.get(stream) if type(stream) is str else None
-            if (checks is not None and type(key) is str and type(event_id) is str
-                    and type(ts) is int and ts >= MIN_TS_MS and type(payload) is dict
-                    and (self.max_future_ms is None or ts <= self.max_future_ms + (
-                        int(time.time() * 1000) if now_ms is None else now_ms))):
-                for name, kinds in checks:
-                    if type(payload.get(name, _Missing)) not in kinds:
-                        break
-                else:
-                    return Event(stream, key, event_id, ts, payload)  # type: ignore[arg-type]
+            try:
+                stream, key, event_id = raw["stream"], raw["key"], raw["id"]
+                ts, payload = raw["ts"], raw["payload"]
+                checks = self._checks[stream] if type(stream) is str else None
+                if (checks is not None and type(key) is str and type(event_id) is str
+                        and type(ts) is int and ts >= MIN_TS_MS and type(payload) is dict
+                        and (self.max_future_ms is None or ts <= self.max_future_ms + (
+                            int(time.time() * 1000) if now_ms is None else now_ms))):
+                    for name, kinds in checks:
+                        if type(payload[name]) not in kinds:
+                            break
+                    else:
+                        return Event(stream, key, event_id, ts, payload)
+            except KeyError:  # a field or the stream missing: decode_event says which
+                pass
         return decode_event(raw, self.schemas, now_ms, self.max_future_ms)
 
 

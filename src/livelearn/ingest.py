@@ -135,9 +135,12 @@ class _FlatJson:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             return None
-        if type(obj) is not dict or type(obj.get("payload")) is dict:
+        if type(obj) is not dict or ("payload" in obj and type(obj["payload"]) is dict):
             return None
-        key, ts = obj.get(stream.key), obj.get(stream.ts)
+        try:
+            key, ts = obj[stream.key], obj[stream.ts]
+        except KeyError:
+            return None
         if type(key) is not str or not key or type(ts) is not int or ts < MIN_TS_MS or \
                 ts > MAX_FUTURE_MS + (int(time.time() * 1000) if self.now_ms is None
                                       else self.now_ms):
@@ -145,7 +148,7 @@ class _FlatJson:
         skip = (stream.ts, stream.id)
         payload = {k: v for k, v in obj.items() if k not in skip}
         for name, kind, text in self.checks:
-            value = payload.get(name)
+            value = payload[name] if name in payload else None
             if type(value) is not kind or (text and not value):
                 return None
         if stream.id is None:
