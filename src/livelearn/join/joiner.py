@@ -120,7 +120,11 @@ class Joiner:
             seen = self.max_seen.get(tp)
             if seen is None or ts > seen:  # else the watermark cannot move
                 self.max_seen[tp] = ts
-                self._advance(out)
+                if len(self.max_seen) > 1:
+                    self._advance(out)
+                elif ts - self.lateness > self.watermark:  # the one input, not idle: it is read
+                    self.watermark = ts - self.lateness
+                    self._close_until(self.watermark, out)
 
     def set_idle(self, tp: TopicPartition, idle: bool) -> list[Output]:
         """Leave an input out of the watermark (idle) or take it back."""

@@ -98,17 +98,15 @@ class MergedReader:
         if not records:
             self._empty_since.setdefault(tp, time.monotonic())
             return False
-        self._buffers[tp].extend(self._keyed(r) for r in records)
+        key = self.key
+        self._buffers[tp].extend([(order, r, decoded) for r in records
+                                  for order, decoded in (key(r),)])
         self._next_read[tp] = records[-1].offset + 1
         self._empty_since.pop(tp, None)
         if tp in self.idle:
             self.idle.discard(tp)
             self.on_idle(tp, False)
         return True
-
-    def _keyed(self, record: Record) -> tuple[Any, Record, Any]:
-        order, decoded = self.key(record)
-        return order, record, decoded
 
     def _is_idle(self, tp: TopicPartition, exhausted: bool) -> bool:
         if tp in self.idle:
