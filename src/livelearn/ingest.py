@@ -84,6 +84,8 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     dead: list[tuple[str, bytes]] = []
     for where, raw in read_records(source, fmt):
         try:
+            if type(raw) is dict:
+                _check_row(stream, raw)
             good.append(convert(raw))
         except BadInput as e:
             dead.append((stream, orjson.dumps(dead_letter(
@@ -193,8 +195,10 @@ def read_records(source: str | Path, fmt: str | None = None
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
     if name != "-" and not Path(name).is_file():
         raise ConfigError(f"{name}: no such file")
-    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8") if name == "-"
-                  else open(name, encoding="utf-8", newline=""))
+    # bytes that are not UTF-8 become lone surrogates: the record is then dead-lettered
+    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
+                                   errors="surrogateescape") if name == "-"
+                  else open(name, encoding="utf-8", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
             for i, row in enumerate(csv.DictReader(f), start=2):
@@ -291,8 +295,35 @@ def _ts(stream: Stream, value: Any, name: str) -> Any:
     return value
 
 
+def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
+    """A CSV row has as many cells as the header, all of them UTF-8; else BadInput."""
+    if None in row:
+        raise BadInput(f"stream '{stream}': the row has {len(row[None])} more cells than "
+                       f"the header")
+    for name, value in row.items():
+        for text in (name, value):
+            if isinstance(text, str) and _clean(text) is not text:
+                raise BadInput(f"stream '{stream}', field {_clean(name)!r}: not valid UTF-8")
+
+
+def _clean(text: str) -> str:
+    """``text`` itself, or, if it holds bytes that were not UTF-8, with U+FFFD for them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="surrogateescape").decode(errors="replace")
+    return text
+
+
 def _text(raw: str | Mapping[str, Any]) -> str:
-    return raw.rstrip("\n") if isinstance(raw, str) else orjson.dumps(raw).decode()
+    """A record as text for its dead letter (the cells of a CSV row as a JSON object)."""
+    if isinstance(raw, str):
+        return _clean(raw.rstrip("\n"))
+    return orjson.dumps({_clean(str(k)): [_clean(str(c)) for c in v] if isinstance(v, list)
+                         else _clean(v) if isinstance(v, str) else v
+                         for k, v in raw.items()}).decode()
 
 
 
