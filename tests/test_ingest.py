@@ -82,3 +82,22 @@ def test_cli_csv_and_stdin(tmp_path: Path) -> None:
         ("u1", 4.0), ("u9", 5)]
     assert [d["source"].rsplit(":", 1)[1] for d in _topic(log, "dead_letters")] == ["3", "2"]
     assert main(["-q", "ingest", *args, "nope", str(tmp_path / "r.csv")]) == 2
+
+
+def test_bytes_that_are_not_utf8_and_ragged_rows_are_dead_lettered(log: SQLiteLog,
+                                                                    tmp_path: Path) -> None:
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    good = b'{"user": "u1", "movie": "m\xc3\xa9", "stars": 4, "ts": %d}\n' % T
+    (tmp_path / "r.jsonl").write_bytes(good + good.replace(b"\xc3\xa9", b"\xff"))
+    (tmp_path / "r.csv").write_bytes(b"user,movie,stars,ts\nu2,m2,3,%d\nu3,m\xff,3,%d\n"
+                                     b"u4,m4,3,%d,extra\n" % (T, T, T))
+    assert (ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl").dead,
+            ingest(log, PIPELINE, "ratings", tmp_path / "r.csv").dead) == (1, 2)
+    assert [(e["key"], e["payload"]["movie"]) for e in _topic(log, "ratings")] == [
+        ("u1", "mé"), ("u2", "m2")]
+    dead = _topic(log, "dead_letters")
+    assert [d["source"].rsplit("/", 1)[1] for d in dead] == ["r.jsonl:2", "r.csv:3", "r.csv:4"]
+    assert "not valid UTF-8" in dead[0]["detail"] and '"m\ufffd"' in dead[0]["event"]
+    assert dead[1]["detail"] == "stream 'ratings', field 'movie': not valid UTF-8"
+    assert dead[2]["detail"] == "stream 'ratings': the row has 1 more cells than the header"

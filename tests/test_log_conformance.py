@@ -325,3 +325,45 @@ def test_the_joiner_writes_the_same_bytes_on_every_backend(any_log: Log, tmp_pat
     samples = [orjson.loads(v) for v in expected if b'"labels"' in v]
     assert len(samples) == 300
     assert sum(s["labels"]["clicked"] for s in samples) == len(range(0, 300, 3))
+
+
+def test_sqlite_reads_across_and_inside_its_batches(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of the SQLite log hold batches of records: any offset, any count reads the same."""
+    import livelearn.log.sqlite as sq
+
+    monkeypatch.setattr(sq, "BATCH_RECORDS", 4)
+    log = SQLiteLog(tmp_path / "log.db")
+    log.create_topic("t")
+    values = [f"v{i}".encode() * (i % 3) for i in range(23)]  # empty values too
+    log.append("t", [(f"k{i}", v) for i, v in enumerate(values[:10])])
+    log.append("t", [("é", v) for v in values[10:11]])
+    with log.atomic():
+        log.append("t", [(f"k{i}", v) for i, v in enumerate(values[11:], start=11)])
+    assert log.end_offset("t", 0) == 23
+    for offset in range(24):
+        for count in (1, 3, 4, 5, 100):
+            got = log.read("t", 0, offset, count)
+            assert [r.offset for r in got] == list(range(offset, min(23, offset + count)))
+            assert [r.value for r in got] == values[offset:offset + count]
+    assert log.read("t", 0, 10, 1)[0].key == "é"
+
+
+def test_sqlite_converts_a_file_of_one_row_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+            CREATE TABLE records (
+                topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+                key TEXT NOT NULL, value BLOB NOT NULL,
+                PRIMARY KEY (topic, partition, offset)) WITHOUT ROWID;
+            INSERT INTO topics VALUES ('t', 2);""")
+        conn.executemany("INSERT INTO records VALUES ('t', ?, ?, ?, ?)",
+                         [(p, o, f"k{p}{o}", f"{p}/{o}".encode()) for p in (0, 1)
+                          for o in range(3)])
+    log = SQLiteLog(path)
+    assert [(r.offset, r.key, r.value) for r in log.read("t", 1, 1)] == [
+        (1, "k11", b"1/1"), (2, "k12", b"1/2")]
+    log.append("t", [("k", b"new")])
+    assert log.end_offset("t", partition_for("k", 2)) == 4

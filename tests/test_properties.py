@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -9,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livelearn.errors import BadInput
-from livelearn.events import Event, decode_event
+from livelearn.events import MIN_TS_MS, Event, EventDecoder, decode_event, partition_key
+from livelearn.ingest import _FlatJson, to_event
 from livelearn.join.joiner import Joiner
 from livelearn.log.base import Record
 from livelearn.sim.pipeline import PIPELINE, label
-from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, Stream
 
 T0 = 1_767_571_200_000
 W = 60_000
@@ -39,6 +41,69 @@ def test_any_bytes_give_an_event_or_bad_input(raw: bytes | str) -> None:
         decode_event(raw, PIPELINE.schemas)
     except BadInput:
         pass
+
+
+_VALUES = (st.none() | st.booleans() | st.integers(-3, 2**64) | st.floats(allow_nan=False)
+           | st.text(max_size=3) | st.just(MIN_TS_MS) | st.just(T0) | st.just({})
+           | st.just([]) | st.just("click") | st.just("read"))
+
+
+@st.composite
+def near_events(draw: Any) -> dict[str, Any]:
+    """Event envelopes of the demo's streams with any field missing or of any type."""
+    event: dict[str, Any] = {"stream": draw(st.sampled_from(["click", "read", "x"])),
+                             "key": "u", "id": "e", "ts": T0,
+                             "payload": {"request_id": "r", "seconds": 1.5}}
+    for name in ("request_id", "seconds", "stream", "key", "id", "ts", "payload"):
+        where = event["payload"] if name in ("request_id", "seconds") else event
+        change = draw(st.sampled_from(["keep", "drop", "value"]))
+        if change == "drop":
+            del where[name]
+        elif change == "value":
+            where[name] = draw(_VALUES)
+    return event
+
+
+def _outcome(decode: Any, raw: Any) -> Any:
+    try:
+        return decode(raw)
+    except BadInput as e:
+        return str(e)
+
+
+@settings(max_examples=400)
+@given(near_events(), st.sampled_from([None, 86_400_000]))
+def test_the_joiners_decoder_gives_what_decode_event_gives(obj: dict[str, Any],
+                                                           future: int | None) -> None:
+    decoder = EventDecoder(PIPELINE.schemas, max_future_ms=future)
+    expected = _outcome(lambda r: decode_event(r, PIPELINE.schemas, T0, future), obj)
+    assert _outcome(lambda r: decoder(r, T0), obj) == expected
+    assert type(_outcome(lambda r: decoder(r, T0), obj)) is type(expected)
+
+
+@settings(max_examples=400)
+@given(near_events())
+def test_ingests_one_pass_gives_what_to_event_gives(obj: dict[str, Any]) -> None:
+    stream = Stream("click", {"request_id": str, "seconds": float, "ok": bool}, key="key",
+                    id="id")
+    payload = obj.get("payload")
+    flat = {"key": obj.get("key"), "id": obj.get("id"), "ts": obj.get("ts"),
+            **(payload if isinstance(payload, dict) else {}), "ok": obj.get("stream") == "click"}
+    line = json.dumps({k: v for k, v in flat.items() if v is not None})  # big ints too
+    fast = _FlatJson(stream, T0)(line)
+    try:
+        event = to_event(stream, line, T0)
+    except BadInput:
+        assert fast is None
+        return
+    assert fast is None or fast == (partition_key(event), event.to_json())
+
+
+def test_ingests_one_pass_takes_the_usual_line() -> None:
+    stream = Stream("click", {"request_id": str, "seconds": float}, key="key", id="id")
+    line = f'{{"key": "u", "id": "e", "ts": {T0}, "request_id": "r", "seconds": 1.5}}'
+    event = to_event(stream, line, T0)
+    assert _FlatJson(stream, T0)(line) == (partition_key(event), event.to_json())
 
 
 @st.composite

@@ -32,6 +32,7 @@ import datetime as dt
 import hashlib
 import io
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ import orjson
 
 from livelearn.errors import BadInput, ConfigError
 from livelearn.events import (
+    MAX_FUTURE_MS,
+    MIN_TS_MS,
     Event,
     Reason,
     check_ts,
@@ -81,6 +84,8 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     dead: list[tuple[str, bytes]] = []
     for where, raw in read_records(source, fmt):
         try:
+            if type(raw) is dict:
+                _check_row(stream, raw)
             good.append(convert(raw))
         except BadInput as e:
             dead.append((stream, orjson.dumps(dead_letter(
@@ -105,12 +110,60 @@ def _converter(log: Log, pipeline: Pipeline, stream: str, now_ms: int | None,
         raise ConfigError(f"stream '{stream}': not a stream of pipeline '{pipeline.name}' "
                           f"(streams: {', '.join(pipeline.inputs)})")
     spec = pipeline.streams[stream]
+    flat = _FlatJson(spec, now_ms)
 
     def convert(raw: str | dict[str, Any]) -> tuple[str, bytes]:
+        done = flat(raw) if type(raw) is str else None
+        if done is not None:
+            return done
         event = to_event(spec, raw, now_ms)
         return partition_key(event), event.to_json()
 
     return convert
+
+
+class _FlatJson:
+    """``to_event`` and its encoding for a JSON line holding a flat record whose fields
+    have exactly their declared types (the usual case), in one pass; None for any
+    other line, which ``to_event`` then converts or rejects with its message."""
+
+    def __init__(self, stream: Stream, now_ms: int | None):
+        self.stream, self.now_ms = stream, now_ms
+        self.checks = tuple((name, kind, kind is str) for name, kind in stream.schema.items())
+
+    def __call__(self, line: str) -> tuple[str, bytes] | None:
+        stream = self.stream
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        if type(obj) is not dict or ("payload" in obj and type(obj["payload"]) is dict):
+            return None
+        try:
+            key, ts = obj[stream.key], obj[stream.ts]
+        except KeyError:
+            return None
+        if type(key) is not str or not key or type(ts) is not int or ts < MIN_TS_MS or \
+                ts > MAX_FUTURE_MS + (int(time.time() * 1000) if self.now_ms is None
+                                      else self.now_ms):
+            return None
+        skip = (stream.ts, stream.id)
+        payload = {k: v for k, v in obj.items() if k not in skip}
+        for name, kind, text in self.checks:
+            value = payload[name] if name in payload else None
+            if type(value) is not kind or (text and not value):
+                return None
+        if stream.id is None:
+            event_id = hashlib.blake2b(stream.name.encode() + orjson.dumps(
+                obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+        else:
+            given = obj.get(stream.id)
+            if type(given) is not str or not given:
+                return None
+            event_id = given
+        rid = payload.get("request_id")
+        return (rid if type(rid) is str else key), orjson.dumps(
+            {"stream": stream.name, "key": key, "id": event_id, "ts": ts, "payload": payload})
 
 
 def _object(raw: str | dict[str, Any]) -> dict[str, Any]:
@@ -142,8 +195,10 @@ def read_records(source: str | Path, fmt: str | None = None
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
     if name != "-" and not Path(name).is_file():
         raise ConfigError(f"{name}: no such file")
-    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8") if name == "-"
-                  else open(name, encoding="utf-8", newline=""))
+    # bytes that are not UTF-8 become lone surrogates: the record is then dead-lettered
+    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
+                                   errors="surrogateescape") if name == "-"
+                  else open(name, encoding="utf-8", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
             for i, row in enumerate(csv.DictReader(f), start=2):
@@ -240,8 +295,35 @@ def _ts(stream: Stream, value: Any, name: str) -> Any:
     return value
 
 
+def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
+    """A CSV row has as many cells as the header, all of them UTF-8; else BadInput."""
+    if None in row:
+        raise BadInput(f"stream '{stream}': the row has {len(row[None])} more cells than "
+                       f"the header")
+    for name, value in row.items():
+        for text in (name, value):
+            if isinstance(text, str) and _clean(text) is not text:
+                raise BadInput(f"stream '{stream}', field {_clean(name)!r}: not valid UTF-8")
+
+
+def _clean(text: str) -> str:
+    """``text`` itself, or, if it holds bytes that were not UTF-8, with U+FFFD for them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="surrogateescape").decode(errors="replace")
+    return text
+
+
 def _text(raw: str | Mapping[str, Any]) -> str:
-    return raw.rstrip("\n") if isinstance(raw, str) else orjson.dumps(raw).decode()
+    """A record as text for its dead letter (the cells of a CSV row as a JSON object)."""
+    if isinstance(raw, str):
+        return _clean(raw.rstrip("\n"))
+    return orjson.dumps({_clean(str(k)): [_clean(str(c)) for c in v] if isinstance(v, list)
+                         else _clean(v) if isinstance(v, str) else v
+                         for k, v in raw.items()}).decode()
 
 
 

@@ -40,6 +40,7 @@ class Enricher:
                         for lk in pipeline.lookups]
         self.counters = {c.name: (c, WindowCounter(c.window_ms)) for c in pipeline.counters}
         self._by_stream = [(c.stream, c.by, counter) for c, counter in self.counters.values()]
+        self._counts = [(name, c.by, counter) for name, (c, counter) in self.counters.items()]
 
     def observe(self, event: Event) -> None:
         """Count an arriving event of any input in the counters that read its stream."""
@@ -49,12 +50,14 @@ class Enricher:
 
     def sample(self, event: Event) -> dict[str, Any]:
         """The sample of a labelled event, with features as of its ts."""
-        ts, payload = event.ts, event.payload
-        rows = {name: table.get(event.key if on is None else str(payload[on]), ts)
-                for name, table, on in self.lookups}
-        counts = {name: counter.count(event.key if c.by is None else str(payload[c.by]), ts)
-                  for name, (c, counter) in self.counters.items()}
-        return {"id": event.id, "ts": ts, "window_end": ts, "user": event.key, "item": None,
+        ts, payload, key = event.ts, event.payload, event.key
+        rows = {}
+        for name, table, on in self.lookups:
+            rows[name] = table.get(key if on is None else str(payload[on]), ts)
+        counts = {}
+        for name, by, counter in self._counts:
+            counts[name] = counter.count(key if by is None else str(payload[by]), ts)
+        return {"id": event.id, "ts": ts, "window_end": ts, "user": key, "item": None,
                 "model_version": None, "score": None,
                 "features": self.features(event, rows, counts), "labels": self.label(event),
                 "feedback": []}

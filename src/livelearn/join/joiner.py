@@ -36,12 +36,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
 from livelearn.errors import BadInput
-from livelearn.events import Event, Reason, Schema, dead_letter, decode_event, decode_prediction
+from livelearn.events import Event, EventDecoder, Reason, Schema, dead_letter, decode_prediction
 from livelearn.log.base import Record, TopicPartition
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
 
@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 NO_WATERMARK = -(2**63)
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     """A record the joiner emits: to ``topic`` (samples or dead_letters) under ``key``."""
 
     topic: str
@@ -74,6 +73,7 @@ class Joiner:
                  allowed_lateness_ms: int = 0, remember_closed_ms: int | None = None,
                  enricher: Enricher | None = None):
         self.schemas, self.window_ms, self.label = dict(schemas), window_ms, label
+        self._decoder = EventDecoder(self.schemas, max_future_ms=None)
         self.enricher = enricher
         self.labelled = None if enricher is None else enricher.stream
         self.lateness = allowed_lateness_ms
@@ -91,21 +91,40 @@ class Joiner:
 
     # -- input ------------------------------------------------------------------
 
-    def process(self, record: Record) -> list[Output]:
-        """Take one record of an input; return what it lets out, in emission order."""
+    def process(self, record: Record, decoded: Any = None) -> list[Output]:
+        """Take one record of an input; return what it lets out, in emission order.
+
+        ``decoded`` may be the record's value as JSON already parsed (or None).
+        """
         out: list[Output] = []
-        if record.topic == PREDICTIONS:
-            ts = self._on_prediction(record, out)
-        elif self.enricher is None:
-            ts = self._on_feedback(record, out)
-        else:
-            ts = self._on_event(record, out)
-        if ts is not None:
-            seen = self.max_seen.get((record.topic, record.partition))
-            if seen is None or ts > seen:
-                self.max_seen[(record.topic, record.partition)] = ts
-            self._advance(out)
+        self._take(record, decoded, out)
         return out
+
+    def process_many(self, items: Iterable[tuple[Record, Any]]) -> list[Output]:
+        """``process`` each (record, decoded) in turn; all they let out, in emission order."""
+        out: list[Output] = []
+        take = self._take
+        for record, decoded in items:
+            take(record, decoded, out)
+        return out
+
+    def _take(self, record: Record, decoded: Any, out: list[Output]) -> None:
+        if record.topic == PREDICTIONS:
+            ts = self._on_prediction(record, decoded, out)
+        elif self.enricher is None:
+            ts = self._on_feedback(record, decoded, out)
+        else:
+            ts = self._on_event(record, decoded, out)
+        if ts is not None:
+            tp = (record.topic, record.partition)
+            seen = self.max_seen.get(tp)
+            if seen is None or ts > seen:  # else the watermark cannot move
+                self.max_seen[tp] = ts
+                if len(self.max_seen) > 1:
+                    self._advance(out)
+                elif ts - self.lateness > self.watermark:  # the one input, not idle: it is read
+                    self.watermark = ts - self.lateness
+                    self._close_until(self.watermark, out)
 
     def set_idle(self, tp: TopicPartition, idle: bool) -> list[Output]:
         """Leave an input out of the watermark (idle) or take it back."""
@@ -120,9 +139,9 @@ class Joiner:
         self._close_until(2**63 - 1, out)
         return out
 
-    def _on_prediction(self, record: Record, out: list[Output]) -> int | None:
+    def _on_prediction(self, record: Record, decoded: Any, out: list[Output]) -> int | None:
         try:
-            pred = decode_prediction(record.value)
+            pred = decode_prediction(decoded if type(decoded) is dict else record.value)
         except BadInput as e:
             out.append(_dead(Reason.MALFORMED, str(e), PREDICTIONS, record))
             return None
@@ -142,8 +161,8 @@ class Joiner:
                 self._attach(window, event, out)
         return int(ts)
 
-    def _on_feedback(self, record: Record, out: list[Output]) -> int | None:
-        event = self._decode(record, out)
+    def _on_feedback(self, record: Record, decoded: Any, out: list[Output]) -> int | None:
+        event = self._decode(record, decoded, out)
         if event is None:
             return None
         rid = event.payload.get("request_id")
@@ -166,35 +185,37 @@ class Joiner:
             heapq.heappush(self._pending_heap, (event.ts, rid))
         return event.ts
 
-    def _on_event(self, record: Record, out: list[Output]) -> int | None:
+    def _on_event(self, record: Record, decoded: Any, out: list[Output]) -> int | None:
         """An event of a label-in-event pipeline: a window of its own, or just counted."""
         assert self.enricher is not None
-        event = self._decode(record, out)
+        event = self._decode(record, decoded, out)
         if event is None:
             return None
+        eid, ts = event.id, event.ts
         if event.stream != self.labelled:
             self.enricher.observe(event)
-        elif event.id in self.open or event.id in self.closed:
-            out.append(_dead(Reason.DUPLICATE, f"event id {event.id!r} already seen",
+        elif eid in self.open or eid in self.closed:
+            out.append(_dead(Reason.DUPLICATE, f"event id {eid!r} already seen",
                              event.stream, record))
-        elif event.ts < self.watermark:
-            out.append(_dead(Reason.LATE, f"event at {event.ts}: the watermark "
+        elif ts < self.watermark:
+            out.append(_dead(Reason.LATE, f"event at {ts}: the watermark "
                              f"{self.watermark} has passed it", event.stream, record))
-            self._remember_closed(event.id, event.ts)
+            self._remember_closed(eid, ts)
         else:
             self.enricher.observe(event)
-            self.open[event.id] = _Window({"request_id": event.id, "ts": event.ts,
-                                           "labelled": True}, [event])
-            heapq.heappush(self._closing, (event.ts + self.window_ms, event.id))
-        return event.ts
+            self.open[eid] = _Window({"request_id": eid, "ts": ts, "labelled": True}, [event])
+            heapq.heappush(self._closing, (ts + self.window_ms, eid))
+        return ts
 
-    def _decode(self, record: Record, out: list[Output]) -> Event | None:
+    def _decode(self, record: Record, decoded: Any, out: list[Output]) -> Event | None:
         try:
-            event = decode_event(record.value, self.schemas, max_future_ms=None)
-            if event.stream != record.topic:
-                raise BadInput(f"stream '{event.stream}' read from topic '{record.topic}'")
+            event = self._decoder(decoded if type(decoded) is dict else record.value)
         except BadInput as e:
             out.append(_dead(Reason.MALFORMED, str(e), record.topic, record))
+            return None
+        if event.stream != record.topic:
+            out.append(_dead(Reason.MALFORMED, f"stream '{event.stream}' read from topic "
+                             f"'{record.topic}'", record.topic, record))
             return None
         return event
 
@@ -215,10 +236,18 @@ class Joiner:
     # -- watermark and emission -------------------------------------------------
 
     def _advance(self, out: list[Output]) -> None:
-        active = [s for tp, s in self.max_seen.items() if tp not in self.idle]
-        if not active or any(s is None for s in active):
+        low: int | None = None
+        idle = self.idle
+        for tp, seen in self.max_seen.items():
+            if idle and tp in idle:
+                continue
+            if seen is None:
+                return
+            if low is None or seen < low:
+                low = seen
+        if low is None:
             return
-        mark = min(s for s in active if s is not None) - self.lateness
+        mark = low - self.lateness
         if mark > self.watermark:
             self.watermark = mark
             self._close_until(mark, out)
@@ -234,12 +263,16 @@ class Joiner:
                                  f"watermark", event.stream, event.to_json()))
             if not events:
                 self.pending.pop(rid, None)
-        while self._closing and self._closing[0][0] < mark:
-            end, rid = heapq.heappop(self._closing)
+        closing, closed, closed_heap = self._closing, self.closed, self._closed_heap
+        pop, push = heapq.heappop, heapq.heappush
+        while closing and closing[0][0] < mark:
+            end, rid = pop(closing)
             out.append(Output(SAMPLES, rid, self._sample(self.open.pop(rid))))
-            self._remember_closed(rid, end)
-        while self._closed_heap and self._closed_heap[0][0] + self.remember_ms < mark:
-            self.closed.pop(heapq.heappop(self._closed_heap)[1], None)
+            closed[rid] = end  # as _remember_closed
+            push(closed_heap, (end, rid))
+        forget = mark - self.remember_ms
+        while closed_heap and closed_heap[0][0] < forget:
+            closed.pop(pop(closed_heap)[1], None)
 
     def _remember_closed(self, rid: str, end: int) -> None:
         self.closed[rid] = end
@@ -304,6 +337,10 @@ def _dead(reason: Reason, detail: str, stream: str, raw: Record | bytes) -> Outp
 def outputs_by_topic(outputs: Iterable[Output]) -> dict[str, list[tuple[str, bytes]]]:
     """Group outputs into (key, JSON bytes) lists per topic, keeping their order."""
     grouped: dict[str, list[tuple[str, bytes]]] = {}
-    for o in outputs:
-        grouped.setdefault(o.topic, []).append((o.key, orjson.dumps(o.value)))
+    dumps = orjson.dumps
+    for topic, key, value in outputs:
+        items = grouped.get(topic)
+        if items is None:
+            items = grouped[topic] = []
+        items.append((key, dumps(value)))
     return grouped

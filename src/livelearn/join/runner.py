@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -30,14 +31,15 @@ from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
 _MALFORMED_FIRST = -(2**63)
 
 
-def _ts(record: Record) -> tuple[int, None]:
-    """The record's event time for the merge; unreadable records go first (to dead letters)."""
+def _ts(record: Record) -> tuple[int, Any]:
+    """The record's event time for the merge (unreadable records go first, to dead
+    letters), and its value parsed, for the joiner to check (None if not JSON)."""
     try:
-        ts = orjson.loads(record.value).get("ts")
-    except (orjson.JSONDecodeError, AttributeError):
+        value = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
         return _MALFORMED_FIRST, None
-    ok = isinstance(ts, int) and not isinstance(ts, bool)
-    return (ts if ok else _MALFORMED_FIRST), None
+    ts = value.get("ts") if type(value) is dict else None
+    return (ts if type(ts) is int else _MALFORMED_FIRST), value
 
 
 def make_joiner(pipeline: Pipeline, inputs: list[TopicPartition], data_dir: str | Path = "."
@@ -90,13 +92,12 @@ class JoinRunner:
         out = self._out = []
         done = 0
         while done < max_records:
-            got = self.reader.next(final)
-            if got is None:
+            batch = self.reader.next_batch(final, max_records - done)
+            if not batch:
                 break
-            record = got[0]
-            out.extend(self.joiner.process(record))
-            self.offsets[(record.topic, record.partition)] = record.offset + 1
-            done += 1
+            out.extend(self.joiner.process_many(batch))
+            self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
+            done += len(batch)
         if final and self.reader.drained():
             out.extend(self.joiner.flush())
         if done or out:
@@ -107,8 +108,10 @@ class JoinRunner:
         self._out.extend(self.joiner.set_idle(tp, idle))
 
     def _write(self, out: list[Output]) -> None:
-        for o in out:
-            self.counts[o.value["reason"] if o.topic == DEAD_LETTERS else SAMPLES] += 1
+        dead = [o.value["reason"] for o in out if o.topic == DEAD_LETTERS]
+        self.counts.update(dead)
+        if len(out) > len(dead):
+            self.counts[SAMPLES] += len(out) - len(dead)
         with self.log.atomic():
             for topic, items in outputs_by_topic(out).items():
                 self.log.append(topic, items)

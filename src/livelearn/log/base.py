@@ -18,13 +18,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 #: A position in the log: (topic, partition).
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One record read from the log: where it is, its key and its value."""
+
     topic: str
     partition: int
     offset: int

@@ -73,9 +73,13 @@ class MemoryLog(Log):
 
     def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
         n = self.partitions(topic)
-        by_partition: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
-        for key, value in records:
-            by_partition[partition_for(key, n) if n > 1 else 0].append((key, value))
+        by_partition: dict[int, list[tuple[str, bytes]]]
+        if n == 1:
+            by_partition = {0: [(key, value) for key, value in records]}
+        else:
+            by_partition = defaultdict(list)
+            for key, value in records:
+                by_partition[partition_for(key, n)].append((key, value))
         with self._lock:
             for partition, items in by_partition.items():
                 stored = self._topics[topic][partition]
@@ -87,9 +91,9 @@ class MemoryLog(Log):
     def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
              ) -> list[Record]:
         self.partitions(topic)
-        stored = self._topics[topic][partition]
-        return [Record(topic, partition, offset + i, k, v)
-                for i, (k, v) in enumerate(stored[offset:offset + max_records])]
+        stored = self._topics[topic][partition][offset:offset + max_records]
+        return [Record(topic, partition, i, k, v)
+                for i, (k, v) in zip(range(offset, offset + len(stored)), stored, strict=True)]
 
     def end_offset(self, topic: str, partition: int) -> int:
         self.partitions(topic)

@@ -41,21 +41,53 @@ class MergedReader:
 
     def next(self, final: bool = False) -> tuple[Record, Any] | None:
         """The next record in the merge and what ``key`` decoded of it, or None to wait."""
-        best: tuple[Any, int] | None = None
-        best_tp = None
-        for i, tp in enumerate(self.inputs):
-            buffer = self._buffers[tp]
-            if not buffer and not self._refill(tp):
-                if self._is_idle(tp, exhausted=final):
-                    continue
-                return None
-            order = (buffer[0][0], i)
-            if best is None or order < best:
-                best, best_tp = order, tp
-        if best_tp is None:
-            return None
-        _, record, decoded = self._buffers[best_tp].popleft()
-        return record, decoded
+        got = self.next_batch(final, 1)
+        return got[0] if got else None
+
+    def next_batch(self, final: bool = False, limit: int = 2000) -> list[tuple[Record, Any]]:
+        """The next records of the merge (at most ``limit``) and what ``key`` decoded of
+        them: for the same log contents, those that calls of ``next`` would give, in
+        the same order; empty to wait.
+
+        A batch ends before a turn that would read the log or change an input's
+        idleness, so ``on_idle`` is called between the same records as with ``next``.
+        """
+        out: list[tuple[Record, Any]] = []
+        buffers = self._buffers
+        while len(out) < limit:
+            if out and not all(buffers[tp] for tp in self.inputs):
+                break  # the next turn reads the log: it starts the next batch
+            best: tuple[Any, int] | None = None
+            second: tuple[Any, int] | None = None
+            best_tp = None
+            for i, tp in enumerate(self.inputs):
+                buffer = buffers[tp]
+                if not buffer and not self._refill(tp):
+                    if self._is_idle(tp, exhausted=final):
+                        continue
+                    return out
+                order = (buffer[0][0], i)
+                if best is None or order < best:
+                    best, second, best_tp = order, best, tp
+                elif second is None or order < second:
+                    second = order
+            if best is None or best_tp is None:
+                break
+            buffer = buffers[best_tp]
+            room = limit - len(out)
+            if second is None:  # one input with records: its whole buffer, in order
+                if room >= len(buffer):
+                    out += [(r, d) for _, r, d in buffer]
+                    buffer.clear()
+                else:
+                    out += [(r, d) for _, r, d in (buffer.popleft() for _ in range(room))]
+                continue
+            index = best[1]
+            while buffer and room and (buffer[0][0], index) < second:
+                _, record, decoded = buffer.popleft()
+                out.append((record, decoded))
+                room -= 1
+        return out
 
     def drained(self) -> bool:
         """Whether nothing read is left waiting in the buffers."""
@@ -66,17 +98,15 @@ class MergedReader:
         if not records:
             self._empty_since.setdefault(tp, time.monotonic())
             return False
-        self._buffers[tp].extend(self._keyed(r) for r in records)
+        key = self.key
+        self._buffers[tp].extend([(order, r, decoded) for r in records
+                                  for order, decoded in (key(r),)])
         self._next_read[tp] = records[-1].offset + 1
         self._empty_since.pop(tp, None)
         if tp in self.idle:
             self.idle.discard(tp)
             self.on_idle(tp, False)
         return True
-
-    def _keyed(self, record: Record) -> tuple[Any, Record, Any]:
-        order, decoded = self.key(record)
-        return order, record, decoded
 
     def _is_idle(self, tp: TopicPartition, exhausted: bool) -> bool:
         if tp in self.idle:

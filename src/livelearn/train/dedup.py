@@ -34,13 +34,26 @@ class RecentIds:
 
     def add(self, window_end: int, sid: str) -> None:
         self._ids[sid] = window_end
-        heapq.heappush(self._heap, (window_end, sid))
-        if self.newest is None or window_end > self.newest:
-            self.newest = window_end
-        while self._heap[0][0] < self.newest - self.horizon_ms:
-            end, old = heapq.heappop(self._heap)
+        heap = self._heap
+        heapq.heappush(heap, (window_end, sid))
+        newest = self.newest
+        if newest is None or window_end > newest:
+            self.newest = newest = window_end
+        elif window_end >= newest - self.horizon_ms:
+            return  # the horizon did not move and this id is inside it: nothing to forget
+        oldest = newest - self.horizon_ms
+        while heap[0][0] < oldest:
+            end, old = heapq.heappop(heap)
             if self._ids.get(old) == end:
                 del self._ids[old]
+
+    def add_new(self, window_end: int, sid: str) -> bool:
+        """``add`` unless ``seen``; whether it was new."""
+        if sid in self._ids or (self.newest is not None
+                                and window_end < self.newest - self.horizon_ms):
+            return False
+        self.add(window_end, sid)
+        return True
 
     def state(self) -> list[list[int | str]]:
         return [[end, sid] for sid, end in sorted(self._ids.items(), key=lambda x: (x[1], x[0]))]

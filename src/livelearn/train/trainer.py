@@ -48,6 +48,10 @@ def _sample_key(record: Record) -> tuple[tuple[int, str], dict[str, Any]]:
     return (sample["window_end"], sample["id"]), sample
 
 
+def _first(held: tuple[tuple[int, str], Any, Any]) -> tuple[int, str]:
+    return held[0]
+
+
 @dataclass
 class Trained:
     """What one step learned: the samples, their hashed rows, labels and prequential scores."""
@@ -125,24 +129,28 @@ class Trainer:
                                        self.idle_after_s)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
+        read_ids = self._read_ids
         while len(ready) + len(self._held) < max_records:
-            got = self.reader.next(final)
-            if got is None:
+            # at most as many as there is room for: each one read is held or skipped
+            batch = self.reader.next_batch(final, max_records - len(ready) - len(self._held))
+            if not batch:
                 exhausted = True
                 break
-            record, sample = got
-            key = (sample["window_end"], sample["id"])
-            if self._read_ids.seen(*key):
-                self.duplicates += 1
-                continue
-            self._read_ids.add(*key)
-            if self._held and key[0] > self._held[0][0][0]:
-                ready += sorted(self._held, key=lambda h: h[0])
-                self._held = []
-            self._held.append((key, sample, (record.topic, record.partition, record.offset)))
+            held = self._held
+            for record, sample in batch:
+                end, sid = sample["window_end"], sample["id"]
+                if not read_ids.add_new(end, sid):
+                    self.duplicates += 1
+                    continue
+                if held and end > held[0][0][0]:
+                    if len(held) > 1:
+                        held.sort(key=_first)
+                    ready += held
+                    held.clear()
+                held.append(((end, sid), sample, record[:3]))  # (topic, partition, offset)
         if (final and exhausted) or len(self._held) >= max_records:  # nothing more can tie
             # (or a tie larger than a step: learned as it stands, sorted by id)
-            ready += sorted(self._held, key=lambda h: h[0])
+            ready += sorted(self._held, key=_first)
             self._held = []
         if not ready:
             return None
@@ -172,12 +180,17 @@ class Trainer:
 
     def _publish_points(self, samples: list[dict[str, Any]]) -> list[int]:
         """Indices after which a version is due, by sample count or event time."""
-        points, count, last = [], self._since_publish, self._last_publish_ts
+        points: list[int] = []
+        count, last = self._since_publish, self._last_publish_ts
+        every_ms = self.policies.publish_every_ms
+        if count + len(samples) < self.policies.publish_every_samples and last is not None \
+                and max((s["ts"] for s in samples), default=last) - last < every_ms:
+            return points  # neither the count nor the time is reached in this batch
         for i, s in enumerate(samples):
             count += 1
             last = s["ts"] if last is None else last
             if count >= self.policies.publish_every_samples or \
-                    s["ts"] - last >= self.policies.publish_every_ms:
+                    s["ts"] - last >= every_ms:
                 points.append(i + 1)
                 count, last = 0, s["ts"]
         return points
@@ -191,9 +204,10 @@ class Trainer:
         self.window.update(scores, labels)
         self._recent.extend((t, p, o, s) for (t, p, o), s in zip(where, scores.tolist(),
                                                                     strict=True))
-        for (topic, partition, offset), sample in zip(where, samples, strict=True):
-            self.offsets[(topic, partition)] = offset + 1
-            self._learned_ids.add(sample["window_end"], sample["id"])
+        self.offsets.update({(topic, partition): offset + 1 for topic, partition, offset in where})
+        learned = self._learned_ids.add
+        for sample in samples:
+            learned(sample["window_end"], sample["id"])
         self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += len(batch)
         self._since_publish += len(batch)
