@@ -18,7 +18,7 @@ from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, load_learner, save_learner
 from livelearn.registry import Registry
 from livelearn.sim.pipeline import PIPELINE
-from livelearn.spec import SAMPLES, Policies
+from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
 from livelearn.train.metrics import auc
 from livelearn.train.trainer import Trainer
 
@@ -138,6 +138,32 @@ def test_samples_written_twice_are_learned_once(tmp_path: Path, log: SQLiteLog) 
     reference = Trainer(once, Registry(tmp_path / "b"), SMALL)
     reference.step(10_000, final=True)
     assert np.array_equal(twice.model.state()["z"], reference.model.state()["z"])
+
+
+def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    clean = SQLiteLog(tmp_path / "clean.db")
+    _samples(clean, 1500)
+    good = [(r.key, r.value) for r in clean.read(SAMPLES, 0, 0, 2000)]
+    first = orjson.loads(good[0][1])
+    bad = [b"not json", b"[1, 2]", orjson.dumps({**first, "id": "x1", "labels": {}}),
+           orjson.dumps({**first, "id": "x2", "window_end": "soon"}),
+           orjson.dumps({**first, "id": "x3", "features": ["topic"]})]
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    log.append(SAMPLES, [*good[:700], *[("bad", value) for value in bad], *good[700:]])
+    trainer = Trainer(log, Registry(tmp_path / "a"), SMALL)
+    while trainer.step(400, final=True):
+        pass
+    assert (trainer.samples, trainer.malformed) == (1500, len(bad))
+    letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 100)]
+    assert [(d["reason"], d["stream"], d["source"]) for d in letters] == [
+        ("malformed", SAMPLES, f"{SAMPLES}/0@{700 + i}") for i in range(len(bad))]
+    assert "labels['clicked']" in letters[2]["detail"]
+    reference = Trainer(clean, Registry(tmp_path / "b"), SMALL)
+    while reference.step(400, final=True):
+        pass
+    assert np.array_equal(trainer.model.state()["z"], reference.model.state()["z"])
 
 
 def test_a_corrupt_model_file_falls_back_to_the_version_before(

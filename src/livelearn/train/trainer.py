@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +23,14 @@ import numpy as np
 import orjson
 
 from livelearn.errors import Corrupt
+from livelearn.events import Reason, dead_letter
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
-from livelearn.spec import SAMPLES, Pipeline
+from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline
 from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import Metric, WindowedMetric, make_metric
 
@@ -43,9 +45,26 @@ def _dedup_horizon(pipeline: Pipeline) -> int:
     return max(600_000, 2 * spread)
 
 
-def _sample_key(record: Record) -> tuple[tuple[int, str], dict[str, Any]]:
-    sample = orjson.loads(record.value)
-    return (sample["window_end"], sample["id"]), sample
+#: The merge key of a sample the trainer cannot learn: first, so it is dead-lettered at once.
+_BAD = (-(2**63), "")
+
+
+def _sample_key(target: str) -> Callable[[Record], tuple[tuple[int, str], Any]]:
+    """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not."""
+    def key(record: Record) -> tuple[tuple[int, str], Any]:
+        try:
+            sample = orjson.loads(record.value)
+            end, sid = sample["window_end"], sample["id"]
+            label = sample["labels"][target]
+            if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
+                    and isinstance(sample["ts"], int) and isinstance(label, int | float)):
+                return (end, sid), sample
+            problem = "a field of the wrong type"
+        except (orjson.JSONDecodeError, TypeError, KeyError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        return _BAD, (f"sample cannot be learned ({problem}): expected a JSON object with "
+                      f"integer ts and window_end, string id, features and labels['{target}']")
+    return key
 
 
 def _first(held: tuple[tuple[int, str], Any, Any]) -> tuple[int, str]:
@@ -84,6 +103,7 @@ class Trainer:
         self.offsets: dict[TopicPartition, int] = {tp: 0 for tp in self.inputs}
         self.samples = 0
         self.duplicates = 0  # samples skipped as already learned
+        self.malformed = 0  # samples dead-lettered as impossible to learn
         # ids of the samples read, and of those learned (what a version records)
         horizon = _dedup_horizon(pipeline)
         self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
@@ -125,7 +145,8 @@ class Trainer:
         a joiner's restart wrote again, is skipped.
         """
         if self.reader is None:
-            self.reader = MergedReader(self.log, self.inputs, _sample_key, self.offsets,
+            self.reader = MergedReader(self.log, self.inputs,
+                                       _sample_key(self.pipeline.target), self.offsets,
                                        self.idle_after_s)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
@@ -138,6 +159,9 @@ class Trainer:
                 break
             held = self._held
             for record, sample in batch:
+                if type(sample) is str:
+                    self._dead_letter(record, sample)
+                    continue
                 end, sid = sample["window_end"], sample["id"]
                 if not read_ids.add_new(end, sid):
                     self.duplicates += 1
@@ -155,6 +179,16 @@ class Trainer:
         if not ready:
             return None
         return self._train([r[1] for r in ready], [r[2] for r in ready])
+
+    def _dead_letter(self, record: Record, why: str) -> None:
+        """A sample it cannot learn goes to the dead-letter topic (again after a restart
+        from a version that had not passed it), and is skipped."""
+        log.warning("%s/%d@%d: %s", record.topic, record.partition, record.offset, why)
+        self.malformed += 1
+        letter = dead_letter(Reason.MALFORMED, why, SAMPLES, record.value,
+                             f"{record.topic}/{record.partition}@{record.offset}")
+        with self.log.atomic():
+            self.log.append(DEAD_LETTERS, [(SAMPLES, orjson.dumps(letter))])
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
