@@ -32,7 +32,7 @@ from livelearn.models.fm import Factorization
 from livelearn.models.kernels import factor, link, max_width, step, touch
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed):  # type: ignore[no-untyped-def]
     total = 0.0
     for a in range(lo, hi):
@@ -47,7 +47,7 @@ def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed):  #
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):  # type: ignore[no-untyped-def]
     for a in range(lo, hi):
         ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
@@ -60,7 +60,7 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):
                 step(v, ib, fa, f, g * va + l2_v * vb, lr, adagrad)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logistic, adagrad,  # type: ignore[no-untyped-def]
          lr, l2, l2_v, std, seed, learn, out):
     mask = w.shape[0] - 1

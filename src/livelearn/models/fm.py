@@ -35,7 +35,7 @@ from livelearn.models.kernels import factor, link, max_width, step, touch
 from livelearn.models.linear import OPTIMIZERS
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, l2_v,  # type: ignore[no-untyped-def]
          std, seed, learn, out):
     mask, k = w.shape[0] - 1, v.shape[3]
@@ -46,7 +46,8 @@ def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, 
         if learn:
             touch(indices, lo, hi, v, touched, std, seed)
         score, sq = 0.0, 0.0
-        s[:] = 0.0
+        for f in range(k):
+            s[f] = 0.0
         for kk in range(lo, hi):
             i, x = indices[kk] & mask, values[kk]
             score += w[i, 0, 0, 0] * x
