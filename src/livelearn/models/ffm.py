@@ -88,8 +88,8 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logisti
 
 class _FFM(Factorization):
     def __init__(self, bits: int = 18, n_fields: int = 16, k: int = 4,
-                 optimizer: str = "adagrad", lr: float = 0.05, l2: float = 0.0,
-                 l2_v: float = 0.0, init_std: float = 0.05, seed: int = 0):
+                 optimizer: str = "adagrad", lr: float = 0.1, l2: float = 0.0,
+                 l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
         self.bits, self.n_fields, self.k, self.optimizer, self.lr = bits, n_fields, k, optimizer, lr
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self._fields = n_fields

@@ -125,8 +125,8 @@ class Factorization(Learner):
 
 
 class _FM(Factorization):
-    def __init__(self, bits: int = 20, k: int = 8, optimizer: str = "adagrad", lr: float = 0.05,
-                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.05, seed: int = 0):
+    def __init__(self, bits: int = 20, k: int = 8, optimizer: str = "adagrad", lr: float = 0.1,
+                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
         self.bits, self.k, self.optimizer, self.lr = bits, k, optimizer, lr
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self._setup(bits, k, optimizer)
