@@ -126,17 +126,12 @@ class FeatureSet:
     def hash_rows(self, rows: Sequence[Features], bits: int) -> SparseBatch:
         """The batch of ``rows``, fast (``features.scan``); the same as ``hash_rows_python``."""
         plan, n = self._plan, len(rows)
-        tokens = sc.scan(rows) if n else None
-        if tokens is None:
+        seq = sc.sequence(rows) if n else None
+        if seq is None:
             return self.hash_rows_python(rows, bits)
-        width = len(self.transforms) + 1
-        idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
-        fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
-        redo = tokens.status.copy()
-        _assemble(tokens.key, tokens.token, tokens.value, tokens.kind,  # type: ignore[call-arg]
-                  tokens.offsets, *plan.arrays, plan.bias, (1 << bits) - 1, idx, val, fld, off,
-                  redo)
-        batch = SparseBatch(idx[:off[-1]], val[:off[-1]], off, fld[:off[-1]])
+        idx, val, fld, off, redo = _batch(*sc.arguments(seq), *plan.arrays, plan.bias,
+                                          (1 << bits) - 1)
+        batch = SparseBatch(idx, val, off, fld)
         again = np.flatnonzero(redo).tolist()
         if again:
             batch = batch.replace_rows(again, self.hash_rows_python([rows[r] for r in again], bits))
@@ -281,6 +276,21 @@ def _cross(token, parts, lo, hi, kinds):  # type: ignore[no-untyped-def]
         h = (h ^ (h >> np.uint64(27))) * np.uint64(_MIX2)
         h ^= h >> np.uint64(31)
     return np.int64(h & np.uint64(0xFFFFFFFF))
+
+
+@numba.njit(cache=True)
+def _batch(seq, n, is_list, objects, table, true, false, keys, slots, ops, arg, scale, parts,  # type: ignore[no-untyped-def]
+           part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask):
+    """Scan the rows and assemble them: (indices, values, fields, offsets, rows to redo)."""
+    key, token, value, kind, offsets, redo = sc.read(seq, n, is_list, objects, table, true, false)
+    width = len(ops) + 1
+    idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
+    fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
+    _assemble(key, token, value, kind, offsets, keys, slots, ops, arg, scale, parts, part_off,
+              bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask, idx, val, fld, off,
+              redo)
+    end = off[n]
+    return idx[:end], val[:end], fld[:end], off, redo
 
 
 @numba.njit(cache=True)
