@@ -20,9 +20,9 @@ The object layout this relies on (a type pointer, then a float's value, after
 the reference count) is checked at import; where it does not hold (another
 interpreter or build), ``scan`` returns None and callers take the Python path.
 
-While it reads a row, the kernel prefetches the values of the next one: rows
-built one by one have their numbers scattered in memory, and waiting for each
-cost more than all the rest. ``transforms`` calls ``read`` from its own kernel:
+The kernel collects every item's objects first, prefetching them, then reads
+them: rows built one by one have their numbers scattered in memory, and
+waiting for each cost more than all the rest. ``transforms`` calls ``read`` from its own kernel:
 numba's cache notices a change to a kernel's own file only, so after editing
 this file, delete the ``*.nbi`` and ``*.nbc`` files under ``features/__pycache__``.
 """
@@ -235,36 +235,45 @@ def _name(name, h, table, cache, words):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True)
 def read(seq, n, is_list, objects, table, true, false):  # type: ignore[no-untyped-def]
-    """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows."""
+    """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows.
+
+    Three passes, so that memory is asked for well before it is needed: the rows
+    (prefetching each dict), their items (prefetching each value), then the values.
+    """
     addresses = np.empty(n, dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     status = np.zeros(n, dtype=np.int8)
     for r in range(n):
-        row = _list_item(seq, r) if is_list else _tuple_item(seq, r)
-        addresses[r] = row
+        addresses[r] = _list_item(seq, r) if is_list else _tuple_item(seq, r)
+        _prefetch(addresses[r])
+    for r in range(n):
         size = 0
-        if _load_int64(row + _TYPE_AT) == objects[_DICT]:
-            size = _dict_size(row)
+        if _load_int64(addresses[r] + _TYPE_AT) == objects[_DICT]:
+            size = _dict_size(addresses[r])
         else:
             status[r] = HARD
         offsets[r + 1] = offsets[r] + size
     end = offsets[n]
-    key, token = np.empty(end, dtype=np.uint32), np.empty(end, dtype=np.uint32)
-    value, kind = np.empty(end), np.full(end, NULL, dtype=np.int8)
-    cache = np.zeros((_CACHE, 3), dtype=np.int64)
+    names, objs = np.empty(end, dtype=np.int64), np.empty(end, dtype=np.int64)
     words = np.zeros(6, dtype=np.int64)  # size, position, names cached, key, value (out)
     at = np.int64(words.ctypes.data)
     for r in range(n):
-        row, t = addresses[r], offsets[r]
-        if r + 1 < n and status[r + 1] != HARD:  # start loading the next row's values
-            words[1] = 0
-            while _dict_next(addresses[r + 1], at + 8, at + 24, at + 32):
-                _prefetch(words[4])
+        t, words[1] = offsets[r], 0
+        while status[r] != HARD and t < offsets[r + 1] and _dict_next(addresses[r], at + 8,
+                                                                        at + 24, at + 32):
+            names[t], objs[t] = words[3], words[4]
+            _prefetch(objs[t])
+            t += 1
+        if t < offsets[r + 1]:
+            status[r] = HARD
+    key, token = np.empty(end, dtype=np.uint32), np.empty(end, dtype=np.uint32)
+    value, kind = np.empty(end), np.full(end, NULL, dtype=np.int8)
+    cache = np.zeros((_CACHE, 3), dtype=np.int64)
+    for r in range(n):
         if status[r] == HARD:
             continue
-        words[1] = 0
-        while _dict_next(row, at + 8, at + 24, at + 32) and t < offsets[r + 1]:
-            name, obj = words[3], words[4]
+        for t in range(offsets[r], offsets[r + 1]):
+            name, obj = names[t], objs[t]
             h = ((name >> 4) * 0x9E3779B1) & (_CACHE - 1)  # names are remembered by object
             while cache[h, 0] != 0 and cache[h, 0] != name:
                 h = (h + 1) & (_CACHE - 1)
@@ -305,5 +314,4 @@ def read(seq, n, is_list, objects, table, true, false):  # type: ignore[no-untyp
                 status[r] = HARD
                 break
             key[t], token[t], value[t], kind[t] = crc, state ^ 0xFFFFFFFF, v, k
-            t += 1
     return key, token, value, kind, offsets, status

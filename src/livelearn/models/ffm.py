@@ -33,16 +33,21 @@ from livelearn.models.kernels import factor, link, max_width, step, touch
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed):  # type: ignore[no-untyped-def]
+def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, drawn):  # type: ignore[no-untyped-def]
+    """The pairs' part of the score; ``drawn``: the row's factors are all drawn already."""
     total = 0.0
     for a in range(lo, hi):
         ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
         for b in range(a + 1, hi):
             ib, fb = indices[b] & mask, fld[b - lo]
             dot = 0.0
-            for f in range(v.shape[3]):
-                dot += factor(v, touched, ia, fb, f, std, seed) * factor(v, touched, ib, fa, f,
-                                                                         std, seed)
+            if drawn:
+                for f in range(v.shape[3]):
+                    dot += v[ia, 0, fb, f] * v[ib, 0, fa, f]
+            else:
+                for f in range(v.shape[3]):
+                    dot += (factor(v, touched, ia, fb, f, std, seed)
+                            * factor(v, touched, ib, fa, f, std, seed))
             total += dot * xa * values[b]
     return total
 
@@ -74,7 +79,7 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logisti
         score = 0.0
         for kk in range(lo, hi):
             score += w[indices[kk] & mask, 0, 0, 0] * values[kk]
-        score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed)
+        score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, learn)
         p = link(score, logistic)
         out[r] = p
         if not learn:
