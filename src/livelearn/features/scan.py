@@ -136,6 +136,30 @@ _TRUE = np.frombuffer(b"True", dtype=np.uint8).astype(np.int64)
 _FALSE = np.frombuffer(b"False", dtype=np.uint8).astype(np.int64)
 _EQ = ord("=")
 _CACHE = 256  # names remembered per call (by object), as open addressing
+#: An empty table of names (see ``name_table``).
+NO_NAMES = (np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64))
+
+
+def name_table(crcs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """An open-addressing table from the CRC-32 of a name to its slot (its position)."""
+    size = 1 << max(3, (4 * len(crcs)).bit_length())
+    keys, slots = np.zeros(size, dtype=np.int64), np.full(size, -1, dtype=np.int64)
+    for s, c in enumerate(crcs):
+        h = c & (size - 1)
+        while slots[h] >= 0:
+            h = (h + 1) & (size - 1)
+        keys[h], slots[h] = c, s
+    return keys, slots
+
+
+@numba.njit(cache=True, inline="always")
+def _lookup(keys, slots, key):  # type: ignore[no-untyped-def]
+    h = key & (len(keys) - 1)
+    while slots[h] >= 0:
+        if keys[h] == key:
+            return slots[h]
+        h = (h + 1) & (len(keys) - 1)
+    return -1
 
 
 @dataclass(frozen=True)
@@ -143,14 +167,16 @@ class Tokens:
     """Item t of row r is at t in [offsets[r], offsets[r+1]), in the row's dict order.
 
     ``key`` and ``token`` are full 32-bit CRCs (of "name", of "name=value");
-    ``value`` the float value; ``kind`` one of STR ... NULL; ``status`` per row
-    (the items of a HARD row are placeholders).
+    ``value`` the float value; ``kind`` one of STR ... NULL; ``slot`` the name's slot
+    in the caller's table of names (-1 if not there, or no table); ``status`` per
+    row (the items of a HARD row are placeholders).
     """
 
     key: np.ndarray
     token: np.ndarray
     value: np.ndarray
     kind: np.ndarray
+    slot: np.ndarray
     offsets: np.ndarray
     status: np.ndarray
 
@@ -161,7 +187,7 @@ def scan(rows: Sequence[object]) -> Tokens | None:
     A row that is not a ``dict`` has no items here (it is HARD).
     """
     seq = sequence(rows)
-    return None if seq is None else Tokens(*read(*arguments(seq)))
+    return None if seq is None else Tokens(*read(*arguments(seq), *NO_NAMES))
 
 
 def sequence(rows: Sequence[object]) -> list[object] | tuple[object, ...] | None:
@@ -173,7 +199,8 @@ def sequence(rows: Sequence[object]) -> list[object] | tuple[object, ...] | None
 
 
 def arguments(seq: list[object] | tuple[object, ...]) -> tuple[object, ...]:
-    """The arguments of ``read`` (a numba function, for kernels that scan rows themselves)."""
+    """The arguments of ``read`` but the table of names (a numba function, for kernels
+    that scan rows themselves)."""
     return id(seq), len(seq), type(seq) is list, _OBJECTS, _TABLE, _TRUE, _FALSE
 
 
@@ -218,24 +245,26 @@ def _crc_int(crc, v, table):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _name(name, h, table, cache, words):  # type: ignore[no-untyped-def]
-    """(CRC of the name, CRC state after "name=") of a str object not in ``cache``, put at
-    slot h if there is room; (-1, 0) if its UTF-8 cannot be had."""
+def _name(name, h, table, cache, words, keys, slots):  # type: ignore[no-untyped-def]
+    """(CRC of the name, CRC state after "name=", slot) of a str object not in ``cache``,
+    put at h if there is room; (-1, 0, -1) if its UTF-8 cannot be had."""
     address = _utf8(name, np.int64(words.ctypes.data))
     if address == 0:
         _err_clear()
-        return -1, 0
+        return -1, 0, -1
     state = _crc_bytes(0xFFFFFFFF, address, words[0], table)
     crc, after = state ^ 0xFFFFFFFF, table[0, (state ^ _EQ) & 0xFF] ^ (state >> 8)
+    slot = _lookup(keys, slots, crc)
     if words[2] < len(cache) // 2:
-        cache[h, 0], cache[h, 1], cache[h, 2] = name, crc, after
+        cache[h, 0], cache[h, 1], cache[h, 2], cache[h, 3] = name, crc, after, slot
         words[2] += 1
-    return crc, after
+    return crc, after, slot
 
 
 @numba.njit(cache=True)
-def read(seq, n, is_list, objects, table, true, false):  # type: ignore[no-untyped-def]
-    """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows.
+def read(seq, n, is_list, objects, table, true, false, keys, slots):  # type: ignore[no-untyped-def]
+    """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows;
+    ``keys`` and ``slots``: a ``name_table`` (or ``NO_NAMES``).
 
     Three passes, so that memory is asked for well before it is needed: the rows
     (prefetching each dict), their items (prefetching each value), then the values.
@@ -268,7 +297,8 @@ def read(seq, n, is_list, objects, table, true, false):  # type: ignore[no-untyp
             status[r] = HARD
     key, token = np.empty(end, dtype=np.uint32), np.empty(end, dtype=np.uint32)
     value, kind = np.empty(end), np.full(end, NULL, dtype=np.int8)
-    cache = np.zeros((_CACHE, 3), dtype=np.int64)
+    slot = np.full(end, -1, dtype=np.int32)
+    cache = np.zeros((_CACHE, 4), dtype=np.int64)
     for r in range(n):
         if status[r] == HARD:
             continue
@@ -277,11 +307,11 @@ def read(seq, n, is_list, objects, table, true, false):  # type: ignore[no-untyp
             h = ((name >> 4) * 0x9E3779B1) & (_CACHE - 1)  # names are remembered by object
             while cache[h, 0] != 0 and cache[h, 0] != name:
                 h = (h + 1) & (_CACHE - 1)
-            crc, state = cache[h, 1], cache[h, 2]
+            crc, state, s = cache[h, 1], cache[h, 2], cache[h, 3]
             if cache[h, 0] != name:
                 crc = -1
                 if _load_int64(name + _TYPE_AT) == objects[_STR]:
-                    crc, state = _name(name, h, table, cache, words)
+                    crc, state, s = _name(name, h, table, cache, words, keys, slots)
             if crc < 0:
                 status[r] = HARD
                 break
@@ -313,5 +343,5 @@ def read(seq, n, is_list, objects, table, true, false):  # type: ignore[no-untyp
             else:
                 status[r] = HARD
                 break
-            key[t], token[t], value[t], kind[t] = crc, state ^ 0xFFFFFFFF, v, k
-    return key, token, value, kind, offsets, status
+            key[t], token[t], value[t], kind[t], slot[t] = crc, state ^ 0xFFFFFFFF, v, k, s
+    return key, token, value, kind, slot, offsets, status

@@ -245,24 +245,7 @@ def _key_table(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     crcs = [_crc(n) for n in names]
     if len(set(crcs)) != len(crcs):
         raise ConfigError(f"feature names {names}: two have the same CRC-32; rename one")
-    size = 1 << max(3, (4 * len(names)).bit_length())
-    keys, slots = np.zeros(size, dtype=np.int64), np.full(size, -1, dtype=np.int64)
-    for s, c in enumerate(crcs):
-        h = c & (size - 1)
-        while slots[h] >= 0:
-            h = (h + 1) & (size - 1)
-        keys[h], slots[h] = c, s
-    return keys, slots
-
-
-@numba.njit(cache=True, inline="always")
-def _lookup(keys, slots, key):  # type: ignore[no-untyped-def]
-    h = key & (len(keys) - 1)
-    while slots[h] >= 0:
-        if keys[h] == key:
-            return slots[h]
-        h = (h + 1) & (len(keys) - 1)
-    return -1
+    return sc.name_table(crcs)
 
 
 @numba.njit(cache=True, inline="always")
@@ -282,11 +265,12 @@ def _cross(token, parts, lo, hi, kinds):  # type: ignore[no-untyped-def]
 def _batch(seq, n, is_list, objects, table, true, false, keys, slots, ops, arg, scale, parts,  # type: ignore[no-untyped-def]
            part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask):
     """Scan the rows and assemble them: (indices, values, fields, offsets, rows to redo)."""
-    key, token, value, kind, offsets, redo = sc.read(seq, n, is_list, objects, table, true, false)
+    _, token, value, kind, slot, offsets, redo = sc.read(seq, n, is_list, objects, table, true,
+                                                        false, keys, slots)
     width = len(ops) + 1
     idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
     fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
-    _assemble(key, token, value, kind, offsets, keys, slots, ops, arg, scale, parts, part_off,
+    _assemble(token, value, kind, slot, offsets, len(keys), ops, arg, scale, parts, part_off,
               bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask, idx, val, fld, off,
               redo)
     end = off[n]
@@ -294,12 +278,11 @@ def _batch(seq, n, is_list, objects, table, true, false, keys, slots, ops, arg, 
 
 
 @numba.njit(cache=True)
-def _assemble(key, token, value, kind, offsets, keys, slots, ops, arg, scale, parts, part_off,  # type: ignore[no-untyped-def]
+def _assemble(token, value, kind, slot, offsets, n_slots, ops, arg, scale, parts, part_off,  # type: ignore[no-untyped-def]
               bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask, idx, val, fld, off,
               redo):
     """Fill rows from the scanned tokens; mark the rows that Python must redo (a float
     where a category is declared, a string where a number is: Python says which)."""
-    n_slots = len(keys)
     slot_token = np.zeros(n_slots, dtype=np.int64)
     slot_value = np.zeros(n_slots)
     slot_kind = np.full(n_slots, sc.NULL, dtype=np.int8)
@@ -307,7 +290,7 @@ def _assemble(key, token, value, kind, offsets, keys, slots, ops, arg, scale, pa
     for r in range(len(offsets) - 1):
         slot_kind[:] = sc.NULL
         for t in range(offsets[r], offsets[r + 1]):
-            s = _lookup(keys, slots, np.int64(key[t]))
+            s = slot[t]
             if s >= 0:
                 slot_token[s], slot_value[s], slot_kind[s] = token[t], value[t], kind[t]
         idx[j], val[j], fld[j] = bias & mask, 1.0, 0
