@@ -46,7 +46,7 @@ class SparseBatch:
             out = np.empty(offsets[-1], dtype=mine.dtype)
             out[new], out[redone] = mine[old], theirs
             arrays.append(out)
-        return SparseBatch(*arrays[:2], offsets, *arrays[2:])
+        return SparseBatch(arrays[0], arrays[1], offsets, arrays[2] if len(arrays) > 2 else None)
 
 
 def positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:

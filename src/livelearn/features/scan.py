@@ -63,9 +63,9 @@ _NATIVE = _layout_holds()
 _API = ("PyDict_Next", "PyDict_Size", "PyList_GetItem", "PyTuple_GetItem",
         "PyUnicode_AsUTF8AndSize", "PyLong_AsLongLong", "PyErr_Occurred", "PyErr_Clear")
 if _NATIVE:
-    for _name in _API:  # make the interpreter's own functions known to numba's linker
-        binding.add_symbol(_name, ctypes.cast(getattr(ctypes.pythonapi, _name),
-                                              ctypes.c_void_p).value)
+    for _symbol in _API:  # make the interpreter's own functions known to numba's linker
+        binding.add_symbol(_symbol, ctypes.cast(getattr(ctypes.pythonapi, _symbol),
+                                                ctypes.c_void_p).value)
 
 # Pointers are passed as int64 (one register either way on a 64-bit ABI).
 _dict_next = types.ExternalFunction("PyDict_Next", types.int32(types.int64, types.int64,
@@ -187,7 +187,7 @@ def scan(rows: Sequence[object]) -> Tokens | None:
     A row that is not a ``dict`` has no items here (it is HARD).
     """
     seq = sequence(rows)
-    return None if seq is None else Tokens(*read(*arguments(seq), *NO_NAMES))
+    return None if seq is None else Tokens(*read(*arguments(seq), *NO_NAMES))  # type: ignore[call-arg]
 
 
 def sequence(rows: Sequence[object]) -> list[object] | tuple[object, ...] | None:

@@ -129,7 +129,7 @@ class FeatureSet:
         seq = sc.sequence(rows) if n else None
         if seq is None:
             return self.hash_rows_python(rows, bits)
-        idx, val, fld, off, redo = _batch(*sc.arguments(seq), *plan.arrays, plan.bias,
+        idx, val, fld, off, redo = _batch(*sc.arguments(seq), *plan.arrays, plan.bias,  # type: ignore[call-arg]
                                           (1 << bits) - 1)
         batch = SparseBatch(idx, val, off, fld)
         again = np.flatnonzero(redo).tolist()
