@@ -20,7 +20,7 @@ Each speed is the best of fresh runs repeated until 1 s has passed (at most 3; a
 peer that takes longer runs once). Metrics: AUC for binary labels, MAE for
 numeric ones, over all prequential scores. The peers run with their defaults;
 livelearn's learners with one setting each for every stream (listed in ``ours``:
-defaults, but FTRL's alpha and the regressors' learning rates). Hashed models
+defaults, but FTRL's alpha and the linear models' learning rates). Hashed models
 have 2**20 buckets (FFM 2**18).
 
     python bench/learners.py --json bench-learners.json        # about 5 minutes
@@ -278,8 +278,8 @@ def ours(task: str, n_fields: int) -> dict[str, tuple[Entry, Callable[[], Learne
             "linreg-adagrad": ("linear", lambda: LinearRegression(bits=BITS, lr=0.5)),
             "linreg-sgd": ("linear", lambda: LinearRegression(bits=BITS, optimizer="sgd",
                                                               lr=0.01)),
-            "fm-regressor": ("fm", lambda: FMRegressor(bits=BITS, lr=0.1)),
-            "ffm-regressor": ("ffm", lambda: FFMRegressor(n_fields=n_fields, lr=0.1)),
+            "fm-regressor": ("fm", lambda: FMRegressor(bits=BITS)),
+            "ffm-regressor": ("ffm", lambda: FFMRegressor(n_fields=n_fields)),
         }
     return {name: (Entry(name, "livelearn", group, task), make)
             for name, (group, make) in table.items()}

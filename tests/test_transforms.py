@@ -55,7 +55,7 @@ def test_hash_rows_keeps_its_tokens() -> None:
     assert batch.values.tolist() == [1.0, 1.0, 2.0, 1.0]
 
 
-def test_hash_rows_falls_back_for_what_json_cannot_hold() -> None:
+def test_hash_rows_falls_back_for_what_the_scan_cannot_read() -> None:
     rows: list[dict[Any, Any]] = [{"a": np.float32(1.5)}, {1: "x"}]
     assert same(hash_rows(rows, 16), hash_rows_python(rows, 16))
     with pytest.raises(TypeError):

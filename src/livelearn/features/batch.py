@@ -30,3 +30,27 @@ class SparseBatch:
         fields = None if self.fields is None else self.fields[lo:hi]
         return SparseBatch(self.indices[lo:hi], self.values[lo:hi],
                            self.offsets[start:stop + 1] - lo, fields)
+
+    def replace_rows(self, rows: list[int], fixed: SparseBatch) -> SparseBatch:
+        """This batch with ``rows`` (increasing) replaced by the rows of ``fixed``, in order."""
+        lengths = np.diff(self.offsets)
+        lengths[rows] = np.diff(fixed.offsets)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        kept = np.setdiff1d(np.arange(len(self)), rows)
+        old, new, redone = (positions(self.offsets, kept), positions(offsets, kept),
+                            positions(offsets, np.array(rows, dtype=np.int64)))
+        names = ("indices", "values") + (("fields",) if self.fields is not None else ())
+        arrays = []
+        for name in names:
+            mine, theirs = getattr(self, name), getattr(fixed, name)
+            out = np.empty(offsets[-1], dtype=mine.dtype)
+            out[new], out[redone] = mine[old], theirs
+            arrays.append(out)
+        return SparseBatch(arrays[0], arrays[1], offsets, arrays[2] if len(arrays) > 2 else None)
+
+
+def positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The positions in the flat arrays of the items of ``rows``, in order."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    firsts = np.cumsum(lengths) - lengths
+    return np.repeat(starts - firsts, lengths) + np.arange(lengths.sum())

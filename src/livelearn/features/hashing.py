@@ -35,10 +35,8 @@ def hash_rows(rows: Sequence[Features], bits: int) -> SparseBatch:
     """Hash feature dicts into a SparseBatch (a bias bucket first in every row).
 
     Fast path: ``features.scan`` reads the rows at native speed; the rows it
-    cannot read exactly (see there) are hashed again in Python, so the output is
-    that of ``hash_rows_python``. One exception: a member of a ``(str, Enum)``
-    class (not ``StrEnum``), whose f-string is ``"Class.NAME"``, is hashed by its
-    value here; pass ``.value`` to be independent of that.
+    cannot read (see there) are hashed in Python, so the output is always that
+    of ``hash_rows_python``.
     """
     tokens = sc.scan(rows) if len(rows) else None
     if tokens is None:
@@ -47,53 +45,29 @@ def hash_rows(rows: Sequence[Features], bits: int) -> SparseBatch:
     indices = np.empty(len(tokens.key) + len(rows), dtype=np.int64)
     values = np.empty(len(indices))
     offsets = tokens.offsets + np.arange(len(rows) + 1)
-    redo = np.where(tokens.status == sc.HARD, 2, 0).astype(np.int8)
+    redo = tokens.status.copy()
     _place(tokens.key, tokens.token, tokens.value, tokens.kind, offsets,
            zlib.crc32(BIAS.encode()) & mask, mask, indices, values, redo)
-    _read_numbers(rows, tokens, np.flatnonzero(redo == 1), offsets, values)
-    again = np.flatnonzero(redo == 2)
-    if len(again):
-        fixed = hash_rows_python([rows[r] for r in again.tolist()], bits)
-        where = positions(offsets, again)
-        indices[where], values[where] = fixed.indices, fixed.values
-    return SparseBatch(indices, values, offsets)
-
-
-def _read_numbers(rows: Sequence[Features], tokens: sc.Tokens, which: np.ndarray,
-                  offsets: np.ndarray, values: np.ndarray) -> None:
-    """Set the values of the numbers that the scan left to Python (kind NUMX)."""
-    if not len(which):
-        return
-    items = positions(tokens.offsets, which)
-    numx = tokens.kind[items] == sc.NUMX
-    flat = [v for r in which.tolist() for v in rows[r].values()]
-    picked = [v for v, keep in zip(flat, numx.tolist(), strict=True) if keep]
-    rows_of_items = np.repeat(which, np.diff(tokens.offsets)[which])
-    values[items[numx] + rows_of_items[numx] + 1] = np.array(picked, dtype=np.float64)
+    batch = SparseBatch(indices, values, offsets)
+    again = np.flatnonzero(redo).tolist()
+    if again:
+        batch = batch.replace_rows(again, hash_rows_python([rows[r] for r in again], bits))
+    return batch
 
 
 @numba.njit(cache=True)
 def _place(key, token, value, kind, offsets, bias, mask, indices, values, redo):  # type: ignore[no-untyped-def]
-    """Fill the rows; mark in ``redo`` 1 where numbers need Python, 2 for nulls and escapes."""
+    """Fill the rows; mark in ``redo`` the rows with a null, for Python to say what is wrong."""
     for r in range(len(offsets) - 1):
         lo = offsets[r]
         indices[lo], values[lo] = bias, 1.0
         for k in range(lo + 1, offsets[r + 1]):
             t, kt = k - r - 1, kind[k - r - 1]
-            number = kt == sc.INT or kt == sc.NUM or kt == sc.NUMX
+            number = kt == sc.INT or kt == sc.NUM
             indices[k] = (key[t] if number else token[t]) & mask
             values[k] = value[t] if number else 1.0
             if kt == sc.NULL:
-                redo[r] = 2
-            elif kt == sc.NUMX and redo[r] == 0:
                 redo[r] = 1
-
-
-def positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The positions in the flat arrays of the items of ``rows``, in order."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    firsts = np.cumsum(lengths) - lengths
-    return np.repeat(starts - firsts, lengths) + np.arange(lengths.sum())
 
 
 def hash_rows_python(rows: Sequence[Features], bits: int) -> SparseBatch:

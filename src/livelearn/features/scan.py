@@ -1,48 +1,165 @@
-"""Tokens of many feature dicts at native speed: orjson writes them, numba reads them.
+"""Tokens of many feature dicts at native speed: a numba kernel reads the dicts themselves.
 
-``scan(rows)`` serializes the rows with orjson (C) and reads the JSON back in a
-numba kernel that computes, for every (name, value) item, the CRC-32 of
-``"name"`` and of ``"name=value"`` (the value's text: the string itself, ``True``
-or ``False`` for a bool, the JSON text of a number) and the item's value as a
-float (1.0 for strings, 1.0 or 0.0 for bools). A number's value is parsed only
-when the parse is exact (at most 15 significant digits and a power of ten within
-1e±22, or an integer below 1e18: ints, counts, prices, rounded values); other
-numbers are of kind NUMX, for the caller to read in Python. A row whose names or
-strings hold an escape that orjson writes only for non-ASCII is marked HARD.
-Nested values (lists, dicts) make ``scan`` return None.
+``scan(rows)`` walks the rows in a numba kernel that calls CPython's C API
+(``PyDict_Next``, ``PyUnicode_AsUTF8AndSize``, ``PyLong_AsLongLong``) and, for
+every (name, value) item, gives the CRC-32 of ``"name"`` and of ``"name=value"``
+(the value's text: the string itself, ``True`` or ``False`` for a bool, the
+decimal digits of an int; 0 for a float) and the item's value as a
+float (the float itself, the int rounded as ``float(int)`` rounds, 1.0 for
+strings, 1.0 or 0.0 for bools). Nothing is converted to text and parsed back, so
+every number is exact.
+
+Only exact types are read natively: ``dict`` rows, ``str`` names, ``str``,
+``bool``, ``int`` (of 64 bits), ``float`` and ``None`` values. A row holding
+anything else (a subclass, a list, an int of more than 64 bits, a string that
+UTF-8 cannot encode) is marked HARD, for the caller to read in Python; reading
+never runs Python code, so the rows cannot change under it. The kernel holds
+borrowed references only, to rows that the caller keeps alive.
+
+The object layout this relies on (a type pointer, then a float's value, after
+the reference count) is checked at import; where it does not hold (another
+interpreter or build), ``scan`` returns None and callers take the Python path.
+
+The kernel collects every item's objects first, prefetching them, then reads
+them: rows built one by one have their numbers scattered in memory, and
+waiting for each cost more than all the rest. ``transforms`` calls ``read`` from its own kernel:
+numba's cache notices a change to a kernel's own file only, so after editing
+this file, delete the ``*.nbi`` and ``*.nbc`` files under ``features/__pycache__``.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
 import numpy as np
-import orjson
+from llvmlite import binding, ir
+from numba import types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
 
-#: Kinds of value: string, bool, integer text, other number, number not parsed, null.
-STR, BOOL, INT, NUM, NUMX, NULL = 0, 1, 2, 3, 4, 5
-#: Row status: OK, or HARD (its names or strings need Python).
+#: Kinds of value: string, bool, integer, float, null.
+STR, BOOL, INT, NUM, NULL = 0, 1, 2, 3, 4
+#: Row status: OK, or HARD (read it in Python).
 OK, HARD = 0, 2
+
+#: CPython's object header: the type pointer at 8 bytes, a float's value at 16.
+_TYPE_AT, _FLOAT_AT = 8, 16
+
+
+def _layout_holds() -> bool:
+    try:
+        probe = 1.5 + len(__name__)  # a float object made at run time
+        return (ctypes.c_ssize_t.from_address(id(probe) + _TYPE_AT).value == id(float)
+                and ctypes.c_double.from_address(id(probe) + _FLOAT_AT).value == probe
+                and ctypes.sizeof(ctypes.c_void_p) == 8)
+    except (AttributeError, ValueError):
+        return False
+
+
+_NATIVE = _layout_holds()
+_API = ("PyDict_Next", "PyDict_Size", "PyList_GetItem", "PyTuple_GetItem",
+        "PyUnicode_AsUTF8AndSize", "PyLong_AsLongLong", "PyErr_Occurred", "PyErr_Clear")
+if _NATIVE:
+    for _symbol in _API:  # make the interpreter's own functions known to numba's linker
+        binding.add_symbol(_symbol, ctypes.cast(getattr(ctypes.pythonapi, _symbol),
+                                                ctypes.c_void_p).value)
+
+# Pointers are passed as int64 (one register either way on a 64-bit ABI).
+_dict_next = types.ExternalFunction("PyDict_Next", types.int32(types.int64, types.int64,
+                                                               types.int64, types.int64))
+_dict_size = types.ExternalFunction("PyDict_Size", types.int64(types.int64))
+_list_item = types.ExternalFunction("PyList_GetItem", types.int64(types.int64, types.int64))
+_tuple_item = types.ExternalFunction("PyTuple_GetItem", types.int64(types.int64, types.int64))
+_utf8 = types.ExternalFunction("PyUnicode_AsUTF8AndSize", types.int64(types.int64, types.int64))
+_as_int64 = types.ExternalFunction("PyLong_AsLongLong", types.int64(types.int64))
+_err_occurred = types.ExternalFunction("PyErr_Occurred", types.int64())
+_err_clear = types.ExternalFunction("PyErr_Clear", types.void())
+
+
+@intrinsic
+def _load_int64(typingctx, address):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.load(builder.inttoptr(args[0], ir.IntType(64).as_pointer()))
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _load_float64(typingctx, address):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.load(builder.inttoptr(args[0], ir.DoubleType().as_pointer()))
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _load_byte(typingctx, address):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        byte = builder.load(builder.inttoptr(args[0], ir.IntType(8).as_pointer()))
+        return builder.zext(byte, ir.IntType(64))
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, address):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        byte_ptr, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.inttoptr(args[0], byte_ptr), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(types.int64), codegen
 
 
 def _crc_table() -> np.ndarray:
-    """zlib's CRC-32 table, byte at a time."""
-    table = np.zeros(256, dtype=np.int64)
+    """zlib's CRC-32 tables for slicing by 8 (table[0] is the byte-at-a-time one)."""
+    table = np.zeros((8, 256), dtype=np.int64)
     for b in range(256):
         c = b
         for _ in range(8):
             c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[b] = c
+        table[0, b] = c
+    for b in range(256):
+        for s in range(1, 8):
+            table[s, b] = (table[s - 1, b] >> 8) ^ table[0, table[s - 1, b] & 0xFF]
     return table
 
 
 _TABLE = _crc_table()
-_POW10 = np.array([10.0 ** e for e in range(23)])
-_TRUE = np.frombuffer(b"=True", dtype=np.uint8).copy()
-_FALSE = np.frombuffer(b"=False", dtype=np.uint8).copy()
+#: Addresses of the types read natively, in this order, and of True.
+_DICT, _STR, _FLOAT, _INT, _BOOL, _NONE, _TRUE_AT = range(7)
+_OBJECTS = np.array([id(dict), id(str), id(float), id(int), id(bool), id(type(None)), id(True)],
+                    dtype=np.int64)
+_TRUE = np.frombuffer(b"True", dtype=np.uint8).astype(np.int64)
+_FALSE = np.frombuffer(b"False", dtype=np.uint8).astype(np.int64)
 _EQ = ord("=")
+_CACHE = 256  # names remembered per call (by object), as open addressing
+#: An empty table of names (see ``name_table``).
+NO_NAMES = (np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64))
+
+
+def name_table(crcs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """An open-addressing table from the CRC-32 of a name to its slot (its position)."""
+    size = 1 << max(3, (4 * len(crcs)).bit_length())
+    keys, slots = np.zeros(size, dtype=np.int64), np.full(size, -1, dtype=np.int64)
+    for s, c in enumerate(crcs):
+        h = c & (size - 1)
+        while slots[h] >= 0:
+            h = (h + 1) & (size - 1)
+        keys[h], slots[h] = c, s
+    return keys, slots
+
+
+@numba.njit(cache=True, inline="always")
+def _lookup(keys, slots, key):  # type: ignore[no-untyped-def]
+    h = key & (len(keys) - 1)
+    while slots[h] >= 0:
+        if keys[h] == key:
+            return slots[h]
+        h = (h + 1) & (len(keys) - 1)
+    return -1
 
 
 @dataclass(frozen=True)
@@ -50,165 +167,181 @@ class Tokens:
     """Item t of row r is at t in [offsets[r], offsets[r+1]), in the row's dict order.
 
     ``key`` and ``token`` are full 32-bit CRCs (of "name", of "name=value");
-    ``value`` the float value; ``kind`` one of STR ... NULL; ``status`` per row.
+    ``value`` the float value; ``kind`` one of STR ... NULL; ``slot`` the name's slot
+    in the caller's table of names (-1 if not there, or no table); ``status`` per
+    row (the items of a HARD row are placeholders).
     """
 
     key: np.ndarray
     token: np.ndarray
     value: np.ndarray
     kind: np.ndarray
+    slot: np.ndarray
     offsets: np.ndarray
     status: np.ndarray
 
 
 def scan(rows: Sequence[object]) -> Tokens | None:
-    """The tokens of ``rows`` (dicts of str names), or None if orjson or the kernel cannot."""
-    try:
-        data = orjson.dumps(rows if isinstance(rows, list | tuple) else list(rows),
-                            option=orjson.OPT_PASSTHROUGH_SUBCLASS)
-    except TypeError:
-        return None
-    buf = np.frombuffer(data, dtype=np.uint8)
-    n = len(rows)
-    cap = len(buf) // 6 + 1
-    key = np.empty(cap, dtype=np.uint32)
-    token = np.empty(cap, dtype=np.uint32)
-    value = np.empty(cap)
-    kind = np.empty(cap, dtype=np.int8)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    status = np.zeros(n, dtype=np.int8)
-    if not _scan(buf, _TABLE, _POW10, _TRUE, _FALSE, key, token, value, kind, offsets, status):
-        return None
-    end = offsets[-1]
-    return Tokens(key[:end], token[:end], value[:end], kind[:end], offsets, status)
+    """The tokens of ``rows`` (mappings of str names), or None where the kernel cannot run.
 
-
-@numba.njit(cache=True, inline="always")
-def _crc_byte(crc: int, b: int, table: np.ndarray) -> int:
-    return table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-
-
-@numba.njit(cache=True, inline="always")
-def _string(buf, pos, crc, table):  # type: ignore[no-untyped-def]
-    """Read the JSON string whose opening quote is at pos; CRC its text.
-
-    Returns (position after the closing quote, crc, ok); ok is False for an escape
-    other than the ones orjson writes for ASCII.
+    A row that is not a ``dict`` has no items here (it is HARD).
     """
-    pos += 1
-    ok = True
-    while True:
-        b = buf[pos]
-        if b == 34:  # '"'
-            return pos + 1, crc, ok
-        if b == 92:  # '\\'
-            e = buf[pos + 1]
-            pos += 2
-            if e == 117:  # \uXXXX
-                code = 0
-                for j in range(4):
-                    h = buf[pos + j]
-                    code = code * 16 + (h - 48 if h <= 57 else (h | 32) - 87)
-                pos += 4
-                if code >= 0x80:
-                    ok = False
-                b = code & 0x7F
-            elif e == 110:
-                b = 10
-            elif e == 116:
-                b = 9
-            elif e == 114:
-                b = 13
-            elif e == 98:
-                b = 8
-            elif e == 102:
-                b = 12
-            else:  # \" \\ \/
-                b = e
-            crc = _crc_byte(crc, b, table)
-            continue
-        crc = _crc_byte(crc, b, table)
-        pos += 1
+    seq = sequence(rows)
+    return None if seq is None else Tokens(*read(*arguments(seq), *NO_NAMES))  # type: ignore[call-arg]
+
+
+def sequence(rows: Sequence[object]) -> list[object] | tuple[object, ...] | None:
+    """``rows`` as a list or tuple for ``read``, or None where it cannot run; keep it alive
+    while ``read`` runs."""
+    if not _NATIVE:
+        return None
+    return rows if type(rows) is list or type(rows) is tuple else list(rows)  # type: ignore[return-value]
+
+
+def arguments(seq: list[object] | tuple[object, ...]) -> tuple[object, ...]:
+    """The arguments of ``read`` but the table of names (a numba function, for kernels
+    that scan rows themselves)."""
+    return id(seq), len(seq), type(seq) is list, _OBJECTS, _TABLE, _TRUE, _FALSE
 
 
 @numba.njit(cache=True, inline="always")
-def _number(buf, pos, crc, table, pow10):  # type: ignore[no-untyped-def]
-    """Read a JSON number at pos: (position after it, crc of its text, value, kind)."""
-    negative = buf[pos] == 45
-    mantissa, digits, exp10, exp_sign, exp_part = 0, 0, 0, 1, 0
-    fraction = decimal = False
-    while pos < len(buf):
-        b = buf[pos]
-        if 48 <= b <= 57:
-            if decimal:
-                exp_part = exp_part * 10 + (b - 48) if exp_part < 100000 else exp_part
-            elif mantissa > 0 or b != 48:
-                if digits < 18:
-                    mantissa = mantissa * 10 + (b - 48)
-                    exp10 -= 1 if fraction else 0
-                else:
-                    exp10 += 0 if fraction else 1
-                digits += 1
-            elif fraction:
-                exp10 -= 1
-        elif b == 46:
-            fraction = True
-        elif b == 101 or b == 69:
-            decimal = True
-        elif b == 45 and decimal:
-            exp_sign = -1
-        elif b != 43 and b != 45:
-            break
-        crc = _crc_byte(crc, b, table)
-        pos += 1
-    e = exp10 + exp_sign * exp_part
-    kind = NUM if fraction or decimal else INT
-    if kind == INT and digits <= 18:
-        v = float(mantissa)
-    elif digits <= 15 and -22 <= e <= 22:
-        v = float(mantissa) * pow10[e] if e >= 0 else float(mantissa) / pow10[-e]
-    else:
-        return pos, crc, np.nan, NUMX
-    return pos, crc, -v if negative else v, kind
+def _crc_bytes(crc, address, size, table):  # type: ignore[no-untyped-def]
+    """CRC-32 (not finalized) of ``size`` bytes at ``address``, 8 at a time, then one by one."""
+    j = 0
+    while j + 8 <= size:
+        lo = _load_int64(address + j)
+        a = (crc ^ lo) & 0xFFFFFFFF
+        b = (lo >> 32) & 0xFFFFFFFF
+        crc = (table[7, a & 0xFF] ^ table[6, (a >> 8) & 0xFF] ^ table[5, (a >> 16) & 0xFF]
+               ^ table[4, a >> 24] ^ table[3, b & 0xFF] ^ table[2, (b >> 8) & 0xFF]
+               ^ table[1, (b >> 16) & 0xFF] ^ table[0, b >> 24])
+        j += 8
+    while j < size:
+        crc = table[0, (crc ^ _load_byte(address + j)) & 0xFF] ^ (crc >> 8)
+        j += 1
+    return crc
+
+
+@numba.njit(cache=True, inline="always")
+def _crc_word(crc, word, table):  # type: ignore[no-untyped-def]
+    for j in range(len(word)):
+        crc = table[0, (crc ^ word[j]) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+@numba.njit(cache=True, inline="always")
+def _crc_int(crc, v, table):  # type: ignore[no-untyped-def]
+    """CRC-32 continued over the decimal digits of ``v`` (not the smallest int64)."""
+    if v < 0:
+        crc = table[0, (crc ^ 45) & 0xFF] ^ (crc >> 8)
+        v = -v
+    scale = 1
+    while scale <= v // 10:
+        scale *= 10
+    while scale > 0:
+        crc = table[0, (crc ^ (48 + (v // scale) % 10)) & 0xFF] ^ (crc >> 8)
+        scale //= 10
+    return crc
 
 
 @numba.njit(cache=True)
-def _scan(buf, table, pow10, true, false, key, token, value, kind, offsets, status):  # type: ignore[no-untyped-def]
-    pos, t, r = 1, 0, 0  # buf[0] is '['
-    while buf[pos] == 123:  # '{'
-        pos += 1
-        while buf[pos] == 34:
-            pos, kcrc, ok = _string(buf, pos, 0xFFFFFFFF, table)
-            pos += 1  # ':'
-            key[t] = kcrc ^ 0xFFFFFFFF
-            crc = _crc_byte(kcrc, _EQ, table)
-            b = buf[pos]
-            v, k = 1.0, STR
-            if b == 34:
-                pos, crc, ok_value = _string(buf, pos, crc, table)
-                ok = ok and ok_value
-            elif b == 116 or b == 102:
-                word = true if b == 116 else false
-                for j in range(1, len(word)):
-                    crc = _crc_byte(crc, word[j], table)
-                pos += len(word) - 1
-                k, v = BOOL, 1.0 if b == 116 else 0.0
-            elif b == 110:
-                pos += 4
-                k, v = NULL, np.nan
-            elif b == 91 or b == 123:
-                return False
-            else:
-                pos, crc, v, k = _number(buf, pos, crc, table, pow10)
-            if not ok:
-                status[r] = HARD
-            token[t], value[t], kind[t] = crc ^ 0xFFFFFFFF, v, k
+def _name(name, h, table, cache, words, keys, slots):  # type: ignore[no-untyped-def]
+    """(CRC of the name, CRC state after "name=", slot) of a str object not in ``cache``,
+    put at h if there is room; (-1, 0, -1) if its UTF-8 cannot be had."""
+    address = _utf8(name, np.int64(words.ctypes.data))
+    if address == 0:
+        _err_clear()
+        return -1, 0, -1
+    state = _crc_bytes(0xFFFFFFFF, address, words[0], table)
+    crc, after = state ^ 0xFFFFFFFF, table[0, (state ^ _EQ) & 0xFF] ^ (state >> 8)
+    slot = _lookup(keys, slots, crc)
+    if words[2] < len(cache) // 2:
+        cache[h, 0], cache[h, 1], cache[h, 2], cache[h, 3] = name, crc, after, slot
+        words[2] += 1
+    return crc, after, slot
+
+
+@numba.njit(cache=True)
+def read(seq, n, is_list, objects, table, true, false, keys, slots):  # type: ignore[no-untyped-def]
+    """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows;
+    ``keys`` and ``slots``: a ``name_table`` (or ``NO_NAMES``).
+
+    Three passes, so that memory is asked for well before it is needed: the rows
+    (prefetching each dict), their items (prefetching each value), then the values.
+    """
+    addresses = np.empty(n, dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    status = np.zeros(n, dtype=np.int8)
+    for r in range(n):
+        addresses[r] = _list_item(seq, r) if is_list else _tuple_item(seq, r)
+        _prefetch(addresses[r])
+    for r in range(n):
+        size = 0
+        if _load_int64(addresses[r] + _TYPE_AT) == objects[_DICT]:
+            size = _dict_size(addresses[r])
+        else:
+            status[r] = HARD
+        offsets[r + 1] = offsets[r] + size
+    end = offsets[n]
+    names, objs = np.empty(end, dtype=np.int64), np.empty(end, dtype=np.int64)
+    words = np.zeros(6, dtype=np.int64)  # size, position, names cached, key, value (out)
+    at = np.int64(words.ctypes.data)
+    for r in range(n):
+        t, words[1] = offsets[r], 0
+        while status[r] != HARD and t < offsets[r + 1] and _dict_next(addresses[r], at + 8,
+                                                                        at + 24, at + 32):
+            names[t], objs[t] = words[3], words[4]
+            _prefetch(objs[t])
             t += 1
-            if buf[pos] == 44:  # ','
-                pos += 1
-        pos += 1  # '}'
-        r += 1
-        offsets[r] = t
-        if buf[pos] == 44:
-            pos += 1
-    return True
+        if t < offsets[r + 1]:
+            status[r] = HARD
+    key, token = np.empty(end, dtype=np.uint32), np.empty(end, dtype=np.uint32)
+    value, kind = np.empty(end), np.full(end, NULL, dtype=np.int8)
+    slot = np.full(end, -1, dtype=np.int32)
+    cache = np.zeros((_CACHE, 4), dtype=np.int64)
+    for r in range(n):
+        if status[r] == HARD:
+            continue
+        for t in range(offsets[r], offsets[r + 1]):
+            name, obj = names[t], objs[t]
+            h = ((name >> 4) * 0x9E3779B1) & (_CACHE - 1)  # names are remembered by object
+            while cache[h, 0] != 0 and cache[h, 0] != name:
+                h = (h + 1) & (_CACHE - 1)
+            crc, state, s = cache[h, 1], cache[h, 2], cache[h, 3]
+            if cache[h, 0] != name:
+                crc = -1
+                if _load_int64(name + _TYPE_AT) == objects[_STR]:
+                    crc, state, s = _name(name, h, table, cache, words, keys, slots)
+            if crc < 0:
+                status[r] = HARD
+                break
+            typ = _load_int64(obj + _TYPE_AT)
+            v, k = 1.0, STR
+            if typ == objects[_FLOAT]:
+                v, k, state = _load_float64(obj + _FLOAT_AT), NUM, 0xFFFFFFFF  # token 0
+            elif typ == objects[_STR]:
+                address = _utf8(obj, at)
+                if address == 0:
+                    _err_clear()
+                    status[r] = HARD
+                    break
+                state = _crc_bytes(state, address, words[0], table)
+            elif typ == objects[_BOOL]:
+                truth = obj == objects[_TRUE_AT]
+                state = _crc_word(state, true if truth else false, table)
+                v, k = (1.0 if truth else 0.0), BOOL
+            elif typ == objects[_INT]:
+                i = _as_int64(obj)
+                if (i == -1 and _err_occurred() != 0) or i == -9223372036854775808:
+                    _err_clear()
+                    status[r] = HARD
+                    break
+                state = _crc_int(state, i, table)
+                v, k = float(i), INT
+            elif typ == objects[_NONE]:
+                v, k = np.nan, NULL
+            else:
+                status[r] = HARD
+                break
+            key[t], token[t], value[t], kind[t], slot[t] = crc, state ^ 0xFFFFFFFF, v, k, s
+    return key, token, value, kind, slot, offsets, status

@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import numba
@@ -42,7 +39,7 @@ import numpy as np
 from livelearn.errors import BadInput, ConfigError
 from livelearn.features import scan as sc
 from livelearn.features.batch import SparseBatch
-from livelearn.features.hashing import BIAS, Features, positions
+from livelearn.features.hashing import BIAS, Features
 
 _M64 = (1 << 64) - 1
 _CROSS_SEED = 0x243F6A8885A308D3
@@ -129,25 +126,15 @@ class FeatureSet:
     def hash_rows(self, rows: Sequence[Features], bits: int) -> SparseBatch:
         """The batch of ``rows``, fast (``features.scan``); the same as ``hash_rows_python``."""
         plan, n = self._plan, len(rows)
-        numbers = plan.numbers(rows)
-        tokens = sc.scan(rows) if plan.scans and n else None
-        if plan.scans and n and tokens is None:
+        seq = sc.sequence(rows) if n else None
+        if seq is None:
             return self.hash_rows_python(rows, bits)
-        if tokens is None:
-            empty = np.zeros(0, dtype=np.uint32)
-            tokens = sc.Tokens(empty, empty, np.zeros(0), np.zeros(0, dtype=np.int8),
-                               np.zeros(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int8))
-        width = len(self.transforms) + 1
-        idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
-        fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
-        redo = tokens.status.copy()
-        _assemble(tokens.key, tokens.token, tokens.kind,  # type: ignore[call-arg]
-                  tokens.offsets, numbers, *plan.arrays,
-                  plan.bias, (1 << bits) - 1, idx, val, fld, off, redo)
-        batch = SparseBatch(idx[:off[-1]], val[:off[-1]], off, fld[:off[-1]])
+        idx, val, fld, off, redo = _batch(*sc.arguments(seq), *plan.arrays, plan.bias,  # type: ignore[call-arg]
+                                          (1 << bits) - 1)
+        batch = SparseBatch(idx, val, off, fld)
         again = np.flatnonzero(redo).tolist()
         if again:
-            batch = _splice(batch, again, self.hash_rows_python([rows[r] for r in again], bits))
+            batch = batch.replace_rows(again, self.hash_rows_python([rows[r] for r in again], bits))
         return batch
 
     def hash_rows_python(self, rows: Sequence[Features], bits: int) -> SparseBatch:
@@ -214,18 +201,13 @@ class _Plan:
     def __init__(self, transforms: Sequence[Transform]):
         self.transforms = transforms
         self.bias = _crc(BIAS)
-        numeric = [t.name for t in transforms if isinstance(t, Numeric | Bucketized)]
-        self.numeric_names = list(dict.fromkeys(numeric))
-        categorical = [n for t in transforms for n in _categorical_names(t)]
-        self.categorical_names = list(dict.fromkeys(categorical))
-        self.scans = bool(self.categorical_names)
+        self.names = list(dict.fromkeys(n for t in transforms for n in _names(t)))
         self.arrays = self._arrays()
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
-        """Per transform: op, argument (slot or column), scale, token of a Numeric's name,
+        """Per transform: op, argument (a name's slot), scale, token of a Numeric's name,
         its cross parts and bucket boundaries (flat, with offsets) and the buckets' tokens."""
-        slot = {n: i for i, n in enumerate(self.categorical_names)}
-        column = {n: i for i, n in enumerate(self.numeric_names)}
+        slot = {n: i for i, n in enumerate(self.names)}
         a: dict[str, list[Any]] = {k: [] for k in ("op", "arg", "scale", "crc", "parts", "bins",
                                                    "bin_tokens", "bin_tok_off")}
         a["part_off"], a["bin_off"] = [0], [0]
@@ -238,7 +220,7 @@ class _Plan:
                     a["parts"].extend(slot[n] for n in t.names)
             else:
                 a["op"].append(_NUM if isinstance(t, Numeric) else _BUCKET)
-                a["arg"].append(column[t.name])
+                a["arg"].append(slot[t.name])
             a["scale"].append(t.scale if isinstance(t, Numeric) else 1.0)
             a["crc"].append(_crc(t.name) if isinstance(t, Numeric) else 0)
             if isinstance(t, Bucketized):
@@ -249,28 +231,13 @@ class _Plan:
         ints = ("op", "arg", "crc", "parts", "part_off", "bin_off", "bin_tokens", "bin_tok_off")
         arrays = {k: np.array(v, dtype=np.int64 if k in ints else np.float64)
                   for k, v in a.items()}
-        return (*_key_table(self.categorical_names), *(arrays[k] for k in (
+        return (*_key_table(self.names), *(arrays[k] for k in (
             "op", "arg", "scale", "parts", "part_off", "bins", "bin_off", "bin_tokens",
             "bin_tok_off", "crc")))
 
-    def numbers(self, rows: Sequence[Features]) -> np.ndarray:
-        """The numeric inputs as a (rows, names) float array, NaN where absent."""
-        names = self.numeric_names
-        if not names or not len(rows):
-            return np.zeros((len(rows), len(names)))
-        try:  # array.array takes ints, floats and bools, and refuses str and None
-            got: Any = list(map(itemgetter(*names), rows))
-            flat = array("d", chain.from_iterable(got) if len(names) > 1 else got)
-            return np.frombuffer(flat, dtype=np.float64).reshape(len(rows), len(names))
-        except (KeyError, TypeError):
-            numbers = [[_number(row, n) for n in names] for row in rows]
-            return np.array(numbers, dtype=np.float64).reshape(len(rows), len(names))
 
-
-def _categorical_names(t: Transform) -> tuple[str, ...]:
-    if isinstance(t, Categorical):
-        return (t.name,)
-    return t.names if isinstance(t, Cross) else ()
+def _names(t: Transform) -> tuple[str, ...]:
+    return t.names if isinstance(t, Cross) else (t.name,)
 
 
 def _key_table(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -278,24 +245,7 @@ def _key_table(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     crcs = [_crc(n) for n in names]
     if len(set(crcs)) != len(crcs):
         raise ConfigError(f"feature names {names}: two have the same CRC-32; rename one")
-    size = 1 << max(3, (4 * len(names)).bit_length())
-    keys, slots = np.zeros(size, dtype=np.int64), np.full(size, -1, dtype=np.int64)
-    for s, c in enumerate(crcs):
-        h = c & (size - 1)
-        while slots[h] >= 0:
-            h = (h + 1) & (size - 1)
-        keys[h], slots[h] = c, s
-    return keys, slots
-
-
-@numba.njit(cache=True, inline="always")
-def _lookup(keys, slots, key):  # type: ignore[no-untyped-def]
-    h = key & (len(keys) - 1)
-    while slots[h] >= 0:
-        if keys[h] == key:
-            return slots[h]
-        h = (h + 1) & (len(keys) - 1)
-    return -1
+    return sc.name_table(crcs)
 
 
 @numba.njit(cache=True, inline="always")
@@ -312,62 +262,62 @@ def _cross(token, parts, lo, hi, kinds):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _assemble(key, token, kind, offsets, numbers, keys, slots, ops, arg, scale, parts, part_off,  # type: ignore[no-untyped-def]
+def _batch(seq, n, is_list, objects, table, true, false, keys, slots, ops, arg, scale, parts,  # type: ignore[no-untyped-def]
+           part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask):
+    """Scan the rows and assemble them: (indices, values, fields, offsets, rows to redo)."""
+    _, token, value, kind, slot, offsets, redo = sc.read(seq, n, is_list, objects, table, true,
+                                                        false, keys, slots)
+    width = len(ops) + 1
+    idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
+    fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
+    _assemble(token, value, kind, slot, offsets, len(keys), ops, arg, scale, parts, part_off,
+              bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask, idx, val, fld, off,
+              redo)
+    end = off[n]
+    return idx[:end], val[:end], fld[:end], off, redo
+
+
+@numba.njit(cache=True)
+def _assemble(token, value, kind, slot, offsets, n_slots, ops, arg, scale, parts, part_off,  # type: ignore[no-untyped-def]
               bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask, idx, val, fld, off,
               redo):
-    """Fill rows from the scanned tokens and the numeric columns; mark rows for Python."""
-    n_slots = len(keys)
+    """Fill rows from the scanned tokens; mark the rows that Python must redo (a float
+    where a category is declared, a string where a number is: Python says which)."""
     slot_token = np.zeros(n_slots, dtype=np.int64)
+    slot_value = np.zeros(n_slots)
     slot_kind = np.full(n_slots, sc.NULL, dtype=np.int8)
     j = 0
     for r in range(len(offsets) - 1):
         slot_kind[:] = sc.NULL
         for t in range(offsets[r], offsets[r + 1]):
-            s = _lookup(keys, slots, np.int64(key[t]))
+            s = slot[t]
             if s >= 0:
-                slot_token[s], slot_kind[s] = token[t], kind[t]
+                slot_token[s], slot_value[s], slot_kind[s] = token[t], value[t], kind[t]
         idx[j], val[j], fld[j] = bias & mask, 1.0, 0
         j += 1
         for f in range(len(ops)):
             h, v = -1, 1.0
             if ops[f] == _CAT:
                 k = slot_kind[arg[f]]
-                if k == sc.NUM or k == sc.NUMX:
+                if k == sc.NUM:
                     redo[r] = 1
                 elif k != sc.NULL:
                     h = slot_token[arg[f]]
             elif ops[f] == _CROSS:
                 h = _cross(slot_token, parts, part_off[f], part_off[f + 1], slot_kind)
                 for p in range(part_off[f], part_off[f + 1]):
-                    kp = slot_kind[parts[p]]
-                    if kp == sc.NUM or kp == sc.NUMX:
+                    if slot_kind[parts[p]] == sc.NUM:
                         redo[r] = 1
-            else:
-                x = numbers[r, arg[f]]
-                if not math.isnan(x):
-                    if ops[f] == _NUM:
-                        h, v = name_crc[f], x * scale[f]
-                    else:
-                        lo, hi = bin_off[f], bin_off[f + 1]
-                        h = bin_tokens[bin_tok_off[f] + np.searchsorted(bins[lo:hi], x,
-                                                                         side="right")]
+            elif slot_kind[arg[f]] == sc.STR:
+                redo[r] = 1
+            elif slot_kind[arg[f]] != sc.NULL and not math.isnan(slot_value[arg[f]]):
+                x = slot_value[arg[f]]
+                if ops[f] == _NUM:
+                    h, v = name_crc[f], x * scale[f]
+                else:
+                    lo, hi = bin_off[f], bin_off[f + 1]
+                    h = bin_tokens[bin_tok_off[f] + np.searchsorted(bins[lo:hi], x, side="right")]
             if h >= 0:
                 idx[j], val[j], fld[j] = h & mask, v, f + 1
                 j += 1
         off[r + 1] = j
-
-
-def _splice(batch: SparseBatch, rows: list[int], fixed: SparseBatch) -> SparseBatch:
-    """``batch`` with ``rows`` replaced by the rows of ``fixed``, in order."""
-    lengths = np.diff(batch.offsets)
-    lengths[rows] = np.diff(fixed.offsets)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    kept = np.setdiff1d(np.arange(len(batch)), rows)
-    old, new, redone = (positions(batch.offsets, kept), positions(offsets, kept),
-                        positions(offsets, np.array(rows, dtype=np.int64)))
-    arrays = []
-    for name, dtype in (("indices", np.int64), ("values", np.float64), ("fields", np.int32)):
-        out = np.empty(offsets[-1], dtype=dtype)
-        out[new], out[redone] = getattr(batch, name)[old], getattr(fixed, name)
-        arrays.append(out)
-    return SparseBatch(arrays[0], arrays[1], offsets, arrays[2])

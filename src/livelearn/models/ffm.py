@@ -32,22 +32,27 @@ from livelearn.models.fm import Factorization
 from livelearn.models.kernels import factor, link, max_width, step, touch
 
 
-@numba.njit(cache=True)
-def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed):  # type: ignore[no-untyped-def]
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, drawn):  # type: ignore[no-untyped-def]
+    """The pairs' part of the score; ``drawn``: the row's factors are all drawn already."""
     total = 0.0
     for a in range(lo, hi):
         ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
         for b in range(a + 1, hi):
             ib, fb = indices[b] & mask, fld[b - lo]
             dot = 0.0
-            for f in range(v.shape[3]):
-                dot += factor(v, touched, ia, fb, f, std, seed) * factor(v, touched, ib, fa, f,
-                                                                         std, seed)
+            if drawn:
+                for f in range(v.shape[3]):
+                    dot += v[ia, 0, fb, f] * v[ib, 0, fa, f]
+            else:
+                for f in range(v.shape[3]):
+                    dot += (factor(v, touched, ia, fb, f, std, seed)
+                            * factor(v, touched, ib, fa, f, std, seed))
             total += dot * xa * values[b]
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):  # type: ignore[no-untyped-def]
     for a in range(lo, hi):
         ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
@@ -60,7 +65,7 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):
                 step(v, ib, fa, f, g * va + l2_v * vb, lr, adagrad)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logistic, adagrad,  # type: ignore[no-untyped-def]
          lr, l2, l2_v, std, seed, learn, out):
     mask = w.shape[0] - 1
@@ -74,7 +79,7 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logisti
         score = 0.0
         for kk in range(lo, hi):
             score += w[indices[kk] & mask, 0, 0, 0] * values[kk]
-        score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed)
+        score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, learn)
         p = link(score, logistic)
         out[r] = p
         if not learn:
@@ -88,8 +93,8 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logisti
 
 class _FFM(Factorization):
     def __init__(self, bits: int = 18, n_fields: int = 16, k: int = 4,
-                 optimizer: str = "adagrad", lr: float = 0.05, l2: float = 0.0,
-                 l2_v: float = 0.0, init_std: float = 0.05, seed: int = 0):
+                 optimizer: str = "adagrad", lr: float = 0.1, l2: float = 0.0,
+                 l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
         self.bits, self.n_fields, self.k, self.optimizer, self.lr = bits, n_fields, k, optimizer, lr
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self._fields = n_fields

@@ -35,7 +35,7 @@ from livelearn.models.kernels import factor, link, max_width, step, touch
 from livelearn.models.linear import OPTIMIZERS
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, l2_v,  # type: ignore[no-untyped-def]
          std, seed, learn, out):
     mask, k = w.shape[0] - 1, v.shape[3]
@@ -46,7 +46,8 @@ def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, 
         if learn:
             touch(indices, lo, hi, v, touched, std, seed)
         score, sq = 0.0, 0.0
-        s[:] = 0.0
+        for f in range(k):
+            s[f] = 0.0
         for kk in range(lo, hi):
             i, x = indices[kk] & mask, values[kk]
             score += w[i, 0, 0, 0] * x
@@ -124,8 +125,8 @@ class Factorization(Learner):
 
 
 class _FM(Factorization):
-    def __init__(self, bits: int = 20, k: int = 8, optimizer: str = "adagrad", lr: float = 0.05,
-                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.05, seed: int = 0):
+    def __init__(self, bits: int = 20, k: int = 8, optimizer: str = "adagrad", lr: float = 0.1,
+                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
         self.bits, self.k, self.optimizer, self.lr = bits, k, optimizer, lr
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self._setup(bits, k, optimizer)

@@ -27,19 +27,21 @@ from livelearn.models.base import Learner, as_labels, register, state_array
 from livelearn.models.kernels import max_width
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # type: ignore[no-untyped-def]
     mask = zn.shape[0] - 1
-    w = np.empty(max_width(offsets))
+    width = max_width(offsets)
+    w, n_seen, root = np.empty(width), np.empty(width), np.empty(width)
     for r in range(len(offsets) - 1):
         lo, hi = offsets[r], offsets[r + 1]
         wx = 0.0
         for k in range(lo, hi):
             i = indices[k] & mask
-            z = zn[i, 0]
+            z, n = zn[i, 0], zn[i, 1]
+            n_seen[k - lo], root[k - lo] = n, math.sqrt(n)
             wk = 0.0
             if abs(z) > l1:
-                wk = -(z - math.copysign(l1, z)) / ((beta + math.sqrt(zn[i, 1])) / alpha + l2)
+                wk = -(z - math.copysign(l1, z)) / ((beta + root[k - lo]) / alpha + l2)
             w[k - lo] = wk
             wx += wk * values[k]
         wx = min(max(wx, -35.0), 35.0)
@@ -51,7 +53,9 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
                 i = indices[k] & mask
                 g = err * values[k]
                 n = zn[i, 1]
-                sigma = (math.sqrt(n + g * g) - math.sqrt(n)) / alpha
+                # sqrt(n) as scored, unless a bucket repeated in the row has moved n since
+                before = root[k - lo] if n == n_seen[k - lo] else math.sqrt(n)
+                sigma = (math.sqrt(n + g * g) - before) / alpha
                 zn[i, 0] += g - sigma * w[k - lo]
                 zn[i, 1] = n + g * g
 

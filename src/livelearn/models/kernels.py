@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def max_width(offsets: np.ndarray) -> int:
     """The largest number of features in one row."""
     width = 0
@@ -28,7 +28,7 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 _SQRT12 = math.sqrt(12.0)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def init_value(seed: int, counter: int, std: float) -> float:
     """Uniform noise of standard deviation ``std``, from splitmix64 of (seed, counter)."""
     x = np.uint64(seed) * _GOLDEN + np.uint64(counter) * _MIX1 + _GOLDEN
@@ -41,18 +41,19 @@ def init_value(seed: int, counter: int, std: float) -> float:
     return std * _SQRT12 * (u - 0.5)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def step(params, i, j, f, g, lr, adagrad):  # type: ignore[no-untyped-def]
     """One SGD or AdaGrad step on ``params[i, 0, j, f]`` (accumulator at ``[i, 1, j, f]``)."""
     if adagrad:
         params[i, 1, j, f] += g * g
-        if params[i, 1, j, f] > 0.0:
-            params[i, 0, j, f] -= lr * g / math.sqrt(params[i, 1, j, f])
+        acc = params[i, 1, j, f]
+        # subtracting 0.0 leaves any value as it is; no branch, so loops over f vectorize
+        params[i, 0, j, f] -= lr * g / math.sqrt(acc) if acc > 0.0 else 0.0
     else:
         params[i, 0, j, f] -= lr * g
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def touch(indices, lo, hi, v, touched, std, seed):  # type: ignore[no-untyped-def]
     """Draw the initial factors of the row's buckets that were never learned from."""
     mask = v.shape[0] - 1
@@ -67,7 +68,7 @@ def touch(indices, lo, hi, v, touched, std, seed):  # type: ignore[no-untyped-de
                 v[i, 0, j, f] = init_value(seed, i * per + j * v.shape[3] + f, std)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def factor(v, touched, i, j, f, std, seed):  # type: ignore[no-untyped-def]
     """``v[i, 0, j, f]``, or the value it will be drawn with if bucket i was never learned."""
     if touched[i]:
@@ -75,7 +76,7 @@ def factor(v, touched, i, j, f, std, seed):  # type: ignore[no-untyped-def]
     return np.float32(init_value(seed, (i * v.shape[2] + j) * v.shape[3] + f, std))  # as stored
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def link(score, logistic):  # type: ignore[no-untyped-def]
     if logistic:
         return 1.0 / (1.0 + math.exp(-min(max(score, -35.0), 35.0)))

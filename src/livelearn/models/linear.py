@@ -29,7 +29,7 @@ from livelearn.models.base import Learner, as_labels, register, state_array
 OPTIMIZERS = ("sgd", "adagrad")
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, y, wg, logistic, adagrad, lr, l2, learn, out):  # type: ignore[no-untyped-def]
     mask = wg.shape[0] - 1
     for r in range(len(offsets) - 1):
