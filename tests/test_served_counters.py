@@ -111,6 +111,31 @@ def test_two_servers_share_counters_in_redis_as_of_each_request(
     ]
 
 
+def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    tables = _tables(tmp_path / "tables")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, PIPELINE)
+    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+
+    def served(ts: int) -> Any:
+        app = create_app(PIPELINE, log, registry, tables)  # a private memory:// store
+        with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+            reply = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": ts})
+            rid = reply.json()["predictions"][0]["request_id"]
+            http.post("/feedback", json=[_click("u1", rid, "i1", ts + 5, f"c{ts}")])
+        return orjson.loads(log.read(PREDICTIONS, 0, log.end_offset(PREDICTIONS, 0) - 1,
+                                     1)[0].value)["features"]
+
+    assert served(T0)["item_views_1h"] == 0
+    assert served(T0 + 10) == {"item": "i1", "item_views_1h": 1, "item_clicks_1h": 1,
+                               "user_clicks_1h": 1}
+    assert served(T0 + 20) == {"item": "i1", "item_views_1h": 2, "item_clicks_1h": 2,
+                               "user_clicks_1h": 2}
+
+
 def test_replayed_impressions_count_exactly_as_of_each_impression(tmp_path: Path) -> None:
     tables = _tables(tmp_path, users=4, items=3)
     rng = random.Random(5)

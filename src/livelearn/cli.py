@@ -94,8 +94,9 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     s.add_argument("--store", default="memory://", metavar="URL",
-                   help="online store the tables are loaded into and read from: memory:// "
-                        "(this process) or redis://host:port/db, shared by several servers "
+                   help="online store the tables and the pipeline's windowed counters are "
+                        "kept in: memory:// (this process) or redis://host:port/db, shared "
+                        "by several servers; ?retention_ms= bounds the counters' windows "
                         "(default: %(default)s)")
     s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
                    help="how often to look for a newly approved version (default: %(default)s)")

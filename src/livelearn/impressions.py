@@ -19,14 +19,14 @@ later ones in the file is not counted for them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from livelearn.errors import BadInput, ConfigError
-from livelearn.events import Event, check_ts, decode_event
+from livelearn.events import check_ts
 from livelearn.log.base import Log
 from livelearn.serve.counters import ServedCounters
 from livelearn.spec import PREDICTIONS, Pipeline
@@ -47,16 +47,7 @@ class Impressions:
         # the whole history is kept: an impression may be older than the newest click
         self.served = ServedCounters(pipeline.counters, MemoryStore(retention_ms=2**53))
         if pipeline.counters and log is not None:
-            self._count_logged(pipeline, log)
-
-    def _count_logged(self, pipeline: Pipeline, log: Log) -> None:
-        """Count the events and predictions the log holds, as the servers counted them."""
-        for topic in {c.stream for c in pipeline.counters}:
-            values = _values(log, topic)
-            if topic == PREDICTIONS:
-                self.served.add_predictions(orjson.loads(v) for v in values)
-            else:
-                self.served.add_events(_events(values, pipeline))
+            self.served.add_logged(log, pipeline.schemas)
 
     def record(self, obj: Mapping[str, Any], now_ms: int | None = None) -> tuple[str, bytes]:
         """The (key, value) of the prediction record of one impression."""
@@ -74,26 +65,6 @@ class Impressions:
                   "score": float(obj.get("score") or 0.0), "features": features}
         self.served.add_predictions([record])
         return str(rid), orjson.dumps(record)
-
-
-def _events(values: list[bytes], pipeline: Pipeline) -> Iterator[Event]:
-    """The events among ``values``; the joiner dead-letters the others."""
-    for value in values:
-        try:
-            yield decode_event(value, pipeline.schemas)
-        except BadInput:
-            continue
-
-
-def _values(log: Log, topic: str) -> list[bytes]:
-    """Every record value of ``topic``, partition by partition."""
-    out = []
-    for tp in log.topic_partitions([topic]):
-        offset = 0
-        while records := log.read(*tp, offset, 10_000):
-            out += [r.value for r in records]
-            offset = records[-1].offset + 1
-    return out
 
 
 def _int(obj: Mapping[str, Any], name: str) -> int:

@@ -18,6 +18,7 @@ gets 422. The server keeps serving whatever comes.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -43,6 +44,8 @@ from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_messag
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
 from livelearn.tables.offline import load_table
 from livelearn.tables.store import Store, open_store
+
+logger = logging.getLogger("livelearn.serve")
 
 
 class PredictRequest(BaseModel):
@@ -89,6 +92,11 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     for table in (users_table, items_table):
         store.put_rows(table.name, load_table(table, data_dir), ts_ms=0)
     served = ServedCounters(pipeline.counters, store)
+    if served.counters:
+        started = time.perf_counter()
+        counted = served.add_logged(log, pipeline.schemas)
+        logger.info("counted %d logged events in the store's counters in %.1f s", counted,
+                  time.perf_counter() - started)
     holder = ModelHolder(registry, poll_s)
     counts: Counter[str] = Counter()
 

@@ -10,7 +10,9 @@ the request itself nor anything later (tables.store).
 
 Counts are added after the events are durable in the Log: a server that dies
 in between leaves those events uncounted (counting is at most once per id;
-the client's retry counts them).
+the client's retry counts them). A server starting counts what the log holds
+(``add_logged``), so one restarted on a fresh in-memory store serves the
+counts it would have had, and one on a shared store changes nothing.
 
 >>> from livelearn import spec
 >>> from livelearn.tables.store import open_store
@@ -25,13 +27,19 @@ the client's retry counts them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from livelearn.errors import ConfigError
-from livelearn.events import Event
+import orjson
+
+from livelearn.errors import BadInput, ConfigError, NotFound
+from livelearn.events import Event, Schema, decode_event
+from livelearn.log.base import Log
 from livelearn.spec import PREDICTIONS, WindowCount
 from livelearn.tables.store import Store
+
+#: Records read from the log per batch by ``add_logged``.
+BATCH = 10_000
 
 
 class ServedCounters:
@@ -71,3 +79,53 @@ class ServedCounters:
                      for e in events if e.stream == c.stream]
             if batch:
                 self.store.add_many(c.name, batch)
+
+    def add_logged(self, log: Log, schemas: Mapping[str, Schema]) -> int:
+        """Count every prediction and feedback event of a counted stream that ``log``
+        holds (the joiner dead-letters those that fail their schema; they are not
+        counted); the store keeps what its retention allows. Returns how many."""
+        added = 0
+        for topic in sorted({c.stream for c in self.counters}):
+            for values in _batches(log, topic):
+                if topic == PREDICTIONS:
+                    records = [r for r in map(_prediction, values) if r is not None]
+                    self.add_predictions(records)
+                else:
+                    records = list(_events(values, schemas))
+                    self.add_events(records)
+                added += len(records)
+        return added
+
+
+def _batches(log: Log, topic: str) -> Iterator[list[bytes]]:
+    """The record values of ``topic``, partition by partition, a batch at a time."""
+    try:
+        partitions = log.topic_partitions([topic])
+    except NotFound:
+        return
+    for tp in partitions:
+        offset = 0
+        while records := log.read(*tp, offset, BATCH):
+            yield [r.value for r in records]
+            offset = records[-1].offset + 1
+
+
+def _prediction(value: bytes) -> dict[str, Any] | None:
+    """A prediction record, or None where it lacks what is counted."""
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if (isinstance(record, dict) and type(record.get("ts")) is int
+            and isinstance(record.get("request_id"), str)
+            and isinstance(record.get("user"), str) and isinstance(record.get("item"), str)):
+        return record
+    return None
+
+
+def _events(values: list[bytes], schemas: Mapping[str, Schema]) -> Iterator[Event]:
+    for value in values:
+        try:
+            yield decode_event(value, schemas)
+        except BadInput:
+            continue
