@@ -62,6 +62,17 @@ def _tables(folder: Path, users: int = 5, items: int = 5) -> Path:
     return folder
 
 
+def _serving(tmp_path: Path, log: SQLiteLog) -> tuple[Path, Registry]:
+    """The tables' folder and a registry with a first version approved, for create_app."""
+    tables = _tables(tmp_path / "tables")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, PIPELINE)
+    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    return tables, registry
+
+
 def _click(user: str, rid: str, item: str, ts: int, id: str) -> dict[str, Any]:
     return {"stream": "clicks", "key": user, "id": id, "ts": ts,
             "payload": {"request_id": rid, "item": item}}
@@ -69,12 +80,7 @@ def _click(user: str, rid: str, item: str, ts: int, id: str) -> dict[str, Any]:
 
 def test_two_servers_share_counters_in_redis_as_of_each_request(
         tmp_path: Path, log: SQLiteLog, redis_address: str) -> None:
-    tables = _tables(tmp_path / "tables")
-    for topic in PIPELINE.topics:
-        log.create_topic(topic)
-    registry = Registry(tmp_path / "registry")
-    Trainer(log, registry, PIPELINE)
-    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    tables, registry = _serving(tmp_path, log)
     url = f"redis://{redis_address}/0?namespace=t{uuid.uuid4().hex}"
     apps = [create_app(PIPELINE, log, registry, tables, store=open_store(url)) for _ in "ab"]
     with ServerThread(apps[0]) as a, ServerThread(apps[1]) as b, \
@@ -113,12 +119,7 @@ def test_two_servers_share_counters_in_redis_as_of_each_request(
 
 def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(
         tmp_path: Path, log: SQLiteLog) -> None:
-    tables = _tables(tmp_path / "tables")
-    for topic in PIPELINE.topics:
-        log.create_topic(topic)
-    registry = Registry(tmp_path / "registry")
-    Trainer(log, registry, PIPELINE)
-    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    tables, registry = _serving(tmp_path, log)
 
     def served(ts: int) -> Any:
         app = create_app(PIPELINE, log, registry, tables)  # a private memory:// store
