@@ -27,10 +27,10 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, as_labels, register
+from livelearn.models.base import Learner, OnePass, as_labels, register
 
 
-class _Pickled(Learner):
+class _Pickled(OnePass):
     """State is a pickle of the adapter: ``copy`` and saving go through it."""
 
     pickled = True
@@ -46,14 +46,8 @@ class _Pickled(Learner):
     def copy(self) -> Learner:
         return copy.deepcopy(self)
 
-    def predict(self, batch: SparseBatch) -> np.ndarray:
-        return self._call(batch, None)
-
     def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
         return self._call(batch, as_labels(batch, y))
-
-    def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
-        raise NotImplementedError
 
 
 def _rows(batch: SparseBatch, mask: int) -> list[dict[int, float]]:

@@ -70,6 +70,21 @@ class Learner(ABC):
         return twin
 
 
+class OnePass(Learner):
+    """A learner that scores and learns in one pass over a batch, ``_call(batch, y)``:
+    without labels (None) it only scores."""
+
+    @abstractmethod
+    def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
+        """The scores of the rows, each scored before it is learned when ``y`` is given."""
+
+    def predict(self, batch: SparseBatch) -> np.ndarray:
+        return self._call(batch, None)
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        return self._call(batch, y)
+
+
 #: name -> class, filled by ``register``; ``load_learner`` rebuilds from it.
 LEARNERS: dict[str, type[Learner]] = {}
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, as_labels, register, state_array
+from livelearn.models.base import OnePass, as_labels, register, state_array
 from livelearn.models.kernels import factor, link, max_width, step, touch
 from livelearn.models.linear import OPTIMIZERS
 
@@ -71,7 +71,7 @@ def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, 
                 step(v, i, 0, f, err * x * (s[f] - vf * x) + l2_v * vf, lr, adagrad)
 
 
-class Factorization(Learner):
+class Factorization(OnePass):
     """Linear weights ``w`` and latent factors ``v``, each beside its AdaGrad accumulator.
 
     ``w`` has shape (2**bits, 2, 1, 1) and ``v`` (2**bits, 2, fields, k): index 0 of
@@ -102,12 +102,6 @@ class Factorization(Learner):
     def _options(self) -> tuple[Any, ...]:
         return (self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2, self.l2_v,
                 self.init_std, self.seed)
-
-    def predict(self, batch: SparseBatch) -> np.ndarray:
-        return self._call(batch, None)
-
-    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
-        return self._call(batch, y)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(batch))

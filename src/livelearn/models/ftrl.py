@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, as_labels, register, state_array
+from livelearn.models.base import OnePass, as_labels, register, state_array
 from livelearn.models.kernels import max_width
 
 
@@ -61,7 +61,7 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
 
 
 @register
-class FTRL(Learner):
+class FTRL(OnePass):
     """Hashed sparse logistic regression, FTRL-Proximal, over 2**bits weights.
 
     ``alpha`` and ``beta`` set the per-coordinate learning rate
@@ -89,12 +89,6 @@ class FTRL(Learner):
         _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y), self._zn,
              self.alpha, self.beta, self.l1, self.l2, y is not None, out)
         return out
-
-    def predict(self, batch: SparseBatch) -> np.ndarray:
-        return self._call(batch, None)
-
-    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
-        return self._call(batch, y)
 
     def weights(self) -> np.ndarray:
         """The weights that the accumulators give (zero where L1 prunes them)."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, as_labels, register, state_array
+from livelearn.models.base import OnePass, as_labels, register, state_array
 
 OPTIMIZERS = ("sgd", "adagrad")
 
@@ -54,7 +54,7 @@ def _run(indices, values, offsets, y, wg, logistic, adagrad, lr, l2, learn, out)
                 wg[i, 0] -= lr * g
 
 
-class _Linear(Learner):
+class _Linear(OnePass):
     """Weights ``w`` and AdaGrad's sums of squared gradients ``g2``, side by side."""
 
     def __init__(self, bits: int = 20, optimizer: str = "adagrad", lr: float = 0.1,
@@ -71,12 +71,6 @@ class _Linear(Learner):
              self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2,
              y is not None, out)
         return out
-
-    def predict(self, batch: SparseBatch) -> np.ndarray:
-        return self._call(batch, None)
-
-    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
-        return self._call(batch, y)
 
     def weights(self) -> np.ndarray:
         return self._wg[:, 0]
