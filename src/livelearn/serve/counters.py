@@ -88,12 +88,13 @@ class ServedCounters:
         for topic in sorted({c.stream for c in self.counters}):
             for values in _batches(log, topic):
                 if topic == PREDICTIONS:
-                    records = [r for r in map(_prediction, values) if r is not None]
-                    self.add_predictions(records)
+                    predictions = [r for r in map(_prediction, values) if r is not None]
+                    self.add_predictions(predictions)
+                    added += len(predictions)
                 else:
-                    records = list(_events(values, schemas))
-                    self.add_events(records)
-                added += len(records)
+                    events = list(_events(values, schemas))
+                    self.add_events(events)
+                    added += len(events)
         return added
 
 
