@@ -55,11 +55,8 @@ class Impressions:
         user, item = _text(obj, "user"), _text(obj, "item")
         rid = obj.get("request_id") or hashlib.blake2b(
             orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
-        rows = self.users.get(user, ts), self.items.get(item, ts)
-        if self.served.counters:
-            features = self.features(*rows, ts, self.served.counts(user, [item], ts)[0])
-        else:
-            features = self.features(*rows, ts)
+        features = self.served.features(self.features, user, self.users.get(user, ts), [item],
+                                        [self.items.get(item, ts)], ts)[0]
         record = {"request_id": str(rid), "ts": ts, "user": user, "item": item,
                   "model_version": int(obj.get("model_version") or 0),
                   "score": float(obj.get("score") or 0.0), "features": features}

@@ -96,7 +96,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         started = time.perf_counter()
         counted = served.add_logged(log, pipeline.schemas)
         logger.info("counted %d logged events in the store's counters in %.1f s", counted,
-                  time.perf_counter() - started)
+                    time.perf_counter() - started)
     holder = ModelHolder(registry, poll_s)
     counts: Counter[str] = Counter()
 
@@ -130,11 +130,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
             if item not in items:
                 raise BadInput(f"field 'items': item {item!r} is not in table "
                                f"'{items_table.name}'")
-        if served.counters:
-            rows = [pipeline.features(user, items[item], ts, counts) for item, counts in
-                    zip(req.items, served.counts(req.user_id, req.items, ts), strict=True)]
-        else:
-            rows = [pipeline.features(user, items[item], ts) for item in req.items]
+        rows = served.features(pipeline.features, req.user_id, user, req.items,
+                               [items[item] for item in req.items], ts)
         scores = model.predict(hash_rows(rows, model.bits))  # type: ignore[attr-defined]
         out, records = [], []
         for item, features, score in zip(req.items, rows, scores.tolist(), strict=True):

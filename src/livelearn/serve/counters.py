@@ -27,13 +27,14 @@ counts it would have had, and one on a shared store changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, NotFound
 from livelearn.events import Event, Schema, decode_event
+from livelearn.features.hashing import Features
 from livelearn.log.base import Log
 from livelearn.spec import PREDICTIONS, WindowCount
 from livelearn.tables.store import Store
@@ -62,6 +63,16 @@ class ServedCounters:
             for counts, item in zip(out, items, strict=True):
                 counts[c.name] = found[user if c.of == "user" else item]
         return out
+
+    def features(self, features: Callable[..., Features], user: str,
+                 user_row: Mapping[str, Any], items: Sequence[str],
+                 item_rows: Sequence[Mapping[str, Any]], ts: int) -> list[Features]:
+        """Each candidate's ``features(user_row, item_row, ts[, counts])``: with counts as
+        of ``ts`` when the pipeline has counters."""
+        if not self.counters:
+            return [features(user_row, row, ts) for row in item_rows]
+        return [features(user_row, row, ts, counts) for row, counts in
+                zip(item_rows, self.counts(user, items, ts), strict=True)]
 
     def add_predictions(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Count prediction records (request_id, ts, user, item) in the counters of predictions."""
