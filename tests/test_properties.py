@@ -16,6 +16,7 @@ from livelearn.join.joiner import Joiner
 from livelearn.log.base import Record
 from livelearn.sim.pipeline import PIPELINE, label
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, Stream
+from livelearn.train.dedup import RecentIds
 
 T0 = 1_767_571_200_000
 W = 60_000
@@ -158,3 +159,22 @@ def test_any_interleaving_and_any_duplicates_give_the_same_samples(
         extra.remove(reason)
     assert len(extra) == len(dupes)
     assert set(extra) <= {"duplicate", "late", "outside_window"}
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 5_000), st.sampled_from("abcdefghij")), max_size=60),
+       st.booleans())
+def test_recent_ids_remember_exactly_the_ids_within_the_horizon(
+        adds: list[tuple[int, str]], in_order: bool) -> None:
+    """Whatever the order of window ends: an id is remembered while its end lies
+    within the horizon of the newest end, and forgotten after."""
+    if in_order:
+        adds = sorted(adds)
+    ids, reference, newest = RecentIds(horizon_ms=1_000), {}, -1
+    for end, sid in adds:
+        ids.add(end, sid)
+        reference[sid], newest = end, max(newest, end)
+        reference = {s: e for s, e in reference.items() if e >= newest - 1_000}
+        assert ids.state() == sorted([e, s] for s, e in reference.items())
+        for probe in "abcdefghijk":
+            assert ids.seen(end, probe) == (probe in reference or end < newest - 1_000)

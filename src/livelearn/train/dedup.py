@@ -15,6 +15,7 @@ then). The state is small: the ids of ``horizon_ms`` of event time.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 
 
 class RecentIds:
@@ -23,6 +24,9 @@ class RecentIds:
     def __init__(self, horizon_ms: int, state: list[list[int | str]] | None = None):
         self.horizon_ms = horizon_ms
         self._ids: dict[str, int] = {}
+        # (window end, id) to forget, oldest first: those added in order of window end
+        # (the usual case, a merge's order) queue up; any other waits in a heap
+        self._in_order: deque[tuple[int, str]] = deque()
         self._heap: list[tuple[int, str]] = []
         self.newest: int | None = None
         for end, sid in state or []:
@@ -34,18 +38,26 @@ class RecentIds:
 
     def add(self, window_end: int, sid: str) -> None:
         self._ids[sid] = window_end
-        heap = self._heap
-        heapq.heappush(heap, (window_end, sid))
+        queue = self._in_order
+        if not queue or window_end >= queue[-1][0]:
+            queue.append((window_end, sid))
+        else:
+            heapq.heappush(self._heap, (window_end, sid))
         newest = self.newest
         if newest is None or window_end > newest:
             self.newest = newest = window_end
         elif window_end >= newest - self.horizon_ms:
             return  # the horizon did not move and this id is inside it: nothing to forget
-        oldest = newest - self.horizon_ms
-        while heap[0][0] < oldest:
+        oldest, ids = newest - self.horizon_ms, self._ids
+        while queue and queue[0][0] < oldest:
+            end, old = queue.popleft()
+            if ids.get(old) == end:
+                del ids[old]
+        heap = self._heap
+        while heap and heap[0][0] < oldest:
             end, old = heapq.heappop(heap)
-            if self._ids.get(old) == end:
-                del self._ids[old]
+            if ids.get(old) == end:
+                del ids[old]
 
     def add_new(self, window_end: int, sid: str) -> bool:
         """``add`` unless ``seen``; whether it was new."""
