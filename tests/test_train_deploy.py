@@ -76,6 +76,26 @@ def test_a_restarted_trainer_ends_in_the_same_state(tmp_path: Path, log: SQLiteL
     assert np.array_equal(again.model.state()["n"], whole.model.state()["n"])
 
 
+def test_bulky_details_stay_out_of_the_version_list(tmp_path: Path, log: SQLiteLog) -> None:
+    """The gate's window of scores and the recent ids are read one version at a time;
+    a registry written before they had a table of their own still resumes."""
+    _samples(log, 2500)
+    registry = Registry(tmp_path / "reg")
+    Trainer(log, registry, SMALL).step(10_000, final=True)
+    v3 = registry.get(3)
+    assert set(v3.meta["window"]) == {"metric", "samples"} and "learned_ids" not in v3.meta
+    details = registry.details(3)
+    assert len(details["window"]["scores"][f"{SAMPLES}/0"]) == 1000
+    assert details["learned_ids"][-1] == [T0 + 1999 * 1000 + 600_000, "r1999"]
+    # as before: everything in the metadata
+    old = Registry(tmp_path / "old")
+    for v in registry.versions():
+        old.publish(registry.load(v.id), v.meta | registry.details(v.id), v.parent)
+    resumed = Trainer(log, old, SMALL)
+    assert resumed.samples == 2000 and old.details(3)["learned_ids"] == details["learned_ids"]
+    assert resumed.step(10_000, final=True) is not None and resumed.samples == 2500
+
+
 def test_saved_models_score_bit_for_bit(tmp_path: Path) -> None:
     model = FTRL(bits=12, l1=0.1)
     batch = hash_rows([{"a": str(i % 13), "x": i / 7} for i in range(300)], 12)

@@ -164,7 +164,7 @@ class Gate:
                        ) -> tuple[list[dict[str, Any]], list[float]]:
         """The candidate's recent samples that the incumbent never learned, and the
         candidate's prequential scores of them."""
-        window = candidate.meta.get("window") or {}
+        window = self.registry.details(candidate.id).get("window") or {}
         learned = {f"{t}/{p}": o for t, p, o in incumbent.meta.get("offsets", [])}
         samples: list[dict[str, Any]] = []
         scores: list[float] = []

@@ -3,7 +3,11 @@
 A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
 status, the event time at which it started serving, and the SHA-256 of its
-file, checked on every load: a damaged or truncated file raises Corrupt. Status moves
+file, checked on every load: a damaged or truncated file raises Corrupt.
+Bulky data that only one reader needs (the trainer's recent sample ids, the
+gate's window of scores: ~100 KB a version) are the version's ``details``, kept
+in a table of their own and read one version at a time, so that listing
+versions stays cheap however many there are. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
 with its reason.
@@ -30,6 +34,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     id INTEGER PRIMARY KEY, parent INTEGER, status TEXT NOT NULL, created REAL NOT NULL,
     meta BLOB NOT NULL, serving_since_ts INTEGER, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS details (version INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, status TEXT NOT NULL,
     reason TEXT NOT NULL, at REAL NOT NULL);
@@ -67,7 +72,8 @@ class Registry:
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
 
-    def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None) -> Version:
+    def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None,
+                details: dict[str, Any] | None = None) -> Version:
         """Save a new candidate version; its file is complete before its row exists."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
@@ -78,6 +84,8 @@ class Registry:
             tmp.replace(self.file(vid))
             db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
                        (vid, parent, time.time(), orjson.dumps(meta), _sha256(self.file(vid))))
+            if details is not None:
+                db.execute("INSERT INTO details VALUES (?, ?)", (vid, orjson.dumps(details)))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -92,6 +100,13 @@ class Registry:
         if row is None:
             raise NotFound(f"model version {version} is not in the registry {self.path}")
         return tuple(row)
+
+    def details(self, version: int) -> dict[str, Any]:
+        """A version's details as published (a version of a registry from before details
+        had their own table holds them in its metadata: that is returned instead)."""
+        row = self._db().execute("SELECT data FROM details WHERE version = ?",
+                                 (version,)).fetchone()
+        return self.get(version).meta if row is None else orjson.loads(row[0])
 
     def load(self, version: int) -> Learner:
         """The learner of a version, exactly as published; Corrupt if its file is not."""
@@ -143,9 +158,10 @@ class Registry:
     def promote(self, version: int, reason: str) -> None:
         """Make ``version`` the incumbent: approve it, retire newer approved or serving ones."""
         self.get(version)
-        for v in self.versions():
-            if v.id > version and v.status in ("approved", "serving"):
-                self.set_status(v.id, "retired", f"superseded: v{version} promoted ({reason})")
+        newer = self._db().execute("SELECT id FROM versions WHERE id > ? AND status IN "
+                                   "('approved', 'serving') ORDER BY id", (version,)).fetchall()
+        for (vid,) in newer:
+            self.set_status(vid, "retired", f"superseded: v{version} promoted ({reason})")
         self.set_status(version, "approved", reason)
 
     def rollback(self, reason: str) -> tuple[int, int]:

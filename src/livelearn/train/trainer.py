@@ -123,11 +123,11 @@ class Trainer:
                 log.warning("%s; resuming from the version before it", e)
                 self.registry.set_status(version.id, "rejected", f"corrupt: {e}")
                 continue
-            meta = version.meta
+            meta, learned = version.meta, self.registry.details(version.id)["learned_ids"]
             self.version = version
             self.offsets.update({(t, p): o for t, p, o in meta["offsets"]})
-            self._read_ids = RecentIds(self._read_ids.horizon_ms, meta["learned_ids"])
-            self._learned_ids = RecentIds(self._read_ids.horizon_ms, meta["learned_ids"])
+            self._read_ids = RecentIds(self._read_ids.horizon_ms, learned)
+            self._learned_ids = RecentIds(self._read_ids.horizon_ms, learned)
             self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
             return
         self.version = self._publish(ts=None)
@@ -257,12 +257,13 @@ class Trainer:
         meta = {
             "trainer": self.group, "samples": self.samples, "event_ts": ts,
             "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
-            "learned_ids": self._learned_ids.state(),
             "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
             "window": {"metric": self.window.get() if self.window.count else None,
-                       "samples": len(self._recent), "offsets": offsets, "scores": scores},
+                       "samples": len(self._recent)},
         }
+        details = {"learned_ids": self._learned_ids.state(),
+                   "window": {"offsets": offsets, "scores": scores}}
         parent = None if self.version is None else self.version.id
-        self.version = self.registry.publish(self.model, meta, parent)
+        self.version = self.registry.publish(self.model, meta, parent, details)
         self._since_publish, self._last_publish_ts = 0, ts
         return self.version
