@@ -334,9 +334,12 @@ def _dead(reason: Reason, detail: str, stream: str, raw: Record | bytes) -> Outp
     return Output(DEAD_LETTERS, stream, dead_letter(reason, detail, stream, value, source))
 
 
-def outputs_by_topic(outputs: Iterable[Output]) -> dict[str, list[tuple[str, bytes]]]:
-    """Group outputs into (key, JSON bytes) lists per topic, keeping their order."""
-    grouped: dict[str, list[tuple[str, bytes]]] = {}
+def outputs_by_topic(outputs: Iterable[Output],
+                     grouped: dict[str, list[tuple[str, bytes]]] | None = None
+                     ) -> dict[str, list[tuple[str, bytes]]]:
+    """Group outputs into (key, JSON bytes) lists per topic, keeping their order;
+    appended to ``grouped`` if given."""
+    grouped = {} if grouped is None else grouped
     dumps = orjson.dumps
     for topic, key, value in outputs:
         items = grouped.get(topic)
