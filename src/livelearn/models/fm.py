@@ -30,7 +30,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_array
+from livelearn.models.base import OnePass, as_labels, register, state_array, table
 from livelearn.models.kernels import factor, link, max_width, step, touch
 from livelearn.models.linear import OPTIMIZERS
 
@@ -95,9 +95,9 @@ class Factorization(OnePass):
                               f"got {optimizer!r}")
         if k < 1:
             raise ConfigError(f"{type(self).__name__}: k must be >= 1, got {k}")
-        self._w = np.zeros((1 << bits, 2, 1, 1))
-        self._v = np.zeros((1 << bits, 2, self._fields, k), dtype=np.float32)
-        self._touched = np.zeros(1 << bits, dtype=np.uint8)
+        self._w = table((1 << bits, 2, 1, 1))
+        self._v = table((1 << bits, 2, self._fields, k), np.float32)
+        self._touched = table((1 << bits,), np.uint8)
 
     def _options(self) -> tuple[Any, ...]:
         return (self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2, self.l2_v,

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_array
+from livelearn.models.base import OnePass, as_labels, register, state_columns, table
 from livelearn.models.kernels import max_width
 
 
@@ -74,7 +74,7 @@ class FTRL(OnePass):
     def __init__(self, bits: int = 20, alpha: float = 0.1, beta: float = 1.0,
                  l1: float = 0.0, l2: float = 1.0):
         self.bits, self.alpha, self.beta, self.l1, self.l2 = bits, alpha, beta, l1, l2
-        self._zn = np.zeros((1 << bits, 2))
+        self._zn = table((1 << bits, 2))
 
     @property
     def z(self) -> np.ndarray:
@@ -100,6 +100,4 @@ class FTRL(OnePass):
         return {"z": self.z, "n": self.n}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        size = (1 << self.bits,)
-        self._zn = np.ascontiguousarray(np.stack(
-            [state_array(state, "z", size), state_array(state, "n", size)], axis=1))
+        self._zn = state_columns(state, ("z", "n"), 1 << self.bits)
