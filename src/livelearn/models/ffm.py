@@ -29,7 +29,7 @@ from livelearn.errors import BadInput
 from livelearn.features.batch import SparseBatch
 from livelearn.models.base import as_labels, register
 from livelearn.models.fm import Factorization
-from livelearn.models.kernels import factor, link, max_width, step, touch
+from livelearn.models.kernels import factor, link, max_width, step, touch, within
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -66,7 +66,7 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logistic, adagrad,  # type: ignore[no-untyped-def]
+def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, seen, logistic, adagrad,  # type: ignore[no-untyped-def]
          lr, l2, l2_v, std, seed, learn, out):
     mask = w.shape[0] - 1
     fld = np.empty(max_width(offsets), dtype=np.int64)
@@ -81,10 +81,11 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logisti
             score += w[indices[kk] & mask, 0, 0, 0] * values[kk]
         score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, learn)
         p = link(score, logistic)
-        out[r] = p
+        out[r] = p if logistic else within(p, seen)
         if not learn:
             continue
         err = p - y[r]
+        seen[0], seen[1] = min(seen[0], y[r]), max(seen[1], y[r])
         for kk in range(lo, hi):
             i = indices[kk] & mask
             step(w, i, 0, 0, err * values[kk] + l2 * w[i, 0, 0, 0], lr, adagrad)
@@ -105,7 +106,7 @@ class _FFM(Factorization):
         out = np.empty(len(batch))
         _run(batch.indices, batch.values, batch.offsets, fields,  # type: ignore[call-arg]
              batch.fields is not None,
-             as_labels(batch, y), self._w, self._v, self._touched, *self._options(),
+             as_labels(batch, y), self._w, self._v, self._touched, self._seen, *self._options(),
              y is not None, out)
         return out
 
@@ -133,7 +134,8 @@ class FFMClassifier(_FFM):
 
 @register
 class FFMRegressor(_FFM):
-    """Field-aware factorization machine for numeric labels, squared loss."""
+    """Field-aware factorization machine for numeric labels, squared loss; scores are
+    clipped to the range of the labels learned so far, as ``FMRegressor``'s."""
 
     name = "ffm_regressor"
     task = "regression"
