@@ -3,10 +3,11 @@
 The score of a row x is ``sum_j w_j x_j + sum_{a<b} <v_a, v_b> x_a x_b``: a linear
 part plus pairwise interactions through k latent factors per bucket, computed in
 O(k * features). ``FMClassifier`` puts it through a sigmoid (log loss);
-``FMRegressor`` uses it as is (squared loss), its scores clipped to the
-range of the labels learned so far, as Vowpal Wabbit clips them (learning uses
-the unclipped score, so the model still moves outside that range). Steps are SGD or AdaGrad, per
-coordinate, as in ``models.linear``.
+``FMRegressor`` uses it as is (squared loss), its scores clipped to the range
+of the labels learned so far, as Vowpal Wabbit clips them (learning uses the
+unclipped score, so the model still moves outside that range). Steps are SGD or
+AdaGrad, per coordinate, as in ``models.linear``: ``lr`` for the factors,
+``lr_w`` for the linear weights.
 
 Latent factors start as small uniform noise, drawn from a hash of (seed, bucket,
 factor) when a bucket is first learned from: the model never allocates more than
@@ -38,8 +39,8 @@ from livelearn.models.linear import OPTIMIZERS
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _run(indices, values, offsets, y, w, v, touched, seen, logistic, adagrad, lr, l2, l2_v,  # type: ignore[no-untyped-def]
-         std, seed, learn, out):
+def _run(indices, values, offsets, y, w, v, touched, seen, logistic, adagrad, lr_w, lr, l2,  # type: ignore[no-untyped-def]
+         l2_v, std, seed, learn, out):
     mask, k = w.shape[0] - 1, v.shape[3]
     s = np.empty(k)
     vrow = np.empty((max_width(offsets), k))
@@ -68,7 +69,7 @@ def _run(indices, values, offsets, y, w, v, touched, seen, logistic, adagrad, lr
         seen[0], seen[1] = min(seen[0], y[r]), max(seen[1], y[r])
         for kk in range(lo, hi):
             i, x = indices[kk] & mask, values[kk]
-            step(w, i, 0, 0, err * x + l2 * w[i, 0, 0, 0], lr, adagrad)
+            step(w, i, 0, 0, err * x + l2 * w[i, 0, 0, 0], lr_w, adagrad)
             for f in range(k):
                 vf = vrow[kk - lo, f]
                 step(v, i, 0, f, err * x * (s[f] - vf * x) + l2_v * vf, lr, adagrad)
@@ -88,6 +89,7 @@ class Factorization(OnePass):
     k: int
     optimizer: str
     lr: float
+    lr_w: float
     l2: float
     l2_v: float
     init_std: float
@@ -105,8 +107,8 @@ class Factorization(OnePass):
         self._seen = np.array([np.inf, -np.inf])
 
     def _options(self) -> tuple[Any, ...]:
-        return (self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2, self.l2_v,
-                self.init_std, self.seed)
+        return (self.task == "binary", self.optimizer == "adagrad", self.lr_w, self.lr, self.l2,
+                self.l2_v, self.init_std, self.seed)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(batch))
@@ -126,8 +128,9 @@ class Factorization(OnePass):
 
 class _FM(Factorization):
     def __init__(self, bits: int = 20, k: int = 8, optimizer: str = "adagrad", lr: float = 0.1,
-                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
-        self.bits, self.k, self.optimizer, self.lr = bits, k, optimizer, lr
+                 lr_w: float = 0.1, l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1,
+                 seed: int = 0):
+        self.bits, self.k, self.optimizer, self.lr, self.lr_w = bits, k, optimizer, lr, lr_w
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self._setup(bits, k, optimizer)
 
