@@ -294,7 +294,8 @@ def read(seq, n, is_list, pairs, objects, table, true, false, keys, slots):  # t
     ``keys`` and ``slots``: a ``name_table`` (or ``NO_NAMES``).
 
     Three passes, so that memory is asked for well before it is needed: the rows
-    (prefetching each dict), their items (prefetching each value), then the values.
+    (prefetching each dict, or each pair and then its dict and label), their items
+    (prefetching each value), then the values.
     A pair whose label is not a float, int or bool is HARD.
     """
     addresses, labels = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
@@ -302,10 +303,11 @@ def read(seq, n, is_list, pairs, objects, table, true, false, keys, slots):  # t
     status = np.zeros(n, dtype=np.int8)
     for r in range(n):
         addresses[r] = _list_item(seq, r) if is_list else _tuple_item(seq, r)
-        if pairs:
-            addresses[r], labels[r] = _unpair(addresses[r], objects)
-            _prefetch(labels[r])
         _prefetch(addresses[r])
+    for r in range(n if pairs else 0):  # the pairs are near, now: their rows and labels
+        addresses[r], labels[r] = _unpair(addresses[r], objects)
+        _prefetch(addresses[r])
+        _prefetch(labels[r])
     for r in range(n):
         size = 0
         if addresses[r] != 0 and _load_int64(addresses[r] + _TYPE_AT) == objects[_DICT]:
