@@ -30,6 +30,7 @@ from livelearn.models.kernels import max_width
 @numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # type: ignore[no-untyped-def]
     mask = zn.shape[0] - 1
+    per_alpha = 1.0 / alpha  # multiplications, not divisions, in the loops
     width = max_width(offsets)
     w, n_seen, root = np.empty(width), np.empty(width), np.empty(width)
     for r in range(len(offsets) - 1):
@@ -41,7 +42,7 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
             n_seen[k - lo], root[k - lo] = n, math.sqrt(n)
             wk = 0.0
             if abs(z) > l1:
-                wk = -(z - math.copysign(l1, z)) / ((beta + root[k - lo]) / alpha + l2)
+                wk = -(z - math.copysign(l1, z)) / ((beta + root[k - lo]) * per_alpha + l2)
             w[k - lo] = wk
             wx += wk * values[k]
         wx = min(max(wx, -35.0), 35.0)
@@ -55,7 +56,7 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
                 n = zn[i, 1]
                 # sqrt(n) as scored, unless a bucket repeated in the row has moved n since
                 before = root[k - lo] if n == n_seen[k - lo] else math.sqrt(n)
-                sigma = (math.sqrt(n + g * g) - before) / alpha
+                sigma = (math.sqrt(n + g * g) - before) * per_alpha
                 zn[i, 0] += g - sigma * w[k - lo]
                 zn[i, 1] = n + g * g
 
