@@ -56,11 +56,7 @@ def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, dra
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad, grad):  # type: ignore[no-untyped-def]
-    """Step the factors of each pair in turn; ``grad``: room for a pair's (2, k) gradients.
-
-    Both gradients of a pair come from its factors before either step (so loops over
-    the factors are plain vector loops)."""
+def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):  # type: ignore[no-untyped-def]
     for a in range(lo, hi):
         ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
         for b in range(a + 1, hi):
@@ -68,16 +64,8 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad, 
             g = err * xa * values[b]
             for f in range(v.shape[3]):
                 va, vb = v[ia, 0, fb, f], v[ib, 0, fa, f]
-                grad[0, f], grad[1, f] = g * vb + l2_v * va, g * va + l2_v * vb
-            _step_factors(v, ia, fb, grad[0], lr, adagrad)
-            _step_factors(v, ib, fa, grad[1], lr, adagrad)
-
-
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _step_factors(v, i, j, g, lr, adagrad):  # type: ignore[no-untyped-def]
-    """``step`` on every factor of ``v[i, 0, j]``, with gradients ``g``."""
-    for f in range(v.shape[3]):
-        step(v, i, j, f, g[f], lr, adagrad)
+                step(v, ia, fb, f, g * vb + l2_v * va, lr, adagrad)
+                step(v, ib, fa, f, g * va + l2_v * vb, lr, adagrad)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -85,7 +73,6 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, seen, l
          lr_w, lr, l2, l2_v, std, seed, learn, out):
     mask = w.shape[0] - 1
     fld = np.empty(max_width(offsets), dtype=np.int64)
-    grad = np.empty((2, v.shape[3]))
     for r in range(len(offsets) - 1):
         lo, hi = offsets[r], offsets[r + 1]
         for kk in range(lo, hi):
@@ -105,7 +92,7 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, seen, l
         for kk in range(lo, hi):
             i = indices[kk] & mask
             step(w, i, 0, 0, err * values[kk] + l2 * w[i, 0, 0, 0], lr_w, adagrad)
-        _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad, grad)
+        _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad)
 
 
 class _FFM(Factorization):
