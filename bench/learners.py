@@ -191,9 +191,8 @@ def livelearn_end_to_end(make: Callable[[], Learner], features: FeatureSet) -> R
         def run() -> np.ndarray:
             out = []
             for i in range(0, len(samples), CHUNK):
-                xs, ys = zip(*samples[i:i + CHUNK], strict=True)
-                batch = features.hash_rows(xs, bits)
-                out.append(model.predict_then_learn(batch, np.array(ys, dtype=np.float64)))
+                batch, y = features.hash_pairs(samples[i:i + CHUNK], bits)
+                out.append(model.predict_then_learn(batch, y))
             return np.concatenate(out)
         return run
     return start

@@ -153,7 +153,19 @@ def test_fm_scores_match_numpy() -> None:
         pairs = sum(v[i[a]] @ v[i[b]] * x[a] * x[b]
                     for a in range(len(i)) for b in range(a + 1, len(i)))
         expected.append(w[i] @ x + pairs)
-    assert np.allclose(model.predict(batch), expected)
+    assert np.allclose(model.predict(batch), np.clip(expected, numbers.min(), numbers.max()))
+
+
+@pytest.mark.parametrize("make", [lambda: FMRegressor(bits=12, k=4),
+                                  lambda: FFMRegressor(bits=12, n_fields=FEATURES.n_fields)])
+def test_regressors_score_within_the_labels_learned(make: Callable[[], Learner]) -> None:
+    batch, _, numbers = stream(400)
+    model = make()
+    scores = model.predict_then_learn(batch, np.full(len(batch), 5.0) + numbers / 100)
+    lowest = np.minimum.accumulate(5.0 + numbers / 100)
+    highest = np.maximum.accumulate(5.0 + numbers / 100)
+    assert np.all((scores[1:] >= lowest[:-1]) & (scores[1:] <= highest[:-1]))
+    assert abs(scores[-100:] - 5.0).max() < 0.2  # learned from the raw score, not the clipped one
 
 
 def test_ffm_scores_match_numpy() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,22 @@ def test_feature_set_matches_its_definition() -> None:
     assert len(rows) > 1000
     assert same(FEATURES.hash_rows(rows, 18), FEATURES.hash_rows_python(rows, 18))
     assert same(FEATURES.hash_rows(rows[:1], 18), FEATURES.hash_rows_python(rows[:1], 18))
+
+
+def test_hash_pairs_is_hash_rows_and_the_labels() -> None:
+    rows = [r for r in random_rows(3000, 2) if valid(r)]
+    rng = random.Random(2)
+    labels: list[Any] = [rng.choice([rng.random(), rng.randrange(-5, 5), rng.random() < 0.5,
+                                     np.float64(2.5), 2**70]) for _ in rows]
+    pairs = list(zip(rows, labels, strict=True))
+    pairs[7] = (MappingProxyType(rows[7]), labels[7])  # not a dict: read in Python
+    batch, y = FEATURES.hash_pairs(pairs, 18)
+    assert y.dtype == np.float64 and y.tolist() == [float(t) for t in labels]
+    assert same(batch, FEATURES.hash_rows_python(rows, 18))
+    with pytest.raises(BadInput, match="sample 1: the label must be a number"):
+        FEATURES.hash_pairs([({}, 1.0), ({}, "yes")], 18)
+    with pytest.raises(BadInput, match="sample 0: expected a .features, label. pair"):
+        FEATURES.hash_pairs([[{}, 1.0]], 18)  # type: ignore[list-item]
 
 
 def test_a_feature_set_of_a_rows_names_is_hash_rows() -> None:

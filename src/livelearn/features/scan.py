@@ -47,6 +47,8 @@ OK, HARD = 0, 2
 
 #: CPython's object header: the type pointer at 8 bytes, a float's value at 16.
 _TYPE_AT, _FLOAT_AT = 8, 16
+#: A dict's pointer to its table, and about how many bytes precede the table's items.
+_KEYS_AT, _KEYS_HEAD = 32, 48
 
 
 def _layout_holds() -> bool:
@@ -60,7 +62,7 @@ def _layout_holds() -> bool:
 
 
 _NATIVE = _layout_holds()
-_API = ("PyDict_Next", "PyDict_Size", "PyList_GetItem", "PyTuple_GetItem",
+_API = ("PyDict_Next", "PyDict_Size", "PyList_GetItem", "PyTuple_GetItem", "PyTuple_Size",
         "PyUnicode_AsUTF8AndSize", "PyLong_AsLongLong", "PyErr_Occurred", "PyErr_Clear")
 if _NATIVE:
     for _symbol in _API:  # make the interpreter's own functions known to numba's linker
@@ -73,6 +75,7 @@ _dict_next = types.ExternalFunction("PyDict_Next", types.int32(types.int64, type
 _dict_size = types.ExternalFunction("PyDict_Size", types.int64(types.int64))
 _list_item = types.ExternalFunction("PyList_GetItem", types.int64(types.int64, types.int64))
 _tuple_item = types.ExternalFunction("PyTuple_GetItem", types.int64(types.int64, types.int64))
+_tuple_size = types.ExternalFunction("PyTuple_Size", types.int64(types.int64))
 _utf8 = types.ExternalFunction("PyUnicode_AsUTF8AndSize", types.int64(types.int64, types.int64))
 _as_int64 = types.ExternalFunction("PyLong_AsLongLong", types.int64(types.int64))
 _err_occurred = types.ExternalFunction("PyErr_Occurred", types.int64())
@@ -129,9 +132,9 @@ def _crc_table() -> np.ndarray:
 
 _TABLE = _crc_table()
 #: Addresses of the types read natively, in this order, and of True.
-_DICT, _STR, _FLOAT, _INT, _BOOL, _NONE, _TRUE_AT = range(7)
-_OBJECTS = np.array([id(dict), id(str), id(float), id(int), id(bool), id(type(None)), id(True)],
-                    dtype=np.int64)
+_DICT, _STR, _FLOAT, _INT, _BOOL, _NONE, _TRUE_AT, _TUPLE = range(8)
+_OBJECTS = np.array([id(dict), id(str), id(float), id(int), id(bool), id(type(None)), id(True),
+                     id(tuple)], dtype=np.int64)
 _TRUE = np.frombuffer(b"True", dtype=np.uint8).astype(np.int64)
 _FALSE = np.frombuffer(b"False", dtype=np.uint8).astype(np.int64)
 _EQ = ord("=")
@@ -187,7 +190,7 @@ def scan(rows: Sequence[object]) -> Tokens | None:
     A row that is not a ``dict`` has no items here (it is HARD).
     """
     seq = sequence(rows)
-    return None if seq is None else Tokens(*read(*arguments(seq), *NO_NAMES))  # type: ignore[call-arg]
+    return None if seq is None else Tokens(*read(*arguments(seq), *NO_NAMES)[:7])  # type: ignore[call-arg]
 
 
 def sequence(rows: Sequence[object]) -> list[object] | tuple[object, ...] | None:
@@ -198,10 +201,10 @@ def sequence(rows: Sequence[object]) -> list[object] | tuple[object, ...] | None
     return rows if type(rows) is list or type(rows) is tuple else list(rows)  # type: ignore[return-value]
 
 
-def arguments(seq: list[object] | tuple[object, ...]) -> tuple[object, ...]:
+def arguments(seq: list[object] | tuple[object, ...], pairs: bool = False) -> tuple[object, ...]:
     """The arguments of ``read`` but the table of names (a numba function, for kernels
-    that scan rows themselves)."""
-    return id(seq), len(seq), type(seq) is list, _OBJECTS, _TABLE, _TRUE, _FALSE
+    that scan rows themselves); ``pairs``: the items are (row, label) tuples."""
+    return id(seq), len(seq), type(seq) is list, pairs, _OBJECTS, _TABLE, _TRUE, _FALSE
 
 
 @numba.njit(cache=True, inline="always")
@@ -261,24 +264,66 @@ def _name(name, h, table, cache, words, keys, slots):  # type: ignore[no-untyped
     return crc, after, slot
 
 
+@numba.njit(cache=True, inline="always")
+def _prefetch_entries(row, size):  # type: ignore[no-untyped-def]
+    """Prefetch the table of a dict of ``size`` items, where CPython 3.11 to 3.14 point
+    to it (``ma_keys``; a hint only: were it elsewhere, nothing but speed would change)."""
+    keys = _load_int64(row + _KEYS_AT)
+    for line in range(0, _KEYS_HEAD + 24 * size, 64):
+        _prefetch(keys + line)
+
+
+@numba.njit(cache=True, inline="always")
+def _unpair(item, objects):  # type: ignore[no-untyped-def]
+    """(row, label) objects of a 2-tuple at ``item``, or (0, 0) if it is not one."""
+    if _load_int64(item + _TYPE_AT) != objects[_TUPLE] or _tuple_size(item) != 2:
+        return 0, 0
+    return _tuple_item(item, 0), _tuple_item(item, 1)
+
+
+@numba.njit(cache=True, inline="always")
+def _label(obj, objects):  # type: ignore[no-untyped-def]
+    """(the value of a float, int or bool object as ``float()`` gives it, True), or (0, False)."""
+    typ = _load_int64(obj + _TYPE_AT)
+    if typ == objects[_FLOAT]:
+        return _load_float64(obj + _FLOAT_AT), True
+    if typ == objects[_BOOL]:
+        return (1.0 if obj == objects[_TRUE_AT] else 0.0), True
+    if typ == objects[_INT]:
+        i = _as_int64(obj)
+        if i == -1 and _err_occurred() != 0:
+            _err_clear()
+            return 0.0, False
+        return float(i), True
+    return 0.0, False
+
+
 @numba.njit(cache=True)
-def read(seq, n, is_list, objects, table, true, false, keys, slots):  # type: ignore[no-untyped-def]
-    """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows;
+def read(seq, n, is_list, pairs, objects, table, true, false, keys, slots):  # type: ignore[no-untyped-def]
+    """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows,
+    then the labels; ``pairs``: its items are (row, label) 2-tuples, else rows (labels 0);
     ``keys`` and ``slots``: a ``name_table`` (or ``NO_NAMES``).
 
     Three passes, so that memory is asked for well before it is needed: the rows
-    (prefetching each dict), their items (prefetching each value), then the values.
+    (prefetching each dict, or each pair and then its dict and label), their items
+    (prefetching each value), then the values.
+    A pair whose label is not a float, int or bool is HARD.
     """
-    addresses = np.empty(n, dtype=np.int64)
+    addresses, labels = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     status = np.zeros(n, dtype=np.int8)
     for r in range(n):
         addresses[r] = _list_item(seq, r) if is_list else _tuple_item(seq, r)
         _prefetch(addresses[r])
+    for r in range(n if pairs else 0):  # the pairs are near, now: their rows and labels
+        addresses[r], labels[r] = _unpair(addresses[r], objects)
+        _prefetch(addresses[r])
+        _prefetch(labels[r])
     for r in range(n):
         size = 0
-        if _load_int64(addresses[r] + _TYPE_AT) == objects[_DICT]:
+        if addresses[r] != 0 and _load_int64(addresses[r] + _TYPE_AT) == objects[_DICT]:
             size = _dict_size(addresses[r])
+            _prefetch_entries(addresses[r], size)
         else:
             status[r] = HARD
         offsets[r + 1] = offsets[r] + size
@@ -299,7 +344,12 @@ def read(seq, n, is_list, objects, table, true, false, keys, slots):  # type: ig
     value, kind = np.empty(end), np.full(end, NULL, dtype=np.int8)
     slot = np.full(end, -1, dtype=np.int32)
     cache = np.zeros((_CACHE, 4), dtype=np.int64)
+    label = np.zeros(n)
     for r in range(n):
+        if pairs and status[r] != HARD:
+            label[r], known = _label(labels[r], objects)
+            if not known:
+                status[r] = HARD
         if status[r] == HARD:
             continue
         for t in range(offsets[r], offsets[r + 1]):
@@ -344,4 +394,4 @@ def read(seq, n, is_list, objects, table, true, false, keys, slots):  # type: ig
                 status[r] = HARD
                 break
             key[t], token[t], value[t], kind[t], slot[t] = crc, state ^ 0xFFFFFFFF, v, k, s
-    return key, token, value, kind, slot, offsets, status
+    return key, token, value, kind, slot, offsets, status, label

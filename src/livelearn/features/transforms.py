@@ -125,17 +125,39 @@ class FeatureSet:
 
     def hash_rows(self, rows: Sequence[Features], bits: int) -> SparseBatch:
         """The batch of ``rows``, fast (``features.scan``); the same as ``hash_rows_python``."""
-        plan, n = self._plan, len(rows)
-        seq = sc.sequence(rows) if n else None
+        return self._hash(rows, bits, False)[0]
+
+    def hash_pairs(self, pairs: Sequence[tuple[Features, float]],
+                   bits: int) -> tuple[SparseBatch, np.ndarray]:
+        """The batch of the rows of (row, label) pairs, and the labels as float64: what
+        ``hash_rows`` of the rows and ``float`` of each label give, read in one pass."""
+        return self._hash(pairs, bits, True)
+
+    def _hash(self, items: Sequence[Any], bits: int,
+              pairs: bool) -> tuple[SparseBatch, np.ndarray]:
+        """(batch, labels) of rows or of pairs, fast where ``features.scan`` can read them."""
+        seq = sc.sequence(items) if len(items) else None
         if seq is None:
-            return self.hash_rows_python(rows, bits)
-        idx, val, fld, off, redo = _batch(*sc.arguments(seq), *plan.arrays, plan.bias,  # type: ignore[call-arg]
-                                          (1 << bits) - 1)
+            return self._hash_python(items, bits, pairs)
+        plan = self._plan
+        idx, val, fld, off, labels, redo, n_redo = _batch(  # type: ignore[call-arg]
+            *sc.arguments(seq, pairs), *plan.arrays, plan.bias, (1 << bits) - 1)
         batch = SparseBatch(idx, val, off, fld)
-        again = np.flatnonzero(redo).tolist()
-        if again:
-            batch = batch.replace_rows(again, self.hash_rows_python([rows[r] for r in again], bits))
-        return batch
+        if n_redo:
+            again = np.flatnonzero(redo).tolist()
+            fixed, fixed_labels = self._hash_python([items[r] for r in again], bits, pairs,
+                                                    again)
+            batch = batch.replace_rows(again, fixed)
+            labels[again] = fixed_labels
+        return batch, labels
+
+    def _hash_python(self, items: Sequence[Any], bits: int, pairs: bool,
+                     numbers: Sequence[int] | None = None) -> tuple[SparseBatch, np.ndarray]:
+        """``_hash`` in Python; ``numbers``: the items' positions, for messages."""
+        if not pairs:
+            return self.hash_rows_python(items, bits), np.zeros(len(items))
+        rows, labels = _split_pairs(items, range(len(items)) if numbers is None else numbers)
+        return self.hash_rows_python(rows, bits), labels
 
     def hash_rows_python(self, rows: Sequence[Features], bits: int) -> SparseBatch:
         """The definition, in plain Python, that ``hash_rows`` reproduces."""
@@ -172,6 +194,22 @@ class FeatureSet:
                     i = int(np.searchsorted(np.array(t.boundaries), x, side="right"))
                     out.append((_crc(f"{t.name}@{i}"), 1.0))
         return out
+
+
+def _split_pairs(items: Sequence[Any], numbers: Sequence[int]) -> tuple[list[Any], np.ndarray]:
+    """The rows and the float labels of (row, label) pairs; ``numbers``: their positions."""
+    rows, labels = [], []
+    for r, item in zip(numbers, items, strict=True):
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise BadInput(f"sample {r}: expected a (features, label) pair, "
+                           f"got {type(item).__name__}")
+        rows.append(item[0])
+        try:
+            labels.append(float(item[1]))
+        except (TypeError, ValueError):
+            raise BadInput(f"sample {r}: the label must be a number, got "
+                           f"{type(item[1]).__name__} {item[1]!r}") from None
+    return rows, np.array(labels, dtype=np.float64)
 
 
 def _token(row: Features, name: str) -> int | None:
@@ -262,11 +300,12 @@ def _cross(token, parts, lo, hi, kinds):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _batch(seq, n, is_list, objects, table, true, false, keys, slots, ops, arg, scale, parts,  # type: ignore[no-untyped-def]
-           part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask):
-    """Scan the rows and assemble them: (indices, values, fields, offsets, rows to redo)."""
-    _, token, value, kind, slot, offsets, redo = sc.read(seq, n, is_list, objects, table, true,
-                                                        false, keys, slots)
+def _batch(seq, n, is_list, pairs, objects, table, true, false, keys, slots, ops, arg, scale,  # type: ignore[no-untyped-def]
+           parts, part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask):
+    """Scan the rows (or pairs) and assemble them: (indices, values, fields, offsets,
+    labels, rows to redo, how many)."""
+    _, token, value, kind, slot, offsets, redo, labels = sc.read(
+        seq, n, is_list, pairs, objects, table, true, false, keys, slots)
     width = len(ops) + 1
     idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
     fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
@@ -274,7 +313,7 @@ def _batch(seq, n, is_list, objects, table, true, false, keys, slots, ops, arg, 
               bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask, idx, val, fld, off,
               redo)
     end = off[n]
-    return idx[:end], val[:end], fld[:end], off, redo
+    return idx[:end], val[:end], fld[:end], off, labels, redo, np.count_nonzero(redo)
 
 
 @numba.njit(cache=True)

@@ -12,6 +12,8 @@ holds a pickle, and ``load_learner`` refuses it unless called with ``trusted=Tru
 from __future__ import annotations
 
 import inspect
+import math
+import mmap
 import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -151,12 +153,37 @@ def as_labels(batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
     return labels
 
 
+def table(shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+    """A zeroed, contiguous table in its own anonymous memory, of ordinary 4 KB pages.
+
+    A hashed model touches few of its buckets at first, and the operating system
+    zeroes a page when it is first written. numpy asks for transparent huge pages for
+    large arrays, so each first write would zero (and maybe compact) 2 MB; here it
+    zeroes 4 KB, and memory grows with the buckets used.
+    """
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    memory = mmap.mmap(-1, max(size, 1))
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # for systems where huge pages are the default
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(memory, dtype=dtype, count=math.prod(shape)).reshape(shape)
+
+
 def state_array(state: dict[str, np.ndarray], key: str, shape: tuple[int, ...],
                 dtype: type = np.float64) -> np.ndarray:
-    """A fresh contiguous copy of ``state[key]``, checked against the model's ``shape``."""
+    """A fresh ``table`` holding ``state[key]``, checked against the model's ``shape``."""
     if key not in state:
         raise BadInput(f"model state: missing array {key!r} (has {sorted(state)})")
-    array: np.ndarray = np.array(state[key], dtype=dtype, order="C")
-    if array.shape != shape:
-        raise BadInput(f"model state {key!r}: expected shape {shape}, got {array.shape}")
+    given = np.asarray(state[key])
+    if given.shape != shape:
+        raise BadInput(f"model state {key!r}: expected shape {shape}, got {given.shape}")
+    array = table(shape, dtype)
+    array[...] = given
+    return array
+
+
+def state_columns(state: dict[str, np.ndarray], keys: tuple[str, ...], rows: int) -> np.ndarray:
+    """A fresh ``table`` of ``rows`` by ``len(keys)``: column c holds ``state[keys[c]]``."""
+    array = table((rows, len(keys)))
+    for c, key in enumerate(keys):
+        array[:, c] = state_array(state, key, (rows,))
     return array

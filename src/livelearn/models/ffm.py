@@ -2,7 +2,10 @@
 
 Each bucket has one latent vector per field, and the pair (a, b) interacts through
 ``<v[a, field(b)], v[b, field(a)]>``: O(k * features**2) per row. Pairs are
-learned one after another within a row, as in libffm.
+learned one after another within a row, as in libffm. The defaults step the
+linear weights faster than the factors (``lr_w`` 0.2, ``lr`` 0.05): with many
+pairs per row, factors that move as fast as the weights add noise before they
+help (one setting for all the benchmark's streams, chosen on all of them).
 
 Fields come from ``batch.fields`` (``features.transforms.FeatureSet`` fills it:
 the bias is field 0, the n-th declared feature field n). A batch without fields,
@@ -29,7 +32,7 @@ from livelearn.errors import BadInput
 from livelearn.features.batch import SparseBatch
 from livelearn.models.base import as_labels, register
 from livelearn.models.fm import Factorization
-from livelearn.models.kernels import factor, link, max_width, step, touch
+from livelearn.models.kernels import factor, link, max_width, step, touch, within
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -66,8 +69,8 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logistic, adagrad,  # type: ignore[no-untyped-def]
-         lr, l2, l2_v, std, seed, learn, out):
+def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, seen, logistic, adagrad,  # type: ignore[no-untyped-def]
+         lr_w, lr, l2, l2_v, std, seed, learn, out):
     mask = w.shape[0] - 1
     fld = np.empty(max_width(offsets), dtype=np.int64)
     for r in range(len(offsets) - 1):
@@ -81,21 +84,23 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, logisti
             score += w[indices[kk] & mask, 0, 0, 0] * values[kk]
         score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, learn)
         p = link(score, logistic)
-        out[r] = p
+        out[r] = p if logistic else within(p, seen)
         if not learn:
             continue
         err = p - y[r]
+        seen[0], seen[1] = min(seen[0], y[r]), max(seen[1], y[r])
         for kk in range(lo, hi):
             i = indices[kk] & mask
-            step(w, i, 0, 0, err * values[kk] + l2 * w[i, 0, 0, 0], lr, adagrad)
+            step(w, i, 0, 0, err * values[kk] + l2 * w[i, 0, 0, 0], lr_w, adagrad)
         _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad)
 
 
 class _FFM(Factorization):
     def __init__(self, bits: int = 18, n_fields: int = 16, k: int = 4,
-                 optimizer: str = "adagrad", lr: float = 0.1, l2: float = 0.0,
-                 l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
-        self.bits, self.n_fields, self.k, self.optimizer, self.lr = bits, n_fields, k, optimizer, lr
+                 optimizer: str = "adagrad", lr: float = 0.05, lr_w: float = 0.2,
+                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
+        self.bits, self.n_fields, self.k, self.optimizer = bits, n_fields, k, optimizer
+        self.lr, self.lr_w = lr, lr_w
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self._fields = n_fields
         self._setup(bits, k, optimizer)
@@ -105,7 +110,7 @@ class _FFM(Factorization):
         out = np.empty(len(batch))
         _run(batch.indices, batch.values, batch.offsets, fields,  # type: ignore[call-arg]
              batch.fields is not None,
-             as_labels(batch, y), self._w, self._v, self._touched, *self._options(),
+             as_labels(batch, y), self._w, self._v, self._touched, self._seen, *self._options(),
              y is not None, out)
         return out
 
@@ -133,7 +138,8 @@ class FFMClassifier(_FFM):
 
 @register
 class FFMRegressor(_FFM):
-    """Field-aware factorization machine for numeric labels, squared loss."""
+    """Field-aware factorization machine for numeric labels, squared loss; scores are
+    clipped to the range of the labels learned so far, as ``FMRegressor``'s."""
 
     name = "ffm_regressor"
     task = "regression"

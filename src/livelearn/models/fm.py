@@ -3,8 +3,11 @@
 The score of a row x is ``sum_j w_j x_j + sum_{a<b} <v_a, v_b> x_a x_b``: a linear
 part plus pairwise interactions through k latent factors per bucket, computed in
 O(k * features). ``FMClassifier`` puts it through a sigmoid (log loss);
-``FMRegressor`` uses it as is (squared loss). Steps are SGD or AdaGrad, per
-coordinate, as in ``models.linear``.
+``FMRegressor`` uses it as is (squared loss), its scores clipped to the range
+of the labels learned so far, as Vowpal Wabbit clips them (learning uses the
+unclipped score, so the model still moves outside that range). Steps are SGD or
+AdaGrad, per coordinate, as in ``models.linear``: ``lr`` for the factors,
+``lr_w`` for the linear weights.
 
 Latent factors start as small uniform noise, drawn from a hash of (seed, bucket,
 factor) when a bucket is first learned from: the model never allocates more than
@@ -30,14 +33,14 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_array
-from livelearn.models.kernels import factor, link, max_width, step, touch
+from livelearn.models.base import OnePass, as_labels, register, state_array, table
+from livelearn.models.kernels import factor, link, max_width, step, touch, within
 from livelearn.models.linear import OPTIMIZERS
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, l2_v,  # type: ignore[no-untyped-def]
-         std, seed, learn, out):
+def _run(indices, values, offsets, y, w, v, touched, seen, logistic, adagrad, lr_w, lr, l2,  # type: ignore[no-untyped-def]
+         l2_v, std, seed, learn, out):
     mask, k = w.shape[0] - 1, v.shape[3]
     s = np.empty(k)
     vrow = np.empty((max_width(offsets), k))
@@ -59,13 +62,14 @@ def _run(indices, values, offsets, y, w, v, touched, logistic, adagrad, lr, l2, 
         for f in range(k):
             score += 0.5 * s[f] * s[f]
         p = link(score - 0.5 * sq, logistic)
-        out[r] = p
+        out[r] = p if logistic else within(p, seen)
         if not learn:
             continue
         err = p - y[r]
+        seen[0], seen[1] = min(seen[0], y[r]), max(seen[1], y[r])
         for kk in range(lo, hi):
             i, x = indices[kk] & mask, values[kk]
-            step(w, i, 0, 0, err * x + l2 * w[i, 0, 0, 0], lr, adagrad)
+            step(w, i, 0, 0, err * x + l2 * w[i, 0, 0, 0], lr_w, adagrad)
             for f in range(k):
                 vf = vrow[kk - lo, f]
                 step(v, i, 0, f, err * x * (s[f] - vf * x) + l2_v * vf, lr, adagrad)
@@ -76,7 +80,8 @@ class Factorization(OnePass):
 
     ``w`` has shape (2**bits, 2, 1, 1) and ``v`` (2**bits, 2, fields, k): index 0 of
     the second axis holds the parameters, index 1 their sums of squared gradients.
-    ``touched`` marks the buckets whose factors have been drawn.
+    ``touched`` marks the buckets whose factors have been drawn; ``seen`` holds the lowest
+    and highest label learned (regressors clip their scores to them).
     """
 
     _fields = 1
@@ -84,6 +89,7 @@ class Factorization(OnePass):
     k: int
     optimizer: str
     lr: float
+    lr_w: float
     l2: float
     l2_v: float
     init_std: float
@@ -95,33 +101,36 @@ class Factorization(OnePass):
                               f"got {optimizer!r}")
         if k < 1:
             raise ConfigError(f"{type(self).__name__}: k must be >= 1, got {k}")
-        self._w = np.zeros((1 << bits, 2, 1, 1))
-        self._v = np.zeros((1 << bits, 2, self._fields, k), dtype=np.float32)
-        self._touched = np.zeros(1 << bits, dtype=np.uint8)
+        self._w = table((1 << bits, 2, 1, 1))
+        self._v = table((1 << bits, 2, self._fields, k), np.float32)
+        self._touched = table((1 << bits,), np.uint8)
+        self._seen = np.array([np.inf, -np.inf])
 
     def _options(self) -> tuple[Any, ...]:
-        return (self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2, self.l2_v,
-                self.init_std, self.seed)
+        return (self.task == "binary", self.optimizer == "adagrad", self.lr_w, self.lr, self.l2,
+                self.l2_v, self.init_std, self.seed)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(batch))
         _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y),  # type: ignore[call-arg]
-             self._w, self._v, self._touched, *self._options(), y is not None, out)
+             self._w, self._v, self._touched, self._seen, *self._options(), y is not None, out)
         return out
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"w": self._w, "v": self._v, "touched": self._touched}
+        return {"w": self._w, "v": self._v, "touched": self._touched, "seen": self._seen}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._w = state_array(state, "w", self._w.shape)
         self._v = state_array(state, "v", self._v.shape, np.float32)
         self._touched = state_array(state, "touched", self._touched.shape, np.uint8)
+        self._seen = state_array(state, "seen", (2,))
 
 
 class _FM(Factorization):
     def __init__(self, bits: int = 20, k: int = 8, optimizer: str = "adagrad", lr: float = 0.1,
-                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
-        self.bits, self.k, self.optimizer, self.lr = bits, k, optimizer, lr
+                 lr_w: float = 0.1, l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1,
+                 seed: int = 0):
+        self.bits, self.k, self.optimizer, self.lr, self.lr_w = bits, k, optimizer, lr, lr_w
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self._setup(bits, k, optimizer)
 
@@ -136,7 +145,8 @@ class FMClassifier(_FM):
 
 @register
 class FMRegressor(_FM):
-    """Factorization machine for numeric labels, squared loss."""
+    """Factorization machine for numeric labels, squared loss; scores are clipped to the
+    range of the labels learned so far."""
 
     name = "fm_regressor"
     task = "regression"

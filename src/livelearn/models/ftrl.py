@@ -23,13 +23,14 @@ import numba
 import numpy as np
 
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_array
+from livelearn.models.base import OnePass, as_labels, register, state_columns, table
 from livelearn.models.kernels import max_width
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # type: ignore[no-untyped-def]
     mask = zn.shape[0] - 1
+    per_alpha = 1.0 / alpha  # multiplications, not divisions, in the loops
     width = max_width(offsets)
     w, n_seen, root = np.empty(width), np.empty(width), np.empty(width)
     for r in range(len(offsets) - 1):
@@ -41,7 +42,7 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
             n_seen[k - lo], root[k - lo] = n, math.sqrt(n)
             wk = 0.0
             if abs(z) > l1:
-                wk = -(z - math.copysign(l1, z)) / ((beta + root[k - lo]) / alpha + l2)
+                wk = -(z - math.copysign(l1, z)) / ((beta + root[k - lo]) * per_alpha + l2)
             w[k - lo] = wk
             wx += wk * values[k]
         wx = min(max(wx, -35.0), 35.0)
@@ -55,7 +56,7 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
                 n = zn[i, 1]
                 # sqrt(n) as scored, unless a bucket repeated in the row has moved n since
                 before = root[k - lo] if n == n_seen[k - lo] else math.sqrt(n)
-                sigma = (math.sqrt(n + g * g) - before) / alpha
+                sigma = (math.sqrt(n + g * g) - before) * per_alpha
                 zn[i, 0] += g - sigma * w[k - lo]
                 zn[i, 1] = n + g * g
 
@@ -74,7 +75,7 @@ class FTRL(OnePass):
     def __init__(self, bits: int = 20, alpha: float = 0.1, beta: float = 1.0,
                  l1: float = 0.0, l2: float = 1.0):
         self.bits, self.alpha, self.beta, self.l1, self.l2 = bits, alpha, beta, l1, l2
-        self._zn = np.zeros((1 << bits, 2))
+        self._zn = table((1 << bits, 2))
 
     @property
     def z(self) -> np.ndarray:
@@ -100,6 +101,4 @@ class FTRL(OnePass):
         return {"z": self.z, "n": self.n}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        size = (1 << self.bits,)
-        self._zn = np.ascontiguousarray(np.stack(
-            [state_array(state, "z", size), state_array(state, "n", size)], axis=1))
+        self._zn = state_columns(state, ("z", "n"), 1 << self.bits)

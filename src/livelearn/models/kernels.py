@@ -81,3 +81,11 @@ def link(score, logistic):  # type: ignore[no-untyped-def]
     if logistic:
         return 1.0 / (1.0 + math.exp(-min(max(score, -35.0), 35.0)))
     return score
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def within(score, seen):  # type: ignore[no-untyped-def]
+    """A regressor's score clipped to [lowest, highest] label learned (``seen``), if any."""
+    if seen[0] > seen[1]:
+        return score
+    return min(max(score, seen[0]), seen[1])

@@ -24,7 +24,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_array
+from livelearn.models.base import OnePass, as_labels, register, state_columns, table
 
 OPTIMIZERS = ("sgd", "adagrad")
 
@@ -63,7 +63,7 @@ class _Linear(OnePass):
             raise ConfigError(f"{type(self).__name__}: optimizer must be one of {OPTIMIZERS}, "
                               f"got {optimizer!r}")
         self.bits, self.optimizer, self.lr, self.l2 = bits, optimizer, lr, l2
-        self._wg = np.zeros((1 << bits, 2))
+        self._wg = table((1 << bits, 2))
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(batch))
@@ -79,9 +79,7 @@ class _Linear(OnePass):
         return {"w": self._wg[:, 0], "g2": self._wg[:, 1]}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        size = (1 << self.bits,)
-        self._wg = np.ascontiguousarray(np.stack(
-            [state_array(state, "w", size), state_array(state, "g2", size)], axis=1))
+        self._wg = state_columns(state, ("w", "g2"), 1 << self.bits)
 
 
 @register
