@@ -168,6 +168,18 @@ def test_regressors_score_within_the_labels_learned(make: Callable[[], Learner])
     assert abs(scores[-100:] - 5.0).max() < 0.2  # learned from the raw score, not the clipped one
 
 
+def test_a_regressor_saved_before_clipping_loads_and_scores_as_saved(tmp_path: Path) -> None:
+    batch, _, numbers = stream(300)
+    model = FMRegressor(bits=12, k=4)
+    model.learn(batch, numbers)
+    save_learner(model, tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as data:  # the file as it was before: no "seen"
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "state.seen"})
+    old = load_learner(tmp_path / "old.npz")
+    model.state()["seen"][:] = [np.inf, -np.inf]  # the scores the old version gave: unclipped
+    assert np.array_equal(old.predict(batch), model.predict(batch))
+
+
 def test_ffm_scores_match_numpy() -> None:
     batch, clicks, _ = stream(800)
     model = FFMClassifier(bits=12, n_fields=FEATURES.n_fields, k=3)

@@ -123,7 +123,8 @@ class Factorization(OnePass):
         self._w = state_array(state, "w", self._w.shape)
         self._v = state_array(state, "v", self._v.shape, np.float32)
         self._touched = state_array(state, "touched", self._touched.shape, np.uint8)
-        self._seen = state_array(state, "seen", (2,))
+        # a file saved before regressors clipped their scores has no range: none yet
+        self._seen = state_array({"seen": np.array([np.inf, -np.inf]), **state}, "seen", (2,))
 
 
 class _FM(Factorization):
