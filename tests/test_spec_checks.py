@@ -52,6 +52,12 @@ def test_a_good_spec_builds() -> None:
      "stream 'tx', field 'shop': counter 'c' reads it"),
     ({"counters": (spec.WindowCount("c", "tx", 0),)}, "counter 'c': window_ms must be > 0"),
     ({"learner": None}, "pipeline 'fraud': learner must be a function"),
+    ({"policies": spec.Policies(keep_versions=0)},
+     "pipeline 'fraud', policies: keep_versions must be an integer >= 1, got 0"),
+    ({"policies": spec.Policies(publish_every_samples=2.5)},  # type: ignore[arg-type]
+     "policies: publish_every_samples must be an integer >= 1, got 2.5"),
+    ({"policies": spec.Policies(gate_tolerance=-0.1)},
+     "policies: gate_tolerance must be a number >= 0, got -0.1"),
 ])
 def test_mistakes_are_named(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from livelearn.deploy.gate import Gate
-from livelearn.errors import BadInput, NotFound
+from livelearn.errors import BadInput, Corrupt, NotFound
 from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, load_learner, save_learner
@@ -258,6 +258,53 @@ def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     assert "rejected" in listing
     with pytest.raises(NotFound):
         Registry(tmp_path / "empty").rollback("nothing served")
+
+
+def test_old_model_files_are_pruned_and_never_served_again(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    for i in range(6):  # v1..v5 served in turn, then retired; v6 serves
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i)
+    candidate = registry.publish(FTRL(bits=8), {"samples": 6}, parent=6)
+    assert registry.prune(keep=2) == [1, 2, 3]
+    assert registry.prune(keep=2) == []  # already done
+    assert [registry.file(v.id).exists() for v in registry.versions()] == [
+        False, False, False, True, True, True, True]
+    assert [(v.status, v.pruned) for v in registry.versions()][:4] == [  # rows stay
+        ("retired", True), ("retired", True), ("retired", True), ("retired", False)]
+    assert "pruned" in registry.decisions()[-1]["reason"]
+    listing = subprocess.run([sys.executable, "-m", "livelearn", "models", "--registry",
+                              str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert listing.count("pruned") == 3
+    with pytest.raises(Corrupt, match="pruned"):
+        registry.load(1)
+    with pytest.raises(NotFound, match="pruned"):
+        registry.promote(2, "by hand")
+    assert registry.rollback("test") == (6, 5)
+    registry.mark_serving(5, T0 + 6)
+    assert registry.rollback("test") == (5, 4)
+    registry.mark_serving(4, T0 + 7)
+    with pytest.raises(NotFound):  # v3 served before v4, but its file is gone
+        registry.rollback("test")
+    assert registry.get(candidate.id).status == "candidate" and registry.file(candidate.id).exists()
+
+
+def test_the_gate_keeps_the_files_of_the_newest_versions_only(tmp_path: Path,
+                                                              log: SQLiteLog) -> None:
+    _samples(log, 6000)
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    gate = Gate(log, registry, "clicked", tolerance=0.03, keep_versions=2)
+    while trainer.step(1000, final=True):
+        gate.step()
+    versions = registry.versions()
+    assert len(versions) == 7
+    kept = [v.id for v in versions if registry.file(v.id).exists()]
+    incumbent = registry.incumbent()
+    assert incumbent is not None and incumbent.id in kept
+    past = [v.id for v in versions if v.status != "candidate" and v.id != incumbent.id]
+    assert len(past) > 2 and kept == sorted(set(range(1, 8)) - set(past[:-2]))
 
 
 def test_a_version_rolled_back_while_loading_is_not_marked_serving(tmp_path: Path) -> None:

@@ -254,7 +254,8 @@ def _train(args: argparse.Namespace) -> int:
     pipeline, log = _open(args)
     registry = Registry(args.registry)
     trainer = Trainer(log, registry, pipeline)
-    gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance)
+    gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance,
+                keep_versions=pipeline.policies.keep_versions)
     while True:
         learned = trainer.step(final=args.until_idle) is not None
         gate.step()
@@ -285,7 +286,8 @@ def _models(args: argparse.Namespace) -> int:
     table = Table("version", "parent", "status", "samples", "window metric", "serving since (ms)")
     for v in registry.versions():
         metric = (v.meta.get("window") or {}).get("metric")
-        table.add_row(str(v.id), str(v.parent or "-"), v.status, str(v.meta.get("samples")),
+        status = f"{v.status} (file pruned)" if v.pruned else v.status
+        table.add_row(str(v.id), str(v.parent or "-"), status, str(v.meta.get("samples")),
                       "-" if metric is None else f"{metric:.4f}", str(v.serving_since_ts or "-"))
     Console().print(table)
     return 0

@@ -164,12 +164,17 @@ class Policies:
     ``publish_every_ms`` of event time, whichever comes first. The gate approves
     a candidate whose metric over the last ``gate_window`` samples is no worse
     than the incumbent's on the same samples by more than ``gate_tolerance``.
+    Besides the model files of candidates and of the version served (or about to
+    be), the Registry keeps those of the ``keep_versions`` newest others (what a
+    rollback goes back to); older files are deleted (the gate does it), their
+    rows, lineage and decisions stay.
     """
 
     publish_every_samples: int = 5000
     publish_every_ms: int = 3_600_000
     gate_window: int = 5000
     gate_tolerance: float = 0.01
+    keep_versions: int = 50
 
 
 @dataclass(frozen=True, kw_only=True)

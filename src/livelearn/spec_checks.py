@@ -26,6 +26,7 @@ def check_pipeline(p: Pipeline) -> None:
                           f"{PREDICTIONS}/{SAMPLES}/{DEAD_LETTERS}, got {names}")
     if p.partitions < 1:
         raise ConfigError(f"{where}: partitions must be >= 1")
+    _check_policies(where, p)
     for name in ("features", "learner"):
         if not callable(getattr(p, name)):
             raise ConfigError(f"{where}: {name} must be a function")
@@ -39,6 +40,19 @@ def check_pipeline(p: Pipeline) -> None:
                           f"join's server reads the users and items tables")
     else:
         _check_served_counters(p)
+
+
+def _check_policies(where: str, p: Pipeline) -> None:
+    policies = p.policies
+    for name in ("publish_every_samples", "publish_every_ms", "gate_window", "keep_versions"):
+        value = getattr(policies, name)
+        if type(value) is not int or value < 1:
+            raise ConfigError(f"{where}, policies: {name} must be an integer >= 1, "
+                              f"got {value!r}")
+    tolerance = policies.gate_tolerance  # in the metric's units (AUC, MAE)
+    if type(tolerance) not in (int, float) or not 0 <= tolerance < float("inf"):
+        raise ConfigError(f"{where}, policies: gate_tolerance must be a number >= 0, "
+                          f"got {policies.gate_tolerance!r}")
 
 
 def _check_event_label(p: Pipeline, label: EventLabel) -> None:

@@ -52,8 +52,9 @@ class Gate:
 
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
                  min_samples: int = 200, live_window: int = 10_000,
-                 rollback_samples: int = 1000):
+                 rollback_samples: int = 1000, keep_versions: int | None = None):
         self.log, self.registry, self.target, self.tolerance = log, registry, target, tolerance
+        self.keep_versions = keep_versions  # past versions whose files are kept (None: all)
         self.min_samples, self.live_window = min_samples, live_window
         self.rollback_samples = rollback_samples
         self._cursor: dict[tuple[str, int], int] = {}  # next sample offset to read
@@ -62,10 +63,14 @@ class Gate:
         self._cached: tuple[int, Learner] | None = None
 
     def step(self) -> list[Decision]:
-        """Roll back a failing serving version, then judge every waiting candidate, oldest first."""
+        """Roll back a failing serving version, then judge every waiting candidate, oldest
+        first; then delete the model files of past versions beyond ``keep_versions``."""
         rollback = self.check_rollback()
         decisions = [] if rollback is None else [rollback]
-        return decisions + [self.judge(v) for v in self.registry.versions("candidate")]
+        decisions += [self.judge(v) for v in self.registry.versions("candidate")]
+        if decisions and self.keep_versions is not None:
+            self.registry.prune(self.keep_versions)
+        return decisions
 
     def check_rollback(self) -> Decision | None:
         """Roll back when the serving version's live metric falls below the previous

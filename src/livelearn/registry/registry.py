@@ -10,7 +10,9 @@ in a table of their own and read one version at a time, so that listing
 versions stays cheap however many there are. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
-with its reason.
+with its reason. ``prune`` deletes the model files of old past versions (every
+one but the candidates, the incumbent and the version serving); their rows stay,
+with no checksum: nothing can load or promote them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Version:
     created: float  # wall clock, seconds since the epoch
     meta: dict[str, Any]  # metrics, offsets trained on, sample counts, ...
     serving_since_ts: int | None  # event time (ms) at which a server first served it
+    pruned: bool = False  # its model file was deleted (``Registry.prune``)
 
 
 class Registry:
@@ -112,6 +115,8 @@ class Registry:
         """The learner of a version, exactly as published; Corrupt if its file is not."""
         expected = self._row(version)[-1]
         path = self.file(version)
+        if not expected:
+            raise Corrupt(f"model file {path} of v{version} was pruned (Policies.keep_versions)")
         if not path.is_file() or _sha256(path) != expected:
             raise Corrupt(f"model file {path} of v{version} is damaged or missing "
                           f"(SHA-256 does not match the registry)")
@@ -151,13 +156,15 @@ class Registry:
             return None
         row = self._db().execute(
             "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT NULL "
-            "AND serving_since_ts <= ? AND id != ? ORDER BY serving_since_ts DESC, id DESC "
+            "AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
+            "ORDER BY serving_since_ts DESC, id DESC "
             "LIMIT 1", (version.serving_since_ts, version.id)).fetchone()
         return None if row is None else _version(row)
 
     def promote(self, version: int, reason: str) -> None:
         """Make ``version`` the incumbent: approve it, retire newer approved or serving ones."""
-        self.get(version)
+        if not self._row(version)[-1]:
+            raise NotFound(f"model version {version}: its file was pruned from {self.path}")
         newer = self._db().execute("SELECT id FROM versions WHERE id > ? AND status IN "
                                    "('approved', 'serving') ORDER BY id", (version,)).fetchall()
         for (vid,) in newer:
@@ -176,6 +183,36 @@ class Registry:
         self.set_status(serving[-1].id, "rejected", reason)
         self.promote(previous.id, f"rollback target: {reason}")
         return serving[-1].id, previous.id
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete the model files of past versions (all but the candidates, the incumbent
+        and the version serving) but the ``keep`` newest; returns their ids.
+
+        A pruned version keeps its row, lineage and decisions; its checksum is emptied,
+        so that loading it says so, and neither ``promote`` nor a rollback picks it.
+        """
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old = [vid for (vid,) in db.execute(
+                "WITH past AS (SELECT id, sha256 FROM versions WHERE status IN "
+                "('approved', 'retired', 'rejected') AND id != (SELECT COALESCE(MAX(id), -1) "
+                "FROM versions WHERE status IN ('approved', 'serving'))) "
+                "SELECT id FROM past WHERE sha256 != '' AND id NOT IN "
+                "(SELECT id FROM past ORDER BY id DESC LIMIT ?) ORDER BY id", (keep,))]
+            for vid in old:
+                db.execute("UPDATE versions SET sha256 = '' WHERE id = ?", (vid,))
+                db.execute("INSERT INTO decisions (version, status, reason, at) SELECT id, status, "
+                           "?, ? FROM versions WHERE id = ?",
+                           (f"model file pruned (the registry keeps {keep} past versions)",
+                            time.time(), vid))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        for vid in old:  # after the commit: a file is gone only once nothing points to it
+            self.file(vid).unlink(missing_ok=True)
+        return old
 
     def mark_serving(self, version: int, event_ts: int | None) -> bool:
         """Record that a server swapped ``version`` in at event time ``event_ts`` (ms).
@@ -209,8 +246,8 @@ class Registry:
 
 
 def _version(row: tuple[Any, ...]) -> Version:
-    vid, parent, status, created, meta, since, _ = row
-    return Version(vid, parent, status, created, orjson.loads(meta), since)
+    vid, parent, status, created, meta, since, sha256 = row
+    return Version(vid, parent, status, created, orjson.loads(meta), since, pruned=not sha256)
 
 
 def _sha256(path: Path) -> str:
