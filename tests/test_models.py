@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from livelearn.errors import BadInput, ConfigError
@@ -166,6 +167,19 @@ def test_regressors_score_within_the_labels_learned(make: Callable[[], Learner])
     highest = np.maximum.accumulate(5.0 + numbers / 100)
     assert np.all((scores[1:] >= lowest[:-1]) & (scores[1:] <= highest[:-1]))
     assert abs(scores[-100:] - 5.0).max() < 0.2  # learned from the raw score, not the clipped one
+
+
+def test_a_factorization_saved_before_lr_w_steps_its_weights_with_lr(tmp_path: Path) -> None:
+    model = FFMClassifier(bits=10, n_fields=FEATURES.n_fields, lr=0.07)
+    save_learner(model, tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as data:  # the file as it was before: no lr_w
+        arrays = {k: data[k] for k in data.files}
+    meta = orjson.loads(arrays["__meta__"].tobytes())
+    del meta["params"]["lr_w"]
+    arrays["__meta__"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    old = load_learner(tmp_path / "old.npz")
+    assert isinstance(old, FFMClassifier) and old.lr_w == old.lr == 0.07
 
 
 def test_a_regressor_saved_before_clipping_loads_and_scores_as_saved(tmp_path: Path) -> None:

@@ -61,6 +61,11 @@ class Learner(ABC):
         names = inspect.signature(type(self).__init__).parameters
         return {n: getattr(self, n) for n in names if n != "self"}
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Learner:
+        """The learner of ``params()`` as saved (a subclass reads older files' here)."""
+        return cls(**params)
+
     def clone(self) -> Learner:
         """A fresh, untrained learner with the same hyperparameters."""
         return type(self)(**self.params())
@@ -127,7 +132,7 @@ def load_learner(path: str | Path, *, trusted: bool = False) -> Learner:
     if cls is None:
         raise ConfigError(f"model file {path}: unknown learner {meta['name']!r} "
                           f"(known: {', '.join(sorted(LEARNERS))})")
-    learner = cls(**meta["params"])
+    learner = cls.from_params(meta["params"])
     learner.set_state(state)
     return learner
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_array, table
+from livelearn.models.base import Learner, OnePass, as_labels, register, state_array, table
 from livelearn.models.kernels import factor, link, max_width, step, touch, within
 from livelearn.models.linear import OPTIMIZERS
 
@@ -87,6 +87,12 @@ class Factorization(OnePass):
     _fields = 1
     bits: int
     k: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Learner:
+        # a file saved before ``lr_w`` existed stepped the linear weights with ``lr``
+        return cls(**{"lr_w": params["lr"], **params})
+
     optimizer: str
     lr: float
     lr_w: float
