@@ -87,12 +87,6 @@ class Factorization(OnePass):
     _fields = 1
     bits: int
     k: int
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Learner:
-        # a file saved before ``lr_w`` existed stepped the linear weights with ``lr``
-        return cls(**{"lr_w": params["lr"], **params})
-
     optimizer: str
     lr: float
     lr_w: float
@@ -100,6 +94,11 @@ class Factorization(OnePass):
     l2_v: float
     init_std: float
     seed: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Learner:
+        # a file saved before ``lr_w`` existed stepped the linear weights with ``lr``
+        return cls(**{"lr_w": params["lr"], **params})
 
     def _setup(self, bits: int, k: int, optimizer: str) -> None:
         if optimizer not in OPTIMIZERS:

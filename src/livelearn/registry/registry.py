@@ -10,9 +10,9 @@ in a table of their own and read one version at a time, so that listing
 versions stays cheap however many there are. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
-with its reason. ``prune`` deletes the model files of old past versions (every
-one but the candidates, the incumbent and the version serving); their rows stay,
-with no checksum: nothing can load or promote them.
+with its reason. ``prune`` deletes the model files of all but the newest past
+versions (a version is past unless it is a candidate, the incumbent or serving);
+their rows stay, with no checksum: nothing can load or promote them.
 """
 
 from __future__ import annotations
