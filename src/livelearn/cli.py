@@ -254,8 +254,7 @@ def _train(args: argparse.Namespace) -> int:
     pipeline, log = _open(args)
     registry = Registry(args.registry)
     trainer = Trainer(log, registry, pipeline)
-    gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance,
-                keep_versions=pipeline.policies.keep_versions)
+    gate = Gate.of(log, registry, pipeline)
     while True:
         learned = trainer.step(final=args.until_idle) is not None
         gate.step()

@@ -47,8 +47,7 @@ class Loop:
             log.create_topic(topic, pipeline.partitions)
         self.joiner = JoinRunner(log, pipeline, data_dir=data_dir, idle_after_s=idle_after_s)
         self.trainer = Trainer(log, registry, pipeline)
-        self.gate = Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance,
-                         keep_versions=pipeline.policies.keep_versions)
+        self.gate = Gate.of(log, registry, pipeline)
         self.on_trained = on_trained
         self.size = turn
 

@@ -29,7 +29,7 @@ from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log, Record
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
-from livelearn.spec import SAMPLES
+from livelearn.spec import SAMPLES, Pipeline
 from livelearn.train.metrics import auc, mae
 
 log = logging.getLogger("livelearn.gate")
@@ -61,6 +61,13 @@ class Gate:
         self._served: dict[int, deque[Served]] = {}  # version -> samples it served
         self._unjudged: dict[int, int] = {}  # version -> samples since its last judgement
         self._cached: tuple[int, Learner] | None = None
+
+    @classmethod
+    def of(cls, log: Log, registry: Registry, pipeline: Pipeline) -> Gate:
+        """The gate of ``pipeline``, as its policies say."""
+        policies = pipeline.policies
+        return cls(log, registry, pipeline.target, policies.gate_tolerance,
+                   keep_versions=policies.keep_versions)
 
     def step(self) -> list[Decision]:
         """Roll back a failing serving version, then judge every waiting candidate, oldest
