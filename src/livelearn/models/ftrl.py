@@ -75,7 +75,7 @@ class FTRL(OnePass):
     def __init__(self, bits: int = 20, alpha: float = 0.1, beta: float = 1.0,
                  l1: float = 0.0, l2: float = 1.0):
         self.bits, self.alpha, self.beta, self.l1, self.l2 = bits, alpha, beta, l1, l2
-        self._zn = table((1 << bits, 2))
+        self._zn = table((1 << bits, 2), populate=True)
 
     @property
     def z(self) -> np.ndarray:

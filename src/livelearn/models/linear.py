@@ -63,7 +63,7 @@ class _Linear(OnePass):
             raise ConfigError(f"{type(self).__name__}: optimizer must be one of {OPTIMIZERS}, "
                               f"got {optimizer!r}")
         self.bits, self.optimizer, self.lr, self.l2 = bits, optimizer, lr, l2
-        self._wg = table((1 << bits, 2))
+        self._wg = table((1 << bits, 2), populate=True)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         out = np.empty(len(batch))
