@@ -142,17 +142,19 @@ def test_linear_scores_match_numpy() -> None:
     assert np.allclose(linreg.predict(batch), x @ linreg.weights())
 
 
-def test_fm_scores_match_numpy() -> None:
+@pytest.mark.parametrize("bias_pairs", [True, False])
+def test_fm_scores_match_numpy(bias_pairs: bool) -> None:
     batch, _, numbers = stream(800)
-    model = FMRegressor(bits=12, k=4)
+    model = FMRegressor(bits=12, k=4, bias_pairs=bias_pairs)
     model.predict_then_learn(batch, numbers)
     w, v = model.state()["w"][:, 0, 0, 0], model.state()["v"][:, 0, 0, :].astype(np.float64)
+    first = 0 if bias_pairs else 1  # the bias, each row's first feature, pairs or not
     expected = []
     for r in range(len(batch)):
         lo, hi = batch.offsets[r], batch.offsets[r + 1]
         i, x = batch.indices[lo:hi] & 4095, batch.values[lo:hi]
         pairs = sum(v[i[a]] @ v[i[b]] * x[a] * x[b]
-                    for a in range(len(i)) for b in range(a + 1, len(i)))
+                    for a in range(first, len(i)) for b in range(a + 1, len(i)))
         expected.append(w[i] @ x + pairs)
     assert np.allclose(model.predict(batch), np.clip(expected, numbers.min(), numbers.max()))
 
@@ -182,6 +184,22 @@ def test_a_factorization_saved_before_lr_w_steps_its_weights_with_lr(tmp_path: P
     assert isinstance(old, FFMClassifier) and old.lr_w == old.lr == 0.07
 
 
+def test_a_factorization_saved_before_bias_pairs_pairs_its_bias(tmp_path: Path) -> None:
+    batch, clicks, _ = stream(300)
+    model = FFMClassifier(bits=12, n_fields=FEATURES.n_fields, bias_pairs=True)
+    model.learn(batch, clicks)
+    save_learner(model, tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as data:  # the file as it was before: no bias_pairs
+        arrays = {k: data[k] for k in data.files}
+    meta = orjson.loads(arrays["__meta__"].tobytes())
+    del meta["params"]["bias_pairs"]
+    arrays["__meta__"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    old = load_learner(tmp_path / "old.npz")
+    assert isinstance(old, FFMClassifier) and old.bias_pairs
+    assert np.array_equal(old.predict(batch), model.predict(batch))
+
+
 def test_a_regressor_saved_before_clipping_loads_and_scores_as_saved(tmp_path: Path) -> None:
     batch, _, numbers = stream(300)
     model = FMRegressor(bits=12, k=4)
@@ -194,20 +212,36 @@ def test_a_regressor_saved_before_clipping_loads_and_scores_as_saved(tmp_path: P
     assert np.array_equal(old.predict(batch), model.predict(batch))
 
 
-def test_ffm_scores_match_numpy() -> None:
+@pytest.mark.parametrize("bias_pairs", [True, False])
+def test_ffm_scores_match_numpy(bias_pairs: bool) -> None:
     batch, clicks, _ = stream(800)
-    model = FFMClassifier(bits=12, n_fields=FEATURES.n_fields, k=3)
+    model = FFMClassifier(bits=12, n_fields=FEATURES.n_fields, k=3, bias_pairs=bias_pairs)
     model.predict_then_learn(batch, clicks)
     w, v = model.state()["w"][:, 0, 0, 0], model.state()["v"][:, 0].astype(np.float64)
     assert batch.fields is not None
+    first = 0 if bias_pairs else 1
     expected = []
     for r in range(len(batch)):
         lo, hi = batch.offsets[r], batch.offsets[r + 1]
         i, x, f = batch.indices[lo:hi] & 4095, batch.values[lo:hi], batch.fields[lo:hi]
         score = w[i] @ x + sum(v[i[a], f[b]] @ v[i[b], f[a]] * x[a] * x[b]
-                               for a in range(len(i)) for b in range(a + 1, len(i)))
+                               for a in range(first, len(i)) for b in range(a + 1, len(i)))
         expected.append(1 / (1 + math.exp(-score)))
     assert np.allclose(model.predict(batch), expected)
+
+
+@pytest.mark.parametrize("make", [lambda: FMRegressor(bits=12, k=4, bias_pairs=False),
+                                  lambda: FFMRegressor(bits=12, n_fields=FEATURES.n_fields)])
+def test_a_regressor_without_bias_pairs_starts_its_intercept_at_the_first_label(
+        make: Callable[[], Learner]) -> None:
+    seen = FEATURES.hash_rows([{"user": "u1", "topic": "t1", "age": 0.5}], bits=12)
+    model = make()
+    first = model.predict_then_learn(seen, np.array([40.0]))[0]
+    weight = model.state()["w"][seen.indices[0], 0, 0, 0]  # the bias: the row's first
+    assert 40.0 - first <= weight <= 40.0 - first + 0.5  # the whole error, then its step
+    paired = FMRegressor(bits=12, k=4)  # its bias pairs: its factors learn the intercept too
+    paired.learn(seen, np.array([40.0]))
+    assert paired.state()["w"][seen.indices[0], 0, 0, 0] < 1.0
 
 
 def test_latent_factors_start_as_small_noise() -> None:

@@ -3,9 +3,13 @@
 Each bucket has one latent vector per field, and the pair (a, b) interacts through
 ``<v[a, field(b)], v[b, field(a)]>``: O(k * features**2) per row. Pairs are
 learned one after another within a row, as in libffm. The defaults step the
-linear weights faster than the factors (``lr_w`` 0.2, ``lr`` 0.05): with many
+linear weights faster than the factors (``lr_w`` 0.25, ``lr`` 0.04): with many
 pairs per row, factors that move as fast as the weights add noise before they
-help (one setting for all the benchmark's streams, chosen on all of them).
+help. The bias (each row's first feature) pairs with no feature, as in libffm
+(``bias_pairs=True`` pairs it: a third of the work on a row of two features);
+a regressor then starts its intercept at the first label it learns
+(``kernels.first_label``). One setting for all the benchmark's streams, chosen
+on all of them.
 
 Fields come from ``batch.fields`` (``features.transforms.FeatureSet`` fills it:
 the bias is field 0, the n-th declared feature field n). A batch without fields,
@@ -32,12 +36,13 @@ from livelearn.errors import BadInput
 from livelearn.features.batch import SparseBatch
 from livelearn.models.base import as_labels, register
 from livelearn.models.fm import Factorization
-from livelearn.models.kernels import factor, link, max_width, step, touch, within
+from livelearn.models.kernels import factor, first_label, link, max_width, step, touch, within
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, drawn):  # type: ignore[no-untyped-def]
-    """The pairs' part of the score; ``drawn``: the row's factors are all drawn already."""
+    """The pairs' part of the score of the row's features in [lo, hi); ``drawn``: the
+    row's factors are all drawn already."""
     total = 0.0
     for a in range(lo, hi):
         ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
@@ -70,38 +75,43 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):
 
 @numba.njit(cache=True, error_model="numpy")
 def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, seen, logistic, adagrad,  # type: ignore[no-untyped-def]
-         lr_w, lr, l2, l2_v, std, seed, learn, out):
+         lr_w, lr, l2, l2_v, std, seed, bias_pairs, learn, out):
     mask = w.shape[0] - 1
+    skip = 0 if bias_pairs else 1  # the row's first feature, its bias, pairs with none
     fld = np.empty(max_width(offsets), dtype=np.int64)
     for r in range(len(offsets) - 1):
         lo, hi = offsets[r], offsets[r + 1]
         for kk in range(lo, hi):
             fld[kk - lo] = fields[kk] if has_fields else kk - lo
         if learn:
-            touch(indices, lo, hi, v, touched, std, seed)
+            touch(indices, lo + skip, hi, v, touched, std, seed)
         score = 0.0
         for kk in range(lo, hi):
             score += w[indices[kk] & mask, 0, 0, 0] * values[kk]
-        score += _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, learn)
+        score += _interactions(indices, values, fld[skip:], lo + skip, hi, mask, v, touched, std,
+                               seed, learn)
         p = link(score, logistic)
         out[r] = p if logistic else within(p, seen)
         if not learn:
             continue
         err = p - y[r]
+        first_label(w, indices, lo, hi, err, seen, logistic, bias_pairs)
         seen[0], seen[1] = min(seen[0], y[r]), max(seen[1], y[r])
         for kk in range(lo, hi):
             i = indices[kk] & mask
             step(w, i, 0, 0, err * values[kk] + l2 * w[i, 0, 0, 0], lr_w, adagrad)
-        _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad)
+        _learn_pairs(indices, values, fld[skip:], lo + skip, hi, mask, v, err, lr, l2_v, adagrad)
 
 
 class _FFM(Factorization):
     def __init__(self, bits: int = 18, n_fields: int = 16, k: int = 4,
-                 optimizer: str = "adagrad", lr: float = 0.05, lr_w: float = 0.2,
-                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0):
+                 optimizer: str = "adagrad", lr: float = 0.04, lr_w: float = 0.25,
+                 l2: float = 0.0, l2_v: float = 0.0, init_std: float = 0.1, seed: int = 0,
+                 bias_pairs: bool = False):
         self.bits, self.n_fields, self.k, self.optimizer = bits, n_fields, k, optimizer
         self.lr, self.lr_w = lr, lr_w
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
+        self.bias_pairs = bias_pairs
         self._fields = n_fields
         self._setup(bits, k, optimizer)
 

@@ -84,6 +84,16 @@ def link(score, logistic):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
+def first_label(w, indices, lo, hi, err, seen, logistic, bias_pairs):  # type: ignore[no-untyped-def]
+    """A regressor whose bias pairs with no factor, about to learn its first label: move
+    the bias weight (the row's first feature) by the whole error, so that the intercept
+    starts at that label. Only that weight can learn the intercept then, and AdaGrad's
+    steps would take thousands of samples to reach labels far from 0."""
+    if not logistic and not bias_pairs and seen[0] > seen[1] and hi > lo:
+        w[indices[lo] & (w.shape[0] - 1), 0, 0, 0] -= err
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def within(score, seen):  # type: ignore[no-untyped-def]
     """A regressor's score clipped to [lowest, highest] label learned (``seen``), if any."""
     if seen[0] > seen[1]:
