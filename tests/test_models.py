@@ -171,16 +171,21 @@ def test_regressors_score_within_the_labels_learned(make: Callable[[], Learner])
     assert abs(scores[-100:] - 5.0).max() < 0.2  # learned from the raw score, not the clipped one
 
 
-def test_a_factorization_saved_before_lr_w_steps_its_weights_with_lr(tmp_path: Path) -> None:
-    model = FFMClassifier(bits=10, n_fields=FEATURES.n_fields, lr=0.07)
-    save_learner(model, tmp_path / "new.npz")
-    with np.load(tmp_path / "new.npz") as data:  # the file as it was before: no lr_w
+def saved_without(model: Learner, param: str, folder: Path) -> Learner:
+    """``model`` saved, then loaded from its file as written before ``param`` existed."""
+    save_learner(model, folder / "new.npz")
+    with np.load(folder / "new.npz") as data:
         arrays = {k: data[k] for k in data.files}
     meta = orjson.loads(arrays["__meta__"].tobytes())
-    del meta["params"]["lr_w"]
+    del meta["params"][param]
     arrays["__meta__"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
-    np.savez(tmp_path / "old.npz", **arrays)
-    old = load_learner(tmp_path / "old.npz")
+    np.savez(folder / "old.npz", **arrays)
+    return load_learner(folder / "old.npz")
+
+
+def test_a_factorization_saved_before_lr_w_steps_its_weights_with_lr(tmp_path: Path) -> None:
+    old = saved_without(FFMClassifier(bits=10, n_fields=FEATURES.n_fields, lr=0.07), "lr_w",
+                        tmp_path)
     assert isinstance(old, FFMClassifier) and old.lr_w == old.lr == 0.07
 
 
@@ -188,14 +193,7 @@ def test_a_factorization_saved_before_bias_pairs_pairs_its_bias(tmp_path: Path) 
     batch, clicks, _ = stream(300)
     model = FFMClassifier(bits=12, n_fields=FEATURES.n_fields, bias_pairs=True)
     model.learn(batch, clicks)
-    save_learner(model, tmp_path / "new.npz")
-    with np.load(tmp_path / "new.npz") as data:  # the file as it was before: no bias_pairs
-        arrays = {k: data[k] for k in data.files}
-    meta = orjson.loads(arrays["__meta__"].tobytes())
-    del meta["params"]["bias_pairs"]
-    arrays["__meta__"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
-    np.savez(tmp_path / "old.npz", **arrays)
-    old = load_learner(tmp_path / "old.npz")
+    old = saved_without(model, "bias_pairs", tmp_path)
     assert isinstance(old, FFMClassifier) and old.bias_pairs
     assert np.array_equal(old.predict(batch), model.predict(batch))
 
