@@ -18,12 +18,15 @@ is never timed.
 
 Each speed is the best of fresh runs repeated until 1 s has passed (at most 3; a
 peer that takes longer runs once). Metrics: AUC for binary labels, MAE for
-numeric ones, over all prequential scores. The peers run with their defaults;
+numeric ones, over all prequential scores. Learners that start from random
+factors (livelearn's and River's FM and FFM) run exactly 3 times, with seeds 0,
+1 and 2, and their metric is the mean of the three: one lucky or unlucky draw
+decides no comparison. The peers run with their defaults;
 livelearn's learners with one setting each for every stream (listed in ``ours``:
 defaults, but FTRL's alpha and the linear models' learning rates). Hashed models
 have 2**20 buckets (FFM 2**18).
 
-    python bench/learners.py --json bench-learners.json        # about 5 minutes
+    python bench/learners.py --json bench-learners.json        # about 15 minutes
     python bench/learners.py --quick --json /tmp/quick.json    # about half a minute
 """
 
@@ -56,6 +59,7 @@ from livelearn.models.base import Learner
 Sample = tuple[dict[str, Any], float]
 BITS = 20
 CHUNK = 1024
+SEEDS = (0, 1, 2)  # the runs of a learner that starts from random factors
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -180,12 +184,13 @@ def metric(task: str, y: np.ndarray, score: np.ndarray) -> tuple[str, float]:
 # A Runner builds a fresh model (untimed) and returns the timed part: a call that
 # learns the whole stream prequentially and returns the scores.
 
-Runner = Callable[[list[Sample]], Callable[[], np.ndarray]]
+Runner = Callable[[list[Sample], int], Callable[[], np.ndarray]]
+Make = Callable[[int], Learner]  # a fresh learner from a seed (ignored where nothing is random)
 
 
-def livelearn_end_to_end(make: Callable[[], Learner], features: FeatureSet) -> Runner:
-    def start(samples: list[Sample]) -> Callable[[], np.ndarray]:
-        model = make()
+def livelearn_end_to_end(make: Make, features: FeatureSet) -> Runner:
+    def start(samples: list[Sample], seed: int) -> Callable[[], np.ndarray]:
+        model = make(seed)
         bits = model.bits  # type: ignore[attr-defined]
 
         def run() -> np.ndarray:
@@ -198,20 +203,19 @@ def livelearn_end_to_end(make: Callable[[], Learner], features: FeatureSet) -> R
     return start
 
 
-def livelearn_kernel(make: Callable[[], Learner], features: FeatureSet,
-                     samples: list[Sample]) -> Runner:
-    batch = features.hash_rows([x for x, _ in samples], make().bits)  # type: ignore[attr-defined]
+def livelearn_kernel(make: Make, features: FeatureSet, samples: list[Sample]) -> Runner:
+    batch = features.hash_rows([x for x, _ in samples], make(0).bits)  # type: ignore[attr-defined]
     y = np.array([t for _, t in samples], dtype=np.float64)
 
-    def start(_: list[Sample]) -> Callable[[], np.ndarray]:
-        model = make()
+    def start(_: list[Sample], seed: int) -> Callable[[], np.ndarray]:
+        model = make(seed)
         return lambda: model.predict_then_learn(batch, y)
     return start
 
 
-def river_runner(make: Callable[[], Any], task: str, one_hot: bool) -> Runner:
-    def start(samples: list[Sample]) -> Callable[[], np.ndarray]:
-        model = make()
+def river_runner(make: Callable[[int], Any], task: str, one_hot: bool) -> Runner:
+    def start(samples: list[Sample], seed: int) -> Callable[[], np.ndarray]:
+        model = make(seed)
 
         def run() -> np.ndarray:
             out = np.empty(len(samples))
@@ -231,7 +235,7 @@ def river_runner(make: Callable[[], Any], task: str, one_hot: bool) -> Runner:
 
 
 def vw_runner(args: str, task: str) -> Runner:
-    def start(samples: list[Sample]) -> Callable[[], np.ndarray]:
+    def start(samples: list[Sample], seed: int) -> Callable[[], np.ndarray]:
         from vowpalwabbit import pyvw
 
         vw = pyvw.Workspace(args + " --quiet")
@@ -260,27 +264,28 @@ class Entry:
     library: str
     group: str  # learners of a group are compared with the peers of the group
     task: str
+    seeded: bool = False  # starts from random factors: run with each of SEEDS
 
 
-def ours(task: str, n_fields: int) -> dict[str, tuple[Entry, Callable[[], Learner]]]:
+def ours(task: str, n_fields: int) -> dict[str, tuple[Entry, Make]]:
     if task == "binary":
-        table: dict[str, tuple[str, Callable[[], Learner]]] = {
-            "ftrl": ("linear", lambda: FTRL(bits=BITS, alpha=0.3)),
-            "logreg-adagrad": ("linear", lambda: LogisticRegression(bits=BITS)),
-            "logreg-sgd": ("linear", lambda: LogisticRegression(bits=BITS, optimizer="sgd",
-                                                                lr=0.05)),
-            "fm": ("fm", lambda: FMClassifier(bits=BITS)),
-            "ffm": ("ffm", lambda: FFMClassifier(n_fields=n_fields)),
+        table: dict[str, tuple[str, Make]] = {
+            "ftrl": ("linear", lambda _: FTRL(bits=BITS, alpha=0.3)),
+            "logreg-adagrad": ("linear", lambda _: LogisticRegression(bits=BITS)),
+            "logreg-sgd": ("linear", lambda _: LogisticRegression(bits=BITS, optimizer="sgd",
+                                                                  lr=0.05)),
+            "fm": ("fm", lambda seed: FMClassifier(bits=BITS, seed=seed)),
+            "ffm": ("ffm", lambda seed: FFMClassifier(n_fields=n_fields, seed=seed)),
         }
     else:
         table = {
-            "linreg-adagrad": ("linear", lambda: LinearRegression(bits=BITS, lr=0.5)),
-            "linreg-sgd": ("linear", lambda: LinearRegression(bits=BITS, optimizer="sgd",
-                                                              lr=0.01)),
-            "fm-regressor": ("fm", lambda: FMRegressor(bits=BITS)),
-            "ffm-regressor": ("ffm", lambda: FFMRegressor(n_fields=n_fields)),
+            "linreg-adagrad": ("linear", lambda _: LinearRegression(bits=BITS, lr=0.5)),
+            "linreg-sgd": ("linear", lambda _: LinearRegression(bits=BITS, optimizer="sgd",
+                                                                lr=0.01)),
+            "fm-regressor": ("fm", lambda seed: FMRegressor(bits=BITS, seed=seed)),
+            "ffm-regressor": ("ffm", lambda seed: FFMRegressor(n_fields=n_fields, seed=seed)),
         }
-    return {name: (Entry(name, "livelearn", group, task), make)
+    return {name: (Entry(name, "livelearn", group, task, seeded=group != "linear"), make)
             for name, (group, make) in table.items()}
 
 
@@ -291,9 +296,11 @@ def peers(task: str) -> list[tuple[Entry, Runner]]:
     if task == "binary":
         rows: list[tuple[str, str, str, Runner]] = [
             ("river.LogisticRegression", "river", "linear",
-             river_runner(linear_model.LogisticRegression, task, one_hot=True)),
-            ("river.FMClassifier", "river", "fm", river_runner(facto.FMClassifier, task, False)),
-            ("river.FFMClassifier", "river", "ffm", river_runner(facto.FFMClassifier, task, False)),
+             river_runner(lambda _: linear_model.LogisticRegression(), task, one_hot=True)),
+            ("river.FMClassifier", "river", "fm",
+             river_runner(lambda seed: facto.FMClassifier(seed=seed), task, False)),
+            ("river.FFMClassifier", "river", "ffm",
+             river_runner(lambda seed: facto.FFMClassifier(seed=seed), task, False)),
             ("vw.logistic", "vw", "linear",
              vw_runner(f"--loss_function logistic --link logistic {b}", task)),
             ("vw.logistic-q", "vw", "fm,ffm",
@@ -302,42 +309,46 @@ def peers(task: str) -> list[tuple[Entry, Runner]]:
     else:
         rows = [
             ("river.LinearRegression", "river", "linear",
-             river_runner(linear_model.LinearRegression, task, one_hot=True)),
-            ("river.FMRegressor", "river", "fm", river_runner(facto.FMRegressor, task, False)),
-            ("river.FFMRegressor", "river", "ffm", river_runner(facto.FFMRegressor, task, False)),
+             river_runner(lambda _: linear_model.LinearRegression(), task, one_hot=True)),
+            ("river.FMRegressor", "river", "fm",
+             river_runner(lambda seed: facto.FMRegressor(seed=seed), task, False)),
+            ("river.FFMRegressor", "river", "ffm",
+             river_runner(lambda seed: facto.FFMRegressor(seed=seed), task, False)),
             ("vw.squared", "vw", "linear", vw_runner(f"--loss_function squared {b}", task)),
             ("vw.squared-q", "vw", "fm,ffm", vw_runner(f"--loss_function squared {b} -q ff", task)),
         ]
-    return [(Entry(name, lib, group, task), run) for name, lib, group, run in rows]
+    return [(Entry(name, lib, group, task, seeded=name.startswith(("river.FM", "river.FFM"))),
+             run) for name, lib, group, run in rows]
 
 
 # -- measuring --------------------------------------------------------------------------------
 
-def measure(runner: Runner, samples: list[Sample],
-            budget_s: float) -> tuple[float, np.ndarray]:
-    """(best samples/s of fresh runs until ``budget_s`` has passed, at most 3; scores).
+def measure(runner: Runner, samples: list[Sample], budget_s: float,
+            seeded: bool) -> tuple[float, list[np.ndarray]]:
+    """(best samples/s of fresh runs, the scores of each run).
 
-    The best run is the one least slowed by whatever else the machine was doing."""
+    Runs until ``budget_s`` has passed, at most 3 (the best is the one least slowed
+    by whatever else the machine was doing); ``seeded``: exactly one run per seed
+    of SEEDS."""
     speeds: list[float] = []
-    scores = np.zeros(0)
+    scores: list[np.ndarray] = []
     spent = 0.0
-    while not speeds or (spent < budget_s and len(speeds) < 3):
-        run = runner(samples)
+    while len(speeds) < len(SEEDS) and (not speeds or seeded or spent < budget_s):
+        run = runner(samples, SEEDS[len(speeds)])
         gc.collect()
         start = time.perf_counter()
-        scores = run()
+        scores.append(run())
         took = time.perf_counter() - start
         spent += took
         speeds.append(len(samples) / took)
     return max(speeds), scores
 
 
-def warm_up(features: FeatureSet, makes: list[Callable[[], Learner]],
-            samples: list[Sample]) -> None:
+def warm_up(features: FeatureSet, makes: list[Make], samples: list[Sample]) -> None:
     """Compile (or load from numba's cache) every kernel before any timing."""
     xs, ys = zip(*samples[:50], strict=True)
     for make in makes:
-        model = make()
+        model = make(0)
         model.predict_then_learn(features.hash_rows(xs, model.bits),  # type: ignore[attr-defined]
                                  np.array(ys, dtype=np.float64))
 
@@ -355,13 +366,18 @@ def bench_stream(stream: Stream, budget_s: float,
         runs.append((entry, "end_to_end", livelearn_end_to_end(make, features)))
     runs += [(entry, "end_to_end", run) for entry, run in peers(stream.task)]
     for entry, mode, run in runs:
-        speed, scores = measure(run, stream.samples, budget_s)
-        name, value = metric(stream.task, y, scores)
-        records.append({"learner": entry.learner, "library": entry.library, "group": entry.group,
-                        "stream": stream.name, "mode": mode, "samples": len(stream.samples),
-                        "samples_per_s": round(speed, 1), "metric": name,
-                        "metric_value": None if value != value else round(value, 5)})
-        log(f"  {entry.learner:26s} {mode:10s} {speed:>12,.0f}/s  {name} {value:.4f}")
+        speed, scores = measure(run, stream.samples, budget_s, entry.seeded)
+        values = [metric(stream.task, y, s)[1] for s in scores]
+        name, value = metric(stream.task, y, scores[0])[0], float(np.mean(values))
+        record = {"learner": entry.learner, "library": entry.library, "group": entry.group,
+                  "stream": stream.name, "mode": mode, "samples": len(stream.samples),
+                  "samples_per_s": round(speed, 1), "metric": name,
+                  "metric_value": None if value != value else round(value, 5)}
+        if entry.seeded:  # the mean over SEEDS, and each seed's
+            record["metric_by_seed"] = [None if v != v else round(v, 5) for v in values]
+        records.append(record)
+        seeds = " (" + " ".join(f"{v:.4f}" for v in values) + ")" if entry.seeded else ""
+        log(f"  {entry.learner:26s} {mode:10s} {speed:>12,.0f}/s  {name} {value:.4f}{seeds}")
     return records
 
 

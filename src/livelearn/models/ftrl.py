@@ -93,8 +93,8 @@ class FTRL(OnePass):
 
     def weights(self) -> np.ndarray:
         """The weights that the accumulators give (zero where L1 prunes them)."""
-        z, n = self.z, self.n
-        w = -(z - np.sign(z) * self.l1) / ((self.beta + np.sqrt(n)) / self.alpha + self.l2)
+        z, n = self.z, self.n  # the kernel's arithmetic, to the last bit
+        w = -(z - np.sign(z) * self.l1) / ((self.beta + np.sqrt(n)) * (1.0 / self.alpha) + self.l2)
         return np.where(np.abs(z) > self.l1, w, 0.0)
 
     def state(self) -> dict[str, np.ndarray]:
