@@ -26,4 +26,10 @@ def test_quick_benchmark_writes_its_records(tmp_path: Path) -> None:
     assert {"river.LogisticRegression", "river.FMClassifier", "river.FFMClassifier",
             "vw.logistic", "vw.logistic-q", "river.FMRegressor", "vw.squared"} <= peers
     assert all(r["samples_per_s"] > 0 for r in records)
+    seeded = [r for r in records if r["group"] in ("fm", "ffm") and r["library"] != "vw"]
+    assert {r["library"] for r in seeded} == {"livelearn", "river"}
+    for r in seeded:  # random factors: the mean over three seeds
+        assert len(r["metric_by_seed"]) == 3
+        assert abs(r["metric_value"] - sum(r["metric_by_seed"]) / 3) < 1e-4
+    assert not any("metric_by_seed" in r for r in records if r["group"] == "linear")
     assert "x fastest peer" in done.stdout and "ftrl kernel" in done.stdout
