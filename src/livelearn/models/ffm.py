@@ -6,8 +6,8 @@ learned one after another within a row, as in libffm. The defaults step the
 linear weights faster than the factors (``lr_w`` 0.25, ``lr`` 0.04): with many
 pairs per row, factors that move as fast as the weights add noise before they
 help. The bias (each row's first feature) pairs with no feature, as in libffm
-(``bias_pairs=True`` pairs it: a third of the work on a row of two features);
-a regressor then starts its intercept at the first label it learns
+(``bias_pairs=True`` pairs it, at three times the pairs' work on a row of two
+features); a regressor then starts its intercept at the first label it learns
 (``kernels.first_label``). One setting for all the benchmark's streams, chosen
 on all of them.
 

@@ -13,9 +13,10 @@ any feature: on the benchmark's streams that scored better than leaving it out
 (``bias_pairs=False``), where FM's pairs cost little.
 
 Latent factors start as small uniform noise, drawn from a hash of (seed, bucket,
-factor) when a bucket is first learned from: the model never allocates more than
-the buckets it touches, and its state does not depend on how the stream was
-batched. Bucket indices are taken modulo ``2**bits``.
+factor) when a bucket is first learned from: the factor table takes memory only
+for the buckets it touches (the linear table is zeroed when the model is built),
+and the state does not depend on how the stream was batched. Bucket indices are
+taken modulo ``2**bits``.
 
 >>> from livelearn.features.hashing import hash_rows
 >>> model = FMClassifier(bits=10, k=4, lr=0.1)
