@@ -17,10 +17,11 @@ from livelearn.registry import Registry
 from livelearn.spec import Pipeline
 from livelearn.train.trainer import Trained, Trainer
 
-#: Records a role handles per turn. A few thousand: what a turn holds in memory
-#: stays in the CPU's caches and young for the garbage collector (50,000 made a
-#: replay 15% slower, mostly in gen-0 collections traversing the held samples).
-TURN = 5_000
+#: Records a role handles per turn. A thousand: what a turn holds in memory stays
+#: in the CPU's caches until the next role takes it (the trainer takes the
+#: joiner's samples as they were made, log.sqlite), and young for the garbage
+#: collector. A replay ran 15-20% faster than with 5,000; 50,000 was slower still.
+TURN = 1_000
 
 
 def tune_gc(threshold: int = 50_000) -> None:

@@ -11,7 +11,9 @@ their feedback are partitioned by request_id (events.partition_key), so each
 shard sees whole windows.
 
 Each step writes its samples and dead letters and commits the input offsets
-and the joiner's state in one atomic step of the Log.
+and the joiner's state in one atomic step of the Log. The samples go with their
+decoded values (Log.append), so a trainer in the same process need not parse
+them, where JSON gives them back unchanged (``_as_written``).
 """
 
 from __future__ import annotations
@@ -40,12 +42,33 @@ CHUNK = 500
 def _ts(record: Record) -> tuple[int, Any]:
     """The record's event time for the merge (unreadable records go first, to dead
     letters), and its value parsed, for the joiner to check (None if not JSON)."""
-    try:
-        value = orjson.loads(record.value)
-    except orjson.JSONDecodeError:
-        return _MALFORMED_FIRST, None
+    value = record.decoded
+    if value is None:
+        try:
+            value = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            return _MALFORMED_FIRST, None
     ts = value.get("ts") if type(value) is dict else None
     return (ts if type(ts) is int else _MALFORMED_FIRST), value
+
+
+def _as_written(sample: dict[str, Any]) -> dict[str, Any] | None:
+    """``sample`` if parsing its JSON gives it back equal, else None.
+
+    The joiner makes its own fields so; the features and labels come from the
+    pipeline's functions, and are so when each value is a str, an int, a bool,
+    None or a finite float (JSON writes NaN as null and reads a tuple back as a
+    list, for instance).
+    """
+    for values in (sample["features"], sample["labels"]):
+        for value in values.values():
+            kind = type(value)
+            if kind is float:
+                if value - value != 0.0:  # NaN or infinite
+                    return None
+            elif kind is not str and kind is not int and kind is not bool and value is not None:
+                return None
+    return sample
 
 
 def make_joiner(pipeline: Pipeline, inputs: list[TopicPartition], data_dir: str | Path = "."
@@ -86,6 +109,7 @@ class JoinRunner:
             self.joiner.restore(checkpoint.state)
         self.offsets = {tp: checkpoint.offsets.get(tp, 0) for tp in self.inputs}
         self._out: list[Output] = []
+        self._samples: list[dict[str, Any] | None] = []
         self.reader = MergedReader(log, self.inputs, _ts, self.offsets, idle_after_s,
                                    read_batch, on_idle=self._on_idle)
         self.counts: Counter[str] = Counter()
@@ -98,6 +122,7 @@ class JoinRunner:
         written once, at the end. Returns how many input records were processed.
         """
         encoded: dict[str, list[tuple[str, bytes]]] = {}
+        self._samples = []  # the samples decoded, one per encoded[SAMPLES]
         done = 0
         while done < max_records:
             out = self._out = []  # with what an input's idleness lets out meanwhile
@@ -123,10 +148,11 @@ class JoinRunner:
         self.counts.update(dead)
         if len(out) > len(dead):
             self.counts[SAMPLES] += len(out) - len(dead)
+            self._samples += [_as_written(o.value) for o in out if o.topic == SAMPLES]
         outputs_by_topic(out, encoded)
 
     def _write(self, encoded: dict[str, list[tuple[str, bytes]]]) -> None:
         with self.log.atomic():
             for topic, items in encoded.items():
-                self.log.append(topic, items)
+                self.log.append(topic, items, self._samples if topic == SAMPLES else None)
             self.log.commit(self.group, Checkpoint(dict(self.offsets), self.joiner.state()))

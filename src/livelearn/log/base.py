@@ -15,23 +15,29 @@ from __future__ import annotations
 import hashlib
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 #: A position in the log: (topic, partition).
 TopicPartition = tuple[str, int]
 
 
 class Record(NamedTuple):
-    """One record read from the log: where it is, its key and its value."""
+    """One record read from the log: where it is, its key and its value.
+
+    ``decoded`` is the value already parsed (``orjson.loads(value)``) when this
+    process appended the record with it (see ``Log.append``), else None. It is
+    shared, never to be changed.
+    """
 
     topic: str
     partition: int
     offset: int
     key: str
     value: bytes
+    decoded: Any = None
 
 
 @dataclass
@@ -66,10 +72,15 @@ class Log(ABC):
         """How many partitions a topic has; NotFound if it does not exist."""
 
     @abstractmethod
-    def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+    def append(self, topic: str, records: Iterable[tuple[str, bytes]],
+               decoded: Sequence[Any] | None = None) -> int:
         """Append (key, value) records in order; return how many were written.
 
         Outside ``atomic()`` the records are durable, and readable, when it returns.
+        ``decoded``, one per record, is each value parsed (exactly ``orjson.loads``
+        of it, or None where not known): a backend may keep the last ones for
+        readers in this process (``Record.decoded``), so a role that reads what
+        another wrote in the same process does not parse it again.
         """
 
     @abstractmethod

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +164,8 @@ class KafkaLog(Log):
 
     # -- appends ------------------------------------------------------------------------
 
-    def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+    def append(self, topic: str, records: Iterable[tuple[str, bytes]],
+               decoded: Sequence[Any] | None = None) -> int:
         n, name = self.partitions(topic), self._name(topic)
         items = [(name, partition_for(key, n) if n > 1 else 0, key, value)
                  for key, value in records]

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from livelearn.errors import ConfigError, NotFound
 from livelearn.log.base import Checkpoint, Log, Record, partition_for
 
 
 class MemoryLog(Log):
-    """Topics as lists of (key, value) per partition, checkpoints in a dict."""
+    """Topics as lists of (key, value) per partition, checkpoints in a dict.
+
+    Values appended ``decoded`` are not kept decoded: the log holds every record,
+    and holding their parsed objects too would cost more than parsing them.
+    """
 
     def __init__(self) -> None:
         self._topics: dict[str, list[list[tuple[str, bytes]]]] = {}
@@ -71,7 +76,8 @@ class MemoryLog(Log):
             raise NotFound(f"topic '{topic}' does not exist in this memory log")
         return len(found)
 
-    def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+    def append(self, topic: str, records: Iterable[tuple[str, bytes]],
+               decoded: Sequence[Any] | None = None) -> int:
         n = self.partitions(topic)
         by_partition: dict[int, list[tuple[str, bytes]]]
         if n == 1:

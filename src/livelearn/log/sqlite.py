@@ -11,6 +11,11 @@ lengths as a JSON list), because SQLite spends about 2 us on a row whatever
 its size. A read from an offset inside a batch skips the records before it.
 A file written by an earlier version (one row per record, table ``records``)
 is converted when opened.
+
+The last records this process appended to each partition with their values
+``decoded`` stay in memory once committed, and a read of those offsets in this
+process gets them from there, parsed: the trainer of ``livelearn run`` takes
+the samples its joiner just wrote without reading and parsing them again.
 """
 
 from __future__ import annotations
@@ -19,15 +24,23 @@ import logging
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import accumulate
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import orjson
 
 from livelearn.errors import ConfigError, Corrupt, NotFound
-from livelearn.log.base import Checkpoint, Log, Record, checksum, partition_for
+from livelearn.log.base import (
+    Checkpoint,
+    Log,
+    Record,
+    TopicPartition,
+    checksum,
+    partition_for,
+)
 
 log = logging.getLogger("livelearn.log")
 
@@ -60,6 +73,9 @@ class SQLiteLog(Log):
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._partitions: dict[str, int] = {}
+        # per partition, the last records appended here with values decoded, from
+        # offset first: (first, [(key, value)], decoded values)
+        self._recent: dict[TopicPartition, _Appended] = {}
         self._conn().executescript(_SCHEMA)
         self._convert_records()
 
@@ -80,6 +96,7 @@ class SQLiteLog(Log):
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             self._local.depth = 0
+            self._local.appended = []
         return conn
 
     @contextmanager
@@ -104,8 +121,10 @@ class SQLiteLog(Log):
                 raise
             else:
                 conn.execute("COMMIT")
+                self._recent.update(self._local.appended)  # readable once committed
             finally:
                 self._local.depth = 0
+                self._local.appended = []
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         if partitions < 1:
@@ -124,15 +143,23 @@ class SQLiteLog(Log):
             n = self._partitions[topic] = int(row[0])
         return n
 
-    def append(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+    def append(self, topic: str, records: Iterable[tuple[str, bytes]],
+               decoded: Sequence[Any] | None = None) -> int:
         n = self.partitions(topic)
+        by_partition: dict[int, list[tuple[str, bytes]]]
+        decoded_by: dict[int, Sequence[Any]] = {}
         if n == 1:
             items = records if isinstance(records, list) else list(records)
             by_partition = {0: items} if items else {}
+            if decoded is not None:
+                decoded_by[0] = decoded
         else:
             by_partition = defaultdict(list)
-            for key, value in records:
-                by_partition[partition_for(key, n)].append((key, value))
+            for i, (key, value) in enumerate(records):
+                partition = partition_for(key, n)
+                by_partition[partition].append((key, value))
+                if decoded is not None:
+                    decoded_by.setdefault(partition, []).append(decoded[i])  # type: ignore[attr-defined]
         if not by_partition:
             return 0
         conn = self._conn()
@@ -142,6 +169,9 @@ class SQLiteLog(Log):
                 conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)", [
                     _batch(topic, partition, start + i, items[i:i + BATCH_RECORDS])
                     for i in range(0, len(items), BATCH_RECORDS)])
+                if partition in decoded_by:
+                    self._local.appended.append(
+                        ((topic, partition), _Appended(start, items, decoded_by[partition])))
         return sum(len(items) for items in by_partition.values())
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
@@ -149,6 +179,9 @@ class SQLiteLog(Log):
         out: list[Record] = []
         if max_records <= 0:
             return out
+        recent = self._recent.get((topic, partition))
+        if recent is not None and recent.first <= offset < recent.first + len(recent.items):
+            return recent.records(topic, partition, offset, max_records)
         rows = self._conn().execute(
             "SELECT first, keys, sizes, vals FROM batches WHERE topic = ? AND partition = ? "
             "AND last >= ? ORDER BY last", (topic, partition, offset))
@@ -220,6 +253,22 @@ class SQLiteLog(Log):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class _Appended(NamedTuple):
+    """Records appended in one go from offset ``first``, with their values decoded."""
+
+    first: int
+    items: list[tuple[str, bytes]]
+    decoded: Sequence[Any]
+
+    def records(self, topic: str, partition: int, offset: int, max_records: int
+                ) -> list[Record]:
+        start = offset - self.first
+        end = min(len(self.items), start + max_records)
+        items, decoded = self.items, self.decoded
+        return [Record(topic, partition, self.first + i, *items[i], decoded[i])
+                for i in range(start, end)]
 
 
 def _batch(topic: str, partition: int, first: int, items: list[tuple[str, bytes]]

@@ -53,7 +53,9 @@ def _sample_key(target: str) -> Callable[[Record], tuple[tuple[int, str], Any]]:
     """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not."""
     def key(record: Record) -> tuple[tuple[int, str], Any]:
         try:
-            sample = orjson.loads(record.value)
+            sample = record.decoded
+            if sample is None:
+                sample = orjson.loads(record.value)
             end, sid = sample["window_end"], sample["id"]
             label = sample["labels"][target]
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)

@@ -1,0 +1,111 @@
+"""Records handed on within a process: a SQLite log keeps the last records this
+process appended with their values decoded, and a role reading them here takes
+those objects instead of parsing the bytes. What it reads must not change."""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from livelearn.ingest import ingest
+from livelearn.join.runner import _as_written
+from livelearn.log.base import Record
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.loop import Loop
+from livelearn.registry import Registry
+from livelearn.spec import SAMPLES
+from livelearn.train.trainer import Trainer
+from test_point_in_time import PIPELINE, _history
+
+
+def _values(n: int) -> list[dict[str, int]]:
+    return [{"n": i} for i in range(n)]
+
+
+def test_a_process_reads_its_own_appends_decoded_and_another_reads_the_bytes(tmp_path: Path
+                                                                              ) -> None:
+    log = SQLiteLog(tmp_path / "log.db")
+    log.create_topic("t", 2)
+    values = _values(10)
+    log.append("t", [(f"k{i}", orjson.dumps(v)) for i, v in enumerate(values)], values)
+    other = SQLiteLog(tmp_path / "log.db")  # another process, as far as decoding goes
+    for partition in range(2):
+        mine, theirs = log.read("t", partition, 0, 100), other.read("t", partition, 0, 100)
+        assert mine and [r[:5] for r in mine] == [r[:5] for r in theirs]
+        assert [r.decoded for r in mine] == [orjson.loads(r.value) for r in mine]
+        assert all(r.decoded is None for r in theirs)
+        # from an offset inside the last append, and no more than asked
+        assert log.read("t", partition, 1, 2) == mine[1:3]
+
+
+def test_only_the_last_append_is_kept_and_a_read_before_it_goes_to_the_file(tmp_path: Path
+                                                                            ) -> None:
+    log = SQLiteLog(tmp_path / "log.db")
+    log.create_topic("t")
+    first, second = _values(3), _values(5)[3:]
+    log.append("t", [("k", orjson.dumps(v)) for v in first], first)
+    log.append("t", [("k", orjson.dumps(v)) for v in second], second)
+    records = log.read("t", 0, 0, 100)  # from the file: all of them, as bytes
+    assert [orjson.loads(r.value) for r in records] == first + second
+    assert [r.decoded for r in records] == [None] * 5
+    assert [r.decoded for r in log.read("t", 0, 3, 100)] == second  # the last append
+
+
+def test_a_rolled_back_append_is_not_handed_on(tmp_path: Path) -> None:
+    log = SQLiteLog(tmp_path / "log.db")
+    log.create_topic("t")
+    with pytest.raises(RuntimeError), log.atomic():
+        log.append("t", [("k", b'{"n":1}')], [{"n": 1}])
+        raise RuntimeError("crash before the commit")
+    log.append("t", [("k", b'{"n":2}')])
+    assert log.read("t", 0, 0) == [Record("t", 0, 0, "k", b'{"n":2}')]
+
+
+class Tier(enum.StrEnum):
+    GOLD = "gold"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, ("a", 1), ["a"],
+                                   {"a": 1}, Tier.GOLD, np.float32(1.5)])
+def test_a_sample_that_json_would_change_is_not_handed_on(value: object) -> None:
+    sample = {"id": "s", "features": {"ok": "x", "odd": value}, "labels": {"y": 1.0}}
+    assert _as_written(sample) is None
+    assert _as_written({**sample, "features": {"ok": "x"}, "labels": {"y": value}}) is None
+
+
+def test_a_plain_sample_is_handed_on_as_it_is() -> None:
+    sample = {"id": "s", "features": {"s": "x", "i": 3, "f": -0.5, "b": True, "n": None},
+              "labels": {"y": 0.0}}
+    assert _as_written(sample) is sample
+    assert orjson.loads(orjson.dumps(sample)) == sample
+
+
+def test_the_trainer_learns_the_same_from_handed_samples_as_from_the_file(tmp_path: Path
+                                                                           ) -> None:
+    """One process running joiner and trainer (samples handed on) against a trainer
+    on its own connection to the same file (samples parsed): the same scores, the
+    same model."""
+    _, events = _history(tmp_path, random.Random(7))
+    runs = []
+    for name in ("handed", "parsed"):
+        log = SQLiteLog(tmp_path / f"{name}.db")
+        loop = Loop(log, Registry(tmp_path / f"{name}-registry"), PIPELINE, tmp_path, turn=7)
+        ingest(log, PIPELINE, "views", tmp_path / "views.jsonl")
+        if name == "parsed":  # a trainer of its own log object: nothing handed on
+            loop.trainer = Trainer(SQLiteLog(tmp_path / f"{name}.db"),
+                                   Registry(tmp_path / f"{name}-registry"), PIPELINE)
+        scores: list[np.ndarray] = []
+        loop.on_trained = lambda trained, kept=scores: kept.append(trained.scores)
+        loop.drain()
+        last = loop.trainer.log.read(SAMPLES, 0, len(events) - 1)
+        assert (last[0].decoded is not None) == (name == "handed")
+        runs.append((np.concatenate(scores), loop.trainer.model.state()))
+    (handed, handed_state), (parsed, parsed_state) = runs
+    assert len(handed) == len(events) and np.array_equal(handed, parsed)
+    assert all(np.array_equal(handed_state[k], parsed_state[k]) for k in handed_state)
