@@ -101,3 +101,34 @@ def test_bytes_that_are_not_utf8_and_ragged_rows_are_dead_lettered(log: SQLiteLo
     assert "not valid UTF-8" in dead[0]["detail"] and '"m\ufffd"' in dead[0]["event"]
     assert dead[1]["detail"] == "stream 'ratings', field 'movie': not valid UTF-8"
     assert dead[2]["detail"] == "stream 'ratings': the row has 1 more cells than the header"
+
+
+def test_the_one_pass_path_gives_what_to_event_gives() -> None:
+    """A JSON line that the one-pass path takes becomes the very event and bytes that
+    the general conversion makes of it (random records, some of them wrong)."""
+    import random
+
+    from livelearn.events import partition_key
+    from livelearn.ingest import _FlatJson, to_event
+
+    rng = random.Random(4)
+    streams = [spec.Stream("s", {"card": str, "amount": float, "flag": bool}, key="card",
+                           id="tx"),
+               spec.Stream("s", {"card": str, "n": int}, key="card"),
+               spec.Stream("s", {"card": str, "tx": str}, key="card", id="tx")]
+    values: list[object] = ["", "c1", "c2", 1.5, 2, True, None, T, T // 1000, ["x"]]
+    taken = 0
+    for _ in range(3000):
+        stream = rng.choice(streams)
+        names = ["card", "amount", "flag", "n", "tx", "ts", "request_id", "extra"]
+        record = {k: rng.choice(values) for k in names if rng.random() < 0.8}
+        if rng.random() < 0.7:
+            record.update(card=rng.choice(["c1", "c2"]), ts=T + rng.randrange(1000))
+        line = orjson.dumps(record).decode()
+        fast = _FlatJson(stream, now_ms=T)(line)
+        if fast is None:
+            continue
+        taken += 1
+        event = to_event(stream, line, now_ms=T)
+        assert fast == (partition_key(event), event.to_json()), line
+    assert taken > 100

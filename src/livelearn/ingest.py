@@ -83,12 +83,13 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     result = Ingested(first_errors=[])
     good: list[tuple[str, bytes]] = []
     dead: list[tuple[str, bytes]] = []
-    for where, raw in read_records(source, fmt):
+    for line, raw in read_records(source, fmt):
         try:
             if type(raw) is dict:
                 _check_row(stream, raw)
             good.append(convert(raw))
         except BadInput as e:
+            where = f"{source}:{line}"
             dead.append((stream, orjson.dumps(dead_letter(
                 Reason.MALFORMED, str(e), stream, _text(raw), where))))
             if len(result.first_errors or []) < 5:
@@ -131,9 +132,13 @@ class _FlatJson:
     def __init__(self, stream: Stream, now_ms: int | None):
         self.stream, self.now_ms = stream, now_ms
         self.checks = tuple((name, kind, kind is str) for name, kind in stream.schema.items())
+        # a declared field named as the time or the id is never in the payload
+        self.usable = not {stream.ts, stream.id} & set(stream.schema)
 
     def __call__(self, line: str) -> tuple[str, bytes] | None:
         stream = self.stream
+        if not self.usable:
+            return None
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -148,20 +153,19 @@ class _FlatJson:
                 ts > MAX_FUTURE_MS + (int(time.time() * 1000) if self.now_ms is None
                                       else self.now_ms):
             return None
-        skip = (stream.ts, stream.id)
-        payload = {k: v for k, v in obj.items() if k not in skip}
         for name, kind, text in self.checks:
-            value = payload[name] if name in payload else None
+            value = obj[name] if name in obj else None
             if type(value) is not kind or (text and not value):
                 return None
         if stream.id is None:
             event_id = hashlib.blake2b(stream.name.encode() + orjson.dumps(
                 obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
         else:
-            given = obj.get(stream.id)
-            if type(given) is not str or not given:
+            event_id = obj.pop(stream.id, None)
+            if type(event_id) is not str or not event_id:
                 return None
-            event_id = given
+        payload = obj  # the record without its time and id
+        del payload[stream.ts]
         rid = payload.get("request_id")
         return (rid if type(rid) is str else key), orjson.dumps(
             {"stream": stream.name, "key": key, "id": event_id, "ts": ts, "payload": payload})
@@ -185,8 +189,8 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
 
 
 def read_records(source: str | Path, fmt: str | None = None
-                 ) -> Iterator[tuple[str, str | dict[str, Any]]]:
-    """(``FILE:LINE``, record) pairs: raw JSON text per line, or a dict per CSV row.
+                 ) -> Iterator[tuple[int, str | dict[str, Any]]]:
+    """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
     """
@@ -202,12 +206,11 @@ def read_records(source: str | Path, fmt: str | None = None
                   else open(name, encoding="utf-8", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
-            for i, row in enumerate(csv.DictReader(f), start=2):
-                yield f"{name}:{i}", row
+            yield from enumerate(csv.DictReader(f), start=2)
         else:
             for i, line in enumerate(f, start=1):
                 if line.strip():
-                    yield f"{name}:{i}", line
+                    yield i, line
     finally:
         if name != "-":
             f.close()

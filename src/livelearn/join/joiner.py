@@ -34,6 +34,7 @@ The Joiner is a pure operator: records in, outputs out, its whole state in
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -87,6 +88,9 @@ class Joiner:
         self.pending: dict[str, list[Event]] = {}  # feedback before its prediction
         self._pending_heap: list[tuple[int, str]] = []  # (ts, request_id)
         self.closed: dict[str, int] = {}  # request_id -> t + W, for a while after emission
+        # (t + W, request_id) of closed windows to forget, oldest first: those emitted
+        # (in order of t + W) queue up, the others (late, restored) wait in a heap
+        self._emitted: deque[tuple[int, str]] = deque()
         self._closed_heap: list[tuple[int, str]] = []
 
     # -- input ------------------------------------------------------------------
@@ -263,14 +267,16 @@ class Joiner:
                                  f"watermark", event.stream, event.to_json()))
             if not events:
                 self.pending.pop(rid, None)
-        closing, closed, closed_heap = self._closing, self.closed, self._closed_heap
-        pop, push = heapq.heappop, heapq.heappush
+        closing, closed, emitted = self._closing, self.closed, self._emitted
+        pop = heapq.heappop
         while closing and closing[0][0] < mark:
             end, rid = pop(closing)
             out.append(Output(SAMPLES, rid, self._sample(self.open.pop(rid))))
-            closed[rid] = end  # as _remember_closed
-            push(closed_heap, (end, rid))
-        forget = mark - self.remember_ms
+            closed[rid] = end
+            emitted.append((end, rid))
+        forget, closed_heap = mark - self.remember_ms, self._closed_heap
+        while emitted and emitted[0][0] < forget:
+            closed.pop(emitted.popleft()[1], None)
         while closed_heap and closed_heap[0][0] < forget:
             closed.pop(pop(closed_heap)[1], None)
 
@@ -317,6 +323,7 @@ class Joiner:
         self.closed = dict(s["closed"])
         if self.enricher is not None and s.get("enricher") is not None:
             self.enricher.restore(s["enricher"])
+        self._emitted.clear()
         self._closed_heap = [(end, rid) for rid, end in self.closed.items()]
         for heap in (self._closing, self._pending_heap, self._closed_heap):
             heapq.heapify(heap)
