@@ -31,17 +31,22 @@ def _values(n: int) -> list[dict[str, int]]:
 def test_a_process_reads_its_own_appends_decoded_and_another_reads_the_bytes(tmp_path: Path
                                                                               ) -> None:
     log = SQLiteLog(tmp_path / "log.db")
-    log.create_topic("t", 2)
-    values = _values(10)
-    log.append("t", [(f"k{i}", orjson.dumps(v)) for i, v in enumerate(values)], values)
+    for partitions in (2, 1):
+        log.create_topic(f"t{partitions}", partitions)
+        values = _values(10)
+        items = [(f"k{i}", orjson.dumps(v)) for i, v in enumerate(values)]
+        log.append(f"t{partitions}", items, values)
+        items.clear()  # the writer's lists are its own again
+        values.clear()
     other = SQLiteLog(tmp_path / "log.db")  # another process, as far as decoding goes
-    for partition in range(2):
-        mine, theirs = log.read("t", partition, 0, 100), other.read("t", partition, 0, 100)
+    for topic, partition in (("t2", 0), ("t2", 1), ("t1", 0)):
+        mine, theirs = log.read(topic, partition, 0, 100), other.read(topic, partition, 0, 100)
         assert mine and [r[:5] for r in mine] == [r[:5] for r in theirs]
         assert [r.decoded for r in mine] == [orjson.loads(r.value) for r in mine]
         assert all(r.decoded is None for r in theirs)
         # from an offset inside the last append, and no more than asked
-        assert log.read("t", partition, 1, 2) == mine[1:3]
+        assert log.read(topic, partition, 1, 2) == mine[1:3]
+    assert len(log.read("t1", 0, 0, 100)) == 10
 
 
 def test_only_the_last_append_is_kept_and_a_read_before_it_goes_to_the_file(tmp_path: Path

@@ -169,9 +169,9 @@ class SQLiteLog(Log):
                 conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)", [
                     _batch(topic, partition, start + i, items[i:i + BATCH_RECORDS])
                     for i in range(0, len(items), BATCH_RECORDS)])
-                if partition in decoded_by:
-                    self._local.appended.append(
-                        ((topic, partition), _Appended(start, items, decoded_by[partition])))
+                if partition in decoded_by:  # copies: the caller may reuse its lists
+                    self._local.appended.append(((topic, partition), _Appended(
+                        start, list(items), list(decoded_by[partition]))))
         return sum(len(items) for items in by_partition.values())
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
