@@ -83,7 +83,8 @@ class Joiner:
         self.max_seen: dict[TopicPartition, int | None] = {tp: None for tp in inputs}
         self.idle: set[TopicPartition] = set()
         self.watermark = NO_WATERMARK
-        self.open: dict[str, _Window] = {}
+        # open windows by request_id; an event of a labelled stream is its own window
+        self.open: dict[str, _Window | Event] = {}
         self._closing: list[tuple[int, str]] = []  # (t + W, request_id)
         self.pending: dict[str, list[Event]] = {}  # feedback before its prediction
         self._pending_heap: list[tuple[int, str]] = []  # (ts, request_id)
@@ -174,7 +175,7 @@ class Joiner:
             out.append(_dead(Reason.MALFORMED, f"stream '{event.stream}', field "
                              f"'payload.request_id': expected str", event.stream, record))
         elif rid in self.open:
-            self._attach(self.open[rid], event, out, record)
+            self._attach(self.open[rid], event, out, record)  # type: ignore[arg-type]
         elif rid in self.closed:
             out.append(_dead(Reason.LATE, f"window of request {rid!r} already closed",
                              event.stream, record))
@@ -207,7 +208,7 @@ class Joiner:
             self._remember_closed(eid, ts)
         else:
             self.enricher.observe(event)
-            self.open[eid] = _Window({"request_id": eid, "ts": ts, "labelled": True}, [event])
+            self.open[eid] = event
             heapq.heappush(self._closing, (ts + self.window_ms, eid))
         return ts
 
@@ -284,10 +285,12 @@ class Joiner:
         self.closed[rid] = end
         heapq.heappush(self._closed_heap, (end, rid))
 
-    def _sample(self, window: _Window) -> dict[str, Any]:
+    def _sample(self, window: _Window | Event) -> dict[str, Any]:
+        if type(window) is Event:
+            assert self.enricher is not None
+            return self.enricher.sample(window)
+        assert isinstance(window, _Window)
         pred = window.prediction
-        if "labelled" in pred and self.enricher is not None:
-            return self.enricher.sample(window.events[0])
         events = sorted(window.events, key=lambda e: (e.ts, e.id))
         return {"id": pred["request_id"], "ts": pred["ts"],
                 "window_end": pred["ts"] + self.window_ms, "user": pred["user"],
@@ -302,8 +305,7 @@ class Joiner:
         return orjson.dumps({
             "watermark": self.watermark,
             "max_seen": [[t, p, s] for (t, p), s in self.max_seen.items()],
-            "open": [[w.prediction, [_event_obj(e) for e in w.events]]
-                     for w in self.open.values()],
+            "open": [_window_obj(w) for w in self.open.values()],
             "pending": [[rid, [_event_obj(e) for e in evs]] for rid, evs in self.pending.items()],
             "closed": list(self.closed.items()),
             "enricher": None if self.enricher is None else self.enricher.state(),
@@ -314,10 +316,9 @@ class Joiner:
         s = orjson.loads(blob)
         self.watermark = s["watermark"]
         self.max_seen.update({(t, p): seen for t, p, seen in s["max_seen"]})
-        self.open = {pred["request_id"]: _Window(pred, [Event(**e) for e in evs])
-                     for pred, evs in s["open"]}
-        self._closing = [(w.prediction["ts"] + self.window_ms, rid)
-                         for rid, w in self.open.items()]
+        self.open = {pred["request_id"]: Event(**evs[0]) if "labelled" in pred
+                     else _Window(pred, [Event(**e) for e in evs]) for pred, evs in s["open"]}
+        self._closing = [(_start(w) + self.window_ms, rid) for rid, w in self.open.items()]
         self.pending = {rid: [Event(**e) for e in evs] for rid, evs in s["pending"]}
         self._pending_heap = [(e.ts, rid) for rid, evs in self.pending.items() for e in evs]
         self.closed = dict(s["closed"])
@@ -327,6 +328,19 @@ class Joiner:
         self._closed_heap = [(end, rid) for rid, end in self.closed.items()]
         for heap in (self._closing, self._pending_heap, self._closed_heap):
             heapq.heapify(heap)
+
+
+def _window_obj(window: _Window | Event) -> list[Any]:
+    """An open window as a checkpoint holds it: [prediction, events]; an event of a
+    labelled stream as the window of a prediction marked ``labelled``."""
+    if isinstance(window, Event):
+        return [{"request_id": window.id, "ts": window.ts, "labelled": True},
+                [_event_obj(window)]]
+    return [window.prediction, [_event_obj(e) for e in window.events]]
+
+
+def _start(window: _Window | Event) -> int:
+    return window.ts if isinstance(window, Event) else int(window.prediction["ts"])
 
 
 def _event_obj(e: Event) -> dict[str, Any]:
