@@ -353,18 +353,3 @@ def _dead(reason: Reason, detail: str, stream: str, raw: Record | bytes) -> Outp
     else:
         source, value = "", raw
     return Output(DEAD_LETTERS, stream, dead_letter(reason, detail, stream, value, source))
-
-
-def outputs_by_topic(outputs: Iterable[Output],
-                     grouped: dict[str, list[tuple[str, bytes]]] | None = None
-                     ) -> dict[str, list[tuple[str, bytes]]]:
-    """Group outputs into (key, JSON bytes) lists per topic, keeping their order;
-    appended to ``grouped`` if given."""
-    grouped = {} if grouped is None else grouped
-    dumps = orjson.dumps
-    for topic, key, value in outputs:
-        items = grouped.get(topic)
-        if items is None:
-            items = grouped[topic] = []
-        items.append((key, dumps(value)))
-    return grouped

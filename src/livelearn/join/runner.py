@@ -25,10 +25,10 @@ from typing import Any
 import orjson
 
 from livelearn.errors import ConfigError
-from livelearn.join.joiner import Joiner, Output, outputs_by_topic
+from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
-from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
+from livelearn.spec import SAMPLES, FeedbackJoin, Pipeline
 
 _MALFORMED_FIRST = -(2**63)
 
@@ -131,7 +131,10 @@ class JoinRunner:
             self._keep(out, encoded)
             if not batch:
                 break
-            self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
+            if len(self.inputs) == 1:  # the batch is in offset order
+                self.offsets[self.inputs[0]] = batch[-1][0].offset + 1
+            else:
+                self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
             done += len(batch)
         if final and self.reader.drained():
             self._keep(self.joiner.flush(), encoded)
@@ -143,13 +146,21 @@ class JoinRunner:
         self._out.extend(self.joiner.set_idle(tp, idle))
 
     def _keep(self, out: list[Output], encoded: dict[str, list[tuple[str, bytes]]]) -> None:
-        """Count ``out`` and add it, encoded, to what the step will write."""
-        dead = [o.value["reason"] for o in out if o.topic == DEAD_LETTERS]
-        self.counts.update(dead)
-        if len(out) > len(dead):
-            self.counts[SAMPLES] += len(out) - len(dead)
-            self._samples += [_as_written(o.value) for o in out if o.topic == SAMPLES]
-        outputs_by_topic(out, encoded)
+        """Count ``out`` and add it, encoded, to what the step will write (the samples
+        also decoded, to ``_samples``), in order."""
+        dumps, decoded, samples = orjson.dumps, self._samples, 0
+        for topic, key, value in out:
+            items = encoded.get(topic)
+            if items is None:
+                items = encoded[topic] = []
+            items.append((key, dumps(value)))
+            if topic == SAMPLES:
+                decoded.append(_as_written(value))
+                samples += 1
+            else:
+                self.counts[value["reason"]] += 1
+        if samples:
+            self.counts[SAMPLES] += samples
 
     def _write(self, encoded: dict[str, list[tuple[str, bytes]]]) -> None:
         with self.log.atomic():
