@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from typing import Any
 
 
 class RecentIds:
@@ -45,10 +46,15 @@ class RecentIds:
             heapq.heappush(self._heap, (window_end, sid))
         newest = self.newest
         if newest is None or window_end > newest:
-            self.newest = newest = window_end
+            self.newest = window_end
         elif window_end >= newest - self.horizon_ms:
             return  # the horizon did not move and this id is inside it: nothing to forget
-        oldest, ids = newest - self.horizon_ms, self._ids
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the ids whose window end lies more than the horizon behind the newest."""
+        assert self.newest is not None
+        oldest, ids, queue = self.newest - self.horizon_ms, self._ids, self._in_order
         while queue and queue[0][0] < oldest:
             end, old = queue.popleft()
             if ids.get(old) == end:
@@ -58,6 +64,25 @@ class RecentIds:
             end, old = heapq.heappop(heap)
             if ids.get(old) == end:
                 del ids[old]
+
+    def add_all(self, samples: list[dict[str, Any]]) -> None:
+        """``add`` each sample's (window_end, id), the ids forgotten once at the end (the
+        state is then what adding them one by one leaves)."""
+        if not samples:
+            return
+        ids, queue, heap = self._ids, self._in_order, self._heap
+        newest = self.newest
+        for sample in samples:
+            end, sid = sample["window_end"], sample["id"]
+            ids[sid] = end
+            if not queue or end >= queue[-1][0]:
+                queue.append((end, sid))
+            else:
+                heapq.heappush(heap, (end, sid))
+            if newest is None or end > newest:
+                newest = end
+        self.newest = newest
+        self._forget()
 
     def add_new(self, window_end: int, sid: str) -> bool:
         """``add`` unless ``seen``; whether it was new."""

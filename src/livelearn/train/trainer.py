@@ -238,12 +238,12 @@ class Trainer:
         scores = self.model.predict_then_learn(batch, labels)
         self.metric.update(scores, labels)
         self.window.update(scores, labels)
-        self._recent.extend((t, p, o, s) for (t, p, o), s in zip(where, scores.tolist(),
+        last = -(self._recent.maxlen or 0)  # only the last ones stay in the deque
+        self._recent.extend((t, p, o, s) for (t, p, o), s in zip(where[last:],
+                                                                    scores[last:].tolist(),
                                                                     strict=True))
         self.offsets.update({(topic, partition): offset + 1 for topic, partition, offset in where})
-        learned = self._learned_ids.add
-        for sample in samples:
-            learned(sample["window_end"], sample["id"])
+        self._learned_ids.add_all(samples)
         self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += len(batch)
         self._since_publish += len(batch)
