@@ -1,6 +1,6 @@
-"""Records handed on within a process: a SQLite log keeps the last records this
-process appended with their values decoded, and a role reading them here takes
-those objects instead of parsing the bytes. What it reads must not change."""
+"""Records handed on within a process: the SQLite and in-memory logs keep the last
+records this process appended with their values decoded, and a role reading them
+here takes those objects instead of parsing the bytes. What it reads must not change."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 
 from livelearn.ingest import ingest
 from livelearn.join.runner import _as_written
-from livelearn.log.base import Record
+from livelearn.log.base import Log, Record
+from livelearn.log.memory import MemoryLog
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.loop import Loop
 from livelearn.registry import Registry
@@ -26,6 +27,11 @@ from test_point_in_time import PIPELINE, _history
 
 def _values(n: int) -> list[dict[str, int]]:
     return [{"n": i} for i in range(n)]
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def log(request: pytest.FixtureRequest, tmp_path: Path) -> Log:
+    return SQLiteLog(tmp_path / "log.db") if request.param == "sqlite" else MemoryLog()
 
 
 def test_a_process_reads_its_own_appends_decoded_and_another_reads_the_bytes(tmp_path: Path
@@ -49,21 +55,22 @@ def test_a_process_reads_its_own_appends_decoded_and_another_reads_the_bytes(tmp
     assert len(log.read("t1", 0, 0, 100)) == 10
 
 
-def test_only_the_last_append_is_kept_and_a_read_before_it_goes_to_the_file(tmp_path: Path
-                                                                            ) -> None:
-    log = SQLiteLog(tmp_path / "log.db")
-    log.create_topic("t")
-    first, second = _values(3), _values(5)[3:]
-    log.append("t", [("k", orjson.dumps(v)) for v in first], first)
-    log.append("t", [("k", orjson.dumps(v)) for v in second], second)
-    records = log.read("t", 0, 0, 100)  # from the file: all of them, as bytes
-    assert [orjson.loads(r.value) for r in records] == first + second
-    assert [r.decoded for r in records] == [None] * 5
-    assert [r.decoded for r in log.read("t", 0, 3, 100)] == second  # the last append
+def test_only_the_last_append_is_kept_and_a_read_before_it_gets_bytes(log: Log) -> None:
+    log.create_topic("t", 2)
+    first, second = _values(6), _values(10)[6:]
+    log.append("t", [(f"k{v['n']}", orjson.dumps(v)) for v in first], first)
+    log.append("t", [(f"k{v['n']}", orjson.dumps(v)) for v in second], second)
+    for partition in range(2):
+        records = log.read("t", partition, 0, 100)  # from the first: all, as bytes
+        assert records and all(r.decoded is None for r in records)
+        last = [r for r in records if orjson.loads(r.value) in second]
+        assert [r.decoded for r in log.read("t", partition, last[0].offset, 100)] == [
+            orjson.loads(r.value) for r in last]
+    both = [orjson.loads(r.value) for p in range(2) for r in log.read("t", p, 0, 100)]
+    assert sorted(both, key=lambda v: v["n"]) == first + second
 
 
-def test_a_rolled_back_append_is_not_handed_on(tmp_path: Path) -> None:
-    log = SQLiteLog(tmp_path / "log.db")
+def test_a_rolled_back_append_is_not_handed_on(log: Log) -> None:
     log.create_topic("t")
     with pytest.raises(RuntimeError), log.atomic():
         log.append("t", [("k", b'{"n":1}')], [{"n": 1}])
@@ -93,13 +100,13 @@ def test_a_plain_sample_is_handed_on_as_it_is() -> None:
 
 def test_the_trainer_learns_the_same_from_handed_samples_as_from_the_file(tmp_path: Path
                                                                            ) -> None:
-    """One process running joiner and trainer (samples handed on) against a trainer
-    on its own connection to the same file (samples parsed): the same scores, the
-    same model."""
+    """One process running joiner and trainer over SQLite or memory (samples handed on)
+    against a trainer on its own connection to the file (samples parsed): the same
+    scores, the same model."""
     _, events = _history(tmp_path, random.Random(7))
-    runs = []
-    for name in ("handed", "parsed"):
-        log = SQLiteLog(tmp_path / f"{name}.db")
+    runs = {}
+    for name in ("parsed", "sqlite", "memory"):
+        log = MemoryLog() if name == "memory" else SQLiteLog(tmp_path / f"{name}.db")
         loop = Loop(log, Registry(tmp_path / f"{name}-registry"), PIPELINE, tmp_path, turn=7)
         ingest(log, PIPELINE, "views", tmp_path / "views.jsonl")
         if name == "parsed":  # a trainer of its own log object: nothing handed on
@@ -109,8 +116,10 @@ def test_the_trainer_learns_the_same_from_handed_samples_as_from_the_file(tmp_pa
         loop.on_trained = lambda trained, kept=scores: kept.append(trained.scores)
         loop.drain()
         last = loop.trainer.log.read(SAMPLES, 0, len(events) - 1)
-        assert (last[0].decoded is not None) == (name == "handed")
-        runs.append((np.concatenate(scores), loop.trainer.model.state()))
-    (handed, handed_state), (parsed, parsed_state) = runs
-    assert len(handed) == len(events) and np.array_equal(handed, parsed)
-    assert all(np.array_equal(handed_state[k], parsed_state[k]) for k in handed_state)
+        assert (last[0].decoded is None) == (name == "parsed")
+        runs[name] = (np.concatenate(scores), loop.trainer.model.state())
+    parsed, parsed_state = runs.pop("parsed")
+    assert len(parsed) == len(events)
+    for handed, handed_state in runs.values():
+        assert np.array_equal(handed, parsed)
+        assert all(np.array_equal(handed_state[k], parsed_state[k]) for k in parsed_state)

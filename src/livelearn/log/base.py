@@ -53,6 +53,45 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+def split(records: Iterable[tuple[str, bytes]], partitions: int,
+          decoded: Sequence[Any] | None = None
+          ) -> dict[int, tuple[list[tuple[str, bytes]], list[Any] | None]]:
+    """Records by the partition of their key, in order, with their ``decoded`` values
+    if given (see ``Log.append``): new lists, which the caller may not reuse."""
+    if partitions == 1:
+        items = list(records)
+        return {0: (items, None if decoded is None else list(decoded))} if items else {}
+    out: dict[int, tuple[list[tuple[str, bytes]], list[Any] | None]] = {}
+    for i, (key, value) in enumerate(records):
+        items, values = out.setdefault(partition_for(key, partitions),
+                                       ([], None if decoded is None else []))
+        items.append((key, value))
+        if values is not None:
+            values.append(decoded[i])  # type: ignore[index]
+    return out
+
+
+class Appended(NamedTuple):
+    """Records appended in one go from offset ``first`` with their values decoded: what
+    a backend keeps of a partition's last append for readers in the same process."""
+
+    first: int
+    items: list[tuple[str, bytes]]
+    decoded: list[Any]
+
+    def holds(self, offset: int) -> bool:
+        return self.first <= offset < self.first + len(self.items)
+
+    def records(self, topic: str, partition: int, offset: int, max_records: int
+                ) -> list[Record]:
+        """The records from ``offset`` on (one that ``holds``), at most ``max_records``."""
+        start = offset - self.first
+        end = min(len(self.items), start + max_records)
+        items, decoded = self.items, self.decoded
+        return [Record(topic, partition, self.first + i, *items[i], decoded[i])
+                for i in range(start, end)]
+
+
 def checksum(offsets: bytes, state: bytes | None) -> str:
     """The SHA-256 a checkpoint is stored with, so a damaged one is detected on load."""
     digest = hashlib.sha256(offsets)

@@ -9,20 +9,19 @@ keeps offsets dense when threads append at once.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from livelearn.errors import ConfigError, NotFound
-from livelearn.log.base import Checkpoint, Log, Record, partition_for
+from livelearn.log.base import Appended, Checkpoint, Log, Record, TopicPartition, split
 
 
 class MemoryLog(Log):
     """Topics as lists of (key, value) per partition, checkpoints in a dict.
 
-    Values appended ``decoded`` are not kept decoded: the log holds every record,
-    and holding their parsed objects too would cost more than parsing them.
+    As in the SQLite log, the last records appended to a partition with their
+    values ``decoded`` are read back with them (Log.append); the rest as bytes.
     """
 
     def __init__(self) -> None:
@@ -30,6 +29,8 @@ class MemoryLog(Log):
         self._checkpoints: dict[str, Checkpoint] = {}
         self._lock = threading.RLock()
         self._undo: list[tuple[str, int, int] | tuple[str, Checkpoint | None]] | None = None
+        self._recent: dict[TopicPartition, Appended] = {}
+        self._appended: list[tuple[TopicPartition, Appended]] = []  # in this atomic()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryLog:
@@ -49,8 +50,10 @@ class MemoryLog(Log):
             except BaseException:
                 self._rollback(self._undo)
                 raise
+            else:
+                self._recent.update(self._appended)
             finally:
-                self._undo = None
+                self._undo, self._appended = None, []
 
     def _rollback(self, undo: list[tuple[str, int, int] | tuple[str, Checkpoint | None]]) -> None:
         for step in reversed(undo):
@@ -78,25 +81,24 @@ class MemoryLog(Log):
 
     def append(self, topic: str, records: Iterable[tuple[str, bytes]],
                decoded: Sequence[Any] | None = None) -> int:
-        n = self.partitions(topic)
-        by_partition: dict[int, list[tuple[str, bytes]]]
-        if n == 1:
-            by_partition = {0: [(key, value) for key, value in records]}
-        else:
-            by_partition = defaultdict(list)
-            for key, value in records:
-                by_partition[partition_for(key, n)].append((key, value))
-        with self._lock:
-            for partition, items in by_partition.items():
+        by_partition = split(records, self.partitions(topic), decoded)
+        with self.atomic():
+            for partition, (items, values) in by_partition.items():
                 stored = self._topics[topic][partition]
-                if self._undo is not None:
-                    self._undo.append((topic, partition, len(stored)))
+                assert self._undo is not None
+                self._undo.append((topic, partition, len(stored)))
+                if values is not None:
+                    self._appended.append(((topic, partition),
+                                           Appended(len(stored), items, values)))
                 stored.extend(items)
-        return sum(len(items) for items in by_partition.values())
+        return sum(len(items) for items, _ in by_partition.values())
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
              ) -> list[Record]:
         self.partitions(topic)
+        recent = self._recent.get((topic, partition))
+        if recent is not None and recent.holds(offset):
+            return recent.records(topic, partition, offset, max_records)
         stored = self._topics[topic][partition][offset:offset + max_records]
         return [Record(topic, partition, i, k, v)
                 for i, (k, v) in zip(range(offset, offset + len(stored)), stored, strict=True)]

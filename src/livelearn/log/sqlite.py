@@ -23,23 +23,23 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
 from livelearn.errors import ConfigError, Corrupt, NotFound
 from livelearn.log.base import (
+    Appended,
     Checkpoint,
     Log,
     Record,
     TopicPartition,
     checksum,
-    partition_for,
+    split,
 )
 
 log = logging.getLogger("livelearn.log")
@@ -75,7 +75,7 @@ class SQLiteLog(Log):
         self._partitions: dict[str, int] = {}
         # per partition, the last records appended here with values decoded, from
         # offset first: (first, [(key, value)], decoded values)
-        self._recent: dict[TopicPartition, _Appended] = {}
+        self._recent: dict[TopicPartition, Appended] = {}
         self._conn().executescript(_SCHEMA)
         self._convert_records()
 
@@ -145,34 +145,20 @@ class SQLiteLog(Log):
 
     def append(self, topic: str, records: Iterable[tuple[str, bytes]],
                decoded: Sequence[Any] | None = None) -> int:
-        n = self.partitions(topic)
-        by_partition: dict[int, list[tuple[str, bytes]]]
-        decoded_by: dict[int, Sequence[Any]] = {}
-        if n == 1:
-            items = records if isinstance(records, list) else list(records)
-            by_partition = {0: items} if items else {}
-            if decoded is not None:
-                decoded_by[0] = decoded
-        else:
-            by_partition = defaultdict(list)
-            for i, (key, value) in enumerate(records):
-                partition = partition_for(key, n)
-                by_partition[partition].append((key, value))
-                if decoded is not None:
-                    decoded_by.setdefault(partition, []).append(decoded[i])  # type: ignore[attr-defined]
+        by_partition = split(records, self.partitions(topic), decoded)
         if not by_partition:
             return 0
         conn = self._conn()
         with self.atomic():
-            for partition, items in by_partition.items():
+            for partition, (items, values) in by_partition.items():
                 start = self._end_offset(conn, topic, partition)
                 conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)", [
                     _batch(topic, partition, start + i, items[i:i + BATCH_RECORDS])
                     for i in range(0, len(items), BATCH_RECORDS)])
-                if partition in decoded_by:  # copies: the caller may reuse its lists
-                    self._local.appended.append(((topic, partition), _Appended(
-                        start, list(items), list(decoded_by[partition]))))
-        return sum(len(items) for items in by_partition.values())
+                if values is not None:
+                    self._local.appended.append(((topic, partition),
+                                                 Appended(start, items, values)))
+        return sum(len(items) for items, _ in by_partition.values())
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
              ) -> list[Record]:
@@ -180,7 +166,7 @@ class SQLiteLog(Log):
         if max_records <= 0:
             return out
         recent = self._recent.get((topic, partition))
-        if recent is not None and recent.first <= offset < recent.first + len(recent.items):
+        if recent is not None and recent.holds(offset):
             return recent.records(topic, partition, offset, max_records)
         rows = self._conn().execute(
             "SELECT first, keys, sizes, vals FROM batches WHERE topic = ? AND partition = ? "
@@ -253,22 +239,6 @@ class SQLiteLog(Log):
         if conn is not None:
             conn.close()
             self._local.conn = None
-
-
-class _Appended(NamedTuple):
-    """Records appended in one go from offset ``first``, with their values decoded."""
-
-    first: int
-    items: list[tuple[str, bytes]]
-    decoded: Sequence[Any]
-
-    def records(self, topic: str, partition: int, offset: int, max_records: int
-                ) -> list[Record]:
-        start = offset - self.first
-        end = min(len(self.items), start + max_records)
-        items, decoded = self.items, self.decoded
-        return [Record(topic, partition, self.first + i, *items[i], decoded[i])
-                for i in range(start, end)]
 
 
 def _batch(topic: str, partition: int, first: int, items: list[tuple[str, bytes]]
