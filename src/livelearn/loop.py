@@ -19,7 +19,7 @@ from livelearn.train.trainer import Trained, Trainer
 
 #: Records a role handles per turn. A thousand: what a turn holds in memory stays
 #: in the CPU's caches until the next role takes it (the trainer takes the
-#: joiner's samples as they were made, log.sqlite), and young for the garbage
+#: joiner's samples as they were made: Log.append), and young for the garbage
 #: collector. A replay ran 15-20% faster than with 5,000; 50,000 was slower still.
 TURN = 1_000
 

@@ -73,8 +73,7 @@ class SQLiteLog(Log):
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._partitions: dict[str, int] = {}
-        # per partition, the last records appended here with values decoded, from
-        # offset first: (first, [(key, value)], decoded values)
+        # per partition, the last records appended here with their values decoded
         self._recent: dict[TopicPartition, Appended] = {}
         self._conn().executescript(_SCHEMA)
         self._convert_records()

@@ -38,18 +38,35 @@ class RecentIds:
         return too_old or sid in self._ids
 
     def add(self, window_end: int, sid: str) -> None:
-        self._ids[sid] = window_end
-        queue = self._in_order
-        if not queue or window_end >= queue[-1][0]:
-            queue.append((window_end, sid))
-        else:
-            heapq.heappush(self._heap, (window_end, sid))
+        self._remember(window_end, sid)
         newest = self.newest
         if newest is None or window_end > newest:
             self.newest = window_end
         elif window_end >= newest - self.horizon_ms:
             return  # the horizon did not move and this id is inside it: nothing to forget
         self._forget()
+
+    def add_all(self, samples: list[dict[str, Any]]) -> None:
+        """``add`` each sample's (window_end, id), the ids forgotten once at the end (the
+        state is then what adding them one by one leaves)."""
+        if not samples:
+            return
+        newest = self.newest
+        for sample in samples:
+            end = sample["window_end"]
+            self._remember(end, sample["id"])
+            if newest is None or end > newest:
+                newest = end
+        self.newest = newest
+        self._forget()
+
+    def _remember(self, window_end: int, sid: str) -> None:
+        self._ids[sid] = window_end
+        queue = self._in_order
+        if not queue or window_end >= queue[-1][0]:
+            queue.append((window_end, sid))
+        else:
+            heapq.heappush(self._heap, (window_end, sid))
 
     def _forget(self) -> None:
         """Drop the ids whose window end lies more than the horizon behind the newest."""
@@ -64,25 +81,6 @@ class RecentIds:
             end, old = heapq.heappop(heap)
             if ids.get(old) == end:
                 del ids[old]
-
-    def add_all(self, samples: list[dict[str, Any]]) -> None:
-        """``add`` each sample's (window_end, id), the ids forgotten once at the end (the
-        state is then what adding them one by one leaves)."""
-        if not samples:
-            return
-        ids, queue, heap = self._ids, self._in_order, self._heap
-        newest = self.newest
-        for sample in samples:
-            end, sid = sample["window_end"], sample["id"]
-            ids[sid] = end
-            if not queue or end >= queue[-1][0]:
-                queue.append((end, sid))
-            else:
-                heapq.heappush(heap, (end, sid))
-            if newest is None or end > newest:
-                newest = end
-        self.newest = newest
-        self._forget()
 
     def add_new(self, window_end: int, sid: str) -> bool:
         """``add`` unless ``seen``; whether it was new."""
