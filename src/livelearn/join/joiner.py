@@ -286,10 +286,9 @@ class Joiner:
         heapq.heappush(self._closed_heap, (end, rid))
 
     def _sample(self, window: _Window | Event) -> dict[str, Any]:
-        if type(window) is Event:
+        if isinstance(window, Event):  # of a labelled stream
             assert self.enricher is not None
             return self.enricher.sample(window)
-        assert isinstance(window, _Window)
         pred = window.prediction
         events = sorted(window.events, key=lambda e: (e.ts, e.id))
         return {"id": pred["request_id"], "ts": pred["ts"],
