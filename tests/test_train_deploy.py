@@ -168,7 +168,10 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     first = orjson.loads(good[0][1])
     bad = [b"not json", b"[1, 2]", orjson.dumps({**first, "id": "x1", "labels": {}}),
            orjson.dumps({**first, "id": "x2", "window_end": "soon"}),
-           orjson.dumps({**first, "id": "x3", "features": ["topic"]})]
+           orjson.dumps({**first, "id": "x3", "features": ["topic"]}),
+           # a feature that was NaN in the joiner (JSON null), and one that is a list
+           orjson.dumps({**first, "id": "x4", "features": {**first["features"], "age": None}}),
+           orjson.dumps({**first, "id": "x5", "features": {**first["features"], "tags": [1]}})]
     for topic in (SAMPLES, DEAD_LETTERS):
         log.create_topic(topic)
     log.append(SAMPLES, [*good[:700], *[("bad", value) for value in bad], *good[700:]])
@@ -180,6 +183,8 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     assert [(d["reason"], d["stream"], d["source"]) for d in letters] == [
         ("malformed", SAMPLES, f"{SAMPLES}/0@{700 + i}") for i in range(len(bad))]
     assert "labels['clicked']" in letters[2]["detail"]
+    assert "feature 'age' is None" in letters[-2]["detail"]
+    assert "feature 'tags' is [1]" in letters[-1]["detail"]
     reference = Trainer(clean, Registry(tmp_path / "b"), SMALL)
     while reference.step(400, final=True):
         pass

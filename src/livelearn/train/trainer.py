@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from livelearn.errors import Corrupt
-from livelearn.events import Reason, dead_letter
+from livelearn.events import Reason, dead_letter, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log, Record, TopicPartition
@@ -194,7 +194,12 @@ class Trainer:
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
-        batch = hash_rows([s["features"] for s in samples], self.model.bits)  # type: ignore[attr-defined]
+        bits = self.model.bits  # type: ignore[attr-defined]
+        try:
+            batch = hash_rows([s["features"] for s in samples], bits)
+        except (TypeError, ValueError):  # a feature's value is null or not a scalar
+            samples, where = self._hashable(samples, where)
+            batch = hash_rows([s["features"] for s in samples], bits)
         target = self.pipeline.target
         labels = np.array([float(s["labels"][target]) for s in samples])
         trained = Trained(samples, batch, labels, np.empty(len(samples)))
@@ -207,6 +212,24 @@ class Trainer:
         trained.scores[start:] = self._learn(batch.slice(start, len(samples)), labels[start:],
                                              samples[start:], where[start:])
         return trained
+
+    def _hashable(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
+                  ) -> tuple[list[dict[str, Any]], list[tuple[str, int, int]]]:
+        """The samples whose features can be hashed, and where they are; the others
+        dead-lettered, naming the feature."""
+        keep = []
+        for sample, (topic, partition, offset) in zip(samples, where, strict=True):
+            bad = [(k, v) for k, v in sample["features"].items()
+                   if v is None or not isinstance(v, str | int | float)]
+            if not bad:
+                keep.append((sample, (topic, partition, offset)))
+                continue
+            name, value = bad[0]
+            self._dead_letter(Record(topic, partition, offset, sample["id"], orjson.dumps(sample)),
+                              f"sample cannot be learned: feature {name!r} is {show(value)}; "
+                              f"expected a number, a string or a bool (JSON writes NaN and "
+                              f"infinities as null)")
+        return [s for s, _ in keep], [w for _, w in keep]
 
     def publish_now(self) -> Version | None:
         """Publish what was learned since the last version (at the end of a bounded run)."""
