@@ -220,7 +220,7 @@ class Trainer:
         keep = []
         for sample, (topic, partition, offset) in zip(samples, where, strict=True):
             bad = [(k, v) for k, v in sample["features"].items()
-                   if v is None or not isinstance(v, str | int | float)]
+                   if not isinstance(v, str | int | float)]
             if not bad:
                 keep.append((sample, (topic, partition, offset)))
                 continue
