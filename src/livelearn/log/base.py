@@ -57,7 +57,8 @@ def split(records: Iterable[tuple[str, bytes]], partitions: int,
           decoded: Sequence[Any] | None = None
           ) -> dict[int, tuple[list[tuple[str, bytes]], list[Any] | None]]:
     """Records by the partition of their key, in order, with their ``decoded`` values
-    if given (see ``Log.append``): new lists, which the caller may not reuse."""
+    if given (see ``Log.append``), in new lists: a backend may keep them, whatever the
+    caller then does with its own."""
     if partitions == 1:
         items = list(records)
         return {0: (items, None if decoded is None else list(decoded))} if items else {}
