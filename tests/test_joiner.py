@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from livelearn.join.joiner import Joiner, Output
-from livelearn.join.runner import JoinRunner
+from livelearn.join.runner import STATE_BYTES_PER_RECORD, JoinRunner
 from livelearn.log.base import Record
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.sim.pipeline import PIPELINE, label
@@ -187,3 +187,40 @@ def test_the_log_alone_decides_the_samples(tmp_path: Any, steps: list[int], read
     samples = [orjson.loads(v) for v in expected if b'"labels"' in v]
     assert len(samples) == 500
     assert sum(s["labels"]["clicked"] for s in samples) == len(range(0, 500, 3))
+
+
+def test_a_large_state_waits_for_records_worth_writing_it(tmp_path: Any) -> None:
+    """Steps of a few records do not write the state again each time: a write waits
+    until the records read since are worth the state in size, or for checkpoint_ms.
+    A restart meanwhile reads the unwritten records again: nothing is lost."""
+    log = SQLiteLog(tmp_path / "log.db")
+    _fill(log, 500)
+    runner = JoinRunner(log, PIPELINE, idle_after_s=0, checkpoint_ms=10**9)
+    runner.step(300)  # the first step writes: nothing was written before
+    first = log.committed(runner.group)
+    assert sum(first.offsets.values()) == 300
+    state = len(first.state or b"")
+    assert state > 20 * STATE_BYTES_PER_RECORD  # the open windows of 600 s of predictions
+    for _ in range(20):
+        assert runner.step(1) == 1
+    assert log.committed(runner.group) == first  # not yet worth it
+    samples_then = log.end_offset(SAMPLES, 0)
+    restarted = JoinRunner(log, PIPELINE, idle_after_s=0, checkpoint_ms=10**9)
+    assert restarted.step(state // STATE_BYTES_PER_RECORD + 1) > 20  # worth it: written
+    assert sum(log.committed(runner.group).offsets.values()) > 320
+    assert log.end_offset(SAMPLES, 0) != samples_then
+    while restarted.step(10_000, final=True):
+        pass
+    reference = SQLiteLog(tmp_path / "ref.db")
+    _fill(reference, 500)
+    assert _run(log, [], 10_000) == _run(reference, [], 10_000)
+
+
+def test_outputs_wait_at_most_checkpoint_ms(tmp_path: Any) -> None:
+    log = SQLiteLog(tmp_path / "log.db")
+    _fill(log, 500)
+    runner = JoinRunner(log, PIPELINE, idle_after_s=0, checkpoint_ms=0)
+    runner.step(300)
+    for n in range(1, 4):
+        runner.step(1)
+        assert sum(log.committed(runner.group).offsets.values()) == 300 + n

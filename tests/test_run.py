@@ -43,8 +43,7 @@ def test_replay_then_live_goes_on_with_the_same_roles(tmp_path: Path) -> None:
     # window end (the trainer learns ties in id order once no more can come)
     assert report["metric"] == "mae" and report["samples"] == 298
     ingest(log, PIPELINE, "ratings", _ratings(tmp_path / "b.jsonl", 300, 50))
-    while loop.turn():
-        pass
+    loop.drain(final=False)
     assert [s["ts"] for s in _samples(log)] == [T + 1000 * i for i in range(349)]
     assert loop.trainer.samples == 348
 

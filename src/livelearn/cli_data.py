@@ -160,10 +160,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _forever(loop: Any, stop: threading.Event | None = None) -> None:
-    """Turn the roles until ``stop`` is set (or forever), resting when there is nothing new."""
+    """Turn the roles until ``stop`` is set (or forever), resting when there is nothing new;
+    once stopped, the joiner writes what it has not yet."""
     while stop is None or not stop.is_set():
         if not loop.turn():
             time.sleep(0.05)
+    loop.joiner.write_pending()
 
 
 def _source(text: str) -> tuple[str, str]:

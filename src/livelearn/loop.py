@@ -63,6 +63,6 @@ class Loop:
         return bool(joined or trained)
 
     def drain(self, final: bool = True) -> None:
-        """Turn until every role has read all there is."""
-        while self.turn(final):
+        """Turn until every role has read all there is, and the joiner written all it made."""
+        while self.turn(final) or self.joiner.write_pending():
             pass
