@@ -45,9 +45,9 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   differ in the last bit from the embedded (ts, id) order for non-dyadic values.
 - Several partitions per topic: Flink reads them in no event-time order (the embedded
   joiner merges them by ts), and an empty one holds its source's watermark back until
-  the end of a bounded run (5 s of idleness in an unbounded one). Records that are in
-  time give the same samples; records the embedded joiner calls late may join or make
-  samples instead. Samples are placed by Kafka's default partitioner, not
+  the end of a bounded run (``IDLE_TIMEOUT`` of idleness in an unbounded one). Records
+  that are in time give the same samples; records the embedded joiner calls late may
+  join or make samples instead. Samples are placed by Kafka's default partitioner, not
   ``partition_for``. With one partition per topic (the default) none of this arises.
 - Order: samples come in window-end order, ties in any order (embedded: (t + W,
   request_id)).
@@ -200,6 +200,15 @@ def _kafka(log_url: str, bounded: bool, group: str) -> _Kafka:
     return _Kafka(parts.netloc, prefix, bounded, group)
 
 
+#: An unbounded job leaves a source out of the watermark once it has read nothing for
+#: this long. Also at the job's start: with 5 s, a restored job on this 2-core machine
+#: had its predictions source declared idle before it read anything, so the feedback
+#: source's watermark alone orphaned the feedback held in the restored state (the
+#: restart test failed 5 times in 5 one evening). An input that is really quiet holds
+#: the samples back this long.
+IDLE_TIMEOUT = "30 s"
+
+
 def _config(pipeline: Pipeline, bounded: bool, jar: str | Path | None) -> dict[str, str]:
     config = {"pipeline.name": f"livelearn join {pipeline.name}", "parallelism.default": "1",
               "table.local-time-zone": "UTC",
@@ -210,7 +219,7 @@ def _config(pipeline: Pipeline, bounded: bool, jar: str | Path | None) -> dict[s
         config["pipeline.jars"] = Path(jar).resolve().as_uri()
     if not bounded:
         config |= {"execution.checkpointing.interval": "10 s",
-                   "table.exec.source.idle-timeout": "5 s",
+                   "table.exec.source.idle-timeout": IDLE_TIMEOUT,
                    "restart-strategy.type": "fixed-delay",
                    "restart-strategy.fixed-delay.attempts": "3"}
     return config
