@@ -11,9 +11,10 @@ in real time, a poll's worth every 50 ms, and the joiner steps after each, as
 ``livelearn join`` does.
 
 Two runs on the same traffic: ``every_step`` writes the state with every step
-that read something (``checkpoint_ms=0``: the joiner before it waited for a
-write to be due), ``when_due`` with the defaults (join.runner: when the records
-since the last write are worth the state, or after ``CHECKPOINT_MS``). For each:
+that read something (``write_pending()`` after each step: the joiner before it
+waited for a write to be due), ``when_due`` as the joiner does (join.runner:
+when the records since the last write are worth the state, or after
+``CHECKPOINT_MS``, or ten times as long as the last write took). For each:
 the joiner's CPU seconds per wall second of the live phase, its writes, the
 state bytes written per second, and the samples it wrote (equal in both).
 ``x_cpu`` is every_step's CPU share over when_due's.
@@ -80,7 +81,7 @@ def _prediction(rid: str, ts: int) -> dict[str, Any]:
             "score": 0.25, "features": features}
 
 
-def run(rate: int, seconds: float, checkpoint_ms: int | None) -> dict[str, Any]:
+def run(rate: int, seconds: float, every_step: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         log = SQLiteLog(Path(tmp) / "log.db")
         for topic in PIPELINE.topics:
@@ -88,8 +89,7 @@ def run(rate: int, seconds: float, checkpoint_ms: int | None) -> dict[str, Any]:
         start = 1_704_067_200_000
         traffic = Traffic(log, rate, start)
         traffic.until(start + BACKLOG_MS)
-        options = {} if checkpoint_ms is None else {"checkpoint_ms": checkpoint_ms}
-        runner = JoinRunner(log, PIPELINE, idle_after_s=60, **options)
+        runner = JoinRunner(log, PIPELINE, idle_after_s=60)
         while runner.step():
             pass
         runner.write_pending()
@@ -101,6 +101,8 @@ def run(rate: int, seconds: float, checkpoint_ms: int | None) -> dict[str, Any]:
             writes_before = runner.writes
             c0 = time.process_time()
             runner.step()
+            if every_step:
+                runner.write_pending()
             cpu += time.process_time() - c0
             if runner.writes != writes_before:
                 writes += 1
@@ -122,8 +124,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--json", type=Path, default=None, metavar="PATH")
     args = p.parse_args()
-    every = run(args.rate, args.seconds, checkpoint_ms=0)
-    due = run(args.rate, args.seconds, checkpoint_ms=None)
+    every = run(args.rate, args.seconds, every_step=True)
+    due = run(args.rate, args.seconds, every_step=False)
     result = {"rate": args.rate, "seconds": args.seconds, "every_step": every, "when_due": due,
               "x_cpu": round(every["cpu_per_wall_s"] / max(due["cpu_per_wall_s"], 1e-9), 1)}
     print(f"{'writes':<11} {'cpu/wall':>8} {'writes/s':>8} {'state MB/s':>10} {'samples':>7}")

@@ -14,11 +14,11 @@ The samples and dead letters are written, and the input offsets and the
 joiner's state committed, in one atomic step of the Log, so a restarted joiner
 takes up exactly where its last write left it. A write is due when the records
 read since the last one are worth the state it writes (``STATE_BYTES_PER_RECORD``),
-or when its outputs have waited ``checkpoint_ms``: under load that is every step,
-at low traffic a state of many open windows is not written again for each few
-records. The samples go with their decoded values (Log.append), so a trainer in
-the same process need not parse them, where JSON gives them back unchanged
-(``_as_written``).
+or when its outputs have waited ``checkpoint_ms`` (ten times the last write's
+time, if longer): under load that is every step, at low traffic a state of many
+open windows is not written again for each few records. The samples go with
+their decoded values (Log.append), so a trainer in the same process need not
+parse them, where JSON gives them back unchanged (``_as_written``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ _MALFORMED_FIRST = -(2**63)
 #: Records joined at a time within a step: few enough for what they make on the way
 #: (parsed records, events, samples) to stay in the CPU's caches until encoded (a
 #: replay ran 20% faster than with 5,000, 6% than with 1,000); a step writes and
-#: checkpoints once.
+#: checkpoints at most once, at its end.
 CHUNK = 500
 
-#: Outputs wait at most this long to be written (ms of wall clock)...
+#: Outputs wait at most this long to be written (ms of wall clock), or ten times
+#: as long as the last write took if that is longer: writing a large state then
+#: takes at most about a tenth of the joiner's time...
 CHECKPOINT_MS = 1_000
 #: ... and are written sooner once the records read since the last write are at
 #: least the joiner's state in size at this many bytes a record: writing the state
@@ -129,7 +131,7 @@ class JoinRunner:
         self._encoded: dict[str, list[tuple[str, bytes]]] = {}
         self._samples: list[dict[str, Any] | None] = []
         self.checkpoint_ms = checkpoint_ms
-        self._written_at = -float("inf")  # time.monotonic() of the last write
+        self._due_at = -float("inf")  # time.monotonic() after which a write is due
         self.writes = 0
         self.state_bytes = 0  # of the state the last write committed
         self.reader = MergedReader(log, self.inputs, _ts, self.offsets, idle_after_s,
@@ -161,7 +163,7 @@ class JoinRunner:
             self._keep(self.joiner.flush())
         self._unwritten += done
         if final or self._unwritten * STATE_BYTES_PER_RECORD >= self.state_bytes \
-                or (time.monotonic() - self._written_at) * 1000 >= self.checkpoint_ms:
+                or time.monotonic() >= self._due_at:
             self.write_pending()
         return done
 
@@ -169,13 +171,16 @@ class JoinRunner:
         """Write what was read and made since the last write, now; whether there was any."""
         if not (self._unwritten or self._encoded):
             return False
+        began = time.monotonic()
         state = self.joiner.state()
         with self.log.atomic():
             for topic, items in self._encoded.items():
                 self.log.append(topic, items, self._samples if topic == SAMPLES else None)
             self.log.commit(self.group, Checkpoint(dict(self.offsets), state))
         self._unwritten, self._encoded, self._samples = 0, {}, []
-        self._written_at, self.state_bytes = time.monotonic(), len(state)
+        ended = time.monotonic()
+        self._due_at = ended + max(self.checkpoint_ms / 1000, 10 * (ended - began))
+        self.state_bytes = len(state)
         self.writes += 1
         return True
 
