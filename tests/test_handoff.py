@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from livelearn.ingest import ingest
-from livelearn.join.runner import _as_written
+from livelearn.join.runner import JoinRunner, _as_written
 from livelearn.log.base import Log, Record
 from livelearn.log.memory import MemoryLog
 from livelearn.log.sqlite import SQLiteLog
@@ -123,3 +123,17 @@ def test_the_trainer_learns_the_same_from_handed_samples_as_from_the_file(tmp_pa
     for handed, handed_state in runs.values():
         assert np.array_equal(handed, parsed)
         assert all(np.array_equal(handed_state[k], parsed_state[k]) for k in parsed_state)
+
+
+def test_a_joiner_on_its_own_hands_nothing_on(tmp_path: Path) -> None:
+    """`livelearn join` has no trainer in its process: it keeps no sample decoded."""
+    _, events = _history(tmp_path, random.Random(7))
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    ingest(log, PIPELINE, "views", tmp_path / "views.jsonl")
+    runner = JoinRunner(log, PIPELINE, data_dir=tmp_path)
+    while runner.step(final=True):
+        pass
+    samples = log.read(SAMPLES, 0, 0, len(events))
+    assert len(samples) == len(events) and all(r.decoded is None for r in samples)

@@ -46,7 +46,8 @@ class Loop:
                  idle_after_s: float = 5.0, turn: int = TURN):
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)
-        self.joiner = JoinRunner(log, pipeline, data_dir=data_dir, idle_after_s=idle_after_s)
+        self.joiner = JoinRunner(log, pipeline, data_dir=data_dir, idle_after_s=idle_after_s,
+                                 hand_on=True)
         self.trainer = Trainer(log, registry, pipeline)
         self.gate = Gate.of(log, registry, pipeline)
         self.on_trained = on_trained

@@ -16,9 +16,10 @@ takes up exactly where its last write left it. A write is due when the records
 read since the last one are worth the state it writes (``STATE_BYTES_PER_RECORD``),
 or when its outputs have waited ``checkpoint_ms`` (ten times the last write's
 time, if longer): under load that is every step, at low traffic a state of many
-open windows is not written again for each few records. The samples go with
-their decoded values (Log.append), so a trainer in the same process need not
-parse them, where JSON gives them back unchanged (``_as_written``).
+open windows is not written again for each few records. In ``livelearn run``
+(loop.Loop) the samples go with their decoded values (Log.append), so the trainer
+in the same process need not parse them, where JSON gives them back unchanged
+(``_as_written``).
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ class JoinRunner:
     def __init__(self, log: Log, pipeline: Pipeline, group: str = "joiner",
                  idle_after_s: float = 5.0, read_batch: int = CHUNK,
                  data_dir: str | Path = ".", shard: tuple[int, int] = (0, 1),
-                 checkpoint_ms: int = CHECKPOINT_MS):
+                 checkpoint_ms: int = CHECKPOINT_MS, hand_on: bool = False):
+        """``hand_on``: the samples also go to the Log decoded (Log.append), for a
+        trainer in this process (loop.Loop) to take without parsing them; a joiner
+        on its own would only hold them in memory."""
         index, count = shard
         if not 0 <= index < count:
             raise ConfigError(f"joiner shard {index}/{count}: expected 0 <= K < N")
@@ -130,7 +134,7 @@ class JoinRunner:
         self._unwritten = 0
         self._encoded: dict[str, list[tuple[str, bytes]]] = {}
         self._samples: list[dict[str, Any] | None] = []
-        self.checkpoint_ms = checkpoint_ms
+        self.checkpoint_ms, self.hand_on = checkpoint_ms, hand_on
         self._due_at = -float("inf")  # time.monotonic() after which a write is due
         self.writes = 0
         self.state_bytes = 0  # of the state the last write committed
@@ -175,7 +179,8 @@ class JoinRunner:
         state = self.joiner.state()
         with self.log.atomic():
             for topic, items in self._encoded.items():
-                self.log.append(topic, items, self._samples if topic == SAMPLES else None)
+                self.log.append(topic, items,
+                                self._samples if topic == SAMPLES and self.hand_on else None)
             self.log.commit(self.group, Checkpoint(dict(self.offsets), state))
         self._unwritten, self._encoded, self._samples = 0, {}, []
         ended = time.monotonic()
@@ -189,15 +194,17 @@ class JoinRunner:
 
     def _keep(self, out: list[Output]) -> None:
         """Count ``out`` and add it, encoded, to what the next write writes (the samples
-        also decoded, to ``_samples``), in order."""
-        dumps, encoded, decoded, samples = orjson.dumps, self._encoded, self._samples, 0
+        also decoded, to ``_samples``, if handed on), in order."""
+        dumps, encoded, samples = orjson.dumps, self._encoded, 0
+        decoded = self._samples if self.hand_on else None
         for topic, key, value in out:
             items = encoded.get(topic)
             if items is None:
                 items = encoded[topic] = []
             items.append((key, dumps(value)))
             if topic == SAMPLES:
-                decoded.append(_as_written(value))
+                if decoded is not None:
+                    decoded.append(_as_written(value))
                 samples += 1
             else:
                 self.counts[value["reason"]] += 1
