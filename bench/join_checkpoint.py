@@ -16,8 +16,8 @@ waited for a write to be due), ``when_due`` as the joiner does (join.runner:
 when the records since the last write are worth the state, or after
 ``CHECKPOINT_MS``, or ten times as long as the last write took). For each:
 the joiner's CPU seconds per wall second of the live phase, its writes, the
-state bytes written per second, and the samples it wrote (equal in both).
-``x_cpu`` is every_step's CPU share over when_due's.
+state bytes written per second, and the samples it wrote (fewer where it falls
+behind the traffic). ``x_cpu`` is every_step's CPU share over when_due's.
 """
 
 from __future__ import annotations

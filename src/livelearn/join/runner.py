@@ -130,7 +130,8 @@ class JoinRunner:
         self.offsets = {tp: checkpoint.offsets.get(tp, 0) for tp in self.inputs}
         self._out: list[Output] = []
         # what was read and made since the last write: records, outputs encoded by
-        # topic, the samples decoded (one per encoded sample, None where not as written)
+        # topic, and if handed on the samples decoded (one per encoded sample, None
+        # where not as written)
         self._unwritten = 0
         self._encoded: dict[str, list[tuple[str, bytes]]] = {}
         self._samples: list[dict[str, Any] | None] = []
