@@ -7,9 +7,11 @@
 2. Reference: on a copy of that log, `livelearn join --until-idle` then
    `livelearn train --until-idle`, never interrupted.
 3. Faults: on another copy, `livelearn join`, `livelearn train` and
-   `livelearn serve` run as separate processes; a seeded schedule sends SIGKILL
-   to a random one at random moments and restarts it at once. When the kills
-   are done the roles finish their work.
+   `livelearn serve` run as separate processes, live; a seeded schedule sends
+   SIGKILL to a random one at random moments and restarts it at once (a joiner
+   killed between its writes loses what it read since the last one, and reads
+   it again). When the kills are done, `livelearn join --until-idle` and then
+   `livelearn train --until-idle` finish the work.
 4. Compare the samples (ids, labels, features) and the final model, bit for bit.
 """
 
@@ -91,7 +93,7 @@ def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int) ->
     rng = np.random.default_rng(seed)
     port = free_port()
     starts = {
-        "join": lambda: role("join", url, registry, "--until-idle"),
+        "join": lambda: role("join", url, registry),
         "train": lambda: role("train", url, registry),
         "serve": lambda: role("serve", url, registry, "--data", str(tables),
                               "--port", str(port)),
@@ -107,13 +109,13 @@ def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int) ->
             running[name].wait()
             killed[name] += 1
             running[name] = starts[name]()
-        finish(running["join"])
         _check_serving(port)
     finally:
         for process in running.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
+    finish(role("join", url, registry, "--until-idle"))
     finish(role("train", url, registry, "--until-idle"))
     return dict(killed)
 
