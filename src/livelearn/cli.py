@@ -104,7 +104,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     j = sub.add_parser("join", parents=[common],
                        help="run the joiner: predictions + feedback -> samples",
                        description="Join predictions with their feedback into samples, "
-                       "checkpointing after every step; a restart resumes exactly.")
+                       "writing them with a checkpoint at most every second or so "
+                       "(at once under load); a restart resumes exactly.")
     j.add_argument("--until-idle", action="store_true",
                    help="treat the log as complete: drain it, emit every open window, stop "
                         "(default: run forever)")
