@@ -227,3 +227,24 @@ def test_outputs_wait_at_most_checkpoint_ms(tmp_path: Any) -> None:
     time.sleep(1.1)
     runner.step(1)
     assert sum(log.committed(runner.group).offsets.values()) == 302
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 10_000])
+def test_a_final_step_ends_the_input_only_when_the_log_has_no_more(tmp_path: Any,
+                                                                   step: int) -> None:
+    """A final step whose reads happen to leave nothing buffered (one input done, the
+    other read up to a step's end) must not flush: the clicks still in the log label
+    their windows, whatever the step size."""
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    log.append(PREDICTIONS, [(f"r{i}", orjson.dumps(prediction(f"r{i}", T0 + i * 10_000)))
+                             for i in range(2)])
+    log.append("click", [("u1", orjson.dumps(click(f"r{i}", T0 + 45_000 + i * 10_000)))
+                         for i in range(2)])
+    runner = JoinRunner(log, PIPELINE, read_batch=1, idle_after_s=0)
+    while runner.step(step, final=True):
+        pass
+    samples = [orjson.loads(r.value) for r in log.read(SAMPLES, 0, 0, 100)]
+    assert [s["labels"]["clicked"] for s in samples] == [1.0, 1.0]
+    assert log.read(DEAD_LETTERS, 0, 0, 100) == []

@@ -193,3 +193,25 @@ def test_a_joiner_restarted_from_its_checkpoints_makes_the_same_samples(tmp_path
     once = samples("once", 10**6)
     assert len(once) == len(events)
     assert samples("restarted", 37) == once
+
+
+@pytest.mark.parametrize("step", [5, 10, 10**6])
+def test_a_copy_read_after_a_final_step_is_still_a_duplicate(tmp_path: Path, step: int) -> None:
+    """An event ingested twice (a re-run ingest) is dead-lettered as a duplicate and
+    learned once, wherever the steps of a replay end."""
+    from livelearn.ingest import ingest
+    from livelearn.join.runner import JoinRunner
+
+    _history(tmp_path, random.Random(4))
+    lines = (tmp_path / "views.jsonl").read_bytes().splitlines(keepends=True)[:10]
+    (tmp_path / "twice.jsonl").write_bytes(b"".join(lines + lines[-3:]))
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    ingest(log, PIPELINE, "views", tmp_path / "twice.jsonl")
+    runner = JoinRunner(log, PIPELINE, data_dir=tmp_path, read_batch=5)
+    while runner.step(step, final=True):
+        pass
+    assert len(log.read("samples", 0, 0, 100)) == 10
+    dead = [orjson.loads(r.value)["reason"] for r in log.read("dead_letters", 0, 0, 100)]
+    assert dead == ["duplicate"] * 3

@@ -144,27 +144,29 @@ class JoinRunner:
         self.counts: Counter[str] = Counter()
 
     def step(self, max_records: int = 10_000, final: bool = False) -> int:
-        """Process up to ``max_records`` records; ``final`` drains all input and flushes.
+        """Process up to ``max_records`` records. ``final``: the log is complete; the
+        step that finds every input read to its end flushes every window.
 
         Records are read, joined and their outputs encoded a chunk at a time (what a
         chunk holds stays in the CPU's caches); the outputs and the checkpoint are
         written at the end if a write is due (always when ``final``). Returns how
         many input records were processed.
         """
-        done = 0
+        done, ended = 0, False
         while done < max_records:
             out = self._out = []  # with what an input's idleness lets out meanwhile
             batch = self.reader.next_batch(final, min(CHUNK, max_records - done))
             out += self.joiner.process_many(batch)
             self._keep(out)
-            if not batch:
+            if not batch:  # in a final step: every input read to its end
+                ended = final
                 break
             if len(self.inputs) == 1:  # the batch is in offset order
                 self.offsets[self.inputs[0]] = batch[-1][0].offset + 1
             else:
                 self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
             done += len(batch)
-        if final and self.reader.drained():
+        if ended:
             self._keep(self.joiner.flush())
         self._unwritten += done
         if final or self._unwritten * STATE_BYTES_PER_RECORD >= self.state_bytes \

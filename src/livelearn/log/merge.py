@@ -89,10 +89,6 @@ class MergedReader:
                 room -= 1
         return out
 
-    def drained(self) -> bool:
-        """Whether nothing read is left waiting in the buffers."""
-        return not any(self._buffers.values())
-
     def _refill(self, tp: TopicPartition) -> bool:
         records = self.log.read(*tp, self._next_read[tp], self.read_batch)
         if not records:
