@@ -215,3 +215,26 @@ def test_a_copy_read_after_a_final_step_is_still_a_duplicate(tmp_path: Path, ste
     assert len(log.read("samples", 0, 0, 100)) == 10
     dead = [orjson.loads(r.value)["reason"] for r in log.read("dead_letters", 0, 0, 100)]
     assert dead == ["duplicate"] * 3
+
+
+def test_a_copy_ingested_after_a_bounded_run_is_still_a_duplicate(tmp_path: Path) -> None:
+    """`run --until-idle`, then the last event ingested again and another bounded run:
+    the copy is dead-lettered as a duplicate, not joined a second time."""
+    from livelearn.ingest import ingest
+    from livelearn.join.runner import JoinRunner
+
+    _history(tmp_path, random.Random(4))
+    lines = (tmp_path / "views.jsonl").read_bytes().splitlines(keepends=True)[:10]
+    (tmp_path / "first.jsonl").write_bytes(b"".join(lines))
+    (tmp_path / "again.jsonl").write_bytes(lines[-1])
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    for name in ("first.jsonl", "again.jsonl"):
+        ingest(log, PIPELINE, "views", tmp_path / name)
+        runner = JoinRunner(log, PIPELINE, data_dir=tmp_path)
+        while runner.step(10**6, final=True):
+            pass
+    assert len(log.read("samples", 0, 0, 100)) == 10
+    dead = [orjson.loads(r.value)["reason"] for r in log.read("dead_letters", 0, 0, 100)]
+    assert dead == ["duplicate"]

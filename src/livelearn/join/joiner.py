@@ -90,7 +90,8 @@ class Joiner:
         self._pending_heap: list[tuple[int, str]] = []  # (ts, request_id)
         self.closed: dict[str, int] = {}  # request_id -> t + W, for a while after emission
         # (t + W, request_id) of closed windows to forget, oldest first: those emitted
-        # (in order of t + W) queue up, the others (late, restored) wait in a heap
+        # (in order of t + W; after a flush, later ones may end sooner and wait for those
+        # before them) queue up, the others (late, restored) wait in a heap
         self._emitted: deque[tuple[int, str]] = deque()
         self._closed_heap: list[tuple[int, str]] = []
 
@@ -139,9 +140,11 @@ class Joiner:
         return out
 
     def flush(self) -> list[Output]:
-        """End of input: emit every open window and orphan every pending event."""
+        """End of input: emit every open window and orphan every pending event. Their
+        ids are remembered as the watermark would have them: a copy read later (the
+        input continued after a bounded run) is still a duplicate."""
         out: list[Output] = []
-        self._close_until(2**63 - 1, out)
+        self._emit_until(2**63 - 1, out)
         return out
 
     def _on_prediction(self, record: Record, decoded: Any, out: list[Output]) -> int | None:
@@ -258,6 +261,12 @@ class Joiner:
             self._close_until(mark, out)
 
     def _close_until(self, mark: int, out: list[Output]) -> None:
+        """Emit windows ending before ``mark`` (the watermark), orphan pending events
+        older than it, forget closed windows it has left ``remember_ms`` behind."""
+        self._emit_until(mark, out)
+        self._forget_until(mark - self.remember_ms)
+
+    def _emit_until(self, mark: int, out: list[Output]) -> None:
         """Emit windows ending before ``mark``, orphan pending events older than it."""
         while self._pending_heap and self._pending_heap[0][0] < mark:
             ts, rid = heapq.heappop(self._pending_heap)
@@ -275,11 +284,14 @@ class Joiner:
             out.append(Output(SAMPLES, rid, self._sample(self.open.pop(rid))))
             closed[rid] = end
             emitted.append((end, rid))
-        forget, closed_heap = mark - self.remember_ms, self._closed_heap
-        while emitted and emitted[0][0] < forget:
+
+    def _forget_until(self, end: int) -> None:
+        """Forget the closed windows that ended before ``end``."""
+        closed, emitted, heap = self.closed, self._emitted, self._closed_heap
+        while emitted and emitted[0][0] < end:
             closed.pop(emitted.popleft()[1], None)
-        while closed_heap and closed_heap[0][0] < forget:
-            closed.pop(pop(closed_heap)[1], None)
+        while heap and heap[0][0] < end:
+            closed.pop(heapq.heappop(heap)[1], None)
 
     def _remember_closed(self, rid: str, end: int) -> None:
         self.closed[rid] = end
