@@ -41,3 +41,13 @@ class Corrupt(LivelearnError):
     """A checkpoint or model file whose checksum does not match: damaged or truncated."""
 
     status = 500
+
+
+class PipelineFailed(LivelearnError):
+    """A function of the pipeline (features, label) raised: its own code failed on an input."""
+
+    status = 500
+
+    @classmethod
+    def of(cls, function: str, error: Exception) -> PipelineFailed:
+        return cls(f"the pipeline's {function} raised {type(error).__name__}: {error}")

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     ORPHAN = "orphan"  # feedback whose prediction never arrived
     DUPLICATE = "duplicate"  # an id already seen
     OUTSIDE_WINDOW = "outside_window"  # feedback before its prediction or after t + W
+    FAILED = "failed"  # the pipeline's features or label raised on it, or made no JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,6 @@ def _field(obj: Mapping[str, Any], name: str, kind: type, stream: str, prefix: s
     return value
 
 
-def show(value: Any) -> str:
+def show(value: Any, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from livelearn.errors import BadInput
+from livelearn.errors import BadInput, PipelineFailed
 from livelearn.events import Event
 from livelearn.features.counters import WindowCounter
 from livelearn.spec import EventLabel, Pipeline
@@ -57,9 +57,18 @@ class Enricher:
         counts = {}
         for name, by, counter in self._counts:
             counts[name] = counter.count(key if by is None else str(payload[by]), ts)
+        try:
+            features = self.features(event, rows, counts)
+        except Exception as e:  # the pipeline's code: the joiner dead-letters the event
+            raise PipelineFailed.of("features", e) from e
+        try:
+            labels = self.label(event)
+        except BadInput:
+            raise
+        except Exception as e:
+            raise PipelineFailed.of("label", e) from e
         return {"id": event.id, "ts": ts, "window_end": ts, "user": key, "item": None,
-                "model_version": None, "score": None,
-                "features": self.features(event, rows, counts), "labels": self.label(event),
+                "model_version": None, "score": None, "features": features, "labels": labels,
                 "feedback": []}
 
     def state(self) -> dict[str, Any]:

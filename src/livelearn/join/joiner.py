@@ -41,8 +41,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from livelearn.errors import BadInput
-from livelearn.events import Event, EventDecoder, Reason, Schema, dead_letter, decode_prediction
+from livelearn.errors import BadInput, PipelineFailed
+from livelearn.events import (
+    Event,
+    EventDecoder,
+    Reason,
+    Schema,
+    dead_letter,
+    decode_prediction,
+    show,
+)
 from livelearn.log.base import Record, TopicPartition
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
 
@@ -281,7 +289,7 @@ class Joiner:
         pop = heapq.heappop
         while closing and closing[0][0] < mark:
             end, rid = pop(closing)
-            out.append(Output(SAMPLES, rid, self._sample(self.open.pop(rid))))
+            out.append(self._output(rid, self.open.pop(rid)))
             closed[rid] = end
             emitted.append((end, rid))
 
@@ -297,17 +305,42 @@ class Joiner:
         self.closed[rid] = end
         heapq.heappush(self._closed_heap, (end, rid))
 
+    def _output(self, rid: str, window: _Window | Event) -> Output:
+        """The sample of a closed window, or a dead letter where the pipeline's label
+        or features fail on it (a null label: malformed)."""
+        try:
+            return Output(SAMPLES, rid, self._sample(window))
+        except BadInput as e:
+            reason, detail = Reason.MALFORMED, str(e)
+        except PipelineFailed as e:
+            reason, detail = Reason.FAILED, str(e)
+        if isinstance(window, Event):
+            return _dead(reason, detail, window.stream, window.to_json())
+        return _dead(reason, f"request {rid!r}: {detail}", PREDICTIONS,
+                     orjson.dumps(window.prediction))
+
+    def unwritable(self, sample: dict[str, Any], error: Exception) -> Output:
+        """The dead letter of a sample JSON cannot hold (an int over 64 bits, a numpy
+        value, a key not a string, made by the pipeline's features or label)."""
+        return _dead(Reason.FAILED, f"sample {sample.get('id')!r} cannot be written as "
+                     f"JSON: {error}", self.labelled or PREDICTIONS,
+                     show(sample, limit=1000).encode())
+
     def _sample(self, window: _Window | Event) -> dict[str, Any]:
         if isinstance(window, Event):  # of a labelled stream
             assert self.enricher is not None
             return self.enricher.sample(window)
         pred = window.prediction
         events = sorted(window.events, key=lambda e: (e.ts, e.id))
+        try:
+            labels = self.label(events)
+        except Exception as e:
+            raise PipelineFailed.of("label", e) from e
         return {"id": pred["request_id"], "ts": pred["ts"],
                 "window_end": pred["ts"] + self.window_ms, "user": pred["user"],
                 "item": pred["item"], "model_version": pred["model_version"],
                 "score": pred["score"], "features": dict(sorted(pred["features"].items())),
-                "labels": self.label(events), "feedback": [e.id for e in events]}
+                "labels": labels, "feedback": [e.id for e in events]}
 
     # -- checkpoint -------------------------------------------------------------
 

@@ -200,11 +200,17 @@ class JoinRunner:
         also decoded, to ``_samples``, if handed on), in order."""
         dumps, encoded, samples = orjson.dumps, self._encoded, 0
         decoded = self._samples if self.hand_on else None
-        for topic, key, value in out:
+        for output in out:
+            try:
+                text = dumps(output.value)
+            except orjson.JSONEncodeError as e:
+                output = self.joiner.unwritable(output.value, e)
+                text = dumps(output.value)
+            topic, key, value = output
             items = encoded.get(topic)
             if items is None:
                 items = encoded[topic] = []
-            items.append((key, dumps(value)))
+            items.append((key, text))
             if topic == SAMPLES:
                 if decoded is not None:
                     decoded.append(_as_written(value))

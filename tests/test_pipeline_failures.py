@@ -1,0 +1,98 @@
+"""The pipeline's own code failing on an input, in the joiner: that input is
+dead-lettered (reason ``failed``, the function and its error in the detail), every
+other one joined, and a restarted joiner goes on instead of failing again."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from livelearn import spec
+from livelearn.events import Event
+from livelearn.ingest import ingest
+from livelearn.join.runner import JoinRunner
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.ftrl import FTRL
+from livelearn.sim.pipeline import PIPELINE as FEED
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+
+T0 = 1_704_067_200_000
+TX = spec.Stream("tx", {"amount": float}, key="card", id="id")
+
+
+def features(event: Event, rows: Mapping[str, Mapping[str, Any]],
+             counts: Mapping[str, int]) -> dict[str, Any]:
+    amount = event.payload["amount"]
+    odd = {7: {"big": 2**70}, 8: {"small": np.float32(1)}, 9: {1: "a key not a string"}}
+    return odd.get(amount) or {"log_amount": math.log1p(amount)}  # raises below -1
+
+
+def label(event: Event) -> dict[str, float]:
+    return {"y": 1 / (event.payload["amount"] - 6)}  # raises at 6
+
+
+PIPELINE = spec.Pipeline(
+    name="failing", feedback=spec.EventLabel(TX, label=label), features=features,
+    learner=lambda: FTRL(bits=10), target="y",
+    policies=spec.Policies(publish_every_samples=10**9, publish_every_ms=10**12))
+
+
+def _joined(tmp_path: Path, amounts: list[float]) -> tuple[list[dict[str, Any]],
+                                                           list[dict[str, Any]]]:
+    events = [{"id": f"e{i}", "card": "c1", "ts": T0 + i, "amount": a}
+              for i, a in enumerate(amounts)]
+    (tmp_path / "tx.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    ingest(log, PIPELINE, "tx", tmp_path / "tx.jsonl")
+    while JoinRunner(log, PIPELINE, data_dir=tmp_path).step(3, final=True):
+        pass  # a new runner at every step: restarts go on past the failures
+    return ([orjson.loads(r.value) for r in log.read(SAMPLES, 0, 0, 100)],
+            [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 100)])
+
+
+def test_an_event_the_features_or_label_fail_on_is_dead_lettered(tmp_path: Path) -> None:
+    samples, dead = _joined(tmp_path, [1.0, -5.0, 2.0, 6.0, 7.0, 8.0, 9.0, 3.0])
+    assert [s["id"] for s in samples] == ["e0", "e2", "e7"]
+    assert [(d["reason"], d["stream"]) for d in dead] == [("failed", "tx")] * 5
+    details = [d["detail"] for d in dead]
+    assert details[0] == "the pipeline's features raised ValueError: math domain error"
+    assert details[1] == "the pipeline's label raised ZeroDivisionError: float division by zero"
+    assert "sample 'e4' cannot be written as JSON: Integer exceeds 64-bit range" in details[2]
+    assert "'e5' cannot be written as JSON: Type is not JSON serializable: numpy.float32" \
+        in details[3]
+    assert "'e6' cannot be written as JSON: Dict key must be str" in details[4]
+    assert orjson.loads(dead[0]["event"])["payload"]["amount"] == -5.0  # the event as read
+    assert str(2**70) in dead[2]["event"]  # the sample as made, shown
+
+
+def test_a_window_whose_label_fails_is_dead_lettered(tmp_path: Path) -> None:
+    def clicked_unless_r1(events: Sequence[Event]) -> dict[str, float]:
+        if any(e.payload["request_id"] == "r1" for e in events):
+            raise RuntimeError("no label for r1")
+        return {"clicked": float(bool(events))}
+
+    pipeline = replace(FEED, feedback=replace(FEED.feedback, label=clicked_unless_r1))
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    log.append(PREDICTIONS, [(f"r{i}", orjson.dumps({
+        "request_id": f"r{i}", "ts": T0 + i, "user": "u1", "item": "p1", "model_version": 1,
+        "score": 0.5, "features": {"topic": "t1"}})) for i in range(3)])
+    log.append("click", [("u1", orjson.dumps({
+        "stream": "click", "key": "u1", "id": f"c{i}", "ts": T0 + 1_000 + i,
+        "payload": {"request_id": f"r{i}"}})) for i in range(3)])
+    while JoinRunner(log, pipeline, idle_after_s=0).step(final=True):
+        pass
+    assert [orjson.loads(r.value)["id"] for r in log.read(SAMPLES, 0, 0, 10)] == ["r0", "r2"]
+    (dead,) = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert dead["reason"] == "failed" and dead["stream"] == PREDICTIONS
+    assert dead["detail"] == ("request 'r1': the pipeline's label raised RuntimeError: "
+                              "no label for r1")
