@@ -48,6 +48,30 @@ def test_replay_then_live_goes_on_with_the_same_roles(tmp_path: Path) -> None:
     assert loop.trainer.samples == 348
 
 
+def test_a_bounded_replay_publishes_all_it_learned_as_the_roles_apart_do(tmp_path: Path
+                                                                          ) -> None:
+    """replay (every role in one process) ends as `join` then `train --until-idle` end:
+    the same versions, the last holding every sample learned."""
+    history = _ratings(tmp_path / "a.jsonl", 0, 2500)
+    replay(SQLiteLog(tmp_path / "log.db"), Registry(tmp_path / "reg"), PIPELINE,
+           [("ratings", str(history))])
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    apart = [str(tmp_path / "p.py"), "--log", f"sqlite:///{tmp_path / 'apart.db'}"]
+    for argv in (["ingest", *apart[:1], "ratings", str(history), *apart[1:]],
+                 ["join", *apart, "--until-idle"],
+                 ["train", *apart, "--registry", str(tmp_path / "apart"), "--until-idle"]):
+        done = subprocess.run([sys.executable, "-m", "livelearn", "-q", *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    def versions(folder: str) -> list[tuple[int, int | None]]:
+        return [(v.meta["samples"], v.meta["event_ts"]) for v in
+                Registry(tmp_path / folder).versions()]
+
+    assert versions("reg") == versions("apart")
+    assert versions("reg")[-1][0] == 2500
+
+
 @contextmanager
 def _process(args: list[str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen([sys.executable, "-m", "livelearn", "-q", *args], cwd=cwd,

@@ -76,6 +76,20 @@ def test_a_restarted_trainer_ends_in_the_same_state(tmp_path: Path, log: SQLiteL
     assert np.array_equal(again.model.state()["n"], whole.model.state()["n"])
 
 
+@pytest.mark.parametrize("step", [100, 10_000])
+def test_versions_by_event_time_do_not_depend_on_the_steps(tmp_path: Path, log: SQLiteLog,
+                                                           step: int) -> None:
+    """publish_every_ms runs from the first sample learned, across steps (it restarted
+    with every step of fewer samples than the interval, and never published)."""
+    _samples(log, 2500)  # a sample a second
+    timed = replace(SMALL, policies=replace(SMALL.policies, publish_every_samples=10**9,
+                                            publish_every_ms=600_000))
+    trainer = Trainer(log, Registry(tmp_path / f"reg{step}"), timed)
+    while trainer.step(step, final=True):
+        pass
+    assert [v.meta["samples"] for v in trainer.registry.versions()] == [0, 601, 1201, 1801, 2401]
+
+
 def test_bulky_details_stay_out_of_the_version_list(tmp_path: Path, log: SQLiteLog) -> None:
     """The gate's window of scores and the recent ids are read one version at a time;
     a registry written before they had a table of their own still resumes."""

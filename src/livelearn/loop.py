@@ -64,6 +64,10 @@ class Loop:
         return bool(joined or trained)
 
     def drain(self, final: bool = True) -> None:
-        """Turn until every role has read all there is, and the joiner written all it made."""
+        """Turn until every role has read all there is, and the joiner written all it
+        made; when ``final``, publish what was learned since the last version and judge
+        it, as ``livelearn train --until-idle`` ends."""
         while self.turn(final) or self.joiner.write_pending():
             pass
+        if final and self.trainer.publish_now() is not None:
+            self.gate.step()

@@ -202,6 +202,8 @@ class Trainer:
             batch = hash_rows([s["features"] for s in samples], bits)
         target = self.pipeline.target
         labels = np.array([float(s["labels"][target]) for s in samples])
+        if self._last_publish_ts is None and samples:  # publish_every_ms runs from here
+            self._last_publish_ts = int(samples[0]["ts"])
         trained = Trained(samples, batch, labels, np.empty(len(samples)))
         start = 0
         for cut in self._publish_points(samples):
@@ -241,13 +243,13 @@ class Trainer:
         """Indices after which a version is due, by sample count or event time."""
         points: list[int] = []
         count, last = self._since_publish, self._last_publish_ts
+        assert last is not None  # set by _train
         every_ms = self.policies.publish_every_ms
-        if count + len(samples) < self.policies.publish_every_samples and last is not None \
-                and max((s["ts"] for s in samples), default=last) - last < every_ms:
+        if count + len(samples) < self.policies.publish_every_samples \
+                and max(s["ts"] for s in samples) - last < every_ms:
             return points  # neither the count nor the time is reached in this batch
         for i, s in enumerate(samples):
             count += 1
-            last = s["ts"] if last is None else last
             if count >= self.policies.publish_every_samples or \
                     s["ts"] - last >= every_ms:
                 points.append(i + 1)
