@@ -28,7 +28,6 @@ livelearn.errors.BadInput: stream 'tx', field 'amount': expected float, got 'muc
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import io
 import sys
@@ -52,6 +51,7 @@ from livelearn.events import (
     parse_object,
     partition_key,
     show,
+    to_ms,
 )
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
@@ -230,7 +230,7 @@ def _envelope(stream: Stream, obj: Mapping[str, Any], now_ms: int | None) -> Eve
     if obj.get("stream", stream.name) != stream.name:
         raise BadInput(f"stream '{stream.name}', field 'stream': the record is of stream "
                        f"{obj.get('stream')!r}")
-    body = {**obj, "stream": stream.name, "ts": _ts(stream, obj.get("ts"), "ts")}
+    body = {**obj, "stream": stream.name, "ts": event_time(stream.name, obj.get("ts"))}
     return decode_event(body, {stream.name: stream.schema}, now_ms)
 
 
@@ -238,7 +238,7 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
     key = obj.get(stream.key)
     if key is None or key == "":
         raise BadInput(f"stream '{stream.name}', field '{stream.key}': missing (the key)")
-    ts = check_ts(_ts(stream, obj.get(stream.ts), stream.ts), stream.name, now_ms)
+    ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms)
     payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
     for name, kind in stream.schema.items():
         value = payload.get(name)
@@ -281,22 +281,12 @@ def _convert(kind: type, text: str) -> Any:
         return text
 
 
-def _ts(stream: Stream, value: Any, name: str) -> Any:
-    """A timestamp as integer ms: digits and ISO 8601 text are converted."""
-    if isinstance(value, str):
-        if value.strip().lstrip("-").isdigit():
-            return int(value)
-        try:
-            when = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise BadInput(f"stream '{stream.name}', field '{name}': expected milliseconds "
-                           f"since the epoch or ISO 8601, got {show(value)}") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return int(when.timestamp() * 1000)
-    if value is None:
-        raise BadInput(f"stream '{stream.name}', field '{name}': missing (the event time)")
-    return value
+def event_time(stream: str, value: Any, name: str = "ts") -> Any:
+    """A record's time field as integer ms: digits and ISO 8601 text are converted
+    (events.to_ms), other values come back for check_ts; BadInput if it is missing."""
+    if value is None or value == "":
+        raise BadInput(f"stream '{stream}', field '{name}': missing (the event time)")
+    return to_ms(value, f"stream '{stream}', field '{name}'")
 
 
 def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
