@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -245,7 +246,7 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
         if value is None or value == "":
             raise BadInput(f"stream '{stream.name}', field '{name}': missing "
                            f"(expected {kind.__name__})")
-        payload[name] = _typed(stream, name, kind, value, typed)
+        payload[name] = typed_value(stream.name, name, kind, value, typed)
     if stream.id is not None:
         event_id = obj.get(stream.id)
         if event_id is None or event_id == "":
@@ -256,15 +257,16 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
     return Event(stream.name, str(key), str(event_id), ts, payload)
 
 
-def _typed(stream: Stream, name: str, kind: type, value: Any, typed: bool) -> Any:
-    """A field's value as its declared type; text (CSV) is converted, JSON is checked."""
+def typed_value(stream: str, name: str, kind: type, value: Any, typed: bool) -> Any:
+    """A field's value as its declared type; text (CSV) is converted, JSON is checked.
+    A float must be finite: JSON has no NaN or infinity (it would write null)."""
     if isinstance(value, str) and kind is not str and not typed:
         value = _convert(kind, value)
     ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
-    if not ok:
-        raise BadInput(f"stream '{stream.name}', field '{name}': expected {kind.__name__}, "
+    if not ok or (kind is float and not math.isfinite(value)):
+        raise BadInput(f"stream '{stream}', field '{name}': expected {kind.__name__}, "
                        f"got {show(value)}")
     return value
 
