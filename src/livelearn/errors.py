@@ -37,6 +37,13 @@ class ConfigError(LivelearnError):
     status = 400
 
 
+class PipelineError(LivelearnError):
+    """The pipeline's own code failed or gave what livelearn cannot use: the features
+    function raised, or returned a value that is not a number, a string or a bool."""
+
+    status = 500
+
+
 class Corrupt(LivelearnError):
     """A checkpoint or model file whose checksum does not match: damaged or truncated."""
 
