@@ -132,3 +132,47 @@ def test_the_one_pass_path_gives_what_to_event_gives() -> None:
         event = to_event(stream, line, now_ms=T)
         assert fast == (partition_key(event), event.to_json()), line
     assert taken > 100
+
+
+CLICKS = spec.Stream("clicks", {"request_id": str}, key="user")
+SHOWN = spec.Pipeline(
+    name="shown", feedback=spec.FeedbackJoin(streams=(CLICKS,), window_ms=60_000,
+                                             label=lambda events: {"clicked": 0.0}),
+    users=spec.Table("users", "users.csv", key="user_id", as_of="updated_at"),
+    items=spec.Table("items", "items.csv", key="item_id"),
+    features=lambda user, item, ts: {"plan": str(user.get("plan"))},
+    learner=lambda: LinearRegression(bits=10), target="clicked")
+
+
+def test_impressions_with_a_mistyped_field_are_dead_lettered_naming_it(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    for topic in SHOWN.topics:
+        log.create_topic(topic)
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\nu1,2023-12-31T00:00:00,pro\n")
+    (tmp_path / "items.csv").write_text("item_id,x\ni1,1\n")
+    shown = {"ts": T, "user": "u1", "item": "i1"}
+    records = [{"request_id": "ok", **shown, "score": 0.25, "model_version": 3},
+               {"request_id": "iso", **shown, "ts": "2024-01-01T00:00:01"},
+               {"request_id": "x1", **shown, "score": "high"},
+               {"request_id": "x2", **shown, "score": [1]},
+               {"request_id": "x3", **shown, "model_version": "v3"},
+               {"request_id": "x4", **shown, "model_version": 1.5},
+               {"request_id": "x5", **shown, "user": {"a": 1}}]
+    (tmp_path / "i.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    result = ingest(log, SHOWN, "predictions", tmp_path / "i.jsonl", data_dir=tmp_path)
+    assert (result.events, result.dead) == (2, 5)
+    assert [(p["request_id"], p["ts"], p["score"], p["model_version"], p["features"])
+            for p in _topic(log, "predictions")] == [("ok", T, 0.25, 3, {"plan": "pro"}),
+                                                     ("iso", T + 1000, 0.0, 0, {"plan": "pro"})]
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        "stream 'predictions', field 'score': expected float, got 'high'",
+        "stream 'predictions', field 'score': expected float, got [1]",
+        "stream 'predictions', field 'model_version': expected int, got 'v3'",
+        "stream 'predictions', field 'model_version': expected int, got 1.5",
+        "stream 'predictions', field 'user': expected str, got {'a': 1}"]
+    (tmp_path / "i.csv").write_text(f"request_id,ts,user,item,score\nc1,{T},u1,i1,0.5\n"
+                                    f"c2,{T},u1,i1,nan\n")
+    assert ingest(log, SHOWN, "predictions", tmp_path / "i.csv", data_dir=tmp_path).dead == 1
+    assert _topic(log, "predictions")[-1]["score"] == 0.5
+    assert _topic(log, "dead_letters")[-1]["detail"] == (
+        "stream 'predictions', field 'score': expected float, got nan")

@@ -63,8 +63,10 @@ def test_an_event_the_features_or_label_fail_on_is_dead_lettered(tmp_path: Path)
     assert [s["id"] for s in samples] == ["e0", "e2", "e7"]
     assert [(d["reason"], d["stream"]) for d in dead] == [("failed", "tx")] * 5
     details = [d["detail"] for d in dead]
-    assert details[0] == "the pipeline's features raised ValueError: math domain error"
-    assert details[1] == "the pipeline's label raised ZeroDivisionError: float division by zero"
+    assert details[0] == ("pipeline 'failing': the features function raised ValueError: "
+                          "math domain error")
+    assert details[1] == ("pipeline 'failing': the label function raised ZeroDivisionError: "
+                          "float division by zero")
     assert "sample 'e4' cannot be written as JSON: Integer exceeds 64-bit range" in details[2]
     assert "'e5' cannot be written as JSON: Type is not JSON serializable: numpy.float32" \
         in details[3]
@@ -94,5 +96,5 @@ def test_a_window_whose_label_fails_is_dead_lettered(tmp_path: Path) -> None:
     assert [orjson.loads(r.value)["id"] for r in log.read(SAMPLES, 0, 0, 10)] == ["r0", "r2"]
     (dead,) = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
     assert dead["reason"] == "failed" and dead["stream"] == PREDICTIONS
-    assert dead["detail"] == ("request 'r1': the pipeline's label raised RuntimeError: "
-                              "no label for r1")
+    assert dead["detail"] == ("request 'r1': pipeline 'news_feed': the label function raised "
+                              "RuntimeError: no label for r1")

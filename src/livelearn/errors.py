@@ -6,6 +6,11 @@ expected and what came. A server maps ``status`` to its HTTP response.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 
 class LivelearnError(Exception):
     """Root of livelearn's errors. ``status`` is the HTTP status a server answers with."""
@@ -37,17 +42,28 @@ class ConfigError(LivelearnError):
     status = 400
 
 
+class PipelineError(LivelearnError):
+    """The pipeline's own code failed or gave what livelearn cannot use: its features or
+    label function raised, or features returned a value not a number, a string or a bool."""
+
+    status = 500
+
+
+def guarded(function: Callable[..., T], what: str) -> Callable[..., T]:
+    """``function`` (the pipeline's own code), raising PipelineError "``what`` raised
+    KeyError: 'x'" where it raises anything but a LivelearnError."""
+    def call(*args: Any) -> T:
+        try:
+            return function(*args)
+        except LivelearnError:
+            raise
+        except Exception as e:  # whatever the pipeline's code raises is its own fault
+            raise PipelineError(f"{what} raised {type(e).__name__}: {e}") from e
+
+    return call
+
+
 class Corrupt(LivelearnError):
     """A checkpoint or model file whose checksum does not match: damaged or truncated."""
 
     status = 500
-
-
-class PipelineFailed(LivelearnError):
-    """A function of the pipeline (features, label) raised: its own code failed on an input."""
-
-    status = 500
-
-    @classmethod
-    def of(cls, function: str, error: Exception) -> PipelineFailed:
-        return cls(f"the pipeline's {function} raised {type(error).__name__}: {error}")

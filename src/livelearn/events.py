@@ -6,6 +6,7 @@ time in integer milliseconds since the epoch, UTC. Events travel as JSON.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -128,18 +129,49 @@ class EventDecoder:
 def check_ts(ts: Any, stream: str, now_ms: int | None = None,
              max_future_ms: int | None = MAX_FUTURE_MS) -> int:
     """Check an event time in milliseconds; raise BadInput for seconds or the far future."""
-    if not isinstance(ts, int) or isinstance(ts, bool):
-        raise BadInput(f"stream '{stream}', field 'ts': expected integer milliseconds "
-                       f"since the epoch, got {show(ts)}")
-    if ts < MIN_TS_MS:
-        raise BadInput(f"stream '{stream}', field 'ts': expected milliseconds since the "
-                       f"epoch, got {ts} (seconds?)")
+    check_ms(ts, f"stream '{stream}', field 'ts'")
     if max_future_ms is not None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if ts > now + max_future_ms:
             raise BadInput(f"stream '{stream}', field 'ts': {ts} is more than "
                            f"{max_future_ms} ms in the future")
     return ts
+
+
+def check_ms(ts: Any, where: str) -> int:
+    """``ts`` if it is integer milliseconds since the epoch; BadInput naming ``where`` (as
+    "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS) included."""
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise BadInput(f"{where}: expected integer milliseconds since the epoch, got {show(ts)}")
+    if ts < MIN_TS_MS:
+        raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts} (seconds?)")
+    return ts
+
+
+def to_ms(value: Any, where: str) -> Any:
+    """A time given as text or a datetime, as integer ms since the epoch UTC; any other value
+    as it came, for ``check_ms`` to judge. Text is digits (ms) or ISO 8601, a datetime or
+    date from a table file likewise: no zone means UTC. BadInput naming ``where`` for text
+    that is neither.
+
+    >>> to_ms("2024-01-01T00:00:00", "f"), to_ms("1704067200000", "f"), to_ms(7, "f")
+    (1704067200000, 1704067200000, 7)
+    """
+    if isinstance(value, str):
+        if value.strip().lstrip("-").isdigit():
+            return int(value)
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise BadInput(f"{where}: expected milliseconds since the epoch or ISO 8601, "
+                           f"got {show(value)}") from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return int(value.timestamp() * 1000)
+    return value
 
 
 def partition_key(event: Event) -> str:

@@ -8,6 +8,12 @@ with the server's own function, ``pipeline.features(user_row, item_row, ts)``,
 from the users and items tables as of the impression's ts (tables.asof).
 Without a ``request_id`` field, it is a hash of the record.
 
+The fields are checked as ingest checks an event's: ``ts`` integer ms or ISO
+8601 (no zone means UTC), ``request_id``, ``user`` and ``item`` strings,
+``score`` a finite float, ``model_version`` an int; text (a CSV cell) is
+converted. A record with a field missing or of another type raises BadInput
+naming the field, which ingest dead-letters.
+
 A pipeline's windowed counters are counted as the server counts them
 (serve.counters), in an in-memory store: from the counted feedback streams
 already in the log (ingest those first: ``livelearn replay`` does), the
@@ -27,6 +33,7 @@ import orjson
 
 from livelearn.errors import BadInput, ConfigError
 from livelearn.events import check_ts
+from livelearn.ingest import event_time, typed_value
 from livelearn.log.base import Log
 from livelearn.serve.counters import ServedCounters
 from livelearn.spec import PREDICTIONS, Pipeline
@@ -50,31 +57,31 @@ class Impressions:
             self.served.add_logged(log, pipeline.schemas)
 
     def record(self, obj: Mapping[str, Any], now_ms: int | None = None) -> tuple[str, bytes]:
-        """The (key, value) of the prediction record of one impression."""
-        ts = check_ts(_int(obj, "ts"), PREDICTIONS, now_ms)
-        user, item = _text(obj, "user"), _text(obj, "item")
-        rid = obj.get("request_id") or hashlib.blake2b(
+        """The (key, value) of the prediction record of one impression; BadInput naming
+        the field if one is missing or of another type."""
+        ts = check_ts(event_time(PREDICTIONS, obj.get("ts")), PREDICTIONS, now_ms)
+        user, item = _field(obj, "user", str), _field(obj, "item", str)
+        rid = _field(obj, "request_id", str, None) or hashlib.blake2b(
             orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
         features = self.served.features(self.features, user, self.users.get(user, ts), [item],
                                         [self.items.get(item, ts)], ts)[0]
-        record = {"request_id": str(rid), "ts": ts, "user": user, "item": item,
-                  "model_version": int(obj.get("model_version") or 0),
-                  "score": float(obj.get("score") or 0.0), "features": features}
+        record = {"request_id": rid, "ts": ts, "user": user, "item": item,
+                  "model_version": _field(obj, "model_version", int, 0),
+                  "score": _field(obj, "score", float, 0.0), "features": features}
         self.served.add_predictions([record])
-        return str(rid), orjson.dumps(record)
+        return rid, orjson.dumps(record)
 
 
-def _int(obj: Mapping[str, Any], name: str) -> int:
-    value = obj.get(name)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if value is None:
-        raise BadInput(f"stream '{PREDICTIONS}', field '{name}': missing")
-    return value  # type: ignore[no-any-return]
+_MISSING = object()
 
 
-def _text(obj: Mapping[str, Any], name: str) -> str:
+def _field(obj: Mapping[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    """A field as ``kind``, text converted as ingest converts a CSV cell; ``default`` if
+    the field is absent or empty, BadInput if there is no default."""
     value = obj.get(name)
     if value is None or value == "":
-        raise BadInput(f"stream '{PREDICTIONS}', field '{name}': missing")
-    return str(value)
+        if default is _MISSING:
+            raise BadInput(f"stream '{PREDICTIONS}', field '{name}': missing "
+                           f"(expected {kind.__name__})")
+        return default
+    return typed_value(PREDICTIONS, name, kind, value, typed=False)

@@ -28,9 +28,9 @@ livelearn.errors.BadInput: stream 'tx', field 'amount': expected float, got 'muc
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import io
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +52,7 @@ from livelearn.events import (
     parse_object,
     partition_key,
     show,
+    to_ms,
 )
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
@@ -230,7 +231,7 @@ def _envelope(stream: Stream, obj: Mapping[str, Any], now_ms: int | None) -> Eve
     if obj.get("stream", stream.name) != stream.name:
         raise BadInput(f"stream '{stream.name}', field 'stream': the record is of stream "
                        f"{obj.get('stream')!r}")
-    body = {**obj, "stream": stream.name, "ts": _ts(stream, obj.get("ts"), "ts")}
+    body = {**obj, "stream": stream.name, "ts": event_time(stream.name, obj.get("ts"))}
     return decode_event(body, {stream.name: stream.schema}, now_ms)
 
 
@@ -238,14 +239,14 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
     key = obj.get(stream.key)
     if key is None or key == "":
         raise BadInput(f"stream '{stream.name}', field '{stream.key}': missing (the key)")
-    ts = check_ts(_ts(stream, obj.get(stream.ts), stream.ts), stream.name, now_ms)
+    ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms)
     payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
     for name, kind in stream.schema.items():
         value = payload.get(name)
         if value is None or value == "":
             raise BadInput(f"stream '{stream.name}', field '{name}': missing "
                            f"(expected {kind.__name__})")
-        payload[name] = _typed(stream, name, kind, value, typed)
+        payload[name] = typed_value(stream.name, name, kind, value, typed)
     if stream.id is not None:
         event_id = obj.get(stream.id)
         if event_id is None or event_id == "":
@@ -256,15 +257,16 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
     return Event(stream.name, str(key), str(event_id), ts, payload)
 
 
-def _typed(stream: Stream, name: str, kind: type, value: Any, typed: bool) -> Any:
-    """A field's value as its declared type; text (CSV) is converted, JSON is checked."""
+def typed_value(stream: str, name: str, kind: type, value: Any, typed: bool) -> Any:
+    """A field's value as its declared type; text (CSV) is converted, JSON is checked.
+    A float must be finite: JSON has no NaN or infinity (it would write null)."""
     if isinstance(value, str) and kind is not str and not typed:
         value = _convert(kind, value)
     ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
-    if not ok:
-        raise BadInput(f"stream '{stream.name}', field '{name}': expected {kind.__name__}, "
+    if not ok or (kind is float and not math.isfinite(value)):
+        raise BadInput(f"stream '{stream}', field '{name}': expected {kind.__name__}, "
                        f"got {show(value)}")
     return value
 
@@ -281,22 +283,12 @@ def _convert(kind: type, text: str) -> Any:
         return text
 
 
-def _ts(stream: Stream, value: Any, name: str) -> Any:
-    """A timestamp as integer ms: digits and ISO 8601 text are converted."""
-    if isinstance(value, str):
-        if value.strip().lstrip("-").isdigit():
-            return int(value)
-        try:
-            when = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise BadInput(f"stream '{stream.name}', field '{name}': expected milliseconds "
-                           f"since the epoch or ISO 8601, got {show(value)}") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return int(when.timestamp() * 1000)
-    if value is None:
-        raise BadInput(f"stream '{stream.name}', field '{name}': missing (the event time)")
-    return value
+def event_time(stream: str, value: Any, name: str = "ts") -> Any:
+    """A record's time field as integer ms: digits and ISO 8601 text are converted
+    (events.to_ms), other values come back for check_ts; BadInput if it is missing."""
+    if value is None or value == "":
+        raise BadInput(f"stream '{stream}', field '{name}': missing (the event time)")
+    return to_ms(value, f"stream '{stream}', field '{name}'")
 
 
 def _check_row(stream: str, row: Mapping[Any, Any]) -> None:

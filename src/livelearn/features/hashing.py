@@ -11,12 +11,14 @@ gets a bias bucket, first. Hashes are CRC-32, stable across processes and machin
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 
 import numba
 import numpy as np
 
+from livelearn.events import show
 from livelearn.features import scan as sc
 from livelearn.features.batch import SparseBatch
 
@@ -29,6 +31,24 @@ BIAS = "__bias__"
 def bucket(token: str, bits: int) -> int:
     """The bucket of one token, in [0, 2**bits)."""
     return zlib.crc32(token.encode()) & ((1 << bits) - 1)
+
+
+def unusable(row: object) -> str | None:
+    """What makes one row of features impossible to hash or log as JSON, naming the
+    feature; None if nothing does. Values must be str, bool, int or finite float.
+
+    >>> unusable({"topic": "sports", "age_h": float("nan")})
+    "feature 'age_h': expected a number, a string or a bool, got nan"
+    """
+    if not isinstance(row, Mapping):
+        return f"expected a mapping of feature names to values, got {show(row)}"
+    for name, value in row.items():
+        if not isinstance(name, str):
+            return f"feature name {show(name)}: expected a string"
+        if not isinstance(value, str | int | float) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            return f"feature {name!r}: expected a number, a string or a bool, got {show(value)}"
+    return None
 
 
 def hash_rows(rows: Sequence[Features], bits: int) -> SparseBatch:

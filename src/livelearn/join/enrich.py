@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from livelearn.errors import BadInput, PipelineFailed
+from livelearn.errors import BadInput, guarded
 from livelearn.events import Event
 from livelearn.features.counters import WindowCounter
 from livelearn.spec import EventLabel, Pipeline
@@ -33,9 +33,12 @@ class Enricher:
     def __init__(self, pipeline: Pipeline, data_dir: str | Path = "."):
         if not isinstance(pipeline.feedback, EventLabel):
             raise TypeError("Enricher is for pipelines with an EventLabel")
-        self.features = pipeline.features
+        # the pipeline's own code: where it raises, the joiner dead-letters the event
+        self.features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the "
+                                                   f"features function")
         self.stream = pipeline.feedback.stream.name
-        self.label = _label_function(pipeline.feedback)
+        self.label = guarded(_label_function(pipeline.feedback),
+                             f"pipeline '{pipeline.name}': the label function")
         self.lookups = [(lk.table.name, AsOfTable.load(lk.table, data_dir), lk.on)
                         for lk in pipeline.lookups]
         self.counters = {c.name: (c, WindowCounter(c.window_ms)) for c in pipeline.counters}
@@ -57,18 +60,9 @@ class Enricher:
         counts = {}
         for name, by, counter in self._counts:
             counts[name] = counter.count(key if by is None else str(payload[by]), ts)
-        try:
-            features = self.features(event, rows, counts)
-        except Exception as e:  # the pipeline's code: the joiner dead-letters the event
-            raise PipelineFailed.of("features", e) from e
-        try:
-            labels = self.label(event)
-        except BadInput:
-            raise
-        except Exception as e:
-            raise PipelineFailed.of("label", e) from e
         return {"id": event.id, "ts": ts, "window_end": ts, "user": key, "item": None,
-                "model_version": None, "score": None, "features": features, "labels": labels,
+                "model_version": None, "score": None,
+                "features": self.features(event, rows, counts), "labels": self.label(event),
                 "feedback": []}
 
     def state(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from livelearn.errors import BadInput, PipelineFailed
+from livelearn.errors import BadInput, PipelineError
 from livelearn.events import (
     Event,
     EventDecoder,
@@ -307,12 +307,12 @@ class Joiner:
 
     def _output(self, rid: str, window: _Window | Event) -> Output:
         """The sample of a closed window, or a dead letter where the pipeline's label
-        or features fail on it (a null label: malformed)."""
+        or features (guarded: errors.PipelineError) fail on it (a null label: malformed)."""
         try:
             return Output(SAMPLES, rid, self._sample(window))
         except BadInput as e:
             reason, detail = Reason.MALFORMED, str(e)
-        except PipelineFailed as e:
+        except PipelineError as e:
             reason, detail = Reason.FAILED, str(e)
         if isinstance(window, Event):
             return _dead(reason, detail, window.stream, window.to_json())
@@ -332,15 +332,11 @@ class Joiner:
             return self.enricher.sample(window)
         pred = window.prediction
         events = sorted(window.events, key=lambda e: (e.ts, e.id))
-        try:
-            labels = self.label(events)
-        except Exception as e:
-            raise PipelineFailed.of("label", e) from e
         return {"id": pred["request_id"], "ts": pred["ts"],
                 "window_end": pred["ts"] + self.window_ms, "user": pred["user"],
                 "item": pred["item"], "model_version": pred["model_version"],
                 "score": pred["score"], "features": dict(sorted(pred["features"].items())),
-                "labels": labels, "feedback": [e.id for e in events]}
+                "labels": self.label(events), "feedback": [e.id for e in events]}
 
     # -- checkpoint -------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import ConfigError
+from livelearn.errors import ConfigError, guarded
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
@@ -93,8 +93,8 @@ def make_joiner(pipeline: Pipeline, inputs: list[TopicPartition], data_dir: str 
     whose enricher reads the pipeline's tables from ``data_dir``."""
     join = pipeline.feedback
     if isinstance(join, FeedbackJoin):
-        return Joiner(inputs, pipeline.schemas, join.window_ms, join.label,
-                      join.allowed_lateness_ms)
+        label = guarded(join.label, f"pipeline '{pipeline.name}': the label function")
+        return Joiner(inputs, pipeline.schemas, join.window_ms, label, join.allowed_lateness_ms)
     from livelearn.join.enrich import Enricher
 
     return Joiner(inputs, pipeline.schemas, 0, _no_feedback, join.allowed_lateness_ms,

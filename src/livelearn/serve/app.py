@@ -13,7 +13,11 @@ candidate's counts as of the request's ts (serve.counters). GET /models,
 Bad requests get a 4xx whose ``detail`` names the field and what was expected:
 bodies too large (413), not JSON (415), not UTF-8 or not valid JSON (400) are
 refused before parsing (see ``limits``); a field of the wrong type or missing
-gets 422. The server keeps serving whatever comes.
+gets 422. When the pipeline's features function raises, or returns a value
+that is not a number, a string or a bool (a NaN, a list, None), /predict
+answers 500 with a ``detail`` that names the user, item and feature (or the
+exception): nothing is logged for that request, and the server keeps serving
+whatever comes.
 """
 
 from __future__ import annotations
@@ -27,15 +31,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, StrictInt
 
-from livelearn.errors import BadInput, ConfigError, LivelearnError
+from livelearn.errors import BadInput, ConfigError, LivelearnError, PipelineError, guarded
 from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event, partition_key
-from livelearn.features.hashing import hash_rows
+from livelearn.features.hashing import Features, hash_rows, unusable
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters
@@ -99,6 +104,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                     time.perf_counter() - started)
     holder = ModelHolder(registry, poll_s)
     counts: Counter[str] = Counter()
+    features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the features function")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -130,18 +136,19 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
             if item not in items:
                 raise BadInput(f"field 'items': item {item!r} is not in table "
                                f"'{items_table.name}'")
-        rows = served.features(pipeline.features, req.user_id, user, req.items,
+        rows = served.features(features, req.user_id, user, req.items,
                                [items[item] for item in req.items], ts)
-        scores = model.predict(hash_rows(rows, model.bits))  # type: ignore[attr-defined]
+        scores = _scores(model, rows, pipeline.name, req)
         out, records = [], []
-        for item, features, score in zip(req.items, rows, scores.tolist(), strict=True):
+        for item, row, score in zip(req.items, rows, scores, strict=True):
             rid = uuid.uuid4().hex
             out.append({"request_id": rid, "item": item, "score": score,
                         "model_version": version})
             records.append({"request_id": rid, "ts": ts, "user": req.user_id, "item": item,
-                            "model_version": version, "score": score, "features": features})
+                            "model_version": version, "score": score, "features": row})
+        logged = _logged(records, pipeline.name, req)
         with log.atomic():
-            log.append(PREDICTIONS, [(r["request_id"], orjson.dumps(r)) for r in records])
+            log.append(PREDICTIONS, logged)
         served.add_predictions(records)
         counts["predictions"] += len(records)
         return Response(orjson.dumps({"model_version": version, "predictions": out}),
@@ -203,6 +210,43 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _scores(model: Any, rows: list[Features], pipeline: str, req: PredictRequest
+            ) -> list[float]:
+    """The model's score of each candidate; PipelineError (500) naming the candidate and
+    the feature where a row cannot be hashed or gives a score that is not finite."""
+    try:
+        scores = model.predict(hash_rows(rows, model.bits))
+    except Exception as e:  # a feature of a type hashing cannot read, most likely
+        raise PipelineError(_unusable(rows, pipeline, req) or (
+            f"pipeline '{pipeline}', user {req.user_id!r}: the model cannot score the "
+            f"features: {type(e).__name__}: {e}")) from e
+    if not np.isfinite(scores).all():
+        item = req.items[int(np.flatnonzero(~np.isfinite(scores))[0])]
+        raise PipelineError(_unusable(rows, pipeline, req) or (
+            f"pipeline '{pipeline}', user {req.user_id!r}, item {item!r}: the model gave a "
+            f"score that is not finite"))
+    return list(scores.tolist())
+
+
+def _unusable(rows: list[Features], pipeline: str, req: PredictRequest) -> str | None:
+    """What is wrong with the first candidate's features that cannot be used, if any."""
+    for item, row in zip(req.items, rows, strict=True):
+        problem = unusable(row)
+        if problem is not None:
+            return f"pipeline '{pipeline}', user {req.user_id!r}, item {item!r}: {problem}"
+    return None
+
+
+def _logged(records: list[dict[str, Any]], pipeline: str, req: PredictRequest
+            ) -> list[tuple[str, bytes]]:
+    """The prediction records as JSON; PipelineError (500) if a feature cannot be written."""
+    try:
+        return [(r["request_id"], orjson.dumps(r)) for r in records]
+    except TypeError as e:  # orjson: a numpy number, an int beyond 64 bits, ...
+        raise PipelineError(f"pipeline '{pipeline}', user {req.user_id!r}: the features "
+                            f"cannot be logged as JSON: {e}") from None
 
 
 def _decode(obj: Any, pipeline: Pipeline) -> tuple[Event, bytes]:

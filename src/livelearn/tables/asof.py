@@ -13,12 +13,10 @@ yet. A table without ``as_of`` is static: one row per key, valid at every time.
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livelearn.errors import BadInput
 from livelearn.spec import Table
 from livelearn.tables.offline import read_rows
 
@@ -35,10 +33,14 @@ class AsOfTable:
 
     @classmethod
     def load(cls, table: Table, data_dir: str | Path = ".") -> AsOfTable:
-        """Read ``table``'s file; a row's validity starts at its ``as_of`` (or always)."""
+        """Read ``table``'s file; a row's validity starts at its ``as_of`` (or always).
+
+        BadInput (from tables.offline.read_rows) names the row and column of an
+        empty key or of an ``as_of`` that is not ms (nor seconds), ISO 8601 or a
+        timestamp."""
         dated: list[tuple[str, int, int, dict[str, Any]]] = []
         for i, row in enumerate(read_rows(table, data_dir)):
-            since = _ALWAYS if table.as_of is None else to_ms(row[table.as_of], table, i)
+            since = _ALWAYS if table.as_of is None else row[table.as_of]
             dated.append((str(row[table.key]), since, i, row))
         if table.as_of is None:  # the last row of a key wins, as in load_table
             dated = list({key: (key, since, i, row) for key, since, i, row in dated}.values())
@@ -67,19 +69,3 @@ class AsOfTable:
 
 _ALWAYS = -(2**63)
 
-
-def to_ms(value: Any, table: Table, row: int) -> int:
-    """An ``as_of`` value as ms since the epoch: integer ms, a datetime (naive = UTC), or ISO."""
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            value = None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return int(value.timestamp() * 1000)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise BadInput(f"table '{table.name}', row {row + 1}, column '{table.as_of}': expected "
-                   f"milliseconds since the epoch or a timestamp, got {value!r}")

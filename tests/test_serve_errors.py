@@ -1,0 +1,95 @@
+"""The server over real HTTP when the pipeline is at fault: a features function that raises
+or returns what cannot be scored gets a 500 naming the feature, and the server goes on;
+users and items tables with ISO 8601 ``as_of`` cells are served."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from conftest import ServerThread
+from livelearn import spec
+from livelearn.deploy.gate import Gate
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.ftrl import FTRL
+from livelearn.registry import Registry
+from livelearn.serve.app import create_app
+from livelearn.spec import PREDICTIONS
+from livelearn.train.trainer import Trainer
+
+T = 1_704_067_200_000
+CLICKS = spec.Stream("clicks", {"request_id": str}, key="user", id="id")
+FAULTS: dict[str, Any] = {"u4": float("nan"), "u5": [1], "u6": {"a": 1}, "u7": None,
+                          "u8": np.float64(0.5)}
+
+
+def features(user: Mapping[str, Any], item: Mapping[str, Any], ts: int) -> Any:
+    uid = user.get("user_id")
+    if uid == "u3":
+        raise KeyError("plan")
+    if uid == "u9":
+        return None
+    return {"plan": str(user.get("plan")), "x": FAULTS.get(str(uid), 1.0)}
+
+
+PIPELINE = spec.Pipeline(
+    name="faulty", feedback=spec.FeedbackJoin(streams=(CLICKS,), window_ms=60_000,
+                                              label=lambda events: {"clicked": 0.0}),
+    users=spec.Table("users", "users.csv", key="user_id", as_of="updated_at"),
+    items=spec.Table("items", "items.csv", key="item_id", as_of="updated_at"),
+    features=features, learner=lambda: FTRL(bits=10), target="clicked")
+
+
+@pytest.fixture
+def server(tmp_path: Path, log: SQLiteLog) -> Any:
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\n" + "".join(
+        f"u{i},2023-12-31T00:00:00,pro\n" for i in range(10)))
+    (tmp_path / "items.csv").write_text("item_id,updated_at\ni1,2023-12-31T00:00:00Z\n")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, PIPELINE)
+    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    with ServerThread(create_app(PIPELINE, log, registry, tmp_path, poll_s=0.02)) as running:
+        yield running
+
+
+@pytest.mark.parametrize(("user", "detail"), [
+    ("u3", "pipeline 'faulty': the features function raised KeyError: 'plan'"),
+    ("u4", "pipeline 'faulty', user 'u4', item 'i1': feature 'x': expected a number, "
+           "a string or a bool, got nan"),
+    ("u5", "pipeline 'faulty', user 'u5', item 'i1': feature 'x': expected a number, "
+           "a string or a bool, got [1]"),
+    ("u6", "pipeline 'faulty', user 'u6', item 'i1': feature 'x': expected a number, "
+           "a string or a bool, got {'a': 1}"),
+    ("u7", "pipeline 'faulty', user 'u7', item 'i1': feature 'x': expected a number, "
+           "a string or a bool, got None"),
+    ("u8", "pipeline 'faulty', user 'u8': the features cannot be logged as JSON: "
+           "Type is not JSON serializable: numpy.float64"),
+    ("u9", "pipeline 'faulty', user 'u9', item 'i1': expected a mapping of feature names "
+           "to values, got None"),
+])
+def test_features_that_fail_get_a_500_naming_the_feature_and_the_server_goes_on(
+        server: ServerThread, log: SQLiteLog, user: str, detail: str) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        bad = http.post("/predict", json={"user_id": user, "items": ["i1"], "ts": T})
+        assert (bad.status_code, bad.json()) == (500, {"detail": detail})
+        good = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": T})
+        assert good.status_code == 200, good.text
+    logged = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 100)]
+    assert [(p["user"], p["features"]) for p in logged] == [("u1", {"plan": "pro", "x": 1.0})]
+
+
+def test_tables_with_iso_as_of_cells_are_served(server: ServerThread, log: SQLiteLog) -> None:
+    reply = httpx.post(f"{server.url}/predict", json={"user_id": "u0", "items": ["i1"],
+                                                      "ts": T})
+    assert reply.status_code == 200, reply.text
+    assert isinstance(reply.json()["predictions"][0]["score"], float)
+    logged = orjson.loads(log.read(PREDICTIONS, 0, 0, 1)[0].value)
+    assert logged["features"] == {"plan": "pro", "x": 1.0}
