@@ -367,3 +367,16 @@ def test_sqlite_converts_a_file_of_one_row_per_record(tmp_path: Path) -> None:
         (1, "k11", b"1/1"), (2, "k12", b"1/2")]
     log.append("t", [("k", b"new")])
     assert log.end_offset("t", partition_for("k", 2)) == 4
+
+
+def test_sqlite_urls_follow_sqlalchemy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite:///rel/log.db is relative to the working folder, sqlite:////abs/log.db absolute
+    (README's role commands say sqlite:///ll/log.db for the ll folder beside them)."""
+    monkeypatch.chdir(tmp_path)
+    assert Path(SQLiteLog.from_url("sqlite:///ll/log.db").path) == Path("ll/log.db")
+    assert (tmp_path / "ll" / "log.db").exists()
+    absolute = tmp_path / "abs" / "log.db"
+    assert SQLiteLog.from_url(f"sqlite:///{absolute}").path == str(absolute)
+    assert absolute.exists()
+    with pytest.raises(ConfigError, match="sqlite:////absolute/path.db"):
+        SQLiteLog.from_url("sqlite:///")

@@ -137,6 +137,37 @@ def test_run_serves_joins_and_learns(tmp_path: Path) -> None:
         assert labels == {clicked: 1.0, shown[1]["request_id"]: 0.0}
 
 
+def test_serve_first_on_a_new_relative_log_then_train(tmp_path: Path) -> None:
+    """README's roles apart: `serve` started first makes the log (sqlite:///w/log.db is w/
+    beside it) and its topics; once `train` has published, /predict answers and logs."""
+    subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
+                    str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)
+    pipeline, port = str(ROOT / "examples/clicks/pipeline.py"), free_port()
+    role = ["--log", "sqlite:///w/log.db", "--registry", "w/models"]
+    with _process(["serve", pipeline, *role, "--data", ".", "--port", str(port)], tmp_path):
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz").status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        _wait(up, "the server")
+        trained = subprocess.run([sys.executable, "-m", "livelearn", "-q", "train", pipeline,
+                                  *role, "--until-idle"], cwd=tmp_path, capture_output=True,
+                                 text=True, timeout=120)
+        assert trained.returncode == 0, trained.stderr
+
+        def answers() -> bool:
+            return httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1"],
+                                                      "ts": T}).status_code == 200
+
+        _wait(answers, "a model version served")
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert log.end_offset("predictions", 0) >= 1
+
+
 def test_one_role_per_process_for_a_label_in_event_pipeline(tmp_path: Path) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     _ratings(tmp_path / "a.jsonl", 0, 200)

@@ -184,14 +184,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from livelearn.log import open_log
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
-    from livelearn.spec import load_pipeline
     from livelearn.tables.store import open_store
 
-    app = create_app(load_pipeline(args.pipeline), open_log(args.log), Registry(args.registry),
-                     args.data, poll_s=args.poll, store=open_store(args.store))
+    pipeline, log = _open(args)  # its topics made, if the server is the first role
+    app = create_app(pipeline, log, Registry(args.registry), args.data, poll_s=args.poll,
+                     store=open_store(args.store))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

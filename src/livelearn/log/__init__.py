@@ -1,4 +1,5 @@
-"""Log backends, chosen by URL: ``sqlite:///path/to/log.db`` (embedded), ``memory://``, ``kafka://host:port``."""
+"""Log backends, chosen by URL: ``sqlite:///relative/log.db`` or ``sqlite:////absolute/log.db``
+(embedded), ``memory://``, ``kafka://host:port``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ BACKENDS = {"sqlite": "livelearn.log.sqlite:SQLiteLog",
 
 
 def open_log(url: str) -> Log:
-    """Open the log a URL names, for example ``sqlite:///var/ll.db``."""
+    """Open the log a URL names, for example ``sqlite:///ll/log.db`` (ll/log.db here)."""
     log: Log = open_backend(url, BACKENDS, "log")
     return log
 

@@ -80,10 +80,19 @@ class SQLiteLog(Log):
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteLog:
+        """The log of ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
+        (SQLAlchemy's rule: the path follows the third slash).
+
+        >>> SQLiteLog.from_url("sqlite:///") # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        livelearn.errors.ConfigError: log URL 'sqlite:///': expected sqlite:///relative/...
+        """
         path = url.removeprefix("sqlite://")
-        if not path or path == "/":
-            raise ConfigError(f"log URL {url!r}: expected sqlite:///path/to/file.db")
-        return cls(path[1:] if path.startswith("//") else path)
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ConfigError(f"log URL {url!r}: expected sqlite:///relative/path.db or "
+                              f"sqlite:////absolute/path.db")
+        return cls(path)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
