@@ -183,6 +183,7 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     bad = [b"not json", b"[1, 2]", orjson.dumps({**first, "id": "x1", "labels": {}}),
            orjson.dumps({**first, "id": "x2", "window_end": "soon"}),
            orjson.dumps({**first, "id": "x3", "features": ["topic"]}),
+           orjson.dumps({**first, "id": "x6", "labels": {"clicked": None}}),
            # a feature that was NaN in the joiner (JSON null), and one that is a list
            orjson.dumps({**first, "id": "x4", "features": {**first["features"], "age": None}}),
            orjson.dumps({**first, "id": "x5", "features": {**first["features"], "tags": [1]}})]
@@ -197,6 +198,9 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     assert [(d["reason"], d["stream"], d["source"]) for d in letters] == [
         ("malformed", SAMPLES, f"{SAMPLES}/0@{700 + i}") for i in range(len(bad))]
     assert "labels['clicked']" in letters[2]["detail"]
+    assert "(window_end is 'soon')" in letters[3]["detail"]
+    assert "(features is ['topic'])" in letters[4]["detail"]
+    assert "(labels['clicked'] is None)" in letters[5]["detail"]
     assert "feature 'age' is None" in letters[-2]["detail"]
     assert "feature 'tags' is [1]" in letters[-1]["detail"]
     reference = Trainer(clean, Registry(tmp_path / "b"), SMALL)

@@ -61,12 +61,26 @@ def _sample_key(target: str) -> Callable[[Record], tuple[tuple[int, str], Any]]:
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
                     and isinstance(sample["ts"], int) and isinstance(label, int | float)):
                 return (end, sid), sample
-            problem = "a field of the wrong type"
+            problem = _wrong_field(sample, target)
         except (orjson.JSONDecodeError, TypeError, KeyError) as e:
             problem = f"{type(e).__name__}: {e}"
         return _BAD, (f"sample cannot be learned ({problem}): expected a JSON object with "
                       f"integer ts and window_end, string id, features and labels['{target}']")
     return key
+
+
+def _wrong_field(sample: dict[str, Any], target: str) -> str:
+    """Which field of a sample has the wrong type, and its value."""
+    label = sample["labels"][target]
+    for name, value, ok in (
+            ("window_end", sample["window_end"], type(sample["window_end"]) is int),
+            ("id", sample["id"], type(sample["id"]) is str),
+            ("features", sample["features"], isinstance(sample["features"], dict)),
+            ("ts", sample["ts"], isinstance(sample["ts"], int)),
+            (f"labels['{target}']", label, isinstance(label, int | float))):
+        if not ok:
+            return f"{name} is {show(value)}"
+    return "a field of the wrong type"
 
 
 def _first(held: tuple[tuple[int, str], Any, Any]) -> tuple[int, str]:
