@@ -93,3 +93,29 @@ def test_tables_with_iso_as_of_cells_are_served(server: ServerThread, log: SQLit
     assert isinstance(reply.json()["predictions"][0]["score"], float)
     logged = orjson.loads(log.read(PREDICTIONS, 0, 0, 1)[0].value)
     assert logged["features"] == {"plan": "pro", "x": 1.0}
+
+
+def test_impressions_the_features_fail_on_are_dead_lettered(tmp_path: Path,
+                                                             log: SQLiteLog) -> None:
+    """Ingested impressions get their features from the same function: where it raises or
+    returns what the server would not serve, the impression is dead-lettered ('failed')."""
+    from livelearn.ingest import ingest
+
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\n" + "".join(
+        f"u{i},2023-12-31T00:00:00,pro\n" for i in range(10)))
+    (tmp_path / "items.csv").write_text("item_id,updated_at\ni1,2023-12-31T00:00:00Z\n")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "shown.jsonl").write_bytes(b"\n".join(orjson.dumps(
+        {"request_id": f"r{i}", "ts": T + i, "user": f"u{i}", "item": "i1"}) for i in range(10)))
+    result = ingest(log, PIPELINE, PREDICTIONS, tmp_path / "shown.jsonl", data_dir=tmp_path)
+    logged = [orjson.loads(r.value)["request_id"] for r in log.read(PREDICTIONS, 0, 0, 100)]
+    dead = [orjson.loads(r.value) for r in log.read("dead_letters", 0, 0, 100)]
+    assert logged == ["r0", "r1", "r2"]
+    assert result.dead == 7 and {d["reason"] for d in dead} == {"failed"}
+    assert dead[0]["detail"] == ("pipeline 'faulty': the features function raised KeyError: "
+                                 "'plan'")
+    assert dead[1]["detail"] == ("pipeline 'faulty', request 'r4': feature 'x': expected a "
+                                 "number, a string or a bool, got nan")
+    assert "cannot be logged as JSON: Type is not JSON serializable: numpy.float64" in \
+        dead[5]["detail"]

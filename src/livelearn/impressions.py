@@ -31,8 +31,9 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import BadInput, ConfigError
+from livelearn.errors import BadInput, ConfigError, PipelineError, guarded
 from livelearn.events import check_ts
+from livelearn.features.hashing import unusable
 from livelearn.ingest import event_time, typed_value
 from livelearn.log.base import Log
 from livelearn.serve.counters import ServedCounters
@@ -48,7 +49,9 @@ class Impressions:
         if pipeline.users is None or pipeline.items is None:
             raise ConfigError(f"pipeline '{pipeline.name}': impressions need a feedback join "
                               f"with users and items tables")
-        self.features = pipeline.features
+        self.name = pipeline.name
+        self.features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the "
+                                                   f"features function")
         self.users = AsOfTable.load(pipeline.users, data_dir)
         self.items = AsOfTable.load(pipeline.items, data_dir)
         # the whole history is kept: an impression may be older than the newest click
@@ -68,8 +71,15 @@ class Impressions:
         record = {"request_id": rid, "ts": ts, "user": user, "item": item,
                   "model_version": _field(obj, "model_version", int, 0),
                   "score": _field(obj, "score", float, 0.0), "features": features}
+        try:
+            problem = unusable(features)
+            value = orjson.dumps(record)
+        except orjson.JSONEncodeError as e:  # a numpy number, an int beyond 64 bits, ...
+            problem = f"the features cannot be logged as JSON: {e}"
+        if problem is not None:  # the server would not have served it either
+            raise PipelineError(f"pipeline '{self.name}', request {rid!r}: {problem}")
         self.served.add_predictions([record])
-        return rid, orjson.dumps(record)
+        return rid, value
 
 
 _MISSING = object()

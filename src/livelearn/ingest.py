@@ -40,7 +40,7 @@ from typing import IO, Any
 
 import orjson
 
-from livelearn.errors import BadInput, ConfigError
+from livelearn.errors import BadInput, ConfigError, PipelineError
 from livelearn.events import (
     MAX_FUTURE_MS,
     MIN_TS_MS,
@@ -89,10 +89,11 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
             if type(raw) is dict:
                 _check_row(stream, raw)
             good.append(convert(raw))
-        except BadInput as e:
+        except (BadInput, PipelineError) as e:  # the record's fault, or the pipeline's
             where = f"{source}:{line}"
+            reason = Reason.MALFORMED if isinstance(e, BadInput) else Reason.FAILED
             dead.append((stream, orjson.dumps(dead_letter(
-                Reason.MALFORMED, str(e), stream, _text(raw), where))))
+                reason, str(e), stream, _text(raw), where))))
             if len(result.first_errors or []) < 5:
                 result.first_errors.append(f"{where}: {e}")  # type: ignore[union-attr]
         if len(good) + len(dead) >= BATCH:
