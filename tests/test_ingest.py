@@ -132,3 +132,23 @@ def test_the_one_pass_path_gives_what_to_event_gives() -> None:
         event = to_event(stream, line, now_ms=T)
         assert fast == (partition_key(event), event.to_json()), line
     assert taken > 100
+
+
+def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: it must not stick to the first header or
+    spoil the first JSON line, from a file or from stdin."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "r.csv").write_bytes(bom + b"user,movie,stars,ts\r\nu1,m1,4,%d\r\n" % T)
+    (tmp_path / "r.jsonl").write_bytes(
+        bom + b'{"user": "u2", "movie": "m2", "stars": 3, "ts": %d}\n' % T)
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w")]
+    for name in ("r.csv", "r.jsonl"):
+        assert main(["-q", "ingest", *args, "ratings", str(tmp_path / name)]) == 0
+    line = bom + b'{"user": "u3", "movie": "m3", "stars": 5, "ts": %d}\n' % T
+    subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings", "-"],
+                   input=line, capture_output=True, check=True)
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert [(e["key"], e["payload"]["stars"]) for e in _topic(log, "ratings")] == [
+        ("u1", 4.0), ("u2", 3), ("u3", 5)]
+    assert _topic(log, "dead_letters") == []

@@ -193,6 +193,7 @@ def read_records(source: str | Path, fmt: str | None = None
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
+    The text is UTF-8; a byte order mark at its start is skipped.
     """
     name = str(source)
     kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
@@ -200,10 +201,12 @@ def read_records(source: str | Path, fmt: str | None = None
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
     if name != "-" and not Path(name).is_file():
         raise ConfigError(f"{name}: no such file")
-    # bytes that are not UTF-8 become lone surrogates: the record is then dead-lettered
-    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
+    # "utf-8-sig" skips a leading byte order mark (Excel writes one), which would
+    # otherwise stick to the first CSV header or spoil the first JSON line; bytes
+    # that are not UTF-8 become lone surrogates: the record is then dead-lettered
+    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig",
                                    errors="surrogateescape") if name == "-"
-                  else open(name, encoding="utf-8", errors="surrogateescape", newline=""))
+                  else open(name, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
             yield from enumerate(csv.DictReader(f), start=2)
