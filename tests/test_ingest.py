@@ -98,7 +98,9 @@ def test_bytes_that_are_not_utf8_and_ragged_rows_are_dead_lettered(log: SQLiteLo
         ("u1", "mé"), ("u2", "m2")]
     dead = _topic(log, "dead_letters")
     assert [d["source"].rsplit("/", 1)[1] for d in dead] == ["r.jsonl:2", "r.csv:3", "r.csv:4"]
-    assert "not valid UTF-8" in dead[0]["detail"] and '"m\ufffd"' in dead[0]["event"]
+    assert dead[0]["detail"] == ("stream 'ratings': the line is not valid UTF-8 (byte 0xff "
+                                 "at column 27)")
+    assert '"m\ufffd"' in dead[0]["event"]
     assert dead[1]["detail"] == "stream 'ratings', field 'movie': not valid UTF-8"
     assert dead[2]["detail"] == "stream 'ratings': the row has 1 more cells than the header"
 

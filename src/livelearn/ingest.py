@@ -85,8 +85,10 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     dead: list[tuple[str, bytes]] = []
     for line, raw in read_records(source, fmt):
         try:
-            if type(raw) is dict:
+            if isinstance(raw, dict):
                 _check_row(stream, raw)
+            elif not raw.isascii():
+                _check_line(stream, raw)
             good.append(convert(raw))
         except BadInput as e:
             where = f"{source}:{line}"
@@ -311,6 +313,14 @@ def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
         for text in (name, value):
             if isinstance(text, str) and _clean(text) is not text:
                 raise BadInput(f"stream '{stream}', field {_clean(name)!r}: not valid UTF-8")
+
+
+def _check_line(stream: str, line: str) -> None:
+    """A JSON line is all UTF-8; else BadInput naming the first bad byte and its column."""
+    if _clean(line) is not line:
+        at = next(i for i, c in enumerate(line) if "\udc80" <= c <= "\udcff")
+        raise BadInput(f"stream '{stream}': the line is not valid UTF-8 (byte "
+                       f"0x{ord(line[at]) - 0xdc00:02x} at column {at + 1})")
 
 
 def _clean(text: str) -> str:
