@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,37 @@ def test_the_cli_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture
         in capsys.readouterr().err
     assert main(["replay", str(bad), "--events", "tx"]) == 2
     assert "--events 'tx': expected STREAM=FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ("PIPELINE = (\n", "SyntaxError at line 1: '(' was never closed"),
+    ("import json\nimport no_such_module_xyz\n",
+     "cannot import 'no_such_module_xyz' at line 2: No module named 'no_such_module_xyz'"),
+    ("import json\n\ndef build():\n    return json.loads('{')\n\nPIPELINE = build()\n",
+     "JSONDecodeError at line 4: Expecting property name"),
+    ("def PIPELINE():\n    raise KeyError('k')\n", "KeyError at line 2: 'k'"),
+])
+def test_a_pipeline_file_that_does_not_run_names_its_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], code: str, message: str) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(code)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"pipeline '{bad}': {message}")):
+        spec.load_pipeline(str(bad))
+    for command in (["ingest", str(bad), "tx", "x.jsonl", "--workdir", str(tmp_path / "w")],
+                    ["train", str(bad), "--log", f"sqlite:///{tmp_path}/log.db",
+                     "--registry", str(tmp_path / "r")]):
+        assert main(command) == 2
+        assert f"livelearn: pipeline '{bad}': {message}" in capsys.readouterr().err
+
+
+def test_a_module_that_does_not_import_is_named(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_spec_mod.py").write_text("x = 1\ndef f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"pipeline 'broken_spec_mod:P': SyntaxError at {tmp_path}/broken_spec_mod.py:2: "
+            f"invalid syntax")):
+        spec.load_pipeline("broken_spec_mod:P")
+    with pytest.raises(ConfigError, match="^pipeline 'no_such_mod_xyz': cannot import "
+                                          "'no_such_mod_xyz': No module named"):
+        spec.load_pipeline("no_such_mod_xyz")

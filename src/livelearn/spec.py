@@ -23,11 +23,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livelearn.errors import ConfigError
+from livelearn.errors import ConfigError, LivelearnError
 from livelearn.events import Event, Schema
 from livelearn.features.hashing import Features
 from livelearn.models.base import Learner
@@ -230,28 +232,70 @@ class Pipeline:
 
 
 def load_pipeline(ref: str) -> Pipeline:
-    """Load ``module:attribute`` or ``path/to/file.py[:attribute]`` (default attribute PIPELINE)."""
+    """Load ``module:attribute`` or ``path/to/file.py[:attribute]`` (default attribute PIPELINE).
+
+    A file that does not run (a syntax error, an import that fails, any exception)
+    raises ConfigError naming the file, the line and the error.
+    """
     target, _, attr = ref.partition(":") if not ref.endswith(".py") else (ref, "", "")
+    path: Path | None = None
     if target.endswith(".py") or Path(target).is_file():
         path = Path(target)
         if not path.is_file():
             raise ConfigError(f"pipeline {ref!r}: no such file {path}")
         spec = importlib.util.spec_from_file_location(f"_livelearn_pipeline_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"pipeline {ref!r}: {path} is not a Python file (.py)")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        with _reported(ref, path):
+            spec.loader.exec_module(module)
     else:
-        try:
+        with _reported(ref, None):
             module = importlib.import_module(target)
-        except ImportError as e:
-            raise ConfigError(f"pipeline {ref!r}: cannot import {target!r} ({e})") from None
     obj = getattr(module, attr or "PIPELINE", None)
     if callable(obj) and not isinstance(obj, Pipeline):
-        obj = obj()
+        with _reported(ref, path):
+            obj = obj()
     if not isinstance(obj, Pipeline):
         raise ConfigError(f"pipeline {ref!r}: {attr or 'PIPELINE'} is not a livelearn Pipeline")
     return obj
+
+
+@contextmanager
+def _reported(ref: str, path: Path | None) -> Iterator[None]:
+    """Run a pipeline's code: a LivelearnError (a spec mistake) passes as it is, any
+    other exception becomes a ConfigError naming the line it was raised at."""
+    try:
+        yield
+    except LivelearnError:
+        raise
+    except Exception as e:
+        raise _failed(ref, path, e) from e
+
+
+def _failed(ref: str, path: Path | None, e: Exception) -> ConfigError:
+    """A ConfigError naming the error and where it was raised: the innermost line of
+    the pipeline's file ``path`` or, without one, of a module's top-level code."""
+    if isinstance(e, SyntaxError):  # raised by the compiler: no frame of the file
+        at = _at(path, e.filename or "?", e.lineno)
+        return ConfigError(f"pipeline {ref!r}: {type(e).__name__} at {at}: {e.msg}")
+    frames = traceback.extract_tb(e.__traceback__)
+    mine = [f for f in frames if _in(path, f.filename)] or \
+        [f for f in frames if f.name == "<module>"]
+    at = f" at {_at(path, mine[-1].filename, mine[-1].lineno)}" if mine else ""
+    if isinstance(e, ModuleNotFoundError):
+        return ConfigError(f"pipeline {ref!r}: cannot import {e.name!r}{at}: {e}")
+    return ConfigError(f"pipeline {ref!r}: {type(e).__name__}{at}: {e}")
+
+
+def _in(path: Path | None, filename: str) -> bool:
+    return path is not None and Path(filename).resolve() == path.resolve()
+
+
+def _at(path: Path | None, filename: str, line: int | None) -> str:
+    """"line N" of the pipeline's file ``path``, "FILE:N" of another."""
+    return f"line {line}" if _in(path, filename) else f"{filename}:{line}"
 
 
 def data_dir_of(ref: str) -> Path:
