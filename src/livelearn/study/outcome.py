@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from livelearn.errors import cannot
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.sim.client import ClientStats
@@ -112,8 +113,11 @@ class Outcome:
         }
 
     def write_json(self, path: Path, summary: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        except OSError as e:
+            raise cannot("write summary", path, e) from None
 
     def write_report(self, path: Path, summary: dict[str, Any], registry: Registry) -> Path:
         return write_report(path, "livelearn demo: the news feed", summary, self.charts(registry),
