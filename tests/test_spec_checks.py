@@ -121,3 +121,37 @@ def test_a_module_that_does_not_import_is_named(tmp_path: Path,
     with pytest.raises(ConfigError, match="^pipeline 'no_such_mod_xyz': cannot import "
                                           "'no_such_mod_xyz': No module named"):
         spec.load_pipeline("no_such_mod_xyz")
+
+
+def _no_learner() -> Any:
+    raise RuntimeError("no GPU")
+
+
+@pytest.mark.parametrize(("learner", "message"), [
+    (_no_learner, f"learner() raised RuntimeError at {__file__}:"),
+    (lambda: None, "learner() returned None; expected a Learner (an object with "
+                   "predict_then_learn"),
+    (lambda: 5, "learner() returned 5 (int); expected a Learner"),
+])
+def test_a_learner_factory_that_fails_is_named(learner: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"pipeline 'fraud': {message}")):
+        spec.new_learner(_pipeline(learner=learner))
+
+
+def test_the_cli_names_a_learner_factory_that_fails(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_ingest import PIPELINE_FILE
+
+    bad = tmp_path / "p.py"
+    bad.write_text(PIPELINE_FILE.replace("learner=lambda: LinearRegression(bits=10)",
+                                         "learner=lambda: None"))
+    (tmp_path / "r.jsonl").write_text('{"user": "u1", "movie": "m1", "stars": 4, '
+                                      '"ts": 1704067200000}\n')
+    log = f"sqlite:///{tmp_path}/w/log.db"
+    for command in (["run", str(bad), "--workdir", str(tmp_path / "w"), "--until-idle"],
+                    ["train", str(bad), "--log", log, "--registry", str(tmp_path / "r")],
+                    ["replay", str(bad), "--events", f"ratings={tmp_path}/r.jsonl", "--workdir",
+                     str(tmp_path / "w")]):
+        assert main(["-q", *command]) == 2
+        assert "livelearn: pipeline 'movies': learner() returned None; expected a Learner" \
+            in capsys.readouterr().err

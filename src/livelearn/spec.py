@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from livelearn.errors import ConfigError, LivelearnError
-from livelearn.events import Event, Schema
+from livelearn.events import Event, Schema, show
 from livelearn.features.hashing import Features
 from livelearn.models.base import Learner
 
@@ -188,7 +188,8 @@ class Pipeline:
     ``items`` tables (empty for an unknown key); with ``counters`` it takes
     their counts too, ``features(user_row, item_row, ts_ms, counts)``. With an ``EventLabel``,
     ``features(event, rows, counts)`` builds a sample's features (module
-    docstring). ``target`` names the label the learner learns.
+    docstring). ``target`` names the label the learner learns; ``learner()`` makes a
+    fresh, untrained one, called by each role that learns (through ``new_learner``).
     """
 
     name: str
@@ -229,6 +230,29 @@ class Pipeline:
     @property
     def topics(self) -> list[str]:
         return [PREDICTIONS, *self.schemas, SAMPLES, DEAD_LETTERS]
+
+
+def new_learner(pipeline: Pipeline) -> Learner:
+    """A fresh learner from ``pipeline.learner()``: ConfigError naming the pipeline if
+    the factory raises or returns something that is not a Learner.
+
+    Called where a role needs one, not when the spec is built: a big model is costly.
+    """
+    where = f"pipeline '{pipeline.name}'"
+    try:
+        learner = pipeline.learner()
+    except LivelearnError:
+        raise
+    except Exception as e:
+        factory = traceback.extract_tb(e.__traceback__)[1:2]  # the line of learner() itself
+        at = f" at {factory[0].filename}:{factory[0].lineno}" if factory else ""
+        raise ConfigError(f"{where}: learner() raised {type(e).__name__}{at}: {e}") from e
+    if not isinstance(learner, Learner):
+        got = "None" if learner is None else f"{show(learner)} ({type(learner).__name__})"
+        raise ConfigError(f"{where}: learner() returned {got}; expected a Learner (an "
+                          f"object with predict_then_learn, state and set_state: a subclass "
+                          f"of livelearn.models.base.Learner, such as FTRL)")
+    return learner
 
 
 def load_pipeline(ref: str) -> Pipeline:

@@ -25,7 +25,7 @@ from livelearn.errors import cannot
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.sim.client import ClientStats
-from livelearn.spec import DEAD_LETTERS, Pipeline
+from livelearn.spec import DEAD_LETTERS, Pipeline, new_learner
 from livelearn.train.metrics import auc
 from livelearn.train.trainer import Trained
 from livelearn.ui.report import Chart, write_report
@@ -38,7 +38,7 @@ class Outcome:
     """Collects every trained sample's scores, then summarizes and plots them."""
 
     def __init__(self, pipeline: Pipeline, baseline_samples: int):
-        self.frozen = pipeline.learner()
+        self.frozen = new_learner(pipeline)
         self.baseline_samples = baseline_samples
         self.learned = 0
         self._chunks: list[np.ndarray] = []
