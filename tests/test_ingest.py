@@ -98,7 +98,9 @@ def test_bytes_that_are_not_utf8_and_ragged_rows_are_dead_lettered(log: SQLiteLo
         ("u1", "mé"), ("u2", "m2")]
     dead = _topic(log, "dead_letters")
     assert [d["source"].rsplit("/", 1)[1] for d in dead] == ["r.jsonl:2", "r.csv:3", "r.csv:4"]
-    assert "not valid UTF-8" in dead[0]["detail"] and '"m\ufffd"' in dead[0]["event"]
+    assert dead[0]["detail"] == ("stream 'ratings': the line is not valid UTF-8 (byte 0xff "
+                                 "at column 27)")
+    assert '"m\ufffd"' in dead[0]["event"]
     assert dead[1]["detail"] == "stream 'ratings', field 'movie': not valid UTF-8"
     assert dead[2]["detail"] == "stream 'ratings': the row has 1 more cells than the header"
 
@@ -176,3 +178,23 @@ def test_impressions_with_a_mistyped_field_are_dead_lettered_naming_it(
     assert _topic(log, "predictions")[-1]["score"] == 0.5
     assert _topic(log, "dead_letters")[-1]["detail"] == (
         "stream 'predictions', field 'score': expected float, got nan")
+
+
+def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: it must not stick to the first header or
+    spoil the first JSON line, from a file or from stdin."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "r.csv").write_bytes(bom + b"user,movie,stars,ts\r\nu1,m1,4,%d\r\n" % T)
+    (tmp_path / "r.jsonl").write_bytes(
+        bom + b'{"user": "u2", "movie": "m2", "stars": 3, "ts": %d}\n' % T)
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w")]
+    for name in ("r.csv", "r.jsonl"):
+        assert main(["-q", "ingest", *args, "ratings", str(tmp_path / name)]) == 0
+    line = bom + b'{"user": "u3", "movie": "m3", "stars": 5, "ts": %d}\n' % T
+    subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings", "-"],
+                   input=line, capture_output=True, check=True)
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert [(e["key"], e["payload"]["stars"]) for e in _topic(log, "ratings")] == [
+        ("u1", 4.0), ("u2", 3), ("u3", 5)]
+    assert _topic(log, "dead_letters") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,71 @@ def test_the_cli_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture
         in capsys.readouterr().err
     assert main(["replay", str(bad), "--events", "tx"]) == 2
     assert "--events 'tx': expected STREAM=FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ("PIPELINE = (\n", "SyntaxError at line 1: '(' was never closed"),
+    ("import json\nimport no_such_module_xyz\n",
+     "cannot import 'no_such_module_xyz' at line 2: No module named 'no_such_module_xyz'"),
+    ("import json\n\ndef build():\n    return json.loads('{')\n\nPIPELINE = build()\n",
+     "JSONDecodeError at line 4: Expecting property name"),
+    ("def PIPELINE():\n    raise KeyError('k')\n", "KeyError at line 2: 'k'"),
+])
+def test_a_pipeline_file_that_does_not_run_names_its_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], code: str, message: str) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(code)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"pipeline '{bad}': {message}")):
+        spec.load_pipeline(str(bad))
+    for command in (["ingest", str(bad), "tx", "x.jsonl", "--workdir", str(tmp_path / "w")],
+                    ["train", str(bad), "--log", f"sqlite:///{tmp_path}/log.db",
+                     "--registry", str(tmp_path / "r")]):
+        assert main(command) == 2
+        assert f"livelearn: pipeline '{bad}': {message}" in capsys.readouterr().err
+
+
+def test_a_module_that_does_not_import_is_named(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_spec_mod.py").write_text("x = 1\ndef f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"pipeline 'broken_spec_mod:P': SyntaxError at {tmp_path}/broken_spec_mod.py:2: "
+            f"invalid syntax")):
+        spec.load_pipeline("broken_spec_mod:P")
+    with pytest.raises(ConfigError, match="^pipeline 'no_such_mod_xyz': cannot import "
+                                          "'no_such_mod_xyz': No module named"):
+        spec.load_pipeline("no_such_mod_xyz")
+
+
+def _no_learner() -> Any:
+    raise RuntimeError("no GPU")
+
+
+@pytest.mark.parametrize(("learner", "message"), [
+    (_no_learner, f"learner() raised RuntimeError at {__file__}:"),
+    (lambda: None, "learner() returned None; expected a Learner (an object with "
+                   "predict_then_learn"),
+    (lambda: 5, "learner() returned 5 (int); expected a Learner"),
+])
+def test_a_learner_factory_that_fails_is_named(learner: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"pipeline 'fraud': {message}")):
+        spec.new_learner(_pipeline(learner=learner))
+
+
+def test_the_cli_names_a_learner_factory_that_fails(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_ingest import PIPELINE_FILE
+
+    bad = tmp_path / "p.py"
+    bad.write_text(PIPELINE_FILE.replace("learner=lambda: LinearRegression(bits=10)",
+                                         "learner=lambda: None"))
+    (tmp_path / "r.jsonl").write_text('{"user": "u1", "movie": "m1", "stars": 4, '
+                                      '"ts": 1704067200000}\n')
+    log = f"sqlite:///{tmp_path}/w/log.db"
+    for command in (["run", str(bad), "--workdir", str(tmp_path / "w"), "--until-idle"],
+                    ["train", str(bad), "--log", log, "--registry", str(tmp_path / "r")],
+                    ["replay", str(bad), "--events", f"ratings={tmp_path}/r.jsonl", "--workdir",
+                     str(tmp_path / "w")]):
+        assert main(["-q", *command]) == 2
+        assert "livelearn: pipeline 'movies': learner() returned None; expected a Learner" \
+            in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from livelearn.cli_data import add_parsers as add_data_parsers
-from livelearn.errors import LivelearnError
+from livelearn.errors import LivelearnError, make_folder
 
 DESCRIPTION = """\
 livelearn: real-time machine learning that keeps learning.
@@ -170,6 +170,9 @@ def _demo(args: argparse.Namespace) -> int:
     from livelearn.demo import DemoConfig, run_demo
 
     logging.getLogger().setLevel(logging.WARNING)
+    for output in (args.report, args.summary_json):  # fail now, not after the demo
+        if output is not None:
+            make_folder(output.parent, "report folder")
     summary = run_demo(DemoConfig(
         impressions=args.impressions, candidates=args.candidates, days=args.days,
         seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livelearn.errors import ConfigError
+from livelearn.errors import ConfigError, make_folder
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -75,8 +75,7 @@ def _paths(args: argparse.Namespace) -> tuple[Any, Path, Any]:
     from livelearn.spec import load_pipeline
 
     pipeline = load_pipeline(args.pipeline)
-    workdir = args.workdir or Path(f"livelearn-{pipeline.name}")
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_folder(args.workdir or Path(f"livelearn-{pipeline.name}"), "work folder")
     log = open_log(args.log or f"sqlite:///{(workdir / 'log.db').resolve()}")
     for topic in pipeline.topics:
         log.create_topic(topic, pipeline.partitions)
@@ -110,6 +109,9 @@ def _replay(args: argparse.Namespace) -> int:
     from livelearn.replay import replay
 
     sources = [_source(text) for text in args.events]
+    for report in (args.report_json, args.report):  # fail now, not after the replay
+        if report is not None:
+            make_folder(report.parent, "report folder")
     pipeline, workdir, log = _paths(args)
     registry, data = _registry_and_data(args, workdir)
     tune_gc()

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from livelearn.errors import ConfigError, LivelearnError
+from livelearn.errors import ConfigError, LivelearnError, make_folder
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.loop import Loop
 from livelearn.registry import Registry
@@ -166,12 +166,12 @@ def free_port() -> int:
 
 def _fresh_workdir(path: Path) -> Path:
     """An empty work directory; refuses to clear a directory the demo did not make."""
-    if path.exists():
+    if path.is_dir():
         if any(path.iterdir()) and not (path / MARKER).exists():
             raise ConfigError(f"--workdir {path}: exists and is not a livelearn demo "
                               f"directory; choose another")
         shutil.rmtree(path)
-    path.mkdir(parents=True)
+    make_folder(path, "work folder")
     (path / MARKER).touch()
     return path
 

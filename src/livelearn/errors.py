@@ -7,6 +7,7 @@ expected and what came. A server maps ``status`` to its HTTP response.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -67,3 +68,20 @@ class Corrupt(LivelearnError):
     """A checkpoint or model file whose checksum does not match: damaged or truncated."""
 
     status = 500
+
+
+def cannot(action: str, path: str | Path, e: OSError) -> ConfigError:
+    """The error for a path the system refused, naming it and the reason:
+    ``cannot create work folder '/proc/nope': No such file or directory``."""
+    return ConfigError(f"cannot {action} {str(path)!r}: {e.strerror or e}")
+
+
+def make_folder(path: str | Path, what: str) -> Path:
+    """``path`` as a folder, created with its parents if missing; ConfigError naming
+    ``what`` (e.g. "work folder") if it cannot be (no permission, a file in the way)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot(f"create {what}", path, e) from None
+    return path

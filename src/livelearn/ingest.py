@@ -86,8 +86,10 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     dead: list[tuple[str, bytes]] = []
     for line, raw in read_records(source, fmt):
         try:
-            if type(raw) is dict:
+            if isinstance(raw, dict):
                 _check_row(stream, raw)
+            elif not raw.isascii():
+                _check_line(stream, raw)
             good.append(convert(raw))
         except (BadInput, PipelineError) as e:  # the record's fault, or the pipeline's
             where = f"{source}:{line}"
@@ -195,6 +197,7 @@ def read_records(source: str | Path, fmt: str | None = None
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
+    The text is UTF-8; a byte order mark at its start is skipped.
     """
     name = str(source)
     kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
@@ -202,10 +205,12 @@ def read_records(source: str | Path, fmt: str | None = None
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
     if name != "-" and not Path(name).is_file():
         raise ConfigError(f"{name}: no such file")
-    # bytes that are not UTF-8 become lone surrogates: the record is then dead-lettered
-    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
+    # "utf-8-sig" skips a leading byte order mark (Excel writes one), which would
+    # otherwise stick to the first CSV header or spoil the first JSON line; bytes
+    # that are not UTF-8 become lone surrogates: the record is then dead-lettered
+    f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig",
                                    errors="surrogateescape") if name == "-"
-                  else open(name, encoding="utf-8", errors="surrogateescape", newline=""))
+                  else open(name, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
             yield from enumerate(csv.DictReader(f), start=2)
@@ -301,6 +306,14 @@ def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
         for text in (name, value):
             if isinstance(text, str) and _clean(text) is not text:
                 raise BadInput(f"stream '{stream}', field {_clean(name)!r}: not valid UTF-8")
+
+
+def _check_line(stream: str, line: str) -> None:
+    """A JSON line is all UTF-8; else BadInput naming the first bad byte and its column."""
+    if _clean(line) is not line:
+        at = next(i for i, c in enumerate(line) if "\udc80" <= c <= "\udcff")
+        raise BadInput(f"stream '{stream}': the line is not valid UTF-8 (byte "
+                       f"0x{ord(line[at]) - 0xdc00:02x} at column {at + 1})")
 
 
 def _clean(text: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from livelearn.errors import cannot
 from livelearn.train.metrics import auc, mae
 from livelearn.train.trainer import Trained
 from livelearn.ui.report import Chart, write_report
@@ -80,9 +81,13 @@ def auto_bucket_ms(span_ms: int, buckets: int = 24) -> int:
 
 
 def write_json(path: str | Path, report: dict[str, Any]) -> Path:
+    """Write the report as JSON, creating parent folders; ConfigError if it cannot be."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    except OSError as e:
+        raise cannot("write report", path, e) from None
     return path
 
 

@@ -23,12 +23,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livelearn.errors import ConfigError
-from livelearn.events import Event, Schema
+from livelearn.errors import ConfigError, LivelearnError
+from livelearn.events import Event, Schema, show
 from livelearn.features.hashing import Features
 from livelearn.models.base import Learner
 
@@ -187,7 +189,8 @@ class Pipeline:
     ``items`` tables (empty for an unknown key); with ``counters`` it takes
     their counts too, ``features(user_row, item_row, ts_ms, counts)``. With an ``EventLabel``,
     ``features(event, rows, counts)`` builds a sample's features (module
-    docstring). ``target`` names the label the learner learns.
+    docstring). ``target`` names the label the learner learns; ``learner()`` makes a
+    fresh, untrained one, called by each role that learns (through ``new_learner``).
     """
 
     name: str
@@ -230,29 +233,94 @@ class Pipeline:
         return [PREDICTIONS, *self.schemas, SAMPLES, DEAD_LETTERS]
 
 
+def new_learner(pipeline: Pipeline) -> Learner:
+    """A fresh learner from ``pipeline.learner()``: ConfigError naming the pipeline if
+    the factory raises or returns something that is not a Learner.
+
+    Called where a role needs one, not when the spec is built: a big model is costly.
+    """
+    where = f"pipeline '{pipeline.name}'"
+    try:
+        learner = pipeline.learner()
+    except LivelearnError:
+        raise
+    except Exception as e:
+        factory = traceback.extract_tb(e.__traceback__)[1:2]  # the line of learner() itself
+        at = f" at {factory[0].filename}:{factory[0].lineno}" if factory else ""
+        raise ConfigError(f"{where}: learner() raised {type(e).__name__}{at}: {e}") from e
+    if not isinstance(learner, Learner):
+        got = "None" if learner is None else f"{show(learner)} ({type(learner).__name__})"
+        raise ConfigError(f"{where}: learner() returned {got}; expected a Learner (an "
+                          f"object with predict_then_learn, state and set_state: a subclass "
+                          f"of livelearn.models.base.Learner, such as FTRL)")
+    return learner
+
+
 def load_pipeline(ref: str) -> Pipeline:
-    """Load ``module:attribute`` or ``path/to/file.py[:attribute]`` (default attribute PIPELINE)."""
+    """Load ``module:attribute`` or ``path/to/file.py[:attribute]`` (default attribute PIPELINE).
+
+    A file that does not run (a syntax error, an import that fails, any exception)
+    raises ConfigError naming the file, the line and the error.
+    """
     target, _, attr = ref.partition(":") if not ref.endswith(".py") else (ref, "", "")
+    path: Path | None = None
     if target.endswith(".py") or Path(target).is_file():
         path = Path(target)
         if not path.is_file():
             raise ConfigError(f"pipeline {ref!r}: no such file {path}")
         spec = importlib.util.spec_from_file_location(f"_livelearn_pipeline_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"pipeline {ref!r}: {path} is not a Python file (.py)")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        with _reported(ref, path):
+            spec.loader.exec_module(module)
     else:
-        try:
+        with _reported(ref, None):
             module = importlib.import_module(target)
-        except ImportError as e:
-            raise ConfigError(f"pipeline {ref!r}: cannot import {target!r} ({e})") from None
     obj = getattr(module, attr or "PIPELINE", None)
     if callable(obj) and not isinstance(obj, Pipeline):
-        obj = obj()
+        with _reported(ref, path):
+            obj = obj()
     if not isinstance(obj, Pipeline):
         raise ConfigError(f"pipeline {ref!r}: {attr or 'PIPELINE'} is not a livelearn Pipeline")
     return obj
+
+
+@contextmanager
+def _reported(ref: str, path: Path | None) -> Iterator[None]:
+    """Run a pipeline's code: a LivelearnError (a spec mistake) passes as it is, any
+    other exception becomes a ConfigError naming the line it was raised at."""
+    try:
+        yield
+    except LivelearnError:
+        raise
+    except Exception as e:
+        raise _failed(ref, path, e) from e
+
+
+def _failed(ref: str, path: Path | None, e: Exception) -> ConfigError:
+    """A ConfigError naming the error and where it was raised: the innermost line of
+    the pipeline's file ``path`` or, without one, of a module's top-level code."""
+    if isinstance(e, SyntaxError):  # raised by the compiler: no frame of the file
+        at = _at(path, e.filename or "?", e.lineno)
+        return ConfigError(f"pipeline {ref!r}: {type(e).__name__} at {at}: {e.msg}")
+    frames = traceback.extract_tb(e.__traceback__)
+    mine = [f for f in frames if _in(path, f.filename)] or \
+        [f for f in frames if f.name == "<module>"]
+    at = f" at {_at(path, mine[-1].filename, mine[-1].lineno)}" if mine else ""
+    if isinstance(e, ModuleNotFoundError):
+        return ConfigError(f"pipeline {ref!r}: cannot import {e.name!r}{at}: {e}")
+    return ConfigError(f"pipeline {ref!r}: {type(e).__name__}{at}: {e}")
+
+
+def _in(path: Path | None, filename: str) -> bool:
+    return path is not None and Path(filename).resolve() == path.resolve()
+
+
+def _at(path: Path | None, filename: str, line: int | None) -> str:
+    """"line N" of the pipeline's file ``path``, "FILE:N" of another."""
+    return f"line {line}" if _in(path, filename) else f"{filename}:{line}"
 
 
 def data_dir_of(ref: str) -> Path:

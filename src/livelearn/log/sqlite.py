@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import ConfigError, Corrupt, NotFound
+from livelearn.errors import ConfigError, Corrupt, NotFound, make_folder
 from livelearn.log.base import (
     Appended,
     Checkpoint,
@@ -69,13 +69,16 @@ class SQLiteLog(Log):
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        make_folder(Path(self.path).parent, "log folder")
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._partitions: dict[str, int] = {}
         # per partition, the last records appended here with their values decoded
         self._recent: dict[TopicPartition, Appended] = {}
-        self._conn().executescript(_SCHEMA)
+        try:
+            self._conn().executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:  # a folder, a file of another kind
+            raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({e})") from None
         self._convert_records()
 
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import BadInput, Corrupt, NotFound
+from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, make_folder
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
@@ -59,9 +59,13 @@ class Registry:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path, "registry folder")
         self._local = threading.local()
-        self._db().executescript(_SCHEMA)
+        try:
+            self._db().executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:  # no permission, a damaged index
+            raise ConfigError(f"registry {str(self.path)!r}: cannot open its index.db "
+                              f"({e})") from None
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

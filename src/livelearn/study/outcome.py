@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from livelearn.errors import cannot
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.sim.client import ClientStats
-from livelearn.spec import DEAD_LETTERS, Pipeline
+from livelearn.spec import DEAD_LETTERS, Pipeline, new_learner
 from livelearn.train.metrics import auc
 from livelearn.train.trainer import Trained
 from livelearn.ui.report import Chart, write_report
@@ -37,7 +38,7 @@ class Outcome:
     """Collects every trained sample's scores, then summarizes and plots them."""
 
     def __init__(self, pipeline: Pipeline, baseline_samples: int):
-        self.frozen = pipeline.learner()
+        self.frozen = new_learner(pipeline)
         self.baseline_samples = baseline_samples
         self.learned = 0
         self._chunks: list[np.ndarray] = []
@@ -112,8 +113,11 @@ class Outcome:
         }
 
     def write_json(self, path: Path, summary: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        except OSError as e:
+            raise cannot("write summary", path, e) from None
 
     def write_report(self, path: Path, summary: dict[str, Any], registry: Registry) -> Path:
         return write_report(path, "livelearn demo: the news feed", summary, self.charts(registry),

@@ -30,7 +30,7 @@ from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
-from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline
+from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import Metric, WindowedMetric, make_metric
 
@@ -110,7 +110,7 @@ class Trainer:
         self._held: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         self.policies = pipeline.policies
         self.inputs = log.topic_partitions([SAMPLES])
-        self.model: Learner = pipeline.learner()
+        self.model: Learner = new_learner(pipeline)
         self.kind = "auc" if self.model.task == "binary" else "mae"
         self.metric: Metric = make_metric(self.kind)
         self.window = WindowedMetric(self.kind, self.policies.gate_window)

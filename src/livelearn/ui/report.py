@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from livelearn.errors import BadInput
+from livelearn.errors import BadInput, cannot
 
 #: Most points drawn per series; longer series are downsampled.
 MAX_POINTS = 2000
@@ -96,19 +96,23 @@ def write_report(
 ) -> Path:
     """Render the report and write it to ``path`` (UTF-8), creating parent folders.
 
-    The file is replaced atomically, so a reader never sees half a report.
+    The file is replaced atomically, so a reader never sees half a report. A path
+    that cannot be written raises ConfigError naming it and the reason.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = render_report(title, summary, charts, notes)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise cannot("write report", path, e) from None
     return path
 
 

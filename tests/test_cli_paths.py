@@ -1,0 +1,71 @@
+"""A folder or file the CLI cannot create or write (a file in the way, no permission) is
+named with the reason in one line, `livelearn: ...`, exit code 2: never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from livelearn.cli import main
+from test_ingest import PIPELINE_FILE, T
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A pipeline file, a ratings file, and a file where a folder is wanted."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "r.jsonl").write_bytes(b"".join(orjson.dumps(
+        {"user": f"u{i % 3}", "movie": "m1", "stars": 3.0, "ts": T + i}) + b"\n"
+        for i in range(20)))
+    (tmp_path / "afile").write_text("in the way\n")
+    return tmp_path / "p.py", tmp_path / "r.jsonl", tmp_path / "afile"
+
+
+def _fails(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    assert main(["-q", *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"livelearn: {message}\n", err
+
+
+def test_folders_that_cannot_be_created(setup: tuple[Path, Path, Path],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline, ratings, afile = (str(p) for p in setup)
+    work = str(Path(afile).parent / "w")
+    _fails(capsys, ["ingest", pipeline, "ratings", ratings, "--workdir", f"{afile}/w"],
+           f"cannot create work folder '{afile}/w': Not a directory")
+    _fails(capsys, ["ingest", pipeline, "ratings", ratings, "--workdir", work,
+                    "--log", f"sqlite:///{afile}/log.db"],
+           f"cannot create log folder '{afile}': File exists")
+    _fails(capsys, ["run", pipeline, "--workdir", work, "--registry", f"{afile}/r"],
+           f"cannot create registry folder '{afile}/r': Not a directory")
+    _fails(capsys, ["train", pipeline, "--log", f"sqlite:///{work}/log.db",
+                    "--registry", afile], f"cannot create registry folder '{afile}': File exists")
+    _fails(capsys, ["demo", "--workdir", afile], f"cannot create work folder '{afile}': "
+                                                 f"File exists")
+
+
+def test_a_log_that_is_not_sqlite(setup: tuple[Path, Path, Path],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline, ratings, afile = (str(p) for p in setup)
+    folder = str(Path(afile).parent)
+    for path, why in ((folder, "unable to open database file"),
+                      (afile, "file is not a database")):
+        _fails(capsys, ["ingest", pipeline, "ratings", ratings, "--log", f"sqlite:///{path}"],
+               f"log '{path}': cannot open it as SQLite ({why})")
+
+
+def test_reports_that_cannot_be_written(setup: tuple[Path, Path, Path],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline, ratings, afile = (str(p) for p in setup)
+    work = Path(afile).parent / "w"
+    replay = ["replay", pipeline, "--events", f"ratings={ratings}", "--workdir", str(work)]
+    # the report's folder is checked before the replay, which then has not started
+    _fails(capsys, [*replay, "--report", f"{afile}/r.html"],
+           f"cannot create report folder '{afile}': File exists")
+    assert not work.exists()
+    # a path that is a folder can only fail when written, after the replay
+    _fails(capsys, [*replay, "--report-json", str(work.parent)],
+           f"cannot write report '{work.parent}': Is a directory")
+    assert (work / "log.db").exists()
