@@ -274,7 +274,7 @@ def _models(args: argparse.Namespace) -> int:
 
     from livelearn.registry import Registry
 
-    registry = Registry(args.registry)
+    registry = Registry(args.registry, create=False)
     if args.action == "promote":
         registry.promote(args.version, "promoted by hand")
         print(f"v{args.version} approved; servers swap it in")
