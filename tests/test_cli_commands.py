@@ -36,6 +36,32 @@ def _dead_letters(log_path: Path) -> list[dict]:
         log.close()
 
 
+def test_join_until_idle_says_what_it_did(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    lines = _ratings(tmp_path / "r.jsonl", ["m1"] * 5).read_bytes().splitlines()
+    (tmp_path / "r.jsonl").write_bytes(b"\n".join([*lines, lines[0]]) + b"\n")  # a duplicate
+    url = f"sqlite:///{tmp_path / 'log.db'}"  # an absolute path: four slashes
+    assert main(["-q", "ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "r.jsonl"),
+                 "--log", url]) == 0
+    capsys.readouterr()
+    assert main(["-q", "join", str(tmp_path / "p.py"), "--log", url, "--until-idle"]) == 0
+    assert capsys.readouterr().out == "6 records read, 5 samples, dead letters: duplicate 1\n"
+
+
+def test_a_join_shard_without_partitions_says_so(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    assert main(["-q", "join", str(tmp_path / "p.py"), "--log", url, "--until-idle",
+                 "--shard", "1/2"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["shard 1/2 has no partitions of topics ratings (1 partition): it joins "
+                        "nothing (a shard K/N takes partition numbers p with p % N == K)"]
+    assert capsys.readouterr().out == "0 records read, 0 samples, dead letters: none\n"
+
+
 @pytest.mark.parametrize("action", [[], ["ls"], ["promote", "1"], ["rollback"]])
 def test_models_without_a_registry_says_so_and_makes_none(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]) -> None:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _join(args: argparse.Namespace) -> int:
     from livelearn.join.runner import JoinRunner
-    from livelearn.spec import data_dir_of
+    from livelearn.spec import SAMPLES, data_dir_of
 
     if args.engine == "flink":
         from livelearn.join.flink import run_flink_join
@@ -231,12 +232,30 @@ def _join(args: argparse.Namespace) -> int:
     pipeline, log = _open(args)
     runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
                         shard=args.shard)
+    if not runner.inputs:
+        _warn_empty_shard(args.shard, log, pipeline.inputs)
+    read = 0
     while True:
-        if runner.step(final=args.until_idle):
+        done = runner.step(final=args.until_idle)
+        read += done
+        if done:
             continue
         if args.until_idle:
+            dead = {k: n for k, n in sorted(runner.counts.items()) if k != SAMPLES}
+            print(f"{read} records read, {runner.counts[SAMPLES]} samples, dead letters: "
+                  f"{', '.join(f'{k} {n}' for k, n in dead.items()) or 'none'}")
             return 0
         time.sleep(0.05)
+
+
+def _warn_empty_shard(shard: tuple[int, int], log: Any, topics: list[str]) -> None:
+    k, n = shard
+    partitions = Counter(topic for topic, _ in log.topic_partitions(topics))
+    counts = ", ".join(f"{t} ({partitions[t]} partition{'' if partitions[t] == 1 else 's'})"
+                       for t in topics)
+    logging.getLogger("livelearn.join").warning(
+        "shard %d/%d has no partitions of topics %s: it joins nothing (a shard K/N takes "
+        "partition numbers p with p %% N == K)", k, n, counts)
 
 
 def _flink_sql(args: argparse.Namespace) -> int:
