@@ -36,6 +36,15 @@ def _dead_letters(log_path: Path) -> list[dict]:
         log.close()
 
 
+def test_bucket_width_must_be_positive(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    for width in ("0", "-5", "x"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["replay", "p.py", "--events", "ratings=r.jsonl", "--bucket-ms", width])
+        assert stopped.value.code == 2
+        assert "argument --bucket-ms: expected a" in capsys.readouterr().err
+
+
 def test_join_until_idle_says_what_it_did(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)

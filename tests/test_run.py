@@ -82,21 +82,23 @@ def test_cli_replay_then_live(tmp_path: Path) -> None:
         _wait(lambda: len(_samples(log)) == 119, "the live events' samples")
 
 
+def _up(url: str) -> bool:
+    try:
+        return bool(httpx.get(f"{url}/healthz").json()["model_version"])
+    except httpx.HTTPError:
+        return False
+
+
 def test_run_serves_joins_and_learns(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
                     str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)
     port = free_port()
     with _process(["run", str(ROOT / "examples/clicks/pipeline.py"), "--workdir", "w",
-                   "--data", ".", "--port", str(port)], tmp_path):
+                   "--data", ".", "--port", str(port)], tmp_path) as p:
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/healthz").json()["model_version"])
-            except httpx.HTTPError:
-                return False
-
-        _wait(up, "the server")
+        _wait(lambda: _up(url), "the server")
+        assert p.stdout is not None
+        assert p.stdout.readline() == f"serving on {url} (Ctrl-C to stop)\n".encode()
         shown = httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1", "i2"],
                                                    "ts": T}).json()["predictions"]
         clicked = shown[0]["request_id"]

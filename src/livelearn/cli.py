@@ -82,7 +82,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     common.add_argument("pipeline", metavar="PIPELINE",
                         help="module:attribute or path/to/file.py naming a livelearn Pipeline")
     common.add_argument("--log", required=True, metavar="URL",
-                        help="the log, e.g. sqlite:///var/ll.db")
+                        help="the log: sqlite:///relative/path.db or "
+                             "sqlite:////absolute/path.db, memory://, kafka://host:port")
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
                           help="the model registry's directory")
@@ -183,8 +184,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from livelearn.cli_data import serve_http
     from livelearn.log import open_log
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
@@ -193,7 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(load_pipeline(args.pipeline), open_log(args.log), Registry(args.registry),
                      args.data, poll_s=args.poll, store=open_store(args.store))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    serve_http(app, args.host, args.port)
     return 0
 
 
