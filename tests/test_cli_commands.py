@@ -36,6 +36,46 @@ def _dead_letters(log_path: Path) -> list[dict]:
         log.close()
 
 
+def test_replay_reports_the_trainers_dead_letters(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A sample the trainer cannot learn is counted in the report and the summary; with -q
+    its warning is held back and only their number said."""
+    assert BAD_FEATURES != PIPELINE_FILE
+    (tmp_path / "p.py").write_text(BAD_FEATURES)
+    movies = ["nan" if i % 10 == 0 else "list" if i % 10 == 1 else f"m{i % 4}"
+              for i in range(100)]
+    _ratings(tmp_path / "r.jsonl", movies)
+    caplog.set_level(logging.INFO)
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", f"ratings={tmp_path / 'r.jsonl'}",
+                 "--report-json", str(tmp_path / "report.json")]) == 0
+    report = orjson.loads((tmp_path / "report.json").read_bytes())
+    assert report["samples"] == 80 and report["dead_letters"] == {"malformed": 20}
+    assert len(_dead_letters(tmp_path / "w" / "log.db")) == 20
+    out, err = capsys.readouterr()
+    assert "100 events, 80 samples, 20 dead letters (malformed 20)," in out
+    assert "livelearn: -q held back 20 warnings of samples the trainer could not learn" in err
+    assert not [r for r in caplog.records if "cannot be learned" in r.getMessage()]
+
+
+def test_replay_says_what_each_input_gave(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Input rejected entirely (a typo'd key field) is said, with the first reasons."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE.replace('key="user"', 'key="usr"'))
+    source = f"ratings={_ratings(tmp_path / 'r.jsonl', ['m1'] * 8)}"
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", source, "--report-json", str(tmp_path / "report.json")]) == 0
+    out, err = capsys.readouterr()
+    assert f"{source}: 0 events appended, 8 dead-lettered" in out
+    assert "0 events, 0 samples, 8 dead letters (malformed_at_ingest 8)," in out
+    assert err.splitlines()[0].endswith("r.jsonl:1: stream 'ratings', field 'usr': missing "
+                                        "(the key)")
+    assert len(err.splitlines()) == 5  # the first five
+    given = orjson.loads((tmp_path / "report.json").read_bytes())["inputs"][source]
+    assert (given["events"], given["dead"], len(given["first_errors"])) == (0, 8, 5)
+
+
 def test_bucket_width_must_be_positive(tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     for width in ("0", "-5", "x"):

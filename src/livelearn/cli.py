@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s")
+    held = _SampleWarnings()
+    if args.quiet:
+        logging.getLogger("livelearn.train").addFilter(held)
     try:
         return int(args.func(args) or 0)
     except LivelearnError as e:
@@ -34,6 +37,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        logging.getLogger("livelearn.train").removeFilter(held)
+        if held.count:
+            print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
+                  f"could not learn; the dead_letters topic has each one's reason",
+                  file=sys.stderr)
+
+
+class _SampleWarnings(logging.Filter):
+    """Holds back, and counts, the trainer's warning for each sample it dead-letters
+    (Trainer._dead_letter logs one per sample, with its place and reason)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName == "_dead_letter":
+            self.count += 1
+            return False
+        return True
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -148,12 +148,30 @@ def _replay(args: argparse.Namespace) -> int:
         write_json(args.report_json, report)
     html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
                       f"{pipeline.name}", report)
-    print(f"{report['events']} events, {report['samples']} samples, {report['metric']} "
-          f"{report['metric_value']}, {report['events_per_s']:.0f} events/s; report {html}")
+    for source, given in report["inputs"].items():
+        _say_ingested(source, given["events"], given["dead"], given["first_errors"])
+    print(f"{report['events']} events, {report['samples']} samples, "
+          f"{_dead_letters(report['dead_letters'])}, {report['metric']} "
+          f"{report['metric_value']}, {report['events_per_s']:.0f} events/s; report {html}",
+          flush=True)
     if args.then_live:
-        print("live: waiting for events (Ctrl-C to stop)")
-        _forever(loop)
+        _live(args, loop, pipeline, log, registry, data)
     return 0
+
+
+def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:
+    """What an ingest of ``source`` gave, and the first reasons of its dead letters."""
+    print(f"{source}: {events} events appended, {dead} dead-lettered", flush=True)
+    for error in first_errors:
+        print(f"  {error}", file=sys.stderr, flush=True)
+
+
+def _dead_letters(by_reason: dict[str, int]) -> str:
+    """``{"late": 2, "orphan": 1}`` as ``3 dead letters (late 2, orphan 1)``."""
+    if not by_reason:
+        return "0 dead letters"
+    reasons = ", ".join(f"{reason} {n}" for reason, n in by_reason.items())
+    return f"{sum(by_reason.values())} dead letters ({reasons})"
 
 
 def _run(args: argparse.Namespace) -> int:
