@@ -69,3 +69,14 @@ def test_clicks_example(workdir: Path) -> None:
     report = _report(workdir / "clicks-report.json")
     assert report["metric"] == "auc" and report["metric_value"] > 0.55
     assert report["samples"] == 20_000 and report["dead_letters"] == {}
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(f"docs/{p.name}"
+                                                     for p in (ROOT / "docs").glob("*.md"))])
+def test_the_docs_link_only_to_files_in_the_repository(doc: str) -> None:
+    path = ROOT / doc
+    for target in re.findall(r"\]\(([^)\s#]+)[^)]*\)", path.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # a URL
+        linked = (path.parent / target).resolve()
+        assert linked.is_relative_to(ROOT) and linked.exists(), f"{doc} links {target}"

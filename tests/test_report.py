@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -204,3 +206,16 @@ def test_write_report_writes_the_file(tmp_path: Path) -> None:
     assert written == target and target.is_file()
     assert target.read_text(encoding="utf-8") == render_report("Demo", SUMMARY, charts(), ["n"])
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]  # no temporary left
+
+
+def test_the_report_gets_the_permissions_of_a_new_file(tmp_path: Path) -> None:
+    """Written atomically, yet 0666 less the umask, as any new file (not mkstemp's 0600)."""
+    old = os.umask(0o022)
+    try:
+        write_report(tmp_path / "a.html", "A", SUMMARY, charts())
+        os.umask(0o027)
+        write_report(tmp_path / "b.html", "B", SUMMARY, charts())
+    finally:
+        os.umask(old)
+    modes = [stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("a.html", "b.html")]
+    assert modes == [0o644, 0o640]

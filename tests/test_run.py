@@ -99,6 +99,7 @@ def test_cli_replay_then_live(tmp_path: Path) -> None:
     args = ["p.py", "--workdir", "w"]
     with _process(["replay", *args, "--events", "ratings=a.jsonl", "--then-live"], tmp_path) as p:
         assert p.stdout is not None
+        assert p.stdout.readline() == b"ratings=a.jsonl: 100 events appended, 0 dead-lettered\n"
         assert b"100 events, 98 samples" in p.stdout.readline()
         log = SQLiteLog(tmp_path / "w" / "log.db")
         subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
@@ -106,21 +107,23 @@ def test_cli_replay_then_live(tmp_path: Path) -> None:
         _wait(lambda: len(_samples(log)) == 119, "the live events' samples")
 
 
+def _up(url: str) -> bool:
+    try:
+        return bool(httpx.get(f"{url}/healthz").json()["model_version"])
+    except httpx.HTTPError:
+        return False
+
+
 def test_run_serves_joins_and_learns(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
                     str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)
     port = free_port()
     with _process(["run", str(ROOT / "examples/clicks/pipeline.py"), "--workdir", "w",
-                   "--data", ".", "--port", str(port)], tmp_path):
+                   "--data", ".", "--port", str(port)], tmp_path) as p:
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/healthz").json()["model_version"])
-            except httpx.HTTPError:
-                return False
-
-        _wait(up, "the server")
+        _wait(lambda: _up(url), "the server")
+        assert p.stdout is not None
+        assert p.stdout.readline() == f"serving on {url} (Ctrl-C to stop)\n".encode()
         shown = httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1", "i2"],
                                                    "ts": T}).json()["predictions"]
         clicked = shown[0]["request_id"]
@@ -166,6 +169,28 @@ def test_serve_first_on_a_new_relative_log_then_train(tmp_path: Path) -> None:
         _wait(answers, "a model version served")
     log = SQLiteLog(tmp_path / "w" / "log.db")
     assert log.end_offset("predictions", 0) >= 1
+
+
+def test_replay_then_live_serves_a_feedback_pipeline_as_run_does(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
+                    str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)
+    port = free_port()
+    with _process(["replay", str(ROOT / "examples/clicks/pipeline.py"), "--workdir", "w",
+                   "--data", ".", "--port", str(port), "--then-live", "--events",
+                   "predictions=data/impressions.jsonl", "clicks=data/clicks.jsonl"],
+                  tmp_path) as p:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _up(url), "the server")
+        assert p.stdout is not None
+        said = [p.stdout.readline() for _ in range(4)]
+        assert said[0].startswith(b"clicks=data/clicks.jsonl: ")  # predictions go last
+        assert said[1] == b"predictions=data/impressions.jsonl: 100 events appended, " \
+                          b"0 dead-lettered\n"
+        assert b" events, " in said[2] and said[2].endswith(b"report w/replay.html\n")
+        assert said[3] == f"serving on {url} (Ctrl-C to stop)\n".encode()
+        shown = httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1"],
+                                                   "ts": T + 10 * 86_400_000}).json()
+        assert len(shown["predictions"]) == 1
 
 
 def test_one_role_per_process_for_a_label_in_event_pipeline(tmp_path: Path) -> None:

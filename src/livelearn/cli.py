@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s")
+    held = _SampleWarnings()
+    if args.quiet:
+        logging.getLogger("livelearn.train").addFilter(held)
     try:
         return int(args.func(args) or 0)
     except LivelearnError as e:
@@ -33,6 +37,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        logging.getLogger("livelearn.train").removeFilter(held)
+        if held.count:
+            print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
+                  f"could not learn; the dead_letters topic has each one's reason",
+                  file=sys.stderr)
+
+
+class _SampleWarnings(logging.Filter):
+    """Holds back, and counts, the trainer's warning for each sample it dead-letters
+    (Trainer._dead_letter logs one per sample, with its place and reason)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName == "_dead_letter":
+            self.count += 1
+            return False
+        return True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +106,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     common.add_argument("pipeline", metavar="PIPELINE",
                         help="module:attribute or path/to/file.py naming a livelearn Pipeline")
     common.add_argument("--log", required=True, metavar="URL",
-                        help="the log, e.g. sqlite:///var/ll.db")
+                        help="the log: sqlite:///relative/path.db or "
+                             "sqlite:////absolute/path.db, memory://, kafka://host:port")
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
                           help="the model registry's directory")
@@ -185,8 +211,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from livelearn.cli_data import serve_http
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
     from livelearn.tables.store import open_store
@@ -194,7 +219,7 @@ def _serve(args: argparse.Namespace) -> int:
     pipeline, log = _open(args)  # its topics made, if the server is the first role
     app = create_app(pipeline, log, Registry(args.registry), args.data, poll_s=args.poll,
                      store=open_store(args.store))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    serve_http(app, args.host, args.port)
     return 0
 
 
@@ -217,7 +242,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _join(args: argparse.Namespace) -> int:
     from livelearn.join.runner import JoinRunner
-    from livelearn.spec import data_dir_of
+    from livelearn.spec import SAMPLES, data_dir_of
 
     if args.engine == "flink":
         from livelearn.join.flink import run_flink_join
@@ -233,12 +258,30 @@ def _join(args: argparse.Namespace) -> int:
     pipeline, log = _open(args)
     runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
                         shard=args.shard)
+    if not runner.inputs:
+        _warn_empty_shard(args.shard, log, pipeline.inputs)
+    read = 0
     while True:
-        if runner.step(final=args.until_idle):
+        done = runner.step(final=args.until_idle)
+        read += done
+        if done:
             continue
         if args.until_idle:
+            dead = {k: n for k, n in sorted(runner.counts.items()) if k != SAMPLES}
+            print(f"{read} records read, {runner.counts[SAMPLES]} samples, dead letters: "
+                  f"{', '.join(f'{k} {n}' for k, n in dead.items()) or 'none'}")
             return 0
         time.sleep(0.05)
+
+
+def _warn_empty_shard(shard: tuple[int, int], log: Any, topics: list[str]) -> None:
+    k, n = shard
+    partitions = Counter(topic for topic, _ in log.topic_partitions(topics))
+    counts = ", ".join(f"{t} ({partitions[t]} partition{'' if partitions[t] == 1 else 's'})"
+                       for t in topics)
+    logging.getLogger("livelearn.join").warning(
+        "shard %d/%d has no partitions of topics %s: it joins nothing (a shard K/N takes "
+        "partition numbers p with p %% N == K)", k, n, counts)
 
 
 def _flink_sql(args: argparse.Namespace) -> int:
@@ -276,7 +319,7 @@ def _models(args: argparse.Namespace) -> int:
 
     from livelearn.registry import Registry
 
-    registry = Registry(args.registry)
+    registry = Registry(args.registry, create=False)
     if args.action == "promote":
         registry.promote(args.version, "promoted by hand")
         print(f"v{args.version} approved; servers swap it in")

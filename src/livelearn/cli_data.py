@@ -1,8 +1,8 @@
 """The commands for a user's own pipeline and data: ingest, replay, run.
 
 Each takes PIPELINE (``module:attribute`` or ``path/to/file.py``) and keeps its
-log and registry in ``--workdir`` (default ``livelearn-NAME``) unless ``--log``
-or ``--registry`` say otherwise. Table paths are relative to ``--data``, by
+log (replay and run: and registry) in ``--workdir`` (default ``livelearn-NAME``)
+unless ``--log`` or ``--registry`` say otherwise. Table paths are relative to ``--data``, by
 default the folder of the pipeline's file.
 """
 
@@ -22,15 +22,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
                         help="module:attribute or path/to/file.py naming a livelearn Pipeline")
-    common.add_argument("--workdir", type=Path, default=None, metavar="DIR",
-                        help="where the log and registry go (default: livelearn-NAME)")
     common.add_argument("--log", default=None, metavar="URL",
-                        help="the log (default: sqlite:///WORKDIR/log.db)")
+                        help="the log: sqlite:///relative/path.db or "
+                             "sqlite:////absolute/path.db, memory://, kafka://host:port "
+                             "(default: log.db in WORKDIR)")
     i = sub.add_parser("ingest", parents=[common], help="append a file's events to a stream",
                        description="Append the records of FILE (JSON lines, CSV, or - for "
                        "stdin) to STREAM. Bad records go to the dead-letter topic with the "
                        "reason; they never stop the ingest.")
-    i.add_argument("stream", metavar="STREAM")
+    _workdir(i, "the log goes")
+    i.add_argument("stream", metavar="STREAM",
+                   help="the stream the records are events of: one the pipeline declares, "
+                        "or predictions for impressions from history (a feedback join)")
     i.add_argument("file", metavar="FILE", help="a .jsonl/.json/.csv file, or - for stdin")
     i.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="folder of the table files, for impressions (default: the pipeline "
@@ -39,34 +42,60 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="the file's format (default: from its suffix; stdin: jsonl)")
     i.set_defaults(func=_ingest)
     roles = argparse.ArgumentParser(add_help=False, parents=[common])
+    _workdir(roles, "the log and the registry go")
     roles.add_argument("--registry", type=Path, default=None, metavar="DIR",
                        help="the model registry (default: WORKDIR/registry)")
     roles.add_argument("--data", type=Path, default=None, metavar="DIR",
                        help="folder of the table files (default: the pipeline file's folder)")
-    r = sub.add_parser("replay", parents=[roles], help="learn from history as fast as possible",
+    live = argparse.ArgumentParser(add_help=False)
+    live.add_argument("--no-serve", action="store_true", help="do not start the server")
+    live.add_argument("--host", default="127.0.0.1",
+                      help="address to serve on (default: %(default)s)")
+    live.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    r = sub.add_parser("replay", parents=[roles, live],
+                       help="learn from history as fast as possible",
                        description="Ingest history and run it through the live joiner, "
-                       "trainer and gate; report prequential metrics over event time.")
+                       "trainer and gate; report prequential metrics over event time. With "
+                       "--then-live, go on as `livelearn run` does: --no-serve, --host and "
+                       "--port are for that.")
     r.add_argument("--events", nargs="+", required=True, metavar="STREAM=FILE",
-                   help="files to replay, in this order")
+                   help="files to replay, ingested in this order except that predictions "
+                        "(impressions) go last, once the feedback they count is in")
     r.add_argument("--then-live", action="store_true",
-                   help="keep the last windows open and go on with live events")
+                   help="keep the last windows open and go on with live events as `livelearn "
+                        "run` does: join, train and judge what comes into the log and, for a "
+                        "feedback join, serve /predict and /feedback")
     r.add_argument("--report-json", type=Path, default=None, metavar="PATH",
                    help="write the report as JSON here")
     r.add_argument("--report", type=Path, default=None, metavar="PATH",
                    help="write the report as HTML here (default: WORKDIR/replay.html)")
-    r.add_argument("--bucket-ms", type=int, default=None,
-                   help="width of the report's time buckets (default: chosen from the span)")
+    r.add_argument("--bucket-ms", type=_positive, default=None, metavar="MS",
+                   help="width of the report's time buckets, in milliseconds of event time "
+                        "(default: chosen from the span)")
     r.set_defaults(func=_replay)
-    u = sub.add_parser("run", parents=[roles], help="every role of a pipeline in one process",
+    u = sub.add_parser("run", parents=[roles, live],
+                       help="every role of a pipeline in one process",
                        description="Join, train and judge on the live log and, for a "
                        "feedback join, serve predictions over HTTP, all in one process; feed "
                        "it with `livelearn ingest` or the server's /feedback.")
     u.add_argument("--until-idle", action="store_true",
                    help="treat the log as complete: learn all of it, stop (no server)")
-    u.add_argument("--no-serve", action="store_true", help="do not start the server")
-    u.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
-    u.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     u.set_defaults(func=_run)
+
+
+def _workdir(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                        help=f"where {what} (default: livelearn-NAME)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
 
 
 def _paths(args: argparse.Namespace) -> tuple[Any, Path, Any]:
@@ -121,12 +150,30 @@ def _replay(args: argparse.Namespace) -> int:
         write_json(args.report_json, report)
     html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
                       f"{pipeline.name}", report)
-    print(f"{report['events']} events, {report['samples']} samples, {report['metric']} "
-          f"{report['metric_value']}, {report['events_per_s']:.0f} events/s; report {html}")
+    for source, given in report["inputs"].items():
+        _say_ingested(source, given["events"], given["dead"], given["first_errors"])
+    print(f"{report['events']} events, {report['samples']} samples, "
+          f"{_dead_letters(report['dead_letters'])}, {report['metric']} "
+          f"{report['metric_value']}, {report['events_per_s']:.0f} events/s; report {html}",
+          flush=True)
     if args.then_live:
-        print("live: waiting for events (Ctrl-C to stop)")
-        _forever(loop)
+        _live(args, loop, pipeline, log, registry, data)
     return 0
+
+
+def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:
+    """What an ingest of ``source`` gave, and the first reasons of its dead letters."""
+    print(f"{source}: {events} events appended, {dead} dead-lettered", flush=True)
+    for error in first_errors:
+        print(f"  {error}", file=sys.stderr, flush=True)
+
+
+def _dead_letters(by_reason: dict[str, int]) -> str:
+    """``{"late": 2, "orphan": 1}`` as ``3 dead letters (late 2, orphan 1)``."""
+    if not by_reason:
+        return "0 dead letters"
+    reasons = ", ".join(f"{reason} {n}" for reason, n in by_reason.items())
+    return f"{sum(by_reason.values())} dead letters ({reasons})"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -141,11 +188,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{loop.trainer.samples} samples learned; latest version "
               f"v{loop.trainer.version.id if loop.trainer.version else 0}")
         return 0
-    if args.no_serve or pipeline.labelled is not None:
-        _forever(loop)
-        return 0
-    import uvicorn
+    _live(args, loop, pipeline, log, registry, data)
+    return 0
 
+
+def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
+          data: Path) -> None:
+    """Turn the loop's roles on the live log until interrupted and, for a feedback join
+    unless ``--no-serve``, serve /predict and /feedback meanwhile."""
+    if args.no_serve or pipeline.labelled is not None:
+        print("live: waiting for events (Ctrl-C to stop)", flush=True)
+        _forever(loop)
+        return
     from livelearn.serve.app import create_app
 
     loop.gate.step()  # approve the first version, so the server can answer at once
@@ -153,12 +207,31 @@ def _run(args: argparse.Namespace) -> int:
     roles = threading.Thread(target=_forever, args=(loop, stop), name="roles", daemon=True)
     roles.start()
     try:
-        uvicorn.run(create_app(pipeline, log, registry, data), host=args.host, port=args.port,
-                    log_level="warning")
+        serve_http(create_app(pipeline, log, registry, data), args.host, args.port)
     finally:
         stop.set()
         roles.join(10)
-    return 0
+
+
+def serve_http(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` until interrupted, saying once where, when it is up."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    stopped = threading.Event()
+    threading.Thread(target=_say_when_up, args=(server, f"http://{host}:{port}", stopped),
+                     name="say-when-up", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        stopped.set()
+
+
+def _say_when_up(server: Any, url: str, stopped: threading.Event) -> None:
+    while not stopped.wait(0.05):
+        if server.started:
+            print(f"serving on {url} (Ctrl-C to stop)", flush=True)
+            return
 
 
 def _forever(loop: Any, stop: threading.Event | None = None) -> None:

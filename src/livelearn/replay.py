@@ -6,16 +6,24 @@ as the machine allows. ``final`` treats the log as complete and flushes every
 window at the end; without it the last windows stay open for live events to
 come (``--then-live``). The result is the prequential report (prequential.py)
 with the events, samples, dead letters and events per second, end to end.
+
+The report's ``dead_letters`` counts, by reason, what the joiner and the trainer
+sent to the dead-letter topic in this replay (the trainer's are samples it cannot
+learn: ``malformed``), and as ``malformed_at_ingest`` the records that never
+became events; ``inputs`` says, for each file, how many events it gave, how many
+records were dead-lettered and the first few reasons.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from livelearn.ingest import ingest
+from livelearn.events import Reason
+from livelearn.ingest import Ingested, ingest
 from livelearn.log.base import Log
 from livelearn.loop import Loop
 from livelearn.prequential import PrequentialRecord
@@ -40,13 +48,19 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
     loop.drain(final=final)
     seconds = time.perf_counter() - started
     events = sum(i.events for i in ingested.values())
-    dead = {k: n for k, n in sorted(loop.joiner.counts.items()) if k != SAMPLES}
-    malformed_at_ingest = sum(i.dead for i in ingested.values())
-    if malformed_at_ingest:
-        dead["malformed_at_ingest"] = malformed_at_ingest
     report = {"pipeline": pipeline.name, **record.summary(bucket_ms), "events": events,
               "seconds": round(seconds, 3), "events_per_s": round(events / seconds, 1),
-              "dead_letters": dead, "versions": loop.trainer.version.id
-              if loop.trainer.version else 0,
-              "inputs": {k: {"events": i.events, "dead": i.dead} for k, i in ingested.items()}}
+              "dead_letters": _dead_letters(loop, ingested.values()),
+              "versions": loop.trainer.version.id if loop.trainer.version else 0,
+              "inputs": {k: {"events": i.events, "dead": i.dead,
+                             "first_errors": i.first_errors or []}
+                         for k, i in ingested.items()}}
     return report, loop
+
+
+def _dead_letters(loop: Loop, ingested: Iterable[Ingested]) -> dict[str, int]:
+    """Dead letters by reason: the joiner's and the trainer's, then the ingest's."""
+    dead = Counter({k: n for k, n in loop.joiner.counts.items() if k != SAMPLES})
+    dead[Reason.MALFORMED] += loop.trainer.malformed
+    dead["malformed_at_ingest"] += sum(i.dead for i in ingested)
+    return {str(k): n for k, n in sorted(dead.items()) if n}

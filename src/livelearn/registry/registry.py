@@ -57,8 +57,12 @@ class Version:
 class Registry:
     """Versions in a directory; safe to share between threads and processes."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
+        """The registry in directory ``path``, made there if ``create`` (else NotFound
+        if there is none)."""
         self.path = Path(path)
+        if not create and not (self.path / "index.db").is_file():
+            raise NotFound(f"no registry at {self.path}")
         make_folder(self.path, "registry folder")
         self._local = threading.local()
         try:

@@ -18,7 +18,7 @@ import html
 import math
 import numbers
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,14 +96,16 @@ def write_report(
 ) -> Path:
     """Render the report and write it to ``path`` (UTF-8), creating parent folders.
 
-    The file is replaced atomically, so a reader never sees half a report. A path
-    that cannot be written raises ConfigError naming it and the reason.
+    The file is replaced atomically, so a reader never sees half a report, and gets
+    the permissions of any new file (0666 less the umask). A path that cannot be
+    written raises ConfigError naming it and the reason.
     """
     path = Path(path)
     text = render_report(title, summary, charts, notes)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)

@@ -1,0 +1,123 @@
+"""What the commands say: replay's report and summary, `join --until-idle`'s summary, an
+empty join shard, `models` without a registry, option checks. In process, on real files
+and a real SQLite log."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import orjson
+import pytest
+
+from livelearn.cli import main
+from livelearn.log.sqlite import SQLiteLog
+from test_ingest import PIPELINE_FILE, T
+
+#: PIPELINE_FILE's pipeline, whose features are not learnable for some movies
+BAD_FEATURES = PIPELINE_FILE.replace(
+    'features=lambda e, rows, counts: {"movie": e.payload["movie"]}',
+    'features=lambda e, rows, counts: {"movie": {"nan": float("nan"), "list": [1, 2]}'
+    '.get(e.payload["movie"], e.payload["movie"])}')
+
+
+def _ratings(path: Path, movies: list[str]) -> Path:
+    path.write_bytes(b"".join(
+        orjson.dumps({"user": f"u{i % 3}", "movie": movie, "stars": i % 5, "ts": T + 1000 * i})
+        + b"\n" for i, movie in enumerate(movies)))
+    return path
+
+
+def _dead_letters(log_path: Path) -> list[dict]:
+    log = SQLiteLog(log_path)
+    try:
+        return [orjson.loads(r.value) for r in log.read("dead_letters", 0, 0, 10_000)]
+    finally:
+        log.close()
+
+
+def test_replay_reports_the_trainers_dead_letters(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A sample the trainer cannot learn is counted in the report and the summary; with -q
+    its warning is held back and only their number said."""
+    assert BAD_FEATURES != PIPELINE_FILE
+    (tmp_path / "p.py").write_text(BAD_FEATURES)
+    movies = ["nan" if i % 10 == 0 else "list" if i % 10 == 1 else f"m{i % 4}"
+              for i in range(100)]
+    _ratings(tmp_path / "r.jsonl", movies)
+    caplog.set_level(logging.INFO)
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", f"ratings={tmp_path / 'r.jsonl'}",
+                 "--report-json", str(tmp_path / "report.json")]) == 0
+    report = orjson.loads((tmp_path / "report.json").read_bytes())
+    assert report["samples"] == 80 and report["dead_letters"] == {"malformed": 20}
+    assert len(_dead_letters(tmp_path / "w" / "log.db")) == 20
+    out, err = capsys.readouterr()
+    assert "100 events, 80 samples, 20 dead letters (malformed 20)," in out
+    assert "livelearn: -q held back 20 warnings of samples the trainer could not learn" in err
+    assert not [r for r in caplog.records if "cannot be learned" in r.getMessage()]
+
+
+def test_replay_says_what_each_input_gave(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Input rejected entirely (a typo'd key field) is said, with the first reasons."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE.replace('key="user"', 'key="usr"'))
+    source = f"ratings={_ratings(tmp_path / 'r.jsonl', ['m1'] * 8)}"
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", source, "--report-json", str(tmp_path / "report.json")]) == 0
+    out, err = capsys.readouterr()
+    assert f"{source}: 0 events appended, 8 dead-lettered" in out
+    assert "0 events, 0 samples, 8 dead letters (malformed_at_ingest 8)," in out
+    assert err.splitlines()[0].endswith("r.jsonl:1: stream 'ratings', field 'usr': missing "
+                                        "(the key)")
+    assert len(err.splitlines()) == 5  # the first five
+    given = orjson.loads((tmp_path / "report.json").read_bytes())["inputs"][source]
+    assert (given["events"], given["dead"], len(given["first_errors"])) == (0, 8, 5)
+
+
+def test_bucket_width_must_be_positive(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    for width in ("0", "-5", "x"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["replay", "p.py", "--events", "ratings=r.jsonl", "--bucket-ms", width])
+        assert stopped.value.code == 2
+        assert "argument --bucket-ms: expected a" in capsys.readouterr().err
+
+
+def test_join_until_idle_says_what_it_did(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    lines = _ratings(tmp_path / "r.jsonl", ["m1"] * 5).read_bytes().splitlines()
+    (tmp_path / "r.jsonl").write_bytes(b"\n".join([*lines, lines[0]]) + b"\n")  # a duplicate
+    url = f"sqlite:///{tmp_path / 'log.db'}"  # an absolute path: four slashes
+    assert main(["-q", "ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "r.jsonl"),
+                 "--log", url]) == 0
+    capsys.readouterr()
+    assert main(["-q", "join", str(tmp_path / "p.py"), "--log", url, "--until-idle"]) == 0
+    assert capsys.readouterr().out == "6 records read, 5 samples, dead letters: duplicate 1\n"
+
+
+def test_a_join_shard_without_partitions_says_so(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    assert main(["-q", "join", str(tmp_path / "p.py"), "--log", url, "--until-idle",
+                 "--shard", "1/2"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["shard 1/2 has no partitions of topics ratings (1 partition): it joins "
+                        "nothing (a shard K/N takes partition numbers p with p % N == K)"]
+    assert capsys.readouterr().out == "0 records read, 0 samples, dead letters: none\n"
+
+
+@pytest.mark.parametrize("action", [[], ["ls"], ["promote", "1"], ["rollback"]])
+def test_models_without_a_registry_says_so_and_makes_none(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]) -> None:
+    missing = tmp_path / "nonexist"
+    assert main(["models", "--registry", str(missing), *action]) == 2
+    assert capsys.readouterr().err == f"livelearn: no registry at {missing}\n"
+    assert not missing.exists()
+    missing.mkdir()  # a folder, but no registry in it
+    assert main(["models", "--registry", str(missing), *action]) == 2
+    assert list(missing.iterdir()) == []
