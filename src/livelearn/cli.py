@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     held = _SampleWarnings()
     if args.quiet:
-        logging.getLogger("livelearn.train").addFilter(held)
+        logging.getLogger("livelearn.train.dead_letters").addFilter(held)
     try:
         return int(args.func(args) or 0)
     except LivelearnError as e:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        logging.getLogger("livelearn.train").removeFilter(held)
+        logging.getLogger("livelearn.train.dead_letters").removeFilter(held)
         if held.count:
             print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
                   f"could not learn; the dead_letters topic has each one's reason",
@@ -47,17 +47,15 @@ def main(argv: list[str] | None = None) -> int:
 
 class _SampleWarnings(logging.Filter):
     """Holds back, and counts, the trainer's warning for each sample it dead-letters
-    (Trainer._dead_letter logs one per sample, with its place and reason)."""
+    (one per sample, with its place and reason, on logger livelearn.train.dead_letters)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.funcName == "_dead_letter":
-            self.count += 1
-            return False
-        return True
+        self.count += 1
+        return False
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -35,6 +35,8 @@ from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import Metric, WindowedMetric, make_metric
 
 log = logging.getLogger("livelearn.train")
+#: one warning per sample dead-lettered (`livelearn -q` counts them instead)
+dead_log = logging.getLogger("livelearn.train.dead_letters")
 
 
 def _dedup_horizon(pipeline: Pipeline) -> int:
@@ -199,7 +201,7 @@ class Trainer:
     def _dead_letter(self, record: Record, why: str) -> None:
         """A sample it cannot learn goes to the dead-letter topic (again after a restart
         from a version that had not passed it), and is skipped."""
-        log.warning("%s/%d@%d: %s", record.topic, record.partition, record.offset, why)
+        dead_log.warning("%s/%d@%d: %s", record.topic, record.partition, record.offset, why)
         self.malformed += 1
         letter = dead_letter(Reason.MALFORMED, why, SAMPLES, record.value,
                              f"{record.topic}/{record.partition}@{record.offset}")
