@@ -121,3 +121,19 @@ def test_models_without_a_registry_says_so_and_makes_none(
     missing.mkdir()  # a folder, but no registry in it
     assert main(["models", "--registry", str(missing), *action]) == 2
     assert list(missing.iterdir()) == []
+
+
+def test_a_second_replay_into_the_same_log_is_refused(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Replayed again into the same log, every event would be late or a duplicate and the
+    report not this history's: the command says so and changes nothing."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    events = _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"])
+    argv = ["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+            "--events", f"ratings={events}"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "the log already holds 3 events of stream 'ratings'" in capsys.readouterr().err
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert log.end_offset("ratings", 0) == 3 and log.read("dead_letters", 0, 0, 10) == []

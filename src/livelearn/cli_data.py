@@ -126,9 +126,7 @@ def _ingest(args: argparse.Namespace) -> int:
     pipeline, _, log = _paths(args)
     result = ingest(log, pipeline, args.stream, args.file, args.format,
                     data_dir=args.data or data_dir_of(args.pipeline))
-    print(f"{args.stream}: {result.events} events appended, {result.dead} dead-lettered")
-    for error in result.first_errors or []:
-        print(f"  {error}", file=sys.stderr)
+    _say_ingested(args.stream, result.events, result.dead, result.first_errors or [])
     return 0
 
 
@@ -142,6 +140,7 @@ def _replay(args: argparse.Namespace) -> int:
         if report is not None:
             make_folder(report.parent, "report folder")
     pipeline, workdir, log = _paths(args)
+    _refuse_replayed(log, [stream for stream, _ in sources])
     registry, data = _registry_and_data(args, workdir)
     tune_gc()
     report, loop = replay(log, registry, pipeline, sources, data, final=not args.then_live,
@@ -159,6 +158,17 @@ def _replay(args: argparse.Namespace) -> int:
     if args.then_live:
         _live(args, loop, pipeline, log, registry, data)
     return 0
+
+
+def _refuse_replayed(log: Any, streams: list[str]) -> None:
+    """ConfigError if the log already holds events of these streams: replayed again, they
+    would all be late or duplicates, and the report would not be this history's."""
+    for stream in streams:
+        held = sum(log.end_offset(*tp) for tp in log.topic_partitions([stream]))
+        if held:
+            raise ConfigError(f"the log already holds {held} events of stream '{stream}' (an "
+                              f"earlier replay?): replay into a new --workdir, or add events "
+                              f"with `livelearn ingest` and learn them with `livelearn run`")
 
 
 def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:
