@@ -1,6 +1,6 @@
 """The server over real HTTP when the pipeline is at fault: a features function that raises
 or returns what cannot be scored gets a 500 naming the feature, and the server goes on;
-users and items tables with ISO 8601 ``as_of`` cells are served."""
+users and items tables with ISO 8601 ``as_of`` cells are served, each row as of the request."""
 
 from __future__ import annotations
 
@@ -93,6 +93,27 @@ def test_tables_with_iso_as_of_cells_are_served(server: ServerThread, log: SQLit
     assert isinstance(reply.json()["predictions"][0]["score"], float)
     logged = orjson.loads(log.read(PREDICTIONS, 0, 0, 1)[0].value)
     assert logged["features"] == {"plan": "pro", "x": 1.0}
+
+
+def test_a_request_gets_the_rows_as_of_its_time(tmp_path: Path, log: SQLiteLog) -> None:
+    """The server reads the version of a row valid at the request's ts, as the joiner and
+    ingested impressions do: never a later one, and none before the first."""
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\n"
+                                        "u1,2023-12-31T00:00:00,free\n"
+                                        "u1,2024-01-01T01:00:00,pro\n")
+    (tmp_path / "items.csv").write_text("item_id,updated_at\ni1,2023-12-31T00:00:00Z\n")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, PIPELINE)
+    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    with ServerThread(create_app(PIPELINE, log, registry, tmp_path, poll_s=0.02)) as server:
+        statuses = [httpx.post(f"{server.url}/predict", json={
+            "user_id": "u1", "items": ["i1"], "ts": ts}).status_code
+            for ts in (T, T + 3_600_000, T - 86_400_001)]
+    assert statuses == [200, 200, 422]  # the last one before i1's first row
+    plans = [orjson.loads(r.value)["features"]["plan"] for r in log.read(PREDICTIONS, 0, 0, 9)]
+    assert plans == ["free", "pro"]
 
 
 def test_impressions_the_features_fail_on_are_dead_lettered(tmp_path: Path,

@@ -46,8 +46,8 @@ from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters
 from livelearn.serve.holder import ModelHolder
 from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
-from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
-from livelearn.tables.offline import load_table
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Table
+from livelearn.tables.offline import load_table, read_rows
 from livelearn.tables.store import Store, open_store
 
 logger = logging.getLogger("livelearn.serve")
@@ -85,8 +85,10 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     The users and items tables are loaded from ``data_dir`` into the online
     ``store`` at creation (a private in-memory one by default; servers that
-    share a Redis store read the same rows and counters), and /predict reads
-    each row and count as of the request's time. A request body larger than
+    share a Redis store read the same rows and counters), each row valid from its
+    ``as_of`` (the store keeps a key's newest ``max_versions``), and /predict reads
+    each row and count as of the request's time, as the joiner and ingested
+    impressions do. A request body larger than
     ``max_body_bytes`` gets 413.
     """
     if pipeline.users is None or pipeline.items is None:
@@ -95,7 +97,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     users_table, items_table = pipeline.users, pipeline.items
     store = store or open_store("memory://")
     for table in (users_table, items_table):
-        store.put_rows(table.name, load_table(table, data_dir), ts_ms=0)
+        _put_table(store, table, data_dir)
     served = ServedCounters(pipeline.counters, store)
     if served.counters:
         started = time.perf_counter()
@@ -210,6 +212,19 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _put_table(store: Store, table: Table, data_dir: str | Path) -> None:
+    """``table``'s rows into ``store``, each valid from its ``as_of`` (the store keeps
+    its newest versions of a key), or from time 0 in a table without one."""
+    if table.as_of is None:
+        store.put_rows(table.name, load_table(table, data_dir), ts_ms=0)
+        return
+    versions: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in read_rows(table, data_dir):
+        versions.setdefault(row[table.as_of], {})[str(row[table.key])] = row
+    for ts in sorted(versions):
+        store.put_rows(table.name, versions[ts], ts_ms=ts)
 
 
 def _scores(model: Any, rows: list[Features], pipeline: str, req: PredictRequest
