@@ -172,6 +172,8 @@ BAD_EVENTS = [
     ("ts missing", _without("ts"), ["field 'ts'"]),
     ("key missing", _without("key"), ["field 'key'", "missing"]),
     ("id of wrong type", _event(id=7), ["field 'id'", "expected str", "got 7"]),
+    ("key empty", _event(key=""), ["field 'key'", "non-empty string"]),
+    ("id empty", _event(id=""), ["field 'id'", "non-empty string"]),
     ("payload not an object", _event(payload=[1]), ["field 'payload'", "expected an object"]),
     ("payload field missing", _event(payload={}), ["field 'payload.request_id'", "missing"]),
     ("payload field of wrong type", _event("read", payload={"request_id": "r1", "seconds": "x"}),

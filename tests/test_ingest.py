@@ -47,13 +47,15 @@ def test_jsonl_flat_and_envelope_with_bad_lines(log: SQLiteLog, tmp_path: Path) 
         '{"user": "u1", "movie": "m1", "stars": 4, "ts": 1704067200}',
         f'{{"movie": "m1", "stars": 4, "ts": {T}}}',
         '{"user": "u3", "movie": "m3", "stars": 1, "ts": "2024-01-01T00:00:01Z"}',
+        f'{{"user": 15, "movie": "m1", "stars": 4, "ts": {T}}}',
+        f'{{"user": {{"a": 1}}, "movie": "m1", "stars": 4, "ts": {T}}}',
     ]
     (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n\n")
     result = ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl")
-    assert (result.events, result.dead) == (3, 4)
+    assert (result.events, result.dead) == (4, 5)
     events = _topic(log, "ratings")
     assert [(e["key"], e["ts"], e["payload"]["stars"]) for e in events] == [
-        ("u1", T, 4.0), ("u2", T, 2.5), ("u3", T + 1000, 1.0)]
+        ("u1", T, 4.0), ("u2", T, 2.5), ("u3", T + 1000, 1.0), ("15", T, 4.0)]
     dead = _topic(log, "dead_letters")
     assert {d["reason"] for d in dead} == {"malformed"}
     details = [d["detail"] for d in dead]
@@ -62,10 +64,12 @@ def test_jsonl_flat_and_envelope_with_bad_lines(log: SQLiteLog, tmp_path: Path) 
     assert "field 'ts': expected milliseconds since the epoch, got 1704067200 (seconds?)" \
         in details[2]
     assert details[3] == "stream 'ratings', field 'user': missing (the key)"
+    assert details[4] == ("stream 'ratings', field 'user': expected a string or an integer "
+                          "(the key), got {'a': 1}")
     assert dead[1]["source"].endswith("r.jsonl:4") and '"four"' in dead[1]["event"]
     # the same file again gives the same ids: the joiner will see duplicates
     ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl")
-    assert [e["id"] for e in _topic(log, "ratings")][3:] == [e["id"] for e in events]
+    assert [e["id"] for e in _topic(log, "ratings")][4:] == [e["id"] for e in events]
 
 
 def test_cli_csv_and_stdin(tmp_path: Path) -> None:

@@ -76,6 +76,9 @@ def decode_event(raw: bytes | str | Mapping[str, Any], schemas: Mapping[str, Sch
         raise BadInput(f"stream '{stream}': unknown stream (known: {known})")
     key = _field(obj, "key", str, stream)
     event_id = _field(obj, "id", str, stream)
+    for name, value in (("key", key), ("id", event_id)):
+        if not value:
+            raise BadInput(f"stream '{stream}', field '{name}': expected a non-empty string")
     ts = check_ts(obj.get("ts"), stream, now_ms, max_future_ms)
     payload = obj.get("payload")
     if not isinstance(payload, dict):
@@ -112,7 +115,8 @@ class EventDecoder:
                 stream, key, event_id = raw["stream"], raw["key"], raw["id"]
                 ts, payload = raw["ts"], raw["payload"]
                 checks = self._checks[stream] if type(stream) is str else None
-                if (checks is not None and type(key) is str and type(event_id) is str
+                if (checks is not None and type(key) is str and key
+                        and type(event_id) is str and event_id
                         and type(ts) is int and ts >= MIN_TS_MS and type(payload) is dict
                         and (self.max_future_ms is None or ts <= self.max_future_ms + (
                             int(time.time() * 1000) if now_ms is None else now_ms))):

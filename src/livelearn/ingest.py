@@ -242,9 +242,7 @@ def _envelope(stream: Stream, obj: Mapping[str, Any], now_ms: int | None) -> Eve
 
 
 def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: bool) -> Event:
-    key = obj.get(stream.key)
-    if key is None or key == "":
-        raise BadInput(f"stream '{stream.name}', field '{stream.key}': missing (the key)")
+    key = _ident(stream.name, stream.key, obj.get(stream.key), "the key")
     ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms)
     payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
     for name, kind in stream.schema.items():
@@ -254,13 +252,21 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
                            f"(expected {kind.__name__})")
         payload[name] = typed_value(stream.name, name, kind, value, typed)
     if stream.id is not None:
-        event_id = obj.get(stream.id)
-        if event_id is None or event_id == "":
-            raise BadInput(f"stream '{stream.name}', field '{stream.id}': missing (the id)")
+        event_id = _ident(stream.name, stream.id, obj.get(stream.id), "the id")
     else:
         event_id = hashlib.blake2b(stream.name.encode() + orjson.dumps(
             obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
-    return Event(stream.name, str(key), str(event_id), ts, payload)
+    return Event(stream.name, key, event_id, ts, payload)
+
+
+def _ident(stream: str, name: str, value: Any, what: str) -> str:
+    """A key or id field as text: a non-empty string, or an integer (JSON ids often are)."""
+    if value is None or value == "":
+        raise BadInput(f"stream '{stream}', field '{name}': missing ({what})")
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    raise BadInput(f"stream '{stream}', field '{name}': expected a string or an integer "
+                   f"({what}), got {show(value)}")
 
 
 def typed_value(stream: str, name: str, kind: type, value: Any, typed: bool) -> Any:
