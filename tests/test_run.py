@@ -193,6 +193,24 @@ def test_replay_then_live_serves_a_feedback_pipeline_as_run_does(tmp_path: Path)
         assert len(shown["predictions"]) == 1
 
 
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
+                    str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "serve",
+                               str(ROOT / "examples/clicks/pipeline.py"), "--log",
+                               "sqlite:///w/log.db", "--registry", "w/models", "--data", ".",
+                               "--port", str(port)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
+
+
 def test_one_role_per_process_for_a_label_in_event_pipeline(tmp_path: Path) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     _ratings(tmp_path / "a.jsonl", 0, 200)

@@ -224,17 +224,29 @@ def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry
 
 
 def serve_http(app: Any, host: str, port: int) -> None:
-    """Serve ``app`` until interrupted, saying once where, when it is up."""
+    """Serve ``app`` until interrupted, saying once where, when it is up; ConfigError if
+    ``host:port`` cannot be bound (another server there)."""
+    import socket
+
     import uvicorn
 
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot serve on {host}:{port}: {e.strerror or e} (is another "
+                          f"server there? choose another --port)") from None
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     stopped = threading.Event()
     threading.Thread(target=_say_when_up, args=(server, f"http://{host}:{port}", stopped),
                      name="say-when-up", daemon=True).start()
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         stopped.set()
+        sock.close()
 
 
 def _say_when_up(server: Any, url: str, stopped: threading.Event) -> None:
