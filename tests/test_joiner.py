@@ -1,4 +1,4 @@
-"""The feedback join, checked against DESIGN.md's semantics one rule at a time."""
+"""The feedback join, checked against its semantics (joiner.py's docstring) rule by rule."""
 
 from __future__ import annotations
 

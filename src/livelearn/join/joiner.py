@@ -1,6 +1,6 @@
 """The feedback join: where a prediction and its feedback become a labelled sample.
 
-Semantics (DESIGN.md, normative):
+Semantics (normative):
 
 - A prediction at time t collects the feedback events with its ``request_id``
   and ts in [t, t + W] (both ends inclusive). ``label(events)`` of those events,
