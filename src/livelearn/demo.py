@@ -110,11 +110,10 @@ class _Background:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                final = self._finish.is_set()
-                busy = self.loop.turn(final)
-                if final and not busy:
+                if self._finish.is_set():
+                    self.loop.drain(final=True)
                     return
-                if not busy:
+                if not self.loop.turn():
                     time.sleep(0.02)
         except BaseException as e:  # surfaced by raise_error() in the main thread
             self._error = e
