@@ -117,3 +117,31 @@ def test_a_version_rolled_back_while_it_loads_is_not_marked_serving(tmp_path: Pa
     assert holder.refresh() is True and holder.version == 2  # it did swap in
     assert registry.get(2).status == "retired" and registry.get(1).status == "serving"
     assert holder.refresh() is True and holder.version == 1  # and swaps back on the next poll
+
+
+def test_a_version_swapped_in_before_any_request_gets_the_first_requests_time(
+        tmp_path: Path) -> None:
+    """A server just (re)started has no event time yet: the version it swaps in is recorded
+    serving at once, and its serving time filled in with the first request's, so the gate
+    can judge it and roll it back to the one before."""
+    t = 1_767_571_200_000
+    registry = Registry(tmp_path)
+    first = ModelHolder(registry)
+    _version(registry, None)
+    first.refresh()
+    first.observe(t)
+    first.refresh()
+    assert registry.get(1).serving_since_ts == t
+    restarted = ModelHolder(registry)  # a new server: its clock has not started
+    _version(registry, 1)
+    assert restarted.refresh() is True and restarted.version == 2
+    assert registry.get(2).status == "serving" and registry.get(2).serving_since_ts is None
+    restarted.observe(t + 5_000)
+    restarted.observe(t + 9_000)
+    restarted.refresh()
+    assert registry.get(2).serving_since_ts == t + 5_000
+    assert registry.previous_served(registry.get(2)).id == 1
+    restarted.refresh()  # nothing more to record
+    reasons = [d["reason"] for d in registry.decisions() if d["version"] == 2]
+    assert reasons[-2:] == ["swapped in at event time None",
+                            f"serving since event time {t + 5_000}: its first request"]

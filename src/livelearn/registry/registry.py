@@ -225,26 +225,31 @@ class Registry:
     def mark_serving(self, version: int, event_ts: int | None) -> bool:
         """Record that a server swapped ``version`` in at event time ``event_ts`` (ms).
 
-        ``event_ts`` is None when the server has seen no event time yet.
-        The version becomes serving (its first serving time is kept) and the one
+        ``event_ts`` is None when the server has seen no event time yet; called
+        again with one, it fills the serving time in. The version becomes serving
+        (its first serving time is kept) and the one
         served before it retired, unless it is no longer approved (rolled back or
         superseded while a server loaded it): then nothing changes and the
         answer is False.
         """
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
-        changed = db.execute(
-            "UPDATE versions SET status = 'serving', serving_since_ts = "
-            "COALESCE(serving_since_ts, ?) WHERE id = ? AND status IN ('approved', 'serving')",
-            (event_ts, version)).rowcount
-        if not changed:  # rolled back or superseded meanwhile: not serving after all
-            db.execute("COMMIT")
+        row = db.execute("SELECT status, serving_since_ts FROM versions WHERE id = ?",
+                         (version,)).fetchone()
+        if row is None or row[0] not in ("approved", "serving"):
+            db.execute("COMMIT")  # rolled back or superseded meanwhile: not serving after all
             return False
+        if row[0] == "serving" and (row[1] is not None or event_ts is None):
+            db.execute("COMMIT")  # recorded already
+            return True
+        db.execute("UPDATE versions SET status = 'serving', serving_since_ts = "
+                   "COALESCE(serving_since_ts, ?) WHERE id = ?", (event_ts, version))
         db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' AND id != ?",
                    (version,))
+        reason = (f"swapped in at event time {event_ts}" if row[0] == "approved" else
+                  f"serving since event time {event_ts}: its first request")
         db.execute("INSERT INTO decisions (version, status, reason, at) "
-                   "VALUES (?, 'serving', ?, ?)",
-                   (version, f"swapped in at event time {event_ts}", time.time()))
+                   "VALUES (?, 'serving', ?, ?)", (version, reason, time.time()))
         db.execute("COMMIT")
         return True
 

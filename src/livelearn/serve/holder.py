@@ -31,6 +31,10 @@ class ModelHolder:
         self.registry, self.poll_s = registry, poll_s
         self._current: tuple[int, Learner] | None = None
         self._marked: int | None = None  # the version last recorded as serving
+        self._marked_since: int | None = None  # with this serving time (None: not known)
+        # the event time the current version began serving at: the clock when it was
+        # swapped in, or the first request's after it if the clock had not started
+        self._since: int | None = None
         self._broken: int | None = None  # the version last found unloadable
         self.clock_ts = 0  # the largest event time (ms) seen in requests
         self.swaps = 0
@@ -54,6 +58,8 @@ class ModelHolder:
         """Move the event-time clock forward to ``ts`` (ms)."""
         if ts > self.clock_ts:
             self.clock_ts = ts
+        if self._since is None:
+            self._since = ts
 
     def refresh(self) -> bool:
         """Swap in the incumbent version if it is not the one served; True if swapped."""
@@ -74,6 +80,7 @@ class ModelHolder:
             log.exception("could not load v%d; still serving v%d", version, self._current[0])
             return False
         self._current = (version, learner)
+        self._since = self.clock_ts or None
         self.swaps += 1
         log.info("serving v%d", version)
         return True
@@ -82,13 +89,17 @@ class ModelHolder:
         """Record in the Registry the version served, unless it is recorded already.
 
         Not if it stopped being the incumbent while it loaded (rolled back, or
-        superseded): marking would make it serving again. The next poll swaps.
+        superseded): marking would make it serving again. The next poll swaps. A
+        version swapped in before any request (a server just started) is recorded
+        again with the first request's time: the gate judges, and rolls back, a
+        version by what it served since then.
         """
-        version = self.version
-        if version is None or version == self._marked:
+        version, since = self.version, self._since
+        if version is None or (version == self._marked and
+                               (self._marked_since is not None or since is None)):
             return
-        if self.registry.mark_serving(version, self.clock_ts or None):
-            self._marked = version
+        if self.registry.mark_serving(version, since):
+            self._marked, self._marked_since = version, since
 
     def start(self) -> None:
         self.refresh()
