@@ -211,6 +211,25 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert done.stderr.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
 
 
+def test_a_damaged_model_file_stops_serve_with_a_line_saying_what_to_do(tmp_path: Path
+                                                                         ) -> None:
+    subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
+                    str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)
+    pipeline = str(ROOT / "examples/clicks/pipeline.py")
+    role = [pipeline, "--log", "sqlite:///w/log.db", "--registry", "w/models"]
+
+    def livelearn(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "livelearn", "-q", *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    assert livelearn("train", *role, "--until-idle").returncode == 0
+    (tmp_path / "w" / "models" / "v000001.npz").write_bytes(b"damaged")
+    done = livelearn("serve", *role, "--data", ".", "--port", str(free_port()))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("livelearn: model file") and "v000001.npz" in done.stderr
+    assert "`livelearn models promote N` serves an earlier one" in done.stderr
+
+
 def test_one_role_per_process_for_a_label_in_event_pipeline(tmp_path: Path) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     _ratings(tmp_path / "a.jsonl", 0, 200)

@@ -105,6 +105,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         logger.info("counted %d logged events in the store's counters in %.1f s", counted,
                     time.perf_counter() - started)
     holder = ModelHolder(registry, poll_s)
+    holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
     counts: Counter[str] = Counter()
     features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the features function")
 

@@ -73,10 +73,12 @@ class ModelHolder:
     def _swap(self, version: int) -> bool:
         try:
             learner = self.registry.load(version)
-        except LivelearnError:
+        except LivelearnError as e:
             self._broken = version
-            if self._current is None:
-                raise  # nothing to fall back on
+            if self._current is None:  # nothing to fall back on
+                raise type(e)(f"{e}; nothing else to serve: `livelearn models ls` lists the "
+                              f"versions, `livelearn models promote N` serves an earlier "
+                              f"one") from e
             log.exception("could not load v%d; still serving v%d", version, self._current[0])
             return False
         self._current = (version, learner)
