@@ -69,3 +69,32 @@ def test_reports_that_cannot_be_written(setup: tuple[Path, Path, Path],
     _fails(capsys, [*replay, "--report-json", str(work.parent)],
            f"cannot write report '{work.parent}': Is a directory")
     assert (work / "log.db").exists()
+
+
+def _zero_page(path: Path, page: int, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(page * size)
+        f.write(b"\0" * size)
+
+
+def test_a_damaged_log_file_is_named_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pages of log.db overwritten (a disk fault): the roles name the damaged file, whether
+    a statement or the reading of its rows meets it (the registry's index.db likewise:
+    log.sqlite.Connection)."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "r.jsonl").write_bytes(b"".join(orjson.dumps(
+        {"user": f"u{i % 97}", "movie": f"m{i % 13}", "stars": 3.0, "ts": T + i}) + b"\n"
+        for i in range(30_000)))
+    work, log = tmp_path / "w", f"sqlite:///{tmp_path / 'w' / 'log.db'}"
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(work),
+                 "--events", f"ratings={tmp_path / 'r.jsonl'}"]) == 0
+    capsys.readouterr()
+    pages = (work / "log.db").stat().st_size // 16384
+    for page in range(pages // 4, pages - 2, 2):  # records' batches, events' and samples'
+        _zero_page(work / "log.db", page, 16384)
+    assert main(["-q", "train", str(tmp_path / "p.py"), "--log", log, "--registry",
+                 str(tmp_path / "reg"), "--until-idle"]) == 2  # a new trainer reads them all
+    assert capsys.readouterr().err.startswith(
+        f"livelearn: SQLite file {work / 'log.db'} is damaged (database disk image is "
+        f"malformed)")

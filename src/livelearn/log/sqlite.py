@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -64,6 +64,65 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
+class Connection(sqlite3.Connection):
+    """A connection whose damaged file (a page overwritten, a file cut short) raises
+    Corrupt naming the file, not sqlite3's bare DatabaseError, whether a statement
+    or the reading of its rows meets the damage. Used by the registry too."""
+
+    def cursor(self, factory: Any = None) -> Any:  # type: ignore[override]
+        return super().cursor(factory or _Cursor)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        return self.cursor().executemany(sql, parameters)
+
+
+class _Cursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.connection, e) from None
+
+    def executemany(self, sql: str, parameters: Any, /) -> Self:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.connection, e) from None
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.connection, e) from None
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.connection, e) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.connection, e) from None
+
+
+def _damaged(conn: sqlite3.Connection, e: sqlite3.DatabaseError) -> Exception:
+    """Corrupt for a damaged file; other errors (a locked database, a constraint) as they are."""
+    if type(e) is not sqlite3.DatabaseError:
+        return e
+    try:
+        path = sqlite3.Connection.execute(conn, "PRAGMA database_list").fetchone()[2]
+    except sqlite3.Error:
+        path = "?"
+    return Corrupt(f"SQLite file {path} is damaged ({e}): restore it from a backup, or start "
+                   f"a new one (a log can be replayed from the events' files)")
+
+
 class SQLiteLog(Log):
     """A Log in one SQLite file. Each thread gets its own connection."""
 
@@ -77,8 +136,9 @@ class SQLiteLog(Log):
         self._recent: dict[TopicPartition, Appended] = {}
         try:
             self._conn().executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:  # a folder, a file of another kind
-            raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({e})") from None
+        except (sqlite3.DatabaseError, Corrupt) as e:  # a folder, a file of another kind
+            why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
+            raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({why})") from None
         self._convert_records()
 
     @classmethod
@@ -101,7 +161,7 @@ class SQLiteLog(Log):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+                                   check_same_thread=False, factory=Connection)
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

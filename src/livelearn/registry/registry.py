@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, make_folder
+from livelearn.log.sqlite import Connection
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
@@ -67,15 +68,16 @@ class Registry:
         self._local = threading.local()
         try:
             self._db().executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:  # no permission, a damaged index
+        except (sqlite3.DatabaseError, Corrupt) as e:  # no permission, a damaged index
+            why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
             raise ConfigError(f"registry {str(self.path)!r}: cannot open its index.db "
-                              f"({e})") from None
+                              f"({why})") from None
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path / "index.db", timeout=30, isolation_level=None,
-                                 check_same_thread=False)
+                                 check_same_thread=False, factory=Connection)
             db.execute("PRAGMA journal_mode=WAL")
             self._local.db = db
         return db
