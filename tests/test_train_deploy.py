@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from dataclasses import replace
@@ -336,3 +337,19 @@ def test_a_version_rolled_back_while_loading_is_not_marked_serving(tmp_path: Pat
     registry.set_status(v.id, "rejected", "rolled back while a server loaded it")
     assert registry.mark_serving(v.id, T0) is False
     assert registry.get(v.id).status == "rejected"
+
+
+def test_a_trainer_resumed_with_another_learner_says_so(tmp_path: Path, log: SQLiteLog,
+                                                        caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    _samples(log, 1500)
+    Trainer(log, Registry(tmp_path / "reg"), SMALL).step(10_000, final=True)
+    with caplog.at_level(logging.WARNING, logger="livelearn.train"):
+        Trainer(log, Registry(tmp_path / "reg"), SMALL)  # the same learner: nothing said
+        assert not caplog.records
+        other = replace(SMALL, learner=lambda: FTRL(bits=10))
+        resumed = Trainer(log, Registry(tmp_path / "reg"), other)
+    assert resumed.model.bits == PIPELINE.learner().bits  # goes on with what it learned
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("pipeline 'news_feed' declares the learner FTRL(bits=10, ")
+    assert "but this trainer resumes v2, a FTRL(bits=" in said

@@ -85,6 +85,15 @@ def _wrong_field(sample: dict[str, Any], target: str) -> str:
     return "a field of the wrong type"
 
 
+def _described(learner: Learner) -> str:
+    """A learner's kind and hyperparameters, as ``FTRL(bits=18, alpha=0.1, ...)``."""
+    try:
+        params = ", ".join(f"{k}={v!r}" for k, v in learner.params().items())
+    except Exception:  # a learner whose parameters cannot be read back: its kind alone
+        params = "..."
+    return f"{type(learner).__name__}({params})"
+
+
 def _first(held: tuple[tuple[int, str], Any, Any]) -> tuple[int, str]:
     return held[0]
 
@@ -134,6 +143,7 @@ class Trainer:
     def _resume(self) -> None:
         """Continue from the newest version this trainer published whose file is sound."""
         mine = [v for v in self.registry.versions() if v.meta.get("trainer") == self.group]
+        declared = _described(self.model)
         for version in reversed(mine):
             try:
                 self.model = self.registry.load(version.id)
@@ -141,6 +151,11 @@ class Trainer:
                 log.warning("%s; resuming from the version before it", e)
                 self.registry.set_status(version.id, "rejected", f"corrupt: {e}")
                 continue
+            if _described(self.model) != declared:
+                log.warning("pipeline '%s' declares the learner %s, but this trainer resumes "
+                            "v%d, a %s: it goes on learning that one (train into a new "
+                            "--registry to start the declared learner)", self.pipeline.name,
+                            declared, version.id, _described(self.model))
             meta, learned = version.meta, self.registry.details(version.id)["learned_ids"]
             self.version = version
             self.offsets.update({(t, p): o for t, p, o in meta["offsets"]})
