@@ -5,7 +5,9 @@ A record is either an event envelope (``key``, ``id``, ``ts``, ``payload``; a
 included, whose fields are the payload and among which the stream's declared
 ``key``, ``ts`` and ``id`` fields give the envelope. Without an id field the id
 is a hash of the stream and the record, so ingesting a file twice gives the
-same ids (the joiner dead-letters the second copy as duplicates).
+same ids: the joiner dead-letters the second copy, as duplicates where it still
+remembers the ids (``dedup_ms`` of event time behind the newest events), as late
+before that; nothing is learned twice.
 
 CSV cells are text: each declared field is converted to its type (int, float,
 bool as true/false/1/0, dict and list as JSON). ``ts`` is integer milliseconds
