@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -238,3 +239,37 @@ def test_a_copy_ingested_after_a_bounded_run_is_still_a_duplicate(tmp_path: Path
     assert len(log.read("samples", 0, 0, 100)) == 10
     dead = [orjson.loads(r.value)["reason"] for r in log.read("dead_letters", 0, 0, 100)]
     assert dead == ["duplicate"]
+
+
+def test_sharded_label_in_event_joiners_give_the_model_of_one(tmp_path: Path) -> None:
+    """Four partitions joined by four shards: each writes the samples of its events to its
+    own partition, in order, so the trainer learns every one, the model of one partition."""
+    from dataclasses import replace
+
+    from livelearn.ingest import ingest
+    from livelearn.join.runner import JoinRunner
+    from livelearn.train.trainer import Trainer
+
+    _history(tmp_path, random.Random(5))
+    # counted by user alone: a shard sees every event of its users (the events' key), not
+    # every event of an item
+    by_user = replace(PIPELINE, counters=PIPELINE.counters[:1],
+                      features=lambda e, rows, counts: {"user_views": counts["user_views"],
+                                                        "item": e.payload["item"]})
+    models = []
+    for shards in (1, 4):
+        pipeline = replace(by_user, partitions=shards)
+        log = SQLiteLog(tmp_path / f"log{shards}.db")
+        for topic in pipeline.topics:
+            log.create_topic(topic, shards)
+        ingest(log, pipeline, "views", tmp_path / "views.jsonl")
+        for k in range(shards):
+            runner = JoinRunner(log, pipeline, data_dir=tmp_path, shard=(k, shards))
+            while runner.step(50, final=True):
+                pass
+        trainer = Trainer(log, Registry(tmp_path / f"reg{shards}"), pipeline)
+        while trainer.step(100, final=True):
+            pass
+        assert (trainer.samples, trainer.duplicates) == (600, 0)
+        models.append(trainer.model.state())
+    assert all(np.array_equal(models[0][k], models[1][k]) for k in models[0])
