@@ -270,6 +270,6 @@ def test_sharded_label_in_event_joiners_give_the_model_of_one(tmp_path: Path) ->
         trainer = Trainer(log, Registry(tmp_path / f"reg{shards}"), pipeline)
         while trainer.step(100, final=True):
             pass
-        assert (trainer.samples, trainer.duplicates) == (600, 0)
+        assert (trainer.samples, trainer.duplicates, trainer.behind) == (600, 0, 0)
         models.append(trainer.model.state())
     assert all(np.array_equal(models[0][k], models[1][k]) for k in models[0])

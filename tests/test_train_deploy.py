@@ -353,3 +353,17 @@ def test_a_trainer_resumed_with_another_learner_says_so(tmp_path: Path, log: SQL
     (said,) = [r.getMessage() for r in caplog.records]
     assert said.startswith("pipeline 'news_feed' declares the learner FTRL(bits=10, ")
     assert "but this trainer resumes v2, a FTRL(bits=" in said
+
+
+def test_a_sample_far_behind_the_newest_is_taken_for_learned_and_said(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    _samples(log, 3000)  # window ends a second apart: 50 minutes, the horizon 20
+    old = {"id": "late-one", "ts": T0, "window_end": T0 + 600_000, "score": 0.5,
+           "features": {"topic": "t1"}, "labels": {"clicked": 1.0}}
+    log.append(SAMPLES, [("late-one", orjson.dumps(old))])
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    with caplog.at_level(logging.WARNING, logger="livelearn.train"):
+        while trainer.step(500, final=True):
+            pass
+    assert (trainer.samples, trainer.duplicates, trainer.behind) == (3000, 1, 1)
+    assert "1 sample(s) so far ('late-one', window end" in caplog.records[-1].getMessage()

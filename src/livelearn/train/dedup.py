@@ -82,6 +82,10 @@ class RecentIds:
             if ids.get(old) == end:
                 del ids[old]
 
+    def remembers(self, sid: str) -> bool:
+        """Whether ``sid`` is among the ids kept (within the horizon)."""
+        return sid in self._ids
+
     def add_new(self, window_end: int, sid: str) -> bool:
         """``add`` unless ``seen``; whether it was new."""
         if sid in self._ids or (self.newest is not None

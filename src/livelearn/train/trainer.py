@@ -130,6 +130,7 @@ class Trainer:
         self.offsets: dict[TopicPartition, int] = {tp: 0 for tp in self.inputs}
         self.samples = 0
         self.duplicates = 0  # samples skipped as already learned
+        self.behind = 0  # of those, the ones taken for learned by their window end alone
         self.malformed = 0  # samples dead-lettered as impossible to learn
         # ids of the samples read, and of those learned (what a version records)
         horizon = _dedup_horizon(pipeline)
@@ -198,6 +199,8 @@ class Trainer:
                 end, sid = sample["window_end"], sample["id"]
                 if not read_ids.add_new(end, sid):
                     self.duplicates += 1
+                    if not read_ids.remembers(sid):
+                        self._behind(end, sid)
                     continue
                 if held and end > held[0][0][0]:
                     if len(held) > 1:
@@ -212,6 +215,16 @@ class Trainer:
         if not ready:
             return None
         return self._train([r[1] for r in ready], [r[2] for r in ready])
+
+    def _behind(self, window_end: int, sid: str) -> None:
+        """A sample whose id is not remembered, too far behind the newest learned to tell:
+        taken for learned (a joiner's restart writing old samples again), and said, in
+        case it was not (a samples partition out of window-end order)."""
+        self.behind += 1
+        if self.behind == 1 or self.behind % 10_000 == 0:
+            log.warning("%d sample(s) so far (%r, window end %d) lay over %d ms of event time "
+                        "behind the newest learned, with ids no longer remembered: taken for "
+                        "learned", self.behind, sid, window_end, self._read_ids.horizon_ms)
 
     def _dead_letter(self, record: Record, why: str) -> None:
         """A sample it cannot learn goes to the dead-letter topic (again after a restart
