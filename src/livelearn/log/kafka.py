@@ -92,7 +92,8 @@ class KafkaLog(Log):
     @classmethod
     def from_url(cls, url: str) -> KafkaLog:
         parts = urlsplit(url)
-        if parts.scheme != "kafka" or not parts.netloc or parts.path not in ("", "/"):
+        if parts.scheme != "kafka" or not parts.netloc or parts.path not in ("", "/") or \
+                not all(_has_port(broker) for broker in parts.netloc.split(",")):
             raise ConfigError(f"log URL {url!r}: expected kafka://host:port[?prefix=...]")
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = set(query) - {"prefix", "replication", "timeout"}
@@ -466,3 +467,9 @@ def decode_checkpoint(value: bytes) -> Checkpoint | None:
         return Checkpoint({(t, p): o for t, p, o in orjson.loads(offsets)}, state)
     except (ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError):
         return None
+
+
+def _has_port(broker: str) -> bool:
+    """Whether ``host:port`` ends in a port number (librdkafka would take 9092 unsaid)."""
+    host, _, port = broker.rpartition(":")
+    return bool(host) and port.isdigit()
