@@ -104,7 +104,9 @@ def test_end_offset_is_past_every_record_and_reading_there_is_prompt(any_log: Lo
 
 def test_keys_choose_partitions_and_keep_their_order(any_log: Log) -> None:
     any_log.create_topic("t", partitions=4)
-    any_log.create_topic("t", partitions=9)  # an existing topic keeps its partitions
+    any_log.create_topic("t", partitions=4)  # exists: nothing changes
+    with pytest.raises(ConfigError, match="topic 't' has 4 partition"):
+        any_log.create_topic("t", partitions=9)  # a log keeps the count it was made with
     assert any_log.partitions("t") == 4
     any_log.append("t", [(f"k{i % 7}", str(i).encode()) for i in range(100)])
     seen = 0

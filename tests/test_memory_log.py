@@ -21,7 +21,8 @@ from test_point_in_time import PIPELINE, _history
 def test_protocol() -> None:
     log = open_log("memory://")
     log.create_topic("t", 3)
-    log.create_topic("t", 5)  # an existing topic keeps its partitions
+    with pytest.raises(ConfigError, match="has 3 partition"):
+        log.create_topic("t", 5)  # a log keeps the count it was made with
     assert log.partitions("t") == 3
     log.append("t", [(f"k{i % 4}", str(i).encode()) for i in range(40)])
     records = [r for p in range(3) for r in log.read("t", p, 0, 100)]

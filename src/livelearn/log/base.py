@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from livelearn.errors import ConfigError
+
 #: A position in the log: (topic, partition).
 TopicPartition = tuple[str, int]
 
@@ -105,7 +107,17 @@ class Log(ABC):
 
     @abstractmethod
     def create_topic(self, topic: str, partitions: int = 1) -> None:
-        """Create a topic if it does not exist. An existing topic keeps its partition count."""
+        """Create a topic if it does not exist; ConfigError if it exists with another
+        partition count (``same_partitions``)."""
+
+    def same_partitions(self, topic: str, partitions: int) -> None:
+        """ConfigError if ``topic`` has another partition count than ``partitions``: the
+        samples, checkpoints and shards of a log are made for one count."""
+        have = self.partitions(topic)
+        if have != partitions:
+            raise ConfigError(f"topic '{topic}' has {have} partition(s), the pipeline says "
+                              f"{partitions}: a log keeps the count it was made with (use a "
+                              f"new log, or the pipeline's first count)")
 
     @abstractmethod
     def partitions(self, topic: str) -> int:

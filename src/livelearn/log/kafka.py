@@ -117,6 +117,7 @@ class KafkaLog(Log):
         if partitions < 1:
             raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
         self._create(self._name(topic), partitions, {})
+        self.same_partitions(topic, partitions)
 
     def _create(self, name: str, partitions: int, config: dict[str, str]) -> None:
         new = NewTopic(name, num_partitions=partitions, replication_factor=self.replication,

@@ -72,6 +72,7 @@ class MemoryLog(Log):
             raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
         with self._lock:
             self._topics.setdefault(topic, [[] for _ in range(partitions)])
+        self.same_partitions(topic, partitions)
 
     def partitions(self, topic: str) -> int:
         found = self._topics.get(topic)

@@ -203,6 +203,7 @@ class SQLiteLog(Log):
         with self.atomic():
             self._conn().execute("INSERT OR IGNORE INTO topics VALUES (?, ?)",
                                  (topic, partitions))
+        self.same_partitions(topic, partitions)
 
     def partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)
