@@ -137,3 +137,11 @@ def test_a_second_replay_into_the_same_log_is_refused(tmp_path: Path,
     assert "the log already holds 3 events of stream 'ratings'" in capsys.readouterr().err
     log = SQLiteLog(tmp_path / "w" / "log.db")
     assert log.end_offset("ratings", 0) == 3 and log.read("dead_letters", 0, 0, 10) == []
+
+
+def test_shards_are_for_the_embedded_joiner(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    assert main(["join", str(tmp_path / "p.py"), "--log", "kafka://127.0.0.1:1",
+                 "--engine", "flink", "--shard", "1/2"]) == 2
+    assert "--shard is for the embedded joiner" in capsys.readouterr().err

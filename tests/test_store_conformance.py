@@ -223,6 +223,13 @@ def test_store_urls_name_what_is_wrong() -> None:
         open_store("redis://127.0.0.1:1/0?retention_ms=0")
 
 
+def test_a_redis_database_that_is_no_number_or_not_there_is_named(redis_address: str) -> None:
+    with pytest.raises(ConfigError, match="DB a number"):
+        open_store(f"redis://{redis_address}/x")
+    with pytest.raises(ConfigError, match="the server refused it: DB index is out of range"):
+        open_store(f"redis://{redis_address}/99")
+
+
 def test_an_unreachable_redis_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="unreachable"):
         open_store(f"redis://127.0.0.1:{free_port()}/0")

@@ -246,6 +246,12 @@ def _join(args: argparse.Namespace) -> int:
         from livelearn.join.flink import run_flink_join
         from livelearn.spec import load_pipeline
 
+        if args.shard != (0, 1):
+            from livelearn.errors import ConfigError
+
+            raise ConfigError("--shard is for the embedded joiner: a Flink join runs every "
+                              "partition itself, in parallel")
+
         run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle,
                        flink_address=args.flink_address, checkpoints=args.checkpoints)
         return 0

@@ -97,10 +97,15 @@ class RedisStore(Store):
         """Connect (and PING) the server of ``redis://HOST:PORT/DB?options``."""
         options = url_options(url, extra=["namespace"])
         parts = urlsplit(url)
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ConfigError(f"store URL {url!r}: expected redis://HOST:PORT/DB, DB a number")
         server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         client = redis.Redis.from_url(server, socket_connect_timeout=5, socket_timeout=10)
         with _reachable(f"redis://{parts.hostname}:{parts.port or 6379}{parts.path}"):
-            client.ping()
+            try:
+                client.ping()
+            except redis.ResponseError as e:  # a database number the server does not have
+                raise ConfigError(f"store URL {url!r}: the server refused it: {e}") from None
         return cls(client, **options)
 
     def _name(self, kind: str, group: str, key: str) -> str:
