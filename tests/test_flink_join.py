@@ -185,3 +185,29 @@ def test_on_an_empty_log_it_creates_the_topics_and_ends(flink_ready: None, kafka
         assert read_all(log, SAMPLES) == read_all(log, DEAD_LETTERS) == []
     finally:
         log.close()
+
+
+def test_the_job_process_is_told_to_stop_when_its_joiner_is_killed(tmp_path: Any) -> None:
+    """`livelearn join --engine flink` killed (SIGKILL, no clean-up): the job's process gets
+    SIGTERM all the same (it then cancels its job), instead of joining on unseen."""
+    import signal
+    import sys
+    import time
+
+    child = ("import signal, sys, time, pathlib\n"
+             f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(tmp_path)!r}, "
+             "'stopped').write_text('yes'), sys.exit(143)))\n"
+             f"pathlib.Path({str(tmp_path)!r}, 'started').write_text('yes')\n"
+             "time.sleep(60)\n")
+    parent = ("import sys, os\nfrom livelearn.join.flink import _run_session\n"
+              f"_run_session([sys.executable, '-c', {child!r}], dict(os.environ), "
+              "sys.stdout, None)\n")
+    joiner = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    joiner.send_signal(signal.SIGKILL)
+    joiner.wait()
+    while not (tmp_path / "stopped").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "stopped").read_text() == "yes"

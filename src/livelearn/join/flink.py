@@ -67,6 +67,7 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -577,7 +578,8 @@ def _run_session(command: list[str], env: dict[str, str], out: IO[str],
     A SIGTERM to this process (in its main thread) ends it with status 143 after the
     same clean-up: the session would otherwise outlive it."""
     process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+                               stdin=subprocess.DEVNULL, start_new_session=True,
+                               preexec_fn=_die_with_parent)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_signal) if main else None
     try:
@@ -596,6 +598,16 @@ def _run_session(command: list[str], env: dict[str, str], out: IO[str],
         process.wait()
         if main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM to it when this process dies, even killed
+    (Linux's PR_SET_PDEATHSIG): the job script then cancels its job and ends its session,
+    instead of joining on beside a restarted joiner."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (AttributeError, OSError):  # not Linux: a killed joiner leaves its job running
+        pass
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

@@ -7,19 +7,23 @@ TableEnvironment made with that configuration (``execution.target: remote`` with
 a local mini-cluster), then every INSERT runs in one statement set, and the script
 waits for the job to end (a bounded job ends when its sources do). On SIGTERM or
 SIGINT it cancels the job first (on a cluster the job would outlive this process),
-then exits with 143. It prints ``JOB_ID=...`` once the job is submitted. This file
+then exits with 143; if its parent (``livelearn join``) is gone, killed, it also ends
+its session (PyFlink's JVM), which the parent would have. It prints ``JOB_ID=...``
+once the job is submitted. This file
 imports nothing of livelearn: PyFlink's venv does not have it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 _stop: list[int] = []
+_PARENT = os.getppid()
 
 
 def run(job: dict[str, Any]) -> int:
@@ -50,6 +54,8 @@ def run(job: dict[str, Any]) -> int:
         if _stop:
             if client is not None:
                 client.cancel().result()
+            if os.getppid() != _PARENT:  # livelearn join was killed: no one else ends it
+                os.killpg(0, signal.SIGKILL)
             return 143
         try:
             result.wait(500)
