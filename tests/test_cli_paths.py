@@ -98,3 +98,21 @@ def test_a_damaged_log_file_is_named_in_one_line(
     assert capsys.readouterr().err.startswith(
         f"livelearn: SQLite file {work / 'log.db'} is damaged (database disk image is "
         f"malformed)")
+
+
+def test_model_files_beside_an_emptied_index_are_not_written_over(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from livelearn.registry import Registry
+    from livelearn.sim.pipeline import PIPELINE
+
+    registry = Registry(tmp_path / "reg")
+    for _ in range(2):
+        registry.publish(PIPELINE.learner(), {"metric": "auc"}, None)
+    for name in ("index.db", "index.db-wal", "index.db-shm"):
+        (tmp_path / "reg" / name).unlink(missing_ok=True)
+    (tmp_path / "reg" / "index.db").write_bytes(b"")
+    assert main(["-q", "models", "--registry", str(tmp_path / "reg")]) == 2
+    assert "its index.db knows no version, yet 1 model files are there (v000002.npz" in \
+        capsys.readouterr().err
+    (tmp_path / "reg" / "v000002.npz").unlink()  # v1 alone: a first publish killed midway
+    assert main(["-q", "models", "--registry", str(tmp_path / "reg")]) == 0

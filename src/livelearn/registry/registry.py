@@ -72,6 +72,19 @@ class Registry:
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
             raise ConfigError(f"registry {str(self.path)!r}: cannot open its index.db "
                               f"({why})") from None
+        self._check_index()
+
+    def _check_index(self) -> None:
+        """ConfigError if model files lie beside an index that knows no version (an
+        index.db emptied or replaced): publishing would write over them. The first
+        version's file alone may be there: a publish killed before its row was written."""
+        if self._db().execute("SELECT 1 FROM versions LIMIT 1").fetchone() is None:
+            files = sorted(f for f in self.path.glob("v*.npz") if f != self.file(1))
+            if files:
+                raise ConfigError(f"registry {str(self.path)!r}: its index.db knows no "
+                                  f"version, yet {len(files)} model files are there "
+                                  f"({files[0].name}, ...): restore index.db, or move the "
+                                  f"files away to start anew")
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
