@@ -259,3 +259,14 @@ def test_duplicates_and_late_events_are_dead_lettered(tmp_path: Path) -> None:
     assert report["dead_letters"] == {"duplicate": 1, "late": 1}
     dead = [orjson.loads(r.value) for r in log.read("dead_letters", 0, 0, 100)]
     assert [d["source"] for d in dead] == ["ratings/0@6", "ratings/0@7"]
+
+
+def test_the_servers_socket_says_tcp_so_responses_are_not_held_back() -> None:
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets made with IPPROTO_TCP; a small
+    response otherwise waits for the client's delayed ACK, ~40 ms each."""
+    import socket
+
+    from livelearn.cli_data import bound_socket
+
+    with bound_socket("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
