@@ -46,17 +46,28 @@ PIPELINE = spec.Pipeline(
     features=features, learner=lambda: FTRL(bits=10), target="clicked")
 
 
-@pytest.fixture
-def server(tmp_path: Path, log: SQLiteLog) -> Any:
-    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\n" + "".join(
-        f"u{i},2023-12-31T00:00:00,pro\n" for i in range(10)))
+USERS = "user_id,updated_at,plan\n" + "".join(f"u{i},2023-12-31T00:00:00,pro\n" for i in range(10))
+
+
+def _tables(tmp_path: Path, log: SQLiteLog, users: str = USERS) -> None:
+    (tmp_path / "users.csv").write_text(users)
     (tmp_path / "items.csv").write_text("item_id,updated_at\ni1,2023-12-31T00:00:00Z\n")
     for topic in PIPELINE.topics:
         log.create_topic(topic)
+
+
+def _serving(tmp_path: Path, log: SQLiteLog, users: str = USERS) -> ServerThread:
+    """A server of PIPELINE over these users (and item i1), its first version approved."""
+    _tables(tmp_path, log, users)
     registry = Registry(tmp_path / "registry")
     Trainer(log, registry, PIPELINE)
     Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
-    with ServerThread(create_app(PIPELINE, log, registry, tmp_path, poll_s=0.02)) as running:
+    return ServerThread(create_app(PIPELINE, log, registry, tmp_path, poll_s=0.02))
+
+
+@pytest.fixture
+def server(tmp_path: Path, log: SQLiteLog) -> Any:
+    with _serving(tmp_path, log) as running:
         yield running
 
 
@@ -98,16 +109,8 @@ def test_tables_with_iso_as_of_cells_are_served(server: ServerThread, log: SQLit
 def test_a_request_gets_the_rows_as_of_its_time(tmp_path: Path, log: SQLiteLog) -> None:
     """The server reads the version of a row valid at the request's ts, as the joiner and
     ingested impressions do: never a later one, and none before the first."""
-    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\n"
-                                        "u1,2023-12-31T00:00:00,free\n"
-                                        "u1,2024-01-01T01:00:00,pro\n")
-    (tmp_path / "items.csv").write_text("item_id,updated_at\ni1,2023-12-31T00:00:00Z\n")
-    for topic in PIPELINE.topics:
-        log.create_topic(topic)
-    registry = Registry(tmp_path / "registry")
-    Trainer(log, registry, PIPELINE)
-    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
-    with ServerThread(create_app(PIPELINE, log, registry, tmp_path, poll_s=0.02)) as server:
+    users = "user_id,updated_at,plan\nu1,2023-12-31T00:00:00,free\nu1,2024-01-01T01:00:00,pro\n"
+    with _serving(tmp_path, log, users) as server:
         statuses = [httpx.post(f"{server.url}/predict", json={
             "user_id": "u1", "items": ["i1"], "ts": ts}).status_code
             for ts in (T, T + 3_600_000, T - 86_400_001)]
@@ -122,11 +125,7 @@ def test_impressions_the_features_fail_on_are_dead_lettered(tmp_path: Path,
     returns what the server would not serve, the impression is dead-lettered ('failed')."""
     from livelearn.ingest import ingest
 
-    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\n" + "".join(
-        f"u{i},2023-12-31T00:00:00,pro\n" for i in range(10)))
-    (tmp_path / "items.csv").write_text("item_id,updated_at\ni1,2023-12-31T00:00:00Z\n")
-    for topic in PIPELINE.topics:
-        log.create_topic(topic)
+    _tables(tmp_path, log)
     (tmp_path / "shown.jsonl").write_bytes(b"\n".join(orjson.dumps(
         {"request_id": f"r{i}", "ts": T + i, "user": f"u{i}", "item": "i1"}) for i in range(10)))
     result = ingest(log, PIPELINE, PREDICTIONS, tmp_path / "shown.jsonl", data_dir=tmp_path)

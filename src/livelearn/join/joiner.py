@@ -309,9 +309,10 @@ class Joiner:
     def _output(self, rid: str, window: _Window | Event) -> Output:
         """The sample of a closed window, or a dead letter where the pipeline's label
         or features (guarded: errors.PipelineError) fail on it (a null label: malformed)."""
-        try:  # a labelled event's sample goes to its event's partition number, as a
-            # prediction's does: a shard writes its own partitions, each in emission order
-            key = partition_key(window) if isinstance(window, Event) else rid
+        # a labelled event's sample goes to its event's partition number, as a prediction's
+        # does: a shard writes its own partitions of samples, each in emission order
+        key = partition_key(window) if isinstance(window, Event) else rid
+        try:
             return Output(SAMPLES, key, self._sample(window))
         except BadInput as e:
             reason, detail = Reason.MALFORMED, str(e)
