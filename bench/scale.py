@@ -38,7 +38,6 @@ from livelearn.sim.world import NewsFeed
 from livelearn.spec import PREDICTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = "livelearn.sim.pipeline:PIPELINE"
 Records = dict[str, list[tuple[str, bytes]]]
 
 
@@ -74,7 +73,18 @@ def _ingest(url: str, records: Records, shard: int, shards: int) -> None:
     log.close()
 
 
-def _roles(name: str, url: str, registry: Path, shards: int, joiner: str) -> None:
+def _pipeline_file(work: Path, partitions: int) -> str:
+    """The news-feed pipeline with ``partitions`` partitions, as a file the roles load (a
+    log keeps the partition count it was made with, and roles check theirs against it)."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "pipeline.py"
+    path.write_text("from dataclasses import replace\n\n"
+                    "from livelearn.sim.pipeline import PIPELINE as FEED\n\n"
+                    f"PIPELINE = replace(FEED, partitions={partitions})\n")
+    return str(path)
+
+
+def _roles(name: str, ref: str, url: str, registry: Path, shards: int, joiner: str) -> None:
     """Run a role to the end of the log: P joiner shards (or one Flink job), one trainer."""
     if name == "train":
         commands = [["--registry", str(registry)]]
@@ -83,7 +93,7 @@ def _roles(name: str, url: str, registry: Path, shards: int, joiner: str) -> Non
     else:
         commands = [["--shard", f"{k}/{shards}"] for k in range(shards)]
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "livelearn", "-q", name, REF, "--log", url, "--until-idle",
+        [sys.executable, "-m", "livelearn", "-q", name, ref, "--log", url, "--until-idle",
          *extra], stderr=subprocess.PIPE) for extra in commands]
     for p in processes:
         _, err = p.communicate(timeout=1800)
@@ -109,9 +119,10 @@ def run_setup(url: str, partitions: int, records: Records, work: Path,
         if w.exitcode:
             raise SystemExit(f"an ingest process failed with {w.exitcode}")
     phases["ingest_s"] = time.perf_counter() - started
+    ref = _pipeline_file(work, partitions)
     for name in ("join", "train"):
         t = time.perf_counter()
-        _roles(name, url, work / "registry", partitions, joiner)
+        _roles(name, ref, url, work / "registry", partitions, joiner)
         phases[f"{name}_s"] = time.perf_counter() - t
     wall = time.perf_counter() - started
     events = sum(len(v) for v in records.values())
