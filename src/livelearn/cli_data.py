@@ -133,8 +133,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from livelearn.loop import tune_gc
-    from livelearn.prequential import write_html, write_json
+    from livelearn.prequential import write_html
     from livelearn.replay import replay
+    from livelearn.ui.report import write_json
 
     sources = [_source(text) for text in args.events]
     for report in (args.report_json, args.report):  # fail now, not after the replay

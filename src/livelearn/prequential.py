@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from livelearn.errors import cannot
 from livelearn.train.metrics import auc, mae
 from livelearn.train.trainer import Trained
 from livelearn.ui.report import Chart, write_report
@@ -78,17 +76,6 @@ def auto_bucket_ms(span_ms: int, buckets: int = 24) -> int:
         if span_ms / width <= buckets:
             return width
     return NICE_MS[-1] * math.ceil(span_ms / NICE_MS[-1] / buckets)
-
-
-def write_json(path: str | Path, report: dict[str, Any]) -> Path:
-    """Write the report as JSON, creating parent folders; ConfigError if it cannot be."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    except OSError as e:
-        raise cannot("write report", path, e) from None
-    return path
 
 
 def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:

@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from livelearn.errors import cannot
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.sim.client import ClientStats
 from livelearn.spec import DEAD_LETTERS, Pipeline, new_learner
 from livelearn.train.metrics import auc
 from livelearn.train.trainer import Trained
-from livelearn.ui.report import Chart, write_report
+from livelearn.ui.report import Chart, write_json, write_report
 
 HOUR_MS = 3_600_000
 COLUMNS = ("index", "ts", "window_end", "label", "served", "frozen", "prequential")
@@ -113,11 +112,7 @@ class Outcome:
         }
 
     def write_json(self, path: Path, summary: dict[str, Any]) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-        except OSError as e:
-            raise cannot("write summary", path, e) from None
+        write_json(path, summary, "summary")
 
     def write_report(self, path: Path, summary: dict[str, Any], registry: Registry) -> Path:
         return write_report(path, "livelearn demo: the news feed", summary, self.charts(registry),

@@ -22,8 +22,10 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 
 from livelearn.errors import BadInput, cannot
 
@@ -85,6 +87,18 @@ def render_report(
         parts.append(f'<section><h2>Notes</h2><ul class="notes">{items}</ul></section>')
     parts.append("<footer>livelearn report</footer>\n</main>\n</body>\n</html>\n")
     return "\n".join(parts)
+
+
+def write_json(path: str | Path, data: dict[str, Any], what: str = "report") -> Path:
+    """Write ``data`` as indented JSON, creating parent folders; ConfigError naming
+    ``what`` and the path if it cannot be."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    except OSError as e:
+        raise cannot(f"write {what}", path, e) from None
+    return path
 
 
 def write_report(
