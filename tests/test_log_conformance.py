@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from livelearn.demo import free_port
-from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
+from livelearn.errors import ConfigError, Corrupt, Fenced, NotFound, Unavailable
 from livelearn.join.runner import JoinRunner
 from livelearn.log import Checkpoint, Log, Record, open_log, partition_for
 from livelearn.log.kafka import CHECKPOINTS, KafkaLog
@@ -383,3 +383,31 @@ def test_sqlite_urls_follow_sqlalchemy(tmp_path: Path, monkeypatch: pytest.Monke
     assert absolute.exists()
     with pytest.raises(ConfigError, match="sqlite:////absolute/path.db"):
         SQLiteLog.from_url("sqlite:///")
+
+
+def test_a_newer_claim_fences_the_earlier_claimant_off(log_url: str) -> None:
+    """Two processes' logs claim one group: the earlier one's next atomic write fails,
+    Fenced, and leaves no trace; the newer one writes on."""
+    first, second = open_log(log_url), open_log(log_url)
+    try:
+        first.create_topic("t")
+        assert first.claim("g") == Checkpoint()
+        with first.atomic():
+            first.append("t", [("k", b"one")])
+            first.commit("g", Checkpoint({("t", 0): 1}, b"one"))
+        assert second.claim("g") == Checkpoint({("t", 0): 1}, b"one")
+        with pytest.raises(Fenced, match="group 'g' of .* was taken over by another process"):
+            with first.atomic():
+                first.append("t", [("k", b"two, from the fenced one")])
+                first.commit("g", Checkpoint({("t", 0): 2}, b"two"))
+        with second.atomic():
+            second.append("t", [("k", b"two")])
+            second.commit("g", Checkpoint({("t", 0): 2}, b"two"))
+        assert [r.value for r in read_all(second, "t")] == [b"one", b"two"]
+        assert second.committed("g") == Checkpoint({("t", 0): 2}, b"two")
+        second.claim("h")  # another group: the first one's commits of it go on
+        with first.atomic():
+            first.commit("h2", Checkpoint({("t", 0): 2}))
+    finally:
+        first.close()
+        second.close()

@@ -215,26 +215,37 @@ def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry
     from livelearn.serve.app import create_app
 
     loop.gate.step()  # approve the first version, so the server can answer at once
-    stop = threading.Event()
-    roles = threading.Thread(target=_forever, args=(loop, stop), name="roles", daemon=True)
-    roles.start()
+    stop, failed = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def roles() -> None:  # a role that fails (fenced off, its log damaged) stops the server
+        try:
+            _forever(loop, stop)
+        except BaseException as e:
+            errors.append(e)
+            failed.set()
+
+    thread = threading.Thread(target=roles, name="roles", daemon=True)
+    thread.start()
     try:
-        serve_http(create_app(pipeline, log, registry, data), args.host, args.port)
+        serve_http(create_app(pipeline, log, registry, data), args.host, args.port, failed)
     finally:
         stop.set()
-        roles.join(10)
+        thread.join(10)
+    if errors:
+        raise errors[0]
 
 
-def serve_http(app: Any, host: str, port: int) -> None:
-    """Serve ``app`` until interrupted, saying once where, when it is up; ConfigError if
-    ``host:port`` cannot be bound (another server there)."""
+def serve_http(app: Any, host: str, port: int, until: threading.Event | None = None) -> None:
+    """Serve ``app`` until interrupted (or ``until`` is set), saying once where, when it is
+    up; ConfigError if ``host:port`` cannot be bound (another server there)."""
     import uvicorn
 
     sock = bound_socket(host, port)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     stopped = threading.Event()
-    threading.Thread(target=_say_when_up, args=(server, f"http://{host}:{port}", stopped),
-                     name="say-when-up", daemon=True).start()
+    threading.Thread(target=_watch, args=(server, f"http://{host}:{port}", stopped, until),
+                     name="server-watch", daemon=True).start()
     try:
         server.run(sockets=[sock])
     finally:
@@ -260,10 +271,17 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _say_when_up(server: Any, url: str, stopped: threading.Event) -> None:
+def _watch(server: Any, url: str, stopped: threading.Event,
+           until: threading.Event | None) -> None:
+    """Say once where ``server`` serves, when it is up; stop it when ``until`` is set."""
+    said = False
     while not stopped.wait(0.05):
-        if server.started:
+        if server.started and not said:
             print(f"serving on {url} (Ctrl-C to stop)", flush=True)
+            said = True
+        if until is not None and until.is_set():
+            server.should_exit = True
+        elif said and until is None:
             return
 
 

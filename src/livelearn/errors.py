@@ -64,6 +64,13 @@ def guarded(function: Callable[..., T], what: str) -> Callable[..., T]:
     return call
 
 
+class Fenced(LivelearnError):
+    """Another process took over this role's consumer group (or trainer): this one must
+    stop, its last outputs not written, so that one role of a group writes at a time."""
+
+    status = 409
+
+
 class Corrupt(LivelearnError):
     """A checkpoint or model file whose checksum does not match: damaged or truncated."""
 

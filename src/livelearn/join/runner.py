@@ -124,7 +124,7 @@ class JoinRunner:
         self.inputs = [tp for tp in log.topic_partitions(pipeline.inputs)
                        if tp[1] % count == index]
         self.joiner = make_joiner(pipeline, self.inputs, data_dir)
-        checkpoint = log.committed(self.group)
+        checkpoint = log.claim(self.group)  # fences off an earlier joiner of the group
         if checkpoint.state is not None:
             self.joiner.restore(checkpoint.state)
         self.offsets = {tp: checkpoint.offsets.get(tp, 0) for tp in self.inputs}

@@ -13,6 +13,9 @@ it where the backend can (SQLite: one transaction; Kafka: one Kafka transaction)
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from livelearn.errors import ConfigError
+from livelearn.errors import ConfigError, Fenced
 
 #: A position in the log: (topic, partition).
 TopicPartition = tuple[str, int]
@@ -95,6 +98,18 @@ class Appended(NamedTuple):
                 for i in range(start, end)]
 
 
+def claimant() -> str:
+    """Who claims a group, for the message of the process it fences off."""
+    return f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}"
+
+
+def fenced(group: str, where: str, by: str) -> Fenced:
+    """The error of a role whose group another process claimed after it."""
+    return Fenced(f"group '{group}' of {where} was taken over by another process ({by}): "
+                  f"this one stops without writing its last outputs. Run one process per "
+                  f"group: one joiner per shard, one trainer per registry")
+
+
 def checksum(offsets: bytes, state: bytes | None) -> str:
     """The SHA-256 a checkpoint is stored with, so a damaged one is detected on load."""
     digest = hashlib.sha256(offsets)
@@ -152,6 +167,14 @@ class Log(ABC):
     @abstractmethod
     def commit(self, group: str, checkpoint: Checkpoint) -> None:
         """Store a group's offsets and state together, atomically."""
+
+    @abstractmethod
+    def claim(self, group: str) -> Checkpoint:
+        """Take the group over and return its ``committed`` checkpoint: from now on a
+        commit of the group by any earlier claimant (another process that runs the same
+        role) raises Fenced, and writes nothing of its atomic block. The newest claimant
+        wins, as with Kafka's transactional producers: a role restarted while its former
+        self still runs (hung, or started twice by mistake) fences that one off."""
 
     @abstractmethod
     def committed(self, group: str) -> Checkpoint:

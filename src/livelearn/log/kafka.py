@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
-from livelearn.log.base import Checkpoint, Log, Record, checksum, partition_for
+from livelearn.log.base import Checkpoint, Log, Record, checksum, fenced, partition_for
 
 log = logging.getLogger("livelearn.log")
 _librdkafka = logging.getLogger("livelearn.log.kafka")
@@ -193,9 +193,17 @@ class KafkaLog(Log):
 
         for name, partition, key, value in items:
             self._produce(producer, name, partition, key, value, delivered)
-        left = producer.flush(self.timeout_s)
-        if errors or left:
-            raise self._unavailable(f"appending {len(items)} records", errors[:1] or
+        try:
+            left = producer.flush(self.timeout_s)
+        except SystemError as e:  # a fatal error (fenced) set while it calls `delivered`
+            if isinstance(e.__cause__, KafkaException):
+                raise e.__cause__ from None
+            raise
+        if errors:
+            raise self._unavailable(f"appending {len(items)} records",
+                                    errors[0]) from KafkaException(errors[0])
+        if left:
+            raise self._unavailable(f"appending {len(items)} records",
                                     f"{left} not acknowledged in {self.timeout_s} s")
         return last
 
@@ -308,6 +316,15 @@ class KafkaLog(Log):
             self._slots[group] = int(newest[0].key.rsplit("/", 1)[1]) if newest else 1
         return 1 - self._slots[group]
 
+    def claim(self, group: str) -> Checkpoint:
+        """A new transactional producer for the group: starting it fences off every
+        earlier one of the same ``transactional.id``, in whatever process."""
+        stale = self._transactional.pop(group, None)
+        if stale is not None:
+            stale.flush(self.timeout_s)
+        self._transactional_producer(group)
+        return self.committed(group)
+
     def committed(self, group: str) -> Checkpoint:
         records = self._newest_first(group)
         for i, record in enumerate(records):
@@ -403,6 +420,9 @@ class KafkaLog(Log):
             return last
         except (KafkaException, Unavailable) as e:
             self._abort(producer, owner, e)
+            if _is_fenced(e):
+                raise fenced(owner, f"kafka://{self.bootstrap}", "a newer producer of "
+                             f"transactional.id 'livelearn-{self.prefix}{owner}'") from e
             raise self._unavailable(f"a transaction of {len(items)} records", e) from e
 
     def _abort(self, producer: Producer, owner: str, error: Exception) -> None:
@@ -442,6 +462,7 @@ class KafkaLog(Log):
 _REFUSED = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS,
             KafkaError.INVALID_CONFIG, KafkaError.TOPIC_EXCEPTION,
             KafkaError.POLICY_VIOLATION}
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 _PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _MAX_MESSAGE + 2**20}
 _CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
              "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -468,6 +489,13 @@ def decode_checkpoint(value: bytes) -> Checkpoint | None:
         return Checkpoint({(t, p): o for t, p, o in orjson.loads(offsets)}, state)
     except (ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError):
         return None
+
+
+def _is_fenced(error: Exception) -> bool:
+    """Whether a transaction failed because a newer producer of its id started."""
+    if isinstance(error, Unavailable):
+        error = error.__cause__ if isinstance(error.__cause__, KafkaException) else error
+    return isinstance(error, KafkaException) and error.args[0].code() in _FENCED
 
 
 def _has_port(broker: str) -> bool:

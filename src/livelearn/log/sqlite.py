@@ -39,6 +39,8 @@ from livelearn.log.base import (
     Record,
     TopicPartition,
     checksum,
+    claimant,
+    fenced,
     split,
 )
 
@@ -61,6 +63,8 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS checkpoints (
     grp TEXT NOT NULL, slot INTEGER NOT NULL, offsets BLOB NOT NULL, state BLOB,
     sha256 TEXT NOT NULL, PRIMARY KEY (grp, slot));
+CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
+    owner TEXT NOT NULL);
 """
 
 
@@ -111,6 +115,22 @@ class _Cursor(sqlite3.Cursor):
             raise _damaged(self.connection, e) from None
 
 
+def take_claim(conn: sqlite3.Connection, group: str) -> int:
+    """Claim ``group`` in ``conn``'s claims table, inside a write transaction: the new
+    epoch, one above the last claimant's."""
+    row = conn.execute("SELECT epoch FROM claims WHERE grp = ?", (group,)).fetchone()
+    epoch = 1 if row is None else int(row[0]) + 1
+    conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (group, epoch, claimant()))
+    return epoch
+
+
+def check_claim(conn: sqlite3.Connection, group: str, epoch: int, where: str) -> None:
+    """Fenced if another process claimed ``group`` after the claim of ``epoch``."""
+    row = conn.execute("SELECT epoch, owner FROM claims WHERE grp = ?", (group,)).fetchone()
+    if row is not None and int(row[0]) != epoch:
+        raise fenced(group, where, row[1])
+
+
 def _damaged(conn: sqlite3.Connection, e: sqlite3.DatabaseError) -> Exception:
     """Corrupt for a damaged file; other errors (a locked database, a constraint) as they are."""
     if type(e) is not sqlite3.DatabaseError:
@@ -134,6 +154,7 @@ class SQLiteLog(Log):
         self._partitions: dict[str, int] = {}
         # per partition, the last records appended here with their values decoded
         self._recent: dict[TopicPartition, Appended] = {}
+        self._claims: dict[str, int] = {}  # group -> epoch of this process's claim
         try:
             self._conn().executescript(_SCHEMA)
         except (sqlite3.DatabaseError, Corrupt) as e:  # a folder, a file of another kind
@@ -266,15 +287,23 @@ class SQLiteLog(Log):
         return 0 if row[0] is None else int(row[0]) + 1
 
     def commit(self, group: str, checkpoint: Checkpoint) -> None:
-        """Keep the new checkpoint in slot 0 and the one before it in slot 1."""
+        """Keep the new checkpoint in slot 0 and the one before it in slot 1; Fenced if
+        another process claimed the group after this one."""
         offsets = orjson.dumps([[t, p, o] for (t, p), o in sorted(checkpoint.offsets.items())])
         digest = checksum(offsets, checkpoint.state)
         with self.atomic():
             conn = self._conn()
+            if group in self._claims:
+                check_claim(conn, group, self._claims[group], f"log {self.path!r}")
             conn.execute("DELETE FROM checkpoints WHERE grp = ? AND slot = 1", (group,))
             conn.execute("UPDATE checkpoints SET slot = 1 WHERE grp = ? AND slot = 0", (group,))
             conn.execute("INSERT INTO checkpoints VALUES (?, 0, ?, ?, ?)",
                          (group, offsets, checkpoint.state, digest))
+
+    def claim(self, group: str) -> Checkpoint:
+        with self.atomic():
+            self._claims[group] = take_claim(self._conn(), group)
+        return self.committed(group)
 
     def committed(self, group: str) -> Checkpoint:
         rows = self._conn().execute("SELECT offsets, state, sha256 FROM checkpoints "

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, make_folder
-from livelearn.log.sqlite import Connection
+from livelearn.log.sqlite import Connection, check_claim, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS details (version INTEGER PRIMARY KEY, data BLOB NOT N
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, status TEXT NOT NULL,
     reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
+    owner TEXT NOT NULL);
 """
 
 
@@ -66,6 +68,7 @@ class Registry:
             raise NotFound(f"no registry at {self.path}")
         make_folder(self.path, "registry folder")
         self._local = threading.local()
+        self._claims: dict[str, int] = {}  # trainer group -> epoch of this process's claim
         try:
             self._db().executescript(_SCHEMA)
         except (sqlite3.DatabaseError, Corrupt) as e:  # no permission, a damaged index
@@ -98,12 +101,27 @@ class Registry:
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
 
-    def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None,
-                details: dict[str, Any] | None = None) -> Version:
-        """Save a new candidate version; its file is complete before its row exists."""
+    def claim(self, trainer: str) -> None:
+        """Take over publishing for trainer group ``trainer`` (``meta["trainer"]``): from
+        now on a publish of the group by an earlier claimant raises Fenced."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._claims[trainer] = take_claim(db, trainer)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None,
+                details: dict[str, Any] | None = None) -> Version:
+        """Save a new candidate version; its file is complete before its row exists.
+        Fenced if another process claimed ``meta["trainer"]`` after this one."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if (trainer := meta.get("trainer")) in self._claims:
+                check_claim(db, trainer, self._claims[trainer], f"registry {str(self.path)!r}")
             vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
             tmp = self.file(vid).with_suffix(".tmp")
             save_learner(learner, tmp)

@@ -142,7 +142,9 @@ class Trainer:
         self._resume()
 
     def _resume(self) -> None:
-        """Continue from the newest version this trainer published whose file is sound."""
+        """Continue from the newest version this trainer published whose file is sound,
+        fencing off an earlier trainer of the group first."""
+        self.registry.claim(self.group)
         mine = [v for v in self.registry.versions() if v.meta.get("trainer") == self.group]
         declared = _described(self.model)
         for version in reversed(mine):

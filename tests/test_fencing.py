@@ -1,0 +1,100 @@
+"""One role per group: a joiner or trainer started while another of its group runs fences
+that one off. The earlier one stops at its next write, saying why, and writes nothing of
+it; so nothing is written twice. Real processes on a real SQLite log and registry (the
+Log conformance suite checks claims on Kafka too)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from livelearn.demo import free_port
+from livelearn.errors import Fenced
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.registry import Registry
+from livelearn.train.trainer import Trainer
+from test_ingest import PIPELINE, PIPELINE_FILE
+from test_run import ROOT, T, _process, _ratings, _samples, _up, _wait
+
+
+def _claims(path: Path, group: str) -> int:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT epoch FROM claims WHERE grp = ?", (group,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _livelearn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "livelearn", "-q", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_second_joiner_fences_off_the_first_which_stops_saying_why(tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    role = ["p.py", "--log", "sqlite:///log.db"]
+    assert _livelearn("ingest", "p.py", "ratings", str(_ratings(tmp_path / "a.jsonl", 0, 200)),
+                      "--log", "sqlite:///log.db", cwd=tmp_path).returncode == 0
+    log = SQLiteLog(tmp_path / "log.db")
+    with _process(["join", *role], tmp_path) as first:
+        _wait(lambda: len(_samples(log)) == 199, "the first joiner's samples")
+        with _process(["join", *role], tmp_path) as second:
+            _wait(lambda: _claims(tmp_path / "log.db", "joiner") == 2, "the second claim")
+            ingest = _livelearn("ingest", "p.py", "ratings",
+                                str(_ratings(tmp_path / "b.jsonl", 200, 100)),
+                                "--log", "sqlite:///log.db", cwd=tmp_path)
+            assert ingest.returncode == 0, ingest.stderr
+            assert first.wait(30) == 2
+            assert first.stdout is not None
+            said = first.stdout.read().decode()
+            assert "livelearn: group 'joiner' of log 'log.db' was taken over by another " \
+                   f"process (pid {second.pid} on " in said
+            assert "Run one process per group: one joiner per shard" in said
+            _wait(lambda: len(_samples(log)) == 299, "the second joiner's samples")
+            assert second.poll() is None
+    ids = Counter(s["id"] for s in _samples(log))
+    assert len(ids) == 299 and max(ids.values()) == 1
+
+
+def test_a_second_trainer_fences_off_the_first(tmp_path: Path) -> None:
+    """Two processes' registries (two Registry objects): the earlier trainer's next publish
+    raises Fenced and publishes nothing; the newer one publishes on."""
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    first = Trainer(log, Registry(tmp_path / "reg"), PIPELINE)
+    second = Trainer(log, Registry(tmp_path / "reg"), PIPELINE)
+    assert [v.id for v in Registry(tmp_path / "reg").versions()] == [1]
+    first._since_publish = second._since_publish = 1  # as if each had learned a sample
+    with pytest.raises(Fenced, match="group 'trainer' of registry .* was taken over by "
+                                     "another process"):
+        first.publish_now()
+    assert second.publish_now() is not None
+    assert [v.id for v in Registry(tmp_path / "reg").versions()] == [1, 2]
+
+
+def test_run_stops_serving_when_its_roles_are_fenced_off(tmp_path: Path) -> None:
+    """`livelearn run` serves while its roles turn in a thread: roles that fail stop the
+    server, and the command ends saying why, not a server left serving a model that no
+    longer learns."""
+    subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
+                    str(tmp_path / "data"), "--impressions", "50"], cwd=ROOT, check=True)
+    port = free_port()
+    pipeline = str(ROOT / "examples/clicks/pipeline.py")
+    with _process(["run", pipeline, "--workdir", "w", "--data", ".", "--port", str(port)],
+                  tmp_path) as run:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _up(url), "the server")
+        joined = _livelearn("join", pipeline, "--log", "sqlite:///w/log.db", "--until-idle",
+                            cwd=tmp_path)
+        assert joined.returncode == 0, joined.stderr
+        httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1"], "ts": T})
+        assert run.wait(30) == 2
+        assert run.stdout is not None
+        said = run.stdout.read().decode()
+        assert "livelearn: group 'joiner' of log '" in said
+        assert "w/log.db' was taken over by another process" in said
