@@ -145,3 +145,35 @@ def test_shards_are_for_the_embedded_joiner(tmp_path: Path,
     assert main(["join", str(tmp_path / "p.py"), "--log", "kafka://127.0.0.1:1",
                  "--engine", "flink", "--shard", "1/2"]) == 2
     assert "--shard is for the embedded joiner" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["join", "run"])
+def test_a_role_restarted_with_another_join_says_so_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """`join` (or `run`) again after the pipeline's allowed lateness changed: the command
+    says what changed and how to start over, and joins nothing."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"])
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    argv = ["-q", command, str(tmp_path / "p.py"), "--log", url, "--until-idle"]
+    if command == "run":
+        argv += ["--registry", str(tmp_path / "registry")]
+    assert main(["-q", "ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "r.jsonl"),
+                 "--log", url]) == 0
+    assert main(argv) == 0
+    (tmp_path / "p.py").write_text(PIPELINE_FILE.replace('label="stars"',
+                                                         'label="stars", allowed_lateness_ms=5000'))
+    _ratings(tmp_path / "more.jsonl", ["m4"])
+    assert main(["-q", "ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "more.jsonl"),
+                 "--log", url]) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "livelearn: the joiner's checkpoint in group 'joiner' was made with allowed lateness "
+        "0 ms; the pipeline now says 5000 ms. The samples would mix the two: put the old value "
+        "back, or start over in a new log and registry (a new --workdir; with one process per "
+        "role, a new --log and --registry) and ingest the events again\n")
+    log = SQLiteLog(tmp_path / "log.db")
+    assert log.end_offset("samples", 0) == 3
+    # nor did it take the group over: a joiner still running would have gone on
+    assert log._conn().execute("SELECT epoch FROM claims").fetchall() == [(1,)]

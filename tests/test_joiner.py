@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
+from livelearn.errors import ConfigError
 from livelearn.join.joiner import Joiner, Output
 from livelearn.join.runner import STATE_BYTES_PER_RECORD, JoinRunner
-from livelearn.log.base import Record
+from livelearn.log.base import Checkpoint, Record
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.sim.pipeline import PIPELINE, label
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
@@ -212,6 +214,80 @@ def test_a_large_state_waits_for_records_worth_writing_it(tmp_path: Any) -> None
     assert log.end_offset(SAMPLES, 0) != samples_then
     while restarted.step(10_000, final=True):
         pass
+    reference = SQLiteLog(tmp_path / "ref.db")
+    _fill(reference, 500)
+    assert _run(log, [], 10_000) == _run(reference, [], 10_000)
+
+
+def _stopped_midway(log: SQLiteLog) -> Checkpoint:
+    """The checkpoint of a joiner of PIPELINE stopped after 300 of 500 predictions and
+    their clicks: it holds open windows."""
+    _fill(log, 500)
+    JoinRunner(log, PIPELINE, idle_after_s=0).step(300)  # a first step writes
+    checkpoint = log.committed("joiner")
+    assert checkpoint.state is not None and orjson.loads(checkpoint.state)["open"]
+    return checkpoint
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"window_ms": W // 2}, "window 600000 ms; the pipeline now says 300000 ms"),
+    ({"allowed_lateness_ms": 0}, "allowed lateness 60000 ms; the pipeline now says 0 ms"),
+    ({"streams": PIPELINE.feedback.streams[:1]}, "streams click, read; the pipeline now "
+                                                 "says click"),
+], ids=["window", "allowed lateness", "streams"])
+def test_a_joiner_restarted_with_another_join_refuses_to_start(tmp_path: Any,
+                                                               change: dict[str, Any],
+                                                               said: str) -> None:
+    """Its open windows were joined one way, new ones would be joined another: it says
+    what changed, in one line, and writes nothing."""
+    log = SQLiteLog(tmp_path / "log.db")
+    before = _stopped_midway(log)
+    samples = log.end_offset(SAMPLES, 0)
+    changed = replace(PIPELINE, feedback=replace(PIPELINE.feedback, **change))
+    with pytest.raises(ConfigError) as refused:
+        JoinRunner(log, changed, idle_after_s=0)
+    message = str(refused.value)
+    assert message.startswith(f"the joiner's checkpoint in group 'joiner' was made with "
+                              f"{said}. The samples would mix the two: put the old "
+                              f"value back, or start over in a new log and registry (a new "
+                              f"--workdir; ")
+    assert "\n" not in message
+    assert log.committed("joiner") == before and log.end_offset(SAMPLES, 0) == samples
+
+
+def test_a_joiner_restarted_with_other_labels_and_features_runs_on(tmp_path: Any) -> None:
+    """The label function and the features may change: the windows still open when the
+    joiner stopped are labelled the new way, as every later one."""
+    log = SQLiteLog(tmp_path / "log.db")
+    _stopped_midway(log)
+    done = log.end_offset(SAMPLES, 0)
+    changed = replace(PIPELINE, features=lambda user, item, ts: {"new": 1.0},
+                      feedback=replace(PIPELINE.feedback, label=lambda events: {"clicked": 2.0}))
+    runner = JoinRunner(log, changed, idle_after_s=0)
+    while runner.step(10_000, final=True):
+        pass
+    labels = [orjson.loads(r.value)["labels"] for r in log.read(SAMPLES, 0, 0, 1000)]
+    assert len(labels) == 500 and 0 < done < 500
+    assert labels[done:] == [{"clicked": 2.0}] * (500 - done)
+
+
+def test_a_checkpoint_of_an_older_livelearn_restores(tmp_path: Any) -> None:
+    """A checkpoint written before joiners recorded what they were made with is taken
+    as made with the pipeline of now; the next write records it."""
+    log = SQLiteLog(tmp_path / "log.db")
+    before = _stopped_midway(log)
+    assert before.state is not None
+    state = orjson.loads(before.state)
+    made_with = state.pop("made_with", None)
+    with log.atomic():
+        log.commit("joiner", Checkpoint(before.offsets, orjson.dumps(state)))
+    runner = JoinRunner(log, PIPELINE, idle_after_s=0)
+    while runner.step(10_000, final=True):
+        pass
+    after = log.committed("joiner").state
+    assert after is not None and orjson.loads(after)["made_with"] == made_with
+    assert made_with == {"labelled": None, "streams": ["click", "read"], "window_ms": W,
+                         "allowed_lateness_ms": 60_000, "counters": {}}
     reference = SQLiteLog(tmp_path / "ref.db")
     _fill(reference, 500)
     assert _run(log, [], 10_000) == _run(reference, [], 10_000)

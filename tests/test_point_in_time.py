@@ -6,7 +6,9 @@ from __future__ import annotations
 import bisect
 import csv
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import orjson
 import pytest
 
 from livelearn import spec
+from livelearn.errors import ConfigError
 from livelearn.events import Event
 from livelearn.features.counters import WindowCounter
 from livelearn.log.sqlite import SQLiteLog
@@ -194,6 +197,80 @@ def test_a_joiner_restarted_from_its_checkpoints_makes_the_same_samples(tmp_path
     once = samples("once", 10**6)
     assert len(once) == len(events)
     assert samples("restarted", 37) == once
+
+
+def _stopped_midway(tmp_path: Path) -> SQLiteLog:
+    """A log of 600 events of PIPELINE, and the checkpoint of a joiner stopped after
+    300: its counters hold what it read."""
+    from livelearn.ingest import ingest
+    from livelearn.join.runner import JoinRunner
+
+    _history(tmp_path, random.Random(4))
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    ingest(log, PIPELINE, "views", tmp_path / "views.jsonl")
+    JoinRunner(log, PIPELINE, data_dir=tmp_path).step(300)
+    state = log.committed("joiner").state
+    assert state is not None and orjson.loads(state)["enricher"]["user_views"]
+    return log
+
+
+def test_a_joiner_restarted_with_other_features_runs_on(tmp_path: Path) -> None:
+    """The features may change between restarts: the samples emitted from then on
+    have the new ones, with the counts the checkpoint carried over."""
+    from livelearn.join.runner import JoinRunner
+
+    log = _stopped_midway(tmp_path)
+    done = log.end_offset("samples", 0)
+    more = replace(PIPELINE, features=lambda e, rows, counts: {**features(e, rows, counts),
+                                                                "new": 1.0})
+    runner = JoinRunner(log, more, data_dir=tmp_path)
+    while runner.step(10**6, final=True):
+        pass
+    samples = [orjson.loads(r.value)["features"] for r in log.read("samples", 0, 0, 10**6)]
+    assert len(samples) == 600 and 0 < done < 600
+    assert ["new" in s for s in samples] == [False] * done + [True] * (600 - done)
+    once = SQLiteLog(tmp_path / "once.db")  # the counts are those of a run never stopped
+    report, _ = replay(once, Registry(tmp_path / "reg"), more,
+                       [("views", str(tmp_path / "views.jsonl"))], data_dir=tmp_path)
+    assert [{**s, "new": 1.0} for s in samples[:done]] + samples[done:] == \
+        [orjson.loads(r.value)["features"] for r in once.read("samples", 0, 0, 10**6)]
+
+
+BUYS = spec.Stream("buys", {"item": str, "y": float}, key="user", id="id")
+USER_VIEWS, ITEM_VIEWS = PIPELINE.counters
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda p: replace(p, counters=(USER_VIEWS, replace(ITEM_VIEWS, window_ms=WINDOW // 2))),
+     "counters item_views (views by item, 60000 ms), user_views (views by key, 60000 ms); "
+     "the pipeline now says item_views (views by item, 30000 ms), user_views (views by key, "
+     "60000 ms)"),
+    (lambda p: replace(p, counters=(USER_VIEWS,)),
+     "counters item_views (views by item, 60000 ms), user_views (views by key, 60000 ms); "
+     "the pipeline now says user_views (views by key, 60000 ms)"),
+    (lambda p: replace(p, feedback=spec.EventLabel(BUYS, label="y", counted=(CLICKS,))),
+     "labelled stream 'views'; the pipeline now says 'buys'"),
+    (lambda p: replace(p, feedback=replace(p.feedback, allowed_lateness_ms=1000)),
+     "allowed lateness 0 ms; the pipeline now says 1000 ms"),
+], ids=["counter window", "counter removed", "labelled stream", "allowed lateness"])
+def test_a_joiner_restarted_with_another_join_refuses_to_start(
+        tmp_path: Path, change: Callable[[spec.Pipeline], spec.Pipeline], said: str) -> None:
+    """Counters that held one definition's counts, events labelled from another stream:
+    the restarted joiner says what changed and writes nothing."""
+    from livelearn.join.runner import JoinRunner
+
+    log = _stopped_midway(tmp_path)
+    before, samples = log.committed("joiner"), log.end_offset("samples", 0)
+    changed = change(PIPELINE)
+    for topic in changed.topics:
+        log.create_topic(topic)
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"the joiner's checkpoint in group 'joiner' was made with {said}. The samples "
+            f"would mix the two: ")):
+        JoinRunner(log, changed, data_dir=tmp_path)
+    assert log.committed("joiner") == before and log.end_offset("samples", 0) == samples
 
 
 @pytest.mark.parametrize("step", [5, 10, 10**6])

@@ -62,7 +62,9 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   or killed joiner that is started again neither loses nor duplicates samples.
   Without one, a new process starts without the old one's open windows (it resumes
   at the consumer group's committed offsets), so it is not exactly once across
-  restarts.
+  restarts. Nor do the checkpoints record the pipeline they were made with, as the
+  embedded joiner's do (Joiner.made_with): a job with another window, allowed
+  lateness, streams or labels is not stopped from starting from one.
 """
 
 from __future__ import annotations

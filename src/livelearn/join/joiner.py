@@ -28,7 +28,12 @@ Semantics (normative):
   event that is not dead-lettered feeds the counters as it arrives.
 
 The Joiner is a pure operator: records in, outputs out, its whole state in
-``state()``. join.runner feeds it from the Log and checkpoints it.
+``state()``. join.runner feeds it from the Log and checkpoints it. The state
+records what its meaning depends on (``made_with``: the streams, the labelled
+stream, the window, the allowed lateness, the counters' definitions), and
+``restore`` refuses a state made with other values: its open windows would be
+joined one way and new ones another. The features and the label function are
+not in it: a change to them applies to the samples emitted from then on.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from livelearn.errors import BadInput, PipelineError
+from livelearn.errors import BadInput, ConfigError, PipelineError
 from livelearn.events import (
     Event,
     EventDecoder,
@@ -59,6 +64,23 @@ if TYPE_CHECKING:
     from livelearn.join.enrich import Enricher
 
 NO_WATERMARK = -(2**63)
+
+#: What ``made_with`` holds, in the order a refused restore looks for a change: how an
+#: error names each, and shows its value.
+_MADE_WITH: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "labelled": ("labelled stream", lambda v: "none (a feedback join)" if v is None
+                 else f"'{v}'"),
+    "streams": ("streams", lambda v: ", ".join(v)),
+    "window_ms": ("window", lambda v: f"{v} ms"),
+    "allowed_lateness_ms": ("allowed lateness", lambda v: f"{v} ms"),
+    "counters": ("counters", lambda v: ", ".join(
+        f"{name} ({stream} by {by or 'key'}, {ms} ms)" for name, (stream, ms, by) in v.items())
+        or "none"),
+}
+#: What a refused restore tells the user to do.
+_START_OVER = ("put the old value back, or start over in a new log and registry (a new "
+              "--workdir; with one process per role, a new --log and --registry) and "
+              "ingest the events again")
 
 
 class Output(NamedTuple):
@@ -103,6 +125,7 @@ class Joiner:
         # before them) queue up, the others (late, restored) wait in a heap
         self._emitted: deque[tuple[int, str]] = deque()
         self._closed_heap: list[tuple[int, str]] = []
+        self.made_with = _made_with(self.schemas, window_ms, allowed_lateness_ms, enricher)
 
     # -- input ------------------------------------------------------------------
 
@@ -353,11 +376,18 @@ class Joiner:
             "pending": [[rid, [_event_obj(e) for e in evs]] for rid, evs in self.pending.items()],
             "closed": list(self.closed.items()),
             "enricher": None if self.enricher is None else self.enricher.state(),
+            "made_with": self.made_with,
         })
 
-    def restore(self, blob: bytes) -> None:
-        """Take back a ``state()``: the operator continues exactly where it was."""
+    def restore(self, blob: bytes, whose: str = "the joiner's checkpoint") -> None:
+        """Take back a ``state()``: the operator continues exactly where it was.
+
+        ConfigError, naming ``whose`` state it is and the first value that differs, if
+        it was made with another ``made_with``; a state without one (or without one of
+        its values: written by an older livelearn) is taken as made with this one.
+        """
         s = orjson.loads(blob)
+        self._check(s.get("made_with") or {}, whose)
         self.watermark = s["watermark"]
         self.max_seen.update({(t, p): seen for t, p, seen in s["max_seen"]})
         self.open = {pred["request_id"]: Event(**evs[0]) if "labelled" in pred
@@ -372,6 +402,31 @@ class Joiner:
         self._closed_heap = [(end, rid) for rid, end in self.closed.items()]
         for heap in (self._closing, self._pending_heap, self._closed_heap):
             heapq.heapify(heap)
+
+    def check(self, blob: bytes | None, whose: str = "the joiner's checkpoint") -> None:
+        """ConfigError, as ``restore`` would raise it, if state ``blob`` was made with
+        another ``made_with``; nothing changes."""
+        if blob is not None:
+            self._check(orjson.loads(blob).get("made_with") or {}, whose)
+
+    def _check(self, was: dict[str, Any], whose: str) -> None:
+        for key, (what, show_value) in _MADE_WITH.items():
+            if key in was and was[key] != self.made_with[key]:
+                raise ConfigError(f"{whose} was made with {what} {show_value(was[key])}; the "
+                                  f"pipeline now says {show_value(self.made_with[key])}. The "
+                                  f"samples would mix the two: {_START_OVER}")
+
+
+def _made_with(schemas: Mapping[str, Schema], window_ms: int, allowed_lateness_ms: int,
+               enricher: Enricher | None) -> dict[str, Any]:
+    """What a joiner's state means depends on, as JSON values (the same in every process).
+    Not the partitions: a log keeps its count (Log.same_partitions) and a shard K/N
+    has a consumer group of its own (join.runner)."""
+    counters = {} if enricher is None else {
+        name: [c.stream, c.window_ms, c.by] for name, (c, _) in sorted(enricher.counters.items())}
+    return {"labelled": None if enricher is None else enricher.stream,
+            "streams": sorted(schemas), "window_ms": window_ms,
+            "allowed_lateness_ms": allowed_lateness_ms, "counters": counters}
 
 
 def _window_obj(window: _Window | Event) -> list[Any]:

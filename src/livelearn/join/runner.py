@@ -12,11 +12,13 @@ shard sees whole windows.
 
 The samples and dead letters are written, and the input offsets and the
 joiner's state committed, in one atomic step of the Log, so a restarted joiner
-takes up exactly where its last write left it. A write is due when the records
-read since the last one are worth the state it writes (``STATE_BYTES_PER_RECORD``),
-or when its outputs have waited ``checkpoint_ms`` (ten times the last write's
-time, if longer): under load that is every step, at low traffic a state of many
-open windows is not written again for each few records. In ``livelearn run``
+takes up exactly where its last write left it; one whose pipeline now joins
+otherwise (another window, allowed lateness, streams or counters: Joiner.restore)
+refuses to start. A write is due when the records read since the last one are
+worth the state it writes (``STATE_BYTES_PER_RECORD``), or when its outputs have
+waited ``checkpoint_ms`` (ten times the last write's time, if longer): under load
+that is every step, at low traffic a state of many open windows is not written
+again for each few records. In ``livelearn run``
 (loop.Loop) the samples go with their decoded values (Log.append), so the trainer
 in the same process need not parse them, where JSON gives them back unchanged
 (``_as_written``).
@@ -124,9 +126,12 @@ class JoinRunner:
         self.inputs = [tp for tp in log.topic_partitions(pipeline.inputs)
                        if tp[1] % count == index]
         self.joiner = make_joiner(pipeline, self.inputs, data_dir)
+        whose = f"the joiner's checkpoint in group '{self.group}'"
+        # ConfigError if made with another join, before a running joiner is fenced off
+        self.joiner.check(log.committed(self.group).state, whose)
         checkpoint = log.claim(self.group)  # fences off an earlier joiner of the group
         if checkpoint.state is not None:
-            self.joiner.restore(checkpoint.state)
+            self.joiner.restore(checkpoint.state, whose)
         self.offsets = {tp: checkpoint.offsets.get(tp, 0) for tp in self.inputs}
         self._out: list[Output] = []
         # what was read and made since the last write: records, outputs encoded by
