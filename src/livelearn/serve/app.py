@@ -46,8 +46,8 @@ from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters
 from livelearn.serve.holder import ModelHolder
 from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
-from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Table
-from livelearn.tables.offline import load_table, read_rows
+from livelearn.serve.tables import ServedTables
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
 from livelearn.tables.store import Store, open_store
 
 logger = logging.getLogger("livelearn.serve")
@@ -88,22 +88,26 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     share a Redis store read the same rows and counters), each row valid from its
     ``as_of`` (the store keeps a key's newest ``max_versions``), and /predict reads
     each row and count as of the request's time, as the joiner and ingested
-    impressions do. A request body larger than
+    impressions do. A store that loses the tables (a Redis restarted without
+    persistence, or flushed) gets them back from ``data_dir``, and its counters
+    from the log, at the first request that misses a row (serve.tables); while
+    Redis is unreachable /predict answers 503. A request body larger than
     ``max_body_bytes`` gets 413.
     """
     if pipeline.users is None or pipeline.items is None:
         raise ConfigError(f"pipeline '{pipeline.name}': nothing to serve: its label is in "
                           f"the events, it has no users and items tables")
-    users_table, items_table = pipeline.users, pipeline.items
     store = store or open_store("memory://")
-    for table in (users_table, items_table):
-        _put_table(store, table, data_dir)
     served = ServedCounters(pipeline.counters, store)
-    if served.counters:
-        started = time.perf_counter()
-        counted = served.add_logged(log, pipeline.schemas)
-        logger.info("counted %d logged events in the store's counters in %.1f s", counted,
-                    time.perf_counter() - started)
+
+    def count_logged() -> None:
+        if served.counters:
+            started = time.perf_counter()
+            counted = served.add_logged(log, pipeline.schemas)
+            logger.info("counted %d logged events in the store's counters in %.1f s", counted,
+                        time.perf_counter() - started)
+
+    tables = ServedTables(store, pipeline.users, pipeline.items, data_dir, recount=count_logged)
     holder = ModelHolder(registry, poll_s)
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
     counts: Counter[str] = Counter()
@@ -133,14 +137,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, "predict")
         holder.observe(ts)
         version, model = holder.current()
-        user = store.get_rows(users_table.name, [req.user_id], ts).get(req.user_id, {})
-        items = store.get_rows(items_table.name, req.items, ts)
-        for item in req.items:
-            if item not in items:
-                raise BadInput(f"field 'items': item {item!r} is not in table "
-                               f"'{items_table.name}'")
-        rows = served.features(features, req.user_id, user, req.items,
-                               [items[item] for item in req.items], ts)
+        user, items = tables.rows(req.user_id, req.items, ts)
+        rows = served.features(features, req.user_id, user, req.items, items, ts)
         scores = _scores(model, rows, pipeline.name, req)
         out, records = [], []
         for item, row, score in zip(req.items, rows, scores, strict=True):
@@ -213,19 +211,6 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return "\n".join(lines) + "\n"
 
     return app
-
-
-def _put_table(store: Store, table: Table, data_dir: str | Path) -> None:
-    """``table``'s rows into ``store``, each valid from its ``as_of`` (the store keeps
-    its newest versions of a key), or from time 0 in a table without one."""
-    if table.as_of is None:
-        store.put_rows(table.name, load_table(table, data_dir), ts_ms=0)
-        return
-    versions: dict[int, dict[str, dict[str, Any]]] = {}
-    for row in read_rows(table, data_dir):
-        versions.setdefault(row[table.as_of], {})[str(row[table.key])] = row
-    for ts in sorted(versions):
-        store.put_rows(table.name, versions[ts], ts_ms=ts)
 
 
 def _scores(model: Any, rows: list[Features], pipeline: str, req: PredictRequest

@@ -1,0 +1,115 @@
+"""The users and items tables a server reads from the online store, put back if it loses them.
+
+At start a server reads each table's file, runs ``recount`` (the server
+counts its log's events into the store's counters), puts the rows into the
+Store, users first, every row valid from its ``as_of`` (from 0 in a table
+without one; the store keeps a key's newest ``max_versions``), and then
+writes each table's marker: the row ``{"rows": N}`` under the table's name in
+the store table ``LOADED``. A Redis restarted without persistence, or
+flushed, loses the rows, the counters and the markers together.
+
+A request reads its candidates' rows as of its time (ms). Where one is
+missing, and only then, the server reads the markers: the tables whose
+marker is gone are loaded again the same way, from the same files, by one
+thread at a time (the others wait, then find the markers back), with a
+WARNING, and the candidates' rows are read again. Then the user's row. Since
+the counters are recounted before any row is put, and the users table before
+the items table, a request that finds every candidate's row finds its counts
+and the whole users table too: a user in no table is a cold start, served an
+empty row. A request whose rows are all there, or whose user is new, costs
+what it did; an item in no table costs one more read of the markers and of
+the rows before its 422.
+
+A key's versions are written newest first and the markers last, so a reader
+in any server, while a table is put back, sees the version it would have
+seen before the loss or none (and then waits for the table). Where loading
+fails (a file is gone, Redis is down again) the request gets 503
+(Unavailable) and the next one that misses tries again. A store that drops
+some keys and keeps others (Redis evicting under a ``maxmemory-policy`` other
+than ``noeviction``) is not noticed: rows would be missing, their marker
+still there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from livelearn.errors import BadInput, LivelearnError, Unavailable
+from livelearn.spec import Table
+from livelearn.tables.offline import read_rows
+from livelearn.tables.store import Row, Store
+
+logger = logging.getLogger("livelearn.serve")
+
+#: The store table of the load markers: key = a table's name, row = {"rows": N}.
+LOADED = "livelearn:loaded"
+
+
+class ServedTables:
+    """Reads the users and items rows of requests from ``store``; loads the tables
+    from ``data_dir`` at creation and again whenever the store has lost them."""
+
+    def __init__(self, store: Store, users: Table, items: Table, data_dir: str | Path,
+                 recount: Callable[[], object] = lambda: None):
+        self.store, self.users, self.items = store, users, items
+        self.data_dir, self.recount = data_dir, recount
+        self._tables = (users, items)  # in the order they load: users first (see rows)
+        self._lock = threading.Lock()
+        self._load(self._tables)
+
+    def rows(self, user: str, items: Sequence[str], ts: int) -> tuple[Row, list[Row]]:
+        """The user's row (empty if it is in no table) and each item's, as of ``ts`` (ms);
+        BadInput (422) naming the first item that is in no table."""
+        item_rows = self.store.get_rows(self.items.name, items, ts)
+        if len(item_rows) < len(set(items)):
+            self._put_back_lost()
+            item_rows = self.store.get_rows(self.items.name, items, ts)
+            for item in items:
+                if item not in item_rows:
+                    raise BadInput(f"field 'items': item {item!r} is not in table "
+                                   f"'{self.items.name}'")
+        user_row = self.store.get_rows(self.users.name, [user], ts).get(user, {})
+        return user_row, [item_rows[item] for item in items]
+
+    def _put_back_lost(self) -> None:
+        """Load again the tables whose marker the store lost, one thread at a time."""
+        if not self._lost():
+            return
+        with self._lock:
+            lost = self._lost()
+            if not lost:  # another thread put them back while this one waited
+                return
+            names = ", ".join(f"'{t.name}'" for t in lost)
+            started = time.perf_counter()
+            try:
+                self._load(lost)
+            except LivelearnError as e:
+                raise Unavailable(f"the online store lost table(s) {names} and loading them "
+                                  f"again failed: {e}") from e
+            logger.warning("the online store lost table(s) %s (a Redis restarted without "
+                           "persistence, or flushed?): loaded them again from %s in %.1f s",
+                           names, self.data_dir, time.perf_counter() - started)
+
+    def _lost(self) -> list[Table]:
+        """The tables whose marker is not in the store."""
+        marked = self.store.get_rows(LOADED, [t.name for t in self._tables])
+        return [t for t in self._tables if t.name not in marked]
+
+    def _load(self, tables: Sequence[Table]) -> None:
+        """Read the files (errors before anything is written), ``recount``, put each table's
+        rows (users first, a key's newest version first), then the markers."""
+        read = [(table, read_rows(table, self.data_dir)) for table in tables]
+        self.recount()
+        for table, rows in read:
+            versions: dict[int, dict[str, Row]] = {}
+            for row in rows:
+                ts = 0 if table.as_of is None else row[table.as_of]
+                versions.setdefault(ts, {})[str(row[table.key])] = row
+            for ts in sorted(versions, reverse=True):
+                self.store.put_rows(table.name, versions[ts], ts_ms=ts)
+        self.store.put_rows(LOADED, {table.name: {"rows": len(rows)} for table, rows in read},
+                            ts_ms=0)
