@@ -13,7 +13,8 @@ batched:
   those rows one by one, since a matrix product's rounding depends on its shape).
 
 Their state is a pickle of the adapter, so ``save_learner`` writes one and
-``load_learner`` reads it back only with ``trusted=True`` (unpickling runs code).
+``load_learner`` reads it back only with ``trusted=True`` (unpickling runs code);
+the Registry passes it for the versions its own trainer wrote.
 """
 
 from __future__ import annotations
