@@ -146,3 +146,17 @@ def test_a_pipeline_with_an_adapter_trains_serves_and_resumes(tmp_path: Path) ->
     assert resumed.version is not None and resumed.version.id == 1
     assert isinstance(resumed.model, RiverLearner)
     log.close()
+
+
+def test_an_adapters_bits_and_rate_are_checked() -> None:
+    from river import linear_model
+    from sklearn.linear_model import SGDClassifier
+
+    from livelearn.models.adapters import RiverLearner, SklearnLearner, TorchLearner, dnn
+
+    with pytest.raises(ConfigError, match=r"RiverLearner: bits must be an integer in \[1, 32\]"):
+        RiverLearner(linear_model.LogisticRegression(), bits=40)
+    with pytest.raises(ConfigError, match=r"SklearnLearner: bits must be an integer in "):
+        SklearnLearner(SGDClassifier(), bits=0)
+    with pytest.raises(ConfigError, match="TorchLearner: lr must be a finite number > 0"):
+        TorchLearner(dnn(bits=4, dim=2, hidden=()), bits=4, lr=-0.1)

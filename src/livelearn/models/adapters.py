@@ -28,7 +28,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, OnePass, as_labels, register
+from livelearn.models.base import Learner, OnePass, as_labels, check_params, register
 
 
 class _Pickled(OnePass):
@@ -87,6 +87,7 @@ class RiverLearner(_Pickled):
                               f"got {type(estimator).__name__}")
         self.estimator: Any = estimator
         self.bits = bits
+        check_params(self)
         self.classifier = isinstance(estimator, base.Classifier)
 
     @property
@@ -185,6 +186,7 @@ class SklearnLearner(_MiniBatch):
         if not hasattr(estimator, "partial_fit"):
             raise ConfigError(f"SklearnLearner: {type(estimator).__name__} has no partial_fit")
         self.estimator, self.bits, self.batch_size = estimator, bits, batch_size
+        check_params(self)
         self.classifier = bool(is_classifier(estimator))
         self._fitted = False
         self._setup()
@@ -255,6 +257,7 @@ class TorchLearner(_MiniBatch):
                               f"got {optimizer!r}")
         self.module, self.bits, self._task, self.lr = module, bits, task, lr
         self.batch_size, self.optimizer, self.seed = batch_size, optimizer, seed
+        check_params(self, positive=("lr",))
         torch.manual_seed(seed)
         self._optimizer = optimizers[optimizer](module.parameters(), lr=lr)
         self._initial = copy.deepcopy(module.state_dict())

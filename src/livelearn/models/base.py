@@ -148,6 +148,40 @@ def _unpickle(path: str | Path, name: str, data: np.ndarray, trusted: bool) -> L
     return learner
 
 
+#: The most hash bits a learner takes: CRC-32 hashes (features.hashing) fill no more buckets.
+MAX_BITS = 32
+
+
+def check_params(learner: Learner, at_least: dict[str, int] | None = None,
+                 positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """ConfigError naming the learner and the first hyperparameter out of range: ``bits``
+    an integer in [1, MAX_BITS], each of ``at_least`` an integer >= its bound, each of
+    ``positive`` a finite number > 0 and of ``non_negative`` one >= 0 (a bool is neither)."""
+    owner = type(learner).__name__
+    for name, low in {"bits": 1, **(at_least or {})}.items():
+        value = getattr(learner, name)
+        high = MAX_BITS if name == "bits" else None
+        if type(value) is not int or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ConfigError(f"{owner}: {name} must be an integer {bound}, got "
+                              f"{_shown(value, int)}")
+    for names, strict in ((positive, True), (non_negative, False)):
+        for name in names:
+            value = getattr(learner, name)
+            if type(value) not in (int, float) or not math.isfinite(value) \
+                    or value < 0 or (strict and value == 0):
+                raise ConfigError(f"{owner}: {name} must be a finite number "
+                                  f"{'>' if strict else '>='} 0, got {_shown(value, float)}")
+
+
+def _shown(value: Any, kind: type) -> str:
+    """A hyperparameter's value, and its type where that is what is wrong: a saved model's
+    params are JSON, which holds Python's numbers and not numpy's."""
+    if type(value) in (int, float, bool, str):
+        return repr(value)
+    return f"{value!r} (a {type(value).__name__}; expected a Python {kind.__name__})"
+
+
 def as_labels(batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
     """The labels as contiguous float64, one per row (zeros when ``y`` is None)."""
     if y is None:
