@@ -27,7 +27,13 @@ from livelearn.features.batch import SparseBatch
 
 
 class Learner(ABC):
-    """An online model over SparseBatch rows. Classifiers score with P(label = 1)."""
+    """An online model over SparseBatch rows. Classifiers score with P(label = 1).
+
+    A learner of your own subclasses this, sets ``name`` and ``bits`` (its rows are
+    hashed into 2**bits buckets), and is decorated with ``@register``, so that the
+    Registry can load the versions saved of it (the module defining it must be
+    imported wherever they are loaded: a pipeline's file is).
+    """
 
     #: The name a saved file records, to find the class again on load.
     name: ClassVar[str]
@@ -35,6 +41,8 @@ class Learner(ABC):
     task: ClassVar[str] = "binary"
     #: True for adapters whose state is a pickle: loading one runs code (see load_learner).
     pickled: ClassVar[bool] = False
+    #: Rows are hashed into 2**bits buckets for it (features.hashing).
+    bits: int
 
     @abstractmethod
     def predict(self, batch: SparseBatch) -> np.ndarray:
@@ -97,9 +105,18 @@ LEARNERS: dict[str, type[Learner]] = {}
 
 
 def register(cls: type[Learner]) -> type[Learner]:
-    """Class decorator: make a learner loadable by its ``name``."""
+    """Class decorator: make a learner loadable by its ``name``; ConfigError if another
+    class has that name (a module run again may register its class again)."""
+    taken = LEARNERS.get(cls.name)
+    if taken is not None and _path(taken) != _path(cls):
+        raise ConfigError(f"learner name {cls.name!r} is taken by {_path(taken)}: give "
+                          f"{cls.__qualname__} a name of its own")
     LEARNERS[cls.name] = cls
     return cls
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def save_learner(learner: Learner, path: str | Path) -> None:

@@ -238,7 +238,7 @@ class Trainer:
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
-        bits = self.model.bits  # type: ignore[attr-defined]
+        bits = self.model.bits
         try:
             batch = hash_rows([s["features"] for s in samples], bits)
         except (TypeError, ValueError):  # a feature's value is null or not a scalar
