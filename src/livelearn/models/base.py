@@ -199,6 +199,20 @@ def _shown(value: Any, kind: type) -> str:
     return f"{value!r} (a {type(value).__name__}; expected a Python {kind.__name__})"
 
 
+def score_problem(learner: Learner, scores: np.ndarray) -> tuple[int, str] | None:
+    """The first of ``scores`` that ``learner`` must not give, and what is wrong with it:
+    not a finite number, or outside [0, 1] for a binary learner; None if all are fine."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    bad = ~finite | ((scores < 0) | (scores > 1) if learner.task == "binary" else False)
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    why = ("not a finite number" if not finite[i] else
+           "outside [0, 1], where a binary learner's P(label = 1) lies")
+    return i, f"the score {float(scores[i])!r}: {why}"
+
+
 def as_labels(batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
     """The labels as contiguous float64, one per row (zeros when ``y`` is None)."""
     if y is None:

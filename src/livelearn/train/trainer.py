@@ -9,6 +9,10 @@ The trainer's checkpoint is the newest version it published: the model, the
 input offsets it had reached and its counters, all in that version's metadata.
 A restarted trainer resumes from there and learns the rest again, in order, so
 it ends in the same state as a run never interrupted.
+
+A score the learner must not give (not finite: its weights diverged; outside
+[0, 1] for a binary learner) stops the trainer with a PipelineError naming the
+learner and the sample, before what it learned since its last version is published.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from livelearn.errors import Corrupt
+from livelearn.errors import Corrupt, PipelineError
 from livelearn.events import Reason, dead_letter, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
-from livelearn.models.base import Learner
+from livelearn.models.base import Learner, score_problem
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
@@ -305,6 +309,9 @@ class Trainer:
         if len(batch) == 0:
             return np.empty(0)
         scores = self.model.predict_then_learn(batch, labels)
+        problem = score_problem(self.model, scores)
+        if problem is not None:
+            self._stop(samples[problem[0]]["id"], problem[1])
         self.metric.update(scores, labels)
         self.window.update(scores, labels)
         last = -(self._recent.maxlen or 0)  # only the last ones stay in the deque
@@ -317,6 +324,16 @@ class Trainer:
         self.samples += len(batch)
         self._since_publish += len(batch)
         return scores
+
+    def _stop(self, sample: str, problem: str) -> None:
+        """PipelineError for a score the learner must not give: what it learned since the
+        last version is not published (a restart resumes from that version)."""
+        hint = (" (its weights diverged: lower its learning rate, or scale large numeric "
+                "features, e.g. with log1p)" if "finite" in problem else "")
+        last = "" if self.version is None else f" since v{self.version.id}"
+        raise PipelineError(f"pipeline '{self.pipeline.name}': the learner "
+                            f"{_described(self.model)} gave sample {sample!r} {problem}{hint}; "
+                            f"nothing learned{last} is published")
 
     def _publish(self, ts: int | None) -> Version:
         """Publish the current model as a candidate, with its metrics and lineage."""
