@@ -416,3 +416,25 @@ def test_a_classifiers_score_outside_0_1_stops_the_trainer(tmp_path: Path,
             "gave sample 'r0' the score 7.0: outside [0, 1], where a binary learner's "
             "P(label = 1) lies")):
         trainer.step(final=True)
+
+
+def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
+                                                            log: SQLiteLog) -> None:
+    """Before: FTRL learned labels 2 and -1 as they came (log loss of a 'probability' 2),
+    silently; a regressor learns them."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0] * 6, [2.0, -1.0, 1.0, 0.0, 0.5, True])
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    while trainer.step(final=True):
+        pass
+    assert (trainer.samples, trainer.malformed) == (4, 2)
+    letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert [d["detail"] for d in letters] == [
+        f"sample cannot be learned: labels['clicked'] is {label}; the binary learner FTRL "
+        f"learns labels in [0, 1] (0 or 1, false or true, or a probability)"
+        for label in ("2.0", "-1.0")]
+    regressor = Trainer(log, Registry(tmp_path / "other"), replace(
+        SMALL, learner=lambda: LinearRegression(bits=10)))
+    while regressor.step(final=True):
+        pass
+    assert (regressor.samples, regressor.malformed) == (6, 0)

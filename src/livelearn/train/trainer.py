@@ -55,8 +55,10 @@ def _dedup_horizon(pipeline: Pipeline) -> int:
 _BAD = (-(2**63), "")
 
 
-def _sample_key(target: str) -> Callable[[Record], tuple[tuple[int, str], Any]]:
-    """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not."""
+def _sample_key(target: str, binary: str | None = None
+                ) -> Callable[[Record], tuple[tuple[int, str], Any]]:
+    """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not.
+    ``binary`` names a binary learner: a label outside [0, 1] is one it cannot learn."""
     def key(record: Record) -> tuple[tuple[int, str], Any]:
         try:
             sample = record.decoded
@@ -66,7 +68,11 @@ def _sample_key(target: str) -> Callable[[Record], tuple[tuple[int, str], Any]]:
             label = sample["labels"][target]
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
                     and isinstance(sample["ts"], int) and isinstance(label, int | float)):
-                return (end, sid), sample
+                if binary is None or 0 <= label <= 1:
+                    return (end, sid), sample
+                return _BAD, (f"sample cannot be learned: labels['{target}'] is {show(label)}; "
+                              f"the binary learner {binary} learns labels in [0, 1] (0 or 1, "
+                              f"false or true, or a probability)")
             problem = _wrong_field(sample, target)
         except (orjson.JSONDecodeError, TypeError, KeyError) as e:
             problem = f"{type(e).__name__}: {e}"
@@ -183,8 +189,10 @@ class Trainer:
         a joiner's restart wrote again, is skipped.
         """
         if self.reader is None:
+            binary = type(self.model).__name__ if self.model.task == "binary" else None
             self.reader = MergedReader(self.log, self.inputs,
-                                       _sample_key(self.pipeline.target), self.offsets,
+                                       _sample_key(self.pipeline.target, binary),
+                                       self.offsets,
                                        self.idle_after_s)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
