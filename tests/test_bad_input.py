@@ -104,6 +104,8 @@ PREDICT_CASES = [
      JSON, 422, ["'ts'", "in the future"]),
     ("ts beyond 64 bits", b'{"user_id": "u0", "items": ["p0"], "ts": 1%s}' % (b"0" * 30),
      JSON, 422, ["'ts'", "in the future"]),
+    ("a misspelled field", b'{"user_id": "u0", "items": ["p0"], "timestamp": %d}' % NOW, JSON,
+     422, ["field 'timestamp'", "not permitted", f"got {NOW}"]),
     ("huge payload", b'{"user_id": "u0", "items": ["' + b"x" * (2 * LIMIT) + b'"]}', JSON,
      413, ["too large", f"limit is {LIMIT} bytes"]),
 ]

@@ -36,7 +36,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from livelearn.errors import BadInput, ConfigError, LivelearnError, PipelineError, guarded
 from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event, partition_key
@@ -55,6 +55,9 @@ logger = logging.getLogger("livelearn.serve")
 
 
 class PredictRequest(BaseModel):
+    # a field it does not know is refused: a misspelled "ts" would score as of now
+    model_config = ConfigDict(extra="forbid")
+
     user_id: str = Field(min_length=1, max_length=256)
     items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         min_length=1, max_length=1000, description="candidate item ids, scored in this order")
