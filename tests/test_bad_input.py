@@ -244,3 +244,18 @@ def test_the_readme_states_the_servers_limits() -> None:
                    f"characters", f"`user_id` (1 to {user['maxLength']} characters)",
                    "at most a day ahead", "no other field"):
         assert stated in readme, stated
+
+
+def test_a_compressed_body_gets_415_naming_the_encoding(server: ServerThread) -> None:
+    """Before: a gzipped body got 400 'not UTF-8', and one sent uncompressed under
+    Content-Encoding: gzip was taken as it came."""
+    import gzip
+
+    body = b'{"user_id": "u0", "items": ["p0"]}'
+    for content in (gzip.compress(body), body):
+        response = httpx.post(server.url + "/predict", content=content, timeout=30, headers={
+            "content-type": JSON, "content-encoding": "gzip"})
+        assert (response.status_code, response.json()) == (415, {
+            "detail": "header 'Content-Encoding': 'gzip' is not supported; send the body "
+                      "uncompressed"})
+    _still_serves(server)
