@@ -107,3 +107,56 @@ def test_torch_dnn(tmp_path: Path) -> None:
                                        task="regression", batch_size=16), tmp_path)
     with pytest.raises(ConfigError, match="optimizer"):
         TorchLearner(dnn(bits=10), bits=10, optimizer="lbfgs")
+
+
+def test_a_pipeline_with_an_adapter_trains_serves_and_resumes(tmp_path: Path) -> None:
+    """The Registry loads the adapter files its own trainer wrote: the gate judges them,
+    a server on 127.0.0.1 scores with them, and a restarted trainer resumes from them."""
+    import dataclasses
+
+    import httpx
+    from river import linear_model
+
+    from conftest import ServerThread
+    from livelearn.demo import _write_tables
+    from livelearn.deploy.gate import Gate
+    from livelearn.log.sqlite import SQLiteLog
+    from livelearn.models.adapters import RiverLearner
+    from livelearn.registry import Registry
+    from livelearn.serve.app import create_app
+    from livelearn.sim.pipeline import PIPELINE
+    from livelearn.sim.world import NewsFeed
+    from livelearn.train.trainer import Trainer
+
+    pipeline = dataclasses.replace(PIPELINE, learner=lambda: RiverLearner(
+        linear_model.LogisticRegression(), bits=10))
+    world = NewsFeed(seed=3, impressions=50, candidates=5, days=0.5, users=20, new_users=2)
+    _write_tables(world, tmp_path / "tables")
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, pipeline)
+    assert [d.approved for d in Gate.of(log, registry, pipeline).step()] == [True]
+    with ServerThread(create_app(pipeline, log, registry, tmp_path / "tables")) as server:
+        reply = httpx.post(f"{server.url}/predict", json={"user_id": "u0", "items": ["p0"]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["predictions"][0]["score"] == 0.5
+    resumed = Trainer(log, registry, pipeline)
+    assert resumed.version is not None and resumed.version.id == 1
+    assert isinstance(resumed.model, RiverLearner)
+    log.close()
+
+
+def test_an_adapters_bits_and_rate_are_checked() -> None:
+    from river import linear_model
+    from sklearn.linear_model import SGDClassifier
+
+    from livelearn.models.adapters import RiverLearner, SklearnLearner, TorchLearner, dnn
+
+    with pytest.raises(ConfigError, match=r"RiverLearner: bits must be an integer in \[1, 32\]"):
+        RiverLearner(linear_model.LogisticRegression(), bits=40)
+    with pytest.raises(ConfigError, match=r"SklearnLearner: bits must be an integer in "):
+        SklearnLearner(SGDClassifier(), bits=0)
+    with pytest.raises(ConfigError, match="TorchLearner: lr must be a finite number > 0"):
+        TorchLearner(dnn(bits=4, dim=2, hidden=()), bits=4, lr=-0.1)

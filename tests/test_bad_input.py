@@ -104,6 +104,8 @@ PREDICT_CASES = [
      JSON, 422, ["'ts'", "in the future"]),
     ("ts beyond 64 bits", b'{"user_id": "u0", "items": ["p0"], "ts": 1%s}' % (b"0" * 30),
      JSON, 422, ["'ts'", "in the future"]),
+    ("a misspelled field", b'{"user_id": "u0", "items": ["p0"], "timestamp": %d}' % NOW, JSON,
+     422, ["field 'timestamp'", "not permitted", f"got {NOW}"]),
     ("huge payload", b'{"user_id": "u0", "items": ["' + b"x" * (2 * LIMIT) + b'"]}', JSON,
      413, ["too large", f"limit is {LIMIT} bytes"]),
 ]
@@ -224,3 +226,36 @@ def test_metrics_count_rejected_feedback(server: ServerThread) -> None:
     metrics = httpx.get(server.url + "/metrics").text
     assert "livelearn_feedback_events_total 1\n" in metrics
     assert "livelearn_feedback_rejected_total 2\n" in metrics
+
+
+def test_the_readme_states_the_servers_limits() -> None:
+    """The limits a client meets, as the code has them, where users look for them."""
+    from livelearn.events import MAX_FUTURE_MS
+    from livelearn.serve.app import PredictRequest
+    from livelearn.serve.limits import MAX_BODY_BYTES, MAX_DEPTH
+
+    assert MAX_FUTURE_MS == 86_400_000  # "a day ahead"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    items = PredictRequest.model_json_schema()["properties"]["items"]
+    user = PredictRequest.model_json_schema()["properties"]["user_id"]
+    for stated in (f"at most {MAX_BODY_BYTES / 2**20:g} MiB ({MAX_BODY_BYTES:,} bytes",
+                   f"nested at most {MAX_DEPTH} deep",
+                   f"1 to {items['maxItems']:,} ids of 1 to {items['items']['maxLength']} "
+                   f"characters", f"`user_id` (1 to {user['maxLength']} characters)",
+                   "at most a day ahead", "no other field"):
+        assert stated in readme, stated
+
+
+def test_a_compressed_body_gets_415_naming_the_encoding(server: ServerThread) -> None:
+    """Before: a gzipped body got 400 'not UTF-8', and one sent uncompressed under
+    Content-Encoding: gzip was taken as it came."""
+    import gzip
+
+    body = b'{"user_id": "u0", "items": ["p0"]}'
+    for content in (gzip.compress(body), body):
+        response = httpx.post(server.url + "/predict", content=content, timeout=30, headers={
+            "content-type": JSON, "content-encoding": "gzip"})
+        assert (response.status_code, response.json()) == (415, {
+            "detail": "header 'Content-Encoding': 'gzip' is not supported; send the body "
+                      "uncompressed"})
+    _still_serves(server)

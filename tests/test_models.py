@@ -287,3 +287,44 @@ def test_loading_garbage_says_so(tmp_path: Path) -> None:
     path.write_bytes(b"not a model")
     with pytest.raises(BadInput, match="not a livelearn model"):
         load_learner(path)
+
+
+BAD_HYPERPARAMETERS: list[tuple[Callable[[], Learner], str]] = [
+    (lambda: FTRL(alpha=-0.1), "FTRL: alpha must be a finite number > 0, got -0.1"),
+    (lambda: FTRL(alpha=0.0), "FTRL: alpha must be a finite number > 0, got 0.0"),
+    (lambda: FTRL(alpha=math.nan), "FTRL: alpha must be a finite number > 0, got nan"),
+    (lambda: FTRL(l1=-1.0), "FTRL: l1 must be a finite number >= 0, got -1.0"),
+    (lambda: FTRL(beta=math.inf), "FTRL: beta must be a finite number >= 0, got inf"),
+    (lambda: FTRL(bits=0), "FTRL: bits must be an integer in [1, 32], got 0"),
+    (lambda: FTRL(bits=-1), "FTRL: bits must be an integer in [1, 32], got -1"),
+    (lambda: FTRL(bits=64), "FTRL: bits must be an integer in [1, 32], got 64"),
+    (lambda: FTRL(bits=2.5), "FTRL: bits must be an integer in [1, 32], got 2.5"),  # type: ignore[arg-type]
+    (lambda: LogisticRegression(lr=-1.0), "LogisticRegression: lr must be a finite number > 0"),
+    (lambda: LinearRegression(lr=math.inf), "LinearRegression: lr must be a finite number > 0"),
+    (lambda: LinearRegression(l2="0.1"), "LinearRegression: l2 must be a finite number >= 0, "  # type: ignore[arg-type]
+                                         "got '0.1'"),
+    (lambda: FMClassifier(k=2.5), "FMClassifier: k must be an integer >= 1, got 2.5"),  # type: ignore[arg-type]
+    (lambda: FMClassifier(lr=-1.0), "FMClassifier: lr must be a finite number > 0"),
+    (lambda: FMRegressor(init_std=math.nan), "FMRegressor: init_std must be a finite number >= 0"),
+    (lambda: FMClassifier(seed=-1), "FMClassifier: seed must be an integer >= 0, got -1"),
+    (lambda: FFMClassifier(n_fields=-1), "FFMClassifier: n_fields must be an integer >= 1"),
+    (lambda: FFMRegressor(lr_w=math.nan), "FFMRegressor: lr_w must be a finite number > 0"),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), BAD_HYPERPARAMETERS,
+                         ids=[m for _, m in BAD_HYPERPARAMETERS])
+def test_a_hyperparameter_out_of_range_is_named(make: Callable[[], Learner],
+                                                message: str) -> None:
+    """A negative, zero or NaN rate learned backwards or gave NaN scores; a bits out of
+    range raised numpy's or Python's own error: each is a ConfigError naming it."""
+    with pytest.raises(ConfigError) as raised:
+        make()
+    assert str(raised.value).startswith(message)
+
+
+def test_a_numpy_number_as_a_hyperparameter_is_named() -> None:
+    """A saved model's params are JSON, which holds no numpy numbers: refused when built."""
+    with pytest.raises(ConfigError, match=r"FTRL: bits must be an integer in \[1, 32\], got "
+                                          r"np.int64\(18\) \(a int64; expected a Python int\)"):
+        FTRL(bits=np.int64(18))  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ users and items tables with ISO 8601 ``as_of`` cells are served, each row as of 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 from conftest import ServerThread
 from livelearn import spec
 from livelearn.deploy.gate import Gate
+from livelearn.features.batch import SparseBatch
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.models import register
 from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
@@ -139,3 +142,30 @@ def test_impressions_the_features_fail_on_are_dead_lettered(tmp_path: Path,
                                  "number, a string or a bool, got nan")
     assert "cannot be logged as JSON: Type is not JSON serializable: numpy.float64" in \
         dead[5]["detail"]
+
+
+@register
+class _Sure(FTRL):
+    """A classifier that says 7 for a probability."""
+
+    name = "test_serve_sure"
+
+    def predict(self, batch: SparseBatch) -> np.ndarray:
+        return np.full(len(batch), 7.0)
+
+
+def test_a_classifiers_score_outside_0_1_gets_a_500_naming_it(tmp_path: Path,
+                                                              log: SQLiteLog) -> None:
+    """Before: served as it came, a 'probability' of 7.0, with 200."""
+    _tables(tmp_path, log)
+    pipeline = dataclasses.replace(PIPELINE, learner=lambda: _Sure(bits=10))
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, pipeline)
+    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    with ServerThread(create_app(pipeline, log, registry, tmp_path)) as server:
+        reply = httpx.post(f"{server.url}/predict", json={"user_id": "u1", "items": ["i1"],
+                                                          "ts": T})
+    assert (reply.status_code, reply.json()) == (500, {"detail": (
+        "pipeline 'faulty', user 'u1', item 'i1': the model gave the score 7.0: outside "
+        "[0, 1], where a binary learner's P(label = 1) lies")})
+    assert log.read(PREDICTIONS, 0, 0, 10) == []

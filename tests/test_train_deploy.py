@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,10 +14,11 @@ import orjson
 import pytest
 
 from livelearn.deploy.gate import Gate
-from livelearn.errors import BadInput, Corrupt, NotFound
+from livelearn.errors import BadInput, Corrupt, NotFound, PipelineError
+from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
-from livelearn.models import FTRL, load_learner, save_learner
+from livelearn.models import FTRL, LinearRegression, load_learner, register, save_learner
 from livelearn.registry import Registry
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
@@ -367,3 +369,72 @@ def test_a_sample_far_behind_the_newest_is_taken_for_learned_and_said(
             pass
     assert (trainer.samples, trainer.duplicates, trainer.behind) == (3000, 1, 1)
     assert "1 sample(s) so far ('late-one', window end" in caplog.records[-1].getMessage()
+
+
+def _numbers(log: SQLiteLog, values: list[float], labels: list[float]) -> None:
+    """Samples whose one feature is the number ``age``."""
+    log.create_topic(SAMPLES)
+    log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+        "id": f"r{i}", "ts": T0 + i, "window_end": T0 + i + 600_000, "score": 0.5,
+        "features": {"age": value}, "labels": {"clicked": label}}))
+        for i, (value, label) in enumerate(zip(values, labels, strict=True))])
+
+
+def test_a_learner_whose_scores_diverge_stops_the_trainer_naming_it(tmp_path: Path,
+                                                                     log: SQLiteLog) -> None:
+    """Plain SGD on numbers of a million diverges to NaN. Before: 'metrics: scores and
+    labels must not contain nan', naming neither the learner nor the sample."""
+    _numbers(log, [1e6 * (i % 3) for i in range(50)], [float(i % 2) for i in range(50)])
+    registry = Registry(tmp_path / "reg")
+    pipeline = replace(SMALL, learner=lambda: LinearRegression(bits=10, optimizer="sgd"))
+    trainer = Trainer(log, registry, pipeline)
+    with pytest.raises(PipelineError, match=re.escape(
+            "pipeline 'news_feed': the learner LinearRegression(bits=10, optimizer='sgd', "
+            "lr=0.1, l2=0.0) gave sample 'r42' the score nan: not a finite number (its "
+            "weights diverged: lower its learning rate, or scale large numeric features, "
+            "e.g. with log1p); nothing learned since v1 is published")):
+        trainer.step(final=True)
+    assert [v.id for v in registry.versions()] == [1]
+
+
+@register
+class _Sure(FTRL):
+    """A classifier that says 7 for a probability."""
+
+    name = "test_sure"
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        return np.full(len(batch), 7.0)
+
+
+def test_a_classifiers_score_outside_0_1_stops_the_trainer(tmp_path: Path,
+                                                           log: SQLiteLog) -> None:
+    _numbers(log, [1.0] * 10, [1.0] * 10)
+    trainer = Trainer(log, Registry(tmp_path / "reg"), replace(SMALL, learner=lambda: _Sure(
+        bits=10)))
+    with pytest.raises(PipelineError, match=re.escape(
+            "gave sample 'r0' the score 7.0: outside [0, 1], where a binary learner's "
+            "P(label = 1) lies")):
+        trainer.step(final=True)
+
+
+def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
+                                                            log: SQLiteLog) -> None:
+    """Before: FTRL learned labels 2 and -1 as they came (log loss of a 'probability' 2),
+    silently; a regressor learns them."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0] * 6, [2.0, -1.0, 1.0, 0.0, 0.5, True])
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    while trainer.step(final=True):
+        pass
+    assert (trainer.samples, trainer.malformed) == (4, 2)
+    letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert [d["detail"] for d in letters] == [
+        f"sample cannot be learned: labels['clicked'] is {label}; the binary learner FTRL "
+        f"learns labels in [0, 1] (0 or 1, false or true, or a probability)"
+        for label in ("2.0", "-1.0")]
+    regressor = Trainer(log, Registry(tmp_path / "other"), replace(
+        SMALL, learner=lambda: LinearRegression(bits=10)))
+    while regressor.step(final=True):
+        pass
+    assert (regressor.samples, regressor.malformed) == (6, 0)

@@ -32,7 +32,7 @@ from pathlib import Path
 from livelearn.errors import ConfigError, LivelearnError
 from livelearn.events import Event, Schema, show
 from livelearn.features.hashing import Features
-from livelearn.models.base import Learner
+from livelearn.models.base import LEARNERS, Learner
 
 #: Topics every pipeline has besides its feedback streams.
 PREDICTIONS, SAMPLES, DEAD_LETTERS = "predictions", "samples", "dead_letters"
@@ -253,7 +253,31 @@ def new_learner(pipeline: Pipeline) -> Learner:
         raise ConfigError(f"{where}: learner() returned {got}; expected a Learner (an "
                           f"object with predict_then_learn, state and set_state: a subclass "
                           f"of livelearn.models.base.Learner, such as FTRL)")
+    _check_loadable(where, learner)
     return learner
+
+
+def _check_loadable(where: str, learner: Learner) -> None:
+    """ConfigError unless the roles can hash rows for ``learner`` (an integer ``bits``) and
+    load its saved versions back (its class registered under its name, or a pickle)."""
+    cls = type(learner)
+    bits = getattr(learner, "bits", None)
+    if type(bits) is not int:
+        raise ConfigError(f"{where}: learner() returned a {cls.__qualname__} without an "
+                          f"integer attribute 'bits' (got {show(bits)}): its rows are "
+                          f"hashed into 2**bits buckets")
+    name = getattr(cls, "name", None)
+    registered = LEARNERS.get(name) if isinstance(name, str) else None
+    if learner.pickled or registered is cls:
+        return
+    if registered is None:
+        raise ConfigError(f"{where}: learner() returned a {cls.__qualname__}, but no learner "
+                          f"class is registered as {name!r}: decorate {cls.__qualname__} with "
+                          f"@livelearn.models.register, so that its saved versions can be "
+                          f"loaded")
+    raise ConfigError(f"{where}: learner() returned a {cls.__qualname__}, but {name!r} is "
+                      f"registered as {registered.__qualname__}: give {cls.__qualname__} a "
+                      f"name of its own and decorate it with @livelearn.models.register")
 
 
 def load_pipeline(ref: str) -> Pipeline:

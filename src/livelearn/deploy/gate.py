@@ -98,7 +98,7 @@ class Gate:
         name = current.meta.get("metric", "auc")
         features, served, labels = zip(*samples, strict=True)
         model = self._load(previous.id)
-        rows = hash_rows(features, model.bits)  # type: ignore[attr-defined]
+        rows = hash_rows(features, model.bits)
         metric = auc if name == "auc" else mae
         ours = metric(np.array(served), np.array(labels))
         theirs = metric(model.predict(rows), np.array(labels))
@@ -159,7 +159,7 @@ class Gate:
         labels = np.array([float(s["labels"][self.target]) for s in samples])
         model = self._load(incumbent.id)
         theirs = model.predict(hash_rows([s["features"] for s in samples],
-                                         model.bits))  # type: ignore[attr-defined]
+                                         model.bits))
         metric = auc if name == "auc" else mae
         a, b = metric(np.array(ours), labels), metric(theirs, labels)
         if math.isnan(a) or math.isnan(b):

@@ -13,7 +13,8 @@ batched:
   those rows one by one, since a matrix product's rounding depends on its shape).
 
 Their state is a pickle of the adapter, so ``save_learner`` writes one and
-``load_learner`` reads it back only with ``trusted=True`` (unpickling runs code).
+``load_learner`` reads it back only with ``trusted=True`` (unpickling runs code);
+the Registry passes it for the versions its own trainer wrote.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, OnePass, as_labels, register
+from livelearn.models.base import Learner, OnePass, as_labels, check_params, register
 
 
 class _Pickled(OnePass):
@@ -86,6 +87,7 @@ class RiverLearner(_Pickled):
                               f"got {type(estimator).__name__}")
         self.estimator: Any = estimator
         self.bits = bits
+        check_params(self)
         self.classifier = isinstance(estimator, base.Classifier)
 
     @property
@@ -184,6 +186,7 @@ class SklearnLearner(_MiniBatch):
         if not hasattr(estimator, "partial_fit"):
             raise ConfigError(f"SklearnLearner: {type(estimator).__name__} has no partial_fit")
         self.estimator, self.bits, self.batch_size = estimator, bits, batch_size
+        check_params(self)
         self.classifier = bool(is_classifier(estimator))
         self._fitted = False
         self._setup()
@@ -254,6 +257,7 @@ class TorchLearner(_MiniBatch):
                               f"got {optimizer!r}")
         self.module, self.bits, self._task, self.lr = module, bits, task, lr
         self.batch_size, self.optimizer, self.seed = batch_size, optimizer, seed
+        check_params(self, positive=("lr",))
         torch.manual_seed(seed)
         self._optimizer = optimizers[optimizer](module.parameters(), lr=lr)
         self._initial = copy.deepcopy(module.state_dict())

@@ -27,7 +27,13 @@ from livelearn.features.batch import SparseBatch
 
 
 class Learner(ABC):
-    """An online model over SparseBatch rows. Classifiers score with P(label = 1)."""
+    """An online model over SparseBatch rows. Classifiers score with P(label = 1).
+
+    A learner of your own subclasses this, sets ``name`` and ``bits`` (its rows are
+    hashed into 2**bits buckets), and is decorated with ``@register``, so that the
+    Registry can load the versions saved of it (the module defining it must be
+    imported wherever they are loaded: a pipeline's file is).
+    """
 
     #: The name a saved file records, to find the class again on load.
     name: ClassVar[str]
@@ -35,6 +41,8 @@ class Learner(ABC):
     task: ClassVar[str] = "binary"
     #: True for adapters whose state is a pickle: loading one runs code (see load_learner).
     pickled: ClassVar[bool] = False
+    #: Rows are hashed into 2**bits buckets for it (features.hashing).
+    bits: int
 
     @abstractmethod
     def predict(self, batch: SparseBatch) -> np.ndarray:
@@ -97,9 +105,18 @@ LEARNERS: dict[str, type[Learner]] = {}
 
 
 def register(cls: type[Learner]) -> type[Learner]:
-    """Class decorator: make a learner loadable by its ``name``."""
+    """Class decorator: make a learner loadable by its ``name``; ConfigError if another
+    class has that name (a module run again may register its class again)."""
+    taken = LEARNERS.get(cls.name)
+    if taken is not None and _path(taken) != _path(cls):
+        raise ConfigError(f"learner name {cls.name!r} is taken by {_path(taken)}: give "
+                          f"{cls.__qualname__} a name of its own")
     LEARNERS[cls.name] = cls
     return cls
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def save_learner(learner: Learner, path: str | Path) -> None:
@@ -146,6 +163,54 @@ def _unpickle(path: str | Path, name: str, data: np.ndarray, trusted: bool) -> L
     if not isinstance(learner, Learner):
         raise BadInput(f"model file {path}: holds a {type(learner).__name__}, not a Learner")
     return learner
+
+
+#: The most hash bits a learner takes: CRC-32 hashes (features.hashing) fill no more buckets.
+MAX_BITS = 32
+
+
+def check_params(learner: Learner, at_least: dict[str, int] | None = None,
+                 positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """ConfigError naming the learner and the first hyperparameter out of range: ``bits``
+    an integer in [1, MAX_BITS], each of ``at_least`` an integer >= its bound, each of
+    ``positive`` a finite number > 0 and of ``non_negative`` one >= 0 (a bool is neither)."""
+    owner = type(learner).__name__
+    for name, low in {"bits": 1, **(at_least or {})}.items():
+        value = getattr(learner, name)
+        high = MAX_BITS if name == "bits" else None
+        if type(value) is not int or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ConfigError(f"{owner}: {name} must be an integer {bound}, got "
+                              f"{_shown(value, int)}")
+    for names, strict in ((positive, True), (non_negative, False)):
+        for name in names:
+            value = getattr(learner, name)
+            if type(value) not in (int, float) or not math.isfinite(value) \
+                    or value < 0 or (strict and value == 0):
+                raise ConfigError(f"{owner}: {name} must be a finite number "
+                                  f"{'>' if strict else '>='} 0, got {_shown(value, float)}")
+
+
+def _shown(value: Any, kind: type) -> str:
+    """A hyperparameter's value, and its type where that is what is wrong: a saved model's
+    params are JSON, which holds Python's numbers and not numpy's."""
+    if type(value) in (int, float, bool, str):
+        return repr(value)
+    return f"{value!r} (a {type(value).__name__}; expected a Python {kind.__name__})"
+
+
+def score_problem(learner: Learner, scores: np.ndarray) -> tuple[int, str] | None:
+    """The first of ``scores`` that ``learner`` must not give, and what is wrong with it:
+    not a finite number, or outside [0, 1] for a binary learner; None if all are fine."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    bad = ~finite | ((scores < 0) | (scores > 1) if learner.task == "binary" else False)
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    why = ("not a finite number" if not finite[i] else
+           "outside [0, 1], where a binary learner's P(label = 1) lies")
+    return i, f"the score {float(scores[i])!r}: {why}"
 
 
 def as_labels(batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:

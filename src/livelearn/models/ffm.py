@@ -34,7 +34,7 @@ import numpy as np
 
 from livelearn.errors import BadInput
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import as_labels, register
+from livelearn.models.base import as_labels, check_params, register
 from livelearn.models.fm import Factorization
 from livelearn.models.kernels import factor, first_label, link, max_width, step, touch, within
 
@@ -113,6 +113,7 @@ class _FFM(Factorization):
         self.l2, self.l2_v, self.init_std, self.seed = l2, l2_v, init_std, seed
         self.bias_pairs = bias_pairs
         self._fields = n_fields
+        check_params(self, at_least={"n_fields": 1})  # before _setup makes a table of them
         self._setup(bits, k, optimizer)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:

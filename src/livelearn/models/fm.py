@@ -37,7 +37,15 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import Learner, OnePass, as_labels, register, state_array, table
+from livelearn.models.base import (
+    Learner,
+    OnePass,
+    as_labels,
+    check_params,
+    register,
+    state_array,
+    table,
+)
 from livelearn.models.kernels import factor, first_label, link, max_width, step, touch, within
 from livelearn.models.linear import OPTIMIZERS
 
@@ -115,8 +123,8 @@ class Factorization(OnePass):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"{type(self).__name__}: optimizer must be one of {OPTIMIZERS}, "
                               f"got {optimizer!r}")
-        if k < 1:
-            raise ConfigError(f"{type(self).__name__}: k must be >= 1, got {k}")
+        check_params(self, at_least={"k": 1, "seed": 0}, positive=("lr", "lr_w"),
+                     non_negative=("l2", "l2_v", "init_std"))
         self._w = table((1 << bits, 2, 1, 1), populate=True)
         self._v = table((1 << bits, 2, self._fields, k), np.float32)
         self._touched = table((1 << bits,), np.uint8, populate=True)

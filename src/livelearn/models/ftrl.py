@@ -23,7 +23,14 @@ import numba
 import numpy as np
 
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_columns, table
+from livelearn.models.base import (
+    OnePass,
+    as_labels,
+    check_params,
+    register,
+    state_columns,
+    table,
+)
 from livelearn.models.kernels import max_width
 
 
@@ -75,6 +82,7 @@ class FTRL(OnePass):
     def __init__(self, bits: int = 20, alpha: float = 0.1, beta: float = 1.0,
                  l1: float = 0.0, l2: float = 1.0):
         self.bits, self.alpha, self.beta, self.l1, self.l2 = bits, alpha, beta, l1, l2
+        check_params(self, positive=("alpha",), non_negative=("beta", "l1", "l2"))
         self._zn = table((1 << bits, 2), populate=True)
 
     @property

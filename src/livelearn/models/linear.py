@@ -24,7 +24,14 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import OnePass, as_labels, register, state_columns, table
+from livelearn.models.base import (
+    OnePass,
+    as_labels,
+    check_params,
+    register,
+    state_columns,
+    table,
+)
 
 OPTIMIZERS = ("sgd", "adagrad")
 
@@ -63,6 +70,7 @@ class _Linear(OnePass):
             raise ConfigError(f"{type(self).__name__}: optimizer must be one of {OPTIMIZERS}, "
                               f"got {optimizer!r}")
         self.bits, self.optimizer, self.lr, self.l2 = bits, optimizer, lr, l2
+        check_params(self, positive=("lr",), non_negative=("l2",))
         self._wg = table((1 << bits, 2), populate=True)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:

@@ -16,8 +16,9 @@ refused before parsing (see ``limits``); a field of the wrong type or missing
 gets 422. When the pipeline's features function raises, or returns a value
 that is not a number, a string or a bool (a NaN, a list, None), /predict
 answers 500 with a ``detail`` that names the user, item and feature (or the
-exception): nothing is logged for that request, and the server keeps serving
-whatever comes.
+exception), and so it does when the model gives a score that is not finite, or
+outside [0, 1] for a binary learner: nothing is logged for that request, and
+the server keeps serving whatever comes.
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from livelearn.errors import BadInput, ConfigError, LivelearnError, PipelineError, guarded
 from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event, partition_key
 from livelearn.features.hashing import Features, hash_rows, unusable
 from livelearn.log.base import Log
+from livelearn.models.base import score_problem
 from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters
 from livelearn.serve.holder import ModelHolder
@@ -54,6 +55,9 @@ logger = logging.getLogger("livelearn.serve")
 
 
 class PredictRequest(BaseModel):
+    # a field it does not know is refused: a misspelled "ts" would score as of now
+    model_config = ConfigDict(extra="forbid")
+
     user_id: str = Field(min_length=1, max_length=256)
     items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         min_length=1, max_length=1000, description="candidate item ids, scored in this order")
@@ -216,18 +220,20 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 def _scores(model: Any, rows: list[Features], pipeline: str, req: PredictRequest
             ) -> list[float]:
     """The model's score of each candidate; PipelineError (500) naming the candidate and
-    the feature where a row cannot be hashed or gives a score that is not finite."""
+    the feature where a row cannot be hashed or gets a score the model must not give (not
+    finite, or outside [0, 1] for a binary learner)."""
     try:
         scores = model.predict(hash_rows(rows, model.bits))
     except Exception as e:  # a feature of a type hashing cannot read, most likely
         raise PipelineError(_unusable(rows, pipeline, req) or (
             f"pipeline '{pipeline}', user {req.user_id!r}: the model cannot score the "
             f"features: {type(e).__name__}: {e}")) from e
-    if not np.isfinite(scores).all():
-        item = req.items[int(np.flatnonzero(~np.isfinite(scores))[0])]
+    problem = score_problem(model, scores)
+    if problem is not None:
+        item = req.items[problem[0]]
         raise PipelineError(_unusable(rows, pipeline, req) or (
-            f"pipeline '{pipeline}', user {req.user_id!r}, item {item!r}: the model gave a "
-            f"score that is not finite"))
+            f"pipeline '{pipeline}', user {req.user_id!r}, item {item!r}: the model gave "
+            f"{problem[1]}"))
     return list(scores.tolist())
 
 

@@ -4,7 +4,8 @@
 
 - larger than ``max_bytes``: 413, from Content-Length before any byte is read,
   or as soon as the bytes read pass the limit;
-- a media type other than JSON (``application/json`` or ``*/*+json``): 415;
+- a media type other than JSON (``application/json`` or ``*/*+json``), or a
+  Content-Encoding (the body compressed): 415;
 - bytes that are not UTF-8, or not strict JSON (RFC 8259: no NaN or Infinity,
   no number beyond a double, no lone surrogate), or nested more than
   ``MAX_DEPTH`` deep: 400.
@@ -56,6 +57,10 @@ class BodyLimits:
             return
         headers = Headers(scope=scope)
         try:
+            encoding = headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise Refused(415, f"header 'Content-Encoding': {encoding!r} is not "
+                                   f"supported; send the body uncompressed")
             body = await self._read(headers, receive)
             check_json_body(headers.get("content-type"), body)
         except Refused as e:

@@ -9,6 +9,10 @@ The trainer's checkpoint is the newest version it published: the model, the
 input offsets it had reached and its counters, all in that version's metadata.
 A restarted trainer resumes from there and learns the rest again, in order, so
 it ends in the same state as a run never interrupted.
+
+A score the learner must not give (not finite: its weights diverged; outside
+[0, 1] for a binary learner) stops the trainer with a PipelineError naming the
+learner and the sample, before what it learned since its last version is published.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from livelearn.errors import Corrupt
+from livelearn.errors import Corrupt, PipelineError
 from livelearn.events import Reason, dead_letter, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
-from livelearn.models.base import Learner
+from livelearn.models.base import Learner, score_problem
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
@@ -51,8 +55,10 @@ def _dedup_horizon(pipeline: Pipeline) -> int:
 _BAD = (-(2**63), "")
 
 
-def _sample_key(target: str) -> Callable[[Record], tuple[tuple[int, str], Any]]:
-    """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not."""
+def _sample_key(target: str, binary: str | None = None
+                ) -> Callable[[Record], tuple[tuple[int, str], Any]]:
+    """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not.
+    ``binary`` names a binary learner: a label outside [0, 1] is one it cannot learn."""
     def key(record: Record) -> tuple[tuple[int, str], Any]:
         try:
             sample = record.decoded
@@ -62,7 +68,11 @@ def _sample_key(target: str) -> Callable[[Record], tuple[tuple[int, str], Any]]:
             label = sample["labels"][target]
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
                     and isinstance(sample["ts"], int) and isinstance(label, int | float)):
-                return (end, sid), sample
+                if binary is None or 0 <= label <= 1:
+                    return (end, sid), sample
+                return _BAD, (f"sample cannot be learned: labels['{target}'] is {show(label)}; "
+                              f"the binary learner {binary} learns labels in [0, 1] (0 or 1, "
+                              f"false or true, or a probability)")
             problem = _wrong_field(sample, target)
         except (orjson.JSONDecodeError, TypeError, KeyError) as e:
             problem = f"{type(e).__name__}: {e}"
@@ -181,8 +191,10 @@ class Trainer:
         a joiner's restart wrote again, is skipped.
         """
         if self.reader is None:
+            binary = type(self.model).__name__ if self.model.task == "binary" else None
             self.reader = MergedReader(self.log, self.inputs,
-                                       _sample_key(self.pipeline.target), self.offsets,
+                                       _sample_key(self.pipeline.target, binary),
+                                       self.offsets,
                                        self.idle_after_s)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
@@ -240,7 +252,7 @@ class Trainer:
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
-        bits = self.model.bits  # type: ignore[attr-defined]
+        bits = self.model.bits
         try:
             batch = hash_rows([s["features"] for s in samples], bits)
         except (TypeError, ValueError):  # a feature's value is null or not a scalar
@@ -307,6 +319,9 @@ class Trainer:
         if len(batch) == 0:
             return np.empty(0)
         scores = self.model.predict_then_learn(batch, labels)
+        problem = score_problem(self.model, scores)
+        if problem is not None:
+            self._stop(samples[problem[0]]["id"], problem[1])
         self.metric.update(scores, labels)
         self.window.update(scores, labels)
         last = -(self._recent.maxlen or 0)  # only the last ones stay in the deque
@@ -319,6 +334,16 @@ class Trainer:
         self.samples += len(batch)
         self._since_publish += len(batch)
         return scores
+
+    def _stop(self, sample: str, problem: str) -> None:
+        """PipelineError for a score the learner must not give: what it learned since the
+        last version is not published (a restart resumes from that version)."""
+        hint = (" (its weights diverged: lower its learning rate, or scale large numeric "
+                "features, e.g. with log1p)" if "finite" in problem else "")
+        last = "" if self.version is None else f" since v{self.version.id}"
+        raise PipelineError(f"pipeline '{self.pipeline.name}': the learner "
+                            f"{_described(self.model)} gave sample {sample!r} {problem}{hint}; "
+                            f"nothing learned{last} is published")
 
     def _publish(self, ts: int | None) -> Version:
         """Publish the current model as a candidate, with its metrics and lineage."""
