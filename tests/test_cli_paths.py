@@ -3,6 +3,7 @@ named with the reason in one line, `livelearn: ...`, exit code 2: never a traceb
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -58,17 +59,30 @@ def test_a_log_that_is_not_sqlite(setup: tuple[Path, Path, Path],
 
 def test_reports_that_cannot_be_written(setup: tuple[Path, Path, Path],
                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Each report path is checked before the replay, which then has not started: a
+    folder that cannot be made, a folder that cannot be written in (/sys, even for root;
+    a read-only one), a path that is a folder."""
     pipeline, ratings, afile = (str(p) for p in setup)
     work = Path(afile).parent / "w"
     replay = ["replay", pipeline, "--events", f"ratings={ratings}", "--workdir", str(work)]
-    # the report's folder is checked before the replay, which then has not started
-    _fails(capsys, [*replay, "--report", f"{afile}/r.html"],
-           f"cannot create report folder '{afile}': File exists")
+    locked = Path(afile).parent / "locked"
+    locked.mkdir(mode=0o500)
+    for option in ("--report", "--report-json"):
+        _fails(capsys, [*replay, option, f"{afile}/r.html"],
+               f"cannot create report folder '{afile}': File exists")
+        _fails(capsys, [*replay, option, "/sys/r.json"],
+               "cannot write report '/sys/r.json': Permission denied")
+        if os.geteuid() != 0:  # root writes in a read-only folder
+            _fails(capsys, [*replay, option, f"{locked}/r.json"],
+                   f"cannot write report '{locked}/r.json': Permission denied")
+        _fails(capsys, [*replay, option, str(work.parent)],
+               f"cannot write report '{work.parent}': Is a directory")
+        assert not work.exists()
+    assert list(locked.iterdir()) == [] and "r.json" not in os.listdir("/sys")
+    # the demo's report and summary likewise, before the demo
+    _fails(capsys, ["demo", "--workdir", str(work), "--summary-json", str(work.parent)],
+           f"cannot write summary '{work.parent}': Is a directory")
     assert not work.exists()
-    # a path that is a folder can only fail when written, after the replay
-    _fails(capsys, [*replay, "--report-json", str(work.parent)],
-           f"cannot write report '{work.parent}': Is a directory")
-    assert (work / "log.db").exists()
 
 
 def _zero_page(path: Path, page: int, size: int) -> None:

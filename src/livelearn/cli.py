@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from livelearn.cli_data import add_parsers as add_data_parsers
-from livelearn.errors import LivelearnError, make_folder
+from livelearn.errors import LivelearnError
 
 DESCRIPTION = """\
 livelearn: real-time machine learning that keeps learning.
@@ -192,11 +192,12 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from livelearn.demo import DemoConfig, run_demo
+    from livelearn.ui.report import check_writable
 
     logging.getLogger().setLevel(logging.WARNING)
-    for output in (args.report, args.summary_json):  # fail now, not after the demo
-        if output is not None:
-            make_folder(output.parent, "report folder")
+    for output, what in ((args.report, "report"), (args.summary_json, "summary")):
+        if output is not None:  # fail now, not after the demo
+            check_writable(output, what)
     summary = run_demo(DemoConfig(
         impressions=args.impressions, candidates=args.candidates, days=args.days,
         seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,

@@ -136,12 +136,12 @@ def _replay(args: argparse.Namespace) -> int:
     from livelearn.loop import tune_gc
     from livelearn.prequential import write_html
     from livelearn.replay import replay
-    from livelearn.ui.report import write_json
+    from livelearn.ui.report import check_writable, write_json
 
     sources = [_source(text) for text in args.events]
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
-            make_folder(report.parent, "report folder")
+            check_writable(report)
     pipeline, workdir, log = _paths(args)
     _refuse_replayed(log, [stream for stream, _ in sources])
     registry, data = _registry_and_data(args, workdir)
