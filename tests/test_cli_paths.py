@@ -4,6 +4,7 @@ named with the reason in one line, `livelearn: ...`, exit code 2: never a traceb
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -130,3 +131,29 @@ def test_model_files_beside_an_emptied_index_are_not_written_over(
         capsys.readouterr().err
     (tmp_path / "reg" / "v000002.npz").unlink()  # v1 alone: a first publish killed midway
     assert main(["-q", "models", "--registry", str(tmp_path / "reg")]) == 0
+
+
+def test_a_checkpoint_edited_into_text_is_corrupt_in_one_line(
+        setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint whose state a hand edit of log.db made TEXT (CAST(state AS TEXT)) is
+    damaged as one whose checksum fails: the joiner resumes from the one before it, with a
+    warning, and with every one so it stops with one line naming the group and the file."""
+    pipeline, ratings, _ = (str(p) for p in setup)
+    db = Path(ratings).parent / "log.db"
+    join = ["join", pipeline, "--log", f"sqlite:///{db}", "--until-idle"]
+    lines = Path(ratings).read_bytes().splitlines(keepends=True)
+    for part in (lines[:10], lines[10:]):  # two joins: two checkpoints
+        Path(ratings).write_bytes(b"".join(part))
+        assert main(["-q", "ingest", pipeline, "ratings", ratings, "--log", f"sqlite:///{db}"]) == 0
+        assert main(["-q", *join]) == 0
+    for where, code in (("slot = 0", 0), ("1", 2)):
+        with sqlite3.connect(db) as conn:
+            conn.execute(f"UPDATE checkpoints SET state = CAST(state AS TEXT) WHERE {where}")
+        capsys.readouterr()
+        assert main(["-q", *join]) == code
+    assert capsys.readouterr().err == (f"livelearn: every checkpoint of group 'joiner' in {db} "
+                                       f"is corrupt\n")
+    assert [r.getMessage() for r in caplog.records if r.name == "livelearn.log"] == [
+        f"checkpoint of group 'joiner' in {db} is corrupt (checksum); resuming from the one "
+        f"before it"]
