@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     held = _SampleWarnings()
     if args.quiet:
         logging.getLogger("livelearn.train.dead_letters").addFilter(held)
+    if args.verbose:  # livelearn's details too: librdkafka's messages (log/kafka.py)
+        logging.getLogger("livelearn").setLevel(logging.DEBUG)
     try:
         return int(args.func(args) or 0)
     except LivelearnError as e:
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         logging.getLogger("livelearn.train.dead_letters").removeFilter(held)
+        if args.verbose:
+            logging.getLogger("livelearn").setLevel(logging.NOTSET)
         if held.count:
             print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
                   f"could not learn; the dead_letters topic has each one's reason",
@@ -61,7 +65,12 @@ class _SampleWarnings(logging.Filter):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livelearn", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    verbosity = p.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="log warnings and errors only")
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="log details too, such as the Kafka client's (librdkafka's) "
+                                "own messages: each failed connection to a broker")
     sub = p.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _demo_parser(sub)
     _role_parsers(sub)

@@ -39,7 +39,22 @@ from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
 from livelearn.log.base import Checkpoint, Log, Record, checksum, partition_for, sound
 
 log = logging.getLogger("livelearn.log")
-_librdkafka = logging.getLogger("livelearn.log.kafka")
+
+
+class _Detail(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """librdkafka's own messages, on logger ``livelearn.log.librdkafka`` at DEBUG (each
+    prefixed with librdkafka's level), those it calls critical excepted. A broker gone,
+    it logs each failed connection, several a second, and retries; the KafkaLog raises
+    one error naming the request that failed when it gives up. ``livelearn -v`` shows
+    them."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level < logging.CRITICAL:
+            msg, level = f"{logging.getLevelName(level)} {msg}", logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
+_librdkafka = _Detail(logging.getLogger("livelearn.log.librdkafka"))
 
 #: The compacted topic (after the prefix) that holds every group's checkpoints.
 CHECKPOINTS = "__livelearn_checkpoints"
