@@ -61,19 +61,63 @@ def test_replay_reports_the_trainers_dead_letters(tmp_path: Path,
 
 def test_replay_says_what_each_input_gave(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """Input rejected entirely (a typo'd key field) is said, with the first reasons."""
+    """Input rejected entirely (a typo'd key field) is said, with the first reasons, and
+    the command fails (see test_an_input_that_gave_no_event_fails_the_command)."""
     (tmp_path / "p.py").write_text(PIPELINE_FILE.replace('key="user"', 'key="usr"'))
     source = f"ratings={_ratings(tmp_path / 'r.jsonl', ['m1'] * 8)}"
     assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
-                 "--events", source, "--report-json", str(tmp_path / "report.json")]) == 0
+                 "--events", source, "--report-json", str(tmp_path / "report.json")]) == 2
     out, err = capsys.readouterr()
     assert f"{source}: 0 events appended, 8 dead-lettered" in out
     assert "0 events, 0 samples, 8 dead letters (malformed_at_ingest 8)," in out
     assert err.splitlines()[0].endswith("r.jsonl:1: stream 'ratings', field 'usr': missing "
                                         "(the key)")
-    assert len(err.splitlines()) == 5  # the first five
+    assert len(err.splitlines()) == 6  # the first five, and that nothing was accepted
+    assert err.splitlines()[-1].startswith(f"livelearn: no event was accepted from {source} "
+                                           f"(8 records)")
     given = orjson.loads((tmp_path / "report.json").read_bytes())["inputs"][source]
     assert (given["events"], given["dead"], len(given["first_errors"])) == (0, 8, 5)
+
+
+def test_an_input_that_gave_no_event_fails_the_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every record of an input dead-lettered (every line malformed, another stream's
+    file): replay and ingest end with one line saying so, exit code 2, so that a script
+    stops there; the replay's report is written all the same. An input of which some
+    records were dead-lettered, or an empty one, is no failure."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    good = _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"]).read_bytes()
+    clicks = b"".join(orjson.dumps({"request_id": f"q{i}", "ts": T + i}) + b"\n"
+                      for i in range(2))
+    for name, data in (("malformed", b"not json\n" * 3), ("clicks", clicks),
+                       ("some", good + b"not json\n"), ("empty", b"")):
+        (tmp_path / f"{name}.jsonl").write_bytes(data)
+    pipeline, n = str(tmp_path / "p.py"), {"malformed": 3, "clicks": 2}
+
+    def replay(name: str) -> int:
+        return main(["-q", "replay", pipeline, "--workdir", str(tmp_path / f"w-{name}"),
+                     "--events", f"ratings={tmp_path / name}.jsonl",
+                     "--report-json", str(tmp_path / f"{name}.json")])
+
+    def ingest(name: str) -> int:
+        return main(["-q", "ingest", pipeline, "ratings", str(tmp_path / f"{name}.jsonl"),
+                     "--workdir", str(tmp_path / "w-ingest")])
+
+    for command in (replay, ingest):
+        for name in ("malformed", "clicks"):
+            assert command(name) == 2
+            last = capsys.readouterr().err.splitlines()[-1]
+            assert last == (f"livelearn: no event was accepted from ratings={tmp_path / name}"
+                            f".jsonl ({n[name]} records): every record was dead-lettered (the "
+                            f"first errors are above, each one's reason in the dead_letters "
+                            f"topic); is it that stream's file, with the fields the pipeline "
+                            f"declares?")
+        for name in ("some", "empty"):
+            assert command(name) == 0, capsys.readouterr().err
+    assert orjson.loads((tmp_path / "clicks.json").read_bytes())["dead_letters"] == {
+        "malformed_at_ingest": 2}
+    log = SQLiteLog(tmp_path / "w-ingest" / "log.db")
+    assert log.end_offset("ratings", 0) == 3 and log.end_offset("dead_letters", 0) == 6
 
 
 def test_bucket_width_must_be_positive(tmp_path: Path,

@@ -3,6 +3,8 @@ named with the reason in one line, `livelearn: ...`, exit code 2: never a traceb
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -58,17 +60,30 @@ def test_a_log_that_is_not_sqlite(setup: tuple[Path, Path, Path],
 
 def test_reports_that_cannot_be_written(setup: tuple[Path, Path, Path],
                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Each report path is checked before the replay, which then has not started: a
+    folder that cannot be made, a folder that cannot be written in (/sys, even for root;
+    a read-only one), a path that is a folder."""
     pipeline, ratings, afile = (str(p) for p in setup)
     work = Path(afile).parent / "w"
     replay = ["replay", pipeline, "--events", f"ratings={ratings}", "--workdir", str(work)]
-    # the report's folder is checked before the replay, which then has not started
-    _fails(capsys, [*replay, "--report", f"{afile}/r.html"],
-           f"cannot create report folder '{afile}': File exists")
+    locked = Path(afile).parent / "locked"
+    locked.mkdir(mode=0o500)
+    for option in ("--report", "--report-json"):
+        _fails(capsys, [*replay, option, f"{afile}/r.html"],
+               f"cannot create report folder '{afile}': File exists")
+        _fails(capsys, [*replay, option, "/sys/r.json"],
+               "cannot write report '/sys/r.json': Permission denied")
+        if os.geteuid() != 0:  # root writes in a read-only folder
+            _fails(capsys, [*replay, option, f"{locked}/r.json"],
+                   f"cannot write report '{locked}/r.json': Permission denied")
+        _fails(capsys, [*replay, option, str(work.parent)],
+               f"cannot write report '{work.parent}': Is a directory")
+        assert not work.exists()
+    assert list(locked.iterdir()) == [] and "r.json" not in os.listdir("/sys")
+    # the demo's report and summary likewise, before the demo
+    _fails(capsys, ["demo", "--workdir", str(work), "--summary-json", str(work.parent)],
+           f"cannot write summary '{work.parent}': Is a directory")
     assert not work.exists()
-    # a path that is a folder can only fail when written, after the replay
-    _fails(capsys, [*replay, "--report-json", str(work.parent)],
-           f"cannot write report '{work.parent}': Is a directory")
-    assert (work / "log.db").exists()
 
 
 def _zero_page(path: Path, page: int, size: int) -> None:
@@ -116,3 +131,29 @@ def test_model_files_beside_an_emptied_index_are_not_written_over(
         capsys.readouterr().err
     (tmp_path / "reg" / "v000002.npz").unlink()  # v1 alone: a first publish killed midway
     assert main(["-q", "models", "--registry", str(tmp_path / "reg")]) == 0
+
+
+def test_a_checkpoint_edited_into_text_is_corrupt_in_one_line(
+        setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint whose state a hand edit of log.db made TEXT (CAST(state AS TEXT)) is
+    damaged as one whose checksum fails: the joiner resumes from the one before it, with a
+    warning, and with every one so it stops with one line naming the group and the file."""
+    pipeline, ratings, _ = (str(p) for p in setup)
+    db = Path(ratings).parent / "log.db"
+    join = ["join", pipeline, "--log", f"sqlite:///{db}", "--until-idle"]
+    lines = Path(ratings).read_bytes().splitlines(keepends=True)
+    for part in (lines[:10], lines[10:]):  # two joins: two checkpoints
+        Path(ratings).write_bytes(b"".join(part))
+        assert main(["-q", "ingest", pipeline, "ratings", ratings, "--log", f"sqlite:///{db}"]) == 0
+        assert main(["-q", *join]) == 0
+    for where, code in (("slot = 0", 0), ("1", 2)):
+        with sqlite3.connect(db) as conn:
+            conn.execute(f"UPDATE checkpoints SET state = CAST(state AS TEXT) WHERE {where}")
+        capsys.readouterr()
+        assert main(["-q", *join]) == code
+    assert capsys.readouterr().err == (f"livelearn: every checkpoint of group 'joiner' in {db} "
+                                       f"is corrupt\n")
+    assert [r.getMessage() for r in caplog.records if r.name == "livelearn.log"] == [
+        f"checkpoint of group 'joiner' in {db} is corrupt (checksum); resuming from the one "
+        f"before it"]

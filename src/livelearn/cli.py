@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from livelearn.cli_data import add_parsers as add_data_parsers
-from livelearn.errors import LivelearnError, make_folder
+from livelearn.errors import LivelearnError
 
 DESCRIPTION = """\
 livelearn: real-time machine learning that keeps learning.
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     held = _SampleWarnings()
     if args.quiet:
         logging.getLogger("livelearn.train.dead_letters").addFilter(held)
+    if args.verbose:  # livelearn's details too: librdkafka's messages (log/kafka.py)
+        logging.getLogger("livelearn").setLevel(logging.DEBUG)
     try:
         return int(args.func(args) or 0)
     except LivelearnError as e:
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         logging.getLogger("livelearn.train.dead_letters").removeFilter(held)
+        if args.verbose:
+            logging.getLogger("livelearn").setLevel(logging.NOTSET)
         if held.count:
             print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
                   f"could not learn; the dead_letters topic has each one's reason",
@@ -61,7 +65,12 @@ class _SampleWarnings(logging.Filter):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livelearn", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    verbosity = p.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="log warnings and errors only")
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="log details too, such as the Kafka client's (librdkafka's) "
+                                "own messages: each failed connection to a broker")
     sub = p.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _demo_parser(sub)
     _role_parsers(sub)
@@ -192,11 +201,12 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from livelearn.demo import DemoConfig, run_demo
+    from livelearn.ui.report import check_writable
 
     logging.getLogger().setLevel(logging.WARNING)
-    for output in (args.report, args.summary_json):  # fail now, not after the demo
-        if output is not None:
-            make_folder(output.parent, "report folder")
+    for output, what in ((args.report, "report"), (args.summary_json, "summary")):
+        if output is not None:  # fail now, not after the demo
+            check_writable(output, what)
     summary = run_demo(DemoConfig(
         impressions=args.impressions, candidates=args.candidates, days=args.days,
         seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,

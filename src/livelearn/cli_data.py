@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livelearn.errors import ConfigError, make_folder
+from livelearn.errors import BadInput, ConfigError, make_folder
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -128,6 +128,7 @@ def _ingest(args: argparse.Namespace) -> int:
     result = ingest(log, pipeline, args.stream, args.file, args.format,
                     data_dir=args.data or data_dir_of(args.pipeline))
     _say_ingested(args.stream, result.events, result.dead, result.first_errors or [])
+    _none_accepted({f"{args.stream}={args.file}": (result.events, result.dead)})
     return 0
 
 
@@ -135,12 +136,12 @@ def _replay(args: argparse.Namespace) -> int:
     from livelearn.loop import tune_gc
     from livelearn.prequential import write_html
     from livelearn.replay import replay
-    from livelearn.ui.report import write_json
+    from livelearn.ui.report import check_writable, write_json
 
     sources = [_source(text) for text in args.events]
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
-            make_folder(report.parent, "report folder")
+            check_writable(report)
     pipeline, workdir, log = _paths(args)
     _refuse_replayed(log, [stream for stream, _ in sources])
     registry, data = _registry_and_data(args, workdir)
@@ -157,6 +158,8 @@ def _replay(args: argparse.Namespace) -> int:
           f"{_dead_letters(report['dead_letters'])}, {report['metric']} "
           f"{report['metric_value']}, {report['events_per_s']:.0f} events/s; report {html}",
           flush=True)
+    _none_accepted({source: (given["events"], given["dead"])
+                      for source, given in report["inputs"].items()})
     if args.then_live:
         _live(args, loop, pipeline, log, registry, data)
     return 0
@@ -178,6 +181,19 @@ def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) 
     print(f"{source}: {events} events appended, {dead} dead-lettered", flush=True)
     for error in first_errors:
         print(f"  {error}", file=sys.stderr, flush=True)
+
+
+def _none_accepted(given: dict[str, tuple[int, int]]) -> None:
+    """BadInput naming the inputs (``STREAM=FILE``: (events, dead letters)) that gave no
+    event though they held records, so that a script does not take the command for one
+    that worked; an input with some events, or none at all, is no error."""
+    rejected = [f"{source} ({dead} record{'' if dead == 1 else 's'})"
+                for source, (events, dead) in given.items() if dead and not events]
+    if rejected:
+        raise BadInput(f"no event was accepted from {', '.join(rejected)}: every record was "
+                       f"dead-lettered (the first errors are above, each one's reason in the "
+                       f"dead_letters topic); is it that stream's file, with the fields the "
+                       f"pipeline declares?")
 
 
 def _dead_letters(by_reason: dict[str, int]) -> str:

@@ -117,6 +117,14 @@ def checksum(offsets: bytes, state: bytes | None) -> str:
     return digest.hexdigest()
 
 
+def sound(offsets: object, state: object, digest: object) -> bool:
+    """Whether a stored checkpoint's offsets and state match the checksum stored with
+    them. Parts of another type than were written (text where bytes were, as a
+    hand-edited SQLite file can hold) are as damaged as a wrong checksum."""
+    return (isinstance(offsets, bytes) and (state is None or isinstance(state, bytes))
+            and isinstance(digest, str) and checksum(offsets, state) == digest)
+
+
 class Log(ABC):
     """Topics with partitions, append, read from an offset, committed offsets per group."""
 

@@ -36,10 +36,25 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
-from livelearn.log.base import Checkpoint, Log, Record, checksum, fenced, partition_for
+from livelearn.log.base import Checkpoint, Log, Record, checksum, fenced, partition_for, sound
 
 log = logging.getLogger("livelearn.log")
-_librdkafka = logging.getLogger("livelearn.log.kafka")
+
+
+class _Detail(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """librdkafka's own messages, on logger ``livelearn.log.librdkafka`` at DEBUG (each
+    prefixed with librdkafka's level), those it calls critical excepted. A broker gone,
+    it logs each failed connection, several a second, and retries; the KafkaLog raises
+    one error naming the request that failed when it gives up. ``livelearn -v`` shows
+    them."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level < logging.CRITICAL:
+            msg, level = f"{logging.getLevelName(level)} {msg}", logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
+_librdkafka = _Detail(logging.getLogger("livelearn.log.librdkafka"))
 
 #: The compacted topic (after the prefix) that holds every group's checkpoints.
 CHECKPOINTS = "__livelearn_checkpoints"
@@ -484,7 +499,7 @@ def decode_checkpoint(value: bytes) -> Checkpoint | None:
         if marked != b"-" and marked[:1] != b"+":
             return None
         state = None if marked == b"-" else marked[1:]
-        if checksum(offsets, state) != digest.decode():
+        if not sound(offsets, state, digest.decode()):
             return None
         return Checkpoint({(t, p): o for t, p, o in orjson.loads(offsets)}, state)
     except (ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError):

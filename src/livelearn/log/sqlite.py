@@ -41,6 +41,7 @@ from livelearn.log.base import (
     checksum,
     claimant,
     fenced,
+    sound,
     split,
 )
 
@@ -309,7 +310,7 @@ class SQLiteLog(Log):
         rows = self._conn().execute("SELECT offsets, state, sha256 FROM checkpoints "
                                     "WHERE grp = ? ORDER BY slot", (group,)).fetchall()
         for i, (offsets, state, digest) in enumerate(rows):
-            if checksum(offsets, state) == digest:
+            if sound(offsets, state, digest):
                 if i:
                     log.warning("checkpoint of group '%s' in %s is corrupt (checksum); resuming "
                                 "from the one before it", group, self.path)

@@ -29,7 +29,7 @@ import orjson
 from livelearn.errors import Corrupt, PipelineError
 from livelearn.events import Reason, dead_letter, show
 from livelearn.features.batch import SparseBatch
-from livelearn.features.hashing import hash_rows
+from livelearn.features.hashing import hash_rows, unusable
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
 from livelearn.models.base import Learner, score_problem
@@ -275,20 +275,17 @@ class Trainer:
 
     def _hashable(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                   ) -> tuple[list[dict[str, Any]], list[tuple[str, int, int]]]:
-        """The samples whose features can be hashed, and where they are; the others
-        dead-lettered, naming the feature."""
+        """The samples whose features can be hashed (features.hashing.unusable), and where
+        they are; the others dead-lettered, naming the feature."""
         keep = []
         for sample, (topic, partition, offset) in zip(samples, where, strict=True):
-            bad = [(k, v) for k, v in sample["features"].items()
-                   if not isinstance(v, str | int | float)]
-            if not bad:
+            problem = unusable(sample["features"])
+            if problem is None:
                 keep.append((sample, (topic, partition, offset)))
                 continue
-            name, value = bad[0]
             self._dead_letter(Record(topic, partition, offset, sample["id"], orjson.dumps(sample)),
-                              f"sample cannot be learned: feature {name!r} is {show(value)}; "
-                              f"expected a number, a string or a bool (JSON writes NaN and "
-                              f"infinities as null)")
+                              f"sample cannot be learned: {problem} (as the sample's JSON "
+                              f"holds it: NaN and infinities are written as null)")
         return [s for s, _ in keep], [w for _, w in keep]
 
     def publish_now(self) -> Version | None:
