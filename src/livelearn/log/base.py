@@ -13,6 +13,7 @@ it where the backend can (SQLite: one transaction; Kafka: one Kafka transaction)
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import time
@@ -191,6 +192,16 @@ class Log(ABC):
         A commit whose checksum fails is skipped for the one before it, with one
         warning; Corrupt if no commit of the group is sound.
         """
+
+    def fell_back(self, group: str, where: str) -> None:
+        """Warn that the group's newest commit is damaged and the one before it is taken:
+        once per group (a role reads its checkpoint before and after it claims the group)."""
+        warned: set[str] = self.__dict__.setdefault("_fell_back", set())
+        if group not in warned:
+            warned.add(group)
+            logging.getLogger("livelearn.log").warning(
+                "checkpoint of group '%s' in %s is corrupt (checksum); resuming from the one "
+                "before it", group, where)
 
     @contextmanager
     def atomic(self) -> Iterator[None]:

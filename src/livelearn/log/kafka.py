@@ -346,8 +346,7 @@ class KafkaLog(Log):
             checkpoint = decode_checkpoint(record.value)
             if checkpoint is not None:
                 if i:
-                    log.warning("checkpoint of group '%s' in kafka://%s is corrupt (checksum); "
-                                "resuming from the one before it", group, self.bootstrap)
+                    self.fell_back(group, f"kafka://{self.bootstrap}")
                 return checkpoint
         if records:
             raise Corrupt(f"every checkpoint of group '{group}' in kafka://{self.bootstrap} "

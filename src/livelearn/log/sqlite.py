@@ -312,8 +312,7 @@ class SQLiteLog(Log):
         for i, (offsets, state, digest) in enumerate(rows):
             if sound(offsets, state, digest):
                 if i:
-                    log.warning("checkpoint of group '%s' in %s is corrupt (checksum); resuming "
-                                "from the one before it", group, self.path)
+                    self.fell_back(group, self.path)
                 return Checkpoint({(t, p): o for t, p, o in orjson.loads(offsets)}, state)
         if rows:
             raise Corrupt(f"every checkpoint of group '{group}' in {self.path} is corrupt")
