@@ -328,3 +328,16 @@ def test_a_numpy_number_as_a_hyperparameter_is_named() -> None:
     with pytest.raises(ConfigError, match=r"FTRL: bits must be an integer in \[1, 32\], got "
                                           r"np.int64\(18\) \(a int64; expected a Python int\)"):
         FTRL(bits=np.int64(18))  # type: ignore[arg-type]
+
+
+def test_tables_larger_than_the_machine_are_refused_not_killed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table that would be zeroed up front (FTRL's) and holds more than the machine's
+    memory is refused before any is made: the process would be killed, not told why."""
+    from livelearn.models import base
+    monkeypatch.setattr(base, "physical_memory", lambda: 2**30)  # as on a 1 GiB machine
+    with pytest.raises(ConfigError, match=r"a learner's table of 2\.0 GiB cannot be made "
+                                          r"\(more than this machine's memory, 1\.0 GiB\): "
+                                          r"lower its bits"):
+        FTRL(bits=27)
+    assert FTRL(bits=20).bits == 20

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import mmap
+import os
 import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -237,11 +238,30 @@ def table(shape: tuple[int, ...], dtype: type = np.float64,
     """
     size = math.prod(shape) * np.dtype(dtype).itemsize
     now = getattr(mmap, "MAP_POPULATE", 0) if populate else 0  # Linux only
-    memory = (mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | now) if now
-              else mmap.mmap(-1, max(size, 1)))
+    if now and size > physical_memory():  # the process would be killed, not refused
+        raise _too_large(size, "more than this machine's memory")
+    try:
+        memory = (mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | now) if now
+                  else mmap.mmap(-1, max(size, 1)))
+    except OSError as e:
+        raise _too_large(size, e.strerror or str(e)) from None
     if hasattr(mmap, "MADV_NOHUGEPAGE"):  # for systems where huge pages are the default
         memory.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(memory, dtype=dtype, count=math.prod(shape)).reshape(shape)
+
+
+def physical_memory() -> int:
+    """Bytes of memory this machine has (no bound where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def _too_large(size: int, why: str) -> ConfigError:
+    return ConfigError(f"a learner's table of {size / 2**30:.1f} GiB cannot be made ({why}, "
+                       f"{physical_memory() / 2**30:.1f} GiB): lower its bits (each one less "
+                       f"halves its tables)")
 
 
 def state_array(state: dict[str, np.ndarray], key: str, shape: tuple[int, ...],
