@@ -5,7 +5,8 @@ TaskManager on 127.0.0.1) from the distribution in PyFlink's venv; `livelearn jo
 --engine flink --until-idle --flink-address` submits the bounded job to it and waits,
 and its samples must be the embedded joiner's on the same input log. An unbounded
 join with --checkpoints, stopped halfway through its input and started again, must
-resume from its checkpoint: every sample once.
+resume from its checkpoint: every sample once; started with another window, it must
+refuse to.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def test_a_restarted_unbounded_join_resumes_from_its_checkpoint(
     committed samples, stopped (SIGTERM: it cancels its job); the rest of the input;
     the join started again from the same checkpoint directory: the predictions whose
     windows were open at the stop come from the restored state, and every sample comes
-    once, as the embedded joiner makes them from the whole input."""
+    once, as the embedded joiner makes them from the whole input. Then a join of another
+    window is refused that directory."""
     whole = _Recorder()
     fill(whole)  # type: ignore[arg-type]
     ticks = _ticks()
@@ -194,6 +196,18 @@ def test_a_restarted_unbounded_join_resumes_from_its_checkpoint(
             break
         time.sleep(0.5)
     assert states == ["CANCELED"] * 2
+    # started again with another window: refused, before any job is submitted
+    other = tmp_path / "other_window.py"
+    other.write_text("import dataclasses\nfrom livelearn.sim.pipeline import PIPELINE as DEMO\n"
+                     "PIPELINE = dataclasses.replace(DEMO, feedback=dataclasses.replace("
+                     "DEMO.feedback, window_ms=300_000))\n")
+    refused = subprocess.run([*command[:5], str(other), *command[6:]], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.startswith(
+        f"livelearn: the Flink join's checkpoint directory {tmp_path / 'checkpoints'} was made "
+        "with window 600000 ms; the pipeline now says 300000 ms."), refused.stderr
+    assert len([j for j in _jobs(flink_address) if j["jid"] not in known]) == 2
 
 
 def _run(command: list[str], output: Path) -> subprocess.Popen[bytes]:

@@ -11,6 +11,7 @@ import random
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from livelearn.errors import ConfigError
 from livelearn.events import Event
 from livelearn.join import flink
 from livelearn.join.labels import DEMO_LABELS, Agg, Labels, declared
-from livelearn.join.runner import JoinRunner
+from livelearn.join.runner import JoinRunner, make_joiner
 from livelearn.log.base import Log
 from livelearn.log.kafka import KafkaLog
 from livelearn.sim.pipeline import PIPELINE, label
@@ -174,6 +175,55 @@ def test_labels_must_name_a_stream_and_a_number_field() -> None:
                          (Agg("x", "sum", "read", "request_id"), "no number field")):
         with pytest.raises(ConfigError, match=problem):
             flink.flink_sql(with_label(Labels(agg)))
+
+
+def with_window(window_ms: int) -> Pipeline:
+    """The demo pipeline (labels declared) with another window."""
+    assert isinstance(DECLARED.feedback, FeedbackJoin)
+    return dataclasses.replace(DECLARED, feedback=dataclasses.replace(DECLARED.feedback,
+                                                                       window_ms=window_ms))
+
+
+def _checkpointed(directory: Path) -> None:
+    """A completed checkpoint in ``directory``, as Flink leaves one."""
+    (directory / "0123abcd" / "chk-3").mkdir(parents=True)
+    (directory / "0123abcd" / "chk-3" / "_metadata").write_bytes(b"")
+
+
+def test_a_checkpoint_directory_records_what_its_join_was_made_with(tmp_path: Path) -> None:
+    """No JVM: the launcher writes the embedded joiner's made_with into a new directory,
+    takes it back as it is, and takes an older livelearn's directory (checkpoints, no
+    file) as made with the pipeline, writing the file."""
+    fresh, old = tmp_path / "new", tmp_path / "old"
+    config = flink.checkpoint_config(fresh, DECLARED)
+    assert "execution.state-recovery.path" not in config
+    embedded_made_with = make_joiner(DECLARED, []).made_with
+    assert orjson.loads((fresh / flink.MADE_WITH).read_bytes()) == embedded_made_with
+    _checkpointed(fresh)
+    config = flink.checkpoint_config(fresh, DECLARED)
+    assert config["execution.state-recovery.path"].endswith("/0123abcd/chk-3")
+    _checkpointed(old)
+    assert "execution.state-recovery.path" in flink.checkpoint_config(old, DECLARED)
+    assert orjson.loads((old / flink.MADE_WITH).read_bytes()) == embedded_made_with
+    assert sorted(p.name for p in old.iterdir()) == ["0123abcd", flink.MADE_WITH]
+
+
+def test_checkpoints_made_with_another_window_are_refused(tmp_path: Path) -> None:
+    flink.checkpoint_config(tmp_path, DECLARED)
+    _checkpointed(tmp_path)
+    written = (tmp_path / flink.MADE_WITH).read_bytes()
+    with pytest.raises(ConfigError) as refused:
+        flink.checkpoint_config(tmp_path, with_window(300_000))
+    assert str(refused.value) == (
+        f"the Flink join's checkpoint directory {tmp_path.resolve()} was made with window "
+        "600000 ms; the pipeline now says 300000 ms. The samples would mix the two: put the "
+        "old value back, or start over with a new --checkpoints DIR in a new log and registry "
+        "(another ?prefix= in --log, a new --registry) and ingest the events again")
+    assert (tmp_path / flink.MADE_WITH).read_bytes() == written
+    # without a completed checkpoint there is no state to mix: the directory is the new join's
+    (tmp_path / "0123abcd" / "chk-3" / "_metadata").unlink()
+    flink.checkpoint_config(tmp_path, with_window(300_000))
+    assert orjson.loads((tmp_path / flink.MADE_WITH).read_bytes())["window_ms"] == 300_000
 
 
 def test_on_an_empty_log_it_creates_the_topics_and_ends(flink_ready: None, kafka_bootstrap: str

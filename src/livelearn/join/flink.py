@@ -62,9 +62,10 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   or killed joiner that is started again neither loses nor duplicates samples.
   Without one, a new process starts without the old one's open windows (it resumes
   at the consumer group's committed offsets), so it is not exactly once across
-  restarts. Nor do the checkpoints record the pipeline they were made with, as the
-  embedded joiner's do (Joiner.made_with): a job with another window, allowed
-  lateness, streams or labels is not stopped from starting from one.
+  restarts. What the job's state means depends on is recorded beside the
+  checkpoints, as the embedded joiner's checkpoint records it (joiner.made_with: the
+  streams, the window, the allowed lateness), and a job made otherwise refuses to
+  start from them (``checkpoint_config``).
 """
 
 from __future__ import annotations
@@ -82,8 +83,11 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
+
 from livelearn.errors import ConfigError, Unavailable
 from livelearn.events import MIN_TS_MS
+from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
 
@@ -156,10 +160,7 @@ class _Kafka:
 def build_job(pipeline: Pipeline, log_url: str, bounded: bool = True,
               jar: str | Path | None = None, group: str = "livelearn-flink-join") -> FlinkJob:
     """The Flink SQL job of a pipeline's feedback join over the Kafka log ``log_url``."""
-    join = pipeline.feedback
-    if not isinstance(join, FeedbackJoin):
-        raise ConfigError(f"pipeline '{pipeline.name}': the Flink join handles a FeedbackJoin; "
-                          "a label-in-event pipeline runs on the embedded joiner")
+    join = _feedback_join(pipeline)
     labels = declared(join.label)
     _check_labels(labels, join.streams)
     kafka = _kafka(log_url, bounded, group)
@@ -174,6 +175,14 @@ def build_job(pipeline: Pipeline, log_url: str, bounded: bool = True,
     inputs = [PREDICTIONS, *(s.name for s in join.streams)]
     inserts = [_samples(w, labels), _dead_letters(inputs, w)]
     return FlinkJob(_config(pipeline, bounded, jar), tables, inserts)
+
+
+def _feedback_join(pipeline: Pipeline) -> FeedbackJoin:
+    join = pipeline.feedback
+    if not isinstance(join, FeedbackJoin):
+        raise ConfigError(f"pipeline '{pipeline.name}': the Flink join handles a FeedbackJoin; "
+                          "a label-in-event pipeline runs on the embedded joiner")
+    return join
 
 
 def _check_labels(labels: Labels, streams: Sequence[Stream]) -> None:
@@ -508,7 +517,9 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
     with it (HOST:PORT, a JobManager's REST address) it is submitted to that Flink
     cluster, the Kafka connector jar with it (``pipeline.jars``), and this process
     waits for it as a client. With ``checkpoints`` (a directory; an unbounded job only)
-    the job keeps its checkpoints there and starts from the newest one it finds.
+    the job keeps its checkpoints there and starts from the newest one it finds; if
+    they were made with another window, allowed lateness or streams, ConfigError
+    before any job starts (``checkpoint_config``).
     Bounded (the default): reads what the topics hold when it starts, then stops;
     unbounded: runs until stopped (Ctrl-C, SIGTERM). The client's
     processes (Python and the JVM it starts) run in a session of their own; on a
@@ -517,12 +528,12 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
     output if the job fails or does not end within ``timeout_s``.
     """
     extra = cluster_config(flink_address) if flink_address is not None else {}
+    job = build_job(pipeline, log_url, bounded, jar=kafka_jar())
     if checkpoints is not None:
         if bounded:
             raise ConfigError("a checkpoint directory is for an unbounded Flink join (a "
                               "bounded one reads the topics from their start every time)")
-        extra |= checkpoint_config(Path(checkpoints))
-    job = build_job(pipeline, log_url, bounded, jar=kafka_jar())
+        extra |= checkpoint_config(Path(checkpoints), pipeline)
     job = FlinkJob(job.config | extra, job.tables, job.inserts)
     _create_topics(pipeline, log_url)
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
@@ -538,16 +549,40 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
                               + _summary(output.read_text(errors="replace")))
 
 
-def checkpoint_config(directory: Path) -> dict[str, str]:
-    """Checkpoints kept in ``directory`` (made if missing), and a start from the newest
-    completed one there if any."""
+#: The file of a checkpoint directory that records what the job's state was made with.
+MADE_WITH = "made_with.json"
+#: What a refused start tells the user to do.
+_START_OVER = ("put the old value back, or start over with a new --checkpoints DIR in a new "
+               "log and registry (another ?prefix= in --log, a new --registry) and ingest "
+               "the events again")
+
+
+def checkpoint_config(directory: Path, pipeline: Pipeline) -> dict[str, str]:
+    """Checkpoints of ``pipeline``'s join kept in ``directory`` (made if missing), and a
+    start from the newest completed one there if any.
+
+    The directory's ``MADE_WITH`` file records what the join's state means depends on
+    (joiner.made_with): ConfigError, as the embedded joiner's, if the directory holds a
+    completed checkpoint and the file says other values. Otherwise the file is written
+    (atomically) with the pipeline's: in a new directory, one without it (made by an
+    older livelearn: taken as made with this pipeline) or one without checkpoints.
+    """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
+    newest = newest_checkpoint(directory)
+    join = _feedback_join(pipeline)
+    now = made_with(pipeline.schemas, join.window_ms, join.allowed_lateness_ms, None)
+    record = directory / MADE_WITH
+    was = _read_made_with(record) if record.exists() else {}
+    if newest is not None:
+        check_made_with(was, now, f"the Flink join's checkpoint directory {directory}",
+                        _START_OVER)
+    if was != now:
+        _write_atomically(record, orjson.dumps(now, option=orjson.OPT_INDENT_2))
     config = {"execution.checkpointing.dir": directory.as_uri(),
               "execution.checkpointing.externalized-checkpoint-retention":
                   "RETAIN_ON_CANCELLATION",
               "execution.checkpointing.num-retained": "2"}
-    newest = newest_checkpoint(directory)
     if newest is not None:
         config["execution.state-recovery.path"] = newest.as_uri()
     return config
@@ -559,6 +594,31 @@ def newest_checkpoint(directory: Path) -> Path | None:
     done = [m.parent for m in directory.glob("*/chk-*/_metadata")]
     return max(done, key=lambda c: (c.joinpath("_metadata").stat().st_mtime_ns,
                                     int(c.name.partition("-")[2])), default=None)
+
+
+def _read_made_with(path: Path) -> dict[str, object]:
+    try:
+        was = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        was = None
+    if not isinstance(was, dict):
+        raise ConfigError(f"{path}: expected the JSON object livelearn writes there (what "
+                          "the checkpoints beside it were made with)")
+    return was
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` or what it held before, whenever this process dies."""
+    fd, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _create_topics(pipeline: Pipeline, log_url: str) -> None:

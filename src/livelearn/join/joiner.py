@@ -125,7 +125,7 @@ class Joiner:
         # before them) queue up, the others (late, restored) wait in a heap
         self._emitted: deque[tuple[int, str]] = deque()
         self._closed_heap: list[tuple[int, str]] = []
-        self.made_with = _made_with(self.schemas, window_ms, allowed_lateness_ms, enricher)
+        self.made_with = made_with(self.schemas, window_ms, allowed_lateness_ms, enricher)
 
     # -- input ------------------------------------------------------------------
 
@@ -387,7 +387,7 @@ class Joiner:
         its values: written by an older livelearn) is taken as made with this one.
         """
         s = orjson.loads(blob)
-        self._check(s.get("made_with") or {}, whose)
+        check_made_with(s.get("made_with") or {}, self.made_with, whose)
         self.watermark = s["watermark"]
         self.max_seen.update({(t, p): seen for t, p, seen in s["max_seen"]})
         self.open = {pred["request_id"]: Event(**evs[0]) if "labelled" in pred
@@ -407,26 +407,34 @@ class Joiner:
         """ConfigError, as ``restore`` would raise it, if state ``blob`` was made with
         another ``made_with``; nothing changes."""
         if blob is not None:
-            self._check(orjson.loads(blob).get("made_with") or {}, whose)
-
-    def _check(self, was: dict[str, Any], whose: str) -> None:
-        for key, (what, show_value) in _MADE_WITH.items():
-            if key in was and was[key] != self.made_with[key]:
-                raise ConfigError(f"{whose} was made with {what} {show_value(was[key])}; the "
-                                  f"pipeline now says {show_value(self.made_with[key])}. The "
-                                  f"samples would mix the two: {_START_OVER}")
+            check_made_with(orjson.loads(blob).get("made_with") or {}, self.made_with,
+                            whose)
 
 
-def _made_with(schemas: Mapping[str, Schema], window_ms: int, allowed_lateness_ms: int,
-               enricher: Enricher | None) -> dict[str, Any]:
+def made_with(schemas: Mapping[str, Schema], window_ms: int, allowed_lateness_ms: int,
+              enricher: Enricher | None) -> dict[str, Any]:
     """What a joiner's state means depends on, as JSON values (the same in every process).
     Not the partitions: a log keeps its count (Log.same_partitions) and a shard K/N
-    has a consumer group of its own (join.runner)."""
+    has a consumer group of its own (join.runner). The Flink join records the same
+    values in its checkpoint directory (join.flink.checkpoint_config)."""
     counters = {} if enricher is None else {
         name: [c.stream, c.window_ms, c.by] for name, (c, _) in sorted(enricher.counters.items())}
     return {"labelled": None if enricher is None else enricher.stream,
             "streams": sorted(schemas), "window_ms": window_ms,
             "allowed_lateness_ms": allowed_lateness_ms, "counters": counters}
+
+
+def check_made_with(was: Mapping[str, Any], now: Mapping[str, Any], whose: str,
+                    start_over: str = _START_OVER) -> None:
+    """ConfigError if a state (``whose``) made with ``was`` cannot go on with ``now``
+    (two ``made_with`` values): it names the first value that differs, both ways, and
+    says how to ``start_over``. A value missing from ``was`` (written by an older
+    livelearn) is taken as ``now``'s."""
+    for key, (what, show_value) in _MADE_WITH.items():
+        if key in was and was[key] != now[key]:
+            raise ConfigError(f"{whose} was made with {what} {show_value(was[key])}; the "
+                              f"pipeline now says {show_value(now[key])}. The samples "
+                              f"would mix the two: {start_over}")
 
 
 def _window_obj(window: _Window | Event) -> list[Any]:
