@@ -9,7 +9,8 @@ named in the answer. The pipeline's windowed counters live in the online
 store: both endpoints count what they logged, and /predict reads each
 candidate's counts as of the request's ts (serve.counters). GET /models,
 /healthz and /metrics (Prometheus text, with the responses of /predict and
-/feedback by status: serve.traffic).
+/feedback by status: serve.traffic). GET /dashboard is a page that shows the
+loop at work, polling GET /dashboard/data (ui.dashboard); GET / redirects to it.
 
 Bad requests get a 4xx whose ``detail`` names the field and what was expected:
 bodies too large (413), not JSON (415), not UTF-8 or not valid JSON (400) are
@@ -52,6 +53,7 @@ from livelearn.serve.tables import ServedTables
 from livelearn.serve.traffic import CountResponses, Responses
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
 from livelearn.tables.store import Store, open_store
+from livelearn.ui.dashboard import ServerState, mount_dashboard
 
 logger = logging.getLogger("livelearn.serve")
 
@@ -222,6 +224,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         ]
         return "\n".join(lines) + "\n"
 
+    mount_dashboard(app, f"livelearn: {pipeline.name}", registry, log, lambda: ServerState(
+        holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses)))
     return app
 
 
