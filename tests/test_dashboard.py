@@ -193,3 +193,17 @@ def test_dead_letters_are_counted_as_they_come_as_a_full_read_counts_them(
     assert tally.update(7) == DeadLetterCounts(log).update() == dict(sorted(Counter(
         reasons).items()))
     assert (tally.read, tally.behind) == (len(reasons), False)
+
+
+def test_a_verdict_is_the_last_approval_or_rejection_not_a_pruning_note(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    first, second = _publish(registry, 100, 0.6), _publish(registry, 200, 0.5)
+    registry.set_status(first, "approved", "no version approved yet")
+    registry.set_status(second, "approved", "within tolerance")
+    registry.set_status(second, "rejected", "rolled back: live auc fell")
+    assert registry.prune(keep=0) == [second]
+    assert registry.decisions()[-1]["reason"].startswith("model file pruned")
+    verdicts = registry.verdicts()
+    assert {v: d["reason"] for v, d in verdicts.items()} == {
+        first: "no version approved yet", second: "rolled back: live auc fell"}
+    assert set(registry.verdicts(since=second)) == {second}
