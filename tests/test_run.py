@@ -124,6 +124,8 @@ def test_run_serves_joins_and_learns(tmp_path: Path) -> None:
         _wait(lambda: _up(url), "the server")
         assert p.stdout is not None
         assert p.stdout.readline() == f"serving on {url} (Ctrl-C to stop)\n".encode()
+        assert p.stdout.readline() == f"dashboard: {url}/dashboard\n".encode()
+        assert httpx.get(f"{url}/dashboard").status_code == 200
         shown = httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1", "i2"],
                                                    "ts": T}).json()["predictions"]
         clicked = shown[0]["request_id"]

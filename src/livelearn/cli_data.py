@@ -253,8 +253,9 @@ def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry
 
 
 def serve_http(app: Any, host: str, port: int, until: threading.Event | None = None) -> None:
-    """Serve ``app`` until interrupted (or ``until`` is set), saying once where, when it is
-    up; ConfigError if ``host:port`` cannot be bound (another server there)."""
+    """Serve ``app`` (the prediction server) until interrupted (or ``until`` is set), saying
+    once where, and where its dashboard is, when it is up; ConfigError if ``host:port``
+    cannot be bound (another server there)."""
     import uvicorn
 
     sock = bound_socket(host, port)
@@ -293,7 +294,7 @@ def _watch(server: Any, url: str, stopped: threading.Event,
     said = False
     while not stopped.wait(0.05):
         if server.started and not said:
-            print(f"serving on {url} (Ctrl-C to stop)", flush=True)
+            print(f"serving on {url} (Ctrl-C to stop)\ndashboard: {url}/dashboard", flush=True)
             said = True
         if until is not None and until.is_set():
             server.should_exit = True

@@ -38,6 +38,7 @@ from livelearn.log.sqlite import Connection, check_claim, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
+_PRUNED = "model file pruned"  # how the note of a pruned file begins among the decisions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -252,7 +253,7 @@ class Registry:
                 db.execute("UPDATE versions SET sha256 = '' WHERE id = ?", (vid,))
                 db.execute("INSERT INTO decisions (version, status, reason, at) SELECT id, status, "
                            "?, ? FROM versions WHERE id = ?",
-                           (f"model file pruned (the registry keeps {keep} past versions)",
+                           (f"{_PRUNED} (the registry keeps {keep} past versions)",
                             time.time(), vid))
             db.execute("COMMIT")
         except BaseException:
@@ -296,6 +297,16 @@ class Registry:
     def decisions(self) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT version, status, reason, at FROM decisions ORDER BY seq")
         return [{"version": v, "status": s, "reason": r, "at": a} for v, s, r, a in rows]
+
+    def verdicts(self, since: int = 0) -> dict[int, dict[str, Any]]:
+        """The last approval or rejection of each version from ``since`` on (by the gate, a
+        rollback or by hand): {version: {"status", "reason", "at"}}; a version never
+        judged has none. Notes of pruned files are not verdicts."""
+        rows = self._db().execute(
+            "SELECT version, status, reason, at, MAX(seq) FROM decisions WHERE version >= ? "
+            "AND status IN ('approved', 'rejected') AND reason NOT LIKE ? GROUP BY version",
+            (since, f"{_PRUNED}%"))  # SQLite: the other columns come from the MAX(seq) row
+        return {v: {"status": s, "reason": r, "at": a} for v, s, r, a, _ in rows}
 
 
 def _version(row: tuple[Any, ...]) -> Version:

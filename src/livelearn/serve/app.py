@@ -8,7 +8,9 @@ streams; an event that fails its schema goes to the dead-letter topic and is
 named in the answer. The pipeline's windowed counters live in the online
 store: both endpoints count what they logged, and /predict reads each
 candidate's counts as of the request's ts (serve.counters). GET /models,
-/healthz and /metrics (Prometheus text).
+/healthz and /metrics (Prometheus text, with the responses of /predict and
+/feedback by status: serve.traffic). GET /dashboard is a page that shows the
+loop at work, polling GET /dashboard/data (ui.dashboard); GET / redirects to it.
 
 Bad requests get a 4xx whose ``detail`` names the field and what was expected:
 bodies too large (413), not JSON (415), not UTF-8 or not valid JSON (400) are
@@ -48,8 +50,10 @@ from livelearn.serve.counters import ServedCounters
 from livelearn.serve.holder import ModelHolder
 from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
 from livelearn.serve.tables import ServedTables
+from livelearn.serve.traffic import CountResponses, Responses
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
 from livelearn.tables.store import Store, open_store
+from livelearn.ui.dashboard import ServerState, mount_dashboard
 
 logger = logging.getLogger("livelearn.serve")
 
@@ -115,6 +119,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     holder = ModelHolder(registry, poll_s)
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
     counts: Counter[str] = Counter()
+    responses: Responses = Counter()
     features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the features function")
 
     @asynccontextmanager
@@ -127,6 +132,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     app = FastAPI(title=f"livelearn: {pipeline.name}", lifespan=lifespan)
     app.state.holder = holder
     app.add_middleware(BodyLimits, max_bytes=max_body_bytes)
+    # added last, so outermost: it counts BodyLimits' refusals too
+    app.add_middleware(CountResponses, counts=responses, paths=("/predict", "/feedback"))
 
     @app.exception_handler(LivelearnError)
     async def _error(_: Request, exc: LivelearnError) -> JSONResponse:
@@ -196,17 +203,20 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return {"status": "ok" if holder.version else "no model",
                 "model_version": holder.version}
 
+    def counters() -> dict[str, int]:
+        """The server's counters since it started, by name (/metrics adds ``_total``)."""
+        return {"predictions": counts["predictions"], "feedback_events": counts["feedback"],
+                "feedback_rejected": counts["feedback_rejected"], "model_swaps": holder.swaps}
+
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
-        lines = [
-            "# TYPE livelearn_predictions_total counter",
-            f"livelearn_predictions_total {counts['predictions']}",
-            "# TYPE livelearn_feedback_events_total counter",
-            f"livelearn_feedback_events_total {counts['feedback']}",
-            "# TYPE livelearn_feedback_rejected_total counter",
-            f"livelearn_feedback_rejected_total {counts['feedback_rejected']}",
-            "# TYPE livelearn_model_swaps_total counter",
-            f"livelearn_model_swaps_total {holder.swaps}",
+        lines = []
+        for name, n in counters().items():
+            lines += [f"# TYPE livelearn_{name}_total counter", f"livelearn_{name}_total {n}"]
+        lines.append("# TYPE livelearn_http_responses_total counter")
+        lines += [f'livelearn_http_responses_total{{path="{path}",status="{status}"}} {n}'
+                  for (path, status), n in sorted(responses.items())]
+        lines += [
             "# TYPE livelearn_model_version gauge",
             f"livelearn_model_version {holder.version or 0}",
             "# TYPE livelearn_event_clock_ms gauge",
@@ -214,6 +224,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         ]
         return "\n".join(lines) + "\n"
 
+    mount_dashboard(app, f"livelearn: {pipeline.name}", registry, log, lambda: ServerState(
+        holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses)))
     return app
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from livelearn.errors import LivelearnError, Unavailable
 from livelearn.models.base import Learner
@@ -38,6 +39,7 @@ class ModelHolder:
         self._broken: int | None = None  # the version last found unloadable
         self.clock_ts = 0  # the largest event time (ms) seen in requests
         self.swaps = 0
+        self.swapped_at: float | None = None  # wall clock (s since the epoch) of the last swap
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -84,6 +86,7 @@ class ModelHolder:
         self._current = (version, learner)
         self._since = self.clock_ts or None
         self.swaps += 1
+        self.swapped_at = time.time()
         log.info("serving v%d", version)
         return True
 

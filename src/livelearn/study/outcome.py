@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.sim.client import ClientStats
-from livelearn.spec import DEAD_LETTERS, Pipeline, new_learner
+from livelearn.spec import Pipeline, new_learner
 from livelearn.train.metrics import auc
 from livelearn.train.trainer import Trained
+from livelearn.ui.dashboard import DeadLetterCounts
 from livelearn.ui.report import Chart, write_json, write_report
 
 HOUR_MS = 3_600_000
@@ -156,10 +156,4 @@ class Outcome:
 
 def dead_letter_counts(log: Log) -> dict[str, int]:
     """Dead letters in the log, by reason."""
-    counts: Counter[str] = Counter()
-    for topic, partition in log.topic_partitions([DEAD_LETTERS]):
-        offset = 0
-        while records := log.read(topic, partition, offset, 10_000):
-            counts.update(orjson.loads(r.value)["reason"] for r in records)
-            offset = records[-1].offset + 1
-    return dict(sorted(counts.items()))
+    return DeadLetterCounts(log).update()

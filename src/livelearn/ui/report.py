@@ -79,15 +79,21 @@ def render_report(
     (True, True, False)
     """
     esc = html.escape
-    parts = [_HEAD.replace("{title}", esc(title)), f"<h1>{esc(title)}</h1>"]
+    parts = [page_head(title), f"<h1>{esc(title)}</h1>"]
     if summary:
         parts.append(_summary_table(summary))
-    parts.extend(_figure(chart, i) for i, chart in enumerate(charts))
+    parts.extend(render_figure(chart, i) for i, chart in enumerate(charts))
     if notes:
         items = "".join(f"<li>{esc(note)}</li>" for note in notes)
         parts.append(f'<section><h2>Notes</h2><ul class="notes">{items}</ul></section>')
     parts.append("<footer>livelearn report</footer>\n</main>\n</body>\n</html>\n")
     return "\n".join(parts)
+
+
+def page_head(title: str, style: str = "") -> str:
+    """A page's start, up to its open <main>: the report's look, with ``style`` (CSS) added.
+    The dashboard's page starts so too."""
+    return _HEAD.replace("{title}", html.escape(title)).replace("</style>", f"{style}</style>")
 
 
 def write_json(path: str | Path, data: dict[str, Any], what: str = "report") -> Path:
@@ -186,8 +192,9 @@ def _value(value: object) -> str:
 # ---------------------------------------------------------------- charts
 
 
-def _figure(chart: Chart, index: int) -> str:
-    """A chart as a <figure>: title, legend, then the SVG."""
+def render_figure(chart: Chart, index: int = 0) -> str:
+    """A chart as a <figure>: title, legend, then the SVG (escaped, self-contained). Each
+    chart of one page needs its own ``index`` (its SVG's clip path is named by it)."""
     esc = html.escape
     lines = [_points(chart, name, xs, ys) for name, (xs, ys) in chart.series.items()]
     legend = "".join(
