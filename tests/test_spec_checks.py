@@ -73,6 +73,10 @@ def test_stream_and_table_mistakes() -> None:
         spec.Stream("tx", {"amount": "float"})  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match="table 'users': users.xlsx is not one of"):
         spec.Table("users", "users.xlsx", key="id")
+    for name in ("", "livelearn:loaded"):  # the server's own table in the online store
+        with pytest.raises(ConfigError, match=f"table {name!r}: expected a name, not empty "
+                                              f"nor starting with 'livelearn:'"):
+            spec.Table(name, "users.csv", key="id")
     with pytest.raises(ConfigError, match="needs users and items tables"):
         replace(NEWS, users=None)
 

@@ -34,6 +34,8 @@ from livelearn.events import Event, Schema, show
 from livelearn.features.hashing import Features
 from livelearn.models.base import LEARNERS, Learner
 
+#: The start of the names of livelearn's own tables in the online store (serve.tables).
+RESERVED_PREFIX = "livelearn:"
 #: Topics every pipeline has besides its feedback streams.
 PREDICTIONS, SAMPLES, DEAD_LETTERS = "predictions", "samples", "dead_letters"
 #: The types a schema may declare for a payload field.
@@ -84,6 +86,10 @@ class Table:
     as_of: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.name or self.name.startswith(RESERVED_PREFIX):
+            raise ConfigError(f"table {self.name!r}: expected a name, not empty nor starting "
+                              f"with '{RESERVED_PREFIX}' (the server's own tables in the "
+                              f"online store are named so)")
         if Path(self.path).suffix.lower() not in TABLE_SUFFIXES:
             raise ConfigError(f"table '{self.name}': {self.path} is not one of "
                               f"{', '.join(TABLE_SUFFIXES)}")

@@ -39,14 +39,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from livelearn.errors import BadInput, LivelearnError, Unavailable
-from livelearn.spec import Table
+from livelearn.spec import RESERVED_PREFIX, Table
 from livelearn.tables.offline import read_rows
 from livelearn.tables.store import Row, Store
 
 logger = logging.getLogger("livelearn.serve")
 
 #: The store table of the load markers: key = a table's name, row = {"rows": N}.
-LOADED = "livelearn:loaded"
+LOADED = f"{RESERVED_PREFIX}loaded"
 
 
 class ServedTables:
