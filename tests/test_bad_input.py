@@ -122,6 +122,7 @@ def test_a_bad_predict_request_gets_a_4xx_naming_the_problem(
     assert isinstance(detail, str) and len(detail) < 400
     for name in names:
         assert name in detail
+    assert "stream 'predict'" not in detail  # a request is no stream
     assert _topic(log, PREDICTIONS) == []  # nothing served, nothing logged
     _still_serves(server)
 

@@ -130,15 +130,16 @@ class EventDecoder:
         return decode_event(raw, self.schemas, now_ms, self.max_future_ms)
 
 
-def check_ts(ts: Any, stream: str, now_ms: int | None = None,
+def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
              max_future_ms: int | None = MAX_FUTURE_MS) -> int:
-    """Check an event time in milliseconds; raise BadInput for seconds or the far future."""
-    check_ms(ts, f"stream '{stream}', field 'ts'")
+    """Check an event time in milliseconds; raise BadInput naming the ``stream``'s field
+    (or, None, a request's field 'ts') for seconds or the far future."""
+    where = "field 'ts'" if stream is None else f"stream '{stream}', field 'ts'"
+    check_ms(ts, where)
     if max_future_ms is not None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if ts > now + max_future_ms:
-            raise BadInput(f"stream '{stream}', field 'ts': {ts} is more than "
-                           f"{max_future_ms} ms in the future")
+            raise BadInput(f"{where}: {ts} is more than {max_future_ms} ms in the future")
     return ts
 
 

@@ -145,7 +145,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     @app.post("/predict", response_model=PredictResponse)
     def predict(req: PredictRequest) -> Response:
-        ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, "predict")
+        ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, None)
         holder.observe(ts)
         version, model = holder.current()
         user, items = tables.rows(req.user_id, req.items, ts)
