@@ -78,6 +78,8 @@ PREDICT_CASES = [
      + b"}", JSON, 400, ["nested more than 100 deep"]),
     ("text/plain", b'{"user_id": "u0", "items": ["p0"]}', "text/plain", 415,
      ["Content-Type", "application/json", "text/plain"]),
+    ("a charset not UTF-8", b'{"user_id": "u0", "items": ["p0"]}',
+     "application/json; charset=latin-1", 415, ["Content-Type", "in UTF-8", "latin-1"]),
     ("no content type", b'{"user_id": "u0", "items": ["p0"]}', None, 415,
      ["Content-Type", "application/json"]),
     ("empty body", b"", JSON, 422, ["request body", "required"]),

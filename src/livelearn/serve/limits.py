@@ -4,7 +4,8 @@
 
 - larger than ``max_bytes``: 413, from Content-Length before any byte is read,
   or as soon as the bytes read pass the limit;
-- a media type other than JSON (``application/json`` or ``*/*+json``), or a
+- a media type other than JSON (``application/json`` or ``*/*+json``), a charset
+  other than UTF-8, or a
   Content-Encoding (the body compressed): 415;
 - bytes that are not UTF-8, or not strict JSON (RFC 8259: no NaN or Infinity,
   no number beyond a double, no lone surrogate), or nested more than
@@ -95,9 +96,13 @@ def check_json_body(content_type: str | None, body: bytes) -> None:
     """Raise Refused unless ``body`` is empty or strict JSON in UTF-8 with a JSON media type."""
     if not body:
         return
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise Refused(415, f"header 'Content-Type': expected application/json, "
+    media, *parameters = (content_type or "").lower().split(";")
+    media = media.strip()
+    charset = next((p.partition("=")[2].strip().strip('"') for p in parameters
+                    if p.partition("=")[0].strip() == "charset"), "utf-8")
+    if media != "application/json" and not media.endswith("+json") \
+            or charset.replace("_", "-") not in ("utf-8", "utf8"):
+        raise Refused(415, f"header 'Content-Type': expected application/json in UTF-8, "
                            f"got {content_type or 'none'!r}")
     try:
         text = body.decode("utf-8")
