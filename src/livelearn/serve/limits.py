@@ -5,8 +5,7 @@
 - larger than ``max_bytes``: 413, from Content-Length before any byte is read,
   or as soon as the bytes read pass the limit;
 - a media type other than JSON (``application/json`` or ``*/*+json``), a charset
-  other than UTF-8, or a
-  Content-Encoding (the body compressed): 415;
+  other than UTF-8, or a Content-Encoding (the body compressed): 415;
 - bytes that are not UTF-8, or not strict JSON (RFC 8259: no NaN or Infinity,
   no number beyond a double, no lone surrogate), or nested more than
   ``MAX_DEPTH`` deep: 400.
