@@ -120,7 +120,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                           help="the model registry's directory")
     s = sub.add_parser("serve", parents=[common, registry],
                        help="run the prediction server (one role)",
-                       description="Serve predictions over HTTP, log them, hot-swap versions.")
+                       description="Serve predictions over HTTP, log them, hot-swap versions; "
+                       "the dashboard is at /dashboard.")
     s.add_argument("--data", type=Path, default=Path("."), metavar="DIR",
                    help="directory the pipeline's table paths are relative to (default: .)")
     s.add_argument("--host", default="127.0.0.1",

@@ -65,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     r.add_argument("--then-live", action="store_true",
                    help="keep the last windows open and go on with live events as `livelearn "
                         "run` does: join, train and judge what comes into the log and, for a "
-                        "feedback join, serve /predict and /feedback")
+                        "feedback join, serve /predict, /feedback and the dashboard (/dashboard)")
     r.add_argument("--report-json", type=Path, default=None, metavar="PATH",
                    help="write the report as JSON here")
     r.add_argument("--report", type=Path, default=None, metavar="PATH",
@@ -77,8 +77,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     u = sub.add_parser("run", parents=[roles, live],
                        help="every role of a pipeline in one process",
                        description="Join, train and judge on the live log and, for a "
-                       "feedback join, serve predictions over HTTP, all in one process; feed "
-                       "it with `livelearn ingest` or the server's /feedback.")
+                       "feedback join, serve predictions and the dashboard over HTTP, all in one "
+                       "process; feed it with `livelearn ingest` or the server's /feedback.")
     u.add_argument("--until-idle", action="store_true",
                    help="treat the log as complete: learn all of it, stop (no server)")
     u.set_defaults(func=_run)
@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
 def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
           data: Path) -> None:
     """Turn the loop's roles on the live log until interrupted and, for a feedback join
-    unless ``--no-serve``, serve /predict and /feedback meanwhile."""
+    unless ``--no-serve``, serve /predict, /feedback and the dashboard meanwhile."""
     if args.no_serve or pipeline.labelled is not None:
         print("live: waiting for events (Ctrl-C to stop)", flush=True)
         _forever(loop)

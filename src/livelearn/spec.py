@@ -241,7 +241,8 @@ class Pipeline:
 
 def new_learner(pipeline: Pipeline) -> Learner:
     """A fresh learner from ``pipeline.learner()``: ConfigError naming the pipeline if
-    the factory raises or returns something that is not a Learner.
+    the factory raises or returns something that is not a Learner. A LivelearnError
+    it raises (a learner's own check of its parameters) goes on as it is.
 
     Called where a role needs one, not when the spec is built: a big model is costly.
     """

@@ -13,14 +13,15 @@ candidate's counts as of the request's ts (serve.counters). GET /models,
 loop at work, polling GET /dashboard/data (ui.dashboard); GET / redirects to it.
 
 Bad requests get a 4xx whose ``detail`` names the field and what was expected:
-bodies too large (413), not JSON (415), not UTF-8 or not valid JSON (400) are
-refused before parsing (see ``limits``); a field of the wrong type or missing
-gets 422. When the pipeline's features function raises, or returns a value
-that is not a number, a string or a bool (a NaN, a list, None), /predict
-answers 500 with a ``detail`` that names the user, item and feature (or the
-exception), and so it does when the model gives a score that is not finite, or
-outside [0, 1] for a binary learner: nothing is logged for that request, and
-the server keeps serving whatever comes.
+bodies too large (413), of another content type than JSON or compressed (415),
+not UTF-8 or not valid JSON (400) are refused before parsing (see ``limits``);
+a field of the wrong type, missing or unknown, or an item in no table, gets 422.
+When the pipeline's features function raises, or returns a value that is not
+a number, a string or a bool (a NaN, a list, None), /predict answers 500 with a
+``detail`` that names the user, item and feature (or the exception), and so it
+does when the model gives a score that is not finite, or outside [0, 1] for a
+binary learner: nothing is logged for that request, and the server keeps
+serving whatever comes.
 """
 
 from __future__ import annotations
