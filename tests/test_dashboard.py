@@ -51,9 +51,12 @@ def _data(http: httpx.Client) -> dict[str, Any]:
     return dict(response.json())
 
 
-def _wait_serving(http: httpx.Client, version: int) -> dict[str, Any]:
+def _wait_serving(http: httpx.Client, version: int, since: bool = False) -> dict[str, Any]:
+    """The data once ``version`` serves (and, with ``since``, once its serving time is in
+    the registry: the server's next poll writes it after the first request)."""
     deadline = time.monotonic() + 30
-    while (data := _data(http))["data"]["serving"]["version"] != version:
+    while (data := _data(http))["data"]["serving"]["version"] != version or (
+            since and data["data"]["serving"]["since_ts"] is None):
         assert time.monotonic() < deadline, f"v{version} never served"
         time.sleep(0.05)
     return data
@@ -106,7 +109,7 @@ def test_the_data_matches_the_registry_and_the_servers_counts(
         bad = {"stream": "click", "key": "u1", "id": "c1", "ts": 1767571200000, "payload": {}}
         assert http.post("/feedback", json=[bad]).json()["accepted"] == 0
         assert http.post("/predict", json={"user_id": "u1"}).status_code == 422
-        data = _data(http)["data"]
+        data = _wait_serving(http, approved, since=True)["data"]
         metrics = http.get("/metrics").text
     assert served["data"]["serving"]["since_ts"] is None  # no request had come yet
     assert data["serving"]["version"] == approved
