@@ -202,7 +202,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from livelearn.demo import DemoConfig, run_demo
-    from livelearn.ui.report import check_writable
+    from livelearn.files import check_writable
 
     logging.getLogger().setLevel(logging.WARNING)
     for output, what in ((args.report, "report"), (args.summary_json, "summary")):

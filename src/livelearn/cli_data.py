@@ -133,15 +133,16 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from livelearn.files import check_writable
     from livelearn.loop import tune_gc
     from livelearn.prequential import write_html
     from livelearn.replay import replay
-    from livelearn.ui.report import check_writable, write_json
+    from livelearn.ui.report import write_json
 
     sources = [_source(text) for text in args.events]
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
-            check_writable(report)
+            check_writable(report, "report")
     pipeline, workdir, log = _paths(args)
     _refuse_replayed(log, [stream for stream, _ in sources])
     registry, data = _registry_and_data(args, workdir)

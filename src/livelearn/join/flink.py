@@ -87,6 +87,7 @@ import orjson
 
 from livelearn.errors import ConfigError, Unavailable
 from livelearn.events import MIN_TS_MS
+from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
@@ -578,7 +579,7 @@ def checkpoint_config(directory: Path, pipeline: Pipeline) -> dict[str, str]:
         check_made_with(was, now, f"the Flink join's checkpoint directory {directory}",
                         _START_OVER)
     if was != now:
-        _write_atomically(record, orjson.dumps(now, option=orjson.OPT_INDENT_2))
+        replace_file(record, orjson.dumps(now, option=orjson.OPT_INDENT_2), "checkpoint record")
     config = {"execution.checkpointing.dir": directory.as_uri(),
               "execution.checkpointing.externalized-checkpoint-retention":
                   "RETAIN_ON_CANCELLATION",
@@ -605,20 +606,6 @@ def _read_made_with(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: expected the JSON object livelearn writes there (what "
                           "the checkpoints beside it were made with)")
     return was
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` or what it held before, whenever this process dies."""
-    fd, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _create_topics(pipeline: Pipeline, log_url: str) -> None:

@@ -14,12 +14,9 @@ where there is room and, for every marker, as a hover tooltip.
 
 from __future__ import annotations
 
-import errno
 import html
 import math
 import numbers
-import os
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from livelearn.errors import BadInput, cannot, make_folder
+from livelearn.errors import BadInput
+from livelearn.files import replace_file
 
 #: Most points drawn per series; longer series are downsampled.
 MAX_POINTS = 2000
@@ -97,53 +95,9 @@ def page_head(title: str, style: str = "") -> str:
 
 
 def write_json(path: str | Path, data: dict[str, Any], what: str = "report") -> Path:
-    """Write ``data`` as indented JSON, as ``replace_file`` does; ConfigError naming
+    """Write ``data`` as indented JSON, as ``files.replace_file`` does; ConfigError naming
     ``what`` and the path if it cannot be."""
     return replace_file(path, orjson.dumps(data, option=orjson.OPT_INDENT_2), what)
-
-
-def check_writable(path: str | Path, what: str = "report") -> Path:
-    """``path``, once sure that ``replace_file`` (write_json, write_report) can write it:
-    its folder made now, a file can be made in it, and ``path`` is no folder. Else the
-    ConfigError that writing would give (``cannot create report folder ...``, ``cannot
-    write report ...``), now, before a long run whose result it was to hold."""
-    path = Path(path)
-    make_folder(path.parent, f"{what} folder")
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        fd, tmp = _new_temp(path)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise cannot(f"write {what}", path, e) from None
-    return path
-
-
-def replace_file(path: str | Path, data: bytes, what: str = "report") -> Path:
-    """Write ``data`` to ``path``, creating parent folders. The file is replaced
-    atomically, so a reader never sees half of it, and gets the permissions of any new
-    file (0666 less the umask). ConfigError naming ``what`` and the path if it cannot be."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _new_temp(path)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as e:
-        raise cannot(f"write {what}", path, e) from None
-    return path
-
-
-def _new_temp(path: Path) -> tuple[int, Path]:
-    """A new file beside ``path``, open for writing, and its path."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
 def write_report(
@@ -153,11 +107,11 @@ def write_report(
     charts: Sequence[Chart],
     notes: Sequence[str] = (),
 ) -> Path:
-    """Render the report and write it to ``path`` (UTF-8) as ``replace_file`` does: a
+    """Render the report and write it to ``path`` (UTF-8) as ``files.replace_file`` does: a
     reader never sees half a report; a path that cannot be written raises ConfigError
     naming it and the reason.
     """
-    return replace_file(path, render_report(title, summary, charts, notes).encode())
+    return replace_file(path, render_report(title, summary, charts, notes).encode(), "report")
 
 
 # ---------------------------------------------------------------- summary
