@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,10 @@ def test_help_explains_every_option() -> None:
     for option in ("--impressions", "--candidates", "--days", "--seed", "--faults",
                    "--workdir", "--report", "--summary-json", "--no-progress"):
         assert option in demo
+
+
+def test_the_live_view_says_where_to_watch_the_dashboard(tmp_path: Path) -> None:
+    done = livelearn("demo", "--impressions", "3000", "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"dashboard \(while it runs\)\s+│ http://127\.0\.0\.1:\d+/dashboard",
+                     done.stderr), done.stderr

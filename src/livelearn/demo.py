@@ -65,7 +65,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     try:
         client = FeedClient(world, server.url, faults=cfg.faults, seed=cfg.seed)
         loop.start()
-        with _progress(cfg.progress, client, loop.loop, outcome, registry):
+        with _progress(cfg.progress, client, loop.loop, outcome, registry,
+                       f"{server.url}/dashboard"):
             client.run()
             loop.finish()
         loop.raise_error()
@@ -185,8 +186,8 @@ def _write_tables(world: NewsFeed, directory: Path) -> None:
 
 
 def _progress(enabled: bool, client: FeedClient, loop: Loop, outcome: Outcome,
-              registry: Registry) -> Any:
+              registry: Registry, dashboard: str) -> Any:
     from livelearn.ui.progress import LiveProgress
 
     return LiveProgress(client.stats, loop.joiner, loop.trainer, outcome, registry,
-                        enabled=enabled)
+                        enabled=enabled, dashboard=dashboard)

@@ -22,8 +22,11 @@ class LiveProgress:
     """A context manager showing the loop's progress until it exits (if ``enabled``)."""
 
     def __init__(self, stats: ClientStats, joiner: JoinRunner, trainer: Trainer,
-                 outcome: Outcome, registry: Registry, enabled: bool = True):
+                 outcome: Outcome, registry: Registry, enabled: bool = True,
+                 dashboard: str | None = None):
+        """``dashboard``: the URL of the server's dashboard page, shown while it runs."""
         self.stats, self.joiner, self.trainer = stats, joiner, trainer
+        self.dashboard = dashboard
         self.outcome, self.registry, self.enabled = outcome, registry, enabled
         self.console = Console(stderr=True)
         self._live: Live | None = None
@@ -68,4 +71,6 @@ class LiveProgress:
             ("wall time", f"{wall:.0f} s"),
         ]:
             table.add_row(name, value)
+        if self.dashboard is not None:
+            table.add_row("dashboard (while it runs)", self.dashboard)
         return table
