@@ -11,7 +11,10 @@
    SIGKILL to a random one at random moments and restarts it at once (a joiner
    killed between its writes loses what it read since the last one, and reads
    it again). When the kills are done, `livelearn join --until-idle` and then
-   `livelearn train --until-idle` finish the work.
+   `livelearn train --until-idle` finish the work. With ``--takeovers N``, N
+   times (among the kills) a second `join` or `train` starts while the first
+   still runs: the first must stop, fenced off (exit 2, "taken over"), at its next
+   write, or be idle with nothing left to write (then it is stopped).
 4. Compare the samples (ids, labels, features) and the final model, bit for bit.
 """
 
@@ -88,9 +91,14 @@ def reference_run(url: str, registry: Path) -> None:
     finish(role("train", url, registry, "--until-idle"))
 
 
-def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int) -> dict[str, int]:
-    """Run the roles with SIGKILLs on a seeded schedule; return kills per role."""
+def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int,
+               takeovers: int = 0) -> dict[str, Any]:
+    """Run the roles with SIGKILLs on a seeded schedule, and ``takeovers`` times start a
+    second joiner or trainer while the first runs; return kills per role and what the
+    superseded processes did."""
     rng = np.random.default_rng(seed)
+    taking_over = set(np.random.default_rng(seed + 1).choice(kills + takeovers, takeovers,
+                                                             replace=False).tolist())
     port = free_port()
     starts = {
         "join": lambda: role("join", url, registry),
@@ -100,24 +108,50 @@ def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int) ->
     }
     running = {name: start() for name, start in starts.items()}
     killed: Counter[str] = Counter()
+    superseded: list[subprocess.Popen[bytes]] = []
     try:
-        for _ in range(kills):
+        for event in range(kills + takeovers):
             time.sleep(float(rng.uniform(0.2, 1.2)))
             alive = sorted(n for n, p in running.items() if p.poll() is None)
-            name = str(rng.choice(alive)) if alive else "train"
-            running[name].send_signal(signal.SIGKILL)
-            running[name].wait()
-            killed[name] += 1
+            if event in taking_over:  # one group, two processes: the newer fences the older
+                name = str(rng.choice([n for n in alive if n != "serve"] or ["join"]))
+                superseded.append(running[name])
+            else:
+                name = str(rng.choice(alive)) if alive else "train"
+                running[name].send_signal(signal.SIGKILL)
+                running[name].wait()
+                killed[name] += 1
             running[name] = starts[name]()
         _check_serving(port)
+        fenced = _superseded(superseded)
     finally:
-        for process in running.values():
+        for process in [*running.values(), *superseded]:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
     finish(role("join", url, registry, "--until-idle"))
     finish(role("train", url, registry, "--until-idle"))
-    return dict(killed)
+    return {"kills_by_role": dict(killed), "takeovers": takeovers, **fenced}
+
+
+def _superseded(processes: list[subprocess.Popen[bytes]]) -> dict[str, int]:
+    """Wait a while for each superseded role: one with something to write stops, fenced
+    off (exit 2, 'taken over'); one that had nothing left to write is stopped here."""
+    deadline = time.monotonic() + 10
+    fenced = idle = 0
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(30)
+            idle += 1
+            continue
+        err = process.stderr.read().decode() if process.stderr else ""
+        if process.returncode != 2 or "was taken over by another process" not in err:
+            raise SystemExit(f"{process.args} exited with {process.returncode}:\n{err}")
+        fenced += 1
+    return {"superseded_fenced": fenced, "superseded_idle": idle}
 
 
 def _check_serving(port: int) -> None:
@@ -166,6 +200,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20, help="SIGKILLs to send (default: 20)")
+    p.add_argument("--takeovers", type=int, default=0,
+                   help="times to start a second joiner or trainer while one runs (the newer "
+                        "fences the older off; default: 0)")
     p.add_argument("--seed", type=int, default=1, help="seed of the kill schedule and the feed")
     p.add_argument("--impressions", type=int, default=60_000,
                    help="impressions in the recorded input log (default: 60000)")
@@ -177,9 +214,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         source = record_input(work / "input", args.impressions, args.seed)
         ref_url, got_url = copy_log(source, work / "ref.db"), copy_log(source, work / "got.db")
         reference_run(ref_url, work / "ref-registry")
-        killed = faulty_run(got_url, work / "got-registry", work / "input" / "tables",
-                            args.kills, args.seed)
-        result = {"kills": sum(killed.values()), "kills_by_role": killed,
+        faults = faulty_run(got_url, work / "got-registry", work / "input" / "tables",
+                            args.kills, args.seed, args.takeovers)
+        result = {"kills": sum(faults["kills_by_role"].values()), **faults,
                   **compare(ref_url, work / "ref-registry", got_url, work / "got-registry"),
                   "wall_seconds": round(time.monotonic() - started, 1)}
     for key, value in result.items():

@@ -24,3 +24,22 @@ def test_kill_nine_at_random_moments_changes_nothing(tmp_path: Path) -> None:
     assert result["samples_missing"] == result["samples_duplicated"] == 0
     assert result["learned_twice"] == 0
     assert result["samples_identical"] and result["model_identical"]
+
+
+def test_a_second_joiner_or_trainer_fences_the_first_off_and_nothing_is_written_twice(
+        tmp_path: Path) -> None:
+    """Takeovers among kills: each superseded joiner or trainer stops, fenced off (exit 2,
+    'taken over'), at its next write, or had nothing left to write; no sample is written
+    twice. Before claims, the same run wrote thousands of samples twice."""
+    out = tmp_path / "faults.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--kills", "2", "--takeovers", "4",
+                           "--seed", "3", "--impressions", "12000", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(out.read_bytes())
+    assert result["takeovers"] == 4
+    assert result["superseded_fenced"] + result["superseded_idle"] == 4
+    assert result["samples_expected"] == result["samples_got"] == 12000
+    assert result["samples_missing"] == result["samples_duplicated"] == 0
+    assert result["learned_twice"] == 0
+    assert result["samples_identical"] and result["model_identical"]
