@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -287,6 +288,24 @@ def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     assert "rejected" in listing
     with pytest.raises(NotFound):
         Registry(tmp_path / "empty").rollback("nothing served")
+
+
+def test_a_status_change_that_fails_is_rolled_back_and_the_next_one_works(tmp_path: Path
+                                                                          ) -> None:
+    """Every write of the index is one transaction rolled back if it fails: a status change
+    that failed half-way (here its decision could not be logged) left its update applied
+    but uncommitted, and the thread's next write failed ('within a transaction')."""
+    registry = Registry(tmp_path)
+    v = registry.publish(FTRL(bits=8), {"samples": 1}, parent=None)
+    with sqlite3.connect(tmp_path / "index.db") as db:
+        db.execute("ALTER TABLE decisions RENAME TO held")
+    with pytest.raises(sqlite3.OperationalError, match="no such table: decisions"):
+        registry.set_status(v.id, "approved", "test")
+    with sqlite3.connect(tmp_path / "index.db") as db:
+        db.execute("ALTER TABLE held RENAME TO decisions")
+    assert registry.get(v.id).status == "candidate"  # the failed change left nothing
+    registry.set_status(v.id, "rejected", "test")
+    assert registry.get(v.id).status == "rejected"
 
 
 def test_old_model_files_are_pruned_and_never_served_again(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ import hashlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,28 +107,33 @@ class Registry:
             self._local.db = db
         return db
 
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction of the index: committed at the end of the block, rolled
+        back if it raises (the thread's connection is then free for the next one)."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
 
     def claim(self, trainer: str) -> None:
         """Take over publishing for trainer group ``trainer`` (``meta["trainer"]``): from
         now on a publish of the group by an earlier claimant raises Fenced."""
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as db:
             self._claims[trainer] = take_claim(db, trainer)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None,
                 details: dict[str, Any] | None = None) -> Version:
         """Save a new candidate version; its file is complete before its row exists.
         Fenced if another process claimed ``meta["trainer"]`` after this one."""
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as db:
             if (trainer := meta.get("trainer")) in self._claims:
                 check_claim(db, trainer, self._claims[trainer], f"registry {str(self.path)!r}")
             vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
@@ -137,10 +144,6 @@ class Registry:
                        (vid, parent, time.time(), orjson.dumps(meta), _sha256(self.file(vid))))
             if details is not None:
                 db.execute("INSERT INTO details VALUES (?, ?)", (vid, orjson.dumps(details)))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return self.get(vid)
 
     def get(self, version: int) -> Version:
@@ -192,12 +195,10 @@ class Registry:
         """Change a version's status and log the decision with its reason."""
         if status not in STATUSES:
             raise BadInput(f"status {status!r}: expected one of {', '.join(STATUSES)}")
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
-        db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
-                   (version, status, reason, time.time()))
-        db.execute("COMMIT")
+        with self._write() as db:
+            db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
+            db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
+                       (version, status, reason, time.time()))
 
     def previous_served(self, version: Version) -> Version | None:
         """The version that served before ``version``: retired, latest serving start."""
@@ -240,9 +241,7 @@ class Registry:
         A pruned version keeps its row, lineage and decisions; its checksum is emptied,
         so that loading it says so, and neither ``promote`` nor a rollback picks it.
         """
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as db:
             old = [vid for (vid,) in db.execute(
                 "WITH past AS (SELECT id, sha256 FROM versions WHERE status IN "
                 "('approved', 'retired', 'rejected') AND id != (SELECT COALESCE(MAX(id), -1) "
@@ -255,10 +254,6 @@ class Registry:
                            "?, ? FROM versions WHERE id = ?",
                            (f"{_PRUNED} (the registry keeps {keep} past versions)",
                             time.time(), vid))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         for vid in old:  # after the commit: a file is gone only once nothing points to it
             self.file(vid).unlink(missing_ok=True)
         return old
@@ -273,25 +268,21 @@ class Registry:
         superseded while a server loaded it): then nothing changes and the
         answer is False.
         """
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        row = db.execute("SELECT status, serving_since_ts FROM versions WHERE id = ?",
-                         (version,)).fetchone()
-        if row is None or row[0] not in ("approved", "serving"):
-            db.execute("COMMIT")  # rolled back or superseded meanwhile: not serving after all
-            return False
-        if row[0] == "serving" and (row[1] is not None or event_ts is None):
-            db.execute("COMMIT")  # recorded already
-            return True
-        db.execute("UPDATE versions SET status = 'serving', serving_since_ts = "
-                   "COALESCE(serving_since_ts, ?) WHERE id = ?", (event_ts, version))
-        db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' AND id != ?",
-                   (version,))
-        reason = (f"swapped in at event time {event_ts}" if row[0] == "approved" else
-                  f"serving since event time {event_ts}: its first request")
-        db.execute("INSERT INTO decisions (version, status, reason, at) "
-                   "VALUES (?, 'serving', ?, ?)", (version, reason, time.time()))
-        db.execute("COMMIT")
+        with self._write() as db:
+            row = db.execute("SELECT status, serving_since_ts FROM versions WHERE id = ?",
+                             (version,)).fetchone()
+            if row is None or row[0] not in ("approved", "serving"):
+                return False  # rolled back or superseded meanwhile: not serving after all
+            if row[0] == "serving" and (row[1] is not None or event_ts is None):
+                return True  # recorded already
+            db.execute("UPDATE versions SET status = 'serving', serving_since_ts = "
+                       "COALESCE(serving_since_ts, ?) WHERE id = ?", (event_ts, version))
+            db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' "
+                       "AND id != ?", (version,))
+            reason = (f"swapped in at event time {event_ts}" if row[0] == "approved" else
+                      f"serving since event time {event_ts}: its first request")
+            db.execute("INSERT INTO decisions (version, status, reason, at) "
+                       "VALUES (?, 'serving', ?, ?)", (version, reason, time.time()))
         return True
 
     def decisions(self) -> list[dict[str, Any]]:
