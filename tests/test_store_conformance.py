@@ -10,8 +10,10 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,63 @@ def test_another_process_sees_the_writes(redis_address: str) -> None:
     finally:
         store.clear()
         store.close()
+
+
+@contextmanager
+def private_redis(tmp_path: Path, *args: str) -> Iterator[str]:
+    """host:port of a redis-server of this test's own, started with ``args``."""
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                               "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
+                               *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                              text=True).stdout.strip() == "PONG":
+                break
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_redis_that_may_evict_keys_is_refused(tmp_path: Path) -> None:
+    """An evicting Redis would drop rows and counted events without a word."""
+    with private_redis(tmp_path, "--maxmemory", "64mb",
+                       "--maxmemory-policy", "allkeys-lru") as address:
+        with pytest.raises(ConfigError, match="may evict keys .*maxmemory-policy allkeys-lru"
+                                              ".*CONFIG SET maxmemory-policy noeviction"):
+            open_store(f"redis://{address}/0")
+    with private_redis(tmp_path, "--maxmemory", "64mb",
+                       "--maxmemory-policy", "volatile-ttl") as address:
+        with pytest.raises(ConfigError, match="volatile-ttl"):  # counters' keys have a TTL
+            open_store(f"redis://{address}/0")
+    # no limit: nothing is evicted, whatever the policy
+    with private_redis(tmp_path, "--maxmemory-policy", "allkeys-lru") as address:
+        open_store(f"redis://{address}/0").close()
+
+
+def test_a_full_redis_refuses_writes_with_a_clear_error(tmp_path: Path) -> None:
+    with private_redis(tmp_path, "--maxmemory", "2mb") as address:  # noeviction
+        store = open_store(f"redis://{address}/0")
+        rows = {f"k{i}": {"text": "x" * 100} for i in range(50_000)}
+        with pytest.raises(Unavailable, match="Redis is full .*give it more memory"):
+            store.put_rows("items", rows, ts_ms=10)
+        with pytest.raises(Unavailable, match="Redis is full"):
+            store.add_many("clicks", [(f"k{i}", 100, str(i)) for i in range(50_000)])
+        assert store.get_rows("items", ["k0", "k49999"]) == {}  # a batch: all or nothing
+        store.put_rows("items", {"k0": {"text": "x"}}, ts_ms=10)  # a batch that fits
+        assert store.get_rows("items", ["k0"]) == {"k0": {"text": "x"}}
+        store.close()
+
+
+def test_a_redis_without_config_is_used_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Some hosted Redis disable CONFIG: the policy cannot be read, only warned of."""
+    with private_redis(tmp_path, "--rename-command", "CONFIG", "") as address:
+        store = open_store(f"redis://{address}/0")
+        store.put_rows("items", {"i1": {"p": 1}}, ts_ms=10)
+        store.close()
+    assert "cannot read Redis's maxmemory-policy" in caplog.text
+    assert "make sure it is noeviction" in caplog.text

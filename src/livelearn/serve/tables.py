@@ -25,9 +25,9 @@ in any server, while a table is put back, sees the version it would have
 seen before the loss or none (and then waits for the table). Where loading
 fails (a file is gone, Redis is down again) the request gets 503
 (Unavailable) and the next one that misses tries again. A store that drops
-some keys and keeps others (Redis evicting under a ``maxmemory-policy`` other
-than ``noeviction``) is not noticed: rows would be missing, their marker
-still there.
+some keys and keeps others would not be noticed (rows missing, their marker
+still there): a Redis that may evict keys is refused when the store is opened
+(tables.redis).
 """
 
 from __future__ import annotations

@@ -13,11 +13,18 @@ with its length so table, counter and key names may hold any character:
 
 Each batch is one round trip; writes run in MULTI/EXEC, so a reader sees all of
 a batch or none. Durability is the Redis server's (RDB / AOF as configured).
-A connection failure raises Unavailable.
+A connection failure, or a command the server refuses (out of memory, a
+read-only replica), raises Unavailable.
+
+A server that may evict keys (a ``maxmemory`` with a ``maxmemory-policy`` other
+than ``noeviction``) is refused when the store is opened: it would drop rows and
+counted events without a word. With ``noeviction`` a full server refuses writes,
+and the store says so.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -73,6 +80,7 @@ CHUNK = 500
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]+")
 T = TypeVar("T")
+log = logging.getLogger("livelearn.tables")
 
 
 class RedisStore(Store):
@@ -106,6 +114,7 @@ class RedisStore(Store):
                 client.ping()
             except redis.ResponseError as e:  # a database number the server does not have
                 raise ConfigError(f"store URL {url!r}: the server refused it: {e}") from None
+            _check_eviction(client, f"redis://{parts.hostname}:{parts.port or 6379}")
         return cls(client, **options)
 
     def _name(self, kind: str, group: str, key: str) -> str:
@@ -211,9 +220,34 @@ def _split(name: str) -> tuple[str, str, str]:
     return kind, rest[:int(length)], rest[int(length) + 1:]
 
 
+def _check_eviction(client: redis.Redis, where: str) -> None:
+    """ConfigError if the server may evict keys: a ``maxmemory`` and a policy other than
+    ``noeviction``. Where CONFIG is disabled (some hosted Redis), a warning."""
+    try:
+        config = client.config_get("maxmemory*")
+    except redis.ResponseError as e:
+        log.warning("store %s: cannot read Redis's maxmemory-policy (%s): make sure it is "
+                    "noeviction, or the server may drop rows and counted events", where, e)
+        return
+    policy, limit = config.get("maxmemory-policy", "noeviction"), int(config.get("maxmemory") or 0)
+    if limit and policy != "noeviction":
+        raise ConfigError(f"store {where}: Redis may evict keys (maxmemory {limit} bytes, "
+                          f"maxmemory-policy {policy}): it would drop rows and counted events "
+                          f"without a word. Set `CONFIG SET maxmemory-policy noeviction` (a "
+                          f"full server then refuses writes, and livelearn says so) or "
+                          f"`CONFIG SET maxmemory 0`")
+
+
 @contextmanager
 def _reachable(where: str) -> Iterator[None]:
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise Unavailable(f"store {where}: Redis is unreachable: {e}") from None
+    except redis.OutOfMemoryError:
+        raise Unavailable(f"store {where}: Redis is full (its used memory is over its "
+                          f"maxmemory) and refused the write (none of it is written): give it "
+                          f"more memory (CONFIG SET maxmemory) and try again") from None
+    except redis.ReadOnlyError:
+        raise Unavailable(f"store {where}: Redis refused the write: the server is a "
+                          f"read-only replica; give livelearn the primary's address") from None
