@@ -31,7 +31,9 @@ from pathlib import Path
 
 from livelearn.errors import ConfigError, LivelearnError
 from livelearn.events import Event, Schema, show
-from livelearn.features.hashing import Features
+from livelearn.features.batch import SparseBatch
+from livelearn.features.hashing import Features, hash_rows
+from livelearn.features.transforms import FeatureSet
 from livelearn.models.base import LEARNERS, Learner
 
 #: The start of the names of livelearn's own tables in the online store (serve.tables).
@@ -197,6 +199,10 @@ class Pipeline:
     ``features(event, rows, counts)`` builds a sample's features (module
     docstring). ``target`` names the label the learner learns; ``learner()`` makes a
     fresh, untrained one, called by each role that learns (through ``new_learner``).
+    ``transforms``, a ``features.transforms.FeatureSet``, declares how the features
+    reach the learner (one-hot, numeric, buckets, crosses; FFM's fields); by default
+    each is hashed by its name and value. Samples carry the features as built
+    either way.
     """
 
     name: str
@@ -208,6 +214,7 @@ class Pipeline:
     items: Table | None = None
     lookups: Sequence[Lookup] = ()
     counters: Sequence[WindowCount] = ()
+    transforms: FeatureSet | None = None
     policies: Policies = field(default_factory=Policies)
     partitions: int = 1
 
@@ -215,6 +222,14 @@ class Pipeline:
         from livelearn.spec_checks import check_pipeline
 
         check_pipeline(self)
+
+    def hash_rows(self, rows: Sequence[Features], bits: int) -> SparseBatch:
+        """The learner's input from feature rows, in the trainer, the gate and the server
+        alike: the declared ``transforms``, or else every feature hashed by its name and
+        value (features.hashing)."""
+        if self.transforms is None:
+            return hash_rows(rows, bits)
+        return self.transforms.hash_rows(rows, bits)
 
     @property
     def labelled(self) -> Stream | None:
@@ -261,6 +276,13 @@ def new_learner(pipeline: Pipeline) -> Learner:
                           f"object with predict_then_learn, state and set_state: a subclass "
                           f"of livelearn.models.base.Learner, such as FTRL)")
     _check_loadable(where, learner)
+    fields = getattr(learner, "n_fields", None)
+    if pipeline.transforms is not None and type(fields) is int and \
+            fields < pipeline.transforms.n_fields:
+        raise ConfigError(f"{where}: learner() returned a {type(learner).__name__} with "
+                          f"n_fields={fields}, but the transforms make "
+                          f"{pipeline.transforms.n_fields} fields (the bias and one per "
+                          f"transform): give it n_fields={pipeline.transforms.n_fields}")
     return learner
 
 

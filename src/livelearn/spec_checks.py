@@ -7,6 +7,7 @@ import inspect
 from typing import TYPE_CHECKING
 
 from livelearn.errors import ConfigError
+from livelearn.features.transforms import FeatureSet
 
 if TYPE_CHECKING:
     from livelearn.spec import EventLabel, Pipeline, Stream
@@ -30,6 +31,10 @@ def check_pipeline(p: Pipeline) -> None:
     for name in ("features", "learner"):
         if not callable(getattr(p, name)):
             raise ConfigError(f"{where}: {name} must be a function")
+    if p.transforms is not None and not isinstance(p.transforms, FeatureSet):
+        raise ConfigError(f"{where}: transforms must be a FeatureSet (features.transforms: "
+                          f"FeatureSet([Categorical(...), Numeric(...), ...])), got "
+                          f"{type(p.transforms).__name__}")
     if isinstance(p.feedback, EventLabel):
         _check_event_label(p, p.feedback)
     elif p.users is None or p.items is None:

@@ -19,13 +19,15 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
-from livelearn.features.hashing import hash_rows
+from livelearn.features.batch import SparseBatch
+from livelearn.features.hashing import Features, hash_rows
 from livelearn.log.base import Log, Record
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
@@ -52,8 +54,11 @@ class Gate:
 
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
                  min_samples: int = 200, live_window: int = 10_000,
-                 rollback_samples: int = 1000, keep_versions: int | None = None):
+                 rollback_samples: int = 1000, keep_versions: int | None = None,
+                 hash_rows: Callable[[Sequence[Features], int], SparseBatch] = hash_rows):
+        """``hash_rows``: how feature rows become a model's input (Pipeline.hash_rows)."""
         self.log, self.registry, self.target, self.tolerance = log, registry, target, tolerance
+        self.hash_rows = hash_rows
         self.keep_versions = keep_versions  # past versions whose files are kept (None: all)
         self.min_samples, self.live_window = min_samples, live_window
         self.rollback_samples = rollback_samples
@@ -67,7 +72,7 @@ class Gate:
         """The gate of ``pipeline``, as its policies say."""
         policies = pipeline.policies
         return cls(log, registry, pipeline.target, policies.gate_tolerance,
-                   keep_versions=policies.keep_versions)
+                   keep_versions=policies.keep_versions, hash_rows=pipeline.hash_rows)
 
     def step(self) -> list[Decision]:
         """Roll back a failing serving version, then judge every waiting candidate, oldest
@@ -98,7 +103,7 @@ class Gate:
         name = current.meta.get("metric", "auc")
         features, served, labels = zip(*samples, strict=True)
         model = self._load(previous.id)
-        rows = hash_rows(features, model.bits)
+        rows = self.hash_rows(features, model.bits)
         metric = auc if name == "auc" else mae
         ours = metric(np.array(served), np.array(labels))
         theirs = metric(model.predict(rows), np.array(labels))
@@ -158,8 +163,7 @@ class Gate:
                                 f"{self.min_samples} to judge", None, None)
         labels = np.array([float(s["labels"][self.target]) for s in samples])
         model = self._load(incumbent.id)
-        theirs = model.predict(hash_rows([s["features"] for s in samples],
-                                         model.bits))
+        theirs = model.predict(self.hash_rows([s["features"] for s in samples], model.bits))
         metric = auc if name == "auc" else mae
         a, b = metric(np.array(ours), labels), metric(theirs, labels)
         if math.isnan(a) or math.isnan(b):

@@ -110,7 +110,14 @@ class FeatureSet:
     """Transforms applied to feature dicts, hashed into a SparseBatch with fields."""
 
     def __init__(self, transforms: Sequence[Transform]):
+        if isinstance(transforms, str) or not isinstance(transforms, Iterable):
+            raise ConfigError(f"FeatureSet({transforms!r}): expected a list of Categorical, "
+                              f"Numeric, Bucketized and Cross")
         self.transforms = tuple(transforms)
+        for t in self.transforms:
+            if not isinstance(t, Categorical | Numeric | Bucketized | Cross):
+                raise ConfigError(f"FeatureSet: {t!r} is not a transform; expected "
+                                  f"Categorical, Numeric, Bucketized or Cross")
         self.n_fields = len(self.transforms) + 1
         self._plan = _Plan(self.transforms)
 

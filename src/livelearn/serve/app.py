@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from livelearn.errors import BadInput, ConfigError, LivelearnError, PipelineError, guarded
 from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event, partition_key
-from livelearn.features.hashing import Features, hash_rows, unusable
+from livelearn.features.hashing import Features, unusable
 from livelearn.log.base import Log
 from livelearn.models.base import score_problem
 from livelearn.registry import Registry
@@ -151,7 +151,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         version, model = holder.current()
         user, items = tables.rows(req.user_id, req.items, ts)
         rows = served.features(features, req.user_id, user, req.items, items, ts)
-        scores = _scores(model, rows, pipeline.name, req)
+        scores = _scores(model, rows, pipeline, req)
         out, records = [], []
         for item, row, score in zip(req.items, rows, scores, strict=True):
             rid = uuid.uuid4().hex
@@ -230,22 +230,24 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     return app
 
 
-def _scores(model: Any, rows: list[Features], pipeline: str, req: PredictRequest
+def _scores(model: Any, rows: list[Features], pipeline: Pipeline, req: PredictRequest
             ) -> list[float]:
     """The model's score of each candidate; PipelineError (500) naming the candidate and
-    the feature where a row cannot be hashed or gets a score the model must not give (not
-    finite, or outside [0, 1] for a binary learner)."""
+    the feature where a row cannot be hashed (or is not of the type its declared
+    transform takes) or gets a score the model must not give (not finite, or outside
+    [0, 1] for a binary learner)."""
+    name = pipeline.name
     try:
-        scores = model.predict(hash_rows(rows, model.bits))
+        scores = model.predict(pipeline.hash_rows(rows, model.bits))
     except Exception as e:  # a feature of a type hashing cannot read, most likely
-        raise PipelineError(_unusable(rows, pipeline, req) or (
-            f"pipeline '{pipeline}', user {req.user_id!r}: the model cannot score the "
+        raise PipelineError(_unusable(rows, name, req) or (
+            f"pipeline '{name}', user {req.user_id!r}: the model cannot score the "
             f"features: {type(e).__name__}: {e}")) from e
     problem = score_problem(model, scores)
     if problem is not None:
         item = req.items[problem[0]]
-        raise PipelineError(_unusable(rows, pipeline, req) or (
-            f"pipeline '{pipeline}', user {req.user_id!r}, item {item!r}: the model gave "
+        raise PipelineError(_unusable(rows, name, req) or (
+            f"pipeline '{name}', user {req.user_id!r}, item {item!r}: the model gave "
             f"{problem[1]}"))
     return list(scores.tolist())
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from livelearn.errors import Corrupt, PipelineError
+from livelearn.errors import BadInput, Corrupt, PipelineError
 from livelearn.events import Reason, dead_letter, show
 from livelearn.features.batch import SparseBatch
-from livelearn.features.hashing import hash_rows, unusable
+from livelearn.features.hashing import unusable
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
 from livelearn.models.base import Learner, score_problem
@@ -252,11 +252,11 @@ class Trainer:
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
-        bits = self.model.bits
+        bits, hash_rows = self.model.bits, self.pipeline.hash_rows
         try:
             batch = hash_rows([s["features"] for s in samples], bits)
-        except (TypeError, ValueError):  # a feature's value is null or not a scalar
-            samples, where = self._hashable(samples, where)
+        except (TypeError, ValueError, BadInput):  # a value null, not a scalar, or not of
+            samples, where = self._hashable(samples, where)  # the type its transform takes
             batch = hash_rows([s["features"] for s in samples], bits)
         target = self.pipeline.target
         labels = np.array([float(s["labels"][target]) for s in samples])
@@ -275,11 +275,12 @@ class Trainer:
 
     def _hashable(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                   ) -> tuple[list[dict[str, Any]], list[tuple[str, int, int]]]:
-        """The samples whose features can be hashed (features.hashing.unusable), and where
-        they are; the others dead-lettered, naming the feature."""
+        """The samples whose features can be hashed (features.hashing.unusable; with
+        declared transforms, of the types they take), and where they are; the others
+        dead-lettered, naming the feature."""
         keep = []
         for sample, (topic, partition, offset) in zip(samples, where, strict=True):
-            problem = unusable(sample["features"])
+            problem = unusable(sample["features"]) or self._unfit(sample["features"])
             if problem is None:
                 keep.append((sample, (topic, partition, offset)))
                 continue
@@ -287,6 +288,17 @@ class Trainer:
                               f"sample cannot be learned: {problem} (as the sample's JSON "
                               f"holds it: NaN and infinities are written as null)")
         return [s for s, _ in keep], [w for _, w in keep]
+
+    def _unfit(self, features: dict[str, Any]) -> str | None:
+        """Why the pipeline's transforms cannot take ``features`` (a Numeric given a str,
+        for instance), or None."""
+        if self.pipeline.transforms is None:
+            return None
+        try:
+            self.pipeline.transforms.hash_rows([features], self.model.bits)
+        except BadInput as e:
+            return str(e)
+        return None
 
     def publish_now(self) -> Version | None:
         """Publish what was learned since the last version (at the end of a bounded run)."""
