@@ -202,3 +202,23 @@ def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     assert [(e["key"], e["payload"]["stars"]) for e in _topic(log, "ratings")] == [
         ("u1", 4.0), ("u2", 3), ("u3", 5)]
     assert _topic(log, "dead_letters") == []
+
+
+def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
+                                                                 tmp_path: Path) -> None:
+    """Spaces around the header's names are not part of them; a dead letter's source is the
+    line where its row starts, counting blank lines and newlines inside quotes."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(
+        f" user , movie ,stars, ts \nu1,m1,4,{T}\n\nu2,m2,3,{T},\n\"u3\",\"m\n3\",5,{T}\n"
+        f"u4,m4,2,{T},x,y\nu5,m5,NaN,{T}\n\n")
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert (result.events, result.dead) == (2, 3)
+    assert [(e["key"], e["payload"]["movie"]) for e in _topic(log, "ratings")] == [
+        ("u1", "m1"), ("u3", "m\n3")]
+    assert [(d["source"].rsplit("/", 1)[1], d["detail"]) for d in _topic(log, "dead_letters")] \
+        == [("r.csv:4", "stream 'ratings': the row has 1 more cells than the header (all "
+                        "empty: a comma at the end of the row?)"),
+            ("r.csv:7", "stream 'ratings': the row has 2 more cells than the header"),
+            ("r.csv:8", "stream 'ratings', field 'stars': expected float, got nan")]

@@ -199,7 +199,8 @@ def read_records(source: str | Path, fmt: str | None = None
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
-    The text is UTF-8; a byte order mark at its start is skipped.
+    The text is UTF-8; a byte order mark at its start is skipped. The line of a record
+    is where it starts in the file (a CSV row may span lines); blank lines are skipped.
     """
     name = str(source)
     kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
@@ -215,7 +216,7 @@ def read_records(source: str | Path, fmt: str | None = None
                   else open(name, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
-            yield from enumerate(csv.DictReader(f), start=2)
+            yield from _csv_rows(f)
         else:
             for i, line in enumerate(f, start=1):
                 if line.strip():
@@ -223,6 +224,26 @@ def read_records(source: str | Path, fmt: str | None = None
     finally:
         if name != "-":
             f.close()
+
+
+def _csv_rows(f: IO[str]) -> Iterator[tuple[int, dict[Any, Any]]]:
+    """(line, row) for each CSV row, ``line`` being where the row starts in the file (rows
+    may hold newlines in quotes; blank lines are skipped). A row is a dict by the header's
+    names, stripped of spaces around them (``user , ts`` names "user" and "ts"), as
+    csv.DictReader makes it: cells beyond the header's under None, missing ones None."""
+    reader = csv.reader(f)
+    names = [name.strip() for name in next(reader, [])]
+    before = reader.line_num
+    for cells in reader:
+        start, before = before + 1, reader.line_num
+        if not cells:
+            continue
+        row: dict[Any, Any] = dict(zip(names, cells, strict=False))
+        if len(cells) > len(names):
+            row[None] = cells[len(names):]
+        for name in names[len(cells):]:
+            row[name] = None
+        yield start, row
 
 
 def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int | None = None
@@ -308,8 +329,9 @@ def event_time(stream: str, value: Any, name: str = "ts") -> Any:
 def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
     """A CSV row has as many cells as the header, all of them UTF-8; else BadInput."""
     if None in row:
+        empty = " (all empty: a comma at the end of the row?)" if not any(row[None]) else ""
         raise BadInput(f"stream '{stream}': the row has {len(row[None])} more cells than "
-                       f"the header")
+                       f"the header{empty}")
     for name, value in row.items():
         for text in (name, value):
             if isinstance(text, str) and _clean(text) is not text:
