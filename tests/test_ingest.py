@@ -14,6 +14,7 @@ from livelearn.cli import main
 from livelearn.ingest import ingest
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.linear import LinearRegression
+from livelearn.tables.offline import load_table
 
 T = 1_704_067_200_000
 RATINGS = spec.Stream("ratings", {"movie": str, "stars": float}, key="user")
@@ -24,6 +25,7 @@ PIPELINE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label=
 PIPELINE_FILE = '''
 from livelearn import spec
 from livelearn.models.linear import LinearRegression
+from livelearn.tables.offline import load_table
 RATINGS = spec.Stream("ratings", {"movie": str, "stars": float}, key="user")
 PIPELINE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label="stars"),
                          features=lambda e, rows, counts: {"movie": e.payload["movie"]},
@@ -222,3 +224,17 @@ def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
                         "empty: a comma at the end of the row?)"),
             ("r.csv:7", "stream 'ratings': the row has 2 more cells than the header"),
             ("r.csv:8", "stream 'ratings', field 'stars': expected float, got nan")]
+
+
+def test_iso_times_with_milliseconds_are_read_to_the_millisecond(log: SQLiteLog,
+                                                                   tmp_path: Path) -> None:
+    """.843 s is 843 ms, in an event and in a table's as_of (a float product read 842)."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text("user,movie,stars,ts\nu1,m1,4,2004-03-28T03:20:14.843Z\n"
+                                    "u2,m2,4,2004-07-06T05:26:23.643+02:00\n")
+    (tmp_path / "users.csv").write_text("user,since\nu1,2004-07-01T15:10:51.781\n")
+    ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T)
+    assert [e["ts"] for e in _topic(log, "ratings")] == [1080444014843, 1089084383643]
+    users = spec.Table("users", "users.csv", key="user", as_of="since")
+    assert load_table(users, tmp_path)["u1"]["since"] == 1088694651781
