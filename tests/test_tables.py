@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import httpx
 import orjson
 import pytest
@@ -160,3 +161,17 @@ def test_the_server_finds_a_unicode_user_of_a_json_table_whose_keys_are_mixed(
     served = [orjson.loads(r.value) for r in log.read("predictions", 0, 0, 10)]
     assert [(p["user"], p["features"]) for p in served] == [
         ("zoë", {"plan": "free", "category": "toys"}), ("10", {"plan": "pro", "category": "toys"})]
+
+
+def test_a_nan_in_a_table_is_a_missing_value(tmp_path: Path) -> None:
+    """Parquet from pandas holds NaN for a missing number: the row says None, as for an
+    empty CSV cell, so that `features` never passes a NaN on unawares."""
+    (tmp_path / "src.jsonl").write_text('{"item_id":"i1","price":1.5}\n'
+                                        '{"item_id":"i2","price":"NaN"}\n')
+    duckdb.sql(f"COPY (SELECT item_id, CAST(price AS DOUBLE) AS price FROM "
+               f"read_json_auto('{tmp_path / 'src.jsonl'}')) TO '{tmp_path / 'items.parquet'}' "
+               f"(FORMAT parquet)")
+    (tmp_path / "items.csv").write_text("item_id,price\ni1,1.5\ni2,NaN\ni3,\n")
+    for name in ("items.parquet", "items.csv"):
+        rows = load_table(spec.Table("items", name, key="item_id"), tmp_path)
+        assert {k: r["price"] for k, r in rows.items() if k != "i3"} == {"i1": 1.5, "i2": None}

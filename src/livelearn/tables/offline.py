@@ -5,7 +5,8 @@ whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
 server, the joiner and ingest see the same rows. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
 "1e3" stay so), a JSON column of mixed types holds each value as it was written
-(DuckDB gives such a column as JSON text, '"zoë"' for "zoë").
+(DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
+None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
 """
 
 from __future__ import annotations
@@ -64,13 +65,18 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
         if name is not None and name not in columns:
             raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
                            f"(columns: {', '.join(columns)})")
-    mixed = [c for c, kind in zip(columns, rel.types, strict=True) if str(kind) == "JSON"]
+    kinds = dict(zip(columns, map(str, rel.types), strict=True))
+    mixed = [c for c, kind in kinds.items() if kind == "JSON"]
+    floats = [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")]
     rows = [dict(zip(columns, row, strict=True)) for row in rel.fetchall()]
     first: dict[str, int] = {}  # a static table's keys: the row each came in
     for n, row in enumerate(rows, start=1):
         for c in mixed:
             if row[c] is not None:
                 row[c] = orjson.loads(row[c])
+        for c in floats:
+            if row[c] != row[c]:  # NaN: how pandas writes a missing number
+                row[c] = None
         where = f"table '{table.name}', row {n}, column"
         key = row[table.key]
         if key is None or key == "":
