@@ -12,8 +12,9 @@ None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import duckdb
 import orjson
@@ -100,13 +101,28 @@ def _csv_problem(path: Path, key: str) -> str | None:
     it: the key not among the header's names, or the first row whose number of cells is
     not the header's (DuckDB's sniffer then fails); None if it finds nothing."""
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        reader = csv.reader(f)
-        names = [name.strip() for name in next(reader, [])]
+        names, rows = csv_cells(f)
         if key not in names:
             return f"column '{key}' not in the header (columns: {', '.join(names)})"
+        for line, cells in rows:
+            if len(cells) != len(names):
+                return f"line {line} has {len(cells)} cells, the header {len(names)}"
+    return None
+
+
+def csv_cells(f: IO[str]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """A CSV file's header, its names stripped of the spaces around them (``user , ts``
+    names "user" and "ts"), and (line, cells) for each row after it: ``line`` is where
+    the row starts in the file (a row may hold newlines in quotes); blank lines are
+    skipped."""
+    reader = csv.reader(f)
+    names = [name.strip() for name in next(reader, [])]
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
         before = reader.line_num
         for cells in reader:
             start, before = before + 1, reader.line_num
-            if cells and len(cells) != len(names):
-                return f"line {start} has {len(cells)} cells, the header {len(names)}"
-    return None
+            if cells:
+                yield start, cells
+
+    return names, rows()
