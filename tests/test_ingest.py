@@ -14,6 +14,7 @@ from livelearn.cli import main
 from livelearn.ingest import ingest
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.linear import LinearRegression
+from livelearn.tables.offline import load_table
 
 T = 1_704_067_200_000
 RATINGS = spec.Stream("ratings", {"movie": str, "stars": float}, key="user")
@@ -24,6 +25,7 @@ PIPELINE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label=
 PIPELINE_FILE = '''
 from livelearn import spec
 from livelearn.models.linear import LinearRegression
+from livelearn.tables.offline import load_table
 RATINGS = spec.Stream("ratings", {"movie": str, "stars": float}, key="user")
 PIPELINE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label="stars"),
                          features=lambda e, rows, counts: {"movie": e.payload["movie"]},
@@ -202,3 +204,37 @@ def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     assert [(e["key"], e["payload"]["stars"]) for e in _topic(log, "ratings")] == [
         ("u1", 4.0), ("u2", 3), ("u3", 5)]
     assert _topic(log, "dead_letters") == []
+
+
+def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
+                                                                 tmp_path: Path) -> None:
+    """Spaces around the header's names are not part of them; a dead letter's source is the
+    line where its row starts, counting blank lines and newlines inside quotes."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(
+        f" user , movie ,stars, ts \nu1,m1,4,{T}\n\nu2,m2,3,{T},\n\"u3\",\"m\n3\",5,{T}\n"
+        f"u4,m4,2,{T},x,y\nu5,m5,NaN,{T}\n\n")
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert (result.events, result.dead) == (2, 3)
+    assert [(e["key"], e["payload"]["movie"]) for e in _topic(log, "ratings")] == [
+        ("u1", "m1"), ("u3", "m\n3")]
+    assert [(d["source"].rsplit("/", 1)[1], d["detail"]) for d in _topic(log, "dead_letters")] \
+        == [("r.csv:4", "stream 'ratings': the row has 1 more cells than the header (all "
+                        "empty: a comma at the end of the row?)"),
+            ("r.csv:7", "stream 'ratings': the row has 2 more cells than the header"),
+            ("r.csv:8", "stream 'ratings', field 'stars': expected float, got nan")]
+
+
+def test_iso_times_with_milliseconds_are_read_to_the_millisecond(log: SQLiteLog,
+                                                                   tmp_path: Path) -> None:
+    """.843 s is 843 ms, in an event and in a table's as_of (a float product read 842)."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text("user,movie,stars,ts\nu1,m1,4,2004-03-28T03:20:14.843Z\n"
+                                    "u2,m2,4,2004-07-06T05:26:23.643+02:00\n")
+    (tmp_path / "users.csv").write_text("user,since\nu1,2004-07-01T15:10:51.781\n")
+    ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T)
+    assert [e["ts"] for e in _topic(log, "ratings")] == [1080444014843, 1089084383643]
+    users = spec.Table("users", "users.csv", key="user", as_of="since")
+    assert load_table(users, tmp_path)["u1"]["since"] == 1088694651781

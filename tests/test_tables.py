@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+import httpx
+import orjson
 import pytest
 
+from conftest import ServerThread
 from livelearn import spec
+from livelearn.deploy.gate import Gate
 from livelearn.errors import BadInput
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.ftrl import FTRL
+from livelearn.registry import Registry
+from livelearn.serve.app import create_app
 from livelearn.tables.asof import AsOfTable
 from livelearn.tables.offline import load_table
+from livelearn.train.trainer import Trainer
 
 T = 1_703_980_800_000  # 2023-12-31T00:00:00Z
 
@@ -68,3 +78,100 @@ def test_an_empty_key_is_refused_in_a_static_table_too(tmp_path: Path) -> None:
     table = spec.Table("items", "items.jsonl", key="item_id")
     with pytest.raises(BadInput, match=r"^table 'items', row 2, column 'item_id': missing"):
         load_table(table, tmp_path)
+
+
+def test_keys_match_as_text_whatever_type_the_file_gives_them(tmp_path: Path) -> None:
+    """A JSON key column of integers and unicode text (DuckDB gives such a column as JSON
+    text: '"zoë"') and a CSV key column that looks numeric ("007", "1e3") are looked up by
+    the text a request names them with; a mixed column's values are what the file holds."""
+    (tmp_path / "users.jsonl").write_text(
+        '{"user_id": 10, "plan": "pro", "price": 3}\n'
+        '{"user_id": "zoë", "plan": null, "price": "n/a"}\n'
+        '{"user_id": "用户", "plan": "free"}\n', encoding="utf-8")
+    (tmp_path / "items.csv").write_text("item_id,n\n1,1\n007,2\n1e3,3\n")
+    users = spec.Table("users", "users.jsonl", key="user_id")
+    items = spec.Table("items", "items.csv", key="item_id")
+    rows = load_table(users, tmp_path)
+    assert {k: (r["plan"], r.get("price")) for k, r in rows.items()} == {
+        "10": ("pro", 3), "zoë": (None, "n/a"), "用户": ("free", None)}
+    assert AsOfTable.load(users, tmp_path).get("zoë", T)["price"] == "n/a"
+    assert {k: r["n"] for k, r in load_table(items, tmp_path).items()} == {
+        "1": 1, "007": 2, "1e3": 3}
+
+
+def test_a_float_key_or_a_key_twice_in_a_static_table_is_refused(tmp_path: Path) -> None:
+    """1.0 (pandas writes an integer column with a gap so) never matches "1"; a second row
+    of a key would silently replace the first."""
+    (tmp_path / "f.jsonl").write_text('{"item_id": 1.0}\n{"item_id": 2.5}\n')
+    (tmp_path / "d.csv").write_text("item_id,x\n1,a\n2,b\n1,c\n")
+    float_key = spec.Table("items", "f.jsonl", key="item_id")
+    twice = spec.Table("items", "d.csv", key="item_id")
+    for load in (AsOfTable.load, load_table):
+        with pytest.raises(BadInput) as e:
+            load(float_key, tmp_path)
+        assert str(e.value) == ("table 'items', row 1, column 'item_id': expected text or an "
+                                "integer (the key), got 1.0 (float), which no request's key "
+                                "would match")
+        with pytest.raises(BadInput) as e:
+            load(twice, tmp_path)
+        assert str(e.value) == ("table 'items', rows 1 and 3, column 'item_id': the key '1' "
+                                "twice; a table without as_of holds one row per key")
+
+
+def test_a_csv_row_with_too_many_cells_is_named_by_its_line(tmp_path: Path) -> None:
+    """DuckDB's sniffer gives up on such a file (or reads it as one column): the error says
+    which line, counting blank lines and newlines in quotes, and the header's spaces and BOM
+    are no part of the names."""
+    (tmp_path / "items.csv").write_text('\ufeff item_id , genre\ni1,"dra\nma"\n\ni2,b,c,d\n',
+                                        encoding="utf-8")
+    with pytest.raises(BadInput) as e:
+        load_table(spec.Table("items", "items.csv", key="item_id"), tmp_path)
+    assert str(e.value) == (f"table 'items': cannot read {tmp_path / 'items.csv'}: line 5 has "
+                            f"4 cells, the header 2")
+    with pytest.raises(BadInput, match=r"column 'id' not in the header \(columns: item_id, "):
+        load_table(spec.Table("items", "items.csv", key="id"), tmp_path)
+
+
+def test_the_server_finds_a_unicode_user_of_a_json_table_whose_keys_are_mixed(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Over HTTP: /predict for "zoë" serves (and logs) her row, not an unknown user's."""
+    (tmp_path / "users.json").write_text(
+        '[{"user_id": 10, "plan": "pro"}, {"user_id": "zoë", "plan": "free"}]',
+        encoding="utf-8")
+    (tmp_path / "items.csv").write_text("item_id,category\n007,toys\n")
+    pipeline = spec.Pipeline(
+        name="mixed", feedback=spec.FeedbackJoin(
+            streams=(spec.Stream("clicks", {"request_id": str}, key="user"),),
+            window_ms=60_000, label=lambda events: {"clicked": float(bool(events))}),
+        users=spec.Table("users", "users.json", key="user_id"),
+        items=spec.Table("items", "items.csv", key="item_id"),
+        features=lambda user, item, ts: {"plan": str(user.get("plan", "unknown")),
+                                         "category": str(item.get("category", "unknown"))},
+        learner=lambda: FTRL(bits=10), target="clicked")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, pipeline)
+    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    app = create_app(pipeline, log, registry, tmp_path, poll_s=0.02)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        for user in ("zoë", "10"):
+            answer = http.post("/predict", json={"user_id": user, "items": ["007"], "ts": T})
+            assert answer.status_code == 200, answer.text
+    served = [orjson.loads(r.value) for r in log.read("predictions", 0, 0, 10)]
+    assert [(p["user"], p["features"]) for p in served] == [
+        ("zoë", {"plan": "free", "category": "toys"}), ("10", {"plan": "pro", "category": "toys"})]
+
+
+def test_a_nan_in_a_table_is_a_missing_value(tmp_path: Path) -> None:
+    """Parquet from pandas holds NaN for a missing number: the row says None, as for an
+    empty CSV cell, so that `features` never passes a NaN on unawares."""
+    (tmp_path / "src.jsonl").write_text('{"item_id":"i1","price":1.5}\n'
+                                        '{"item_id":"i2","price":"NaN"}\n')
+    duckdb.sql(f"COPY (SELECT item_id, CAST(price AS DOUBLE) AS price FROM "
+               f"read_json_auto('{tmp_path / 'src.jsonl'}')) TO '{tmp_path / 'items.parquet'}' "
+               f"(FORMAT parquet)")
+    (tmp_path / "items.csv").write_text("item_id,price\ni1,1.5\ni2,NaN\ni3,\n")
+    for name in ("items.parquet", "items.csv"):
+        rows = load_table(spec.Table("items", name, key="item_id"), tmp_path)
+        assert {k: r["price"] for k, r in rows.items() if k != "i3"} == {"i1": 1.5, "i2": None}

@@ -29,7 +29,6 @@ livelearn.errors.BadInput: stream 'tx', field 'amount': expected float, got 'muc
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import math
@@ -58,6 +57,7 @@ from livelearn.events import (
 )
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
+from livelearn.tables.offline import csv_cells
 
 #: Records appended to the log per write: few enough to stay in the CPU's caches
 #: until written (a replay ingested 15% faster than with 20,000).
@@ -199,7 +199,8 @@ def read_records(source: str | Path, fmt: str | None = None
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
-    The text is UTF-8; a byte order mark at its start is skipped.
+    The text is UTF-8; a byte order mark at its start is skipped. The line of a record
+    is where it starts in the file (a CSV row may span lines); blank lines are skipped.
     """
     name = str(source)
     kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
@@ -215,7 +216,13 @@ def read_records(source: str | Path, fmt: str | None = None
                   else open(name, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
-            yield from enumerate(csv.DictReader(f), start=2)
+            header, rows = csv_cells(f)
+            for at, cells in rows:  # a dict by the header, as csv.DictReader makes it
+                row: dict[Any, Any] = dict(zip(header, cells, strict=False))
+                if len(cells) > len(header):
+                    row[None] = cells[len(header):]
+                row.update(dict.fromkeys(header[len(cells):]))
+                yield at, row
         else:
             for i, line in enumerate(f, start=1):
                 if line.strip():
@@ -308,8 +315,9 @@ def event_time(stream: str, value: Any, name: str = "ts") -> Any:
 def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
     """A CSV row has as many cells as the header, all of them UTF-8; else BadInput."""
     if None in row:
+        empty = " (all empty: a comma at the end of the row?)" if not any(row[None]) else ""
         raise BadInput(f"stream '{stream}': the row has {len(row[None])} more cells than "
-                       f"the header")
+                       f"the header{empty}")
     for name, value in row.items():
         for text in (name, value):
             if isinstance(text, str) and _clean(text) is not text:

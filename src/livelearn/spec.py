@@ -73,13 +73,13 @@ class Stream:
 
 @dataclass(frozen=True)
 class Table:
-    """An offline table: a CSV, Parquet or JSON-lines file keyed by one column.
+    """An offline table: a CSV, Parquet or JSON (lines or an array) file keyed by one column.
 
     A relative ``path`` is resolved against the data directory given to the role.
     With ``as_of`` (a column of milliseconds since the epoch UTC, ISO 8601 text or
     timestamps, no zone meaning UTC; the rows hold it as ms), a key may have many
     rows and a lookup at time t sees the row with the largest ``as_of`` <= t,
-    never a later one; without it the table is static.
+    never a later one; without it the table is static, one row per key.
     """
 
     name: str

@@ -42,8 +42,6 @@ class AsOfTable:
         for i, row in enumerate(read_rows(table, data_dir)):
             since = _ALWAYS if table.as_of is None else row[table.as_of]
             dated.append((str(row[table.key]), since, i, row))
-        if table.as_of is None:  # the last row of a key wins, as in load_table
-            dated = list({key: (key, since, i, row) for key, since, i, row in dated}.values())
         dated.sort(key=lambda d: (d[0], d[1], d[2]))
         versions: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
         for key, since, _, row in dated:

@@ -1,19 +1,26 @@
-"""Offline tables: CSV, Parquet or JSON-lines files loaded with DuckDB into rows by key.
+"""Offline tables: CSV, Parquet or JSON files loaded with DuckDB into rows by key.
 
 A table's ``as_of`` column is read as integer milliseconds since the epoch UTC
 whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
-server, the joiner and ingest see the same rows.
+server, the joiner and ingest see the same rows. A key is text or an integer and
+is looked up as text: a CSV's key column is read as the cells' text ("007" and
+"1e3" stay so), a JSON column of mixed types holds each value as it was written
+(DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
+None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
 """
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import duckdb
+import orjson
 
 from livelearn.errors import BadInput, ConfigError, NotFound
-from livelearn.events import check_ms, to_ms
+from livelearn.events import check_ms, show, to_ms
 from livelearn.spec import Table
 
 _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_json_auto",
@@ -21,7 +28,7 @@ _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_
 
 
 def load_table(table: Table, data_dir: str | Path = ".") -> dict[str, dict[str, Any]]:
-    """Rows of ``table`` by the string value of its key column (the last row of a key wins)."""
+    """Rows of ``table`` by the text of its key column (with ``as_of``, a key's last row)."""
     rows = read_rows(table, data_dir)
     return {str(row[table.key]): row for row in rows}
 
@@ -30,9 +37,12 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
     """Every row of ``table``'s file, in file order, its ``as_of`` as integer ms.
 
     BadInput names the table, row (counted from 1, after a CSV's header) and
-    column of a key that is missing or empty, or an ``as_of`` that is not ms
-    since the epoch (seconds are refused, as for events), ISO 8601 text or a
-    timestamp (events.to_ms: no zone means UTC).
+    column of a key that is missing or empty, or neither text nor an integer (a
+    float, as pandas writes an integer column with gaps: 1.0 would never match
+    "1"), of a key that a table without ``as_of`` holds twice (both rows named),
+    or an ``as_of`` that is not ms since the epoch (seconds are refused, as for
+    events), ISO 8601 text or a timestamp (events.to_ms: no zone means UTC); for
+    a CSV file DuckDB cannot read, the line whose cells are not the header's.
     """
     path = Path(data_dir) / table.path
     reader = _READERS.get(path.suffix.lower())
@@ -40,10 +50,15 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
         raise ConfigError(f"table '{table.name}': {path} is not .csv, .parquet or .json(l)")
     if not path.is_file():
         raise NotFound(f"table '{table.name}': no file {path}")
+    csv_file = reader == "read_csv_auto"
     try:
-        rel = duckdb.sql(f"SELECT * FROM {reader}(?)", params=[str(path)])  # type: ignore[call-arg]
+        rel = (duckdb.sql(f"SELECT * FROM {reader}(?, types=?)",  # type: ignore[call-arg]
+                          params=[str(path), {table.key: "VARCHAR"}]) if csv_file
+               else duckdb.sql(f"SELECT * FROM {reader}(?)",  # type: ignore[call-arg]
+                               params=[str(path)]))
     except duckdb.Error as e:
-        raise BadInput(f"table '{table.name}': cannot read {path}: {e}") from None
+        problem = _csv_problem(path, table.key) if csv_file else None
+        raise BadInput(f"table '{table.name}': cannot read {path}: {problem or e}") from None
     if rel is None:
         raise BadInput(f"table '{table.name}': {path} is not a table")
     columns = list(rel.columns)
@@ -51,12 +66,63 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
         if name is not None and name not in columns:
             raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
                            f"(columns: {', '.join(columns)})")
+    kinds = dict(zip(columns, map(str, rel.types), strict=True))
+    mixed = [c for c, kind in kinds.items() if kind == "JSON"]
+    floats = [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")]
     rows = [dict(zip(columns, row, strict=True)) for row in rel.fetchall()]
+    first: dict[str, int] = {}  # a static table's keys: the row each came in
     for n, row in enumerate(rows, start=1):
+        for c in mixed:
+            if row[c] is not None:
+                row[c] = orjson.loads(row[c])
+        for c in floats:
+            if row[c] != row[c]:  # NaN: how pandas writes a missing number
+                row[c] = None
         where = f"table '{table.name}', row {n}, column"
-        if row[table.key] is None or row[table.key] == "":
+        key = row[table.key]
+        if key is None or key == "":
             raise BadInput(f"{where} '{table.key}': missing (the key)")
+        if not isinstance(key, str | int) or isinstance(key, bool):
+            raise BadInput(f"{where} '{table.key}': expected text or an integer (the key), "
+                           f"got {show(key)} ({type(key).__name__}), which no request's key "
+                           f"would match")
         if table.as_of is not None:
             at = f"{where} '{table.as_of}'"
             row[table.as_of] = check_ms(to_ms(row[table.as_of], at), at)
+        elif first.setdefault(str(key), n) != n:
+            raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
+                           f"'{table.key}': the key {str(key)!r} twice; a table without "
+                           f"as_of holds one row per key")
     return rows
+
+
+def _csv_problem(path: Path, key: str) -> str | None:
+    """What is wrong with a CSV file DuckDB could not read, as Python's csv module sees
+    it: the key not among the header's names, or the first row whose number of cells is
+    not the header's (DuckDB's sniffer then fails); None if it finds nothing."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        names, rows = csv_cells(f)
+        if key not in names:
+            return f"column '{key}' not in the header (columns: {', '.join(names)})"
+        for line, cells in rows:
+            if len(cells) != len(names):
+                return f"line {line} has {len(cells)} cells, the header {len(names)}"
+    return None
+
+
+def csv_cells(f: IO[str]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """A CSV file's header, its names stripped of the spaces around them (``user , ts``
+    names "user" and "ts"), and (line, cells) for each row after it: ``line`` is where
+    the row starts in the file (a row may hold newlines in quotes); blank lines are
+    skipped."""
+    reader = csv.reader(f)
+    names = [name.strip() for name in next(reader, [])]
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        before = reader.line_num
+        for cells in reader:
+            start, before = before + 1, reader.line_num
+            if cells:
+                yield start, cells
+
+    return names, rows()
