@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from livelearn.deploy.gate import Gate
+from livelearn.cli import main
 from livelearn.errors import BadInput, Corrupt, NotFound, PipelineError
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
@@ -460,3 +461,35 @@ def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
     while regressor.step(final=True):
         pass
     assert (regressor.samples, regressor.malformed) == (6, 0)
+
+
+def _served_in_turn(registry: Registry, n: int) -> None:
+    """Versions 1..n, each approved and served in turn: v{n} serves, the others retired."""
+    for i in range(n):
+        v = registry.publish(FTRL(bits=8), {"samples": i, "metric": "auc"}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i)
+
+
+def test_a_promote_or_rollback_to_a_file_no_server_can_load_changes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Promoting (or rolling back to) a damaged, missing or unreadable file was accepted,
+    said "servers swap it in", and the servers went on serving what they had."""
+    registry = Registry(tmp_path)
+    _served_in_turn(registry, 3)
+    registry.file(2).write_bytes(registry.file(2).read_bytes()[:-10])
+    before = [(v.status, v.serving_since_ts) for v in registry.versions()]
+    with pytest.raises(Corrupt, match="v2 is damaged or missing"):
+        registry.rollback("by hand")
+    assert main(["models", "--registry", str(tmp_path), "promote", "2"]) == 2
+    assert capsys.readouterr().err == (f"livelearn: model file {registry.file(2)} of v2 is "
+                                       f"damaged or missing (SHA-256 does not match the "
+                                       f"registry)\n")
+    registry.file(1).unlink()
+    registry.file(1).symlink_to("/proc/self/mem")  # a file whose read fails: EIO
+    with pytest.raises(Corrupt, match=r"v000001.npz of v1 cannot be read \(Input/output "):
+        registry.promote(1, "by hand")
+    assert [(v.status, v.serving_since_ts) for v in registry.versions()] == before
+    assert [d["reason"] for d in registry.decisions()][-1] == "swapped in at event time " \
+        f"{T0 + 2}"
+

@@ -3,14 +3,16 @@
 A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
 status, the event time at which it started serving, and the SHA-256 of its
-file, checked on every load: a damaged or truncated file raises Corrupt.
+file, checked on every load: a damaged, truncated, missing or unreadable file
+raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
 gate's window of scores: ~100 KB a version) are the version's ``details``, kept
 in a table of their own and read one version at a time, so that listing
 versions stays cheap however many there are. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
-with its reason. ``prune`` deletes the model files of all but the newest past
+with its reason. ``promote`` and ``rollback`` check the target's file first, and
+change every status they change in one transaction. ``prune`` deletes the model files of all but the newest past
 versions (a version is past unless it is a candidate, the incumbent or serving);
 their rows stay, with no checksum: nothing can load or promote them.
 
@@ -165,14 +167,24 @@ class Registry:
     def load(self, version: int) -> Learner:
         """The learner of a version, exactly as published; Corrupt if its file is not.
         An adapter's pickle is loaded too: the module docstring says why."""
+        self.check_file(version)
+        return load_learner(self.file(version), trusted=True)
+
+    def check_file(self, version: int) -> None:
+        """Corrupt unless the model file of ``version`` is there, readable and as published
+        (its SHA-256 matches the index); NotFound if there is no such version."""
         expected = self._row(version)[-1]
         path = self.file(version)
         if not expected:
             raise Corrupt(f"model file {path} of v{version} was pruned (Policies.keep_versions)")
-        if not path.is_file() or _sha256(path) != expected:
+        try:
+            sound = path.is_file() and _sha256(path) == expected
+        except OSError as e:  # no permission, a failing disk
+            raise Corrupt(f"model file {path} of v{version} cannot be read "
+                          f"({e.strerror or e})") from None
+        if not sound:
             raise Corrupt(f"model file {path} of v{version} is damaged or missing "
                           f"(SHA-256 does not match the registry)")
-        return load_learner(path, trusted=True)
 
     def versions(self, status: str | None = None) -> list[Version]:
         """Versions in publication order, optionally only those with one status."""
@@ -196,9 +208,7 @@ class Registry:
         if status not in STATUSES:
             raise BadInput(f"status {status!r}: expected one of {', '.join(STATUSES)}")
         with self._write() as db:
-            db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
-            db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
-                       (version, status, reason, time.time()))
+            _set_status(db, version, status, reason)
 
     def previous_served(self, version: Version) -> Version | None:
         """The version that served before ``version``: retired, latest serving start."""
@@ -212,26 +222,32 @@ class Registry:
         return None if row is None else _version(row)
 
     def promote(self, version: int, reason: str) -> None:
-        """Make ``version`` the incumbent: approve it, retire newer approved or serving ones."""
+        """Make ``version`` the incumbent: approve it, retire newer approved or serving ones.
+
+        NotFound if its file was pruned, Corrupt if it is damaged or missing (no server
+        could load it): then nothing changes.
+        """
         if not self._row(version)[-1]:
             raise NotFound(f"model version {version}: its file was pruned from {self.path}")
-        newer = self._db().execute("SELECT id FROM versions WHERE id > ? AND status IN "
-                                   "('approved', 'serving') ORDER BY id", (version,)).fetchall()
-        for (vid,) in newer:
-            self.set_status(vid, "retired", f"superseded: v{version} promoted ({reason})")
-        self.set_status(version, "approved", reason)
+        self.check_file(version)
+        with self._write() as db:
+            _promote(db, version, reason)
 
     def rollback(self, reason: str) -> tuple[int, int]:
-        """Reject the serving version and promote the one that served before it.
+        """Reject the serving version and promote the one that served before it, in one
+        transaction.
 
-        Returns (rejected, restored); NotFound if nothing to roll back to.
+        Returns (rejected, restored); NotFound if nothing to roll back to, Corrupt if the
+        file of the one before is damaged or missing (then nothing changes).
         """
         serving = self.versions("serving")
         previous = self.previous_served(serving[-1]) if serving else None
         if previous is None:
             raise NotFound(f"no serving version with a previous one to roll back to in {self.path}")
-        self.set_status(serving[-1].id, "rejected", reason)
-        self.promote(previous.id, f"rollback target: {reason}")
+        self.check_file(previous.id)
+        with self._write() as db:
+            _set_status(db, serving[-1].id, "rejected", reason)
+            _promote(db, previous.id, f"rollback target: {reason}")
         return serving[-1].id, previous.id
 
     def prune(self, keep: int) -> list[int]:
@@ -298,6 +314,22 @@ class Registry:
             "AND status IN ('approved', 'rejected') AND reason NOT LIKE ? GROUP BY version",
             (since, f"{_PRUNED}%"))  # SQLite: the other columns come from the MAX(seq) row
         return {v: {"status": s, "reason": r, "at": a} for v, s, r, a, _ in rows}
+
+
+def _set_status(db: sqlite3.Connection, version: int, status: str, reason: str) -> None:
+    db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
+    db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
+               (version, status, reason, time.time()))
+
+
+def _promote(db: sqlite3.Connection, version: int, reason: str) -> None:
+    """Approve ``version`` and retire the newer approved or serving ones, in ``db``'s
+    transaction."""
+    newer = db.execute("SELECT id FROM versions WHERE id > ? AND status IN "
+                       "('approved', 'serving') ORDER BY id", (version,)).fetchall()
+    for (vid,) in newer:
+        _set_status(db, vid, "retired", f"superseded: v{version} promoted ({reason})")
+    _set_status(db, version, "approved", reason)
 
 
 def _version(row: tuple[Any, ...]) -> Version:
