@@ -493,3 +493,31 @@ def test_a_promote_or_rollback_to_a_file_no_server_can_load_changes_nothing(
     assert [d["reason"] for d in registry.decisions()][-1] == "swapped in at event time " \
         f"{T0 + 2}"
 
+
+def test_the_gate_rejects_a_version_whose_file_it_cannot_load_and_goes_on(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    """The gate raised Corrupt at every step, so `livelearn train` stopped at each restart
+    while the incumbent's (or the previous serving version's) file was damaged."""
+    _samples(log, 2000)
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    gate = Gate(log, registry, "clicked", tolerance=0.03)
+    trainer.step(10_000, final=True)
+    gate.step()
+    registry.mark_serving(3, T0)
+    registry.file(3).write_bytes(b"damaged")
+    _samples(log, 1000, seed=1)
+    trainer.step(10_000, final=True)
+    decision = Gate(log, registry, "clicked", tolerance=0.03).step()[-1]  # a restarted gate
+    assert decision.version == 4 and decision.approved
+    assert "vs incumbent v2" in decision.reason
+    assert registry.get(3).status == "rejected"
+    assert f"v3 rejected: model file {registry.file(3)} of v3 is damaged" in caplog.text
+    # the previous serving version's file missing: no rollback to it, and no error
+    rollback = Registry(tmp_path / "roll")
+    _served_in_turn(rollback, 2)
+    rollback.file(1).unlink()
+    model = rollback.load(2)
+    _served(log, model, 2, 1000, seed=3)
+    assert Gate(log, rollback, "clicked", tolerance=0.0).check_rollback() is None
+    assert [v.status for v in rollback.versions()] == ["rejected", "serving"]
