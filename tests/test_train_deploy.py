@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 
 from livelearn.deploy.gate import Gate
 from livelearn.cli import main
-from livelearn.errors import BadInput, Corrupt, NotFound, PipelineError
+from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, PipelineError
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
@@ -461,6 +464,66 @@ def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
     while regressor.step(final=True):
         pass
     assert (regressor.samples, regressor.malformed) == (6, 0)
+
+
+@contextmanager
+def _disk_full(limit: int) -> Iterator[None]:
+    """Files of this process cannot grow beyond ``limit`` bytes (EFBIG, as a full disk
+    refuses a write: Python ignores SIGXFSZ); the limit is lifted again after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.parametrize("refused", ["disk full", "folder in the way"])
+def test_a_publish_the_disk_refuses_stops_the_trainer_and_a_restart_resumes(
+        tmp_path: Path, log: SQLiteLog, refused: str) -> None:
+    """The trainer stopped with a bare OSError traceback and left the half-written file;
+    now a ConfigError names the registry and the reason, nothing of v3 is left, and a
+    restarted trainer ends as one never interrupted."""
+    _samples(log, 2500)
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    trainer.step(1500)  # v1 (the untrained learner) and v2 published
+    tmp = registry.file(3).with_suffix(".tmp")
+    if refused == "folder in the way":
+        tmp.mkdir()
+    with pytest.raises(ConfigError) as raised, _disk_full(4096 if refused == "disk full"
+                                                          else resource.RLIM_INFINITY):
+        trainer.step(10_000, final=True)
+    why = "File too large" if refused == "disk full" else "Is a directory"
+    assert str(raised.value) == (
+        f"registry {str(tmp_path / 'reg')!r}: cannot write model file v000003.tmp ({why}): "
+        f"is its disk full or read-only? Nothing was written")
+    assert [v.id for v in registry.versions()] == [1, 2]
+    assert sorted(f.name for f in (tmp_path / "reg").glob("v*")) == (
+        ["v000001.npz", "v000002.npz"] + (["v000003.tmp"] if tmp.is_dir() else []))
+    if tmp.is_dir():
+        tmp.rmdir()
+    resumed = Trainer(log, registry, SMALL)
+    resumed.step(10_000, final=True)
+    reference = Trainer(log, Registry(tmp_path / "b"), SMALL)
+    reference.step(10_000, final=True)
+    assert [v.meta["samples"] for v in registry.versions()] == [0, 1000, 2000]
+    assert np.array_equal(resumed.model.state()["z"], reference.model.state()["z"])
+
+
+def test_an_index_the_disk_refuses_to_write_says_so_and_keeps_its_state(tmp_path: Path
+                                                                          ) -> None:
+    """SQLite's bare 'disk I/O error' became a ConfigError naming the registry's index."""
+    registry = Registry(tmp_path)
+    v = registry.publish(FTRL(bits=8), {"samples": 0}, parent=None)
+    with pytest.raises(ConfigError, match=r"cannot write index.db \(disk I/O error\): is its "
+                                          r"disk full or read-only\? Nothing was written"), \
+            _disk_full((tmp_path / "index.db-wal").stat().st_size):
+        for _ in range(100):
+            registry.set_status(v.id, "approved", "x" * 4000)
+    assert registry.get(v.id).status in ("candidate", "approved")  # a whole change or none
+    registry.set_status(v.id, "rejected", "test")  # the connection is free again
+    assert registry.get(v.id).status == "rejected"
 
 
 def _served_in_turn(registry: Registry, n: int) -> None:

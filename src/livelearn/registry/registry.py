@@ -16,6 +16,10 @@ change every status they change in one transaction. ``prune`` deletes the model 
 versions (a version is past unless it is a candidate, the incumbent or serving);
 their rows stay, with no checksum: nothing can load or promote them.
 
+A write the disk refuses (full, read-only, failing) raises ConfigError naming the
+registry and the reason, and leaves nothing half-written: a model file is in the
+folder only once it is complete, and listed in the index only once it is there.
+
 A version of an adapter (River, scikit-learn, PyTorch) is a pickle, and loading
 it runs code: the Registry loads it (``trusted=True``) because its own trainer
 wrote the file and the index's SHA-256 matches. Give a registry's folder the
@@ -30,7 +34,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,8 @@ from livelearn.log.sqlite import Connection, check_claim, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
+# what SQLite says when the disk refuses a write: full, read-only, failing
+_CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 _PRUNED = "model file pruned"  # how the note of a pruned file begins among the decisions
 
 _SCHEMA = """
@@ -112,15 +118,27 @@ class Registry:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction of the index: committed at the end of the block, rolled
-        back if it raises (the thread's connection is then free for the next one)."""
+        back if it raises (the thread's connection is then free for the next one).
+        ConfigError if the disk refuses the write."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:  # SQLite rolls back by itself after some errors
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if not (e.sqlite_errorname or "").startswith(_CANNOT_WRITE):
+                raise  # a locked index, say: the caller tries again
+            raise self._cannot_write("index.db", e) from None
+
+    def _cannot_write(self, name: str, e: Exception) -> ConfigError:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        return ConfigError(f"registry {str(self.path)!r}: cannot write {name} ({why}): is "
+                           f"its disk full or read-only? Nothing was written")
 
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
@@ -134,16 +152,23 @@ class Registry:
     def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None,
                 details: dict[str, Any] | None = None) -> Version:
         """Save a new candidate version; its file is complete before its row exists.
-        Fenced if another process claimed ``meta["trainer"]`` after this one."""
+        Fenced if another process claimed ``meta["trainer"]`` after this one; ConfigError,
+        and nothing published, if the disk refuses the file or the row."""
         with self._write() as db:
             if (trainer := meta.get("trainer")) in self._claims:
                 check_claim(db, trainer, self._claims[trainer], f"registry {str(self.path)!r}")
             vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
             tmp = self.file(vid).with_suffix(".tmp")
-            save_learner(learner, tmp)
-            tmp.replace(self.file(vid))
+            try:
+                save_learner(learner, tmp)
+                tmp.replace(self.file(vid))
+                sha256 = _sha256(self.file(vid))
+            except OSError as e:
+                with suppress(OSError):  # the part written, if any
+                    tmp.unlink()
+                raise self._cannot_write(f"model file {tmp.name}", e) from None
             db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
-                       (vid, parent, time.time(), orjson.dumps(meta), _sha256(self.file(vid))))
+                       (vid, parent, time.time(), orjson.dumps(meta), sha256))
             if details is not None:
                 db.execute("INSERT INTO details VALUES (?, ?)", (vid, orjson.dumps(details)))
         return self.get(vid)
