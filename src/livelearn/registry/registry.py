@@ -16,6 +16,9 @@ change every status they change in one transaction. ``prune`` deletes the model 
 versions (a version is past unless it is a candidate, the incumbent or serving);
 their rows stay, with no checksum: nothing can load or promote them.
 
+An index.db that is another program's SQLite file is refused (ConfigError) before
+anything is written to it.
+
 A write the disk refuses (full, read-only, failing) raises ConfigError naming the
 registry and the reason, and leaves nothing half-written: a model file is in the
 folder only once it is complete, and listed in the index only once it is there.
@@ -46,6 +49,7 @@ from livelearn.log.sqlite import Connection, check_claim, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
+_COLUMNS = ["id", "parent", "status", "created", "meta", "serving_since_ts", "sha256"]
 # what SQLite says when the disk refuses a write: full, read-only, failing
 _CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 _PRUNED = "model file pruned"  # how the note of a pruned file begins among the decisions
@@ -87,12 +91,26 @@ class Registry:
         self._local = threading.local()
         self._claims: dict[str, int] = {}  # trainer group -> epoch of this process's claim
         try:
+            self._check_schema()
             self._db().executescript(_SCHEMA)
+            self._db().execute("PRAGMA journal_mode=WAL")
         except (sqlite3.DatabaseError, Corrupt) as e:  # no permission, a damaged index
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
             raise ConfigError(f"registry {str(self.path)!r}: cannot open its index.db "
                               f"({why})") from None
         self._check_index()
+
+    def _check_schema(self) -> None:
+        """ConfigError if index.db is another program's SQLite file, not a registry's;
+        checked before anything is written to it."""
+        tables = {name: [c[1] for c in self._db().execute(f"PRAGMA table_info('{name}')")]
+                  for (name,) in self._db().execute(
+                      "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and tables.get("versions") != _COLUMNS:
+            raise ConfigError(f"registry {str(self.path)!r}: its index.db is not a livelearn "
+                              f"registry's (it holds tables {', '.join(sorted(tables))}; a "
+                              f"registry's table versions has columns {', '.join(_COLUMNS)}): "
+                              f"choose another --registry folder")
 
     def _check_index(self) -> None:
         """ConfigError if model files lie beside an index that knows no version (an
@@ -111,7 +129,6 @@ class Registry:
         if db is None:
             db = sqlite3.connect(self.path / "index.db", timeout=30, isolation_level=None,
                                  check_same_thread=False, factory=Connection)
-            db.execute("PRAGMA journal_mode=WAL")
             self._local.db = db
         return db
 
