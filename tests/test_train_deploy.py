@@ -17,8 +17,8 @@ import numpy as np
 import orjson
 import pytest
 
-from livelearn.deploy.gate import Gate
 from livelearn.cli import main
+from livelearn.deploy.gate import Gate
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, PipelineError
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows

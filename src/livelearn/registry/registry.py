@@ -12,9 +12,10 @@ versions stays cheap however many there are. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
 with its reason. ``promote`` and ``rollback`` check the target's file first, and
-change every status they change in one transaction. ``prune`` deletes the model files of all but the newest past
-versions (a version is past unless it is a candidate, the incumbent or serving);
-their rows stay, with no checksum: nothing can load or promote them.
+change every status they change in one transaction. ``prune`` deletes the model
+files of all but the newest past versions (a version is past unless it is a
+candidate, the incumbent or serving); their rows stay, with no checksum: nothing
+can load or promote them.
 
 An index.db that is another program's SQLite file is refused (ConfigError) before
 anything is written to it.
