@@ -1,10 +1,12 @@
 """What the commands say: replay's report and summary, `join --until-idle`'s summary, an
-empty join shard, `models` without a registry, option checks. In process, on real files
+empty join shard, `models` without a registry, with an empty one or another program's
+index.db, option checks. In process, on real files
 and a real SQLite log."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -12,6 +14,7 @@ import pytest
 
 from livelearn.cli import main
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.registry import Registry
 from test_ingest import PIPELINE_FILE, T
 
 #: PIPELINE_FILE's pipeline, whose features are not learnable for some movies
@@ -221,3 +224,38 @@ def test_a_role_restarted_with_another_join_says_so_in_one_line(
     assert log.end_offset("samples", 0) == 3
     # nor did it take the group over: a joiner still running would have gone on
     assert log._conn().execute("SELECT epoch FROM claims").fetchall() == [(1,)]
+
+
+def test_models_says_when_a_registry_holds_no_version(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed a table with headers and no row."""
+    Registry(tmp_path / "reg")
+    assert main(["models", "--registry", str(tmp_path / "reg")]) == 0
+    assert capsys.readouterr().out == (f"registry {tmp_path / 'reg'} holds no version yet (a "
+                                       f"trainer publishes its first when it starts)\n")
+
+
+@pytest.mark.parametrize("tables", [["versions (name TEXT, size INTEGER)"],
+                                    ["runs (id INTEGER)", "metrics (run INTEGER)"]])
+def test_models_on_another_programs_index_db_says_so_and_leaves_it_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tables: list[str]) -> None:
+    """A folder whose index.db was another program's: `livelearn models` added the registry's
+    tables to it and switched it to WAL, then failed with a traceback (no such column)."""
+    with sqlite3.connect(tmp_path / "index.db") as db:
+        for table in tables:
+            db.execute(f"CREATE TABLE {table}")
+    schema = _schema(tmp_path / "index.db")
+    for action in ([], ["promote", "1"], ["rollback"]):
+        assert main(["models", "--registry", str(tmp_path), *action]) == 2
+        names = ", ".join(sorted(t.partition(" ")[0] for t in tables))
+        assert capsys.readouterr().err == (
+            f"livelearn: registry {str(tmp_path)!r}: its index.db is not a livelearn "
+            f"registry's (it holds tables {names}; a registry's table versions has columns "
+            f"id, parent, status, created, meta, serving_since_ts, sha256): choose another "
+            f"--registry folder\n")
+    assert _schema(tmp_path / "index.db") == schema
+
+
+def _schema(path: Path) -> list[object]:
+    with sqlite3.connect(path) as db:
+        return [*db.execute("SELECT sql FROM sqlite_master"), *db.execute("PRAGMA journal_mode")]

@@ -1,8 +1,8 @@
 """Hot swaps: under load (bench/serve_swap.py, shortened) and when a version misbehaves.
 
 A new version every second under load costs no request; a version that cannot
-be loaded leaves the served one serving; a swap the Registry was too busy to
-record is recorded on the next poll.
+be loaded leaves the served one serving, and so does an index that fails the
+polls; a swap the Registry was too busy to record is recorded on the next poll.
 """
 
 from __future__ import annotations
@@ -11,16 +11,24 @@ import logging
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
+from conftest import ServerThread
+from livelearn.demo import _write_tables
 from livelearn.errors import LivelearnError
+from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
 from livelearn.registry import Registry
+from livelearn.serve.app import create_app
 from livelearn.serve.holder import ModelHolder
 from livelearn.sim.pipeline import PIPELINE
+from livelearn.sim.world import NewsFeed
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "serve_swap.py"
 
@@ -60,7 +68,9 @@ def test_a_version_that_cannot_be_loaded_is_skipped_and_the_served_one_stays(
     with caplog.at_level(logging.ERROR, logger="livelearn.serve"):
         assert holder.refresh() is False and holder.refresh() is False
     assert holder.version == 1 and registry.get(1).status == "serving"
-    assert [r.getMessage() for r in caplog.records] == ["could not load v2; still serving v1"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"could not load v2: model file {registry.file(2)} of v2 is damaged or missing "
+        f"(SHA-256 does not match the registry); still serving v1"]
     _version(registry, 1)
     assert holder.refresh() is True and holder.version == 3
     assert registry.get(3).status == "serving" and registry.get(1).status == "retired"
@@ -145,3 +155,56 @@ def test_a_version_swapped_in_before_any_request_gets_the_first_requests_time(
     reasons = [d["reason"] for d in registry.decisions() if d["version"] == 2]
     assert reasons[-2:] == ["swapped in at event time None",
                             f"serving since event time {t + 5_000}: its first request"]
+
+
+def _until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_a_running_server_serves_on_through_a_damaged_version_and_a_broken_index(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    """A real server on 127.0.0.1 polling every 20 ms. A version whose file is damaged is
+    skipped with one line that says why (it said only "could not load v2", the reason in
+    a traceback); an index that fails every poll is logged once, not 50 times a second,
+    and once more when it works again."""
+    world = NewsFeed(seed=3, impressions=100, candidates=5, days=0.1, users=20, new_users=2)
+    _write_tables(world, tmp_path / "tables")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    _version(registry, None)
+    app = create_app(PIPELINE, log, registry, tmp_path / "tables", poll_s=0.02)
+    request = next(iter(world.requests()))
+    body = {"user_id": request.user_id, "items": request.candidates, "ts": request.ts}
+    with caplog.at_level(logging.INFO, logger="livelearn.serve"), ServerThread(app) as server, \
+            httpx.Client(base_url=server.url, timeout=10) as http:
+        def served() -> int:
+            reply = http.post("/predict", json=body)
+            assert reply.status_code == 200, reply.text
+            return int(reply.json()["model_version"])
+
+        assert served() == 1
+        registry.file(_version(registry, 1)).write_bytes(b"damaged")
+        _until(lambda: "could not load v2" in caplog.text, "v2 to be tried")
+        assert served() == 1
+        with sqlite3.connect(tmp_path / "registry" / "index.db") as db:
+            db.execute("ALTER TABLE versions RENAME TO held")
+        time.sleep(0.5)  # about 25 polls, each failing
+        assert served() == 1
+        with sqlite3.connect(tmp_path / "registry" / "index.db") as db:
+            db.execute("ALTER TABLE held RENAME TO versions")
+        _until(lambda: "model poll works again" in caplog.text, "the polls to work again")
+        _version(registry, 1)
+        _until(lambda: served() == 3, "v3 to be swapped in")
+    lines = [r.getMessage() for r in caplog.records if r.name == "livelearn.serve"
+             and r.levelno >= logging.ERROR or "poll works" in r.getMessage()]
+    assert lines == [
+        f"could not load v2: model file {registry.file(2)} of v2 is damaged or missing "
+        f"(SHA-256 does not match the registry); still serving v1",
+        "model poll failed; still serving v1, trying again every 0.02 s (logged again if the "
+        "error changes)",
+        "model poll works again; serving v1"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +17,9 @@ import numpy as np
 import orjson
 import pytest
 
+from livelearn.cli import main
 from livelearn.deploy.gate import Gate
-from livelearn.errors import BadInput, Corrupt, NotFound, PipelineError
+from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, PipelineError
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
@@ -460,3 +464,123 @@ def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
     while regressor.step(final=True):
         pass
     assert (regressor.samples, regressor.malformed) == (6, 0)
+
+
+@contextmanager
+def _disk_full(limit: int) -> Iterator[None]:
+    """Files of this process cannot grow beyond ``limit`` bytes (EFBIG, as a full disk
+    refuses a write: Python ignores SIGXFSZ); the limit is lifted again after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.parametrize("refused", ["disk full", "folder in the way"])
+def test_a_publish_the_disk_refuses_stops_the_trainer_and_a_restart_resumes(
+        tmp_path: Path, log: SQLiteLog, refused: str) -> None:
+    """The trainer stopped with a bare OSError traceback and left the half-written file;
+    now a ConfigError names the registry and the reason, nothing of v3 is left, and a
+    restarted trainer ends as one never interrupted."""
+    _samples(log, 2500)
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    trainer.step(1500)  # v1 (the untrained learner) and v2 published
+    tmp = registry.file(3).with_suffix(".tmp")
+    if refused == "folder in the way":
+        tmp.mkdir()
+    with pytest.raises(ConfigError) as raised, _disk_full(4096 if refused == "disk full"
+                                                          else resource.RLIM_INFINITY):
+        trainer.step(10_000, final=True)
+    why = "File too large" if refused == "disk full" else "Is a directory"
+    assert str(raised.value) == (
+        f"registry {str(tmp_path / 'reg')!r}: cannot write model file v000003.tmp ({why}): "
+        f"is its disk full or read-only? Nothing was written")
+    assert [v.id for v in registry.versions()] == [1, 2]
+    assert sorted(f.name for f in (tmp_path / "reg").glob("v*")) == (
+        ["v000001.npz", "v000002.npz"] + (["v000003.tmp"] if tmp.is_dir() else []))
+    if tmp.is_dir():
+        tmp.rmdir()
+    resumed = Trainer(log, registry, SMALL)
+    resumed.step(10_000, final=True)
+    reference = Trainer(log, Registry(tmp_path / "b"), SMALL)
+    reference.step(10_000, final=True)
+    assert [v.meta["samples"] for v in registry.versions()] == [0, 1000, 2000]
+    assert np.array_equal(resumed.model.state()["z"], reference.model.state()["z"])
+
+
+def test_an_index_the_disk_refuses_to_write_says_so_and_keeps_its_state(tmp_path: Path
+                                                                          ) -> None:
+    """SQLite's bare 'disk I/O error' became a ConfigError naming the registry's index."""
+    registry = Registry(tmp_path)
+    v = registry.publish(FTRL(bits=8), {"samples": 0}, parent=None)
+    with pytest.raises(ConfigError, match=r"cannot write index.db \(disk I/O error\): is its "
+                                          r"disk full or read-only\? Nothing was written"), \
+            _disk_full((tmp_path / "index.db-wal").stat().st_size):
+        for _ in range(100):
+            registry.set_status(v.id, "approved", "x" * 4000)
+    assert registry.get(v.id).status in ("candidate", "approved")  # a whole change or none
+    registry.set_status(v.id, "rejected", "test")  # the connection is free again
+    assert registry.get(v.id).status == "rejected"
+
+
+def _served_in_turn(registry: Registry, n: int) -> None:
+    """Versions 1..n, each approved and served in turn: v{n} serves, the others retired."""
+    for i in range(n):
+        v = registry.publish(FTRL(bits=8), {"samples": i, "metric": "auc"}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i)
+
+
+def test_a_promote_or_rollback_to_a_file_no_server_can_load_changes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Promoting (or rolling back to) a damaged, missing or unreadable file was accepted,
+    said "servers swap it in", and the servers went on serving what they had."""
+    registry = Registry(tmp_path)
+    _served_in_turn(registry, 3)
+    registry.file(2).write_bytes(registry.file(2).read_bytes()[:-10])
+    before = [(v.status, v.serving_since_ts) for v in registry.versions()]
+    with pytest.raises(Corrupt, match="v2 is damaged or missing"):
+        registry.rollback("by hand")
+    assert main(["models", "--registry", str(tmp_path), "promote", "2"]) == 2
+    assert capsys.readouterr().err == (f"livelearn: model file {registry.file(2)} of v2 is "
+                                       f"damaged or missing (SHA-256 does not match the "
+                                       f"registry)\n")
+    registry.file(1).unlink()
+    registry.file(1).symlink_to("/proc/self/mem")  # a file whose read fails: EIO
+    with pytest.raises(Corrupt, match=r"v000001.npz of v1 cannot be read \(Input/output "):
+        registry.promote(1, "by hand")
+    assert [(v.status, v.serving_since_ts) for v in registry.versions()] == before
+    assert [d["reason"] for d in registry.decisions()][-1] == "swapped in at event time " \
+        f"{T0 + 2}"
+
+
+def test_the_gate_rejects_a_version_whose_file_it_cannot_load_and_goes_on(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    """The gate raised Corrupt at every step, so `livelearn train` stopped at each restart
+    while the incumbent's (or the previous serving version's) file was damaged."""
+    _samples(log, 2000)
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    gate = Gate(log, registry, "clicked", tolerance=0.03)
+    trainer.step(10_000, final=True)
+    gate.step()
+    registry.mark_serving(3, T0)
+    registry.file(3).write_bytes(b"damaged")
+    _samples(log, 1000, seed=1)
+    trainer.step(10_000, final=True)
+    decision = Gate(log, registry, "clicked", tolerance=0.03).step()[-1]  # a restarted gate
+    assert decision.version == 4 and decision.approved
+    assert "vs incumbent v2" in decision.reason
+    assert registry.get(3).status == "rejected"
+    assert f"v3 rejected: model file {registry.file(3)} of v3 is damaged" in caplog.text
+    # the previous serving version's file missing: no rollback to it, and no error
+    rollback = Registry(tmp_path / "roll")
+    _served_in_turn(rollback, 2)
+    rollback.file(1).unlink()
+    model = rollback.load(2)
+    _served(log, model, 2, 1000, seed=3)
+    assert Gate(log, rollback, "clicked", tolerance=0.0).check_rollback() is None
+    assert [v.status for v in rollback.versions()] == ["rejected", "serving"]

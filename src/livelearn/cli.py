@@ -343,8 +343,13 @@ def _models(args: argparse.Namespace) -> int:
         rejected, restored = registry.rollback("rolled back by hand")
         print(f"v{rejected} rejected; v{restored} approved again")
         return 0
+    versions = registry.versions()
+    if not versions:
+        print(f"registry {args.registry} holds no version yet (a trainer publishes its first "
+              f"when it starts)")
+        return 0
     table = Table("version", "parent", "status", "samples", "window metric", "serving since (ms)")
-    for v in registry.versions():
+    for v in versions:
         metric = (v.meta.get("window") or {}).get("metric")
         status = f"{v.status} (file pruned)" if v.pruned else v.status
         table.add_row(str(v.id), str(v.parent or "-"), status, str(v.meta.get("samples")),

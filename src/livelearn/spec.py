@@ -174,7 +174,8 @@ class Policies:
     A version is published every ``publish_every_samples`` samples or every
     ``publish_every_ms`` of event time, whichever comes first. The gate approves
     a candidate whose metric over the last ``gate_window`` samples is no worse
-    than the incumbent's on the same samples by more than ``gate_tolerance``.
+    than the incumbent's on the same samples by more than ``gate_tolerance`` (>= 0);
+    the first candidate, with nothing to compare with, is approved.
     Besides the model files of candidates and of the version served (or about to
     be), the Registry keeps those of the ``keep_versions`` newest others (what a
     rollback goes back to); older files are deleted (the gate does it), their

@@ -12,6 +12,13 @@ actually served) falls below the previous serving version's on the same
 samples by more than ``tolerance``, it rolls back: the serving version is
 rejected and the previous one approved again, so the servers swap back to it. Every decision is
 written to the Registry with its reason, and logged.
+
+A version the gate needs whose model file is damaged, missing or unreadable (the
+incumbent, or the previous serving version) is rejected with the reason, as the
+trainer does with its own, and the gate goes on with the version before it: the
+incumbent before it judges the candidate (none left: the candidate is approved as
+the first one is), and a rollback is not judged against a version no server could
+load.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from livelearn.errors import Corrupt
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import Features, hash_rows
 from livelearn.log.base import Log, Record
@@ -100,9 +108,11 @@ class Gate:
         samples = self._served_by(current.id) if previous else None
         if previous is None or samples is None:
             return None
+        model = self._load(previous)
+        if model is None:
+            return None
         name = current.meta.get("metric", "auc")
         features, served, labels = zip(*samples, strict=True)
-        model = self._load(previous.id)
         rows = self.hash_rows(features, model.bits)
         metric = auc if name == "auc" else mae
         ours = metric(np.array(served), np.array(labels))
@@ -152,8 +162,8 @@ class Gate:
         return new
 
     def judge(self, candidate: Version) -> Decision:
-        incumbent = self.registry.incumbent()
-        if incumbent is None:
+        incumbent, model = self._incumbent()
+        if incumbent is None or model is None:
             return self._decide(candidate, True, "no version approved yet", None, None)
         samples, ours = self._unseen_window(candidate, incumbent)
         name = candidate.meta["metric"]
@@ -162,7 +172,6 @@ class Gate:
                                 f"incumbent v{incumbent.id} has not learned; need "
                                 f"{self.min_samples} to judge", None, None)
         labels = np.array([float(s["labels"][self.target]) for s in samples])
-        model = self._load(incumbent.id)
         theirs = model.predict(self.hash_rows([s["features"] for s in samples], model.bits))
         metric = auc if name == "auc" else mae
         a, b = metric(np.array(ours), labels), metric(theirs, labels)
@@ -203,9 +212,25 @@ class Gate:
             lo = records[-1].offset + 1
         return out
 
-    def _load(self, version: int) -> Learner:
-        if self._cached is None or self._cached[0] != version:
-            self._cached = (version, self.registry.load(version))
+    def _incumbent(self) -> tuple[Version | None, Learner | None]:
+        """The incumbent and its learner; one whose file cannot be loaded is rejected and
+        the incumbent after that taken."""
+        while (incumbent := self.registry.incumbent()) is not None:
+            model = self._load(incumbent)
+            if model is not None:
+                return incumbent, model
+        return None, None
+
+    def _load(self, version: Version) -> Learner | None:
+        """The learner of ``version``; None if its file is damaged, missing or unreadable,
+        and the version rejected, so that no one goes back to it."""
+        if self._cached is None or self._cached[0] != version.id:
+            try:
+                self._cached = (version.id, self.registry.load(version.id))
+            except Corrupt as e:
+                self.registry.set_status(version.id, "rejected", f"corrupt: {e}")
+                log.warning("v%d rejected: %s", version.id, e)
+                return None
         return self._cached[1]
 
     def _decide(self, candidate: Version, approved: bool, reason: str,

@@ -3,16 +3,26 @@
 A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
 status, the event time at which it started serving, and the SHA-256 of its
-file, checked on every load: a damaged or truncated file raises Corrupt.
+file, checked on every load: a damaged, truncated, missing or unreadable file
+raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
 gate's window of scores: ~100 KB a version) are the version's ``details``, kept
 in a table of their own and read one version at a time, so that listing
 versions stays cheap however many there are. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
-with its reason. ``prune`` deletes the model files of all but the newest past
-versions (a version is past unless it is a candidate, the incumbent or serving);
-their rows stay, with no checksum: nothing can load or promote them.
+with its reason. ``promote`` and ``rollback`` check the target's file first, and
+change every status they change in one transaction. ``prune`` deletes the model
+files of all but the newest past versions (a version is past unless it is a
+candidate, the incumbent or serving); their rows stay, with no checksum: nothing
+can load or promote them.
+
+An index.db that is another program's SQLite file is refused (ConfigError) before
+anything is written to it.
+
+A write the disk refuses (full, read-only, failing) raises ConfigError naming the
+registry and the reason, and leaves nothing half-written: a model file is in the
+folder only once it is complete, and listed in the index only once it is there.
 
 A version of an adapter (River, scikit-learn, PyTorch) is a pickle, and loading
 it runs code: the Registry loads it (``trusted=True``) because its own trainer
@@ -28,7 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +50,9 @@ from livelearn.log.sqlite import Connection, check_claim, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
+_COLUMNS = ["id", "parent", "status", "created", "meta", "serving_since_ts", "sha256"]
+# what SQLite says when the disk refuses a write: full, read-only, failing
+_CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 _PRUNED = "model file pruned"  # how the note of a pruned file begins among the decisions
 
 _SCHEMA = """
@@ -79,12 +92,26 @@ class Registry:
         self._local = threading.local()
         self._claims: dict[str, int] = {}  # trainer group -> epoch of this process's claim
         try:
+            self._check_schema()
             self._db().executescript(_SCHEMA)
+            self._db().execute("PRAGMA journal_mode=WAL")
         except (sqlite3.DatabaseError, Corrupt) as e:  # no permission, a damaged index
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
             raise ConfigError(f"registry {str(self.path)!r}: cannot open its index.db "
                               f"({why})") from None
         self._check_index()
+
+    def _check_schema(self) -> None:
+        """ConfigError if index.db is another program's SQLite file, not a registry's;
+        checked before anything is written to it."""
+        tables = {name: [c[1] for c in self._db().execute(f"PRAGMA table_info('{name}')")]
+                  for (name,) in self._db().execute(
+                      "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and tables.get("versions") != _COLUMNS:
+            raise ConfigError(f"registry {str(self.path)!r}: its index.db is not a livelearn "
+                              f"registry's (it holds tables {', '.join(sorted(tables))}; a "
+                              f"registry's table versions has columns {', '.join(_COLUMNS)}): "
+                              f"choose another --registry folder")
 
     def _check_index(self) -> None:
         """ConfigError if model files lie beside an index that knows no version (an
@@ -103,22 +130,33 @@ class Registry:
         if db is None:
             db = sqlite3.connect(self.path / "index.db", timeout=30, isolation_level=None,
                                  check_same_thread=False, factory=Connection)
-            db.execute("PRAGMA journal_mode=WAL")
             self._local.db = db
         return db
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction of the index: committed at the end of the block, rolled
-        back if it raises (the thread's connection is then free for the next one)."""
+        back if it raises (the thread's connection is then free for the next one).
+        ConfigError if the disk refuses the write."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:  # SQLite rolls back by itself after some errors
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if not (e.sqlite_errorname or "").startswith(_CANNOT_WRITE):
+                raise  # a locked index, say: the caller tries again
+            raise self._cannot_write("index.db", e) from None
+
+    def _cannot_write(self, name: str, e: Exception) -> ConfigError:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        return ConfigError(f"registry {str(self.path)!r}: cannot write {name} ({why}): is "
+                           f"its disk full or read-only? Nothing was written")
 
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
@@ -132,16 +170,23 @@ class Registry:
     def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None,
                 details: dict[str, Any] | None = None) -> Version:
         """Save a new candidate version; its file is complete before its row exists.
-        Fenced if another process claimed ``meta["trainer"]`` after this one."""
+        Fenced if another process claimed ``meta["trainer"]`` after this one; ConfigError,
+        and nothing published, if the disk refuses the file or the row."""
         with self._write() as db:
             if (trainer := meta.get("trainer")) in self._claims:
                 check_claim(db, trainer, self._claims[trainer], f"registry {str(self.path)!r}")
             vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
             tmp = self.file(vid).with_suffix(".tmp")
-            save_learner(learner, tmp)
-            tmp.replace(self.file(vid))
+            try:
+                save_learner(learner, tmp)
+                tmp.replace(self.file(vid))
+                sha256 = _sha256(self.file(vid))
+            except OSError as e:
+                with suppress(OSError):  # the part written, if any
+                    tmp.unlink()
+                raise self._cannot_write(f"model file {tmp.name}", e) from None
             db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
-                       (vid, parent, time.time(), orjson.dumps(meta), _sha256(self.file(vid))))
+                       (vid, parent, time.time(), orjson.dumps(meta), sha256))
             if details is not None:
                 db.execute("INSERT INTO details VALUES (?, ?)", (vid, orjson.dumps(details)))
         return self.get(vid)
@@ -165,14 +210,24 @@ class Registry:
     def load(self, version: int) -> Learner:
         """The learner of a version, exactly as published; Corrupt if its file is not.
         An adapter's pickle is loaded too: the module docstring says why."""
+        self.check_file(version)
+        return load_learner(self.file(version), trusted=True)
+
+    def check_file(self, version: int) -> None:
+        """Corrupt unless the model file of ``version`` is there, readable and as published
+        (its SHA-256 matches the index); NotFound if there is no such version."""
         expected = self._row(version)[-1]
         path = self.file(version)
         if not expected:
             raise Corrupt(f"model file {path} of v{version} was pruned (Policies.keep_versions)")
-        if not path.is_file() or _sha256(path) != expected:
+        try:
+            sound = path.is_file() and _sha256(path) == expected
+        except OSError as e:  # no permission, a failing disk
+            raise Corrupt(f"model file {path} of v{version} cannot be read "
+                          f"({e.strerror or e})") from None
+        if not sound:
             raise Corrupt(f"model file {path} of v{version} is damaged or missing "
                           f"(SHA-256 does not match the registry)")
-        return load_learner(path, trusted=True)
 
     def versions(self, status: str | None = None) -> list[Version]:
         """Versions in publication order, optionally only those with one status."""
@@ -196,9 +251,7 @@ class Registry:
         if status not in STATUSES:
             raise BadInput(f"status {status!r}: expected one of {', '.join(STATUSES)}")
         with self._write() as db:
-            db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
-            db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
-                       (version, status, reason, time.time()))
+            _set_status(db, version, status, reason)
 
     def previous_served(self, version: Version) -> Version | None:
         """The version that served before ``version``: retired, latest serving start."""
@@ -212,26 +265,32 @@ class Registry:
         return None if row is None else _version(row)
 
     def promote(self, version: int, reason: str) -> None:
-        """Make ``version`` the incumbent: approve it, retire newer approved or serving ones."""
+        """Make ``version`` the incumbent: approve it, retire newer approved or serving ones.
+
+        NotFound if its file was pruned, Corrupt if it is damaged or missing (no server
+        could load it): then nothing changes.
+        """
         if not self._row(version)[-1]:
             raise NotFound(f"model version {version}: its file was pruned from {self.path}")
-        newer = self._db().execute("SELECT id FROM versions WHERE id > ? AND status IN "
-                                   "('approved', 'serving') ORDER BY id", (version,)).fetchall()
-        for (vid,) in newer:
-            self.set_status(vid, "retired", f"superseded: v{version} promoted ({reason})")
-        self.set_status(version, "approved", reason)
+        self.check_file(version)
+        with self._write() as db:
+            _promote(db, version, reason)
 
     def rollback(self, reason: str) -> tuple[int, int]:
-        """Reject the serving version and promote the one that served before it.
+        """Reject the serving version and promote the one that served before it, in one
+        transaction.
 
-        Returns (rejected, restored); NotFound if nothing to roll back to.
+        Returns (rejected, restored); NotFound if nothing to roll back to, Corrupt if the
+        file of the one before is damaged or missing (then nothing changes).
         """
         serving = self.versions("serving")
         previous = self.previous_served(serving[-1]) if serving else None
         if previous is None:
             raise NotFound(f"no serving version with a previous one to roll back to in {self.path}")
-        self.set_status(serving[-1].id, "rejected", reason)
-        self.promote(previous.id, f"rollback target: {reason}")
+        self.check_file(previous.id)
+        with self._write() as db:
+            _set_status(db, serving[-1].id, "rejected", reason)
+            _promote(db, previous.id, f"rollback target: {reason}")
         return serving[-1].id, previous.id
 
     def prune(self, keep: int) -> list[int]:
@@ -298,6 +357,22 @@ class Registry:
             "AND status IN ('approved', 'rejected') AND reason NOT LIKE ? GROUP BY version",
             (since, f"{_PRUNED}%"))  # SQLite: the other columns come from the MAX(seq) row
         return {v: {"status": s, "reason": r, "at": a} for v, s, r, a, _ in rows}
+
+
+def _set_status(db: sqlite3.Connection, version: int, status: str, reason: str) -> None:
+    db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
+    db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
+               (version, status, reason, time.time()))
+
+
+def _promote(db: sqlite3.Connection, version: int, reason: str) -> None:
+    """Approve ``version`` and retire the newer approved or serving ones, in ``db``'s
+    transaction."""
+    newer = db.execute("SELECT id FROM versions WHERE id > ? AND status IN "
+                       "('approved', 'serving') ORDER BY id", (version,)).fetchall()
+    for (vid,) in newer:
+        _set_status(db, vid, "retired", f"superseded: v{version} promoted ({reason})")
+    _set_status(db, version, "approved", reason)
 
 
 def _version(row: tuple[Any, ...]) -> Version:

@@ -6,10 +6,12 @@ a swap loads the new version completely first, then replaces the reference in
 one assignment. No lock is held while requests score.
 
 Loading and recording happen on the poll thread, never on a request's path. A
-version whose file cannot be loaded is skipped (logged once) and the one served
-goes on serving until a newer version is approved. Recording a swap in the
-Registry (``mark_serving``) is retried on the next poll if it fails, so the
-Registry always learns which version serves.
+version whose file cannot be loaded is skipped (logged once, with the reason)
+and the one served goes on serving until a newer version is approved. Recording
+a swap in the Registry (``mark_serving``) is retried on the next poll if it
+fails, so the Registry always learns which version serves. A poll that fails
+(the index locked too long, damaged, or taken away) is logged once with its
+error, again only if the error changes, and once more when polls work again.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class ModelHolder:
                 raise type(e)(f"{e}; nothing else to serve: `livelearn models ls` lists the "
                               f"versions, `livelearn models promote N` serves an earlier "
                               f"one") from e
-            log.exception("could not load v%d; still serving v%d", version, self._current[0])
+            log.error("could not load v%d: %s; still serving v%d", version, e, self._current[0])
             return False
         self._current = (version, learner)
         self._since = self.clock_ts or None
@@ -117,9 +119,17 @@ class ModelHolder:
             self._thread.join()
 
     def _poll(self) -> None:
+        failing: str | None = None  # the error of the polls failing since the last success
         while not self._stop.wait(self.poll_s):
             try:
                 self.refresh()
-            except Exception:  # a bad version or a busy Registry must not stop serving
-                log.exception("model poll failed; still serving v%s, trying again in %.1f s",
-                              self.version, self.poll_s)
+            except Exception as e:  # a bad version or a busy Registry must not stop serving
+                if f"{type(e).__name__}: {e}" != failing:  # not ten tracebacks a second
+                    failing = f"{type(e).__name__}: {e}"
+                    log.exception("model poll failed; still serving v%s, trying again every "
+                                  "%g s (logged again if the error changes)", self.version,
+                                  self.poll_s)
+                continue
+            if failing is not None:
+                failing = None
+                log.info("model poll works again; serving v%s", self.version)
