@@ -25,6 +25,7 @@ from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, LinearRegression, load_learner, register, save_learner
 from livelearn.registry import Registry
+from livelearn.serve.app import create_app
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
 from livelearn.train.metrics import auc
@@ -584,3 +585,21 @@ def test_the_gate_rejects_a_version_whose_file_it_cannot_load_and_goes_on(
     _served(log, model, 2, 1000, seed=3)
     assert Gate(log, rollback, "clicked", tolerance=0.0).check_rollback() is None
     assert [v.status for v in rollback.versions()] == ["rejected", "serving"]
+
+
+def test_a_registry_of_another_pipeline_is_refused_before_anything_changes(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Its models learned other features from another log; a trainer would resume them (and
+    fence off that pipeline's trainer), a server would serve them."""
+    _samples(log, 100)
+    registry = Registry(tmp_path / "reg")
+    Trainer(log, registry, SMALL).step(10_000, final=True)
+    assert {v.meta["pipeline"] for v in registry.versions()} == {SMALL.name}
+    other = replace(SMALL, name="fraud")
+    with pytest.raises(ConfigError, match=f"holds the versions of pipeline '{SMALL.name}', "
+                                          f"not of 'fraud'.*another --registry"):
+        Trainer(log, registry, other)
+    with sqlite3.connect(tmp_path / "reg" / "index.db") as db:  # the first claim stands
+        assert db.execute("SELECT epoch FROM claims").fetchall() == [(1,)]
+    with pytest.raises(ConfigError, match="holds the versions of pipeline"):
+        create_app(other, log, registry, tmp_path)

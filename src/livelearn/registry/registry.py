@@ -161,6 +161,19 @@ class Registry:
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
 
+    def check_pipeline(self, name: str) -> None:
+        """ConfigError if this registry holds the versions of another pipeline than
+        ``name`` (the newest version's ``meta["pipeline"]``; one published before it was
+        recorded is taken as this pipeline's): its models learned other features, and
+        its offsets are another log's."""
+        row = self._db().execute("SELECT meta FROM versions ORDER BY id DESC LIMIT 1").fetchone()
+        made_by = None if row is None else orjson.loads(row[0]).get("pipeline")
+        if made_by is not None and made_by != name:
+            raise ConfigError(f"registry {str(self.path)!r} holds the versions of pipeline "
+                              f"'{made_by}', not of '{name}': its models learned other "
+                              f"features from another log. Choose another --registry (or "
+                              f"give the pipeline its old name back)")
+
     def claim(self, trainer: str) -> None:
         """Take over publishing for trainer group ``trainer`` (``meta["trainer"]``): from
         now on a publish of the group by an earlier claimant raises Fenced."""

@@ -106,6 +106,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     if pipeline.users is None or pipeline.items is None:
         raise ConfigError(f"pipeline '{pipeline.name}': nothing to serve: its label is in "
                           f"the events, it has no users and items tables")
+    registry.check_pipeline(pipeline.name)
     store = store or open_store("memory://")
     served = ServedCounters(pipeline.counters, store)
 

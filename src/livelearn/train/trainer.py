@@ -153,7 +153,9 @@ class Trainer:
 
     def _resume(self) -> None:
         """Continue from the newest version this trainer published whose file is sound,
-        fencing off an earlier trainer of the group first."""
+        fencing off an earlier trainer of the group first (not if the registry is another
+        pipeline's: that trainer goes on)."""
+        self.registry.check_pipeline(self.pipeline.name)
         self.registry.claim(self.group)
         mine = [v for v in self.registry.versions() if v.meta.get("trainer") == self.group]
         declared = _described(self.model)
@@ -362,7 +364,8 @@ class Trainer:
             offsets.setdefault(f"{topic}/{partition}", []).append(offset)
             scores.setdefault(f"{topic}/{partition}", []).append(score)
         meta = {
-            "trainer": self.group, "samples": self.samples, "event_ts": ts,
+            "pipeline": self.pipeline.name, "trainer": self.group, "samples": self.samples,
+            "event_ts": ts,
             "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
             "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
             "window": {"metric": self.window.get() if self.window.count else None,
