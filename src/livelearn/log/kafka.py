@@ -139,18 +139,23 @@ class KafkaLog(Log):
                        config=config)
         future = self._admin.create_topics([new], operation_timeout=self.timeout_s,
                                            request_timeout=self.timeout_s)[name]
+        deadline = time.monotonic() + self.timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            self._admin.poll(0.1)  # hands librdkafka's messages meanwhile to the logger
         try:
-            future.result(timeout=self.timeout_s)
+            future.result(timeout=0)
         except KafkaException as e:
             code = e.args[0].code()
             if code in _REFUSED:
                 raise ConfigError(f"kafka://{self.bootstrap} refused topic '{name}' with "
                                   f"{partitions} partitions, replication {self.replication}: "
                                   f"{e.args[0].str()}") from e
+            if code == KafkaError._TIMED_OUT:
+                raise self._no_answer(f"creating topic '{name}'") from e
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise self._unavailable(f"creating topic '{name}'", e) from e
         except TimeoutError as e:
-            raise self._unavailable(f"creating topic '{name}'", "no answer in time") from e
+            raise self._no_answer(f"creating topic '{name}'") from e
         self._await_metadata(name)
 
     def _await_metadata(self, name: str) -> None:
@@ -178,6 +183,11 @@ class KafkaLog(Log):
 
     def _unavailable(self, doing: str, error: object) -> Unavailable:
         return Unavailable(f"kafka://{self.bootstrap}: {doing} failed: {error}")
+
+    def _no_answer(self, doing: str) -> Unavailable:
+        return self._unavailable(doing, f"no answer in {self.timeout_s:g} s (is "
+                                 f"{self.bootstrap} a Kafka broker's address? livelearn -v "
+                                 f"shows each attempt to connect)")
 
     # -- appends ------------------------------------------------------------------------
 
