@@ -132,7 +132,10 @@ class JoinRunner:
         checkpoint = log.claim(self.group)  # fences off an earlier joiner of the group
         if checkpoint.state is not None:
             self.joiner.restore(checkpoint.state, whose)
-        self.offsets = {tp: checkpoint.offsets.get(tp, 0) for tp in self.inputs}
+        # a new group starts where each input starts; one that committed an offset the
+        # log no longer holds stops at its first read (Lost) rather than skip records
+        self.offsets = {tp: checkpoint.offsets[tp] if tp in checkpoint.offsets
+                        else log.start_offset(*tp) for tp in self.inputs}
         self._out: list[Output] = []
         # what was read and made since the last write: records, outputs encoded by
         # topic, and if handed on the samples decoded (one per encoded sample, None
@@ -145,7 +148,7 @@ class JoinRunner:
         self.writes = 0
         self.state_bytes = 0  # of the state the last write committed
         self.reader = MergedReader(log, self.inputs, _ts, self.offsets, idle_after_s,
-                                   read_batch, on_idle=self._on_idle)
+                                   read_batch, on_idle=self._on_idle, group=self.group)
         self.counts: Counter[str] = Counter()
 
     def step(self, max_records: int = 10_000, final: bool = False) -> int:

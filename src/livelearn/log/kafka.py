@@ -13,7 +13,9 @@ A commit is a record in the compacted topic ``prefix + __livelearn_checkpoints``
 under the key ``group/slot``; the two slots alternate, so the commit before the
 newest one survives compaction and is there to fall back to if the newest is
 damaged. A read never waits for records that are not there: it asks first where
-the partition ends (its last stable offset) and stops there.
+the partition ends (its last stable offset) and stops there. A read from below
+where the partition starts (records the topic's retention deleted) raises Lost:
+it never skips them silently.
 
 URL: ``kafka://host:port[,host:port...][?prefix=P&replication=R&timeout=S]``.
 """
@@ -35,7 +37,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
+from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, Unavailable
 from livelearn.log.base import Checkpoint, Log, Record, checksum, fenced, partition_for, sound
 
 log = logging.getLogger("livelearn.log")
@@ -249,11 +251,25 @@ class KafkaLog(Log):
              ) -> list[Record]:
         name = self._partition(topic, partition)
         with self._read_lock:
-            end = self._stable_end(name, partition)
+            start, end = self._watermarks(name, partition)
+            if offset < start:
+                raise self._lost(topic, partition, offset, start)
             if offset >= end or max_records <= 0:
                 return []
             self._seek(name, partition, offset)
             return self._poll(topic, name, partition, end, max_records)
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        name = self._partition(topic, partition)
+        with self._read_lock:
+            return self._watermarks(name, partition)[0]
+
+    def _lost(self, topic: str, partition: int, offset: int, start: int) -> Lost:
+        return Lost(f"kafka://{self.bootstrap}: up to {start - offset} record(s) of topic "
+                    f"'{topic}' partition {partition} (offsets {offset} to {start - 1}) were "
+                    f"deleted before they were read, by the topic's retention (retention.ms, "
+                    f"retention.bytes) or by hand: going on would skip them. Nothing brings "
+                    f"them back; keep a topic's retention longer than its readers may stop")
 
     def _seek(self, name: str, partition: int, offset: int) -> None:
         """Assign the consumer to read from ``offset``, unless it is there already."""
@@ -285,6 +301,10 @@ class KafkaLog(Log):
                 self._reading = (name, partition, offset)
                 if offset >= end:  # an end that an earlier read reached is below ``end``
                     return records
+            elif error.code() == KafkaError._AUTO_OFFSET_RESET:  # deleted since asked
+                at = self._reading[2] if self._reading else 0
+                self._reading = None
+                raise self._lost(topic, partition, at, self._watermarks(name, partition)[0])
             else:
                 raise self._unavailable(f"reading '{name}' partition {partition}", error)
         if not records:
@@ -305,12 +325,16 @@ class KafkaLog(Log):
 
     def _stable_end(self, name: str, partition: int) -> int:
         """The last stable offset: every committed record of the partition is below it."""
+        return self._watermarks(name, partition)[1]
+
+    def _watermarks(self, name: str, partition: int) -> tuple[int, int]:
+        """The partition's start (its first record still held) and its last stable offset."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                _, high = self._ends.get_watermark_offsets(
+                low, high = self._ends.get_watermark_offsets(
                     TopicPartition(name, partition), timeout=self.timeout_s, cached=False)
-                return int(high)
+                return int(low), int(high)
             except KafkaException as e:
                 # a new topic's leader may take a moment to be known
                 if not e.args[0].retriable() or time.monotonic() > deadline:
@@ -373,7 +397,7 @@ class KafkaLog(Log):
         self._ensure_checkpoints()
         slots = {f"{group}/0", f"{group}/1"}
         newest: dict[str, Record] = {}
-        offset = 0
+        offset = self.start_offset(CHECKPOINTS, 0)
         while batch := self.read(CHECKPOINTS, 0, offset, 10_000):
             newest.update((r.key, r) for r in batch if r.key in slots)
             offset = batch[-1].offset + 1
@@ -490,7 +514,7 @@ _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PR
 _PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _MAX_MESSAGE + 2**20}
 _CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
              "isolation.level": "read_committed", "enable.partition.eof": True,
-             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10}
+             "auto.offset.reset": "error", "fetch.wait.max.ms": 10}
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
