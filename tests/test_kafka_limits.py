@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from livelearn.errors import Lost
+from livelearn import spec
+from livelearn.errors import Lost, TooLarge
+from livelearn.ingest import ingest
 from livelearn.join.runner import JoinRunner
+from livelearn.log import Checkpoint
 from livelearn.log.kafka import KafkaLog
+from livelearn.models.linear import LinearRegression
 from livelearn.sim.pipeline import PIPELINE
-from livelearn.spec import PREDICTIONS
-from test_log_conformance import _prediction
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+from test_ingest import RATINGS, T
+from test_log_conformance import _prediction, read_all
 
 T0 = 1_700_000_000_000
 
@@ -60,3 +66,60 @@ def test_records_deleted_before_a_joiner_read_them_stop_it_naming_what_was_lost(
     # a new group has nothing to lose: it starts where the topic starts now
     fresh = JoinRunner(kafka, PIPELINE, group="fresh", idle_after_s=0)
     assert fresh.step(100) == 3
+
+
+#: Its samples hold the movie twice: an event that fits its topic makes a sample that may not.
+TWICE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label="stars"),
+                      features=lambda e, rows, counts: {"movie": e.payload["movie"],
+                                                        "again": e.payload["movie"]},
+                      learner=lambda: LinearRegression(bits=10), target="stars")
+
+
+def _rating(user: str, movie: str, i: int) -> str:
+    return f'{{"user": "{user}", "movie": "{movie}", "stars": 4, "ts": {T + i}}}\n'
+
+
+def test_records_larger_than_kafka_takes_are_dead_letters_and_the_roles_go_on(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The broker takes records of about 1 MB (max.message.bytes, by default): an event
+    of 2 MB is dead-lettered at ingest, and a sample of 1.2 MB by the joiner, each with
+    reason too_large and its size; the records around them are written."""
+    log = KafkaLog(kafka_bootstrap, f"k{uuid.uuid4().hex[:12]}.", timeout_s=10)
+    for topic in TWICE.topics:
+        log.create_topic(topic, 1)
+    (tmp_path / "r.jsonl").write_text(
+        _rating("u1", "m1", 0) + _rating("u2", "x" * 2_000_000, 1)
+        + _rating("u3", "y" * 600_000, 2) + _rating("u4", "m4", 3))
+    result = ingest(log, TWICE, "ratings", tmp_path / "r.jsonl")
+    assert (result.events, result.dead) == (3, 1)
+    assert result.first_errors and "r.jsonl:2: the event is 2000" in result.first_errors[0]
+    runner = JoinRunner(log, TWICE, idle_after_s=0, data_dir=tmp_path)
+    while runner.step(100, final=True):
+        pass
+    samples = [orjson.loads(r.value) for r in read_all(log, SAMPLES)]
+    assert [s["user"] for s in samples] == ["u1", "u4"]
+    dead = [orjson.loads(r.value) for r in read_all(log, DEAD_LETTERS)]
+    assert [(d["reason"], d["source"], len(d["event"])) for d in dead] == [
+        ("too_large", f"{tmp_path / 'r.jsonl'}:2", 1000), ("too_large", "", 1000)]
+    assert dead[1]["detail"].startswith("sample '") and " is 1200" in dead[1]["detail"]
+    assert "a record of topic 'samples' may have" in dead[1]["detail"]
+    assert runner.counts["too_large"] == 1
+    log.close()
+
+
+def test_a_record_or_checkpoint_too_large_is_refused_naming_it_and_nothing_is_written(
+        kafka: KafkaLog) -> None:
+    """What a role that does not dead-letter meets (the server logging a prediction, a
+    joiner whose state outgrew the checkpoint topic): one error naming the record, its
+    size, the topic's limit and the setting to raise; the log goes on."""
+    with pytest.raises(TooLarge, match=r"a record of key 'big' is 2000003 bytes, more than "
+                                       r"the \d+ a record of topic 'k\w+\.predictions' may "
+                                       r"have .*max\.message\.bytes=N"):
+        with kafka.atomic():
+            kafka.append(PREDICTIONS, [("small", b"{}"), ("big", b"x" * 2_000_000)])
+    assert kafka.end_offset(PREDICTIONS, 0) == 0
+    with pytest.raises(TooLarge, match=r"the checkpoint of group 'joiner' \(its state"):
+        kafka.commit("joiner", Checkpoint({(PREDICTIONS, 0): 0}, b"s" * 70_000_000))
+    assert kafka.committed("joiner") == Checkpoint()
+    kafka.append(PREDICTIONS, [("small", b"{}")])
+    assert kafka.end_offset(PREDICTIONS, 0) == 1

@@ -37,7 +37,7 @@ from livelearn.errors import ConfigError, guarded
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
-from livelearn.spec import SAMPLES, FeedbackJoin, Pipeline
+from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
 
 _MALFORMED_FIRST = -(2**63)
 
@@ -144,6 +144,8 @@ class JoinRunner:
         self._encoded: dict[str, list[tuple[str, bytes]]] = {}
         self._samples: list[dict[str, Any] | None] = []
         self.checkpoint_ms, self.hand_on = checkpoint_ms, hand_on
+        # the most bytes a record may have, by output topic (None: any size)
+        self._limits = {topic: log.record_limit(topic) for topic in (SAMPLES, DEAD_LETTERS)}
         self._due_at = -float("inf")  # time.monotonic() after which a write is due
         self.writes = 0
         self.state_bytes = 0  # of the state the last write committed
@@ -205,14 +207,19 @@ class JoinRunner:
 
     def _keep(self, out: list[Output]) -> None:
         """Count ``out`` and add it, encoded, to what the next write writes (the samples
-        also decoded, to ``_samples``, if handed on), in order."""
-        dumps, encoded, samples = orjson.dumps, self._encoded, 0
+        also decoded, to ``_samples``, if handed on), in order. An output larger than
+        its topic takes becomes a dead letter (too_large), so the write can be made."""
+        dumps, encoded, samples, limits = orjson.dumps, self._encoded, 0, self._limits
         decoded = self._samples if self.hand_on else None
         for output in out:
             try:
                 text = dumps(output.value)
             except orjson.JSONEncodeError as e:
                 output = self.joiner.unwritable(output.value, e)
+                text = dumps(output.value)
+            limit = limits[output.topic]
+            if limit is not None and len(text) + len(output.key) > limit:
+                output = self.joiner.oversized(output, len(text) + len(output.key), limit)
                 text = dumps(output.value)
             topic, key, value = output
             items = encoded.get(topic)

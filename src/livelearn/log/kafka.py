@@ -35,9 +35,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, Unavailable
+from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, TooLarge, Unavailable
 from livelearn.log.base import Checkpoint, Log, Record, checksum, fenced, partition_for, sound
 
 log = logging.getLogger("livelearn.log")
@@ -64,6 +64,10 @@ _LEGAL = re.compile(r"[A-Za-z0-9._-]*")
 #: How long a transaction that a crashed process left open holds readers back at most.
 _TRANSACTION_TIMEOUT_MS = 15_000
 _MAX_MESSAGE = 64 * 2**20  # the largest checkpoint (offsets + state) a commit can store
+#: The largest record batch our producers send (librdkafka refuses a larger record at once).
+_PRODUCER_MAX = _MAX_MESSAGE + 2**20
+#: Bytes of a record batch's framing around one record's key and value, with room to spare.
+_FRAMING = 1024
 _CHECKPOINT_CONFIG = {"cleanup.policy": "compact", "segment.bytes": str(16 * 2**20),
                       "min.cleanable.dirty.ratio": "0.1", "max.message.bytes": str(_MAX_MESSAGE)}
 
@@ -99,6 +103,7 @@ class KafkaLog(Log):
         self._txn_lock = threading.Lock()
         self._local = threading.local()
         self._partitions: dict[str, int] = {}
+        self._limits: dict[str, int] = {}  # topic -> record_limit
         self._slots: dict[str, int] = {}  # group -> the slot its newest commit is in
         self._instance = uuid.uuid4().hex[:12]
 
@@ -183,6 +188,38 @@ class KafkaLog(Log):
             n = self._partitions[topic] = len(meta.partitions)
         return n
 
+    def record_limit(self, topic: str) -> int:
+        """The topic's max.message.bytes (the largest record batch the broker takes), and
+        at most the producer's, less ``_FRAMING``; asked of the broker once."""
+        limit = self._limits.get(topic)
+        if limit is None:
+            name = self._name(topic)
+            resource = ConfigResource(ResourceType.TOPIC, name)
+            try:
+                config = self._admin.describe_configs([resource], request_timeout=self.timeout_s
+                                                      )[resource].result(self.timeout_s)
+                most = int(config["max.message.bytes"].value)
+            except (KafkaException, TimeoutError) as e:
+                raise self._unavailable(f"asking topic '{name}' its max.message.bytes", e
+                                        ) from e
+            limit = self._limits[topic] = min(most, _PRODUCER_MAX) - _FRAMING
+        return limit
+
+    def _fits(self, topic: str, items: list[tuple[str, int, str, bytes]],
+              what: Callable[[str], str]) -> None:
+        """TooLarge naming the first of ``items`` larger than ``topic`` takes."""
+        limit = self.record_limit(topic)
+        for name, _, key, value in items:
+            size = len(key.encode()) + len(value)
+            if size > limit:
+                raise TooLarge(
+                    f"kafka://{self.bootstrap}: {what(key)} is {size} bytes, more than the "
+                    f"{limit} a record of topic '{name}' may have (its max.message.bytes, "
+                    f"less {_FRAMING} for the framing): nothing of it was written. Raise "
+                    f"the topic's max.message.bytes (kafka-configs.sh --alter --entity-type "
+                    f"topics --entity-name {name} --add-config max.message.bytes=N), or make "
+                    f"it smaller")
+
     def _unavailable(self, doing: str, error: object) -> Unavailable:
         return Unavailable(f"kafka://{self.bootstrap}: {doing} failed: {error}")
 
@@ -198,6 +235,7 @@ class KafkaLog(Log):
         n, name = self.partitions(topic), self._name(topic)
         items = [(name, partition_for(key, n) if n > 1 else 0, key, value)
                  for key, value in records]
+        self._fits(topic, items, lambda key: f"a record of key {key[:100]!r}")
         pending = self._pending()
         if pending.depth:
             pending.records += items
@@ -357,7 +395,10 @@ class KafkaLog(Log):
     def _checkpoint_record(self, group: str, checkpoint: Checkpoint, slot: int
                            ) -> tuple[str, int, str, bytes]:
         self._ensure_checkpoints()
-        return (self.prefix + CHECKPOINTS, 0, f"{group}/{slot}", encode_checkpoint(checkpoint))
+        record = (self.prefix + CHECKPOINTS, 0, f"{group}/{slot}", encode_checkpoint(checkpoint))
+        self._fits(CHECKPOINTS, [record], lambda _: f"the checkpoint of group '{group}' (its "
+                   f"state: what the role holds, such as a joiner's open windows)")
+        return record
 
     def _next_slot(self, group: str) -> int:
         if group not in self._slots:
@@ -511,7 +552,7 @@ _REFUSED = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS
             KafkaError.INVALID_CONFIG, KafkaError.TOPIC_EXCEPTION,
             KafkaError.POLICY_VIOLATION}
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-_PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _MAX_MESSAGE + 2**20}
+_PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _PRODUCER_MAX}
 _CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
              "isolation.level": "read_committed", "enable.partition.eof": True,
              "auto.offset.reset": "error", "fetch.wait.max.ms": 10}
