@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from livelearn import spec
-from livelearn.errors import Lost, TooLarge
+from livelearn.errors import ConfigError, Lost, TooLarge
 from livelearn.ingest import ingest
 from livelearn.join.runner import JoinRunner
 from livelearn.log import Checkpoint
@@ -123,3 +123,21 @@ def test_a_record_or_checkpoint_too_large_is_refused_naming_it_and_nothing_is_wr
     assert kafka.committed("joiner") == Checkpoint()
     kafka.append(PREDICTIONS, [("small", b"{}")])
     assert kafka.end_offset(PREDICTIONS, 0) == 1
+
+
+@pytest.mark.parametrize(("topic", "policy"), [("click", "compact"),
+                                               ("__livelearn_checkpoints", "delete")])
+def test_a_topic_made_before_with_a_cleanup_policy_that_loses_records_is_refused(
+        kafka_bootstrap: str, topic: str, policy: str) -> None:
+    """Compaction keeps the newest record of a key only (a stream's key is its user);
+    deletion drops checkpoints after the retention: either would lose what a role needs."""
+    prefix = f"k{uuid.uuid4().hex[:12]}."
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    made = NewTopic(prefix + topic, 1, 1, config={"cleanup.policy": policy})
+    admin.create_topics([made])[prefix + topic].result(10)
+    log = KafkaLog(kafka_bootstrap, prefix, timeout_s=10)
+    with pytest.raises(ConfigError, match=rf"topic '{prefix}{topic}' in kafka://\S+ has "
+                                          rf"cleanup.policy={policy}, which would"):
+        log.create_topic("click")
+        log.claim("joiner")
+    log.close()

@@ -2,6 +2,8 @@
 
 Topics are Kafka topics named ``prefix + topic``; a record's partition is
 ``partition_for(key, n)``, so SQLite and Kafka put every key in the same place.
+A topic that exists already must keep every record: one compacted (or a
+checkpoint topic that deletes) is a ConfigError.
 Reads see committed data only (``isolation.level=read_committed``), so offsets
 have gaps where transaction markers and aborted records sit; they only increase.
 
@@ -140,6 +142,8 @@ class KafkaLog(Log):
             raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
         self._create(self._name(topic), partitions, {})
         self.same_partitions(topic, partitions)
+        self._keeps_every_record(topic, "compact", "would keep only the newest record of "
+                                 "each key")
 
     def _create(self, name: str, partitions: int, config: dict[str, str]) -> None:
         new = NewTopic(name, num_partitions=partitions, replication_factor=self.replication,
@@ -193,17 +197,28 @@ class KafkaLog(Log):
         at most the producer's, less ``_FRAMING``; asked of the broker once."""
         limit = self._limits.get(topic)
         if limit is None:
-            name = self._name(topic)
-            resource = ConfigResource(ResourceType.TOPIC, name)
-            try:
-                config = self._admin.describe_configs([resource], request_timeout=self.timeout_s
-                                                      )[resource].result(self.timeout_s)
-                most = int(config["max.message.bytes"].value)
-            except (KafkaException, TimeoutError) as e:
-                raise self._unavailable(f"asking topic '{name}' its max.message.bytes", e
-                                        ) from e
+            most = int(self._setting(topic, "max.message.bytes"))
             limit = self._limits[topic] = min(most, _PRODUCER_MAX) - _FRAMING
         return limit
+
+    def _setting(self, topic: str, key: str) -> str:
+        name = self._name(topic)
+        resource = ConfigResource(ResourceType.TOPIC, name)
+        try:
+            config = self._admin.describe_configs([resource], request_timeout=self.timeout_s
+                                                  )[resource].result(self.timeout_s)
+            return str(config[key].value)
+        except (KafkaException, TimeoutError) as e:
+            raise self._unavailable(f"asking topic '{name}' its {key}", e) from e
+
+    def _keeps_every_record(self, topic: str, policy: str, which: str) -> None:
+        """ConfigError if the topic, made before (by hand, say), has ``policy`` among its
+        cleanup.policy: Kafka would delete records livelearn needs."""
+        have = self._setting(topic, "cleanup.policy")
+        if policy in have.split(","):
+            raise ConfigError(f"topic '{self._name(topic)}' in kafka://{self.bootstrap} has "
+                              f"cleanup.policy={have}, which {which} (delete the topic, "
+                              f"or use another ?prefix=)")
 
     def _fits(self, topic: str, items: list[tuple[str, int, str, bytes]],
               what: Callable[[str], str]) -> None:
@@ -432,6 +447,8 @@ class KafkaLog(Log):
         if CHECKPOINTS not in self._partitions:
             self._create(self.prefix + CHECKPOINTS, 1, _CHECKPOINT_CONFIG)
             self.partitions(CHECKPOINTS)
+            self._keeps_every_record(CHECKPOINTS, "delete", "would delete checkpoints "
+                                     "after the topic's retention")
 
     def _newest_first(self, group: str) -> list[Record]:
         """The newest record of each of the group's two slots, the newer one first."""
