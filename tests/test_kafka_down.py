@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import KAFKA_SCRIPTS
+from livelearn.demo import free_port
 from livelearn.log.kafka import KafkaLog
 from test_ingest import PIPELINE_FILE, T
 
@@ -53,3 +54,29 @@ def test_a_broker_gone_is_one_line_and_librdkafkas_messages_are_for_v(tmp_path: 
     assert len(done[()]) <= 3, done[()]  # a line per failed connection before: 19 in 5 s
     assert any(" livelearn.log.librdkafka ERROR FAIL " in x and "Connection refused" in x
                for x in done[("-v",)]), done[("-v",)]
+
+
+def test_a_wrong_address_is_one_line_and_v_shows_the_attempts_meanwhile(tmp_path: Path
+                                                                         ) -> None:
+    """Nothing listens at the address: the command ends after the URL's timeout with one
+    line naming it; with -v, librdkafka's line for each failed connection shows while it
+    waits (they were held until a client was polled, and nothing polled at start)."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "one.jsonl").write_text(LINE)
+    address = f"127.0.0.1:{free_port()}"
+    for flags in ((), ("-v",)):
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "livelearn", *flags, "ingest", str(tmp_path / "p.py"),
+             "ratings", str(tmp_path / "one.jsonl"), "--log", f"kafka://{address}?timeout=3"],
+            capture_output=True, text=True, timeout=60)
+        lines = done.stderr.splitlines()
+        assert done.returncode == 2, lines
+        assert time.monotonic() - began < 20, lines
+        assert lines[-1] == (f"livelearn: kafka://{address}: creating topic 'predictions' "
+                             f"failed: no answer in 3 s (is {address} a Kafka broker's "
+                             f"address? livelearn -v shows each attempt to connect)"), lines
+        refused = [x for x in lines if " livelearn.log.librdkafka ERROR FAIL " in x
+                   and "Connection refused" in x]
+        assert bool(refused) == bool(flags), lines
+        assert flags or len(lines) == 1, lines

@@ -71,6 +71,19 @@ class Fenced(LivelearnError):
     status = 409
 
 
+class TooLarge(LivelearnError):
+    """A record larger than the log takes in one (Kafka: the topic's max.message.bytes)."""
+
+    status = 500
+
+
+class Lost(LivelearnError):
+    """Records a role had not read yet were deleted from the log (Kafka's retention):
+    going on would skip them, so the role stops."""
+
+    status = 500
+
+
 class Corrupt(LivelearnError):
     """A checkpoint or model file whose checksum does not match: damaged or truncated."""
 

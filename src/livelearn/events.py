@@ -36,6 +36,7 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"  # an id already seen
     OUTSIDE_WINDOW = "outside_window"  # feedback before its prediction or after t + W
     FAILED = "failed"  # the pipeline's features or label raised on it, or made no JSON
+    TOO_LARGE = "too_large"  # more bytes than the log takes in one record (Log.record_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,17 @@ def dead_letter(reason: Reason, detail: str, stream: str, raw: Any, source: str 
         raw = raw.decode("utf-8", errors="replace")
     return {"reason": str(reason), "detail": detail, "stream": stream, "source": source,
             "event": raw}
+
+
+def too_large(what: str, size: int, limit: int, topic: str, stream: str, raw: bytes | str,
+              source: str = "") -> dict[str, Any]:
+    """The dead letter of a record too large for ``topic`` (``limit``: Log.record_limit),
+    holding the record's first 1,000 characters only, so that it fits."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return dead_letter(Reason.TOO_LARGE, f"{what} is {size} bytes, more than the {limit} a "
+                       f"record of topic '{topic}' may have (the log's limit; on Kafka the "
+                       f"topic's max.message.bytes): its first 1,000 characters are kept",
+                       stream, text[:1000], source)
 
 
 def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:

@@ -16,7 +16,8 @@ since the epoch UTC, or ISO 8601 (no zone means UTC).
 A record that fails (not JSON, a missing or mistyped field, a timestamp in
 seconds) never stops the ingest: it goes to the dead-letter topic with reason
 ``malformed``, the error naming stream, field and problem, and its source as
-``FILE:LINE``.
+``FILE:LINE``; one larger than the log takes in a record (Kafka's
+max.message.bytes) with reason ``too_large`` and its first 1,000 characters.
 
 >>> from livelearn.spec import Stream
 >>> s = Stream("tx", {"amount": float, "fraud": bool}, key="card")
@@ -54,6 +55,7 @@ from livelearn.events import (
     partition_key,
     show,
     to_ms,
+    too_large,
 )
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
@@ -83,23 +85,31 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     impressions from history (livelearn.impressions; tables from ``data_dir``).
     """
     convert = _converter(log, pipeline, stream, now_ms, data_dir)
+    limit = log.record_limit(stream)
     result = Ingested(first_errors=[])
     good: list[tuple[str, bytes]] = []
     dead: list[tuple[str, bytes]] = []
     for line, raw in read_records(source, fmt):
+        letter = None
         try:
             if isinstance(raw, dict):
                 _check_row(stream, raw)
             elif not raw.isascii():
                 _check_line(stream, raw)
-            good.append(convert(raw))
+            key, value = convert(raw)
+            if limit is None or len(key) + len(value) <= limit:
+                good.append((key, value))
+            else:  # more than the log takes in a record (Kafka's max.message.bytes)
+                letter = too_large("the event", len(key) + len(value), limit, stream, stream,
+                                   _text(raw), f"{source}:{line}")
         except (BadInput, PipelineError) as e:  # the record's fault, or the pipeline's
-            where = f"{source}:{line}"
             reason = Reason.MALFORMED if isinstance(e, BadInput) else Reason.FAILED
-            dead.append((stream, orjson.dumps(dead_letter(
-                reason, str(e), stream, _text(raw), where))))
+            letter = dead_letter(reason, str(e), stream, _text(raw), f"{source}:{line}")
+        if letter is not None:
+            dead.append((stream, orjson.dumps(letter)))
             if len(result.first_errors or []) < 5:
-                result.first_errors.append(f"{where}: {e}")  # type: ignore[union-attr]
+                result.first_errors.append(  # type: ignore[union-attr]
+                    f"{letter['source']}: {letter['detail']}")
         if len(good) + len(dead) >= BATCH:
             _flush(log, stream, good, dead, result)
     _flush(log, stream, good, dead, result)

@@ -205,8 +205,9 @@ class Gate:
         return samples, scores
 
     def _read_range(self, topic: str, partition: int, lo: int, hi: int) -> list[Record]:
-        """Records with offsets in [lo, hi) (offsets may have gaps)."""
+        """Records with offsets in [lo, hi) (offsets may have gaps) still in the log."""
         out: list[Record] = []
+        lo = max(lo, self.log.start_offset(topic, partition))
         while lo < hi and (records := self.log.read(topic, partition, lo, 5000)):
             out += [r for r in records if r.offset < hi]
             lo = records[-1].offset + 1

@@ -56,6 +56,7 @@ from livelearn.events import (
     decode_prediction,
     partition_key,
     show,
+    too_large,
 )
 from livelearn.log.base import Record, TopicPartition
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
@@ -352,6 +353,19 @@ class Joiner:
         return _dead(Reason.FAILED, f"sample {sample.get('id')!r} cannot be written as "
                      f"JSON: {error}", self.labelled or PREDICTIONS,
                      show(sample, limit=1000).encode())
+
+    def oversized(self, output: Output, size: int, limit: int) -> Output:
+        """The dead letter of an output of ``size`` bytes, more than its topic takes
+        (``limit``): a sample of many feedback events or large features, or a dead
+        letter holding a large event."""
+        topic, _, value = output
+        if topic == SAMPLES:
+            what, stream, source = f"sample {value['id']!r}", self.labelled or PREDICTIONS, ""
+        else:
+            what, stream = f"dead letter ({value['reason']})", value["stream"]
+            source = value["source"]
+        return Output(DEAD_LETTERS, stream, too_large(what, size, limit, topic, stream,
+                                                      orjson.dumps(value), source))
 
     def _sample(self, window: _Window | Event) -> dict[str, Any]:
         if isinstance(window, Event):  # of a labelled stream

@@ -37,7 +37,7 @@ from livelearn.errors import ConfigError, guarded
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
-from livelearn.spec import SAMPLES, FeedbackJoin, Pipeline
+from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
 
 _MALFORMED_FIRST = -(2**63)
 
@@ -132,7 +132,10 @@ class JoinRunner:
         checkpoint = log.claim(self.group)  # fences off an earlier joiner of the group
         if checkpoint.state is not None:
             self.joiner.restore(checkpoint.state, whose)
-        self.offsets = {tp: checkpoint.offsets.get(tp, 0) for tp in self.inputs}
+        # a new group starts where each input starts; one that committed an offset the
+        # log no longer holds stops at its first read (Lost) rather than skip records
+        self.offsets = {tp: checkpoint.offsets[tp] if tp in checkpoint.offsets
+                        else log.start_offset(*tp) for tp in self.inputs}
         self._out: list[Output] = []
         # what was read and made since the last write: records, outputs encoded by
         # topic, and if handed on the samples decoded (one per encoded sample, None
@@ -141,11 +144,13 @@ class JoinRunner:
         self._encoded: dict[str, list[tuple[str, bytes]]] = {}
         self._samples: list[dict[str, Any] | None] = []
         self.checkpoint_ms, self.hand_on = checkpoint_ms, hand_on
+        # the most bytes a record may have, by output topic (None: any size)
+        self._limits = {topic: log.record_limit(topic) for topic in (SAMPLES, DEAD_LETTERS)}
         self._due_at = -float("inf")  # time.monotonic() after which a write is due
         self.writes = 0
         self.state_bytes = 0  # of the state the last write committed
         self.reader = MergedReader(log, self.inputs, _ts, self.offsets, idle_after_s,
-                                   read_batch, on_idle=self._on_idle)
+                                   read_batch, on_idle=self._on_idle, group=self.group)
         self.counts: Counter[str] = Counter()
 
     def step(self, max_records: int = 10_000, final: bool = False) -> int:
@@ -202,14 +207,19 @@ class JoinRunner:
 
     def _keep(self, out: list[Output]) -> None:
         """Count ``out`` and add it, encoded, to what the next write writes (the samples
-        also decoded, to ``_samples``, if handed on), in order."""
-        dumps, encoded, samples = orjson.dumps, self._encoded, 0
+        also decoded, to ``_samples``, if handed on), in order. An output larger than
+        its topic takes becomes a dead letter (too_large), so the write can be made."""
+        dumps, encoded, samples, limits = orjson.dumps, self._encoded, 0, self._limits
         decoded = self._samples if self.hand_on else None
         for output in out:
             try:
                 text = dumps(output.value)
             except orjson.JSONEncodeError as e:
                 output = self.joiner.unwritable(output.value, e)
+                text = dumps(output.value)
+            limit = limits[output.topic]
+            if limit is not None and len(text) + len(output.key) > limit:
+                output = self.joiner.oversized(output, len(text) + len(output.key), limit)
                 text = dumps(output.value)
             topic, key, value = output
             items = encoded.get(topic)

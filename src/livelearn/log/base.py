@@ -165,8 +165,20 @@ class Log(ABC):
         """Records of one partition from ``offset`` on, in offset order, at most ``max_records``.
 
         Returns what is there now, without waiting for more (so possibly fewer than
-        ``max_records``); an empty list means there is nothing more yet.
+        ``max_records``); an empty list means there is nothing more yet. Lost if
+        ``offset`` is below ``start_offset``: records not read yet were deleted.
         """
+
+    def record_limit(self, topic: str) -> int | None:
+        """The most bytes a record's key and value together may have in ``topic``, or None
+        where any size goes. ``append`` refuses a larger one (TooLarge), writing nothing
+        of the call; a role dead-letters it first (reason ``too_large``)."""
+        return None
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        """The offset of the partition's first record still held: a backend that deletes
+        old records (Kafka's retention) moves it up; 0 where none are ever deleted."""
+        return 0
 
     @abstractmethod
     def end_offset(self, topic: str, partition: int) -> int:

@@ -2,6 +2,8 @@
 
 Topics are Kafka topics named ``prefix + topic``; a record's partition is
 ``partition_for(key, n)``, so SQLite and Kafka put every key in the same place.
+A topic that exists already must keep every record: one compacted (or a
+checkpoint topic that deletes) is a ConfigError.
 Reads see committed data only (``isolation.level=read_committed``), so offsets
 have gaps where transaction markers and aborted records sit; they only increase.
 
@@ -13,7 +15,9 @@ A commit is a record in the compacted topic ``prefix + __livelearn_checkpoints``
 under the key ``group/slot``; the two slots alternate, so the commit before the
 newest one survives compaction and is there to fall back to if the newest is
 damaged. A read never waits for records that are not there: it asks first where
-the partition ends (its last stable offset) and stops there.
+the partition ends (its last stable offset) and stops there. A read from below
+where the partition starts (records the topic's retention deleted) raises Lost:
+it never skips them silently.
 
 URL: ``kafka://host:port[,host:port...][?prefix=P&replication=R&timeout=S]``.
 """
@@ -33,9 +37,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable
+from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, TooLarge, Unavailable
 from livelearn.log.base import Checkpoint, Log, Record, checksum, fenced, partition_for, sound
 
 log = logging.getLogger("livelearn.log")
@@ -62,6 +66,10 @@ _LEGAL = re.compile(r"[A-Za-z0-9._-]*")
 #: How long a transaction that a crashed process left open holds readers back at most.
 _TRANSACTION_TIMEOUT_MS = 15_000
 _MAX_MESSAGE = 64 * 2**20  # the largest checkpoint (offsets + state) a commit can store
+#: The largest record batch our producers send (librdkafka refuses a larger record at once).
+_PRODUCER_MAX = _MAX_MESSAGE + 2**20
+#: Bytes of a record batch's framing around one record's key and value, with room to spare.
+_FRAMING = 1024
 _CHECKPOINT_CONFIG = {"cleanup.policy": "compact", "segment.bytes": str(16 * 2**20),
                       "min.cleanable.dirty.ratio": "0.1", "max.message.bytes": str(_MAX_MESSAGE)}
 
@@ -97,6 +105,7 @@ class KafkaLog(Log):
         self._txn_lock = threading.Lock()
         self._local = threading.local()
         self._partitions: dict[str, int] = {}
+        self._limits: dict[str, int] = {}  # topic -> record_limit
         self._slots: dict[str, int] = {}  # group -> the slot its newest commit is in
         self._instance = uuid.uuid4().hex[:12]
 
@@ -133,24 +142,31 @@ class KafkaLog(Log):
             raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
         self._create(self._name(topic), partitions, {})
         self.same_partitions(topic, partitions)
+        self._keeps_every_record(topic, "compact", "would keep only the newest record of "
+                                 "each key")
 
     def _create(self, name: str, partitions: int, config: dict[str, str]) -> None:
         new = NewTopic(name, num_partitions=partitions, replication_factor=self.replication,
                        config=config)
         future = self._admin.create_topics([new], operation_timeout=self.timeout_s,
                                            request_timeout=self.timeout_s)[name]
+        deadline = time.monotonic() + self.timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            self._admin.poll(0.1)  # hands librdkafka's messages meanwhile to the logger
         try:
-            future.result(timeout=self.timeout_s)
+            future.result(timeout=0)
         except KafkaException as e:
             code = e.args[0].code()
             if code in _REFUSED:
                 raise ConfigError(f"kafka://{self.bootstrap} refused topic '{name}' with "
                                   f"{partitions} partitions, replication {self.replication}: "
                                   f"{e.args[0].str()}") from e
+            if code == KafkaError._TIMED_OUT:
+                raise self._no_answer(f"creating topic '{name}'") from e
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise self._unavailable(f"creating topic '{name}'", e) from e
         except TimeoutError as e:
-            raise self._unavailable(f"creating topic '{name}'", "no answer in time") from e
+            raise self._no_answer(f"creating topic '{name}'") from e
         self._await_metadata(name)
 
     def _await_metadata(self, name: str) -> None:
@@ -176,8 +192,56 @@ class KafkaLog(Log):
             n = self._partitions[topic] = len(meta.partitions)
         return n
 
+    def record_limit(self, topic: str) -> int:
+        """The topic's max.message.bytes (the largest record batch the broker takes), and
+        at most the producer's, less ``_FRAMING``; asked of the broker once."""
+        limit = self._limits.get(topic)
+        if limit is None:
+            most = int(self._setting(topic, "max.message.bytes"))
+            limit = self._limits[topic] = min(most, _PRODUCER_MAX) - _FRAMING
+        return limit
+
+    def _setting(self, topic: str, key: str) -> str:
+        name = self._name(topic)
+        resource = ConfigResource(ResourceType.TOPIC, name)
+        try:
+            config = self._admin.describe_configs([resource], request_timeout=self.timeout_s
+                                                  )[resource].result(self.timeout_s)
+            return str(config[key].value)
+        except (KafkaException, TimeoutError) as e:
+            raise self._unavailable(f"asking topic '{name}' its {key}", e) from e
+
+    def _keeps_every_record(self, topic: str, policy: str, which: str) -> None:
+        """ConfigError if the topic, made before (by hand, say), has ``policy`` among its
+        cleanup.policy: Kafka would delete records livelearn needs."""
+        have = self._setting(topic, "cleanup.policy")
+        if policy in have.split(","):
+            raise ConfigError(f"topic '{self._name(topic)}' in kafka://{self.bootstrap} has "
+                              f"cleanup.policy={have}, which {which} (delete the topic, "
+                              f"or use another ?prefix=)")
+
+    def _fits(self, topic: str, items: list[tuple[str, int, str, bytes]],
+              what: Callable[[str], str]) -> None:
+        """TooLarge naming the first of ``items`` larger than ``topic`` takes."""
+        limit = self.record_limit(topic)
+        for name, _, key, value in items:
+            size = len(key.encode()) + len(value)
+            if size > limit:
+                raise TooLarge(
+                    f"kafka://{self.bootstrap}: {what(key)} is {size} bytes, more than the "
+                    f"{limit} a record of topic '{name}' may have (its max.message.bytes, "
+                    f"less {_FRAMING} for the framing): nothing of it was written. Raise "
+                    f"the topic's max.message.bytes (kafka-configs.sh --alter --entity-type "
+                    f"topics --entity-name {name} --add-config max.message.bytes=N), or make "
+                    f"it smaller")
+
     def _unavailable(self, doing: str, error: object) -> Unavailable:
         return Unavailable(f"kafka://{self.bootstrap}: {doing} failed: {error}")
+
+    def _no_answer(self, doing: str) -> Unavailable:
+        return self._unavailable(doing, f"no answer in {self.timeout_s:g} s (is "
+                                 f"{self.bootstrap} a Kafka broker's address? livelearn -v "
+                                 f"shows each attempt to connect)")
 
     # -- appends ------------------------------------------------------------------------
 
@@ -186,6 +250,7 @@ class KafkaLog(Log):
         n, name = self.partitions(topic), self._name(topic)
         items = [(name, partition_for(key, n) if n > 1 else 0, key, value)
                  for key, value in records]
+        self._fits(topic, items, lambda key: f"a record of key {key[:100]!r}")
         pending = self._pending()
         if pending.depth:
             pending.records += items
@@ -239,11 +304,25 @@ class KafkaLog(Log):
              ) -> list[Record]:
         name = self._partition(topic, partition)
         with self._read_lock:
-            end = self._stable_end(name, partition)
+            start, end = self._watermarks(name, partition)
+            if offset < start:
+                raise self._lost(topic, partition, offset, start)
             if offset >= end or max_records <= 0:
                 return []
             self._seek(name, partition, offset)
             return self._poll(topic, name, partition, end, max_records)
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        name = self._partition(topic, partition)
+        with self._read_lock:
+            return self._watermarks(name, partition)[0]
+
+    def _lost(self, topic: str, partition: int, offset: int, start: int) -> Lost:
+        return Lost(f"kafka://{self.bootstrap}: up to {start - offset} record(s) of topic "
+                    f"'{topic}' partition {partition} (offsets {offset} to {start - 1}) were "
+                    f"deleted before they were read, by the topic's retention (retention.ms, "
+                    f"retention.bytes) or by hand: going on would skip them. Nothing brings "
+                    f"them back; keep a topic's retention longer than its readers may stop")
 
     def _seek(self, name: str, partition: int, offset: int) -> None:
         """Assign the consumer to read from ``offset``, unless it is there already."""
@@ -275,6 +354,10 @@ class KafkaLog(Log):
                 self._reading = (name, partition, offset)
                 if offset >= end:  # an end that an earlier read reached is below ``end``
                     return records
+            elif error.code() == KafkaError._AUTO_OFFSET_RESET:  # deleted since asked
+                at = self._reading[2] if self._reading else 0
+                self._reading = None
+                raise self._lost(topic, partition, at, self._watermarks(name, partition)[0])
             else:
                 raise self._unavailable(f"reading '{name}' partition {partition}", error)
         if not records:
@@ -295,12 +378,16 @@ class KafkaLog(Log):
 
     def _stable_end(self, name: str, partition: int) -> int:
         """The last stable offset: every committed record of the partition is below it."""
+        return self._watermarks(name, partition)[1]
+
+    def _watermarks(self, name: str, partition: int) -> tuple[int, int]:
+        """The partition's start (its first record still held) and its last stable offset."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                _, high = self._ends.get_watermark_offsets(
+                low, high = self._ends.get_watermark_offsets(
                     TopicPartition(name, partition), timeout=self.timeout_s, cached=False)
-                return int(high)
+                return int(low), int(high)
             except KafkaException as e:
                 # a new topic's leader may take a moment to be known
                 if not e.args[0].retriable() or time.monotonic() > deadline:
@@ -323,7 +410,10 @@ class KafkaLog(Log):
     def _checkpoint_record(self, group: str, checkpoint: Checkpoint, slot: int
                            ) -> tuple[str, int, str, bytes]:
         self._ensure_checkpoints()
-        return (self.prefix + CHECKPOINTS, 0, f"{group}/{slot}", encode_checkpoint(checkpoint))
+        record = (self.prefix + CHECKPOINTS, 0, f"{group}/{slot}", encode_checkpoint(checkpoint))
+        self._fits(CHECKPOINTS, [record], lambda _: f"the checkpoint of group '{group}' (its "
+                   f"state: what the role holds, such as a joiner's open windows)")
+        return record
 
     def _next_slot(self, group: str) -> int:
         if group not in self._slots:
@@ -357,13 +447,15 @@ class KafkaLog(Log):
         if CHECKPOINTS not in self._partitions:
             self._create(self.prefix + CHECKPOINTS, 1, _CHECKPOINT_CONFIG)
             self.partitions(CHECKPOINTS)
+            self._keeps_every_record(CHECKPOINTS, "delete", "would delete checkpoints "
+                                     "after the topic's retention")
 
     def _newest_first(self, group: str) -> list[Record]:
         """The newest record of each of the group's two slots, the newer one first."""
         self._ensure_checkpoints()
         slots = {f"{group}/0", f"{group}/1"}
         newest: dict[str, Record] = {}
-        offset = 0
+        offset = self.start_offset(CHECKPOINTS, 0)
         while batch := self.read(CHECKPOINTS, 0, offset, 10_000):
             newest.update((r.key, r) for r in batch if r.key in slots)
             offset = batch[-1].offset + 1
@@ -477,10 +569,10 @@ _REFUSED = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS
             KafkaError.INVALID_CONFIG, KafkaError.TOPIC_EXCEPTION,
             KafkaError.POLICY_VIOLATION}
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-_PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _MAX_MESSAGE + 2**20}
+_PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _PRODUCER_MAX}
 _CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False,
              "isolation.level": "read_committed", "enable.partition.eof": True,
-             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10}
+             "auto.offset.reset": "error", "fetch.wait.max.ms": 10}
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:

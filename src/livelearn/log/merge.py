@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from livelearn.errors import Lost
 from livelearn.log.base import Log, Record, TopicPartition
 
 #: key(record) -> (sort key, anything decoded on the way, handed back with the record)
@@ -24,13 +25,15 @@ KeyFn = Callable[[Record], tuple[Any, Any]]
 
 
 class MergedReader:
-    """Reads ``inputs`` from ``offsets`` on, merged by ``key``."""
+    """Reads ``inputs`` from ``offsets`` on, merged by ``key``, for consumer ``group``
+    (an input whose offset is no longer in the log is Lost, naming it)."""
 
     def __init__(self, log: Log, inputs: Sequence[TopicPartition], key: KeyFn,
                  offsets: dict[TopicPartition, int], idle_after_s: float = 5.0,
                  read_batch: int = 2000,
-                 on_idle: Callable[[TopicPartition, bool], None] | None = None):
-        self.log, self.inputs, self.key = log, list(inputs), key
+                 on_idle: Callable[[TopicPartition, bool], None] | None = None, *,
+                 group: str):
+        self.log, self.inputs, self.key, self.group = log, list(inputs), key, group
         self.idle_after_s, self.read_batch = idle_after_s, read_batch
         self.on_idle = on_idle or (lambda tp, idle: None)
         self.idle: set[TopicPartition] = set()
@@ -90,7 +93,10 @@ class MergedReader:
         return out
 
     def _refill(self, tp: TopicPartition) -> bool:
-        records = self.log.read(*tp, self._next_read[tp], self.read_batch)
+        try:
+            records = self.log.read(*tp, self._next_read[tp], self.read_batch)
+        except Lost as e:
+            raise Lost(f"group '{self.group}' stops: {e}") from None
         if not records:
             self._empty_since.setdefault(tp, time.monotonic())
             return False

@@ -116,7 +116,7 @@ def _batches(log: Log, topic: str) -> Iterator[list[bytes]]:
     except NotFound:
         return
     for tp in partitions:
-        offset = 0
+        offset = log.start_offset(*tp)
         while records := log.read(*tp, offset, BATCH):
             yield [r.value for r in records]
             offset = records[-1].offset + 1

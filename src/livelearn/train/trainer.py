@@ -137,7 +137,8 @@ class Trainer:
         self.window = WindowedMetric(self.kind, self.policies.gate_window)
         # (topic, partition, offset, prequential score) of the most recent samples
         self._recent: deque[tuple[str, int, int, float]] = deque(maxlen=self.policies.gate_window)
-        self.offsets: dict[TopicPartition, int] = {tp: 0 for tp in self.inputs}
+        self.offsets: dict[TopicPartition, int] = {tp: log.start_offset(*tp)
+                                                   for tp in self.inputs}
         self.samples = 0
         self.duplicates = 0  # samples skipped as already learned
         self.behind = 0  # of those, the ones taken for learned by their window end alone
@@ -197,7 +198,7 @@ class Trainer:
             self.reader = MergedReader(self.log, self.inputs,
                                        _sample_key(self.pipeline.target, binary),
                                        self.offsets,
-                                       self.idle_after_s)
+                                       self.idle_after_s, group=self.group)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
         read_ids = self._read_ids

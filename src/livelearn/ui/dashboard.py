@@ -90,7 +90,7 @@ class DeadLetterCounts:
                 partitions = []
             left = limit
             for tp in partitions:
-                offset = self._next.get(tp, 0)
+                offset = self._next.get(tp) or self.log.start_offset(*tp)
                 while left is None or left > 0:
                     records = self.log.read(*tp, offset, 10_000 if left is None else
                                             min(left, 10_000))

@@ -1,0 +1,143 @@
+"""What a real Kafka broker does that the embedded log never does, and what a role makes
+of it: records deleted by retention before a role read them, records larger than a
+topic takes (max.message.bytes), topics made by hand with the wrong settings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from livelearn import spec
+from livelearn.errors import ConfigError, Lost, TooLarge
+from livelearn.ingest import ingest
+from livelearn.join.runner import JoinRunner
+from livelearn.log import Checkpoint
+from livelearn.log.kafka import KafkaLog
+from livelearn.models.linear import LinearRegression
+from livelearn.sim.pipeline import PIPELINE
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+from test_ingest import RATINGS, T
+from test_log_conformance import _prediction, read_all
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> Iterator[KafkaLog]:
+    """A KafkaLog with topics under a prefix of this test's own, the pipeline's made."""
+    log = KafkaLog(kafka_bootstrap, f"k{uuid.uuid4().hex[:12]}.", timeout_s=10)
+    for topic in PIPELINE.topics:
+        log.create_topic(topic, 1)
+    yield log
+    log.close()
+
+
+def _predictions(log: KafkaLog, first: int, n: int) -> None:
+    log.append(PREDICTIONS, [("u", orjson.dumps(_prediction(f"r{i}", T0 + i * 1000, "u")))
+                             for i in range(first, first + n)])
+
+
+def _delete_before(log: KafkaLog, topic: str, offset: int) -> None:
+    """What retention does to old segments, now: the partition starts at ``offset``."""
+    admin = AdminClient({"bootstrap.servers": log.bootstrap})
+    tp = TopicPartition(log.prefix + topic, 0, offset)
+    for future in admin.delete_records([tp]).values():
+        future.result(10)
+
+
+def test_records_deleted_before_a_joiner_read_them_stop_it_naming_what_was_lost(
+        kafka: KafkaLog) -> None:
+    _predictions(kafka, 0, 10)
+    JoinRunner(kafka, PIPELINE, idle_after_s=0).step(4)
+    assert kafka.committed("joiner").offsets[(PREDICTIONS, 0)] == 4
+    _delete_before(kafka, PREDICTIONS, 7)
+    assert kafka.start_offset(PREDICTIONS, 0) == 7
+    runner = JoinRunner(kafka, PIPELINE, idle_after_s=0)
+    with pytest.raises(Lost, match=r"group 'joiner' stops: .*up to 3 record\(s\) of topic "
+                                   r"'predictions' partition 0 \(offsets 4 to 6\) were deleted"):
+        runner.step(100)
+    assert kafka.committed("joiner").offsets[(PREDICTIONS, 0)] == 4  # nothing skipped
+    # a new group has nothing to lose: it starts where the topic starts now
+    fresh = JoinRunner(kafka, PIPELINE, group="fresh", idle_after_s=0)
+    assert fresh.step(100) == 3
+
+
+#: Its samples hold the movie twice: an event that fits its topic makes a sample that may not.
+TWICE = spec.Pipeline(name="movies", feedback=spec.EventLabel(RATINGS, label="stars"),
+                      features=lambda e, rows, counts: {"movie": e.payload["movie"],
+                                                        "again": e.payload["movie"]},
+                      learner=lambda: LinearRegression(bits=10), target="stars")
+
+
+def _rating(user: str, movie: str, i: int) -> str:
+    return f'{{"user": "{user}", "movie": "{movie}", "stars": 4, "ts": {T + i}}}\n'
+
+
+def test_records_larger_than_kafka_takes_are_dead_letters_and_the_roles_go_on(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The broker takes records of about 1 MB (max.message.bytes, by default): an event
+    of 2 MB is dead-lettered at ingest, and a sample of 1.2 MB by the joiner, each with
+    reason too_large and its size; the records around them are written."""
+    log = KafkaLog(kafka_bootstrap, f"k{uuid.uuid4().hex[:12]}.", timeout_s=10)
+    for topic in TWICE.topics:
+        log.create_topic(topic, 1)
+    (tmp_path / "r.jsonl").write_text(
+        _rating("u1", "m1", 0) + _rating("u2", "x" * 2_000_000, 1)
+        + _rating("u3", "y" * 600_000, 2) + _rating("u4", "m4", 3))
+    result = ingest(log, TWICE, "ratings", tmp_path / "r.jsonl")
+    assert (result.events, result.dead) == (3, 1)
+    assert result.first_errors and "r.jsonl:2: the event is 2000" in result.first_errors[0]
+    runner = JoinRunner(log, TWICE, idle_after_s=0, data_dir=tmp_path)
+    while runner.step(100, final=True):
+        pass
+    samples = [orjson.loads(r.value) for r in read_all(log, SAMPLES)]
+    assert [s["user"] for s in samples] == ["u1", "u4"]
+    dead = [orjson.loads(r.value) for r in read_all(log, DEAD_LETTERS)]
+    assert [(d["reason"], d["source"], len(d["event"])) for d in dead] == [
+        ("too_large", f"{tmp_path / 'r.jsonl'}:2", 1000), ("too_large", "", 1000)]
+    assert dead[1]["detail"].startswith("sample '") and " is 1200" in dead[1]["detail"]
+    assert "a record of topic 'samples' may have" in dead[1]["detail"]
+    assert runner.counts["too_large"] == 1
+    log.close()
+
+
+def test_a_record_or_checkpoint_too_large_is_refused_naming_it_and_nothing_is_written(
+        kafka: KafkaLog) -> None:
+    """What a role that does not dead-letter meets (the server logging a prediction, a
+    joiner whose state outgrew the checkpoint topic): one error naming the record, its
+    size, the topic's limit and the setting to raise; the log goes on."""
+    with pytest.raises(TooLarge, match=r"a record of key 'big' is 2000003 bytes, more than "
+                                       r"the \d+ a record of topic 'k\w+\.predictions' may "
+                                       r"have .*max\.message\.bytes=N"):
+        with kafka.atomic():
+            kafka.append(PREDICTIONS, [("small", b"{}"), ("big", b"x" * 2_000_000)])
+    assert kafka.end_offset(PREDICTIONS, 0) == 0
+    with pytest.raises(TooLarge, match=r"the checkpoint of group 'joiner' \(its state"):
+        kafka.commit("joiner", Checkpoint({(PREDICTIONS, 0): 0}, b"s" * 70_000_000))
+    assert kafka.committed("joiner") == Checkpoint()
+    kafka.append(PREDICTIONS, [("small", b"{}")])
+    assert kafka.end_offset(PREDICTIONS, 0) == 1
+
+
+@pytest.mark.parametrize(("topic", "policy"), [("click", "compact"),
+                                               ("__livelearn_checkpoints", "delete")])
+def test_a_topic_made_before_with_a_cleanup_policy_that_loses_records_is_refused(
+        kafka_bootstrap: str, topic: str, policy: str) -> None:
+    """Compaction keeps the newest record of a key only (a stream's key is its user);
+    deletion drops checkpoints after the retention: either would lose what a role needs."""
+    prefix = f"k{uuid.uuid4().hex[:12]}."
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    made = NewTopic(prefix + topic, 1, 1, config={"cleanup.policy": policy})
+    admin.create_topics([made])[prefix + topic].result(10)
+    log = KafkaLog(kafka_bootstrap, prefix, timeout_s=10)
+    with pytest.raises(ConfigError, match=rf"topic '{prefix}{topic}' in kafka://\S+ has "
+                                          rf"cleanup.policy={policy}, which would"):
+        log.create_topic("click")
+        log.claim("joiner")
+    log.close()
