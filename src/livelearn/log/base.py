@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from livelearn.errors import ConfigError, Fenced
+from livelearn.errors import ConfigError, Fenced, Lost
 
 #: A position in the log: (topic, partition).
 TopicPartition = tuple[str, int]
@@ -109,6 +109,15 @@ def fenced(group: str, where: str, by: str) -> Fenced:
     return Fenced(f"group '{group}' of {where} was taken over by another process ({by}): "
                   f"this one stops without writing its last outputs. Run one process per "
                   f"group: one joiner per shard, one trainer per registry")
+
+
+def lost(where: str, topic: str, partition: int, offset: int, start: int, by: str) -> Lost:
+    """The error of a read from ``offset``, below where the partition now starts
+    (``start``): the records between were deleted ``by`` a retention before being read."""
+    return Lost(f"{where}: up to {start - offset} record(s) of topic '{topic}' partition "
+                f"{partition} (offsets {offset} to {start - 1}) were deleted before they were "
+                f"read, by {by}: going on would skip them. Nothing brings them back; keep the "
+                f"retention longer than the log's readers may stop")
 
 
 def checksum(offsets: bytes, state: bytes | None) -> str:

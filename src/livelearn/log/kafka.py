@@ -40,7 +40,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, TooLarge, Unavailable
-from livelearn.log.base import Checkpoint, Log, Record, checksum, fenced, partition_for, sound
+from livelearn.log.base import (
+    Checkpoint,
+    Log,
+    Record,
+    checksum,
+    fenced,
+    lost,
+    partition_for,
+    sound,
+)
 
 log = logging.getLogger("livelearn.log")
 
@@ -318,11 +327,8 @@ class KafkaLog(Log):
             return self._watermarks(name, partition)[0]
 
     def _lost(self, topic: str, partition: int, offset: int, start: int) -> Lost:
-        return Lost(f"kafka://{self.bootstrap}: up to {start - offset} record(s) of topic "
-                    f"'{topic}' partition {partition} (offsets {offset} to {start - 1}) were "
-                    f"deleted before they were read, by the topic's retention (retention.ms, "
-                    f"retention.bytes) or by hand: going on would skip them. Nothing brings "
-                    f"them back; keep a topic's retention longer than its readers may stop")
+        return lost(f"kafka://{self.bootstrap}", topic, partition, offset, start,
+                    "the topic's retention (retention.ms, retention.bytes) or by hand")
 
     def _seek(self, name: str, partition: int, offset: int) -> None:
         """Assign the consumer to read from ``offset``, unless it is there already."""

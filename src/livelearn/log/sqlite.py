@@ -12,6 +12,16 @@ its size. A read from an offset inside a batch skips the records before it.
 A file written by an earlier version (one row per record, table ``records``)
 is converted when opened.
 
+Retention (``sqlite:///log.db?retention_hours=N``; by default every record is
+kept): the batches appended more than N hours ago are deleted, at most every
+minute (a tenth of the retention if that is shorter) as records are appended,
+except each partition's newest, which holds where it ends. SQLite reuses the
+freed pages, so the file stays about as large as N hours of records. A read
+from below where a partition now starts raises Lost, as on Kafka: a reader that
+stopped longer than the retention stops rather than skip records. A file from
+before retention existed gets its batches' append time set to when it is
+first opened.
+
 The last records this process appended to each partition with their values
 ``decoded`` stay in memory once committed, and a read of those offsets in this
 process gets them from there, parsed: the trainer of ``livelearn run`` takes
@@ -21,13 +31,16 @@ the samples its joiner just wrote without reading and parsing them again.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -41,6 +54,7 @@ from livelearn.log.base import (
     checksum,
     claimant,
     fenced,
+    lost,
     sound,
     split,
 )
@@ -49,6 +63,8 @@ log = logging.getLogger("livelearn.log")
 
 #: Records per row of the batches table at most.
 BATCH_RECORDS = 1000
+#: Seconds between two deletions of batches older than the retention, at most.
+SWEEP_S = 60.0
 #: Bytes per page of a new file. Batches of records span many pages; with 16 KiB
 #: pages a replay writes its records in 30% less time than with SQLite's 4 KiB
 #: (fewer pages to chain and checkpoint), and a small commit (a served
@@ -60,7 +76,7 @@ CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT
 CREATE TABLE IF NOT EXISTS batches (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, last INTEGER NOT NULL,
     first INTEGER NOT NULL, keys BLOB NOT NULL, sizes BLOB NOT NULL, vals BLOB NOT NULL,
-    PRIMARY KEY (topic, partition, last));
+    appended REAL NOT NULL, PRIMARY KEY (topic, partition, last));
 CREATE TABLE IF NOT EXISTS checkpoints (
     grp TEXT NOT NULL, slot INTEGER NOT NULL, offsets BLOB NOT NULL, state BLOB,
     sha256 TEXT NOT NULL, PRIMARY KEY (grp, slot));
@@ -147,8 +163,16 @@ def _damaged(conn: sqlite3.Connection, e: sqlite3.DatabaseError) -> Exception:
 class SQLiteLog(Log):
     """A Log in one SQLite file. Each thread gets its own connection."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, retention_hours: float | None = None):
+        """``retention_hours``: delete the records appended longer ago (module docstring);
+        None keeps every record."""
+        if retention_hours is not None and not (
+                math.isfinite(retention_hours) and retention_hours > 0):
+            raise ConfigError(f"log {str(path)!r}: retention_hours must be a number > 0, got "
+                              f"{retention_hours!r}")
         self.path = str(path)
+        self.retention_hours = retention_hours
+        self._swept_at = -math.inf  # time.monotonic() of the last deletion of old batches
         make_folder(Path(self.path).parent, "log folder")
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -162,22 +186,34 @@ class SQLiteLog(Log):
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
             raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({why})") from None
         self._convert_records()
+        self._add_append_times()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteLog:
         """The log of ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
-        (SQLAlchemy's rule: the path follows the third slash).
+        (SQLAlchemy's rule: the path follows the third slash), with an optional
+        ``?retention_hours=N``.
 
         >>> SQLiteLog.from_url("sqlite:///") # doctest: +ELLIPSIS
         Traceback (most recent call last):
         livelearn.errors.ConfigError: log URL 'sqlite:///': expected sqlite:///relative/...
         """
-        path = url.removeprefix("sqlite://")
+        path, _, query = url.removeprefix("sqlite://").partition("?")
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise ConfigError(f"log URL {url!r}: expected sqlite:///relative/path.db or "
                               f"sqlite:////absolute/path.db")
-        return cls(path)
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = set(options) - {"retention_hours"}
+        if unknown:
+            raise ConfigError(f"log URL {url!r}: unknown option(s) {', '.join(sorted(unknown))};"
+                              f" expected retention_hours")
+        hours = options.get("retention_hours")
+        try:
+            return cls(path, None if hours is None else float(hours))
+        except ValueError:
+            raise ConfigError(f"log URL {url!r}: retention_hours must be a number > 0, got "
+                              f"{hours!r}") from None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -244,15 +280,34 @@ class SQLiteLog(Log):
             return 0
         conn = self._conn()
         with self.atomic():
+            now = time.time()
             for partition, (items, values) in by_partition.items():
                 start = self._end_offset(conn, topic, partition)
-                conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                    _batch(topic, partition, start + i, items[i:i + BATCH_RECORDS])
+                conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+                    _batch(topic, partition, start + i, items[i:i + BATCH_RECORDS], now)
                     for i in range(0, len(items), BATCH_RECORDS)])
                 if values is not None:
                     self._local.appended.append(((topic, partition),
                                                  Appended(start, items, values)))
+            if self.retention_hours is not None:
+                self._delete_old(conn, now)
         return sum(len(items) for items, _ in by_partition.values())
+
+    def _delete_old(self, conn: sqlite3.Connection, now: float) -> None:
+        """Delete the batches appended more than the retention before ``now``, but each
+        partition's newest; at most every SWEEP_S (a tenth of the retention if shorter)."""
+        assert self.retention_hours is not None
+        retention_s = self.retention_hours * 3600
+        if time.monotonic() - self._swept_at < min(SWEEP_S, retention_s / 10):
+            return
+        self._swept_at = time.monotonic()
+        deleted = conn.execute(
+            "DELETE FROM batches WHERE appended < ? AND last < (SELECT MAX(newest.last) FROM "
+            "batches AS newest WHERE newest.topic = batches.topic AND newest.partition = "
+            "batches.partition)", (now - retention_s,)).rowcount
+        if deleted:
+            log.debug("%s: deleted %d batches of records older than %g hours", self.path,
+                      deleted, self.retention_hours)
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 1000
              ) -> list[Record]:
@@ -266,6 +321,11 @@ class SQLiteLog(Log):
             "SELECT first, keys, sizes, vals FROM batches WHERE topic = ? AND partition = ? "
             "AND last >= ? ORDER BY last", (topic, partition, offset))
         for first, keys, sizes, vals in rows:
+            if first > offset and not out:  # offsets are dense: the records before, deleted
+                hours = self.retention_hours
+                raise lost(f"log {self.path!r}", topic, partition, offset, first,
+                           "the log's retention " + (f"(retention_hours={hours:g})" if hours
+                                                     else "(of a process appending to it)"))
             lengths = orjson.loads(sizes)
             skip = max(0, offset - first)
             take = min(len(lengths), skip + max_records - len(out))
@@ -280,6 +340,12 @@ class SQLiteLog(Log):
     def end_offset(self, topic: str, partition: int) -> int:
         self.partitions(topic)
         return self._end_offset(self._conn(), topic, partition)
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        self.partitions(topic)
+        row = self._conn().execute("SELECT first FROM batches WHERE topic = ? AND partition = ? "
+                                   "ORDER BY last LIMIT 1", (topic, partition)).fetchone()
+        return 0 if row is None else int(row[0])
 
     @staticmethod
     def _end_offset(conn: sqlite3.Connection, topic: str, partition: int) -> int:
@@ -329,11 +395,22 @@ class SQLiteLog(Log):
                 return
             rows = conn.execute("SELECT topic, partition, offset, key, value FROM records "
                                 "ORDER BY topic, partition, offset").fetchall()
-            conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                _batch(t, p, o, [(k, v)])
+            conn.executemany("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+                _batch(t, p, o, [(k, v)], time.time())
                 for t, p, o, k, v in rows])
             conn.execute("DROP TABLE records")
         log.info("converted %d records of %s to batches", len(rows), self.path)
+
+    def _add_append_times(self) -> None:
+        """Give the batches of a file from before retention their append time: now."""
+        conn = self._conn()
+        columns = "SELECT name FROM pragma_table_info('batches') WHERE name = 'appended'"
+        if conn.execute(columns).fetchone() is not None:
+            return
+        with self.atomic():
+            if conn.execute(columns).fetchone() is None:  # not done by another process
+                conn.execute(f"ALTER TABLE batches ADD COLUMN appended REAL NOT NULL "
+                             f"DEFAULT {time.time()!r}")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -342,10 +419,11 @@ class SQLiteLog(Log):
             self._local.conn = None
 
 
-def _batch(topic: str, partition: int, first: int, items: list[tuple[str, bytes]]
-           ) -> tuple[str, int, int, int, bytes, bytes, bytes]:
-    """The row of the batches table that holds ``items`` from offset ``first`` on."""
+def _batch(topic: str, partition: int, first: int, items: list[tuple[str, bytes]],
+           appended: float) -> tuple[str, int, int, int, bytes, bytes, bytes, float]:
+    """The row of the batches table that holds ``items`` from offset ``first`` on,
+    appended at ``appended`` (s since the epoch)."""
     keys = [k for k, _ in items]
     values = [v for _, v in items]
     return (topic, partition, first + len(items) - 1, first, orjson.dumps(keys),
-            orjson.dumps([len(v) for v in values]), b"".join(values))
+            orjson.dumps([len(v) for v in values]), b"".join(values), appended)
