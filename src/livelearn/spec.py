@@ -180,6 +180,15 @@ class Policies:
     be), the Registry keeps those of the ``keep_versions`` newest others (what a
     rollback goes back to); older files are deleted (the gate does it), their
     rows, lineage and decisions stay.
+
+    With ``canary_share`` above 0 (a pipeline whose server serves), a candidate
+    that passes is first a canary: the servers score that share of the users
+    with it (by a hash of the user id, so a user stays with one version) until
+    it has served ``canary_samples`` joined samples; the gate then approves it if
+    its live metric on them is no worse than the incumbent's on the samples it
+    served meanwhile by more than ``gate_tolerance``, and rejects it otherwise.
+    Candidates published meanwhile wait; the newest is judged next, the older
+    ones retired unjudged.
     """
 
     publish_every_samples: int = 5000
@@ -187,6 +196,8 @@ class Policies:
     gate_window: int = 5000
     gate_tolerance: float = 0.01
     keep_versions: int = 50
+    canary_share: float = 0.0
+    canary_samples: int = 1000
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,7 +49,8 @@ def check_pipeline(p: Pipeline) -> None:
 
 def _check_policies(where: str, p: Pipeline) -> None:
     policies = p.policies
-    for name in ("publish_every_samples", "publish_every_ms", "gate_window", "keep_versions"):
+    for name in ("publish_every_samples", "publish_every_ms", "gate_window", "keep_versions",
+                 "canary_samples"):
         value = getattr(policies, name)
         if type(value) is not int or value < 1:
             raise ConfigError(f"{where}, policies: {name} must be an integer >= 1, "
@@ -58,6 +59,13 @@ def _check_policies(where: str, p: Pipeline) -> None:
     if type(tolerance) not in (int, float) or not 0 <= tolerance < float("inf"):
         raise ConfigError(f"{where}, policies: gate_tolerance must be a number >= 0, "
                           f"got {policies.gate_tolerance!r}")
+    share = policies.canary_share
+    if type(share) not in (int, float) or not 0 <= share < 1:
+        raise ConfigError(f"{where}, policies: canary_share must be a number in [0, 1), got "
+                          f"{share!r}")
+    if share and (p.users is None or p.items is None):
+        raise ConfigError(f"{where}, policies: canary_share is for a pipeline whose server "
+                          f"serves (a feedback join): its label is in the events")
 
 
 def _check_event_label(p: Pipeline, label: EventLabel) -> None:

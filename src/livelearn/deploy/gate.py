@@ -13,6 +13,14 @@ samples by more than ``tolerance``, it rolls back: the serving version is
 rejected and the previous one approved again, so the servers swap back to it. Every decision is
 written to the Registry with its reason, and logged.
 
+With a canary (Policies.canary_share), a candidate that passes becomes the
+canary instead of the incumbent: the servers score a share of the users with it.
+Once it has served ``canary_samples`` joined samples, its live metric on them
+(the scores it served) is set against the incumbent's on the samples the
+incumbent served over the same event times: within ``tolerance``, the canary is
+approved and every server swaps to it; otherwise it is rejected. The newest
+candidate is judged next; those that waited behind it are retired unjudged.
+
 A version the gate needs whose model file is damaged, missing or unreadable (the
 incumbent, or the previous serving version) is rejected with the reason, as the
 trainer does with its own, and the gate goes on with the version before it: the
@@ -44,8 +52,8 @@ from livelearn.train.metrics import auc, mae
 
 log = logging.getLogger("livelearn.gate")
 
-#: A sample as served: (features, the served score, the label).
-Served = tuple[dict[str, Any], float, float]
+#: A sample as served: (its ts, features, the served score, the label).
+Served = tuple[int, dict[str, Any], float, float]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class Decision:
     reason: str
     candidate_metric: float | None
     incumbent_metric: float | None
+    canary: bool = False  # approved to serve a share of the users first
 
 
 class Gate:
@@ -63,16 +72,20 @@ class Gate:
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
                  min_samples: int = 200, live_window: int = 10_000,
                  rollback_samples: int = 1000, keep_versions: int | None = None,
-                 hash_rows: Callable[[Sequence[Features], int], SparseBatch] = hash_rows):
-        """``hash_rows``: how feature rows become a model's input (Pipeline.hash_rows)."""
+                 hash_rows: Callable[[Sequence[Features], int], SparseBatch] = hash_rows,
+                 canary_share: float = 0.0, canary_samples: int = 1000):
+        """``hash_rows``: how feature rows become a model's input (Pipeline.hash_rows);
+        ``canary_share`` above 0: a candidate that passes is a canary first (module
+        docstring)."""
         self.log, self.registry, self.target, self.tolerance = log, registry, target, tolerance
         self.hash_rows = hash_rows
         self.keep_versions = keep_versions  # past versions whose files are kept (None: all)
-        self.min_samples, self.live_window = min_samples, live_window
+        self.canary_share, self.canary_samples = canary_share, canary_samples
+        self.min_samples, self.live_window = min_samples, max(live_window, canary_samples)
         self.rollback_samples = rollback_samples
         self._cursor: dict[tuple[str, int], int] = {}  # next sample offset to read
         self._served: dict[int, deque[Served]] = {}  # version -> samples it served
-        self._unjudged: dict[int, int] = {}  # version -> samples since its last judgement
+        self._unjudged: Counter[int] = Counter()  # version -> samples since its last judgement
         self._cached: tuple[int, Learner] | None = None
 
     @classmethod
@@ -80,17 +93,66 @@ class Gate:
         """The gate of ``pipeline``, as its policies say."""
         policies = pipeline.policies
         return cls(log, registry, pipeline.target, policies.gate_tolerance,
-                   keep_versions=policies.keep_versions, hash_rows=pipeline.hash_rows)
+                   keep_versions=policies.keep_versions, hash_rows=pipeline.hash_rows,
+                   canary_share=policies.canary_share, canary_samples=policies.canary_samples)
 
     def step(self) -> list[Decision]:
         """Roll back a failing serving version, then judge every waiting candidate, oldest
-        first; then delete the model files of past versions beyond ``keep_versions``."""
+        first (with canaries: the canary once it has served enough, then the newest
+        candidate if no canary is left); then delete the model files of past versions
+        beyond ``keep_versions``."""
         rollback = self.check_rollback()
         decisions = [] if rollback is None else [rollback]
-        decisions += [self.judge(v) for v in self.registry.versions("candidate")]
+        if self.canary_share:
+            decisions += self._step_canary()
+        else:
+            decisions += [self.judge(v) for v in self.registry.versions("candidate")]
         if decisions and self.keep_versions is not None:
             self.registry.prune(self.keep_versions)
         return decisions
+
+    def _step_canary(self) -> list[Decision]:
+        """The canary's verdict if it has served enough; then, with no canary left, the
+        newest candidate judged and the ones before it retired unjudged."""
+        decisions = []
+        canary = self.registry.canary()
+        if canary is not None:
+            verdict = self.check_canary(canary)
+            if verdict is None:
+                return []
+            decisions.append(verdict)
+        waiting = self.registry.versions("candidate")
+        for older in waiting[:-1]:
+            self.registry.set_status(older.id, "retired", f"superseded by v{waiting[-1].id} "
+                                     f"before it was judged (one canary at a time)")
+        return decisions + [self.judge(v) for v in waiting[-1:]]
+
+    def check_canary(self, canary: Version) -> Decision | None:
+        """Approve or reject ``canary`` once it has served ``canary_samples`` joined
+        samples: its live metric on them against the incumbent's on the samples the
+        incumbent served over the same event times, each with the scores it served."""
+        self._read_served()
+        ours = list(self._served.get(canary.id, ()))
+        incumbent = self.registry.incumbent()
+        if len(ours) < self.canary_samples or incumbent is None:
+            return None
+        first, last = min(s[0] for s in ours), max(s[0] for s in ours)
+        theirs = [s for s in self._served.get(incumbent.id, ()) if first <= s[0] <= last]
+        if len(theirs) < self.min_samples:
+            return None
+        name = canary.meta.get("metric", "auc")
+        metric = auc if name == "auc" else mae
+        a, b = (metric(np.array([s[2] for s in served]), np.array([s[3] for s in served]))
+                for served in (ours, theirs))
+        if math.isnan(a) or math.isnan(b):
+            return self._decide(canary, False, f"canary: live {name} undefined on the "
+                                f"samples served (one class only)", None, None)
+        margin = (a - b) if name == "auc" else (b - a)
+        verdict = "within" if margin >= -self.tolerance else "worse by more than"
+        return self._decide(canary, margin >= -self.tolerance, (
+            f"canary: live {name} {a:.4f} on the {len(ours)} samples it served vs "
+            f"v{incumbent.id}'s {b:.4f} on the {len(theirs)} it served meanwhile: {verdict} "
+            f"tolerance {self.tolerance}"), a, b)
 
     def check_rollback(self) -> Decision | None:
         """Roll back when the serving version's live metric falls below the previous
@@ -112,7 +174,7 @@ class Gate:
         if model is None:
             return None
         name = current.meta.get("metric", "auc")
-        features, served, labels = zip(*samples, strict=True)
+        _, features, served, labels = zip(*samples, strict=True)
         rows = self.hash_rows(features, model.bits)
         metric = auc if name == "auc" else mae
         ours = metric(np.array(served), np.array(labels))
@@ -134,18 +196,17 @@ class Gate:
         Samples are read once, as they come (starting ``live_window`` offsets back),
         and kept per version for the versions served lately.
         """
-        new = self._read_served()
+        self._read_served()
         served = self._served.get(version, ())
-        fresh = self._unjudged.get(version, 0) + new.get(version, 0)
-        if len(served) < self.rollback_samples or fresh < self.rollback_samples // 2:
-            self._unjudged[version] = fresh
+        if len(served) < self.rollback_samples or \
+                self._unjudged[version] < self.rollback_samples // 2:
             return None
         self._unjudged[version] = 0
         return list(served)
 
-    def _read_served(self) -> Counter[int]:
-        """Read the samples written since the last call; count them by serving version."""
-        new: Counter[int] = Counter()
+    def _read_served(self) -> None:
+        """Read the samples written since the last call, keep them by the version that
+        served them, and count them among that version's samples not judged yet."""
         for (topic, partition), end in self.log.end_offsets([SAMPLES]).items():
             at = self._cursor.setdefault((topic, partition), max(0, end - self.live_window))
             for record in self._read_range(topic, partition, at, end):
@@ -153,13 +214,12 @@ class Gate:
                 version = sample.get("model_version")
                 if isinstance(version, int):
                     self._served.setdefault(version, deque(maxlen=self.live_window)).append(
-                        (sample["features"], float(sample["score"]),
+                        (sample["ts"], sample["features"], float(sample["score"]),
                          float(sample["labels"][self.target])))
-                    new[version] += 1
+                    self._unjudged[version] += 1
                 self._cursor[(topic, partition)] = record.offset + 1
         for old in sorted(self._served)[:-4]:  # keep the versions served lately
             del self._served[old]
-        return new
 
     def judge(self, candidate: Version) -> Decision:
         incumbent, model = self._incumbent()
@@ -183,7 +243,8 @@ class Gate:
         reason = (f"{name} {a:.4f} vs incumbent v{incumbent.id} {b:.4f} on the "
                   f"{len(samples)} most recent samples it has not learned: {verdict} "
                   f"tolerance {self.tolerance}")
-        return self._decide(candidate, margin >= -self.tolerance, reason, a, b)
+        return self._decide(candidate, margin >= -self.tolerance, reason, a, b,
+                            canary=self.canary_share > 0)
 
     def _unseen_window(self, candidate: Version, incumbent: Version
                        ) -> tuple[list[dict[str, Any]], list[float]]:
@@ -235,8 +296,12 @@ class Gate:
         return self._cached[1]
 
     def _decide(self, candidate: Version, approved: bool, reason: str,
-                ours: float | None, theirs: float | None) -> Decision:
-        status = "approved" if approved else "rejected"
+                ours: float | None, theirs: float | None, canary: bool = False) -> Decision:
+        """Record the verdict: approved (a canary first if ``canary``) or rejected."""
+        status = "rejected" if not approved else "canary" if canary else "approved"
+        if status == "canary":
+            reason += (f"; a canary: it scores {self.canary_share:.0%} of the users until it "
+                       f"has served {self.canary_samples} samples")
         self.registry.set_status(candidate.id, status, reason)
         log.info("v%d %s: %s", candidate.id, status, reason)
-        return Decision(candidate.id, approved, reason, ours, theirs)
+        return Decision(candidate.id, approved, reason, ours, theirs, canary=status == "canary")

@@ -10,7 +10,10 @@ gate's window of scores: ~100 KB a version) are the version's ``details``, kept
 in a table of their own and read one version at a time, so that listing
 versions stays cheap however many there are. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
-puts a retired version back to approved. Every change is logged as a decision
+puts a retired version back to approved. With a canary (Policies.canary_share),
+candidate -> canary -> approved | rejected: a canary serves a share of the users
+beside the incumbent, and is not the incumbent; a candidate left waiting behind
+a newer one is retired unjudged. Every change is logged as a decision
 with its reason. ``promote`` and ``rollback`` check the target's file first, and
 change every status they change in one transaction. ``prune`` deletes the model
 files of all but the newest past versions (a version is past unless it is a
@@ -49,7 +52,7 @@ from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, make_fold
 from livelearn.log.sqlite import Connection, check_claim, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
-STATUSES = ("candidate", "approved", "serving", "rejected", "retired")
+STATUSES = ("candidate", "canary", "approved", "serving", "rejected", "retired")
 _COLUMNS = ["id", "parent", "status", "created", "meta", "serving_since_ts", "sha256"]
 # what SQLite says when the disk refuses a write: full, read-only, failing
 _CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
@@ -259,6 +262,12 @@ class Registry:
                                  "ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else _version(row)
 
+    def canary(self) -> Version | None:
+        """The version the servers score a share of the users with, if any (the newest)."""
+        row = self._db().execute("SELECT * FROM versions WHERE status = 'canary' "
+                                 "ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else _version(row)
+
     def set_status(self, version: int, status: str, reason: str) -> None:
         """Change a version's status and log the decision with its reason."""
         if status not in STATUSES:
@@ -362,12 +371,13 @@ class Registry:
         return [{"version": v, "status": s, "reason": r, "at": a} for v, s, r, a in rows]
 
     def verdicts(self, since: int = 0) -> dict[int, dict[str, Any]]:
-        """The last approval or rejection of each version from ``since`` on (by the gate, a
-        rollback or by hand): {version: {"status", "reason", "at"}}; a version never
-        judged has none. Notes of pruned files are not verdicts."""
+        """The last approval, rejection or canary of each version from ``since`` on (by the
+        gate, a rollback or by hand): {version: {"status", "reason", "at"}}; a version
+        never judged has none. Notes of pruned files are not verdicts."""
         rows = self._db().execute(
             "SELECT version, status, reason, at, MAX(seq) FROM decisions WHERE version >= ? "
-            "AND status IN ('approved', 'rejected') AND reason NOT LIKE ? GROUP BY version",
+            "AND status IN ('canary', 'approved', 'rejected') AND reason NOT LIKE ? "
+            "GROUP BY version",
             (since, f"{_PRUNED}%"))  # SQLite: the other columns come from the MAX(seq) row
         return {v: {"status": s, "reason": r, "at": a} for v, s, r, a, _ in rows}
 

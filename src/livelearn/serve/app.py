@@ -118,7 +118,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                         time.perf_counter() - started)
 
     tables = ServedTables(store, pipeline.users, pipeline.items, data_dir, recount=count_logged)
-    holder = ModelHolder(registry, poll_s)
+    holder = ModelHolder(registry, poll_s, pipeline.policies.canary_share)
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
     counts: Counter[str] = Counter()
     responses: Responses = Counter()
@@ -149,7 +149,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     def predict(req: PredictRequest) -> Response:
         ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, None)
         holder.observe(ts)
-        version, model = holder.current()
+        version, model = holder.current(req.user_id)
         user, items = tables.rows(req.user_id, req.items, ts)
         rows = served.features(features, req.user_id, user, req.items, items, ts)
         scores = _scores(model, rows, pipeline, req)
@@ -202,8 +202,9 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
+        canary = {} if holder.canary is None else {"canary_version": holder.canary}
         return {"status": "ok" if holder.version else "no model",
-                "model_version": holder.version}
+                "model_version": holder.version, **canary}
 
     def counters() -> dict[str, int]:
         """The server's counters since it started, by name (/metrics adds ``_total``)."""

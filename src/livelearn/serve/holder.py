@@ -12,6 +12,11 @@ a swap in the Registry (``mark_serving``) is retried on the next poll if it
 fails, so the Registry always learns which version serves. A poll that fails
 (the index locked too long, damaged, or taken away) is logged once with its
 error, again only if the error changes, and once more when polls work again.
+
+With a canary share (Policies.canary_share), the Registry's canary is held too:
+a request of a user whose id hashes into the share (``in_canary``: the same
+users in every server) is scored by it. Once approved, it becomes the version
+served without being loaded again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 
 from livelearn.errors import LivelearnError, Unavailable
 from livelearn.models.base import Learner
@@ -27,12 +33,21 @@ from livelearn.registry import Registry
 log = logging.getLogger("livelearn.serve")
 
 
-class ModelHolder:
-    """Serves the Registry's incumbent version, polling for a new one every ``poll_s``."""
+def in_canary(user: str, share: float) -> bool:
+    """Whether a canary scores ``user``: the CRC-32 of the id falls in the first ``share``
+    of its range (stable across processes and machines)."""
+    return zlib.crc32(user.encode()) < share * 2**32
 
-    def __init__(self, registry: Registry, poll_s: float = 0.1):
-        self.registry, self.poll_s = registry, poll_s
+
+class ModelHolder:
+    """Serves the Registry's incumbent version, polling for a new one every ``poll_s``, and
+    its canary to ``canary_share`` of the users."""
+
+    def __init__(self, registry: Registry, poll_s: float = 0.1, canary_share: float = 0.0):
+        self.registry, self.poll_s, self.canary_share = registry, poll_s, canary_share
         self._current: tuple[int, Learner] | None = None
+        self._canary: tuple[int, Learner] | None = None
+        self._broken_canary: int | None = None  # the canary last found unloadable
         self._marked: int | None = None  # the version last recorded as serving
         self._marked_since: int | None = None  # with this serving time (None: not known)
         # the event time the current version began serving at: the clock when it was
@@ -51,11 +66,21 @@ class ModelHolder:
         pair = self._current
         return None if pair is None else pair[0]
 
-    def current(self) -> tuple[int, Learner]:
-        """The (version, learner) to score one whole request with."""
+    @property
+    def canary(self) -> int | None:
+        """The canary version held, if any."""
+        pair = self._canary
+        return None if pair is None else pair[0]
+
+    def current(self, user: str | None = None) -> tuple[int, Learner]:
+        """The (version, learner) to score one whole request with: for a ``user`` in the
+        canary's share, the canary."""
         pair = self._current
         if pair is None:
             raise Unavailable("no model version approved yet")
+        canary = self._canary
+        if canary is not None and user is not None and in_canary(user, self.canary_share):
+            return canary
         return pair
 
     def observe(self, ts: int) -> None:
@@ -71,12 +96,31 @@ class ModelHolder:
         swapped = False
         if incumbent is not None and incumbent.id not in (self.version, self._broken):
             swapped = self._swap(incumbent.id)
+        if self.canary_share:
+            self._hold_canary()
         self._mark()
         return swapped
 
+    def _hold_canary(self) -> None:
+        """Hold the Registry's canary, or none if it has none (approved or rejected)."""
+        canary = self.registry.canary()
+        if canary is None:
+            self._canary = None
+        elif canary.id not in (self.canary, self._broken_canary):
+            try:
+                self._canary = (canary.id, self.registry.load(canary.id))
+            except LivelearnError as e:
+                self._broken_canary = canary.id
+                log.error("could not load canary v%d: %s; v%s scores every user", canary.id,
+                          e, self.version)
+                return
+            log.info("canary v%d scores %g%% of the users", canary.id, 100 * self.canary_share)
+
     def _swap(self, version: int) -> bool:
+        held = self._canary  # an approved canary is swapped in as it was loaded
         try:
-            learner = self.registry.load(version)
+            learner = held[1] if held is not None and held[0] == version else \
+                self.registry.load(version)
         except LivelearnError as e:
             self._broken = version
             if self._current is None:  # nothing to fall back on

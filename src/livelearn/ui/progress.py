@@ -53,7 +53,7 @@ class LiveProgress:
                 self.outcome.baseline_samples:
             self._auc, self._auc_at = self.outcome.live_window_auc(), time.monotonic()
         versions = self.registry.statuses()
-        approved = len(versions) - versions.count("rejected") - versions.count("candidate")
+        approved = len(versions) - sum(map(versions.count, ("rejected", "candidate", "canary")))
         sim_time = datetime.fromtimestamp(s.sim_ts / 1000, UTC).strftime("%Y-%m-%d %H:%M") \
             if s.sim_ts else "-"
         dead = sum(n for k, n in self.joiner.counts.items() if k != "samples")
