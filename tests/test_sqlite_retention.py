@@ -106,7 +106,10 @@ def test_a_file_from_before_retention_gets_its_batches_append_time(tmp_path: Pat
     assert [r.value for r in log.read("t", 0, 0)] == [b"v0", b"v1", b"v2"]
     with sqlite3.connect(path) as conn:
         times = [t for (t,) in conn.execute("SELECT appended FROM batches ORDER BY last")]
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT last FROM batches WHERE appended < 1"
+                            ).fetchall()
     assert all(opened - 1 <= t <= time.time() for t in times)
+    assert "USING INDEX batches_appended" in str(plan)  # old batches found without a scan
 
 
 def test_a_process_without_retention_reading_what_another_deleted_stops_too(

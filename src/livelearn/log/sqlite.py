@@ -402,15 +402,19 @@ class SQLiteLog(Log):
         log.info("converted %d records of %s to batches", len(rows), self.path)
 
     def _add_append_times(self) -> None:
-        """Give the batches of a file from before retention their append time: now."""
+        """Give the batches of a file from before retention their append time (now), and
+        index the times: the deletion of old batches finds them without reading the
+        records (the column comes after them in a row)."""
         conn = self._conn()
         columns = "SELECT name FROM pragma_table_info('batches') WHERE name = 'appended'"
-        if conn.execute(columns).fetchone() is not None:
+        index = "SELECT 1 FROM sqlite_master WHERE name = 'batches_appended'"
+        if conn.execute(columns).fetchone() is not None and conn.execute(index).fetchone():
             return
         with self.atomic():
             if conn.execute(columns).fetchone() is None:  # not done by another process
                 conn.execute(f"ALTER TABLE batches ADD COLUMN appended REAL NOT NULL "
                              f"DEFAULT {time.time()!r}")
+            conn.execute("CREATE INDEX IF NOT EXISTS batches_appended ON batches (appended)")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
