@@ -160,3 +160,14 @@ def test_users_split_by_a_stable_hash_in_the_share() -> None:
     assert abs(sum(in_canary(u, 0.1) for u in users) / len(users) - 0.1) < 0.01
     assert not any(in_canary(u, 0.0) for u in users)
     assert {u for u in users if in_canary(u, 0.05)} <= {u for u in users if in_canary(u, 0.1)}
+
+
+def test_a_canary_whose_model_file_is_damaged_is_rejected_at_once(loop: dict[str, Any]) -> None:
+    registry, gate = loop["registry"], loop["gate"]
+    broken = registry.publish(CANARY.learner(), {"metric": "auc"}, parent=1)
+    registry.set_status(broken.id, "canary", "test: passed offline")
+    registry.file(broken.id).write_bytes(b"damaged")
+    [decision] = gate.step()
+    assert (decision.version, decision.approved) == (broken.id, False)
+    assert decision.reason.startswith("corrupt: model file") and \
+        registry.get(broken.id).status == "rejected"

@@ -87,6 +87,7 @@ class Gate:
         self._served: dict[int, deque[Served]] = {}  # version -> samples it served
         self._unjudged: Counter[int] = Counter()  # version -> samples since its last judgement
         self._cached: tuple[int, Learner] | None = None
+        self._sound_canary: int | None = None  # the canary whose model file was checked
 
     @classmethod
     def of(cls, log: Log, registry: Registry, pipeline: Pipeline) -> Gate:
@@ -130,7 +131,15 @@ class Gate:
     def check_canary(self, canary: Version) -> Decision | None:
         """Approve or reject ``canary`` once it has served ``canary_samples`` joined
         samples: its live metric on them against the incumbent's on the samples the
-        incumbent served over the same event times, each with the scores it served."""
+        incumbent served over the same event times, each with the scores it served. A
+        canary whose model file no server can load is rejected at once: it would never
+        serve."""
+        if self._sound_canary != canary.id:
+            try:
+                self.registry.check_file(canary.id)
+            except Corrupt as e:
+                return self._decide(canary, False, f"corrupt: {e}", None, None)
+            self._sound_canary = canary.id
         self._read_served()
         ours = list(self._served.get(canary.id, ()))
         incumbent = self.registry.incumbent()
