@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from livelearn.cli_data import LOG_HELP
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.errors import LivelearnError
 
@@ -112,9 +113,7 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
                         help="module:attribute or path/to/file.py naming a livelearn Pipeline")
-    common.add_argument("--log", required=True, metavar="URL",
-                        help="the log: sqlite:///relative/path.db or "
-                             "sqlite:////absolute/path.db, memory://, kafka://host:port")
+    common.add_argument("--log", required=True, metavar="URL", help=LOG_HELP)
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
                           help="the model registry's directory")
