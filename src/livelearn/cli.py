@@ -184,12 +184,13 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m = sub.add_parser("models", help="the registry by hand: list, promote, roll back",
-                       description="List a registry's model versions with their status, "
-                       "promote one by hand, or roll the serving version back.")
+                       description="List a registry's model versions with their status (and "
+                       "below, each judged version's last verdict with its reason), promote "
+                       "one by hand, or roll the serving version back.")
     m.add_argument("--registry", type=Path, required=True, metavar="DIR",
                    help="the model registry's directory")
     actions = m.add_subparsers(title="actions", dest="action", metavar="ACTION")
-    actions.add_parser("ls", help="list the versions (the default)")
+    actions.add_parser("ls", help="list the versions and their verdicts (the default)")
     promote = actions.add_parser("promote", help="make VERSION the one servers serve")
     promote.add_argument("version", type=int, metavar="VERSION")
     actions.add_parser("rollback", help="reject the serving version, serve the one before")
@@ -354,6 +355,9 @@ def _models(args: argparse.Namespace) -> int:
         table.add_row(str(v.id), str(v.parent or "-"), status, str(v.meta.get("samples")),
                       "-" if metric is None else f"{metric:.4f}", str(v.serving_since_ts or "-"))
     Console().print(table)
+    verdicts = registry.verdicts()  # below the table, whole: a table would cut the reasons
+    for version, verdict in sorted(verdicts.items()):
+        print(f"v{version} {verdict['status']}: {verdict['reason']}")
     return 0
 
 
