@@ -141,7 +141,8 @@ def test_only_the_newest_waiting_candidate_is_judged_the_older_are_retired(
 
 
 def test_canary_policies_are_checked_when_the_pipeline_is_built() -> None:
-    with pytest.raises(ConfigError, match=r"canary_share must be a number in \[0, 1\), got 1"):
+    with pytest.raises(ConfigError, match=r"canary_share must be a number in \[0, 1\) \(the "
+                       r"share of the users: 0.05 for 5%\), got 1"):
         replace(PIPELINE, policies=Policies(canary_share=1))
     with pytest.raises(ConfigError, match="canary_samples must be an integer >= 1"):
         replace(PIPELINE, policies=Policies(canary_share=0.1, canary_samples=0))
@@ -151,7 +152,8 @@ def test_canary_policies_are_checked_when_the_pipeline_is_built() -> None:
     assert spec is not None and spec.loader is not None
     fraud = module_from_spec(spec)
     spec.loader.exec_module(fraud)
-    with pytest.raises(ConfigError, match="canary_share is for a pipeline whose server serves"):
+    with pytest.raises(ConfigError, match="canary_share is for a pipeline whose server serves "
+                       r"\(a feedback join\): .*; leave canary_share at 0"):
         replace(fraud.PIPELINE, policies=Policies(canary_share=0.1))
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from livelearn.cli import main
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
 from test_ingest import PIPELINE_FILE, T
 
@@ -233,6 +234,21 @@ def test_models_says_when_a_registry_holds_no_version(tmp_path: Path,
     assert main(["models", "--registry", str(tmp_path / "reg")]) == 0
     assert capsys.readouterr().out == (f"registry {tmp_path / 'reg'} holds no version yet (a "
                                        f"trainer publishes its first when it starts)\n")
+
+
+def test_models_ls_shows_each_versions_last_verdict_and_its_reason(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/own-data.md: `livelearn models ls` shows a canary's status and reason; it showed
+    the status only, so why a version was rejected was in the dashboard and logs alone."""
+    registry = Registry(tmp_path / "reg")
+    for reason in ("no version approved yet", "canary: live auc 0.61 vs v1's 0.67"):
+        version = registry.publish(FTRL(bits=4), {"metric": "auc"}, None)
+        registry.set_status(version.id, "approved" if version.id == 1 else "rejected", reason)
+    registry.publish(FTRL(bits=4), {"metric": "auc"}, 2)
+    assert main(["models", "--registry", str(tmp_path / "reg")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["v1 approved: no version approved yet",
+                          "v2 rejected: canary: live auc 0.61 vs v1's 0.67"]  # v3: not judged
 
 
 @pytest.mark.parametrize("tables", [["versions (name TEXT, size INTEGER)"],

@@ -107,6 +107,32 @@ def test_a_sample_whose_feature_its_transform_cannot_take_is_dead_lettered(
     assert "feature 'age_h': expected a number, got str 'old'" in dead[0]["detail"]
 
 
+def test_a_turn_whose_every_sample_is_dead_lettered_learns_nothing_and_goes_on(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A Categorical given floats (docs/own-data.md): when every sample of a turn was
+    dead-lettered, the trainer stopped with a bare AssertionError (in its first turn) or
+    ValueError (after one that learned)."""
+    pipeline = replace(PIPELINE, transforms=FeatureSet([Categorical("age_h")]))
+    log.create_topic(SAMPLES)
+    log.create_topic(DEAD_LETTERS)
+
+    def append(ages: list[Any]) -> None:
+        first = log.end_offsets([SAMPLES])[(SAMPLES, 0)]
+        log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+            "id": f"r{i}", "ts": 1000 * i, "window_end": 1000 * i, "score": 0.5,
+            "features": {"age_h": age}, "labels": {"clicked": 1.0}}))
+            for i, age in enumerate(ages, start=first)])
+
+    trainer = Trainer(log, Registry(tmp_path / "registry"), pipeline)
+    for ages, learned in (([2.5, 3.5], 0), ([2, 2.5], 1), ([4.5, 5.5], 1)):
+        append(ages)
+        trained = trainer.step(100, final=True)
+        assert trained is not None and trainer.samples == learned
+    dead = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 100)]
+    assert len(dead) == 5 and {d["reason"] for d in dead} == {"malformed"}
+    assert "feature 'age_h': categorical values must be str, bool or int" in dead[0]["detail"]
+
+
 def test_transforms_that_cannot_work_fail_when_the_pipeline_is_built(
         tmp_path: Path, log: SQLiteLog) -> None:
     with pytest.raises(ConfigError, match="transforms must be a FeatureSet"):

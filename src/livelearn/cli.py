@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from livelearn.cli_data import LOG_HELP
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.errors import LivelearnError
 
@@ -112,9 +113,7 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
                         help="module:attribute or path/to/file.py naming a livelearn Pipeline")
-    common.add_argument("--log", required=True, metavar="URL",
-                        help="the log: sqlite:///relative/path.db or "
-                             "sqlite:////absolute/path.db, memory://, kafka://host:port")
+    common.add_argument("--log", required=True, metavar="URL", help=LOG_HELP)
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
                           help="the model registry's directory")
@@ -185,12 +184,13 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m = sub.add_parser("models", help="the registry by hand: list, promote, roll back",
-                       description="List a registry's model versions with their status, "
-                       "promote one by hand, or roll the serving version back.")
+                       description="List a registry's model versions with their status (and "
+                       "below, each judged version's last verdict with its reason), promote "
+                       "one by hand, or roll the serving version back.")
     m.add_argument("--registry", type=Path, required=True, metavar="DIR",
                    help="the model registry's directory")
     actions = m.add_subparsers(title="actions", dest="action", metavar="ACTION")
-    actions.add_parser("ls", help="list the versions (the default)")
+    actions.add_parser("ls", help="list the versions and their verdicts (the default)")
     promote = actions.add_parser("promote", help="make VERSION the one servers serve")
     promote.add_argument("version", type=int, metavar="VERSION")
     actions.add_parser("rollback", help="reject the serving version, serve the one before")
@@ -355,6 +355,9 @@ def _models(args: argparse.Namespace) -> int:
         table.add_row(str(v.id), str(v.parent or "-"), status, str(v.meta.get("samples")),
                       "-" if metric is None else f"{metric:.4f}", str(v.serving_since_ts or "-"))
     Console().print(table)
+    verdicts = registry.verdicts()  # below the table, whole: a table would cut the reasons
+    for version, verdict in sorted(verdicts.items()):
+        print(f"v{version} {verdict['status']}: {verdict['reason']}")
     return 0
 
 

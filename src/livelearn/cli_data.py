@@ -18,15 +18,18 @@ from typing import Any
 
 from livelearn.errors import BadInput, ConfigError, make_folder
 
+#: The --log option's help, for every command that takes one.
+LOG_HELP = ("the log: sqlite:///relative/path.db or sqlite:////absolute/path.db (with "
+            "?retention_hours=N, the records appended more than N hours ago are deleted), "
+            "memory://, kafka://host:port")
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
                         help="module:attribute or path/to/file.py naming a livelearn Pipeline")
     common.add_argument("--log", default=None, metavar="URL",
-                        help="the log: sqlite:///relative/path.db or "
-                             "sqlite:////absolute/path.db, memory://, kafka://host:port "
-                             "(default: log.db in WORKDIR)")
+                        help=f"{LOG_HELP} (default: log.db in WORKDIR, every record kept)")
     i = sub.add_parser("ingest", parents=[common], help="append a file's events to a stream",
                        description="Append the records of FILE (JSON lines, CSV, or - for "
                        "stdin) to STREAM. Bad records go to the dead-letter topic with the "

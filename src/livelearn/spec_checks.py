@@ -61,11 +61,12 @@ def _check_policies(where: str, p: Pipeline) -> None:
                           f"got {policies.gate_tolerance!r}")
     share = policies.canary_share
     if type(share) not in (int, float) or not 0 <= share < 1:
-        raise ConfigError(f"{where}, policies: canary_share must be a number in [0, 1), got "
-                          f"{share!r}")
+        raise ConfigError(f"{where}, policies: canary_share must be a number in [0, 1) (the "
+                          f"share of the users: 0.05 for 5%), got {share!r}")
     if share and (p.users is None or p.items is None):
         raise ConfigError(f"{where}, policies: canary_share is for a pipeline whose server "
-                          f"serves (a feedback join): its label is in the events")
+                          f"serves (a feedback join): its label is in the events, which no "
+                          f"server scores; leave canary_share at 0")
 
 
 def _check_event_label(p: Pipeline, label: EventLabel) -> None:

@@ -116,8 +116,9 @@ def lost(where: str, topic: str, partition: int, offset: int, start: int, by: st
     (``start``): the records between were deleted ``by`` a retention before being read."""
     return Lost(f"{where}: up to {start - offset} record(s) of topic '{topic}' partition "
                 f"{partition} (offsets {offset} to {start - 1}) were deleted before they were "
-                f"read, by {by}: going on would skip them. Nothing brings them back; keep the "
-                f"retention longer than the log's readers may stop")
+                f"read, by {by}: going on would skip them. Nothing brings them back: to go on, "
+                f"start over in a new log and registry, and keep the retention longer than "
+                f"the log's readers may stop")
 
 
 def checksum(offsets: bytes, state: bytes | None) -> str:

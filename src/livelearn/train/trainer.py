@@ -310,8 +310,11 @@ class Trainer:
         return self._publish(ts=self._last_learned_ts)
 
     def _publish_points(self, samples: list[dict[str, Any]]) -> list[int]:
-        """Indices after which a version is due, by sample count or event time."""
+        """Indices after which a version is due, by sample count or event time (none
+        in a turn whose every sample was dead-lettered)."""
         points: list[int] = []
+        if not samples:
+            return points
         count, last = self._since_publish, self._last_publish_ts
         assert last is not None  # set by _train
         every_ms = self.policies.publish_every_ms
