@@ -171,3 +171,21 @@ def _module(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_a_transform_naming_a_feature_no_sample_has_is_warned_of_once(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = replace(PIPELINE, transforms=FeatureSet([Categorical("topic"),
+                                                         Categorical("topik")]))
+    log.create_topic(SAMPLES)
+    for i in range(2):
+        log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+            "id": f"r{i}", "ts": 1000 * i, "window_end": 1000 * i, "score": 0.5,
+            "features": {"topic": "t1"}, "labels": {"clicked": 1.0}}))])
+    trainer = Trainer(log, Registry(tmp_path / "registry"), pipeline)
+    trainer.step(1, final=False)
+    trainer.step(100, final=True)
+    warnings = [r.getMessage() for r in caplog.records if "none of the first" in r.getMessage()]
+    assert warnings == [f"pipeline '{PIPELINE.name}': the transforms read 'topik', which none "
+                        f"of the first 1 samples has (their features: topic): nothing is "
+                        f"learned from them. A misspelled name?"]

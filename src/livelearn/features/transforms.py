@@ -120,6 +120,8 @@ class FeatureSet:
                                   f"Categorical, Numeric, Bucketized or Cross")
         self.n_fields = len(self.transforms) + 1
         self._plan = _Plan(self.transforms)
+        #: The feature names the transforms read, each once, in declaration order.
+        self.names: tuple[str, ...] = tuple(self._plan.names)
 
     @classmethod
     def infer(cls, row: Features) -> FeatureSet:

@@ -147,6 +147,7 @@ class Trainer:
         horizon = _dedup_horizon(pipeline)
         self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
         self._last_learned_ts: int | None = None
+        self._names_checked = pipeline.transforms is None  # see _check_names
         self.version: Version | None = None
         self._since_publish = 0
         self._last_publish_ts: int | None = None
@@ -261,6 +262,8 @@ class Trainer:
         except (TypeError, ValueError, BadInput):  # a value null, not a scalar, or not of
             samples, where = self._hashable(samples, where)  # the type its transform takes
             batch = hash_rows([s["features"] for s in samples], bits)
+        if not self._names_checked and samples:
+            self._check_names(samples)
         target = self.pipeline.target
         labels = np.array([float(s["labels"][target]) for s in samples])
         if self._last_publish_ts is None and samples:  # publish_every_ms runs from here
@@ -291,6 +294,19 @@ class Trainer:
                               f"sample cannot be learned: {problem} (as the sample's JSON "
                               f"holds it: NaN and infinities are written as null)")
         return [s for s, _ in keep], [w for _, w in keep]
+
+    def _check_names(self, samples: list[dict[str, Any]]) -> None:
+        """Warn, once, of the names the declared transforms read that none of the first
+        samples has: a misspelled name is left out of every row without an error."""
+        assert self.pipeline.transforms is not None
+        self._names_checked = True
+        present = set().union(*(s["features"] for s in samples))
+        missing = [name for name in self.pipeline.transforms.names if name not in present]
+        if missing:
+            log.warning("pipeline '%s': the transforms read %s, which none of the first %d "
+                        "samples has (their features: %s): nothing is learned from them. A "
+                        "misspelled name?", self.pipeline.name, ", ".join(map(repr, missing)),
+                        len(samples), ", ".join(sorted(present)))
 
     def _unfit(self, features: dict[str, Any]) -> str | None:
         """Why the pipeline's transforms cannot take ``features`` (a Numeric given a str,
