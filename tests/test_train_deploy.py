@@ -277,6 +277,22 @@ def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
     assert "rolled back" in caplog.text
 
 
+def test_the_gate_keeps_the_live_samples_of_the_versions_served_lately_only(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02, live_window=200)
+    model = FTRL(bits=8)
+    for i in range(1, 41):  # 40 versions swapped in, each serving too little to judge
+        v = registry.publish(model, {"metric": "auc"}, parent=None)
+        registry.set_status(v.id, "approved", "by hand")
+        registry.mark_serving(v.id, T0 + i * 3_600_000)
+        _served(log, model, v.id, 50, seed=i)
+        assert gate.step() == []
+    assert sorted(gate._served) == [37, 38, 39, 40]
+    assert len(gate._unjudged) <= 4  # not one count per version it ever saw serving
+
+
 def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     for i in range(3):
