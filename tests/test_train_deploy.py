@@ -376,6 +376,44 @@ def test_the_gate_keeps_the_files_of_the_newest_versions_only(tmp_path: Path,
     assert len(past) > 2 and kept == sorted(set(range(1, 8)) - set(past[:-2]))
 
 
+def test_finding_the_versions_of_a_status_does_not_read_every_version(tmp_path: Path
+                                                                      ) -> None:
+    """What the gate asks at every step (the candidates, the version serving, the one that
+    served before it) read the whole index: O(versions), ~50 ms a step at 100,000."""
+    registry = Registry(tmp_path)
+    for i in range(3):  # v1 and v2 served in turn, v3 serves, then a candidate
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i)
+    registry.publish(FTRL(bits=8), {"samples": 3}, parent=3)
+
+    def steps() -> list[int]:
+        """SQLite's VM steps (in thousands) of each query the gate makes at a step."""
+        db, counted = registry._db(), [0]
+
+        def count() -> int:
+            counted[0] += 1
+            return 0
+
+        out = []
+        db.set_progress_handler(count, 1000)
+        for ask in (lambda: registry.versions("candidate"), lambda: registry.versions("serving"),
+                    lambda: registry.previous_served(registry.get(3)), registry.incumbent):
+            counted[0] = 0
+            ask()
+            out.append(counted[0])
+        db.set_progress_handler(None, 1000)
+        return out
+
+    few = steps()
+    with sqlite3.connect(tmp_path / "index.db") as db:  # 20,000 older versions, long retired
+        db.executemany("INSERT INTO versions SELECT id - ?, NULL, 'retired', created, meta, "
+                       "serving_since_ts - ?, '' FROM versions WHERE id = 1",
+                       [(i, i) for i in range(1, 20_001)])
+    assert len(registry.statuses()) == 20_004
+    assert steps() == few
+
+
 def test_a_version_rolled_back_while_loading_is_not_marked_serving(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     v = registry.publish(FTRL(bits=8), {}, parent=None)

@@ -8,7 +8,8 @@ raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
 gate's window of scores: ~100 KB a version) are the version's ``details``, kept
 in a table of their own and read one version at a time, so that listing
-versions stays cheap however many there are. Status moves
+versions stays cheap however many there are; the index finds the versions of a
+status (the candidates, the one serving) without reading the others. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
 with its reason. ``promote`` and ``rollback`` check the target's file first, and
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
     owner TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS versions_by_status ON versions (status, serving_since_ts);
 """
 
 
