@@ -14,9 +14,9 @@ candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. Every change is logged as a decision
 with its reason. ``promote`` and ``rollback`` check the target's file first, and
 change every status they change in one transaction. ``prune`` deletes the model
-files of all but the newest past versions (a version is past unless it is a
-candidate, the incumbent or serving); their rows stay, with no checksum: nothing
-can load or promote them.
+files and details of all but the newest past versions (a version is past unless
+it is a candidate, the incumbent or serving); their rows stay, with no checksum:
+nothing can load or promote them.
 
 An index.db that is another program's SQLite file is refused (ConfigError) before
 anything is written to it.
@@ -309,8 +309,8 @@ class Registry:
         return serving[-1].id, previous.id
 
     def prune(self, keep: int) -> list[int]:
-        """Delete the model files of past versions (all but the candidates, the incumbent
-        and the version serving) but the ``keep`` newest; returns their ids.
+        """Delete the model files and details of past versions (all but the candidates, the
+        incumbent and the version serving) but the ``keep`` newest; returns their ids.
 
         A pruned version keeps its row, lineage and decisions; its checksum is emptied,
         so that loading it says so, and neither ``promote`` nor a rollback picks it.
@@ -324,6 +324,7 @@ class Registry:
                 "(SELECT id FROM past ORDER BY id DESC LIMIT ?) ORDER BY id", (keep,))]
             for vid in old:
                 db.execute("UPDATE versions SET sha256 = '' WHERE id = ?", (vid,))
+                db.execute("DELETE FROM details WHERE version = ?", (vid,))
                 db.execute("INSERT INTO decisions (version, status, reason, at) SELECT id, status, "
                            "?, ? FROM versions WHERE id = ?",
                            (f"{_PRUNED} (the registry keeps {keep} past versions)",
