@@ -14,7 +14,6 @@ import orjson
 import pytest
 
 import livelearn.replay
-
 from livelearn.demo import free_port
 from livelearn.ingest import ingest
 from livelearn.log.sqlite import SQLiteLog
