@@ -359,8 +359,10 @@ def test_old_model_files_are_pruned_and_never_served_again(tmp_path: Path) -> No
     assert registry.get(candidate.id).status == "candidate" and registry.file(candidate.id).exists()
 
 
-def test_the_gate_keeps_the_files_of_the_newest_versions_only(tmp_path: Path,
-                                                              log: SQLiteLog) -> None:
+def test_the_gate_keeps_the_files_and_details_of_the_newest_versions_only(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A version's details (~100 KB or more) went on filling index.db after its file was
+    pruned, one more with every version published, for as long as the trainer ran."""
     _samples(log, 6000)
     registry = Registry(tmp_path / "reg")
     trainer = Trainer(log, registry, SMALL)
@@ -374,25 +376,11 @@ def test_the_gate_keeps_the_files_of_the_newest_versions_only(tmp_path: Path,
     assert incumbent is not None and incumbent.id in kept
     past = [v.id for v in versions if v.status != "candidate" and v.id != incumbent.id]
     assert len(past) > 2 and kept == sorted(set(range(1, 8)) - set(past[:-2]))
-
-
-def test_the_index_keeps_the_details_of_the_versions_whose_files_it_keeps(
-        tmp_path: Path, log: SQLiteLog) -> None:
-    """A version's details (~100 KB or more) went on filling index.db after its file was
-    pruned, one more with every version published, for as long as the trainer ran."""
-    _samples(log, 12_000)
-    registry = Registry(tmp_path / "reg")
-    trainer = Trainer(log, registry, SMALL)
-    gate = Gate(log, registry, "clicked", tolerance=0.03, keep_versions=2)
-    while trainer.step(1000, final=True):
-        gate.step()
-    versions = registry.versions()
-    assert len(versions) == 13 and sum(v.pruned for v in versions) >= 8
     with sqlite3.connect(tmp_path / "reg" / "index.db") as db:
         detailed = [vid for (vid,) in db.execute("SELECT version FROM details ORDER BY version")]
-    assert detailed == [v.id for v in versions if not v.pruned]
+    assert detailed == kept
     resumed = Trainer(log, registry, SMALL)  # resumes from its newest version, as before
-    assert resumed.version == versions[-1] and resumed.samples == 12_000
+    assert resumed.version == versions[-1] and resumed.samples == 6000
 
 
 def test_finding_the_versions_of_a_status_does_not_read_every_version(tmp_path: Path
