@@ -11,10 +11,13 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
+import livelearn.replay
 from livelearn.demo import free_port
 from livelearn.ingest import ingest
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.prequential import PrequentialRecord
 from livelearn.registry import Registry
 from livelearn.replay import replay
 from test_ingest import PIPELINE, PIPELINE_FILE
@@ -46,6 +49,27 @@ def test_replay_then_live_goes_on_with_the_same_roles(tmp_path: Path) -> None:
     loop.drain(final=False)
     assert [s["ts"] for s in _samples(log)] == [T + 1000 * i for i in range(349)]
     assert loop.trainer.samples == 348
+
+
+def test_replay_then_live_keeps_no_record_of_the_samples_learned_live(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records: list[PrequentialRecord] = []
+
+    class Kept(PrequentialRecord):
+        def __init__(self, metric: str):
+            super().__init__(metric)
+            records.append(self)
+
+    monkeypatch.setattr(livelearn.replay, "PrequentialRecord", Kept)
+    log = SQLiteLog(tmp_path / "log.db")
+    report, loop = replay(log, Registry(tmp_path / "reg"), PIPELINE,
+                          [("ratings", str(_ratings(tmp_path / "a.jsonl", 0, 300)))],
+                          final=False)
+    for start in range(300, 3300, 500):  # live, as long as it runs
+        ingest(log, PIPELINE, "ratings", _ratings(tmp_path / f"{start}.jsonl", start, 500))
+        loop.drain(final=False)
+    assert loop.trainer.samples == 3298
+    assert len(records[0].arrays()[0]) == report["samples"] == 298
 
 
 def test_a_bounded_replay_publishes_all_it_learned_as_the_roles_apart_do(tmp_path: Path

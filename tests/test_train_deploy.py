@@ -277,6 +277,22 @@ def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
     assert "rolled back" in caplog.text
 
 
+def test_the_gate_keeps_the_live_samples_of_the_versions_served_lately_only(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02, live_window=200)
+    model = FTRL(bits=8)
+    for i in range(1, 41):  # 40 versions swapped in, each serving too little to judge
+        v = registry.publish(model, {"metric": "auc"}, parent=None)
+        registry.set_status(v.id, "approved", "by hand")
+        registry.mark_serving(v.id, T0 + i * 3_600_000)
+        _served(log, model, v.id, 50, seed=i)
+        assert gate.step() == []
+    assert sorted(gate._served) == [37, 38, 39, 40]
+    assert len(gate._unjudged) <= 4  # not one count per version it ever saw serving
+
+
 def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     for i in range(3):
@@ -343,8 +359,10 @@ def test_old_model_files_are_pruned_and_never_served_again(tmp_path: Path) -> No
     assert registry.get(candidate.id).status == "candidate" and registry.file(candidate.id).exists()
 
 
-def test_the_gate_keeps_the_files_of_the_newest_versions_only(tmp_path: Path,
-                                                              log: SQLiteLog) -> None:
+def test_the_gate_keeps_the_files_and_details_of_the_newest_versions_only(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A version's details (~100 KB or more) went on filling index.db after its file was
+    pruned, one more with every version published, for as long as the trainer ran."""
     _samples(log, 6000)
     registry = Registry(tmp_path / "reg")
     trainer = Trainer(log, registry, SMALL)
@@ -358,6 +376,49 @@ def test_the_gate_keeps_the_files_of_the_newest_versions_only(tmp_path: Path,
     assert incumbent is not None and incumbent.id in kept
     past = [v.id for v in versions if v.status != "candidate" and v.id != incumbent.id]
     assert len(past) > 2 and kept == sorted(set(range(1, 8)) - set(past[:-2]))
+    with sqlite3.connect(tmp_path / "reg" / "index.db") as db:
+        detailed = [vid for (vid,) in db.execute("SELECT version FROM details ORDER BY version")]
+    assert detailed == kept
+    resumed = Trainer(log, registry, SMALL)  # resumes from its newest version, as before
+    assert resumed.version == versions[-1] and resumed.samples == 6000
+
+
+def test_finding_the_versions_of_a_status_does_not_read_every_version(tmp_path: Path
+                                                                      ) -> None:
+    """What the gate asks at every step (the candidates, the version serving, the one that
+    served before it) read the whole index: O(versions), ~50 ms a step at 100,000."""
+    registry = Registry(tmp_path)
+    for i in range(3):  # v1 and v2 served in turn, v3 serves, then a candidate
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i)
+    registry.publish(FTRL(bits=8), {"samples": 3}, parent=3)
+
+    def steps() -> list[int]:
+        """SQLite's VM steps (in thousands) of each query the gate makes at a step."""
+        db, counted = registry._db(), [0]
+
+        def count() -> int:
+            counted[0] += 1
+            return 0
+
+        out = []
+        db.set_progress_handler(count, 1000)
+        for ask in (lambda: registry.versions("candidate"), lambda: registry.versions("serving"),
+                    lambda: registry.previous_served(registry.get(3)), registry.incumbent):
+            counted[0] = 0
+            ask()
+            out.append(counted[0])
+        db.set_progress_handler(None, 1000)
+        return out
+
+    few = steps()
+    with sqlite3.connect(tmp_path / "index.db") as db:  # 20,000 older versions, long retired
+        db.executemany("INSERT INTO versions SELECT id - ?, NULL, 'retired', created, meta, "
+                       "serving_since_ts - ?, '' FROM versions WHERE id = 1",
+                       [(i, i) for i in range(1, 20_001)])
+    assert len(registry.statuses()) == 20_004
+    assert steps() == few
 
 
 def test_a_version_rolled_back_while_loading_is_not_marked_serving(tmp_path: Path) -> None:

@@ -36,7 +36,9 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
            ) -> tuple[dict[str, Any], Loop]:
     """Ingest ``sources`` ((stream, file) pairs, in order, impressions last) and learn.
 
-    Returns the report and the loop, whose roles can go on with live events.
+    Returns the report and the loop, whose roles can go on with live events; the
+    loop no longer records what it learns (the report is made: a loop that went on
+    for months would hold a score and a label of every sample).
     """
     started = time.perf_counter()
     loop = Loop(log, registry, pipeline, data_dir)
@@ -46,6 +48,7 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
     ingested = {f"{s}={f}": ingest(log, pipeline, s, f, data_dir=data_dir)
                 for s, f in sorted(sources, key=lambda source: source[0] == PREDICTIONS)}
     loop.drain(final=final)
+    loop.on_trained = None
     seconds = time.perf_counter() - started
     events = sum(i.events for i in ingested.values())
     report = {"pipeline": pipeline.name, **record.summary(bucket_ms), "events": events,

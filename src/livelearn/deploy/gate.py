@@ -229,6 +229,8 @@ class Gate:
                 self._cursor[(topic, partition)] = record.offset + 1
         for old in sorted(self._served)[:-4]:  # keep the versions served lately
             del self._served[old]
+        for old in self._unjudged.keys() - self._served.keys():  # and only their counts
+            del self._unjudged[old]
 
     def judge(self, candidate: Version) -> Decision:
         incumbent, model = self._incumbent()

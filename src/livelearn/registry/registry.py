@@ -8,7 +8,8 @@ raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
 gate's window of scores: ~100 KB a version) are the version's ``details``, kept
 in a table of their own and read one version at a time, so that listing
-versions stays cheap however many there are. Status moves
+versions stays cheap however many there are; the index finds the versions of a
+status (the candidates, the one serving) without reading the others. Status moves
 candidate -> approved | rejected, approved -> serving -> retired; a rollback
 puts a retired version back to approved. With a canary (Policies.canary_share),
 candidate -> canary -> approved | rejected: a canary serves a share of the users
@@ -16,9 +17,9 @@ beside the incumbent, and is not the incumbent; a candidate left waiting behind
 a newer one is retired unjudged. Every change is logged as a decision
 with its reason. ``promote`` and ``rollback`` check the target's file first, and
 change every status they change in one transaction. ``prune`` deletes the model
-files of all but the newest past versions (a version is past unless it is a
-candidate, the incumbent or serving); their rows stay, with no checksum: nothing
-can load or promote them.
+files and details of all but the newest past versions (a version is past unless
+it is a candidate, the incumbent or serving); their rows stay, with no checksum:
+nothing can load or promote them.
 
 An index.db that is another program's SQLite file is refused (ConfigError) before
 anything is written to it.
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
     owner TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS versions_by_status ON versions (status, serving_since_ts);
 """
 
 
@@ -316,8 +318,8 @@ class Registry:
         return serving[-1].id, previous.id
 
     def prune(self, keep: int) -> list[int]:
-        """Delete the model files of past versions (all but the candidates, the incumbent
-        and the version serving) but the ``keep`` newest; returns their ids.
+        """Delete the model files and details of past versions (all but the candidates, the
+        incumbent and the version serving) but the ``keep`` newest; returns their ids.
 
         A pruned version keeps its row, lineage and decisions; its checksum is emptied,
         so that loading it says so, and neither ``promote`` nor a rollback picks it.
@@ -331,6 +333,7 @@ class Registry:
                 "(SELECT id FROM past ORDER BY id DESC LIMIT ?) ORDER BY id", (keep,))]
             for vid in old:
                 db.execute("UPDATE versions SET sha256 = '' WHERE id = ?", (vid,))
+                db.execute("DELETE FROM details WHERE version = ?", (vid,))
                 db.execute("INSERT INTO decisions (version, status, reason, at) SELECT id, status, "
                            "?, ? FROM versions WHERE id = ?",
                            (f"{_PRUNED} (the registry keeps {keep} past versions)",
