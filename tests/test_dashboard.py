@@ -163,7 +163,7 @@ def test_the_table_holds_the_newest_versions_and_says_how_many_are_hidden(
         data = _data(http)["data"]
     assert [v["version"] for v in data["versions"]] == list(range(MAX_ROWS + 7, 7, -1))
     assert (data["versions_total"], data["versions_hidden"]) == (MAX_ROWS + 7, 7)
-    assert len(data["metric_by_version"]["version"]) == MAX_ROWS + 7  # the chart: all
+    assert len(data["metric_by_version"]["version"]) == MAX_ROWS + 7  # the chart: all here
     assert f"7 older versions not shown (the newest {MAX_ROWS} of {MAX_ROWS + 7} are)" in page
     assert '<p class="big">v3</p>' in page
 
@@ -210,3 +210,19 @@ def test_a_verdict_is_the_last_approval_or_rejection_not_a_pruning_note(tmp_path
     assert {v: d["reason"] for v, d in verdicts.items()} == {
         first: "no version approved yet", second: "rolled back: live auc fell"}
     assert set(registry.verdicts(since=second)) == {second}
+
+
+def test_the_chart_holds_the_newest_versions_however_many_there_are(
+        tmp_path: Path, log: SQLiteLog, tables: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll reads a bounded number of versions: the loop publishes for months."""
+    import livelearn.ui.dashboard as dashboard
+
+    monkeypatch.setattr(dashboard, "MAX_CHART", 12)
+    registry = Registry(tmp_path / "registry")
+    for i in range(20):
+        _publish(registry, 100 * (i + 1), 0.6 + i / 1000)
+    app = create_app(PIPELINE, log, registry, tables)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+        data = _data(http)["data"]
+    assert data["metric_by_version"]["version"] == list(range(9, 21))
+    assert (data["versions_total"], len(data["versions"])) == (20, 12)

@@ -247,6 +247,15 @@ class Registry:
             raise Corrupt(f"model file {path} of v{version} is damaged or missing "
                           f"(SHA-256 does not match the registry)")
 
+    def newest(self, n: int) -> list[Version]:
+        """The ``n`` newest versions, newest first (a few rows, however many there are)."""
+        rows = self._db().execute("SELECT * FROM versions ORDER BY id DESC LIMIT ?", (n,))
+        return [_version(r) for r in rows]
+
+    def count(self) -> int:
+        """How many versions were published."""
+        return int(self._db().execute("SELECT COUNT(*) FROM versions").fetchone()[0])
+
     def versions(self, status: str | None = None) -> list[Version]:
         """Versions in publication order, optionally only those with one status."""
         if status is not None and status not in STATUSES:

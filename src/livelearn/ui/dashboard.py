@@ -4,10 +4,11 @@ GET /dashboard is one self-contained HTML page (inline CSS and a small inline
 script; nothing is fetched from elsewhere) with five sections: the version this
 server serves and since when; its counters (predictions logged, feedback events
 accepted and rejected, model swaps, responses of /predict and /feedback by HTTP
-status); the dead letters of the log by reason; a chart of every version's
-metric; and the newest ``MAX_ROWS`` versions with their status, samples learned,
-metric, creation time, serving time and the last verdict on them (approved or
-rejected, by the gate, a rollback or by hand) with its reason.
+status); the dead letters of the log by reason; a chart of the newest
+``MAX_CHART`` versions' metric; and the newest ``MAX_ROWS`` versions with their
+status, samples learned, metric, creation time, serving time and the last
+verdict on them (approved, rejected or a canary, by the gate, a rollback or by
+hand) with its reason.
 
 Every ``POLL_S`` seconds the page's script fetches GET /dashboard/data and puts
 the sections it holds in place of its own. That answer is the facts as JSON
@@ -15,10 +16,11 @@ the sections it holds in place of its own. That answer is the facts as JSON
 draws the page, loaded or refreshed, and it escapes every string it puts in
 HTML (reasons and names come from users' pipelines). GET / redirects here.
 
-A poll is cheap: it reads the registry's index (versions and verdicts, no
-model file) and only the dead letters appended since the last poll, at most
-``DEAD_LETTERS_PER_POLL`` (a longer backlog is counted over several polls, and
-the page says so); never the rest of the log. Times on the page are UTC:
+A poll is cheap: it reads the registry's index (the newest versions and their
+verdicts, no model file, however many versions there are) and only the dead
+letters appended since the last poll, at most ``DEAD_LETTERS_PER_POLL`` (a
+longer backlog is counted over several polls, and the page says so); never the
+rest of the log. Times on the page are UTC:
 "created" and "swapped in" are wall-clock times, "serving since" and the event
 clock are event times.
 """
@@ -43,8 +45,10 @@ from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS
 from livelearn.ui.report import Chart, page_head, render_figure
 
-#: Most versions listed in the table (the newest); the chart shows them all.
+#: Most versions listed in the table (the newest).
 MAX_ROWS = 50
+#: Most versions in the chart (the newest): six weeks of hourly versions.
+MAX_CHART = 1000
 #: Seconds between two polls of the page.
 POLL_S = 3.0
 #: Most dead letters read by one poll.
@@ -142,8 +146,8 @@ def mount_dashboard(app: FastAPI, title: str, registry: Registry, log: Log,
 def dashboard_data(registry: Registry, server: ServerState, dead: DeadLetterCounts
                    ) -> dict[str, Any]:
     """The facts the page shows, as JSON-ready values (versions newest first)."""
-    versions = registry.versions()
-    newest = versions[::-1][:MAX_ROWS]
+    charted = registry.newest(MAX_CHART)
+    versions, newest, total = charted[::-1], charted[:MAX_ROWS], registry.count()
     verdicts = registry.verdicts(since=newest[-1].id) if newest else {}
     serving = next((v for v in newest if v.id == server.version), None)
     if serving is None and server.version is not None:
@@ -158,8 +162,8 @@ def dashboard_data(registry: Registry, server: ServerState, dead: DeadLetterCoun
         "dead_letters": {"counts": dict(sorted(dead.counts.items())), "read": dead.read,
                          "behind": dead.behind},
         "versions": [_row(v, verdicts.get(v.id)) for v in newest],
-        "versions_total": len(versions),
-        "versions_hidden": len(versions) - len(newest),
+        "versions_total": total,
+        "versions_hidden": total - len(newest),
         "metric_by_version": {
             "metric": versions[-1].meta.get("metric") if versions else None,
             "version": [v.id for v in versions],
