@@ -56,6 +56,25 @@ def _version(registry: Registry, parent: int | None) -> int:
     return version
 
 
+def test_each_version_loaded_is_warmed_before_it_serves_and_a_failed_warm_up_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry, warmed = Registry(tmp_path), []
+
+    def warm(learner: Learner) -> None:
+        warmed.append(learner)
+        if len(warmed) == 2:
+            raise ValueError("no bias")
+
+    holder = ModelHolder(registry, warm=warm)
+    _version(registry, None)
+    assert holder.refresh() and warmed == [holder.current()[1]]
+    with caplog.at_level(logging.WARNING, logger="livelearn.serve"):
+        _version(registry, 1)
+        assert holder.refresh() and holder.version == 2 and warmed[1] is holder.current()[1]
+    assert [r.getMessage() for r in caplog.records] == [
+        "v2 failed to score an empty row: ValueError: no bias"]
+
+
 def test_a_version_that_cannot_be_loaded_is_skipped_and_the_served_one_stays(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     registry = Registry(tmp_path)

@@ -118,7 +118,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                         time.perf_counter() - started)
 
     tables = ServedTables(store, pipeline.users, pipeline.items, data_dir, recount=count_logged)
-    holder = ModelHolder(registry, poll_s, pipeline.policies.canary_share)
+    holder = ModelHolder(registry, poll_s, pipeline.policies.canary_share,
+                         warm=lambda model: model.predict(pipeline.hash_rows([{}], model.bits)))
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
     counts: Counter[str] = Counter()
     responses: Responses = Counter()

@@ -5,7 +5,9 @@ and scores every candidate with that pair, so a response never mixes versions;
 a swap loads the new version completely first, then replaces the reference in
 one assignment. No lock is held while requests score.
 
-Loading and recording happen on the poll thread, never on a request's path. A
+Loading and recording happen on the poll thread, never on a request's path; a
+loaded learner is warmed (``warm``: the server scores one empty row with it, so
+the first request does not wait for numba to compile its kernels). A
 version whose file cannot be loaded is skipped (logged once, with the reason)
 and the one served goes on serving until a newer version is approved. Recording
 a swap in the Registry (``mark_serving``) is retried on the next poll if it
@@ -25,6 +27,7 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Callable
 
 from livelearn.errors import LivelearnError, Unavailable
 from livelearn.models.base import Learner
@@ -43,8 +46,10 @@ class ModelHolder:
     """Serves the Registry's incumbent version, polling for a new one every ``poll_s``, and
     its canary to ``canary_share`` of the users."""
 
-    def __init__(self, registry: Registry, poll_s: float = 0.1, canary_share: float = 0.0):
+    def __init__(self, registry: Registry, poll_s: float = 0.1, canary_share: float = 0.0,
+                 warm: Callable[[Learner], object] | None = None):
         self.registry, self.poll_s, self.canary_share = registry, poll_s, canary_share
+        self._warm = warm
         self._current: tuple[int, Learner] | None = None
         self._canary: tuple[int, Learner] | None = None
         self._broken_canary: int | None = None  # the canary last found unloadable
@@ -108,7 +113,7 @@ class ModelHolder:
             self._canary = None
         elif canary.id not in (self.canary, self._broken_canary):
             try:
-                self._canary = (canary.id, self.registry.load(canary.id))
+                self._canary = (canary.id, self._load(canary.id))
             except LivelearnError as e:
                 self._broken_canary = canary.id
                 log.error("could not load canary v%d: %s; v%s scores every user", canary.id,
@@ -120,7 +125,7 @@ class ModelHolder:
         held = self._canary  # an approved canary is swapped in as it was loaded
         try:
             learner = held[1] if held is not None and held[0] == version else \
-                self.registry.load(version)
+                self._load(version)
         except LivelearnError as e:
             self._broken = version
             if self._current is None:  # nothing to fall back on
@@ -135,6 +140,18 @@ class ModelHolder:
         self.swapped_at = time.time()
         log.info("serving v%d", version)
         return True
+
+    def _load(self, version: int) -> Learner:
+        """Version ``version``'s learner, loaded and warmed. A warm-up that fails is
+        logged; the requests it scores say what is wrong (a 500 naming it)."""
+        learner = self.registry.load(version)
+        if self._warm is not None:
+            try:
+                self._warm(learner)
+            except Exception as e:  # noqa: BLE001 - the learner is the user's
+                log.warning("v%d failed to score an empty row: %s: %s", version,
+                            type(e).__name__, e)
+        return learner
 
     def _mark(self) -> None:
         """Record in the Registry the version served, unless it is recorded already.
