@@ -19,7 +19,14 @@ from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.errors import BadInput, ConfigError
 from livelearn.features.hashing import hash_rows
-from livelearn.features.transforms import Bucketized, Categorical, Cross, FeatureSet, Numeric
+from livelearn.features.transforms import (
+    Bucketized,
+    Categorical,
+    Cross,
+    FeatureSet,
+    Numeric,
+    Text,
+)
 from livelearn.join.runner import JoinRunner
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.ffm import FFMClassifier
@@ -33,9 +40,10 @@ from livelearn.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSFORMS = FeatureSet([Categorical("country"), Categorical("topic"), Categorical("post_age_h"),
-                         Cross("country", "topic"), Cross("user", "topic")])
+                         Cross("country", "topic"), Cross("user", "topic"),
+                         Text("user_x_topic", ngrams=2)])
 DECLARED = replace(PIPELINE, transforms=TRANSFORMS,
-                   learner=lambda: FFMClassifier(bits=14, n_fields=6, k=4),
+                   learner=lambda: FFMClassifier(bits=14, n_fields=7, k=4),
                    policies=Policies(publish_every_samples=10**9, publish_every_ms=10**15,
                                      gate_tolerance=1.0))
 
@@ -143,7 +151,7 @@ def test_transforms_that_cannot_work_fail_when_the_pipeline_is_built(
         Bucketized("age_h", (6.0, 1.0))
     too_few = replace(DECLARED, learner=lambda: FFMClassifier(bits=14, n_fields=4))
     log.create_topic(SAMPLES)
-    with pytest.raises(ConfigError, match="n_fields=4, but the transforms make 6 fields"):
+    with pytest.raises(ConfigError, match="n_fields=4, but the transforms make 7 fields"):
         Trainer(log, Registry(tmp_path / "registry"), too_few)
 
 

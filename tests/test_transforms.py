@@ -18,6 +18,7 @@ from livelearn.features.transforms import (
     Cross,
     FeatureSet,
     Numeric,
+    Text,
     cross_hash,
 )
 
@@ -84,9 +85,9 @@ FEATURES = FeatureSet([Categorical("a"), Numeric("b", 0.5), Bucketized("b", (0.1
                        Cross("a", "c"), Categorical("c"), Numeric("d"), Cross("a", "c", "e")])
 
 
-def valid(row: dict[str, Any]) -> bool:
+def valid(row: dict[str, Any], features: FeatureSet = FEATURES) -> bool:
     try:
-        FEATURES.hash_rows_python([row], 18)
+        features.hash_rows_python([row], 18)
     except BadInput:
         return False
     return True
@@ -144,3 +145,48 @@ def test_wrong_values_and_declarations_are_named() -> None:
         Bucketized("x", (2.0, 1.0))
     with pytest.raises(ConfigError, match="two or more"):
         Cross("x")
+
+
+TEXTS = FeatureSet([Categorical("a"), Text("t", ngrams=2), Numeric("b"), Text("a"),
+                    Cross("a", "c")])
+WORDS = ["Red", "car", "RED", "é", "日本", "a_b", "x-y", "!", "  ", "\n", "😀", "42"]
+
+
+def test_text_features_match_their_definition() -> None:
+    rng = random.Random(3)
+    rows: list[dict[str, Any]] = []
+    for row in random_rows(3000, 3):
+        if rng.random() < 0.7:
+            row["t"] = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(0, 9)))
+        if not isinstance(row.get("a"), str):
+            row.pop("a", None)
+        rows.append(row)
+    rows = [r for r in rows if valid(r, TEXTS)]
+    assert len(rows) > 500
+    assert same(TEXTS.hash_rows(rows, 18), TEXTS.hash_rows_python(rows, 18))
+    pairs: list[Any] = [(r, 1) for r in rows]
+    pairs[5] = (MappingProxyType(rows[5]), 1)  # not a dict: the kernel leaves it to Python
+    batch, y = TEXTS.hash_pairs(pairs, 18)
+    assert same(batch, TEXTS.hash_rows_python(rows, 18)) and y.tolist() == [1.0] * len(rows)
+    alone = FeatureSet([Text("t")])
+    assert same(alone.hash_rows(rows, 18), alone.hash_rows_python(rows, 18))
+
+
+def test_a_text_is_its_distinct_words_and_ngrams_of_equal_weight() -> None:
+    batch = FeatureSet([Categorical("u"), Text("title", ngrams=2)]).hash_rows(
+        [{"title": "Red car, red!", "u": "x"}, {"title": "  "}, {}], 18)
+    tokens = ["title~red", "title~car", "title~red car", "title~car red"]
+    assert batch.indices.tolist() == [bucket(t, 18) for t in ["__bias__", "u=x", *tokens,
+                                                              "__bias__", "__bias__"]]
+    assert batch.values.tolist() == [1.0, 1.0, *[0.5] * 4, 1.0, 1.0]
+    assert batch.fields is not None and batch.fields.tolist() == [0, 1, 2, 2, 2, 2, 0, 0]
+    assert FeatureSet([Text("t")]).n_fields == 2
+
+
+def test_text_takes_only_strings() -> None:
+    with pytest.raises(BadInput, match="feature 'title': Text takes a string, got int 3"):
+        FeatureSet([Text("title")]).hash_rows([{"title": "ok"}, {"title": 3}], 16)
+    with pytest.raises(ConfigError, match=r"Text\('t'\): ngrams must be 1, 2 or 3, got 4"):
+        Text("t", ngrams=4)
+    with pytest.raises(ConfigError, match="is not a transform; expected .*Text"):
+        FeatureSet(["title"])  # type: ignore[list-item]

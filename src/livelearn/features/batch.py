@@ -31,6 +31,18 @@ class SparseBatch:
         return SparseBatch(self.indices[lo:hi], self.values[lo:hi],
                            self.offsets[start:stop + 1] - lo, fields)
 
+    def merge(self, other: SparseBatch) -> SparseBatch:
+        """Each row joined with ``other``'s row of the same number, its features in
+        field order (this batch's first where fields are equal). Both have fields."""
+        assert self.fields is not None and other.fields is not None
+        rows = np.concatenate([np.repeat(np.arange(len(self)), np.diff(self.offsets)),
+                               np.repeat(np.arange(len(other)), np.diff(other.offsets))])
+        fields = np.concatenate([self.fields, other.fields])
+        order = np.lexsort((fields, rows))
+        return SparseBatch(np.concatenate([self.indices, other.indices])[order],
+                           np.concatenate([self.values, other.values])[order],
+                           self.offsets + other.offsets, fields[order])
+
     def replace_rows(self, rows: list[int], fixed: SparseBatch) -> SparseBatch:
         """This batch with ``rows`` (increasing) replaced by the rows of ``fixed``, in order."""
         lengths = np.diff(self.offsets)

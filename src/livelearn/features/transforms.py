@@ -9,7 +9,9 @@ in declaration order (the n-th transform is field n, for field-aware models):
 - ``Bucketized(name, boundaries)``: one-hot, the bucket of ``"name@i"`` where i
   counts the boundaries <= value (so bucket 0 is below the first boundary);
 - ``Cross(a, b, ...)``: one-hot, a bucket mixed from the buckets of ``"a=value"``,
-  ``"b=value"``, ... (categorical values; absent if any is absent).
+  ``"b=value"``, ... (categorical values; absent if any is absent);
+- ``Text(name, ngrams=1)``: a string as the bag of its words, the buckets of
+  ``"name~word"``, all in the transform's one field (see ``Text``).
 
 A name missing from a row, or None, or NaN for a number, leaves its feature out.
 Categorical and Numeric hash exactly as ``hashing.hash_rows`` does, so a
@@ -27,9 +29,12 @@ FeatureSet of a row's names in their order gives hash_rows's batch, plus fields.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
+import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +93,34 @@ class Cross:
         object.__setattr__(self, "names", tuple(names))
 
 
-Transform = Categorical | Numeric | Bucketized | Cross
+@dataclass(frozen=True)
+class Text:
+    """A string as the bag of its words: one bucket per distinct word, ``"name~word"``.
+
+    Words are the runs of letters, digits and ``_`` of the lower-cased string;
+    ``ngrams=2`` adds each pair of neighbouring words (``"name~red car"``), 3 the
+    triples too. Each of a text's k tokens has the value 1/sqrt(k), so a long text
+    weighs no more than a short one. A factorization machine learns a factor
+    vector per word: the words' embeddings, of which a text's is their scaled sum.
+
+    >>> batch = FeatureSet([Text("title")]).hash_rows([{"title": "Red car, red!"}], bits=18)
+    >>> batch.fields.tolist(), [round(v, 3) for v in batch.values.tolist()]
+    ([0, 1, 1], [1.0, 0.707, 0.707])
+    """
+
+    name: str
+    ngrams: int = 1
+
+    def __post_init__(self) -> None:
+        if type(self.ngrams) is not int or not 1 <= self.ngrams <= 3:
+            raise ConfigError(f"Text({self.name!r}): ngrams must be 1, 2 or 3, "
+                              f"got {self.ngrams!r}")
+
+
+Transform = Categorical | Numeric | Bucketized | Cross | Text
+_KINDS = "Categorical, Numeric, Bucketized, Cross or Text"
+_WORD = re.compile(r"\w+")
+_REMEMBERED = 500  # texts up to this length have their tokens remembered (_tokens)
 
 
 def cross_hash(tokens: Iterable[int]) -> int:
@@ -111,17 +143,22 @@ class FeatureSet:
 
     def __init__(self, transforms: Sequence[Transform]):
         if isinstance(transforms, str) or not isinstance(transforms, Iterable):
-            raise ConfigError(f"FeatureSet({transforms!r}): expected a list of Categorical, "
-                              f"Numeric, Bucketized and Cross")
+            raise ConfigError(f"FeatureSet({transforms!r}): expected a list of transforms "
+                              f"({_KINDS})")
         self.transforms = tuple(transforms)
         for t in self.transforms:
-            if not isinstance(t, Categorical | Numeric | Bucketized | Cross):
-                raise ConfigError(f"FeatureSet: {t!r} is not a transform; expected "
-                                  f"Categorical, Numeric, Bucketized or Cross")
+            if not isinstance(t, Transform):
+                raise ConfigError(f"FeatureSet: {t!r} is not a transform; expected {_KINDS}")
         self.n_fields = len(self.transforms) + 1
-        self._plan = _Plan(self.transforms)
+        # the kernel assembles every field but the texts, which Python adds (_with_texts)
+        self._texts = [(f, t) for f, t in enumerate(self.transforms, 1) if isinstance(t, Text)]
+        self._plan = _Plan([t for t in self.transforms if not isinstance(t, Text)])
+        self._kernel_fields = np.array(
+            [0] + [f for f, t in enumerate(self.transforms, 1) if not isinstance(t, Text)],
+            dtype=np.int32)
         #: The feature names the transforms read, each once, in declaration order.
-        self.names: tuple[str, ...] = tuple(self._plan.names)
+        self.names: tuple[str, ...] = tuple(dict.fromkeys(
+            n for t in self.transforms for n in _names(t)))
 
     @classmethod
     def infer(cls, row: Features) -> FeatureSet:
@@ -152,6 +189,8 @@ class FeatureSet:
         idx, val, fld, off, labels, redo, n_redo = _batch(  # type: ignore[call-arg]
             *sc.arguments(seq, pairs), *plan.arrays, plan.bias, (1 << bits) - 1)
         batch = SparseBatch(idx, val, off, fld)
+        if self._texts:
+            batch = self._with_texts(batch, items, pairs, bits)
         if n_redo:
             again = np.flatnonzero(redo).tolist()
             fixed, fixed_labels = self._hash_python([items[r] for r in again], bits, pairs,
@@ -159,6 +198,20 @@ class FeatureSet:
             batch = batch.replace_rows(again, fixed)
             labels[again] = fixed_labels
         return batch, labels
+
+    def _with_texts(self, batch: SparseBatch, items: Sequence[Any], pairs: bool,
+                    bits: int) -> SparseBatch:
+        """The kernel's ``batch`` (every field but the texts, numbered 1, 2, ...) with the
+        declared fields and the texts' tokens added in their places. A row the kernel
+        must redo gets whatever its text gives: ``_hash`` replaces it whole."""
+        rows = (item[0] if pairs and isinstance(item, tuple) and len(item) == 2 else item
+                for item in items)
+        texts = _batch_of(([x for f, t in self._texts for x in _text_features(f, t, row)]
+                           if isinstance(row, Mapping) else [] for row in rows), bits)
+        assert batch.fields is not None
+        fields = SparseBatch(batch.indices, batch.values, batch.offsets,
+                             self._kernel_fields[batch.fields])
+        return fields.merge(texts)
 
     def _hash_python(self, items: Sequence[Any], bits: int, pairs: bool,
                      numbers: Sequence[int] | None = None) -> tuple[SparseBatch, np.ndarray]:
@@ -170,39 +223,47 @@ class FeatureSet:
 
     def hash_rows_python(self, rows: Sequence[Features], bits: int) -> SparseBatch:
         """The definition, in plain Python, that ``hash_rows`` reproduces."""
-        mask = (1 << bits) - 1
-        idx: list[int] = []
-        val: list[float] = []
-        fld: list[int] = []
-        off = [0]
-        for row in rows:
-            for f, (h, v) in enumerate(self._row(row)):
-                if h is not None:
-                    idx.append(h & mask)
-                    val.append(v)
-                    fld.append(f)
-            off.append(len(idx))
-        return SparseBatch(np.array(idx, dtype=np.int64), np.array(val, dtype=np.float64),
-                           np.array(off, dtype=np.int64), np.array(fld, dtype=np.int32))
+        return _batch_of((self._row(row) for row in rows), bits)
 
-    def _row(self, row: Features) -> list[tuple[int | None, float]]:
-        out: list[tuple[int | None, float]] = [(_crc(BIAS), 1.0)]
-        for t in self.transforms:
-            if isinstance(t, Categorical):
-                out.append((_token(row, t.name), 1.0))
+    def _row(self, row: Features) -> list[tuple[int, int, float]]:
+        """(field, token, value) of each feature of ``row``, in field order."""
+        out: list[tuple[int, int, float]] = [(0, _crc(BIAS), 1.0)]
+        for f, t in enumerate(self.transforms, 1):
+            h: int | None = None
+            v = 1.0
+            if isinstance(t, Text):
+                out.extend(_text_features(f, t, row))
+            elif isinstance(t, Categorical):
+                h = _token(row, t.name)
             elif isinstance(t, Cross):
                 parts = [_token(row, name) for name in t.names]
-                out.append((None if None in parts else cross_hash(parts), 1.0))  # type: ignore[arg-type]
+                h = None if None in parts else cross_hash(parts)  # type: ignore[arg-type]
+            elif (x := _number(row, t.name)) is None:
+                pass
+            elif isinstance(t, Numeric):
+                h, v = _crc(t.name), x * t.scale
             else:
-                x = _number(row, t.name)
-                if x is None:
-                    out.append((None, 0.0))
-                elif isinstance(t, Numeric):
-                    out.append((_crc(t.name), x * t.scale))
-                else:
-                    i = int(np.searchsorted(np.array(t.boundaries), x, side="right"))
-                    out.append((_crc(f"{t.name}@{i}"), 1.0))
+                h = _crc(f"{t.name}@{bisect.bisect_right(t.boundaries, x)}")
+            if h is not None:
+                out.append((f, h, v))
         return out
+
+
+def _batch_of(rows: Iterable[list[tuple[int, int, float]]], bits: int) -> SparseBatch:
+    """The batch of rows of (field, token, value), each token masked to ``bits``."""
+    mask = (1 << bits) - 1
+    idx: list[int] = []
+    val: list[float] = []
+    fld: list[int] = []
+    off = [0]
+    for row in rows:
+        for f, h, v in row:
+            idx.append(h & mask)
+            val.append(v)
+            fld.append(f)
+        off.append(len(idx))
+    return SparseBatch(np.array(idx, dtype=np.int64), np.array(val, dtype=np.float64),
+                       np.array(off, dtype=np.int64), np.array(fld, dtype=np.int32))
 
 
 def _split_pairs(items: Sequence[Any], numbers: Sequence[int]) -> tuple[list[Any], np.ndarray]:
@@ -230,6 +291,33 @@ def _token(row: Features, name: str) -> int | None:
         raise BadInput(f"feature {name!r}: categorical values must be str, bool or int, "
                        f"got {type(v).__name__} {v!r}")
     return _crc(f"{name}={v}")
+
+
+def _text_features(field: int, t: Text, row: Features) -> list[tuple[int, int, float]]:
+    """(field, token, value) of the tokens of text ``t`` in ``row``."""
+    tokens = _text_tokens(row, t)
+    return [(field, token, 1.0 / math.sqrt(len(tokens))) for token in tokens]
+
+
+def _text_tokens(row: Features, t: Text) -> list[int]:
+    """The full CRC-32s of the distinct ``"name~word"`` (and n-gram) tokens, in order."""
+    text = row.get(t.name)
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    if not isinstance(text, str):
+        raise BadInput(f"feature {t.name!r}: Text takes a string, got "
+                       f"{type(text).__name__} {text!r}")
+    return _tokens(t, text) if len(text) <= _REMEMBERED else _tokens.__wrapped__(t, text)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _tokens(t: Text, text: str) -> list[int]:
+    """``_text_tokens`` of one text, remembered if short: an item's title recurs in
+    every sample of the item. The list is shared; it is read, never changed."""
+    words = _WORD.findall(text.lower())
+    grams = [" ".join(words[i:i + n]) for n in range(1, t.ngrams + 1)
+             for i in range(len(words) - n + 1)]
+    return [_crc(f"{t.name}~{g}") for g in dict.fromkeys(grams)]
 
 
 def _number(row: Features, name: str) -> float | None:
