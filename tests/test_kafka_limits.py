@@ -4,13 +4,16 @@ topic takes (max.message.bytes), topics made by hand with the wrong settings."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from livelearn import spec
@@ -66,6 +69,29 @@ def test_records_deleted_before_a_joiner_read_them_stop_it_naming_what_was_lost(
     # a new group has nothing to lose: it starts where the topic starts now
     fresh = JoinRunner(kafka, PIPELINE, group="fresh", idle_after_s=0)
     assert fresh.step(100) == 3
+
+
+
+def test_a_flink_join_whose_unread_records_were_deleted_stops_before_its_job_starts(
+        kafka: KafkaLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flink's Kafka source went on from where the topic starts, skipping them without a
+    word. The check runs before any job is submitted: no Flink needed."""
+    _predictions(kafka, 0, 10)
+    group = Consumer({"bootstrap.servers": kafka.bootstrap,
+                      "group.id": kafka.prefix + "livelearn-flink-join"})
+    group.commit(offsets=[TopicPartition(kafka.prefix + PREDICTIONS, 0, 4)], asynchronous=False)
+    group.close()
+    _delete_before(kafka, PREDICTIONS, 7)
+    monkeypatch.setenv("LIVELEARN_FLINK_JAR", str(tmp_path / "connector.jar"))
+    (tmp_path / "connector.jar").write_bytes(b"")  # found, never used: no job starts
+    command = [sys.executable, "-m", "livelearn", "join", "livelearn.sim.pipeline:PIPELINE",
+               "--log", f"kafka://{kafka.bootstrap}?prefix={kafka.prefix}", "--engine", "flink",
+               "--checkpoints", str(tmp_path / "checkpoints")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert re.match(r"livelearn: group 'livelearn-flink-join' stops: kafka://.*: up to 3 "
+                    r"record\(s\) of topic 'predictions' partition 0 \(offsets 4 to 6\) were "
+                    r"deleted before they were read", done.stderr), done.stderr
 
 
 #: Its samples hold the movie twice: an event that fits its topic makes a sample that may not.

@@ -49,6 +49,10 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   that are in time give the same samples; records the embedded joiner calls late may
   join or make samples instead. Samples are placed by Kafka's default partitioner, not
   ``partition_for``. With one partition per topic (the default) none of this arises.
+- Retention: an unbounded job whose consumer group's next records were deleted before
+  it read them is refused before it starts (Lost, as the embedded joiner stops), but
+  records deleted while it runs, before it reads them, are skipped: Flink's Kafka
+  source goes on from where the topic starts.
 - Order: samples come in window-end order, ties in any order (embedded: (t + W,
   request_id)).
 - Bounded runs (``until idle``) read every topic from its start to where it ended
@@ -92,6 +96,8 @@ from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
 
+#: The Kafka consumer group of an unbounded job (after the log's prefix).
+_GROUP = "livelearn-flink-join"
 #: The session gap that closes a prediction's window one millisecond after its rowtime.
 _SESSION_GAP = "INTERVAL '0.002' SECOND"
 _ROOT = Path(__file__).resolve().parents[3]
@@ -159,7 +165,7 @@ class _Kafka:
 
 
 def build_job(pipeline: Pipeline, log_url: str, bounded: bool = True,
-              jar: str | Path | None = None, group: str = "livelearn-flink-join") -> FlinkJob:
+              jar: str | Path | None = None, group: str = _GROUP) -> FlinkJob:
     """The Flink SQL job of a pipeline's feedback join over the Kafka log ``log_url``."""
     join = _feedback_join(pipeline)
     labels = declared(join.label)
@@ -536,7 +542,7 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
                               "bounded one reads the topics from their start every time)")
         extra |= checkpoint_config(Path(checkpoints), pipeline)
     job = FlinkJob(job.config | extra, job.tables, job.inserts)
-    _create_topics(pipeline, log_url)
+    _prepare_topics(pipeline, log_url, None if bounded else _GROUP)
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
         spec, output = Path(tmp) / "job.json", Path(tmp) / "output.txt"
         spec.write_text(job.to_json())
@@ -608,14 +614,18 @@ def _read_made_with(path: Path) -> dict[str, object]:
     return was
 
 
-def _create_topics(pipeline: Pipeline, log_url: str) -> None:
-    """Create the pipeline's topics that do not exist yet (Flink's Kafka source needs them)."""
+def _prepare_topics(pipeline: Pipeline, log_url: str, group: str | None) -> None:
+    """Create the pipeline's topics that do not exist yet (Flink's Kafka source needs
+    them); with the unbounded job's consumer ``group``, Lost if records it had not read
+    were deleted (the source would go on from the topic's start without a word)."""
     from livelearn.log.kafka import KafkaLog
 
     log = KafkaLog.from_url(log_url)
     try:
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)
+        if group is not None:
+            log.check_group(group, pipeline.inputs)
     finally:
         log.close()
 

@@ -401,6 +401,26 @@ class KafkaLog(Log):
                                             "ends", e) from e
                 time.sleep(0.05)
 
+    def check_group(self, group: str, topics: Iterable[str]) -> None:
+        """Lost if the Kafka consumer group ``group`` (of another client than livelearn's
+        roles, which keep their offsets in their checkpoints: the Flink join's) committed
+        an offset of ``topics`` below where its partition now starts. Such a client would
+        skip the records deleted before it read them without a word."""
+        where = self.topic_partitions(topics)
+        consumer = Consumer({**self._common, **_CONSUMER, "group.id": self.prefix + group})
+        try:
+            committed = consumer.committed([TopicPartition(self._name(t), p) for t, p in where],
+                                           timeout=self.timeout_s)
+        except KafkaException as e:
+            raise self._unavailable(f"asking group '{group}' where it is", e) from e
+        finally:
+            consumer.close()
+        for (topic, partition), at in zip(where, committed, strict=True):
+            start = self._watermarks(at.topic, partition)[0]
+            if 0 <= at.offset < start:
+                raise Lost(f"group '{group}' stops: "
+                           f"{self._lost(topic, partition, at.offset, start)}")
+
     # -- checkpoints --------------------------------------------------------------------
 
     def commit(self, group: str, checkpoint: Checkpoint) -> None:

@@ -21,6 +21,9 @@ files and details of all but the newest past versions (a version is past unless
 it is a candidate, the incumbent or serving); their rows stay, with no checksum:
 nothing can load or promote them.
 
+A registry is one pipeline's: the first role to use it records the pipeline's name,
+and a role of another pipeline is refused (``check_pipeline``).
+
 An index.db that is another program's SQLite file is refused (ConfigError) before
 anything is written to it.
 
@@ -69,6 +72,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
     owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pipeline (name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS versions_by_status ON versions (status, serving_since_ts);
 """
 
@@ -167,17 +171,27 @@ class Registry:
         return self.path / f"v{version:06d}.npz"
 
     def check_pipeline(self, name: str) -> None:
-        """ConfigError if this registry holds the versions of another pipeline than
-        ``name`` (the newest version's ``meta["pipeline"]``; one published before it was
-        recorded is taken as this pipeline's): its models learned other features, and
-        its offsets are another log's."""
-        row = self._db().execute("SELECT meta FROM versions ORDER BY id DESC LIMIT 1").fetchone()
-        made_by = None if row is None else orjson.loads(row[0]).get("pipeline")
-        if made_by is not None and made_by != name:
-            raise ConfigError(f"registry {str(self.path)!r} holds the versions of pipeline "
-                              f"'{made_by}', not of '{name}': its models learned other "
-                              f"features from another log. Choose another --registry (or "
-                              f"give the pipeline its old name back)")
+        """ConfigError if this registry is another pipeline's than ``name``: its models
+        learned other features, and its offsets are another log's. The first role to
+        check (a trainer or a server) records its pipeline's name, so that a role of
+        another pipeline started later is refused even before any version exists. A
+        registry from before the record is the newest version's ``meta["pipeline"]``'s
+        (a version published before that was recorded is taken as this pipeline's)."""
+        with self._write() as db:
+            row = db.execute("SELECT name FROM pipeline").fetchone()
+            made_by = row[0] if row is not None else self._newest_pipeline(db)
+            if made_by is not None and made_by != name:
+                raise ConfigError(f"registry {str(self.path)!r} holds the versions of pipeline "
+                                  f"'{made_by}', not of '{name}': its models learned other "
+                                  f"features from another log. Choose another --registry "
+                                  f"(or give the pipeline its old name back)")
+            if row is None:
+                db.execute("INSERT INTO pipeline VALUES (?)", (name,))
+
+    @staticmethod
+    def _newest_pipeline(db: sqlite3.Connection) -> str | None:
+        row = db.execute("SELECT meta FROM versions ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else orjson.loads(row[0]).get("pipeline")
 
     def claim(self, trainer: str) -> None:
         """Take over publishing for trainer group ``trainer`` (``meta["trainer"]``): from
