@@ -234,6 +234,25 @@ def too_large(what: str, size: int, limit: int, topic: str, stream: str, raw: by
                        stream, text[:1000], source)
 
 
+def shortened(letter: Mapping[str, Any], size: int, limit: int, topic: str) -> dict[str, Any]:
+    """The dead letter (too_large) that stands for ``letter``, of ``size`` bytes, more than
+    ``topic`` takes: it holds ``letter``'s first 1,000 characters as JSON, its reason and
+    detail first."""
+    return too_large(f"dead letter ({letter['reason']})", size, limit, topic,
+                     letter["stream"], orjson.dumps(letter), letter["source"])
+
+
+def letter_value(letter: Mapping[str, Any], key: str, limit: int | None, topic: str) -> bytes:
+    """``letter`` encoded for ``topic`` under ``key``: as it is if key and value fit in
+    ``limit`` bytes (Log.record_limit; None: any size), else ``shortened``, so that a
+    large bad record is dead-lettered rather than refused by the log."""
+    value = orjson.dumps(letter)
+    size = len(key.encode()) + len(value)
+    if limit is None or size <= limit:
+        return value
+    return orjson.dumps(shortened(letter, size, limit, topic))
+
+
 def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:
     """A JSON object from text (a mapping passes as it is); BadInput naming ``what``."""
     if isinstance(raw, Mapping):
