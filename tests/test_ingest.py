@@ -214,16 +214,21 @@ def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
         log.create_topic(topic)
     (tmp_path / "r.csv").write_text(
         f" user , movie ,stars, ts \nu1,m1,4,{T}\n\nu2,m2,3,{T},\n\"u3\",\"m\n3\",5,{T}\n"
-        f"u4,m4,2,{T},x,y\nu5,m5,NaN,{T}\n\n")
+        f"u4,m4,2,{T},x,y\nu5,m5,NaN,{T}\n\nu6,m6,1,²\nu7,m7,1,--{T}\n")
     result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
-    assert (result.events, result.dead) == (2, 3)
+    assert (result.events, result.dead) == (2, 5)
     assert [(e["key"], e["payload"]["movie"]) for e in _topic(log, "ratings")] == [
         ("u1", "m1"), ("u3", "m\n3")]
     assert [(d["source"].rsplit("/", 1)[1], d["detail"]) for d in _topic(log, "dead_letters")] \
         == [("r.csv:4", "stream 'ratings': the row has 1 more cells than the header (all "
                         "empty: a comma at the end of the row?)"),
             ("r.csv:7", "stream 'ratings': the row has 2 more cells than the header"),
-            ("r.csv:8", "stream 'ratings', field 'stars': expected float, got nan")]
+            ("r.csv:8", "stream 'ratings', field 'stars': expected float, got nan"),
+            # digits int() does not take: the ingest stopped with a traceback before
+            ("r.csv:10", "stream 'ratings', field 'ts': expected milliseconds since the "
+                         "epoch or ISO 8601, got '²'"),
+            ("r.csv:11", "stream 'ratings', field 'ts': expected milliseconds since the "
+                         f"epoch or ISO 8601, got '--{T}'")]
 
 
 def test_iso_times_with_milliseconds_are_read_to_the_millisecond(log: SQLiteLog,

@@ -166,7 +166,7 @@ def to_ms(value: Any, where: str) -> Any:
     1080444014843
     """
     if isinstance(value, str):
-        if value.strip().lstrip("-").isdigit():
+        if is_digits(value.strip().removeprefix("-")):
             return int(value)
         try:
             value = dt.datetime.fromisoformat(value)
@@ -184,6 +184,16 @@ def to_ms(value: Any, where: str) -> Any:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def is_digits(text: str) -> bool:
+    """Whether ``text`` is one or more of the digits 0 to 9 (``str.isdigit`` takes "²"
+    and "٣" too, which ``int`` refuses).
+
+    >>> is_digits("2024"), is_digits("²"), is_digits("")
+    (True, False, False)
+    """
+    return text.isascii() and text.isdigit()
 
 
 def partition_key(event: Event) -> str:

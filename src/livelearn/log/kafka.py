@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, TooLarge, Unavailable
+from livelearn.events import is_digits
 from livelearn.log.base import (
     Checkpoint,
     Log,
@@ -613,4 +614,4 @@ def _is_fenced(error: Exception) -> bool:
 def _has_port(broker: str) -> bool:
     """Whether ``host:port`` ends in a port number (librdkafka would take 9092 unsaid)."""
     host, _, port = broker.rpartition(":")
-    return bool(host) and port.isdigit()
+    return bool(host) and is_digits(port)
