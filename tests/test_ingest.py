@@ -231,6 +231,22 @@ def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
                          f"epoch or ISO 8601, got '--{T}'")]
 
 
+def test_a_long_cell_is_read_and_a_quote_never_closed_dead_letters_the_rest(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """Python's csv module stops at a cell of 131,072 characters: the ingest stopped there
+    with a traceback (a long text; the rest of a file after a stray quote)."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    rows = "".join(f"u{i},m{i},4,{T}\n" for i in range(20_000))
+    (tmp_path / "r.csv").write_text(
+        f"user,movie,stars,ts\nu1,{'x' * 200_000},4,{T}\nu2,\"m2,4,{T}\n{rows}")
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert (result.events, result.dead) == (1, 1)
+    assert len(_topic(log, "ratings")[0]["payload"]["movie"]) == 200_000
+    [dead] = _topic(log, "dead_letters")
+    assert dead["source"].endswith("r.csv:3") and "field 'ts': missing" in dead["detail"]
+
+
 def test_iso_times_with_milliseconds_are_read_to_the_millisecond(log: SQLiteLog,
                                                                    tmp_path: Path) -> None:
     """.843 s is 843 ms, in an event and in a table's as_of (a float product read 842)."""
