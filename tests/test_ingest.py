@@ -88,6 +88,13 @@ def test_cli_csv_and_stdin(tmp_path: Path) -> None:
         ("u1", 4.0), ("u9", 5)]
     assert [d["source"].rsplit(":", 1)[1] for d in _topic(log, "dead_letters")] == ["3", "2"]
     assert main(["-q", "ingest", *args, "nope", str(tmp_path / "r.csv")]) == 2
+    # a quoted cell's line ends as written, from stdin as from a file (stdin gave "\n")
+    crlf = f'user,movie,stars,ts\r\nu7,"m\r\n7",1,{T}\r\n'.encode()
+    (tmp_path / "crlf.csv").write_bytes(crlf)
+    assert main(["-q", "ingest", *args, "ratings", str(tmp_path / "crlf.csv")]) == 0
+    subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings", "-",
+                    "--format", "csv"], input=crlf, capture_output=True, check=True)
+    assert [e["payload"]["movie"] for e in _topic(log, "ratings")[2:]] == ["m\r\n7"] * 2
 
 
 def test_bytes_that_are_not_utf8_and_ragged_rows_are_dead_lettered(log: SQLiteLog,

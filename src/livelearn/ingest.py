@@ -221,9 +221,10 @@ def read_records(source: str | Path, fmt: str | None = None
         raise ConfigError(f"{name}: no such file")
     # "utf-8-sig" skips a leading byte order mark (Excel writes one), which would
     # otherwise stick to the first CSV header or spoil the first JSON line; bytes
-    # that are not UTF-8 become lone surrogates: the record is then dead-lettered
+    # that are not UTF-8 become lone surrogates: the record is then dead-lettered;
+    # newline="" keeps a quoted cell's line ends as written, from stdin as from a file
     f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig",
-                                   errors="surrogateescape") if name == "-"
+                                   errors="surrogateescape", newline="") if name == "-"
                   else open(name, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":
