@@ -25,6 +25,7 @@ URL: ``kafka://host:port[,host:port...][?prefix=P&replication=R&timeout=S]``.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -135,10 +136,14 @@ class KafkaLog(Log):
             raise ConfigError(f"log URL {url!r}: unknown option(s) {', '.join(sorted(unknown))};"
                               " expected prefix, replication, timeout")
         try:
-            return cls(parts.netloc, query.get("prefix", ""), int(query.get("replication", 1)),
-                       float(query.get("timeout", 30)))
-        except ValueError as e:
-            raise ConfigError(f"log URL {url!r}: replication and timeout are numbers") from e
+            replication, timeout = int(query.get("replication", 1)), float(query.get("timeout", 30))
+        except ValueError:
+            replication, timeout = 0, 0.0  # not numbers: refused below
+        # librdkafka takes neither a timeout of -1, NaN or infinity (ValueError), nor 0 s
+        if replication < 1 or not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"log URL {url!r}: replication must be an integer >= 1 and "
+                              f"timeout a number of seconds > 0")
+        return cls(parts.netloc, query.get("prefix", ""), replication, timeout)
 
     # -- topics -------------------------------------------------------------------------
 
