@@ -7,24 +7,32 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from conftest import ServerThread
 from livelearn import spec
+from livelearn.demo import _write_tables
 from livelearn.errors import ConfigError, Lost, TooLarge
 from livelearn.ingest import ingest
 from livelearn.join.runner import JoinRunner
 from livelearn.log import Checkpoint
 from livelearn.log.kafka import KafkaLog
 from livelearn.models.linear import LinearRegression
+from livelearn.registry import Registry
+from livelearn.serve.app import create_app
 from livelearn.sim.pipeline import PIPELINE
+from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
+from livelearn.train.trainer import Trainer
 from test_ingest import RATINGS, T
 from test_log_conformance import _prediction, read_all
 
@@ -115,10 +123,12 @@ def test_records_larger_than_kafka_takes_are_dead_letters_and_the_roles_go_on(
         log.create_topic(topic, 1)
     (tmp_path / "r.jsonl").write_text(
         _rating("u1", "m1", 0) + _rating("u2", "x" * 2_000_000, 1)
-        + _rating("u3", "y" * 600_000, 2) + _rating("u4", "m4", 3))
+        + _rating("u3", "y" * 600_000, 2) + _rating("u4", "m4", 3)
+        + _rating("u5", "z" * 2_000_000, 4).replace('"stars": 4', '"stars": "4"'))
     result = ingest(log, TWICE, "ratings", tmp_path / "r.jsonl")
-    assert (result.events, result.dead) == (3, 1)
+    assert (result.events, result.dead) == (3, 2)
     assert result.first_errors and "r.jsonl:2: the event is 2000" in result.first_errors[0]
+    assert "r.jsonl:5: stream 'ratings', field 'stars': expected float" in result.first_errors[1]
     runner = JoinRunner(log, TWICE, idle_after_s=0, data_dir=tmp_path)
     while runner.step(100, final=True):
         pass
@@ -126,11 +136,47 @@ def test_records_larger_than_kafka_takes_are_dead_letters_and_the_roles_go_on(
     assert [s["user"] for s in samples] == ["u1", "u4"]
     dead = [orjson.loads(r.value) for r in read_all(log, DEAD_LETTERS)]
     assert [(d["reason"], d["source"], len(d["event"])) for d in dead] == [
-        ("too_large", f"{tmp_path / 'r.jsonl'}:2", 1000), ("too_large", "", 1000)]
-    assert dead[1]["detail"].startswith("sample '") and " is 1200" in dead[1]["detail"]
-    assert "a record of topic 'samples' may have" in dead[1]["detail"]
+        ("too_large", f"{tmp_path / 'r.jsonl'}:2", 1000),
+        ("too_large", f"{tmp_path / 'r.jsonl'}:5", 1000), ("too_large", "", 1000)]
+    # a malformed record too large for its dead letter: the letter keeps why, in brief
+    assert dead[1]["detail"].startswith("dead letter (malformed) is 2000")
+    assert '"detail":"stream \'ratings\', field \'stars\'' in dead[1]["event"]
+    assert dead[2]["detail"].startswith("sample '") and " is 1200" in dead[2]["detail"]
+    assert "a record of topic 'samples' may have" in dead[2]["detail"]
     assert runner.counts["too_large"] == 1
     log.close()
+
+
+def test_a_bad_record_whose_dead_letter_kafka_would_refuse_is_dead_lettered_in_brief(
+        kafka: KafkaLog, tmp_path: Path) -> None:
+    """A dead letter holds its record as text, escaped once more: a bad sample or /feedback
+    event of 600 KB of backslashes makes one of 1.2 MB. Before: the trainer stopped (and
+    again at every restart), /feedback answered 500 and stored none of its events."""
+    samples = [{"id": f"r{i}", "ts": T0 + i, "window_end": T0 + i, "score": 0.5,
+                "features": {"topic": "t1", "note": "\\" * 300_000 if i else "n"},
+                "labels": {"clicked": 2.0 if i else 1.0}} for i in range(2)]
+    kafka.append(SAMPLES, [(s["id"], orjson.dumps(s)) for s in samples])
+    trainer = Trainer(kafka, Registry(tmp_path / "registry"), PIPELINE)
+    while trainer.step(final=True):
+        pass
+    assert (trainer.samples, trainer.malformed) == (1, 1)
+    _write_tables(NewsFeed(seed=1, impressions=10, users=5), tmp_path / "tables")
+    app = create_app(PIPELINE, kafka, Registry(tmp_path / "registry"), tmp_path / "tables")
+    now = int(time.time() * 1000)
+    events = [{"stream": "click", "key": "u1", "id": "c0", "ts": now,
+               "payload": {"request_id": 5, "note": "\\" * 300_000}},
+              {"stream": "click", "key": "u1", "id": "c1", "ts": now,
+               "payload": {"request_id": "r1"}}]
+    with ServerThread(app) as server:
+        response = httpx.post(f"{server.url}/feedback", json=events, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    assert [r.key for r in read_all(kafka, "click")] == ["r1"]
+    dead = [orjson.loads(r.value) for r in read_all(kafka, DEAD_LETTERS)]
+    assert [(d["reason"], d["stream"], d["detail"][:31]) for d in dead] == [
+        ("too_large", SAMPLES, "dead letter (malformed) is 1200"),
+        ("too_large", "click", "dead letter (malformed) is 1200")]
+    assert "field 'payload.request_id': expected str" in dead[1]["event"]
 
 
 def test_a_record_or_checkpoint_too_large_is_refused_naming_it_and_nothing_is_written(

@@ -225,7 +225,10 @@ def test_unknown_topics_are_clear(any_log: Log) -> None:
 
 @pytest.mark.parametrize("url", ["kafka://", "kafka://h:1/path", "kafka://h:1?bogus=1",
                                  "kafka://h:1?replication=two", "kafka://h:1?prefix=a/b",
-                                 "kafka://127.0.0.1", "kafka://h:port", "kafka://h:1,h2"])
+                                 "kafka://127.0.0.1", "kafka://h:port", "kafka://h:1,h2",
+                                 # librdkafka's ValueError at the first request, before
+                                 "kafka://h:1?timeout=-1", "kafka://h:1?timeout=nan",
+                                 "kafka://h:1?replication=0", "kafka://h:²"])
 def test_bad_kafka_urls_are_clear(url: str) -> None:
     with pytest.raises(ConfigError, match="kafka"):
         open_log(url)

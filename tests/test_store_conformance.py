@@ -223,11 +223,16 @@ def test_store_urls_name_what_is_wrong() -> None:
         open_store("memory://?max_version=3")
     with pytest.raises(ConfigError, match="'retention_ms' must be a positive integer"):
         open_store("redis://127.0.0.1:1/0?retention_ms=0")
+    # a digit int() does not take ("²".isdigit() is true): a traceback before
+    with pytest.raises(ConfigError, match="'max_versions' must be a positive integer"):
+        open_store("memory://?max_versions=²")
 
 
 def test_a_redis_database_that_is_no_number_or_not_there_is_named(redis_address: str) -> None:
     with pytest.raises(ConfigError, match="DB a number"):
         open_store(f"redis://{redis_address}/x")
+    with pytest.raises(ConfigError, match="DB a number"):
+        open_store(f"redis://{redis_address}/²")
     with pytest.raises(ConfigError, match="the server refused it: DB index is out of range"):
         open_store(f"redis://{redis_address}/99")
 

@@ -13,6 +13,7 @@ from typing import Any
 from livelearn.cli_data import LOG_HELP
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.errors import LivelearnError
+from livelearn.events import is_digits
 
 DESCRIPTION = """\
 livelearn: real-time machine learning that keeps learning.
@@ -234,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _shard(text: str) -> tuple[int, int]:
     k, sep, n = text.partition("/")
-    if not (sep and k.isdigit() and n.isdigit() and int(k) < int(n)):
+    if not (sep and is_digits(k) and is_digits(n) and int(k) < int(n)):
         raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
     return int(k), int(n)
 

@@ -166,7 +166,7 @@ def to_ms(value: Any, where: str) -> Any:
     1080444014843
     """
     if isinstance(value, str):
-        if value.strip().lstrip("-").isdigit():
+        if is_digits(value.strip().removeprefix("-")):
             return int(value)
         try:
             value = dt.datetime.fromisoformat(value)
@@ -184,6 +184,16 @@ def to_ms(value: Any, where: str) -> Any:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def is_digits(text: str) -> bool:
+    """Whether ``text`` is one or more of the digits 0 to 9 (``str.isdigit`` takes "²"
+    and "٣" too, which ``int`` refuses).
+
+    >>> is_digits("2024"), is_digits("²"), is_digits("")
+    (True, False, False)
+    """
+    return text.isascii() and text.isdigit()
 
 
 def partition_key(event: Event) -> str:
@@ -232,6 +242,25 @@ def too_large(what: str, size: int, limit: int, topic: str, stream: str, raw: by
                        f"record of topic '{topic}' may have (the log's limit; on Kafka the "
                        f"topic's max.message.bytes): its first 1,000 characters are kept",
                        stream, text[:1000], source)
+
+
+def shortened(letter: Mapping[str, Any], size: int, limit: int, topic: str) -> dict[str, Any]:
+    """The dead letter (too_large) that stands for ``letter``, of ``size`` bytes, more than
+    ``topic`` takes: it holds ``letter``'s first 1,000 characters as JSON, its reason and
+    detail first."""
+    return too_large(f"dead letter ({letter['reason']})", size, limit, topic,
+                     letter["stream"], orjson.dumps(letter), letter["source"])
+
+
+def letter_value(letter: Mapping[str, Any], key: str, limit: int | None, topic: str) -> bytes:
+    """``letter`` encoded for ``topic`` under ``key``: as it is if key and value fit in
+    ``limit`` bytes (Log.record_limit; None: any size), else ``shortened``, so that a
+    large bad record is dead-lettered rather than refused by the log."""
+    value = orjson.dumps(letter)
+    size = len(key.encode()) + len(value)
+    if limit is None or size <= limit:
+        return value
+    return orjson.dumps(shortened(letter, size, limit, topic))
 
 
 def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:

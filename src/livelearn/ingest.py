@@ -51,6 +51,7 @@ from livelearn.events import (
     check_ts,
     dead_letter,
     decode_event,
+    letter_value,
     parse_object,
     partition_key,
     show,
@@ -85,7 +86,7 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     impressions from history (livelearn.impressions; tables from ``data_dir``).
     """
     convert = _converter(log, pipeline, stream, now_ms, data_dir)
-    limit = log.record_limit(stream)
+    limit, dead_limit = log.record_limit(stream), log.record_limit(DEAD_LETTERS)
     result = Ingested(first_errors=[])
     good: list[tuple[str, bytes]] = []
     dead: list[tuple[str, bytes]] = []
@@ -106,7 +107,7 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
             reason = Reason.MALFORMED if isinstance(e, BadInput) else Reason.FAILED
             letter = dead_letter(reason, str(e), stream, _text(raw), f"{source}:{line}")
         if letter is not None:
-            dead.append((stream, orjson.dumps(letter)))
+            dead.append((stream, letter_value(letter, stream, dead_limit, DEAD_LETTERS)))
             if len(result.first_errors or []) < 5:
                 result.first_errors.append(  # type: ignore[union-attr]
                     f"{letter['source']}: {letter['detail']}")
@@ -220,9 +221,10 @@ def read_records(source: str | Path, fmt: str | None = None
         raise ConfigError(f"{name}: no such file")
     # "utf-8-sig" skips a leading byte order mark (Excel writes one), which would
     # otherwise stick to the first CSV header or spoil the first JSON line; bytes
-    # that are not UTF-8 become lone surrogates: the record is then dead-lettered
+    # that are not UTF-8 become lone surrogates: the record is then dead-lettered;
+    # newline="" keeps a quoted cell's line ends as written, from stdin as from a file
     f: IO[str] = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig",
-                                   errors="surrogateescape") if name == "-"
+                                   errors="surrogateescape", newline="") if name == "-"
                   else open(name, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     try:
         if kind == "csv":

@@ -55,6 +55,7 @@ from livelearn.events import (
     dead_letter,
     decode_prediction,
     partition_key,
+    shortened,
     show,
     too_large,
 )
@@ -359,13 +360,11 @@ class Joiner:
         (``limit``): a sample of many feedback events or large features, or a dead
         letter holding a large event."""
         topic, _, value = output
-        if topic == SAMPLES:
-            what, stream, source = f"sample {value['id']!r}", self.labelled or PREDICTIONS, ""
-        else:
-            what, stream = f"dead letter ({value['reason']})", value["stream"]
-            source = value["source"]
-        return Output(DEAD_LETTERS, stream, too_large(what, size, limit, topic, stream,
-                                                      orjson.dumps(value), source))
+        if topic != SAMPLES:
+            return Output(DEAD_LETTERS, value["stream"], shortened(value, size, limit, topic))
+        stream = self.labelled or PREDICTIONS
+        return Output(DEAD_LETTERS, stream, too_large(f"sample {value['id']!r}", size, limit,
+                                                      topic, stream, orjson.dumps(value)))
 
     def _sample(self, window: _Window | Event) -> dict[str, Any]:
         if isinstance(window, Event):  # of a labelled stream

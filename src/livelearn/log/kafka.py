@@ -25,6 +25,7 @@ URL: ``kafka://host:port[,host:port...][?prefix=P&replication=R&timeout=S]``.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -40,6 +41,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, TooLarge, Unavailable
+from livelearn.events import is_digits
 from livelearn.log.base import (
     Checkpoint,
     Log,
@@ -134,10 +136,14 @@ class KafkaLog(Log):
             raise ConfigError(f"log URL {url!r}: unknown option(s) {', '.join(sorted(unknown))};"
                               " expected prefix, replication, timeout")
         try:
-            return cls(parts.netloc, query.get("prefix", ""), int(query.get("replication", 1)),
-                       float(query.get("timeout", 30)))
-        except ValueError as e:
-            raise ConfigError(f"log URL {url!r}: replication and timeout are numbers") from e
+            replication, timeout = int(query.get("replication", 1)), float(query.get("timeout", 30))
+        except ValueError:
+            replication, timeout = 0, 0.0  # not numbers: refused below
+        # librdkafka takes neither a timeout of -1, NaN or infinity (ValueError), nor 0 s
+        if replication < 1 or not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"log URL {url!r}: replication must be an integer >= 1 and "
+                              f"timeout a number of seconds > 0")
+        return cls(parts.netloc, query.get("prefix", ""), replication, timeout)
 
     # -- topics -------------------------------------------------------------------------
 
@@ -633,4 +639,4 @@ def _is_fenced(error: Exception) -> bool:
 def _has_port(broker: str) -> bool:
     """Whether ``host:port`` ends in a port number (librdkafka would take 9092 unsaid)."""
     host, _, port = broker.rpartition(":")
-    return bool(host) and port.isdigit()
+    return bool(host) and is_digits(port)

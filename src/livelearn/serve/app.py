@@ -42,7 +42,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from livelearn.errors import BadInput, ConfigError, LivelearnError, PipelineError, guarded
-from livelearn.events import Event, Reason, check_ts, dead_letter, decode_event, partition_key
+from livelearn.events import (
+    Event,
+    Reason,
+    check_ts,
+    dead_letter,
+    decode_event,
+    letter_value,
+    partition_key,
+)
 from livelearn.features.hashing import Features, unusable
 from livelearn.log.base import Log
 from livelearn.models.base import score_problem
@@ -178,9 +186,10 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                 event, value = _decode(obj, pipeline)
             except BadInput as e:
                 rejected.append({"index": i, "error": str(e)})
-                stream = obj.get("stream") if isinstance(obj, Mapping) else None
-                dead.append((str(stream), orjson.dumps(dead_letter(
-                    Reason.MALFORMED, str(e), str(stream), _raw(obj)))))
+                stream = str(obj.get("stream") if isinstance(obj, Mapping) else None)
+                letter = dead_letter(Reason.MALFORMED, str(e), stream, _raw(obj))
+                dead.append((stream, letter_value(letter, stream, log.record_limit(DEAD_LETTERS),
+                                                  DEAD_LETTERS)))
                 continue
             holder.observe(event.ts)
             good.setdefault(event.stream, []).append((partition_key(event), value))

@@ -27,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from livelearn.events import show
+from livelearn.events import is_digits, show
 
 #: The default largest request body, in bytes (1 MiB: a feedback batch of some
 #: 5,000 events).
@@ -71,7 +71,7 @@ class BodyLimits:
 
     async def _read(self, headers: Headers, receive: Receive) -> bytes:
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if is_digits(declared) and int(declared) > self.max_bytes:
             raise self._too_large(f"Content-Length is {declared} bytes")
         chunks, size = [], 0
         while True:

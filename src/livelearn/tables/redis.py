@@ -35,6 +35,7 @@ import orjson
 import redis
 
 from livelearn.errors import ConfigError, Unavailable
+from livelearn.events import is_digits
 from livelearn.tables.store import (
     FORMAT,
     Counted,
@@ -105,7 +106,7 @@ class RedisStore(Store):
         """Connect (and PING) the server of ``redis://HOST:PORT/DB?options``."""
         options = url_options(url, extra=["namespace"])
         parts = urlsplit(url)
-        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        if parts.path.strip("/") and not is_digits(parts.path.strip("/")):
             raise ConfigError(f"store URL {url!r}: expected redis://HOST:PORT/DB, DB a number")
         server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         client = redis.Redis.from_url(server, socket_connect_timeout=5, socket_timeout=10)

@@ -58,6 +58,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from livelearn.backends import open_backend
 from livelearn.errors import BadInput, ConfigError
+from livelearn.events import is_digits
 
 #: URL scheme -> "module:class". Adding a backend is adding a file and a line here.
 BACKENDS = {"memory": "livelearn.tables.memory:MemoryStore",
@@ -159,7 +160,7 @@ def url_options(url: str, extra: Iterable[str] = ()) -> dict[str, Any]:
         if name in extra:
             options[name] = value
         elif name in DEFAULTS:
-            if not value.isdigit() or int(value) == 0:
+            if not is_digits(value) or int(value) == 0:
                 raise ConfigError(f"store URL {url!r}: option '{name}' must be a positive "
                                   f"integer, got {value!r}")
             options[name] = int(value)

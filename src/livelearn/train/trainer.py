@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from livelearn.errors import BadInput, Corrupt, PipelineError
-from livelearn.events import Reason, dead_letter, show
+from livelearn.events import Reason, dead_letter, letter_value, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
 from livelearn.log.base import Log, Record, TopicPartition
@@ -251,8 +251,9 @@ class Trainer:
         self.malformed += 1
         letter = dead_letter(Reason.MALFORMED, why, SAMPLES, record.value,
                              f"{record.topic}/{record.partition}@{record.offset}")
+        value = letter_value(letter, SAMPLES, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
         with self.log.atomic():
-            self.log.append(DEAD_LETTERS, [(SAMPLES, orjson.dumps(letter))])
+            self.log.append(DEAD_LETTERS, [(SAMPLES, value)])
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
