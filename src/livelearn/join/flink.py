@@ -90,6 +90,7 @@ from livelearn.events import MIN_TS_MS
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
+from livelearn.log import open_log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
 
 #: The session gap that closes a prediction's window one millisecond after its rowtime.
@@ -610,9 +611,7 @@ def _read_made_with(path: Path) -> dict[str, object]:
 
 def _create_topics(pipeline: Pipeline, log_url: str) -> None:
     """Create the pipeline's topics that do not exist yet (Flink's Kafka source needs them)."""
-    from livelearn.log.kafka import KafkaLog
-
-    log = KafkaLog.from_url(log_url)
+    log = open_log(log_url)
     try:
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)
