@@ -151,7 +151,7 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     j.add_argument("--engine", choices=("embedded", "flink"), default="embedded",
                    help="embedded: in this process; flink: the Flink SQL job of "
                         "`livelearn flink-sql` on a local PyFlink, over a Kafka log "
-                        "(scripts/flink/setup.sh installs it) (default: %(default)s)")
+                        "(docs/scale-out.md says how to install it) (default: %(default)s)")
     j.add_argument("--flink-address", default=None, metavar="HOST:PORT",
                    help="with --engine flink: submit the job to the Flink cluster whose "
                         "JobManager's REST API is at HOST:PORT (scripts/flink/start-cluster.sh "
