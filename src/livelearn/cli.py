@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from livelearn import __version__
 from livelearn.cli_data import LOG_HELP
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.errors import LivelearnError
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true",
                            help="log details too, such as the Kafka client's (librdkafka's) "
                                 "own messages: each failed connection to a broker")
+    p.add_argument("--version", action="version", version=f"livelearn {__version__}")
     sub = p.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _demo_parser(sub)
     _role_parsers(sub)
