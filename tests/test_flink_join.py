@@ -1,6 +1,6 @@
 """The Flink SQL join against the embedded joiner, on the same input log in a real Kafka.
 
-The Flink side runs in PyFlink's own venv (.venv-flink); when it is missing, the test
+The Flink side runs in PyFlink's own venv (flink.flink_python); when it is missing, the test
 makes it with scripts/flink/setup.sh (as .ci/run does first), so it never skips.
 """
 
@@ -29,6 +29,7 @@ from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pip
 
 T0 = 1_767_571_200_000
 N = 300
+SETUP = Path(__file__).resolve().parents[1] / "scripts" / "flink" / "setup.sh"
 
 
 def with_label(label: Callable[[Sequence[Event]], dict[str, float]]) -> Pipeline:
@@ -100,7 +101,7 @@ def flink_ready() -> None:
     """PyFlink's venv and the Kafka connector, made by scripts/flink/setup.sh if missing."""
     if flink.flink_python(must_exist=False).exists() and flink.kafka_jar(must_exist=False).exists():
         return
-    done = subprocess.run([str(flink.SETUP)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([str(SETUP)], capture_output=True, text=True, timeout=600)
     if done.returncode:
         pytest.fail(f"scripts/flink/setup.sh failed (.ci/run runs it before the tests):\n"
                     f"{done.stderr[-3000:]}")
@@ -224,6 +225,24 @@ def test_checkpoints_made_with_another_window_are_refused(tmp_path: Path) -> Non
     (tmp_path / "0123abcd" / "chk-3" / "_metadata").unlink()
     flink.checkpoint_config(tmp_path, with_window(300_000))
     assert orjson.loads((tmp_path / flink.MADE_WITH).read_bytes())["window_ms"] == 300_000
+
+
+def test_without_pyflink_or_the_connector_the_error_says_how_to_get_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wherever livelearn is installed (a wheel has no scripts/), the error gives the
+    commands that make what is missing, where it will be looked for."""
+    venv, lib = tmp_path / "venv", tmp_path / "lib"
+    monkeypatch.setenv("LIVELEARN_FLINK_VENV", str(venv))
+    monkeypatch.setenv("LIVELEARN_FLINK_LIB", str(lib))
+    monkeypatch.delenv("LIVELEARN_FLINK_PYTHON", raising=False)
+    monkeypatch.delenv("LIVELEARN_FLINK_JAR", raising=False)
+    with pytest.raises(ConfigError, match=rf"no PyFlink at {venv}/bin/python: make its venv "
+                                          rf"with `python3 -m venv {venv} && {venv}/bin/pip "
+                                          rf"install apache-flink==2.3.0`"):
+        flink.flink_python()
+    with pytest.raises(ConfigError, match=rf"no Flink Kafka connector at {lib}/.*jar: fetch "
+                                          rf"it .* -DoutputDirectory={lib}`"):
+        flink.kafka_jar()
 
 
 def test_on_an_empty_log_it_creates_the_topics_and_ends(flink_ready: None, kafka_bootstrap: str

@@ -3,9 +3,10 @@
 #
 #   scripts/flink/setup.sh        prints FLINK_PYTHON=... and FLINK_KAFKA_JAR=...
 #
-# - PyFlink (apache-flink, pinned below) in a venv of its own, LIVELEARN_FLINK_VENV
-#   (default: .venv-flink beside src/), since its pins of pandas, pyarrow and
-#   apache-beam clash with the project's.
+# - PyFlink (apache-flink, pinned below as PYFLINK is in src/livelearn/join/flink.py) in
+#   a venv of its own, LIVELEARN_FLINK_VENV (default ~/.cache/livelearn/flink/venv, where
+#   livelearn looks for it wherever it is installed), since its pins of pandas, pyarrow
+#   and apache-beam clash with the project's.
 # - The Kafka SQL connector jar from Maven Central, into LIVELEARN_FLINK_LIB
 #   (default ~/.cache/livelearn/flink/lib); the wheel has no Kafka connector.
 #
@@ -21,8 +22,7 @@ for tool in java mvn python3; do
         exit 1
     fi
 done
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="${LIVELEARN_FLINK_VENV:-$root/.venv-flink}"
+venv="${LIVELEARN_FLINK_VENV:-$HOME/.cache/livelearn/flink/venv}"
 lib="${LIVELEARN_FLINK_LIB:-$HOME/.cache/livelearn/flink/lib}"
 jar="$lib/$(echo "$CONNECTOR" | cut -d: -f2)-$(echo "$CONNECTOR" | cut -d: -f3).jar"
 

@@ -10,13 +10,13 @@
 # ports free at the first start, small memory, 2 task slots), logs (DATA_DIR/log)
 # and pid files stay in DATA_DIR. Starting again on a DATA_DIR that holds a config
 # reuses it, ports included; on a running cluster it only prints where. Needs
-# scripts/flink/setup.sh first (LIVELEARN_FLINK_VENV, default .venv-flink).
+# scripts/flink/setup.sh first (LIVELEARN_FLINK_VENV, default
+# ~/.cache/livelearn/flink/venv).
 set -euo pipefail
 data="${1:?usage: start-cluster.sh DATA_DIR}"
 mkdir -p "$data"
 data="$(cd "$data" && pwd)"
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="${LIVELEARN_FLINK_VENV:-$root/.venv-flink}"
+venv="${LIVELEARN_FLINK_VENV:-$HOME/.cache/livelearn/flink/venv}"
 if [[ ! -x "$venv/bin/python" ]]; then
     echo "no PyFlink venv at $venv: run scripts/flink/setup.sh" >&2
     exit 1

@@ -4,8 +4,7 @@
 set -euo pipefail
 data="${1:?usage: stop-cluster.sh DATA_DIR}"
 data="$(cd "$data" && pwd)"
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="${LIVELEARN_FLINK_VENV:-$root/.venv-flink}"
+venv="${LIVELEARN_FLINK_VENV:-$HOME/.cache/livelearn/flink/venv}"
 [[ -f "$data/conf/config.yaml" ]] || exit 0
 home="$("$venv/bin/python" -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')"
 export FLINK_CONF_DIR="$data/conf" FLINK_LOG_DIR="$data/log"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from livelearn.errors import ConfigError
+from livelearn.errors import ConfigError, require
 
 
 def open_backend(url: str, backends: Mapping[str, str], what: str) -> Any:
@@ -21,13 +20,5 @@ def open_backend(url: str, backends: Mapping[str, str], what: str) -> Any:
         raise ConfigError(f"{what} URL {url!r}: scheme {scheme!r} is not one of "
                           f"{', '.join(s + '://...' for s in backends)}")
     module, cls = backends[scheme].split(":")
-    try:
-        found = importlib.import_module(module)
-    except ModuleNotFoundError as e:  # a backend's client library, not installed
-        if e.name is None or e.name.partition(".")[0] == "livelearn":
-            raise
-        # a backend's extra in pyproject.toml is named as its scheme (kafka, redis)
-        raise ConfigError(f"{what} URL {url!r}: the {scheme} backend needs the Python "
-                          f"package {e.name!r}, which is not installed: pip install "
-                          f"'livelearn[{scheme}]'") from e
+    found = require(module, f"{what} URL {url!r}: the {scheme} backend")
     return getattr(found, cls).from_url(url)

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from livelearn import __version__
 from livelearn.cli_data import LOG_HELP
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.errors import LivelearnError
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true",
                            help="log details too, such as the Kafka client's (librdkafka's) "
                                 "own messages: each failed connection to a broker")
+    p.add_argument("--version", action="version", version=f"livelearn {__version__}")
     sub = p.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _demo_parser(sub)
     _role_parsers(sub)
@@ -152,7 +154,7 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     j.add_argument("--engine", choices=("embedded", "flink"), default="embedded",
                    help="embedded: in this process; flink: the Flink SQL job of "
                         "`livelearn flink-sql` on a local PyFlink, over a Kafka log "
-                        "(scripts/flink/setup.sh installs it) (default: %(default)s)")
+                        "(docs/scale-out.md says how to install it) (default: %(default)s)")
     j.add_argument("--flink-address", default=None, metavar="HOST:PORT",
                    help="with --engine flink: submit the job to the Flink cluster whose "
                         "JobManager's REST API is at HOST:PORT (scripts/flink/start-cluster.sh "

@@ -6,6 +6,7 @@ expected and what came. A server maps ``status`` to its HTTP response.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,6 +89,38 @@ class Corrupt(LivelearnError):
     """A checkpoint or model file whose checksum does not match: damaged or truncated."""
 
     status = 500
+
+
+#: The extra of pyproject.toml that installs each optional library livelearn uses (by the
+#: top-level module it is imported as).
+EXTRAS = {"confluent_kafka": "kafka", "redis": "redis", "river": "river", "sklearn": "sklearn",
+          "scipy": "sklearn", "torch": "torch"}
+
+
+def missing_extra(e: ModuleNotFoundError, what: str) -> ConfigError | None:
+    """The error for an optional library that is not installed, naming the extra that
+    brings it: ``WHAT needs the Python package 'torch', which is not installed: pip install
+    'livelearn[torch]'``; None if ``e`` is about a module of no extra.
+
+    >>> print(missing_extra(ModuleNotFoundError(name="sklearn.base"), "X"))
+    X needs the Python package 'sklearn', which is not installed: pip install 'livelearn[sklearn]'
+    """
+    top = (e.name or "").partition(".")[0]
+    if top not in EXTRAS:
+        return None
+    return ConfigError(f"{what} needs the Python package {top!r}, which is not installed: "
+                       f"pip install 'livelearn[{EXTRAS[top]}]'")
+
+
+def require(module: str, what: str) -> Any:
+    """``import module``, or ConfigError naming the extra to install (missing_extra)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        extra = missing_extra(e, what)
+        if extra is None:
+            raise
+        raise extra from e
 
 
 def cannot(action: str, path: str | Path, e: OSError) -> ConfigError:

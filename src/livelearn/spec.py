@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livelearn.errors import ConfigError, LivelearnError
+from livelearn.errors import ConfigError, LivelearnError, missing_extra
 from livelearn.events import Event, Schema, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import Features, hash_rows
@@ -281,7 +281,8 @@ def new_learner(pipeline: Pipeline) -> Learner:
     except Exception as e:
         factory = traceback.extract_tb(e.__traceback__)[1:2]  # the line of learner() itself
         at = f" at {factory[0].filename}:{factory[0].lineno}" if factory else ""
-        raise ConfigError(f"{where}: learner() raised {type(e).__name__}{at}: {e}") from e
+        raise _missing(e, f"{where}: learner(){at}") or \
+            ConfigError(f"{where}: learner() raised {type(e).__name__}{at}: {e}") from e
     if not isinstance(learner, Learner):
         got = "None" if learner is None else f"{show(learner)} ({type(learner).__name__})"
         raise ConfigError(f"{where}: learner() returned {got}; expected a Learner (an "
@@ -375,8 +376,14 @@ def _failed(ref: str, path: Path | None, e: Exception) -> ConfigError:
         [f for f in frames if f.name == "<module>"]
     at = f" at {_at(path, mine[-1].filename, mine[-1].lineno)}" if mine else ""
     if isinstance(e, ModuleNotFoundError):
-        return ConfigError(f"pipeline {ref!r}: cannot import {e.name!r}{at}: {e}")
+        return _missing(e, f"pipeline {ref!r}{at}") or \
+            ConfigError(f"pipeline {ref!r}: cannot import {e.name!r}{at}: {e}")
     return ConfigError(f"pipeline {ref!r}: {type(e).__name__}{at}: {e}")
+
+
+def _missing(e: Exception, what: str) -> ConfigError | None:
+    """The error naming the extra to install, for an optional library not installed."""
+    return missing_extra(e, what) if isinstance(e, ModuleNotFoundError) else None
 
 
 def _in(path: Path | None, filename: str) -> bool:

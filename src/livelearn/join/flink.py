@@ -2,10 +2,11 @@
 
 ``build_job(pipeline, log_url)`` gives the job; ``flink_sql`` prints it as a script
 (``livelearn flink-sql``); ``run_flink_join`` runs it on a local Flink in PyFlink's own
-venv (scripts/flink/setup.sh makes it), as a subprocess: PyFlink pins pandas, pyarrow
-and apache-beam; or, given a JobManager's REST address, submits it from there to that
-Flink cluster (scripts/flink/start-cluster.sh starts a local one), a checkpoint
-directory then being one the cluster's processes reach at the same path. The job:
+venv (``flink_python``: scripts/flink/setup.sh of the source tree makes it), as a
+subprocess: PyFlink pins pandas, pyarrow and apache-beam; or, given a JobManager's REST
+address, submits it from there to that Flink cluster (scripts/flink/start-cluster.sh
+starts a local one), a checkpoint directory then being one the cluster's processes reach
+at the same path. The job:
 
 - reads predictions and each feedback stream from Kafka (raw JSON values; ``ts`` as a
   TIMESTAMP_LTZ(3) rowtime; watermark ``ts - allowed lateness``, emitted after every
@@ -94,14 +95,19 @@ from livelearn.events import MIN_TS_MS
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
+from livelearn.log import open_log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
 
 #: The Kafka consumer group of an unbounded job (after the log's prefix).
 _GROUP = "livelearn-flink-join"
 #: The session gap that closes a prediction's window one millisecond after its rowtime.
 _SESSION_GAP = "INTERVAL '0.002' SECOND"
-_ROOT = Path(__file__).resolve().parents[3]
-SETUP = _ROOT / "scripts" / "flink" / "setup.sh"
+#: Where PyFlink's venv and the Kafka connector are by default (scripts/flink/setup.sh
+#: puts them there): a folder of the user's, wherever livelearn is installed.
+CACHE = Path.home() / ".cache" / "livelearn" / "flink"
+#: What the venv holds (scripts/flink/setup.sh pins the same).
+PYFLINK = "apache-flink==2.3.0"
+_CONNECTOR = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"
 JOB_SCRIPT = Path(__file__).with_name("flink_job.py")
 _JAR = "flink-sql-connector-kafka-5.0.0-2.2.jar"
 #: JVM options for the local Flink cluster (notes: ~750 MB peak instead of ~1.1 GB).
@@ -482,21 +488,28 @@ def _with(options: dict[str, str]) -> str:
 
 
 def flink_python(must_exist: bool = True) -> Path:
-    """PyFlink's interpreter: LIVELEARN_FLINK_PYTHON, or .venv-flink's."""
-    path = Path(os.environ.get("LIVELEARN_FLINK_PYTHON", _ROOT / ".venv-flink" / "bin" / "python"))
+    """PyFlink's interpreter: LIVELEARN_FLINK_PYTHON, or that of the venv
+    LIVELEARN_FLINK_VENV (default CACHE/venv)."""
+    venv = Path(os.environ.get("LIVELEARN_FLINK_VENV", CACHE / "venv"))
+    path = Path(os.environ.get("LIVELEARN_FLINK_PYTHON", venv / "bin" / "python"))
     if must_exist and not path.exists():
-        raise ConfigError(f"no PyFlink at {path}: run scripts/flink/setup.sh (it makes "
-                          ".venv-flink and fetches the Kafka connector), or set "
-                          "LIVELEARN_FLINK_PYTHON")
+        raise ConfigError(f"no PyFlink at {path}: make its venv with `python3 -m venv {venv} "
+                          f"&& {venv}/bin/pip install {PYFLINK}` (scripts/flink/setup.sh of "
+                          "livelearn's source does it, and fetches the Kafka connector), or "
+                          "set LIVELEARN_FLINK_PYTHON to a Python that has PyFlink")
     return path
 
 
 def kafka_jar(must_exist: bool = True) -> Path:
-    """The Kafka SQL connector jar: LIVELEARN_FLINK_JAR, or setup.sh's cached copy."""
-    lib = Path(os.environ.get("LIVELEARN_FLINK_LIB", Path.home() / ".cache/livelearn/flink/lib"))
+    """The Kafka SQL connector jar: LIVELEARN_FLINK_JAR, or the one in LIVELEARN_FLINK_LIB
+    (default CACHE/lib)."""
+    lib = Path(os.environ.get("LIVELEARN_FLINK_LIB", CACHE / "lib"))
     path = Path(os.environ.get("LIVELEARN_FLINK_JAR", lib / _JAR))
     if must_exist and not path.exists():
-        raise ConfigError(f"no Flink Kafka connector at {path}: run scripts/flink/setup.sh")
+        raise ConfigError(f"no Flink Kafka connector at {path}: fetch it from Maven Central "
+                          f"with `mvn dependency:copy -Dartifact={_CONNECTOR} "
+                          f"-Dtransitive=false -DoutputDirectory={lib}` (scripts/flink/setup.sh "
+                          "of livelearn's source does it), or set LIVELEARN_FLINK_JAR")
     return path
 
 
@@ -618,9 +631,10 @@ def _prepare_topics(pipeline: Pipeline, log_url: str, group: str | None) -> None
     """Create the pipeline's topics that do not exist yet (Flink's Kafka source needs
     them); with the unbounded job's consumer ``group``, Lost if records it had not read
     were deleted (the source would go on from the topic's start without a word)."""
+    log = open_log(log_url)  # a clear error if the kafka extra is not installed
     from livelearn.log.kafka import KafkaLog
 
-    log = KafkaLog.from_url(log_url)
+    assert isinstance(log, KafkaLog)
     try:
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)

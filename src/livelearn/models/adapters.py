@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from livelearn.errors import ConfigError
+from livelearn.errors import ConfigError, require
 from livelearn.features.batch import SparseBatch
 from livelearn.models.base import Learner, OnePass, as_labels, check_params, register
 
@@ -80,8 +80,7 @@ class RiverLearner(_Pickled):
     name = "river"
 
     def __init__(self, estimator: Any, bits: int = 20):
-        from river import base
-
+        base = require("river.base", "RiverLearner")
         if not isinstance(estimator, base.Classifier | base.Regressor):
             raise ConfigError(f"RiverLearner: expected a river classifier or regressor, "
                               f"got {type(estimator).__name__}")
@@ -181,8 +180,7 @@ class SklearnLearner(_MiniBatch):
     name = "sklearn"
 
     def __init__(self, estimator: Any, bits: int = 20, batch_size: int = 32):
-        from sklearn.base import is_classifier
-
+        is_classifier = require("sklearn.base", "SklearnLearner").is_classifier
         if not hasattr(estimator, "partial_fit"):
             raise ConfigError(f"SklearnLearner: {type(estimator).__name__} has no partial_fit")
         self.estimator, self.bits, self.batch_size = estimator, bits, batch_size
@@ -246,8 +244,7 @@ class TorchLearner(_MiniBatch):
 
     def __init__(self, module: Any, bits: int = 18, task: str = "binary", lr: float = 0.1,
                  batch_size: int = 32, optimizer: str = "adagrad", seed: int = 0):
-        import torch
-
+        torch = require("torch", "TorchLearner")
         if task not in ("binary", "regression"):
             raise ConfigError(f"TorchLearner: task must be 'binary' or 'regression', got {task!r}")
         optimizers = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
@@ -320,7 +317,7 @@ def _dnn_class() -> Any:
     """The DNN module class, made on first use so that importing this module needs no torch."""
     if "DNN" in globals():
         return globals()["DNN"]
-    import torch
+    torch = require("torch", "livelearn.models.adapters.dnn")
     from torch import nn
 
     class DNN(nn.Module):

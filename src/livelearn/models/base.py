@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from livelearn.errors import BadInput, ConfigError
+from livelearn.errors import BadInput, ConfigError, missing_extra
 from livelearn.features.batch import SparseBatch
 
 
@@ -160,7 +160,13 @@ def _unpickle(path: str | Path, name: str, data: np.ndarray, trusted: bool) -> L
         raise BadInput(f"model file {path}: the {name!r} adapter is stored as a pickle, and "
                        f"unpickling runs code; load it with trusted=True only if you trust "
                        f"where the file comes from")
-    learner = pickle.loads(data.tobytes())  # noqa: S301 - the caller vouched for the file
+    try:
+        learner = pickle.loads(data.tobytes())  # noqa: S301 - the caller vouched for the file
+    except ModuleNotFoundError as e:  # the adapter's library, not installed here
+        extra = missing_extra(e, f"model file {path} (the {name!r} adapter)")
+        if extra is None:
+            raise
+        raise extra from e
     if not isinstance(learner, Learner):
         raise BadInput(f"model file {path}: holds a {type(learner).__name__}, not a Learner")
     return learner
