@@ -88,6 +88,9 @@ def test_a_canary_serves_its_share_of_users_then_is_approved_by_what_it_served(
     assert registry.get(v2.id).status == "canary" and "a canary: it scores 50%" in \
         decision.reason
     _wait_for(http, model_version=1, canary_version=v2.id)
+    serving = http.get("/dashboard/data").json()["data"]["serving"]
+    assert (serving["version"], serving["canary"], serving["canary_share"]) == (1, v2.id, 0.5)
+    assert f"canary v{v2.id} scores 50% of the users" in http.get("/dashboard").text
 
     served = _serve(loop, 200)
     for user, versions in served.items():  # a user stays with one version

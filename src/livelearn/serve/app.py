@@ -238,7 +238,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return "\n".join(lines) + "\n"
 
     mount_dashboard(app, f"livelearn: {pipeline.name}", registry, log, lambda: ServerState(
-        holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses)))
+        holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses),
+        holder.canary, holder.canary_share))
     return app
 
 

@@ -2,9 +2,9 @@
 
 GET /dashboard is one self-contained HTML page (inline CSS and a small inline
 script; nothing is fetched from elsewhere) with five sections: the version this
-server serves and since when; its counters (predictions logged, feedback events
-accepted and rejected, model swaps, responses of /predict and /feedback by HTTP
-status); the dead letters of the log by reason; a chart of the newest
+server serves and since when (and the canary it holds); its counters (predictions
+logged, feedback events accepted and rejected, model swaps, responses of /predict
+and /feedback by HTTP status); the dead letters of the log by reason; a chart of the newest
 ``MAX_CHART`` versions' metric; and the newest ``MAX_ROWS`` versions with their
 status, samples learned, metric, creation time, serving time and the last
 verdict on them (approved, rejected or a canary, by the gate, a rollback or by
@@ -63,14 +63,16 @@ COUNTER_LABELS = {"predictions": "predictions logged",
 @dataclass(frozen=True)
 class ServerState:
     """What the server knows of itself now: the version it serves (None: none yet), when
-    it swapped it in (wall clock, s), its event clock (ms), its counters by name and its
-    responses by (path, HTTP status)."""
+    it swapped it in (wall clock, s), its event clock (ms), its counters by name, its
+    responses by (path, HTTP status), and the canary it holds with its share of users."""
 
     version: int | None
     swapped_at: float | None
     clock_ts: int
     counters: Mapping[str, int]
     responses: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    canary: int | None = None
+    canary_share: float = 0.0
 
 
 class DeadLetterCounts:
@@ -154,7 +156,8 @@ def dashboard_data(registry: Registry, server: ServerState, dead: DeadLetterCoun
         serving = registry.get(server.version)
     return {
         "serving": {"version": server.version, "swapped_at": server.swapped_at,
-                    "since_ts": None if serving is None else serving.serving_since_ts},
+                    "since_ts": None if serving is None else serving.serving_since_ts,
+                    "canary": server.canary, "canary_share": server.canary_share},
         "clock_ts": server.clock_ts or None,
         "counters": dict(server.counters),
         "responses": [{"path": p, "status": s, "count": n}
@@ -218,6 +221,9 @@ def _serving(data: Mapping[str, Any]) -> str:
         text = (f'<p class="big">v{serving["version"]}</p><p>serving since event time '
                 f"{_event(since) if since is not None else '(no request yet)'}; swapped in "
                 f"by this server at {_wall(serving['swapped_at'])}</p>")
+    if serving["canary"] is not None:
+        text += (f"<p>canary v{serving['canary']} scores {100 * serving['canary_share']:g}% "
+                 f"of the users</p>")
     clock = data["clock_ts"]
     return (f"<section><h2>Serving</h2>{text}<p class=\"note\">event clock (the latest "
             f"event time in a request): {_event(clock) if clock else 'no request yet'}</p>"
