@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from livelearn.models import (
     load_learner,
     save_learner,
 )
+from livelearn.models.base import Diverged
 from livelearn.models.kernels import init_value
 
 FEATURES = FeatureSet([Categorical("user"), Categorical("topic"), Numeric("age"),
@@ -341,3 +343,57 @@ def test_tables_larger_than_the_machine_are_refused_not_killed(
                                           r"lower its bits"):
         FTRL(bits=27)
     assert FTRL(bits=20).bits == 20
+
+
+#: Two rows of one feature each.
+TWO_ROWS = SparseBatch(np.array([0, 1], dtype=np.int64), np.array([1.0, 1.0]),
+                       np.array([0, 1, 2], dtype=np.int64))
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    (name, value) for name in sorted(LEARNERS) for value in (1e200, math.nan, math.inf)
+    if (name, value) != ("logreg-sgd", 1e200)])  # plain SGD squares nothing: no overflow
+def test_a_value_that_spoils_the_weights_is_named_not_learned_silently(name: str,
+                                                                       value: float) -> None:
+    """Before: a value whose square overflows (1e200), or not finite, left NaN or inf
+    weights and accumulators behind, while FTRL and the linear models went on scoring
+    finite numbers (the bucket's weight stuck at 0), so nothing noticed."""
+    batch, clicks, numbers = stream(20)
+    model = LEARNERS[name]()
+    y = labels_for(model, clicks, numbers)[:3]
+    rows = SparseBatch(np.r_[batch.indices[:5], 7, 9], np.r_[batch.values[:5], 1.0, value],
+                       np.array([0, 5, 7], dtype=np.int64))
+    with pytest.raises(Diverged, match=rf"^{type(model).__name__}: learning row 1 of the "
+                                       rf"batch \(largest \|value\| {re.escape(f'{value:.6g}')}, "
+                                       rf"label .*\) left a weight that is not a finite "
+                                       rf"number") as e:
+        model.predict_then_learn(rows, y[:2])
+    assert e.value.row == 1
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_labels_a_learner_cannot_learn_are_refused_before_learning(name: str) -> None:
+    """Before: a NaN label spoiled the weights silently, and a classifier learned 2 or -1
+    (the trainer dead-letters them, a learner used directly did not)."""
+    model = LEARNERS[name]()
+    before = {k: v.copy() for k, v in model.state().items()}
+    bad = [math.nan, math.inf] + ([2.0, -1.0] if model.task == "binary" else [])
+    for label in bad:
+        with pytest.raises(BadInput, match=rf"^labels: row 1 is {label!r}; "
+                                           rf"{type(model).__name__} learns"):
+            model.predict_then_learn(TWO_ROWS, np.array([0.0, label]))
+    assert all(np.array_equal(before[k], v) for k, v in model.state().items())
+
+
+@pytest.mark.parametrize("make", [lambda: FMRegressor(bits=12, k=4),
+                                  lambda: FFMRegressor(bits=12, n_fields=FEATURES.n_fields)])
+def test_a_regressors_nan_score_is_not_clipped_into_range(make: Callable[[], Learner]) -> None:
+    """Before: a NaN score was clipped to a bound of the labels learned, so a NaN feature
+    value (or spoiled weights) gave a plausible number, and no check saw it."""
+    batch, _, numbers = stream(50)
+    model = make()
+    model.learn(batch, numbers[:50])
+    nan_row = SparseBatch(batch.indices[:2], np.array([1.0, math.nan]),
+                          np.array([0, 2], dtype=np.int64), batch.fields[:2]
+                          if batch.fields is not None else None)
+    assert math.isnan(model.predict(nan_row)[0])

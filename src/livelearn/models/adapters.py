@@ -48,7 +48,7 @@ class _Pickled(OnePass):
         return copy.deepcopy(self)
 
     def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
-        return self._call(batch, as_labels(batch, y))
+        return self._call(batch, as_labels(self, batch, y))
 
 
 def _rows(batch: SparseBatch, mask: int) -> list[dict[int, float]]:

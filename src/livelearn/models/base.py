@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from livelearn.errors import BadInput, ConfigError
+from livelearn.errors import BadInput, ConfigError, PipelineError
 from livelearn.features.batch import SparseBatch
 
 
@@ -214,13 +214,49 @@ def score_problem(learner: Learner, scores: np.ndarray) -> tuple[int, str] | Non
     return i, f"the score {float(scores[i])!r}: {why}"
 
 
-def as_labels(batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
-    """The labels as contiguous float64, one per row (zeros when ``y`` is None)."""
+class Diverged(PipelineError):
+    """Learning row ``row`` of a batch left a parameter of the learner that is not a finite
+    number. The learner stops there (the rows after it are neither scored nor learned) and
+    is spoiled: rebuild it, or load the version saved before."""
+
+    def __init__(self, message: str, row: int):
+        super().__init__(message)
+        self.row = row
+
+
+def check_learned(learner: Learner, batch: SparseBatch, labels: np.ndarray, row: int) -> None:
+    """Diverged if a kernel said that learning ``row`` (-1: none) spoiled a parameter,
+    naming the row's values and label: not finite, or so large that a square overflows."""
+    if row < 0:
+        return
+    values = batch.values[batch.offsets[row]:batch.offsets[row + 1]]
+    label = float(labels[row])
+    largest = float(np.max(np.abs(values))) if len(values) else 0.0
+    if not math.isfinite(label) or not np.isfinite(values).all():
+        cause = "a value or label that is not a finite number"
+    else:
+        cause = "a learning rate too high, or a value or label too large"
+    raise Diverged(f"{type(learner).__name__}: learning row {row} of the batch (largest "
+                   f"|value| {largest:.6g}, label {label:.6g}) left a weight that is not a "
+                   f"finite number ({cause}; scale large numeric features, e.g. with log1p); "
+                   f"the learner is spoiled: rebuild it or load its last saved version", row)
+
+
+def as_labels(learner: Learner, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
+    """The labels as contiguous float64, one per row (zeros when ``y`` is None); BadInput
+    for a label not a finite number, or outside [0, 1] for a binary learner."""
     if y is None:
         return np.zeros(len(batch))
     labels = np.ascontiguousarray(y, dtype=np.float64)
     if labels.shape != (len(batch),):
         raise BadInput(f"labels: expected {len(batch)} (one per row), got shape {labels.shape}")
+    binary = learner.task == "binary"
+    bad = ~np.isfinite(labels) | (((labels < 0) | (labels > 1)) if binary else False)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        allowed = "a number in [0, 1] (0 or 1, or a probability)" if binary else "a finite number"
+        raise BadInput(f"labels: row {r} is {float(labels[r])!r}; {type(learner).__name__} learns "
+                       f"{allowed}")
     return labels
 
 
