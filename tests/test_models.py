@@ -291,6 +291,38 @@ def test_loading_garbage_says_so(tmp_path: Path) -> None:
         load_learner(path)
 
 
+def _meta(meta: object) -> dict[str, np.ndarray]:
+    return {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8)}
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    (lambda raw: raw[:len(raw) // 2], r"not a livelearn model \(BadZipFile: "),
+    (lambda raw: b"", r"not a livelearn model \(ValueError: not an .npz archive"),
+    (lambda raw: b'{"name": "ftrl"}', r"not a livelearn model \(ValueError: not an .npz "
+                                      r"archive: it starts with b'\{\"na'\)"),
+    (_meta([1, 2]), r"not a livelearn model \(its __meta__ is \[1, 2\]; expected an object"),
+    (_meta({"name": "ftrl"}), r"not a livelearn model \(its __meta__ is \{'name': 'ftrl'\}"),
+    (_meta({"name": "ftrl", "params": {"bogus": 1}}),
+     r"its params \{'bogus': 1\} do not build a FTRL \(FTRL.__init__\(\) got an unexpected"),
+    (_meta({"name": "ftrl", "params": {"bits": 2}}) | {"state.z": np.array(["a"] * 4),
+                                                       "state.n": np.zeros(4)},
+     r"model state 'z': expected numbers, got an array of <U1"),
+])
+def test_a_truncated_or_foreign_model_file_is_named(spoil: object, message: str,
+                                                    tmp_path: Path) -> None:
+    """Before: BadZipFile, EOFError, KeyError, TypeError or ValueError with a traceback, and
+    for a file not a zip numpy's advice to load it with allow_pickle."""
+    path = tmp_path / "m.npz"
+    save_learner(FTRL(bits=8), path)
+    if callable(spoil):
+        path.write_bytes(spoil(path.read_bytes()))
+    else:
+        np.savez(path, **spoil)  # type: ignore[arg-type]
+    with pytest.raises(BadInput, match=r"^model file .*m.npz: " + message
+                       if "state" not in message else message):
+        load_learner(path)
+
+
 BAD_HYPERPARAMETERS: list[tuple[Callable[[], Learner], str]] = [
     (lambda: FTRL(alpha=-0.1), "FTRL: alpha must be a finite number > 0, got -0.1"),
     (lambda: FTRL(alpha=0.0), "FTRL: alpha must be a finite number > 0, got 0.0"),
