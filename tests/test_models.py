@@ -144,6 +144,45 @@ def test_linear_scores_match_numpy() -> None:
     assert np.allclose(linreg.predict(batch), x @ linreg.weights())
 
 
+def ftrl_reference(batch: SparseBatch, y: np.ndarray, alpha: float, beta: float, l1: float,
+                   l2: float, bits: int) -> np.ndarray:
+    """Prequential scores of FTRL-Proximal as McMahan et al. (2013), Algorithm 1, state it:
+    plain Python, one coordinate at a time."""
+    z: dict[int, float] = {}
+    n: dict[int, float] = {}
+    out = []
+    for r in range(len(batch)):
+        lo, hi = batch.offsets[r], batch.offsets[r + 1]
+        x: dict[int, float] = {}
+        for i, v in zip(batch.indices[lo:hi] & ((1 << bits) - 1), batch.values[lo:hi],
+                        strict=True):
+            x[int(i)] = x.get(int(i), 0.0) + float(v)
+        w = {}
+        for i in x:
+            zi, ni = z.get(i, 0.0), n.get(i, 0.0)
+            w[i] = 0.0 if abs(zi) <= l1 else -(zi - math.copysign(l1, zi)) / (
+                (beta + math.sqrt(ni)) / alpha + l2)
+        p = 1 / (1 + math.exp(-max(-35.0, min(35.0, sum(w[i] * x[i] for i in x)))))
+        out.append(p)
+        for i, xi in x.items():
+            g, ni = (p - y[r]) * xi, n.get(i, 0.0)
+            sigma = (math.sqrt(ni + g * g) - math.sqrt(ni)) / alpha
+            z[i], n[i] = z.get(i, 0.0) + g - sigma * w[i], ni + g * g
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("alpha", "beta", "l1", "l2"), [(0.1, 1.0, 0.0, 1.0),
+                                                          (0.3, 0.5, 0.5, 0.1),
+                                                          (1.0, 0.0, 2.0, 0.0)])
+def test_ftrl_learns_as_the_papers_algorithm(alpha: float, beta: float, l1: float,
+                                             l2: float) -> None:
+    batch, clicks, _ = stream(800)
+    model = FTRL(bits=10, alpha=alpha, beta=beta, l1=l1, l2=l2)
+    scores = model.predict_then_learn(batch, clicks)
+    assert np.allclose(scores, ftrl_reference(batch, clicks, alpha, beta, l1, l2, 10),
+                       rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("bias_pairs", [True, False])
 def test_fm_scores_match_numpy(bias_pairs: bool) -> None:
     batch, _, numbers = stream(800)
