@@ -160,3 +160,21 @@ def test_an_adapters_bits_and_rate_are_checked() -> None:
         SklearnLearner(SGDClassifier(), bits=0)
     with pytest.raises(ConfigError, match="TorchLearner: lr must be a finite number > 0"):
         TorchLearner(dnn(bits=4, dim=2, hidden=()), bits=4, lr=-0.1)
+
+
+def test_a_classifier_adapter_learns_a_probability_label_as_the_metrics_count_it() -> None:
+    """A label is positive where it is > 0.5 (train.metrics, the trainer takes labels in
+    [0, 1]). Before: River learned bool(0.2), True; scikit-learn int(0.9), class 0."""
+    from river import linear_model
+    from sklearn.linear_model import SGDClassifier
+
+    from livelearn.models.adapters import RiverLearner, SklearnLearner
+
+    batch = hash_rows([{"x": "a"}, {"x": "b"}] * 100, bits=8)
+    y = np.array([0.9, 0.2] * 100)
+    for model in (RiverLearner(linear_model.LogisticRegression(), bits=8),
+                  SklearnLearner(SGDClassifier(loss="log_loss", random_state=0), bits=8,
+                                 batch_size=10)):
+        model.learn(batch, y)
+        a, b = model.predict(batch.slice(0, 2))
+        assert a > 0.5 > b, type(model).__name__

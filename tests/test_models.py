@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from livelearn.models import (
     load_learner,
     save_learner,
 )
+from livelearn.models.base import Diverged
 from livelearn.models.kernels import init_value
 
 FEATURES = FeatureSet([Categorical("user"), Categorical("topic"), Numeric("age"),
@@ -140,6 +142,45 @@ def test_linear_scores_match_numpy() -> None:
     assert np.allclose(ftrl.predict(batch), 1 / (1 + np.exp(-x @ ftrl.weights())))
     assert np.allclose(logreg.predict(batch), 1 / (1 + np.exp(-x @ logreg.weights())))
     assert np.allclose(linreg.predict(batch), x @ linreg.weights())
+
+
+def ftrl_reference(batch: SparseBatch, y: np.ndarray, alpha: float, beta: float, l1: float,
+                   l2: float, bits: int) -> np.ndarray:
+    """Prequential scores of FTRL-Proximal as McMahan et al. (2013), Algorithm 1, state it:
+    plain Python, one coordinate at a time."""
+    z: dict[int, float] = {}
+    n: dict[int, float] = {}
+    out = []
+    for r in range(len(batch)):
+        lo, hi = batch.offsets[r], batch.offsets[r + 1]
+        x: dict[int, float] = {}
+        for i, v in zip(batch.indices[lo:hi] & ((1 << bits) - 1), batch.values[lo:hi],
+                        strict=True):
+            x[int(i)] = x.get(int(i), 0.0) + float(v)
+        w = {}
+        for i in x:
+            zi, ni = z.get(i, 0.0), n.get(i, 0.0)
+            w[i] = 0.0 if abs(zi) <= l1 else -(zi - math.copysign(l1, zi)) / (
+                (beta + math.sqrt(ni)) / alpha + l2)
+        p = 1 / (1 + math.exp(-max(-35.0, min(35.0, sum(w[i] * x[i] for i in x)))))
+        out.append(p)
+        for i, xi in x.items():
+            g, ni = (p - y[r]) * xi, n.get(i, 0.0)
+            sigma = (math.sqrt(ni + g * g) - math.sqrt(ni)) / alpha
+            z[i], n[i] = z.get(i, 0.0) + g - sigma * w[i], ni + g * g
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("alpha", "beta", "l1", "l2"), [(0.1, 1.0, 0.0, 1.0),
+                                                          (0.3, 0.5, 0.5, 0.1),
+                                                          (1.0, 0.0, 2.0, 0.0)])
+def test_ftrl_learns_as_the_papers_algorithm(alpha: float, beta: float, l1: float,
+                                             l2: float) -> None:
+    batch, clicks, _ = stream(800)
+    model = FTRL(bits=10, alpha=alpha, beta=beta, l1=l1, l2=l2)
+    scores = model.predict_then_learn(batch, clicks)
+    assert np.allclose(scores, ftrl_reference(batch, clicks, alpha, beta, l1, l2, 10),
+                       rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("bias_pairs", [True, False])
@@ -289,6 +330,38 @@ def test_loading_garbage_says_so(tmp_path: Path) -> None:
         load_learner(path)
 
 
+def _meta(meta: object) -> dict[str, np.ndarray]:
+    return {"__meta__": np.frombuffer(orjson.dumps(meta), dtype=np.uint8)}
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    (lambda raw: raw[:len(raw) // 2], r"not a livelearn model \(BadZipFile: "),
+    (lambda raw: b"", r"not a livelearn model \(ValueError: not an .npz archive"),
+    (lambda raw: b'{"name": "ftrl"}', r"not a livelearn model \(ValueError: not an .npz "
+                                      r"archive: it starts with b'\{\"na'\)"),
+    (_meta([1, 2]), r"not a livelearn model \(its __meta__ is \[1, 2\]; expected an object"),
+    (_meta({"name": "ftrl"}), r"not a livelearn model \(its __meta__ is \{'name': 'ftrl'\}"),
+    (_meta({"name": "ftrl", "params": {"bogus": 1}}),
+     r"its params \{'bogus': 1\} do not build a FTRL \(FTRL.__init__\(\) got an unexpected"),
+    (_meta({"name": "ftrl", "params": {"bits": 2}}) | {"state.z": np.array(["a"] * 4),
+                                                       "state.n": np.zeros(4)},
+     r"model state 'z': expected numbers, got an array of <U1"),
+])
+def test_a_truncated_or_foreign_model_file_is_named(spoil: object, message: str,
+                                                    tmp_path: Path) -> None:
+    """Before: BadZipFile, EOFError, KeyError, TypeError or ValueError with a traceback, and
+    for a file not a zip numpy's advice to load it with allow_pickle."""
+    path = tmp_path / "m.npz"
+    save_learner(FTRL(bits=8), path)
+    if callable(spoil):
+        path.write_bytes(spoil(path.read_bytes()))
+    else:
+        np.savez(path, **spoil)  # type: ignore[arg-type]
+    with pytest.raises(BadInput, match=r"^model file .*m.npz: " + message
+                       if "state" not in message else message):
+        load_learner(path)
+
+
 BAD_HYPERPARAMETERS: list[tuple[Callable[[], Learner], str]] = [
     (lambda: FTRL(alpha=-0.1), "FTRL: alpha must be a finite number > 0, got -0.1"),
     (lambda: FTRL(alpha=0.0), "FTRL: alpha must be a finite number > 0, got 0.0"),
@@ -341,3 +414,57 @@ def test_tables_larger_than_the_machine_are_refused_not_killed(
                                           r"lower its bits"):
         FTRL(bits=27)
     assert FTRL(bits=20).bits == 20
+
+
+#: Two rows of one feature each.
+TWO_ROWS = SparseBatch(np.array([0, 1], dtype=np.int64), np.array([1.0, 1.0]),
+                       np.array([0, 1, 2], dtype=np.int64))
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    (name, value) for name in sorted(LEARNERS) for value in (1e200, math.nan, math.inf)
+    if (name, value) != ("logreg-sgd", 1e200)])  # plain SGD squares nothing: no overflow
+def test_a_value_that_spoils_the_weights_is_named_not_learned_silently(name: str,
+                                                                       value: float) -> None:
+    """Before: a value whose square overflows (1e200), or not finite, left NaN or inf
+    weights and accumulators behind, while FTRL and the linear models went on scoring
+    finite numbers (the bucket's weight stuck at 0), so nothing noticed."""
+    batch, clicks, numbers = stream(20)
+    model = LEARNERS[name]()
+    y = labels_for(model, clicks, numbers)[:3]
+    rows = SparseBatch(np.r_[batch.indices[:5], 7, 9], np.r_[batch.values[:5], 1.0, value],
+                       np.array([0, 5, 7], dtype=np.int64))
+    with pytest.raises(Diverged, match=rf"^{type(model).__name__}: learning row 1 of the "
+                                       rf"batch \(largest \|value\| {re.escape(f'{value:.6g}')}, "
+                                       rf"label .*\) left a weight that is not a finite "
+                                       rf"number") as e:
+        model.predict_then_learn(rows, y[:2])
+    assert e.value.row == 1
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_labels_a_learner_cannot_learn_are_refused_before_learning(name: str) -> None:
+    """Before: a NaN label spoiled the weights silently, and a classifier learned 2 or -1
+    (the trainer dead-letters them, a learner used directly did not)."""
+    model = LEARNERS[name]()
+    before = {k: v.copy() for k, v in model.state().items()}
+    bad = [math.nan, math.inf] + ([2.0, -1.0] if model.task == "binary" else [])
+    for label in bad:
+        with pytest.raises(BadInput, match=rf"^labels: row 1 is {label!r}; "
+                                           rf"{type(model).__name__} learns"):
+            model.predict_then_learn(TWO_ROWS, np.array([0.0, label]))
+    assert all(np.array_equal(before[k], v) for k, v in model.state().items())
+
+
+@pytest.mark.parametrize("make", [lambda: FMRegressor(bits=12, k=4),
+                                  lambda: FFMRegressor(bits=12, n_fields=FEATURES.n_fields)])
+def test_a_regressors_nan_score_is_not_clipped_into_range(make: Callable[[], Learner]) -> None:
+    """Before: a NaN score was clipped to a bound of the labels learned, so a NaN feature
+    value (or spoiled weights) gave a plausible number, and no check saw it."""
+    batch, _, numbers = stream(50)
+    model = make()
+    model.learn(batch, numbers[:50])
+    nan_row = SparseBatch(batch.indices[:2], np.array([1.0, math.nan]),
+                          np.array([0, 2], dtype=np.int64), batch.fields[:2]
+                          if batch.fields is not None else None)
+    assert math.isnan(model.predict(nan_row)[0])

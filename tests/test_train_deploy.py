@@ -470,21 +470,37 @@ def _numbers(log: SQLiteLog, values: list[float], labels: list[float]) -> None:
         for i, (value, label) in enumerate(zip(values, labels, strict=True))])
 
 
-def test_a_learner_whose_scores_diverge_stops_the_trainer_naming_it(tmp_path: Path,
-                                                                     log: SQLiteLog) -> None:
+def test_a_learner_whose_weights_diverge_stops_the_trainer_naming_it(tmp_path: Path,
+                                                                      log: SQLiteLog) -> None:
     """Plain SGD on numbers of a million diverges to NaN. Before: 'metrics: scores and
-    labels must not contain nan', naming neither the learner nor the sample."""
+    labels must not contain nan', naming neither the learner nor the sample; then the
+    sample whose score was NaN (r42), not the one whose learning overflowed (r41)."""
     _numbers(log, [1e6 * (i % 3) for i in range(50)], [float(i % 2) for i in range(50)])
     registry = Registry(tmp_path / "reg")
     pipeline = replace(SMALL, learner=lambda: LinearRegression(bits=10, optimizer="sgd"))
     trainer = Trainer(log, registry, pipeline)
     with pytest.raises(PipelineError, match=re.escape(
             "pipeline 'news_feed': the learner LinearRegression(bits=10, optimizer='sgd', "
-            "lr=0.1, l2=0.0) gave sample 'r42' the score nan: not a finite number (its "
-            "weights diverged: lower its learning rate, or scale large numeric features, "
-            "e.g. with log1p); nothing learned since v1 is published")):
+            "lr=0.1, l2=0.0) learned sample 'r41' into weights that are not finite numbers "
+            "(its weights diverged: lower its learning rate, or scale large numeric "
+            "features, e.g. with log1p); nothing learned since v1 is published")):
         trainer.step(final=True)
     assert [v.id for v in registry.versions()] == [1]
+
+
+def test_a_feature_too_large_to_learn_stops_the_trainer_not_published(tmp_path: Path,
+                                                                      log: SQLiteLog) -> None:
+    """A number of 1e200 (valid JSON) squared overflows: FTRL's accumulators of that
+    feature became nan and inf while its scores stayed finite (its weight stuck at 0), so
+    the trainer went on and published the spoiled model. (Where the feature had a weight
+    already, a later sample scored nan and was named instead of the culprit.)"""
+    _numbers(log, [1e200] + [1.0] * 29, [float(i % 2) for i in range(30)])
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, replace(SMALL, learner=lambda: FTRL(bits=10)))
+    with pytest.raises(PipelineError, match=re.escape(
+            "learned sample 'r0' into weights that are not finite numbers")):
+        trainer.step(final=True)
+    assert [v.meta["samples"] for v in registry.versions()] == [0]  # the untrained v1 only
 
 
 @register

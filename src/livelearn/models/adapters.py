@@ -48,7 +48,7 @@ class _Pickled(OnePass):
         return copy.deepcopy(self)
 
     def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
-        return self._call(batch, as_labels(batch, y))
+        return self._call(batch, as_labels(self, batch, y))
 
 
 def _rows(batch: SparseBatch, mask: int) -> list[dict[int, float]]:
@@ -65,7 +65,8 @@ def _rows(batch: SparseBatch, mask: int) -> list[dict[int, float]]:
 
 @register
 class RiverLearner(_Pickled):
-    """Any River classifier (binary) or regressor, fed ``{bucket: value}`` dicts.
+    """Any River classifier (binary) or regressor, fed ``{bucket: value}`` dicts. A
+    classifier learns a label as True where it is > 0.5, as the metrics count it.
 
     >>> from river import linear_model
     >>> from livelearn.features.hashing import hash_rows
@@ -105,7 +106,7 @@ class RiverLearner(_Pickled):
             else:
                 out[r] = est.predict_one(x)
             if y is not None:
-                est.learn_one(x, bool(y[r]) if self.classifier else float(y[r]))
+                est.learn_one(x, bool(y[r] > 0.5) if self.classifier else float(y[r]))
         return out
 
 
@@ -162,9 +163,10 @@ def _concat(batches: list[SparseBatch]) -> SparseBatch:
 class SklearnLearner(_MiniBatch):
     """A scikit-learn estimator with ``partial_fit``, fed a scipy CSR matrix of 2**bits columns.
 
-    A classifier scores with ``predict_proba`` (column of class 1), or the logistic
-    of ``decision_function``; before its first mini-batch every score is 0.5
-    (0.0 for a regressor).
+    A classifier learns a label as class 1 where it is > 0.5, as the metrics count it,
+    and scores with ``predict_proba`` (column of class 1), or the logistic of
+    ``decision_function``; before its first mini-batch every score is 0.5 (0.0 for a
+    regressor).
 
     >>> from sklearn.linear_model import SGDClassifier
     >>> from livelearn.features.hashing import hash_rows
@@ -220,7 +222,7 @@ class SklearnLearner(_MiniBatch):
     def _learn(self, batch: SparseBatch, y: np.ndarray) -> None:
         x = self._matrix(batch)
         if self.classifier:
-            self.estimator.partial_fit(x, y.astype(np.int64), classes=np.array([0, 1]))
+            self.estimator.partial_fit(x, (y > 0.5).astype(np.int64), classes=np.array([0, 1]))
         else:
             self.estimator.partial_fit(x, y)
         self._fitted = True

@@ -16,6 +16,7 @@ import math
 import mmap
 import os
 import pickle
+import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from livelearn.errors import BadInput, ConfigError, missing_extra
+from livelearn.errors import BadInput, ConfigError, PipelineError, missing_extra
+from livelearn.events import show
 from livelearn.features.batch import SparseBatch
 
 
@@ -138,21 +140,43 @@ def load_learner(path: str | Path, *, trusted: bool = False) -> Learner:
     A file of a ``pickled`` adapter is unpickled only with ``trusted=True``: unpickling
     runs code, so pass it only for files that you or your own pipeline wrote.
     """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = orjson.loads(data["__meta__"].tobytes())
-            state = {k.removeprefix("state."): data[k] for k in data.files if k != "__meta__"}
-    except (OSError, ValueError, KeyError, orjson.JSONDecodeError) as e:
-        raise BadInput(f"model file {path}: not a livelearn model ({e})") from None
-    if meta.get("pickled"):
-        return _unpickle(path, meta["name"], state["pickle"], trusted)
+    meta, state = _read(path)
+    if meta.get("pickled") is True:
+        return _unpickle(path, meta["name"], state.get("pickle", np.zeros(0, np.uint8)), trusted)
     cls = LEARNERS.get(meta["name"])
     if cls is None:
         raise ConfigError(f"model file {path}: unknown learner {meta['name']!r} "
                           f"(known: {', '.join(sorted(LEARNERS))})")
-    learner = cls.from_params(meta["params"])
+    try:
+        learner = cls.from_params(meta["params"])
+    except TypeError as e:  # parameters of another version or class: a ConfigError is kept
+        raise BadInput(f"model file {path}: its params {show(meta['params'])} do not build a "
+                       f"{cls.__name__} ({e})") from None
     learner.set_state(state)
     return learner
+
+
+def _read(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The meta and the state arrays of a model file; BadInput naming the file if it is
+    not one that ``save_learner`` wrote (another file, or one truncated or damaged)."""
+    try:
+        with open(path, "rb") as f:  # closed here: numpy leaves it open if zipfile fails
+            start = f.read(4)
+            if start != b"PK\x03\x04":  # what every .npz (a zip archive) starts with
+                raise ValueError(f"not an .npz archive: it starts with {start!r}")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as data:
+                meta = orjson.loads(data["__meta__"].tobytes())
+                state = {k.removeprefix("state."): data[k] for k in data.files
+                         if k != "__meta__"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise BadInput(f"model file {path}: not a livelearn model ({type(e).__name__}: "
+                       f"{e})") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("name"), str)
+            and (meta.get("pickled") is True or isinstance(meta.get("params"), dict))):
+        raise BadInput(f"model file {path}: not a livelearn model (its __meta__ is "
+                       f"{show(meta)}; expected an object with a name and params)")
+    return meta, state
 
 
 def _unpickle(path: str | Path, name: str, data: np.ndarray, trusted: bool) -> Learner:
@@ -220,13 +244,49 @@ def score_problem(learner: Learner, scores: np.ndarray) -> tuple[int, str] | Non
     return i, f"the score {float(scores[i])!r}: {why}"
 
 
-def as_labels(batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
-    """The labels as contiguous float64, one per row (zeros when ``y`` is None)."""
+class Diverged(PipelineError):
+    """Learning row ``row`` of a batch left a parameter of the learner that is not a finite
+    number. The learner stops there (the rows after it are neither scored nor learned) and
+    is spoiled: rebuild it, or load the version saved before."""
+
+    def __init__(self, message: str, row: int):
+        super().__init__(message)
+        self.row = row
+
+
+def check_learned(learner: Learner, batch: SparseBatch, labels: np.ndarray, row: int) -> None:
+    """Diverged if a kernel said that learning ``row`` (-1: none) spoiled a parameter,
+    naming the row's values and label: not finite, or so large that a square overflows."""
+    if row < 0:
+        return
+    values = batch.values[batch.offsets[row]:batch.offsets[row + 1]]
+    label = float(labels[row])
+    largest = float(np.max(np.abs(values))) if len(values) else 0.0
+    if not math.isfinite(label) or not np.isfinite(values).all():
+        cause = "a value or label that is not a finite number"
+    else:
+        cause = "a learning rate too high, or a value or label too large"
+    raise Diverged(f"{type(learner).__name__}: learning row {row} of the batch (largest "
+                   f"|value| {largest:.6g}, label {label:.6g}) left a weight that is not a "
+                   f"finite number ({cause}; scale large numeric features, e.g. with log1p); "
+                   f"the learner is spoiled: rebuild it or load its last saved version", row)
+
+
+def as_labels(learner: Learner, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
+    """The labels as contiguous float64, one per row (zeros when ``y`` is None); BadInput
+    for a label not a finite number, or outside [0, 1] for a binary learner."""
     if y is None:
         return np.zeros(len(batch))
     labels = np.ascontiguousarray(y, dtype=np.float64)
     if labels.shape != (len(batch),):
         raise BadInput(f"labels: expected {len(batch)} (one per row), got shape {labels.shape}")
+    binary = learner.task == "binary"
+    bad = ~np.isfinite(labels) | (((labels < 0) | (labels > 1)) if binary else False)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        allowed = "a number in [0, 1] (0 or 1, or a probability)" if binary else "a finite number"
+        raise BadInput(f"labels: row {r} is {float(labels[r])!r}; {type(learner).__name__} learns "
+                       f"{allowed}")
     return labels
 
 
@@ -278,6 +338,8 @@ def state_array(state: dict[str, np.ndarray], key: str, shape: tuple[int, ...],
     given = np.asarray(state[key])
     if given.shape != shape:
         raise BadInput(f"model state {key!r}: expected shape {shape}, got {given.shape}")
+    if given.dtype.kind not in "biuf":
+        raise BadInput(f"model state {key!r}: expected numbers, got an array of {given.dtype}")
     array = table(shape, dtype, populate=True)
     array[...] = given
     return array

@@ -34,7 +34,7 @@ import numpy as np
 
 from livelearn.errors import BadInput
 from livelearn.features.batch import SparseBatch
-from livelearn.models.base import as_labels, check_params, register
+from livelearn.models.base import as_labels, check_learned, check_params, register
 from livelearn.models.fm import Factorization
 from livelearn.models.kernels import factor, first_label, link, max_width, step, touch, within
 
@@ -62,6 +62,9 @@ def _interactions(indices, values, fld, lo, hi, mask, v, touched, std, seed, dra
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):  # type: ignore[no-untyped-def]
+    """Step the factors of each pair of the row's features in [lo, hi), one pair after
+    another; returns whether a step ``kernels.spoiled`` a factor."""
+    check = False
     for a in range(lo, hi):
         ia, fa, xa = indices[a] & mask, fld[a - lo], values[a]
         for b in range(a + 1, hi):
@@ -69,8 +72,9 @@ def _learn_pairs(indices, values, fld, lo, hi, mask, v, err, lr, l2_v, adagrad):
             g = err * xa * values[b]
             for f in range(v.shape[3]):
                 va, vb = v[ia, 0, fb, f], v[ib, 0, fa, f]
-                step(v, ia, fb, f, g * vb + l2_v * va, lr, adagrad)
-                step(v, ib, fa, f, g * va + l2_v * vb, lr, adagrad)
+                check |= step(v, ia, fb, f, g * vb + l2_v * va, lr, adagrad)
+                check |= step(v, ib, fa, f, g * va + l2_v * vb, lr, adagrad)
+    return check
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -94,13 +98,17 @@ def _run(indices, values, offsets, fields, has_fields, y, w, v, touched, seen, l
         out[r] = p if logistic else within(p, seen)
         if not learn:
             continue
-        err = p - y[r]
+        err, check = p - y[r], False
         first_label(w, indices, lo, hi, err, seen, logistic, bias_pairs)
         seen[0], seen[1] = min(seen[0], y[r]), max(seen[1], y[r])
         for kk in range(lo, hi):
             i = indices[kk] & mask
-            step(w, i, 0, 0, err * values[kk] + l2 * w[i, 0, 0, 0], lr_w, adagrad)
-        _learn_pairs(indices, values, fld[skip:], lo + skip, hi, mask, v, err, lr, l2_v, adagrad)
+            check |= step(w, i, 0, 0, err * values[kk] + l2 * w[i, 0, 0, 0], lr_w, adagrad)
+        check |= _learn_pairs(indices, values, fld[skip:], lo + skip, hi, mask, v, err, lr,
+                              l2_v, adagrad)
+        if check:
+            return r
+    return -1
 
 
 class _FFM(Factorization):
@@ -118,11 +126,11 @@ class _FFM(Factorization):
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
         fields = self._check_fields(batch)
-        out = np.empty(len(batch))
-        _run(batch.indices, batch.values, batch.offsets, fields,  # type: ignore[call-arg]
-             batch.fields is not None,
-             as_labels(batch, y), self._w, self._v, self._touched, self._seen, *self._options(),
-             y is not None, out)
+        out, labels = np.empty(len(batch)), as_labels(self, batch, y)
+        spoilt = _run(batch.indices, batch.values, batch.offsets, fields,  # type: ignore[call-arg]
+                      batch.fields is not None, labels, self._w, self._v, self._touched,
+                      self._seen, *self._options(), y is not None, out)
+        check_learned(self, batch, labels, spoilt)
         return out
 
     def _check_fields(self, batch: SparseBatch) -> np.ndarray:

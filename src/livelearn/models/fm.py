@@ -41,6 +41,7 @@ from livelearn.models.base import (
     Learner,
     OnePass,
     as_labels,
+    check_learned,
     check_params,
     register,
     state_array,
@@ -79,17 +80,20 @@ def _run(indices, values, offsets, y, w, v, touched, seen, logistic, adagrad, lr
         out[r] = p if logistic else within(p, seen)
         if not learn:
             continue
-        err = p - y[r]
+        err, check = p - y[r], False
         first_label(w, indices, lo, hi, err, seen, logistic, bias_pairs)
         seen[0], seen[1] = min(seen[0], y[r]), max(seen[1], y[r])
         for kk in range(lo, hi):
             i, x = indices[kk] & mask, values[kk]
-            step(w, i, 0, 0, err * x + l2 * w[i, 0, 0, 0], lr_w, adagrad)
+            check |= step(w, i, 0, 0, err * x + l2 * w[i, 0, 0, 0], lr_w, adagrad)
         for kk in range(lo + skip, hi):
             i, x = indices[kk] & mask, values[kk]
             for f in range(k):
                 vf = vrow[kk - lo, f]
-                step(v, i, 0, f, err * x * (s[f] - vf * x) + l2_v * vf, lr, adagrad)
+                check |= step(v, i, 0, f, err * x * (s[f] - vf * x) + l2_v * vf, lr, adagrad)
+        if check:
+            return r
+    return -1
 
 
 class Factorization(OnePass):
@@ -135,9 +139,11 @@ class Factorization(OnePass):
                 self.l2_v, self.init_std, self.seed, self.bias_pairs)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
-        out = np.empty(len(batch))
-        _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y),  # type: ignore[call-arg]
-             self._w, self._v, self._touched, self._seen, *self._options(), y is not None, out)
+        out, labels = np.empty(len(batch)), as_labels(self, batch, y)
+        spoilt = _run(batch.indices, batch.values, batch.offsets, labels,  # type: ignore[call-arg]
+                      self._w, self._v, self._touched, self._seen, *self._options(),
+                      y is not None, out)
+        check_learned(self, batch, labels, spoilt)
         return out
 
     def state(self) -> dict[str, np.ndarray]:

@@ -26,12 +26,13 @@ from livelearn.features.batch import SparseBatch
 from livelearn.models.base import (
     OnePass,
     as_labels,
+    check_learned,
     check_params,
     register,
     state_columns,
     table,
 )
-from livelearn.models.kernels import max_width
+from livelearn.models.kernels import max_width, spoiled
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -55,17 +56,22 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
         wx = min(max(wx, -35.0), 35.0)
         p = 1.0 / (1.0 + math.exp(-wx))
         out[r] = p
-        if learn:
-            err = p - y[r]
-            for k in range(lo, hi):
-                i = indices[k] & mask
-                g = err * values[k]
-                n = zn[i, 1]
-                # sqrt(n) as scored, unless a bucket repeated in the row has moved n since
-                before = root[k - lo] if n == n_seen[k - lo] else math.sqrt(n)
-                sigma = (math.sqrt(n + g * g) - before) * per_alpha
-                zn[i, 0] += g - sigma * w[k - lo]
-                zn[i, 1] = n + g * g
+        if not learn:
+            continue
+        err, check = p - y[r], False
+        for k in range(lo, hi):
+            i = indices[k] & mask
+            g = err * values[k]
+            n = zn[i, 1]
+            # sqrt(n) as scored, unless a bucket repeated in the row has moved n since
+            before = root[k - lo] if n == n_seen[k - lo] else math.sqrt(n)
+            sigma = (math.sqrt(n + g * g) - before) * per_alpha
+            zn[i, 0] += g - sigma * w[k - lo]
+            zn[i, 1] = n + g * g
+            check |= spoiled(zn[i, 0], zn[i, 1])
+        if check:
+            return r
+    return -1
 
 
 @register
@@ -94,9 +100,10 @@ class FTRL(OnePass):
         return self._zn[:, 1]
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
-        out = np.empty(len(batch))
-        _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y), self._zn,
-             self.alpha, self.beta, self.l1, self.l2, y is not None, out)
+        out, labels = np.empty(len(batch)), as_labels(self, batch, y)
+        spoilt = _run(batch.indices, batch.values, batch.offsets, labels, self._zn,
+                      self.alpha, self.beta, self.l1, self.l2, y is not None, out)
+        check_learned(self, batch, labels, spoilt)
         return out
 
     def weights(self) -> np.ndarray:

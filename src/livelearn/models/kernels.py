@@ -43,7 +43,8 @@ def init_value(seed: int, counter: int, std: float) -> float:
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def step(params, i, j, f, g, lr, adagrad):  # type: ignore[no-untyped-def]
-    """One SGD or AdaGrad step on ``params[i, 0, j, f]`` (accumulator at ``[i, 1, j, f]``)."""
+    """One SGD or AdaGrad step on ``params[i, 0, j, f]`` (accumulator at ``[i, 1, j, f]``);
+    returns whether it ``spoiled`` either."""
     if adagrad:
         params[i, 1, j, f] += g * g
         acc = params[i, 1, j, f]
@@ -51,6 +52,15 @@ def step(params, i, j, f, g, lr, adagrad):  # type: ignore[no-untyped-def]
         params[i, 0, j, f] -= lr * g / math.sqrt(acc) if acc > 0.0 else 0.0
     else:
         params[i, 0, j, f] -= lr * g
+    return spoiled(params[i, 0, j, f], params[i, 1, j, f])
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def spoiled(a, b):  # type: ignore[no-untyped-def]
+    """Whether either number is not finite (x - x is nan for nan and inf): or-ed over what
+    a row's learning wrote, it says a parameter was spoiled (models.base.Diverged). An or
+    of booleans, not a sum of floats, so that loops over factors still vectorize."""
+    return (a - a != 0.0) | (b - b != 0.0)
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -95,7 +105,8 @@ def first_label(w, indices, lo, hi, err, seen, logistic, bias_pairs):  # type: i
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def within(score, seen):  # type: ignore[no-untyped-def]
-    """A regressor's score clipped to [lowest, highest] label learned (``seen``), if any."""
-    if seen[0] > seen[1]:
+    """A regressor's score clipped to [lowest, highest] label learned (``seen``), if any;
+    nan stays nan (min and max would turn it into a bound)."""
+    if seen[0] > seen[1] or math.isnan(score):
         return score
     return min(max(score, seen[0]), seen[1])

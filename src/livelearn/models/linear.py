@@ -27,11 +27,13 @@ from livelearn.features.batch import SparseBatch
 from livelearn.models.base import (
     OnePass,
     as_labels,
+    check_learned,
     check_params,
     register,
     state_columns,
     table,
 )
+from livelearn.models.kernels import spoiled
 
 OPTIMIZERS = ("sgd", "adagrad")
 
@@ -49,7 +51,7 @@ def _run(indices, values, offsets, y, wg, logistic, adagrad, lr, l2, learn, out)
         out[r] = p
         if not learn:
             continue
-        err = p - y[r]
+        err, check = p - y[r], False
         for k in range(lo, hi):
             i = indices[k] & mask
             g = err * values[k] + l2 * wg[i, 0]
@@ -59,6 +61,10 @@ def _run(indices, values, offsets, y, wg, logistic, adagrad, lr, l2, learn, out)
                     wg[i, 0] -= lr * g / math.sqrt(wg[i, 1])
             else:
                 wg[i, 0] -= lr * g
+            check |= spoiled(wg[i, 0], wg[i, 1])
+        if check:
+            return r
+    return -1
 
 
 class _Linear(OnePass):
@@ -74,10 +80,11 @@ class _Linear(OnePass):
         self._wg = table((1 << bits, 2), populate=True)
 
     def _call(self, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:
-        out = np.empty(len(batch))
-        _run(batch.indices, batch.values, batch.offsets, as_labels(batch, y), self._wg,
-             self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2,
-             y is not None, out)
+        out, labels = np.empty(len(batch)), as_labels(self, batch, y)
+        spoilt = _run(batch.indices, batch.values, batch.offsets, labels, self._wg,
+                      self.task == "binary", self.optimizer == "adagrad", self.lr, self.l2,
+                      y is not None, out)
+        check_learned(self, batch, labels, spoilt)
         return out
 
     def weights(self) -> np.ndarray:

@@ -11,8 +11,10 @@ A restarted trainer resumes from there and learns the rest again, in order, so
 it ends in the same state as a run never interrupted.
 
 A score the learner must not give (not finite: its weights diverged; outside
-[0, 1] for a binary learner) stops the trainer with a PipelineError naming the
-learner and the sample, before what it learned since its last version is published.
+[0, 1] for a binary learner), or a sample whose learning left a weight that is
+not finite (models.base.Diverged: a feature value or label too large), stops the
+trainer with a PipelineError naming the learner and the sample, before what it
+learned since its last version is published.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -32,7 +34,7 @@ from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.log.merge import MergedReader
-from livelearn.models.base import Learner, score_problem
+from livelearn.models.base import Diverged, Learner, score_problem
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
@@ -350,10 +352,14 @@ class Trainer:
                where: list[tuple[str, int, int]]) -> np.ndarray:
         if len(batch) == 0:
             return np.empty(0)
-        scores = self.model.predict_then_learn(batch, labels)
+        try:
+            scores = self.model.predict_then_learn(batch, labels)
+        except Diverged as e:
+            self._stop(f"learned sample {samples[e.row]['id']!r} into weights that are not "
+                       f"finite numbers")
         problem = score_problem(self.model, scores)
         if problem is not None:
-            self._stop(samples[problem[0]]["id"], problem[1])
+            self._stop(f"gave sample {samples[problem[0]]['id']!r} {problem[1]}")
         self.metric.update(scores, labels)
         self.window.update(scores, labels)
         last = -(self._recent.maxlen or 0)  # only the last ones stay in the deque
@@ -367,15 +373,16 @@ class Trainer:
         self._since_publish += len(batch)
         return scores
 
-    def _stop(self, sample: str, problem: str) -> None:
-        """PipelineError for a score the learner must not give: what it learned since the
-        last version is not published (a restart resumes from that version)."""
+    def _stop(self, what: str) -> NoReturn:
+        """PipelineError for ``what`` the learner did that it must not (gave a score out of
+        range, weights diverged): what it learned since the last version is not published
+        (a restart resumes from that version)."""
         hint = (" (its weights diverged: lower its learning rate, or scale large numeric "
-                "features, e.g. with log1p)" if "finite" in problem else "")
+                "features, e.g. with log1p)" if "finite" in what else "")
         last = "" if self.version is None else f" since v{self.version.id}"
         raise PipelineError(f"pipeline '{self.pipeline.name}': the learner "
-                            f"{_described(self.model)} gave sample {sample!r} {problem}{hint}; "
-                            f"nothing learned{last} is published")
+                            f"{_described(self.model)} {what}{hint}; nothing learned{last} "
+                            f"is published")
 
     def _publish(self, ts: int | None) -> Version:
         """Publish the current model as a candidate, with its metrics and lineage."""
