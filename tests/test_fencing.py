@@ -5,6 +5,7 @@ Log conformance suite checks claims on Kafka too)."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -98,3 +99,35 @@ def test_run_stops_serving_when_its_roles_are_fenced_off(tmp_path: Path) -> None
         said = run.stdout.read().decode()
         assert "livelearn: group 'joiner' of log '" in said
         assert "w/log.db' was taken over by another process" in said
+
+
+def test_a_superseded_trainers_gate_stops_at_its_next_verdict_and_writes_nothing(
+        tmp_path: Path) -> None:
+    """An idle trainer taken over never publishes again, so only its gate can write: it
+    judged candidates beside the new trainer's gate (twice, or undoing the other's verdict)
+    and ran on for as long as it was left running."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    role = ["p.py", "--log", "sqlite:///log.db", "--registry", "reg"]
+    assert _livelearn("ingest", "p.py", "ratings", str(_ratings(tmp_path / "a.jsonl", 0, 200)),
+                      "--log", "sqlite:///log.db", cwd=tmp_path).returncode == 0
+    assert _livelearn("join", "p.py", "--log", "sqlite:///log.db", "--until-idle",
+                      cwd=tmp_path).returncode == 0
+    registry = Registry(tmp_path / "reg")
+    with _process(["train", *role], tmp_path) as first:
+        _wait(lambda: registry.statuses() == ["approved"], "the first version approved")
+        with _process(["train", *role], tmp_path) as second:
+            _wait(lambda: _claims(tmp_path / "reg" / "index.db", "trainer") == 2,
+                  "the second claim")
+            second.send_signal(signal.SIGSTOP)  # only the superseded gate can judge now
+            try:
+                candidate = registry.publish(PIPELINE.learner(), {"metric": "mae"}, parent=1)
+                assert first.wait(30) == 2
+                assert first.stdout is not None
+                assert "livelearn: group 'trainer' of registry 'reg' was taken over by " \
+                       f"another process (pid {second.pid} on " in first.stdout.read().decode()
+                assert registry.get(candidate.id).status == "candidate"
+            finally:
+                second.send_signal(signal.SIGCONT)
+            _wait(lambda: registry.get(candidate.id).status != "candidate", "its verdict")
+            assert second.poll() is None
+    assert [d["version"] for d in registry.decisions()].count(candidate.id) == 1

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
+from livelearn.deploy.gate import Gate
 from livelearn.ingest import ingest
 from livelearn.join.runner import JoinRunner, _as_written
 from livelearn.log.base import Log, Record
@@ -109,9 +110,11 @@ def test_the_trainer_learns_the_same_from_handed_samples_as_from_the_file(tmp_pa
         log = MemoryLog() if name == "memory" else SQLiteLog(tmp_path / f"{name}.db")
         loop = Loop(log, Registry(tmp_path / f"{name}-registry"), PIPELINE, tmp_path, turn=7)
         ingest(log, PIPELINE, "views", tmp_path / "views.jsonl")
-        if name == "parsed":  # a trainer of its own log object: nothing handed on
-            loop.trainer = Trainer(SQLiteLog(tmp_path / f"{name}.db"),
-                                   Registry(tmp_path / f"{name}-registry"), PIPELINE)
+        if name == "parsed":  # a trainer (and its gate) of its own log object: nothing
+            own, registry = SQLiteLog(tmp_path / f"{name}.db"), Registry(  # handed on
+                tmp_path / f"{name}-registry")
+            loop.trainer, loop.gate = Trainer(own, registry, PIPELINE), Gate.of(own, registry,
+                                                                                 PIPELINE)
         scores: list[np.ndarray] = []
         loop.on_trained = lambda trained, kept=scores: kept.append(trained.scores)
         loop.drain()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import pytest
 
 import livelearn.replay
 from livelearn.demo import free_port
+from livelearn.errors import LivelearnError
 from livelearn.ingest import ingest
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.prequential import PrequentialRecord
@@ -129,6 +132,29 @@ def test_cli_replay_then_live(tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
                         "b.jsonl"], cwd=tmp_path, check=True, capture_output=True)
         _wait(lambda: len(_samples(log)) == 119, "the live events' samples")
+
+
+def test_a_replay_then_live_killed_partway_and_run_again_says_it_cannot_go_on(
+        tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "a.jsonl", 0, 200_000)
+    args = ["replay", "p.py", "--workdir", "w", "--events", "ratings=a.jsonl", "--then-live"]
+    def ingested() -> bool:
+        try:
+            return SQLiteLog(tmp_path / "w" / "log.db").end_offset("ratings", 0) > 0
+        except (LivelearnError, sqlite3.Error):  # not made yet
+            return False
+
+    with _process(args, tmp_path) as first:
+        _wait(ingested, "the first events in the log")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    again = subprocess.run([sys.executable, "-m", "livelearn", "-q", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2
+    assert again.stderr.startswith("livelearn: the log already holds ")
+    assert "events of stream 'ratings' (an earlier replay, or one stopped partway: it " \
+           "cannot go on, part of a file may be in): replay into a new --workdir" in again.stderr
 
 
 def _up(url: str) -> bool:

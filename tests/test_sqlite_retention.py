@@ -5,6 +5,8 @@ file stops growing."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,9 @@ import pytest
 from livelearn.errors import ConfigError, Lost
 from livelearn.log.merge import MergedReader
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.registry import Registry
+from test_ingest import PIPELINE_FILE
+from test_run import _ratings
 
 HALF_SECOND = 0.5 / 3600  # in hours
 
@@ -123,3 +128,32 @@ def test_a_process_without_retention_reading_what_another_deleted_stops_too(
     with pytest.raises(Lost, match=r"retention \(of a process appending to it\)"):
         reader.read("t", 0, 0)
     assert [r.value for r in reader.read("t", 0, reader.start_offset("t", 0))] == [b"new"]
+
+
+def test_roles_that_read_everything_resume_and_a_new_group_says_what_it_never_read(
+        tmp_path: Path) -> None:
+    """Real processes: a joiner restarted after the retention deleted what it had read goes
+    on; a trainer started after it deleted samples no trainer read starts where the samples
+    now start, saying so (it started there in silence)."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    url = f"sqlite:///log.db?retention_hours={HALF_SECOND}"
+
+    def livelearn(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "livelearn", "-q", *args, "--log", url],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    for start in (0, 100):  # the second ingest and join delete what the first wrote
+        livelearn("ingest", "p.py", "ratings", str(_ratings(tmp_path / f"{start}.jsonl",
+                                                            start, 100)))
+        time.sleep(0.6)
+        assert "100 records read" in livelearn("join", "p.py", "--until-idle")
+    log = SQLiteLog(tmp_path / "log.db")
+    assert log.start_offset("ratings", 0) == 100 and log.start_offset("samples", 0) > 0
+    said = livelearn("train", "p.py", "--registry", "reg", "--until-idle")
+    start = log.start_offset("samples", 0)
+    assert f"group 'trainer' starts reading topic 'samples' partition 0 at offset {start}, " \
+           f"where it starts now: the {start} record(s) before were deleted by the log's " \
+           f"retention before this group read any" in said
+    assert Registry(tmp_path / "reg").versions()[-1].meta["samples"] == 200 - start == 100

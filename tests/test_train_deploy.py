@@ -8,7 +8,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +25,8 @@ from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, LinearRegression, load_learner, register, save_learner
-from livelearn.registry import Registry
+from livelearn.models.base import Learner
+from livelearn.registry import Registry, Version
 from livelearn.serve.app import create_app
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
@@ -253,11 +254,9 @@ def _served(log: SQLiteLog, model: FTRL, version: int, n: int, seed: int) -> Non
     log.append(SAMPLES, records)
 
 
-def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
-        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
-    log.create_topic(SAMPLES)
-    registry = Registry(tmp_path / "reg")
-    gate = Gate(log, registry, "clicked", tolerance=0.02)
+def _good_then_bad(registry: Registry) -> tuple[FTRL, FTRL]:
+    """Two models, served in turn as v1 then v2: the first ranks the topics right, the
+    second upside down."""
     good, bad = FTRL(bits=10), FTRL(bits=10)
     rows = hash_rows([{"topic": f"t{i % 5}"} for i in range(5000)], 10)
     good.learn(rows, np.array([float(i % 5 >= 3) for i in range(5000)]))
@@ -266,6 +265,15 @@ def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
         v = registry.publish(model, {"metric": "auc"}, parent=None)
         registry.set_status(v.id, "approved", "by hand")
         registry.mark_serving(v.id, ts)
+    return good, bad
+
+
+def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02)
+    good, bad = _good_then_bad(registry)
     _served(log, good, 1, 1000, seed=1)
     assert gate.check_rollback() is None  # v2 has served nothing yet
     _served(log, bad, 2, 1000, seed=2)  # the stream degrades: v2 ranks upside down
@@ -277,6 +285,45 @@ def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
     incumbent = registry.incumbent()
     assert incumbent is not None and incumbent.id == 1
     assert "rolled back" in caplog.text
+
+
+class _Meanwhile(Gate):
+    """A gate during whose first model load ``meanwhile`` happens: another process changes
+    the registry between what the gate read and the verdict it records."""
+
+    def __init__(self, log: SQLiteLog, registry: Registry, meanwhile: Callable[[], object]):
+        super().__init__(log, registry, "clicked", tolerance=0.02)
+        self.meanwhile: Callable[[], object] | None = meanwhile
+
+    def _load(self, version: Version) -> Learner | None:
+        if self.meanwhile is not None:
+            self.meanwhile, run = None, self.meanwhile
+            run()
+        return super()._load(version)
+
+
+def test_a_promote_or_rollback_by_hand_while_the_gate_judges_is_not_undone(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    """The gate recorded its verdict whatever had happened since it read the registry: after
+    a rollback by hand its own rollback raised NotFound (`livelearn train` stopped), or
+    rejected the version the hand had restored; a candidate promoted by hand was rejected."""
+    caplog.set_level(logging.INFO, "livelearn.gate")
+    log.create_topic(SAMPLES)
+    registry, by_hand = Registry(tmp_path / "reg"), Registry(tmp_path / "reg")
+    good, bad = _good_then_bad(registry)
+    _served(log, good, 1, 1000, seed=1)
+    _served(log, bad, 2, 1000, seed=2)  # a rollback of v2 is due
+    assert _Meanwhile(log, registry, lambda: by_hand.rollback("by hand")).step() == []
+    assert [v.status for v in registry.versions()] == ["approved", "rejected"]
+    assert [d["reason"] for d in registry.decisions()][-2:] == [
+        "by hand", "rollback target: by hand"]
+    assert "v2 no longer serves: not rolled back (rolled back: live auc of v2" in caplog.text
+    candidate = registry.publish(good, {"metric": "auc"}, parent=1)  # too few samples to pass
+    promote = _Meanwhile(log, registry, lambda: by_hand.promote(candidate.id, "by hand"))
+    assert promote.step() == []
+    assert registry.get(candidate.id).status == "approved"
+    assert "v3 is no longer candidate: verdict not recorded (rejected: only 0 recent" in \
+        caplog.text
 
 
 def test_the_gate_keeps_the_live_samples_of_the_versions_served_lately_only(

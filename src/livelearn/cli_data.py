@@ -176,8 +176,10 @@ def _refuse_replayed(log: Any, streams: list[str]) -> None:
         held = sum(log.end_offset(*tp) for tp in log.topic_partitions([stream]))
         if held:
             raise ConfigError(f"the log already holds {held} events of stream '{stream}' (an "
-                              f"earlier replay?): replay into a new --workdir, or add events "
-                              f"with `livelearn ingest` and learn them with `livelearn run`")
+                              f"earlier replay, or one stopped partway: it cannot go on, part "
+                              f"of a file may be in): replay into a new --workdir, or add "
+                              f"events with `livelearn ingest` and learn them with "
+                              f"`livelearn run`")
 
 
 def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:

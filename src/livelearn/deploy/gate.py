@@ -27,6 +27,12 @@ trainer does with its own, and the gate goes on with the version before it: the
 incumbent before it judges the candidate (none left: the candidate is approved as
 the first one is), and a rollback is not judged against a version no server could
 load.
+
+A verdict is recorded only if the version is still what the gate judged (a candidate,
+the canary, the version serving): one promoted, rejected or rolled back meanwhile (by
+hand, ``livelearn models``) keeps what was done to it, and the verdict is dropped,
+logged. A gate whose trainer was taken over (Registry.claim) stops at its next
+verdict (Fenced), writing nothing: one gate decides at a time.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from livelearn.errors import Corrupt
+from livelearn.errors import Corrupt, NotFound
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import Features, hash_rows
 from livelearn.log.base import Log, Record
@@ -107,7 +113,8 @@ class Gate:
         if self.canary_share:
             decisions += self._step_canary()
         else:
-            decisions += [self.judge(v) for v in self.registry.versions("candidate")]
+            decisions += [d for v in self.registry.versions("candidate")
+                          if (d := self.judge(v)) is not None]
         if decisions and self.keep_versions is not None:
             self.registry.prune(self.keep_versions)
         return decisions
@@ -125,8 +132,9 @@ class Gate:
         waiting = self.registry.versions("candidate")
         for older in waiting[:-1]:
             self.registry.set_status(older.id, "retired", f"superseded by v{waiting[-1].id} "
-                                     f"before it was judged (one canary at a time)")
-        return decisions + [self.judge(v) for v in waiting[-1:]]
+                                     f"before it was judged (one canary at a time)",
+                                     was="candidate")
+        return decisions + [d for v in waiting[-1:] if (d := self.judge(v)) is not None]
 
     def check_canary(self, canary: Version) -> Decision | None:
         """Approve or reject ``canary`` once it has served ``canary_samples`` joined
@@ -194,7 +202,11 @@ class Gate:
         reason = (f"rolled back: live {name} of v{current.id} {ours:.4f} on the "
                   f"{len(samples)} samples it served fell below v{previous.id}'s "
                   f"{theirs:.4f} on them by more than {self.tolerance}")
-        self.registry.rollback(reason)
+        try:
+            self.registry.rollback(reason, current.id)
+        except NotFound:  # rolled back or superseded while the gate judged it
+            log.info("v%d no longer serves: not rolled back (%s)", current.id, reason)
+            return None
         log.warning("v%d %s", current.id, reason)
         return Decision(current.id, False, reason, ours, theirs)
 
@@ -232,7 +244,9 @@ class Gate:
         for old in self._unjudged.keys() - self._served.keys():  # and only their counts
             del self._unjudged[old]
 
-    def judge(self, candidate: Version) -> Decision:
+    def judge(self, candidate: Version) -> Decision | None:
+        """Approve or reject ``candidate`` (a canary first, with canaries); None if it was
+        no longer a candidate when the verdict was to be recorded."""
         incumbent, model = self._incumbent()
         if incumbent is None or model is None:
             return self._decide(candidate, True, "no version approved yet", None, None)
@@ -301,18 +315,24 @@ class Gate:
             try:
                 self._cached = (version.id, self.registry.load(version.id))
             except Corrupt as e:
-                self.registry.set_status(version.id, "rejected", f"corrupt: {e}")
-                log.warning("v%d rejected: %s", version.id, e)
+                if self.registry.set_status(version.id, "rejected", f"corrupt: {e}",
+                                            was=version.status):
+                    log.warning("v%d rejected: %s", version.id, e)
                 return None
         return self._cached[1]
 
     def _decide(self, candidate: Version, approved: bool, reason: str,
-                ours: float | None, theirs: float | None, canary: bool = False) -> Decision:
-        """Record the verdict: approved (a canary first if ``canary``) or rejected."""
+                ours: float | None, theirs: float | None, canary: bool = False
+                ) -> Decision | None:
+        """Record the verdict: approved (a canary first if ``canary``) or rejected; None,
+        and nothing recorded, if ``candidate``'s status changed since it was read."""
         status = "rejected" if not approved else "canary" if canary else "approved"
         if status == "canary":
             reason += (f"; a canary: it scores {self.canary_share:.0%} of the users until it "
                        f"has served {self.canary_samples} samples")
-        self.registry.set_status(candidate.id, status, reason)
+        if not self.registry.set_status(candidate.id, status, reason, was=candidate.status):
+            log.info("v%d is no longer %s: verdict not recorded (%s: %s)", candidate.id,
+                     candidate.status, status, reason)
+            return None
         log.info("v%d %s: %s", candidate.id, status, reason)
         return Decision(candidate.id, approved, reason, ours, theirs, canary=status == "canary")

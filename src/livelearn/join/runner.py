@@ -35,7 +35,7 @@ import orjson
 
 from livelearn.errors import ConfigError, guarded
 from livelearn.join.joiner import Joiner, Output
-from livelearn.log.base import Checkpoint, Log, Record, TopicPartition
+from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, start_offsets
 from livelearn.log.merge import MergedReader
 from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
 
@@ -134,8 +134,9 @@ class JoinRunner:
             self.joiner.restore(checkpoint.state, whose)
         # a new group starts where each input starts; one that committed an offset the
         # log no longer holds stops at its first read (Lost) rather than skip records
-        self.offsets = {tp: checkpoint.offsets[tp] if tp in checkpoint.offsets
-                        else log.start_offset(*tp) for tp in self.inputs}
+        self.offsets = start_offsets(log, [tp for tp in self.inputs
+                                           if tp not in checkpoint.offsets], self.group)
+        self.offsets.update({tp: o for tp, o in checkpoint.offsets.items() if tp in self.inputs})
         self._out: list[Output] = []
         # what was read and made since the last write: records, outputs encoded by
         # topic, and if handed on the samples decoded (one per encoded sample, None

@@ -121,6 +121,21 @@ def lost(where: str, topic: str, partition: int, offset: int, start: int, by: st
                 f"the log's readers may stop")
 
 
+def start_offsets(log: Log, inputs: Iterable[TopicPartition], group: str
+                  ) -> dict[TopicPartition, int]:
+    """Where group ``group`` starts reading ``inputs`` it has no offset of (a new group, or
+    a new partition): where each starts now. Records a retention deleted before the group
+    read any are not skipped in silence: a WARNING says how many, per partition."""
+    offsets = {tp: log.start_offset(*tp) for tp in inputs}
+    for (topic, partition), start in offsets.items():
+        if start:
+            logging.getLogger("livelearn.log").warning(
+                "group '%s' starts reading topic '%s' partition %d at offset %d, where it "
+                "starts now: the %d record(s) before were deleted by the log's retention "
+                "before this group read any", group, topic, partition, start, start)
+    return offsets
+
+
 def checksum(offsets: bytes, state: bytes | None) -> str:
     """The SHA-256 a checkpoint is stored with, so a damaged one is detected on load."""
     digest = hashlib.sha256(offsets)

@@ -16,7 +16,10 @@ candidate -> canary -> approved | rejected: a canary serves a share of the users
 beside the incumbent, and is not the incumbent; a candidate left waiting behind
 a newer one is retired unjudged. Every change is logged as a decision
 with its reason. ``promote`` and ``rollback`` check the target's file first, and
-change every status they change in one transaction. ``prune`` deletes the model
+change every status they change in one transaction. A verdict reached on what was
+read (the gate's) is recorded only if the version's status is still what was read
+(``set_status(..., was=...)``, ``rollback(..., version=...)``): a promote or rollback
+by hand meanwhile is not undone, and nothing is decided twice. ``prune`` deletes the model
 files and details of all but the newest past versions (a version is past unless
 it is a candidate, the incumbent or serving); their rows stay, with no checksum:
 nothing can load or promote them.
@@ -143,14 +146,18 @@ class Registry:
         return db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, fenced: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction of the index: committed at the end of the block, rolled
         back if it raises (the thread's connection is then free for the next one).
-        ConfigError if the disk refuses the write."""
+        ConfigError if the disk refuses the write; if ``fenced``, Fenced if another
+        process claimed a trainer group after this Registry did (``claim``)."""
         db = self._db()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                if fenced:
+                    for group, epoch in self._claims.items():
+                        check_claim(db, group, epoch, f"registry {str(self.path)!r}")
                 yield db
             except BaseException:
                 if db.in_transaction:  # SQLite rolls back by itself after some errors
@@ -194,9 +201,10 @@ class Registry:
         return None if row is None else orjson.loads(row[0]).get("pipeline")
 
     def claim(self, trainer: str) -> None:
-        """Take over publishing for trainer group ``trainer`` (``meta["trainer"]``): from
-        now on a publish of the group by an earlier claimant raises Fenced."""
-        with self._write() as db:
+        """Take over trainer group ``trainer`` (``meta["trainer"]``): from now on every
+        write of an earlier claimant's Registry (a publish, the verdicts of its gate)
+        raises Fenced and writes nothing, so one trainer and one gate decide at a time."""
+        with self._write(fenced=False) as db:
             self._claims[trainer] = take_claim(db, trainer)
 
     def publish(self, learner: Learner, meta: dict[str, Any], parent: int | None,
@@ -205,8 +213,6 @@ class Registry:
         Fenced if another process claimed ``meta["trainer"]`` after this one; ConfigError,
         and nothing published, if the disk refuses the file or the row."""
         with self._write() as db:
-            if (trainer := meta.get("trainer")) in self._claims:
-                check_claim(db, trainer, self._claims[trainer], f"registry {str(self.path)!r}")
             vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
             tmp = self.file(vid).with_suffix(".tmp")
             try:
@@ -293,12 +299,18 @@ class Registry:
                                  "ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else _version(row)
 
-    def set_status(self, version: int, status: str, reason: str) -> None:
-        """Change a version's status and log the decision with its reason."""
+    def set_status(self, version: int, status: str, reason: str, was: str | None = None
+                   ) -> bool:
+        """Change a version's status and log the decision with its reason; with ``was``,
+        only if its status is still ``was`` (another process may have changed it since it
+        was read). Whether it changed."""
         if status not in STATUSES:
             raise BadInput(f"status {status!r}: expected one of {', '.join(STATUSES)}")
         with self._write() as db:
+            if was is not None and _status(db, version) != was:
+                return False
             _set_status(db, version, status, reason)
+        return True
 
     def previous_served(self, version: Version) -> Version | None:
         """The version that served before ``version``: retired, latest serving start."""
@@ -323,19 +335,24 @@ class Registry:
         with self._write() as db:
             _promote(db, version, reason)
 
-    def rollback(self, reason: str) -> tuple[int, int]:
-        """Reject the serving version and promote the one that served before it, in one
-        transaction.
+    def rollback(self, reason: str, version: int | None = None) -> tuple[int, int]:
+        """Reject the serving version (only if it is ``version``, when given) and promote
+        the one that served before it, in one transaction.
 
-        Returns (rejected, restored); NotFound if nothing to roll back to, Corrupt if the
-        file of the one before is damaged or missing (then nothing changes).
+        Returns (rejected, restored); NotFound if nothing to roll back to (or ``version``
+        no longer serves: rolled back or superseded meanwhile), Corrupt if the file of the
+        one before is damaged or missing (then nothing changes).
         """
-        serving = self.versions("serving")
-        previous = self.previous_served(serving[-1]) if serving else None
-        if previous is None:
-            raise NotFound(f"no serving version with a previous one to roll back to in {self.path}")
-        self.check_file(previous.id)
-        with self._write() as db:
+        with self._write() as db:  # read and changed in one transaction
+            serving = self.versions("serving")
+            if version is not None and (not serving or serving[-1].id != version):
+                raise NotFound(f"v{version} no longer serves in {self.path}: rolled back or "
+                               f"superseded meanwhile")
+            previous = self.previous_served(serving[-1]) if serving else None
+            if previous is None:
+                raise NotFound(f"no serving version with a previous one to roll back to in "
+                               f"{self.path}")
+            self.check_file(previous.id)
             _set_status(db, serving[-1].id, "rejected", reason)
             _promote(db, previous.id, f"rollback target: {reason}")
         return serving[-1].id, previous.id
@@ -406,6 +423,11 @@ class Registry:
             "GROUP BY version",
             (since, f"{_PRUNED}%"))  # SQLite: the other columns come from the MAX(seq) row
         return {v: {"status": s, "reason": r, "at": a} for v, s, r, a, _ in rows}
+
+
+def _status(db: sqlite3.Connection, version: int) -> str | None:
+    row = db.execute("SELECT status FROM versions WHERE id = ?", (version,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _set_status(db: sqlite3.Connection, version: int, status: str, reason: str) -> None:

@@ -32,7 +32,7 @@ from livelearn.errors import BadInput, Corrupt, PipelineError
 from livelearn.events import Reason, dead_letter, letter_value, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
-from livelearn.log.base import Log, Record, TopicPartition
+from livelearn.log.base import Log, Record, TopicPartition, start_offsets
 from livelearn.log.merge import MergedReader
 from livelearn.models.base import Diverged, Learner, score_problem
 from livelearn.registry import Registry, Version
@@ -139,8 +139,7 @@ class Trainer:
         self.window = WindowedMetric(self.kind, self.policies.gate_window)
         # (topic, partition, offset, prequential score) of the most recent samples
         self._recent: deque[tuple[str, int, int, float]] = deque(maxlen=self.policies.gate_window)
-        self.offsets: dict[TopicPartition, int] = {tp: log.start_offset(*tp)
-                                                   for tp in self.inputs}
+        self.offsets: dict[TopicPartition, int] = {}  # set by _resume
         self.samples = 0
         self.duplicates = 0  # samples skipped as already learned
         self.behind = 0  # of those, the ones taken for learned by their window end alone
@@ -177,12 +176,15 @@ class Trainer:
                             declared, version.id, _described(self.model))
             meta, learned = version.meta, self.registry.details(version.id)["learned_ids"]
             self.version = version
-            self.offsets.update({(t, p): o for t, p, o in meta["offsets"]})
+            self.offsets = {(t, p): o for t, p, o in meta["offsets"]}
             self._read_ids = RecentIds(self._read_ids.horizon_ms, learned)
             self._learned_ids = RecentIds(self._read_ids.horizon_ms, learned)
             self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
-            return
-        self.version = self._publish(ts=None)
+            break
+        self.offsets.update(start_offsets(self.log, [tp for tp in self.inputs
+                                                     if tp not in self.offsets], self.group))
+        if self.version is None:
+            self.version = self._publish(ts=None)
 
     def step(self, max_records: int = 5000, final: bool = False) -> Trained | None:
         """Learn from up to ``max_records`` new samples; None when there are none.
