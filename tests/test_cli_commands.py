@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -249,6 +251,19 @@ def test_models_ls_shows_each_versions_last_verdict_and_its_reason(
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2:] == ["v1 approved: no version approved yet",
                           "v2 rejected: canary: live auc 0.61 vs v1's 0.67"]  # v3: not judged
+
+
+def test_output_to_a_reader_gone_away_ends_quietly() -> None:
+    """`livelearn flink-sql PIPELINE | head -1`: the rest of the output had nowhere to go,
+    and Python printed a BrokenPipeError traceback."""
+    run = subprocess.Popen([sys.executable, "-m", "livelearn", "flink-sql",
+                            "livelearn.sim.pipeline:PIPELINE"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    assert run.stdout is not None and run.stderr is not None
+    run.stdout.close()  # the reader goes away before anything is written
+    assert run.wait(timeout=60) == 141
+    assert run.stderr.read() == b""
+    run.stderr.close()
 
 
 @pytest.mark.parametrize("tables", [["versions (name TEXT, size INTEGER)"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -36,12 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:  # livelearn's details too: librdkafka's messages (log/kafka.py)
         logging.getLogger("livelearn").setLevel(logging.DEBUG)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below
+        return code
     except LivelearnError as e:
         print(f"livelearn: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`livelearn models ls | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141
     finally:
         logging.getLogger("livelearn.train.dead_letters").removeFilter(held)
         if args.verbose:
