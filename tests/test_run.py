@@ -223,6 +223,32 @@ def test_serve_first_on_a_new_relative_log_then_train(tmp_path: Path) -> None:
     assert log.end_offset("predictions", 0) >= 1
 
 
+def test_serve_reads_the_tables_beside_the_pipeline_file_by_default(tmp_path: Path) -> None:
+    """As join, run, replay and ingest do, `serve` without --data reads the pipeline's
+    tables relative to the pipeline file's folder, wherever it is started from."""
+    folder, elsewhere = tmp_path / "p", tmp_path / "elsewhere"
+    subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
+                    str(folder / "data"), "--impressions", "100"], cwd=ROOT, check=True)
+    (folder / "pipeline.py").write_text((ROOT / "examples/clicks/pipeline.py").read_text())
+    elsewhere.mkdir()
+    role = [str(folder / "pipeline.py"), "--log", "sqlite:///w/log.db", "--registry", "w/models"]
+    trained = subprocess.run([sys.executable, "-m", "livelearn", "-q", "train", *role,
+                              "--until-idle"], cwd=elsewhere, capture_output=True, text=True,
+                             timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    port = free_port()
+    with _process(["serve", *role, "--port", str(port)], elsewhere) as server:
+        def answers() -> bool:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                return httpx.post(f"http://127.0.0.1:{port}/predict",
+                                  json={"user_id": "u1", "items": ["i1"]}).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(answers, "the server, with the items table of the pipeline's folder")
+
+
 def test_replay_then_live_serves_a_feedback_pipeline_as_run_does(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "examples/clicks/generate_data.py", "--out",
                     str(tmp_path / "data"), "--impressions", "100"], cwd=ROOT, check=True)

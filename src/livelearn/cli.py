@@ -130,16 +130,18 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        help="run the prediction server (one role)",
                        description="Serve predictions over HTTP, log them, hot-swap versions; "
                        "the dashboard is at /dashboard.")
-    s.add_argument("--data", type=Path, default=Path("."), metavar="DIR",
-                   help="directory the pipeline's table paths are relative to (default: .)")
+    s.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="folder of the table files (default: the pipeline file's folder)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     s.add_argument("--store", default="memory://", metavar="URL",
                    help="online store the tables and the pipeline's windowed counters are "
                         "kept in: memory:// (this process) or redis://host:port/db, shared "
-                        "by several servers; ?retention_ms= bounds the counters' windows "
-                        "(default: %(default)s)")
+                        "by several servers (?namespace=NAME keeps a pipeline's keys apart, "
+                        "default livelearn); ?retention_ms= bounds the counters' windows "
+                        "(default one day), ?max_versions= the versions kept of a table row "
+                        "(default 8) (default: %(default)s)")
     s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
                    help="how often to look for a newly approved version (default: %(default)s)")
     s.set_defaults(func=_serve)
@@ -232,10 +234,12 @@ def _serve(args: argparse.Namespace) -> int:
     from livelearn.cli_data import serve_http
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
+    from livelearn.spec import data_dir_of
     from livelearn.tables.store import open_store
 
     pipeline, log = _open(args)  # its topics made, if the server is the first role
-    app = create_app(pipeline, log, Registry(args.registry), args.data, poll_s=args.poll,
+    app = create_app(pipeline, log, Registry(args.registry),
+                     args.data or data_dir_of(args.pipeline), poll_s=args.poll,
                      store=open_store(args.store))
     serve_http(app, args.host, args.port)
     return 0

@@ -21,7 +21,9 @@ from livelearn.errors import BadInput, ConfigError, make_folder
 #: The --log option's help, for every command that takes one.
 LOG_HELP = ("the log: sqlite:///relative/path.db or sqlite:////absolute/path.db (with "
             "?retention_hours=N, the records appended more than N hours ago are deleted), "
-            "memory://, kafka://host:port")
+            "memory://, kafka://host:port (with ?prefix= before every topic name, "
+            "?replication=N for new topics, default 1, ?timeout= seconds the broker has to "
+            "answer, default 30)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
