@@ -13,7 +13,7 @@ import pytest
 from conftest import ServerThread
 from livelearn import spec
 from livelearn.deploy.gate import Gate
-from livelearn.errors import BadInput
+from livelearn.errors import BadInput, NotFound
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
@@ -175,3 +175,10 @@ def test_a_nan_in_a_table_is_a_missing_value(tmp_path: Path) -> None:
     for name in ("items.parquet", "items.csv"):
         rows = load_table(spec.Table("items", name, key="item_id"), tmp_path)
         assert {k: r["price"] for k, r in rows.items() if k != "i3"} == {"i1": 1.5, "i2": None}
+
+
+def test_a_missing_table_file_is_named_with_the_folder_it_was_looked_for_in(
+        tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match=(f"table 'users': no file data/users.csv in {tmp_path} "
+                                        r"\(the tables' folder: --data")):
+        load_table(spec.Table("users", "data/users.csv", key="user"), tmp_path)

@@ -49,7 +49,10 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
     if reader is None:
         raise ConfigError(f"table '{table.name}': {path} is not .csv, .parquet or .json(l)")
     if not path.is_file():
-        raise NotFound(f"table '{table.name}': no file {path}")
+        where = "" if Path(table.path).is_absolute() else (
+            f" in {Path(data_dir).resolve()} (the tables' folder: --data, by default the "
+            f"pipeline file's)")
+        raise NotFound(f"table '{table.name}': no file {table.path}{where}")
     csv_file = reader == "read_csv_auto"
     try:
         rel = (duckdb.sql(f"SELECT * FROM {reader}(?, types=?)",  # type: ignore[call-arg]
