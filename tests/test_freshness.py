@@ -152,6 +152,7 @@ def test_the_command_prints_the_table_and_writes_json_and_report(
     data = orjson.loads(out_json.read_bytes())
     assert data["metric"] == "auc" and data["delay_ms"] == 60_000
     assert data["simulated"] == {"impressions": 4000, "days": 0.25, "seed": 3}
+    assert set(data["inputs"]) == {"predictions", "click", "read"}
     assert [r["every_ms"] for r in data["intervals"]] == [0, 600_000, None]
     assert {k for r in data["intervals"] for k in r} == {"every_ms", "label", "metric_value",
                                                          "samples", "deploys"}

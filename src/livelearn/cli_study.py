@@ -76,6 +76,8 @@ def _freshness(args: argparse.Namespace) -> int:
         study, summary = study_history(pipeline, sources, data, Path(scratch), intervals,
                                        delay_ms, warmup)
     summary = {**summary, **inputs}
+    if "simulated" in inputs:  # its files were scratch files, gone now: the streams alone
+        summary["inputs"] = {k.partition("=")[0]: v for k, v in summary["inputs"].items()}
     print(table(summary))
     print(f"{summary['samples']:,} samples, the last {summary['scored']:,} scored (warm-up "
           f"{warmup}, deploy delay {args.delay})", flush=True)
