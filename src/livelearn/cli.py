@@ -14,6 +14,7 @@ from typing import Any
 from livelearn import __version__
 from livelearn.cli_data import LOG_HELP
 from livelearn.cli_data import add_parsers as add_data_parsers
+from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import LivelearnError
 from livelearn.events import is_digits
 
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     _role_parsers(sub)
     _models_parser(sub)
     add_data_parsers(sub)
+    add_study_parsers(sub)
     return p
 
 

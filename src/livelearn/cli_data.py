@@ -144,7 +144,7 @@ def _replay(args: argparse.Namespace) -> int:
     from livelearn.replay import replay
     from livelearn.ui.report import write_json
 
-    sources = [_source(text) for text in args.events]
+    sources = [source_pair(text) for text in args.events]
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
             check_writable(report, "report")
@@ -319,7 +319,7 @@ def _forever(loop: Any, stop: threading.Event | None = None) -> None:
     loop.joiner.write_pending()
 
 
-def _source(text: str) -> tuple[str, str]:
+def source_pair(text: str) -> tuple[str, str]:
     stream, sep, path = text.partition("=")
     if not sep or not stream or not path:
         raise ConfigError(f"--events {text!r}: expected STREAM=FILE")

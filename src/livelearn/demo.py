@@ -8,7 +8,6 @@ Registry in the work directory, as separate processes would.
 
 from __future__ import annotations
 
-import csv
 import shutil
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from livelearn.log.sqlite import SQLiteLog
 from livelearn.loop import Loop
 from livelearn.registry import Registry
 from livelearn.sim.client import FeedClient
+from livelearn.sim.history import write_tables as _write_tables  # tests and bench import it here
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.study.outcome import Outcome
@@ -174,15 +174,6 @@ def _fresh_workdir(path: Path) -> Path:
     make_folder(path, "work folder")
     (path / MARKER).touch()
     return path
-
-
-def _write_tables(world: NewsFeed, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("users.csv", world.users), ("posts.csv", world.posts)):
-        with open(directory / name, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def _progress(enabled: bool, client: FeedClient, loop: Loop, outcome: Outcome,

@@ -40,9 +40,7 @@ class PrequentialRecord:
         return data[:, 0], data[:, 1], data[:, 2]
 
     def value(self, scores: np.ndarray, labels: np.ndarray) -> float:
-        if not len(labels):
-            return math.nan
-        return auc(scores, labels) if self.metric == "auc" else mae(scores, labels)
+        return metric_value(self.metric, scores, labels)
 
     def buckets(self, bucket_ms: int | None = None) -> list[dict[str, Any]]:
         """The metric per bucket of event time, in time order (empty buckets left out)."""
@@ -56,14 +54,21 @@ class PrequentialRecord:
         for b in np.unique(which).tolist():
             sel = which == b
             out.append({"start_ts": start + b * width, "end_ts": start + (b + 1) * width,
-                        "samples": int(sel.sum()), "value": _json(self.value(scores[sel],
+                        "samples": int(sel.sum()), "value": json_float(self.value(scores[sel],
                                                                              labels[sel]))})
         return out
 
     def summary(self, bucket_ms: int | None = None) -> dict[str, Any]:
         _, scores, labels = self.arrays()
-        return {"metric": self.metric, "metric_value": _json(self.value(scores, labels)),
+        return {"metric": self.metric, "metric_value": json_float(self.value(scores, labels)),
                 "samples": int(len(labels)), "buckets": self.buckets(bucket_ms)}
+
+
+def metric_value(metric: str, scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUC (``metric`` "auc") or MAE of the scores; nan for no sample."""
+    if not len(labels):
+        return math.nan
+    return auc(scores, labels) if metric == "auc" else mae(scores, labels)
 
 
 def auto_bucket_ms(span_ms: int, buckets: int = 24) -> int:
@@ -92,5 +97,6 @@ def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:
     return write_report(path, title, summary, [chart], notes=[__doc__ or ""])
 
 
-def _json(value: float) -> float | None:
+def json_float(value: float) -> float | None:
+    """A float for JSON: None for nan."""
     return None if math.isnan(value) else float(value)

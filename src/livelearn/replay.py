@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,14 @@ from livelearn.loop import Loop
 from livelearn.prequential import PrequentialRecord
 from livelearn.registry import Registry
 from livelearn.spec import PREDICTIONS, SAMPLES, Pipeline
+from livelearn.train.trainer import Trained
 
 
 def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[tuple[str, str]],
-           data_dir: str | Path = ".", final: bool = True, bucket_ms: int | None = None
-           ) -> tuple[dict[str, Any], Loop]:
-    """Ingest ``sources`` ((stream, file) pairs, in order, impressions last) and learn.
+           data_dir: str | Path = ".", final: bool = True, bucket_ms: int | None = None,
+           on_trained: Callable[[Trained], None] | None = None) -> tuple[dict[str, Any], Loop]:
+    """Ingest ``sources`` ((stream, file) pairs, in order, impressions last) and learn;
+    ``on_trained`` also sees what each trainer step learned (study.freshness keeps it).
 
     Returns the report and the loop, whose roles can go on with live events; the
     loop no longer records what it learns (the report is made: a loop that went on
@@ -43,7 +45,13 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
     started = time.perf_counter()
     loop = Loop(log, registry, pipeline, data_dir)
     record = PrequentialRecord(loop.trainer.kind)
-    loop.on_trained = record.add
+
+    def learned(trained: Trained) -> None:
+        record.add(trained)
+        if on_trained is not None:
+            on_trained(trained)
+
+    loop.on_trained = learned
     # impressions last: their served counters count the feedback before them
     ingested = {f"{s}={f}": ingest(log, pipeline, s, f, data_dir=data_dir)
                 for s, f in sorted(sources, key=lambda source: source[0] == PREDICTIONS)}

@@ -61,6 +61,20 @@ class SparseBatch:
         return SparseBatch(arrays[0], arrays[1], offsets, arrays[2] if len(arrays) > 2 else None)
 
 
+def concat(batches: list[SparseBatch]) -> SparseBatch:
+    """The rows of ``batches``, one after the other (fields kept if every batch has them)."""
+    if len(batches) == 1:
+        return batches[0]
+    starts = np.cumsum([0] + [b.offsets[-1] for b in batches[:-1]])
+    offsets = np.concatenate([[0]] + [b.offsets[1:] + s for b, s in zip(batches, starts,
+                                                                         strict=True)])
+    fields = (np.concatenate([b.fields for b in batches])  # type: ignore[misc]
+              if all(b.fields is not None for b in batches) else None)
+    return SparseBatch(np.concatenate([b.indices for b in batches]),
+                       np.concatenate([b.values for b in batches]), offsets.astype(np.int64),
+                       fields)
+
+
 def positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The positions in the flat arrays of the items of ``rows``, in order."""
     starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from livelearn.errors import ConfigError, require
-from livelearn.features.batch import SparseBatch
+from livelearn.features.batch import SparseBatch, concat
 from livelearn.models.base import Learner, OnePass, as_labels, check_params, register
 
 
@@ -132,7 +132,7 @@ class _MiniBatch(_Pickled):
             self._buffer.append((part, y[start:stop].copy()))
             self._buffered += stop - start
             if self._buffered == self.batch_size:
-                self._learn(_concat([b for b, _ in self._buffer]),
+                self._learn(concat([b for b, _ in self._buffer]),
                             np.concatenate([t for _, t in self._buffer]))
                 self._buffer, self._buffered = [], 0
             start = stop
@@ -147,16 +147,6 @@ class _MiniBatch(_Pickled):
 
     def _learn(self, batch: SparseBatch, y: np.ndarray) -> None:
         raise NotImplementedError
-
-
-def _concat(batches: list[SparseBatch]) -> SparseBatch:
-    if len(batches) == 1:
-        return batches[0]
-    starts = np.cumsum([0] + [b.offsets[-1] for b in batches[:-1]])
-    offsets = np.concatenate([[0]] + [b.offsets[1:] + s for b, s in zip(batches, starts,
-                                                                         strict=True)])
-    return SparseBatch(np.concatenate([b.indices for b in batches]),
-                       np.concatenate([b.values for b in batches]), offsets.astype(np.int64))
 
 
 @register
