@@ -35,10 +35,11 @@ import httpx
 import numpy as np
 import orjson
 
-from livelearn.demo import _start_server, _write_tables, free_port
+from livelearn.demo import _start_server, free_port
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
 from livelearn.sim.client import FeedClient
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import SAMPLES
@@ -50,7 +51,7 @@ REF = "livelearn.sim.pipeline:PIPELINE"
 def record_input(workdir: Path, impressions: int, seed: int) -> Path:
     """A log holding predictions and feedback from the simulated feed, via a real server."""
     world = NewsFeed(seed=seed, impressions=impressions, days=impressions / 100_000)
-    _write_tables(world, workdir / "tables")
+    write_tables(world, workdir / "tables")
     log = SQLiteLog(workdir / "log.db")
     for topic in PIPELINE.topics:
         log.create_topic(topic)

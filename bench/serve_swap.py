@@ -46,11 +46,12 @@ import httpx
 import numpy as np
 import orjson
 
-from livelearn.demo import _write_tables, free_port
+from livelearn.demo import free_port
 from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
 from livelearn.registry import Registry
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 
@@ -118,7 +119,7 @@ class Publisher:
 
 def prepare(workdir: Path, world: NewsFeed) -> Publisher:
     """Tables, topics and a registry with its first version approved."""
-    _write_tables(world, workdir / "tables")
+    write_tables(world, workdir / "tables")
     log = SQLiteLog(workdir / "log.db")
     for topic in PIPELINE.topics:
         log.create_topic(topic)

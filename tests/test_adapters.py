@@ -118,12 +118,12 @@ def test_a_pipeline_with_an_adapter_trains_serves_and_resumes(tmp_path: Path) ->
     from river import linear_model
 
     from conftest import ServerThread
-    from livelearn.demo import _write_tables
     from livelearn.deploy.gate import Gate
     from livelearn.log.sqlite import SQLiteLog
     from livelearn.models.adapters import RiverLearner
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
+    from livelearn.sim.history import write_tables
     from livelearn.sim.pipeline import PIPELINE
     from livelearn.sim.world import NewsFeed
     from livelearn.train.trainer import Trainer
@@ -131,7 +131,7 @@ def test_a_pipeline_with_an_adapter_trains_serves_and_resumes(tmp_path: Path) ->
     pipeline = dataclasses.replace(PIPELINE, learner=lambda: RiverLearner(
         linear_model.LogisticRegression(), bits=10))
     world = NewsFeed(seed=3, impressions=50, candidates=5, days=0.5, users=20, new_users=2)
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     log = SQLiteLog(tmp_path / "log.db")
     for topic in pipeline.topics:
         log.create_topic(topic)

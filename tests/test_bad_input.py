@@ -18,11 +18,11 @@ import orjson
 import pytest
 
 from conftest import ServerThread
-from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS
@@ -36,7 +36,7 @@ JSON = "application/json"
 @pytest.fixture
 def server(tmp_path: Path, log: SQLiteLog) -> Iterator[ServerThread]:
     world = NewsFeed(seed=3, impressions=200, candidates=5, days=0.5, users=50, new_users=5)
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     for topic in PIPELINE.topics:
         log.create_topic(topic)
     registry = Registry(tmp_path / "registry")

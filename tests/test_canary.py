@@ -15,7 +15,6 @@ import orjson
 import pytest
 
 from conftest import ServerThread
-from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.errors import ConfigError
 from livelearn.join.runner import JoinRunner
@@ -23,6 +22,7 @@ from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
 from livelearn.serve.holder import in_canary
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed, Request
 from livelearn.spec import SAMPLES, Policies
@@ -37,7 +37,7 @@ CANARY = replace(PIPELINE, policies=Policies(
 def loop(tmp_path: Path, log: SQLiteLog) -> Iterator[dict[str, Any]]:
     world = NewsFeed(seed=4, impressions=20_000, candidates=5, days=2, users=300,
                      new_users=0)
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     for topic in CANARY.topics:
         log.create_topic(topic)
     registry = Registry(tmp_path / "registry")

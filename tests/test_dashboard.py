@@ -14,12 +14,12 @@ import orjson
 import pytest
 
 from conftest import ServerThread
-from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS
@@ -32,7 +32,7 @@ SCRIPT = "<script>alert('pwned')</script>"
 @pytest.fixture
 def tables(tmp_path: Path, log: SQLiteLog) -> Path:
     world = NewsFeed(seed=3, impressions=200, candidates=5, days=0.5, users=50, new_users=5)
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     for topic in PIPELINE.topics:
         log.create_topic(topic)
     return tmp_path / "tables"

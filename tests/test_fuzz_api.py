@@ -25,11 +25,11 @@ from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from conftest import ServerThread
-from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.train.trainer import Trainer
@@ -49,7 +49,7 @@ def world() -> NewsFeed:
 
 @pytest.fixture
 def server(tmp_path: Path, log: SQLiteLog, world: NewsFeed) -> Iterator[ServerThread]:
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     for topic in PIPELINE.topics:
         log.create_topic(topic)
     registry = Registry(tmp_path / "registry")

@@ -20,7 +20,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ServerThread
 from livelearn import spec
-from livelearn.demo import _write_tables
 from livelearn.errors import ConfigError, Lost, TooLarge
 from livelearn.ingest import ingest
 from livelearn.join.runner import JoinRunner
@@ -29,6 +28,7 @@ from livelearn.log.kafka import KafkaLog
 from livelearn.models.linear import LinearRegression
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
@@ -160,7 +160,7 @@ def test_a_bad_record_whose_dead_letter_kafka_would_refuse_is_dead_lettered_in_b
     while trainer.step(final=True):
         pass
     assert (trainer.samples, trainer.malformed) == (1, 1)
-    _write_tables(NewsFeed(seed=1, impressions=10, users=5), tmp_path / "tables")
+    write_tables(NewsFeed(seed=1, impressions=10, users=5), tmp_path / "tables")
     app = create_app(PIPELINE, kafka, Registry(tmp_path / "registry"), tmp_path / "tables")
     now = int(time.time() * 1000)
     events = [{"stream": "click", "key": "u1", "id": "c0", "ts": now,

@@ -15,7 +15,6 @@ import orjson
 import pytest
 
 from conftest import ServerThread
-from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.errors import BadInput, ConfigError
 from livelearn.features.hashing import hash_rows
@@ -33,6 +32,7 @@ from livelearn.models.ffm import FFMClassifier
 from livelearn.registry import Registry
 from livelearn.replay import replay
 from livelearn.serve.app import create_app
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
@@ -51,7 +51,7 @@ DECLARED = replace(PIPELINE, transforms=TRANSFORMS,
 def test_the_trainer_gate_and_server_hash_through_the_declared_transforms(
         tmp_path: Path, log: SQLiteLog) -> None:
     world = NewsFeed(seed=5, impressions=3000, candidates=5, days=0.5, users=100, new_users=10)
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     for topic in DECLARED.topics:
         log.create_topic(topic)
     registry = Registry(tmp_path / "registry")

@@ -16,9 +16,10 @@ import httpx
 import orjson
 import pytest
 
-from livelearn.demo import _write_tables, free_port
+from livelearn.demo import free_port
 from livelearn.log import open_log
 from livelearn.registry import Registry
+from livelearn.sim.history import write_tables
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import PREDICTIONS, SAMPLES
 
@@ -67,7 +68,7 @@ def wait_for(check: Any, what: str, seconds: float = 240) -> Any:
 def test_the_documented_roles_run_on_kafka_and_redis(tmp_path: Path, kafka_bootstrap: str,
                                                      redis_address: str, engine: str) -> None:
     world = NewsFeed(seed=5, impressions=6000, candidates=5, days=0.5, users=300, new_users=30)
-    _write_tables(world, tmp_path / "data")
+    write_tables(world, tmp_path / "data")
     ports = free_port(), free_port()
     prefix = f"s{uuid.uuid4().hex[:10]}."
     env = {"KAFKA": f"{kafka_bootstrap}?prefix={prefix}", "REDIS": redis_address,

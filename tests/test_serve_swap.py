@@ -20,13 +20,13 @@ import orjson
 import pytest
 
 from conftest import ServerThread
-from livelearn.demo import _write_tables
 from livelearn.errors import LivelearnError
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
 from livelearn.serve.holder import ModelHolder
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 
@@ -191,7 +191,7 @@ def test_a_running_server_serves_on_through_a_damaged_version_and_a_broken_index
     a traceback); an index that fails every poll is logged once, not 50 times a second,
     and once more when it works again."""
     world = NewsFeed(seed=3, impressions=100, candidates=5, days=0.1, users=20, new_users=2)
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     for topic in PIPELINE.topics:
         log.create_topic(topic)
     registry = Registry(tmp_path / "registry")

@@ -12,13 +12,13 @@ import orjson
 import pytest
 
 from conftest import ServerThread
-from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.features.hashing import hash_rows
 from livelearn.join.runner import JoinRunner
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, SAMPLES
@@ -33,7 +33,7 @@ def world() -> NewsFeed:
 
 @pytest.fixture
 def loop(tmp_path: Path, log: SQLiteLog, world: NewsFeed) -> dict[str, Any]:
-    _write_tables(world, tmp_path / "tables")
+    write_tables(world, tmp_path / "tables")
     for topic in PIPELINE.topics:
         log.create_topic(topic)
     registry = Registry(tmp_path / "registry")

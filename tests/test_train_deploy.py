@@ -18,7 +18,6 @@ import orjson
 import pytest
 
 from livelearn.cli import main
-from livelearn.demo import _write_tables
 from livelearn.deploy.gate import Gate
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, PipelineError
 from livelearn.features.batch import SparseBatch
@@ -28,6 +27,7 @@ from livelearn.models import FTRL, LinearRegression, load_learner, register, sav
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
 from livelearn.serve.app import create_app
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
@@ -731,7 +731,7 @@ def test_a_registry_of_another_pipeline_is_refused_before_anything_changes(
         create_app(other, log, registry, tmp_path)
     # a server started first, on a new registry, before any version: a trainer of another
     # pipeline started later published versions the server then served
-    _write_tables(NewsFeed(seed=1, impressions=100, users=10, new_users=0), tmp_path / "data")
+    write_tables(NewsFeed(seed=1, impressions=100, users=10, new_users=0), tmp_path / "data")
     first = Registry(tmp_path / "first")
     create_app(SMALL, log, first, tmp_path / "data")
     with pytest.raises(ConfigError, match=f"holds the versions of pipeline '{SMALL.name}', "

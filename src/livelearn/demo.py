@@ -25,7 +25,7 @@ from livelearn.log.sqlite import SQLiteLog
 from livelearn.loop import Loop
 from livelearn.registry import Registry
 from livelearn.sim.client import FeedClient
-from livelearn.sim.history import write_tables as _write_tables  # tests and bench import it here
+from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.study.outcome import Outcome
@@ -53,7 +53,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     world = NewsFeed(seed=cfg.seed, impressions=cfg.impressions, candidates=cfg.candidates,
                      days=cfg.days)
     workdir = _fresh_workdir(cfg.workdir)
-    _write_tables(world, workdir / "tables")
+    write_tables(world, workdir / "tables")
     log = SQLiteLog(workdir / "log.db")
     for topic in PIPELINE.topics:
         log.create_topic(topic, PIPELINE.partitions)
