@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,10 @@ def study_history(pipeline: Pipeline, sources: list[tuple[str, str]], data_dir: 
     """Replay ``sources`` ((stream, file) pairs) through the pipeline's joiner and trainer
     (an in-memory log, a registry in ``scratch``), then study the samples it learned."""
     recorder = SampleRecorder()
-    report, _ = replay(MemoryLog(), Registry(scratch / "registry"), pipeline, sources, data_dir,
+    # the study deploys its own versions: the trainer publishes (and the gate judges) once
+    policies = replace(pipeline.policies, publish_every_samples=2**62, publish_every_ms=2**62)
+    report, _ = replay(MemoryLog(), Registry(scratch / "registry"),
+                       replace(pipeline, policies=policies), sources, data_dir,
                        on_trained=recorder.add)
     study = FreshnessStudy(recorder.samples(), new_learner(pipeline), intervals, delay_ms, warmup)
     summary = {"pipeline": pipeline.name, **study.summary(), "events": report["events"],
