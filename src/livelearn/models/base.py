@@ -281,6 +281,11 @@ def as_labels(learner: Learner, batch: SparseBatch, y: np.ndarray | None) -> np.
     if labels.shape != (len(batch),):
         raise BadInput(f"labels: expected {len(batch)} (one per row), got shape {labels.shape}")
     binary = learner.task == "binary"
+    if len(labels) == 0:
+        return labels
+    low, high = labels.min(), labels.max()  # nan if any label is nan
+    if (0.0 <= low and high <= 1.0) if binary else (-math.inf < low and high < math.inf):
+        return labels
     bad = ~np.isfinite(labels) | (((labels < 0) | (labels > 1)) if binary else False)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])

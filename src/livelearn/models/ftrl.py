@@ -32,7 +32,7 @@ from livelearn.models.base import (
     state_columns,
     table,
 )
-from livelearn.models.kernels import max_width, spoiled
+from livelearn.models.kernels import max_width
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -58,18 +58,19 @@ def _run(indices, values, offsets, y, zn, alpha, beta, l1, l2, learn, out):  # t
         out[r] = p
         if not learn:
             continue
-        err, check = p - y[r], False
+        err, total = p - y[r], 0.0
         for k in range(lo, hi):
             i = indices[k] & mask
             g = err * values[k]
             n = zn[i, 1]
             # sqrt(n) as scored, unless a bucket repeated in the row has moved n since
             before = root[k - lo] if n == n_seen[k - lo] else math.sqrt(n)
-            sigma = (math.sqrt(n + g * g) - before) * per_alpha
-            zn[i, 0] += g - sigma * w[k - lo]
-            zn[i, 1] = n + g * g
-            check |= spoiled(zn[i, 0], zn[i, 1])
-        if check:
+            grown = n + g * g
+            sigma = (math.sqrt(grown) - before) * per_alpha
+            z = zn[i, 0] + g - sigma * w[k - lo]
+            zn[i, 0], zn[i, 1] = z, grown
+            total += abs(z) + grown  # not finite if any z or n is not (both only add up)
+        if not total < math.inf:
             return r
     return -1
 
