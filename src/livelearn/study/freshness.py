@@ -38,7 +38,7 @@ import numpy as np
 
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch, concat
-from livelearn.log.memory import MemoryLog
+from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
 from livelearn.prequential import auto_bucket_ms, json_float, metric_value
 from livelearn.registry import Registry
@@ -181,11 +181,12 @@ def study_history(pipeline: Pipeline, sources: list[tuple[str, str]], data_dir: 
                   scratch: Path, intervals: list[int | None], delay_ms: int = 0,
                   warmup: float = 0.1) -> tuple[FreshnessStudy, dict[str, Any]]:
     """Replay ``sources`` ((stream, file) pairs) through the pipeline's joiner and trainer
-    (an in-memory log, a registry in ``scratch``), then study the samples it learned."""
+    (a SQLite log and a registry in ``scratch``: the events are not held in memory),
+    then study the samples it learned."""
     recorder = SampleRecorder()
     # the study deploys its own versions: the trainer publishes (and the gate judges) once
     policies = replace(pipeline.policies, publish_every_samples=2**62, publish_every_ms=2**62)
-    report, _ = replay(MemoryLog(), Registry(scratch / "registry"),
+    report, _ = replay(SQLiteLog(scratch / "log.db"), Registry(scratch / "registry"),
                        replace(pipeline, policies=policies), sources, data_dir,
                        on_trained=recorder.add)
     study = FreshnessStudy(recorder.samples(), new_learner(pipeline), intervals, delay_ms, warmup)
