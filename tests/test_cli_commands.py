@@ -257,8 +257,8 @@ def test_output_to_a_reader_gone_away_ends_quietly() -> None:
     """`livelearn flink-sql PIPELINE | head -1`: the rest of the output had nowhere to go,
     and Python printed a BrokenPipeError traceback."""
     run = subprocess.Popen([sys.executable, "-m", "livelearn", "flink-sql",
-                            "livelearn.sim.pipeline:PIPELINE"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+                            "livelearn.sim.pipeline:PIPELINE", "--max-message-bytes", "1048588"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert run.stdout is not None and run.stderr is not None
     run.stdout.close()  # the reader goes away before anything is written
     assert run.wait(timeout=60) == 141

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from livelearn.errors import ConfigError
 from livelearn.events import Event
@@ -54,7 +56,7 @@ def event(stream: str, rid: str, ts: int, eid: str, **payload: Any) -> dict[str,
             "payload": {"request_id": rid, **payload}}
 
 
-def fill(log: Log) -> None:
+def fill(log: KafkaLog) -> None:
     """Predictions every 7 s; a click on every third within its window (two on some),
     reads on every fifth, an orphan click and a malformed one; each topic out of order
     by up to 30 s (less than the allowed lateness); and at the ends of the topics a
@@ -114,21 +116,31 @@ def embedded(log: Log) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return read_all(log, SAMPLES), read_all(log, DEAD_LETTERS)
 
 
-def test_flink_gives_the_embedded_joiners_samples(flink_ready: None, kafka_bootstrap: str
-                                                   ) -> None:
+Outputs = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def both_joiners(kafka_bootstrap: str, fill: Callable[[KafkaLog], None]
+                 ) -> tuple[Outputs, Outputs]:
+    """The samples and dead letters of the embedded joiner and of the Flink job, each run
+    on a log of its own that ``fill`` filled."""
     ours = KafkaLog(kafka_bootstrap, prefix=f"e{uuid.uuid4().hex[:12]}.")
     theirs = KafkaLog(kafka_bootstrap, prefix=f"f{uuid.uuid4().hex[:12]}.")
     try:
         fill(ours)
         fill(theirs)
-        want_samples, want_dead = embedded(ours)
+        want = embedded(ours)
         # about 10 s: JVM start, planning, the job; the timeout bounds a hung one
         flink.run_flink_join(DECLARED, f"kafka://{kafka_bootstrap}?prefix={theirs.prefix}",
                              timeout_s=80)
-        got_samples, got_dead = read_all(theirs, SAMPLES), read_all(theirs, DEAD_LETTERS)
+        return want, (read_all(theirs, SAMPLES), read_all(theirs, DEAD_LETTERS))
     finally:
         ours.close()
         theirs.close()
+
+
+def test_flink_gives_the_embedded_joiners_samples(flink_ready: None, kafka_bootstrap: str
+                                                   ) -> None:
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap, fill)
     assert len(want_samples) == N
     by_id = sorted(got_samples, key=lambda s: s["id"])
     assert by_id == sorted(want_samples, key=lambda s: s["id"])
@@ -136,6 +148,86 @@ def test_flink_gives_the_embedded_joiners_samples(flink_ready: None, kafka_boots
     assert _reasons(got_dead) == _reasons(want_dead) == [
         ("late", "click", "late1"), ("late", "predictions", "old"),
         ("malformed", "click", "bad"), ("orphan", "click", "orphan1")]
+
+
+#: The samples and dead-letters topics' max.message.bytes in the test below: a sample or
+#: dead letter may have 31,744 bytes (less the framing). Small, but a batch of the other
+#: samples fits in it (librdkafka does not split a batch the topic refuses).
+SMALL = 32_768
+
+
+def _small_limits(log: KafkaLog) -> None:
+    """The pipeline's topics, samples and dead letters taking records of SMALL bytes."""
+    admin = AdminClient({"bootstrap.servers": log.bootstrap})
+    made = [NewTopic(log.prefix + topic, 1, 1, config={"max.message.bytes": str(SMALL)})
+            for topic in (SAMPLES, DEAD_LETTERS)]
+    for future in admin.create_topics(made).values():
+        future.result(10)
+    for topic in DECLARED.topics:
+        log.create_topic(topic)
+
+
+def fill_large(log: KafkaLog) -> None:
+    """Twenty predictions; one whose features are 12,000 characters of 3 bytes each (it
+    fits in characters, not in bytes), one with 3,000 clicks in its window (its sample
+    lists their ids), and one malformed (no score) of 40,000 characters, whose dead
+    letter is too large in turn."""
+    _small_limits(log)
+    preds = [prediction(f"r{i}", T0 + i * 7_000) for i in range(20)]
+    preds[3]["features"]["wide"] = "\u20ac" * 12_000
+    preds[8]["features"]["note"] = "x" * 40_000
+    del preds[8]["score"]
+    clicks = [event("click", "r5", T0 + 5 * 7_000 + i, f"busy{i:04d}") for i in range(3_000)]
+    clicks.append(event("click", "r6", T0 + 6 * 7_000 + 5, "c6"))
+    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    log.append("click", [("u1", orjson.dumps(c)) for c in clicks])
+
+
+def test_a_sample_or_dead_letter_too_large_for_its_topic_is_dead_lettered_by_both(
+        flink_ready: None, kafka_bootstrap: str) -> None:
+    """Samples and dead letters over the topic's max.message.bytes: both joiners write a
+    too_large dead letter (the embedded one in runner.JoinRunner, the Flink job routing
+    them in SQL) and the other samples in full; the Flink job does not fail. Equal:
+    reason, stream, source, and the detail of a sample's letter (its size is the same
+    here, as both joiners' JSON of it has the same length); a shortened letter's detail
+    names the letter's reason and a size over the limit (its malformed detail is worded
+    otherwise by each joiner). The event kept is the first 1,000 characters of each
+    joiner's own JSON (Flink's has its keys sorted)."""
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
+                                                                      fill_large)
+    limit = SMALL - 1024  # KafkaLog.record_limit: less the framing
+    ids = sorted(f"r{i}" for i in range(20) if i not in (3, 5, 8))
+    assert sorted(s["id"] for s in want_samples) == ids
+    assert sorted(got_samples, key=lambda s: s["id"]) == \
+        sorted(want_samples, key=lambda s: s["id"])
+    assert next(s for s in got_samples if s["id"] == "r6")["feedback"] == ["c6"]
+
+    def letters(dead: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(dead, key=lambda d: d["detail"])
+
+    want, got = letters(want_dead), letters(got_dead)
+    assert [(d["reason"], d["stream"], d["source"]) for d in got] == \
+        [(d["reason"], d["stream"], d["source"]) for d in want] == [
+            ("too_large", PREDICTIONS, "predictions/0@8"), ("too_large", PREDICTIONS, ""),
+            ("too_large", PREDICTIONS, "")]
+    assert [len(d["event"]) for d in got] == [len(d["event"]) for d in want] == [1000] * 3
+    shortened = re.compile(rf"dead letter \(malformed\) is (\d+) bytes, more than the {limit} "
+                           rf"a record of topic 'dead_letters' may have \(the log's limit; on "
+                           rf"Kafka the topic's max.message.bytes\): its first 1,000 "
+                           rf"characters are kept")
+    for letter in (want[0], got[0]):
+        match = shortened.fullmatch(letter["detail"])
+        assert match is not None and int(match.group(1)) > limit, letter["detail"]
+        assert letter["event"].startswith('{"reason":"malformed","detail":"')
+    assert [d["detail"] for d in got[1:]] == [d["detail"] for d in want[1:]]
+    sizes = []
+    for letter, rid in zip(got[1:], ("r3", "r5"), strict=True):
+        match = re.fullmatch(rf"sample '{rid}' is (\d+) bytes, more than the {limit} a record "
+                             r"of topic 'samples' may have .*", letter["detail"])
+        assert match is not None and int(match.group(1)) > limit, letter["detail"]
+        sizes.append(int(match.group(1)))
+    # r3's sample has fewer characters than the limit (a euro sign is 3 bytes in UTF-8)
+    assert sizes[0] - 2 * 12_000 < limit
 
 
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -164,11 +256,17 @@ def test_a_python_label_function_cannot_become_sql() -> None:
     assert isinstance(declared(DEMO_LABELS), Labels)
 
 
-def test_the_sql_names_the_topics_window_and_lateness() -> None:
-    sql = flink.flink_sql(PIPELINE, "kafka://h:1?prefix=p.")
+def test_the_sql_names_the_topics_window_lateness_and_record_limits() -> None:
+    sql = flink.flink_sql(PIPELINE, "kafka://h:1?prefix=p.", max_message_bytes=1_048_588)
     assert "'topic' = 'p.predictions'" in sql and "'topic' = 'p.dead_letters'" in sql
     assert "INTERVAL '0 00:10:00.000' DAY TO SECOND(3)" in sql  # W
     assert "`rt` - INTERVAL '0 00:01:00.000' DAY TO SECOND(3)" in sql  # allowed lateness
+    # Kafka's default max.message.bytes, less the framing, as KafkaLog.record_limit says
+    assert "WHERE (`bytes` IS NULL OR `bytes` <= 1047564)" in sql
+    assert "more than the 1047564 a record of topic ''dead_letters'' may have" in sql
+    assert "'properties.max.request.size' = '1048588'" in sql
+    with pytest.raises(ConfigError, match="expected more than 1024"):
+        flink.flink_sql(PIPELINE, "kafka://h:1", max_message_bytes=1024)
 
 
 def test_labels_must_name_a_stream_and_a_number_field() -> None:

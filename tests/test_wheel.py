@@ -62,5 +62,6 @@ def test_the_wheel_holds_the_package_and_runs_without_the_source(tmp_path: Path)
     assert Path(where.strip()).is_relative_to(site)
     assert _run(site, empty, "-m", "livelearn", "--version") == \
         f"livelearn {livelearn.__version__}\n"
-    sql = _run(site, empty, "-m", "livelearn", "flink-sql", "livelearn.sim.pipeline:PIPELINE")
+    sql = _run(site, empty, "-m", "livelearn", "flink-sql", "livelearn.sim.pipeline:PIPELINE",
+               "--max-message-bytes", "1048588")
     assert "EXECUTE STATEMENT SET" in sql

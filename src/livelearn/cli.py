@@ -177,13 +177,19 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     f = sub.add_parser("flink-sql", help="print the Flink SQL job the pipeline's join becomes",
                        description="Print the Flink SQL job built from the pipeline's join: "
                        "Kafka sources with watermarks, the interval join, one sample per "
-                       "prediction, late and orphan feedback to the dead-letter topic.")
+                       "prediction, late and orphan feedback and samples too large for their "
+                       "topic to the dead-letter topic.")
     f.add_argument("pipeline", metavar="PIPELINE",
                    help="module:attribute or path/to/file.py naming a livelearn Pipeline")
     f.add_argument("--log", default="kafka://localhost:9092", metavar="URL",
                    help="the Kafka log the job reads and writes (default: %(default)s)")
     f.add_argument("--until-idle", action="store_true",
                    help="a bounded job: read the topics to their current end, then stop")
+    f.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
+                   help="the samples and dead-letters topics' max.message.bytes, which the "
+                        "job holds (a larger sample or dead letter is dead-lettered as "
+                        "too_large); default: asked of the broker of --log, whose topics "
+                        "must exist")
     f.set_defaults(func=_flink_sql)
     t = sub.add_parser("train", parents=[common, registry],
                        help="run the trainer and the gate: samples -> versions",
@@ -318,7 +324,8 @@ def _flink_sql(args: argparse.Namespace) -> int:
     from livelearn.join.flink import flink_sql
     from livelearn.spec import load_pipeline
 
-    print(flink_sql(load_pipeline(args.pipeline), args.log, bounded=args.until_idle), end="")
+    print(flink_sql(load_pipeline(args.pipeline), args.log, bounded=args.until_idle,
+                    max_message_bytes=args.max_message_bytes), end="")
     return 0
 
 

@@ -20,7 +20,15 @@ at the same path. The job:
 - labels with SQL aggregates compiled from join.labels (``any``, ``count``, ``sum``,
   ``max``, ``min`` of a stream's events), so a spec's labels must be declared there;
 - writes samples (key request_id) and dead letters (key: the stream) to Kafka as the
-  embedded joiner does: same fields, same JSON values.
+  embedded joiner does: same fields, same JSON values;
+- routes a sample larger than the samples topic takes to the dead letters instead, as
+  a ``too_large`` letter (events.too_large: reason, size, limit, its first 1,000
+  characters), and shortens a dead letter larger than the dead-letters topic takes
+  (events.shortened), rather than failing the job's Kafka sink (and restarting into the
+  same record). The limits are the topics' (KafkaLog.record_limit), asked of the broker
+  when the job is built and written into the SQL. A record's size is counted in UTF-8
+  bytes, key and value, exactly (CHAR_LENGTH counts characters: a record that may
+  exceed the limit at four bytes a character is encoded and its bytes counted).
 
 For the same input log it writes the embedded joiner's samples (tests/test_flink_join
 checks it on a real broker), as long as no record sits right on a watermark boundary.
@@ -41,9 +49,15 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   counts twice.
 - ``malformed`` checks types loosely (JSON_VALUE converts: a number where a string is
   declared passes); the detail names the first failed check in words of its own.
-- JSON: object keys come out sorted (features included: equal as objects, not as
-  text); floats are re-encoded by Java. ``sum`` adds in arrival order, so it may
-  differ in the last bit from the embedded (ts, id) order for non-dyadic values.
+- ``too_large``: the size in the detail is of Flink's JSON of the sample (or letter),
+  which may differ from orjson's by the floats' encoding and the malformed details'
+  wording; the 1,000 characters kept of a sample are of Flink's JSON, keys sorted
+  (``feedback`` first). A sample's id is shown quoted as is (the embedded joiner uses
+  Python's repr: other quotes and escapes for an id with a quote or control character).
+- JSON: a sample's object keys come out sorted (features included: equal as objects,
+  not as text; a dead letter's are in the embedded joiner's order); floats are
+  re-encoded by Java. ``sum`` adds in arrival order, so it may differ in the last bit
+  from the embedded (ts, id) order for non-dyadic values.
 - Several partitions per topic: Flink reads them in no event-time order (the embedded
   joiner merges them by ts), and an empty one holds its source's watermark back until
   the end of a bounded run (``IDLE_TIMEOUT`` of idleness in an unbounded one). Records
@@ -82,7 +96,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -90,14 +104,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from livelearn.errors import ConfigError, Unavailable
+from livelearn.errors import ConfigError, NotFound, Unavailable
 from livelearn.events import MIN_TS_MS
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
-from livelearn.log import open_log
+from livelearn.log import Log, open_log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
 
+#: Bytes a Kafka producer adds around a record's key and value, with room to spare (as
+#: the framing KafkaLog.record_limit leaves).
+_FRAMING = 1024
 #: The Kafka consumer group of an unbounded job (after the log's prefix).
 _GROUP = "livelearn-flink-join"
 #: The session gap that closes a prediction's window one millisecond after its rowtime.
@@ -170,12 +187,18 @@ class _Kafka:
 # -- building the job ------------------------------------------------------------------
 
 
-def build_job(pipeline: Pipeline, log_url: str, bounded: bool = True,
-              jar: str | Path | None = None, group: str = _GROUP) -> FlinkJob:
-    """The Flink SQL job of a pipeline's feedback join over the Kafka log ``log_url``."""
-    join = _feedback_join(pipeline)
-    labels = declared(join.label)
-    _check_labels(labels, join.streams)
+def build_job(pipeline: Pipeline, log_url: str, limits: Mapping[str, int],
+              bounded: bool = True, jar: str | Path | None = None,
+              group: str = _GROUP) -> FlinkJob:
+    """The Flink SQL job of a pipeline's feedback join over the Kafka log ``log_url``.
+
+    ``limits``: the most bytes (key and value) a record of the samples and the
+    dead-letters topic may have (KafkaLog.record_limit; ``record_limits`` asks the
+    broker); they are written into the SQL. A larger sample becomes a ``too_large``
+    dead letter, a larger dead letter is shortened (``too_large``), as in the embedded
+    joiner, instead of failing the job's Kafka sink.
+    """
+    join, labels = _checked_join(pipeline, log_url)
     kafka = _kafka(log_url, bounded, group)
     w, lateness = join.window_ms, join.allowed_lateness_ms
     tables = [_source(kafka, PREDICTIONS, lateness), _checked_predictions(),
@@ -183,11 +206,27 @@ def build_job(pipeline: Pipeline, log_url: str, bounded: bool = True,
     for stream in join.streams:
         tables += [_source(kafka, stream.name, lateness), _checked_feedback(stream),
                    _classified(stream.name, w)]
-    tables += [_feedback(join.streams, labels), _joined(w, labels), _MATCHED,
-               _sink(kafka, SAMPLES), _sink(kafka, DEAD_LETTERS)]
     inputs = [PREDICTIONS, *(s.name for s in join.streams)]
-    inserts = [_samples(w, labels), _dead_letters(inputs, w)]
+    sample_limit, letter_limit = limits[SAMPLES], limits[DEAD_LETTERS]
+    tables += [_feedback(join.streams, labels), _joined(w, labels), _MATCHED,
+               _samples_made(w, labels), _sized("samples_sized", "`k`, `v`", "samples_made",
+                                                sample_limit),
+               _letters(inputs, w, sample_limit),
+               _sized("letters_sized", f"`k`, `reason`, `stream`, `source`, "
+                      f"{_letter_text()} AS `v`", "letters", letter_limit),
+               _sink(kafka, SAMPLES, sample_limit), _sink(kafka, DEAD_LETTERS, letter_limit)]
+    inserts = [_samples(sample_limit), _dead_letters(letter_limit)]
     return FlinkJob(_config(pipeline, bounded, jar), tables, inserts)
+
+
+def _checked_join(pipeline: Pipeline, log_url: str) -> tuple[FeedbackJoin, Labels]:
+    """The pipeline's join and labels; ConfigError if they cannot become Flink SQL, or if
+    ``log_url`` is not a Kafka log's."""
+    join = _feedback_join(pipeline)
+    labels = declared(join.label)
+    _check_labels(labels, join.streams)
+    _kafka(log_url, True, _GROUP)
+    return join, labels
 
 
 def _feedback_join(pipeline: Pipeline) -> FeedbackJoin:
@@ -211,9 +250,47 @@ def _check_labels(labels: Labels, streams: Sequence[Stream]) -> None:
 
 
 def flink_sql(pipeline: Pipeline, log_url: str = "kafka://localhost:9092",
-              bounded: bool = True) -> str:
-    """The SQL script of the pipeline's Flink join (``livelearn flink-sql PIPELINE``)."""
-    return build_job(pipeline, log_url, bounded, jar=kafka_jar(must_exist=False)).sql()
+              bounded: bool = True, max_message_bytes: int | None = None) -> str:
+    """The SQL script of the pipeline's Flink join (``livelearn flink-sql PIPELINE``).
+
+    The records' limits are asked of the broker (its samples and dead-letters topics
+    must exist), or with ``max_message_bytes`` taken as both topics' setting."""
+    _checked_join(pipeline, log_url)
+    if max_message_bytes is None:
+        limits = record_limits(log_url)
+    elif max_message_bytes <= _FRAMING:
+        raise ConfigError(f"max.message.bytes {max_message_bytes}: a record of Kafka takes "
+                          f"{_FRAMING} bytes of it and more, expected more than {_FRAMING}")
+    else:
+        from livelearn.log.kafka import limit_of
+
+        limits = dict.fromkeys((SAMPLES, DEAD_LETTERS), limit_of(max_message_bytes))
+    return build_job(pipeline, log_url, limits, bounded,
+                     jar=kafka_jar(must_exist=False)).sql()
+
+
+def record_limits(log_url: str) -> dict[str, int]:
+    """The most bytes a record of the samples and of the dead-letters topic may have,
+    asked of the broker (KafkaLog.record_limit: their max.message.bytes); NotFound if
+    either topic does not exist yet."""
+    _kafka(log_url, True, _GROUP)  # ConfigError if not a Kafka URL
+    log = open_log(log_url)  # a clear error if the kafka extra is not installed
+    try:
+        for topic in (SAMPLES, DEAD_LETTERS):
+            try:
+                log.partitions(topic)
+            except NotFound as e:
+                raise NotFound(f"{e}: the Flink job holds its max.message.bytes; `livelearn "
+                               "join --engine flink` creates the pipeline's topics, or "
+                               "give `livelearn flink-sql` --max-message-bytes N") from None
+        return _limits(log)
+    finally:
+        log.close()
+
+
+def _limits(log: Log) -> dict[str, int]:
+    limits = {topic: log.record_limit(topic) for topic in (SAMPLES, DEAD_LETTERS)}
+    return {topic: limit for topic, limit in limits.items() if limit is not None}
 
 
 def _kafka(log_url: str, bounded: bool, group: str) -> _Kafka:
@@ -263,9 +340,14 @@ def _source(kafka: _Kafka, topic: str, lateness_ms: int) -> str:
 )"""
 
 
-def _sink(kafka: _Kafka, topic: str) -> str:
+def _sink(kafka: _Kafka, topic: str, limit: int) -> str:
+    # Kafka's Java producer refuses a record over max.request.size or buffer.memory
+    # (1 MB and 32 MB by default): room for the largest the topic takes
+    room = limit + _FRAMING
+    sizes = {"properties.max.request.size": str(room),
+             "properties.buffer.memory": str(max(2 * room, 32 * 2**20))}
     return f"""CREATE TEMPORARY TABLE {_q("out_" + topic)} (`k` STRING, `v` STRING) WITH (
-{_with(kafka.sink(topic))}
+{_with(kafka.sink(topic) | sizes)}
 )"""
 
 
@@ -403,14 +485,15 @@ def _label_sql(a: Agg) -> str:
     return f"COALESCE({a.how.upper()}(CASE WHEN {mine} THEN {_q(_column(a))} END), 0.0)"
 
 
-def _samples(window_ms: int, labels: Labels) -> str:
+def _samples_made(window_ms: int, labels: Labels) -> str:
+    """Every sample: its key ``k`` (the request_id) and its JSON ``v``."""
     label_obj = ", ".join(f"KEY {_lit(a.name)} VALUE {_label_sql(a)}" for a in labels.aggs)
     # feedback ids in (ts, id) order: sort "\x01" + 20-digit ts + JSON id, then strip prefixes
     ordered = ("ARRAY_JOIN(ARRAY_SORT(ARRAY_AGG(CHR(1) || LPAD(CAST(`f_ts` AS STRING), 20, '0')"
                " || JSON_STRING(`f_id`))), ',')")
     ids = f"'[' || REGEXP_REPLACE(COALESCE({ordered}, ''), '\\x01[0-9]{{20}}', '') || ']'"
-    return f"""INSERT INTO `out_samples`
-SELECT `p_request_id`, JSON_OBJECT(
+    return f"""CREATE TEMPORARY VIEW `samples_made` AS
+SELECT `p_request_id` AS `k`, JSON_OBJECT(
   KEY 'id' VALUE `p_request_id`,
   KEY 'ts' VALUE MAX(`p_ts`),
   KEY 'window_end' VALUE MAX(`p_ts`) + {window_ms},
@@ -420,30 +503,91 @@ SELECT `p_request_id`, JSON_OBJECT(
   KEY 'score' VALUE JSON_VALUE(MAX(`p_v`), '$.score' RETURNING DOUBLE),
   KEY 'features' VALUE JSON(JSON_QUERY(MAX(`p_v`), '$.features')),
   KEY 'labels' VALUE JSON_OBJECT({label_obj}),
-  KEY 'feedback' VALUE JSON({ids}))
+  KEY 'feedback' VALUE JSON({ids})) AS `v`
 FROM TABLE(SESSION(TABLE `matched` PARTITION BY `p_request_id`, DESCRIPTOR(`p_rt`),
   {_SESSION_GAP}))
 GROUP BY `window_start`, `window_end`, `p_request_id`"""
 
 
-def _dead_letters(inputs: list[str], window_ms: int) -> str:
-    """Malformed and late records of every input, and feedback that joined no prediction."""
-    def letter(stream: str, reason: str, detail: str, source: str, event: str) -> str:
-        return (f"JSON_OBJECT(KEY 'reason' VALUE {reason}, KEY 'detail' VALUE {detail}, "
-                f"KEY 'stream' VALUE {stream}, KEY 'source' VALUE {source}, "
-                f"KEY 'event' VALUE {event})")
+def _sized(name: str, columns: str, source: str, limit: int) -> str:
+    """View ``name``: ``columns`` of ``source`` (a key ``k`` and a value ``v`` among them)
+    and ``bytes``, the record's size in bytes (UTF-8 key and value) where it may exceed
+    ``limit``, NULL where it surely fits: where even four bytes a character (CHAR_LENGTH
+    counts characters, of one to four bytes each) fit, so only large records are
+    encoded. The size is exact: the length of the record's UTF-8 in base64, less its
+    padding, times 3/4."""
+    b64 = "TO_BASE64(ENCODE(`k` || `v`, 'UTF-8'))"
+    exact = (f"CAST(CHAR_LENGTH({b64}) / 4 * 3 - (CHAR_LENGTH({b64}) - "
+             f"CHAR_LENGTH(TRIM(TRAILING '=' FROM {b64}))) AS BIGINT)")
+    return f"""CREATE TEMPORARY VIEW {_q(name)} AS
+SELECT *, CASE WHEN 4 * (CHAR_LENGTH(`k`) + CHAR_LENGTH(`v`)) > {limit} THEN
+  {exact} END AS `bytes`
+FROM (SELECT {columns} FROM {_q(source)})"""
 
-    parts = [f"SELECT {_lit(name)}, "
-             f"{letter(_lit(name), '`dead`', '`detail`', '`source`', '`v`')}\n"
+
+def _fits(limit: int) -> str:
+    return f"(`bytes` IS NULL OR `bytes` <= {limit})"
+
+
+def _samples(limit: int) -> str:
+    return f"INSERT INTO `out_samples`\nSELECT `k`, `v` FROM `samples_sized` WHERE {_fits(limit)}"
+
+
+def _too_large(what: str, limit: int, topic: str) -> str:
+    """The detail of a ``too_large`` dead letter (events.too_large) of ``what`` (SQL)."""
+    return (f"{what} || ' is ' || CAST(`bytes` AS STRING) || "
+            + _lit(f" bytes, more than the {limit} a record of topic '{topic}' may have (the "
+                   "log's limit; on Kafka the topic's max.message.bytes): its first 1,000 "
+                   "characters are kept"))
+
+
+def _letters(inputs: list[str], window_ms: int, sample_limit: int) -> str:
+    """Every dead letter (key ``k``: its stream), as columns: malformed and late records of
+    every input, feedback that joined no prediction, and samples larger than their topic
+    takes (``too_large``, holding their first 1,000 characters, as events.too_large)."""
+    def letter(stream: str, reason: str, detail: str, source: str, event: str) -> str:
+        return (f"SELECT {stream} AS `k`, {reason} AS `reason`, {detail} AS `detail`, "
+                f"{stream} AS `stream`, {source} AS `source`, {event} AS `event`")
+
+    def text(value: str) -> str:
+        return f"CAST({value} AS STRING)"
+
+    parts = [f"{letter(text(_lit(name)), '`dead`', '`detail`', '`source`', '`v`')}\n"
              f"FROM {_q('c_' + name)} WHERE `dead` IS NOT NULL" for name in inputs]
     late = f"CURRENT_WATERMARK(`f_rt`) > `f_rt` - {_interval(window_ms)}"
     reason = f"CASE WHEN {late} THEN 'late' ELSE 'orphan' END"
     detail = ("'no window of request ''' || `f_request_id` || ''' open for ts ' || "
               "CAST(`f_ts` AS STRING)")
-    parts.append(f"SELECT `f_stream`, "
-                 f"{letter('`f_stream`', reason, detail, '`f_source`', '`f_v`')}\n"
+    parts.append(f"{letter('`f_stream`', text(reason), detail, '`f_source`', '`f_v`')}\n"
                  f"FROM `joined` WHERE `p_request_id` IS NULL")
-    return "INSERT INTO `out_dead_letters`\n" + "\nUNION ALL\n".join(parts)
+    what = _too_large("'sample ''' || `k` || ''''", sample_limit, SAMPLES)
+    big = letter(text(_lit(PREDICTIONS)), text(_lit("too_large")), what, text(_lit("")),
+                 "SUBSTRING(`v`, 1, 1000)")
+    parts.append(f"{big}\nFROM `samples_sized` WHERE `bytes` > {sample_limit}")
+    return "CREATE TEMPORARY VIEW `letters` AS\n" + "\nUNION ALL\n".join(parts)
+
+
+def _json_text(fields: list[tuple[str, str]]) -> str:
+    """A JSON object of the string ``fields`` (name, SQL), its members in this order, as
+    orjson writes the embedded joiner's dead letters (JSON_OBJECT sorts them)."""
+    members = " || ',' || ".join(f"{_lit(json.dumps(name) + ':')} || "
+                                 f"COALESCE(JSON_STRING({value}), 'null')"
+                                 for name, value in fields)
+    return f"'{{' || {members} || '}}'"
+
+
+def _letter_text() -> str:
+    """The JSON of a dead letter of view ``letters``, as the embedded joiner writes it."""
+    return _json_text([(f, _q(f)) for f in ("reason", "detail", "stream", "source", "event")])
+
+
+def _dead_letters(limit: int) -> str:
+    """Every dead letter; one larger than the topic takes shortened (events.shortened)."""
+    what = _too_large("'dead letter (' || `reason` || ')'", limit, DEAD_LETTERS)
+    short = _json_text([("reason", "'too_large'"), ("detail", what), ("stream", "`stream`"),
+                        ("source", "`source`"), ("event", "SUBSTRING(`v`, 1, 1000)")])
+    return (f"INSERT INTO `out_dead_letters`\nSELECT `k`, CASE WHEN {_fits(limit)} THEN `v` "
+            f"ELSE\n  {short} END\nFROM `letters_sized`")
 
 
 # -- SQL text --------------------------------------------------------------------------
@@ -548,14 +692,16 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
     output if the job fails or does not end within ``timeout_s``.
     """
     extra = cluster_config(flink_address) if flink_address is not None else {}
-    job = build_job(pipeline, log_url, bounded, jar=kafka_jar())
+    _checked_join(pipeline, log_url)  # before any topic is made
+    jar = kafka_jar()
     if checkpoints is not None:
         if bounded:
             raise ConfigError("a checkpoint directory is for an unbounded Flink join (a "
                               "bounded one reads the topics from their start every time)")
         extra |= checkpoint_config(Path(checkpoints), pipeline)
+    limits = _prepare_topics(pipeline, log_url, None if bounded else _GROUP)
+    job = build_job(pipeline, log_url, limits, bounded, jar=jar)
     job = FlinkJob(job.config | extra, job.tables, job.inserts)
-    _prepare_topics(pipeline, log_url, None if bounded else _GROUP)
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
         spec, output = Path(tmp) / "job.json", Path(tmp) / "output.txt"
         spec.write_text(job.to_json())
@@ -627,10 +773,11 @@ def _read_made_with(path: Path) -> dict[str, object]:
     return was
 
 
-def _prepare_topics(pipeline: Pipeline, log_url: str, group: str | None) -> None:
+def _prepare_topics(pipeline: Pipeline, log_url: str, group: str | None) -> dict[str, int]:
     """Create the pipeline's topics that do not exist yet (Flink's Kafka source needs
     them); with the unbounded job's consumer ``group``, Lost if records it had not read
-    were deleted (the source would go on from the topic's start without a word)."""
+    were deleted (the source would go on from the topic's start without a word). Returns
+    the records' limits of the samples and dead-letters topics (``record_limits``)."""
     log = open_log(log_url)  # a clear error if the kafka extra is not installed
     from livelearn.log.kafka import KafkaLog
 
@@ -640,6 +787,7 @@ def _prepare_topics(pipeline: Pipeline, log_url: str, group: str | None) -> None
             log.create_topic(topic, pipeline.partitions)
         if group is not None:
             log.check_group(group, pipeline.inputs)
+        return _limits(log)
     finally:
         log.close()
 

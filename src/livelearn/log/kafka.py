@@ -81,6 +81,15 @@ _MAX_MESSAGE = 64 * 2**20  # the largest checkpoint (offsets + state) a commit c
 _PRODUCER_MAX = _MAX_MESSAGE + 2**20
 #: Bytes of a record batch's framing around one record's key and value, with room to spare.
 _FRAMING = 1024
+
+
+def limit_of(max_message_bytes: int) -> int:
+    """The most bytes (key and value) a record may have in a topic of this
+    ``max.message.bytes``: at most the producer's, less ``_FRAMING`` (KafkaLog.record_limit).
+    """
+    return min(max_message_bytes, _PRODUCER_MAX) - _FRAMING
+
+
 _CHECKPOINT_CONFIG = {"cleanup.policy": "compact", "segment.bytes": str(16 * 2**20),
                       "min.cleanable.dirty.ratio": "0.1", "max.message.bytes": str(_MAX_MESSAGE)}
 
@@ -212,8 +221,8 @@ class KafkaLog(Log):
         at most the producer's, less ``_FRAMING``; asked of the broker once."""
         limit = self._limits.get(topic)
         if limit is None:
-            most = int(self._setting(topic, "max.message.bytes"))
-            limit = self._limits[topic] = min(most, _PRODUCER_MAX) - _FRAMING
+            limit = self._limits[topic] = limit_of(int(self._setting(topic,
+                                                                     "max.message.bytes")))
         return limit
 
     def _setting(self, topic: str, key: str) -> str:
