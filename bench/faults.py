@@ -15,7 +15,10 @@
    times (among the kills) a second `join` or `train` starts while the first
    still runs: the first must stop, fenced off (exit 2, "taken over"), at its next
    write, or be idle with nothing left to write (then it is stopped).
-4. Compare the samples (ids, labels, features) and the final model, bit for bit.
+4. Compare the samples (ids, labels, features) and the final model, bit for bit, and
+   what every version published says of its metrics (samples, event time,
+   prequential and window metric): a restarted trainer goes on with the metrics
+   of the version it resumes from.
 """
 
 from __future__ import annotations
@@ -178,6 +181,12 @@ def final_model(registry: Path) -> tuple[int, dict[str, np.ndarray]]:
     return int(last.meta["samples"]), reg.load(last.id).state()
 
 
+def published(registry: Path) -> list[tuple[Any, ...]]:
+    """What each version says of its metrics."""
+    return [(v.meta["samples"], v.meta["event_ts"], v.meta["prequential"], v.meta["window"])
+            for v in Registry(registry).versions()]
+
+
 def compare(ref_url: str, ref_reg: Path, got_url: str, got_reg: Path) -> dict[str, Any]:
     expected, got = samples(ref_url), samples(got_url)
     ids = Counter(orjson.loads(v)["id"] for v in got)
@@ -194,6 +203,8 @@ def compare(ref_url: str, ref_reg: Path, got_url: str, got_reg: Path) -> dict[st
         "learned": learned,
         "learned_reference": ref_learned,
         "model_identical": all(np.array_equal(state[k], ref_state[k]) for k in ref_state),
+        "versions": len(published(got_reg)),
+        "metrics_identical": published(got_reg) == published(ref_reg),
     }
 
 
@@ -225,8 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     ok = (result["samples_missing"] == result["samples_duplicated"] == result["learned_twice"]
-          == 0 and result["model_identical"] and result["samples_identical"])
-    print("OK: nothing lost, nothing learned twice, same model" if ok else "FAILED")
+          == 0 and result["model_identical"] and result["samples_identical"]
+          and result["metrics_identical"])
+    print("OK: nothing lost, nothing learned twice, same model and metrics" if ok else "FAILED")
     return result
 
 

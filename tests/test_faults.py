@@ -1,4 +1,5 @@
-"""A shorter run of bench/faults.py: SIGKILLed roles lose nothing and learn nothing twice."""
+"""A shorter run of bench/faults.py: SIGKILLed roles lose nothing, learn nothing twice, and
+publish the metrics of a run never interrupted."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def test_kill_nine_at_random_moments_changes_nothing(tmp_path: Path) -> None:
     assert result["samples_missing"] == result["samples_duplicated"] == 0
     assert result["learned_twice"] == 0
     assert result["samples_identical"] and result["model_identical"]
+    assert result["metrics_identical"] and result["versions"] > 2
 
 
 def test_a_second_joiner_or_trainer_fences_the_first_off_and_nothing_is_written_twice(
@@ -43,3 +45,4 @@ def test_a_second_joiner_or_trainer_fences_the_first_off_and_nothing_is_written_
     assert result["samples_missing"] == result["samples_duplicated"] == 0
     assert result["learned_twice"] == 0
     assert result["samples_identical"] and result["model_identical"]
+    assert result["metrics_identical"] and result["versions"] > 2

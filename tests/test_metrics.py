@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
 import pytest
 
-from livelearn.errors import BadInput, ConfigError, LivelearnError
+from livelearn.errors import BadInput, ConfigError, Corrupt, LivelearnError
 from livelearn.train.metrics import (
     StreamingAUC,
     StreamingLogLoss,
@@ -17,6 +18,7 @@ from livelearn.train.metrics import (
     log_loss,
     mae,
     make_metric,
+    metric_from_state,
 )
 
 SEEDS = [0, 1, 2, 3, 4]
@@ -206,6 +208,69 @@ def test_streaming_auc_bins_must_be_positive() -> None:
         StreamingAUC(0)
 
 
+def _saved(state: dict) -> dict:
+    """A state as a version's details hold it: through JSON and back."""
+    return orjson.loads(orjson.dumps(state))
+
+
+@pytest.mark.parametrize("kind", ["auc", "log_loss", "mae"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", [0, 1, 17, 3000])
+def test_a_restored_metric_goes_on_as_the_one_saved(kind: str, seed: int, n: int) -> None:
+    """Saved at every batch and restored (through JSON), a metric gives the same value as
+    one never saved, bit for bit, and the batch function's on every sample so far."""
+    scores, labels = data(seed, n, kind)
+    whole, restarted = make_metric(kind), make_metric(kind)
+    for start, stop in splits(seed, n, 500):
+        whole.update(scores[start:stop], labels[start:stop])
+        restarted = metric_from_state(_saved(restarted.state()))
+        restarted.update(scores[start:stop], labels[start:stop])
+        assert type(restarted) is type(whole) and restarted.count == whole.count == stop
+        assert same(restarted.get(), whole.get(), 0.0)
+        if kind == "auc":
+            binned = np.minimum(np.floor(scores[:stop] * 2**16), 2**16 - 1)
+            assert same(restarted.get(), auc(binned, labels[:stop]))
+        else:
+            assert same(restarted.get(), BATCH[kind](scores[:stop], labels[:stop]), 1e-9)
+
+
+@pytest.mark.parametrize("kind", ["auc", "log_loss", "mae"])
+def test_a_restored_metric_merges_as_the_one_saved(kind: str) -> None:
+    scores, labels = data(5, 1000, kind)
+    a, b = make_metric(kind), make_metric(kind)
+    a.update(scores[:400], labels[:400])
+    b.update(scores[400:], labels[400:])
+    merged = metric_from_state(_saved(a.state())) + metric_from_state(_saved(b.state()))
+    assert merged.count == 1000 and same(merged.get(), (a + b).get(), 0.0)
+
+
+def test_an_auc_state_is_small() -> None:
+    """Binned counts, packed: a version's details stay small whatever the sample count."""
+    metric = StreamingAUC()
+    sizes = []
+    for seed in range(20):
+        metric.update(*data(seed, 50_000))
+        sizes.append(len(orjson.dumps(metric.state())))
+    assert sizes[0] < 40_000 and max(sizes) < 200_000  # the raw counts: 1 MB
+
+
+@pytest.mark.parametrize("state", [
+    {"kind": "rmse"}, {"kind": "auc", "bins": 4, "count": 1, "pos": "u1:AAAA", "neg": "u1:"},
+    {"kind": "auc", "bins": 4, "count": 1, "pos": 3, "neg": 4}, {"kind": "mae", "sum": "1"},
+    {"kind": "mae", "sum": 1.0, "count": True}, {"bins": 4}, None])
+def test_a_state_that_is_not_one_is_corrupt(state: dict) -> None:
+    with pytest.raises(Corrupt, match="metrics: "):
+        metric_from_state(state)
+
+
+def test_a_state_of_another_kind_is_corrupt() -> None:
+    with pytest.raises(Corrupt, match="'mae'; expected 'auc'"):
+        StreamingAUC.from_state(StreamingMAE().state())
+    packed = StreamingAUC(8).state()
+    with pytest.raises(Corrupt, match="8 packed counts; expected 16"):
+        StreamingAUC.from_state(packed | {"bins": 16})
+
+
 # ---------------------------------------------------------------- windowed metrics
 
 
@@ -268,3 +333,41 @@ def test_windowed_empty_is_nan() -> None:
     window = WindowedMetric("log_loss", 10)
     assert math.isnan(window.get()) and window.count == 0
     assert [len(a) for a in window.arrays()] == [0, 0]
+
+
+@pytest.mark.parametrize("kind", ["auc", "log_loss", "mae"])
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("size", [1, 5, 64, 1000])
+def test_a_restored_window_goes_on_as_the_one_saved(kind: str, seed: int, size: int) -> None:
+    n = 1300
+    scores, labels = data(seed, n, kind)
+    whole, restarted = WindowedMetric(kind, size), WindowedMetric(kind, size)
+    for start, stop in splits(seed, n, 200):
+        whole.update(scores[start:stop], labels[start:stop])
+        restarted = WindowedMetric.from_state(_saved(restarted.state()))
+        restarted.update(scores[start:stop], labels[start:stop])
+        lo = max(0, stop - size)
+        np.testing.assert_array_equal(restarted.arrays()[0], scores[lo:stop])
+        np.testing.assert_array_equal(restarted.arrays()[1], labels[lo:stop])
+        assert restarted.count == whole.count == stop
+        assert same(restarted.get(), whole.get(), 0.0)
+        assert same(restarted.get(), BATCH[kind](scores[lo:stop], labels[lo:stop]))
+
+
+def test_a_window_restored_smaller_keeps_the_most_recent() -> None:
+    window = WindowedMetric("mae", 5)
+    window.update([1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0])
+    smaller = WindowedMetric.from_state(window.state() | {"size": 2})
+    assert smaller.arrays()[0].tolist() == [3.0, 4.0] and smaller.count == 4
+    larger = WindowedMetric.from_state(window.state() | {"size": 8, "count": 40})
+    larger.update([5.0], [0.0])  # fewer samples than its size: filled from what it has
+    assert larger.arrays()[0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0] and larger.count == 41
+
+
+@pytest.mark.parametrize("change", [{"size": 0}, {"kind": "rmse"}, {"count": 1},
+                                    {"scores": [1.0]}, {"labels": ["a", "b"]}])
+def test_a_window_state_that_is_not_one_is_corrupt(change: dict) -> None:
+    window = WindowedMetric("mae", 5)
+    window.update([1.0, 2.0], [0.0, 0.0])
+    with pytest.raises(Corrupt, match="metrics: "):
+        WindowedMetric.from_state(window.state() | change)

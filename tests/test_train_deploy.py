@@ -88,6 +88,116 @@ def test_a_restarted_trainer_ends_in_the_same_state(tmp_path: Path, log: SQLiteL
     assert np.array_equal(again.model.state()["n"], whole.model.state()["n"])
 
 
+#: a window that reaches back past the version before (as the defaults' 5,000 and 5,000 can)
+WIDE = replace(SMALL, policies=replace(SMALL.policies, gate_window=1500))
+
+
+def _published(registry: Registry) -> list[tuple[object, ...]]:
+    """What each version says of its metrics, and the window the gate reads."""
+    return [(v.meta["samples"], v.meta["event_ts"], v.meta["prequential"], v.meta["window"],
+             registry.details(v.id)["window"]) for v in registry.versions()]
+
+
+def _judged(log: SQLiteLog, registry: Registry) -> list[tuple[int, str, str]]:
+    """The gate's verdicts on every version, judged in turn."""
+    Gate.of(log, registry, WIDE).step()
+    return [(d["version"], d["status"], d["reason"]) for d in registry.decisions()]
+
+
+@pytest.mark.parametrize("first_step", [1500, 2001, 2300, 3500])
+def test_a_restarted_trainer_publishes_the_metrics_of_one_never_stopped(
+        tmp_path: Path, log: SQLiteLog, first_step: int) -> None:
+    """Stopped between versions (1,500, 2,300 and 3,500 samples: what it learned after the
+    last version is lost) or right after one (2,001 read, 2,000 learned: v3; the last one
+    read is held back to see that none ties with it), it resumes with the overall metric and
+    the window that version recorded: every version after says what the uninterrupted run's
+    says, and the gate decides the same. Before, the first version after the restart covered
+    only the samples since, and the gate judged v5 (v4 rejected) on 1,000 samples, not 1,500."""
+    _samples(log, 4200)
+    whole = Trainer(log, Registry(tmp_path / "a"), WIDE)
+    while whole.step(700, final=True):
+        pass
+    whole.publish_now()
+    Trainer(log, Registry(tmp_path / "b"), WIDE).step(first_step, final=True)  # then stops
+    again = Trainer(log, Registry(tmp_path / "b"), WIDE)
+    assert again.samples == (first_step - 1) // 1000 * 1000
+    while again.step(700, final=True):
+        pass
+    again.publish_now()
+    assert [v[0] for v in _published(whole.registry)] == [0, 1000, 2000, 3000, 4000, 4200]
+    assert _published(again.registry) == _published(whole.registry)
+    assert again.metric.count == again.window.count == again.samples == 4200
+    assert again.metric.get() == whole.metric.get()
+    final = _published(again.registry)[-1]
+    assert final[3]["samples"] == 1500
+    assert final[3]["metric"] == auc(final[4]["scores"][f"{SAMPLES}/0"],
+                                     final[4]["labels"][f"{SAMPLES}/0"])
+    assert _judged(log, again.registry) == _judged(log, whole.registry)
+
+
+def test_a_trainer_stopped_at_any_point_publishes_the_same_metrics(tmp_path: Path,
+                                                                  log: SQLiteLog) -> None:
+    """Each trainer learns one step of a random size, then stops; the next resumes."""
+    _samples(log, 6000)
+    whole = Trainer(log, Registry(tmp_path / "a"), WIDE)
+    while whole.step(5000, final=True):
+        pass
+    rng = np.random.default_rng(4)
+    while (trainer := Trainer(log, Registry(tmp_path / "b"), WIDE)).step(
+            int(rng.integers(1, 1800)), final=True):
+        pass
+    assert _published(trainer.registry) == _published(whole.registry)
+    assert trainer.metric.get() == whole.metric.get()
+    assert _judged(log, trainer.registry) == _judged(log, whole.registry)
+
+
+def test_a_version_without_the_metrics_state_resumes_with_them_from_zero(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    """A version published before versions held their metrics' state: the trainer resumes
+    from it, says that its metrics restart from zero, and they cover the samples since."""
+    _samples(log, 2500)
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, WIDE)
+    trainer.step(1500, final=True)
+    old = Registry(tmp_path / "old")
+    for v in registry.versions():
+        details = registry.details(v.id)
+        window = {k: details["window"][k] for k in ("offsets", "scores")}
+        old.publish(registry.load(v.id), v.meta, v.parent,
+                    {"learned_ids": details["learned_ids"], "window": window})
+    with caplog.at_level(logging.WARNING, logger="livelearn.train"):
+        resumed = Trainer(log, old, WIDE)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == ("v2 records no metric state (published by an earlier livelearn): the "
+                    "prequential and window auc of the versions this trainer publishes "
+                    "restart from zero, over the samples learned from now on")
+    assert resumed.samples == 1000 and resumed.metric.count == 0
+    trained = resumed.step(10_000, final=True)
+    assert trained is not None
+    v3 = old.get(3)
+    assert v3.meta["samples"] == 2000 and v3.meta["window"]["samples"] == 1000
+    assert v3.meta["prequential"] == pytest.approx(auc(trained.scores[:1000],
+                                                       trained.labels[:1000]), abs=1e-3)
+    resumed_again = Trainer(log, old, WIDE)  # from v3, which holds them
+    assert resumed_again.metric.count == 1000 and len(resumed_again._recent) == 1000
+
+
+def test_a_metric_state_that_cannot_be_read_restarts_the_metrics_and_says_so(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    _samples(log, 1500)
+    Trainer(log, Registry(tmp_path / "reg"), WIDE).step(10_000, final=True)
+    details = Registry(tmp_path / "reg").details(2)
+    details["metric_state"]["pos"] = "u1:x"  # the AUC's counts of positives, damaged
+    with sqlite3.connect(tmp_path / "reg" / "index.db") as db:
+        db.execute("UPDATE details SET data = ? WHERE version = 2", (orjson.dumps(details),))
+    with caplog.at_level(logging.WARNING, logger="livelearn.train"):
+        resumed = Trainer(log, Registry(tmp_path / "reg"), WIDE)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("v2 records a metric state that cannot be read (metrics: packed "
+                           "counts that cannot be read (")
+    assert resumed.samples == 1000 and resumed.metric.count == 0 and not resumed._recent
+
+
 @pytest.mark.parametrize("step", [100, 10_000])
 def test_versions_by_event_time_do_not_depend_on_the_steps(tmp_path: Path, log: SQLiteLog,
                                                            step: int) -> None:

@@ -12,6 +12,12 @@ with another partial state of its type: ``a + b`` equals one metric that saw
 a's samples and b's. :class:`WindowedMetric` gives the exact metric over the
 most recent ``size`` samples.
 
+Every state can be saved and restored: ``state()`` is a small JSON-able dict
+(a StreamingAUC's binned counts, packed; a mean's sum and count; a window's
+scores and labels), and :func:`metric_from_state` (``WindowedMetric.from_state``)
+gives back a metric equal to the one saved, bit for bit: a restarted trainer
+goes on with the metric it had (train.trainer).
+
 Conventions, the same everywhere:
 
 - ``scores`` and ``labels`` are 1-d (anything else is flattened) and of equal
@@ -23,14 +29,17 @@ Conventions, the same everywhere:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from livelearn.errors import BadInput, ConfigError
+from livelearn.errors import BadInput, ConfigError, Corrupt
 
 #: Scores are clipped to [EPS, 1 - EPS] (inclusive) before taking logarithms.
 EPS = 1e-15
@@ -133,8 +142,53 @@ class Metric(ABC):
     def __add__(self, other: Self) -> Self:
         """A new state equal to one that saw self's samples and other's."""
 
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """The state as a JSON-able dict, with its ``kind``: :func:`metric_from_state`
+        makes it a metric again."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        """The metric whose ``state()`` this is; Corrupt if it is not one."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(): {self.get():.6g} over {self.count} samples"
+
+
+def _pack(counts: np.ndarray) -> str:
+    """Non-negative integer counts as text: in the smallest unsigned type that holds them,
+    compressed (zeros and small counts take little room), base64. ``"u1:..."``."""
+    dtype = np.dtype(np.min_scalar_type(int(counts.max(initial=0)))).newbyteorder("<")
+    data = zlib.compress(counts.astype(dtype).tobytes(), 1)
+    return f"u{dtype.itemsize}:{base64.b64encode(data).decode()}"
+
+
+def _unpack(text: Any, length: int) -> np.ndarray:
+    """The ``length`` counts (int64) that :func:`_pack` gave ``text`` for; Corrupt if not."""
+    try:
+        size, data = text.split(":", 1)
+        raw = zlib.decompress(base64.b64decode(data, validate=True))
+        counts = np.frombuffer(raw, dtype=np.dtype(f"<{size}")).astype(np.int64)
+    except (AttributeError, ValueError, TypeError, binascii.Error, zlib.error) as e:
+        raise Corrupt(f"metrics: packed counts that cannot be read ({e})") from None
+    if len(counts) != length:
+        raise Corrupt(f"metrics: {len(counts)} packed counts; expected {length}")
+    return counts
+
+
+def _field(state: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    """``state[name]``, of type ``kind``; Corrupt naming it if missing or of another."""
+    value = state.get(name) if isinstance(state, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise Corrupt(f"metrics: a saved state whose {name!r} is {value!r}")
+    return value
+
+
+def _check_state_kind(state: dict[str, Any], kind: str) -> None:
+    got = _field(state, "kind", str)
+    if got != kind:
+        raise Corrupt(f"metrics: a saved state of kind {got!r}; expected {kind!r}")
 
 
 def _count_into(histogram: np.ndarray, index: np.ndarray) -> None:
@@ -201,6 +255,30 @@ class StreamingAUC(Metric):
         merged.count = self.count + other.count
         return merged
 
+    def state(self) -> dict[str, Any]:
+        """The binned counts of each class, packed (~10 KB after 5,000 samples, at most
+        ~200 KB with 2**16 bins), and the count.
+
+        >>> m = StreamingAUC(bins=4)
+        >>> m.update([0.1, 0.9, 0.8], [0, 1, 0])
+        >>> StreamingAUC.from_state(m.state()).get() == m.get()
+        True
+        """
+        return {"kind": self.kind, "bins": self.bins, "count": self.count,
+                "pos": _pack(self._pos), "neg": _pack(self._neg)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        _check_state_kind(state, cls.kind)
+        bins = _field(state, "bins", int)
+        if bins < 1:
+            raise Corrupt(f"metrics: a saved StreamingAUC of {bins} bins")
+        metric = cls(bins)
+        metric._pos = _unpack(state.get("pos"), bins)
+        metric._neg = _unpack(state.get("neg"), bins)
+        metric.count = _field(state, "count", int)
+        return metric
+
 
 class _MeanMetric(Metric):
     """A mean of per-sample losses: a running sum and a count."""
@@ -229,6 +307,19 @@ class _MeanMetric(Metric):
         merged._sum = self._sum + other._sum
         merged.count = self.count + other.count
         return merged
+
+    def state(self) -> dict[str, Any]:
+        """The sum of the losses and their count (a float written in JSON reads back
+        exactly)."""
+        return {"kind": self.kind, "sum": self._sum, "count": self.count}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        _check_state_kind(state, cls.kind)
+        metric = cls()
+        metric._sum = float(_field(state, "sum", (int, float)))
+        metric.count = _field(state, "count", int)
+        return metric
 
 
 class StreamingLogLoss(_MeanMetric):
@@ -285,6 +376,20 @@ def make_metric(kind: str) -> Metric:
     return _STREAMING[kind]()
 
 
+def metric_from_state(state: dict[str, Any]) -> Metric:
+    """The streaming metric whose ``state()`` this is; Corrupt if it is not one.
+
+    >>> m = make_metric("mae")
+    >>> m.update([1.0, 2.0], [1.5, 2.0])
+    >>> metric_from_state(m.state())
+    StreamingMAE(): 0.25 over 2 samples
+    """
+    kind = _field(state, "kind", str)
+    if kind not in _STREAMING:
+        raise Corrupt(f"metrics: a saved state of unknown kind {kind!r}")
+    return _STREAMING[kind].from_state(state)
+
+
 class WindowedMetric:
     """The exact metric over the most recent ``size`` samples (fewer until that many came).
 
@@ -310,11 +415,13 @@ class WindowedMetric:
         self._scores = np.zeros(size, dtype=np.float64)
         self._labels = np.zeros(size, dtype=np.float64)
         self._next = 0  # slot the next sample goes to
+        self._filled = 0  # slots that hold a sample: min(size, samples put in)
 
     def update(self, scores: ArrayLike, labels: ArrayLike) -> None:
         """Add a batch; only its last ``size`` samples can stay in the window."""
         s, y = _pair(scores, labels)
         self.count += len(s)
+        self._filled = min(self.size, self._filled + len(s))
         if len(s) >= self.size:
             self._scores[:] = s[-self.size :]
             self._labels[:] = y[-self.size :]
@@ -327,14 +434,47 @@ class WindowedMetric:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the window's (scores, labels), oldest first."""
-        if self.count < self.size:
-            return self._scores[: self.count].copy(), self._labels[: self.count].copy()
+        if self._filled < self.size:
+            return self._scores[: self._filled].copy(), self._labels[: self._filled].copy()
         order = np.r_[self._next : self.size, 0 : self._next]
         return self._scores[order], self._labels[order]
 
     def get(self) -> float:
         """The batch metric over the window; nan when not defined (see module notes)."""
         return _BATCH[self.kind](*self.arrays())
+
+    def state(self) -> dict[str, Any]:
+        """The window's scores and labels, oldest first, and ``count``: lists of floats,
+        ~20 bytes a sample in JSON."""
+        scores, labels = self.arrays()
+        return {"kind": self.kind, "size": self.size, "count": self.count,
+                "scores": scores.tolist(), "labels": labels.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WindowedMetric:
+        """The window whose ``state()`` this is (more samples than ``size``: the most
+        recent stay); Corrupt if it is not one.
+
+        >>> w = WindowedMetric("mae", size=2)
+        >>> w.update([1.0, 5.0, 2.0], [0.0, 4.0, 4.0])
+        >>> v = WindowedMetric.from_state(w.state())
+        >>> v.arrays(), v.count
+        ((array([5., 2.]), array([4., 4.])), 3)
+        """
+        kind, size = _field(state, "kind", str), _field(state, "size", int)
+        if kind not in KINDS or size < 1:
+            raise Corrupt(f"metrics: a saved window of kind {kind!r} and size {size}")
+        window = cls(kind, size)
+        scores, labels = _field(state, "scores", list), _field(state, "labels", list)
+        try:
+            window.update(scores, labels)
+        except (BadInput, TypeError, ValueError) as e:
+            raise Corrupt(f"metrics: a saved window that cannot be read ({e})") from None
+        count = _field(state, "count", int)
+        if count < len(scores):
+            raise Corrupt(f"metrics: a saved window of {len(scores)} samples out of {count}")
+        window.count = count
+        return window
 
     def __add__(self, other: WindowedMetric) -> WindowedMetric:
         if not isinstance(other, WindowedMetric):

@@ -6,9 +6,16 @@ and over the most recent ``gate_window`` samples. A version is published every
 ``publish_every_samples`` samples or ``publish_every_ms`` of event time.
 
 The trainer's checkpoint is the newest version it published: the model, the
-input offsets it had reached and its counters, all in that version's metadata.
-A restarted trainer resumes from there and learns the rest again, in order, so
-it ends in the same state as a run never interrupted.
+input offsets it had reached and its sample count in that version's metadata;
+the ids it learned lately and the state of its metrics (the overall one, and
+the window's scores, labels and where each sample is) in its details. A
+restarted trainer resumes from there and learns the rest again, in order, so it
+ends in the same state as a run never interrupted, and publishes the same
+metrics. A version published before versions held the metrics' state resumes
+with them from zero (said in a warning): the later versions' ``prequential``
+covers the samples learned since. ``duplicates``, ``behind`` and ``malformed``
+count what this process met since it started (samples read again after a restart
+are counted again): the dead-letter topic is the lasting record.
 
 A score the learner must not give (not finite: its weights diverged; outside
 [0, 1] for a binary learner), or a sample whose learning left a weight that is
@@ -28,7 +35,7 @@ from typing import Any, NoReturn
 import numpy as np
 import orjson
 
-from livelearn.errors import BadInput, Corrupt, PipelineError
+from livelearn.errors import BadInput, Corrupt, LivelearnError, PipelineError
 from livelearn.events import Reason, dead_letter, letter_value, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
@@ -38,7 +45,7 @@ from livelearn.models.base import Diverged, Learner, score_problem
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
-from livelearn.train.metrics import Metric, WindowedMetric, make_metric
+from livelearn.train.metrics import Metric, WindowedMetric, make_metric, metric_from_state
 
 log = logging.getLogger("livelearn.train")
 #: one warning per sample dead-lettered (`livelearn -q` counts them instead)
@@ -106,6 +113,30 @@ def _described(learner: Learner) -> str:
     return f"{type(learner).__name__}({params})"
 
 
+def _window_samples(window: dict[str, Any]
+                    ) -> tuple[list[tuple[str, int, int]], list[float], list[float]]:
+    """A version's window (Trainer._publish) in the order it was learned: where each
+    sample is, its score and its label; ValueError if its parts do not add up."""
+    columns = {where: (window["offsets"][where], window["scores"][where],
+                       window["labels"][where]) for where in window["offsets"]}
+    taken = dict.fromkeys(columns, 0)
+    where_of: list[tuple[str, int, int]] = []
+    scores: list[float] = []
+    labels: list[float] = []
+    for where, n in window["runs"]:
+        offsets, their_scores, their_labels = columns[where]
+        start = taken[where]
+        taken[where] = stop = start + n
+        topic, partition = where.rsplit("/", 1)
+        where_of += [(topic, int(partition), o) for o in offsets[start:stop]]
+        scores += their_scores[start:stop]
+        labels += their_labels[start:stop]
+    if any(taken[w] != len(c[0]) or len(c[0]) != len(c[1]) or len(c[0]) != len(c[2])
+           for w, c in columns.items()):
+        raise ValueError("its runs, offsets, scores and labels differ in length")
+    return where_of, scores, labels
+
+
 def _first(held: tuple[tuple[int, str], Any, Any]) -> tuple[int, str]:
     return held[0]
 
@@ -137,10 +168,11 @@ class Trainer:
         self.kind = "auc" if self.model.task == "binary" else "mae"
         self.metric: Metric = make_metric(self.kind)
         self.window = WindowedMetric(self.kind, self.policies.gate_window)
-        # (topic, partition, offset, prequential score) of the most recent samples
-        self._recent: deque[tuple[str, int, int, float]] = deque(maxlen=self.policies.gate_window)
+        # (topic, partition, offset) of the samples in the window, oldest first
+        self._recent: deque[tuple[str, int, int]] = deque(maxlen=self.policies.gate_window)
         self.offsets: dict[TopicPartition, int] = {}  # set by _resume
         self.samples = 0
+        # in this process (not restored by _resume: see the module docstring)
         self.duplicates = 0  # samples skipped as already learned
         self.behind = 0  # of those, the ones taken for learned by their window end alone
         self.malformed = 0  # samples dead-lettered as impossible to learn
@@ -174,17 +206,44 @@ class Trainer:
                             "v%d, a %s: it goes on learning that one (train into a new "
                             "--registry to start the declared learner)", self.pipeline.name,
                             declared, version.id, _described(self.model))
-            meta, learned = version.meta, self.registry.details(version.id)["learned_ids"]
+            meta, details = version.meta, self.registry.details(version.id)
+            learned = details["learned_ids"]
             self.version = version
             self.offsets = {(t, p): o for t, p, o in meta["offsets"]}
             self._read_ids = RecentIds(self._read_ids.horizon_ms, learned)
             self._learned_ids = RecentIds(self._read_ids.horizon_ms, learned)
             self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
+            self._restore_metrics(version, details)
             break
         self.offsets.update(start_offsets(self.log, [tp for tp in self.inputs
                                                      if tp not in self.offsets], self.group))
         if self.version is None:
             self.version = self._publish(ts=None)
+
+    def _restore_metrics(self, version: Version, details: dict[str, Any]) -> None:
+        """The overall metric and the window as ``version`` recorded them (``_publish``);
+        from zero, with a warning, if it recorded none (published before versions held
+        them) or its record cannot be read."""
+        saved, window = details.get("metric_state"), details.get("window")
+        why = "records no metric state (published by an earlier livelearn)"
+        if saved is not None and isinstance(window, dict) and "runs" in window:
+            try:
+                metric = metric_from_state(saved)
+                if metric.kind != self.kind:
+                    raise Corrupt(f"a {metric.kind} metric; this trainer's is {self.kind}")
+                where, scores, labels = _window_samples(window)
+                recent = WindowedMetric.from_state(  # the most recent gate_window stay
+                    {"kind": self.kind, "size": self.policies.gate_window,
+                     "count": window["count"], "scores": scores, "labels": labels})
+            except (LivelearnError, KeyError, TypeError, ValueError, AttributeError) as e:
+                why = f"records a metric state that cannot be read ({e})"
+            else:
+                self.metric, self.window = metric, recent
+                self._recent.extend(where)
+                return
+        log.warning("v%d %s: the prequential and window %s of the versions this trainer "
+                    "publishes restart from zero, over the samples learned from now on",
+                    version.id, why, self.kind)
 
     def step(self, max_records: int = 5000, final: bool = False) -> Trained | None:
         """Learn from up to ``max_records`` new samples; None when there are none.
@@ -363,11 +422,8 @@ class Trainer:
         if problem is not None:
             self._stop(f"gave sample {samples[problem[0]]['id']!r} {problem[1]}")
         self.metric.update(scores, labels)
-        self.window.update(scores, labels)
-        last = -(self._recent.maxlen or 0)  # only the last ones stay in the deque
-        self._recent.extend((t, p, o, s) for (t, p, o), s in zip(where[last:],
-                                                                    scores[last:].tolist(),
-                                                                    strict=True))
+        self.window.update(scores, labels)  # the same samples as _recent, in the same order
+        self._recent.extend(where[-(self._recent.maxlen or 0):])  # only the last ones stay
         self.offsets.update({(topic, partition): offset + 1 for topic, partition, offset in where})
         self._learned_ids.add_all(samples)
         self._last_learned_ts = int(samples[-1]["ts"])
@@ -387,12 +443,32 @@ class Trainer:
                             f"is published")
 
     def _publish(self, ts: int | None) -> Version:
-        """Publish the current model as a candidate, with its metrics and lineage."""
+        """Publish the current model as a candidate, with its metrics and lineage.
+
+        The details hold what a restart resumes from (``_resume``): the ids learned
+        lately, the overall metric's state (``metric_state``), and the window: by
+        partition (``"topic/partition"``), the offsets of its samples with their scores
+        (what the gate reads) and labels, and in ``runs`` the order the samples were
+        learned in, as runs of consecutive samples of one partition (``[["samples/0",
+        5000]]`` for one partition), oldest first.
+        """
         offsets: dict[str, list[int]] = {}
         scores: dict[str, list[float]] = {}
-        for topic, partition, offset, score in self._recent:
-            offsets.setdefault(f"{topic}/{partition}", []).append(offset)
-            scores.setdefault(f"{topic}/{partition}", []).append(score)
+        labels: dict[str, list[float]] = {}
+        runs: list[list[Any]] = []
+        window_scores, window_labels = self.window.arrays()
+        for (topic, partition, offset), score, label in zip(
+                self._recent, window_scores.tolist(), window_labels.tolist(), strict=True):
+            where = f"{topic}/{partition}"
+            if where not in offsets:
+                offsets[where], scores[where], labels[where] = [], [], []
+            offsets[where].append(offset)
+            scores[where].append(score)
+            labels[where].append(label)
+            if runs and runs[-1][0] == where:
+                runs[-1][1] += 1
+            else:
+                runs.append([where, 1])
         meta = {
             "pipeline": self.pipeline.name, "trainer": self.group, "samples": self.samples,
             "event_ts": ts,
@@ -402,7 +478,9 @@ class Trainer:
                        "samples": len(self._recent)},
         }
         details = {"learned_ids": self._learned_ids.state(),
-                   "window": {"offsets": offsets, "scores": scores}}
+                   "metric_state": self.metric.state(),
+                   "window": {"offsets": offsets, "scores": scores, "labels": labels,
+                              "runs": runs, "count": self.window.count}}
         parent = None if self.version is None else self.version.id
         self.version = self.registry.publish(self.model, meta, parent, details)
         self._since_publish, self._last_publish_ts = 0, ts
