@@ -208,7 +208,7 @@ def _dead_letters(by_reason: dict[str, int]) -> str:
     """``{"late": 2, "orphan": 1}`` as ``3 dead letters (late 2, orphan 1)``."""
     if not by_reason:
         return "0 dead letters"
-    reasons = ", ".join(f"{reason} {n}" for reason, n in by_reason.items())
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()))
     return f"{sum(by_reason.values())} dead letters ({reasons})"
 
 
@@ -222,7 +222,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.until_idle:
         loop.drain(final=True)
         print(f"{loop.trainer.samples} samples learned; latest version "
-              f"v{loop.trainer.version.id if loop.trainer.version else 0}")
+              f"v{loop.trainer.version.id if loop.trainer.version else 0}; this run wrote "
+              f"{_dead_letters(loop.dead_letters())}")
         return 0
     _live(args, loop, pipeline, log, registry, data)
     return 0
