@@ -218,6 +218,8 @@ def _run(args: argparse.Namespace) -> int:
     pipeline, workdir, log = _paths(args)
     registry, data = _registry_and_data(args, workdir)
     loop = Loop(log, registry, pipeline, data)
+    if (resumed := loop.resumed()) is not None:
+        print(resumed, flush=True)
     tune_gc()
     if args.until_idle:
         loop.drain(final=True)
@@ -225,7 +227,15 @@ def _run(args: argparse.Namespace) -> int:
               f"v{loop.trainer.version.id if loop.trainer.version else 0}; this run wrote "
               f"{_dead_letters(loop.dead_letters())}")
         return 0
-    _live(args, loop, pipeline, log, registry, data)
+    try:
+        _live(args, loop, pipeline, log, registry, data)
+    except KeyboardInterrupt:
+        version = loop.trainer.version
+        print(f"stopped; the newest version is v{version.id if version else 0} (what was "
+              f"learned since is learned again): `livelearn run` again resumes from it and "
+              f"from the joiner's checkpoint, losing nothing",
+              flush=True)
+        raise
     return 0
 
 

@@ -80,3 +80,16 @@ class Loop:
         dead = Counter({str(k): n for k, n in self.joiner.counts.items() if k != SAMPLES})
         dead[str(Reason.MALFORMED)] += self.trainer.malformed
         return +dead
+
+    def resumed(self) -> str | None:
+        """What a restart goes on from (the joiner's checkpoint, the trainer's newest
+        version), in one line; None for a first start, with nothing read or published."""
+        version = self.trainer.version  # v1, the untrained model, is there from the start
+        if not self.joiner.resumed and not self.trainer.samples:
+            return None
+        read = sum(self.joiner.offsets.values())
+        held = sum(self.joiner.log.end_offset(t, p) for t, p in self.joiner.inputs)
+        learned = ("no version yet" if version is None else
+                   f"v{version.id} ({self.trainer.samples} samples learned)")
+        return (f"resuming: the joiner from its checkpoint ({read} of the {held} input "
+                f"records in the log read), the trainer from {learned}")
