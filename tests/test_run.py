@@ -168,7 +168,9 @@ def test_run_stopped_by_ctrl_c_says_so_and_a_restart_says_what_it_resumes(
                     "a.jsonl"], cwd=tmp_path, check=True, capture_output=True)
     with _process(["run", *args], tmp_path) as first:
         assert first.stdout is not None
-        assert first.stdout.readline() == b"live: waiting for events (Ctrl-C to stop)\n"
+        assert first.stdout.readline() == (  # --port and --host are a feedback join's
+            b"live: waiting for events (no server nor dashboard: the label is in the events; "
+            b"`livelearn models` lists the versions) (Ctrl-C to stop)\n")
         _wait(lambda: len(_samples(SQLiteLog(tmp_path / "w" / "log.db"))) >= 298,
               "the samples")
         time.sleep(0.5)  # the trainer's turn after the joiner's

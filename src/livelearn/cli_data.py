@@ -244,7 +244,9 @@ def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry
     """Turn the loop's roles on the live log until interrupted and, for a feedback join
     unless ``--no-serve``, serve /predict, /feedback and the dashboard meanwhile."""
     if args.no_serve or pipeline.labelled is not None:
-        print("live: waiting for events (Ctrl-C to stop)", flush=True)
+        why = "" if args.no_serve else (" (no server nor dashboard: the label is in the "
+                                        "events; `livelearn models` lists the versions)")
+        print(f"live: waiting for events{why} (Ctrl-C to stop)", flush=True)
         _forever(loop)
         return
     from livelearn.serve.app import create_app
