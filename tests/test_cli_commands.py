@@ -65,6 +65,17 @@ def test_replay_reports_the_trainers_dead_letters(tmp_path: Path,
     assert not [r for r in caplog.records if "cannot be learned" in r.getMessage()]
 
 
+def test_a_regressions_report_says_its_error_is_better_lower(tmp_path: Path) -> None:
+    """The dashboard and the study said which way the metric goes; the replay's page did not,
+    and a rating's MAE falling over the plot looked like the model getting worse."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "r.jsonl", [f"m{i % 4}" for i in range(50)])
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", f"ratings={tmp_path / 'r.jsonl'}"]) == 0
+    assert "prequential mae over event time (lower is better)" in \
+        (tmp_path / "w" / "replay.html").read_text()
+
+
 def test_replay_says_what_each_input_gave(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Input rejected entirely (a typo'd key field) is said, with the first reasons, and
