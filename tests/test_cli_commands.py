@@ -65,6 +65,17 @@ def test_replay_reports_the_trainers_dead_letters(tmp_path: Path,
     assert not [r for r in caplog.records if "cannot be learned" in r.getMessage()]
 
 
+def test_a_regressions_report_says_its_error_is_better_lower(tmp_path: Path) -> None:
+    """The dashboard and the study said which way the metric goes; the replay's page did not,
+    and a rating's MAE falling over the plot looked like the model getting worse."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "r.jsonl", [f"m{i % 4}" for i in range(50)])
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", f"ratings={tmp_path / 'r.jsonl'}"]) == 0
+    assert "prequential mae over event time (lower is better)" in \
+        (tmp_path / "w" / "replay.html").read_text()
+
+
 def test_replay_says_what_each_input_gave(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Input rejected entirely (a typo'd key field) is said, with the first reasons, and
@@ -146,6 +157,24 @@ def test_join_until_idle_says_what_it_did(tmp_path: Path,
     capsys.readouterr()
     assert main(["-q", "join", str(tmp_path / "p.py"), "--log", url, "--until-idle"]) == 0
     assert capsys.readouterr().out == "6 records read, 5 samples, dead letters: duplicate 1\n"
+
+
+def test_run_until_idle_says_what_it_dead_lettered(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """It said only the samples learned: 45,002 ratings ingested, 41,997 learned, and not
+    a word of the 3,000 that came late (a file ingested after a later one)."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    lines = _ratings(tmp_path / "r.jsonl", [f"m{i}" for i in range(8)]).read_bytes().splitlines()
+    # the last four first, then the first four (late), then a copy of the last (a duplicate)
+    (tmp_path / "r.jsonl").write_bytes(b"\n".join([*lines[4:], *lines[:4], lines[-1]]) + b"\n")
+    workdir = str(tmp_path / "w")
+    assert main(["-q", "ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "r.jsonl"),
+                 "--workdir", workdir]) == 0
+    capsys.readouterr()
+    assert main(["-q", "run", str(tmp_path / "p.py"), "--workdir", workdir,
+                 "--until-idle"]) == 0
+    assert capsys.readouterr().out == ("4 samples learned; latest version v2; this run wrote "
+                                       "5 dead letters (duplicate 1, late 4)\n")
 
 
 def test_a_join_shard_without_partitions_says_so(tmp_path: Path,

@@ -157,6 +157,38 @@ def test_a_replay_then_live_killed_partway_and_run_again_says_it_cannot_go_on(
            "cannot go on, part of a file may be in): replay into a new --workdir" in again.stderr
 
 
+def test_run_stopped_by_ctrl_c_says_so_and_a_restart_says_what_it_resumes(
+        tmp_path: Path) -> None:
+    """Both were silent: Ctrl-C ended the command without a word, and a restart went on
+    from its checkpoint and newest version without saying so."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "a.jsonl", 0, 300)
+    args = ["p.py", "--workdir", "w"]
+    subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
+                    "a.jsonl"], cwd=tmp_path, check=True, capture_output=True)
+    with _process(["run", *args], tmp_path) as first:
+        assert first.stdout is not None
+        assert first.stdout.readline() == (  # --port and --host are a feedback join's
+            b"live: waiting for events (no server nor dashboard: the label is in the events; "
+            b"`livelearn models` lists the versions) (Ctrl-C to stop)\n")
+        _wait(lambda: len(_samples(SQLiteLog(tmp_path / "w" / "log.db"))) >= 298,
+              "the samples")
+        time.sleep(0.5)  # the trainer's turn after the joiner's
+        first.send_signal(signal.SIGINT)
+        assert first.wait(10) == 130
+        said = first.stdout.read().decode()
+    assert said.startswith("stopped; the newest version is v1 (what was learned since is "
+                           "learned again): `livelearn run` again resumes from it and from "
+                           "the joiner's checkpoint, losing nothing\n"), said
+    again = subprocess.run([sys.executable, "-m", "livelearn", "-q", "run", *args,
+                            "--until-idle"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60, check=True)
+    assert again.stdout.splitlines() == [
+        "resuming: the joiner from its checkpoint (300 of the 300 input records in the log "
+        "read), the trainer from v1 (0 samples learned)",
+        "300 samples learned; latest version v2; this run wrote 0 dead letters"]
+
+
 def _up(url: str) -> bool:
     try:
         return bool(httpx.get(f"{url}/healthz").json()["model_version"])

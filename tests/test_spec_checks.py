@@ -62,6 +62,8 @@ def test_a_good_spec_builds() -> None:
      "policies: publish_every_samples must be an integer >= 1, got 2.5"),
     ({"policies": spec.Policies(gate_tolerance=-0.1)},
      "policies: gate_tolerance must be a number >= 0, got -0.1"),
+    ({"users": MERCHANTS, "items": MERCHANTS},  # its server would call features(event, ...)
+     "pipeline 'fraud': users and items are a feedback join's tables"),
 ])
 def test_mistakes_are_named(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -94,6 +96,23 @@ def test_the_cli_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture
         in capsys.readouterr().err
     assert main(["replay", str(bad), "--events", "tx"]) == 2
     assert "--events 'tx': expected STREAM=FILE" in capsys.readouterr().err
+
+
+def test_serving_a_label_in_the_events_says_what_runs_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to say it had no users and items tables: declared, every /predict failed."""
+    good = tmp_path / "ratings.py"
+    good.write_text("from livelearn import spec\n"
+                    "from livelearn.models import FMRegressor\n"
+                    "S = spec.Stream('ratings', {'movie': str, 'rating': float}, key='user')\n"
+                    "PIPELINE = spec.Pipeline(name='p', feedback=spec.EventLabel(S, 'rating'),\n"
+                    "    features=lambda e, r, c: {}, learner=FMRegressor, target='rating')\n")
+    assert main(["serve", str(good), "--log", f"sqlite:///{tmp_path}/log.db",
+                 "--registry", str(tmp_path / "r"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "pipeline 'p': nothing to serve: its label is in the events, and only a feedback " \
+           "join's server answers /predict (`livelearn run` joins" in err
+    assert "tables" not in err
 
 
 @pytest.mark.parametrize(("code", "message"), [

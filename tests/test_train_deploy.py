@@ -348,19 +348,22 @@ def test_a_corrupt_model_file_falls_back_to_the_version_before(
     assert "v3 is damaged" in caplog.text
 
 
-def _served(log: SQLiteLog, model: FTRL, version: int, n: int, seed: int) -> None:
-    """Samples as the server would have logged them, scored by ``model`` as ``version``."""
+def _served(log: SQLiteLog, model: Learner, version: int, n: int, seed: int,
+            target: str = "clicked") -> None:
+    """Samples as the server would have logged them, scored by ``model`` as ``version``;
+    the label ``clicked`` is 0 or 1, ``dwell`` the topic's number."""
     rng = np.random.default_rng(seed)
     start = log.end_offset(SAMPLES, 0)
     records = []
     for i in range(start, start + n):
         topic = f"t{rng.integers(5)}"
         score = float(model.predict(hash_rows([{"topic": topic}], model.bits))[0])
-        clicked = float(rng.random() < 0.1 + 0.2 * int(topic[1]))
+        label = (float(rng.random() < 0.1 + 0.2 * int(topic[1])) if target == "clicked"
+                 else float(topic[1]))
         records.append((f"r{i}", orjson.dumps({
             "id": f"r{i}", "ts": T0 + i * 1000, "window_end": T0 + i * 1000 + 600_000,
             "model_version": version, "score": score, "features": {"topic": topic},
-            "labels": {"clicked": clicked}})))
+            "labels": {target: label}})))
     log.append(SAMPLES, records)
 
 
@@ -395,6 +398,30 @@ def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
     incumbent = registry.incumbent()
     assert incumbent is not None and incumbent.id == 1
     assert "rolled back" in caplog.text
+
+
+def test_a_regressions_rollback_says_its_error_rose(tmp_path: Path, log: SQLiteLog) -> None:
+    """An MAE is worse when higher: the reason said it 'fell below' the previous one's."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "dwell", tolerance=0.02)
+    good, bad = LinearRegression(bits=10), LinearRegression(bits=10)
+    rows = hash_rows([{"topic": f"t{i % 5}"} for i in range(5000)], 10)
+    for _ in range(20):
+        good.learn(rows, np.array([float(i % 5) for i in range(5000)]))
+        bad.learn(rows, np.array([float(4 - i % 5) for i in range(5000)]))
+    for model, ts in ((good, T0), (bad, T0 + 3_600_000)):
+        v = registry.publish(model, {"metric": "mae"}, parent=None)
+        registry.set_status(v.id, "approved", "by hand")
+        registry.mark_serving(v.id, ts)
+    _served(log, good, 1, 1000, seed=1, target="dwell")
+    _served(log, bad, 2, 1000, seed=2, target="dwell")
+    decision = gate.step()[0]
+    assert decision.version == 2 and not decision.approved
+    ours, theirs = decision.candidate_metric, decision.incumbent_metric
+    assert ours is not None and theirs is not None and ours > theirs + 1  # v2's error, v1's
+    assert decision.reason.startswith("rolled back: live mae of v2")
+    assert "on the 1000 samples it served rose above v1's" in decision.reason
 
 
 class _Meanwhile(Gate):

@@ -208,7 +208,7 @@ def _dead_letters(by_reason: dict[str, int]) -> str:
     """``{"late": 2, "orphan": 1}`` as ``3 dead letters (late 2, orphan 1)``."""
     if not by_reason:
         return "0 dead letters"
-    reasons = ", ".join(f"{reason} {n}" for reason, n in by_reason.items())
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()))
     return f"{sum(by_reason.values())} dead letters ({reasons})"
 
 
@@ -218,13 +218,24 @@ def _run(args: argparse.Namespace) -> int:
     pipeline, workdir, log = _paths(args)
     registry, data = _registry_and_data(args, workdir)
     loop = Loop(log, registry, pipeline, data)
+    if (resumed := loop.resumed()) is not None:
+        print(resumed, flush=True)
     tune_gc()
     if args.until_idle:
         loop.drain(final=True)
         print(f"{loop.trainer.samples} samples learned; latest version "
-              f"v{loop.trainer.version.id if loop.trainer.version else 0}")
+              f"v{loop.trainer.version.id if loop.trainer.version else 0}; this run wrote "
+              f"{_dead_letters(loop.dead_letters())}")
         return 0
-    _live(args, loop, pipeline, log, registry, data)
+    try:
+        _live(args, loop, pipeline, log, registry, data)
+    except KeyboardInterrupt:
+        version = loop.trainer.version
+        print(f"stopped; the newest version is v{version.id if version else 0} (what was "
+              f"learned since is learned again): `livelearn run` again resumes from it and "
+              f"from the joiner's checkpoint, losing nothing",
+              flush=True)
+        raise
     return 0
 
 
@@ -233,7 +244,9 @@ def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry
     """Turn the loop's roles on the live log until interrupted and, for a feedback join
     unless ``--no-serve``, serve /predict, /feedback and the dashboard meanwhile."""
     if args.no_serve or pipeline.labelled is not None:
-        print("live: waiting for events (Ctrl-C to stop)", flush=True)
+        why = "" if args.no_serve else (" (no server nor dashboard: the label is in the "
+                                        "events; `livelearn models` lists the versions)")
+        print(f"live: waiting for events{why} (Ctrl-C to stop)", flush=True)
         _forever(loop)
         return
     from livelearn.serve.app import create_app

@@ -7,14 +7,16 @@ its own process; this is the one code path of both replay and live (Kappa).
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from livelearn.deploy.gate import Gate
+from livelearn.events import Reason
 from livelearn.join.runner import JoinRunner
 from livelearn.log.base import Log
 from livelearn.registry import Registry
-from livelearn.spec import Pipeline
+from livelearn.spec import SAMPLES, Pipeline
 from livelearn.train.trainer import Trained, Trainer
 
 #: Records a role handles per turn. A thousand: what a turn holds in memory stays
@@ -71,3 +73,23 @@ class Loop:
             pass
         if final and self.trainer.publish_now() is not None:
             self.gate.step()
+
+    def dead_letters(self) -> Counter[str]:
+        """What this process's joiner and trainer dead-lettered, by reason (the trainer's
+        samples it cannot learn as ``malformed``); nothing from before a restart."""
+        dead = Counter({str(k): n for k, n in self.joiner.counts.items() if k != SAMPLES})
+        dead[str(Reason.MALFORMED)] += self.trainer.malformed
+        return +dead
+
+    def resumed(self) -> str | None:
+        """What a restart goes on from (the joiner's checkpoint, the trainer's newest
+        version), in one line; None for a first start, with nothing read or published."""
+        version = self.trainer.version  # v1, the untrained model, is there from the start
+        if not self.joiner.resumed and not self.trainer.samples:
+            return None
+        read = sum(self.joiner.offsets.values())
+        held = sum(self.joiner.log.end_offset(t, p) for t, p in self.joiner.inputs)
+        learned = ("no version yet" if version is None else
+                   f"v{version.id} ({self.trainer.samples} samples learned)")
+        return (f"resuming: the joiner from its checkpoint ({read} of the {held} input "
+                f"records in the log read), the trainer from {learned}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from livelearn.train.metrics import auc, mae
+from livelearn.train.metrics import auc, better, mae
 from livelearn.train.trainer import Trained
 from livelearn.ui.report import Chart, write_report
 
@@ -91,7 +91,8 @@ def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:
     ys = [math.nan if b["value"] is None else b["value"] for b in buckets]
     since = (dt.datetime.fromtimestamp(t0 * 3600, dt.UTC).isoformat(timespec="minutes")
              if xs else "-")
-    chart = Chart(f"prequential {report['metric']} over event time", f"hours since {since}",
+    chart = Chart(f"prequential {report['metric']} over event time ({better(report['metric'])})",
+                  f"hours since {since}",
                   str(report["metric"]), {report["metric"]: ([x - t0 for x in xs], ys)})
     summary = {k: v for k, v in report.items() if k != "buckets"}
     return write_report(path, title, summary, [chart], notes=[__doc__ or ""])

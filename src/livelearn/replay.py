@@ -17,18 +17,16 @@ records were dead-lettered and the first few reasons.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from livelearn.events import Reason
 from livelearn.ingest import Ingested, ingest
 from livelearn.log.base import Log
 from livelearn.loop import Loop
 from livelearn.prequential import PrequentialRecord
 from livelearn.registry import Registry
-from livelearn.spec import PREDICTIONS, SAMPLES, Pipeline
+from livelearn.spec import PREDICTIONS, Pipeline
 from livelearn.train.trainer import Trained
 
 
@@ -71,7 +69,6 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
 
 def _dead_letters(loop: Loop, ingested: Iterable[Ingested]) -> dict[str, int]:
     """Dead letters by reason: the joiner's and the trainer's, then the ingest's."""
-    dead = Counter({k: n for k, n in loop.joiner.counts.items() if k != SAMPLES})
-    dead[Reason.MALFORMED] += loop.trainer.malformed
+    dead = loop.dead_letters()
     dead["malformed_at_ingest"] += sum(i.dead for i in ingested)
     return {str(k): n for k, n in sorted(dead.items()) if n}

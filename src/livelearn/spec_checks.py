@@ -36,6 +36,11 @@ def check_pipeline(p: Pipeline) -> None:
                           f"FeatureSet([Categorical(...), Numeric(...), ...])), got "
                           f"{type(p.transforms).__name__}")
     if isinstance(p.feedback, EventLabel):
+        if p.users is not None or p.items is not None:
+            raise ConfigError(f"{where}: users and items are a feedback join's tables (its "
+                              f"server scores a user's candidate items); a label in the "
+                              f"events reads its tables as of each event through lookups="
+                              f"(spec.Lookup(table, on=FIELD), ...)")
         _check_event_label(p, p.feedback)
     elif p.users is None or p.items is None:
         raise ConfigError(f"{where}: a feedback join needs users and items tables "

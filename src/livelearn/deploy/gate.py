@@ -8,10 +8,11 @@ on them is no worse than the incumbent's by more than ``tolerance``: both
 models judged on the same samples, neither having learned them.
 
 It also watches the serving version: when its live metric (the scores it
-actually served) falls below the previous serving version's on the same
-samples by more than ``tolerance``, it rolls back: the serving version is
-rejected and the previous one approved again, so the servers swap back to it. Every decision is
-written to the Registry with its reason, and logged.
+actually served) is worse than the previous serving version's on the same
+samples by more than ``tolerance`` (an AUC lower, an MAE higher), it rolls
+back: the serving version is rejected and the previous one approved again, so
+the servers swap back to it. Every decision is written to the Registry with its
+reason, and logged.
 
 With a canary (Policies.canary_share), a candidate that passes becomes the
 canary instead of the incumbent: the servers score a share of the users with it.
@@ -172,7 +173,7 @@ class Gate:
             f"tolerance {self.tolerance}"), a, b)
 
     def check_rollback(self) -> Decision | None:
-        """Roll back when the serving version's live metric falls below the previous
+        """Roll back when the serving version's live metric is worse than the previous
         serving version's by more than the tolerance.
 
         Both are measured on the same samples: the most recent ones the serving
@@ -199,8 +200,9 @@ class Gate:
         margin = (ours - theirs) if name == "auc" else (theirs - ours)
         if math.isnan(margin) or margin >= -self.tolerance:
             return None
+        worse = "fell below" if name == "auc" else "rose above"  # an error: lower is better
         reason = (f"rolled back: live {name} of v{current.id} {ours:.4f} on the "
-                  f"{len(samples)} samples it served fell below v{previous.id}'s "
+                  f"{len(samples)} samples it served {worse} v{previous.id}'s "
                   f"{theirs:.4f} on them by more than {self.tolerance}")
         try:
             self.registry.rollback(reason, current.id)

@@ -137,6 +137,7 @@ class JoinRunner:
         self.offsets = start_offsets(log, [tp for tp in self.inputs
                                            if tp not in checkpoint.offsets], self.group)
         self.offsets.update({tp: o for tp, o in checkpoint.offsets.items() if tp in self.inputs})
+        self.resumed = any(tp in self.inputs for tp in checkpoint.offsets)  # not a new group
         self._out: list[Output] = []
         # what was read and made since the last write: records, outputs encoded by
         # topic, and if handed on the samples decoded (one per encoded sample, None

@@ -113,7 +113,9 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     """
     if pipeline.users is None or pipeline.items is None:
         raise ConfigError(f"pipeline '{pipeline.name}': nothing to serve: its label is in "
-                          f"the events, it has no users and items tables")
+                          f"the events, and only a feedback join's server answers /predict "
+                          f"(`livelearn run` joins, trains and judges it without one; "
+                          f"`livelearn models` lists its versions)")
     registry.check_pipeline(pipeline.name)
     store = store or open_store("memory://")
     served = ServedCounters(pipeline.counters, store)

@@ -44,6 +44,7 @@ from livelearn.prequential import auto_bucket_ms, json_float, metric_value
 from livelearn.registry import Registry
 from livelearn.replay import replay
 from livelearn.spec import Pipeline, new_learner
+from livelearn.train.metrics import better
 from livelearn.train.trainer import Trained
 from livelearn.ui.report import Chart, write_report
 
@@ -246,8 +247,8 @@ class FreshnessStudy:
 
 def table(summary: dict[str, Any]) -> str:
     """The summary's intervals as a text table."""
-    better = "higher" if summary["metric"] == "auc" else "lower"
-    lines = [f"{'interval':<14}{summary['metric'].upper() + ' (' + better + ' is better)':>26}"
+    heading = f"{summary['metric'].upper()} ({better(summary['metric'])})"
+    lines = [f"{'interval':<14}{heading:>26}"
              f"{'samples':>12}{'versions':>12}"]
     for row in summary["intervals"]:
         value = "-" if row["metric_value"] is None else f"{row['metric_value']:.4f}"

@@ -119,6 +119,15 @@ def mae(predictions: ArrayLike, targets: ArrayLike) -> float:
     return float(np.abs(p - t).mean()) if len(p) else float("nan")
 
 
+def better(name: str) -> str:
+    """Which way metric ``name`` improves, as a chart or table says it.
+
+    >>> better("auc"), better("mae")
+    ('higher is better', 'lower is better')
+    """
+    return {"auc": "higher is better", "mae": "lower is better"}.get(name, "")
+
+
 # ---------------------------------------------------------------- streaming states
 
 

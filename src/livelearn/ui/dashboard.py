@@ -43,6 +43,7 @@ from livelearn.errors import NotFound
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS
+from livelearn.train.metrics import better
 from livelearn.ui.report import Chart, page_head, render_figure
 
 #: Most versions listed in the table (the newest).
@@ -255,14 +256,14 @@ def _dead_letters(data: Mapping[str, Any]) -> str:
 def _chart(data: Mapping[str, Any]) -> str:
     points = data["metric_by_version"]
     name = str(points["metric"] or "metric")
-    better = {"auc": " (higher is better)", "mae": " (lower is better)"}.get(name, "")
+    way = f" ({better(name)})" if better(name) else ""
     nan = float("nan")
     series = {f"{name} on its recent samples": [nan if y is None else y
                                                 for y in points["window"]],
               f"{name} prequential, all samples": [nan if y is None else y
                                                    for y in points["prequential"]]}
     serving = data["serving"]["version"]
-    chart = Chart(f"{name.upper()} of each version at publication{better}", "version", name,
+    chart = Chart(f"{name.upper()} of each version at publication{way}", "version", name,
                   {label: (points["version"], ys) for label, ys in series.items()},
                   markers=[] if serving is None else [(serving, f"serving v{serving}")])
     return render_figure(chart)
