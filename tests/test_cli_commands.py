@@ -202,6 +202,33 @@ def test_models_without_a_registry_says_so_and_makes_none(
     assert list(missing.iterdir()) == []
 
 
+def test_models_finds_a_pipelines_registry_in_its_work_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """DESIGN.md's `livelearn models PIPELINE ls / promote / rollback`: the registry run
+    and replay keep in livelearn-NAME (or --workdir); only --registry DIR was taken."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    monkeypatch.chdir(tmp_path)
+    registry = Registry(tmp_path / "livelearn-movies" / "registry")
+    for _ in range(2):
+        registry.publish(FTRL(bits=4), {"samples": 0}, None)
+    assert main(["models", "p.py", "promote", "2"]) == 0
+    assert capsys.readouterr().out == "v2 approved; servers swap it in\n"
+    assert main(["models", "p.py"]) == 0 and "v2 approved: promoted by hand" in \
+        capsys.readouterr().out
+    assert main(["models", "--workdir", "elsewhere", "p.py", "ls"]) == 2
+    assert capsys.readouterr().err == "livelearn: no registry at elsewhere/registry\n"
+    for words, error in [([], "give PIPELINE (its registry is in its work folder) or "
+                               "--registry DIR"),
+                         (["p.py", "promote"], "promote takes a version number, got none"),
+                         (["p.py", "promote", "v2"], "promote takes a version number, got v2"),
+                         (["p.py", "rollback", "1"], "rollback takes nothing more, got 1"),
+                         (["p.py", "drop"], "unknown action 'drop'; expected ls, promote "
+                                            "VERSION or rollback")]:
+        assert main(["models", *words]) == 2
+        assert capsys.readouterr().err == f"livelearn: models: {error}\n"
+
+
 def test_a_second_replay_into_the_same_log_is_refused(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Replayed again into the same log, every event would be late or a duplicate and the

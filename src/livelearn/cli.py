@@ -15,7 +15,7 @@ from livelearn import __version__
 from livelearn.cli_data import LOG_HELP
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
-from livelearn.errors import LivelearnError
+from livelearn.errors import ConfigError, LivelearnError
 from livelearn.events import is_digits
 
 DESCRIPTION = """\
@@ -203,16 +203,20 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m = sub.add_parser("models", help="the registry by hand: list, promote, roll back",
+                       usage="livelearn models [-h] [--workdir DIR | --registry DIR] "
+                             "[PIPELINE] [ls | promote VERSION | rollback]",
                        description="List a registry's model versions with their status (and "
-                       "below, each judged version's last verdict with its reason), promote "
-                       "one by hand, or roll the serving version back.")
-    m.add_argument("--registry", type=Path, required=True, metavar="DIR",
-                   help="the model registry's directory")
-    actions = m.add_subparsers(title="actions", dest="action", metavar="ACTION")
-    actions.add_parser("ls", help="list the versions and their verdicts (the default)")
-    promote = actions.add_parser("promote", help="make VERSION the one servers serve")
-    promote.add_argument("version", type=int, metavar="VERSION")
-    actions.add_parser("rollback", help="reject the serving version, serve the one before")
+                       "below, each judged version's last verdict with its reason): ls, the "
+                       "default; make VERSION the one servers serve: promote VERSION; reject "
+                       "the serving version and serve the one before: rollback. The registry "
+                       "is PIPELINE's (in its --workdir, default livelearn-NAME, as run and "
+                       "replay keep it), or the one --registry names.")
+    where = m.add_mutually_exclusive_group()
+    where.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                       help="PIPELINE's work folder (default: livelearn-NAME)")
+    where.add_argument("--registry", type=Path, default=None, metavar="DIR",
+                       help="the model registry's directory (then PIPELINE may be left out)")
+    m.add_argument("words", nargs="*", metavar="[PIPELINE] [ACTION]", help=argparse.SUPPRESS)
     m.set_defaults(func=_models)
 
 
@@ -279,7 +283,6 @@ def _join(args: argparse.Namespace) -> int:
         from livelearn.spec import load_pipeline
 
         if args.shard != (0, 1):
-            from livelearn.errors import ConfigError
 
             raise ConfigError("--shard is for the embedded joiner: a Flink join runs every "
                               "partition itself, in parallel")
@@ -288,7 +291,6 @@ def _join(args: argparse.Namespace) -> int:
                        flink_address=args.flink_address, checkpoints=args.checkpoints)
         return 0
     if args.flink_address is not None or args.checkpoints is not None:
-        from livelearn.errors import ConfigError
 
         raise ConfigError("--flink-address and --checkpoints go with --engine flink")
     pipeline, log = _open(args)
@@ -350,24 +352,52 @@ def _train(args: argparse.Namespace) -> int:
         time.sleep(0.05)
 
 
+_MODEL_ACTIONS = {"ls": 0, "promote": 1, "rollback": 0}  # each action's arguments
+
+
+def _model_action(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
+    """The registry, the action and its arguments of ``livelearn models``; ConfigError
+    naming what is wrong."""
+    words = list(args.words)
+    pipeline = words.pop(0) if words and words[0] not in _MODEL_ACTIONS else None
+    action = words.pop(0) if words else "ls"
+    if action not in _MODEL_ACTIONS:
+        raise ConfigError(f"models: unknown action {action!r}; expected ls, promote VERSION "
+                          f"or rollback")
+    if len(words) != _MODEL_ACTIONS[action] or not all(is_digits(w) for w in words):
+        wants = "a version number" if _MODEL_ACTIONS[action] else "nothing more"
+        raise ConfigError(f"models: {action} takes {wants}, got "
+                          f"{' '.join(words) if words else 'none'}")
+    if args.registry is not None:
+        return args.registry, action, words
+    if pipeline is None:
+        raise ConfigError("models: give PIPELINE (its registry is in its work folder) or "
+                          "--registry DIR")
+    from livelearn.spec import load_pipeline
+
+    name = load_pipeline(pipeline).name
+    return (args.workdir or Path(f"livelearn-{name}")) / "registry", action, words
+
+
 def _models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from livelearn.registry import Registry
 
-    registry = Registry(args.registry, create=False)
-    if args.action == "promote":
-        registry.promote(args.version, "promoted by hand")
-        print(f"v{args.version} approved; servers swap it in")
+    where, action, words = _model_action(args)
+    registry = Registry(where, create=False)
+    if action == "promote":
+        registry.promote(int(words[0]), "promoted by hand")
+        print(f"v{words[0]} approved; servers swap it in")
         return 0
-    if args.action == "rollback":
+    if action == "rollback":
         rejected, restored = registry.rollback("rolled back by hand")
         print(f"v{rejected} rejected; v{restored} approved again")
         return 0
     versions = registry.versions()
     if not versions:
-        print(f"registry {args.registry} holds no version yet (a trainer publishes its first "
+        print(f"registry {where} holds no version yet (a trainer publishes its first "
               f"when it starts)")
         return 0
     table = Table("version", "parent", "status", "samples", "window metric", "serving since (ms)")
