@@ -107,8 +107,8 @@ class MergedReader:
                 records = self.log.read(*tp, self._next_read[tp], self.read_batch)
                 break
             except Lost as e:
-                start = self.log.start_offset(*tp)
-                if self.on_lost is None or start <= self._next_read[tp]:
+                start = None if self.on_lost is None else self.log.start_offset(*tp)
+                if start is None or start <= self._next_read[tp]:
                     raise Lost(f"group '{self.group}' stops: {e}") from None
                 self._skip_lost(tp, start)  # and read again from there
         if not records:
