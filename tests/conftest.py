@@ -12,12 +12,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import uvicorn
 
 from livelearn.demo import free_port
 from livelearn.log.sqlite import SQLiteLog
+
+if TYPE_CHECKING:
+    from livelearn.log.kafka import KafkaLog
 
 KAFKA_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "kafka"
 
@@ -81,6 +85,20 @@ def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'log.db'}"
     bootstrap = request.getfixturevalue("kafka_bootstrap")
     return f"kafka://{bootstrap}?prefix=t{uuid.uuid4().hex[:12]}."
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> Iterator[KafkaLog]:
+    """A KafkaLog with topics under a prefix of this test's own, the simulated pipeline's
+    made."""
+    from livelearn.log.kafka import KafkaLog
+    from livelearn.sim.pipeline import PIPELINE
+
+    log = KafkaLog(kafka_bootstrap, f"k{uuid.uuid4().hex[:12]}.", timeout_s=10)
+    for topic in PIPELINE.topics:
+        log.create_topic(topic, 1)
+    yield log
+    log.close()
 
 
 @pytest.fixture(scope="session")

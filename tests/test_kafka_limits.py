@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -37,16 +36,6 @@ from test_ingest import RATINGS, T
 from test_log_conformance import _prediction, read_all
 
 T0 = 1_700_000_000_000
-
-
-@pytest.fixture
-def kafka(kafka_bootstrap: str) -> Iterator[KafkaLog]:
-    """A KafkaLog with topics under a prefix of this test's own, the pipeline's made."""
-    log = KafkaLog(kafka_bootstrap, f"k{uuid.uuid4().hex[:12]}.", timeout_s=10)
-    for topic in PIPELINE.topics:
-        log.create_topic(topic, 1)
-    yield log
-    log.close()
 
 
 def _predictions(log: KafkaLog, first: int, n: int) -> None:
@@ -80,16 +69,22 @@ def test_records_deleted_before_a_joiner_read_them_stop_it_naming_what_was_lost(
 
 
 
-def test_a_flink_join_whose_unread_records_were_deleted_stops_before_its_job_starts(
-        kafka: KafkaLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flink's Kafka source went on from where the topic starts, skipping them without a
-    word. The check runs before any job is submitted: no Flink needed."""
+def _flink_group_behind(kafka: KafkaLog) -> None:
+    """Predictions 0 to 9, of which the Flink join's consumer group committed 4 and the
+    retention deleted those before 7: 4 to 6 were never read."""
     _predictions(kafka, 0, 10)
     group = Consumer({"bootstrap.servers": kafka.bootstrap,
                       "group.id": kafka.prefix + "livelearn-flink-join"})
     group.commit(offsets=[TopicPartition(kafka.prefix + PREDICTIONS, 0, 4)], asynchronous=False)
     group.close()
     _delete_before(kafka, PREDICTIONS, 7)
+
+
+def test_a_flink_join_whose_unread_records_were_deleted_stops_before_its_job_starts(
+        kafka: KafkaLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flink's Kafka source went on from where the topic starts, skipping them without a
+    word. The check runs before any job is submitted: no Flink needed."""
+    _flink_group_behind(kafka)
     monkeypatch.setenv("LIVELEARN_FLINK_JAR", str(tmp_path / "connector.jar"))
     (tmp_path / "connector.jar").write_bytes(b"")  # found, never used: no job starts
     command = [sys.executable, "-m", "livelearn", "join", "livelearn.sim.pipeline:PIPELINE",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from livelearn import __version__
-from livelearn.cli_data import LOG_HELP
+from livelearn.cli_data import LOG_HELP, add_skip_lost
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
@@ -173,6 +173,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="with --engine flink, unbounded: keep the job's checkpoints in DIR "
                         "and start from the newest one there, so a restarted joiner neither "
                         "loses nor repeats samples (on a cluster: a path its processes reach)")
+    add_skip_lost(j, "the joiner (with --engine flink, unbounded: its consumer group, when "
+                     "it starts)")
     j.set_defaults(func=_join)
     f = sub.add_parser("flink-sql", help="print the Flink SQL job the pipeline's join becomes",
                        description="Print the Flink SQL job built from the pipeline's join: "
@@ -198,6 +200,7 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     t.add_argument("--until-idle", action="store_true",
                    help="stop once no sample is left, publishing what was learned since the "
                         "last version (default: run forever)")
+    add_skip_lost(t, "the trainer")
     t.set_defaults(func=_train)
 
 
@@ -288,14 +291,15 @@ def _join(args: argparse.Namespace) -> int:
                               "partition itself, in parallel")
 
         run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle,
-                       flink_address=args.flink_address, checkpoints=args.checkpoints)
+                       flink_address=args.flink_address, checkpoints=args.checkpoints,
+                       skip_lost=args.skip_lost)
         return 0
     if args.flink_address is not None or args.checkpoints is not None:
 
         raise ConfigError("--flink-address and --checkpoints go with --engine flink")
     pipeline, log = _open(args)
     runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
-                        shard=args.shard)
+                        shard=args.shard, skip_lost=args.skip_lost)
     if not runner.inputs:
         _warn_empty_shard(args.shard, log, pipeline.inputs)
     read = 0
@@ -338,7 +342,7 @@ def _train(args: argparse.Namespace) -> int:
 
     pipeline, log = _open(args)
     registry = Registry(args.registry)
-    trainer = Trainer(log, registry, pipeline)
+    trainer = Trainer(log, registry, pipeline, skip_lost=args.skip_lost)
     gate = Gate.of(log, registry, pipeline)
     while True:
         learned = trainer.step(final=args.until_idle) is not None

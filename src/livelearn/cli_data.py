@@ -26,6 +26,18 @@ LOG_HELP = ("the log: sqlite:///relative/path.db or sqlite:////absolute/path.db 
             "answer, default 30)")
 
 
+def add_skip_lost(parser: argparse.ArgumentParser, roles: str) -> None:
+    """The --skip-lost option of a command whose ``roles`` read the log."""
+    parser.add_argument(
+        "--skip-lost", action="store_true",
+        help=f"where the log deleted records before {roles} read them (its retention: "
+             f"stopped or behind for longer), go on from where the partition starts now "
+             f"instead of stopping (Lost): each gap is logged (a WARNING naming the group, "
+             f"topic, partition and offsets) and written to the dead_letters topic with "
+             f"reason lost; the records after it are read as usual, and a restart does "
+             f"not report the gap again")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
@@ -53,6 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        help="the model registry (default: WORKDIR/registry)")
     roles.add_argument("--data", type=Path, default=None, metavar="DIR",
                        help="folder of the table files (default: the pipeline file's folder)")
+    add_skip_lost(roles, "the joiner or the trainer")
     live = argparse.ArgumentParser(add_help=False)
     live.add_argument("--no-serve", action="store_true", help="do not start the server")
     live.add_argument("--host", default="127.0.0.1",
@@ -153,7 +166,7 @@ def _replay(args: argparse.Namespace) -> int:
     registry, data = _registry_and_data(args, workdir)
     tune_gc()
     report, loop = replay(log, registry, pipeline, sources, data, final=not args.then_live,
-                          bucket_ms=args.bucket_ms)
+                          bucket_ms=args.bucket_ms, skip_lost=args.skip_lost)
     if args.report_json is not None:
         write_json(args.report_json, report)
     html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
@@ -217,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
 
     pipeline, workdir, log = _paths(args)
     registry, data = _registry_and_data(args, workdir)
-    loop = Loop(log, registry, pipeline, data)
+    loop = Loop(log, registry, pipeline, data, skip_lost=args.skip_lost)
     if (resumed := loop.resumed()) is not None:
         print(resumed, flush=True)
     tune_gc()

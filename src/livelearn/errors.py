@@ -80,7 +80,8 @@ class TooLarge(LivelearnError):
 
 class Lost(LivelearnError):
     """Records a role had not read yet were deleted from the log (Kafka's retention):
-    going on would skip them, so the role stops."""
+    going on would skip them, so the role stops (unless run with ``--skip-lost``, which
+    skips them and writes each gap to the dead letters, reason lost)."""
 
     status = 500
 

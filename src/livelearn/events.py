@@ -37,6 +37,7 @@ class Reason(StrEnum):
     OUTSIDE_WINDOW = "outside_window"  # feedback before its prediction or after t + W
     FAILED = "failed"  # the pipeline's features or label raised on it, or made no JSON
     TOO_LARGE = "too_large"  # more bytes than the log takes in one record (Log.record_limit)
+    LOST = "lost"  # records deleted by the log's retention before a role read them (--skip-lost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +243,22 @@ def too_large(what: str, size: int, limit: int, topic: str, stream: str, raw: by
                        f"record of topic '{topic}' may have (the log's limit; on Kafka the "
                        f"topic's max.message.bytes): its first 1,000 characters are kept",
                        stream, text[:1000], source)
+
+
+def lost_letter(group: str, topic: str, partition: int, offset: int, start: int
+                ) -> dict[str, Any]:
+    """The dead letter (reason ``lost``) of a gap that consumer ``group`` skipped: the
+    records of ``topic`` partition ``partition`` from ``offset`` to ``start - 1`` were
+    deleted before it read them, and it went on from ``start``, where the partition
+    starts now. ``event`` holds the same as fields; ``records`` is an upper bound where
+    offsets have gaps (Kafka's transaction markers take offsets)."""
+    detail = (f"group '{group}' skipped offsets {offset} to {start - 1} of topic '{topic}' "
+              f"partition {partition} (up to {start - offset} record(s)), deleted from "
+              f"the log (by its retention, or by hand) before it read them; it went on "
+              f"from offset {start}")
+    return dead_letter(Reason.LOST, detail, topic, {
+        "group": group, "topic": topic, "partition": partition, "first": offset,
+        "last": start - 1, "records": start - offset}, f"{topic}/{partition}@{offset}")
 
 
 def shortened(letter: Mapping[str, Any], size: int, limit: int, topic: str) -> dict[str, Any]:

@@ -45,12 +45,14 @@ class Loop:
 
     def __init__(self, log: Log, registry: Registry, pipeline: Pipeline,
                  data_dir: str | Path = ".", on_trained: Callable[[Trained], None] | None = None,
-                 idle_after_s: float = 5.0, turn: int = TURN):
+                 idle_after_s: float = 5.0, turn: int = TURN, skip_lost: bool = False):
+        """``skip_lost``: the joiner and the trainer go on past records the log deleted
+        before they read them, recording each gap (JoinRunner, Trainer), rather than stop."""
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)
         self.joiner = JoinRunner(log, pipeline, data_dir=data_dir, idle_after_s=idle_after_s,
-                                 hand_on=True)
-        self.trainer = Trainer(log, registry, pipeline)
+                                 hand_on=True, skip_lost=skip_lost)
+        self.trainer = Trainer(log, registry, pipeline, skip_lost=skip_lost)
         self.gate = Gate.of(log, registry, pipeline)
         self.on_trained = on_trained
         self.size = turn
@@ -76,9 +78,11 @@ class Loop:
 
     def dead_letters(self) -> Counter[str]:
         """What this process's joiner and trainer dead-lettered, by reason (the trainer's
-        samples it cannot learn as ``malformed``); nothing from before a restart."""
+        samples it cannot learn as ``malformed``, its gaps as ``lost``); nothing from
+        before a restart."""
         dead = Counter({str(k): n for k, n in self.joiner.counts.items() if k != SAMPLES})
         dead[str(Reason.MALFORMED)] += self.trainer.malformed
+        dead[str(Reason.LOST)] += self.trainer.lost
         return +dead
 
     def resumed(self) -> str | None:

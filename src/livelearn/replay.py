@@ -9,7 +9,8 @@ with the events, samples, dead letters and events per second, end to end.
 
 The report's ``dead_letters`` counts, by reason, what the joiner and the trainer
 sent to the dead-letter topic in this replay (the trainer's are samples it cannot
-learn: ``malformed``), and as ``malformed_at_ingest`` the records that never
+learn: ``malformed``, and with ``skip_lost`` the gaps of samples the log deleted
+before it read them: ``lost``), and as ``malformed_at_ingest`` the records that never
 became events; ``inputs`` says, for each file, how many events it gave, how many
 records were dead-lettered and the first few reasons.
 """
@@ -32,16 +33,19 @@ from livelearn.train.trainer import Trained
 
 def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[tuple[str, str]],
            data_dir: str | Path = ".", final: bool = True, bucket_ms: int | None = None,
-           on_trained: Callable[[Trained], None] | None = None) -> tuple[dict[str, Any], Loop]:
+           on_trained: Callable[[Trained], None] | None = None, skip_lost: bool = False
+           ) -> tuple[dict[str, Any], Loop]:
     """Ingest ``sources`` ((stream, file) pairs, in order, impressions last) and learn;
-    ``on_trained`` also sees what each trainer step learned (study.freshness keeps it).
+    ``on_trained`` also sees what each trainer step learned (study.freshness keeps it);
+    ``skip_lost``: the roles go on past records the log's retention deleted before they
+    read them, as ``Loop`` says.
 
     Returns the report and the loop, whose roles can go on with live events; the
     loop no longer records what it learns (the report is made: a loop that went on
     for months would hold a score and a label of every sample).
     """
     started = time.perf_counter()
-    loop = Loop(log, registry, pipeline, data_dir)
+    loop = Loop(log, registry, pipeline, data_dir, skip_lost=skip_lost)
     record = PrequentialRecord(loop.trainer.kind)
 
     def learned(trained: Trained) -> None:

@@ -65,9 +65,11 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   join or make samples instead. Samples are placed by Kafka's default partitioner, not
   ``partition_for``. With one partition per topic (the default) none of this arises.
 - Retention: an unbounded job whose consumer group's next records were deleted before
-  it read them is refused before it starts (Lost, as the embedded joiner stops), but
-  records deleted while it runs, before it reads them, are skipped: Flink's Kafka
-  source goes on from where the topic starts.
+  it read them is refused before it starts (Lost, as the embedded joiner stops; with
+  ``skip_lost``, ``--skip-lost``, each gap is dead-lettered with reason lost and the
+  group moved past it first), but records deleted while it runs, before it reads
+  them, are skipped without a dead letter: Flink's Kafka source goes on from where
+  the topic starts.
 - Order: samples come in window-end order, ties in any order (embedded: (t + W,
   request_id)).
 - Bounded runs (``until idle``) read every topic from its start to where it ended
@@ -105,7 +107,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from livelearn.errors import ConfigError, NotFound, Unavailable
-from livelearn.events import MIN_TS_MS
+from livelearn.events import MIN_TS_MS, lost_letter
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
@@ -674,7 +676,7 @@ def cluster_config(address: str) -> dict[str, str]:
 
 def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
                    timeout_s: float | None = None, flink_address: str | None = None,
-                   checkpoints: str | Path | None = None) -> None:
+                   checkpoints: str | Path | None = None, skip_lost: bool = False) -> None:
     """Run the pipeline's Flink join from PyFlink's venv; return when it ends.
 
     Without ``flink_address`` the job runs on a local mini-cluster in PyFlink's JVM;
@@ -683,7 +685,10 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
     waits for it as a client. With ``checkpoints`` (a directory; an unbounded job only)
     the job keeps its checkpoints there and starts from the newest one it finds; if
     they were made with another window, allowed lateness or streams, ConfigError
-    before any job starts (``checkpoint_config``).
+    before any job starts (``checkpoint_config``). An unbounded job whose consumer group
+    had not read records the topics' retention deleted is refused (Lost), or with
+    ``skip_lost`` its group goes on from where each topic starts, each gap logged and
+    written to the dead letters (reason lost) first (``_prepare_topics``).
     Bounded (the default): reads what the topics hold when it starts, then stops;
     unbounded: runs until stopped (Ctrl-C, SIGTERM). The client's
     processes (Python and the JVM it starts) run in a session of their own; on a
@@ -699,7 +704,7 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
             raise ConfigError("a checkpoint directory is for an unbounded Flink join (a "
                               "bounded one reads the topics from their start every time)")
         extra |= checkpoint_config(Path(checkpoints), pipeline)
-    limits = _prepare_topics(pipeline, log_url, None if bounded else _GROUP)
+    limits = _prepare_topics(pipeline, log_url, None if bounded else _GROUP, skip_lost)
     job = build_job(pipeline, log_url, limits, bounded, jar=jar)
     job = FlinkJob(job.config | extra, job.tables, job.inserts)
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
@@ -773,20 +778,28 @@ def _read_made_with(path: Path) -> dict[str, object]:
     return was
 
 
-def _prepare_topics(pipeline: Pipeline, log_url: str, group: str | None) -> dict[str, int]:
+def _prepare_topics(pipeline: Pipeline, log_url: str, group: str | None,
+                    skip_lost: bool = False) -> dict[str, int]:
     """Create the pipeline's topics that do not exist yet (Flink's Kafka source needs
     them); with the unbounded job's consumer ``group``, Lost if records it had not read
-    were deleted (the source would go on from the topic's start without a word). Returns
-    the records' limits of the samples and dead-letters topics (``record_limits``)."""
+    were deleted (the source would go on from the topic's start without a word), or with
+    ``skip_lost`` a dead letter (reason lost) for each such gap, then the group's offset
+    moved past it (KafkaLog.check_group). Returns the records' limits of the samples and
+    dead-letters topics (``record_limits``)."""
     log = open_log(log_url)  # a clear error if the kafka extra is not installed
     from livelearn.log.kafka import KafkaLog
 
     assert isinstance(log, KafkaLog)
+
+    def record(tp: tuple[str, int], offset: int, start: int) -> None:
+        assert group is not None
+        log.append(DEAD_LETTERS, [(tp[0], orjson.dumps(lost_letter(group, *tp, offset, start)))])
+
     try:
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)
         if group is not None:
-            log.check_group(group, pipeline.inputs)
+            log.check_group(group, pipeline.inputs, record if skip_lost else None)
         return _limits(log)
     finally:
         log.close()

@@ -14,11 +14,15 @@ The samples and dead letters are written, and the input offsets and the
 joiner's state committed, in one atomic step of the Log, so a restarted joiner
 takes up exactly where its last write left it; one whose pipeline now joins
 otherwise (another window, allowed lateness, streams or counters: Joiner.restore)
-refuses to start. A write is due when the records read since the last one are
-worth the state it writes (``STATE_BYTES_PER_RECORD``), or when its outputs have
-waited ``checkpoint_ms`` (ten times the last write's time, if longer): under load
-that is every step, at low traffic a state of many open windows is not written
-again for each few records. In ``livelearn run``
+refuses to start. Records the log deleted before the joiner read them (its
+retention) stop it (Lost), or with ``skip_lost`` are skipped: each gap is logged
+and becomes a dead letter (reason lost) written in the same atomic step as the
+offset past it, so a restart neither skips it again nor writes it twice. A write
+is due when the records read since the last one are worth the state it writes
+(``STATE_BYTES_PER_RECORD``), or when its outputs have waited ``checkpoint_ms``
+(ten times the last write's time, if longer): under load that is every step, at
+low traffic a state of many open windows is not written again for each few
+records. In ``livelearn run``
 (loop.Loop) the samples go with their decoded values (Log.append), so the trainer
 in the same process need not parse them, where JSON gives them back unchanged
 (``_as_written``).
@@ -34,6 +38,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import ConfigError, guarded
+from livelearn.events import lost_letter
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, start_offsets
 from livelearn.log.merge import MergedReader
@@ -114,10 +119,14 @@ class JoinRunner:
     def __init__(self, log: Log, pipeline: Pipeline, group: str = "joiner",
                  idle_after_s: float = 5.0, read_batch: int = CHUNK,
                  data_dir: str | Path = ".", shard: tuple[int, int] = (0, 1),
-                 checkpoint_ms: int = CHECKPOINT_MS, hand_on: bool = False):
+                 checkpoint_ms: int = CHECKPOINT_MS, hand_on: bool = False,
+                 skip_lost: bool = False):
         """``hand_on``: the samples also go to the Log decoded (Log.append), for a
         trainer in this process (loop.Loop) to take without parsing them; a joiner
-        on its own would only hold them in memory."""
+        on its own would only hold them in memory. ``skip_lost``: go on past records
+        the log deleted before this joiner read them (``--skip-lost``) rather than
+        stop (Lost); each gap is a dead letter (reason lost), written with the
+        checkpoint that moves the offset past it, so it is written exactly once."""
         index, count = shard
         if not 0 <= index < count:
             raise ConfigError(f"joiner shard {index}/{count}: expected 0 <= K < N")
@@ -133,7 +142,8 @@ class JoinRunner:
         if checkpoint.state is not None:
             self.joiner.restore(checkpoint.state, whose)
         # a new group starts where each input starts; one that committed an offset the
-        # log no longer holds stops at its first read (Lost) rather than skip records
+        # log no longer holds stops at its first read (Lost) rather than skip records,
+        # unless told to skip them (the reader calls _on_lost)
         self.offsets = start_offsets(log, [tp for tp in self.inputs
                                            if tp not in checkpoint.offsets], self.group)
         self.offsets.update({tp: o for tp, o in checkpoint.offsets.items() if tp in self.inputs})
@@ -151,8 +161,11 @@ class JoinRunner:
         self._due_at = -float("inf")  # time.monotonic() after which a write is due
         self.writes = 0
         self.state_bytes = 0  # of the state the last write committed
+        # inputs skipped past a gap in this step: where each starts now
+        self._skipped: dict[TopicPartition, int] = {}
         self.reader = MergedReader(log, self.inputs, _ts, self.offsets, idle_after_s,
-                                   read_batch, on_idle=self._on_idle, group=self.group)
+                                   read_batch, on_idle=self._on_idle, group=self.group,
+                                   on_lost=self._on_lost if skip_lost else None)
         self.counts: Counter[str] = Counter()
 
     def step(self, max_records: int = 10_000, final: bool = False) -> int:
@@ -170,13 +183,18 @@ class JoinRunner:
             batch = self.reader.next_batch(final, min(CHUNK, max_records - done))
             out += self.joiner.process_many(batch)
             self._keep(out)
+            if batch:
+                if len(self.inputs) == 1:  # the batch is in offset order
+                    self.offsets[self.inputs[0]] = batch[-1][0].offset + 1
+                else:
+                    self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
+            if self._skipped:  # past the gaps: what was read before one is in this batch
+                for tp, start in self._skipped.items():
+                    self.offsets[tp] = max(self.offsets[tp], start)
+                self._skipped.clear()
             if not batch:  # in a final step: every input read to its end
                 ended = final
                 break
-            if len(self.inputs) == 1:  # the batch is in offset order
-                self.offsets[self.inputs[0]] = batch[-1][0].offset + 1
-            else:
-                self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
             done += len(batch)
         if ended:
             self._keep(self.joiner.flush())
@@ -206,6 +224,13 @@ class JoinRunner:
 
     def _on_idle(self, tp: TopicPartition, idle: bool) -> None:
         self._out.extend(self.joiner.set_idle(tp, idle))
+
+    def _on_lost(self, tp: TopicPartition, offset: int, start: int) -> None:
+        """Records ``offset`` to ``start - 1`` of ``tp`` were deleted before they were read:
+        the gap's dead letter goes with this step's outputs, and the offset to ``start``
+        once the records read before it are (the reader returns them first)."""
+        self._out.append(Output(DEAD_LETTERS, tp[0], lost_letter(self.group, *tp, offset, start)))
+        self._skipped[tp] = start
 
     def _keep(self, out: list[Output]) -> None:
         """Count ``out`` and add it, encoded, to what the next write writes (the samples

@@ -116,9 +116,20 @@ def lost(where: str, topic: str, partition: int, offset: int, start: int, by: st
     (``start``): the records between were deleted ``by`` a retention before being read."""
     return Lost(f"{where}: up to {start - offset} record(s) of topic '{topic}' partition "
                 f"{partition} (offsets {offset} to {start - 1}) were deleted before they were "
-                f"read, by {by}: going on would skip them. Nothing brings them back: to go on, "
-                f"start over in a new log and registry, and keep the retention longer than "
-                f"the log's readers may stop")
+                f"read, by {by}: going on would skip them. Nothing brings them back: to go on "
+                f"without them, run the role again with --skip-lost (it logs each gap and "
+                f"writes it to the dead letters, reason lost), or start over in a new log and "
+                f"registry; keep the retention longer than the log's readers may stop")
+
+
+def skipping(group: str, topic: str, partition: int, offset: int, start: int) -> None:
+    """Say (WARNING) that group ``group`` goes on from ``start`` past the records ``offset``
+    to ``start - 1`` of a partition, deleted before it read them (``--skip-lost``)."""
+    logging.getLogger("livelearn.log").warning(
+        "group '%s' skips offsets %d to %d of topic '%s' partition %d (up to %d record(s)), "
+        "deleted from the log before it read them (--skip-lost): it goes on from offset %d, "
+        "and the gap goes to the dead letters (reason lost)", group, offset, start - 1, topic,
+        partition, start - offset, start)
 
 
 def start_offsets(log: Log, inputs: Iterable[TopicPartition], group: str

@@ -50,6 +50,7 @@ from livelearn.log.base import (
     fenced,
     lost,
     partition_for,
+    skipping,
     sound,
 )
 
@@ -416,25 +417,40 @@ class KafkaLog(Log):
                                             "ends", e) from e
                 time.sleep(0.05)
 
-    def check_group(self, group: str, topics: Iterable[str]) -> None:
+    def check_group(self, group: str, topics: Iterable[str],
+                    on_lost: Callable[[tuple[str, int], int, int], None] | None = None
+                    ) -> None:
         """Lost if the Kafka consumer group ``group`` (of another client than livelearn's
         roles, which keep their offsets in their checkpoints: the Flink join's) committed
         an offset of ``topics`` below where its partition now starts. Such a client would
-        skip the records deleted before it read them without a word."""
+        skip the records deleted before it read them without a word.
+
+        Given ``on_lost``, each such gap is logged instead (a WARNING naming the group,
+        the partition and the offsets), ``on_lost((topic, partition), offset, start)``
+        records it, and then the group's offset is committed at ``start``: the client
+        goes on from there, and the gap is not found again (unless this process ends
+        between the two: ``on_lost`` is then called again for it)."""
         where = self.topic_partitions(topics)
         consumer = Consumer({**self._common, **_CONSUMER, "group.id": self.prefix + group})
         try:
             committed = consumer.committed([TopicPartition(self._name(t), p) for t, p in where],
                                            timeout=self.timeout_s)
+            moved = []
+            for (topic, partition), at in zip(where, committed, strict=True):
+                start = self._watermarks(at.topic, partition)[0]
+                if 0 <= at.offset < start:
+                    if on_lost is None:
+                        raise Lost(f"group '{group}' stops: "
+                                   f"{self._lost(topic, partition, at.offset, start)}")
+                    skipping(group, topic, partition, at.offset, start)
+                    on_lost((topic, partition), at.offset, start)
+                    moved.append(TopicPartition(at.topic, partition, start))
+            if moved:
+                consumer.commit(offsets=moved, asynchronous=False)
         except KafkaException as e:
             raise self._unavailable(f"asking group '{group}' where it is", e) from e
         finally:
             consumer.close()
-        for (topic, partition), at in zip(where, committed, strict=True):
-            start = self._watermarks(at.topic, partition)[0]
-            if 0 <= at.offset < start:
-                raise Lost(f"group '{group}' stops: "
-                           f"{self._lost(topic, partition, at.offset, start)}")
 
     # -- checkpoints --------------------------------------------------------------------
 

@@ -18,24 +18,33 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from livelearn.errors import Lost
-from livelearn.log.base import Log, Record, TopicPartition
+from livelearn.log.base import Log, Record, TopicPartition, skipping
 
 #: key(record) -> (sort key, anything decoded on the way, handed back with the record)
 KeyFn = Callable[[Record], tuple[Any, Any]]
+#: on_lost(input, offset, start): the records of ``input`` from ``offset`` to ``start - 1``
+#: were deleted before they were read; the merge goes on from ``start``.
+OnLost = Callable[[TopicPartition, int, int], None]
 
 
 class MergedReader:
-    """Reads ``inputs`` from ``offsets`` on, merged by ``key``, for consumer ``group``
-    (an input whose offset is no longer in the log is Lost, naming it)."""
+    """Reads ``inputs`` from ``offsets`` on, merged by ``key``, for consumer ``group``.
+
+    An input whose next offset is no longer in the log (deleted by its retention before
+    it was read) is Lost, naming it; or, given ``on_lost``, skipped to where the input
+    starts now, with a WARNING naming the group, the input and the offsets skipped, and
+    ``on_lost`` called (before any record after the gap is returned) to record the gap.
+    """
 
     def __init__(self, log: Log, inputs: Sequence[TopicPartition], key: KeyFn,
                  offsets: dict[TopicPartition, int], idle_after_s: float = 5.0,
                  read_batch: int = 2000,
                  on_idle: Callable[[TopicPartition, bool], None] | None = None, *,
-                 group: str):
+                 group: str, on_lost: OnLost | None = None):
         self.log, self.inputs, self.key, self.group = log, list(inputs), key, group
         self.idle_after_s, self.read_batch = idle_after_s, read_batch
         self.on_idle = on_idle or (lambda tp, idle: None)
+        self.on_lost = on_lost
         self.idle: set[TopicPartition] = set()
         self._next_read = {tp: offsets.get(tp, 0) for tp in self.inputs}
         self._buffers: dict[TopicPartition, deque[tuple[Any, Record, Any]]] = {
@@ -93,10 +102,15 @@ class MergedReader:
         return out
 
     def _refill(self, tp: TopicPartition) -> bool:
-        try:
-            records = self.log.read(*tp, self._next_read[tp], self.read_batch)
-        except Lost as e:
-            raise Lost(f"group '{self.group}' stops: {e}") from None
+        while True:
+            try:
+                records = self.log.read(*tp, self._next_read[tp], self.read_batch)
+                break
+            except Lost as e:
+                start = None if self.on_lost is None else self.log.start_offset(*tp)
+                if start is None or start <= self._next_read[tp]:
+                    raise Lost(f"group '{self.group}' stops: {e}") from None
+                self._skip_lost(tp, start)  # and read again from there
         if not records:
             self._empty_since.setdefault(tp, time.monotonic())
             return False
@@ -119,3 +133,12 @@ class MergedReader:
         self.idle.add(tp)
         self.on_idle(tp, True)
         return True
+
+    def _skip_lost(self, tp: TopicPartition, start: int) -> None:
+        """Go on from ``start``, where ``tp`` starts now, saying what is skipped (see the
+        class)."""
+        assert self.on_lost is not None
+        offset = self._next_read[tp]
+        skipping(self.group, *tp, offset, start)
+        self.on_lost(tp, offset, start)
+        self._next_read[tp] = start

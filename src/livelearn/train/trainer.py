@@ -22,6 +22,12 @@ A score the learner must not give (not finite: its weights diverged; outside
 not finite (models.base.Diverged: a feature value or label too large), stops the
 trainer with a PipelineError naming the learner and the sample, before what it
 learned since its last version is published.
+
+Samples the log deleted before the trainer read them (its retention) stop it
+(Lost), or with ``skip_lost`` are skipped: each gap is logged and written to the
+dead letters (reason lost) at once, then, as soon as every sample read before
+it is learned, a version is published whose offsets are past it, so a restart
+does not find it again. Only a crash between the two writes it twice.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import numpy as np
 import orjson
 
 from livelearn.errors import BadInput, Corrupt, LivelearnError, PipelineError
-from livelearn.events import Reason, dead_letter, letter_value, show
+from livelearn.events import Reason, dead_letter, letter_value, lost_letter, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
 from livelearn.log.base import Log, Record, TopicPartition, start_offsets
@@ -156,9 +162,11 @@ class Trainer:
     """Trains one pipeline's learner from the samples topic, as consumer ``group``."""
 
     def __init__(self, log: Log, registry: Registry, pipeline: Pipeline, group: str = "trainer",
-                 idle_after_s: float = 5.0):
+                 idle_after_s: float = 5.0, skip_lost: bool = False):
+        """``skip_lost``: go on past samples the log deleted before this trainer read them
+        (``--skip-lost``) rather than stop (Lost); see the module's docstring."""
         self.log, self.registry, self.pipeline, self.group = log, registry, pipeline, group
-        self.idle_after_s = idle_after_s
+        self.idle_after_s, self.skip_lost = idle_after_s, skip_lost
         self.reader: MergedReader | None = None
         # read samples of the newest window end, not learned yet: (key, sample, where)
         self._held: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
@@ -176,6 +184,9 @@ class Trainer:
         self.duplicates = 0  # samples skipped as already learned
         self.behind = 0  # of those, the ones taken for learned by their window end alone
         self.malformed = 0  # samples dead-lettered as impossible to learn
+        self.lost = 0  # gaps dead-lettered: samples deleted before they were read
+        # inputs skipped past a gap, whose offset is not past it yet: where each starts now
+        self._gaps: dict[TopicPartition, int] = {}
         # ids of the samples read, and of those learned (what a version records)
         horizon = _dedup_horizon(pipeline)
         self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
@@ -261,8 +272,8 @@ class Trainer:
             binary = type(self.model).__name__ if self.model.task == "binary" else None
             self.reader = MergedReader(self.log, self.inputs,
                                        _sample_key(self.pipeline.target, binary),
-                                       self.offsets,
-                                       self.idle_after_s, group=self.group)
+                                       self.offsets, self.idle_after_s, group=self.group,
+                                       on_lost=self._on_lost if self.skip_lost else None)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
         read_ids = self._read_ids
@@ -293,9 +304,32 @@ class Trainer:
             # (or a tie larger than a step: learned as it stands, sorted by id)
             ready += sorted(self._held, key=_first)
             self._held = []
-        if not ready:
-            return None
-        return self._train([r[1] for r in ready], [r[2] for r in ready])
+        trained = self._train([r[1] for r in ready], [r[2] for r in ready]) if ready else None
+        if self._gaps:
+            self._past_gaps()
+        return trained
+
+    def _on_lost(self, tp: TopicPartition, offset: int, start: int) -> None:
+        """Samples ``offset`` to ``start - 1`` of ``tp`` were deleted before they were read:
+        the gap goes to the dead letters now, the offset past it once the samples read
+        before it are learned (``_past_gaps``)."""
+        self.lost += 1
+        self._write_letter(tp[0], lost_letter(self.group, *tp, offset, start))
+        self._gaps[tp] = start
+
+    def _past_gaps(self) -> None:
+        """Move the offset of each input past its gap once no sample read before the gap
+        waits to be learned, and publish a version (the trainer's checkpoint) with it."""
+        moved = False
+        for tp, start in list(self._gaps.items()):
+            if any(where[:2] == tp and where[2] < start for _, _, where in self._held):
+                continue
+            self.offsets[tp] = max(self.offsets.get(tp, start), start)
+            del self._gaps[tp]
+            moved = True
+        if moved:
+            learned = self._last_learned_ts
+            self._publish(ts=self._last_publish_ts if learned is None else learned)
 
     def _behind(self, window_end: int, sid: str) -> None:
         """A sample whose id is not remembered, too far behind the newest learned to tell:
@@ -312,11 +346,15 @@ class Trainer:
         from a version that had not passed it), and is skipped."""
         dead_log.warning("%s/%d@%d: %s", record.topic, record.partition, record.offset, why)
         self.malformed += 1
-        letter = dead_letter(Reason.MALFORMED, why, SAMPLES, record.value,
-                             f"{record.topic}/{record.partition}@{record.offset}")
-        value = letter_value(letter, SAMPLES, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
+        self._write_letter(SAMPLES, dead_letter(Reason.MALFORMED, why, SAMPLES, record.value,
+                                                f"{record.topic}/{record.partition}@"
+                                                f"{record.offset}"))
+
+    def _write_letter(self, key: str, letter: dict[str, Any]) -> None:
+        """Write ``letter`` to the dead-letter topic now, under ``key``."""
+        value = letter_value(letter, key, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
         with self.log.atomic():
-            self.log.append(DEAD_LETTERS, [(SAMPLES, value)])
+            self.log.append(DEAD_LETTERS, [(key, value)])
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
