@@ -730,6 +730,33 @@ def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
     assert (regressor.samples, regressor.malformed) == (6, 0)
 
 
+def test_a_classifier_fed_regression_labels_stops_saying_so(tmp_path: Path,
+                                                            log: SQLiteLog) -> None:
+    """Ratings of 0.5 to 5 to FTRL: it dead-lettered 96% of them, one warning each, learned
+    the ratings of 0.5 and 1, reported their AUC and exited 0."""
+    log.create_topic(DEAD_LETTERS)
+    ratings = [0.5 * (1 + i % 10) for i in range(2000)]  # 0.5, 1.0, ..., 5.0
+    _numbers(log, [1.0] * 2000, ratings)
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    with pytest.raises(PipelineError, match=r"pipeline 'news_feed': 501 of the first 6\d\d "
+                       r"samples have labels\['clicked'\] outside \[0, 1\], which the binary "
+                       r"learner FTRL\(") as stop:
+        while trainer.step(max_records=100, final=True):
+            pass
+    assert "declare a regression learner" in str(stop.value)
+    assert trainer.malformed == 501 and len(log.read(DEAD_LETTERS, 0, 0, 1000)) == 501
+    # a few such labels among many good ones are dead letters, as before
+    mixed = tmp_path / "mixed"
+    mixed_log = SQLiteLog(mixed / "log.db")
+    mixed_log.create_topic(DEAD_LETTERS)
+    _numbers(mixed_log, [1.0] * 2000, [2.0 if i % 10 == 0 else float(i % 2)
+                                       for i in range(2000)])
+    other = Trainer(mixed_log, Registry(mixed / "reg"), SMALL)
+    while other.step(final=True):
+        pass
+    assert (other.samples, other.malformed) == (1800, 200)
+
+
 @contextmanager
 def _disk_full(limit: int) -> Iterator[None]:
     """Files of this process cannot grow beyond ``limit`` bytes (EFBIG, as a full disk

@@ -68,6 +68,13 @@ def _dedup_horizon(pipeline: Pipeline) -> int:
 
 #: The merge key of a sample the trainer cannot learn: first, so it is dead-lettered at once.
 _BAD = (-(2**63), "")
+#: A binary learner stops, rather than learn from the few samples left, when more than half
+#: of the first this many samples it reads have a label outside [0, 1] (a regression label).
+LABEL_CHECK = 1000
+
+
+class _OutOfRange(str):
+    """Why a sample cannot be learned: its label is outside [0, 1], and the learner binary."""
 
 
 def _sample_key(target: str, binary: str | None = None
@@ -85,9 +92,10 @@ def _sample_key(target: str, binary: str | None = None
                     and isinstance(sample["ts"], int) and isinstance(label, int | float)):
                 if binary is None or 0 <= label <= 1:
                     return (end, sid), sample
-                return _BAD, (f"sample cannot be learned: labels['{target}'] is {show(label)}; "
-                              f"the binary learner {binary} learns labels in [0, 1] (0 or 1, "
-                              f"false or true, or a probability)")
+                return _BAD, _OutOfRange(
+                    f"sample cannot be learned: labels['{target}'] is {show(label)}; the "
+                    f"binary learner {binary} learns labels in [0, 1] (0 or 1, false or "
+                    f"true, or a probability)")
             problem = _wrong_field(sample, target)
         except (orjson.JSONDecodeError, TypeError, KeyError) as e:
             problem = f"{type(e).__name__}: {e}"
@@ -184,6 +192,7 @@ class Trainer:
         self.duplicates = 0  # samples skipped as already learned
         self.behind = 0  # of those, the ones taken for learned by their window end alone
         self.malformed = 0  # samples dead-lettered as impossible to learn
+        self._out_of_range = 0  # of those, labels a binary learner cannot learn
         self.lost = 0  # gaps dead-lettered: samples deleted before they were read
         # inputs skipped past a gap, whose offset is not past it yet: where each starts now
         self._gaps: dict[TopicPartition, int] = {}
@@ -196,6 +205,7 @@ class Trainer:
         self._since_publish = 0
         self._last_publish_ts: int | None = None
         self._resume()
+        self._samples_at_start = self.samples
 
     def _resume(self) -> None:
         """Continue from the newest version this trainer published whose file is sound,
@@ -285,7 +295,7 @@ class Trainer:
                 break
             held = self._held
             for record, sample in batch:
-                if type(sample) is str:
+                if type(sample) is not dict:  # why it cannot be learned
                     self._dead_letter(record, sample)
                     continue
                 end, sid = sample["window_end"], sample["id"]
@@ -346,9 +356,26 @@ class Trainer:
         from a version that had not passed it), and is skipped."""
         dead_log.warning("%s/%d@%d: %s", record.topic, record.partition, record.offset, why)
         self.malformed += 1
-        self._write_letter(SAMPLES, dead_letter(Reason.MALFORMED, why, SAMPLES, record.value,
-                                                f"{record.topic}/{record.partition}@"
-                                                f"{record.offset}"))
+        self._write_letter(SAMPLES, dead_letter(Reason.MALFORMED, str(why), SAMPLES,
+                                                record.value, f"{record.topic}/"
+                                                f"{record.partition}@{record.offset}"))
+        if type(why) is _OutOfRange:
+            self._check_labels()
+
+    def _check_labels(self) -> None:
+        """Stop a binary learner fed regression labels (a rating, an amount): more than
+        half of the first ``LABEL_CHECK`` samples it read had a label outside [0, 1]. It
+        would learn from the few left (ratings of 0.5 and 1) and report their AUC."""
+        self._out_of_range += 1
+        read = self._out_of_range + self.samples - self._samples_at_start
+        if self._out_of_range == LABEL_CHECK // 2 + 1 and read <= LABEL_CHECK:
+            raise PipelineError(
+                f"pipeline '{self.pipeline.name}': {self._out_of_range} of the first {read} "
+                f"samples have labels['{self.pipeline.target}'] outside [0, 1], which the "
+                f"binary learner {_described(self.model)} cannot learn (each is in the dead "
+                f"letters): declare a regression learner (for instance "
+                f"livelearn.models.linear.LinearRegression or livelearn.models.fm.FMRegressor), "
+                f"or a label of 0 or 1")
 
     def _write_letter(self, key: str, letter: dict[str, Any]) -> None:
         """Write ``letter`` to the dead-letter topic now, under ``key``."""
