@@ -136,7 +136,12 @@ def start_server(workdir: Path, poll_s: float) -> tuple[subprocess.Popen[bytes],
            "--log", f"sqlite:///{(workdir / 'log.db').resolve()}",
            "--registry", str(workdir / "registry"), "--data", str(workdir / "tables"),
            "--host", "127.0.0.1", "--port", str(port), "--poll", str(poll_s)]
-    with open(workdir / "server.log", "wb") as out:
+    return serving(cmd, port, workdir / "server.log")
+
+
+def serving(cmd: list[str], port: int, output: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The server ``cmd`` started (its output to ``output``) once it serves a version."""
+    with open(output, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -147,8 +152,7 @@ def start_server(workdir: Path, poll_s: float) -> tuple[subprocess.Popen[bytes],
         except httpx.HTTPError:
             time.sleep(0.1)
     stop_server(process)
-    sys.exit(f"the server did not start; see {workdir / 'server.log'}:\n"
-             + (workdir / "server.log").read_text()[-2000:])
+    sys.exit(f"the server did not start; see {output}:\n" + output.read_text()[-2000:])
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

@@ -155,8 +155,9 @@ def test_canary_policies_are_checked_when_the_pipeline_is_built() -> None:
     assert spec is not None and spec.loader is not None
     fraud = module_from_spec(spec)
     spec.loader.exec_module(fraud)
-    with pytest.raises(ConfigError, match="canary_share is for a pipeline whose server serves "
-                       r"\(a feedback join\): .*; leave canary_share at 0"):
+    with pytest.raises(ConfigError, match="canary_share is for a feedback join, whose samples "
+                       "carry the scores the servers logged: a label-in-event server logs no "
+                       "scores, .*; leave canary_share at 0"):
         replace(fraud.PIPELINE, policies=Policies(canary_share=0.1))
 
 

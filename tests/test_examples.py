@@ -13,6 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from livelearn.demo import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,14 +29,29 @@ def _commands(name: str) -> list[list[str]]:
     raise AssertionError(f"no example block {name!r} in README.md or docs/own-data.md")
 
 
-def _run(commands: list[list[str]], cwd: Path) -> list[str]:
-    outputs = []
-    for argv in commands:
-        program = {"python": [sys.executable], "livelearn": [sys.executable, "-m", "livelearn"]}
-        done = subprocess.run([*program[argv[0]], *argv[1:]], cwd=cwd, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, f"{argv}: {done.stderr[-2000:]}"
-        outputs.append(done.stdout)
+def _run(commands: list[list[str]], cwd: Path, port: int | None = None) -> list[str]:
+    """Run each command; one that ends with ``&`` in the background, until the last is
+    done. With ``port``, every ``8000`` in an argument is that port."""
+    outputs, background = [], []
+    program = {"python": [sys.executable], "livelearn": [sys.executable, "-m", "livelearn"],
+               "curl": ["curl", "--fail-with-body"]}
+    try:
+        for argv in commands:
+            if port is not None:
+                argv = [arg.replace("8000", str(port)) for arg in argv]
+            if argv[-1] == "&":
+                background.append(subprocess.Popen([*program[argv[0]], *argv[1:-1]], cwd=cwd,
+                                                   stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+                continue
+            done = subprocess.run([*program[argv[0]], *argv[1:]], cwd=cwd, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, f"{argv}: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+            outputs.append(done.stdout)
+    finally:
+        for process in background:
+            process.terminate()
+            process.wait(10)
     return outputs
 
 
@@ -59,6 +76,10 @@ def test_fraud_example(workdir: Path) -> None:
     assert report["metric"] == "auc" and report["metric_value"] > 0.7
     assert report["dead_letters"] == {}
     assert (workdir / "livelearn-fraud" / "replay.html").read_text().count("<svg") >= 1
+    for block in ("fraud-serve", "fraud-serve-docs"):  # README's, docs/own-data.md's
+        answer = orjson.loads(_run(_commands(block), workdir, free_port())[0])
+        assert answer["model_version"] >= 1 and len(answer["scores"]) == 1
+        assert 0 < answer["scores"][0]["score"] < 1
     out = _run(_commands("fraud-live"), workdir)
     assert "20000 events appended, 0 dead-lettered" in out[0]
     assert "20000 samples learned" in out[1]

@@ -120,25 +120,39 @@ def _wait(condition: object, what: str, timeout: float = 60) -> None:
 
 
 def test_cli_replay_then_live(tmp_path: Path) -> None:
+    """A label in the events is served as a feedback join is: /predict scores a rating
+    without its stars, and the dashboard shows the regressor's MAE."""
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     _ratings(tmp_path / "a.jsonl", 0, 100)
     _ratings(tmp_path / "b.jsonl", 100, 20)
-    args = ["p.py", "--workdir", "w"]
-    with _process(["replay", *args, "--events", "ratings=a.jsonl", "--then-live"], tmp_path) as p:
+    args, port = ["p.py", "--workdir", "w"], free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _process(["replay", *args, "--events", "ratings=a.jsonl", "--then-live", "--port",
+                   str(port)], tmp_path) as p:
         assert p.stdout is not None
         assert p.stdout.readline() == b"ratings=a.jsonl: 100 events appended, 0 dead-lettered\n"
         assert b"100 events, 98 samples" in p.stdout.readline()
+        assert p.stdout.readline() == f"serving on {url} (Ctrl-C to stop)\n".encode()
         log = SQLiteLog(tmp_path / "w" / "log.db")
         subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
                         "b.jsonl"], cwd=tmp_path, check=True, capture_output=True)
         _wait(lambda: len(_samples(log)) == 119, "the live events' samples")
+        scored = httpx.post(f"{url}/predict", json={"events": [
+            {"user": "u1", "movie": "m1", "ts": T + 200_000}]})
+        assert scored.status_code == 200, scored.text
+        assert scored.json()["scores"][0]["model_version"] >= 1
+        data = httpx.get(f"{url}/dashboard/data").json()["data"]
+        assert data["metric_by_version"]["metric"] == "mae"
+        assert data["counters"]["events_scored"] == 1
+        assert "MAE" in httpx.get(f"{url}/dashboard").text.upper()
 
 
 def test_a_replay_then_live_killed_partway_and_run_again_says_it_cannot_go_on(
         tmp_path: Path) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     _ratings(tmp_path / "a.jsonl", 0, 200_000)
-    args = ["replay", "p.py", "--workdir", "w", "--events", "ratings=a.jsonl", "--then-live"]
+    args = ["replay", "p.py", "--workdir", "w", "--events", "ratings=a.jsonl", "--then-live",
+            "--no-serve"]
     def ingested() -> bool:
         try:
             return SQLiteLog(tmp_path / "w" / "log.db").end_offset("ratings", 0) > 0
@@ -166,11 +180,9 @@ def test_run_stopped_by_ctrl_c_says_so_and_a_restart_says_what_it_resumes(
     args = ["p.py", "--workdir", "w"]
     subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
                     "a.jsonl"], cwd=tmp_path, check=True, capture_output=True)
-    with _process(["run", *args], tmp_path) as first:
+    with _process(["run", *args, "--no-serve"], tmp_path) as first:
         assert first.stdout is not None
-        assert first.stdout.readline() == (  # --port and --host are a feedback join's
-            b"live: waiting for events (no server nor dashboard: the label is in the events; "
-            b"`livelearn models` lists the versions) (Ctrl-C to stop)\n")
+        assert first.stdout.readline() == b"live: waiting for events (Ctrl-C to stop)\n"
         _wait(lambda: len(_samples(SQLiteLog(tmp_path / "w" / "log.db"))) >= 298,
               "the samples")
         time.sleep(0.5)  # the trainer's turn after the joiner's

@@ -98,23 +98,6 @@ def test_the_cli_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "--events 'tx': expected STREAM=FILE" in capsys.readouterr().err
 
 
-def test_serving_a_label_in_the_events_says_what_runs_it(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """It used to say it had no users and items tables: declared, every /predict failed."""
-    good = tmp_path / "ratings.py"
-    good.write_text("from livelearn import spec\n"
-                    "from livelearn.models import FMRegressor\n"
-                    "S = spec.Stream('ratings', {'movie': str, 'rating': float}, key='user')\n"
-                    "PIPELINE = spec.Pipeline(name='p', feedback=spec.EventLabel(S, 'rating'),\n"
-                    "    features=lambda e, r, c: {}, learner=FMRegressor, target='rating')\n")
-    assert main(["serve", str(good), "--log", f"sqlite:///{tmp_path}/log.db",
-                 "--registry", str(tmp_path / "r"), "--port", "0"]) == 2
-    err = capsys.readouterr().err
-    assert "pipeline 'p': nothing to serve: its label is in the events, and only a feedback " \
-           "join's server answers /predict (`livelearn run` joins" in err
-    assert "tables" not in err
-
-
 @pytest.mark.parametrize(("code", "message"), [
     ("PIPELINE = (\n", "SyntaxError at line 1: '(' was never closed"),
     ("import json\nimport no_such_module_xyz\n",

@@ -192,7 +192,7 @@ def test_a_memory_store_cleared_gets_its_tables_back_by_the_same_path(tmp_path: 
     (tmp_path / "items.csv").write_text(f"item_id,updated_at,x\ni1,{T0 - HOUR},1\n")
     loads: list[int] = []
     store = open_store("memory://lost-tables")
-    tables = ServedTables(store, PIPELINE.users, PIPELINE.items, tmp_path,
+    tables = ServedTables(store, [PIPELINE.users, PIPELINE.items], tmp_path,
                           recount=lambda: loads.append(1))
     before = tables.rows("u1", ["i1"], T0)
     assert before == ({"user_id": "u1", "plan": "pro"},

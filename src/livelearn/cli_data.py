@@ -82,8 +82,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "(impressions) go last, once the feedback they count is in")
     r.add_argument("--then-live", action="store_true",
                    help="keep the last windows open and go on with live events as `livelearn "
-                        "run` does: join, train and judge what comes into the log and, for a "
-                        "feedback join, serve /predict, /feedback and the dashboard (/dashboard)")
+                        "run` does: join, train and judge what comes into the log and serve "
+                        "/predict, /feedback and the dashboard (/dashboard)")
     r.add_argument("--report-json", type=Path, default=None, metavar="PATH",
                    help="write the report as JSON here")
     r.add_argument("--report", type=Path, default=None, metavar="PATH",
@@ -94,9 +94,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     r.set_defaults(func=_replay)
     u = sub.add_parser("run", parents=[roles, live],
                        help="every role of a pipeline in one process",
-                       description="Join, train and judge on the live log and, for a "
-                       "feedback join, serve predictions and the dashboard over HTTP, all in one "
-                       "process; feed it with `livelearn ingest` or the server's /feedback.")
+                       description="Join, train and judge on the live log and serve "
+                       "predictions and the dashboard over HTTP, all in one process; feed it "
+                       "with `livelearn ingest` or the server's /feedback.")
     u.add_argument("--until-idle", action="store_true",
                    help="treat the log as complete: learn all of it, stop (no server)")
     u.set_defaults(func=_run)
@@ -254,12 +254,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
           data: Path) -> None:
-    """Turn the loop's roles on the live log until interrupted and, for a feedback join
-    unless ``--no-serve``, serve /predict, /feedback and the dashboard meanwhile."""
-    if args.no_serve or pipeline.labelled is not None:
-        why = "" if args.no_serve else (" (no server nor dashboard: the label is in the "
-                                        "events; `livelearn models` lists the versions)")
-        print(f"live: waiting for events{why} (Ctrl-C to stop)", flush=True)
+    """Turn the loop's roles on the live log until interrupted and, unless ``--no-serve``,
+    serve /predict, /feedback and the dashboard meanwhile."""
+    if args.no_serve:
+        print("live: waiting for events (Ctrl-C to stop)", flush=True)
         _forever(loop)
         return
     from livelearn.serve.app import create_app

@@ -69,9 +69,10 @@ def _check_policies(where: str, p: Pipeline) -> None:
         raise ConfigError(f"{where}, policies: canary_share must be a number in [0, 1) (the "
                           f"share of the users: 0.05 for 5%), got {share!r}")
     if share and (p.users is None or p.items is None):
-        raise ConfigError(f"{where}, policies: canary_share is for a pipeline whose server "
-                          f"serves (a feedback join): its label is in the events, which no "
-                          f"server scores; leave canary_share at 0")
+        raise ConfigError(f"{where}, policies: canary_share is for a feedback join, whose "
+                          f"samples carry the scores the servers logged: a label-in-event "
+                          f"server logs no scores, so the gate could not judge a canary by "
+                          f"them; leave canary_share at 0")
 
 
 def _check_event_label(p: Pipeline, label: EventLabel) -> None:

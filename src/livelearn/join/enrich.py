@@ -10,6 +10,10 @@ labelled stream to ``sample(event)`` once the watermark has passed its ts, in
   [ts - window, ts) (features.counters): the event itself and its future are
   never counted.
 
+Which key each lookup and counter reads, and the call of the features
+function, are ``features.event_features``'s: the server scores an event with
+the same function, reading the same tables and counters from the online store.
+
 ``observe(event)`` feeds the counters with every event of the inputs, as it
 arrives. The counters are the enricher's state; the tables are read once.
 """
@@ -23,7 +27,8 @@ from typing import Any
 from livelearn.errors import BadInput, guarded
 from livelearn.events import Event
 from livelearn.features.counters import WindowCounter
-from livelearn.spec import EventLabel, Pipeline
+from livelearn.features.event_features import EventFeatures, event_key
+from livelearn.spec import EventLabel, Pipeline, WindowCount
 from livelearn.tables.asof import AsOfTable
 
 
@@ -34,36 +39,33 @@ class Enricher:
         if not isinstance(pipeline.feedback, EventLabel):
             raise TypeError("Enricher is for pipelines with an EventLabel")
         # the pipeline's own code: where it raises, the joiner dead-letters the event
-        self.features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the "
-                                                   f"features function")
+        self.features = EventFeatures(pipeline)
         self.stream = pipeline.feedback.stream.name
         self.label = guarded(_label_function(pipeline.feedback),
                              f"pipeline '{pipeline.name}': the label function")
-        self.lookups = [(lk.table.name, AsOfTable.load(lk.table, data_dir), lk.on)
-                        for lk in pipeline.lookups]
+        self.tables = {lk.table.name: AsOfTable.load(lk.table, data_dir)
+                       for lk in pipeline.lookups}
         self.counters = {c.name: (c, WindowCounter(c.window_ms)) for c in pipeline.counters}
         self._by_stream = [(c.stream, c.by, counter) for c, counter in self.counters.values()]
-        self._counts = [(name, c.by, counter) for name, (c, counter) in self.counters.items()]
 
     def observe(self, event: Event) -> None:
         """Count an arriving event of any input in the counters that read its stream."""
         for stream, by, counter in self._by_stream:
             if stream == event.stream:
-                counter.add(event.key if by is None else str(event.payload[by]), event.ts)
+                counter.add(event_key(event, by), event.ts)
 
     def sample(self, event: Event) -> dict[str, Any]:
         """The sample of a labelled event, with features as of its ts."""
-        ts, payload, key = event.ts, event.payload, event.key
-        rows = {}
-        for name, table, on in self.lookups:
-            rows[name] = table.get(key if on is None else str(payload[on]), ts)
-        counts = {}
-        for name, by, counter in self._counts:
-            counts[name] = counter.count(key if by is None else str(payload[by]), ts)
-        return {"id": event.id, "ts": ts, "window_end": ts, "user": key, "item": None,
-                "model_version": None, "score": None,
-                "features": self.features(event, rows, counts), "labels": self.label(event),
-                "feedback": []}
+        return {"id": event.id, "ts": event.ts, "window_end": event.ts, "user": event.key,
+                "item": None, "model_version": None, "score": None,
+                "features": self.features(event, self._row, self._count),
+                "labels": self.label(event), "feedback": []}
+
+    def _row(self, table: str, key: str, ts: int) -> Any:
+        return self.tables[table].get(key, ts)
+
+    def _count(self, counter: WindowCount, key: str, ts: int) -> int:
+        return self.counters[counter.name][1].count(key, ts)
 
     def state(self) -> dict[str, Any]:
         return {name: counter.state() for name, (_, counter) in self.counters.items()}

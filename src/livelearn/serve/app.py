@@ -1,13 +1,22 @@
 """The prediction server: where a request is scored, and its features logged.
 
-POST /predict scores candidates for one user with the version the holder
-serves, and appends one prediction record per candidate (request_id, ts,
-user, item, model_version, features as served, score) to the predictions
-topic before answering. POST /feedback appends feedback events to their
-streams; an event that fails its schema goes to the dead-letter topic and is
-named in the answer. The pipeline's windowed counters live in the online
-store: both endpoints count what they logged, and /predict reads each
-candidate's counts as of the request's ts (serve.counters). GET /models,
+For a feedback join, POST /predict scores candidates for one user with the
+version the holder serves, and appends one prediction record per candidate
+(request_id, ts, user, item, model_version, features as served, score) to the
+predictions topic before answering. For a label in the events, POST /predict
+scores events of the labelled stream without their label, each with the
+features the joiner will build for it (serve.scoring), and logs nothing: the
+joiner does not read predictions there, the samples come from the labelled
+events themselves, and the gate judges versions on the trainer's prequential
+scores of them (no canary, no rollback on served scores).
+
+POST /feedback appends events to their streams (a label-in-event pipeline's
+labelled events too: the joiner makes them samples); an event that fails its
+schema goes to the dead-letter topic and is named in the answer. The
+pipeline's windowed counters live in the online store: both endpoints count
+what they logged, a thread counts what other producers append to the counted
+streams (within ``poll_s``), and /predict reads each candidate's or event's
+counts as of its ts (serve.counters). GET /models,
 /healthz and /metrics (Prometheus text, with the responses of /predict and
 /feedback by status: serve.traffic). GET /dashboard is a page that shows the
 loop at work, polling GET /dashboard/data (ui.dashboard); GET / redirects to it.
@@ -27,10 +36,11 @@ serving whatever comes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,6 +68,7 @@ from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters
 from livelearn.serve.holder import ModelHolder
 from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
+from livelearn.serve.scoring import EventScorer
 from livelearn.serve.tables import ServedTables
 from livelearn.serve.traffic import CountResponses, Responses
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline
@@ -76,6 +87,26 @@ class PredictRequest(BaseModel):
         min_length=1, max_length=1000, description="candidate item ids, scored in this order")
     ts: StrictInt | None = Field(
         None, description="event time, integer ms since the epoch UTC; now if absent")
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1, max_length=1000,
+        description="events of the labelled stream without their label, flat: the key field, "
+                    "the schema's fields, optionally the id and ts fields (serve.scoring)")
+
+
+class EventScore(BaseModel):
+    id: str
+    score: float
+    model_version: int
+
+
+class EventsResponse(BaseModel):
+    model_version: int
+    scores: list[EventScore]
 
 
 class Scored(BaseModel):
@@ -110,12 +141,17 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     from the log, at the first request that misses a row (serve.tables); while
     Redis is unreachable /predict answers 503. A request body larger than
     ``max_body_bytes`` gets 413.
+
+    For a label in the events, the lookups' tables are loaded instead, and /predict
+    scores events (serve.scoring). For both, the counters also count what other
+    producers append to the counted streams, read from the log every ``poll_s``.
     """
-    if pipeline.users is None or pipeline.items is None:
-        raise ConfigError(f"pipeline '{pipeline.name}': nothing to serve: its label is in "
-                          f"the events, and only a feedback join's server answers /predict "
-                          f"(`livelearn run` joins, trains and judges it without one; "
-                          f"`livelearn models` lists its versions)")
+    labelled = pipeline.labelled is not None
+    tables_served = [lk.table for lk in pipeline.lookups] if labelled else \
+        [pipeline.users, pipeline.items]
+    if any(table is None for table in tables_served):
+        raise ConfigError(f"pipeline '{pipeline.name}': a feedback join's server needs its "
+                          f"users and items tables")
     registry.check_pipeline(pipeline.name)
     store = store or open_store("memory://")
     served = ServedCounters(pipeline.counters, store)
@@ -127,18 +163,27 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
             logger.info("counted %d logged events in the store's counters in %.1f s", counted,
                         time.perf_counter() - started)
 
-    tables = ServedTables(store, pipeline.users, pipeline.items, data_dir, recount=count_logged)
+    tables = ServedTables(store, [t for t in tables_served if t is not None], data_dir,
+                          recount=count_logged)
     holder = ModelHolder(registry, poll_s, pipeline.policies.canary_share,
                          warm=lambda model: model.predict(pipeline.hash_rows([{}], model.bits)))
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
     counts: Counter[str] = Counter()
     responses: Responses = Counter()
     features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the features function")
+    stop = threading.Event()
+    follower = threading.Thread(target=served.follow, args=(log, pipeline.schemas, poll_s, stop),
+                                name="counters-follow", daemon=True)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         holder.start()
+        if served.followed:
+            follower.start()
         yield
+        stop.set()
+        if follower.is_alive():
+            follower.join()
         holder.stop()
         store.close()
 
@@ -156,28 +201,26 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
 
-    @app.post("/predict", response_model=PredictResponse)
-    def predict(req: PredictRequest) -> Response:
-        ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, None)
-        holder.observe(ts)
-        version, model = holder.current(req.user_id)
-        user, items = tables.rows(req.user_id, req.items, ts)
-        rows = served.features(features, req.user_id, user, req.items, items, ts)
-        scores = _scores(model, rows, pipeline, req)
-        out, records = [], []
-        for item, row, score in zip(req.items, rows, scores, strict=True):
-            rid = uuid.uuid4().hex
-            out.append({"request_id": rid, "item": item, "score": score,
-                        "model_version": version})
-            records.append({"request_id": rid, "ts": ts, "user": req.user_id, "item": item,
-                            "model_version": version, "score": score, "features": row})
-        logged = _logged(records, pipeline.name, req)
-        with log.atomic():
-            log.append(PREDICTIONS, logged)
-        served.add_predictions(records)
-        counts["predictions"] += len(records)
-        return Response(orjson.dumps({"model_version": version, "predictions": out}),
-                        media_type="application/json")
+    if labelled:
+        scorer = EventScorer(pipeline, tables, served)
+
+        @app.post("/predict", response_model=EventsResponse)
+        def predict_events(req: EventsRequest) -> Response:
+            now = int(time.time() * 1000)
+            events = [scorer.event(obj, f"events.{i}", now) for i, obj in enumerate(req.events)]
+            for event in events:
+                holder.observe(event.ts)
+            version, model = holder.current()
+            rows = [scorer.row_features(event) for event in events]
+            names = [f"event {event.id!r}" for event in events]
+            scores = _scores(model, rows, pipeline, f"stream '{scorer.stream.name}'", names)
+            counts["predictions"] += len(events)
+            return Response(orjson.dumps({"model_version": version, "scores": [
+                {"id": event.id, "score": score, "model_version": version}
+                for event, score in zip(events, scores, strict=True)]}),
+                media_type="application/json")
+    else:
+        _predict_candidates(app, pipeline, log, holder, tables, served, features, counts)
 
     @app.post("/feedback", response_model=FeedbackResponse)
     def feedback(events: list[Any]) -> dict[str, Any]:
@@ -220,7 +263,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     def counters() -> dict[str, int]:
         """The server's counters since it started, by name (/metrics adds ``_total``)."""
-        return {"predictions": counts["predictions"], "feedback_events": counts["feedback"],
+        scored = "events_scored" if labelled else "predictions"  # not logged / logged
+        return {scored: counts["predictions"], "feedback_events": counts["feedback"],
                 "feedback_rejected": counts["feedback_rejected"], "model_swaps": holder.swaps}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -245,34 +289,63 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     return app
 
 
-def _scores(model: Any, rows: list[Features], pipeline: Pipeline, req: PredictRequest
+def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, holder: ModelHolder,
+                        tables: ServedTables, served: ServedCounters,
+                        features: Callable[..., Features], counts: Counter[str]) -> None:
+    """A feedback join's POST /predict: a user's candidates scored, and logged."""
+
+    @app.post("/predict", response_model=PredictResponse)
+    def predict(req: PredictRequest) -> Response:
+        ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, None)
+        holder.observe(ts)
+        version, model = holder.current(req.user_id)
+        user, items = tables.rows(req.user_id, req.items, ts)
+        rows = served.features(features, req.user_id, user, req.items, items, ts)
+        scores = _scores(model, rows, pipeline, f"user {req.user_id!r}",
+                         [f"item {item!r}" for item in req.items])
+        out, records = [], []
+        for item, row, score in zip(req.items, rows, scores, strict=True):
+            rid = uuid.uuid4().hex
+            out.append({"request_id": rid, "item": item, "score": score,
+                        "model_version": version})
+            records.append({"request_id": rid, "ts": ts, "user": req.user_id, "item": item,
+                            "model_version": version, "score": score, "features": row})
+        logged = _logged(records, pipeline.name, req)
+        with log.atomic():
+            log.append(PREDICTIONS, logged)
+        served.add_predictions(records)
+        counts["predictions"] += len(records)
+        return Response(orjson.dumps({"model_version": version, "predictions": out}),
+                        media_type="application/json")
+
+
+def _scores(model: Any, rows: list[Features], pipeline: Pipeline, who: str, names: list[str]
             ) -> list[float]:
-    """The model's score of each candidate; PipelineError (500) naming the candidate and
-    the feature where a row cannot be hashed (or is not of the type its declared
-    transform takes) or gets a score the model must not give (not finite, or outside
-    [0, 1] for a binary learner)."""
+    """The model's score of each row (of ``who``: a user, a stream; each row named in
+    ``names``: an item, an event); PipelineError (500) naming the row and the feature
+    where a row cannot be hashed (or is not of the type its declared transform takes) or
+    gets a score the model must not give (not finite, or outside [0, 1] for a binary
+    learner)."""
     name = pipeline.name
     try:
         scores = model.predict(pipeline.hash_rows(rows, model.bits))
     except Exception as e:  # a feature of a type hashing cannot read, most likely
-        raise PipelineError(_unusable(rows, name, req) or (
-            f"pipeline '{name}', user {req.user_id!r}: the model cannot score the "
+        raise PipelineError(_unusable(rows, name, who, names) or (
+            f"pipeline '{name}', {who}: the model cannot score the "
             f"features: {type(e).__name__}: {e}")) from e
     problem = score_problem(model, scores)
     if problem is not None:
-        item = req.items[problem[0]]
-        raise PipelineError(_unusable(rows, name, req) or (
-            f"pipeline '{name}', user {req.user_id!r}, item {item!r}: the model gave "
-            f"{problem[1]}"))
+        raise PipelineError(_unusable(rows, name, who, names) or (
+            f"pipeline '{name}', {who}, {names[problem[0]]}: the model gave {problem[1]}"))
     return list(scores.tolist())
 
 
-def _unusable(rows: list[Features], pipeline: str, req: PredictRequest) -> str | None:
-    """What is wrong with the first candidate's features that cannot be used, if any."""
-    for item, row in zip(req.items, rows, strict=True):
+def _unusable(rows: list[Features], pipeline: str, who: str, names: list[str]) -> str | None:
+    """What is wrong with the first row's features that cannot be used, if any."""
+    for name, row in zip(names, rows, strict=True):
         problem = unusable(row)
         if problem is not None:
-            return f"pipeline '{pipeline}', user {req.user_id!r}, item {item!r}: {problem}"
+            return f"pipeline '{pipeline}', {who}, {name}: {problem}"
     return None
 
 

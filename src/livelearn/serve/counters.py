@@ -12,7 +12,15 @@ Counts are added after the events are durable in the Log: a server that dies
 in between leaves those events uncounted (counting is at most once per id;
 the client's retry counts them). A server starting counts what the log holds
 (``add_logged``), so one restarted on a fresh in-memory store serves the
-counts it would have had, and one on a shared store changes nothing.
+counts it would have had, and one on a shared store changes nothing. While it
+serves, it follows the counted streams in the log (``add_new``, every poll of
+the ``follow`` thread): events another producer appended (``livelearn
+ingest``, another server, any client of the log) are counted within a poll of
+being appended, the server's own a second time for nothing (one count per id).
+Predictions are not followed: each server counts those it serves.
+
+The label-in-event server reads an event's counts with ``count`` (one key as of
+one ts), as the joiner reads its counters (features.event_features).
 
 >>> from livelearn import spec
 >>> from livelearn.tables.store import open_store
@@ -27,19 +35,24 @@ counts it would have had, and one on a shared store changes nothing.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from livelearn.errors import BadInput, ConfigError, NotFound
+from livelearn.errors import BadInput, ConfigError, Lost, NotFound
 from livelearn.events import Event, Schema, decode_event
+from livelearn.features.event_features import event_key
 from livelearn.features.hashing import Features
-from livelearn.log.base import Log
+from livelearn.log.base import Log, TopicPartition
 from livelearn.spec import PREDICTIONS, WindowCount
 from livelearn.tables.store import Store
 
-#: Records read from the log per batch by ``add_logged``.
+logger = logging.getLogger("livelearn.serve")
+
+#: Records read from the log per batch by ``add_logged`` and ``add_new``.
 BATCH = 10_000
 
 
@@ -53,6 +66,12 @@ class ServedCounters:
                                   f"the store's retention_ms {store.retention_ms} (set "
                                   f"?retention_ms= in the store URL)")
         self.counters, self.store = tuple(counters), store
+        self._next: dict[TopicPartition, int] = {}  # where add_new reads on, per partition
+        self._reading = threading.Lock()
+
+    def count(self, counter: WindowCount, key: str, ts: int) -> int:
+        """Events of ``key`` in ``counter`` with ts in [ts - window_ms, ts) (ms)."""
+        return self.store.counts(counter.name, [key], counter.window_ms, ts)[key]
 
     def counts(self, user: str, items: Sequence[str], ts: int) -> list[dict[str, int]]:
         """Each candidate's counts as of ``ts`` (ms), in the order of ``items``."""
@@ -86,18 +105,54 @@ class ServedCounters:
         """Count feedback events in the counters of their streams."""
         events = list(events)
         for c in self.counters:
-            batch = [(e.key if c.by is None else str(e.payload[c.by]), e.ts, e.id)
-                     for e in events if e.stream == c.stream]
+            batch = [(event_key(e, c.by), e.ts, e.id) for e in events if e.stream == c.stream]
             if batch:
                 self.store.add_many(c.name, batch)
 
     def add_logged(self, log: Log, schemas: Mapping[str, Schema]) -> int:
         """Count every prediction and feedback event of a counted stream that ``log``
         holds (the joiner dead-letters those that fail their schema; they are not
-        counted); the store keeps what its retention allows. Returns how many."""
+        counted); the store keeps what its retention allows. Returns how many.
+        ``add_new`` goes on from where this read up to."""
+        with self._reading:
+            self._next.clear()
+            return self._add(log, schemas, sorted({c.stream for c in self.counters}))
+
+    def add_new(self, log: Log, schemas: Mapping[str, Schema]) -> int:
+        """Count the events of the counted streams (not predictions) appended to ``log``
+        since the last read (``add_logged`` or this); returns how many."""
+        with self._reading:
+            return self._add(log, schemas, self.followed)
+
+    @property
+    def followed(self) -> list[str]:
+        """The streams ``add_new`` reads: those counted, but predictions."""
+        return sorted({c.stream for c in self.counters} - {PREDICTIONS})
+
+    def follow(self, log: Log, schemas: Mapping[str, Schema], every_s: float,
+               stop: threading.Event) -> None:
+        """Call ``add_new`` every ``every_s`` seconds until ``stop`` is set (a thread's
+        target). A read that fails is logged once, again if its error changes, and once
+        more when reads work again; the next poll goes on from where the last one got."""
+        failing: str | None = None
+        while not stop.wait(every_s):
+            try:
+                self.add_new(log, schemas)
+            except Exception as e:  # a log or store down must not stop the server
+                if f"{type(e).__name__}: {e}" != failing:
+                    failing = f"{type(e).__name__}: {e}"
+                    logger.exception("counting the log's new events failed; the counters "
+                                     "miss them until it works again (tried every %g s)",
+                                     every_s)
+                continue
+            if failing is not None:
+                failing = None
+                logger.info("counting the log's new events works again")
+
+    def _add(self, log: Log, schemas: Mapping[str, Schema], topics: list[str]) -> int:
         added = 0
-        for topic in sorted({c.stream for c in self.counters}):
-            for values in _batches(log, topic):
+        for topic in topics:
+            for values in self._batches(log, topic):
                 if topic == PREDICTIONS:
                     predictions = [r for r in map(_prediction, values) if r is not None]
                     self.add_predictions(predictions)
@@ -108,18 +163,33 @@ class ServedCounters:
                     added += len(events)
         return added
 
-
-def _batches(log: Log, topic: str) -> Iterator[list[bytes]]:
-    """The record values of ``topic``, partition by partition, a batch at a time."""
-    try:
-        partitions = log.topic_partitions([topic])
-    except NotFound:
-        return
-    for tp in partitions:
-        offset = log.start_offset(*tp)
-        while records := log.read(*tp, offset, BATCH):
-            yield [r.value for r in records]
-            offset = records[-1].offset + 1
+    def _batches(self, log: Log, topic: str) -> Iterator[list[bytes]]:
+        """The record values of ``topic`` from where the last read left off (each
+        partition's start the first time), partition by partition, a batch at a time.
+        Records the log deleted before they were read (its retention) are skipped, with a
+        WARNING: older than the log keeps, they are most likely older than any window."""
+        try:
+            partitions = log.topic_partitions([topic])
+        except NotFound:
+            return
+        for tp in partitions:
+            offset = self._next.get(tp)
+            if offset is None:
+                offset = self._next[tp] = log.start_offset(*tp)
+            while True:
+                try:
+                    records = log.read(*tp, offset, BATCH)
+                except Lost:
+                    start = log.start_offset(*tp)
+                    logger.warning("counters: records %d to %d of %s[%d] were deleted by the "
+                                   "log's retention before they were counted", offset,
+                                   start - 1, *tp)
+                    offset = self._next[tp] = start
+                    continue
+                if not records:
+                    break
+                yield [r.value for r in records]
+                offset = self._next[tp] = records[-1].offset + 1
 
 
 def _prediction(value: bytes) -> dict[str, Any] | None:

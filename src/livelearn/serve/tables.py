@@ -1,14 +1,19 @@
-"""The users and items tables a server reads from the online store, put back if it loses them.
+"""The tables a server reads from the online store, put back if it loses them.
 
-At start a server reads each table's file, runs ``recount`` (the server
-counts its log's events into the store's counters), puts the rows into the
-Store, users first, every row valid from its ``as_of`` (from 0 in a table
-without one; the store keeps a key's newest ``max_versions``), and then
-writes each table's marker: the row ``{"rows": N}`` under the table's name in
-the store table ``LOADED``. A Redis restarted without persistence, or
-flushed, loses the rows, the counters and the markers together.
+A feedback join's server reads its users and items tables; a label-in-event
+server the tables of the pipeline's lookups. At start a server reads each
+table's file, runs ``recount`` (the server counts its log's events into the
+store's counters), puts the rows into the Store, in the order given (users
+first), every row valid from its ``as_of`` (from 0 in a table without one; the
+store keeps a key's newest ``max_versions``), and then writes each table's
+marker: the row ``{"rows": N}`` under the table's name in the store table
+``LOADED``. A Redis restarted without persistence, or flushed, loses the rows,
+the counters and the markers together.
 
-A request reads its candidates' rows as of its time (ms). Where one is
+A label-in-event request reads one row per lookup as of its event's ts
+(``row``): where none is found the markers are read, the lost tables loaded
+again as below and the row read again; a key in no table is an empty row, as
+in the joiner. A feedback request reads its candidates' rows as of its time (ms). Where one is
 missing, and only then, the server reads the markers: the tables whose
 marker is gone are loaded again the same way, from the same files, by one
 thread at a time (the others wait, then find the markers back), with a
@@ -50,29 +55,38 @@ LOADED = f"{RESERVED_PREFIX}loaded"
 
 
 class ServedTables:
-    """Reads the users and items rows of requests from ``store``; loads the tables
-    from ``data_dir`` at creation and again whenever the store has lost them."""
+    """Reads the rows of requests from ``store``; loads ``tables`` from ``data_dir`` at
+    creation and again whenever the store has lost them."""
 
-    def __init__(self, store: Store, users: Table, items: Table, data_dir: str | Path,
+    def __init__(self, store: Store, tables: Sequence[Table], data_dir: str | Path,
                  recount: Callable[[], object] = lambda: None):
-        self.store, self.users, self.items = store, users, items
-        self.data_dir, self.recount = data_dir, recount
-        self._tables = (users, items)  # in the order they load: users first (see rows)
+        self.store, self.data_dir, self.recount = store, data_dir, recount
+        self._tables = tuple(tables)  # in the order they load: users first (see rows)
         self._lock = threading.Lock()
         self._load(self._tables)
 
+    def row(self, table: str, key: str, ts: int) -> Row:
+        """The row of ``key`` in ``table`` as of ``ts`` (ms), empty if it has none."""
+        found = self.store.get_rows(table, [key], ts).get(key)
+        if found is None:
+            self._put_back_lost()
+            found = self.store.get_rows(table, [key], ts).get(key)
+        return {} if found is None else found
+
     def rows(self, user: str, items: Sequence[str], ts: int) -> tuple[Row, list[Row]]:
-        """The user's row (empty if it is in no table) and each item's, as of ``ts`` (ms);
-        BadInput (422) naming the first item that is in no table."""
-        item_rows = self.store.get_rows(self.items.name, items, ts)
+        """For a feedback join's tables (users, items): the user's row (empty if it is in
+        no table) and each item's, as of ``ts`` (ms); BadInput (422) naming the first item
+        that is in no table."""
+        users, items_table = self._tables
+        item_rows = self.store.get_rows(items_table.name, items, ts)
         if len(item_rows) < len(set(items)):
             self._put_back_lost()
-            item_rows = self.store.get_rows(self.items.name, items, ts)
+            item_rows = self.store.get_rows(items_table.name, items, ts)
             for item in items:
                 if item not in item_rows:
                     raise BadInput(f"field 'items': item {item!r} is not in table "
-                                   f"'{self.items.name}'")
-        user_row = self.store.get_rows(self.users.name, [user], ts).get(user, {})
+                                   f"'{items_table.name}'")
+        user_row = self.store.get_rows(users.name, [user], ts).get(user, {})
         return user_row, [item_rows[item] for item in items]
 
     def _put_back_lost(self) -> None:

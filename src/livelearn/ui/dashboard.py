@@ -56,6 +56,7 @@ POLL_S = 3.0
 DEAD_LETTERS_PER_POLL = 20_000
 #: What the page calls the server's counters (``ServerState.counters``).
 COUNTER_LABELS = {"predictions": "predictions logged",
+                  "events_scored": "events scored (a label in the events: not logged)",
                   "feedback_events": "feedback events accepted",
                   "feedback_rejected": "feedback events rejected (dead-lettered)",
                   "model_swaps": "model versions swapped in"}

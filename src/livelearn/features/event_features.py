@@ -1,0 +1,68 @@
+"""A label-in-event sample's features: one function for the joiner and the server.
+
+For an event at ts t, ``EventFeatures`` calls ``pipeline.features(event, rows,
+counts)`` with
+
+- ``rows[table]``: each lookup's row of the event's key (or its payload field
+  ``on``) as of t, empty when the key has none yet;
+- ``counts[counter]``: each counter's events with the event's key (or its
+  payload field ``by``) and ts in [t - window_ms, t).
+
+Where the rows and counts come from is the caller's: the joiner reads its own
+tables and counters (join.enrich), the server the online store (serve.scoring).
+Which key each lookup and counter reads, and how the features function is
+called, are decided here only, so training and serving cannot skew.
+
+>>> from livelearn.events import Event
+>>> from livelearn import spec
+>>> from livelearn.models.ftrl import FTRL
+>>> tx = spec.Stream("tx", {"shop": str, "fraud": bool}, key="card")
+>>> p = spec.Pipeline(name="p", feedback=spec.EventLabel(tx, "fraud"), target="fraud",
+...     lookups=(spec.Lookup(spec.Table("shops", "shops.csv", key="id"), on="shop"),),
+...     counters=(spec.WindowCount("card_1h", "tx", 3_600_000),),
+...     features=lambda e, rows, counts: {"kind": rows["shops"].get("kind", "?"),
+...                                       "n": counts["card_1h"]},
+...     learner=FTRL)
+>>> event = Event("tx", "c1", "t1", 5_000, {"shop": "s1"})
+>>> EventFeatures(p)(event, lambda table, key, ts: {"kind": f"{table}/{key}@{ts}"},
+...                  lambda counter, key, ts: len(key))
+{'kind': 'shops/s1@5000', 'n': 2}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from livelearn.errors import guarded
+from livelearn.events import Event
+from livelearn.features.hashing import Features
+from livelearn.spec import Pipeline, WindowCount
+
+#: (table name, key, ts in ms) -> the table's row of the key as of ts, empty when none.
+RowOf = Callable[[str, str, int], Mapping[str, Any]]
+#: (counter, key, ts in ms) -> the counter's events of the key with ts in [ts - window, ts).
+CountOf = Callable[[WindowCount, str, int], int]
+
+
+def event_key(event: Event, field: str | None) -> str:
+    """What a lookup (``on``) or a counter (``by``) reads of an event: its key, or the
+    payload field ``field`` as text."""
+    return event.key if field is None else str(event.payload[field])
+
+
+class EventFeatures:
+    """``pipeline.features(event, rows, counts)`` as of the event's ts, guarded: where the
+    pipeline's function raises, PipelineError names it."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.function = guarded(pipeline.features,
+                                f"pipeline '{pipeline.name}': the features function")
+        self.lookups = tuple((lk.table.name, lk.on) for lk in pipeline.lookups)
+        self.counters = tuple(pipeline.counters)
+
+    def __call__(self, event: Event, row_of: RowOf, count_of: CountOf) -> Features:
+        ts = event.ts
+        rows = {table: row_of(table, event_key(event, on), ts) for table, on in self.lookups}
+        counts = {c.name: count_of(c, event_key(event, c.by), ts) for c in self.counters}
+        return self.function(event, rows, counts)
