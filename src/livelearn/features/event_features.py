@@ -62,7 +62,11 @@ class EventFeatures:
         self.counters = tuple(pipeline.counters)
 
     def __call__(self, event: Event, row_of: RowOf, count_of: CountOf) -> Features:
-        ts = event.ts
-        rows = {table: row_of(table, event_key(event, on), ts) for table, on in self.lookups}
-        counts = {c.name: count_of(c, event_key(event, c.by), ts) for c in self.counters}
+        ts, key, payload = event.ts, event.key, event.payload
+        rows = {}  # loops, not comprehensions, and event_key inline: once per sample
+        for table, on in self.lookups:
+            rows[table] = row_of(table, key if on is None else str(payload[on]), ts)
+        counts = {}
+        for c in self.counters:
+            counts[c.name] = count_of(c, key if c.by is None else str(payload[c.by]), ts)
         return self.function(event, rows, counts)

@@ -27,8 +27,8 @@ from typing import Any
 from livelearn.errors import BadInput, guarded
 from livelearn.events import Event
 from livelearn.features.counters import WindowCounter
-from livelearn.features.event_features import EventFeatures, event_key
-from livelearn.spec import EventLabel, Pipeline, WindowCount
+from livelearn.features.event_features import CountOf, EventFeatures, RowOf, event_key
+from livelearn.spec import EventLabel, Pipeline
 from livelearn.tables.asof import AsOfTable
 
 
@@ -47,6 +47,11 @@ class Enricher:
                        for lk in pipeline.lookups}
         self.counters = {c.name: (c, WindowCounter(c.window_ms)) for c in pipeline.counters}
         self._by_stream = [(c.stream, c.by, counter) for c, counter in self.counters.values()]
+        gets = {name: table.get for name, table in self.tables.items()}
+        counts = {name: counter.count for name, (_, counter) in self.counters.items()}
+        # what features.event_features reads rows and counts with, one call each
+        self._row: RowOf = lambda table, key, ts: gets[table](key, ts)
+        self._count: CountOf = lambda counter, key, ts: counts[counter.name](key, ts)
 
     def observe(self, event: Event) -> None:
         """Count an arriving event of any input in the counters that read its stream."""
@@ -60,12 +65,6 @@ class Enricher:
                 "item": None, "model_version": None, "score": None,
                 "features": self.features(event, self._row, self._count),
                 "labels": self.label(event), "feedback": []}
-
-    def _row(self, table: str, key: str, ts: int) -> Any:
-        return self.tables[table].get(key, ts)
-
-    def _count(self, counter: WindowCount, key: str, ts: int) -> int:
-        return self.counters[counter.name][1].count(key, ts)
 
     def state(self) -> dict[str, Any]:
         return {name: counter.state() for name, (_, counter) in self.counters.items()}
