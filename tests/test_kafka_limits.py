@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -22,7 +24,7 @@ from livelearn import spec
 from livelearn.errors import ConfigError, Lost, TooLarge
 from livelearn.ingest import ingest
 from livelearn.join.runner import JoinRunner
-from livelearn.log import Checkpoint
+from livelearn.log import Checkpoint, partition_for
 from livelearn.log.kafka import KafkaLog
 from livelearn.models.linear import LinearRegression
 from livelearn.registry import Registry
@@ -32,7 +34,7 @@ from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
 from livelearn.train.trainer import Trainer
-from test_ingest import RATINGS, T
+from test_ingest import PIPELINE_FILE, RATINGS, T
 from test_log_conformance import _prediction, read_all
 
 T0 = 1_700_000_000_000
@@ -207,4 +209,118 @@ def test_a_topic_made_before_with_a_cleanup_policy_that_loses_records_is_refused
                                           rf"cleanup.policy={policy}, which would"):
         log.create_topic("click")
         log.claim("joiner")
+    log.close()
+
+
+def _log_with_small_topics(bootstrap: str, max_message_bytes: int, topics: dict[str, int],
+                           made: Iterable[str] = PIPELINE.topics) -> KafkaLog:
+    """A KafkaLog whose ``topics`` (name -> partitions) were made beforehand with this
+    ``max.message.bytes`` (as a managed Kafka's defaults or an operator would), and the
+    ``made`` topics made by the log as usual."""
+    prefix = f"k{uuid.uuid4().hex[:12]}."
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = [NewTopic(prefix + topic, n, 1, config={"max.message.bytes": str(max_message_bytes)})
+           for topic, n in topics.items()]
+    for future in admin.create_topics(new).values():
+        future.result(10)
+    log = KafkaLog(bootstrap, prefix, timeout_s=10)
+    for topic in made:
+        log.create_topic(topic, topics.get(topic, 1))
+    return log
+
+
+def _records(n: int, size: int, tag: str = "") -> list[tuple[str, bytes]]:
+    """``n`` records of ``size`` bytes (key and value), keys u0, u1, ... spread over
+    partitions; the value names its position."""
+    records = []
+    for i in range(n):
+        key = f"u{i % 7}"
+        head = f"{tag}{i}:".encode()
+        records.append((key, head + b"x" * (size - len(key) - len(head))))
+    return records
+
+
+def _in_order(log: KafkaLog, topic: str) -> list[tuple[str, bytes]]:
+    return [(r.key, r.value) for p in range(log.partitions(topic)) for r in read_all(log, topic, p)]
+
+
+def _expected(log: KafkaLog, topic: str, records: list[tuple[str, bytes]]
+              ) -> list[tuple[str, bytes]]:
+    """``records`` as each partition keeps them, in order, partition after partition."""
+    n = log.partitions(topic)
+    return [r for p in range(n) for r in records if partition_for(r[0], n) == p]
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_many_small_records_in_one_append_go_to_a_topic_whose_max_message_bytes_is_small(
+        kafka_bootstrap: str, atomic: bool) -> None:
+    """max.message.bytes limits a record batch, not one record; librdkafka batched up to
+    1 MB per partition, and the broker refused 40 records of 1 KB (MSG_SIZE_TOO_LARGE)
+    to a topic of 4096: a role stopped at every restart on valid data. Every record that
+    fits is written now, in order; records just under the limit too, and one over it is
+    still refused naming it."""
+    log = _log_with_small_topics(kafka_bootstrap, 4096, {"click": 2})
+    limit = log.record_limit("click")
+    assert limit == 4096 - 1024
+    small, full = _records(40, 1000), _records(12, limit, "full")
+    with log.atomic() if atomic else nullcontext():
+        assert log.append("click", small) == 40
+        assert log.append("click", full) == 12
+    assert _in_order(log, "click") == _expected(log, "click", small + full)
+    with pytest.raises(TooLarge, match=rf"is {limit + 1} bytes, more than the {limit}"):
+        log.append("click", _records(3, 10) + _records(1, limit + 1))
+    assert len(_in_order(log, "click")) == 52  # nothing of it was written
+    log.close()
+
+
+def test_a_claimed_group_writes_many_small_records_and_its_checkpoint_to_small_topics(
+        kafka_bootstrap: str) -> None:
+    """A role claims its group before it writes (the producer of its transactions is made
+    then, and is never made again: that would fence a newer process of the group), and may
+    learn a topic's limit after: its transactions fit all the same, exactly once."""
+    log = _log_with_small_topics(kafka_bootstrap, 4096, {SAMPLES: 1, DEAD_LETTERS: 3})
+    log.claim("joiner")
+    samples, letters = _records(300, 900, "s"), _records(100, 2000, "d")
+    for i in range(2):
+        with log.atomic():
+            log.append(SAMPLES, samples[i * 150:(i + 1) * 150])
+            log.append(DEAD_LETTERS, letters[i * 50:(i + 1) * 50])
+            log.commit("joiner", Checkpoint({(PREDICTIONS, 0): i}, b"state" * 10))
+    assert _in_order(log, SAMPLES) == samples
+    assert _in_order(log, DEAD_LETTERS) == _expected(log, DEAD_LETTERS, letters)
+    log.close()
+    again = KafkaLog(kafka_bootstrap, log.prefix, timeout_s=10)
+    assert again.claim("joiner") == Checkpoint({(PREDICTIONS, 0): 1}, b"state" * 10)
+    again.close()
+
+
+def test_livelearn_ingest_writes_many_small_events_to_a_stream_whose_max_message_bytes_is_small(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Through the command: 5,000 ratings of about 100 bytes into a topic of 4 KB."""
+    log = _log_with_small_topics(kafka_bootstrap, 4096, {"ratings": 1}, made=())
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "r.jsonl").write_text("".join(_rating(f"u{i}", f"m{i}", i) for i in range(5000)))
+    done = subprocess.run(
+        [sys.executable, "-m", "livelearn", "-q", "ingest", str(tmp_path / "p.py"), "ratings",
+         str(tmp_path / "r.jsonl"), "--log", f"kafka://{log.bootstrap}?prefix={log.prefix}"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "5000 events appended, 0 dead-lettered" in done.stdout
+    events = [orjson.loads(r.value) for r in read_all(log, "ratings")]
+    assert [e["key"] for e in events] == [f"u{i}" for i in range(5000)]
+    log.close()
+
+
+def test_a_joiner_writes_its_samples_to_a_samples_topic_whose_max_message_bytes_is_small(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Before, its first write of many samples failed, and again at every restart."""
+    log = _log_with_small_topics(kafka_bootstrap, 4096, {SAMPLES: 1, DEAD_LETTERS: 1},
+                                 made=TWICE.topics)
+    (tmp_path / "r.jsonl").write_text("".join(_rating(f"u{i}", f"m{i}", i) for i in range(2000)))
+    assert ingest(log, TWICE, "ratings", tmp_path / "r.jsonl").events == 2000
+    runner = JoinRunner(log, TWICE, idle_after_s=0, data_dir=tmp_path)
+    while runner.step(1000, final=True):
+        pass
+    assert [orjson.loads(r.value)["user"] for r in read_all(log, SAMPLES)] == [
+        f"u{i}" for i in range(2000)]
     log.close()

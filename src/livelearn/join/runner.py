@@ -138,6 +138,9 @@ class JoinRunner:
         whose = f"the joiner's checkpoint in group '{self.group}'"
         # ConfigError if made with another join, before a running joiner is fenced off
         self.joiner.check(log.committed(self.group).state, whose)
+        # the most bytes a record may have, by output topic (None: any size); asked before
+        # the claim, so that Kafka's producer of the group batches no more than they take
+        self._limits = {topic: log.record_limit(topic) for topic in (SAMPLES, DEAD_LETTERS)}
         checkpoint = log.claim(self.group)  # fences off an earlier joiner of the group
         if checkpoint.state is not None:
             self.joiner.restore(checkpoint.state, whose)
@@ -156,8 +159,6 @@ class JoinRunner:
         self._encoded: dict[str, list[tuple[str, bytes]]] = {}
         self._samples: list[dict[str, Any] | None] = []
         self.checkpoint_ms, self.hand_on = checkpoint_ms, hand_on
-        # the most bytes a record may have, by output topic (None: any size)
-        self._limits = {topic: log.record_limit(topic) for topic in (SAMPLES, DEAD_LETTERS)}
         self._due_at = -float("inf")  # time.monotonic() after which a write is due
         self.writes = 0
         self.state_bytes = 0  # of the state the last write committed

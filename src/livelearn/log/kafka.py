@@ -19,6 +19,19 @@ the partition ends (its last stable offset) and stops there. A read from below
 where the partition starts (records the topic's retention deleted) raises Lost:
 it never skips them silently.
 
+A topic's ``max.message.bytes`` bounds a record batch, not one record, and librdkafka
+batches up to its producer's ``batch.size`` (1,000,000 bytes by default) per partition
+and does not split a batch the broker refuses (MSG_SIZE_TOO_LARGE). So each producer is
+made with a ``batch.size`` of at most the record_limit of the topics it writes: the
+plain (idempotent) producers one per distinct batch.size, the topics of a default
+max.message.bytes sharing librdkafka's default; the producer of a transaction of appends
+only is made again, once, when a transaction needs a smaller one. A claimed group's
+producer is made at ``claim()`` with the smallest record_limit the log knows then and
+never made again (a new producer of its transactional.id would fence a newer process of
+the group); a transaction of it that writes a topic of a smaller limit learned since is
+sent in chunks that fit, each acknowledged before the next (``_send``). Every record
+that fits its topic is written, in order; the default case is as before.
+
 URL: ``kafka://host:port[,host:port...][?prefix=P&replication=R&timeout=S]``.
 """
 
@@ -82,6 +95,12 @@ _MAX_MESSAGE = 64 * 2**20  # the largest checkpoint (offsets + state) a commit c
 _PRODUCER_MAX = _MAX_MESSAGE + 2**20
 #: Bytes of a record batch's framing around one record's key and value, with room to spare.
 _FRAMING = 1024
+#: librdkafka's default batch.size: the most bytes (framing included) a producer sends to
+#: one partition in one record batch. A topic whose record_limit is smaller gets that.
+_BATCH = 1_000_000
+#: The most bytes a record adds to a batch besides its key and value (record batch v2:
+#: varints of length, timestamp and offset deltas, key and value lengths, headers).
+_RECORD_FRAMING = 40
 
 
 def limit_of(max_message_bytes: int) -> int:
@@ -116,8 +135,10 @@ class KafkaLog(Log):
         self._common: dict[str, Any] = {
             "bootstrap.servers": bootstrap, "logger": _librdkafka, "socket.nagle.disable": True}
         self._admin = AdminClient(dict(self._common))
-        self._producer = Producer({**self._common, **_PRODUCER, "enable.idempotence": True})
-        self._transactional: dict[str, Producer] = {}
+        self._producers: dict[int, Producer] = {}  # batch.size -> idempotent producer
+        self._transactional: dict[str, Producer] = {}  # by owner (group(s) or appends-)
+        self._batch_of: dict[str, int] = {}  # owner -> its transactional producer's batch.size
+        self._producers_lock = threading.Lock()
         self._consumer = self._new_consumer()
         self._ends = self._new_consumer()  # never assigned: no fetch holds up its questions
         self._reading: tuple[str, int, int] | None = None  # assigned (name, partition, next)
@@ -127,6 +148,7 @@ class KafkaLog(Log):
         self._local = threading.local()
         self._partitions: dict[str, int] = {}
         self._limits: dict[str, int] = {}  # topic -> record_limit
+        self._batches: dict[str, int] = {}  # Kafka name -> the batch.size its records take
         self._slots: dict[str, int] = {}  # group -> the slot its newest commit is in
         self._instance = uuid.uuid4().hex[:12]
 
@@ -219,11 +241,13 @@ class KafkaLog(Log):
 
     def record_limit(self, topic: str) -> int:
         """The topic's max.message.bytes (the largest record batch the broker takes), and
-        at most the producer's, less ``_FRAMING``; asked of the broker once."""
+        at most the producer's, less ``_FRAMING``; asked of the broker once. The producers
+        send the topic's records in batches of at most that many bytes."""
         limit = self._limits.get(topic)
         if limit is None:
-            limit = self._limits[topic] = limit_of(int(self._setting(topic,
-                                                                     "max.message.bytes")))
+            limit = limit_of(int(self._setting(topic, "max.message.bytes")))
+            self._batches[self._name(topic)] = max(1, min(_BATCH, limit))
+            self._limits[topic] = limit
         return limit
 
     def _setting(self, topic: str, key: str) -> str:
@@ -280,12 +304,29 @@ class KafkaLog(Log):
         if pending.depth:
             pending.records += items
         elif items:
-            self._send(self._producer, items)
+            batch = self._batches[name]
+            self._send(self._plain(batch), items, batch)
         return len(items)
 
-    def _send(self, producer: Producer, items: list[tuple[str, int, str, bytes]]
-              ) -> dict[tuple[str, int], int]:
-        """Produce and wait for every acknowledgement; the last offset per partition."""
+    def _plain(self, batch: int) -> Producer:
+        """The idempotent producer (for appends outside ``atomic()``) of this batch.size."""
+        producer = self._producers.get(batch)
+        if producer is None:
+            with self._producers_lock:
+                producer = self._producers.get(batch)
+                if producer is None:
+                    producer = self._producers[batch] = Producer(
+                        {**self._common, **_PRODUCER, "enable.idempotence": True,
+                         "batch.size": batch})
+        return producer
+
+    def _send(self, producer: Producer, items: list[tuple[str, int, str, bytes]],
+              batch: int = _BATCH) -> dict[tuple[str, int], int]:
+        """Produce and wait for every acknowledgement; the last offset per partition.
+
+        ``batch`` is the producer's batch.size: the records of a topic that takes smaller
+        batches go in chunks that fit it, each acknowledged before the next is produced
+        (so librdkafka cannot batch them together)."""
         errors: list[KafkaError] = []
         last: dict[tuple[str, int], int] = {}
 
@@ -296,8 +337,26 @@ class KafkaLog(Log):
                 where = (message.topic() or "", message.partition() or 0)
                 last[where] = max(last.get(where, -1), message.offset() or 0)
 
+        batches = self._batches
+        smaller = {name for name in {item[0] for item in items}
+                   if batches.get(name, batch) < batch}  # each was asked its limit (_fits)
+        held: dict[tuple[str, int], int] = {}  # bytes produced and not yet acknowledged
         for name, partition, key, value in items:
+            if name in smaller:
+                size = len(key.encode()) + len(value) + _RECORD_FRAMING
+                were = held.get((name, partition), 0)
+                if were and were + size > batches[name]:
+                    self._acknowledged(producer, len(items), errors)
+                    held.clear()
+                    were = 0
+                held[(name, partition)] = were + size
             self._produce(producer, name, partition, key, value, delivered)
+        self._acknowledged(producer, len(items), errors)
+        return last
+
+    def _acknowledged(self, producer: Producer, n: int, errors: list[KafkaError]) -> None:
+        """Wait until the broker acknowledged every record produced: Unavailable if it
+        refused one (``errors``, filled by the delivery callback) or did not answer."""
         try:
             left = producer.flush(self.timeout_s)
         except SystemError as e:  # a fatal error (fenced) set while it calls `delivered`
@@ -305,12 +364,11 @@ class KafkaLog(Log):
                 raise e.__cause__ from None
             raise
         if errors:
-            raise self._unavailable(f"appending {len(items)} records",
+            raise self._unavailable(f"appending {n} records",
                                     errors[0]) from KafkaException(errors[0])
         if left:
-            raise self._unavailable(f"appending {len(items)} records",
+            raise self._unavailable(f"appending {n} records",
                                     f"{left} not acknowledged in {self.timeout_s} s")
-        return last
 
     @staticmethod
     def _produce(producer: Producer, name: str, partition: int, key: str, value: bytes,
@@ -461,7 +519,9 @@ class KafkaLog(Log):
             pending.commits.append((group, checkpoint))
             return
         slot = self._next_slot(group)
-        self._send(self._producer, [self._checkpoint_record(group, checkpoint, slot)])
+        record = self._checkpoint_record(group, checkpoint, slot)
+        batch = self._batches[record[0]]
+        self._send(self._plain(batch), [record], batch)
         self._slots[group] = slot
 
     def _checkpoint_record(self, group: str, checkpoint: Checkpoint, slot: int
@@ -480,7 +540,9 @@ class KafkaLog(Log):
 
     def claim(self, group: str) -> Checkpoint:
         """A new transactional producer for the group: starting it fences off every
-        earlier one of the same ``transactional.id``, in whatever process."""
+        earlier one of the same ``transactional.id``, in whatever process. Its batch.size
+        is the smallest the log knows now (a role asks the limits of the topics it writes
+        before it claims, KafkaLog.record_limit)."""
         stale = self._transactional.pop(group, None)
         if stale is not None:
             stale.flush(self.timeout_s)
@@ -555,30 +617,41 @@ class KafkaLog(Log):
         items = list(pending.records)
         for group, checkpoint in pending.commits:
             items.append(self._checkpoint_record(group, checkpoint, slots[group]))
+        need = min(self._batches[name] for name in {item[0] for item in items})
         with self._txn_lock:
-            producer = self._transactional_producer(owner)
+            # a claimed group's producer is never made again: see _transactional_producer
+            producer = self._transactional_producer(owner, None if groups else need)
             last = self._in_transaction(producer, owner, items)
         self._slots.update(slots)
         self._wait_until_stable(last)
 
-    def _transactional_producer(self, owner: str) -> Producer:
+    def _transactional_producer(self, owner: str, need: int | None = None) -> Producer:
+        """The producer of ``owner``'s transactions, made if it has none (init_transactions
+        fences every earlier producer of its transactional.id) with a batch.size of
+        ``need``, or else the smallest the log knows. Given ``need`` (appends only, no
+        commit), one of a larger batch.size is made again; a claimed group's is not, as
+        that would fence a newer process of the group: ``_send`` sends in chunks."""
         producer = self._transactional.get(owner)
-        if producer is None:
-            producer = Producer({**self._common, **_PRODUCER,
-                                 "transactional.id": f"livelearn-{self.prefix}{owner}",
-                                 "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS})
-            try:
-                producer.init_transactions(self.timeout_s)
-            except KafkaException as e:
-                raise self._unavailable("starting a transaction", e) from e
-            self._transactional[owner] = producer
+        if producer is not None and (need is None or self._batch_of[owner] <= need):
+            return producer
+        if producer is not None:
+            producer.flush(self.timeout_s)  # no transaction is open: nothing is waiting
+        batch = need if need is not None else min([_BATCH, *self._batches.values()])
+        producer = Producer({**self._common, **_PRODUCER, "batch.size": batch,
+                             "transactional.id": f"livelearn-{self.prefix}{owner}",
+                             "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS})
+        try:
+            producer.init_transactions(self.timeout_s)
+        except KafkaException as e:
+            raise self._unavailable("starting a transaction", e) from e
+        self._transactional[owner], self._batch_of[owner] = producer, batch
         return producer
 
     def _in_transaction(self, producer: Producer, owner: str,
                         items: list[tuple[str, int, str, bytes]]) -> dict[tuple[str, int], int]:
         try:
             producer.begin_transaction()
-            last = self._send(producer, items)
+            last = self._send(producer, items, self._batch_of[owner])
             producer.commit_transaction(self.timeout_s)
             return last
         except (KafkaException, Unavailable) as e:
@@ -614,7 +687,7 @@ class KafkaLog(Log):
                     time.sleep(0.002)
 
     def close(self) -> None:
-        for producer in (self._producer, *self._transactional.values()):
+        for producer in (*self._producers.values(), *self._transactional.values()):
             producer.flush(self.timeout_s)
         self._transactional.clear()
         with self._read_lock:
