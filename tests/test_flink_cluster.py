@@ -12,6 +12,7 @@ refuse to.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -179,6 +180,8 @@ def test_a_restarted_unbounded_join_resumes_from_its_checkpoint(
                       tmp_path / "second.txt")
         finally:
             _stop(second)
+        # the stopped clients' JVMs were killed: what they unpacked went with their folders
+        assert not list((tmp_path / "tmp").iterdir())
         took = time.monotonic() - began
         got = read_all(theirs, SAMPLES)
     finally:
@@ -211,8 +214,13 @@ def test_a_restarted_unbounded_join_resumes_from_its_checkpoint(
 
 
 def _run(command: list[str], output: Path) -> subprocess.Popen[bytes]:
+    """``command`` started, its output to ``output``, its temporary files in a folder
+    ``tmp`` beside it."""
+    tmp = output.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
     with output.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "TMPDIR": str(tmp)})
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -238,6 +238,18 @@ def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return sorted((d["reason"], d["stream"], ident(d)) for d in dead)
 
 
+def test_the_jobs_jvm_keeps_its_temporary_files_in_the_jobs_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flink unpacks its planner (about 50 MB) into the JVM's temporary folder, which a
+    killed JVM leaves behind: the job's folder, removed when the job ends, holds it. A
+    user's JVM_ARGS come after, so their own -Djava.io.tmpdir counts."""
+    monkeypatch.delenv("JVM_ARGS", raising=False)
+    assert flink.jvm_args(tmp_path) == f"-Djava.io.tmpdir={tmp_path / 'jvm'} {flink.JVM_ARGS}"
+    assert (tmp_path / "jvm").is_dir()
+    monkeypatch.setenv("JVM_ARGS", "-Xmx1g -Djava.io.tmpdir=/var/tmp")
+    assert flink.jvm_args(tmp_path).endswith(" -Xmx1g -Djava.io.tmpdir=/var/tmp")
+
+
 def test_labels_declared_equal_the_demo_function() -> None:
     events = [Event("click", "u", "c1", 5, {"request_id": "r"}),
               Event("read", "u", "d1", 6, {"request_id": "r", "seconds": 2.5}),

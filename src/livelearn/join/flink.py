@@ -710,7 +710,7 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
         spec, output = Path(tmp) / "job.json", Path(tmp) / "output.txt"
         spec.write_text(job.to_json())
-        env = {**os.environ, "JVM_ARGS": os.environ.get("JVM_ARGS", JVM_ARGS),
+        env = {**os.environ, "JVM_ARGS": jvm_args(Path(tmp)),
                "FLINK_LOG_DIR": os.environ.get("FLINK_LOG_DIR", str(Path(tmp) / "log"))}
         with output.open("w") as out:
             code = _run_session([str(flink_python()), str(JOB_SCRIPT), str(spec)], env, out,
@@ -718,6 +718,18 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
         if code:
             raise Unavailable(f"the Flink join failed ({code}):\n"
                               + _summary(output.read_text(errors="replace")))
+
+
+def jvm_args(tmp: Path) -> str:
+    """The options of the client's JVM: JVM_ARGS's (ours by default), with its temporary
+    files in ``tmp``, the job's folder, removed when the job ends. Flink unpacks its table
+    planner there (about 50 MB), which the JVM deletes only when it exits by itself: a
+    job stopped (SIGTERM, a timeout) ends with the JVM killed, and in the system's
+    temporary folder each such run would leave the planner behind. A JVM_ARGS that sets
+    -Djava.io.tmpdir keeps its own (the last one counts)."""
+    jvm_tmp = tmp / "jvm"
+    jvm_tmp.mkdir(exist_ok=True)
+    return f"-Djava.io.tmpdir={jvm_tmp} {os.environ.get('JVM_ARGS', JVM_ARGS)}"
 
 
 #: The file of a checkpoint directory that records what the job's state was made with.
