@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ServerThread
 from livelearn import spec
+from livelearn.deploy.gate import Gate
 from livelearn.errors import ConfigError, Lost, TooLarge
 from livelearn.ingest import ingest
 from livelearn.join.runner import JoinRunner
@@ -323,4 +324,36 @@ def test_a_joiner_writes_its_samples_to_a_samples_topic_whose_max_message_bytes_
         pass
     assert [orjson.loads(r.value)["user"] for r in read_all(log, SAMPLES)] == [
         f"u{i}" for i in range(2000)]
+    log.close()
+
+
+def test_a_server_logs_many_predictions_and_feedback_to_topics_whose_max_message_bytes_is_small(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """One /predict of 40 candidates logs 40 predictions (about 16 KB with their features)
+    and one /feedback of 200 clicks 200 events, each in one write: before, the broker
+    refused them (MSG_SIZE_TOO_LARGE, a 503) from topics of 4 KB."""
+    log = _log_with_small_topics(kafka_bootstrap, 4096, {PREDICTIONS: 1, "click": 2})
+    world = NewsFeed(seed=3, impressions=200, candidates=5, days=0.5, users=50, new_users=5)
+    write_tables(world, tmp_path / "tables")
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, PIPELINE)
+    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    app = create_app(PIPELINE, log, registry, tmp_path / "tables")
+    items = [f"p{i}" for i in range(40)]
+    now = int(time.time() * 1000)
+    with ServerThread(app) as server:
+        predicted = httpx.post(f"{server.url}/predict", json={"user_id": "u0", "items": items},
+                               timeout=30)
+        assert predicted.status_code == 200, predicted.text
+        ids = [p["request_id"] for p in predicted.json()["predictions"]]
+        clicks = [{"stream": "click", "key": "u0", "id": f"c{i}", "ts": now,
+                   "payload": {"request_id": ids[i % 40]}} for i in range(200)]
+        fed = httpx.post(f"{server.url}/feedback", json=clicks, timeout=30)
+        assert fed.status_code == 200, fed.text
+    logged = [orjson.loads(r.value) for r in read_all(log, PREDICTIONS)]
+    assert [(p["request_id"], p["item"]) for p in logged] == list(zip(ids, items, strict=True))
+    assert sum(len(r.value) for r in read_all(log, PREDICTIONS)) > 3 * 4096
+    # by request_id, in the order posted
+    assert [(k, orjson.loads(v)["id"]) for k, v in _in_order(log, "click")] == _expected(
+        log, "click", [(ids[i % 40], c["id"]) for i, c in enumerate(clicks)])
     log.close()
