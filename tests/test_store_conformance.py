@@ -157,6 +157,42 @@ def test_old_events_expire_but_recent_windows_stay_exact(make_store: OpenStore) 
     assert len(kept) == exact_count(events, "k", 101, 4_999), "those within 100 ms of the newest"
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_expiry_and_ids_that_come_again_match_the_definition(make_store: OpenStore,
+                                                             seed: int) -> None:
+    """Each add keeps, of a key's events, those within the retention of its newest, and
+    ignores an id it keeps: checked against that definition after every batch of random
+    adds (mostly in time order, some late, some ids again, some after they expired),
+    over a key hot enough that expired events are deleted in bulk."""
+    retention = 200
+    store = make_store(retention_ms=retention)
+    rng = random.Random(seed)
+    kept: dict[str, list[tuple[int, str]]] = {"hot": [], "cold": []}
+    now = 0
+    for _ in range(150):
+        batch = []
+        for _ in range(rng.randrange(1, 30)):
+            now += rng.randrange(0, 4)
+            key = "hot" if rng.random() < 0.9 else "cold"
+            ts = now - rng.randrange(0, 300) if rng.random() < 0.1 else now
+            again = rng.random() < 0.2  # an id of any time so far: some kept, some expired
+            event_id = f"e{rng.randrange(now + 1)}" if again else f"n{now}.{len(batch)}"
+            batch.append((key, ts, event_id))
+            events = kept[key]
+            if all(i != event_id for _, i in events):
+                events.append((ts, event_id))
+                newest = max(t for t, _ in events)
+                kept[key] = [(t, i) for t, i in events if t >= newest - retention]
+        store.add_many("c", batch)
+        as_of, window = now + rng.randrange(-250, 5), rng.randrange(1, retention + 1)
+        assert store.counts("c", ["hot", "cold"], window, as_of) == {
+            k: sum(1 for t, _ in events if as_of - window <= t < as_of)
+            for k, events in kept.items()}
+    snapshot = store.snapshot()["counters"]["c"]
+    assert {k: sorted(map(tuple, v)) for k, v in snapshot.items()} == {
+        k: sorted(v) for k, v in kept.items() if v}
+
+
 def test_large_batches_and_times_are_kept_whole(make_store: OpenStore) -> None:
     store = make_store(retention_ms=10)
     keys = [f"k{i}" for i in range(1_234)]

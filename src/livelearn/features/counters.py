@@ -4,7 +4,9 @@
 [t - window_ms, t): the event at t itself and anything later are never counted,
 whatever order the events were added in. Queries must come in non-decreasing t
 (the joiner emits samples in event-time order); entries too old for any later
-query are dropped as queries move on, so memory holds one window of events.
+query are dropped as queries move on, once they are half a key's entries (each
+event then costs the same however many a key holds), so memory holds at most
+two windows of events.
 
 >>> c = WindowCounter(window_ms=1000)
 >>> for ts in (100, 500, 900, 1500):
@@ -52,9 +54,10 @@ class WindowCounter:
         if not times:
             return 0
         lo = bisect.bisect_left(times, start)
-        if lo:
+        count = bisect.bisect_left(times, ts, lo) - lo
+        if lo * 2 > len(times):  # dropping fewer each time would move the rest each time
             del times[:lo]
-        return bisect.bisect_left(times, ts)
+        return count
 
     def _sweep(self) -> None:
         for key in list(self._times):
@@ -64,8 +67,10 @@ class WindowCounter:
                 del self._times[key]
 
     def state(self) -> dict[str, Any]:
-        """What the counter holds, as plain JSON-able data."""
-        return {"horizon": self._horizon, "times": self._times}
+        """What the counter holds for queries to come, as plain JSON-able data."""
+        h = self._horizon
+        return {"horizon": h, "times": {k: v[bisect.bisect_left(v, h):] if v[0] < h else v
+                                        for k, v in self._times.items() if v}}
 
     def restore(self, state: dict[str, Any]) -> None:
         self._horizon = state["horizon"]

@@ -43,22 +43,33 @@ class _Versions:
 
 @dataclass
 class _Counted:
-    """One counter key's events: ``times`` ascending, ``ids`` beside them, ``seen`` as a set."""
+    """One counter key's events: ``times`` ascending, ``ids`` beside them, ``seen`` the
+    ts of each id. Events more than the retention before the newest have expired: they
+    are not counted and their ids may come again. They are deleted once they are half
+    the lists, so that an event costs the same however many a key holds."""
 
     times: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def live(self, retention_ms: int) -> int:
+        """The index of the first event not expired."""
+        times = self.times
+        return bisect.bisect_left(times, times[-1] - retention_ms) if times else 0
 
     def add(self, ts_ms: int, event_id: str, retention_ms: int) -> None:
-        if event_id in self.seen:
+        seen = self.seen.get(event_id)
+        if seen is not None and seen >= self.times[-1] - retention_ms:
             return
         i = bisect.bisect_right(self.times, ts_ms)
         self.times.insert(i, ts_ms)
         self.ids.insert(i, event_id)
-        self.seen.add(event_id)
-        old = bisect.bisect_left(self.times, self.times[-1] - retention_ms)
-        if old:
-            self.seen.difference_update(self.ids[:old])
+        self.seen[event_id] = ts_ms
+        old = self.live(retention_ms)
+        if old * 2 > len(self.times):
+            for ts, expired in zip(self.times[:old], self.ids[:old], strict=True):
+                if self.seen.get(expired) == ts:  # not an id that came again since
+                    del self.seen[expired]
             del self.times[:old], self.ids[:old]
 
 
@@ -151,8 +162,13 @@ class MemoryStore(Store):
         out: dict[str, int] = {}
         with self._data.lock:
             for key in keys:
-                times = self._data.counters.get((counter, key), _Counted()).times
-                out[key] = bisect.bisect_right(times, last) - bisect.bisect_left(times, first)
+                counted = self._data.counters.get((counter, key))
+                if counted is None or not counted.times:
+                    out[key] = 0
+                    continue
+                times = counted.times
+                lo = bisect.bisect_left(times, max(first, times[-1] - self.retention_ms))
+                out[key] = max(0, bisect.bisect_right(times, last) - lo)
         return out
 
     def snapshot(self) -> Snapshot:
@@ -163,8 +179,9 @@ class MemoryStore(Store):
                 rows.setdefault(table, {})[key] = [[t, dict(r)] for t, r in zip(v.times, v.rows,
                                                                                 strict=True)]
             for (counter, key), c in self._data.counters.items():
-                counters.setdefault(counter, {})[key] = [[t, i] for t, i in zip(c.times, c.ids,
-                                                                                strict=True)]
+                live = c.live(self.retention_ms)
+                counters.setdefault(counter, {})[key] = [
+                    [t, i] for t, i in zip(c.times[live:], c.ids[live:], strict=True)]
         return {"format": FORMAT, "rows": rows, "counters": counters}
 
     def restore(self, snapshot: Snapshot) -> None:

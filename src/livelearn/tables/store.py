@@ -32,7 +32,8 @@ and anything later never counted, whatever order events were added in (the
 joiner's counters, features.counters, mean the same). An event id is counted
 once per key, so a retried batch does not count twice. A key keeps the events
 within ``retention_ms`` of its newest one (one entry each: memory grows with
-the events of a retention span); windows longer than ``retention_ms`` are
+the events of a retention span; the memory store deletes expired ones once they
+are half a key's, so holds up to twice that); windows longer than ``retention_ms`` are
 refused. A key with no event for longer than ``retention_ms`` may vanish
 (Redis: after that much wall-clock time, at least one hour; memory: that much
 event time behind the newest event of any key).
