@@ -226,3 +226,25 @@ def test_the_chart_holds_the_newest_versions_however_many_there_are(
         data = _data(http)["data"]
     assert data["metric_by_version"]["version"] == list(range(9, 21))
     assert (data["versions_total"], len(data["versions"])) == (20, 12)
+
+
+def test_dead_letters_the_logs_retention_deleted_before_a_poll_are_skipped_not_an_error(
+        tmp_path: Path) -> None:
+    """A dashboard left unopened for longer than the log's retention, or whose backlog
+    of dead letters the retention deletes first, goes on counting from where the
+    partition starts now, and says how many it never read; it does not fail at every
+    poll from then on."""
+    log = SQLiteLog(tmp_path / "log.db", retention_hours=0.5 / 3600)  # half a second
+    log.create_topic(DEAD_LETTERS)
+    tally = DeadLetterCounts(log)
+    log.append(DEAD_LETTERS, [("k", orjson.dumps({"reason": "late"}))])
+    assert tally.update() == {"late": 1}
+    for reason in ("orphan", "orphan"):  # two batches, read by no poll, then deleted
+        log.append(DEAD_LETTERS, [("k", orjson.dumps({"reason": reason}))])
+    time.sleep(0.6)
+    log.append(DEAD_LETTERS, [("k", orjson.dumps({"reason": "duplicate"}))])
+    assert log.start_offset(DEAD_LETTERS, 0) == 3
+    assert tally.update() == {"duplicate": 1, "late": 1}
+    assert (tally.read, tally.skipped, tally.behind) == (2, 2, False)
+    log.append(DEAD_LETTERS, [("k", orjson.dumps({"reason": "late"}))])
+    assert tally.update() == {"duplicate": 1, "late": 2}

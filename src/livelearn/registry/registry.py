@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
     owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pipeline (name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS versions_by_status ON versions (status, serving_since_ts);
+CREATE INDEX IF NOT EXISTS versions_with_file ON versions (id) WHERE sha256 != '';
+CREATE INDEX IF NOT EXISTS decisions_by_version ON decisions (version);
 """
 
 
@@ -364,13 +366,19 @@ class Registry:
         A pruned version keeps its row, lineage and decisions; its checksum is emptied,
         so that loading it says so, and neither ``promote`` nor a rollback picks it.
         """
+        # each step reads the few newest rows and the few with a file (the indexes), not
+        # every version ever published: the gate prunes after each verdict
+        past = "+status IN ('approved', 'retired', 'rejected') AND id != ?"  # + : by id
         with self._write() as db:
-            old = [vid for (vid,) in db.execute(
-                "WITH past AS (SELECT id, sha256 FROM versions WHERE status IN "
-                "('approved', 'retired', 'rejected') AND id != (SELECT COALESCE(MAX(id), -1) "
-                "FROM versions WHERE status IN ('approved', 'serving'))) "
-                "SELECT id FROM past WHERE sha256 != '' AND id NOT IN "
-                "(SELECT id FROM past ORDER BY id DESC LIMIT ?) ORDER BY id", (keep,))]
+            incumbent = db.execute("SELECT COALESCE(MAX(id), -1) FROM versions WHERE status "
+                                   "IN ('approved', 'serving')").fetchone()[0]
+            # the oldest past version kept: the keep-th newest (none to prune if fewer)
+            row = (None,) if keep <= 0 else db.execute(
+                f"SELECT id FROM versions WHERE {past} ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (incumbent, keep - 1)).fetchone()
+            old = [] if row is None else [vid for (vid,) in db.execute(
+                f"SELECT id FROM versions WHERE sha256 != '' AND {past} AND id < ? "
+                f"ORDER BY id", (incumbent, 2**63 - 1 if row[0] is None else row[0]))]
             for vid in old:
                 db.execute("UPDATE versions SET sha256 = '' WHERE id = ?", (vid,))
                 db.execute("DELETE FROM details WHERE version = ?", (vid,))

@@ -39,7 +39,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from livelearn.errors import NotFound
+from livelearn.errors import Lost, NotFound
 from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS
@@ -79,12 +79,15 @@ class ServerState:
 
 class DeadLetterCounts:
     """A log's dead letters by reason, counted as they come: each ``update`` reads only the
-    records appended since the one before. Safe to call from several threads."""
+    records appended since the one before. Dead letters the log's retention deleted before
+    a poll read them are ``skipped`` (counted, not read): the count goes on from where the
+    partition starts now. Safe to call from several threads."""
 
     def __init__(self, log: Log):
         self.log = log
         self.counts: Counter[str] = Counter()
         self.read = 0  # dead letters counted so far
+        self.skipped = 0  # dead letters deleted by the log's retention before they were read
         self.behind = False  # the last update stopped at its limit before the end
         self._next: dict[TopicPartition, int] = {}
         self._lock = threading.Lock()
@@ -100,8 +103,16 @@ class DeadLetterCounts:
             for tp in partitions:
                 offset = self._next.get(tp) or self.log.start_offset(*tp)
                 while left is None or left > 0:
-                    records = self.log.read(*tp, offset, 10_000 if left is None else
-                                            min(left, 10_000))
+                    try:
+                        records = self.log.read(*tp, offset, 10_000 if left is None else
+                                                min(left, 10_000))
+                    except Lost:  # deleted before this poll: go on from where it starts now
+                        start = self.log.start_offset(*tp)
+                        if start <= offset:
+                            raise
+                        self.skipped += start - offset
+                        offset = start
+                        continue
                     if not records:
                         break
                     self.counts.update(_reason(r) for r in records)
@@ -165,7 +176,7 @@ def dashboard_data(registry: Registry, server: ServerState, dead: DeadLetterCoun
         "responses": [{"path": p, "status": s, "count": n}
                       for (p, s), n in sorted(server.responses.items())],
         "dead_letters": {"counts": dict(sorted(dead.counts.items())), "read": dead.read,
-                         "behind": dead.behind},
+                         "behind": dead.behind, "skipped": dead.skipped},
         "versions": [_row(v, verdicts.get(v.id)) for v in newest],
         "versions_total": total,
         "versions_hidden": total - len(newest),
@@ -250,6 +261,9 @@ def _dead_letters(data: Mapping[str, Any]) -> str:
                    "num") if counts else "<p>None.</p>")
     note = (f'<p class="note">still counting: {_count(dead["read"])} read so far</p>'
             if dead["behind"] else "")
+    if dead.get("skipped"):
+        note += (f'<p class="note">{_count(dead["skipped"])} deleted by the log\'s retention '
+                 f'before they were counted</p>')
     return (f"<section><h2>Dead letters in the log, by reason</h2>{body}{note}"
             f'<p class="note">From ingest, /feedback, the joiner and the trainer.</p></section>')
 
