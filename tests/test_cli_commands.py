@@ -346,3 +346,51 @@ def test_models_on_another_programs_index_db_says_so_and_leaves_it_alone(
 def _schema(path: Path) -> list[object]:
     with sqlite3.connect(path) as db:
         return [*db.execute("SELECT sql FROM sqlite_master"), *db.execute("PRAGMA journal_mode")]
+
+
+def test_replay_checks_every_input_before_it_ingests_any(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second input of an unknown stream, or whose file is missing or a folder, was
+    found only once the first was in the log, which a replay cannot go on from (a run
+    again is refused): now the command says so at once and makes no work folder."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    events = _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"])
+    for second, said in ((f"nostream={events}", "livelearn: stream 'nostream': not a stream "
+                          "of pipeline 'movies' (streams: ratings)"),
+                         (f"ratings={tmp_path / 'missing.jsonl'}",
+                          f"livelearn: {tmp_path / 'missing.jsonl'}: no such file"),
+                         (f"ratings={tmp_path}", f"livelearn: {tmp_path}: not a file (a "
+                          f"folder?); give a .jsonl, .json or .csv file")):
+        assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                     "--events", f"ratings={events}", second]) == 2
+        assert capsys.readouterr().err == said + "\n"
+        assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--port", "65536"],
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--port", "-1"],
+    ["run", "p.py", "--port", "99999"],
+    ["replay", "p.py", "--events", "ratings=r.jsonl", "--then-live", "--port", "70000"],
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--poll", "-1"],
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--poll", "0"],
+    ["demo", "--faults", "2"],
+    ["demo", "--faults", "-0.1"],
+])
+def test_numbers_out_of_range_are_usage_errors(argv: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A port beyond 65535 was a traceback (OverflowError) from bind, after a whole replay;
+    a --poll of 0 or less a server that polls without rest; --faults outside [0, 1] ran."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert f"argument {argv[-2]}: expected a" in capsys.readouterr().err
+
+
+def test_a_host_not_of_this_machine_is_named_in_one_line() -> None:
+    from livelearn.cli_data import bound_socket
+    from livelearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cannot serve on 999\.1\.1\.1:8000: .* \(is --host "
+                                          r"an address of this machine\?\)"):
+        bound_socket("999.1.1.1", 8000)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from livelearn import __version__
-from livelearn.cli_data import LOG_HELP, add_skip_lost
+from livelearn.cli_data import LOG_HELP, add_skip_lost, port_number, positive_seconds
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
@@ -106,7 +106,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     d.add_argument("--days", type=float, default=2.0,
                    help="simulated days the impressions spread over (default: %(default)s)")
     d.add_argument("--seed", type=int, default=7, help="seed of the world (default: %(default)s)")
-    d.add_argument("--faults", type=float, default=0.002,
+    d.add_argument("--faults", type=_fraction, default=0.002,
                    help="fraction of feedback events spoiled on purpose (duplicate, malformed, "
                         "orphan, late) to show the dead-letter path (default: %(default)s)")
     d.add_argument("--workdir", type=Path, default=Path("livelearn-demo"),
@@ -136,7 +136,9 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="folder of the table files (default: the pipeline file's folder)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s)")
-    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    s.add_argument("--port", type=port_number, default=8000,
+                   help="TCP port to listen on, 0 to 65535 (0: any free one) "
+                        "(default: %(default)s)")
     s.add_argument("--store", default="memory://", metavar="URL",
                    help="online store the tables and the pipeline's windowed counters are "
                         "kept in: memory:// (this process) or redis://host:port/db, shared "
@@ -144,8 +146,9 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                         "default livelearn); ?retention_ms= bounds the counters' windows "
                         "(default one day), ?max_versions= the versions kept of a table row "
                         "(default 8) (default: %(default)s)")
-    s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
-                   help="how often to look for a newly approved version (default: %(default)s)")
+    s.add_argument("--poll", type=positive_seconds, default=0.1, metavar="SECONDS",
+                   help="how often to look for a newly approved version, in seconds "
+                        "(default: %(default)s)")
     s.set_defaults(func=_serve)
     j = sub.add_parser("join", parents=[common],
                        help="run the joiner: predictions + feedback -> samples",
@@ -258,6 +261,17 @@ def _serve(args: argparse.Namespace) -> int:
                      store=open_store(args.store))
     serve_http(app, args.host, args.port)
     return 0
+
+
+def _fraction(text: str) -> float:
+    """--faults: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
+    return value
 
 
 def _shard(text: str) -> tuple[int, int]:
