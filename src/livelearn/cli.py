@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from livelearn import __version__
-from livelearn.cli_data import LOG_HELP, add_skip_lost, port_number, positive_seconds
+from livelearn.cli_data import (
+    DATA_DEFAULT,
+    LOG_HELP,
+    PIPELINE_HELP,
+    add_skip_lost,
+    port_number,
+    positive_seconds,
+)
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
@@ -123,7 +130,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
-                        help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+                        help=PIPELINE_HELP)
     common.add_argument("--log", required=True, metavar="URL", help=LOG_HELP)
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
@@ -133,7 +140,7 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        description="Serve predictions over HTTP, log them, hot-swap versions; "
                        "the dashboard is at /dashboard.")
     s.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="folder of the table files (default: the pipeline file's folder)")
+                   help=f"folder of the table files (default: {DATA_DEFAULT})")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=port_number, default=8000,
@@ -159,8 +166,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="treat the log as complete: drain it, emit every open window, stop "
                         "(default: run forever)")
     j.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="folder of the tables a label-in-event join looks up (default: the "
-                        "pipeline file's folder)")
+                   help=f"folder of the tables a label-in-event join looks up (default: "
+                        f"{DATA_DEFAULT})")
     j.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
                    help="join only partition numbers p with p %% N == K, one process per "
                         "shard, for a pipeline with several partitions (default: 0/1, all)")
@@ -185,7 +192,7 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        "prediction, late and orphan feedback and samples too large for their "
                        "topic to the dead-letter topic.")
     f.add_argument("pipeline", metavar="PIPELINE",
-                   help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+                   help=PIPELINE_HELP)
     f.add_argument("--log", default="kafka://localhost:9092", metavar="URL",
                    help="the Kafka log the job reads and writes (default: %(default)s)")
     f.add_argument("--until-idle", action="store_true",

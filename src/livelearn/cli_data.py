@@ -20,6 +20,11 @@ from typing import Any
 
 from livelearn.errors import BadInput, ConfigError, make_folder
 
+#: The PIPELINE argument's help, for every command that takes one (spec.load_pipeline).
+PIPELINE_HELP = ("the pipeline: path/to/file.py (its PIPELINE; file.py:NAME for another "
+                 "name) or module:attribute")
+#: Where the --data options' table files are by default (spec.data_dir_of).
+DATA_DEFAULT = "the pipeline file's folder; the current one for module:attribute"
 #: The --log option's help, for every command that takes one.
 LOG_HELP = ("the log: sqlite:///relative/path.db or sqlite:////absolute/path.db (with "
             "?retention_hours=N, the records appended more than N hours ago are deleted), "
@@ -43,7 +48,7 @@ def add_skip_lost(parser: argparse.ArgumentParser, roles: str) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
-                        help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+                        help=PIPELINE_HELP)
     common.add_argument("--log", default=None, metavar="URL",
                         help=f"{LOG_HELP} (default: log.db in WORKDIR, every record kept)")
     i = sub.add_parser("ingest", parents=[common], help="append a file's events to a stream",
@@ -56,8 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "or predictions for impressions from history (a feedback join)")
     i.add_argument("file", metavar="FILE", help="a .jsonl/.json/.csv file, or - for stdin")
     i.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="folder of the table files, for impressions (default: the pipeline "
-                        "file's folder)")
+                   help=f"folder of the table files, for impressions (default: {DATA_DEFAULT})")
     i.add_argument("--format", choices=("jsonl", "csv"), default=None,
                    help="the file's format (default: from its suffix; stdin: jsonl)")
     i.set_defaults(func=_ingest)
@@ -66,7 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     roles.add_argument("--registry", type=Path, default=None, metavar="DIR",
                        help="the model registry (default: WORKDIR/registry)")
     roles.add_argument("--data", type=Path, default=None, metavar="DIR",
-                       help="folder of the table files (default: the pipeline file's folder)")
+                       help=f"folder of the table files (default: {DATA_DEFAULT})")
     add_skip_lost(roles, "the joiner or the trainer")
     live = argparse.ArgumentParser(add_help=False)
     live.add_argument("--no-serve", action="store_true", help="do not start the server")
