@@ -223,7 +223,7 @@ def check_source(source: str | Path) -> None:
     if not path.exists():
         raise ConfigError(f"{name}: no such file")
     if not path.is_file():
-        raise ConfigError(f"{name}: not a file (a folder?); give a .jsonl, .json or .csv file")
+        raise ConfigError(f"{name}: not a file (a folder?); give a JSON lines or CSV file")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{name}: cannot be read (permission denied)")
 
