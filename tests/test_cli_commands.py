@@ -394,3 +394,15 @@ def test_a_host_not_of_this_machine_is_named_in_one_line() -> None:
     with pytest.raises(ConfigError, match=r"cannot serve on 999\.1\.1\.1:8000: .* \(is --host "
                                           r"an address of this machine\?\)"):
         bound_socket("999.1.1.1", 8000)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:abc/0", "redis://127.0.0.1:99999/0"])
+def test_a_store_url_with_a_bad_port_is_named_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """It was a ValueError traceback from urllib."""
+    pytest.importorskip("redis")
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    assert main(["serve", str(tmp_path / "p.py"), "--log", "memory://", "--registry",
+                 str(tmp_path / "r"), "--store", url]) == 2
+    assert capsys.readouterr().err == (f"livelearn: store URL {url!r}: expected "
+                                       f"redis://HOST:PORT/DB, PORT a number in [0, 65535]\n")
