@@ -406,3 +406,14 @@ def test_a_store_url_with_a_bad_port_is_named_in_one_line(
                  str(tmp_path / "r"), "--store", url]) == 2
     assert capsys.readouterr().err == (f"livelearn: store URL {url!r}: expected "
                                        f"redis://HOST:PORT/DB, PORT a number in [0, 65535]\n")
+
+
+def test_ingest_into_a_log_of_its_own_makes_no_work_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --log, `ingest` left an empty livelearn-NAME folder in the current one."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "r.jsonl", ["m1"])
+    assert main(["-q", "ingest", "p.py", "ratings", "r.jsonl", "--log",
+                 f"sqlite:///{tmp_path / 'elsewhere' / 'log.db'}"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "p.py", "r.jsonl"]

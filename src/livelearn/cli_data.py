@@ -156,7 +156,9 @@ def _paths(args: argparse.Namespace, pipeline: Any = None) -> tuple[Any, Path, A
     from livelearn.spec import load_pipeline
 
     pipeline = pipeline or load_pipeline(args.pipeline)
-    workdir = make_folder(args.workdir or Path(f"livelearn-{pipeline.name}"), "work folder")
+    workdir = Path(args.workdir or f"livelearn-{pipeline.name}")
+    if args.log is None:  # else made only if something goes in it (a registry, a report)
+        make_folder(workdir, "work folder")
     log = open_log(args.log or f"sqlite:///{(workdir / 'log.db').resolve()}")
     for topic in pipeline.topics:
         log.create_topic(topic, pipeline.partitions)
