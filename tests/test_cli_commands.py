@@ -417,3 +417,14 @@ def test_ingest_into_a_log_of_its_own_makes_no_work_folder(
     assert main(["-q", "ingest", "p.py", "ratings", "r.jsonl", "--log",
                  f"sqlite:///{tmp_path / 'elsewhere' / 'log.db'}"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "p.py", "r.jsonl"]
+
+
+def test_models_with_a_misspelt_action_says_so(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Beside --registry, `rolback` was taken for a PIPELINE, left unused, and the versions
+    listed with exit code 0, as if it had been done."""
+    Registry(tmp_path / "reg")
+    assert main(["models", "--registry", str(tmp_path / "reg"), "rolback"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "livelearn: models: 'rolback' is neither an action (ls, promote VERSION, rollback) "
+        "nor a PIPELINE (pipeline 'rolback': cannot import 'rolback'")

@@ -393,14 +393,22 @@ def _model_action(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
         wants = "a version number" if _MODEL_ACTIONS[action] else "nothing more"
         raise ConfigError(f"models: {action} takes {wants}, got "
                           f"{' '.join(words) if words else 'none'}")
-    if args.registry is not None:
-        return args.registry, action, words
-    if pipeline is None:
+    if args.registry is None and pipeline is None:
         raise ConfigError("models: give PIPELINE (its registry is in its work folder) or "
                           "--registry DIR")
     from livelearn.spec import load_pipeline
 
-    name = load_pipeline(pipeline).name
+    # loaded even beside --registry: a misspelt action (`rolback`) would be taken for a
+    # PIPELINE, and `ls` done instead
+    try:
+        name = None if pipeline is None else load_pipeline(pipeline).name
+    except ConfigError as e:
+        if pipeline is None or ":" in pipeline or pipeline.endswith(".py"):
+            raise
+        raise ConfigError(f"models: {pipeline!r} is neither an action (ls, promote VERSION, "
+                          f"rollback) nor a PIPELINE ({e})") from None
+    if args.registry is not None:
+        return args.registry, action, words
     return (args.workdir or Path(f"livelearn-{name}")) / "registry", action, words
 
 
