@@ -198,7 +198,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     f.add_argument("--until-idle", action="store_true",
                    help="a bounded job: read the topics to their current end, then stop")
     f.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
-                   help="the samples and dead-letters topics' max.message.bytes, which the "
+                   help="the samples and dead-letters topics' max.message.bytes, in bytes, "
+                        "which the "
                         "job holds (a larger sample or dead letter is dead-lettered as "
                         "too_large); default: asked of the broker of --log, whose topics "
                         "must exist")
