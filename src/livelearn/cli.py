@@ -137,8 +137,9 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                           help="the model registry's directory")
     s = sub.add_parser("serve", parents=[common, registry],
                        help="run the prediction server (one role)",
-                       description="Serve predictions over HTTP, log them, hot-swap versions; "
-                       "the dashboard is at /dashboard.")
+                       description="Serve predictions over HTTP (a feedback join's are logged "
+                       "for the joiner; a label in the events' are not), take feedback, "
+                       "hot-swap approved versions; the dashboard is at /dashboard.")
     s.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help=f"folder of the table files (default: {DATA_DEFAULT})")
     s.add_argument("--host", default="127.0.0.1",
