@@ -428,3 +428,21 @@ def test_models_with_a_misspelt_action_says_so(tmp_path: Path,
     assert capsys.readouterr().err.startswith(
         "livelearn: models: 'rolback' is neither an action (ls, promote VERSION, rollback) "
         "nor a PIPELINE (pipeline 'rolback': cannot import 'rolback'")
+
+
+def test_port_0_serves_on_a_free_port_and_says_which(capsys: pytest.CaptureFixture[str]) -> None:
+    """It said `serving on http://127.0.0.1:0`."""
+    import threading
+
+    from livelearn.cli_data import serve_http
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # never called
+        raise AssertionError(scope)
+
+    stop = threading.Event()
+    threading.Timer(3.0, stop.set).start()  # the server is up well before
+    serve_http(app, "127.0.0.1", 0, stop)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("serving on http://127.0.0.1:") and not first.endswith(":0 (Ctrl-C "
+                                                                                 "to stop)")
+    assert int(first.split(":")[2].split()[0]) > 0
