@@ -446,3 +446,21 @@ def test_port_0_serves_on_a_free_port_and_says_which(capsys: pytest.CaptureFixtu
     assert first.startswith("serving on http://127.0.0.1:") and not first.endswith(":0 (Ctrl-C "
                                                                                  "to stop)")
     assert int(first.split(":")[2].split()[0]) > 0
+
+
+def test_replay_then_live_on_a_port_in_use_says_so_before_it_replays(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It replayed the whole history, then failed to serve; run again, the replay was
+    refused (the log held the events)."""
+    import socket
+
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    events = _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                     "--events", f"ratings={events}", "--then-live", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
+    assert not (tmp_path / "w").exists()

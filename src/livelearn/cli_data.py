@@ -198,6 +198,8 @@ def _replay(args: argparse.Namespace) -> int:
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
             check_writable(report, "report")
+    if args.then_live and not args.no_serve:  # now, not once the log holds the history
+        bound_socket(args.host, args.port).close()
     pipeline = load_pipeline(args.pipeline)
     for stream, path in sources:  # now, not after the first files are in the log
         check_stream(pipeline, stream)
