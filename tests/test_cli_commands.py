@@ -464,3 +464,18 @@ def test_replay_then_live_on_a_port_in_use_says_so_before_it_replays(
                      "--events", f"ratings={events}", "--then-live", "--port", str(port)]) == 2
     assert capsys.readouterr().err.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
     assert not (tmp_path / "w").exists()
+
+
+def test_serve_on_a_port_in_use_says_so_before_it_loads_anything(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It loaded the tables and counted the log first (minutes, on a large log)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tmp_path / "missing.py"), "--log", "memory://",
+                     "--registry", str(tmp_path / "r"), "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
+    assert not (tmp_path / "r").exists()

@@ -258,12 +258,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from livelearn.cli_data import serve_http
+    from livelearn.cli_data import bound_socket, serve_http
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
     from livelearn.spec import data_dir_of
     from livelearn.tables.store import open_store
 
+    bound_socket(args.host, args.port).close()  # a port in use: now, not after loading
     pipeline, log = _open(args)  # its topics made, if the server is the first role
     app = create_app(pipeline, log, Registry(args.registry),
                      args.data or data_dir_of(args.pipeline), poll_s=args.poll,
