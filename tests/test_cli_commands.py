@@ -346,3 +346,136 @@ def test_models_on_another_programs_index_db_says_so_and_leaves_it_alone(
 def _schema(path: Path) -> list[object]:
     with sqlite3.connect(path) as db:
         return [*db.execute("SELECT sql FROM sqlite_master"), *db.execute("PRAGMA journal_mode")]
+
+
+def test_replay_checks_every_input_before_it_ingests_any(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second input of an unknown stream, or whose file is missing or a folder, was
+    found only once the first was in the log, which a replay cannot go on from (a run
+    again is refused): now the command says so at once and makes no work folder."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    events = _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"])
+    for second, said in ((f"nostream={events}", "livelearn: stream 'nostream': not a stream "
+                          "of pipeline 'movies' (streams: ratings)"),
+                         (f"ratings={tmp_path / 'missing.jsonl'}",
+                          f"livelearn: {tmp_path / 'missing.jsonl'}: no such file"),
+                         (f"ratings={tmp_path}", f"livelearn: {tmp_path}: not a file (a "
+                          f"folder?); give a JSON lines or CSV file")):
+        assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                     "--events", f"ratings={events}", second]) == 2
+        assert capsys.readouterr().err == said + "\n"
+        assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--port", "65536"],
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--port", "-1"],
+    ["run", "p.py", "--port", "99999"],
+    ["replay", "p.py", "--events", "ratings=r.jsonl", "--then-live", "--port", "70000"],
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--poll", "-1"],
+    ["serve", "p.py", "--log", "memory://", "--registry", "r", "--poll", "0"],
+    ["demo", "--faults", "2"],
+    ["demo", "--faults", "-0.1"],
+])
+def test_numbers_out_of_range_are_usage_errors(argv: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A port beyond 65535 was a traceback (OverflowError) from bind, after a whole replay;
+    a --poll of 0 or less a server that polls without rest; --faults outside [0, 1] ran."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert f"argument {argv[-2]}: expected a" in capsys.readouterr().err
+
+
+def test_a_host_not_of_this_machine_is_named_in_one_line() -> None:
+    from livelearn.cli_data import bound_socket
+    from livelearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cannot serve on 999\.1\.1\.1:8000: .* \(is --host "
+                                          r"an address of this machine\?\)"):
+        bound_socket("999.1.1.1", 8000)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:abc/0", "redis://127.0.0.1:99999/0"])
+def test_a_store_url_with_a_bad_port_is_named_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """It was a ValueError traceback from urllib."""
+    pytest.importorskip("redis")
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    assert main(["serve", str(tmp_path / "p.py"), "--log", "memory://", "--registry",
+                 str(tmp_path / "r"), "--store", url]) == 2
+    assert capsys.readouterr().err == (f"livelearn: store URL {url!r}: expected "
+                                       f"redis://HOST:PORT/DB, PORT a number in [0, 65535]\n")
+
+
+def test_ingest_into_a_log_of_its_own_makes_no_work_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --log, `ingest` left an empty livelearn-NAME folder in the current one."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "r.jsonl", ["m1"])
+    assert main(["-q", "ingest", "p.py", "ratings", "r.jsonl", "--log",
+                 f"sqlite:///{tmp_path / 'elsewhere' / 'log.db'}"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "p.py", "r.jsonl"]
+
+
+def test_models_with_a_misspelt_action_says_so(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Beside --registry, `rolback` was taken for a PIPELINE, left unused, and the versions
+    listed with exit code 0, as if it had been done."""
+    Registry(tmp_path / "reg")
+    assert main(["models", "--registry", str(tmp_path / "reg"), "rolback"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "livelearn: models: 'rolback' is neither an action (ls, promote VERSION, rollback) "
+        "nor a PIPELINE (pipeline 'rolback': cannot import 'rolback'")
+
+
+def test_port_0_serves_on_a_free_port_and_says_which(capsys: pytest.CaptureFixture[str]) -> None:
+    """It said `serving on http://127.0.0.1:0`."""
+    import threading
+
+    from livelearn.cli_data import serve_http
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # never called
+        raise AssertionError(scope)
+
+    stop = threading.Event()
+    threading.Timer(3.0, stop.set).start()  # the server is up well before
+    serve_http(app, "127.0.0.1", 0, stop)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("serving on http://127.0.0.1:") and not first.endswith(":0 (Ctrl-C "
+                                                                                 "to stop)")
+    assert int(first.split(":")[2].split()[0]) > 0
+
+
+def test_replay_then_live_on_a_port_in_use_says_so_before_it_replays(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It replayed the whole history, then failed to serve; run again, the replay was
+    refused (the log held the events)."""
+    import socket
+
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    events = _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                     "--events", f"ratings={events}", "--then-live", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
+    assert not (tmp_path / "w").exists()
+
+
+def test_serve_on_a_port_in_use_says_so_before_it_loads_anything(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It loaded the tables and counted the log first (minutes, on a large log)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tmp_path / "missing.py"), "--log", "memory://",
+                     "--registry", str(tmp_path / "r"), "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
+    assert not (tmp_path / "r").exists()

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from livelearn import __version__
-from livelearn.cli_data import LOG_HELP, add_skip_lost
+from livelearn.cli_data import (
+    DATA_DEFAULT,
+    LOG_HELP,
+    PIPELINE_HELP,
+    add_skip_lost,
+    port_number,
+    positive_seconds,
+)
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
@@ -106,7 +113,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     d.add_argument("--days", type=float, default=2.0,
                    help="simulated days the impressions spread over (default: %(default)s)")
     d.add_argument("--seed", type=int, default=7, help="seed of the world (default: %(default)s)")
-    d.add_argument("--faults", type=float, default=0.002,
+    d.add_argument("--faults", type=_fraction, default=0.002,
                    help="fraction of feedback events spoiled on purpose (duplicate, malformed, "
                         "orphan, late) to show the dead-letter path (default: %(default)s)")
     d.add_argument("--workdir", type=Path, default=Path("livelearn-demo"),
@@ -123,20 +130,23 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
-                        help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+                        help=PIPELINE_HELP)
     common.add_argument("--log", required=True, metavar="URL", help=LOG_HELP)
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
                           help="the model registry's directory")
     s = sub.add_parser("serve", parents=[common, registry],
                        help="run the prediction server (one role)",
-                       description="Serve predictions over HTTP, log them, hot-swap versions; "
-                       "the dashboard is at /dashboard.")
+                       description="Serve predictions over HTTP (a feedback join's are logged "
+                       "for the joiner; a label in the events' are not), take feedback, "
+                       "hot-swap approved versions; the dashboard is at /dashboard.")
     s.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="folder of the table files (default: the pipeline file's folder)")
+                   help=f"folder of the table files (default: {DATA_DEFAULT})")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s)")
-    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    s.add_argument("--port", type=port_number, default=8000,
+                   help="TCP port to listen on, 0 to 65535 (0: any free one) "
+                        "(default: %(default)s)")
     s.add_argument("--store", default="memory://", metavar="URL",
                    help="online store the tables and the pipeline's windowed counters are "
                         "kept in: memory:// (this process) or redis://host:port/db, shared "
@@ -144,8 +154,9 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                         "default livelearn); ?retention_ms= bounds the counters' windows "
                         "(default one day), ?max_versions= the versions kept of a table row "
                         "(default 8) (default: %(default)s)")
-    s.add_argument("--poll", type=float, default=0.1, metavar="SECONDS",
-                   help="how often to look for a newly approved version (default: %(default)s)")
+    s.add_argument("--poll", type=positive_seconds, default=0.1, metavar="SECONDS",
+                   help="how often to look for a newly approved version, in seconds "
+                        "(default: %(default)s)")
     s.set_defaults(func=_serve)
     j = sub.add_parser("join", parents=[common],
                        help="run the joiner: predictions + feedback -> samples",
@@ -156,8 +167,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="treat the log as complete: drain it, emit every open window, stop "
                         "(default: run forever)")
     j.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="folder of the tables a label-in-event join looks up (default: the "
-                        "pipeline file's folder)")
+                   help=f"folder of the tables a label-in-event join looks up (default: "
+                        f"{DATA_DEFAULT})")
     j.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
                    help="join only partition numbers p with p %% N == K, one process per "
                         "shard, for a pipeline with several partitions (default: 0/1, all)")
@@ -182,13 +193,14 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        "prediction, late and orphan feedback and samples too large for their "
                        "topic to the dead-letter topic.")
     f.add_argument("pipeline", metavar="PIPELINE",
-                   help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+                   help=PIPELINE_HELP)
     f.add_argument("--log", default="kafka://localhost:9092", metavar="URL",
                    help="the Kafka log the job reads and writes (default: %(default)s)")
     f.add_argument("--until-idle", action="store_true",
                    help="a bounded job: read the topics to their current end, then stop")
     f.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
-                   help="the samples and dead-letters topics' max.message.bytes, which the "
+                   help="the samples and dead-letters topics' max.message.bytes, in bytes, "
+                        "which the "
                         "job holds (a larger sample or dead letter is dead-lettered as "
                         "too_large); default: asked of the broker of --log, whose topics "
                         "must exist")
@@ -246,18 +258,30 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from livelearn.cli_data import serve_http
+    from livelearn.cli_data import bound_socket, serve_http
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
     from livelearn.spec import data_dir_of
     from livelearn.tables.store import open_store
 
+    bound_socket(args.host, args.port).close()  # a port in use: now, not after loading
     pipeline, log = _open(args)  # its topics made, if the server is the first role
     app = create_app(pipeline, log, Registry(args.registry),
                      args.data or data_dir_of(args.pipeline), poll_s=args.poll,
                      store=open_store(args.store))
     serve_http(app, args.host, args.port)
     return 0
+
+
+def _fraction(text: str) -> float:
+    """--faults: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
+    return value
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -372,14 +396,22 @@ def _model_action(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
         wants = "a version number" if _MODEL_ACTIONS[action] else "nothing more"
         raise ConfigError(f"models: {action} takes {wants}, got "
                           f"{' '.join(words) if words else 'none'}")
-    if args.registry is not None:
-        return args.registry, action, words
-    if pipeline is None:
+    if args.registry is None and pipeline is None:
         raise ConfigError("models: give PIPELINE (its registry is in its work folder) or "
                           "--registry DIR")
     from livelearn.spec import load_pipeline
 
-    name = load_pipeline(pipeline).name
+    # loaded even beside --registry: a misspelt action (`rolback`) would be taken for a
+    # PIPELINE, and `ls` done instead
+    try:
+        name = None if pipeline is None else load_pipeline(pipeline).name
+    except ConfigError as e:
+        if pipeline is None or ":" in pipeline or pipeline.endswith(".py"):
+            raise
+        raise ConfigError(f"models: {pipeline!r} is neither an action (ls, promote VERSION, "
+                          f"rollback) nor a PIPELINE ({e})") from None
+    if args.registry is not None:
+        return args.registry, action, words
     return (args.workdir or Path(f"livelearn-{name}")) / "registry", action, words
 
 

@@ -9,6 +9,8 @@ default the folder of the pipeline's file.
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import socket
 import sys
 import threading
@@ -18,6 +20,11 @@ from typing import Any
 
 from livelearn.errors import BadInput, ConfigError, make_folder
 
+#: The PIPELINE argument's help, for every command that takes one (spec.load_pipeline).
+PIPELINE_HELP = ("the pipeline: path/to/file.py (its PIPELINE; file.py:NAME for another "
+                 "name) or module:attribute")
+#: Where the --data options' table files are by default (spec.data_dir_of).
+DATA_DEFAULT = "the pipeline file's folder; the current one for module:attribute"
 #: The --log option's help, for every command that takes one.
 LOG_HELP = ("the log: sqlite:///relative/path.db or sqlite:////absolute/path.db (with "
             "?retention_hours=N, the records appended more than N hours ago are deleted), "
@@ -41,7 +48,7 @@ def add_skip_lost(parser: argparse.ArgumentParser, roles: str) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
-                        help="module:attribute or path/to/file.py naming a livelearn Pipeline")
+                        help=PIPELINE_HELP)
     common.add_argument("--log", default=None, metavar="URL",
                         help=f"{LOG_HELP} (default: log.db in WORKDIR, every record kept)")
     i = sub.add_parser("ingest", parents=[common], help="append a file's events to a stream",
@@ -52,10 +59,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     i.add_argument("stream", metavar="STREAM",
                    help="the stream the records are events of: one the pipeline declares, "
                         "or predictions for impressions from history (a feedback join)")
-    i.add_argument("file", metavar="FILE", help="a .jsonl/.json/.csv file, or - for stdin")
+    i.add_argument("file", metavar="FILE",
+                   help="a file of JSON lines (one object a line, whatever its suffix: a .json "
+                        "array is not read), a .csv file, or - for stdin (JSON lines)")
     i.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="folder of the table files, for impressions (default: the pipeline "
-                        "file's folder)")
+                   help=f"folder of the table files, for impressions (default: {DATA_DEFAULT})")
     i.add_argument("--format", choices=("jsonl", "csv"), default=None,
                    help="the file's format (default: from its suffix; stdin: jsonl)")
     i.set_defaults(func=_ingest)
@@ -64,13 +72,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     roles.add_argument("--registry", type=Path, default=None, metavar="DIR",
                        help="the model registry (default: WORKDIR/registry)")
     roles.add_argument("--data", type=Path, default=None, metavar="DIR",
-                       help="folder of the table files (default: the pipeline file's folder)")
+                       help=f"folder of the table files (default: {DATA_DEFAULT})")
     add_skip_lost(roles, "the joiner or the trainer")
     live = argparse.ArgumentParser(add_help=False)
     live.add_argument("--no-serve", action="store_true", help="do not start the server")
     live.add_argument("--host", default="127.0.0.1",
                       help="address to serve on (default: %(default)s)")
-    live.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    live.add_argument("--port", type=port_number, default=8000,
+                      help="TCP port to serve on, 0 to 65535 (0: any free one) "
+                           "(default: %(default)s)")
     r = sub.add_parser("replay", parents=[roles, live],
                        help="learn from history as fast as possible",
                        description="Ingest history and run it through the live joiner, "
@@ -107,6 +117,28 @@ def _workdir(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"where {what} (default: livelearn-NAME)")
 
 
+def port_number(text: str) -> int:
+    """--port: a whole number in [0, 65535]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in [0, 65535], got {text}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above 0 (--poll)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -117,13 +149,16 @@ def _positive(text: str) -> int:
     return value
 
 
-def _paths(args: argparse.Namespace) -> tuple[Any, Path, Any]:
-    """The pipeline, its work directory and its log, from the common options."""
+def _paths(args: argparse.Namespace, pipeline: Any = None) -> tuple[Any, Path, Any]:
+    """The pipeline (loaded, unless given), its work directory and its log, from the
+    common options."""
     from livelearn.log import open_log
     from livelearn.spec import load_pipeline
 
-    pipeline = load_pipeline(args.pipeline)
-    workdir = make_folder(args.workdir or Path(f"livelearn-{pipeline.name}"), "work folder")
+    pipeline = pipeline or load_pipeline(args.pipeline)
+    workdir = Path(args.workdir or f"livelearn-{pipeline.name}")
+    if args.log is None:  # else made only if something goes in it (a registry, a report)
+        make_folder(workdir, "work folder")
     log = open_log(args.log or f"sqlite:///{(workdir / 'log.db').resolve()}")
     for topic in pipeline.topics:
         log.create_topic(topic, pipeline.partitions)
@@ -152,16 +187,24 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from livelearn.files import check_writable
+    from livelearn.ingest import check_source, check_stream
     from livelearn.loop import tune_gc
     from livelearn.prequential import write_html
     from livelearn.replay import replay
+    from livelearn.spec import load_pipeline
     from livelearn.ui.report import write_json
 
     sources = [source_pair(text) for text in args.events]
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
             check_writable(report, "report")
-    pipeline, workdir, log = _paths(args)
+    if args.then_live and not args.no_serve:  # now, not once the log holds the history
+        bound_socket(args.host, args.port).close()
+    pipeline = load_pipeline(args.pipeline)
+    for stream, path in sources:  # now, not after the first files are in the log
+        check_stream(pipeline, stream)
+        check_source(path)
+    pipeline, workdir, log = _paths(args, pipeline)
     _refuse_replayed(log, [stream for stream, _ in sources])
     registry, data = _registry_and_data(args, workdir)
     tune_gc()
@@ -291,6 +334,7 @@ def serve_http(app: Any, host: str, port: int, until: threading.Event | None = N
     import uvicorn
 
     sock = bound_socket(host, port)
+    port = sock.getsockname()[1]  # the one chosen, for port 0
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     stopped = threading.Event()
     threading.Thread(target=_watch, args=(server, f"http://{host}:{port}", stopped, until),
@@ -315,8 +359,9 @@ def bound_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise ConfigError(f"cannot serve on {host}:{port}: {e.strerror or e} (is another "
-                          f"server there? choose another --port)") from None
+        hint = (" (is another server there? choose another --port)"
+                if e.errno == errno.EADDRINUSE else " (is --host an address of this machine?)")
+        raise ConfigError(f"cannot serve on {host}:{port}: {e.strerror or e}{hint}") from None
     return sock
 
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from livelearn.cli_data import DATA_DEFAULT, PIPELINE_HELP
 from livelearn.errors import ConfigError
 
 SIM_HELP = "for the simulated feed (no PIPELINE)"
@@ -26,13 +27,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "update interval the samples are scored by the version a server redeployed every "
         "interval (event time) would have served. Prints the metric of each interval.")
     f.add_argument("pipeline", nargs="?", default=None, metavar="PIPELINE",
-                   help="module:attribute or path/to/file.py naming a livelearn Pipeline "
-                        "(default: the simulated news feed)")
+                   help=f"{PIPELINE_HELP} (default: the simulated news feed)")
     f.add_argument("--events", nargs="+", default=None, metavar="STREAM=FILE",
                    help="with PIPELINE: the files to replay, as `livelearn replay` takes them")
     f.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="with PIPELINE: folder of the table files (default: the pipeline "
-                        "file's folder)")
+                   help=f"with PIPELINE: folder of the table files (default: {DATA_DEFAULT})")
     f.add_argument("--impressions", type=int, default=None,
                    help=f"impressions to simulate, {SIM_HELP} (default: 200000)")
     f.add_argument("--days", type=float, default=None,

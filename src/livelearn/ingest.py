@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -117,17 +118,25 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     return result
 
 
+def check_stream(pipeline: Pipeline, stream: str) -> None:
+    """ConfigError unless ``stream`` takes records: one of the pipeline's streams, or
+    predictions (impressions from history) for a feedback join."""
+    if stream == PREDICTIONS and pipeline.labelled is None:
+        return
+    if stream not in pipeline.streams:
+        raise ConfigError(f"stream '{stream}': not a stream of pipeline '{pipeline.name}' "
+                          f"(streams: {', '.join(pipeline.inputs)})")
+
+
 def _converter(log: Log, pipeline: Pipeline, stream: str, now_ms: int | None,
                data_dir: str | Path) -> Callable[[str | dict[str, Any]], tuple[str, bytes]]:
     """The function from a record to the (key, value) appended to ``stream``."""
+    check_stream(pipeline, stream)
     if stream == PREDICTIONS and pipeline.labelled is None:
         from livelearn.impressions import Impressions
 
         impressions = Impressions(pipeline, data_dir, log)
         return lambda raw: impressions.record(_object(raw), now_ms)
-    if stream not in pipeline.streams:
-        raise ConfigError(f"stream '{stream}': not a stream of pipeline '{pipeline.name}' "
-                          f"(streams: {', '.join(pipeline.inputs)})")
     spec = pipeline.streams[stream]
     flat = _FlatJson(spec, now_ms)
 
@@ -205,6 +214,20 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
     dead.clear()
 
 
+def check_source(source: str | Path) -> None:
+    """ConfigError unless ``source`` is '-' (stdin) or a file that can be read."""
+    name = str(source)
+    if name == "-":
+        return
+    path = Path(name)
+    if not path.exists():
+        raise ConfigError(f"{name}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"{name}: not a file (a folder?); give a JSON lines or CSV file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{name}: cannot be read (permission denied)")
+
+
 def read_records(source: str | Path, fmt: str | None = None
                  ) -> Iterator[tuple[int, str | dict[str, Any]]]:
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
@@ -217,8 +240,7 @@ def read_records(source: str | Path, fmt: str | None = None
     kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
     if kind not in ("csv", "jsonl"):
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
-    if name != "-" and not Path(name).is_file():
-        raise ConfigError(f"{name}: no such file")
+    check_source(name)
     # "utf-8-sig" skips a leading byte order mark (Excel writes one), which would
     # otherwise stick to the first CSV header or spoil the first JSON line; bytes
     # that are not UTF-8 become lone surrogates: the record is then dead-lettered;

@@ -108,14 +108,19 @@ class RedisStore(Store):
         parts = urlsplit(url)
         if parts.path.strip("/") and not is_digits(parts.path.strip("/")):
             raise ConfigError(f"store URL {url!r}: expected redis://HOST:PORT/DB, DB a number")
+        try:
+            port = parts.port or 6379
+        except ValueError:  # urllib's: not a number, or out of range
+            raise ConfigError(f"store URL {url!r}: expected redis://HOST:PORT/DB, PORT a "
+                              f"number in [0, 65535]") from None
         server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         client = redis.Redis.from_url(server, socket_connect_timeout=5, socket_timeout=10)
-        with _reachable(f"redis://{parts.hostname}:{parts.port or 6379}{parts.path}"):
+        with _reachable(f"redis://{parts.hostname}:{port}{parts.path}"):
             try:
                 client.ping()
             except redis.ResponseError as e:  # a database number the server does not have
                 raise ConfigError(f"store URL {url!r}: the server refused it: {e}") from None
-            _check_eviction(client, f"redis://{parts.hostname}:{parts.port or 6379}")
+            _check_eviction(client, f"redis://{parts.hostname}:{port}")
         return cls(client, **options)
 
     def _name(self, kind: str, group: str, key: str) -> str:
