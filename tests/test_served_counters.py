@@ -24,6 +24,7 @@ from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
 from livelearn.replay import replay
 from livelearn.serve.app import create_app
+from livelearn.serve.counters import retention_for
 from livelearn.spec import PREDICTIONS
 from livelearn.tables.store import open_store
 from livelearn.train.trainer import Trainer
@@ -197,3 +198,29 @@ def test_a_window_longer_than_the_store_keeps_is_refused_at_start(tmp_path: Path
                                           "longer than the store's retention_ms 60000"):
         create_app(PIPELINE, log, Registry(tmp_path / "r"), _tables(tmp_path / "t"),
                    store=open_store("memory://?retention_ms=60000"))
+
+
+def test_a_servers_store_keeps_the_longest_window_plus_an_hour_unless_its_url_says(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """What a server's store keeps follows the pipeline's counters (memory and Redis grow
+    with it), not a fixed day: a window of two days needs no option, one of an hour keeps
+    two hours of events, not 24."""
+    assert retention_for(PIPELINE.counters) == 2 * HOUR
+    assert retention_for(()) is None
+    assert open_store("memory://", retention_for(PIPELINE.counters)).retention_ms == 2 * HOUR
+    for url in ("memory://?retention_ms=7", "memory://?max_versions=2&retention_ms=7"):
+        assert open_store(url, 5).retention_ms == 7
+    store = open_store("memory://?max_versions=2", 5)
+    assert (store.retention_ms, store.max_versions) == (5, 2)
+    long = spec.WindowCount("item_views_2d", PREDICTIONS, 48 * HOUR, by="item", of="item")
+    two_days = spec.Pipeline(
+        name="counted", feedback=PIPELINE.feedback, users=PIPELINE.users, items=PIPELINE.items,
+        counters=(long,), features=features, learner=PIPELINE.learner, target="clicked")
+    tables, registry = _serving(tmp_path, log)
+    app = create_app(two_days, log, registry, tables)  # before: longer than a day, refused
+    with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+        for ts in (T0, T0 + 36 * HOUR):
+            reply = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": ts})
+            assert reply.status_code == 200, reply.text
+    served = [orjson.loads(r.value)["features"] for r in log.read(PREDICTIONS, 0, 0, 10)]
+    assert [f["item_views_2d"] for f in served] == [0, 1]

@@ -151,9 +151,10 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="online store the tables and the pipeline's windowed counters are "
                         "kept in: memory:// (this process) or redis://host:port/db, shared "
                         "by several servers (?namespace=NAME keeps a pipeline's keys apart, "
-                        "default livelearn); ?retention_ms= bounds the counters' windows "
-                        "(default one day), ?max_versions= the versions kept of a table row "
-                        "(default 8) (default: %(default)s)")
+                        "default livelearn); ?retention_ms= how long a key's counted "
+                        "events are kept behind its newest, in ms (default: the pipeline's "
+                        "longest counter window plus an hour), ?max_versions= the versions "
+                        "kept of a table row (default 8) (default: %(default)s)")
     s.add_argument("--poll", type=positive_seconds, default=0.1, metavar="SECONDS",
                    help="how often to look for a newly approved version, in seconds "
                         "(default: %(default)s)")
@@ -261,6 +262,7 @@ def _serve(args: argparse.Namespace) -> int:
     from livelearn.cli_data import bound_socket, serve_http
     from livelearn.registry import Registry
     from livelearn.serve.app import create_app
+    from livelearn.serve.counters import retention_for
     from livelearn.spec import data_dir_of
     from livelearn.tables.store import open_store
 
@@ -268,7 +270,7 @@ def _serve(args: argparse.Namespace) -> int:
     pipeline, log = _open(args)  # its topics made, if the server is the first role
     app = create_app(pipeline, log, Registry(args.registry),
                      args.data or data_dir_of(args.pipeline), poll_s=args.poll,
-                     store=open_store(args.store))
+                     store=open_store(args.store, retention_for(pipeline.counters)))
     serve_http(app, args.host, args.port)
     return 0
 

@@ -65,7 +65,7 @@ from livelearn.features.hashing import Features, unusable
 from livelearn.log.base import Log
 from livelearn.models.base import score_problem
 from livelearn.registry import Registry
-from livelearn.serve.counters import ServedCounters
+from livelearn.serve.counters import ServedCounters, retention_for
 from livelearn.serve.holder import ModelHolder
 from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
 from livelearn.serve.scoring import EventScorer
@@ -132,7 +132,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     """The FastAPI app for one pipeline.
 
     The users and items tables are loaded from ``data_dir`` into the online
-    ``store`` at creation (a private in-memory one by default; servers that
+    ``store`` at creation (a private in-memory one by default, keeping counted events
+    for ``retention_for`` the pipeline's counters; servers that
     share a Redis store read the same rows and counters), each row valid from its
     ``as_of`` (the store keeps a key's newest ``max_versions``), and /predict reads
     each row and count as of the request's time, as the joiner and ingested
@@ -153,7 +154,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         raise ConfigError(f"pipeline '{pipeline.name}': a feedback join's server needs its "
                           f"users and items tables")
     registry.check_pipeline(pipeline.name)
-    store = store or open_store("memory://")
+    store = store or open_store("memory://", retention_for(pipeline.counters))
     served = ServedCounters(pipeline.counters, store)
 
     def count_logged() -> None:

@@ -148,8 +148,12 @@ class Store(ABC):
                               f"{snapshot.get('format')!r}")
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names, for example ``redis://127.0.0.1:6379/0?max_versions=4``."""
+def open_store(url: str, retention_ms: int | None = None) -> Store:
+    """Open the store a URL names, for example ``redis://127.0.0.1:6379/0?max_versions=4``;
+    ``retention_ms``, if given, where the URL sets none (else DEFAULTS')."""
+    if retention_ms is not None and "retention_ms" not in dict(parse_qsl(urlsplit(url).query)):
+        base, _, query = url.partition("?")
+        url = f"{base}?{query}{'&' if query else ''}retention_ms={retention_ms}"
     store: Store = open_backend(url, BACKENDS, "store")
     return store
 
