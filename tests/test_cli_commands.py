@@ -359,8 +359,8 @@ def test_replay_checks_every_input_before_it_ingests_any(
                           "of pipeline 'movies' (streams: ratings)"),
                          (f"ratings={tmp_path / 'missing.jsonl'}",
                           f"livelearn: {tmp_path / 'missing.jsonl'}: no such file"),
-                         (f"ratings={tmp_path}", f"livelearn: {tmp_path}: not a file (a "
-                          f"folder?); give a JSON lines or CSV file")):
+                         (f"ratings={tmp_path}", f"livelearn: {tmp_path}: a folder, not a "
+                          f"file; give a JSON lines or CSV file")):
         assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
                      "--events", f"ratings={events}", second]) == 2
         assert capsys.readouterr().err == said + "\n"

@@ -97,6 +97,22 @@ def test_cli_csv_and_stdin(tmp_path: Path) -> None:
     assert [e["payload"]["movie"] for e in _topic(log, "ratings")[2:]] == ["m\r\n7"] * 2
 
 
+def test_a_pipe_is_read_as_a_file_is(tmp_path: Path) -> None:
+    """``livelearn ingest P ratings <(zcat ratings.jsonl.gz)`` gives the command a pipe
+    (/dev/fd/N), not a regular file: it is read as one."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    lines = b"".join(b'{"user": "u%d", "movie": "m1", "stars": 4, "ts": %d}\n' % (i, T + i)
+                     for i in range(3))
+    done = subprocess.run(["bash", "-c", 'exec "$0" -m livelearn -q ingest "$1" ratings '
+                           '<(printf "%s" "$2") --workdir "$3"', sys.executable,
+                           str(tmp_path / "p.py"), lines.decode(), str(tmp_path / "w")],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert b"3 events appended, 0 dead-lettered" in done.stdout
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert [e["key"] for e in _topic(log, "ratings")] == ["u0", "u1", "u2"]
+
+
 def test_bytes_that_are_not_utf8_and_ragged_rows_are_dead_lettered(log: SQLiteLog,
                                                                     tmp_path: Path) -> None:
     for topic in PIPELINE.topics:

@@ -215,15 +215,16 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
 
 
 def check_source(source: str | Path) -> None:
-    """ConfigError unless ``source`` is '-' (stdin) or a file that can be read."""
+    """ConfigError unless ``source`` is '-' (stdin) or a file that can be read: a
+    regular file or a pipe (``<(zcat events.jsonl.gz)``), not a folder."""
     name = str(source)
     if name == "-":
         return
     path = Path(name)
     if not path.exists():
         raise ConfigError(f"{name}: no such file")
-    if not path.is_file():
-        raise ConfigError(f"{name}: not a file (a folder?); give a JSON lines or CSV file")
+    if path.is_dir():
+        raise ConfigError(f"{name}: a folder, not a file; give a JSON lines or CSV file")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{name}: cannot be read (permission denied)")
 
