@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from conftest import KAFKA_SCRIPTS
 from livelearn.demo import free_port
+from livelearn.errors import Unavailable
 from livelearn.log.kafka import KafkaLog
 from test_ingest import PIPELINE_FILE, T
 
@@ -80,3 +82,79 @@ def test_a_wrong_address_is_one_line_and_v_shows_the_attempts_meanwhile(tmp_path
                    and "Connection refused" in x]
         assert bool(refused) == bool(flags), lines
         assert flags or len(lines) == 1, lines
+
+
+def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
+    """A broker restarted under a joiner: the joiner waits while the broker is away and
+    learns again who leads each partition, then joins what is ingested after the
+    restart. librdkafka answers NOT_LEADER_FOR_PARTITION or _UNKNOWN_PARTITION meanwhile,
+    not flagged retriable, and did not look the leader up again by itself: a joiner or
+    trainer asking where a partition ends stopped on it."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    data = tmp_path / "kafka"
+
+    def broker(script: str) -> str:
+        done = subprocess.run([str(KAFKA_SCRIPTS / script), str(data)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().rpartition("KAFKA_BOOTSTRAP=")[2]
+
+    def ingest(url: str, first: int, n: int) -> None:
+        lines = "".join(f'{{"user": "u{i}", "movie": "m1", "stars": 4, "ts": {T + i}}}\n'
+                        for i in range(first, first + n))
+        done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest",
+                               str(tmp_path / "p.py"), "ratings", "-", "--log", url],
+                              input=lines, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    bootstrap = broker("start.sh")
+    url = f"kafka://{bootstrap}?prefix=r.&timeout=20"
+    try:
+        ingest(url, 0, 10)
+        joiner = subprocess.Popen([sys.executable, "-m", "livelearn", "join",
+                                   str(tmp_path / "p.py"), "--log", url],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = KafkaLog(bootstrap, "r.", timeout_s=20)
+        try:
+            def joined() -> set[str]:
+                end = log.end_offset("samples", 0)
+                return {r.key for r in log.read("samples", 0, 0, end)} if end else set()
+
+            deadline = time.monotonic() + 30
+            while "u5" not in joined():
+                assert joiner.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            # a role's questions go on through the restart, as a joiner's or trainer's do
+            failed: list[str] = []
+            restarted = threading.Event()
+
+            def ask() -> None:
+                while not restarted.is_set():
+                    try:
+                        log.end_offset("samples", 0)
+                    except Unavailable as e:
+                        failed.append(str(e))
+                    time.sleep(0.01)
+
+            asking = threading.Thread(target=ask)
+            asking.start()
+            try:
+                broker("stop.sh")
+                assert broker("start.sh") == bootstrap  # its config and data kept
+                time.sleep(1)
+            finally:
+                restarted.set()
+                asking.join()
+            assert not failed, failed[:3]
+            ingest(url, 10, 10)
+            deadline = time.monotonic() + 30
+            while "u15" not in joined():
+                assert joiner.poll() is None, joiner.communicate()[0]
+                assert time.monotonic() < deadline, "the joiner did not go on"
+                time.sleep(0.2)
+        finally:
+            log.close()
+            joiner.terminate()
+            joiner.communicate(timeout=30)
+    finally:
+        broker("stop.sh")

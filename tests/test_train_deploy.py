@@ -22,6 +22,7 @@ from livelearn.deploy.gate import Gate
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, PipelineError
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
+from livelearn.log import open_log
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, LinearRegression, load_learner, register, save_learner
 from livelearn.models.base import Learner
@@ -902,3 +903,41 @@ def test_a_registry_of_another_pipeline_is_refused_before_anything_changes(
                                           f"not of 'fraud'"):
         Trainer(log, first, other)
     assert first.versions() == []
+
+
+#: a version an hour of event time, so one is published inside a group of samples of one
+#: window end (the candidates of one request, each a sample)
+HOURLY = replace(PIPELINE, policies=Policies(publish_every_samples=10**6,
+                                             publish_every_ms=3_600_000))
+
+
+def test_a_trainer_restarted_from_a_version_published_inside_a_tie_learns_all_of_it(
+        tmp_path: Path, log_url: str) -> None:
+    """Samples of one window end are learned sorted by id, which is not their order in
+    the log; a version published after some of them resumed past the others, which were
+    then never learned (9 of 10 candidates of a request at a restart)."""
+    log = open_log(log_url)
+    log.create_topic(SAMPLES)
+    rng, records = np.random.default_rng(3), []
+    for g in range(40):  # a request an hour, its 10 candidates written in reverse id order
+        ts = T0 + g * 3_600_000
+        for j in reversed(range(10)):
+            sid = f"r{g:03d}-{j}"
+            records.append((sid, orjson.dumps({
+                "id": sid, "ts": ts, "window_end": ts + 600_000, "score": 0.5,
+                "features": {"topic": f"t{j % 3}"},
+                "labels": {"clicked": float(rng.random() < 0.3)}})))
+    log.append(SAMPLES, records)
+    whole = Trainer(log, Registry(tmp_path / "a"), HOURLY)
+    while whole.step(10_000, final=True):
+        pass
+    assert whole.samples == 400
+    for first_step in (15, 42, 137):
+        registry = Registry(tmp_path / f"b{first_step}")
+        Trainer(log, registry, HOURLY).step(first_step, final=True)  # then killed
+        again = Trainer(log, registry, HOURLY)
+        while again.step(50, final=True):
+            pass
+        assert again.samples == 400, first_step
+        assert np.array_equal(again.model.state()["z"], whole.model.state()["z"])
+    log.close()

@@ -44,7 +44,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -464,16 +464,25 @@ class KafkaLog(Log):
         """The partition's start (its first record still held) and its last stable offset."""
         deadline = time.monotonic() + self.timeout_s
         while True:
+            # asked again every few seconds: a question in flight when the broker went
+            # away is not answered when it comes back, but waits out its own timeout
+            attempt = max(0.1, min(_ASK_AGAIN_S, deadline - time.monotonic()))
             try:
                 low, high = self._ends.get_watermark_offsets(
-                    TopicPartition(name, partition), timeout=self.timeout_s, cached=False)
+                    TopicPartition(name, partition), timeout=attempt, cached=False)
                 return int(low), int(high)
             except KafkaException as e:
-                # a new topic's leader may take a moment to be known
-                if not e.args[0].retriable() or time.monotonic() > deadline:
+                # a new topic's leader, or a restarted broker's, may take a moment to be
+                # known: librdkafka does not flag all of those answers retriable
+                error = e.args[0]
+                transient = error.retriable() or error.code() in _NOT_YET
+                if not transient or time.monotonic() > deadline:
                     raise self._unavailable(f"asking where '{name}' partition {partition} "
                                             "ends", e) from e
                 time.sleep(0.05)
+                if error.code() in _NOT_YET:  # librdkafka may not look its leader up again
+                    with suppress(KafkaException):
+                        self._ends.list_topics(name, timeout=attempt)
 
     def check_group(self, group: str, topics: Iterable[str],
                     on_lost: Callable[[tuple[str, int], int, int], None] | None = None
@@ -698,6 +707,10 @@ class KafkaLog(Log):
 _REFUSED = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS,
             KafkaError.INVALID_CONFIG, KafkaError.TOPIC_EXCEPTION,
             KafkaError.POLICY_VIOLATION}
+_NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError._UNKNOWN_PARTITION, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+            KafkaError._ALL_BROKERS_DOWN}
+_ASK_AGAIN_S = 2.0
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 _PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _PRODUCER_MAX}
 _CONSUMER = {"enable.auto.commit": False, "enable.auto.offset.store": False,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -403,7 +403,8 @@ class Trainer:
             trained.scores[start:cut] = self._learn(batch.slice(start, cut), labels[start:cut],
                                                     samples[start:cut], where[start:cut])
             start = cut
-            trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"])))
+            trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"]),
+                                                   unlearned=where[cut:]))
         trained.scores[start:] = self._learn(batch.slice(start, len(samples)), labels[start:],
                                              samples[start:], where[start:])
         return trained
@@ -507,9 +508,14 @@ class Trainer:
                             f"{_described(self.model)} {what}{hint}; nothing learned{last} "
                             f"is published")
 
-    def _publish(self, ts: int | None) -> Version:
+    def _publish(self, ts: int | None, unlearned: Sequence[tuple[str, int, int]] = ()
+                 ) -> Version:
         """Publish the current model as a candidate, with its metrics and lineage.
 
+        A restart resumes reading each partition at the version's offset: past the last
+        sample learned, unless a sample read but not learned yet (``unlearned``, the
+        rest of the turn, and the samples held back) lies before it, as one of a window
+        end learned in id order may; the samples then read again are skipped by id.
         The details hold what a restart resumes from (``_resume``): the ids learned
         lately, the overall metric's state (``metric_state``), and the window: by
         partition (``"topic/partition"``), the offsets of its samples with their scores
@@ -534,10 +540,14 @@ class Trainer:
                 runs[-1][1] += 1
             else:
                 runs.append([where, 1])
+        resume = dict(self.offsets)
+        for topic, partition, offset in [*unlearned, *(h[2] for h in self._held)]:
+            if offset < resume.get((topic, partition), offset + 1):
+                resume[(topic, partition)] = offset
         meta = {
             "pipeline": self.pipeline.name, "trainer": self.group, "samples": self.samples,
             "event_ts": ts,
-            "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
+            "offsets": [[t, p, o] for (t, p), o in sorted(resume.items())],
             "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
             "window": {"metric": self.window.get() if self.window.count else None,
                        "samples": len(self._recent)},
