@@ -233,6 +233,9 @@ def test_before_any_version_the_server_starts_and_says_it_has_no_model(
             {"card": "c1", "merchant": "m1", "amount": 1.0}]})
         assert answer.status_code == 503
         assert "no model version approved yet" in answer.json()["detail"]
+        ready = httpx.get(f"{running.url}/readyz")
+        assert (ready.status_code, ready.json()) == (503, {
+            "ready": False, "detail": "no model version approved yet"})
 
 
 def test_run_serves_the_fraud_pipeline_and_swaps_as_labelled_events_arrive(

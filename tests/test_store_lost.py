@@ -139,11 +139,16 @@ def test_a_redis_restarted_empty_gets_the_tables_and_counters_back(
     with httpx.Client(base_url=server.url, timeout=30) as http:
         _served(http, "u1", ["i1", "i2"], T0)
         before = _served(http, "u1", ["i1", "i2"], T0 + 10)
+        assert http.get("/readyz").json() == {"ready": True, "model_version": 1}
         own_redis.stop()
         down = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": T0 + 10})
         assert down.status_code == 503, down.text
         assert "Redis is unreachable" in down.json()["detail"]
+        ready = http.get("/readyz")  # a load balancer sends the requests elsewhere
+        assert ready.status_code == 503 and not ready.json()["ready"]
+        assert "Redis is unreachable" in ready.json()["detail"]
         own_redis.start()
+        assert http.get("/readyz").json() == {"ready": True, "model_version": 1}  # put back
         assert _served(http, "u1", ["i1", "i2"], T0 + 10) == before
         assert _served(http, "u1", ["i1", "i2"], T0 + 10) == before
     logged = _logged(log)

@@ -17,8 +17,10 @@ pipeline's windowed counters live in the online store: both endpoints count
 what they logged, a thread counts what other producers append to the counted
 streams (within ``poll_s``), and /predict reads each candidate's or event's
 counts as of its ts (serve.counters). GET /models,
-/healthz and /metrics (Prometheus text, with the responses of /predict and
-/feedback by status: serve.traffic). GET /dashboard is a page that shows the
+/healthz (whether a model serves), /readyz (200 when /predict can answer: a
+version approved and the online store answering; else 503 with the reason, for
+a load balancer) and /metrics (Prometheus text, with the responses of /predict
+and /feedback by status: serve.traffic). GET /dashboard is a page that shows the
 loop at work, polling GET /dashboard/data (ui.dashboard); GET / redirects to it.
 
 Bad requests get a 4xx whose ``detail`` names the field and what was expected:
@@ -51,7 +53,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from livelearn.errors import BadInput, ConfigError, LivelearnError, PipelineError, guarded
+from livelearn.errors import (
+    BadInput,
+    ConfigError,
+    LivelearnError,
+    PipelineError,
+    Unavailable,
+    guarded,
+)
 from livelearn.events import (
     Event,
     Reason,
@@ -261,6 +270,17 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         canary = {} if holder.canary is None else {"canary_version": holder.canary}
         return {"status": "ok" if holder.version else "no model",
                 "model_version": holder.version, **canary}
+
+    @app.get("/readyz", response_model=None)
+    def readyz() -> dict[str, Any] | JSONResponse:
+        """Whether /predict can answer now (a load balancer's readiness check): 503 with
+        the reason before a version is approved or while the online store is down."""
+        try:
+            holder.current()
+            tables.ready()
+        except Unavailable as e:
+            return JSONResponse({"ready": False, "detail": str(e)}, status_code=503)
+        return {"ready": True, "model_version": holder.version}
 
     def counters() -> dict[str, int]:
         """The server's counters since it started, by name (/metrics adds ``_total``)."""

@@ -89,6 +89,11 @@ class ServedTables:
         user_row = self.store.get_rows(users.name, [user], ts).get(user, {})
         return user_row, [item_rows[item] for item in items]
 
+    def ready(self) -> None:
+        """Unavailable if the store does not answer, or lost tables and cannot load them
+        again; lost tables are loaded again now, as a request that misses a row would."""
+        self._put_back_lost()
+
     def _put_back_lost(self) -> None:
         """Load again the tables whose marker the store lost, one thread at a time."""
         if not self._lost():
