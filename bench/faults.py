@@ -19,6 +19,11 @@
    what every version published says of its metrics (samples, event time,
    prequential and window metric): a restarted trainer goes on with the metrics
    of the version it resumes from.
+
+With ``--partitions N`` the input log is copied into topics of N partitions (by each
+record's key, as ingest places it) and joined by N joiner shards (`livelearn join
+--shard K/N`), each killed on its own; ``--kafka HOST:PORT`` puts both copies on that
+Kafka broker in place of SQLite.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import numpy as np
 import orjson
 
 from livelearn.demo import _start_server, free_port
+from livelearn.log import open_log
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
 from livelearn.sim.client import FeedClient
@@ -77,9 +83,36 @@ def copy_log(source: Path, target: Path) -> str:
     return f"sqlite:///{target.resolve()}"
 
 
-def role(name: str, url: str, registry: Path, *extra: str) -> subprocess.Popen[bytes]:
+def copy_partitioned(source: Path, url: str, partitions: int) -> str:
+    """A copy of the input log's topics in ``url``, each of ``partitions`` partitions: every
+    record goes by its key (the server and ingest key an event by its request_id), in order."""
+    src, dst = SQLiteLog(source), open_log(url)
+    for topic in PIPELINE.topics:
+        dst.create_topic(topic, partitions)
+        offset = 0
+        while records := src.read(topic, 0, offset, 5000):
+            dst.append(topic, [(r.key, r.value) for r in records])
+            offset = records[-1].offset + 1
+    src.close()
+    dst.close()
+    return url
+
+
+def pipeline_ref(work: Path, partitions: int) -> str:
+    """The news-feed pipeline with ``partitions`` partitions, as a file the roles load."""
+    if partitions == 1:
+        return REF
+    path = work / "pipeline.py"
+    path.write_text("from dataclasses import replace\n\n"
+                    "from livelearn.sim.pipeline import PIPELINE as FEED\n\n"
+                    f"PIPELINE = replace(FEED, partitions={partitions})\n")
+    return str(path)
+
+
+def role(name: str, url: str, registry: Path, *extra: str, ref: str = REF
+         ) -> subprocess.Popen[bytes]:
     registry_args = [] if name == "join" else ["--registry", str(registry)]
-    cmd = [sys.executable, "-m", "livelearn", "-q", name, REF, "--log", url, *registry_args,
+    cmd = [sys.executable, "-m", "livelearn", "-q", name, ref, "--log", url, *registry_args,
            *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -90,13 +123,28 @@ def finish(process: subprocess.Popen[bytes]) -> None:
         raise SystemExit(f"{process.args} failed:\n{err.decode()}")
 
 
-def reference_run(url: str, registry: Path) -> None:
-    finish(role("join", url, registry, "--until-idle"))
-    finish(role("train", url, registry, "--until-idle"))
+def joins(shards: int) -> dict[str, list[str]]:
+    """The joiner processes by name, and their arguments: one, or one per shard."""
+    if shards == 1:
+        return {"join": []}
+    return {f"join{k}": ["--shard", f"{k}/{shards}"] for k in range(shards)}
+
+
+def finish_roles(url: str, registry: Path, ref: str = REF, shards: int = 1) -> None:
+    """Join to the end of the log (every shard at once), then train to its end."""
+    joiners = [role("join", url, registry, "--until-idle", *args, ref=ref)
+               for args in joins(shards).values()]
+    for process in joiners:
+        finish(process)
+    finish(role("train", url, registry, "--until-idle", ref=ref))
+
+
+def reference_run(url: str, registry: Path, ref: str = REF, shards: int = 1) -> None:
+    finish_roles(url, registry, ref, shards)
 
 
 def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int,
-               takeovers: int = 0) -> dict[str, Any]:
+               takeovers: int = 0, ref: str = REF, shards: int = 1) -> dict[str, Any]:
     """Run the roles with SIGKILLs on a seeded schedule, and ``takeovers`` times start a
     second joiner or trainer while the first runs; return kills per role and what the
     superseded processes did."""
@@ -104,12 +152,12 @@ def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int,
     taking_over = set(np.random.default_rng(seed + 1).choice(kills + takeovers, takeovers,
                                                              replace=False).tolist())
     port = free_port()
-    starts = {
-        "join": lambda: role("join", url, registry),
-        "train": lambda: role("train", url, registry),
-        "serve": lambda: role("serve", url, registry, "--data", str(tables),
-                              "--port", str(port)),
-    }
+    starts: dict[str, Any] = {
+        name: (lambda args=args: role("join", url, registry, *args, ref=ref))
+        for name, args in joins(shards).items()}
+    starts["train"] = lambda: role("train", url, registry, ref=ref)
+    starts["serve"] = lambda: role("serve", url, registry, "--data", str(tables),
+                                   "--port", str(port), ref=ref)
     running = {name: start() for name, start in starts.items()}
     killed: Counter[str] = Counter()
     superseded: list[subprocess.Popen[bytes]] = []
@@ -118,7 +166,7 @@ def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int,
             time.sleep(float(rng.uniform(0.2, 1.2)))
             alive = sorted(n for n, p in running.items() if p.poll() is None)
             if event in taking_over:  # one group, two processes: the newer fences the older
-                name = str(rng.choice([n for n in alive if n != "serve"] or ["join"]))
+                name = str(rng.choice([n for n in alive if n != "serve"] or [next(iter(starts))]))
                 superseded.append(running[name])
             else:
                 name = str(rng.choice(alive)) if alive else "train"
@@ -133,8 +181,7 @@ def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int,
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
-    finish(role("join", url, registry, "--until-idle"))
-    finish(role("train", url, registry, "--until-idle"))
+    finish_roles(url, registry, ref, shards)
     return {"kills_by_role": dict(killed), "takeovers": takeovers, **fenced}
 
 
@@ -171,8 +218,15 @@ def _check_serving(port: int) -> None:
 
 
 def samples(url: str) -> list[bytes]:
-    log = SQLiteLog(url.removeprefix("sqlite:///"))
-    return [r.value for r in log.read(SAMPLES, 0, 0, 10**9)]
+    log = open_log(url)
+    out = []
+    for tp in log.topic_partitions([SAMPLES]):
+        offset = 0
+        while records := log.read(*tp, offset, 10_000):
+            out += [r.value for r in records]
+            offset = records[-1].offset + 1
+    log.close()
+    return out
 
 
 def final_model(registry: Path) -> tuple[int, dict[str, np.ndarray]]:
@@ -218,16 +272,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=1, help="seed of the kill schedule and the feed")
     p.add_argument("--impressions", type=int, default=60_000,
                    help="impressions in the recorded input log (default: 60000)")
+    p.add_argument("--partitions", type=int, default=1,
+                   help="partitions of every topic, and joiner shards (default: 1)")
+    p.add_argument("--kafka", metavar="HOST:PORT",
+                   help="put the logs on this Kafka broker (default: SQLite files)")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
     args = p.parse_args(argv)
     started = time.monotonic()
     with TemporaryDirectory(prefix="livelearn-faults-") as tmp:
         work = Path(tmp)
         source = record_input(work / "input", args.impressions, args.seed)
-        ref_url, got_url = copy_log(source, work / "ref.db"), copy_log(source, work / "got.db")
-        reference_run(ref_url, work / "ref-registry")
+        ref, shards = pipeline_ref(work, args.partitions), args.partitions
+        if args.kafka:
+            prefix = f"faults{int(time.time() * 1000)}"
+            ref_url, got_url = (copy_partitioned(source, f"kafka://{args.kafka}?prefix={prefix}"
+                                                 f"{name}.", shards) for name in ("ref", "got"))
+        elif shards > 1:
+            ref_url, got_url = (copy_partitioned(source, f"sqlite:///{work / name}.db", shards)
+                                for name in ("ref", "got"))
+        else:
+            ref_url, got_url = copy_log(source, work / "ref.db"), copy_log(source, work / "got.db")
+        reference_run(ref_url, work / "ref-registry", ref, shards)
         faults = faulty_run(got_url, work / "got-registry", work / "input" / "tables",
-                            args.kills, args.seed, args.takeovers)
+                            args.kills, args.seed, args.takeovers, ref, shards)
         result = {"kills": sum(faults["kills_by_role"].values()), **faults,
                   **compare(ref_url, work / "ref-registry", got_url, work / "got-registry"),
                   "wall_seconds": round(time.monotonic() - started, 1)}

@@ -46,3 +46,22 @@ def test_a_second_joiner_or_trainer_fences_the_first_off_and_nothing_is_written_
     assert result["learned_twice"] == 0
     assert result["samples_identical"] and result["model_identical"]
     assert result["metrics_identical"] and result["versions"] > 2
+
+
+def test_kill_nine_of_sharded_joiners_over_two_partitions_changes_nothing(
+        tmp_path: Path) -> None:
+    """--partitions 2: two joiner shards (join --shard K/2), each killed on its own, and a
+    trainer merging the two samples partitions."""
+    out = tmp_path / "faults.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--partitions", "2", "--kills", "6",
+                           "--seed", "1", "--impressions", "12000", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(out.read_bytes())
+    assert result["kills"] == 6
+    assert set(result["kills_by_role"]) <= {"join0", "join1", "train", "serve"}
+    assert result["samples_expected"] == result["samples_got"] == 12000
+    assert result["samples_missing"] == result["samples_duplicated"] == 0
+    assert result["learned_twice"] == 0
+    assert result["samples_identical"] and result["model_identical"]
+    assert result["metrics_identical"]

@@ -22,7 +22,7 @@ from livelearn.deploy.gate import Gate
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, PipelineError
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
-from livelearn.log import open_log
+from livelearn.log import open_log, partition_for
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, LinearRegression, load_learner, register, save_learner
 from livelearn.models.base import Learner
@@ -941,3 +941,47 @@ def test_a_trainer_restarted_from_a_version_published_inside_a_tie_learns_all_of
         assert again.samples == 400, first_step
         assert np.array_equal(again.model.state()["z"], whole.model.state()["z"])
     log.close()
+
+
+def _in_partition(log: SQLiteLog, partition: int, seconds: range, tag: str) -> list[str]:
+    """Append a sample a second to ``partition`` of the 2-partition samples topic; their ids."""
+    ids = []
+    for s in seconds:
+        sid = next(f"{tag}{s}.{k}" for k in range(100)
+                   if partition_for(f"{tag}{s}.{k}", 2) == partition)
+        ids.append(sid)
+        log.append(SAMPLES, [(sid, orjson.dumps({
+            "id": sid, "ts": T0 + s * 1000, "window_end": T0 + s * 1000 + 600_000,
+            "score": 0.5, "features": {"topic": f"t{s % 5}"},
+            "labels": {"clicked": float(s % 3 == 0)}}))])
+    return ids
+
+
+def test_samples_of_a_partition_that_was_idle_are_learned_late_not_lost(
+        tmp_path: Path) -> None:
+    """A joiner shard down for longer than idle_after_s: its samples partition is idle,
+    the trainer goes on with the others for hours of event time, then the shard writes
+    its samples, far behind the newest learned. They are learned (before: taken for
+    learned by their window end, and lost), also by a trainer restarted in between; a
+    sample its own partition wrote again still is skipped."""
+    two = replace(SMALL, partitions=2)
+    log = SQLiteLog(tmp_path / "log.db")
+    log.create_topic(SAMPLES, 2)
+    registry = Registry(tmp_path / "registry")
+    ahead = _in_partition(log, 0, range(0, 3 * 3600, 2), "a")  # 3 h of event time
+    trainer = Trainer(log, registry, two, idle_after_s=0)
+    while trainer.step(700):  # live: partition 1 is idle at once
+        pass
+    assert trainer.samples == len(ahead) - 1  # the newest window end is held back
+    late = _in_partition(log, 1, range(1, 1801, 2), "b")  # the half hour its shard was down
+    while trainer.step(700):
+        pass
+    assert (trainer.samples, trainer.behind) == (len(ahead) - 1 + len(late), 0)
+    trainer.publish_now()
+    later = _in_partition(log, 1, range(1801, 3601, 2), "c")
+    again = Trainer(log, registry, two, idle_after_s=0)
+    log.append(SAMPLES, [(ahead[0], log.read(SAMPLES, 0, 0, 1)[0].value)])  # written again
+    while again.step(700, final=True):
+        pass
+    assert again.samples == len(ahead) + len(late) + len(later)
+    assert again.behind == 1

@@ -199,6 +199,8 @@ class Trainer:
         # ids of the samples read, and of those learned (what a version records)
         horizon = _dedup_horizon(pipeline)
         self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
+        # the newest window end learned from each input (see _caught_up), kept in versions
+        self._newest_in: dict[TopicPartition, int] = {}
         self._last_learned_ts: int | None = None
         self._names_checked = pipeline.transforms is None  # see _check_names
         self.version: Version | None = None
@@ -233,6 +235,7 @@ class Trainer:
             self.offsets = {(t, p): o for t, p, o in meta["offsets"]}
             self._read_ids = RecentIds(self._read_ids.horizon_ms, learned)
             self._learned_ids = RecentIds(self._read_ids.horizon_ms, learned)
+            self._newest_in = {(t, p): end for t, p, end in details.get("newest_in", [])}
             self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
             self._restore_metrics(version, details)
             break
@@ -276,7 +279,8 @@ class Trainer:
         end of a complete log) shows that no more can tie with them, then learned
         sorted by id: a joiner that emits ties in any order (Flink's) gives the
         same model. A sample already learned (train.dedup.RecentIds), such as one
-        a joiner's restart wrote again, is skipped.
+        a joiner's restart wrote again, is skipped; one of a partition that was idle
+        meanwhile is learned late, even far behind the others (``_caught_up``).
         """
         if self.reader is None:
             binary = type(self.model).__name__ if self.model.task == "binary" else None
@@ -299,7 +303,7 @@ class Trainer:
                     self._dead_letter(record, sample)
                     continue
                 end, sid = sample["window_end"], sample["id"]
-                if not read_ids.add_new(end, sid):
+                if not read_ids.add_new(end, sid) and not self._caught_up(record, end, sid):
                     self.duplicates += 1
                     if not read_ids.remembers(sid):
                         self._behind(end, sid)
@@ -340,6 +344,21 @@ class Trainer:
         if moved:
             learned = self._last_learned_ts
             self._publish(ts=self._last_publish_ts if learned is None else learned)
+
+    def _caught_up(self, record: Record, window_end: int, sid: str) -> bool:
+        """Whether a sample whose id is not remembered, lying over the horizon behind the
+        newest learned, is new all the same: its partition was idle while the others went
+        on (its joiner shard down or slow), and it is not behind its own partition's newest
+        learned (one joiner writes a partition in window-end order, so only a sample written
+        again lies behind that). Then it is learned late, out of the merge's order, rather
+        than taken for learned and lost."""
+        if self._read_ids.remembers(sid):
+            return False
+        newest = self._newest_in.get(record[:2])
+        if newest is not None and window_end < newest - self._read_ids.horizon_ms:
+            return False
+        self._read_ids.add(window_end, sid)
+        return True
 
     def _behind(self, window_end: int, sid: str) -> None:
         """A sample whose id is not remembered, too far behind the newest learned to tell:
@@ -491,6 +510,10 @@ class Trainer:
         self.window.update(scores, labels)  # the same samples as _recent, in the same order
         self._recent.extend(where[-(self._recent.maxlen or 0):])  # only the last ones stay
         self.offsets.update({(topic, partition): offset + 1 for topic, partition, offset in where})
+        newest = self._newest_in
+        for (topic, partition, _), sample in zip(where, samples, strict=True):
+            if sample["window_end"] > newest.get((topic, partition), -(2**63)):
+                newest[(topic, partition)] = sample["window_end"]
         self._learned_ids.add_all(samples)
         self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += len(batch)
@@ -517,9 +540,10 @@ class Trainer:
         rest of the turn, and the samples held back) lies before it, as one of a window
         end learned in id order may; the samples then read again are skipped by id.
         The details hold what a restart resumes from (``_resume``): the ids learned
-        lately, the overall metric's state (``metric_state``), and the window: by
-        partition (``"topic/partition"``), the offsets of its samples with their scores
-        (what the gate reads) and labels, and in ``runs`` the order the samples were
+        lately, the newest window end learned from each partition (``newest_in``), the
+        overall metric's state (``metric_state``), and the window: by partition
+        (``"topic/partition"``), the offsets of its samples with their scores (what the gate
+        reads) and labels, and in ``runs`` the order the samples were
         learned in, as runs of consecutive samples of one partition (``[["samples/0",
         5000]]`` for one partition), oldest first.
         """
@@ -553,6 +577,7 @@ class Trainer:
                        "samples": len(self._recent)},
         }
         details = {"learned_ids": self._learned_ids.state(),
+                   "newest_in": [[t, p, end] for (t, p), end in sorted(self._newest_in.items())],
                    "metric_state": self.metric.state(),
                    "window": {"offsets": offsets, "scores": scores, "labels": labels,
                               "runs": runs, "count": self.window.count}}
