@@ -17,6 +17,7 @@ from livelearn.cli_data import (
     LOG_HELP,
     PIPELINE_HELP,
     add_skip_lost,
+    number_of,
     port_number,
     positive_seconds,
 )
@@ -277,13 +278,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _fraction(text: str) -> float:
     """--faults: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
-    return value
+    return number_of(text, float, lambda v: 0 <= v <= 1, "a fraction in [0, 1]")
 
 
 def _shard(text: str) -> tuple[int, int]:

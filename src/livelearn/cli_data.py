@@ -15,10 +15,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from livelearn.errors import BadInput, ConfigError, make_folder
+
+N = TypeVar("N", int, float)
 
 #: The PIPELINE argument's help, for every command that takes one (spec.load_pipeline).
 PIPELINE_HELP = ("the pipeline: path/to/file.py (its PIPELINE; file.py:NAME for another "
@@ -117,36 +120,31 @@ def _workdir(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"where {what} (default: livelearn-NAME)")
 
 
+def number_of(text: str, kind: Callable[[str], N], fits: Callable[[N], bool],
+              expected: str) -> N:
+    """An option's value: ``kind(text)`` if it ``fits``; else argparse's error, saying
+    what was ``expected``."""
+    try:
+        value: N | None = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not fits(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def port_number(text: str) -> int:
     """--port: a whole number in [0, 65535]."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in [0, 65535], got {text}")
-    return value
+    return number_of(text, int, lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
 
 
 def positive_seconds(text: str) -> float:
     """A number of seconds above 0 (--poll)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
-    return value
+    return number_of(text, float, lambda v: 0 < v < math.inf, "a number of seconds above 0")
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
-    return value
+    return number_of(text, int, lambda v: v > 0, "a whole number above 0")
 
 
 def _paths(args: argparse.Namespace, pipeline: Any = None) -> tuple[Any, Path, Any]:
