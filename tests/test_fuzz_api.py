@@ -35,8 +35,8 @@ from livelearn.sim.world import NewsFeed
 from livelearn.train.trainer import Trainer
 
 EXAMPLES = 50  # per operation and generation mode
-OPERATIONS = ["POST /predict", "POST /feedback", "GET /models", "GET /healthz", "GET /metrics",
-              "GET /dashboard/data"]
+OPERATIONS = ["POST /predict", "POST /feedback", "GET /models", "GET /healthz", "GET /readyz",
+              "GET /metrics", "GET /dashboard/data"]
 #: Negative cases only exist for operations that take input: the GETs take none.
 RUNS = [(op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
     (op, GenerationMode.NEGATIVE) for op in OPERATIONS if op.startswith("POST")]
