@@ -139,10 +139,6 @@ def finish_roles(url: str, registry: Path, ref: str = REF, shards: int = 1) -> N
     finish(role("train", url, registry, "--until-idle", ref=ref))
 
 
-def reference_run(url: str, registry: Path, ref: str = REF, shards: int = 1) -> None:
-    finish_roles(url, registry, ref, shards)
-
-
 def faulty_run(url: str, registry: Path, tables: Path, kills: int, seed: int,
                takeovers: int = 0, ref: str = REF, shards: int = 1) -> dict[str, Any]:
     """Run the roles with SIGKILLs on a seeded schedule, and ``takeovers`` times start a
@@ -292,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 for name in ("ref", "got"))
         else:
             ref_url, got_url = copy_log(source, work / "ref.db"), copy_log(source, work / "got.db")
-        reference_run(ref_url, work / "ref-registry", ref, shards)
+        finish_roles(ref_url, work / "ref-registry", ref, shards)  # the reference run
         faults = faulty_run(got_url, work / "got-registry", work / "input" / "tables",
                             args.kills, args.seed, args.takeovers, ref, shards)
         result = {"kills": sum(faults["kills_by_role"].values()), **faults,

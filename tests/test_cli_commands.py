@@ -400,7 +400,6 @@ def test_a_host_not_of_this_machine_is_named_in_one_line() -> None:
 def test_a_store_url_with_a_bad_port_is_named_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
     """It was a ValueError traceback from urllib."""
-    pytest.importorskip("redis")
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     assert main(["serve", str(tmp_path / "p.py"), "--log", "memory://", "--registry",
                  str(tmp_path / "r"), "--store", url]) == 2
