@@ -25,3 +25,6 @@ def test_replay_benchmark_writes_its_figures_and_the_direct_baseline(tmp_path: P
     # the same events, tables, counter, features and learner: nearly the same AUC (the
     # baseline learns in file order, the replay in event-time order)
     assert abs(result["direct"]["metric_value"] - result["metric_value"]) < 0.02
+    dense = result["dense"]  # the same number of events, a second of event time
+    assert dense["events_per_second_of_event_time"] == 3000 and dense["events_per_s"] > 0
+    assert 0 < dense["metric_value"] <= 1

@@ -27,7 +27,7 @@ DAY_MS = 86_400_000
 CATEGORIES = {"grocery": -1.0, "fuel": -0.5, "travel": 0.5, "electronics": 1.0, "gift_cards": 2.0}
 
 
-def generate(out: Path, rows: int, seed: int = 1, cards: int = 500, days: int = 14) -> None:
+def generate(out: Path, rows: int, seed: int = 1, cards: int = 500, days: float = 14) -> None:
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     merchants = [(f"m{i}", rng.choice(list(CATEGORIES))) for i in range(100)]
@@ -36,7 +36,7 @@ def generate(out: Path, rows: int, seed: int = 1, cards: int = 500, days: int = 
         w = csv.writer(f)
         w.writerow(["merchant_id", "category"])
         w.writerows(merchants)
-    times = sorted(START_MS + rng.randrange(days * DAY_MS) for _ in range(rows))
+    times = sorted(START_MS + rng.randrange(int(days * DAY_MS)) for _ in range(rows))
     last: dict[str, int] = {}
     with open(out / "transactions.jsonl", "w") as f:
         for i, ts in enumerate(times):
@@ -53,7 +53,7 @@ def generate(out: Path, rows: int, seed: int = 1, cards: int = 500, days: int = 
                                 "amount": amount, "ts": ts, "is_fraud": fraud}) + "\n")
 
 
-def _cards(path: Path, rng: random.Random, cards: int, days: int) -> dict[str, list[int]]:
+def _cards(path: Path, rng: random.Random, cards: int, days: float) -> dict[str, list[int]]:
     """Write cards.csv; return, per card, the times it became high-risk."""
     high_since: dict[str, list[int]] = {}
     with open(path, "w", newline="") as f:
@@ -63,7 +63,7 @@ def _cards(path: Path, rng: random.Random, cards: int, days: int) -> dict[str, l
             card, country = f"c{c}", rng.choice(["FR", "DE", "US", "BR"])
             w.writerow([card, _iso(START_MS - DAY_MS), "low", country])
             if rng.random() < 0.3:
-                when = START_MS + rng.randrange(days * DAY_MS)
+                when = START_MS + rng.randrange(int(days * DAY_MS))
                 w.writerow([card, _iso(when), "high", country])
                 high_since[card] = [when]
     return high_since

@@ -120,7 +120,8 @@ class EventLabel:
     name) or a function of the event giving named labels. ``counted`` are other
     streams read only to feed ``Pipeline.counters``. An event id is remembered
     for ``dedup_ms`` of event time after its ts, to dead-letter a second copy as
-    a duplicate (the joiner's state grows with the ids of that span).
+    a duplicate (the joiner's memory holds the ids of that span; its checkpoint
+    does not: a restarted joiner reads them again from the log).
     """
 
     stream: Stream

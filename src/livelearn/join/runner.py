@@ -14,7 +14,11 @@ The samples and dead letters are written, and the input offsets and the
 joiner's state committed, in one atomic step of the Log, so a restarted joiner
 takes up exactly where its last write left it; one whose pipeline now joins
 otherwise (another window, allowed lateness, streams or counters: Joiner.restore)
-refuses to start. Records the log deleted before the joiner read them (its
+refuses to start. The state written leaves out the ids of the windows emitted and
+the counters, which grow with the traffic: it says where each input's records
+within the joiner's horizon start (``_rewind``, from the marks of what each step
+read), and a restarted joiner reads those again (Joiner.rebuild) before it goes on.
+Records the log deleted before the joiner read them (its
 retention) stop it (Lost), or with ``skip_lost`` are skipped: each gap is logged
 and becomes a dead letter (reason lost) written in the same atomic step as the
 offset past it, so a restart neither skips it again nor writes it twice. A write
@@ -30,21 +34,26 @@ in the same process need not parse them, where JSON gives them back unchanged
 
 from __future__ import annotations
 
+import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from livelearn.errors import ConfigError, guarded
+from livelearn.errors import ConfigError, Lost, guarded
 from livelearn.events import lost_letter
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, start_offsets
 from livelearn.log.merge import MergedReader
 from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
 
+log = logging.getLogger("livelearn.join")
+
 _MALFORMED_FIRST = -(2**63)
+#: Records read at a time when a restart reads its inputs again (Joiner.rebuild).
+REBUILD_BATCH = 10_000
 
 #: Records joined at a time within a step: few enough for what they make on the way
 #: (parsed records, events, samples) to stay in the CPU's caches until encoded (a
@@ -151,6 +160,15 @@ class JoinRunner:
                                            if tp not in checkpoint.offsets], self.group)
         self.offsets.update({tp: o for tp, o in checkpoint.offsets.items() if tp in self.inputs})
         self.resumed = any(tp in self.inputs for tp in checkpoint.offsets)  # not a new group
+        # per input, (first offset, largest ts up to it) of what each step read: where the
+        # records within the joiner's horizon start (_rewind)
+        self._marks: dict[TopicPartition, deque[tuple[int, int]]] = {
+            tp: deque() for tp in self.inputs}
+        # restored from a state that holds everything: the newest ts it had read, until
+        # which the states written hold everything too (_rewind)
+        self._whole_until: int | None = None
+        if checkpoint.state is not None:
+            self._restart()
         self._out: list[Output] = []
         # what was read and made since the last write: records, outputs encoded by
         # topic, and if handed on the samples decoded (one per encoded sample, None
@@ -179,6 +197,7 @@ class JoinRunner:
         many input records were processed.
         """
         done, ended = 0, False
+        firsts: dict[TopicPartition, int] = {}
         while done < max_records:
             out = self._out = []  # with what an input's idleness lets out meanwhile
             batch = self.reader.next_batch(final, min(CHUNK, max_records - done))
@@ -186,8 +205,11 @@ class JoinRunner:
             self._keep(out)
             if batch:
                 if len(self.inputs) == 1:  # the batch is in offset order
+                    firsts.setdefault(self.inputs[0], batch[0][0].offset)
                     self.offsets[self.inputs[0]] = batch[-1][0].offset + 1
                 else:
+                    for record, _ in batch:
+                        firsts.setdefault(record[:2], record.offset)
                     self.offsets.update({record[:2]: record.offset + 1 for record, _ in batch})
             if self._skipped:  # past the gaps: what was read before one is in this batch
                 for tp, start in self._skipped.items():
@@ -199,6 +221,8 @@ class JoinRunner:
             done += len(batch)
         if ended:
             self._keep(self.joiner.flush())
+        for tp, first in firsts.items():
+            self._mark(tp, first, self.joiner.max_seen.get(tp))
         self._unwritten += done
         if final or self._unwritten * STATE_BYTES_PER_RECORD >= self.state_bytes \
                 or time.monotonic() >= self._due_at:
@@ -210,7 +234,7 @@ class JoinRunner:
         if not (self._unwritten or self._encoded):
             return False
         began = time.monotonic()
-        state = self.joiner.state()
+        state = self.joiner.state(self._rewind(), self._whole_until)
         with self.log.atomic():
             for topic, items in self._encoded.items():
                 self.log.append(topic, items,
@@ -222,6 +246,78 @@ class JoinRunner:
         self.state_bytes = len(state)
         self.writes += 1
         return True
+
+    def _mark(self, tp: TopicPartition, first: int, newest: int | None) -> None:
+        """Note that the records of ``tp`` from offset ``first`` on (up to the next mark)
+        have ts at most ``newest`` (None: none has a ts)."""
+        self._marks[tp].append((first, _MALFORMED_FIRST if newest is None else newest))
+
+    def _rewind(self) -> list[tuple[str, int, int]] | None:
+        """For each input, the offset from which its records hold all those within the
+        joiner's horizon behind the watermark (Joiner.state): the marks of the records
+        all older than that are dropped. None (the state is written whole) while a
+        restored whole state's records may still lie within the horizon."""
+        oldest = self.joiner.watermark - self.joiner.horizon_ms
+        if self._whole_until is not None:
+            if oldest <= self._whole_until:
+                return None
+            self._whole_until = None
+        rewind = []
+        for tp in self.inputs:
+            marks = self._marks[tp]
+            while marks and marks[0][1] < oldest:
+                marks.popleft()
+            rewind.append((*tp, marks[0][0] if marks else self.offsets[tp]))
+        return rewind
+
+    def _restart(self) -> None:
+        """After a restore: read each input again from its rewind offset up to its
+        checkpoint offset (Joiner.rebuild), if the state was written compact; marking
+        what was read. A state written whole (by an earlier livelearn, or until the
+        records before such a one leave the horizon) is written whole until then."""
+        rewind = self.joiner.rewind
+        if rewind is None:
+            seen = [ts for ts in self.joiner.max_seen.values() if ts is not None]
+            self._whole_until = self.joiner.whole_until if self.joiner.whole_until is not None \
+                else max(seen) if seen else None
+            for tp in self.inputs:  # what it read: from where the input starts, as new as that
+                if self.joiner.max_seen.get(tp) is not None:
+                    self._mark(tp, self.log.start_offset(*tp), self.joiner.max_seen[tp])
+            return
+        began, read = time.monotonic(), 0
+        for topic, partition, start in rewind:
+            if (topic, partition) in self._marks:
+                read += self._read_again((topic, partition), start)
+        self.joiner.rebuilt()
+        log.info("joiner group '%s': read %d records again in %.1f s to rebuild the ids and "
+                 "counts its checkpoint leaves out", self.group, read, time.monotonic() - began)
+
+    def _read_again(self, tp: TopicPartition, offset: int) -> int:
+        """Give the joiner back the records of ``tp`` from ``offset`` up to its checkpoint
+        offset (those the log deleted meanwhile, its retention, are skipped and said)."""
+        end, read = self.offsets[tp], 0
+        while offset < end:
+            try:
+                records = self.log.read(*tp, offset, min(REBUILD_BATCH, end - offset))
+            except Lost:
+                start = self.log.start_offset(*tp)
+                if start <= offset:
+                    raise
+                log.warning("joiner group '%s': records %d to %d of %s[%d] were deleted before "
+                            "a restart read them again: the ids and counts they gave are "
+                            "forgotten", self.group, offset, start - 1, *tp)
+                offset = start
+                continue
+            if not records:
+                break
+            newest = _MALFORMED_FIRST
+            for record in records:
+                ts, value = _ts(record)
+                self.joiner.rebuild(record, value)
+                newest = max(newest, ts)
+            self._mark(tp, records[0].offset, newest)
+            offset, read = records[-1].offset + 1, read + len(records)
+        return read
 
     def _on_idle(self, tp: TopicPartition, idle: bool) -> None:
         self._out.extend(self.joiner.set_idle(tp, idle))
