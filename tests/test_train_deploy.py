@@ -32,8 +32,10 @@ from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
+from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import auc
-from livelearn.train.trainer import Trainer
+from livelearn.train.rebuild import Marks, read_back
+from livelearn.train.trainer import Trainer, _dedup_horizon, _sample_key
 
 T0 = 1_767_571_200_000
 SMALL = replace(PIPELINE, policies=Policies(publish_every_samples=1000,
@@ -165,7 +167,7 @@ def test_a_version_without_the_metrics_state_resumes_with_them_from_zero(
         details = registry.details(v.id)
         window = {k: details["window"][k] for k in ("offsets", "scores")}
         old.publish(registry.load(v.id), v.meta, v.parent,
-                    {"learned_ids": details["learned_ids"], "window": window})
+                    {"learned_ids": _listed_ids(log, registry, v.id), "window": window})
     with caplog.at_level(logging.WARNING, logger="livelearn.train"):
         resumed = Trainer(log, old, WIDE)
     (said,) = [r.getMessage() for r in caplog.records]
@@ -181,6 +183,16 @@ def test_a_version_without_the_metrics_state_resumes_with_them_from_zero(
                                                        trained.labels[:1000]), abs=1e-3)
     resumed_again = Trainer(log, old, WIDE)  # from v3, which holds them
     assert resumed_again.metric.count == 1000 and len(resumed_again._recent) == 1000
+
+
+def _listed_ids(log: SQLiteLog, registry: Registry, version: int) -> list[list[object]]:
+    """The ids learned lately as a version of an earlier livelearn listed them: [window
+    end, id], ordered by window end."""
+    ids = RecentIds(_dedup_horizon(SMALL))
+    rebuild = registry.details(version)["rebuild"]
+    for end, sid in read_back(log, _sample_key(SMALL.target), rebuild, Marks()):
+        ids.add(end, sid)
+    return sorted([end, sid] for sid, end in ids._ids.items())
 
 
 def test_a_metric_state_that_cannot_be_read_restarts_the_metrics_and_says_so(
@@ -223,13 +235,18 @@ def test_bulky_details_stay_out_of_the_version_list(tmp_path: Path, log: SQLiteL
     assert set(v3.meta["window"]) == {"metric", "samples"} and "learned_ids" not in v3.meta
     details = registry.details(3)
     assert len(details["window"]["scores"][f"{SAMPLES}/0"]) == 1000
-    assert details["learned_ids"][-1] == [T0 + 1999 * 1000 + 600_000, "r1999"]
-    # as before: everything in the metadata
+    # the step read 2,500: the 500 after v3's 2,000th are to skip at a restart
+    assert details["rebuild"] == {"from": [[SAMPLES, 0, 0]], "to": [[SAMPLES, 0, 2500]],
+                                  "skip": [[SAMPLES, 0, 2000, 500]]}
+    listed = _listed_ids(log, registry, 3)
+    assert listed[-1] == [T0 + 1999 * 1000 + 600_000, "r1999"]
+    # as before: everything in the metadata, and the ids listed
     old = Registry(tmp_path / "old")
     for v in registry.versions():
         old.publish(registry.load(v.id), v.meta | registry.details(v.id), v.parent)
     resumed = Trainer(log, old, SMALL)
-    assert resumed.samples == 2000 and old.details(3)["learned_ids"] == details["learned_ids"]
+    assert resumed.samples == 2000 and old.details(3)["rebuild"] == details["rebuild"]
+    assert sorted([e, s] for s, e in resumed._learned_ids._ids.items()) == listed
     assert resumed.step(10_000, final=True) is not None and resumed.samples == 2500
 
 
@@ -932,14 +949,19 @@ def test_a_trainer_restarted_from_a_version_published_inside_a_tie_learns_all_of
     while whole.step(10_000, final=True):
         pass
     assert whole.samples == 400
+    skipped = []
     for first_step in (15, 42, 137):
         registry = Registry(tmp_path / f"b{first_step}")
         Trainer(log, registry, HOURLY).step(first_step, final=True)  # then killed
+        # the tie's samples read but not learned are to skip, not taken for learned
+        skipped.append(registry.details(registry.versions()[-1].id)["rebuild"]["skip"])
         again = Trainer(log, registry, HOURLY)
         while again.step(50, final=True):
             pass
         assert again.samples == 400, first_step
         assert np.array_equal(again.model.state()["z"], whole.model.state()["z"])
+        assert again._learned_ids._ids == whole._learned_ids._ids
+    assert any(skipped)
     log.close()
 
 
@@ -985,3 +1007,102 @@ def test_samples_of_a_partition_that_was_idle_are_learned_late_not_lost(
         pass
     assert again.samples == len(ahead) + len(late) + len(later)
     assert again.behind == 1
+
+
+def _dense(log: SQLiteLog, n: int) -> list[str]:
+    """``n`` samples, three of a window end every 10 ms of event time (so thousands lie
+    within the trainer's horizon), over the 2 partitions of the samples topic, with a
+    few it cannot learn (not JSON; a feature null: every 101st, every 97th) and a few
+    written twice; the ids of those that are JSON."""
+    log.create_topic(SAMPLES, 2)
+    log.create_topic(DEAD_LETTERS)
+    rng, records, ids = np.random.default_rng(5), [], []
+    for i in range(1, n + 1):
+        sid, ts = f"d{i:06d}", T0 + i // 3 * 10
+        topic = f"t{rng.integers(5)}" if i % 97 else None
+        value = orjson.dumps({
+            "id": sid, "ts": ts, "window_end": ts + 600_000, "score": 0.5,
+            "features": {"topic": topic}, "labels": {"clicked": float(rng.random() < 0.3)}})
+        records.append((sid, value if i % 101 else b"{not json"))
+        if i % 89 == 0:
+            records.append((sid, value))  # written again
+        ids += [sid] if i % 101 else []
+    log.append(SAMPLES, records)
+    return ids
+
+
+#: two partitions; the defaults' horizon (22 minutes of event time)
+DENSE = replace(SMALL, partitions=2)
+
+
+def test_a_trainer_restarted_over_dense_samples_remembers_the_ids_of_one_never_stopped(
+        tmp_path: Path) -> None:
+    """Each trainer learns one step of a random size, then stops; the next resumes and
+    reads the ids learned lately back from the log (train.rebuild), none listed in the
+    versions. It learns each sample once, and ends with the ids, the model and the
+    versions of a trainer never stopped."""
+    log = SQLiteLog(tmp_path / "log.db")
+    ids = _dense(log, 6000)
+    whole = Trainer(log, Registry(tmp_path / "a"), DENSE)
+    while whole.step(5000, final=True):
+        pass
+    whole.publish_now()
+    assert whole.samples == sum(1 for sid in ids if int(sid[1:]) % 97)
+    assert set(whole._learned_ids._ids) == set(ids)  # the dead-lettered ones taken as learned
+    rng, restarts = np.random.default_rng(7), 0
+    while restarts < 100:  # a trainer that never reaches the end fails, not hangs
+        trainer = Trainer(log, Registry(tmp_path / "b"), DENSE)
+        trainer.step(int(rng.integers(1, 1800)), final=True)
+        if trainer.samples == whole.samples:  # the end: published, as the other
+            trainer.publish_now()
+            break
+        restarts += 1
+    assert restarts >= 3
+    assert trainer._learned_ids._ids == whole._learned_ids._ids
+    assert trainer._learned_ids.newest == whole._learned_ids.newest
+    assert trainer.samples == whole.samples
+    assert np.array_equal(trainer.model.state()["z"], whole.model.state()["z"])
+    assert _published(trainer.registry) == _published(whole.registry)
+    assert trainer.metric.get() == whole.metric.get()
+    log.close()
+
+
+def test_a_trainer_resumed_mid_stream_has_the_ids_learned_until_its_version(
+        tmp_path: Path) -> None:
+    """Right after the restart, the ids remembered are those of the samples the version
+    covers (not those of the step's samples after it, read again next)."""
+    log = SQLiteLog(tmp_path / "log.db")
+    _dense(log, 4000)
+    order: list[str] = []
+    whole = Trainer(log, Registry(tmp_path / "a"), DENSE)
+    while trained := whole.step(700, final=True):
+        order += [s["id"] for s in trained.samples]
+    registry = Registry(tmp_path / "b")
+    Trainer(log, registry, DENSE).step(2500, final=True)  # v3 at 2,000; then stops
+    again = Trainer(log, registry, DENSE)
+    learned = {sid for sid in again._learned_ids._ids if int(sid[1:]) % 97}  # not dead letters
+    assert again.samples == 2000 and learned == set(order[:2000])
+    assert registry.details(3)["rebuild"]["skip"]  # the step's samples after the 2,000th
+    log.close()
+
+
+def test_a_versions_details_do_not_grow_with_the_samples_within_the_horizon(
+        tmp_path: Path) -> None:
+    """20,000 samples within a minute of event time, all remembered: the version after
+    the 20,000th says where their ids are in as few bytes as the one after the 2,000th."""
+    log = SQLiteLog(tmp_path / "log.db")
+    _dense(log, 21_000)
+    every = replace(DENSE, policies=replace(DENSE.policies, publish_every_samples=2000))
+    trainer = Trainer(log, Registry(tmp_path / "reg"), every)
+    while trainer.step(1000, final=True):
+        pass
+    assert len(trainer._learned_ids._ids) > 19_000  # all within the horizon
+    by_samples = {v.meta["samples"]: v.id for v in trainer.registry.versions()}
+    small, large = (trainer.registry.details(by_samples[n]) for n in (2000, 20_000))
+    for details in (small, large):
+        assert len(details["rebuild"]["from"]) == len(details["rebuild"]["to"]) == 2
+        # the samples of the step after the version (less those dead-lettered)
+        assert sum(n for _, _, _, n in details["rebuild"]["skip"]) < 1000
+    assert len(orjson.dumps(large["rebuild"])) < 2 * len(orjson.dumps(small["rebuild"]))
+    assert len(orjson.dumps(large)) < 2 * len(orjson.dumps(small))
+    log.close()

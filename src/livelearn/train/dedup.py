@@ -4,7 +4,9 @@ A joiner's restart may write the samples of its last step again, and a joiner
 that does not emit in order (Flink) interleaves window ends a little. A sample
 is taken for already learned if its id was learned, or if its window end lies
 more than ``horizon_ms`` behind the newest one learned (its id is forgotten by
-then). The state is small: the ids of ``horizon_ms`` of event time.
+then). It holds the ids of ``horizon_ms`` of event time, in memory only: a
+version records where in the log they are, and a restart reads them back
+(train.rebuild).
 
 >>> seen = RecentIds(horizon_ms=1000)
 >>> seen.add(5000, "a"); seen.add(4990, "b")
@@ -22,7 +24,7 @@ from typing import Any
 class RecentIds:
     """Sample ids whose window end is within ``horizon_ms`` of the newest one."""
 
-    def __init__(self, horizon_ms: int, state: list[list[int | str]] | None = None):
+    def __init__(self, horizon_ms: int):
         self.horizon_ms = horizon_ms
         self._ids: dict[str, int] = {}
         # (window end, id) to forget, oldest first: those added in order of window end
@@ -30,8 +32,6 @@ class RecentIds:
         self._in_order: deque[tuple[int, str]] = deque()
         self._heap: list[tuple[int, str]] = []
         self.newest: int | None = None
-        for end, sid in state or []:
-            self.add(int(end), str(sid))
 
     def seen(self, window_end: int, sid: str) -> bool:
         too_old = self.newest is not None and window_end < self.newest - self.horizon_ms
@@ -94,5 +94,3 @@ class RecentIds:
         self.add(window_end, sid)
         return True
 
-    def state(self) -> list[list[int | str]]:
-        return [[end, sid] for sid, end in sorted(self._ids.items(), key=lambda x: (x[1], x[0]))]

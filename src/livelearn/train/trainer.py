@@ -7,11 +7,13 @@ and over the most recent ``gate_window`` samples. A version is published every
 
 The trainer's checkpoint is the newest version it published: the model, the
 input offsets it had reached and its sample count in that version's metadata;
-the ids it learned lately and the state of its metrics (the overall one, and
-the window's scores, labels and where each sample is) in its details. A
-restarted trainer resumes from there and learns the rest again, in order, so it
-ends in the same state as a run never interrupted, and publishes the same
-metrics. A version published before versions held the metrics' state resumes
+where in the log the ids it learned lately are (train.rebuild: read back at a
+restart, so a version's size does not grow with the stream's rate) and the state
+of its metrics (the overall one, and the window's scores, labels and where each
+sample is) in its details. A restarted trainer resumes from there and learns the
+rest again, in order, so it ends in the same state as a run never interrupted,
+and publishes the same metrics. A version of an earlier livelearn, which listed
+the ids, resumes with that list. A version published before versions held the metrics' state resumes
 with them from zero (said in a warning): the later versions' ``prequential``
 covers the samples learned since. ``duplicates``, ``behind`` and ``malformed``
 count what this process met since it started (samples read again after a restart
@@ -52,6 +54,7 @@ from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import Metric, WindowedMetric, make_metric, metric_from_state
+from livelearn.train.rebuild import Marks, read_back
 
 log = logging.getLogger("livelearn.train")
 #: one warning per sample dead-lettered (`livelearn -q` counts them instead)
@@ -199,6 +202,7 @@ class Trainer:
         # ids of the samples read, and of those learned (what a version records)
         horizon = _dedup_horizon(pipeline)
         self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
+        self._marks = Marks()  # where in the log the ids learned lately are
         # the newest window end learned from each input (see _caught_up), kept in versions
         self._newest_in: dict[TopicPartition, int] = {}
         self._last_learned_ts: int | None = None
@@ -230,11 +234,9 @@ class Trainer:
                             "--registry to start the declared learner)", self.pipeline.name,
                             declared, version.id, _described(self.model))
             meta, details = version.meta, self.registry.details(version.id)
-            learned = details["learned_ids"]
             self.version = version
             self.offsets = {(t, p): o for t, p, o in meta["offsets"]}
-            self._read_ids = RecentIds(self._read_ids.horizon_ms, learned)
-            self._learned_ids = RecentIds(self._read_ids.horizon_ms, learned)
+            self._restore_ids(details)
             self._newest_in = {(t, p): end for t, p, end in details.get("newest_in", [])}
             self.samples, self._last_publish_ts = meta["samples"], meta["event_ts"]
             self._restore_metrics(version, details)
@@ -243,6 +245,27 @@ class Trainer:
                                                      if tp not in self.offsets], self.group))
         if self.version is None:
             self.version = self._publish(ts=None)
+
+    def _sample_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
+        """The merge key of this trainer's samples (_sample_key, for its learner)."""
+        binary = type(self.model).__name__ if self.model.task == "binary" else None
+        return _sample_key(self.pipeline.target, binary)
+
+    def _restore_ids(self, details: dict[str, Any]) -> None:
+        """The ids learned lately, as the version recorded them: read back from the log
+        (train.rebuild, whose docstring says why they are the same ids), or listed by a
+        version of an earlier livelearn. The samples read but not learned then are read
+        again, so the ids read start as those learned."""
+        if "rebuild" in details:
+            ids = read_back(self.log, self._sample_key(), details["rebuild"], self._marks)
+        else:
+            ids = self._marks.listed = [(int(end), str(sid))
+                                        for end, sid in details["learned_ids"]]
+        horizon = self._read_ids.horizon_ms
+        self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
+        for end, sid in ids:
+            self._read_ids.add(end, sid)
+            self._learned_ids.add(end, sid)
 
     def _restore_metrics(self, version: Version, details: dict[str, Any]) -> None:
         """The overall metric and the window as ``version`` recorded them (``_publish``);
@@ -283,10 +306,8 @@ class Trainer:
         meanwhile is learned late, even far behind the others (``_caught_up``).
         """
         if self.reader is None:
-            binary = type(self.model).__name__ if self.model.task == "binary" else None
-            self.reader = MergedReader(self.log, self.inputs,
-                                       _sample_key(self.pipeline.target, binary),
-                                       self.offsets, self.idle_after_s, group=self.group,
+            self.reader = MergedReader(self.log, self.inputs, self._sample_key(), self.offsets,
+                                       self.idle_after_s, group=self.group,
                                        on_lost=self._on_lost if self.skip_lost else None)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
@@ -297,6 +318,7 @@ class Trainer:
             if not batch:
                 exhausted = True
                 break
+            self._marks.note(batch)
             held = self._held
             for record, sample in batch:
                 if type(sample) is not dict:  # why it cannot be learned
@@ -439,6 +461,8 @@ class Trainer:
             if problem is None:
                 keep.append((sample, (topic, partition, offset)))
                 continue
+            # taken as learned (the rebuild reads it back as such: see train.rebuild)
+            self._learned_ids.add(sample["window_end"], sample["id"])
             self._dead_letter(Record(topic, partition, offset, sample["id"], orjson.dumps(sample)),
                               f"sample cannot be learned: {problem} (as the sample's JSON "
                               f"holds it: NaN and infinities are written as null)")
@@ -539,8 +563,9 @@ class Trainer:
         sample learned, unless a sample read but not learned yet (``unlearned``, the
         rest of the turn, and the samples held back) lies before it, as one of a window
         end learned in id order may; the samples then read again are skipped by id.
-        The details hold what a restart resumes from (``_resume``): the ids learned
-        lately, the newest window end learned from each partition (``newest_in``), the
+        The details hold what a restart resumes from (``_resume``): where the ids learned
+        lately are (``rebuild``: train.rebuild, with ``unlearned`` and the samples held
+        back to skip), the newest window end learned from each partition (``newest_in``), the
         overall metric's state (``metric_state``), and the window: by partition
         (``"topic/partition"``), the offsets of its samples with their scores (what the gate
         reads) and labels, and in ``runs`` the order the samples were
@@ -565,7 +590,8 @@ class Trainer:
             else:
                 runs.append([where, 1])
         resume = dict(self.offsets)
-        for topic, partition, offset in [*unlearned, *(h[2] for h in self._held)]:
+        unread = [*unlearned, *(h[2] for h in self._held)]
+        for topic, partition, offset in unread:
             if offset < resume.get((topic, partition), offset + 1):
                 resume[(topic, partition)] = offset
         meta = {
@@ -576,7 +602,9 @@ class Trainer:
             "window": {"metric": self.window.get() if self.window.count else None,
                        "samples": len(self._recent)},
         }
-        details = {"learned_ids": self._learned_ids.state(),
+        newest = self._learned_ids.newest
+        oldest = None if newest is None else newest - self._learned_ids.horizon_ms
+        details = {"rebuild": self._marks.rebuild(oldest, unread),
                    "newest_in": [[t, p, end] for (t, p), end in sorted(self._newest_in.items())],
                    "metric_state": self.metric.state(),
                    "window": {"offsets": offsets, "scores": scores, "labels": labels,
