@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -105,6 +106,8 @@ def test_a_damaged_log_file_is_named_in_one_line(
     assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(work),
                  "--events", f"ratings={tmp_path / 'r.jsonl'}"]) == 0
     capsys.readouterr()
+    with closing(sqlite3.connect(work / "log.db")) as db:  # the records in the file, not its WAL
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     pages = (work / "log.db").stat().st_size // 16384
     for page in range(pages // 4, pages - 2, 2):  # records' batches, events' and samples'
         _zero_page(work / "log.db", page, 16384)
