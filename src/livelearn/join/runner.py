@@ -42,18 +42,23 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import ConfigError, Lost, guarded
+from livelearn.errors import ConfigError, guarded
 from livelearn.events import lost_letter
 from livelearn.join.joiner import Joiner, Output
-from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, start_offsets
+from livelearn.log.base import (
+    Checkpoint,
+    Log,
+    Record,
+    TopicPartition,
+    read_again,
+    start_offsets,
+)
 from livelearn.log.merge import MergedReader
 from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
 
 log = logging.getLogger("livelearn.join")
 
 _MALFORMED_FIRST = -(2**63)
-#: Records read at a time when a restart reads its inputs again (Joiner.rebuild).
-REBUILD_BATCH = 10_000
 
 #: Records joined at a time within a step: few enough for what they make on the way
 #: (parsed records, events, samples) to stay in the CPU's caches until encoded (a
@@ -295,28 +300,17 @@ class JoinRunner:
     def _read_again(self, tp: TopicPartition, offset: int) -> int:
         """Give the joiner back the records of ``tp`` from ``offset`` up to its checkpoint
         offset (those the log deleted meanwhile, its retention, are skipped and said)."""
-        end, read = self.offsets[tp], 0
-        while offset < end:
-            try:
-                records = self.log.read(*tp, offset, min(REBUILD_BATCH, end - offset))
-            except Lost:
-                start = self.log.start_offset(*tp)
-                if start <= offset:
-                    raise
-                log.warning("joiner group '%s': records %d to %d of %s[%d] were deleted before "
-                            "a restart read them again: the ids and counts they gave are "
-                            "forgotten", self.group, offset, start - 1, *tp)
-                offset = start
-                continue
-            if not records:
-                break
+        read = 0
+        for records in read_again(self.log, tp, offset, self.offsets[tp],
+                                  f"joiner group '{self.group}' forgets the ids and counts "
+                                  f"they gave"):
             newest = _MALFORMED_FIRST
             for record in records:
                 ts, value = _ts(record)
                 self.joiner.rebuild(record, value)
                 newest = max(newest, ts)
             self._mark(tp, records[0].offset, newest)
-            offset, read = records[-1].offset + 1, read + len(records)
+            read += len(records)
         return read
 
     def _on_idle(self, tp: TopicPartition, idle: bool) -> None:

@@ -132,6 +132,32 @@ def skipping(group: str, topic: str, partition: int, offset: int, start: int) ->
         partition, start - offset, start)
 
 
+def read_again(log: Log, tp: TopicPartition, start: int, end: int, what: str,
+               batch: int = 10_000) -> Iterator[list[Record]]:
+    """The records of ``tp`` from offset ``start`` up to ``end`` (exclusive), ``batch`` at
+    a time: what a restarted role reads again to rebuild what its checkpoint leaves out
+    (join.runner, train.rebuild). Records the log deleted meanwhile (its retention) are
+    skipped with a WARNING saying that ``what`` they gave is forgotten."""
+    offset = start
+    while offset < end:
+        try:
+            records = log.read(*tp, offset, min(batch, end - offset))
+        except Lost:
+            now = log.start_offset(*tp)
+            if now <= offset:
+                raise
+            logging.getLogger("livelearn.log").warning(
+                "records %d to %d of topic '%s' partition %d were deleted (the log's "
+                "retention) before a restart read them again: %s", offset, now - 1, *tp, what)
+            offset = now
+            continue
+        records = [r for r in records if r.offset < end]
+        if not records:
+            return
+        yield records
+        offset = records[-1].offset + 1
+
+
 def start_offsets(log: Log, inputs: Iterable[TopicPartition], group: str
                   ) -> dict[TopicPartition, int]:
     """Where group ``group`` starts reading ``inputs`` it has no offset of (a new group, or

@@ -29,15 +29,11 @@ time, that may be the other one.)
 
 from __future__ import annotations
 
-import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from livelearn.errors import Lost
-from livelearn.log.base import Log, Record, TopicPartition
-
-log = logging.getLogger("livelearn.train")
+from livelearn.log.base import Log, Record, TopicPartition, read_again
 
 #: A place in the log: (topic, partition, offset).
 Where = tuple[str, int, int]
@@ -122,7 +118,10 @@ def read_back(log_: Log, key: Callable[[Record], tuple[Any, Any]], rebuild: dict
     learned: list[tuple[int, str]] = []
     skipped: set[str] = set()
     for tp, end in ends.items():
-        for batch in _batches(log_, key, tp, starts.get(tp, end), end):
+        for records in read_again(log_, tp, starts.get(tp, end), end, "the ids learned from "
+                                  "them are forgotten, and a sample among them written "
+                                  "again would be learned again", READ_BATCH):
+            batch = [(r, key(r)[1]) for r in records]
             marks.note(batch)
             for record, sample in batch:
                 if type(sample) is not dict:
@@ -146,29 +145,3 @@ def _runs(places: Iterable[Where]) -> list[list[Any]]:
         else:
             runs.append([t, p, o, 1])
     return runs
-
-
-def _batches(log_: Log, key: Callable[[Record], tuple[Any, Any]], tp: TopicPartition,
-             start: int, end: int) -> Iterator[Sequence[tuple[Record, Any]]]:
-    """The records of ``tp`` from ``start`` to ``end`` (exclusive), each with what ``key``
-    makes of it, in batches; from where the partition starts now if the log deleted
-    ``start`` (its retention), with a warning."""
-    offset = start
-    while offset < end:
-        try:
-            records = log_.read(*tp, offset, min(READ_BATCH, end - offset))
-        except Lost:
-            now = log_.start_offset(*tp)
-            log.warning("%s/%d: the samples from offset %d to %d were deleted (the log's "
-                        "retention): the ids learned from them cannot be remembered, and a "
-                        "sample among them written again would be learned again", *tp,
-                        offset, now - 1)
-            if now <= offset:
-                raise
-            offset = now
-            continue
-        records = [r for r in records if r.offset < end]
-        if not records:
-            return
-        yield [(r, key(r)[1]) for r in records]
-        offset = records[-1].offset + 1
