@@ -246,7 +246,7 @@ class Trainer:
         if self.version is None:
             self.version = self._publish(ts=None)
 
-    def _sample_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
+    def _merge_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
         """The merge key of this trainer's samples (_sample_key, for its learner)."""
         binary = type(self.model).__name__ if self.model.task == "binary" else None
         return _sample_key(self.pipeline.target, binary)
@@ -257,7 +257,7 @@ class Trainer:
         version of an earlier livelearn. The samples read but not learned then are read
         again, so the ids read start as those learned."""
         if "rebuild" in details:
-            ids = read_back(self.log, self._sample_key(), details["rebuild"], self._marks)
+            ids = read_back(self.log, self._merge_key(), details["rebuild"], self._marks)
         else:
             ids = self._marks.listed = [(int(end), str(sid))
                                         for end, sid in details["learned_ids"]]
@@ -306,7 +306,7 @@ class Trainer:
         meanwhile is learned late, even far behind the others (``_caught_up``).
         """
         if self.reader is None:
-            self.reader = MergedReader(self.log, self.inputs, self._sample_key(), self.offsets,
+            self.reader = MergedReader(self.log, self.inputs, self._merge_key(), self.offsets,
                                        self.idle_after_s, group=self.group,
                                        on_lost=self._on_lost if self.skip_lost else None)
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
