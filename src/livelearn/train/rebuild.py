@@ -102,8 +102,7 @@ class Marks:
         marks = self._marks.get(tp)
         while marks and oldest is not None and marks[0][1] < oldest:
             marks.popleft()
-        return min((first for first, _ in marks), default=self.frontier[tp]) if marks \
-            else self.frontier[tp]
+        return min((first for first, _ in marks or ()), default=self.frontier[tp])
 
 
 def read_back(log_: Log, key: Callable[[Record], tuple[Any, Any]], rebuild: dict[str, Any],
