@@ -84,6 +84,20 @@ def test_a_wrong_address_is_one_line_and_v_shows_the_attempts_meanwhile(tmp_path
         assert flags or len(lines) == 1, lines
 
 
+def test_flink_sql_at_a_wrong_address_says_so_in_one_line(tmp_path: Path) -> None:
+    """``livelearn flink-sql`` asks the broker the topics' limits: nothing listening at the
+    address is the line a role gives (it was librdkafka's raw _TRANSPORT error)."""
+    address = f"127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "livelearn", "flink-sql", "livelearn.sim.pipeline:PIPELINE",
+         "--log", f"kafka://{address}?timeout=3"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.splitlines() == [
+        f"livelearn: kafka://{address}: looking up topic 'samples' failed: no answer in 3 s "
+        f"(is {address} a Kafka broker's address? livelearn -v shows each attempt to "
+        f"connect)"]
+
+
 def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
     """A broker restarted under a joiner: the joiner waits while the broker is away and
     learns again who leads each partition, then joins what is ingested after the

@@ -208,10 +208,8 @@ class KafkaLog(Log):
                 raise ConfigError(f"kafka://{self.bootstrap} refused topic '{name}' with "
                                   f"{partitions} partitions, replication {self.replication}: "
                                   f"{e.args[0].str()}") from e
-            if code == KafkaError._TIMED_OUT:
-                raise self._no_answer(f"creating topic '{name}'") from e
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise self._unavailable(f"creating topic '{name}'", e) from e
+                raise self._asking_failed(f"creating topic '{name}'", e) from e
         except TimeoutError as e:
             raise self._no_answer(f"creating topic '{name}'") from e
         self._await_metadata(name)
@@ -232,7 +230,7 @@ class KafkaLog(Log):
             try:
                 meta = self._admin.list_topics(topic=name, timeout=self.timeout_s).topics[name]
             except KafkaException as e:
-                raise self._unavailable(f"looking up topic '{name}'", e) from e
+                raise self._asking_failed(f"looking up topic '{name}'", e) from e
             if meta.error is not None or not meta.partitions:
                 raise NotFound(f"topic '{topic}' does not exist in kafka://{self.bootstrap} "
                                f"(as '{name}')")
@@ -258,7 +256,7 @@ class KafkaLog(Log):
                                                   )[resource].result(self.timeout_s)
             return str(config[key].value)
         except (KafkaException, TimeoutError) as e:
-            raise self._unavailable(f"asking topic '{name}' its {key}", e) from e
+            raise self._asking_failed(f"asking topic '{name}' its {key}", e) from e
 
     def _keeps_every_record(self, topic: str, policy: str, which: str) -> None:
         """ConfigError if the topic, made before (by hand, say), has ``policy`` among its
@@ -286,6 +284,16 @@ class KafkaLog(Log):
 
     def _unavailable(self, doing: str, error: object) -> Unavailable:
         return Unavailable(f"kafka://{self.bootstrap}: {doing} failed: {error}")
+
+    def _asking_failed(self, doing: str, error: KafkaException | TimeoutError) -> Unavailable:
+        """A question to the broker (each asked with ``timeout_s``) that failed: one that
+        no broker answered (none reachable at the address) says so, as ``_no_answer``,
+        rather than librdkafka's raw error."""
+        cause = error.args[0] if error.args else None
+        if isinstance(error, TimeoutError) or (isinstance(cause, KafkaError)
+                                               and cause.code() in _NO_BROKER):
+            return self._no_answer(doing)
+        return self._unavailable(doing, error)
 
     def _no_answer(self, doing: str) -> Unavailable:
         return self._unavailable(doing, f"no answer in {self.timeout_s:g} s (is "
@@ -515,7 +523,7 @@ class KafkaLog(Log):
             if moved:
                 consumer.commit(offsets=moved, asynchronous=False)
         except KafkaException as e:
-            raise self._unavailable(f"asking group '{group}' where it is", e) from e
+            raise self._asking_failed(f"asking group '{group}' where it is", e) from e
         finally:
             consumer.close()
 
@@ -710,6 +718,8 @@ _REFUSED = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS
 _NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
             KafkaError._UNKNOWN_PARTITION, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
             KafkaError._ALL_BROKERS_DOWN}
+#: What librdkafka answers a question that no broker answered within its timeout.
+_NO_BROKER = {KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 _ASK_AGAIN_S = 2.0
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 _PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _PRODUCER_MAX}
