@@ -715,11 +715,10 @@ class KafkaLog(Log):
 _REFUSED = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_PARTITIONS,
             KafkaError.INVALID_CONFIG, KafkaError.TOPIC_EXCEPTION,
             KafkaError.POLICY_VIOLATION}
-_NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-            KafkaError._UNKNOWN_PARTITION, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
-            KafkaError._ALL_BROKERS_DOWN}
 #: What librdkafka answers a question that no broker answered within its timeout.
 _NO_BROKER = {KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
+_NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError._UNKNOWN_PARTITION, *_NO_BROKER}
 _ASK_AGAIN_S = 2.0
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 _PRODUCER = {"acks": "all", "linger.ms": 1, "message.max.bytes": _PRODUCER_MAX}
