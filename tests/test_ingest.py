@@ -254,6 +254,26 @@ def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
                          f"epoch or ISO 8601, got '--{T}'")]
 
 
+def test_an_int_of_more_than_64_bits_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:
+    """A CSV cell of more digits than an int of 64 bits holds: the ingest stopped with a
+    traceback (orjson refused to write the event); JSON reads it as a float, refused too."""
+    visits = spec.Stream("visits", {"n": int, "y": float}, key="user")
+    pipeline = spec.Pipeline(name="visits", feedback=spec.EventLabel(visits, label="y"),
+                             features=lambda e, rows, counts: {"n": e.payload["n"]},
+                             learner=lambda: LinearRegression(bits=10), target="y")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    big = 2**64
+    (tmp_path / "v.csv").write_text(f"user,n,y,ts\nu1,{big},1,{T}\nu2,{big - 1},1,{T}\n")
+    (tmp_path / "v.jsonl").write_text(f'{{"user":"u3","n":{big},"y":1,"ts":{T}}}\n')
+    assert ingest(log, pipeline, "visits", tmp_path / "v.csv").dead == 1
+    assert ingest(log, pipeline, "visits", tmp_path / "v.jsonl").dead == 1
+    assert [e["payload"]["n"] for e in _topic(log, "visits")] == [big - 1]
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        f"stream 'visits', field 'n': expected int, got {big} (more than 64 bits)",
+        f"stream 'visits', field 'n': expected int, got {float(big)}"]
+
+
 def test_a_long_cell_is_read_and_a_quote_never_closed_dead_letters_the_rest(
         log: SQLiteLog, tmp_path: Path) -> None:
     """Python's csv module stops at a cell of 131,072 characters: the ingest stopped there
