@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from livelearn.deploy.gate import Gate
+from livelearn.events import plain_json
 from livelearn.ingest import ingest
-from livelearn.join.runner import JoinRunner, _as_written
+from livelearn.join.runner import JoinRunner, _plain
 from livelearn.log.base import Log, Record
 from livelearn.log.memory import MemoryLog
 from livelearn.log.sqlite import SQLiteLog
@@ -85,17 +86,24 @@ class Tier(enum.StrEnum):
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, ("a", 1), ["a"],
-                                   {"a": 1}, Tier.GOLD, np.float32(1.5)])
+                                   {"a": 1}, Tier.GOLD, np.float32(1.5), 2**64, -(2**63) - 1])
 def test_a_sample_that_json_would_change_is_not_handed_on(value: object) -> None:
     sample = {"id": "s", "features": {"ok": "x", "odd": value}, "labels": {"y": 1.0}}
-    assert _as_written(sample) is None
-    assert _as_written({**sample, "features": {"ok": "x"}, "labels": {"y": value}}) is None
+    assert not _plain(sample)
+    assert not _plain({**sample, "features": {"ok": "x"}, "labels": {"y": value}})
+
+
+def test_a_sample_with_a_key_not_a_str_or_features_not_a_dict_is_not_plain() -> None:
+    assert not _plain({"id": "s", "features": {1: "x"}, "labels": {"y": 1.0}})
+    assert not _plain({"id": "s", "features": ["x"], "labels": {"y": 1.0}})
 
 
 def test_a_plain_sample_is_handed_on_as_it_is() -> None:
-    sample = {"id": "s", "features": {"s": "x", "i": 3, "f": -0.5, "b": True, "n": None},
+    sample = {"id": "s", "features": {"s": "x", "i": 3, "f": -0.5, "b": True, "n": None,
+                                      "big": 2**64 - 1, "low": -(2**63), "e": 1e22},
               "labels": {"y": 0.0}}
-    assert _as_written(sample) is sample
+    assert _plain(sample)
+    assert orjson.loads(plain_json(sample)) == sample
     assert orjson.loads(orjson.dumps(sample)) == sample
 
 

@@ -55,6 +55,7 @@ from livelearn.events import (
     letter_value,
     parse_object,
     partition_key,
+    plain_json,
     show,
     to_ms,
     too_large,
@@ -193,7 +194,8 @@ class _FlatJson:
         payload = obj  # the record without its time and id
         del payload[stream.ts]
         rid = payload.get("request_id")
-        return (rid if type(rid) is str else key), orjson.dumps(
+        # parsed JSON, so JSON holds it exactly
+        return (rid if type(rid) is str else key), plain_json(
             {"stream": stream.name, "key": key, "id": event_id, "ts": ts, "payload": payload})
 
 

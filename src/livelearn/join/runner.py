@@ -29,7 +29,7 @@ low traffic a state of many open windows is not written again for each few
 records. In ``livelearn run``
 (loop.Loop) the samples go with their decoded values (Log.append), so the trainer
 in the same process need not parse them, where JSON gives them back unchanged
-(``_as_written``).
+(``_plain``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import ConfigError, guarded
-from livelearn.events import lost_letter
+from livelearn.events import lost_letter, plain_json
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import (
     Checkpoint,
@@ -89,23 +89,31 @@ def _ts(record: Record) -> tuple[int, Any]:
     return (ts if type(ts) is int else _MALFORMED_FIRST), value
 
 
-def _as_written(sample: dict[str, Any]) -> dict[str, Any] | None:
-    """``sample`` if parsing its JSON gives it back equal, else None.
+def _plain(sample: dict[str, Any]) -> bool:
+    """Whether JSON holds ``sample`` exactly: ``plain_json`` writes it, and parsing that
+    gives it back equal.
 
     The joiner makes its own fields so; the features and labels come from the
-    pipeline's functions, and are so when each value is a str, an int, a bool,
-    None or a finite float (JSON writes NaN as null and reads a tuple back as a
-    list, for instance).
+    pipeline's functions, and are so when each key is a str and each value a str, a
+    bool, None, an int of 64 bits or a finite float (JSON writes NaN as null and reads
+    a tuple back as a list, for instance).
     """
     for values in (sample["features"], sample["labels"]):
-        for value in values.values():
+        if type(values) is not dict:
+            return False
+        for name, value in values.items():
             kind = type(value)
+            if type(name) is not str:
+                return False
             if kind is float:
                 if value - value != 0.0:  # NaN or infinite
-                    return None
-            elif kind is not str and kind is not int and kind is not bool and value is not None:
-                return None
-    return sample
+                    return False
+            elif kind is int:
+                if not -(2**63) <= value < 2**64:
+                    return False
+            elif kind is not str and kind is not bool and value is not None:
+                return False
+    return True
 
 
 def make_joiner(pipeline: Pipeline, inputs: list[TopicPartition], data_dir: str | Path = "."
@@ -330,11 +338,15 @@ class JoinRunner:
         dumps, encoded, samples, limits = orjson.dumps, self._encoded, 0, self._limits
         decoded = self._samples if self.hand_on else None
         for output in out:
-            try:
-                text = dumps(output.value)
-            except orjson.JSONEncodeError as e:
-                output = self.joiner.unwritable(output.value, e)
-                text = dumps(output.value)
+            plain = output.topic == SAMPLES and _plain(output.value)
+            if plain:
+                text = plain_json(output.value)
+            else:  # orjson, for what it refuses
+                try:
+                    text = dumps(output.value)
+                except orjson.JSONEncodeError as e:
+                    output = self.joiner.unwritable(output.value, e)
+                    text = dumps(output.value)
             limit = limits[output.topic]
             if limit is not None and len(text) + len(output.key) > limit:
                 output = self.joiner.oversized(output, len(text) + len(output.key), limit)
@@ -346,7 +358,7 @@ class JoinRunner:
             items.append((key, text))
             if topic == SAMPLES:
                 if decoded is not None:
-                    decoded.append(_as_written(value))
+                    decoded.append(value if plain else None)
                 samples += 1
             else:
                 self.counts[value["reason"]] += 1
