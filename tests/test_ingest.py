@@ -274,6 +274,21 @@ def test_an_int_of_more_than_64_bits_is_a_dead_letter(log: SQLiteLog, tmp_path: 
         f"stream 'visits', field 'n': expected int, got {float(big)}"]
 
 
+def test_a_record_nested_too_deep_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:
+    """A field nested 250 levels deep: orjson writes 255 at most, and the joiner's
+    checkpoint holds an open window's event a few levels down (events.MAX_NESTING)."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    deep = "[" * 250 + "]" * 250
+    (tmp_path / "r.jsonl").write_text(
+        f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}, "tags": {deep}}}\n'
+        f'{{"user": "u2", "movie": "m2", "stars": 3, "ts": {T}, "tags": [[["ok"]]]}}\n')
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl").dead == 1
+    assert [e["payload"]["tags"] for e in _topic(log, "ratings")] == [[[["ok"]]]]
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        "stream 'ratings': the record nests objects and arrays more than 100 levels deep"]
+
+
 def test_a_long_cell_is_read_and_a_quote_never_closed_dead_letters_the_rest(
         log: SQLiteLog, tmp_path: Path) -> None:
     """Python's csv module stops at a cell of 131,072 characters: the ingest stopped there

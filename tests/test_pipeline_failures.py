@@ -98,3 +98,27 @@ def test_a_window_whose_label_fails_is_dead_lettered(tmp_path: Path) -> None:
     assert dead["reason"] == "failed" and dead["stream"] == PREDICTIONS
     assert dead["detail"] == ("request 'r1': pipeline 'news_feed': the label function raised "
                               "RuntimeError: no label for r1")
+
+
+def test_a_record_nested_too_deep_for_a_checkpoint_is_dead_lettered(tmp_path: Path) -> None:
+    """An event or a prediction nested more than events.MAX_NESTING levels, written by a
+    producer other than ingest (which refuses it): the joiner stopped at its checkpoint,
+    which orjson writes at most 255 levels deep, and again after every restart."""
+    deep = b"[" * 250 + b"]" * 250
+    records = {
+        "tx": (PIPELINE, b'{"stream":"tx","key":"c1","id":"deep","ts":%d,'
+                         b'"payload":{"amount":1.0,"x":%s}}' % (T0, deep)),
+        PREDICTIONS: (FEED, b'{"request_id":"deep","ts":%d,"user":"u1","item":"i1",'
+                            b'"model_version":1,"score":0.5,"features":{"x":%s}}' % (T0, deep)),
+    }
+    for topic, (pipeline, record) in records.items():
+        log = SQLiteLog(tmp_path / f"{topic}.db")
+        for name in pipeline.topics:
+            log.create_topic(name)
+        log.append(topic, [("k", record)])
+        # not final, the inputs without records idle at once: what is open is checkpointed
+        JoinRunner(log, pipeline, data_dir=tmp_path, idle_after_s=0).step()
+        assert log.committed("joiner").offsets  # the checkpoint was written
+        [dead] = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0)]
+        assert (dead["reason"], dead["stream"]) == ("malformed", topic)
+        assert dead["detail"].endswith("nests objects and arrays more than 100 levels deep")

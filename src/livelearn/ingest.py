@@ -58,6 +58,7 @@ from livelearn.events import (
     plain_json,
     show,
     to_ms,
+    too_deep,
     too_large,
 )
 from livelearn.log.base import Log
@@ -170,7 +171,8 @@ class _FlatJson:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             return None
-        if type(obj) is not dict or ("payload" in obj and type(obj["payload"]) is dict):
+        if type(obj) is not dict or ("payload" in obj and type(obj["payload"]) is dict) \
+                or too_deep(line, obj):
             return None
         try:
             key, ts = obj[stream.key], obj[stream.ts]

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import ConfigError, guarded
-from livelearn.events import lost_letter, plain_json
+from livelearn.events import lost_letter, plain_json, too_deep
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import (
     Checkpoint,
@@ -78,12 +78,15 @@ STATE_BYTES_PER_RECORD = 64
 
 def _ts(record: Record) -> tuple[int, Any]:
     """The record's event time for the merge (unreadable records go first, to dead
-    letters), and its value parsed, for the joiner to check (None if not JSON)."""
+    letters), and its value parsed, for the joiner to check (None if not JSON, or
+    nested too deep: events.too_deep)."""
     value = record.decoded
     if value is None:
         try:
             value = orjson.loads(record.value)
         except orjson.JSONDecodeError:
+            return _MALFORMED_FIRST, None
+        if too_deep(record.value, value):
             return _MALFORMED_FIRST, None
     ts = value.get("ts") if type(value) is dict else None
     return (ts if type(ts) is int else _MALFORMED_FIRST), value

@@ -8,7 +8,7 @@
   other than UTF-8, or a Content-Encoding (the body compressed): 415;
 - bytes that are not UTF-8, or not strict JSON (RFC 8259: no NaN or Infinity,
   no number beyond a double, no lone surrogate), or nested more than
-  ``MAX_DEPTH`` deep: 400.
+  ``MAX_DEPTH`` deep (as deep as an event may nest: events.MAX_NESTING): 400.
 
 An empty body passes (the endpoint then says which body it expected). Every
 refusal is JSON ``{"detail": message}``, the message naming the problem.
@@ -27,13 +27,13 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from livelearn.events import is_digits, show
+from livelearn.events import MAX_NESTING, is_digits, show, too_deep
 
 #: The default largest request body, in bytes (1 MiB: a feedback batch of some
 #: 5,000 events).
 MAX_BODY_BYTES = 1 << 20
 #: The deepest nesting of arrays and objects a body may have.
-MAX_DEPTH = 100
+MAX_DEPTH = MAX_NESTING
 _METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -112,21 +112,8 @@ def check_json_body(content_type: str | None, body: bytes) -> None:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as e:
         raise Refused(400, f"request body is not valid JSON: {e}") from None
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+    if too_deep(text, value):
         raise Refused(400, f"request body is nested more than {MAX_DEPTH} deep")
-
-
-def _depth(value: Any) -> int:
-    """How deep arrays and objects nest in a parsed JSON value (a scalar is 0)."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            node = list(node.values())
-        if isinstance(node, list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in node)
-    return deepest
 
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
