@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,6 +81,16 @@ def test_the_joiners_decoder_gives_what_decode_event_gives(obj: dict[str, Any],
     expected = _outcome(lambda r: decode_event(r, PIPELINE.schemas, T0, future), obj)
     assert _outcome(lambda r: decoder(r, T0), obj) == expected
     assert type(_outcome(lambda r: decoder(r, T0), obj)) is type(expected)
+
+
+def test_the_joiners_decoder_refuses_a_ts_after_the_year_9999_as_decode_event_does() -> None:
+    """2**63 passed the joiner's quick check: never emitted, nor dead-lettered, and the
+    watermark it raised made every later event late."""
+    obj = {"stream": "click", "key": "u", "id": "c", "ts": 2**63, "payload": {"request_id": "r"}}
+    for decode in (EventDecoder(PIPELINE.schemas, max_future_ms=None),
+                   lambda raw: decode_event(raw, PIPELINE.schemas, max_future_ms=None)):
+        with pytest.raises(BadInput, match="after the year 9999"):
+            decode(obj)
 
 
 @settings(max_examples=400)

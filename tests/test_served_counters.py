@@ -138,6 +138,23 @@ def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(
                                "user_clicks_1h": 2}
 
 
+def test_a_prediction_the_joiner_refuses_is_not_counted_and_the_server_starts(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A prediction record with a ts after the year 9999 (2**60 ms, another producer's):
+    the joiner dead-letters it, and the server's start stopped at it (the store refused
+    its ts), at every start."""
+    tables, registry = _serving(tmp_path, log)
+    bad = {"request_id": "bad", "ts": 2**60, "user": "u1", "item": "i1", "model_version": 1,
+           "score": 0.5, "features": {}}
+    log.append(PREDICTIONS, [("u1", orjson.dumps(bad)),
+                             ("u1", orjson.dumps({**bad, "request_id": "good", "ts": T0}))])
+    app = create_app(PIPELINE, log, registry, tables)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+        http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": T0 + 10})
+    served = orjson.loads(log.read(PREDICTIONS, 0, 2)[0].value)
+    assert served["features"]["item_views_1h"] == 1  # the good one
+
+
 def test_replayed_impressions_count_exactly_as_of_each_impression(tmp_path: Path) -> None:
     tables = _tables(tmp_path, users=4, items=3)
     rng = random.Random(5)

@@ -399,6 +399,35 @@ def _good_then_bad(registry: Registry) -> tuple[FTRL, FTRL]:
     return good, bad
 
 
+_SAMPLE = (b'{"id": "p", "ts": %d, "window_end": %d, "model_version": 2, '
+           % (T0 + 10**6, T0 + 2 * 10**6))
+
+
+@pytest.mark.parametrize("poison", [
+    b"not json", b"[1]", _SAMPLE + b'"features": {"topic": "t1"}, "labels": {"clicked": 1}}',
+    _SAMPLE + b'"score": null, "features": {"topic": "t1"}, "labels": {"clicked": 1}}',
+    _SAMPLE + b'"score": 0.5, "features": {"topic": "t1"}, "labels": {}}',
+    _SAMPLE + b'"score": 0.5, "features": {"topic": "t1"}, "labels": {"clicked": null}}',
+    _SAMPLE + b'"score": 0.5, "features": {"topic": null}, "labels": {"clicked": 1}}',
+    _SAMPLE + b'"score": 0.5, "features": [1, 2], "labels": {"clicked": 1}}'],
+    ids=["not JSON", "not an object", "no score", "score null", "no label",
+         "label null (1e308 + 1e308 read seconds)", "a feature null", "features a list"])
+def test_a_sample_the_gate_cannot_judge_by_is_left_out(tmp_path: Path, log: SQLiteLog,
+                                                       poison: bytes) -> None:
+    """Another producer's sample, or a joiner's whose label sums to infinity (JSON null):
+    the gate stopped at it, and the trainer that runs it, again after every restart.
+    The trainer dead-letters such a sample; the gate judges by the others."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    _, bad = _good_then_bad(registry)
+    _served(log, bad, 2, 600, seed=2)
+    log.append(SAMPLES, [("p", poison)])
+    _served(log, bad, 2, 600, seed=3)
+    decision = Gate(log, registry, "clicked", tolerance=0.02).step()[0]
+    assert decision.version == 2 and not decision.approved
+    assert "on the 1200 samples it served" in decision.reason
+
+
 def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
         tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
     log.create_topic(SAMPLES)
@@ -1106,3 +1135,4 @@ def test_a_versions_details_do_not_grow_with_the_samples_within_the_horizon(
     assert len(orjson.dumps(large["rebuild"])) < 2 * len(orjson.dumps(small["rebuild"]))
     assert len(orjson.dumps(large)) < 2 * len(orjson.dumps(small))
     log.close()
+

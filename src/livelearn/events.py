@@ -24,6 +24,8 @@ Schema = Mapping[str, type]
 #: Anything earlier than this many milliseconds since the epoch (1973) is taken
 #: for a timestamp in seconds by mistake.
 MIN_TS_MS = 100_000_000_000
+#: Anything later than this (the year 10000) is taken for microseconds or nanoseconds.
+MAX_TS_MS = 253_402_300_800_000
 #: How far ahead of the wall clock an event may claim to be, by default (1 day).
 MAX_FUTURE_MS = 86_400_000
 #: How many levels of objects and arrays a record may nest, itself the first. A joiner's
@@ -133,7 +135,8 @@ class EventDecoder:
                 checks = self._checks[stream] if type(stream) is str else None
                 if (checks is not None and type(key) is str and key
                         and type(event_id) is str and event_id
-                        and type(ts) is int and ts >= MIN_TS_MS and type(payload) is dict
+                        and type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS
+                        and type(payload) is dict
                         and (self.max_future_ms is None or ts <= self.max_future_ms + (
                             int(time.time() * 1000) if now_ms is None else now_ms))):
                     for name, kinds in checks:
@@ -161,11 +164,15 @@ def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
 
 def check_ms(ts: Any, where: str) -> int:
     """``ts`` if it is integer milliseconds since the epoch; BadInput naming ``where`` (as
-    "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS) included."""
+    "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS) and microseconds
+    or nanoseconds (above MAX_TS_MS) included."""
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise BadInput(f"{where}: expected integer milliseconds since the epoch, got {show(ts)}")
     if ts < MIN_TS_MS:
         raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts} (seconds?)")
+    if ts > MAX_TS_MS:
+        raise BadInput(f"{where}: expected milliseconds since the epoch, got {show(ts)}, far "
+                       f"in the future, after the year 9999 (microseconds or nanoseconds?)")
     return ts
 
 

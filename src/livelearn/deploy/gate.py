@@ -50,7 +50,7 @@ import orjson
 
 from livelearn.errors import Corrupt, NotFound
 from livelearn.features.batch import SparseBatch
-from livelearn.features.hashing import Features, hash_rows
+from livelearn.features.hashing import Features, hash_rows, unusable
 from livelearn.log.base import Log, Record
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
@@ -229,16 +229,15 @@ class Gate:
 
     def _read_served(self) -> None:
         """Read the samples written since the last call, keep them by the version that
-        served them, and count them among that version's samples not judged yet."""
+        served them, and count them among that version's samples not judged yet (those
+        it cannot judge by, ``_served``, left out)."""
         for (topic, partition), end in self.log.end_offsets([SAMPLES]).items():
             at = self._cursor.setdefault((topic, partition), max(0, end - self.live_window))
             for record in self._read_range(topic, partition, at, end):
-                sample = orjson.loads(record.value)
-                version = sample.get("model_version")
-                if isinstance(version, int):
+                version, served = _served(record.value, self.target)
+                if served is not None:
                     self._served.setdefault(version, deque(maxlen=self.live_window)).append(
-                        (sample["ts"], sample["features"], float(sample["score"]),
-                         float(sample["labels"][self.target])))
+                        served)
                     self._unjudged[version] += 1
                 self._cursor[(topic, partition)] = record.offset + 1
         for old in sorted(self._served)[:-4]:  # keep the versions served lately
@@ -338,3 +337,23 @@ class Gate:
             return None
         log.info("v%d %s: %s", candidate.id, status, reason)
         return Decision(candidate.id, approved, reason, ours, theirs, canary=status == "canary")
+
+
+def _served(value: bytes, target: str) -> tuple[int, Served | None]:
+    """The version that served a sample record and (ts, features, score, label), or None
+    where the sample was not served by a version or cannot be judged by: not JSON, a
+    score or label not a finite number, features the trainer cannot hash (it
+    dead-letters such a sample; another producer than our joiner may write one)."""
+    try:
+        sample = orjson.loads(value)
+        version = sample.get("model_version") if type(sample) is dict else None
+        if type(version) is not int:  # a labelled event's sample, say
+            return 0, None
+        ts, features = sample["ts"], sample["features"]
+        score, label = float(sample["score"]), float(sample["labels"][target])
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        return 0, None
+    if type(ts) is not int or unusable(features) is not None \
+            or not math.isfinite(score) or not math.isfinite(label):
+        return 0, None
+    return version, (ts, features, score, label)

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Lost, NotFound
-from livelearn.events import Event, Schema, decode_event
+from livelearn.events import MAX_TS_MS, MIN_TS_MS, Event, Schema, decode_event
 from livelearn.features.event_features import event_key
 from livelearn.features.hashing import Features
 from livelearn.log.base import Log, TopicPartition
@@ -214,6 +214,7 @@ def _prediction(value: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     if (isinstance(record, dict) and type(record.get("ts")) is int
+            and MIN_TS_MS <= record["ts"] <= MAX_TS_MS  # as the joiner checks it
             and isinstance(record.get("request_id"), str)
             and isinstance(record.get("user"), str) and isinstance(record.get("item"), str)):
         return record
