@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from livelearn import spec
 from livelearn.cli import main
+from livelearn.errors import ConfigError
 from livelearn.ingest import ingest
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.linear import LinearRegression
@@ -145,8 +147,7 @@ def test_the_one_pass_path_gives_what_to_event_gives() -> None:
     rng = random.Random(4)
     streams = [spec.Stream("s", {"card": str, "amount": float, "flag": bool}, key="card",
                            id="tx"),
-               spec.Stream("s", {"card": str, "n": int}, key="card"),
-               spec.Stream("s", {"card": str, "tx": str}, key="card", id="tx")]
+               spec.Stream("s", {"card": str, "n": int}, key="card")]
     values: list[object] = ["", "c1", "c2", 1.5, 2, True, None, T, T // 1000, ["x"]]
     taken = 0
     for _ in range(3000):
@@ -287,6 +288,17 @@ def test_a_record_nested_too_deep_is_a_dead_letter(log: SQLiteLog, tmp_path: Pat
     assert [e["payload"]["tags"] for e in _topic(log, "ratings")] == [[[["ok"]]]]
     assert [d["detail"] for d in _topic(log, "dead_letters")] == [
         "stream 'ratings': the record nests objects and arrays more than 100 levels deep"]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(log: SQLiteLog, tmp_path: Path) -> None:
+    """A row's dict kept the last of the two cells: the other was lost, unsaid."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts,stars\nu1,m1,4,{T},5\n")
+    with pytest.raises(ConfigError, match=r"r.csv: the CSV header names 'stars' twice; give "
+                                          r"each column a name of its own"):
+        ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert _topic(log, "ratings") == []
 
 
 def test_a_long_cell_is_read_and_a_quote_never_closed_dead_letters_the_rest(

@@ -29,8 +29,9 @@ TX = spec.Stream("tx", {"amount": float}, key="card", id="id")
 def features(event: Event, rows: Mapping[str, Mapping[str, Any]],
              counts: Mapping[str, int]) -> dict[str, Any]:
     amount = event.payload["amount"]
-    odd = {7: {"big": 2**70}, 8: {"small": np.float32(1)}, 9: {1: "a key not a string"}}
-    return odd.get(amount) or {"log_amount": math.log1p(amount)}  # raises below -1
+    odd = {7: {"big": 2**70}, 8: {"small": np.float32(1)}, 9: {1: "a key not a string"},
+           10: None}
+    return odd[amount] if amount in odd else {"log_amount": math.log1p(amount)}  # < -1 raises
 
 
 def label(event: Event) -> dict[str, float]:
@@ -59,9 +60,9 @@ def _joined(tmp_path: Path, amounts: list[float]) -> tuple[list[dict[str, Any]],
 
 
 def test_an_event_the_features_or_label_fail_on_is_dead_lettered(tmp_path: Path) -> None:
-    samples, dead = _joined(tmp_path, [1.0, -5.0, 2.0, 6.0, 7.0, 8.0, 9.0, 3.0])
+    samples, dead = _joined(tmp_path, [1.0, -5.0, 2.0, 6.0, 7.0, 8.0, 9.0, 3.0, 10.0])
     assert [s["id"] for s in samples] == ["e0", "e2", "e7"]
-    assert [(d["reason"], d["stream"]) for d in dead] == [("failed", "tx")] * 5
+    assert [(d["reason"], d["stream"]) for d in dead] == [("failed", "tx")] * 6
     details = [d["detail"] for d in dead]
     assert details[0] == ("pipeline 'failing': the features function raised ValueError: "
                           "math domain error")
@@ -71,6 +72,9 @@ def test_an_event_the_features_or_label_fail_on_is_dead_lettered(tmp_path: Path)
     assert "'e5' cannot be written as JSON: Type is not JSON serializable: numpy.float32" \
         in details[3]
     assert "'e6' cannot be written as JSON: Dict key must be str" in details[4]
+    # the trainer said "features is None", naming neither the function nor the pipeline
+    assert details[5] == ("pipeline 'failing': the features function returned None; "
+                          "expected a dict of feature names to values")
     assert orjson.loads(dead[0]["event"])["payload"]["amount"] == -5.0  # the event as read
     assert str(2**70) in dead[2]["event"]  # the sample as made, shown
 

@@ -50,6 +50,9 @@ def test_a_good_spec_builds() -> None:
     ({"target": "clicked"}, "target 'clicked' is not a label; stream 'tx' gives the label"),
     ({"lookups": (spec.Lookup(MERCHANTS, on="shop"),)},
      "stream 'tx', field 'shop': lookup of table 'merchants' reads it"),
+    ({"lookups": (spec.Lookup(MERCHANTS, on="amount"),)},  # str(1.0) is no table's key
+     "stream 'tx', field 'amount': the lookup of table 'merchants' reads it as a key, text "
+     "or an integer, but it is float"),
     ({"counters": (spec.WindowCount("c", "clicks", 1000),)},
      "counter 'c': stream 'clicks' is not a stream of pipeline 'fraud'"),
     ({"counters": (spec.WindowCount("c", "tx", 1000, by="shop"),)},
@@ -73,6 +76,19 @@ def test_mistakes_are_named(changes: dict[str, Any], message: str) -> None:
 def test_stream_and_table_mistakes() -> None:
     with pytest.raises(ConfigError, match="stream 'tx', field 'amount': type must be one of"):
         spec.Stream("tx", {"amount": "float"})  # type: ignore[dict-item]
+    # a flat record's ts and id leave its payload, and a payload object makes an envelope:
+    # each of these loaded, then every record was dead-lettered with a wrong reason
+    with pytest.raises(ConfigError, match="stream 'tx', field 'ts': the event's time \\(ts\\), "
+                                          "not a payload field; leave it out of the schema"):
+        spec.Stream("tx", {"ts": int, "amount": float}, key="card")
+    with pytest.raises(ConfigError, match="stream 'tx', field 'tx_id': the event's id"):
+        spec.Stream("tx", {"tx_id": str}, key="card", id="tx_id")
+    with pytest.raises(ConfigError, match="stream 'tx': key and id name the same field 'card'"):
+        spec.Stream("tx", {"amount": float}, key="card", id="card")
+    with pytest.raises(ConfigError, match="stream 'tx', field 'payload': an object named so "
+                                          "makes a record an envelope"):
+        spec.Stream("tx", {"payload": dict}, key="card")
+    spec.Stream("tx", {"payload": str}, key="card")  # text is no envelope's payload
     with pytest.raises(ConfigError, match="table 'users': users.xlsx is not one of"):
         spec.Table("users", "users.xlsx", key="id")
     for name in ("", "livelearn:loaded"):  # the server's own table in the online store

@@ -58,6 +58,10 @@ def test_as_of_in_ms_iso_or_a_timestamp_is_read_as_ms(tmp_path: Path, name: str,
     ("c0,1703980800,low\n",
      "table 'cards', row 1, column 'updated_at': expected milliseconds since the epoch, "
      "got 1703980800 (seconds?)"),
+    ("c0,1703980800000000,low\n",  # each row valid from the year 55,970: never joined
+     "table 'cards', row 1, column 'updated_at': expected milliseconds since the epoch, "
+     "got 1703980800000000, far in the future, after the year 9999 (microseconds or "
+     "nanoseconds?)"),
     (f"c0,{T},low\nc1,,low\n",
      "table 'cards', row 2, column 'updated_at': expected integer milliseconds since the "
      "epoch, got None"),
@@ -182,3 +186,15 @@ def test_a_missing_table_file_is_named_with_the_folder_it_was_looked_for_in(
     with pytest.raises(NotFound, match=(f"table 'users': no file data/users.csv in {tmp_path} "
                                         r"\(the tables' folder: --data")):
         load_table(spec.Table("users", "data/users.csv", key="user"), tmp_path)
+
+
+def test_a_value_duckdb_fails_on_far_into_a_file_is_named(tmp_path: Path) -> None:
+    """DuckDB takes a column's type from the first 20,480 rows and reads lazily: a text
+    after 30,000 numbers failed at the fetch, outside the read's check, with a traceback."""
+    numbers = "".join(f"c{i},{i}\n" for i in range(30_000))
+    (tmp_path / "cards.csv").write_text("card_id,country\n" + numbers + "c_last,US\n")
+    table = spec.Table("cards", "cards.csv", key="card_id")
+    for load in (AsOfTable.load, load_table):
+        with pytest.raises(BadInput, match=r"^table 'cards': cannot read .*cards.csv: "
+                                           r"Conversion Error: CSV Error on Line: 30002"):
+            load(table, tmp_path)

@@ -160,13 +160,9 @@ class _FlatJson:
     def __init__(self, stream: Stream, now_ms: int | None):
         self.stream, self.now_ms = stream, now_ms
         self.checks = tuple((name, kind, kind is str) for name, kind in stream.schema.items())
-        # a declared field named as the time or the id is never in the payload
-        self.usable = not {stream.ts, stream.id} & set(stream.schema)
 
     def __call__(self, line: str) -> tuple[str, bytes] | None:
         stream = self.stream
-        if not self.usable:
-            return None
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -256,6 +252,10 @@ def read_records(source: str | Path, fmt: str | None = None
     try:
         if kind == "csv":
             header, rows = csv_cells(f)
+            twice = sorted({repr(n) for n in header if header.count(n) > 1})
+            if twice:  # a row's dict would keep the last of its cells only
+                raise ConfigError(f"{name}: the CSV header names {', '.join(twice)} twice; "
+                                  f"give each column a name of its own")
             for at, cells in rows:  # a dict by the header, as csv.DictReader makes it
                 row: dict[Any, Any] = dict(zip(header, cells, strict=False))
                 if len(cells) > len(header):

@@ -69,6 +69,19 @@ class Stream:
             if kind not in FIELD_TYPES:
                 raise ConfigError(f"stream '{self.name}', field '{name}': type must be one of "
                                   f"{', '.join(t.__name__ for t in FIELD_TYPES)}, got {kind!r}")
+        # a flat record's time and id are taken out of its payload; a payload object in it
+        # makes it an envelope (livelearn.ingest)
+        if self.id is not None and self.id == self.key:
+            raise ConfigError(f"stream '{self.name}': key and id name the same field "
+                              f"'{self.key}'; an id tells events apart, a key groups them")
+        for taken, what in ((self.ts, "time (ts)"), (self.id, "id")):
+            if taken in self.schema:
+                raise ConfigError(f"stream '{self.name}', field '{taken}': the event's {what}, "
+                                  f"not a payload field; leave it out of the schema")
+        if self.schema.get("payload") is dict:
+            raise ConfigError(f"stream '{self.name}', field 'payload': an object named so "
+                              f"makes a record an envelope (stream, key, id, ts, payload); "
+                              f"rename the field")
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,11 @@ def _check_event_label(p: Pipeline, label: EventLabel) -> None:
     for lk in p.lookups:
         if lk.on is not None:
             _check_field(stream, lk.on, f"lookup of table '{lk.table.name}'")
+            kind = stream.schema[lk.on]
+            if kind not in (str, int):  # str(1.0) or str(True) is no table's key
+                raise ConfigError(f"stream '{stream.name}', field '{lk.on}': the lookup of "
+                                  f"table '{lk.table.name}' reads it as a key, text or an "
+                                  f"integer, but it is {kind.__name__}")
     _check_counters(p)
 
 

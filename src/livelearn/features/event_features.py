@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from livelearn.errors import guarded
-from livelearn.events import Event
+from livelearn.errors import PipelineError, guarded
+from livelearn.events import Event, show
 from livelearn.features.hashing import Features
 from livelearn.spec import Pipeline, WindowCount
 
@@ -56,8 +56,8 @@ class EventFeatures:
     pipeline's function raises, PipelineError names it."""
 
     def __init__(self, pipeline: Pipeline):
-        self.function = guarded(pipeline.features,
-                                f"pipeline '{pipeline.name}': the features function")
+        self.what = f"pipeline '{pipeline.name}': the features function"
+        self.function = guarded(pipeline.features, self.what)
         self.lookups = tuple((lk.table.name, lk.on) for lk in pipeline.lookups)
         self.counters = tuple(pipeline.counters)
 
@@ -69,4 +69,8 @@ class EventFeatures:
         counts = {}
         for c in self.counters:
             counts[c.name] = count_of(c, key if c.by is None else str(payload[c.by]), ts)
-        return self.function(event, rows, counts)
+        features = self.function(event, rows, counts)
+        if not isinstance(features, dict):
+            raise PipelineError(f"{self.what} returned {show(features)}; expected a dict of "
+                                f"feature names to values")
+        return features

@@ -72,7 +72,12 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
     kinds = dict(zip(columns, map(str, rel.types), strict=True))
     mixed = [c for c, kind in kinds.items() if kind == "JSON"]
     floats = [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")]
-    rows = [dict(zip(columns, row, strict=True)) for row in rel.fetchall()]
+    try:  # DuckDB reads lazily: a bad value far into the file, or a damaged page, fails here
+        fetched = rel.fetchall()
+    except duckdb.Error as e:
+        problem = _csv_problem(path, table.key) if csv_file else None
+        raise BadInput(f"table '{table.name}': cannot read {path}: {problem or e}") from None
+    rows = [dict(zip(columns, row, strict=True)) for row in fetched]
     first: dict[str, int] = {}  # a static table's keys: the row each came in
     for n, row in enumerate(rows, start=1):
         for c in mixed:
