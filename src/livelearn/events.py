@@ -48,12 +48,15 @@ class Reason(StrEnum):
 
 
 #: JSON values as bytes the size of their text, for the records a log keeps (ingest's
-#: events, the joiner's samples). Only for values JSON holds exactly: str keys, ints of
-#: 64 bits, finite floats (it writes a larger int, an int key or a set, which orjson
+#: events, the joiner's samples). Only for values JSON holds exactly: str keys, ints in
+#: JSON_INTS, finite floats (it writes a larger int, an int key or a set, which orjson
 #: refuses). orjson 3.12 and 3.13 give each text they make a buffer of 4 KB, which a
-#: record kept keeps: a replay over ``memory://`` held 9.6 KB an event, and ran 15%
+#: record kept keeps: a replay over ``memory://`` held 9.6 KB an event, and ran 20%
 #: slower for the pages it touched.
 plain_json = msgspec.json.Encoder().encode
+#: The ints JSON readers take back as ints (64 bits, signed or unsigned): orjson reads a
+#: larger one as a float, and refuses to write it.
+JSON_INTS = range(-(2**63), 2**64)
 
 
 @dataclass(frozen=True, slots=True)

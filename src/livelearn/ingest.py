@@ -45,6 +45,7 @@ import orjson
 
 from livelearn.errors import BadInput, ConfigError, PipelineError
 from livelearn.events import (
+    JSON_INTS,
     MAX_FUTURE_MS,
     MIN_TS_MS,
     Event,
@@ -320,15 +321,14 @@ def _ident(stream: str, name: str, value: Any, what: str) -> str:
 def typed_value(stream: str, name: str, kind: type, value: Any, typed: bool) -> Any:
     """A field's value as its declared type; text (CSV) is converted, JSON is checked.
     A float must be finite: JSON has no NaN or infinity (it would write null). An int
-    must fit in 64 bits (signed, or unsigned if positive): orjson reads a larger one as
-    a float."""
+    must fit in 64 bits (events.JSON_INTS): orjson reads a larger one as a float."""
     if isinstance(value, str) and kind is not str and not typed:
         value = _convert(kind, value)
     ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if kind is float and type(value) is not bool and isinstance(value, int) \
             and abs(value) < 2**1023:  # else float() overflows
         value, ok = float(value), True
-    wide = kind is int and ok and not -(2**63) <= value < 2**64  # what JSON reads as an int
+    wide = kind is int and ok and value not in JSON_INTS
     if not ok or wide or (kind is float and not math.isfinite(value)):
         raise BadInput(f"stream '{stream}', field '{name}': expected {kind.__name__}, "
                        f"got {show(value)}" + (" (more than 64 bits)" if wide else ""))

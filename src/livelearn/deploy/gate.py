@@ -234,8 +234,9 @@ class Gate:
         for (topic, partition), end in self.log.end_offsets([SAMPLES]).items():
             at = self._cursor.setdefault((topic, partition), max(0, end - self.live_window))
             for record in self._read_range(topic, partition, at, end):
-                version, served = _served(record.value, self.target)
-                if served is not None:
+                found = _served(record.value, self.target)
+                if found is not None:
+                    version, served = found
                     self._served.setdefault(version, deque(maxlen=self.live_window)).append(
                         served)
                     self._unjudged[version] += 1
@@ -339,21 +340,21 @@ class Gate:
         return Decision(candidate.id, approved, reason, ours, theirs, canary=status == "canary")
 
 
-def _served(value: bytes, target: str) -> tuple[int, Served | None]:
-    """The version that served a sample record and (ts, features, score, label), or None
-    where the sample was not served by a version or cannot be judged by: not JSON, a
-    score or label not a finite number, features the trainer cannot hash (it
-    dead-letters such a sample; another producer than our joiner may write one)."""
+def _served(value: bytes, target: str) -> tuple[int, Served] | None:
+    """The version that served a sample record and (ts, features, score, label); None
+    where no version served it or it cannot be judged by: not JSON, a score or label not
+    a finite number, features the trainer cannot hash (it dead-letters such a sample;
+    a producer other than our joiner may write one)."""
     try:
         sample = orjson.loads(value)
         version = sample.get("model_version") if type(sample) is dict else None
         if type(version) is not int:  # a labelled event's sample, say
-            return 0, None
+            return None
         ts, features = sample["ts"], sample["features"]
         score, label = float(sample["score"]), float(sample["labels"][target])
     except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
-        return 0, None
+        return None
     if type(ts) is not int or unusable(features) is not None \
             or not math.isfinite(score) or not math.isfinite(label):
-        return 0, None
+        return None
     return version, (ts, features, score, label)

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import ConfigError, guarded
-from livelearn.events import lost_letter, plain_json, too_deep
+from livelearn.events import JSON_INTS, lost_letter, plain_json, too_deep
 from livelearn.join.joiner import Joiner, Output
 from livelearn.log.base import (
     Checkpoint,
@@ -98,7 +98,7 @@ def _plain(sample: dict[str, Any]) -> bool:
 
     The joiner makes its own fields so; the features and labels come from the
     pipeline's functions, and are so when each key is a str and each value a str, a
-    bool, None, an int of 64 bits or a finite float (JSON writes NaN as null and reads
+    bool, None, an int in events.JSON_INTS or a finite float (JSON writes NaN as null and reads
     a tuple back as a list, for instance).
     """
     for values in (sample["features"], sample["labels"]):
@@ -112,7 +112,7 @@ def _plain(sample: dict[str, Any]) -> bool:
                 if value - value != 0.0:  # NaN or infinite
                     return False
             elif kind is int:
-                if not -(2**63) <= value < 2**64:
+                if value not in JSON_INTS:
                     return False
             elif kind is not str and kind is not bool and value is not None:
                 return False
