@@ -91,6 +91,9 @@ def test_stream_and_table_mistakes() -> None:
     spec.Stream("tx", {"payload": str}, key="card")  # text is no envelope's payload
     with pytest.raises(ConfigError, match="table 'users': users.xlsx is not one of"):
         spec.Table("users", "users.xlsx", key="id")
+    with pytest.raises(ConfigError, match=r"table 'cards': data/c\[a\]rds\*.csv holds \* and \[, "
+                                          r"which DuckDB reads as a pattern of file names"):
+        spec.Table("cards", "data/c[a]rds*.csv", key="id")  # it read data/cards.csv
     for name in ("", "livelearn:loaded"):  # the server's own table in the online store
         with pytest.raises(ConfigError, match=f"table {name!r}: expected a name, not empty "
                                               f"nor starting with 'livelearn:'"):

@@ -108,6 +108,11 @@ class Table:
         if Path(self.path).suffix.lower() not in TABLE_SUFFIXES:
             raise ConfigError(f"table '{self.name}': {self.path} is not one of "
                               f"{', '.join(TABLE_SUFFIXES)}")
+        glob = sorted(set("*?[") & set(self.path))
+        if glob:  # DuckDB reads every file the pattern matches: c[a]rds.csv reads cards.csv
+            raise ConfigError(f"table '{self.name}': {self.path} holds {' and '.join(glob)}, "
+                              f"which DuckDB reads as a pattern of file names; rename the "
+                              f"file or its folder")
 
 
 @dataclass(frozen=True)
