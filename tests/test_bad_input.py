@@ -186,6 +186,8 @@ BAD_EVENTS = [
     ("integer beyond 64 bits", _event(payload={"request_id": "r1", "n": 0}).replace(
         b'"n":0', b'"n":' + BIG), ["cannot be stored as JSON", "64-bit"]),
     ("not an object", b"42", ["must be a JSON object", "got 42"]),
+    ("a field beside the payload", _event(page=2),
+     ["stream 'click'", "field 'page'", "put 'page' in payload"]),
 ]
 
 

@@ -290,6 +290,25 @@ def test_a_record_nested_too_deep_is_a_dead_letter(log: SQLiteLog, tmp_path: Pat
         "stream 'ratings': the record nests objects and arrays more than 100 levels deep"]
 
 
+def test_an_envelope_with_a_field_beside_its_payload_is_a_dead_letter(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """The event keeps stream, key, id, ts and payload: the field beside them was lost."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.jsonl").write_text(
+        f'{{"key": "u1", "id": "a", "ts": {T}, "payload": {{"movie": "m1", "stars": 4}}, '
+        f'"genre": "drama"}}\n'
+        f'{{"key": "u2", "id": "b", "ts": {T}, "payload": {{"movie": "m2", "stars": 3, '
+        f'"genre": "drama"}}}}\n')
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl").dead == 1
+    assert [e["id"] for e in _topic(log, "ratings")] == ["b"]
+    [dead] = _topic(log, "dead_letters")
+    assert dead["detail"] == ("stream 'ratings', field 'genre': an event has only the fields "
+                              "stream, key, id, ts and payload; put 'genre' in payload, or it "
+                              "would be lost")
+    assert dead["source"].endswith("r.jsonl:1")
+
+
 def test_a_csv_header_naming_a_column_twice_is_refused(log: SQLiteLog, tmp_path: Path) -> None:
     """A row's dict kept the last of the two cells: the other was lost, unsaid."""
     for topic in PIPELINE.topics:

@@ -304,6 +304,27 @@ def letter_value(letter: Mapping[str, Any], key: str, limit: int | None, topic: 
     return orjson.dumps(shortened(letter, size, limit, topic))
 
 
+#: The fields of an event as the log holds it (Event): an envelope has no others.
+ENVELOPE_FIELDS = ("stream", "key", "id", "ts", "payload")
+
+
+def check_envelope(obj: Mapping[str, Any], stream: str) -> None:
+    """BadInput naming a field of envelope ``obj`` (of ``stream``) outside
+    ENVELOPE_FIELDS: the event would be stored without it, so a producer's typo or
+    a payload field written beside the payload is refused rather than lost.
+
+    >>> check_envelope({"key": "u1", "id": "c1", "ts": 1, "payload": {}, "page": 2}, "click")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: stream 'click', field 'page': an event has only the fields \
+stream, key, id, ts and payload; put 'page' in payload, or it would be lost
+    """
+    for name in obj:
+        if name not in ENVELOPE_FIELDS:
+            raise BadInput(f"stream '{stream}', field '{name}': an event has only the fields "
+                           f"stream, key, id, ts and payload; put '{name}' in payload, or it "
+                           f"would be lost")
+
+
 def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:
     """A JSON object from text (a mapping passes as it is); BadInput naming ``what``."""
     if isinstance(raw, Mapping):

@@ -1,7 +1,7 @@
 """Ingest: a user's records (JSON lines, CSV, stdin) become events of a stream in the Log.
 
 A record is either an event envelope (``key``, ``id``, ``ts``, ``payload``; a
-``stream`` field, if any, must name the stream) or a flat object, a CSV row
+``stream`` field, if any, must name the stream; no other field) or a flat object, a CSV row
 included, whose fields are the payload and among which the stream's declared
 ``key``, ``ts`` and ``id`` fields give the envelope. Without an id field the id
 is a hash of the stream and the record, so ingesting a file twice gives the
@@ -50,6 +50,7 @@ from livelearn.events import (
     MIN_TS_MS,
     Event,
     Reason,
+    check_envelope,
     check_ts,
     dead_letter,
     decode_event,
@@ -287,7 +288,9 @@ def _envelope(stream: Stream, obj: Mapping[str, Any], now_ms: int | None) -> Eve
         raise BadInput(f"stream '{stream.name}', field 'stream': the record is of stream "
                        f"{obj.get('stream')!r}")
     body = {**obj, "stream": stream.name, "ts": event_time(stream.name, obj.get("ts"))}
-    return decode_event(body, {stream.name: stream.schema}, now_ms)
+    event = decode_event(body, {stream.name: stream.schema}, now_ms)
+    check_envelope(obj, stream.name)
+    return event
 
 
 def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: bool) -> Event:

@@ -64,6 +64,7 @@ from livelearn.errors import (
 from livelearn.events import (
     Event,
     Reason,
+    check_envelope,
     check_ts,
     dead_letter,
     decode_event,
@@ -385,6 +386,7 @@ def _decode(obj: Any, pipeline: Pipeline) -> tuple[Event, bytes]:
     try:
         event = decode_event(obj if isinstance(obj, Mapping) else orjson.dumps(obj),
                              pipeline.schemas)
+        check_envelope(obj, event.stream)  # decoded: obj is a mapping
         return event, event.to_json()
     except TypeError as e:  # orjson: an integer beyond 64 bits, say
         raise BadInput(f"event cannot be stored as JSON: {e}") from None
