@@ -108,7 +108,12 @@ def test_ingests_one_pass_gives_what_to_event_gives(obj: dict[str, Any]) -> None
     except BadInput:
         assert fast is None
         return
-    assert fast is None or fast == (partition_key(event), event.to_json())
+    if fast is not None:  # the same event, though msgspec writes 1e16 where orjson 1e+16
+        key, text = fast
+        value, expected = orjson.loads(text), orjson.loads(event.to_json())
+        assert key == partition_key(event) and value == expected
+        assert [type(v) for v in value["payload"].values()] == \
+            [type(v) for v in expected["payload"].values()]
 
 
 def test_ingests_one_pass_takes_the_usual_line() -> None:
