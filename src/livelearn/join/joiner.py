@@ -140,8 +140,11 @@ class Joiner:
         #: Where a restored state's inputs are to be read again from (``rebuild``), or None.
         self.rewind: list[tuple[str, int, int]] | None = None
         self.whole_until: int | None = None
-        self._rebuilt: list[tuple[int, str]] = []
-        self._rebuilt_ids: set[str] = set()
+        # during a rebuild: the window end of each id's last copy taken or late, and the
+        # newest ts of each input read so far (its watermark then)
+        self._rebuilt: dict[str, int] = {}
+        self._rebuilt_seen: dict[TopicPartition, int | None] = {}
+        self._rebuilt_mark = NO_WATERMARK
 
     # -- input ------------------------------------------------------------------
 
@@ -462,51 +465,75 @@ class Joiner:
         self.rewind = None if rewind is None else [(t, p, o) for t, p, o in rewind]
         self.whole_until = s.get("whole_until")
 
+    def rebuilding(self, inputs: Iterable[TopicPartition]) -> None:
+        """Start a ``rebuild`` that reads ``inputs`` again. The watermark it moves is the
+        smallest newest ts of those, and of the others that held the restored one (an
+        input that did not, none seen or behind it, was idle: left out)."""
+        self._rebuilt_seen = dict.fromkeys(inputs)
+        for tp, seen in self.max_seen.items():
+            if tp not in self._rebuilt_seen and seen is not None \
+                    and seen - self.lateness >= self.watermark:
+                self._rebuilt_seen[tp] = seen
+        self._rebuilt_mark = NO_WATERMARK
+
     def rebuild(self, record: Record, decoded: Any) -> None:
         """Take back what one record read before a compact state (``state(rewind)``) left
         in the operator: the id of the window it closed while still remembered, and the
-        counts of its event. Records of each input in offset order, from its rewind
-        offset up to its checkpoint offset, after ``restore``; then ``rebuilt()``.
+        counts of its event. After ``restore`` and ``rebuilding``, the records of each
+        input from its rewind offset up to its checkpoint offset, merged as the join
+        merged them (join.runner); then ``rebuilt()``.
 
-        A record of a labelled stream or of predictions was, at its first copy, either
-        dead-lettered as late (its id is in the state) or taken: open still (in the
-        state) or emitted. A later copy was a duplicate, and a malformed record left
-        nothing. One exception: a copy that came after the first had been forgotten
-        (``remember_ms``) was taken again, and counted again; a rebuild counts it once.
+        A record of a labelled stream or of predictions was taken (counted, and open
+        still or emitted), a duplicate (a copy of it remembered) or late (dead-lettered):
+        the rebuild decides each copy as the joiner did, against the watermark the
+        records read before it give. A malformed record left nothing.
         """
         if record.topic == PREDICTIONS:
             try:
                 pred = decode_prediction(decoded if type(decoded) is dict else record.value)
             except BadInput:
                 return
-            self._rebuild_id(pred["request_id"], pred["ts"] + self.window_ms)
-            return
-        if self.enricher is None:
-            return
-        try:
-            event = self._decoder(decoded if type(decoded) is dict else record.value)
-        except BadInput:
-            return
-        if event.stream != record.topic:
-            return
-        if event.stream != self.labelled or self._rebuild_id(event.id, event.ts):
-            self.enricher.observe(event)
+            ts = pred["ts"]
+            self._rebuild_id(pred["request_id"], ts, ts + self.window_ms)
+        else:
+            try:
+                event = self._decoder(decoded if type(decoded) is dict else record.value)
+            except BadInput:
+                return
+            if event.stream != record.topic:
+                return
+            ts = event.ts
+            if self.enricher is not None and (event.stream != self.labelled
+                                              or self._rebuild_id(event.id, ts, ts)):
+                self.enricher.observe(event)
+        seen, tp = self._rebuilt_seen, (record.topic, record.partition)
+        newest = seen.get(tp)
+        if newest is None or ts > newest:
+            seen[tp] = ts
+            low = min((s for s in seen.values() if s is not None), default=None)
+            if low is not None and None not in seen.values():
+                self._rebuilt_mark = max(self._rebuilt_mark, low - self.lateness)
 
-    def _rebuild_id(self, rid: str, end: int) -> bool:
-        """Whether ``rid`` (of a window ending at ``end``) is taken at this copy: its first,
-        and not late; then, if emitted and not forgotten yet, it is closed again."""
-        if rid in self._rebuilt_ids or rid in self._late:
-            return False  # a copy, or late (the state keeps the late ids)
-        self._rebuilt_ids.add(rid)
-        if rid not in self.open and end >= self.watermark - self.remember_ms:
-            self.closed[rid] = end
-            self._rebuilt.append((end, rid))
-        return True
+    def _rebuild_id(self, rid: str, ts: int, end: int) -> bool:
+        """Whether the copy of ``rid`` at ``ts`` (its window ending at ``end``) was taken:
+        not while an earlier copy was remembered, nor late."""
+        mark, last = self._rebuilt_mark, self._rebuilt.get(rid)
+        if last is not None and last >= mark - self.remember_ms:
+            return False  # a duplicate
+        self._rebuilt[rid] = end
+        # late: behind the watermark, or the state's late copy where nothing before it
+        # in the rebuild says otherwise
+        return not (end < mark or (last is None and self._late.get(rid) == ts))
 
     def rebuilt(self) -> None:
-        """End a ``rebuild``: the closed windows it gave back are forgotten in time."""
-        self._emitted = deque(sorted(self._rebuilt))
-        self._rebuilt, self._rebuilt_ids = [], set()
+        """End a ``rebuild``: the windows emitted and still remembered are closed again
+        (and forgotten in time); a late one the state kept closed stays so."""
+        oldest, closed = self.watermark - self.remember_ms, self.closed
+        emitted = sorted((end, rid) for rid, end in self._rebuilt.items()
+                         if end >= oldest and rid not in self.open and rid not in closed)
+        closed.update((rid, end) for end, rid in emitted)
+        self._emitted = deque(emitted)
+        self._rebuilt, self._rebuilt_seen = {}, {}
         self.rewind = None
 
     def check(self, blob: bytes | None, whose: str = "the joiner's checkpoint") -> None:

@@ -34,9 +34,11 @@ in the same process need not parse them, where JSON gives them back unchanged
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,28 +303,31 @@ class JoinRunner:
                     self._mark(tp, self.log.start_offset(*tp), self.joiner.max_seen[tp])
             return
         began, read = time.monotonic(), 0
-        for topic, partition, start in rewind:
-            if (topic, partition) in self._marks:
-                read += self._read_again((topic, partition), start)
+        spans = [((t, p), start) for t, p, start in rewind if (t, p) in self._marks]
+        self.joiner.rebuilding(tp for tp, start in spans if start < self.offsets[tp])
+        # merged as the join merges them (log.merge: by ts, then input), so that the
+        # joiner's watermark moves as it did
+        for *_, record, value in heapq.merge(*(self._read_again(tp, start)
+                                                for tp, start in spans)):
+            self.joiner.rebuild(record, value)
+            read += 1
         self.joiner.rebuilt()
         log.info("joiner group '%s': read %d records again in %.1f s to rebuild the ids and "
                  "counts its checkpoint leaves out", self.group, read, time.monotonic() - began)
 
-    def _read_again(self, tp: TopicPartition, offset: int) -> int:
-        """Give the joiner back the records of ``tp`` from ``offset`` up to its checkpoint
-        offset (those the log deleted meanwhile, its retention, are skipped and said)."""
-        read = 0
+    def _read_again(self, tp: TopicPartition, offset: int
+                    ) -> Iterator[tuple[int, int, int, Record, Any]]:
+        """The records of ``tp`` from ``offset`` up to its checkpoint offset, each as (ts,
+        input, offset, record, value parsed) (those the log deleted meanwhile, its
+        retention, are skipped and said), marking each batch as read."""
+        index = self.inputs.index(tp)
         for records in read_again(self.log, tp, offset, self.offsets[tp],
                                   f"joiner group '{self.group}' forgets the ids and counts "
                                   f"they gave"):
-            newest = _MALFORMED_FIRST
-            for record in records:
-                ts, value = _ts(record)
-                self.joiner.rebuild(record, value)
-                newest = max(newest, ts)
-            self._mark(tp, records[0].offset, newest)
-            read += len(records)
-        return read
+            keyed = [(*_ts(record), record) for record in records]
+            self._mark(tp, records[0].offset, max(ts for ts, _, _ in keyed))
+            for ts, value, record in keyed:
+                yield ts, index, record.offset, record, value
 
     def _on_idle(self, tp: TopicPartition, idle: bool) -> None:
         self._out.extend(self.joiner.set_idle(tp, idle))
