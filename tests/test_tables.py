@@ -3,6 +3,9 @@ cell fails the load, naming the table, the row, the column and the value."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -46,6 +49,21 @@ def test_as_of_in_ms_iso_or_a_timestamp_is_read_as_ms(tmp_path: Path, name: str,
     assert {key: row["updated_at"] for key, row in rows.items()} == {"c0": T, "c1": c1}
     asof = AsOfTable.load(table, tmp_path)
     assert asof.get("c0", T - 1) == {} and asof.get("c0", T)["risk"] == "low"
+
+
+def test_a_time_without_a_zone_is_utc_whatever_the_machines_zone(tmp_path: Path) -> None:
+    """A column of times some with a zone and some without: DuckDB read those without in
+    the machine's zone, so that in Kolkata a row valid from 00:00 UTC was valid from
+    18:30 the day before, and seen by events before it."""
+    _write(tmp_path, "iso.csv", "card_id,updated_at,risk\nc0,2023-12-31T00:00:00,low\n"
+                                "c1,2023-12-31T05:00:01+05:00,high\n")
+    code = ("from livelearn import spec; from livelearn.tables.offline import load_table; "
+            "t = spec.Table('cards', 'iso.csv', key='card_id', as_of='updated_at'); "
+            "print({k: r['updated_at'] for k, r in load_table(t).items()})")
+    for zone in ("Asia/Kolkata", "America/New_York"):
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "TZ": zone})
+        assert done.stdout.strip() == str({"c0": T, "c1": T + 1000}), done.stderr
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -54,11 +54,19 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
             f"pipeline file's)")
         raise NotFound(f"table '{table.name}': no file {table.path}{where}")
     csv_file = reader == "read_csv_auto"
+    with duckdb.connect() as connection:
+        # a time without a zone is UTC, not the machine's zone (DuckDB reads a column of
+        # times some with a zone and some without in the session's zone)
+        connection.execute("SET TimeZone = 'UTC'")
+        return _rows(table, path, connection, reader, csv_file)
+
+
+def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reader: str,
+          csv_file: bool) -> list[dict[str, Any]]:
     try:
-        rel = (duckdb.sql(f"SELECT * FROM {reader}(?, types=?)",  # type: ignore[call-arg]
-                          params=[str(path), {table.key: "VARCHAR"}]) if csv_file
-               else duckdb.sql(f"SELECT * FROM {reader}(?)",  # type: ignore[call-arg]
-                               params=[str(path)]))
+        rel = (connection.sql(f"SELECT * FROM {reader}(?, types=?)",
+                              params=[str(path), {table.key: "VARCHAR"}]) if csv_file
+               else connection.sql(f"SELECT * FROM {reader}(?)", params=[str(path)]))
     except duckdb.Error as e:
         problem = _csv_problem(path, table.key) if csv_file else None
         raise BadInput(f"table '{table.name}': cannot read {path}: {problem or e}") from None
