@@ -23,6 +23,7 @@ from livelearn.registry import Registry
 from livelearn.serve.app import create_app
 from livelearn.tables.asof import AsOfTable
 from livelearn.tables.offline import load_table
+from livelearn.tables.store import check_row
 from livelearn.train.trainer import Trainer
 
 T = 1_703_980_800_000  # 2023-12-31T00:00:00Z
@@ -64,6 +65,21 @@ def test_a_time_without_a_zone_is_utc_whatever_the_machines_zone(tmp_path: Path)
         done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                               text=True, timeout=60, env={**os.environ, "TZ": zone})
         assert done.stdout.strip() == str({"c0": T, "c1": T + 1000}), done.stderr
+
+
+def test_dates_times_and_decimals_are_json_scalars_as_the_server_stores_them(
+        tmp_path: Path) -> None:
+    """The joiner handed features a datetime.date where the server refused to load the
+    table (its store holds JSON scalars): both now see ISO 8601 text, and a float."""
+    duckdb.sql(f"COPY (SELECT 'c1' AS card_id, DATE '2020-05-01' AS opened, TIMESTAMP "
+               f"'2020-05-01 10:00:00' AS seen, TIMESTAMPTZ '2020-05-01 10:00:00+02' AS paid, "
+               f"12.50::DECIMAL(10, 2) AS credit, TIME '10:00:00' AS cutoff) TO "
+               f"'{tmp_path / 'cards.parquet'}' (FORMAT parquet)")
+    table = spec.Table("cards", "cards.parquet", key="card_id")
+    row = load_table(table, tmp_path)["c1"]
+    assert row == {"card_id": "c1", "opened": "2020-05-01", "seen": "2020-05-01T10:00:00",
+                   "paid": "2020-05-01T08:00:00+00:00", "credit": 12.5, "cutoff": "10:00:00"}
+    assert check_row("cards", "c1", row) == row
 
 
 @pytest.mark.parametrize(("text", "message"), [

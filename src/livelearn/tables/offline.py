@@ -2,7 +2,9 @@
 
 A table's ``as_of`` column is read as integer milliseconds since the epoch UTC
 whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
-server, the joiner and ingest see the same rows. A key is text or an integer and
+server, the joiner and ingest see the same rows; a time without a zone is UTC.
+Other dates, times and timestamps are ISO 8601 text in a row, decimals floats:
+the JSON scalars the online store holds. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
 "1e3" stay so), a JSON column of mixed types holds each value as it was written
 (DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
@@ -25,6 +27,18 @@ from livelearn.spec import Table
 
 _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_json_auto",
             ".jsonl": "read_json_auto", ".ndjson": "read_json_auto"}
+
+
+def _iso(value: Any) -> str:
+    return str(value.isoformat())
+
+
+#: DuckDB types whose values are no JSON scalar, and what a row holds instead: dates and
+#: times as ISO 8601 text, decimals as floats, UUIDs as text.
+_PLAIN: dict[str, Any] = {
+    "DATE": _iso, "TIME": _iso, "TIMESTAMP": _iso, "TIMESTAMP WITH TIME ZONE": _iso,
+    "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso,
+    "TIME WITH TIME ZONE": _iso, "DECIMAL": float, "UUID": str}
 
 
 def load_table(table: Table, data_dir: str | Path = ".") -> dict[str, dict[str, Any]]:
@@ -80,6 +94,9 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
     kinds = dict(zip(columns, map(str, rel.types), strict=True))
     mixed = [c for c, kind in kinds.items() if kind == "JSON"]
     floats = [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")]
+    # values the online store holds as JSON scalars, as the joiner sees them
+    plain = [(c, _PLAIN[kind.split("(")[0]]) for c, kind in kinds.items()
+             if c != table.as_of and kind.split("(")[0] in _PLAIN]
     try:  # DuckDB reads lazily: a bad value far into the file, or a damaged page, fails here
         fetched = rel.fetchall()
     except duckdb.Error as e:
@@ -94,6 +111,9 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
         for c in floats:
             if row[c] != row[c]:  # NaN: how pandas writes a missing number
                 row[c] = None
+        for c, convert in plain:
+            if row[c] is not None:
+                row[c] = convert(row[c])
         where = f"table '{table.name}', row {n}, column"
         key = row[table.key]
         if key is None or key == "":
