@@ -1,9 +1,9 @@
 """Ingest: a user's records (JSON lines, CSV, stdin) become events of a stream in the Log.
 
 A record is either an event envelope (``key``, ``id``, ``ts``, ``payload``; a
-``stream`` field, if any, must name the stream; no other field) or a flat object, a CSV row
-included, whose fields are the payload and among which the stream's declared
-``key``, ``ts`` and ``id`` fields give the envelope. Without an id field the id
+``stream`` field, if any, must name the stream; no other field) or a flat
+object, a CSV row included, whose fields are the payload and among which the
+stream's declared ``key``, ``ts`` and ``id`` fields give the envelope. Without an id field the id
 is a hash of the stream and the record, so ingesting a file twice gives the
 same ids: the joiner dead-letters the second copy, as duplicates where it still
 remembers the ids (``dedup_ms`` of event time behind the newest events), as late

@@ -14,7 +14,7 @@ None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +35,7 @@ def _iso(value: Any) -> str:
 
 #: DuckDB types whose values are no JSON scalar, and what a row holds instead: dates and
 #: times as ISO 8601 text, decimals as floats, UUIDs as text.
-_PLAIN: dict[str, Any] = {
+_PLAIN: dict[str, Callable[[Any], Any]] = {
     "DATE": _iso, "TIME": _iso, "TIMESTAMP": _iso, "TIMESTAMP WITH TIME ZONE": _iso,
     "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso,
     "TIME WITH TIME ZONE": _iso, "DECIMAL": float, "UUID": str}
@@ -77,6 +77,7 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
 
 def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reader: str,
           csv_file: bool) -> list[dict[str, Any]]:
+    """``read_rows`` of the file at ``path``, read by ``reader`` on ``connection``."""
     try:
         rel = (connection.sql(f"SELECT * FROM {reader}(?, types=?)",
                               params=[str(path), {table.key: "VARCHAR"}]) if csv_file
