@@ -471,8 +471,12 @@ class Joiner:
         input that did not, none seen or behind it, was idle: left out)."""
         self._rebuilt_seen = dict.fromkeys(inputs)
         for tp, seen in self.max_seen.items():
-            if tp not in self._rebuilt_seen and seen is not None \
-                    and seen - self.lateness >= self.watermark:
+            if tp in self._rebuilt_seen:
+                continue
+            if seen is None:  # holds the watermark, unless idle: then it moved on
+                if self.watermark == NO_WATERMARK:
+                    self._rebuilt_seen[tp] = None
+            elif seen - self.lateness >= self.watermark:
                 self._rebuilt_seen[tp] = seen
         self._rebuilt_mark = NO_WATERMARK
 

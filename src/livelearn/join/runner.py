@@ -307,7 +307,8 @@ class JoinRunner:
         self.joiner.rebuilding(tp for tp, start in spans if start < self.offsets[tp])
         # merged as the join merges them (log.merge: by ts, then input), so that the
         # joiner's watermark moves as it did
-        for *_, record, value in heapq.merge(*(self._read_again(tp, start)
+        batch = max(500, 10_000 // max(1, len(spans)))  # what the merge holds: per input
+        for *_, record, value in heapq.merge(*(self._read_again(tp, start, batch)
                                                 for tp, start in spans)):
             self.joiner.rebuild(record, value)
             read += 1
@@ -315,7 +316,7 @@ class JoinRunner:
         log.info("joiner group '%s': read %d records again in %.1f s to rebuild the ids and "
                  "counts its checkpoint leaves out", self.group, read, time.monotonic() - began)
 
-    def _read_again(self, tp: TopicPartition, offset: int
+    def _read_again(self, tp: TopicPartition, offset: int, batch: int
                     ) -> Iterator[tuple[int, int, int, Record, Any]]:
         """The records of ``tp`` from ``offset`` up to its checkpoint offset, each as (ts,
         input, offset, record, value parsed) (those the log deleted meanwhile, its
@@ -323,7 +324,7 @@ class JoinRunner:
         index = self.inputs.index(tp)
         for records in read_again(self.log, tp, offset, self.offsets[tp],
                                   f"joiner group '{self.group}' forgets the ids and counts "
-                                  f"they gave"):
+                                  f"they gave", batch):
             keyed = [(*_ts(record), record) for record in records]
             self._mark(tp, records[0].offset, max(ts for ts, _, _ in keyed))
             for ts, value, record in keyed:
