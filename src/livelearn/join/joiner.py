@@ -467,8 +467,9 @@ class Joiner:
 
     def rebuilding(self, inputs: Iterable[TopicPartition]) -> None:
         """Start a ``rebuild`` that reads ``inputs`` again. The watermark it moves is the
-        smallest newest ts of those, and of the others that held the restored one (an
-        input that did not, none seen or behind it, was idle: left out)."""
+        smallest newest ts of those and of the others that held the restored one: an
+        input behind it, or that has seen nothing while it is not none, was idle (left
+        out)."""
         self._rebuilt_seen = dict.fromkeys(inputs)
         for tp, seen in self.max_seen.items():
             if tp in self._rebuilt_seen:
