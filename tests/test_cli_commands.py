@@ -229,6 +229,39 @@ def test_models_finds_a_pipelines_registry_in_its_work_folder(
         assert capsys.readouterr().err == f"livelearn: models: {error}\n"
 
 
+def test_models_takes_its_words_on_either_side_of_its_options(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """README's `livelearn models PIPELINE [ls | promote VERSION | rollback]` with
+    --registry or --workdir after PIPELINE: argparse took the words before the option
+    only, and `models PIPELINE --registry DIR ls` failed with "unrecognized arguments:
+    ls" (exit 2, nothing done)."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    monkeypatch.chdir(tmp_path)
+    registry = Registry(tmp_path / "reg")
+    for _ in range(3):
+        registry.publish(FTRL(bits=4), {"samples": 0}, None)
+    assert main(["models", "p.py", "--registry", "reg", "promote", "2"]) == 0
+    assert capsys.readouterr().out == "v2 approved; servers swap it in\n"
+    assert main(["models", "promote", "--registry", "reg", "3"]) == 0
+    assert capsys.readouterr().out == "v3 approved; servers swap it in\n"
+    assert main(["models", "p.py", "--registry", "reg", "rollback"]) == 2  # none served yet
+    assert capsys.readouterr().err == ("livelearn: no serving version with a previous one to "
+                                       "roll back to in reg\n")
+    assert main(["models", "p.py", "--workdir", "elsewhere", "ls"]) == 2
+    assert capsys.readouterr().err == "livelearn: no registry at elsewhere/registry\n"
+    # the command itself, in the form that failed
+    run = subprocess.run([sys.executable, "-m", "livelearn", "models", "p.py", "--registry",
+                          "reg", "ls"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "v3 approved: promoted by hand" in run.stdout
+    # what is not a word of models is still refused, as by any command
+    with pytest.raises(SystemExit) as exit_:
+        main(["models", "p.py", "--registry", "reg", "ls", "--force"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --force" in capsys.readouterr().err
+
+
 def test_a_second_replay_into_the_same_log_is_refused(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Replayed again into the same log, every event would be late or a duplicate and the

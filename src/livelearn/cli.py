@@ -37,7 +37,7 @@ in. Start with `livelearn demo`.
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s")
     held = _SampleWarnings()
@@ -65,6 +65,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
                   f"could not learn; the dead_letters topic has each one's reason",
                   file=sys.stderr)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that ``models`` takes its words (PIPELINE, the
+    action and its version) on either side of its options: argparse gives a positional
+    of nargs="*" only its first run of words, so `models PIPELINE --registry DIR ls`
+    failed with "unrecognized arguments: ls"."""
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "func", None) is _models:
+        args.words += [word for word in extra if not word.startswith("-")]
+        extra = [word for word in extra if word.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 class _SampleWarnings(logging.Filter):
