@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -110,6 +111,75 @@ def test_each_key_keeps_its_newest_versions(make_store: OpenStore) -> None:
     store.put_rows("t", {"k": {"v": 50}}, ts_ms=50)  # older than every kept one: dropped
     assert store.get_rows("t", ["k"], as_of_ms=60) == {}
     assert store.get_rows("t", ["k"]) == {"k": {"v": 500}}
+
+
+def test_replace_table_leaves_exactly_the_rows_given(make_store: OpenStore) -> None:
+    """What a server restarted on a shared store relies on: a key or a version the new
+    rows leave out is gone (put_rows only ever adds), other tables and the counters stay."""
+    store = make_store(max_versions=3)
+    for ts in (100, 200, 300):
+        store.put_rows("items", {"a": {"v": ts}, "b": {"v": ts}, "c*[x]": {"v": ts}}, ts_ms=ts)
+    store.put_rows("items:x", {"b": {"v": "other table"}}, ts_ms=0)
+    store.put_rows("users", {"a": {"v": "user"}}, ts_ms=0)
+    store.add("clicks", "b", 50, "e1")
+    store.replace_table("items", {"a": {300: {"v": "new"}, 100: {"v": 1}},
+                                  "d": {0: {"v": 0}, 10: {"v": 10}, 20: {"v": 20},
+                                        30: {"v": 30}},
+                                  "gone": {}})
+    keys = ["a", "b", "c*[x]", "d", "gone"]
+    assert store.get_rows("items", keys) == {"a": {"v": "new"}, "d": {"v": 30}}
+    assert store.get_rows("items", keys, as_of_ms=250) == {"a": {"v": 1}, "d": {"v": 30}}
+    assert store.get_rows("items", ["d"], as_of_ms=5) == {}, "its 3 newest versions only"
+    assert store.snapshot()["rows"] == {
+        "items": {"a": [[100, {"v": 1}], [300, {"v": "new"}]],
+                  "d": [[10, {"v": 10}], [20, {"v": 20}], [30, {"v": 30}]]},
+        "items:x": {"b": [[0, {"v": "other table"}]]}, "users": {"a": [[0, {"v": "user"}]]}}
+    assert store.count("clicks", "b", 60_000, 60_000) == 1
+    store.replace_table("items", {})
+    assert store.get_rows("items", keys) == {}
+    assert store.get_rows("items:x", ["b"]) == {"b": {"v": "other table"}}
+    with pytest.raises(BadInput, match="table 'items', key 'a', field 'f'"):
+        store.replace_table("items", {"z": {0: {"f": 1}}, "a": {0: {"f": [1]}}})
+    assert store.get_rows("items", ["z", "a"]) == {}, "a bad row: nothing written"
+
+
+def test_concurrent_replaces_of_a_table_leave_one_whole(make_store: OpenStore) -> None:
+    """Servers restarting at once on one store with different files: the table ends as one
+    file's, never the union (each replace listed the keys before the other wrote its own),
+    and a reader meanwhile sees one whole content at a time."""
+    contents = {name: {f"{name}{i}": {0: {"v": name}} for i in range(3_000)}
+                for name in ("a", "b", "c")}
+    probe = [key for name in contents for key in (f"{name}0", f"{name}2999")]
+    writers, reader = [make_store() for _ in contents], make_store()
+    seen: list[set[object]] = []
+    done = threading.Event()
+    start = threading.Barrier(3)
+
+    def replace(store: Store, name: str) -> None:
+        start.wait()
+        store.replace_table("t", contents[name])
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append({row["v"] for row in reader.get_rows("t", probe).values()})
+
+    for _ in range(3):
+        writers[0].replace_table("t", contents["a"])
+        done.clear()
+        threads = [threading.Thread(target=replace, args=(writers[1], "b")),
+                   threading.Thread(target=replace, args=(writers[2], "c")),
+                   threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        for thread in threads[:2]:
+            thread.join(60)
+        done.set()
+        threads[2].join(60)
+        final = reader.snapshot()["rows"]["t"]
+        names = {versions[0][1]["v"] for versions in final.values()}
+        assert len(names) == 1 and len(final) == 3_000, f"a mix of {sorted(names)}"
+    assert seen and all(len(s) == 1 for s in seen), "a read saw two contents at once"
 
 
 def exact_count(events: list[tuple[str, int, str]], key: str, window_ms: int,

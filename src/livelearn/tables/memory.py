@@ -112,6 +112,22 @@ class MemoryStore(Store):
             for key, row in checked.items():
                 self._put(self._data.rows.setdefault((table, key), _Versions()), row, ts_ms)
 
+    def replace_table(self, table: str,
+                      versions: Mapping[str, Mapping[int, Mapping[str, Value]]]) -> None:
+        checked = {key: {check_ts(f"table '{table}'", ts): check_row(table, key, row)
+                         for ts, row in rows.items()} for key, rows in versions.items()}
+        with self._data.lock:
+            held = self._data.rows
+            for stale in [k for k in held if k[0] == table and k[1] not in checked]:
+                del held[stale]
+            for key, rows in checked.items():
+                held.pop((table, key), None)
+                if not rows:
+                    continue
+                v = held[(table, key)] = _Versions()
+                for ts_ms in sorted(rows):
+                    self._put(v, rows[ts_ms], ts_ms)
+
     def _put(self, versions: _Versions, row: Row, ts_ms: int) -> None:
         i = bisect.bisect_left(versions.times, ts_ms)
         if i < len(versions.times) and versions.times[i] == ts_ms:

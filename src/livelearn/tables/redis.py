@@ -5,6 +5,10 @@ with its length so table, counter and key names may hold any character:
 
 - ``NAME:r:<len>:<table>:<key>`` a sorted set of versions: score = ts_ms,
   member = JSON ``[ts_ms, row]``; the newest ``max_versions`` are kept.
+- ``NAME:g:<len>:<table>:`` a count of the table's ``replace_table`` calls:
+  each one WATCHes it while it lists the table's keys (SCAN) and increments it
+  in the transaction that deletes those it leaves out and writes the rest, and
+  starts again if another replace of the table came in between.
 - ``NAME:c:<len>:<counter>:<key>`` a sorted set of counted events: score =
   ts_ms, member = event id (ZADD NX: an id counts once). A Lua script adds and
   drops the events older than ``retention_ms`` before the newest; ZCOUNT
@@ -60,6 +64,24 @@ end
 return #KEYS
 """
 
+#: KEYS: version sets; ARGV[1]: max_versions, then per KEYS[i] its number of versions n
+#: and n pairs ts_ms, member. Each set is emptied, then holds those versions (the newest
+#: max_versions).
+_REPLACE = """
+local keep = tonumber(ARGV[1])
+local at = 2
+for i, key in ipairs(KEYS) do
+  redis.call('DEL', key)
+  local n = tonumber(ARGV[at])
+  for j = 1, n do
+    redis.call('ZADD', key, ARGV[at + 2 * j - 1], ARGV[at + 2 * j])
+  end
+  at = at + 1 + 2 * n
+  redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1)
+end
+return #KEYS
+"""
+
 #: KEYS: counter sets; ARGV[1]: retention_ms, ARGV[2]: ttl_ms, then per KEYS[i] its event's
 #: ts_ms and id. Each set keeps the events within retention_ms of its newest.
 _ADD = """
@@ -99,6 +121,7 @@ class RedisStore(Store):
         #: Wall-clock ms after its last event that a counter key expires.
         self.idle_ms = max(retention_ms, IDLE_FLOOR_MS)
         self._put = client.register_script(_PUT)
+        self._replace = client.register_script(_REPLACE)
         self._add = client.register_script(_ADD)
 
     @classmethod
@@ -136,6 +159,37 @@ class RedisStore(Store):
                           args=[ts_ms, self.max_versions, *[m for _, m in chunk]], client=pipe)
             pipe.execute()
 
+    def replace_table(self, table: str,
+                      versions: Mapping[str, Mapping[int, Mapping[str, Value]]]) -> None:
+        writes = [(self._name("r", table, key),
+                   [orjson.dumps([check_ts(f"table '{table}'", ts), check_row(table, key, row)])
+                    for ts, row in rows.items()], list(rows))
+                  for key, rows in versions.items()]
+        kept = {name for name, _, _ in writes}
+        pattern = _glob(self._name("r", table, ""))
+        with _reachable(self.where), self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self._name("g", table, ""))
+                    stale = [n for n in pipe.scan_iter(match=f"{pattern}*", count=1000)
+                             if n.decode() not in kept]
+                    pipe.multi()
+                    for chunk in _chunks(stale):
+                        pipe.delete(*chunk)
+                    for write in _chunks(writes):
+                        args: list[Any] = [self.max_versions]
+                        for _, members, times in write:
+                            args.append(len(members))
+                            for ts, member in zip(times, members, strict=True):
+                                args += (ts, member)
+                        self._replace(keys=[name for name, _, _ in write], args=args,
+                                      client=pipe)
+                    pipe.incr(self._name("g", table, ""))
+                    pipe.execute()
+                    return
+                except redis.WatchError:  # another replace of the table: list its keys again
+                    continue
+
     def get_rows(self, table: str, keys: Iterable[str], as_of_ms: int | None = None
                  ) -> dict[str, Row]:
         keys = list(keys)
@@ -168,7 +222,7 @@ class RedisStore(Store):
         return dict(zip(keys, found, strict=True))
 
     def snapshot(self) -> Snapshot:
-        names = self._names()
+        names = [name for name in self._names() if _split(name)[0] in ("r", "c")]
         with _reachable(self.where), self.client.pipeline(transaction=True) as pipe:
             for name in names:
                 pipe.zrange(name, 0, -1, withscores=_split(name)[0] == "c")
@@ -217,6 +271,11 @@ class RedisStore(Store):
 def _chunks(items: list[T]) -> Iterator[list[T]]:
     for i in range(0, len(items), CHUNK):
         yield items[i:i + CHUNK]
+
+
+def _glob(text: str) -> str:
+    """``text`` as a SCAN MATCH pattern that matches itself only (* ? [ ] \\ escaped)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _split(name: str) -> tuple[str, str, str]:

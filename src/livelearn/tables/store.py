@@ -24,6 +24,10 @@ leaves out keys that have none: a read never sees a later version. Each key
 keeps its ``max_versions`` newest versions; older ones are dropped, so a read
 as of a time before the oldest kept version finds no row. Values are JSON
 scalars: str, int (64-bit), finite float, bool, None.
+``replace_table(table, versions)`` makes a table hold exactly ``versions``
+(key -> ts_ms -> row): the keys it leaves out, and the other versions of those
+it holds, are deleted, in one atomic batch; of several replaces of one table at
+once, from any store on the same data, one wins whole (none leaves the union).
 
 Counters. ``add(counter, key, ts_ms, event_id)`` counts one event;
 ``count(counter, key, window_ms, as_of_ms)`` is the number of events of that
@@ -43,6 +47,9 @@ event time behind the newest event of any key).
 >>> s.put_rows("items", {"i1": {"price": 4}}, ts_ms=2000)
 >>> s.get_rows("items", ["i1", "i2"], as_of_ms=1999), s.get_rows("items", ["i1"])
 ({'i1': {'price': 3}}, {'i1': {'price': 4}})
+>>> s.replace_table("items", {"i2": {0: {"price": 5}}})
+>>> s.get_rows("items", ["i1", "i2"])
+{'i2': {'price': 5}}
 >>> for ts, event in ((1_000, "e1"), (59_999, "e2"), (60_000, "e3"), (60_000, "e3")):
 ...     s.add("clicks", "i1", ts, event)
 >>> s.count("clicks", "i1", 60_000, 60_000), s.count("clicks", "i1", 60_000, 61_000)
@@ -88,6 +95,12 @@ class Store(ABC):
     @abstractmethod
     def put_rows(self, table: str, rows: Mapping[str, Mapping[str, Value]], ts_ms: int) -> None:
         """Write one version of each row, valid from ``ts_ms``; one atomic batch."""
+
+    @abstractmethod
+    def replace_table(self, table: str,
+                      versions: Mapping[str, Mapping[int, Mapping[str, Value]]]) -> None:
+        """Make ``table`` hold exactly ``versions`` (key -> ts_ms -> row; a key's newest
+        ``max_versions`` kept), its other keys and versions deleted; one atomic batch."""
 
     @abstractmethod
     def get_rows(self, table: str, keys: Iterable[str], as_of_ms: int | None = None
