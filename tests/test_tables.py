@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -23,7 +24,7 @@ from livelearn.registry import Registry
 from livelearn.serve.app import create_app
 from livelearn.tables.asof import AsOfTable
 from livelearn.tables.offline import load_table
-from livelearn.tables.store import check_row
+from livelearn.tables.store import check_row, open_store
 from livelearn.train.trainer import Trainer
 
 T = 1_703_980_800_000  # 2023-12-31T00:00:00Z
@@ -199,6 +200,62 @@ def test_the_server_finds_a_unicode_user_of_a_json_table_whose_keys_are_mixed(
     served = [orjson.loads(r.value) for r in log.read("predictions", 0, 0, 10)]
     assert [(p["user"], p["features"]) for p in served] == [
         ("zoë", {"plan": "free", "category": "toys"}), ("10", {"plan": "pro", "category": "toys"})]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_server_restarted_on_the_same_store_serves_the_files_rows_only(
+        tmp_path: Path, log: SQLiteLog, request: pytest.FixtureRequest, backend: str) -> None:
+    """An item deleted from items.csv, a version of one taken out and a user deleted from
+    users.csv: the server restarted on the same store served them still (its load only
+    added rows) where the joiner, reading the files, knows none of them."""
+    (tmp_path / "users.csv").write_text("user_id,plan\nu1,pro\nu2,free\n")
+    (tmp_path / "items.csv").write_text(f"item_id,updated_at,x\ni1,{T - 1000},1\n"
+                                        f"i1,{T + 5},2\ni2,{T - 1000},3\n")
+    pipeline = spec.Pipeline(
+        name="restarted", feedback=spec.FeedbackJoin(
+            streams=(spec.Stream("clicks", {"request_id": str}, key="user"),),
+            window_ms=60_000, label=lambda events: {"clicked": float(bool(events))}),
+        users=spec.Table("users", "users.csv", key="user_id"),
+        items=spec.Table("items", "items.csv", key="item_id", as_of="updated_at"),
+        features=lambda user, item, ts: {"plan": str(user.get("plan")),
+                                         "x": float(item.get("x") or 0)},
+        learner=lambda: FTRL(bits=10), target="clicked")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, pipeline)
+    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    url = (f"memory://restarted{uuid.uuid4().hex}" if backend == "memory" else
+           f"redis://{request.getfixturevalue('redis_address')}/0?namespace=t{uuid.uuid4().hex}")
+
+    def serve(user: str, items: list[str]) -> tuple[int, list[dict[str, object]]]:
+        """The status and the features served, by a server started now on ``url``."""
+        store = open_store(url)
+        app = create_app(pipeline, log, registry, tmp_path, store=store, poll_s=0.02)
+        with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=10) as h:
+            reply = h.post("/predict", json={"user_id": user, "items": items, "ts": T + 10})
+        store.close()
+        if reply.status_code != 200:
+            return reply.status_code, [reply.json()]
+        end = log.end_offset("predictions", 0)
+        served = [orjson.loads(r.value) for r in log.read("predictions", 0, end - len(items),
+                                                           len(items))]
+        return 200, [p["features"] for p in served]
+
+    try:
+        assert serve("u2", ["i1", "i2"]) == (200, [{"plan": "free", "x": 2.0},
+                                                   {"plan": "free", "x": 3.0}])
+        (tmp_path / "users.csv").write_text("user_id,plan\nu1,pro\n")
+        (tmp_path / "items.csv").write_text(f"item_id,updated_at,x\ni1,{T - 1000},1\n"
+                                            f"i3,{T - 1000},4\n")
+        status, body = serve("u2", ["i2"])
+        assert status == 422 and "item 'i2' is not in table 'items'" in str(body)
+        assert serve("u2", ["i1", "i3"]) == (200, [{"plan": "None", "x": 1.0},
+                                                   {"plan": "None", "x": 4.0}])
+    finally:
+        store = open_store(url)
+        store.clear()
+        store.close()
 
 
 def test_a_nan_in_a_table_is_a_missing_value(tmp_path: Path) -> None:

@@ -3,12 +3,18 @@
 A feedback join's server reads its users and items tables; a label-in-event
 server the tables of the pipeline's lookups. At start a server reads each
 table's file, runs ``recount`` (the server counts its log's events into the
-store's counters), puts the rows into the Store, in the order given (users
-first), every row valid from its ``as_of`` (from 0 in a table without one; the
-store keeps a key's newest ``max_versions``), and then writes each table's
-marker: the row ``{"rows": N}`` under the table's name in the store table
-``LOADED``. A Redis restarted without persistence, or flushed, loses the rows,
-the counters and the markers together.
+store's counters), replaces each table's content in the Store with its file's
+rows (``Store.replace_table``), in the order given (users first), every row
+valid from its ``as_of`` (from 0 in a table without one; the store keeps a
+key's newest ``max_versions``), and then writes each table's marker: the row
+``{"rows": N}`` under the table's name in the store table ``LOADED``. A key or
+a version that the file no longer holds (an item deleted from items.csv) is
+deleted from the store, so that after a start every server sharing the store
+serves the file's table, as the joiner reads it. Servers that share a store
+are meant to load the same files: of servers started with different ones, the
+last to load a table wins whole (every server serves that file's table, never
+a mix of two). A Redis restarted without persistence, or flushed, loses the
+rows, the counters and the markers together.
 
 A label-in-event request reads one row per lookup as of its event's ts
 (``row``): where none is found the markers are read, the lost tables loaded
@@ -25,14 +31,14 @@ empty row. A request whose rows are all there, or whose user is new, costs
 what it did; an item in no table costs one more read of the markers and of
 the rows before its 422.
 
-A key's versions are written newest first and the markers last, so a reader
-in any server, while a table is put back, sees the version it would have
-seen before the loss or none (and then waits for the table). Where loading
-fails (a file is gone, Redis is down again) the request gets 503
-(Unavailable) and the next one that misses tries again. A store that drops
-some keys and keeps others would not be noticed (rows missing, their marker
-still there): a Redis that may evict keys is refused when the store is opened
-(tables.redis).
+Each table is replaced in one atomic batch and the markers are written last,
+so a reader in any server, while a table is loaded or put back, sees the
+table as it was before (none, after a loss: it then waits for the table) or
+as the file has it, never a part of each. Where loading fails (a file is
+gone, Redis is down again) the request gets 503 (Unavailable) and the next
+one that misses tries again. A store that drops some keys and keeps others
+would not be noticed (rows missing, their marker still there): a Redis that
+may evict keys is refused when the store is opened (tables.redis).
 """
 
 from __future__ import annotations
@@ -119,16 +125,15 @@ class ServedTables:
         return [t for t in self._tables if t.name not in marked]
 
     def _load(self, tables: Sequence[Table]) -> None:
-        """Read the files (errors before anything is written), ``recount``, put each table's
-        rows (users first, a key's newest version first), then the markers."""
+        """Read the files (errors before anything is written), ``recount``, replace each
+        table's content with its file's rows (users first), then the markers."""
         read = [(table, read_rows(table, self.data_dir)) for table in tables]
         self.recount()
         for table, rows in read:
-            versions: dict[int, dict[str, Row]] = {}
+            versions: dict[str, dict[int, Row]] = {}
             for row in rows:
                 ts = 0 if table.as_of is None else row[table.as_of]
-                versions.setdefault(ts, {})[str(row[table.key])] = row
-            for ts in sorted(versions, reverse=True):
-                self.store.put_rows(table.name, versions[ts], ts_ms=ts)
+                versions.setdefault(str(row[table.key]), {})[ts] = row
+            self.store.replace_table(table.name, versions)
         self.store.put_rows(LOADED, {table.name: {"rows": len(rows)} for table, rows in read},
                             ts_ms=0)
