@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,6 +117,39 @@ def test_two_servers_share_counters_in_redis_as_of_each_request(
         ("u1", "i1", 20 + HOUR, c(2, 1, 1)),  # views at 30 and 20; the click at 20
         ("u1", "i1", 21 + HOUR, c(2, 0, 0)),  # views at 30 and 20+HOUR
     ]
+
+
+def test_requests_hours_ahead_leave_the_present_counts_whole(
+        tmp_path: Path, log: SQLiteLog, redis_address: str) -> None:
+    """A /predict and a /feedback with a ts three hours ahead (a client's clock; the server
+    takes up to a day ahead) are counted, and a present request after them sees the
+    present events: they emptied its windows, the store keeping a key's events only a
+    retention (here two hours) behind its newest, the one ahead."""
+    tables, registry = _serving(tmp_path, log)
+    url = f"redis://{redis_address}/0?namespace=t{uuid.uuid4().hex}"
+    app = create_app(PIPELINE, log, registry, tables,
+                     store=open_store(url, retention_for(PIPELINE.counters)))
+    now = int(time.time() * 1000)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+
+        def predict(ts: int) -> str:
+            reply = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": ts})
+            assert reply.status_code == 200, reply.text
+            return str(reply.json()["predictions"][0]["request_id"])
+
+        def click(rid: str, ts: int, id: str) -> None:
+            reply = http.post("/feedback", json=[_click("u1", rid, "i1", ts, id)])
+            assert reply.json() == {"accepted": 1, "rejected": []}
+
+        click(predict(now - 2_000), now - 1_000, "c1")
+        click(predict(now + 3 * HOUR), now + 3 * HOUR + 5, "c2")
+        predict(now)
+        predict(now + 3 * HOUR + 10)
+    served = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 100)]
+    assert [(r["ts"] - now, r["features"]) for r in served[2:]] == [
+        (0, {"item": "i1", "item_views_1h": 1, "item_clicks_1h": 1, "user_clicks_1h": 1}),
+        (3 * HOUR + 10, {"item": "i1", "item_views_1h": 1, "item_clicks_1h": 1,
+                         "user_clicks_1h": 1})]
 
 
 def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(

@@ -21,11 +21,13 @@ import pytest
 
 from livelearn.demo import free_port
 from livelearn.errors import BadInput, ConfigError, Unavailable
+from livelearn.tables.memory import SWEEP_EVERY
 from livelearn.tables.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["memory", "redis"]
 OpenStore = Callable[..., Store]
+HOUR = 3_600_000
 
 
 @pytest.fixture(params=BACKENDS)
@@ -261,6 +263,41 @@ def test_expiry_and_ids_that_come_again_match_the_definition(make_store: OpenSto
     snapshot = store.snapshot()["counters"]["c"]
     assert {k: sorted(map(tuple, v)) for k, v in snapshot.items()} == {
         k: sorted(v) for k, v in kept.items() if v}
+
+
+def test_an_event_ahead_of_the_wall_clock_expires_no_present_one(make_store: OpenStore
+                                                                  ) -> None:
+    """A key keeps its events within the retention of its newest or of the wall clock,
+    whichever is earlier: one event hours ahead (a client's clock; the servers take a
+    day ahead) does not expire the present ones, so windows as of now stay exact, and
+    events older than the retention behind the wall clock still expire."""
+    store = make_store(retention_ms=2 * HOUR)
+    now = int(time.time() * 1000)
+    store.add_many("c", [("k", now - back, f"p{back}") for back in (0, 1_000, HOUR,
+                                                                     2 * HOUR - 60_000)])
+    store.add("c", "k", now + 3 * HOUR, "ahead")
+    store.add_many("c", [("k", now + 10, "after"), ("k", now, "p0")])  # p0: counted already
+    assert store.count("c", "k", HOUR, now + 11) == 3
+    assert store.count("c", "k", 2 * HOUR, now + 11) == 5
+    assert store.count("c", "k", HOUR, now + 3 * HOUR + 1) == 1
+    store.add("c", "k", now - 3 * HOUR, "old")
+    assert store.count("c", "k", 2 * HOUR, now - HOUR) == 1, "old: expired by the wall clock"
+    assert sorted(i for _, i in store.snapshot()["counters"]["c"]["k"]) == sorted(
+        ["after", "ahead", "p0", "p1000", f"p{HOUR}", f"p{2 * HOUR - 60_000}"])
+
+
+def test_an_event_ahead_of_the_wall_clock_leaves_other_keys_be(make_store: OpenStore
+                                                               ) -> None:
+    """A key idle for less than the retention stays, however far ahead another key's
+    newest event is (the memory store sweeps idle keys every SWEEP_EVERY events: it
+    dropped every key more than the retention behind a future event)."""
+    store = make_store(retention_ms=2 * HOUR)
+    now = int(time.time() * 1000)
+    store.add("c", "quiet", now - 1_000, "q")
+    store.add("c", "ahead", now + 3 * HOUR, "a")
+    store.add_many("c", [("busy", now, f"b{i}") for i in range(SWEEP_EVERY)])
+    assert store.counts("c", ["quiet", "busy"], HOUR, now + 1) == {
+        "quiet": 1, "busy": SWEEP_EVERY}
 
 
 def test_large_batches_and_times_are_kept_whole(make_store: OpenStore) -> None:

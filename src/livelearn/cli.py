@@ -167,9 +167,10 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                         "kept in: memory:// (this process) or redis://host:port/db, shared "
                         "by several servers (?namespace=NAME keeps a pipeline's keys apart, "
                         "default livelearn); ?retention_ms= how long a key's counted "
-                        "events are kept behind its newest, in ms (default: the pipeline's "
-                        "longest counter window plus an hour), ?max_versions= the versions "
-                        "kept of a table row (default 8) (default: %(default)s)")
+                        "events are kept behind its newest (or now, if earlier), in ms "
+                        "(default: the pipeline's longest counter window plus an hour), "
+                        "?max_versions= the versions kept of a table row (default 8) "
+                        "(default: %(default)s)")
     s.add_argument("--poll", type=positive_seconds, default=0.1, metavar="SECONDS",
                    help="how often to look for a newly approved version, in seconds "
                         "(default: %(default)s)")

@@ -22,9 +22,11 @@ Predictions are not followed: each server counts those it serves.
 The label-in-event server reads an event's counts with ``count`` (one key as of
 one ts), as the joiner reads its counters (features.event_features).
 
-The store keeps a key's events for its retention behind the newest: by default
-the longest window plus an hour (``retention_for``), so a request's ts may be
-up to an hour behind the newest event counted and its counts stay exact.
+The store keeps a key's events for its retention behind the newest, or behind
+the wall clock when the newest is ahead of it (a request may carry a ts up to a
+day ahead: it expires no present event): by default the longest window plus an
+hour (``retention_for``), so a request's ts may be up to an hour behind the
+newest event counted, or behind now, and its counts stay exact.
 
 >>> from livelearn import spec
 >>> from livelearn.tables.store import open_store
@@ -58,16 +60,17 @@ logger = logging.getLogger("livelearn.serve")
 
 #: Records read from the log per batch by ``add_logged`` and ``add_new``.
 BATCH = 10_000
-#: How far behind the newest event counted a request's ts may be and its counts stay
-#: exact, with the retention ``retention_for`` gives: an hour, in ms.
+#: How far behind the newest event counted (or the wall clock, if earlier) a request's
+#: ts may be and its counts stay exact, with the retention ``retention_for`` gives: an
+#: hour, in ms.
 SLACK_MS = 3_600_000
 
 
 def retention_for(counters: Sequence[WindowCount]) -> int | None:
     """The store retention (ms) that ``counters`` need: the longest window plus
     ``SLACK_MS``; None without counters. A server's store keeps a key's events that
-    long behind its newest (memory and Redis grow with what it keeps), unless its URL
-    says ``?retention_ms=``."""
+    long behind its newest, or behind the wall clock if that is earlier (memory and
+    Redis grow with what it keeps), unless its URL says ``?retention_ms=``."""
     return max(c.window_ms for c in counters) + SLACK_MS if counters else None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import copy
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -44,28 +45,31 @@ class _Versions:
 @dataclass
 class _Counted:
     """One counter key's events: ``times`` ascending, ``ids`` beside them, ``seen`` the
-    ts of each id. Events more than the retention before the newest have expired: they
-    are not counted and their ids may come again. They are deleted once they are half
-    the lists, so that an event costs the same however many a key holds."""
+    ts of each id. Events before ``floor`` have expired: they are not counted and their
+    ids may come again. Each add raises the floor to the retention before the newest
+    event or the wall clock, whichever is earlier (as Redis trims: tables.redis), so an
+    event ahead of the clock expires no present one. Expired events are deleted once
+    they are half the lists, so that an event costs the same however many a key holds."""
 
     times: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
+    floor: int = -(2**53)
 
-    def live(self, retention_ms: int) -> int:
+    def live(self) -> int:
         """The index of the first event not expired."""
-        times = self.times
-        return bisect.bisect_left(times, times[-1] - retention_ms) if times else 0
+        return bisect.bisect_left(self.times, self.floor)
 
-    def add(self, ts_ms: int, event_id: str, retention_ms: int) -> None:
+    def add(self, ts_ms: int, event_id: str, retention_ms: int, now_ms: int) -> None:
         seen = self.seen.get(event_id)
-        if seen is not None and seen >= self.times[-1] - retention_ms:
+        if seen is not None and seen >= self.floor:
             return
         i = bisect.bisect_right(self.times, ts_ms)
         self.times.insert(i, ts_ms)
         self.ids.insert(i, event_id)
         self.seen[event_id] = ts_ms
-        old = self.live(retention_ms)
+        self.floor = max(self.floor, min(self.times[-1], now_ms) - retention_ms)
+        old = self.live()
         if old * 2 > len(self.times):
             for ts, expired in zip(self.times[:old], self.ids[:old], strict=True):
                 if self.seen.get(expired) == ts:  # not an id that came again since
@@ -155,21 +159,23 @@ class MemoryStore(Store):
 
     def add_many(self, counter: str, events: Iterable[Counted]) -> None:
         batch = self.checked(counter, events)
+        now_ms = int(time.time() * 1000)
         with self._data.lock:
             for key, ts_ms, event_id in batch:
                 counted = self._data.counters.setdefault((counter, key), _Counted())
-                counted.add(ts_ms, event_id, self.retention_ms)
+                counted.add(ts_ms, event_id, self.retention_ms, now_ms)
             self._data.added += len(batch)
             if self._data.added >= SWEEP_EVERY:
-                self._sweep()
+                self._sweep(now_ms)
 
-    def _sweep(self) -> None:
-        """Drop keys whose newest event is older than retention before the newest of all."""
+    def _sweep(self, now_ms: int) -> None:
+        """Drop keys whose newest event is older than the retention before the newest of
+        all or the wall clock, whichever is earlier."""
         self._data.added = 0
         counters = self._data.counters
         newest = max((c.times[-1] for c in counters.values() if c.times), default=0)
-        for name in [n for n, c in counters.items()
-                     if not c.times or c.times[-1] < newest - self.retention_ms]:
+        idle = min(newest, now_ms) - self.retention_ms
+        for name in [n for n, c in counters.items() if not c.times or c.times[-1] < idle]:
             del counters[name]
 
     def counts(self, counter: str, keys: Iterable[str], window_ms: int, as_of_ms: int
@@ -183,7 +189,7 @@ class MemoryStore(Store):
                     out[key] = 0
                     continue
                 times = counted.times
-                lo = bisect.bisect_left(times, max(first, times[-1] - self.retention_ms))
+                lo = bisect.bisect_left(times, max(first, counted.floor))
                 out[key] = max(0, bisect.bisect_right(times, last) - lo)
         return out
 
@@ -195,7 +201,7 @@ class MemoryStore(Store):
                 rows.setdefault(table, {})[key] = [[t, dict(r)] for t, r in zip(v.times, v.rows,
                                                                                 strict=True)]
             for (counter, key), c in self._data.counters.items():
-                live = c.live(self.retention_ms)
+                live = c.live()
                 counters.setdefault(counter, {})[key] = [
                     [t, i] for t, i in zip(c.times[live:], c.ids[live:], strict=True)]
         return {"format": FORMAT, "rows": rows, "counters": counters}
@@ -203,6 +209,7 @@ class MemoryStore(Store):
     def restore(self, snapshot: Snapshot) -> None:
         self.check_snapshot(snapshot)
         snapshot = copy.deepcopy(snapshot)
+        now_ms = int(time.time() * 1000)
         with self._data.lock:
             self._data.rows.clear()
             self._data.counters.clear()
@@ -215,4 +222,4 @@ class MemoryStore(Store):
                 for key, events in keys.items():
                     counted = self._data.counters[(counter, key)] = _Counted()
                     for _, ts_ms, event_id in self.checked(counter, [(key, *e) for e in events]):
-                        counted.add(ts_ms, event_id, self.retention_ms)
+                        counted.add(ts_ms, event_id, self.retention_ms, now_ms)

@@ -11,9 +11,10 @@ with its length so table, counter and key names may hold any character:
   starts again if another replace of the table came in between.
 - ``NAME:c:<len>:<counter>:<key>`` a sorted set of counted events: score =
   ts_ms, member = event id (ZADD NX: an id counts once). A Lua script adds and
-  drops the events older than ``retention_ms`` before the newest; ZCOUNT
-  counts a window. The set expires when no event came for ``retention_ms``
-  (at least one hour) of wall-clock time.
+  drops the events older than ``retention_ms`` before the newest or before the
+  adding process's wall clock, whichever is earlier; ZCOUNT counts a window.
+  The set expires when no event came for ``retention_ms`` (at least one hour)
+  of wall-clock time.
 
 Each batch is one round trip; writes run in MULTI/EXEC, so a reader sees all of
 a batch or none. Durability is the Redis server's (RDB / AOF as configured).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -82,15 +84,17 @@ end
 return #KEYS
 """
 
-#: KEYS: counter sets; ARGV[1]: retention_ms, ARGV[2]: ttl_ms, then per KEYS[i] its event's
-#: ts_ms and id. Each set keeps the events within retention_ms of its newest.
+#: KEYS: counter sets; ARGV[1]: retention_ms, ARGV[2]: ttl_ms, ARGV[3]: the wall clock's
+#: ms, then per KEYS[i] its event's ts_ms and id. Each set keeps the events within
+#: retention_ms of its newest or of the wall clock, whichever is earlier.
 _ADD = """
-local retention = tonumber(ARGV[1])
+local retention, now = tonumber(ARGV[1]), tonumber(ARGV[3])
 for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, 'NX', ARGV[1 + 2 * i], ARGV[2 + 2 * i])
+  redis.call('ZADD', key, 'NX', ARGV[2 + 2 * i], ARGV[3 + 2 * i])
   redis.call('PEXPIRE', key, ARGV[2])
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', newest - retention))
+  local newest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+  local floor = math.min(newest, now) - retention
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', floor))
 end
 return #KEYS
 """
@@ -203,9 +207,10 @@ class RedisStore(Store):
     def add_many(self, counter: str, events: Iterable[Counted]) -> None:
         batch = [(self._name("c", counter, key), ts_ms, event_id)
                  for key, ts_ms, event_id in self.checked(counter, events)]
+        now_ms = int(time.time() * 1000)
         with _reachable(self.where), self.client.pipeline(transaction=True) as pipe:
             for chunk in _chunks(batch):
-                args: list[int | str] = [self.retention_ms, self.idle_ms]
+                args: list[int | str] = [self.retention_ms, self.idle_ms, now_ms]
                 for _, ts_ms, event_id in chunk:
                     args += (ts_ms, event_id)
                 self._add(keys=[name for name, _, _ in chunk], args=args, client=pipe)

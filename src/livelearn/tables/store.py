@@ -35,12 +35,16 @@ key with ts in [as_of_ms - window_ms, as_of_ms): exact, the event at as_of_ms
 and anything later never counted, whatever order events were added in (the
 joiner's counters, features.counters, mean the same). An event id is counted
 once per key, so a retried batch does not count twice. A key keeps the events
-within ``retention_ms`` of its newest one (one entry each: memory grows with
-the events of a retention span; the memory store deletes expired ones once they
-are half a key's, so holds up to twice that); windows longer than ``retention_ms`` are
-refused. A key with no event for longer than ``retention_ms`` may vanish
-(Redis: after that much wall-clock time, at least one hour; memory: that much
-event time behind the newest event of any key).
+within ``retention_ms`` of its newest one or of the wall clock, whichever is
+earlier, as each add finds them (by the adding process's clock): an event
+ahead of the clock (a client's clock hours ahead) expires no present one, and a
+history replayed from the past expires behind its own newest event. One entry
+each: memory grows with the events of a retention span (the memory store
+deletes expired ones once they are half a key's, so holds up to twice that);
+windows longer than ``retention_ms`` are refused. A key with no event for
+longer than ``retention_ms`` may vanish (Redis: after that much wall-clock
+time, at least one hour; memory: that much event time behind the newest event
+of any key, or behind the wall clock if that is earlier).
 
 >>> s = open_store("memory://")
 >>> s.put_rows("items", {"i1": {"price": 3}}, ts_ms=1000)
