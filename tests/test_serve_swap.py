@@ -176,6 +176,35 @@ def test_a_version_swapped_in_before_any_request_gets_the_first_requests_time(
                             f"serving since event time {t + 5_000}: its first request"]
 
 
+def test_a_request_ahead_of_the_wall_clock_moves_the_event_clock_no_further(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A request may carry a ts up to a day ahead (a client's clock); it is scored as of
+    that ts, but the server's event clock goes no further than the wall clock: it went
+    there for good, and every version swapped in afterwards was recorded serving from
+    then (Registry.previous_served, the rollback's baseline, ordered versions by it)."""
+    world = NewsFeed(seed=3, impressions=100, candidates=5, days=0.1, users=20, new_users=2)
+    write_tables(world, tmp_path / "tables")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    _version(registry, None)
+    app = create_app(PIPELINE, log, registry, tmp_path / "tables", poll_s=0.02)
+    request = next(iter(world.requests()))
+    ahead = int(time.time() * 1000) + 3 * 3_600_000
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        reply = http.post("/predict", json={"user_id": request.user_id,
+                                            "items": request.candidates, "ts": ahead})
+        assert reply.status_code == 200, reply.text
+        _version(registry, 1)
+        _until(lambda: registry.get(2).status == "serving", "v2 to be swapped in")
+        now = int(time.time() * 1000)
+        metrics = http.get("/metrics").text
+    clock = int(metrics.partition("\nlivelearn_event_clock_ms ")[2].split()[0])
+    assert 0 < clock <= now
+    assert registry.get(1).serving_since_ts <= registry.get(2).serving_since_ts <= now
+    assert registry.previous_served(registry.get(2)).id == 1
+
+
 def _until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not condition():

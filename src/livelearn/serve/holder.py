@@ -56,10 +56,11 @@ class ModelHolder:
         self._marked: int | None = None  # the version last recorded as serving
         self._marked_since: int | None = None  # with this serving time (None: not known)
         # the event time the current version began serving at: the clock when it was
-        # swapped in, or the first request's after it if the clock had not started
+        # swapped in, or the first request's after it (at most the wall clock) if the
+        # clock had not started
         self._since: int | None = None
         self._broken: int | None = None  # the version last found unloadable
-        self.clock_ts = 0  # the largest event time (ms) seen in requests
+        self.clock_ts = 0  # the largest event time (ms) seen in requests, at most the wall's
         self.swaps = 0
         self.swapped_at: float | None = None  # wall clock (s since the epoch) of the last swap
         self._stop = threading.Event()
@@ -89,7 +90,12 @@ class ModelHolder:
         return pair
 
     def observe(self, ts: int) -> None:
-        """Move the event-time clock forward to ``ts`` (ms)."""
+        """Move the event-time clock forward to ``ts`` (ms), or to the wall clock if that
+        is earlier: a request ahead of it (a client's clock hours ahead; the server takes
+        a day ahead) would otherwise hold the clock there, and date every version swapped
+        in meanwhile from then (its serving time, by which the gate finds the version it
+        rolls back to)."""
+        ts = min(ts, int(time.time() * 1000))
         if ts > self.clock_ts:
             self.clock_ts = ts
         if self._since is None:
