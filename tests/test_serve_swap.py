@@ -195,6 +195,8 @@ def test_a_request_ahead_of_the_wall_clock_moves_the_event_clock_no_further(
         reply = http.post("/predict", json={"user_id": request.user_id,
                                             "items": request.candidates, "ts": ahead})
         assert reply.status_code == 200, reply.text
+        # v1 is recorded serving from the request's time at the next poll (holder._mark)
+        _until(lambda: registry.get(1).serving_since_ts is not None, "v1's serving time")
         _version(registry, 1)
         _until(lambda: registry.get(2).status == "serving", "v2 to be swapped in")
         now = int(time.time() * 1000)
