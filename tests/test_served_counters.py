@@ -14,12 +14,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from redis import Redis
 
 from conftest import ServerThread
 from livelearn import spec
 from livelearn.deploy.gate import Gate
 from livelearn.errors import ConfigError
 from livelearn.events import Event
+from livelearn.log import Log, open_log
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
@@ -29,6 +31,7 @@ from livelearn.serve.counters import retention_for
 from livelearn.spec import PREDICTIONS
 from livelearn.tables.store import open_store
 from livelearn.train.trainer import Trainer
+from test_store_conformance import private_redis
 
 T0 = 1_704_067_200_000
 HOUR = 3_600_000
@@ -64,7 +67,7 @@ def _tables(folder: Path, users: int = 5, items: int = 5) -> Path:
     return folder
 
 
-def _serving(tmp_path: Path, log: SQLiteLog) -> tuple[Path, Registry]:
+def _serving(tmp_path: Path, log: Log) -> tuple[Path, Registry]:
     """The tables' folder and a registry with a first version approved, for create_app."""
     tables = _tables(tmp_path / "tables")
     for topic in PIPELINE.topics:
@@ -150,6 +153,42 @@ def test_requests_hours_ahead_leave_the_present_counts_whole(
         (0, {"item": "i1", "item_views_1h": 1, "item_clicks_1h": 1, "user_clicks_1h": 1}),
         (3 * HOUR + 10, {"item": "i1", "item_views_1h": 1, "item_clicks_1h": 1,
                          "user_clicks_1h": 1})]
+
+
+def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_url: str
+                                                          ) -> None:
+    """Redis at its maxmemory (noeviction) refuses to count a request's predictions: the
+    request gets 503 and the log holds none of its predictions. Before, they were logged
+    first, and the joiner made each a sample labelled not clicked although the client
+    got an error and showed nothing."""
+    log = open_log(log_url)
+    tables, registry = _serving(tmp_path, log)
+    with private_redis(tmp_path) as address:
+        redis = Redis.from_url(f"redis://{address}/0")
+        app = create_app(PIPELINE, log, registry, tables, store=open_store(f"redis://{address}/0"))
+        with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+
+            def predict(user: str, ts: int) -> httpx.Response:
+                return http.post("/predict", json={"user_id": user, "items": ["i1", "i2"],
+                                                   "ts": ts})
+
+            assert predict("u1", T0).status_code == 200
+            redis.config_set("maxmemory-policy", "noeviction")
+            redis.config_set("maxmemory", "1")  # below what it holds: every write refused
+            try:
+                full = predict("u2", T0 + 10)
+            finally:
+                redis.config_set("maxmemory", "0")
+            assert full.status_code == 503 and "Redis is full" in full.json()["detail"], \
+                full.text
+            again = predict("u3", T0 + 20)
+            assert again.status_code == 200, again.text
+        redis.close()
+    logged = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 100)]
+    log.close()
+    assert [(r["user"], r["item"]) for r in logged] == [
+        ("u1", "i1"), ("u1", "i2"), ("u3", "i1"), ("u3", "i2")]
+    assert [r["features"]["item_views_1h"] for r in logged] == [0, 0, 1, 1]  # u2's: none
 
 
 def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(

@@ -3,7 +3,9 @@
 For a feedback join, POST /predict scores candidates for one user with the
 version the holder serves, and appends one prediction record per candidate
 (request_id, ts, user, item, model_version, features as served, score) to the
-predictions topic before answering. For a label in the events, POST /predict
+predictions topic before answering: last, after counting them, so a request
+answered with an error has no prediction logged (``_predict_candidates``). For a
+label in the events, POST /predict
 scores events of the labelled stream without their label, each with the
 features the joiner will build for it (serve.scoring), and logs nothing: the
 joiner does not read predictions there, the samples come from the labelled
@@ -314,7 +316,17 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, holder: ModelHolder,
                         tables: ServedTables, served: ServedCounters,
                         features: Callable[..., Features], counts: Counter[str]) -> None:
-    """A feedback join's POST /predict: a user's candidates scored, and logged."""
+    """A feedback join's POST /predict: a user's candidates scored, counted and logged.
+
+    The predictions are counted in the store's counters (serve.counters) before they are
+    appended to the log, and the append is the last step that may fail: a request that
+    gets an error (a full or unreachable Redis: 503) leaves no prediction in the log, so
+    the joiner never labels what no client was shown. The other way round, an append that
+    fails after the counting (the log down: 503) leaves the request's predictions counted
+    though not logged: until they leave their windows, the served counts of its items and
+    user exceed what the log holds by those, and a server that counts the log again
+    (started on a fresh store) does not count them. A client that retries is served new
+    request ids, counted again."""
 
     @app.post("/predict", response_model=PredictResponse)
     def predict(req: PredictRequest) -> Response:
@@ -333,9 +345,11 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, holder: Mode
             records.append({"request_id": rid, "ts": ts, "user": req.user_id, "item": item,
                             "model_version": version, "score": score, "features": row})
         logged = _logged(records, pipeline.name, req)
+        # counted first, so that the log append is the last step that may fail: a request
+        # answered with an error has nothing in the log for the joiner to label
+        served.add_predictions(records)
         with log.atomic():
             log.append(PREDICTIONS, logged)
-        served.add_predictions(records)
         counts["predictions"] += len(records)
         return Response(orjson.dumps({"model_version": version, "predictions": out}),
                         media_type="application/json")

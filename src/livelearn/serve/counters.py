@@ -8,9 +8,12 @@ retried batch counts once. At /predict a candidate's count is read as of the
 request's ts for its ``of`` id: events with ts in [ts - window_ms, ts), never
 the request itself nor anything later (tables.store).
 
-Counts are added after the events are durable in the Log: a server that dies
-in between leaves those events uncounted (counting is at most once per id;
-the client's retry counts them). A server starting counts what the log holds
+Feedback events are counted after they are durable in the Log: a server that
+dies in between leaves them uncounted (counting is at most once per id; the
+client's retry counts them). Predictions are counted before they are logged,
+so that a request the store refuses (503) logs nothing for the joiner to
+label; one whose log append then fails (503) stays counted, not logged, until
+its events leave their windows (serve.app). A server starting counts what the log holds
 (``add_logged``), so one restarted on a fresh in-memory store serves the
 counts it would have had, and one on a shared store changes nothing. While it
 serves, it follows the counted streams in the log (``add_new``, every poll of
