@@ -1,7 +1,8 @@
 """A Kafka broker that goes away under a command: the command ends with one line saying
 which request failed, not among librdkafka's own messages (a line for each failed
-connection, several a second), which show only with ``livelearn -v``. On a broker of the
-test's own, started and stopped by scripts/kafka (start.sh, stop.sh)."""
+connection, several a second), which show only with ``livelearn -v``. Under a server:
+/readyz says so and /healthz and /metrics answer while requests wait on the log. On a
+broker of the test's own, started and stopped by scripts/kafka (start.sh, stop.sh)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from conftest import KAFKA_SCRIPTS
 from livelearn.demo import free_port
 from livelearn.errors import Unavailable
 from livelearn.log.kafka import KafkaLog
 from test_ingest import PIPELINE_FILE, T
+from test_serve_errors import _serving
 
 LINE = f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}}}\n'
 
@@ -172,3 +176,72 @@ def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
             joiner.communicate(timeout=30)
     finally:
         broker("stop.sh")
+
+
+def test_a_server_whose_broker_is_down_is_not_ready_and_still_answers_its_probes(
+        tmp_path: Path) -> None:
+    """The broker stopped under a server with 50 /predict waiting on the log: /readyz
+    answers 503 naming the failed append once one fails, and /healthz and /metrics answer
+    meanwhile (each within the client's 5 s). Stopped again with no request waiting, once
+    one failed: /readyz answers 200 once the broker is back, though no request came (a
+    load balancer sends none to a server not ready). Before, /readyz said ready
+    throughout, and all three waited behind the requests, which held every thread of the
+    pool in turn for the log's timeout."""
+    data = tmp_path / "kafka"
+
+    def broker(script: str) -> str:
+        done = subprocess.run([str(KAFKA_SCRIPTS / script), str(data)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().rpartition("KAFKA_BOOTSTRAP=")[2]
+
+    def until(what: str, ready: int, http: httpx.Client, within_s: float) -> httpx.Response:
+        deadline = time.monotonic() + within_s
+        while (reply := http.get("/readyz")).status_code != ready:
+            assert time.monotonic() < deadline, f"{what}: /readyz {reply.text}"
+            time.sleep(0.2)
+        return reply
+
+    log = KafkaLog(broker("start.sh"), "s.", timeout_s=3)
+    answers: list[int | str] = []
+
+    def predict(url: str) -> None:
+        try:
+            answers.append(httpx.post(f"{url}/predict", json={"user_id": "u1", "items": ["i1"],
+                                                              "ts": T}, timeout=300).status_code)
+        except httpx.HTTPError as e:
+            answers.append(repr(e))
+
+    try:
+        with _serving(tmp_path, log) as server, \
+                httpx.Client(base_url=server.url, timeout=5) as http:
+            predict(server.url)
+            assert answers == [200] and http.get("/readyz").status_code == 200
+            broker("stop.sh")
+            waiting = [threading.Thread(target=predict, args=(server.url,)) for _ in range(50)]
+            for thread in waiting:
+                thread.start()
+            down = until("the broker stopped", 503, http, 60)
+            assert down.json()["detail"].startswith(
+                f"the log failed the server's last append: kafka://{log.bootstrap}: "), down.text
+            assert len(answers) < 51  # requests still wait on the log
+            assert http.get("/healthz").json()["status"] == "ok"
+            assert "livelearn_predictions_total 1\n" in http.get("/metrics").text
+            broker("start.sh")
+            for thread in waiting:
+                thread.join(120)
+            assert not any(thread.is_alive() for thread in waiting)
+            assert len(answers) == 51 and set(answers) <= {200, 503}, answers
+            until("the requests were answered", 200, http, 30)
+            # no request waiting: only the log's answer to /readyz's probe ends the failing
+            broker("stop.sh")
+            predict(server.url)
+            assert answers[-1] == 503
+            until("an append failed", 503, http, 5)
+            broker("start.sh")
+            until("the broker restarted", 200, http, 60)
+            predict(server.url)
+            assert answers[-1] == 200
+    finally:
+        broker("stop.sh")
+        log.close()

@@ -18,6 +18,7 @@ from conftest import ServerThread
 from livelearn import spec
 from livelearn.deploy.gate import Gate
 from livelearn.features.batch import SparseBatch
+from livelearn.log import Log
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import register
 from livelearn.models.ftrl import FTRL
@@ -52,14 +53,14 @@ PIPELINE = spec.Pipeline(
 USERS = "user_id,updated_at,plan\n" + "".join(f"u{i},2023-12-31T00:00:00,pro\n" for i in range(10))
 
 
-def _tables(tmp_path: Path, log: SQLiteLog, users: str = USERS) -> None:
+def _tables(tmp_path: Path, log: Log, users: str = USERS) -> None:
     (tmp_path / "users.csv").write_text(users)
     (tmp_path / "items.csv").write_text("item_id,updated_at\ni1,2023-12-31T00:00:00Z\n")
     for topic in PIPELINE.topics:
         log.create_topic(topic)
 
 
-def _serving(tmp_path: Path, log: SQLiteLog, users: str = USERS) -> ServerThread:
+def _serving(tmp_path: Path, log: Log, users: str = USERS) -> ServerThread:
     """A server of PIPELINE over these users (and item i1), its first version approved."""
     _tables(tmp_path, log, users)
     registry = Registry(tmp_path / "registry")

@@ -18,12 +18,14 @@ schema goes to the dead-letter topic and is named in the answer. The
 pipeline's windowed counters live in the online store: both endpoints count
 what they logged, a thread counts what other producers append to the counted
 streams (within ``poll_s``), and /predict reads each candidate's or event's
-counts as of its ts (serve.counters). GET /models,
-/healthz (whether a model serves), /readyz (200 when /predict can answer: a
-version approved and the online store answering; else 503 with the reason, for
-a load balancer) and /metrics (Prometheus text, with the responses of /predict
-and /feedback by status: serve.traffic). GET /dashboard is a page that shows the
-loop at work, polling GET /dashboard/data (ui.dashboard); GET / redirects to it.
+counts as of its ts (serve.counters). GET /models, /healthz (whether a model
+serves), /readyz (200 when /predict can answer: a version approved, the log
+taking appends (serve.health) and the online store answering; else 503 with
+the reason, for a load balancer) and /metrics (Prometheus text, with the
+responses of /predict and /feedback by status: serve.traffic); the last three
+answer on the event loop, so they answer while requests wait on a log that is
+down. GET /dashboard is a page that shows the loop at work, polling GET
+/dashboard/data (ui.dashboard); GET / redirects to it.
 
 Bad requests get a 4xx whose ``detail`` names the field and what was expected:
 bodies too large (413), of another content type than JSON or compressed (415),
@@ -39,6 +41,7 @@ serving whatever comes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -78,6 +81,7 @@ from livelearn.log.base import Log
 from livelearn.models.base import score_problem
 from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters, retention_for
+from livelearn.serve.health import LogHealth
 from livelearn.serve.holder import ModelHolder
 from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
 from livelearn.serve.scoring import EventScorer
@@ -168,6 +172,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     registry.check_pipeline(pipeline.name)
     store = store or open_store("memory://", retention_for(pipeline.counters))
     served = ServedCounters(pipeline.counters, store)
+    health = LogHealth(log, PREDICTIONS)
 
     def count_logged() -> None:
         if served.counters:
@@ -233,7 +238,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                 for event, score in zip(events, scores, strict=True)]}),
                 media_type="application/json")
     else:
-        _predict_candidates(app, pipeline, log, holder, tables, served, features, counts)
+        _predict_candidates(app, pipeline, log, health, holder, tables, served, features,
+                            counts)
 
     @app.post("/feedback", response_model=FeedbackResponse)
     def feedback(events: list[Any]) -> dict[str, Any]:
@@ -252,11 +258,12 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
             holder.observe(event.ts)
             good.setdefault(event.stream, []).append((partition_key(event), value))
             accepted.append(event)
-        with log.atomic():
-            for stream, records in good.items():
-                log.append(stream, records)
-            if dead:
-                log.append(DEAD_LETTERS, dead)
+        if good or dead:  # an empty batch asks nothing of the log: it tells nothing of it
+            with health.appending(), log.atomic():
+                for stream, records in good.items():
+                    log.append(stream, records)
+                if dead:
+                    log.append(DEAD_LETTERS, dead)
         served.add_events(accepted)
         counts["feedback"] += len(events) - len(rejected)
         counts["feedback_rejected"] += len(rejected)
@@ -268,19 +275,24 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                  "serving_since_ts": v.serving_since_ts, "metrics": v.meta.get("window"),
                  "samples": v.meta.get("samples")} for v in registry.versions()]
 
+    # /healthz, /readyz and /metrics are coroutines: they answer on the event loop while
+    # every thread of the pool that runs the other endpoints waits on the log
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         canary = {} if holder.canary is None else {"canary_version": holder.canary}
         return {"status": "ok" if holder.version else "no model",
                 "model_version": holder.version, **canary}
 
     @app.get("/readyz", response_model=None)
-    def readyz() -> dict[str, Any] | JSONResponse:
+    async def readyz() -> dict[str, Any] | JSONResponse:
         """Whether /predict can answer now (a load balancer's readiness check): 503 with
-        the reason before a version is approved or while the online store is down."""
+        the reason before a version is approved, while the log is failing (serve.health)
+        or while the online store is down. The store is asked in a thread of the event
+        loop's own executor, not of the pool where requests may all wait on the log."""
         try:
             holder.current()
-            tables.ready()
+            health.check()
+            await asyncio.to_thread(tables.ready)
         except Unavailable as e:
             return JSONResponse({"ready": False, "detail": str(e)}, status_code=503)
         return {"ready": True, "model_version": holder.version}
@@ -292,7 +304,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                 "feedback_rejected": counts["feedback_rejected"], "model_swaps": holder.swaps}
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
+    async def metrics() -> str:
         lines = []
         for name, n in counters().items():
             lines += [f"# TYPE livelearn_{name}_total counter", f"livelearn_{name}_total {n}"]
@@ -313,8 +325,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     return app
 
 
-def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, holder: ModelHolder,
-                        tables: ServedTables, served: ServedCounters,
+def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogHealth,
+                        holder: ModelHolder, tables: ServedTables, served: ServedCounters,
                         features: Callable[..., Features], counts: Counter[str]) -> None:
     """A feedback join's POST /predict: a user's candidates scored, counted and logged.
 
@@ -348,7 +360,7 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, holder: Mode
         # counted first, so that the log append is the last step that may fail: a request
         # answered with an error has nothing in the log for the joiner to label
         served.add_predictions(records)
-        with log.atomic():
+        with health.appending(), log.atomic():
             log.append(PREDICTIONS, logged)
         counts["predictions"] += len(records)
         return Response(orjson.dumps({"model_version": version, "predictions": out}),

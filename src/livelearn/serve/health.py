@@ -1,0 +1,108 @@
+"""Whether the log takes a server's appends, for its readiness check (GET /readyz).
+
+A server appends to the log on the path of POST /predict and /feedback. When
+an append fails for want of the log (Unavailable: a Kafka broker down, or not
+acknowledging within the log's timeout), the log is failing: /readyz answers
+503 naming the append's error, so that a load balancer sends requests to
+other servers rather than to one where each waits out the log's timeout and
+fails. A later append that succeeds ends it (a request in flight meanwhile).
+
+Once the load balancer stops sending requests, none comes to succeed: so,
+while the log is failing, each readiness check starts a probe in a thread of
+its own (unless one is under way) and answers from what is known, without
+waiting for it. The probe asks the log where partition 0 of ``topic`` ends
+(``Log.end_offset``); an answer ends the failing, unless an append failed
+since the probe began. A probe asks a question, it appends nothing: a log that
+answers questions but refuses appends (a SQLite disk full, a Kafka topic short
+of in-sync replicas) is ready again after the probe and failing again at the
+next append that fails. With nothing polling /readyz, only an append ends it.
+
+>>> from livelearn.log.memory import MemoryLog
+>>> health = LogHealth(MemoryLog(), "predictions")
+>>> health.check()  # no append failed: nothing raised
+>>> try:
+...     with health.appending():
+...         raise Unavailable("kafka://b:9092: appending 1 records failed")
+... except Unavailable:
+...     pass
+>>> try:
+...     health.check()
+... except Unavailable as e:
+...     print(e)
+the log failed the server's last append: kafka://b:9092: appending 1 records failed
+>>> with health.appending():
+...     pass  # an append that succeeds
+>>> health.check()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from livelearn.errors import Unavailable
+from livelearn.log.base import Log
+
+logger = logging.getLogger("livelearn.serve")
+
+
+class LogHealth:
+    """Whether ``log`` took the server's last append; probes ``topic`` while it did not."""
+
+    def __init__(self, log: Log, topic: str):
+        self.log, self.topic = log, topic
+        self._lock = threading.Lock()
+        self._failure: str | None = None  # the error of the failed append, while failing
+        self._failed = 0  # appends failed so far: a probe ends only failures older than it
+        self._probing = False
+
+    @contextmanager
+    def appending(self) -> Iterator[None]:
+        """Around a request's appends: Unavailable inside (raised on) makes the log
+        failing, and leaving without an exception ends it."""
+        try:
+            yield
+        except Unavailable as e:
+            with self._lock:
+                if self._failure is None:
+                    logger.warning("the log failed an append: /readyz answers 503 until it "
+                                   "takes one again: %s", e)
+                self._failure, self._failed = str(e), self._failed + 1
+            raise
+        self._ended("an append")
+
+    def check(self) -> None:
+        """Unavailable naming the failed append while the log is failing; a probe of the
+        log is started then, unless one is under way."""
+        with self._lock:
+            failure = self._failure
+            if failure is None:
+                return
+            if not self._probing:
+                self._probing = True
+                threading.Thread(target=self._probe, args=(self._failed,), name="log-probe",
+                                 daemon=True).start()
+        raise Unavailable(f"the log failed the server's last append: {failure}")
+
+    def _probe(self, failed: int) -> None:
+        try:
+            self.log.end_offset(self.topic, 0)
+        except Exception as e:  # whatever the log raises: it is still failing
+            logger.debug("probing the log failed: %s", e)
+            with self._lock:
+                self._probing = False
+            return
+        self._ended("a question", failed)
+
+    def _ended(self, what: str, failed: int | None = None) -> None:
+        """The log answered ``what``: no longer failing, unless an append failed since
+        ``failed`` appends had (a probe's start)."""
+        with self._lock:
+            if failed is not None:
+                self._probing = False
+            if self._failure is None or (failed is not None and failed != self._failed):
+                return
+            self._failure = None
+        logger.info("the log answers again (%s): /readyz answers 200", what)
