@@ -102,6 +102,15 @@ def test_flink_sql_at_a_wrong_address_says_so_in_one_line(tmp_path: Path) -> Non
         f"connect)"]
 
 
+def _broker(script: str, data: Path) -> str:
+    """Run scripts/kafka/``script`` (start.sh or stop.sh) on the broker kept in ``data``;
+    the address start.sh prints."""
+    done = subprocess.run([str(KAFKA_SCRIPTS / script), str(data)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().rpartition("KAFKA_BOOTSTRAP=")[2]
+
+
 def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
     """A broker restarted under a joiner: the joiner waits while the broker is away and
     learns again who leads each partition, then joins what is ingested after the
@@ -111,12 +120,6 @@ def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     data = tmp_path / "kafka"
 
-    def broker(script: str) -> str:
-        done = subprocess.run([str(KAFKA_SCRIPTS / script), str(data)], capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip().rpartition("KAFKA_BOOTSTRAP=")[2]
-
     def ingest(url: str, first: int, n: int) -> None:
         lines = "".join(f'{{"user": "u{i}", "movie": "m1", "stars": 4, "ts": {T + i}}}\n'
                         for i in range(first, first + n))
@@ -125,7 +128,7 @@ def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
                               input=lines, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
 
-    bootstrap = broker("start.sh")
+    bootstrap = _broker("start.sh", data)
     url = f"kafka://{bootstrap}?prefix=r.&timeout=20"
     try:
         ingest(url, 0, 10)
@@ -157,8 +160,8 @@ def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
             asking = threading.Thread(target=ask)
             asking.start()
             try:
-                broker("stop.sh")
-                assert broker("start.sh") == bootstrap  # its config and data kept
+                _broker("stop.sh", data)
+                assert _broker("start.sh", data) == bootstrap  # its config and data kept
                 time.sleep(1)
             finally:
                 restarted.set()
@@ -175,7 +178,7 @@ def test_roles_go_on_when_their_broker_restarts(tmp_path: Path) -> None:
             joiner.terminate()
             joiner.communicate(timeout=30)
     finally:
-        broker("stop.sh")
+        _broker("stop.sh", data)
 
 
 def test_a_server_whose_broker_is_down_is_not_ready_and_still_answers_its_probes(
@@ -189,12 +192,6 @@ def test_a_server_whose_broker_is_down_is_not_ready_and_still_answers_its_probes
     pool in turn for the log's timeout."""
     data = tmp_path / "kafka"
 
-    def broker(script: str) -> str:
-        done = subprocess.run([str(KAFKA_SCRIPTS / script), str(data)], capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip().rpartition("KAFKA_BOOTSTRAP=")[2]
-
     def until(what: str, ready: int, http: httpx.Client, within_s: float) -> httpx.Response:
         deadline = time.monotonic() + within_s
         while (reply := http.get("/readyz")).status_code != ready:
@@ -202,7 +199,7 @@ def test_a_server_whose_broker_is_down_is_not_ready_and_still_answers_its_probes
             time.sleep(0.2)
         return reply
 
-    log = KafkaLog(broker("start.sh"), "s.", timeout_s=3)
+    log = KafkaLog(_broker("start.sh", data), "s.", timeout_s=3)
     answers: list[int | str] = []
 
     def predict(url: str) -> None:
@@ -217,7 +214,7 @@ def test_a_server_whose_broker_is_down_is_not_ready_and_still_answers_its_probes
                 httpx.Client(base_url=server.url, timeout=5) as http:
             predict(server.url)
             assert answers == [200] and http.get("/readyz").status_code == 200
-            broker("stop.sh")
+            _broker("stop.sh", data)
             waiting = [threading.Thread(target=predict, args=(server.url,)) for _ in range(50)]
             for thread in waiting:
                 thread.start()
@@ -227,21 +224,21 @@ def test_a_server_whose_broker_is_down_is_not_ready_and_still_answers_its_probes
             assert len(answers) < 51  # requests still wait on the log
             assert http.get("/healthz").json()["status"] == "ok"
             assert "livelearn_predictions_total 1\n" in http.get("/metrics").text
-            broker("start.sh")
+            _broker("start.sh", data)
             for thread in waiting:
                 thread.join(120)
             assert not any(thread.is_alive() for thread in waiting)
             assert len(answers) == 51 and set(answers) <= {200, 503}, answers
             until("the requests were answered", 200, http, 30)
             # no request waiting: only the log's answer to /readyz's probe ends the failing
-            broker("stop.sh")
+            _broker("stop.sh", data)
             predict(server.url)
             assert answers[-1] == 503
             until("an append failed", 503, http, 5)
-            broker("start.sh")
+            _broker("start.sh", data)
             until("the broker restarted", 200, http, 60)
             predict(server.url)
             assert answers[-1] == 200
     finally:
-        broker("stop.sh")
+        _broker("stop.sh", data)
         log.close()

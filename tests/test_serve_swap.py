@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 
 from conftest import ServerThread
 from livelearn.errors import LivelearnError
@@ -28,7 +29,7 @@ from livelearn.serve.app import create_app
 from livelearn.serve.holder import ModelHolder
 from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
-from livelearn.sim.world import NewsFeed
+from livelearn.sim.world import NewsFeed, Request
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "serve_swap.py"
 
@@ -54,6 +55,20 @@ def _version(registry: Registry, parent: int | None) -> int:
     version = registry.publish(PIPELINE.learner(), {"metric": "auc"}, parent).id
     registry.set_status(version, "approved", "test")
     return version
+
+
+def _one_version_served(tmp_path: Path, log: SQLiteLog
+                        ) -> tuple[Registry, FastAPI, Request]:
+    """A news-feed server over ``log`` with v1 approved (polling every 20 ms), and a
+    request of its world."""
+    world = NewsFeed(seed=3, impressions=100, candidates=5, days=0.1, users=20, new_users=2)
+    write_tables(world, tmp_path / "tables")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    _version(registry, None)
+    app = create_app(PIPELINE, log, registry, tmp_path / "tables", poll_s=0.02)
+    return registry, app, next(iter(world.requests()))
 
 
 def test_each_version_loaded_is_warmed_before_it_serves_and_a_failed_warm_up_is_logged(
@@ -182,14 +197,7 @@ def test_a_request_ahead_of_the_wall_clock_moves_the_event_clock_no_further(
     that ts, but the server's event clock goes no further than the wall clock: it went
     there for good, and every version swapped in afterwards was recorded serving from
     then (Registry.previous_served, the rollback's baseline, ordered versions by it)."""
-    world = NewsFeed(seed=3, impressions=100, candidates=5, days=0.1, users=20, new_users=2)
-    write_tables(world, tmp_path / "tables")
-    for topic in PIPELINE.topics:
-        log.create_topic(topic)
-    registry = Registry(tmp_path / "registry")
-    _version(registry, None)
-    app = create_app(PIPELINE, log, registry, tmp_path / "tables", poll_s=0.02)
-    request = next(iter(world.requests()))
+    registry, app, request = _one_version_served(tmp_path, log)
     ahead = int(time.time() * 1000) + 3 * 3_600_000
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
         reply = http.post("/predict", json={"user_id": request.user_id,
@@ -221,14 +229,7 @@ def test_a_running_server_serves_on_through_a_damaged_version_and_a_broken_index
     skipped with one line that says why (it said only "could not load v2", the reason in
     a traceback); an index that fails every poll is logged once, not 50 times a second,
     and once more when it works again."""
-    world = NewsFeed(seed=3, impressions=100, candidates=5, days=0.1, users=20, new_users=2)
-    write_tables(world, tmp_path / "tables")
-    for topic in PIPELINE.topics:
-        log.create_topic(topic)
-    registry = Registry(tmp_path / "registry")
-    _version(registry, None)
-    app = create_app(PIPELINE, log, registry, tmp_path / "tables", poll_s=0.02)
-    request = next(iter(world.requests()))
+    registry, app, request = _one_version_served(tmp_path, log)
     body = {"user_id": request.user_id, "items": request.candidates, "ts": request.ts}
     with caplog.at_level(logging.INFO, logger="livelearn.serve"), ServerThread(app) as server, \
             httpx.Client(base_url=server.url, timeout=10) as http:

@@ -171,6 +171,17 @@ def test_a_csv_row_with_too_many_cells_is_named_by_its_line(tmp_path: Path) -> N
         load_table(spec.Table("items", "items.csv", key="id"), tmp_path)
 
 
+def _v1_approved(log: SQLiteLog, pipeline: spec.Pipeline, registry_dir: Path) -> Registry:
+    """The Registry in ``registry_dir`` with ``pipeline``'s untrained v1 approved, its
+    topics made in ``log``: what a server needs to start."""
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    registry = Registry(registry_dir)
+    Trainer(log, registry, pipeline)
+    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    return registry
+
+
 def test_the_server_finds_a_unicode_user_of_a_json_table_whose_keys_are_mixed(
         tmp_path: Path, log: SQLiteLog) -> None:
     """Over HTTP: /predict for "zoë" serves (and logs) her row, not an unknown user's."""
@@ -187,11 +198,7 @@ def test_the_server_finds_a_unicode_user_of_a_json_table_whose_keys_are_mixed(
         features=lambda user, item, ts: {"plan": str(user.get("plan", "unknown")),
                                          "category": str(item.get("category", "unknown"))},
         learner=lambda: FTRL(bits=10), target="clicked")
-    for topic in pipeline.topics:
-        log.create_topic(topic)
-    registry = Registry(tmp_path / "registry")
-    Trainer(log, registry, pipeline)
-    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    registry = _v1_approved(log, pipeline, tmp_path / "registry")
     app = create_app(pipeline, log, registry, tmp_path, poll_s=0.02)
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
         for user in ("zoë", "10"):
@@ -220,11 +227,7 @@ def test_a_server_restarted_on_the_same_store_serves_the_files_rows_only(
         features=lambda user, item, ts: {"plan": str(user.get("plan")),
                                          "x": float(item.get("x") or 0)},
         learner=lambda: FTRL(bits=10), target="clicked")
-    for topic in pipeline.topics:
-        log.create_topic(topic)
-    registry = Registry(tmp_path / "registry")
-    Trainer(log, registry, pipeline)
-    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    registry = _v1_approved(log, pipeline, tmp_path / "registry")
     url = (f"memory://restarted{uuid.uuid4().hex}" if backend == "memory" else
            f"redis://{request.getfixturevalue('redis_address')}/0?namespace=t{uuid.uuid4().hex}")
 
