@@ -4,13 +4,13 @@ For a feedback join, POST /predict scores candidates for one user with the
 version the holder serves, and appends one prediction record per candidate
 (request_id, ts, user, item, model_version, features as served, score) to the
 predictions topic before answering: last, after counting them, so a request
-answered with an error has no prediction logged (``_predict_candidates``). For a
-label in the events, POST /predict
-scores events of the labelled stream without their label, each with the
-features the joiner will build for it (serve.scoring), and logs nothing: the
-joiner does not read predictions there, the samples come from the labelled
-events themselves, and the gate judges versions on the trainer's prequential
-scores of them (no canary, no rollback on served scores).
+answered with an error has no prediction logged (``_predict_candidates``). For
+a label in the events, POST /predict scores events of the labelled stream
+without their label, each with the features the joiner will build for it
+(serve.scoring), and logs nothing: the joiner does not read predictions there,
+the samples come from the labelled events themselves, and the gate judges
+versions on the trainer's prequential scores of them (no canary, no rollback
+on served scores).
 
 POST /feedback appends events to their streams (a label-in-event pipeline's
 labelled events too: the joiner makes them samples); an event that fails its

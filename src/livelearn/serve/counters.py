@@ -13,10 +13,10 @@ dies in between leaves them uncounted (counting is at most once per id; the
 client's retry counts them). Predictions are counted before they are logged,
 so that a request the store refuses (503) logs nothing for the joiner to
 label; one whose log append then fails (503) stays counted, not logged, until
-its events leave their windows (serve.app). A server starting counts what the log holds
-(``add_logged``), so one restarted on a fresh in-memory store serves the
-counts it would have had, and one on a shared store changes nothing. While it
-serves, it follows the counted streams in the log (``add_new``, every poll of
+its events leave their windows (serve.app). A server starting counts what the
+log holds (``add_logged``), so one restarted on a fresh in-memory store serves
+the counts it would have had, and one on a shared store changes nothing. While
+it serves, it follows the counted streams in the log (``add_new``, every poll of
 the ``follow`` thread): events another producer appended (``livelearn
 ingest``, another server, any client of the log) are counted within a poll of
 being appended, the server's own a second time for nothing (one count per id).
