@@ -44,7 +44,7 @@ env.pid.dir: $data
 jobmanager.rpc.address: 127.0.0.1
 jobmanager.rpc.port: $rpc
 jobmanager.bind-host: 127.0.0.1
-jobmanager.memory.process.size: 700m
+jobmanager.memory.process.size: 1200m
 jobmanager.execution.failover-strategy: region
 taskmanager.host: 127.0.0.1
 taskmanager.bind-host: 127.0.0.1
