@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -348,3 +349,26 @@ def test_iso_times_with_milliseconds_are_read_to_the_millisecond(log: SQLiteLog,
     assert [e["ts"] for e in _topic(log, "ratings")] == [1080444014843, 1089084383643]
     users = spec.Table("users", "users.csv", key="user", as_of="since")
     assert load_table(users, tmp_path)["u1"]["since"] == 1088694651781
+
+
+def test_an_event_ahead_of_the_clock_is_a_dead_letter_and_the_present_is_joined(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """An event an hour ahead of the clock (a producer's wrong clock) is dead-lettered at
+    ingest. It was taken (a day ahead was allowed): the joiner's watermark went an hour
+    ahead with it, and every present event after it was dead-lettered as late."""
+    from livelearn.loop import Loop
+    from livelearn.registry import Registry
+
+    now = int(time.time() * 1000)
+    times = [now - 60_000 + 1_000 * i for i in range(20)]
+    times.insert(5, now + 3_600_000)
+    (tmp_path / "r.jsonl").write_text("".join(
+        f'{{"user": "u{i}", "movie": "m1", "stars": 4, "ts": {ts}}}\n'
+        for i, ts in enumerate(times)))
+    loop = Loop(log, Registry(tmp_path / "registry"), PIPELINE, tmp_path)
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl")
+    loop.drain()
+    assert (result.events, result.dead) == (20, 1)
+    assert "r.jsonl:6" in result.first_errors[0] and "in the future" in result.first_errors[0]
+    assert dict(loop.dead_letters()) == {}
+    assert sorted(s["ts"] for s in _topic(log, "samples")) == sorted(times[:5] + times[6:])

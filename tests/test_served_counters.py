@@ -122,17 +122,18 @@ def test_two_servers_share_counters_in_redis_as_of_each_request(
     ]
 
 
-def test_requests_hours_ahead_leave_the_present_counts_whole(
+def test_requests_ahead_of_the_clock_are_refused_past_five_minutes_and_counted_within(
         tmp_path: Path, log: SQLiteLog, redis_address: str) -> None:
-    """A /predict and a /feedback with a ts three hours ahead (a client's clock; the server
-    takes up to a day ahead) are counted, and a present request after them sees the
-    present events: they emptied its windows, the store keeping a key's events only a
-    retention (here two hours) behind its newest, the one ahead."""
+    """A /predict and a /feedback three hours ahead (a client's clock) are refused: the
+    server took a day ahead, and one such event moved a joiner's watermark there. Four
+    minutes ahead they are counted, and a present request after them sees the present
+    events (the store expires behind its newest event or the wall clock, whichever is
+    earlier: test_store_conformance takes events hours ahead to it directly)."""
     tables, registry = _serving(tmp_path, log)
     url = f"redis://{redis_address}/0?namespace=t{uuid.uuid4().hex}"
     app = create_app(PIPELINE, log, registry, tables,
                      store=open_store(url, retention_for(PIPELINE.counters)))
-    now = int(time.time() * 1000)
+    now, ahead = int(time.time() * 1000), int(time.time() * 1000) + 4 * 60_000
     with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
 
         def predict(ts: int) -> str:
@@ -145,14 +146,20 @@ def test_requests_hours_ahead_leave_the_present_counts_whole(
             assert reply.json() == {"accepted": 1, "rejected": []}
 
         click(predict(now - 2_000), now - 1_000, "c1")
-        click(predict(now + 3 * HOUR), now + 3 * HOUR + 5, "c2")
+        far = http.post("/predict", json={"user_id": "u1", "items": ["i1"],
+                                          "ts": now + 3 * HOUR})
+        assert far.status_code == 422 and "in the future" in far.text
+        refused = http.post("/feedback", json=[_click("u1", "r", "i1", now + 3 * HOUR, "c9")])
+        assert refused.json()["accepted"] == 0
+        assert "300000 ms in the future" in refused.json()["rejected"][0]["error"]
+        click(predict(ahead), ahead + 5, "c2")
         predict(now)
-        predict(now + 3 * HOUR + 10)
+        predict(ahead + 10)
     served = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 100)]
     assert [(r["ts"] - now, r["features"]) for r in served[2:]] == [
         (0, {"item": "i1", "item_views_1h": 1, "item_clicks_1h": 1, "user_clicks_1h": 1}),
-        (3 * HOUR + 10, {"item": "i1", "item_views_1h": 1, "item_clicks_1h": 1,
-                         "user_clicks_1h": 1})]
+        (ahead + 10 - now, {"item": "i1", "item_views_1h": 3, "item_clicks_1h": 2,
+                            "user_clicks_1h": 2})]
 
 
 def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_url: str

@@ -268,9 +268,10 @@ def test_expiry_and_ids_that_come_again_match_the_definition(make_store: OpenSto
 def test_an_event_ahead_of_the_wall_clock_expires_no_present_one(make_store: OpenStore
                                                                   ) -> None:
     """A key keeps its events within the retention of its newest or of the wall clock,
-    whichever is earlier: one event hours ahead (a client's clock; the servers take a
-    day ahead) does not expire the present ones, so windows as of now stay exact, and
-    events older than the retention behind the wall clock still expire."""
+    whichever is earlier: one event hours ahead (a producer's clock; the servers refuse
+    more than 5 minutes ahead, the store does not) does not expire the present ones, so
+    windows as of now stay exact, and events older than the retention behind the wall
+    clock still expire."""
     store = make_store(retention_ms=2 * HOUR)
     now = int(time.time() * 1000)
     store.add_many("c", [("k", now - back, f"p{back}") for back in (0, 1_000, HOUR,

@@ -26,8 +26,11 @@ Schema = Mapping[str, type]
 MIN_TS_MS = 100_000_000_000
 #: Anything later than this (the year 10000) is taken for microseconds or nanoseconds.
 MAX_TS_MS = 253_402_300_800_000
-#: How far ahead of the wall clock an event may claim to be, by default (1 day).
-MAX_FUTURE_MS = 86_400_000
+#: How far ahead of the wall clock an event may claim to be, by default (5 minutes: the
+#: clock skew Kerberos and request signing allow). One event ahead moves its input's
+#: watermark ahead with it, and every present event of a label-in-event join is late
+#: until the clock catches up: with a day allowed, one client's wrong clock cost a day.
+MAX_FUTURE_MS = 300_000
 #: How many levels of objects and arrays a record may nest, itself the first. A joiner's
 #: checkpoint holds the events of its open windows a few levels down, and orjson writes at
 #: most 255: a deeper event stopped the joiner at each checkpoint, again after each restart.
@@ -161,7 +164,8 @@ def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
     if max_future_ms is not None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if ts > now + max_future_ms:
-            raise BadInput(f"{where}: {ts} is more than {max_future_ms} ms in the future")
+            raise BadInput(f"{where}: {ts} is more than {max_future_ms} ms in the future "
+                           f"(the clock here says {now})")
     return ts
 
 

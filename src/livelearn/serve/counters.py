@@ -26,8 +26,8 @@ The label-in-event server reads an event's counts with ``count`` (one key as of
 one ts), as the joiner reads its counters (features.event_features).
 
 The store keeps a key's events for its retention behind the newest, or behind
-the wall clock when the newest is ahead of it (a request may carry a ts up to a
-day ahead: it expires no present event): by default the longest window plus an
+the wall clock when the newest is ahead of it (a request may carry a ts up to 5
+minutes ahead: it expires no present event): by default the longest window plus an
 hour (``retention_for``), so a request's ts may be up to an hour behind the
 newest event counted, or behind now, and its counts stay exact.
 

@@ -91,10 +91,10 @@ class ModelHolder:
 
     def observe(self, ts: int) -> None:
         """Move the event-time clock forward to ``ts`` (ms), or to the wall clock if that
-        is earlier: a request ahead of it (a client's clock hours ahead; the server takes
-        a day ahead) would otherwise hold the clock there, and date every version swapped
-        in meanwhile from then (its serving time, by which the gate finds the version it
-        rolls back to)."""
+        is earlier: a request ahead of it (a client's clock minutes ahead; the server
+        takes 5 minutes ahead) would otherwise hold the clock there, and date every
+        version swapped in meanwhile from then (its serving time, by which the gate
+        finds the version it rolls back to)."""
         ts = min(ts, int(time.time() * 1000))
         if ts > self.clock_ts:
             self.clock_ts = ts

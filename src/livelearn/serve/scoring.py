@@ -6,7 +6,7 @@ JSON line: ``{"events": [{"card": "c1", "merchant": "m1", "amount": 42.5}]}``
 for examples/fraud. Each event has the stream's key field and every field of
 its schema but the label, of its declared type (a float takes an integer); it
 may have the stream's id field (a new id when absent) and its ts field (integer
-ms since the epoch UTC, or ISO 8601 text, at most a day ahead; now when
+ms since the epoch UTC, or ISO 8601 text, at most 5 minutes ahead; now when
 absent), and other fields, which reach the features function in the payload as
 they would from the log. An event that gives its label field is refused: the
 score must not depend on what it predicts (send labelled events to /feedback).

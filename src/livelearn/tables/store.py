@@ -37,7 +37,7 @@ joiner's counters, features.counters, mean the same). An event id is counted
 once per key, so a retried batch does not count twice. A key keeps the events
 within ``retention_ms`` of its newest one or of the wall clock, whichever is
 earlier, as each add finds them (by the adding process's clock): an event
-ahead of the clock (a client's clock hours ahead) expires no present one, and a
+ahead of the clock (a client's clock minutes ahead) expires no present one, and a
 history replayed from the past expires behind its own newest event. One entry
 each: memory grows with the events of a retention span (the memory store
 deletes expired ones once they are half a key's, so holds up to twice that);
