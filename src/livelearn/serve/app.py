@@ -156,7 +156,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     impressions do. A store that loses the tables (a Redis restarted without
     persistence, or flushed) gets them back from ``data_dir``, and its counters
     from the log, at the first request that misses a row (serve.tables); while
-    Redis is unreachable /predict answers 503. A request body larger than
+    Redis is unreachable /predict answers 503, and while the log is failing
+    /predict and /feedback answer 503 at once (serve.health). A request body larger than
     ``max_body_bytes`` gets 413.
 
     For a label in the events, the lookups' tables are loaded instead, and /predict
@@ -342,6 +343,7 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogH
 
     @app.post("/predict", response_model=PredictResponse)
     def predict(req: PredictRequest) -> Response:
+        health.check()  # the log failing: 503 at once, nothing counted (serve.health)
         ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, None)
         holder.observe(ts)
         version, model = holder.current(req.user_id)

@@ -1,24 +1,28 @@
 """Whether the log takes a server's appends, for its readiness check (GET /readyz).
 
-A server appends to the log on the path of POST /predict and /feedback. When
-an append fails for want of the log (Unavailable: a Kafka broker down, or not
-acknowledging within the log's timeout), the log is failing: /readyz answers
-503 naming the append's error, so that a load balancer sends requests to
-other servers rather than to one where each waits out the log's timeout and
-fails. A later append that succeeds ends it (a request in flight meanwhile).
+A server appends to the log on the path of POST /predict and /feedback, one
+append at a time (each backend takes them so). When an append fails for want
+of the log (Unavailable: a Kafka broker down, or not acknowledging within the
+log's timeout), the log is failing: /readyz answers 503 naming the append's
+error, so that a load balancer sends requests to other servers, and the
+requests that come meanwhile, or were waiting for their turn, are answered 503
+at once with the same error rather than each waiting out the log's timeout in
+turn (50 waiting requests took 50 timeouts: 12 minutes at Kafka's 15 s).
 
-Once the load balancer stops sending requests, none comes to succeed: so,
-while the log is failing, each readiness check starts a probe in a thread of
-its own (unless one is under way) and answers from what is known, without
-waiting for it. The probe asks the log where partition 0 of ``topic`` ends
-(``Log.end_offset``); an answer ends the failing, unless an append failed
-since the probe began. A probe asks a question, it appends nothing: a log that
-answers questions but refuses appends (a SQLite disk full, a Kafka topic short
-of in-sync replicas) is ready again after the probe and failing again at the
-next append that fails. With nothing polling /readyz, only an append ends it.
+Nothing comes to succeed then: so, while the log is failing, each readiness
+check and each refused request starts a probe in a thread of its own (unless
+one is under way) and answers from what is known, without waiting for it. The
+probe asks the log where partition 0 of ``topic`` ends (``Log.end_offset``);
+an answer ends the failing, unless an append failed since the probe began. A
+probe asks a question, it appends nothing: a log that answers questions but
+refuses appends (a SQLite disk full, a Kafka topic short of in-sync replicas)
+is ready again after each probe and failing again at the next append, which
+waits out the log's timeout.
 
 >>> from livelearn.log.memory import MemoryLog
->>> health = LogHealth(MemoryLog(), "predictions")
+>>> log = MemoryLog()
+>>> log.create_topic("predictions")
+>>> health = LogHealth(log, "predictions")
 >>> health.check()  # no append failed: nothing raised
 >>> try:
 ...     with health.appending():
@@ -26,10 +30,13 @@ next append that fails. With nothing polling /readyz, only an append ends it.
 ... except Unavailable:
 ...     pass
 >>> try:
-...     health.check()
+...     with health.appending():  # refused at once: nothing is asked of the log
+...         pass
 ... except Unavailable as e:
 ...     print(e)
 the log failed the server's last append: kafka://b:9092: appending 1 records failed
+>>> health.wait_for_probe()  # the memory log answers the refused append's probe
+True
 >>> with health.appending():
 ...     pass  # an append that succeeds
 >>> health.check()
@@ -57,11 +64,22 @@ class LogHealth:
         self._failure: str | None = None  # the error of the failed append, while failing
         self._failed = 0  # appends failed so far: a probe ends only failures older than it
         self._probing = False
+        self._probe_done = threading.Event()  # set while no probe is under way
+        self._probe_done.set()
+        self._turn = threading.Lock()  # one request's appends at a time
 
     @contextmanager
     def appending(self) -> Iterator[None]:
-        """Around a request's appends: Unavailable inside (raised on) makes the log
-        failing, and leaving without an exception ends it."""
+        """Around a request's appends, one request at a time: while the log is failing,
+        Unavailable at once (``check``); else Unavailable inside (raised on) makes the
+        log failing, and leaving without an exception ends it."""
+        with self._turn:
+            self.check()
+            with self._failing():
+                yield
+
+    @contextmanager
+    def _failing(self) -> Iterator[None]:
         try:
             yield
         except Unavailable as e:
@@ -82,6 +100,7 @@ class LogHealth:
                 return
             if not self._probing:
                 self._probing = True
+                self._probe_done.clear()
                 threading.Thread(target=self._probe, args=(self._failed,), name="log-probe",
                                  daemon=True).start()
         raise Unavailable(f"the log failed the server's last append: {failure}")
@@ -93,8 +112,15 @@ class LogHealth:
             logger.debug("probing the log failed: %s", e)
             with self._lock:
                 self._probing = False
+            self._probe_done.set()
             return
         self._ended("a question", failed)
+        self._probe_done.set()
+
+    def wait_for_probe(self, timeout_s: float | None = None) -> bool:
+        """Wait for the probe under way, if any, to end (at most ``timeout_s``); whether
+        none is under way now."""
+        return self._probe_done.wait(timeout_s)
 
     def _ended(self, what: str, failed: int | None = None) -> None:
         """The log answered ``what``: no longer failing, unless an append failed since
