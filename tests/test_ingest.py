@@ -209,6 +209,15 @@ def test_impressions_with_a_mistyped_field_are_dead_lettered_naming_it(
     assert _topic(log, "predictions")[-1]["score"] == 0.5
     assert _topic(log, "dead_letters")[-1]["detail"] == (
         "stream 'predictions', field 'score': expected float, got nan")
+    # without a request_id, the same impression spelled another way gets the same id
+    (tmp_path / "n.jsonl").write_text(f'{{"ts": {T}, "user": "u1", "item": "i1"}}\n'
+                                      f'{{"ts": {T}, "user": "u1", "item": "i2"}}\n')
+    (tmp_path / "n.csv").write_text("ts,user,item,score,model_version\n"
+                                    "2024-01-01T00:00:00Z,u1,i1,0.0,0\n")
+    for name in ("n.jsonl", "n.csv"):
+        ingest(log, SHOWN, "predictions", tmp_path / name, data_dir=tmp_path)
+    ids = [p["request_id"] for p in _topic(log, "predictions")[-3:]]
+    assert ids[0] == ids[2] != ids[1]
 
 
 def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
@@ -372,3 +381,26 @@ def test_an_event_ahead_of_the_clock_is_a_dead_letter_and_the_present_is_joined(
     assert "r.jsonl:6" in result.first_errors[0] and "in the future" in result.first_errors[0]
     assert dict(loop.dead_letters()) == {}
     assert sorted(s["ts"] for s in _topic(log, "samples")) == sorted(times[:5] + times[6:])
+
+
+def test_an_event_spelled_another_way_gets_the_same_id(log: SQLiteLog, tmp_path: Path) -> None:
+    """Without an id field, an event's id is a hash of the event as stored: the same rating
+    as a JSON line with 4 or 4.0 stars and as a CSV row with a time in ms or ISO 8601 gets
+    one id, and the joiner learns it once (the copies are duplicates). The id hashed the
+    record as spelled: five ids, five samples of one rating."""
+    from livelearn.loop import Loop
+    from livelearn.registry import Registry
+
+    (tmp_path / "r.jsonl").write_text(
+        f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}}}\n'
+        f'{{"ts": {T}, "stars": 4.0, "movie": "m1", "user": "u1"}}\n')
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts\nu1,m1,4,{T}\n"
+                                    "u1,m1,4.0,2024-01-01T00:00:00Z\nu1,m1,4.5,2024-01-01\n")
+    loop = Loop(log, Registry(tmp_path / "registry"), PIPELINE, tmp_path)
+    for name in ("r.jsonl", "r.csv"):
+        ingest(log, PIPELINE, "ratings", tmp_path / name)
+    ids = [e["id"] for e in _topic(log, "ratings")]
+    assert len(set(ids[:4])) == 1 and ids[4] != ids[0]
+    loop.drain()
+    assert sorted(s["labels"]["stars"] for s in _topic(log, "samples")) == [4.0, 4.5]
+    assert dict(loop.dead_letters()) == {"duplicate": 3}

@@ -6,7 +6,9 @@ records (``request_id``, ``ts``, ``user``, ``item``; optionally the ``score``
 and ``model_version`` that were served, else 0) and builds each one's features
 with the server's own function, ``pipeline.features(user_row, item_row, ts)``,
 from the users and items tables as of the impression's ts (tables.asof).
-Without a ``request_id`` field, it is a hash of the record.
+Without a ``request_id`` field, it is a hash of the record's fields as read (ts in
+ms, the default score and version where absent): the same impression in a CSV
+row and a JSON line gets the same id, other fields aside.
 
 The fields are checked as ingest checks an event's: ``ts`` integer ms or ISO
 8601 (no zone means UTC), ``request_id``, ``user`` and ``item`` strings,
@@ -64,13 +66,15 @@ class Impressions:
         the field if one is missing or of another type."""
         ts = check_ts(event_time(PREDICTIONS, obj.get("ts")), PREDICTIONS, now_ms)
         user, item = _field(obj, "user", str), _field(obj, "item", str)
+        shown = {"ts": ts, "user": user, "item": item,
+                 "model_version": _field(obj, "model_version", int, 0),
+                 "score": _field(obj, "score", float, 0.0)}
+        # however the record spells them (a CSV row, a JSON line, a time in ISO 8601)
         rid = _field(obj, "request_id", str, None) or hashlib.blake2b(
-            orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+            orjson.dumps(shown, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
         features = self.served.features(self.features, user, self.users.get(user, ts), [item],
                                         [self.items.get(item, ts)], ts)[0]
-        record = {"request_id": rid, "ts": ts, "user": user, "item": item,
-                  "model_version": _field(obj, "model_version", int, 0),
-                  "score": _field(obj, "score", float, 0.0), "features": features}
+        record = {"request_id": rid, **shown, "features": features}
         try:
             problem = unusable(features)
             value = orjson.dumps(record)

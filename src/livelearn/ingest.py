@@ -4,10 +4,11 @@ A record is either an event envelope (``key``, ``id``, ``ts``, ``payload``; a
 ``stream`` field, if any, must name the stream; no other field) or a flat
 object, a CSV row included, whose fields are the payload and among which the
 stream's declared ``key``, ``ts`` and ``id`` fields give the envelope. Without an id field the id
-is a hash of the stream and the record, so ingesting a file twice gives the
-same ids: the joiner dead-letters the second copy, as duplicates where it still
-remembers the ids (``dedup_ms`` of event time behind the newest events), as late
-before that; nothing is learned twice.
+is a hash of the stream and the event as stored (``derived_id``: however the
+record spells its values), so ingesting a file twice, or the same events from
+another file, gives the same ids: the joiner dead-letters the second copy, as
+duplicates where it still remembers the ids (``dedup_ms`` of event time behind
+the newest events), as late before that; nothing is learned twice.
 
 CSV cells are text: each declared field is converted to its type (int, float,
 bool as true/false/1/0, dict and list as JSON). ``ts`` is integer milliseconds
@@ -184,9 +185,8 @@ class _FlatJson:
             value = obj[name] if name in obj else None
             if type(value) is not kind or (text and not value):
                 return None
-        if stream.id is None:
-            event_id = hashlib.blake2b(stream.name.encode() + orjson.dumps(
-                obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+        if stream.id is None:  # obj is the event as stored: key, ts and payload
+            event_id = derived_id(stream, key, ts, obj)
         else:
             event_id = obj.pop(stream.id, None)
             if type(event_id) is not str or not event_id:
@@ -306,9 +306,24 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
     if stream.id is not None:
         event_id = _ident(stream.name, stream.id, obj.get(stream.id), "the id")
     else:
-        event_id = hashlib.blake2b(stream.name.encode() + orjson.dumps(
-            obj, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+        event_id = derived_id(stream, key, ts, payload)
     return Event(stream.name, key, event_id, ts, payload)
+
+
+def derived_id(stream: Stream, key: str, ts: int, payload: Mapping[str, Any]) -> str:
+    """The id of an event of a stream without an id field: a hash of the event as stored
+    (its key as text, its ts in ms, its payload with the declared fields of their
+    types), so that however a record spells it (4 or 4.0, a time in ms or ISO 8601, a
+    CSV row or a JSON line) the same event gets the same id.
+
+    >>> s = Stream("ratings", {"stars": float}, key="user")
+    >>> row = to_event(s, {"user": "u1", "stars": "4", "ts": "2024-01-01T00:00:00Z"})
+    >>> row.id == to_event(s, '{"user": "u1", "stars": 4.0, "ts": 1704067200000}').id
+    True
+    """
+    return hashlib.blake2b(stream.name.encode() + orjson.dumps(
+        {**payload, stream.key: key, stream.ts: ts}, option=orjson.OPT_SORT_KEYS),
+        digest_size=10).hexdigest()
 
 
 def _ident(stream: str, name: str, value: Any, what: str) -> str:
