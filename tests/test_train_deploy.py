@@ -26,6 +26,8 @@ from livelearn.log import open_log, partition_for
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, LinearRegression, load_learner, register, save_learner
 from livelearn.models.base import Learner
+from livelearn.models.ffm import FFMClassifier
+from livelearn.models.fm import FMClassifier
 from livelearn.registry import Registry, Version
 from livelearn.serve.app import create_app
 from livelearn.sim.history import write_tables
@@ -705,33 +707,61 @@ def test_a_learner_whose_weights_diverge_stops_the_trainer_naming_it(tmp_path: P
                                                                       log: SQLiteLog) -> None:
     """Plain SGD on numbers of a million diverges to NaN. Before: 'metrics: scores and
     labels must not contain nan', naming neither the learner nor the sample; then the
-    sample whose score was NaN (r42), not the one whose learning overflowed (r41)."""
+    sample whose score was NaN (r42), not the one whose learning overflowed (r41). The
+    first three are put back and dead-lettered (each might be an outlier); a fourth since
+    the last version is the learner diverging."""
+    log.create_topic(DEAD_LETTERS)
     _numbers(log, [1e6 * (i % 3) for i in range(50)], [float(i % 2) for i in range(50)])
     registry = Registry(tmp_path / "reg")
     pipeline = replace(SMALL, learner=lambda: LinearRegression(bits=10, optimizer="sgd"))
     trainer = Trainer(log, registry, pipeline)
     with pytest.raises(PipelineError, match=re.escape(
             "pipeline 'news_feed': the learner LinearRegression(bits=10, optimizer='sgd', "
-            "lr=0.1, l2=0.0) learned sample 'r41' into weights that are not finite numbers "
+            "lr=0.1, l2=0.0) learned sample 'r46' into weights that are not finite numbers, "
+            "as 3 before it since the last version did (put back, in the dead letters) "
             "(its weights diverged: lower its learning rate, or scale large numeric "
             "features, e.g. with log1p); nothing learned since v1 is published")):
         trainer.step(final=True)
     assert [v.id for v in registry.versions()] == [1]
+    assert [orjson.loads(orjson.loads(r.value)["event"])["id"]
+            for r in log.read(DEAD_LETTERS, 0, 0, 10)] == ["r41", "r43", "r44"]
 
 
-def test_a_feature_too_large_to_learn_stops_the_trainer_not_published(tmp_path: Path,
-                                                                      log: SQLiteLog) -> None:
-    """A number of 1e200 (valid JSON) squared overflows: FTRL's accumulators of that
-    feature became nan and inf while its scores stayed finite (its weight stuck at 0), so
-    the trainer went on and published the spoiled model. (Where the feature had a weight
-    already, a later sample scored nan and was named instead of the culprit.)"""
-    _numbers(log, [1e200] + [1.0] * 29, [float(i % 2) for i in range(30)])
-    registry = Registry(tmp_path / "reg")
-    trainer = Trainer(log, registry, replace(SMALL, learner=lambda: FTRL(bits=10)))
-    with pytest.raises(PipelineError, match=re.escape(
-            "learned sample 'r0' into weights that are not finite numbers")):
-        trainer.step(final=True)
-    assert [v.meta["samples"] for v in registry.versions()] == [0]  # the untrained v1 only
+@pytest.mark.parametrize("learner", [
+    lambda: FTRL(bits=10), lambda: LinearRegression(bits=10),
+    lambda: FMClassifier(bits=10, k=4), lambda: FFMClassifier(bits=10, k=4)],
+    ids=["FTRL", "LinearRegression", "FMClassifier", "FFMClassifier"])
+def test_a_feature_too_large_to_learn_is_a_dead_letter_and_the_rest_learned(
+        tmp_path: Path, log: SQLiteLog, learner: Callable[[], Learner]) -> None:
+    """A number of 1e200 (valid JSON) squared overflows: learning it left weights that
+    are not finite numbers. It stopped the trainer, and each restart stopped on it again:
+    the samples after it were never learned. Now its learning is put back, it goes to the
+    dead letters, and the model is the one learned from the other samples, bit for bit."""
+    values, labels = [1.0 + i % 3 for i in range(30)], [float(i % 2) for i in range(30)]
+    values[0] = values[10] = 1e200
+    labels[0] = 1.0  # an error to learn from at the first row, whose weights are 0
+    without = SQLiteLog(tmp_path / "without.db")
+    for each in (log, without):
+        each.create_topic(DEAD_LETTERS)
+    _numbers(log, values, labels)
+    _numbers(without, values[1:10] + values[11:], labels[1:10] + labels[11:])
+    pipeline = replace(SMALL, learner=learner)
+    trainer = Trainer(log, Registry(tmp_path / "reg"), pipeline)
+    learned = [s["id"] for s in trainer.step(final=True).samples]  # type: ignore[union-attr]
+    assert learned == [f"r{i}" for i in range(30) if i not in (0, 10)]
+    assert (trainer.samples, trainer.malformed) == (28, 2)
+    first, letter = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert '"r0"' in first["event"]
+    assert letter["reason"] == "malformed" and '"r10"' in letter["event"]
+    assert letter["detail"].startswith("sample cannot be learned: learning it (largest "
+                                       "|value| 1e+200, label 0) left weights of ")
+    assert "that are not finite numbers" in letter["detail"]
+    twin = Trainer(without, Registry(tmp_path / "twin"), pipeline)
+    twin.step(final=True)
+    for name, array in trainer.model.state().items():
+        assert np.array_equal(array, twin.model.state()[name]), name
+    trainer.publish_now()  # and the next version is published with it
+    assert trainer.version is not None and trainer.version.meta["samples"] == 28
 
 
 @register

@@ -31,6 +31,20 @@ class SparseBatch:
         return SparseBatch(self.indices[lo:hi], self.values[lo:hi],
                            self.offsets[start:stop + 1] - lo, fields)
 
+    def take(self, rows: np.ndarray) -> SparseBatch:
+        """The rows numbered ``rows``, in that order, as a batch of their own.
+
+        >>> b = SparseBatch(np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0]), np.array([0, 1, 3]))
+        >>> t = b.take(np.array([1, 0]))
+        >>> t.indices.tolist(), t.offsets.tolist()
+        ([2, 3, 1], [0, 2, 3])
+        """
+        starts, lengths = self.offsets[rows], np.diff(self.offsets)[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        at = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        fields = None if self.fields is None else self.fields[at]
+        return SparseBatch(self.indices[at], self.values[at], offsets, fields)
+
     def merge(self, other: SparseBatch) -> SparseBatch:
         """Each row joined with ``other``'s row of the same number, its features in
         field order (this batch's first where fields are equal). Both have fields."""

@@ -18,6 +18,7 @@ import os
 import pickle
 import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,6 +59,12 @@ class Learner(ABC):
     def learn(self, batch: SparseBatch, y: np.ndarray) -> None:
         """Learn from the rows in order."""
         self.predict_then_learn(batch, y)
+
+    def undo_point(self, batch: SparseBatch) -> Callable[[], None] | None:
+        """What learning ``batch`` may change of this learner, kept: a function that puts
+        it back, or None where that cannot be kept cheaply. The trainer's way past a
+        sample whose learning spoils the learner (Diverged): without it, it stops there."""
+        return None
 
     @abstractmethod
     def state(self) -> dict[str, np.ndarray]:
@@ -244,14 +251,37 @@ def score_problem(learner: Learner, scores: np.ndarray) -> tuple[int, str] | Non
     return i, f"the score {float(scores[i])!r}: {why}"
 
 
+def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int
+                ) -> Callable[[], None]:
+    """``Learner.undo_point`` of a learner whose state is ``tables``: of a table of ``size``
+    rows (one a bucket), the rows that ``batch`` indexes are kept; a smaller array whole.
+
+    >>> w = np.zeros(8)
+    >>> undo = undo_tables([w], SparseBatch(np.array([3, 11]), np.ones(2), np.array([0, 2])), 8)
+    >>> w[3] = 5.0
+    >>> undo()
+    >>> float(w[3])
+    0.0
+    """
+    rows = batch.indices & (size - 1)
+    kept = [(t, rows, t.take(rows, axis=0)) if len(t) == size else (t, slice(None), t.copy())
+            for t in tables]
+
+    def undo() -> None:
+        for table, at, values in kept:  # a bucket repeated: each copy holds the same
+            table[at] = values
+
+    return undo
+
+
 class Diverged(PipelineError):
     """Learning row ``row`` of a batch left a parameter of the learner that is not a finite
     number. The learner stops there (the rows after it are neither scored nor learned) and
     is spoiled: rebuild it, or load the version saved before."""
 
-    def __init__(self, message: str, row: int):
+    def __init__(self, message: str, row: int, values: str = ""):
         super().__init__(message)
-        self.row = row
+        self.row, self.values = row, values  # values: the row's largest value and its label
 
 
 def check_learned(learner: Learner, batch: SparseBatch, labels: np.ndarray, row: int) -> None:
@@ -266,10 +296,11 @@ def check_learned(learner: Learner, batch: SparseBatch, labels: np.ndarray, row:
         cause = "a value or label that is not a finite number"
     else:
         cause = "a learning rate too high, or a value or label too large"
-    raise Diverged(f"{type(learner).__name__}: learning row {row} of the batch (largest "
-                   f"|value| {largest:.6g}, label {label:.6g}) left a weight that is not a "
-                   f"finite number ({cause}; scale large numeric features, e.g. with log1p); "
-                   f"the learner is spoiled: rebuild it or load its last saved version", row)
+    what = f"largest |value| {largest:.6g}, label {label:.6g}"
+    raise Diverged(f"{type(learner).__name__}: learning row {row} of the batch ({what}) "
+                   f"left a weight that is not a finite number ({cause}; scale large numeric "
+                   f"features, e.g. with log1p); the learner is spoiled: rebuild it or load "
+                   f"its last saved version", row, what)
 
 
 def as_labels(learner: Learner, batch: SparseBatch, y: np.ndarray | None) -> np.ndarray:

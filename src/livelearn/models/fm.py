@@ -30,6 +30,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -46,6 +47,7 @@ from livelearn.models.base import (
     register,
     state_array,
     table,
+    undo_tables,
 )
 from livelearn.models.kernels import factor, first_label, link, max_width, step, touch, within
 from livelearn.models.linear import OPTIMIZERS
@@ -148,6 +150,9 @@ class Factorization(OnePass):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"w": self._w, "v": self._v, "touched": self._touched, "seen": self._seen}
+
+    def undo_point(self, batch: SparseBatch) -> Callable[[], None]:
+        return undo_tables(list(self.state().values()), batch, 1 << self.bits)
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._w = state_array(state, "w", self._w.shape)

@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -31,6 +32,7 @@ from livelearn.models.base import (
     register,
     state_columns,
     table,
+    undo_tables,
 )
 from livelearn.models.kernels import max_width
 
@@ -115,6 +117,9 @@ class FTRL(OnePass):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"z": self.z, "n": self.n}
+
+    def undo_point(self, batch: SparseBatch) -> Callable[[], None]:
+        return undo_tables([self._zn], batch, 1 << self.bits)
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._zn = state_columns(state, ("z", "n"), 1 << self.bits)

@@ -18,6 +18,7 @@ array([9.])
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -32,6 +33,7 @@ from livelearn.models.base import (
     register,
     state_columns,
     table,
+    undo_tables,
 )
 from livelearn.models.kernels import spoiled
 
@@ -92,6 +94,9 @@ class _Linear(OnePass):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"w": self._wg[:, 0], "g2": self._wg[:, 1]}
+
+    def undo_point(self, batch: SparseBatch) -> Callable[[], None]:
+        return undo_tables([self._wg], batch, 1 << self.bits)
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._wg = state_columns(state, ("w", "g2"), 1 << self.bits)

@@ -19,11 +19,14 @@ covers the samples learned since. ``duplicates``, ``behind`` and ``malformed``
 count what this process met since it started (samples read again after a restart
 are counted again): the dead-letter topic is the lasting record.
 
-A score the learner must not give (not finite: its weights diverged; outside
-[0, 1] for a binary learner), or a sample whose learning left a weight that is
-not finite (models.base.Diverged: a feature value or label too large), stops the
-trainer with a PipelineError naming the learner and the sample, before what it
-learned since its last version is published.
+A sample whose learning leaves a weight that is not finite (models.base.Diverged:
+a feature value or label too large) is put back (``Learner.undo_point``) and
+dead-lettered, and the samples after it learned. A score the learner must not
+give (not finite; outside [0, 1] for a binary learner), the fourth such sample
+since the last version (``MAX_SPOILING``: the learner diverging), or one of a
+learner that cannot put back, stops the trainer with a PipelineError naming the
+learner and the sample, before what it learned since its last version is
+published.
 
 Samples the log deleted before the trainer read them (its retention) stop it
 (Lost), or with ``skip_lost`` are skipped: each gap is logged and written to the
@@ -74,6 +77,10 @@ _BAD = (-(2**63), "")
 #: A binary learner stops, rather than learn from the few samples left, when more than half
 #: of the first this many samples it reads have a label outside [0, 1] (a regression label).
 LABEL_CHECK = 1000
+#: Samples whose learning spoils the learner (models.base.Diverged) are put back and
+#: dead-lettered, up to this many since the last version; the next one stops the trainer:
+#: so many are not a few outliers but the learner diverging (a learning rate too high).
+MAX_SPOILING = 3
 
 
 class _OutOfRange(str):
@@ -158,6 +165,13 @@ def _first(held: tuple[tuple[int, str], Any, Any]) -> tuple[int, str]:
     return held[0]
 
 
+def _without(trained: Trained, dropped: np.ndarray) -> Trained:
+    """``trained`` without the samples ``dropped`` (row numbers)."""
+    keep = np.setdiff1d(np.arange(len(trained.samples)), dropped)
+    return Trained([trained.samples[r] for r in keep.tolist()], trained.batch.take(keep),
+                   trained.labels[keep], trained.scores[keep], trained.published)
+
+
 @dataclass
 class Trained:
     """What one step learned: the samples, their hashed rows, labels and prequential scores."""
@@ -209,6 +223,7 @@ class Trainer:
         self._names_checked = pipeline.transforms is None  # see _check_names
         self.version: Version | None = None
         self._since_publish = 0
+        self._spoiling = 0  # samples put back and dead-lettered since the last version
         self._last_publish_ts: int | None = None
         self._resume()
         self._samples_at_start = self.samples
@@ -448,7 +463,8 @@ class Trainer:
                                                    unlearned=where[cut:]))
         trained.scores[start:] = self._learn(batch.slice(start, len(samples)), labels[start:],
                                              samples[start:], where[start:])
-        return trained
+        dropped = np.flatnonzero(np.isnan(trained.scores))  # dead letters (_learn_rows)
+        return _without(trained, dropped) if len(dropped) else trained
 
     def _hashable(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                   ) -> tuple[list[dict[str, Any]], list[tuple[str, int, int]]]:
@@ -520,19 +536,23 @@ class Trainer:
 
     def _learn(self, batch: SparseBatch, labels: np.ndarray, samples: list[dict[str, Any]],
                where: list[tuple[str, int, int]]) -> np.ndarray:
+        """Learn the samples; their scores, nan for those dead-lettered (``_learn_rows``),
+        which are taken for learned all the same (their offsets and ids)."""
         if len(batch) == 0:
             return np.empty(0)
-        try:
-            scores = self.model.predict_then_learn(batch, labels)
-        except Diverged as e:
-            self._stop(f"learned sample {samples[e.row]['id']!r} into weights that are not "
-                       f"finite numbers")
-        problem = score_problem(self.model, scores)
+        scores = self._learn_rows(batch, labels, samples, where)
+        learned, scored, truth, kept = len(batch), scores, labels, where
+        if np.isnan(scores).any():
+            rows = np.flatnonzero(~np.isnan(scores))
+            learned, scored, truth = len(rows), scores[rows], labels[rows]
+            kept = [where[r] for r in rows.tolist()]
+        problem = score_problem(self.model, scored)
         if problem is not None:
-            self._stop(f"gave sample {samples[problem[0]]['id']!r} {problem[1]}")
-        self.metric.update(scores, labels)
-        self.window.update(scores, labels)  # the same samples as _recent, in the same order
-        self._recent.extend(where[-(self._recent.maxlen or 0):])  # only the last ones stay
+            self._stop(f"gave sample {samples[where.index(kept[problem[0]])]['id']!r} "
+                       f"{problem[1]}")
+        self.metric.update(scored, truth)
+        self.window.update(scored, truth)  # the same samples as _recent, in the same order
+        self._recent.extend(kept[-(self._recent.maxlen or 0):])  # only the last ones stay
         self.offsets.update({(topic, partition): offset + 1 for topic, partition, offset in where})
         newest = self._newest_in
         for (topic, partition, _), sample in zip(where, samples, strict=True):
@@ -540,9 +560,41 @@ class Trainer:
                 newest[(topic, partition)] = sample["window_end"]
         self._learned_ids.add_all(samples)
         self._last_learned_ts = int(samples[-1]["ts"])
-        self.samples += len(batch)
-        self._since_publish += len(batch)
+        self.samples += learned
+        self._since_publish += learned
         return scores
+
+    def _learn_rows(self, batch: SparseBatch, labels: np.ndarray,
+                    samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
+                    ) -> np.ndarray:
+        """Score and learn each row in turn. A row whose learning leaves a weight that is
+        not a finite number (Diverged: a value like 1e200) is put back, where the learner
+        can (``Learner.undo_point``), dead-lettered and scored nan, and the rows after it
+        learned; the ``MAX_SPOILING`` + 1-th since the last version, or one the learner
+        cannot put back, stops the trainer."""
+        undo = self.model.undo_point(batch)
+        try:
+            return self.model.predict_then_learn(batch, labels)
+        except Diverged as e:
+            row, name = e.row, samples[e.row]["id"]
+            if undo is None or self._spoiling == MAX_SPOILING:
+                more = (f", as {self._spoiling} before it since the last version did (put "
+                        f"back, in the dead letters)" if self._spoiling else "")
+                self._stop(f"learned sample {name!r} into weights that are not finite "
+                           f"numbers{more}")
+            undo()
+            self._spoiling += 1
+            topic, partition, offset = where[row]
+            self._dead_letter(Record(topic, partition, offset, name, orjson.dumps(
+                samples[row], option=orjson.OPT_SERIALIZE_NUMPY)), f"sample cannot be learned: "
+                f"learning it ({e.values}) left weights of {_described(self.model)} that are "
+                f"not finite numbers (scale large numeric features, e.g. with log1p); they "
+                f"were put back as they were before it")
+        before = (self.model.predict_then_learn(batch.slice(0, row), labels[:row]) if row
+                  else np.empty(0))  # learned again as before
+        after = self._learn_rows(batch.slice(row + 1, len(batch)), labels[row + 1:],
+                                 samples[row + 1:], where[row + 1:])
+        return np.concatenate([before, [np.nan], after])
 
     def _stop(self, what: str) -> NoReturn:
         """PipelineError for ``what`` the learner did that it must not (gave a score out of
@@ -611,5 +663,5 @@ class Trainer:
                               "runs": runs, "count": self.window.count}}
         parent = None if self.version is None else self.version.id
         self.version = self.registry.publish(self.model, meta, parent, details)
-        self._since_publish, self._last_publish_ts = 0, ts
+        self._since_publish, self._spoiling, self._last_publish_ts = 0, 0, ts
         return self.version
