@@ -157,8 +157,8 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     persistence, or flushed) gets them back from ``data_dir``, and its counters
     from the log, at the first request that misses a row (serve.tables); while
     Redis is unreachable /predict answers 503, and while the log is failing
-    /predict and /feedback answer 503 at once (serve.health). A request body larger than
-    ``max_body_bytes`` gets 413.
+    /predict and /feedback answer 503 at once (serve.health). A request body
+    larger than ``max_body_bytes`` gets 413.
 
     For a label in the events, the lookups' tables are loaded instead, and /predict
     scores events (serve.scoring). For both, the counters also count what other
