@@ -63,9 +63,8 @@ class LogHealth:
         self._lock = threading.Lock()
         self._failure: str | None = None  # the error of the failed append, while failing
         self._failed = 0  # appends failed so far: a probe ends only failures older than it
-        self._probing = False
-        self._probe_done = threading.Event()  # set while no probe is under way
-        self._probe_done.set()
+        self._idle = threading.Event()  # set while no probe is under way
+        self._idle.set()
         self._turn = threading.Lock()  # one request's appends at a time
 
     @contextmanager
@@ -94,13 +93,14 @@ class LogHealth:
     def check(self) -> None:
         """Unavailable naming the failed append while the log is failing; a probe of the
         log is started then, unless one is under way."""
+        if self._failure is None:  # the usual case, on every request: no lock taken
+            return
         with self._lock:
             failure = self._failure
             if failure is None:
                 return
-            if not self._probing:
-                self._probing = True
-                self._probe_done.clear()
+            if self._idle.is_set():
+                self._idle.clear()
                 threading.Thread(target=self._probe, args=(self._failed,), name="log-probe",
                                  daemon=True).start()
         raise Unavailable(f"the log failed the server's last append: {failure}")
@@ -110,24 +110,21 @@ class LogHealth:
             self.log.end_offset(self.topic, 0)
         except Exception as e:  # whatever the log raises: it is still failing
             logger.debug("probing the log failed: %s", e)
-            with self._lock:
-                self._probing = False
-            self._probe_done.set()
+            self._idle.set()
             return
         self._ended("a question", failed)
-        self._probe_done.set()
 
     def wait_for_probe(self, timeout_s: float | None = None) -> bool:
         """Wait for the probe under way, if any, to end (at most ``timeout_s``); whether
         none is under way now."""
-        return self._probe_done.wait(timeout_s)
+        return self._idle.wait(timeout_s)
 
     def _ended(self, what: str, failed: int | None = None) -> None:
         """The log answered ``what``: no longer failing, unless an append failed since
         ``failed`` appends had (a probe's start)."""
         with self._lock:
-            if failed is not None:
-                self._probing = False
+            if failed is not None:  # the probe's end
+                self._idle.set()
             if self._failure is None or (failed is not None and failed != self._failed):
                 return
             self._failure = None
