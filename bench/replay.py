@@ -113,15 +113,7 @@ def one_loop(pipeline: Any, path: Path, data_dir: Path, log_url: str) -> dict[st
         log.create_topic(topic, 1)
     decode = EventDecoder(pipeline.schemas, max_future_ms=None)
     lines = path.read_bytes().splitlines()
-    for start in range(0, len(lines), 5000):
-        records = []
-        for line in lines[start:start + 5000]:
-            obj = orjson.loads(line)
-            envelope = {"stream": stream.name, "key": obj[stream.key], "id": obj.pop(stream.id),
-                        "ts": obj.pop(stream.ts), "payload": obj}
-            event = decode(envelope)
-            records.append((event.key, plain_json(envelope)))
-        log.append(stream.name, records)
+    _write_events(log, stream, decode, lines)
     enricher, model, metric = Enricher(pipeline, data_dir), pipeline.learner(), make_metric("auc")
     waiting: list[tuple[int, str, Any]] = []
     joined: dict[str, int] = {}
@@ -179,6 +171,21 @@ def one_loop(pipeline: Any, path: Path, data_dir: Path, log_url: str) -> dict[st
     seconds = time.perf_counter() - started
     return {"events": len(lines), "events_per_s": round(len(lines) / seconds, 1),
             "metric_value": metric.get(), "seconds": round(seconds, 3)}
+
+
+def _write_events(log: Any, stream: Any, decode: Any, lines: list[bytes]) -> None:
+    """``one_loop``'s ingest: each line parsed, checked and written as its envelope."""
+    from livelearn.events import plain_json
+
+    for start in range(0, len(lines), 5000):
+        records = []
+        for line in lines[start:start + 5000]:
+            obj = orjson.loads(line)
+            envelope = {"stream": stream.name, "key": obj[stream.key], "id": obj.pop(stream.id),
+                        "ts": obj.pop(stream.ts), "payload": obj}
+            event = decode(envelope)
+            records.append((event.key, plain_json(envelope)))
+        log.append(stream.name, records)
 
 
 def run(events: int, seed: int = 1, log_url: str = "sqlite", dense_rate: float | None = None
