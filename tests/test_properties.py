@@ -194,8 +194,3 @@ def test_recent_ids_remember_exactly_the_ids_within_the_horizon(
         assert ids._ids == reference
         for probe in "abcdefghijk":
             assert ids.seen(end, probe) == (probe in reference or end < newest - 1_000)
-    at_once = RecentIds(horizon_ms=1_000)  # the trainer adds what it learned in one go
-    half = len(adds) // 2
-    for part in (adds[:half], adds[half:]):
-        at_once.add_all([{"window_end": end, "id": sid} for end, sid in part])
-    assert at_once._ids == ids._ids and at_once.newest == ids.newest

@@ -248,7 +248,7 @@ def test_bulky_details_stay_out_of_the_version_list(tmp_path: Path, log: SQLiteL
         old.publish(registry.load(v.id), v.meta | registry.details(v.id), v.parent)
     resumed = Trainer(log, old, SMALL)
     assert resumed.samples == 2000 and old.details(3)["rebuild"] == details["rebuild"]
-    assert sorted([e, s] for s, e in resumed._learned_ids._ids.items()) == listed
+    assert sorted([e, s] for s, e in resumed._read_ids._ids.items()) == listed
     assert resumed.step(10_000, final=True) is not None and resumed.samples == 2500
 
 
@@ -1019,7 +1019,7 @@ def test_a_trainer_restarted_from_a_version_published_inside_a_tie_learns_all_of
             pass
         assert again.samples == 400, first_step
         assert np.array_equal(again.model.state()["z"], whole.model.state()["z"])
-        assert again._learned_ids._ids == whole._learned_ids._ids
+        assert again._read_ids._ids == whole._read_ids._ids
     assert any(skipped)
     log.close()
 
@@ -1107,7 +1107,7 @@ def test_a_trainer_restarted_over_dense_samples_remembers_the_ids_of_one_never_s
         pass
     whole.publish_now()
     assert whole.samples == sum(1 for sid in ids if int(sid[1:]) % 97)
-    assert set(whole._learned_ids._ids) == set(ids)  # the dead-lettered ones taken as learned
+    assert set(whole._read_ids._ids) == set(ids)  # the dead-lettered ones taken as learned
     rng, restarts = np.random.default_rng(7), 0
     while restarts < 100:  # a trainer that never reaches the end fails, not hangs
         trainer = Trainer(log, Registry(tmp_path / "b"), DENSE)
@@ -1117,8 +1117,8 @@ def test_a_trainer_restarted_over_dense_samples_remembers_the_ids_of_one_never_s
             break
         restarts += 1
     assert restarts >= 3
-    assert trainer._learned_ids._ids == whole._learned_ids._ids
-    assert trainer._learned_ids.newest == whole._learned_ids.newest
+    assert trainer._read_ids._ids == whole._read_ids._ids
+    assert trainer._learned_newest == whole._learned_newest
     assert trainer.samples == whole.samples
     assert np.array_equal(trainer.model.state()["z"], whole.model.state()["z"])
     assert _published(trainer.registry) == _published(whole.registry)
@@ -1139,7 +1139,7 @@ def test_a_trainer_resumed_mid_stream_has_the_ids_learned_until_its_version(
     registry = Registry(tmp_path / "b")
     Trainer(log, registry, DENSE).step(2500, final=True)  # v3 at 2,000; then stops
     again = Trainer(log, registry, DENSE)
-    learned = {sid for sid in again._learned_ids._ids if int(sid[1:]) % 97}  # not dead letters
+    learned = {sid for sid in again._read_ids._ids if int(sid[1:]) % 97}  # not dead letters
     assert again.samples == 2000 and learned == set(order[:2000])
     assert registry.details(3)["rebuild"]["skip"]  # the step's samples after the 2,000th
     log.close()
@@ -1155,7 +1155,7 @@ def test_a_versions_details_do_not_grow_with_the_samples_within_the_horizon(
     trainer = Trainer(log, Registry(tmp_path / "reg"), every)
     while trainer.step(1000, final=True):
         pass
-    assert len(trainer._learned_ids._ids) > 19_000  # all within the horizon
+    assert len(trainer._read_ids._ids) > 19_000  # all within the horizon
     by_samples = {v.meta["samples"]: v.id for v in trainer.registry.versions()}
     small, large = (trainer.registry.details(by_samples[n]) for n in (2000, 20_000))
     for details in (small, large):

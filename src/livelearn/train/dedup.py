@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Any
 
 
 class RecentIds:
@@ -44,20 +43,6 @@ class RecentIds:
             self.newest = window_end
         elif window_end >= newest - self.horizon_ms:
             return  # the horizon did not move and this id is inside it: nothing to forget
-        self._forget()
-
-    def add_all(self, samples: list[dict[str, Any]]) -> None:
-        """``add`` each sample's (window_end, id), the ids forgotten once at the end (the
-        state is then what adding them one by one leaves)."""
-        if not samples:
-            return
-        newest = self.newest
-        for sample in samples:
-            end = sample["window_end"]
-            self._remember(end, sample["id"])
-            if newest is None or end > newest:
-                newest = end
-        self.newest = newest
         self._forget()
 
     def _remember(self, window_end: int, sid: str) -> None:

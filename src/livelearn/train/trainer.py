@@ -213,9 +213,10 @@ class Trainer:
         self.lost = 0  # gaps dead-lettered: samples deleted before they were read
         # inputs skipped past a gap, whose offset is not past it yet: where each starts now
         self._gaps: dict[TopicPartition, int] = {}
-        # ids of the samples read, and of those learned (what a version records)
-        horizon = _dedup_horizon(pipeline)
-        self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
+        # ids of the samples read; the newest window end learned (where the ids a version
+        # records end: a dead letter counts as learned)
+        self._read_ids = RecentIds(_dedup_horizon(pipeline))
+        self._learned_newest: int | None = None
         self._marks = Marks()  # where in the log the ids learned lately are
         # the newest window end learned from each input (see _caught_up), kept in versions
         self._newest_in: dict[TopicPartition, int] = {}
@@ -276,11 +277,10 @@ class Trainer:
         else:
             ids = self._marks.listed = [(int(end), str(sid))
                                         for end, sid in details["learned_ids"]]
-        horizon = self._read_ids.horizon_ms
-        self._read_ids, self._learned_ids = RecentIds(horizon), RecentIds(horizon)
+        self._read_ids = RecentIds(self._read_ids.horizon_ms)
         for end, sid in ids:
             self._read_ids.add(end, sid)
-            self._learned_ids.add(end, sid)
+        self._learned_newest = self._read_ids.newest
 
     def _restore_metrics(self, version: Version, details: dict[str, Any]) -> None:
         """The overall metric and the window as ``version`` recorded them (``_publish``);
@@ -478,7 +478,7 @@ class Trainer:
                 keep.append((sample, (topic, partition, offset)))
                 continue
             # taken as learned (the rebuild reads it back as such: see train.rebuild)
-            self._learned_ids.add(sample["window_end"], sample["id"])
+            self._learned_until(sample["window_end"])
             self._dead_letter(Record(topic, partition, offset, sample["id"], orjson.dumps(sample)),
                               f"sample cannot be learned: {problem} (as the sample's JSON "
                               f"holds it: NaN and infinities are written as null)")
@@ -558,11 +558,15 @@ class Trainer:
         for (topic, partition, _), sample in zip(where, samples, strict=True):
             if sample["window_end"] > newest.get((topic, partition), -(2**63)):
                 newest[(topic, partition)] = sample["window_end"]
-        self._learned_ids.add_all(samples)
+        self._learned_until(max(sample["window_end"] for sample in samples))
         self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += learned
         self._since_publish += learned
         return scores
+
+    def _learned_until(self, window_end: int) -> None:
+        if self._learned_newest is None or window_end > self._learned_newest:
+            self._learned_newest = window_end
 
     def _learn_rows(self, batch: SparseBatch, labels: np.ndarray,
                     samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
@@ -654,8 +658,8 @@ class Trainer:
             "window": {"metric": self.window.get() if self.window.count else None,
                        "samples": len(self._recent)},
         }
-        newest = self._learned_ids.newest
-        oldest = None if newest is None else newest - self._learned_ids.horizon_ms
+        newest = self._learned_newest
+        oldest = None if newest is None else newest - self._read_ids.horizon_ms
         details = {"rebuild": self._marks.rebuild(oldest, unread),
                    "newest_in": [[t, p, end] for (t, p), end in sorted(self._newest_in.items())],
                    "metric_state": self.metric.state(),
