@@ -133,7 +133,8 @@ def test_requests_ahead_of_the_clock_are_refused_past_five_minutes_and_counted_w
     url = f"redis://{redis_address}/0?namespace=t{uuid.uuid4().hex}"
     app = create_app(PIPELINE, log, registry, tables,
                      store=open_store(url, retention_for(PIPELINE.counters)))
-    now, ahead = int(time.time() * 1000), int(time.time() * 1000) + 4 * 60_000
+    now = int(time.time() * 1000)
+    ahead = now + 4 * 60_000
     with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
 
         def predict(ts: int) -> str:

@@ -74,20 +74,15 @@ class LogHealth:
         log failing, and leaving without an exception ends it."""
         with self._turn:
             self.check()
-            with self._failing():
+            try:
                 yield
-
-    @contextmanager
-    def _failing(self) -> Iterator[None]:
-        try:
-            yield
-        except Unavailable as e:
-            with self._lock:
-                if self._failure is None:
-                    logger.warning("the log failed an append: /readyz answers 503 until it "
-                                   "takes one again: %s", e)
-                self._failure, self._failed = str(e), self._failed + 1
-            raise
+            except Unavailable as e:
+                with self._lock:
+                    if self._failure is None:
+                        logger.warning("the log failed an append: /readyz answers 503 until "
+                                       "it takes one again: %s", e)
+                    self._failure, self._failed = str(e), self._failed + 1
+                raise
         self._ended("an append")
 
     def check(self) -> None:
