@@ -5,6 +5,7 @@ users and items tables with ISO 8601 ``as_of`` cells are served, each row as of 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,31 @@ def test_a_classifiers_score_outside_0_1_gets_a_500_naming_it(tmp_path: Path,
         "pipeline 'faulty', user 'u1', item 'i1': the model gave the score 7.0: outside "
         "[0, 1], where a binary learner's P(label = 1) lies")})
     assert log.read(PREDICTIONS, 0, 0, 10) == []
+
+
+def test_a_predict_whose_client_left_before_the_answer_logs_nothing(tmp_path: Path,
+                                                                    log: SQLiteLog) -> None:
+    """A client that gives up waiting (its timeout) was shown nothing: its predictions,
+    logged, would be labelled not clicked. Before: logged, and answered 200 to no one."""
+    def slow(user: Mapping[str, Any], item: Mapping[str, Any], ts: int) -> Any:
+        if user.get("user_id") == "u2":
+            time.sleep(0.6)
+        return features(user, item, ts)
+
+    _tables(tmp_path, log)
+    pipeline = dataclasses.replace(PIPELINE, features=slow)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, pipeline)
+    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    with ServerThread(create_app(pipeline, log, registry, tmp_path)) as server, \
+            httpx.Client(base_url=server.url) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/predict", json={"user_id": "u2", "items": ["i1"], "ts": T},
+                      timeout=0.2)
+        time.sleep(0.8)  # the server done with it
+        good = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": T})
+        metrics = http.get("/metrics").text
+    assert good.status_code == 200, good.text
+    assert [orjson.loads(r.value)["user"] for r in log.read(PREDICTIONS, 0, 0, 10)] == ["u1"]
+    assert 'livelearn_http_responses_total{path="/predict",status="499"} 1' in metrics
+    assert "livelearn_predictions_total 1\n" in metrics

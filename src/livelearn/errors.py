@@ -38,6 +38,14 @@ class Unavailable(LivelearnError):
     status = 503
 
 
+class ClientGone(LivelearnError):
+    """The client closed its connection before its answer was ready (its timeout, most
+    likely): nothing of the request is kept. 499, nginx's "client closed request": no
+    client reads it, a server's responses by status count it."""
+
+    status = 499
+
+
 class ConfigError(LivelearnError):
     """A pipeline spec, URL or command-line option is wrong."""
 
