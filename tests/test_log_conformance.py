@@ -102,6 +102,18 @@ def test_end_offset_is_past_every_record_and_reading_there_is_prompt(any_log: Lo
     assert len(read_all(any_log, "t")) == len(values) + 1
 
 
+def test_offset_since_skips_the_records_appended_before(any_log: Log) -> None:
+    any_log.create_topic("t", partitions=1)
+    any_log.append("t", [("k", b"a"), ("k", b"b")])
+    time.sleep(0.05)
+    cut = int(time.time() * 1000)
+    time.sleep(0.05)
+    any_log.append("t", [("k", b"c")])
+    assert [r.value for r in any_log.read("t", 0, any_log.offset_since("t", 0, cut))] == [b"c"]
+    assert any_log.offset_since("t", 0, 0) == any_log.start_offset("t", 0)
+    assert any_log.offset_since("t", 0, cut + 3_600_000) == any_log.end_offset("t", 0)
+
+
 def test_keys_choose_partitions_and_keep_their_order(any_log: Log) -> None:
     any_log.create_topic("t", partitions=4)
     any_log.create_topic("t", partitions=4)  # exists: nothing changes

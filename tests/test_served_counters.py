@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
 from livelearn.replay import replay
 from livelearn.serve.app import create_app
-from livelearn.serve.counters import retention_for
+from livelearn.serve.counters import ServedCounters, retention_for
 from livelearn.spec import PREDICTIONS
 from livelearn.tables.store import open_store
 from livelearn.train.trainer import Trainer
@@ -217,6 +218,27 @@ def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(
                                "user_clicks_1h": 1}
     assert served(T0 + 20) == {"item": "i1", "item_views_1h": 2, "item_clicks_1h": 2,
                                "user_clicks_1h": 2}
+
+
+def test_a_servers_start_counts_only_what_the_log_got_within_the_stores_retention(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A log of months is not read at every start: records appended longer ago than the
+    store keeps events (and five minutes) are older than any window. Before: each start
+    read every record (130,000 a second here), as long as the log was old."""
+    _serving(tmp_path, log)
+    now = int(time.time() * 1000)
+
+    def shown(rid: str, ts: int) -> tuple[str, bytes]:
+        return "u1", orjson.dumps({"request_id": rid, "ts": ts, "user": "u1", "item": "i1",
+                                   "model_version": 1, "score": 0.5, "features": {}})
+
+    log.append(PREDICTIONS, [shown(f"old{i}", now - 30 * 86_400_000 + i) for i in range(3)])
+    with sqlite3.connect(tmp_path / "log.db") as db:  # the first ones appended a month ago
+        db.execute("UPDATE batches SET appended = appended - 30 * 86400")
+    log.append(PREDICTIONS, [shown("new", now - 1000)])
+    served = ServedCounters(COUNTERS, open_store("memory://", retention_for(COUNTERS)))
+    assert served.add_logged(log, PIPELINE.schemas) == 1
+    assert served.count(COUNTERS[0], "i1", now) == 1
 
 
 def test_a_prediction_the_joiner_refuses_is_not_counted_and_the_server_starts(

@@ -242,6 +242,13 @@ class Log(ABC):
         old records (Kafka's retention) moves it up; 0 where none are ever deleted."""
         return 0
 
+    def offset_since(self, topic: str, partition: int, appended_ms: int) -> int:
+        """Where a reader that needs only the records appended at or after ``appended_ms``
+        (the wall clock, ms since the epoch) starts: no record before this offset was
+        appended since (where the partition ends if none was). Where a backend keeps no
+        append times (memory), where the partition starts."""
+        return self.start_offset(topic, partition)
+
     @abstractmethod
     def end_offset(self, topic: str, partition: int) -> int:
         """Where the partition ends now: above every readable record, at most the offset

@@ -408,6 +408,21 @@ class KafkaLog(Log):
         with self._read_lock:
             return self._watermarks(name, partition)[0]
 
+    def offset_since(self, topic: str, partition: int, appended_ms: int) -> int:
+        """By the records' timestamps (their producer's clock when it sent them, unless
+        the topic says LogAppendTime; livelearn's producers leave them so)."""
+        name = self._partition(topic, partition)
+        doing = f"asking where '{name}' partition {partition} holds records since {appended_ms}"
+        with self._read_lock:
+            try:
+                [found] = self._ends.offsets_for_times(
+                    [TopicPartition(name, partition, appended_ms)], timeout=self.timeout_s)
+            except KafkaException as e:
+                raise self._asking_failed(doing, e) from e
+            if found.error is not None:
+                raise self._unavailable(doing, found.error)
+            return found.offset if found.offset >= 0 else self._stable_end(name, partition)
+
     def _lost(self, topic: str, partition: int, offset: int, start: int) -> Lost:
         return lost(f"kafka://{self.bootstrap}", topic, partition, offset, start,
                     "the topic's retention (retention.ms, retention.bytes) or by hand")

@@ -347,6 +347,13 @@ class SQLiteLog(Log):
                                    "ORDER BY last LIMIT 1", (topic, partition)).fetchone()
         return 0 if row is None else int(row[0])
 
+    def offset_since(self, topic: str, partition: int, appended_ms: int) -> int:
+        self.partitions(topic)
+        conn = self._conn()
+        row = conn.execute("SELECT MIN(first) FROM batches WHERE appended >= ? AND topic = ? "
+                           "AND partition = ?", (appended_ms / 1000, topic, partition)).fetchone()
+        return self._end_offset(conn, topic, partition) if row[0] is None else int(row[0])
+
     @staticmethod
     def _end_offset(conn: sqlite3.Connection, topic: str, partition: int) -> int:
         row = conn.execute("SELECT MAX(last) FROM batches WHERE topic = ? AND partition = ?",

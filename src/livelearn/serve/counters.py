@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Lost, NotFound
-from livelearn.events import MAX_TS_MS, MIN_TS_MS, Event, Schema, decode_event
+from livelearn.events import MAX_FUTURE_MS, MAX_TS_MS, MIN_TS_MS, Event, Schema, decode_event
 from livelearn.features.event_features import event_key
 from livelearn.features.hashing import Features
 from livelearn.log.base import Log, TopicPartition
@@ -131,9 +132,10 @@ class ServedCounters:
                 self.store.add_many(c.name, batch)
 
     def add_logged(self, log: Log, schemas: Mapping[str, Schema]) -> int:
-        """Count every prediction and feedback event of a counted stream that ``log``
-        holds (the joiner dead-letters those that fail their schema; they are not
-        counted); the store keeps what its retention allows. Returns how many.
+        """Count the predictions and feedback events of the counted streams that ``log``
+        got in the store's retention before now (``_batches``; the joiner dead-letters
+        those that fail their schema, they are not counted); the store keeps what its
+        retention allows. Returns how many.
         ``add_new`` goes on from where this read up to."""
         with self._reading:
             self._next.clear()
@@ -185,18 +187,23 @@ class ServedCounters:
         return added
 
     def _batches(self, log: Log, topic: str) -> Iterator[list[bytes]]:
-        """The record values of ``topic`` from where the last read left off (each
-        partition's start the first time), partition by partition, a batch at a time.
-        Records the log deleted before they were read (its retention) are skipped, with a
-        WARNING: older than the log keeps, they are most likely older than any window."""
+        """The record values of ``topic`` from where the last read left off, partition by
+        partition, a batch at a time. The first time, from the first record appended
+        within the store's retention and ``MAX_FUTURE_MS`` before now (``Log.offset_since``):
+        an event appended earlier is older than that (its time was at most MAX_FUTURE_MS
+        ahead of the clock when it was taken), so a server's start reads the last hours,
+        not a log of months. Records the log deleted before they were read (its retention)
+        are skipped, with a WARNING: older than the log keeps, they are most likely older
+        than any window."""
         try:
             partitions = log.topic_partitions([topic])
         except NotFound:
             return
+        since = int(time.time() * 1000) - self.store.retention_ms - MAX_FUTURE_MS
         for tp in partitions:
             offset = self._next.get(tp)
             if offset is None:
-                offset = self._next[tp] = log.start_offset(*tp)
+                offset = self._next[tp] = log.offset_since(*tp, since)
             while True:
                 try:
                     records = log.read(*tp, offset, BATCH)
