@@ -138,6 +138,24 @@ def test_a_pipeline_file_that_does_not_run_names_its_line(
         assert f"livelearn: pipeline '{bad}': {message}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("code", "ref", "message"), [
+    ("X = 1\n", "p.py", "p.py defines no PIPELINE"),
+    ("from livelearn.sim.pipeline import PIPELINE as NEWS\n", "p.py",
+     "p.py defines no PIPELINE; it defines NEWS: give p.py:NEWS"),
+    ("PIPELINE = 5\n", "p.py", "PIPELINE is 5 (int), not a livelearn Pipeline"),
+    ("PIPELINE = 5\n", "p.py:P", "p.py defines no P"),
+])
+def test_a_pipeline_file_without_its_pipeline_says_what_it_lacks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        code: str, ref: str, message: str) -> None:
+    """Before, a file without PIPELINE (a misspelled name) was said to hold one that
+    "is not a livelearn Pipeline"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.py").write_text(code)
+    assert main(["models", ref, "ls"]) == 2
+    assert capsys.readouterr().err == f"livelearn: pipeline {ref!r}: {message}\n"
+
+
 def test_a_module_that_does_not_import_is_named(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "broken_spec_mod.py").write_text("x = 1\ndef f(:\n")

@@ -363,12 +363,18 @@ def load_pipeline(ref: str) -> Pipeline:
     else:
         with _reported(ref, None):
             module = importlib.import_module(target)
-    obj = getattr(module, attr or "PIPELINE", None)
+    name = attr or "PIPELINE"
+    if not hasattr(module, name):
+        found = [k for k, v in vars(module).items() if isinstance(v, Pipeline)]
+        also = f"; it defines {', '.join(found)}: give {target}:{found[0]}" if found else ""
+        raise ConfigError(f"pipeline {ref!r}: {target} defines no {name}{also}")
+    obj = getattr(module, name)
     if callable(obj) and not isinstance(obj, Pipeline):
         with _reported(ref, path):
             obj = obj()
     if not isinstance(obj, Pipeline):
-        raise ConfigError(f"pipeline {ref!r}: {attr or 'PIPELINE'} is not a livelearn Pipeline")
+        raise ConfigError(f"pipeline {ref!r}: {name} is {show(obj)} ({type(obj).__name__}), "
+                          f"not a livelearn Pipeline")
     return obj
 
 
