@@ -156,6 +156,23 @@ def test_a_pipeline_file_without_its_pipeline_says_what_it_lacks(
     assert capsys.readouterr().err == f"livelearn: pipeline {ref!r}: {message}\n"
 
 
+@pytest.mark.parametrize(("ref", "message"), [
+    ("ex/fraud", "ex/fraud is a folder; give the pipeline's Python file (.py)"),
+    ("ex/fraud/", "ex/fraud is a folder; give the pipeline's Python file (.py)"),
+    ("ex/fraud/pipeline", "no such file ex/fraud/pipeline"),
+])
+def test_a_path_that_is_no_pipeline_file_is_named_as_a_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        ref: str, message: str) -> None:
+    """Before, a folder or a path without .py was imported as a module: "cannot import
+    'ex/fraud': No module named 'ex/fraud'"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ex" / "fraud").mkdir(parents=True)
+    (tmp_path / "ex" / "fraud" / "pipeline.py").write_text("PIPELINE = 5\n")
+    assert main(["replay", ref, "--events", "tx=x.jsonl"]) == 2
+    assert capsys.readouterr().err == f"livelearn: pipeline {ref!r}: {message}\n"
+
+
 def test_a_module_that_does_not_import_is_named(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "broken_spec_mod.py").write_text("x = 1\ndef f(:\n")

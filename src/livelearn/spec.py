@@ -349,8 +349,11 @@ def load_pipeline(ref: str) -> Pipeline:
     """
     target, _, attr = ref.partition(":") if not ref.endswith(".py") else (ref, "", "")
     path: Path | None = None
-    if target.endswith(".py") or Path(target).is_file():
+    if target.endswith(".py") or "/" in target or Path(target).is_file():  # not a module
         path = Path(target)
+        if path.is_dir():
+            raise ConfigError(f"pipeline {ref!r}: {path} is a folder; give the pipeline's "
+                              f"Python file (.py)")
         if not path.is_file():
             raise ConfigError(f"pipeline {ref!r}: no such file {path}")
         spec = importlib.util.spec_from_file_location(f"_livelearn_pipeline_{path.stem}", path)
