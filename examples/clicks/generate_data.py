@@ -2,10 +2,10 @@
 
 - ``impressions.jsonl``: what was shown: request_id, ts (ms since the epoch,
   UTC), user, item.
-- ``clicks.jsonl``: the clicks, each naming the request_id it answers, a few
-  seconds to minutes after the impression.
-- ``users.csv``: each user's plan (free or premium), which changes over time:
-  one row per change, valid from ``updated_at`` (ms since the epoch) on.
+- ``clicks.jsonl``: the clicks (id, user, ts), each naming the request_id it
+  answers, a few seconds to minutes after the impression.
+- ``users.csv``: each user's plan (free or premium), which changes over time, and
+  country: one row per change, valid from ``updated_at`` (ms since the epoch) on.
 - ``items.csv``: each item's category (static).
 
 Users click the categories they like, premium users more often.

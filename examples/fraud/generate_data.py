@@ -1,9 +1,9 @@
 """Write a small, synthetic card-transaction history for the fraud example.
 
-- ``transactions.jsonl``: one JSON object per line: card, merchant, amount,
-  ts (ms since the epoch, UTC) and the label is_fraud, known with the event.
-- ``cards.csv``: each card's risk tier, which changes over time: one row per
-  change, valid from ``updated_at`` (ISO 8601, UTC) on.
+- ``transactions.jsonl``: one JSON object per line: tx_id, card, merchant,
+  amount, ts (ms since the epoch, UTC) and the label is_fraud, known with the event.
+- ``cards.csv``: each card's risk tier, which changes over time, and country: one
+  row per change, valid from ``updated_at`` (ISO 8601, UTC) on.
 - ``merchants.csv``: each merchant's category (static).
 
 Fraud is more likely for a high-risk card (as of the transaction), at some
