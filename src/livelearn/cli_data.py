@@ -214,10 +214,11 @@ def _replay(args: argparse.Namespace) -> int:
                       f"{pipeline.name}", report)
     for source, given in report["inputs"].items():
         _say_ingested(source, given["events"], given["dead"], given["first_errors"])
+    value = report["metric_value"]  # None without a sample
     print(f"{report['events']} events, {report['samples']} samples, "
           f"{_dead_letters(report['dead_letters'])}, {report['metric']} "
-          f"{report['metric_value']}, {report['events_per_s']:.0f} events/s; report {html}",
-          flush=True)
+          f"{'-' if value is None else f'{value:.4f}'}, {report['events_per_s']:.0f} "
+          f"events/s; report {html}", flush=True)
     _none_accepted({source: (given["events"], given["dead"])
                       for source, given in report["inputs"].items()})
     if args.then_live:
