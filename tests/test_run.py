@@ -201,22 +201,6 @@ def test_run_stopped_by_ctrl_c_says_so_and_a_restart_says_what_it_resumes(
         "300 samples learned; latest version v2; this run wrote 0 dead letters"]
 
 
-def test_replay_then_live_stopped_by_ctrl_c_says_so_as_run_does(tmp_path: Path) -> None:
-    """`replay --then-live` goes on as `run` does; Ctrl-C ended it without a word."""
-    (tmp_path / "p.py").write_text(PIPELINE_FILE)
-    _ratings(tmp_path / "a.jsonl", 0, 300)
-    with _process(["replay", "p.py", "--workdir", "w", "--events", "ratings=a.jsonl",
-                   "--then-live", "--no-serve"], tmp_path) as first:
-        assert first.stdout is not None
-        while first.stdout.readline() != b"live: waiting for events (Ctrl-C to stop)\n":
-            pass
-        first.send_signal(signal.SIGINT)
-        assert first.wait(10) == 130
-        said = first.stdout.read().decode()
-    assert said.startswith("stopped; the newest version is v1 (what was learned since is "
-                           "learned again): `livelearn run` again resumes from it"), said
-
-
 def _up(url: str) -> bool:
     try:
         return bool(httpx.get(f"{url}/healthz").json()["model_version"])

@@ -282,17 +282,8 @@ def _run(args: argparse.Namespace) -> int:
               f"v{loop.trainer.version.id if loop.trainer.version else 0}; this run wrote "
               f"{_dead_letters(loop.dead_letters())}")
         return 0
-    _live(args, loop, pipeline, log, registry, data)
-    return 0
-
-
-def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
-          data: Path) -> None:
-    """Turn the loop's roles on the live log until interrupted (Ctrl-C: saying which version
-    is the newest) and, unless ``--no-serve``, serve /predict, /feedback and the dashboard
-    meanwhile: `livelearn run` and `livelearn replay --then-live`."""
     try:
-        _live_until_stopped(args, loop, pipeline, log, registry, data)
+        _live(args, loop, pipeline, log, registry, data)
     except KeyboardInterrupt:
         version = loop.trainer.version
         print(f"stopped; the newest version is v{version.id if version else 0} (what was "
@@ -300,10 +291,13 @@ def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry
               f"from the joiner's checkpoint, losing nothing",
               flush=True)
         raise
+    return 0
 
 
-def _live_until_stopped(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any,
-                        registry: Any, data: Path) -> None:
+def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
+          data: Path) -> None:
+    """Turn the loop's roles on the live log until interrupted and, unless ``--no-serve``,
+    serve /predict, /feedback and the dashboard meanwhile."""
     if args.no_serve:
         print("live: waiting for events (Ctrl-C to stop)", flush=True)
         _forever(loop)
