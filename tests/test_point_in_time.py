@@ -91,6 +91,23 @@ def test_replay_never_sees_a_later_value(tmp_path: Path) -> None:
     assert [s["ts"] for s in samples] == sorted(s["ts"] for s in samples)
 
 
+def test_a_row_valid_from_within_a_millisecond_is_not_seen_before_it(tmp_path: Path) -> None:
+    # a timestamp in microseconds (as pandas and Parquet write them): the row changes
+    # 0.5 ms after the event at T0 + 60,000 ms, which must see the row before
+    (tmp_path / "prices.csv").write_text("item,updated_at,price\n"
+                                         "i0,2024-01-01T00:00:00,1\n"
+                                         "i0,2024-01-01T00:01:00.000500,2\n")
+    events = [{"id": f"e{n}", "user": "u0", "item": "i0", "ts": T0 + 60_000 + n, "y": 1.0}
+              for n in range(2)]
+    with open(tmp_path / "views.jsonl", "wb") as f:
+        f.writelines(orjson.dumps(e) + b"\n" for e in events)
+    log = SQLiteLog(tmp_path / "log.db")
+    replay(log, Registry(tmp_path / "reg"), PIPELINE,
+           [("views", str(tmp_path / "views.jsonl"))], data_dir=tmp_path)
+    samples = [orjson.loads(r.value) for r in log.read("samples", 0, 0, 10)]
+    assert [(s["id"], s["features"]["price"]) for s in samples] == [("e0", 1.0), ("e1", 2.0)]
+
+
 def test_asof_table_matches_a_scan(tmp_path: Path) -> None:
     rng = random.Random(5)
     rows = [(f"k{rng.randrange(3)}", rng.randrange(T0, T0 + 1000)) for _ in range(60)]

@@ -183,16 +183,19 @@ def check_ms(ts: Any, where: str) -> int:
     return ts
 
 
-def to_ms(value: Any, where: str) -> Any:
+def to_ms(value: Any, where: str, up: bool = False) -> Any:
     """A time given as text or a datetime, as integer ms since the epoch UTC; any other value
     as it came, for ``check_ms`` to judge. Text is digits (ms) or ISO 8601, a datetime or
     date from a table file likewise: no zone means UTC. BadInput naming ``where`` for text
-    that is neither.
+    that is neither. A time between two ms is rounded down (an event's time), or up with
+    ``up`` (when a table's row starts to be valid: never before its time).
 
     >>> to_ms("2024-01-01T00:00:00", "f"), to_ms("1704067200000", "f"), to_ms(7, "f")
     (1704067200000, 1704067200000, 7)
     >>> to_ms("2004-03-28T05:20:14.843+02:00", "f")
     1080444014843
+    >>> to_ms("2024-01-01T00:00:00.000500", "f"), to_ms("2024-01-01T00:00:00.000500", "f", up=True)
+    (1704067200000, 1704067200001)
     """
     if isinstance(value, str):
         if is_digits(value.strip().removeprefix("-")):
@@ -208,6 +211,8 @@ def to_ms(value: Any, where: str) -> Any:
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
         # in integers: timestamp() * 1000 is a float, .843 s gave 842 ms one time in 150
+        if up:
+            return -((_EPOCH - value) // dt.timedelta(milliseconds=1))
         return (value - _EPOCH) // dt.timedelta(milliseconds=1)
     return value
 

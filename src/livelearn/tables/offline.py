@@ -2,7 +2,9 @@
 
 A table's ``as_of`` column is read as integer milliseconds since the epoch UTC
 whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
-server, the joiner and ingest see the same rows; a time without a zone is UTC.
+server, the joiner and ingest see the same rows; a time without a zone is UTC,
+and one between two ms (microseconds) is rounded up: a row is never seen by an
+event before its time.
 Other dates, times and timestamps are ISO 8601 text in a row, decimals floats:
 the JSON scalars the online store holds. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
@@ -125,7 +127,7 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
                            f"would match")
         if table.as_of is not None:
             at = f"{where} '{table.as_of}'"
-            row[table.as_of] = check_ms(to_ms(row[table.as_of], at), at)
+            row[table.as_of] = check_ms(to_ms(row[table.as_of], at, up=True), at)
         elif first.setdefault(str(key), n) != n:
             raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
                            f"'{table.key}': the key {str(key)!r} twice; a table without "
