@@ -280,6 +280,20 @@ def test_a_second_replay_into_the_same_log_is_refused(tmp_path: Path,
     assert log.end_offset("ratings", 0) == 3 and log.read("dead_letters", 0, 0, 10) == []
 
 
+def test_a_file_given_twice_is_refused(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The same --events input twice was ingested twice, every event of the second time
+    dead-lettered, and the report counted its events once: 3 events, 3 samples and 3
+    dead letters. Now the command says so at once and makes no work folder."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    source = f"ratings={_ratings(tmp_path / 'r.jsonl', ['m1', 'm2', 'm3'])}"
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", source, source]) == 2
+    assert capsys.readouterr().err == (f"livelearn: --events {source} given twice: each "
+                                       f"file is replayed once\n")
+    assert not (tmp_path / "w").exists()
+
+
 def test_shards_are_for_the_embedded_joiner(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)

@@ -188,11 +188,12 @@ def _replay(args: argparse.Namespace) -> int:
     from livelearn.ingest import check_source, check_stream
     from livelearn.loop import tune_gc
     from livelearn.prequential import write_html
-    from livelearn.replay import replay
+    from livelearn.replay import check_once, replay
     from livelearn.spec import load_pipeline
     from livelearn.ui.report import write_json
 
     sources = [source_pair(text) for text in args.events]
+    check_once(sources)
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
             check_writable(report, "report")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from livelearn.errors import ConfigError
 from livelearn.ingest import Ingested, ingest
 from livelearn.log.base import Log
 from livelearn.loop import Loop
@@ -44,6 +45,7 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
     loop no longer records what it learns (the report is made: a loop that went on
     for months would hold a score and a label of every sample).
     """
+    check_once(sources)
     started = time.perf_counter()
     loop = Loop(log, registry, pipeline, data_dir, skip_lost=skip_lost)
     record = PrequentialRecord(loop.trainer.kind)
@@ -69,6 +71,15 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
                              "first_errors": i.first_errors or []}
                          for k, i in ingested.items()}}
     return report, loop
+
+
+def check_once(sources: Sequence[tuple[str, str]]) -> None:
+    """ConfigError if a (stream, file) pair is given twice: its second ingest would be
+    duplicates and late events only, and the report counted its events once."""
+    given = [f"{stream}={path}" for stream, path in sources]
+    for source in given:
+        if given.count(source) > 1:
+            raise ConfigError(f"--events {source} given twice: each file is replayed once")
 
 
 def _dead_letters(loop: Loop, ingested: Iterable[Ingested]) -> dict[str, int]:
