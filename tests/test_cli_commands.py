@@ -294,6 +294,24 @@ def test_a_file_given_twice_is_refused(tmp_path: Path,
     assert not (tmp_path / "w").exists()
 
 
+def test_a_registry_of_another_log_is_refused(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A registry kept beside a new log: its trainer resumed from offsets this log does
+    not reach and skipped every sample in silence ("3 events, 0 samples, 0 dead
+    letters"). Now the command says so before it ingests anything."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    source = f"ratings={_ratings(tmp_path / 'r.jsonl', ['m1', 'm2', 'm3'])}"
+    argv = ["-q", "replay", str(tmp_path / "p.py"), "--events", source,
+            "--registry", str(tmp_path / "reg")]
+    assert main([*argv, "--workdir", str(tmp_path / "w1")]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--workdir", str(tmp_path / "w2")]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"livelearn: registry '{tmp_path / 'reg'}': v2 learned the samples up to offset 3 of "
+        f"topic 'samples' partition 0, but this log holds 0: the registry is another log's")
+    assert SQLiteLog(tmp_path / "w2" / "log.db").end_offset("ratings", 0) == 0
+
+
 def test_shards_are_for_the_embedded_joiner(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)

@@ -46,7 +46,7 @@ from typing import Any, NoReturn
 import numpy as np
 import orjson
 
-from livelearn.errors import BadInput, Corrupt, LivelearnError, PipelineError
+from livelearn.errors import BadInput, ConfigError, Corrupt, LivelearnError, PipelineError
 from livelearn.events import Reason, dead_letter, letter_value, lost_letter, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
@@ -238,6 +238,7 @@ class Trainer:
         mine = [v for v in self.registry.versions() if v.meta.get("trainer") == self.group]
         declared = _described(self.model)
         for version in reversed(mine):
+            self._check_log(version)
             try:
                 self.model = self.registry.load(version.id)
             except Corrupt as e:
@@ -261,6 +262,19 @@ class Trainer:
                                                      if tp not in self.offsets], self.group))
         if self.version is None:
             self.version = self._publish(ts=None)
+
+    def _check_log(self, version: Version) -> None:
+        """ConfigError if ``version`` learned samples up to offsets this log does not reach:
+        its registry is another log's (a new log beside an old registry), and resumed here
+        the trainer would skip that many of this log's samples, learning none of them."""
+        for topic, partition, offset in version.meta["offsets"]:
+            if (topic, partition) in self.inputs and \
+                    offset > (end := self.log.end_offset(topic, partition)):
+                raise ConfigError(
+                    f"registry {str(self.registry.path)!r}: v{version.id} learned the samples "
+                    f"up to offset {offset} of topic '{topic}' partition {partition}, but this "
+                    f"log holds {end}: the registry is another log's. Give the log it was "
+                    f"made with, or a new --registry (a new --workdir)")
 
     def _merge_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
         """The merge key of this trainer's samples (_sample_key, for its learner)."""
