@@ -171,6 +171,25 @@ def test_a_replay_then_live_killed_partway_and_run_again_says_it_cannot_go_on(
            "cannot go on, part of a file may be in): replay into a new --workdir" in again.stderr
 
 
+def test_a_replay_then_live_stopped_by_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
+    """It ended without a word (`run` says which version is the newest), and the same
+    command again is refused: now it says that `livelearn run` goes on."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "a.jsonl", 0, 300)
+    with _process(["replay", "p.py", "--workdir", "w", "--events", "ratings=a.jsonl",
+                   "--then-live", "--no-serve"], tmp_path) as first:
+        assert first.stdout is not None
+        while not first.stdout.readline().startswith(b"live: waiting for events"):
+            pass
+        first.send_signal(signal.SIGINT)
+        assert first.wait(10) == 130
+        said = first.stdout.read().decode()
+    assert said.startswith("stopped; the newest version is v1 (what was learned since is "
+                           "learned again): `livelearn run` with the same work folder (or "
+                           "--log and --registry) resumes from it and from the joiner's "
+                           "checkpoint, losing nothing\n"), said
+
+
 def test_run_stopped_by_ctrl_c_says_so_and_a_restart_says_what_it_resumes(
         tmp_path: Path) -> None:
     """Both were silent: Ctrl-C ended the command without a word, and a restart went on

@@ -223,7 +223,12 @@ def _replay(args: argparse.Namespace) -> int:
     _none_accepted({source: (given["events"], given["dead"])
                       for source, given in report["inputs"].items()})
     if args.then_live:
-        _live(args, loop, pipeline, log, registry, data)
+        try:
+            _live(args, loop, pipeline, log, registry, data)
+        except KeyboardInterrupt:  # a replay cannot go on: run can
+            _say_stopped(loop, "`livelearn run` with the same work folder (or --log and "
+                               "--registry) resumes")
+            raise
     return 0
 
 
@@ -286,13 +291,17 @@ def _run(args: argparse.Namespace) -> int:
     try:
         _live(args, loop, pipeline, log, registry, data)
     except KeyboardInterrupt:
-        version = loop.trainer.version
-        print(f"stopped; the newest version is v{version.id if version else 0} (what was "
-              f"learned since is learned again): `livelearn run` again resumes from it and "
-              f"from the joiner's checkpoint, losing nothing",
-              flush=True)
+        _say_stopped(loop, "`livelearn run` again resumes")
         raise
     return 0
+
+
+def _say_stopped(loop: Any, resumes: str) -> None:
+    """What a live loop stopped with Ctrl-C leaves, and which command ``resumes`` it."""
+    version = loop.trainer.version
+    print(f"stopped; the newest version is v{version.id if version else 0} (what was "
+          f"learned since is learned again): {resumes} from it and from the joiner's "
+          f"checkpoint, losing nothing", flush=True)
 
 
 def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
