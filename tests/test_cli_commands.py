@@ -312,6 +312,28 @@ def test_a_registry_of_another_log_is_refused(tmp_path: Path,
     assert SQLiteLog(tmp_path / "w2" / "log.db").end_offset("ratings", 0) == 0
 
 
+def test_a_replay_after_another_streams_replay_into_the_same_log_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the streams given were checked: a replay of the ratings after one of the
+    views they count (into the same log, whose joiner had read the views) dead-lettered
+    every rating as late (3 events, 0 samples, 3 dead letters). Now it is refused."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE.replace(
+        'spec.EventLabel(RATINGS, label="stars")',
+        'spec.EventLabel(RATINGS, label="stars", counted=(spec.Stream("views", {"movie": str}, '
+        'key="user"),)), counters=(spec.WindowCount("views", "views", 3_600_000),)'))
+    _ratings(tmp_path / "r.jsonl", ["m1", "m2", "m3"])
+    (tmp_path / "v.jsonl").write_bytes(b"".join(orjson.dumps(
+        {"user": "u1", "movie": "m1", "ts": T + 60_000 * i}) + b"\n" for i in range(1, 4)))
+    argv = ["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w")]
+    assert main([*argv, "--events", f"views={tmp_path / 'v.jsonl'}"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--events", f"ratings={tmp_path / 'r.jsonl'}"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "livelearn: the log's joiner already read 3 events of stream(s) 'views' (an earlier "
+        "replay or run): the events replayed now would be late.")
+    assert SQLiteLog(tmp_path / "w" / "log.db").end_offset("ratings", 0) == 0
+
+
 def test_shards_are_for_the_embedded_joiner(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)

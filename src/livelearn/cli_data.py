@@ -204,7 +204,7 @@ def _replay(args: argparse.Namespace) -> int:
         check_stream(pipeline, stream)
         check_source(path)
     pipeline, workdir, log = _paths(args, pipeline)
-    _refuse_replayed(log, [stream for stream, _ in sources])
+    _refuse_replayed(log, [stream for stream, _ in sources], pipeline.inputs)
     registry, data = _registry_and_data(args, workdir)
     tune_gc()
     report, loop = replay(log, registry, pipeline, sources, data, final=not args.then_live,
@@ -232,9 +232,11 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_replayed(log: Any, streams: list[str]) -> None:
-    """ConfigError if the log already holds events of these streams: replayed again, they
-    would all be late or duplicates, and the report would not be this history's."""
+def _refuse_replayed(log: Any, streams: list[str], inputs: list[str]) -> None:
+    """ConfigError if the log already holds events of these streams, or its joiner has
+    read events of its ``inputs`` (another stream's, replayed alone before): replayed
+    now, they would all be late or duplicates, and the report would not be this
+    history's."""
     for stream in streams:
         held = sum(log.end_offset(*tp) for tp in log.topic_partitions([stream]))
         if held:
@@ -243,6 +245,15 @@ def _refuse_replayed(log: Any, streams: list[str]) -> None:
                               f"of a file may be in): replay into a new --workdir, or add "
                               f"events with `livelearn ingest` and learn them with "
                               f"`livelearn run`")
+    read: dict[str, int] = {}
+    for (topic, _), offset in log.committed("joiner").offsets.items():
+        if offset and topic in inputs:
+            read[topic] = read.get(topic, 0) + offset
+    if read:
+        raise ConfigError(f"the log's joiner already read {sum(read.values())} events of "
+                          f"stream(s) {', '.join(map(repr, sorted(read)))} (an earlier replay "
+                          f"or run): the events replayed now would be late. Replay every "
+                          f"stream's file in one command, into a new --workdir")
 
 
 def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:
