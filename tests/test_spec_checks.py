@@ -57,7 +57,19 @@ def test_a_good_spec_builds() -> None:
      "counter 'c': stream 'clicks' is not a stream of pipeline 'fraud'"),
     ({"counters": (spec.WindowCount("c", "tx", 1000, by="shop"),)},
      "stream 'tx', field 'shop': counter 'c' reads it"),
-    ({"counters": (spec.WindowCount("c", "tx", 0),)}, "counter 'c': window_ms must be > 0"),
+    ({"counters": (spec.WindowCount("c", "tx", 0),)},
+     "counter 'c': window_ms must be an integer number of milliseconds >= 1, got 0"),
+    # durations of another type: a TypeError naming no field, or (0.5, NaN) taken
+    ({"counters": (spec.WindowCount("c", "tx", "3600000"),)},  # type: ignore[arg-type]
+     "counter 'c': window_ms must be an integer number of milliseconds >= 1, got '3600000'"),
+    ({"feedback": spec.EventLabel(TX, label="fraud", dedup_ms=float("nan"))},
+     "stream 'tx': dedup_ms must be an integer number of milliseconds >= 0, got nan"),
+    ({"feedback": spec.EventLabel(TX, label="fraud", allowed_lateness_ms=None)},  # type: ignore[arg-type]
+     "pipeline 'fraud': allowed_lateness_ms must be an integer number of milliseconds >= 0, "
+     "got None"),
+    ({"feedback": spec.EventLabel(TX, label="fraud", allowed_lateness_ms=0.5)},  # type: ignore[arg-type]
+     "pipeline 'fraud': allowed_lateness_ms must be an integer number of milliseconds >= 0, "
+     "got 0.5"),
     ({"learner": None}, "pipeline 'fraud': learner must be a function"),
     ({"policies": spec.Policies(keep_versions=0)},
      "pipeline 'fraud', policies: keep_versions must be an integer >= 1, got 0"),
@@ -100,6 +112,11 @@ def test_stream_and_table_mistakes() -> None:
             spec.Table(name, "users.csv", key="id")
     with pytest.raises(ConfigError, match="needs users and items tables"):
         replace(NEWS, users=None)
+    for window in (-1, 300.0, "5m"):  # a feedback join's window, in ms
+        with pytest.raises(ConfigError, match=f"pipeline 'news_feed': window_ms must be an "
+                                              f"integer number of milliseconds >= 0, got "
+                                              f"{re.escape(repr(window))}"):
+            replace(NEWS, feedback=replace(NEWS.feedback, window_ms=window))
 
 
 def test_the_cli_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,8 +18,8 @@ def check_pipeline(p: Pipeline) -> None:
     from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, EventLabel
 
     where = f"pipeline '{p.name}'"
-    if p.feedback.window_ms < 0 or p.feedback.allowed_lateness_ms < 0:
-        raise ConfigError(f"{where}: window_ms and allowed_lateness_ms must be >= 0")
+    for name in ("window_ms", "allowed_lateness_ms"):
+        _check_ms(where, name, getattr(p.feedback, name), 0)
     names = [s.name for s in p.feedback.streams]
     clash = {PREDICTIONS, SAMPLES, DEAD_LETTERS} & set(names)
     if clash or len(set(names)) != len(names):
@@ -77,8 +77,7 @@ def _check_policies(where: str, p: Pipeline) -> None:
 
 def _check_event_label(p: Pipeline, label: EventLabel) -> None:
     stream = label.stream
-    if label.dedup_ms < 0:
-        raise ConfigError(f"stream '{stream.name}': dedup_ms must be >= 0, got {label.dedup_ms}")
+    _check_ms(f"stream '{stream.name}'", "dedup_ms", label.dedup_ms, 0)
     if isinstance(label.label, str):
         _check_field(stream, label.label, "the label")
         if label.label != p.target:
@@ -149,8 +148,16 @@ def _check_counter_basics(p: Pipeline, streams: list[str]) -> None:
         if c.stream not in streams:
             raise ConfigError(f"counter '{c.name}': stream '{c.stream}' is not a stream of "
                               f"pipeline '{p.name}' (streams: {', '.join(streams)})")
-        if c.window_ms <= 0:
-            raise ConfigError(f"counter '{c.name}': window_ms must be > 0, got {c.window_ms}")
+        _check_ms(f"counter '{c.name}'", "window_ms", c.window_ms, 1)
+
+
+def _check_ms(where: str, name: str, value: object, least: int) -> None:
+    """ConfigError unless ``value`` is an int of milliseconds >= ``least`` (not a float, a
+    bool or text: "3600000" failed the comparison with a TypeError naming no field, and 0.5
+    or NaN passed it)."""
+    if type(value) is not int or value < least:
+        raise ConfigError(f"{where}: {name} must be an integer number of milliseconds "
+                          f">= {least}, got {value!r}")
 
 
 def _check_field(stream: Stream, name: str, user: str) -> None:
