@@ -104,6 +104,47 @@ def test_a_window_whose_label_fails_is_dead_lettered(tmp_path: Path) -> None:
                               "RuntimeError: no label for r1")
 
 
+def test_a_label_function_that_returns_no_dict_is_named(tmp_path: Path) -> None:
+    """The trainer took such a sample and said only "sample cannot be learned (TypeError:
+    'float' object is not subscriptable)", naming neither the function nor the pipeline."""
+    def odd(event: Event) -> Any:
+        return {"y": 1.0} if event.payload["amount"] < 5 else event.payload["amount"]
+
+    events = [{"id": f"e{i}", "card": "c1", "ts": T0 + i, "amount": a}
+              for i, a in enumerate([1.0, 7.5])]
+    (tmp_path / "tx.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    pipeline = replace(PIPELINE, feedback=replace(PIPELINE.feedback, label=odd))
+    log = SQLiteLog(tmp_path / "tx.db")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    ingest(log, pipeline, "tx", tmp_path / "tx.jsonl")
+    while JoinRunner(log, pipeline, data_dir=tmp_path).step(final=True):
+        pass
+    assert [orjson.loads(r.value)["id"] for r in log.read(SAMPLES, 0, 0, 10)] == ["e0"]
+    (dead,) = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert (dead["reason"], dead["stream"]) == ("failed", "tx")
+    assert dead["detail"] == ("pipeline 'failing': the label function returned 7.5; "
+                              "expected a dict of label names to values")
+
+    def clicked(events: Sequence[Event]) -> Any:  # a feedback join's: a float, not a dict
+        return float(bool(events))
+
+    feed = replace(FEED, feedback=replace(FEED.feedback, label=clicked))
+    log = SQLiteLog(tmp_path / "feed.db")
+    for topic in feed.topics:
+        log.create_topic(topic)
+    log.append(PREDICTIONS, [("r0", orjson.dumps({
+        "request_id": "r0", "ts": T0, "user": "u1", "item": "p1", "model_version": 1,
+        "score": 0.5, "features": {"topic": "t1"}}))])
+    while JoinRunner(log, feed, idle_after_s=0).step(final=True):
+        pass
+    assert log.read(SAMPLES, 0, 0, 10) == []
+    (dead,) = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert (dead["reason"], dead["stream"]) == ("failed", PREDICTIONS)
+    assert dead["detail"] == ("request 'r0': pipeline 'news_feed': the label function "
+                              "returned 0.0; expected a dict of label names to values")
+
+
 def test_a_record_nested_too_deep_for_a_checkpoint_is_dead_lettered(tmp_path: Path) -> None:
     """An event or a prediction nested more than events.MAX_NESTING levels, written by a
     producer other than ingest (which refuses it): the joiner stopped at its checkpoint,

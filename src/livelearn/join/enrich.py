@@ -24,10 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from livelearn.errors import BadInput, guarded
+from livelearn.errors import BadInput
 from livelearn.events import Event
 from livelearn.features.counters import WindowCounter
 from livelearn.features.event_features import CountOf, EventFeatures, RowOf, event_key
+from livelearn.join.labels import checked
 from livelearn.spec import EventLabel, Pipeline
 from livelearn.tables.asof import AsOfTable
 
@@ -41,7 +42,7 @@ class Enricher:
         # the pipeline's own code: where it raises, the joiner dead-letters the event
         self.features = EventFeatures(pipeline)
         self.stream = pipeline.feedback.stream.name
-        self.label = guarded(_label_function(pipeline.feedback),
+        self.label = checked(_label_function(pipeline.feedback),
                              f"pipeline '{pipeline.name}': the label function")
         self.tables = {lk.table.name: AsOfTable.load(lk.table, data_dir)
                        for lk in pipeline.lookups}

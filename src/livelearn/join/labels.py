@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from livelearn.errors import ConfigError
-from livelearn.events import Event
+from livelearn.errors import ConfigError, PipelineError, guarded
+from livelearn.events import Event, show
 
 #: How an aggregate combines the values of its stream's events in the window.
 HOWS = ("any", "count", "sum", "max", "min")
@@ -78,6 +79,24 @@ class Labels:
 DEMO_LABELS = Labels(Agg("clicked", "any", "click"), Agg("dwell_s", "sum", "read", "seconds"))
 #: Python label functions known to equal a declaration, until their specs declare it.
 _KNOWN = {"livelearn.sim.pipeline.label": DEMO_LABELS}
+
+
+def checked(label: Callable[[Any], dict[str, float]], what: str
+            ) -> Callable[[Any], dict[str, float]]:
+    """``label`` (the pipeline's own code) guarded as errors.guarded does, and raising
+    PipelineError naming ``what`` where it returns anything but a dict: the joiner then
+    dead-letters the sample as ``failed``, as for features, where the trainer took it
+    and said only "TypeError: 'float' object is not subscriptable"."""
+    call = guarded(label, what)
+
+    def labels(arg: Any) -> dict[str, float]:
+        value = call(arg)
+        if not isinstance(value, dict):
+            raise PipelineError(f"{what} returned {show(value)}; expected a dict of label "
+                                f"names to values")
+        return value
+
+    return labels
 
 
 def declared(label: Callable[[Sequence[Event]], dict[str, float]]) -> Labels:

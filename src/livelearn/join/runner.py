@@ -44,9 +44,10 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import ConfigError, guarded
+from livelearn.errors import ConfigError
 from livelearn.events import JSON_INTS, lost_letter, plain_json, too_deep
 from livelearn.join.joiner import Joiner, Output
+from livelearn.join.labels import checked
 from livelearn.log.base import (
     Checkpoint,
     Log,
@@ -127,7 +128,7 @@ def make_joiner(pipeline: Pipeline, inputs: list[TopicPartition], data_dir: str 
     whose enricher reads the pipeline's tables from ``data_dir``."""
     join = pipeline.feedback
     if isinstance(join, FeedbackJoin):
-        label = guarded(join.label, f"pipeline '{pipeline.name}': the label function")
+        label = checked(join.label, f"pipeline '{pipeline.name}': the label function")
         return Joiner(inputs, pipeline.schemas, join.window_ms, label, join.allowed_lateness_ms)
     from livelearn.join.enrich import Enricher
 
