@@ -119,6 +119,23 @@ def test_an_empty_key_is_refused_in_a_static_table_too(tmp_path: Path) -> None:
         load_table(table, tmp_path)
 
 
+def test_a_json_table_without_objects_is_empty_or_named(tmp_path: Path) -> None:
+    """DuckDB reads JSON that holds no object as one column 'json': an empty file or []
+    failed with "column 'item_id' not in items.json (columns: json)", a column the file
+    does not have; they are a table of no rows, as a CSV file of its header only is."""
+    table = spec.Table("items", "items.json", key="item_id")
+    for text in ("", "[]", "\n"):
+        (tmp_path / "items.json").write_text(text)
+        assert load_table(table, tmp_path) == {}
+        assert AsOfTable.load(table, tmp_path).get("i1", T) == {}
+    (tmp_path / "items.json").write_text("[1, 2]")
+    with pytest.raises(BadInput) as e:
+        load_table(table, tmp_path)
+    assert str(e.value) == (f"table 'items': {tmp_path / 'items.json'} holds JSON values that "
+                            f"are not objects; a table's rows are objects "
+                            f"({{\"item_id\": ...}}), one a line or in one array")
+
+
 def test_keys_match_as_text_whatever_type_the_file_gives_them(tmp_path: Path) -> None:
     """A JSON key column of integers and unicode text (DuckDB gives such a column as JSON
     text: '"zoë"') and a CSV key column that looks numeric ("007", "1e3") are looked up by
