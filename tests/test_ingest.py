@@ -360,6 +360,19 @@ def test_iso_times_with_milliseconds_are_read_to_the_millisecond(log: SQLiteLog,
     assert load_table(users, tmp_path)["u1"]["since"] == 1088694651781
 
 
+def test_spaces_around_an_iso_time_are_not_part_of_it(log: SQLiteLog, tmp_path: Path) -> None:
+    """A CSV row written with ", " between cells: its time in ms was read, in ISO 8601 it
+    was dead-lettered ("expected milliseconds since the epoch or ISO 8601, got ' 2024-...'")."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"user, movie, stars, ts\nu1, m1, 4, {T}\n"
+                                    "u2, m2, 4, 2024-01-01T00:00:00Z\n"
+                                    "u3, m3, 4, 2024-01-01T01:00:00+01:00 \n")
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T)
+    assert (result.events, result.dead) == (3, 0)
+    assert [e["ts"] for e in _topic(log, "ratings")] == [T, T, T]
+
+
 def test_an_event_ahead_of_the_clock_is_a_dead_letter_and_the_present_is_joined(
         log: SQLiteLog, tmp_path: Path) -> None:
     """An event an hour ahead of the clock (a producer's wrong clock) is dead-lettered at

@@ -186,9 +186,11 @@ def check_ms(ts: Any, where: str) -> int:
 def to_ms(value: Any, where: str, up: bool = False) -> Any:
     """A time given as text or a datetime, as integer ms since the epoch UTC; any other value
     as it came, for ``check_ms`` to judge. Text is digits (ms) or ISO 8601, a datetime or
-    date from a table file likewise: no zone means UTC. BadInput naming ``where`` for text
-    that is neither. A time between two ms is rounded down (an event's time), or up with
-    ``up`` (when a table's row starts to be valid: never before its time).
+    date from a table file likewise: no zone means UTC; spaces around the text are not part
+    of it (a CSV row written "u1, 2024-01-01T00:00:00Z"), for ISO 8601 as for digits.
+    BadInput naming ``where`` for text that is neither. A time between two ms is rounded
+    down (an event's time), or up with ``up`` (when a table's row starts to be valid:
+    never before its time).
 
     >>> to_ms("2024-01-01T00:00:00", "f"), to_ms("1704067200000", "f"), to_ms(7, "f")
     (1704067200000, 1704067200000, 7)
@@ -201,7 +203,7 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
         if is_digits(value.strip().removeprefix("-")):
             return int(value)
         try:
-            value = dt.datetime.fromisoformat(value)
+            value = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise BadInput(f"{where}: expected milliseconds since the epoch or ISO 8601, "
                            f"got {show(value)}") from None
