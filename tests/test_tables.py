@@ -53,6 +53,24 @@ def test_as_of_in_ms_iso_or_a_timestamp_is_read_as_ms(tmp_path: Path, name: str,
     assert asof.get("c0", T - 1) == {} and asof.get("c0", T)["risk"] == "low"
 
 
+def test_a_date_before_1973_is_an_as_of_not_seconds(tmp_path: Path) -> None:
+    """"1970-01-01" (a row valid since always) was refused as "got 0 (seconds?)": only a
+    number may be seconds by mistake; a date is one whatever its year, as the docs say."""
+    table = _write(tmp_path, "old.csv", "card_id,updated_at,risk\nc0,1970-01-01,low\n"
+                                        "c0,2023-12-31T00:00:00Z,high\n"
+                                        "c1,1900-01-01T00:00:00+00:00,low\n")
+    asof = AsOfTable.load(table, tmp_path)
+    assert asof.get("c0", T - 1)["risk"] == "low" and asof.get("c0", T)["risk"] == "high"
+    assert asof.get("c1", T)["updated_at"] == -2_208_988_800_000
+    store = open_store("memory://")  # where a server holds them
+    store.replace_table("cards", {"c1": {-2_208_988_800_000: {"risk": "low"}}})
+    assert store.get_rows("cards", ["c1"], as_of_ms=T) == {"c1": {"risk": "low"}}
+    _write(tmp_path, "s.csv", f"card_id,updated_at,risk\nc0,{T // 1000},low\n")
+    with pytest.raises(BadInput, match=r"got 1703980800 \(seconds\?\)"):  # a number still is
+        AsOfTable.load(spec.Table("cards", "s.csv", key="card_id", as_of="updated_at"),
+                       tmp_path)
+
+
 def test_a_time_without_a_zone_is_utc_whatever_the_machines_zone(tmp_path: Path) -> None:
     """A column of times some with a zone and some without: DuckDB read those without in
     the machine's zone, so that in Kolkata a row valid from 00:00 UTC was valid from

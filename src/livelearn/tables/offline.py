@@ -16,6 +16,7 @@ None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +25,7 @@ import duckdb
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, NotFound
-from livelearn.events import check_ms, show, to_ms
+from livelearn.events import check_ms, is_digits, show, to_ms
 from livelearn.spec import Table
 
 _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_json_auto",
@@ -56,8 +57,9 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
     column of a key that is missing or empty, or neither text nor an integer (a
     float, as pandas writes an integer column with gaps: 1.0 would never match
     "1"), of a key that a table without ``as_of`` holds twice (both rows named),
-    or an ``as_of`` that is not ms since the epoch (seconds are refused, as for
-    events), ISO 8601 text or a timestamp (events.to_ms: no zone means UTC); for
+    or an ``as_of`` that is not ms since the epoch (a number of seconds is refused, as for
+    events), ISO 8601 text or a timestamp (events.to_ms: no zone means UTC; a date of any
+    year, 1970-01-01 included); for
     a CSV file DuckDB cannot read, the line whose cells are not the header's.
     """
     path = Path(data_dir) / table.path
@@ -135,7 +137,13 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
                            f"would match")
         if table.as_of is not None:
             at = f"{where} '{table.as_of}'"
-            row[table.as_of] = check_ms(to_ms(row[table.as_of], at, up=True), at)
+            value = row[table.as_of]
+            ms = to_ms(value, at, up=True)
+            # a date (ISO 8601 text, a timestamp) is no count of seconds by mistake, whatever
+            # its year: "1970-01-01", valid since always, was refused as "0 (seconds?)"
+            dated = isinstance(value, dt.date) or (
+                isinstance(value, str) and not is_digits(value.strip().removeprefix("-")))
+            row[table.as_of] = ms if dated else check_ms(ms, at)
         elif first.setdefault(str(key), n) != n:
             raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
                            f"'{table.key}': the key {str(key)!r} twice; a table without "
