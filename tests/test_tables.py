@@ -154,6 +154,27 @@ def test_a_json_table_without_objects_is_empty_or_named(tmp_path: Path) -> None:
                             f"({{\"item_id\": ...}}), one a line or in one array")
 
 
+def test_a_value_the_online_store_cannot_hold_fails_the_load(tmp_path: Path) -> None:
+    """A list or an object in a table: the joiner (replay) took it and learned from it,
+    then `livelearn serve` refused the table at start ("expected a string name and a JSON
+    scalar"): the server, the joiner and ingest read the same rows, or none."""
+    (tmp_path / "items.jsonl").write_text('{"item_id":"i1","tags":["a","b"]}\n')
+    (tmp_path / "shops.jsonl").write_text('{"id":"s1","x":null}\n{"id":"s2","x":{"k":1}}\n')
+    rel = f"read_json_auto('{tmp_path / 'items.jsonl'}')"
+    duckdb.sql(f"COPY (SELECT * FROM {rel}) TO '{tmp_path / 'items.parquet'}' (FORMAT parquet)")
+    for name, key, row, column, value in [
+            ("items.jsonl", "item_id", 1, "tags", "['a', 'b']"),
+            ("items.parquet", "item_id", 1, "tags", "['a', 'b']"),
+            ("shops.jsonl", "id", 2, "x", "{'k': 1}")]:
+        table = spec.Table("t", name, key=key)
+        for load in (AsOfTable.load, load_table):
+            with pytest.raises(BadInput) as e:
+                load(table, tmp_path)
+            assert str(e.value) == (f"table 't', row {row}, column '{column}': expected text, "
+                                    f"a number, a bool or nothing (what the servers' online "
+                                    f"store holds), got {value}")
+
+
 def test_keys_match_as_text_whatever_type_the_file_gives_them(tmp_path: Path) -> None:
     """A JSON key column of integers and unicode text (DuckDB gives such a column as JSON
     text: '"zoë"') and a CSV key column that looks numeric ("007", "1e3") are looked up by

@@ -27,6 +27,7 @@ import orjson
 from livelearn.errors import BadInput, ConfigError, NotFound
 from livelearn.events import check_ms, is_digits, show, to_ms
 from livelearn.spec import Table
+from livelearn.tables.store import is_scalar
 
 _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_json_auto",
             ".jsonl": "read_json_auto", ".ndjson": "read_json_auto"}
@@ -42,6 +43,9 @@ _PLAIN: dict[str, Callable[[Any], Any]] = {
     "DATE": _iso, "TIME": _iso, "TIMESTAMP": _iso, "TIMESTAMP WITH TIME ZONE": _iso,
     "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso,
     "TIME WITH TIME ZONE": _iso, "DECIMAL": float, "UUID": str}
+#: DuckDB types whose every value is a JSON scalar the online store holds.
+_SCALARS = {"VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
+            "USMALLINT", "UINTEGER"}
 
 
 def load_table(table: Table, data_dir: str | Path = ".") -> dict[str, dict[str, Any]]:
@@ -110,6 +114,9 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
     # values the online store holds as JSON scalars, as the joiner sees them
     plain = [(c, _PLAIN[kind.split("(")[0]]) for c, kind in kinds.items()
              if c != table.as_of and kind.split("(")[0] in _PLAIN]
+    # the rest may hold values no store row holds (a list, an object, bytes)
+    others = [c for c, kind in kinds.items()
+              if c not in (table.key, table.as_of) and kind not in _SCALARS]
     try:  # DuckDB reads lazily: a bad value far into the file, or a damaged page, fails here
         fetched = rel.fetchall()
     except duckdb.Error as e:
@@ -128,6 +135,10 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
             if row[c] is not None:
                 row[c] = convert(row[c])
         where = f"table '{table.name}', row {n}, column"
+        for c in others:  # the joiner took them, and a server refused the table at start
+            if not is_scalar(row[c]):
+                raise BadInput(f"{where} '{c}': expected text, a number, a bool or nothing "
+                               f"(what the servers' online store holds), got {show(row[c])}")
         key = row[table.key]
         if key is None or key == "":
             raise BadInput(f"{where} '{table.key}': missing (the key)")

@@ -199,7 +199,7 @@ def check_row(table: str, key: str, row: Mapping[str, Value]) -> Row:
     if not isinstance(row, Mapping):
         raise BadInput(f"table '{table}', key {key!r}: a row must be a mapping, got {row!r}")
     for field, value in row.items():
-        if not isinstance(field, str) or not _scalar(value):
+        if not isinstance(field, str) or not is_scalar(value):
             raise BadInput(f"table '{table}', key {key!r}, field {field!r}: expected a string "
                            f"name and a JSON scalar (str, 64-bit int, finite float, bool, "
                            f"None), got {value!r}")
@@ -214,7 +214,8 @@ def check_ts(what: str, ts_ms: object) -> int:
     return ts_ms
 
 
-def _scalar(value: object) -> bool:
+def is_scalar(value: object) -> bool:
+    """Whether a row may hold ``value``: a JSON scalar every store keeps exactly."""
     if value is None or isinstance(value, str | bool):
         return True
     if isinstance(value, int):
