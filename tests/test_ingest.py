@@ -265,6 +265,21 @@ def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
                          f"epoch or ISO 8601, got '--{T}'")]
 
 
+def test_blank_lines_before_the_header_are_skipped(log: SQLiteLog, tmp_path: Path) -> None:
+    """The blank first line was taken for a header naming nothing: every row, the header
+    itself included, was dead-lettered with "the row has 4 more cells than the header"
+    (a table's CSV, which DuckDB reads, skipped it)."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"\n\r\nuser,movie,stars,ts\nu1,m1,4,{T}\nu2,m2,x,{T}\n")
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert (result.events, result.dead) == (1, 1)
+    assert [e["key"] for e in _topic(log, "ratings")] == ["u1"]
+    (dead,) = _topic(log, "dead_letters")
+    assert dead["source"].endswith("r.csv:5")
+    assert dead["detail"] == "stream 'ratings', field 'stars': expected float, got 'x'"
+
+
 def test_an_int_of_more_than_64_bits_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:
     """A CSV cell of more digits than an int of 64 bits holds: the ingest stopped with a
     traceback (orjson refused to write the event); JSON reads it as a float, refused too."""

@@ -180,11 +180,14 @@ def csv_cells(f: IO[str]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """A CSV file's header, its names stripped of the spaces around them (``user , ts``
     names "user" and "ts"), and (line, cells) for each row after it: ``line`` is where
     the row starts in the file (a row may hold newlines in quotes); blank lines are
-    skipped. A cell may be of any length (the csv module stops at 131,072 characters by
-    default: a long text, or the rest of a file after a quote never closed)."""
+    skipped, before the header too (as DuckDB does). A cell may be of any length (the
+    csv module stops at 131,072 characters by default: a long text, or the rest of a
+    file after a quote never closed)."""
     csv.field_size_limit(2**31 - 1)  # the most a C long takes everywhere
     reader = csv.reader(f)
-    names = [name.strip() for name in next(reader, [])]
+    # a blank first line was taken for a header of no name: every row, the header
+    # itself included, had "more cells than the header"
+    names = [name.strip() for name in next((cells for cells in reader if cells), [])]
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         before = reader.line_num
