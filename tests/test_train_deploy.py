@@ -339,7 +339,8 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 100)]
     assert [(d["reason"], d["stream"], d["source"]) for d in letters] == [
         ("malformed", SAMPLES, f"{SAMPLES}/0@{700 + i}") for i in range(len(bad))]
-    assert "labels['clicked']" in letters[2]["detail"]
+    assert "it has no label 'clicked', the pipeline's target (its labels: none)" \
+        in letters[2]["detail"]
     assert "(window_end is 'soon')" in letters[3]["detail"]
     assert "(features is ['topic'])" in letters[4]["detail"]
     assert "(labels['clicked'] is None)" in letters[5]["detail"]
@@ -805,6 +806,27 @@ def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
     while regressor.step(final=True):
         pass
     assert (regressor.samples, regressor.malformed) == (6, 0)
+
+
+def test_a_sample_without_the_target_label_is_dead_lettered_naming_it(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A target misspelled, or a label function that names its label otherwise: the
+    dead letter said "sample cannot be learned (KeyError: 'clicked'): expected a JSON
+    object with ... labels['clicked']", not which labels the sample has."""
+    log.create_topic(DEAD_LETTERS)
+    log.create_topic(SAMPLES)
+    log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+        "id": f"r{i}", "ts": T0 + i, "window_end": T0 + i + 600_000, "score": 0.5,
+        "features": {"age": 1.0}, "labels": labels}))
+        for i, labels in enumerate([{"clicked": 1.0}, {"click": 1.0, "dwell_s": 2.0}, {}])])
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    while trainer.step(final=True):
+        pass
+    assert (trainer.samples, trainer.malformed) == (1, 2)
+    assert [orjson.loads(r.value)["detail"] for r in log.read(DEAD_LETTERS, 0, 0, 10)] == [
+        f"sample cannot be learned: it has no label 'clicked', the pipeline's target (its "
+        f"labels: {labels}); does the label function give it?"
+        for labels in ("'click', 'dwell_s'", "none")]
 
 
 def test_a_classifier_fed_regression_labels_stops_saying_so(tmp_path: Path,

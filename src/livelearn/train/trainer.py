@@ -92,6 +92,7 @@ def _sample_key(target: str, binary: str | None = None
     """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not.
     ``binary`` names a binary learner: a label outside [0, 1] is one it cannot learn."""
     def key(record: Record) -> tuple[tuple[int, str], Any]:
+        sample = None
         try:
             sample = record.decoded
             if sample is None:
@@ -108,6 +109,12 @@ def _sample_key(target: str, binary: str | None = None
                     f"true, or a probability)")
             problem = _wrong_field(sample, target)
         except (orjson.JSONDecodeError, TypeError, KeyError) as e:
+            labels = sample.get("labels") if isinstance(sample, dict) else None
+            if isinstance(labels, dict) and target not in labels:  # not "KeyError: 'y'"
+                return _BAD, (f"sample cannot be learned: it has no label '{target}', the "
+                              f"pipeline's target (its labels: "
+                              f"{', '.join(map(repr, labels)) or 'none'}); does the label "
+                              f"function give it?")
             problem = f"{type(e).__name__}: {e}"
         return _BAD, (f"sample cannot be learned ({problem}): expected a JSON object with "
                       f"integer ts and window_end, string id, features and labels['{target}']")
