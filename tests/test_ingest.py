@@ -100,6 +100,19 @@ def test_cli_csv_and_stdin(tmp_path: Path) -> None:
     assert [e["payload"]["movie"] for e in _topic(log, "ratings")[2:]] == ["m\r\n7"] * 2
 
 
+def test_ingest_into_the_in_memory_log_is_refused(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "1 events appended" and kept nothing: the log went with the process."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts\nu1,m1,4,{T}\n")
+    assert main(["ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "r.csv"),
+                 "--log", "memory://"]) == 2
+    out, err = capsys.readouterr()
+    assert "appended" not in out
+    assert err.startswith("livelearn: --log memory://: the in-memory log lasts as long as "
+                          "the command, so the events ingested into it would be lost")
+
+
 def test_a_pipe_is_read_as_a_file_is(tmp_path: Path) -> None:
     """``livelearn ingest P ratings <(zcat ratings.jsonl.gz)`` gives the command a pipe
     (/dev/fd/N), not a regular file: it is read as one."""

@@ -175,6 +175,12 @@ def _ingest(args: argparse.Namespace) -> int:
     from livelearn.ingest import ingest
     from livelearn.spec import data_dir_of
 
+    if args.log is not None and args.log.startswith("memory:"):  # gone when ingest ends
+        raise ConfigError(f"--log {args.log}: the in-memory log lasts as long as the command, "
+                          f"so the events ingested into it would be lost when it ends; "
+                          f"ingest into sqlite:///PATH or kafka://HOST:PORT, or replay "
+                          f"--log memory:// --events {args.stream}=FILE to learn from them in "
+                          f"one process")
     pipeline, _, log = _paths(args)
     result = ingest(log, pipeline, args.stream, args.file, args.format,
                     data_dir=args.data or data_dir_of(args.pipeline))
