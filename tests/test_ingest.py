@@ -401,6 +401,19 @@ def test_spaces_around_an_iso_time_are_not_part_of_it(log: SQLiteLog, tmp_path: 
     assert [e["ts"] for e in _topic(log, "ratings")] == [T, T, T]
 
 
+def test_an_iso_time_before_1973_is_not_called_seconds(log: SQLiteLog, tmp_path: Path) -> None:
+    """The log takes no event time before MIN_TS_MS (an earlier number is seconds by
+    mistake); a date before it was refused as "got 0 (seconds?)", which it is not."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text("user,movie,stars,ts\nu1,m1,4,1970-01-01\nu2,m2,4,0\n")
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.csv").dead == 2
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        "stream 'ratings', field 'ts': '1970-01-01' is before 1973-03-03T09:46:40Z, the "
+        "earliest event time taken (an earlier number is taken for seconds)",
+        "stream 'ratings', field 'ts': expected milliseconds since the epoch, got 0 (seconds?)"]
+
+
 def test_an_event_ahead_of_the_clock_is_a_dead_letter_and_the_present_is_joined(
         log: SQLiteLog, tmp_path: Path) -> None:
     """An event an hour ahead of the clock (a producer's wrong clock) is dead-lettered at

@@ -55,6 +55,7 @@ from livelearn.events import (
     check_ts,
     dead_letter,
     decode_event,
+    is_digits,
     letter_value,
     parse_object,
     partition_key,
@@ -370,7 +371,13 @@ def event_time(stream: str, value: Any, name: str = "ts") -> Any:
     (events.to_ms), other values come back for check_ts; BadInput if it is missing."""
     if value is None or value == "":
         raise BadInput(f"stream '{stream}', field '{name}': missing (the event time)")
-    return to_ms(value, f"stream '{stream}', field '{name}'")
+    where = f"stream '{stream}', field '{name}'"
+    ms = to_ms(value, where)
+    if isinstance(value, str) and isinstance(ms, int) and ms < MIN_TS_MS \
+            and not is_digits(value.strip().removeprefix("-")):  # a date, not seconds
+        raise BadInput(f"{where}: {value!r} is before 1973-03-03T09:46:40Z, the earliest "
+                       f"event time taken (an earlier number is taken for seconds)")
+    return ms
 
 
 def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
