@@ -97,6 +97,12 @@ def test_stream_and_table_mistakes() -> None:
         spec.Stream("tx", {"tx_id": str}, key="card", id="tx_id")
     with pytest.raises(ConfigError, match="stream 'tx': key and id name the same field 'card'"):
         spec.Stream("tx", {"amount": float}, key="card", id="card")
+    # accepted: the key was the time's text, or two events of the same ms one id
+    with pytest.raises(ConfigError, match="stream 'tx': key and ts name the same field 'ts'; "
+                                          "ts is the event's time, the key another field"):
+        spec.Stream("tx", {"amount": float}, key="ts")
+    with pytest.raises(ConfigError, match="stream 'tx': id and ts name the same field 'at'"):
+        spec.Stream("tx", {"amount": float}, key="card", ts="at", id="at")
     with pytest.raises(ConfigError, match="stream 'tx', field 'payload': an object named so "
                                           "makes a record an envelope"):
         spec.Stream("tx", {"payload": dict}, key="card")

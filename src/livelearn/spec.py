@@ -74,6 +74,11 @@ class Stream:
         if self.id is not None and self.id == self.key:
             raise ConfigError(f"stream '{self.name}': key and id name the same field "
                               f"'{self.key}'; an id tells events apart, a key groups them")
+        for other, what in ((self.key, "key"), (self.id, "id")):
+            if other == self.ts:  # the key, or the id, would be the event's time
+                raise ConfigError(f"stream '{self.name}': {what} and ts name the same field "
+                                  f"'{self.ts}'; ts is the event's time, the {what} "
+                                  f"another field")
         for taken, what in ((self.ts, "time (ts)"), (self.id, "id")):
             if taken in self.schema:
                 raise ConfigError(f"stream '{self.name}', field '{taken}': the event's {what}, "
