@@ -137,7 +137,7 @@ def test_an_empty_key_is_refused_in_a_static_table_too(tmp_path: Path) -> None:
         load_table(table, tmp_path)
 
 
-def test_a_json_table_without_objects_is_empty_or_named(tmp_path: Path) -> None:
+def test_a_table_file_without_rows_is_empty_or_named(tmp_path: Path) -> None:
     """DuckDB reads JSON that holds no object as one column 'json': an empty file or []
     failed with "column 'item_id' not in items.json (columns: json)", a column the file
     does not have; they are a table of no rows, as a CSV file of its header only is."""
@@ -146,6 +146,12 @@ def test_a_json_table_without_objects_is_empty_or_named(tmp_path: Path) -> None:
         (tmp_path / "items.json").write_text(text)
         assert load_table(table, tmp_path) == {}
         assert AsOfTable.load(table, tmp_path).get("i1", T) == {}
+    for text in ("", "\n\n"):  # a CSV file has a header at least
+        (tmp_path / "items.csv").write_text(text)
+        with pytest.raises(BadInput) as e:
+            load_table(spec.Table("items", "items.csv", key="item_id"), tmp_path)
+        assert str(e.value) == (f"table 'items': cannot read {tmp_path / 'items.csv'}: the "
+                                f"file is empty: no header naming the key column 'item_id'")
     (tmp_path / "items.json").write_text("[1, 2]")
     with pytest.raises(BadInput) as e:
         load_table(table, tmp_path)

@@ -168,6 +168,8 @@ def _csv_problem(path: Path, key: str) -> str | None:
     not the header's (DuckDB's sniffer then fails); None if it finds nothing."""
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         names, rows = csv_cells(f)
+        if not names:  # not "column 'id' not in the header (columns: )"
+            return f"the file is empty: no header naming the key column '{key}'"
         if key not in names:
             return f"column '{key}' not in the header (columns: {', '.join(names)})"
         for line, cells in rows:
