@@ -282,8 +282,8 @@ def test_the_sql_names_the_topics_window_lateness_and_record_limits() -> None:
 
 
 def test_labels_must_name_a_stream_and_a_number_field() -> None:
-    for agg, problem in ((Agg("x", "any", "like"), "no feedback stream 'like'"),
-                         (Agg("x", "sum", "read", "request_id"), "no number field")):
+    for agg, problem in ((Agg("clicked", "any", "like"), "no feedback stream 'like'"),
+                         (Agg("clicked", "sum", "read", "request_id"), "no number field")):
         with pytest.raises(ConfigError, match=problem):
             flink.flink_sql(with_label(Labels(agg)))
 

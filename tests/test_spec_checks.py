@@ -14,6 +14,7 @@ from livelearn import spec
 from livelearn.cli import main
 from livelearn.errors import ConfigError
 from livelearn.features.batch import SparseBatch
+from livelearn.join.labels import DEMO_LABELS, Agg, Labels
 from livelearn.models import Learner, register
 from livelearn.models.ftrl import FTRL
 from livelearn.sim.pipeline import PIPELINE as NEWS
@@ -118,6 +119,12 @@ def test_stream_and_table_mistakes() -> None:
             spec.Table(name, "users.csv", key="id")
     with pytest.raises(ConfigError, match="needs users and items tables"):
         replace(NEWS, users=None)
+    # declared labels that do not name the target: the trainer dead-lettered every sample
+    labels = Labels(Agg("click", "any", "click"), Agg("dwell_s", "sum", "read", "seconds"))
+    with pytest.raises(ConfigError, match="pipeline 'news_feed': target 'clicked' is not a "
+                                          "label; the labels declared are click, dwell_s"):
+        replace(NEWS, feedback=replace(NEWS.feedback, label=labels))
+    replace(NEWS, feedback=replace(NEWS.feedback, label=DEMO_LABELS))
     for window in (-1, 300.0, "5m"):  # a feedback join's window, in ms
         with pytest.raises(ConfigError, match=f"pipeline 'news_feed': window_ms must be an "
                                               f"integer number of milliseconds >= 0, got "

@@ -50,6 +50,7 @@ def check_pipeline(p: Pipeline) -> None:
                           f"join's server reads the users and items tables")
     else:
         _check_served_counters(p)
+        _check_declared_labels(p)
 
 
 def _check_policies(where: str, p: Pipeline) -> None:
@@ -138,6 +139,17 @@ def _check_served_counters(p: Pipeline) -> None:
         except (TypeError, ValueError):
             raise ConfigError(f"pipeline '{p.name}': with counters the server calls "
                               f"features(user_row, item_row, ts, counts)") from None
+
+
+def _check_declared_labels(p: Pipeline) -> None:
+    """A feedback join's labels declared (join.labels.Labels) name the target: else
+    every sample was dead-lettered by the trainer, which learned none."""
+    from livelearn.join.labels import Labels
+
+    label = p.feedback.label
+    if isinstance(label, Labels) and p.target not in [a.name for a in label.aggs]:
+        raise ConfigError(f"pipeline '{p.name}': target '{p.target}' is not a label; the "
+                          f"labels declared are {', '.join(a.name for a in label.aggs)}")
 
 
 def _check_counter_basics(p: Pipeline, streams: list[str]) -> None:
