@@ -328,6 +328,25 @@ def test_a_record_nested_too_deep_is_a_dead_letter(log: SQLiteLog, tmp_path: Pat
         "stream 'ratings': the record nests objects and arrays more than 100 levels deep"]
 
 
+def test_a_csv_cell_nested_too_deep_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:
+    """A list field's cell of JSON 300 levels deep stopped the ingest with a traceback
+    (orjson: "Recursion limit reached"), writing none of the file; 120 levels were taken,
+    where a JSON line's are refused."""
+    tagged = spec.Stream("tagged", {"tags": list, "stars": float}, key="user")
+    pipeline = spec.Pipeline(name="tagged", feedback=spec.EventLabel(tagged, label="stars"),
+                             features=lambda e, rows, counts: {"n": len(e.payload["tags"])},
+                             learner=lambda: LinearRegression(bits=10), target="stars")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    rows = [f'u{n},"{"[" * n + "]" * n}",4,{T}' for n in (300, 120, 3)]
+    (tmp_path / "t.csv").write_text("user,tags,stars,ts\n" + "\n".join(rows) + "\n")
+    result = ingest(log, pipeline, "tagged", tmp_path / "t.csv")
+    assert (result.events, result.dead) == (1, 2)
+    assert [e["key"] for e in _topic(log, "tagged")] == ["u3"]
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        "stream 'tagged', field 'tags': nests objects and arrays more than 100 levels deep"] * 2
+
+
 def test_an_envelope_with_a_field_beside_its_payload_is_a_dead_letter(
         log: SQLiteLog, tmp_path: Path) -> None:
     """The event keeps stream, key, id, ts and payload: the field beside them was lost."""

@@ -48,6 +48,7 @@ from livelearn.errors import BadInput, ConfigError, PipelineError
 from livelearn.events import (
     JSON_INTS,
     MAX_FUTURE_MS,
+    MAX_NESTING,
     MIN_TS_MS,
     Event,
     Reason,
@@ -342,7 +343,11 @@ def typed_value(stream: str, name: str, kind: type, value: Any, typed: bool) -> 
     A float must be finite: JSON has no NaN or infinity (it would write null). An int
     must fit in 64 bits (events.JSON_INTS): orjson reads a larger one as a float."""
     if isinstance(value, str) and kind is not str and not typed:
-        value = _convert(kind, value)
+        text, value = value, _convert(kind, value)
+        if kind in (dict, list) and too_deep(text, value):  # as a JSON line's: orjson
+            # writes 255 levels at most, and the ingest stopped with a traceback
+            raise BadInput(f"stream '{stream}', field '{name}': nests objects and arrays "
+                           f"more than {MAX_NESTING} levels deep")
     ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if kind is float and type(value) is not bool and isinstance(value, int) \
             and abs(value) < 2**1023:  # else float() overflows
