@@ -433,6 +433,23 @@ def test_an_iso_time_before_1973_is_not_called_seconds(log: SQLiteLog, tmp_path:
         "stream 'ratings', field 'ts': expected milliseconds since the epoch, got 0 (seconds?)"]
 
 
+def test_a_time_of_thousands_of_digits_is_a_dead_letter(log: SQLiteLog,
+                                                        tmp_path: Path) -> None:
+    """int() refuses text of more than 4,300 digits with a ValueError: the ingest stopped
+    with a traceback, writing none of the file."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts\nu1,m1,4,{'1' * 5000}\n"
+                                    f"u2,m2,4,{T}\n")
+    (tmp_path / "r.jsonl").write_text(f'{{"user": "u3", "movie": "m3", "stars": 4, '
+                                      f'"ts": "{"9" * 4400}"}}\n')
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T).events == 1
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl", now_ms=T).dead == 1
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        f"stream 'ratings', field 'ts': expected milliseconds since the epoch, got a number "
+        f"of {n} digits" for n in (5000, 4400)]
+
+
 def test_an_event_ahead_of_the_clock_is_a_dead_letter_and_the_present_is_joined(
         log: SQLiteLog, tmp_path: Path) -> None:
     """An event an hour ahead of the clock (a producer's wrong clock) is dead-lettered at

@@ -200,7 +200,11 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
     (1704067200000, 1704067200001)
     """
     if isinstance(value, str):
-        if is_digits(value.strip().removeprefix("-")):
+        digits = value.strip().removeprefix("-")
+        if is_digits(digits):
+            if len(digits) > 20:  # int() refuses more than 4,300 digits with a ValueError
+                raise BadInput(f"{where}: expected milliseconds since the epoch, got a "
+                               f"number of {len(digits)} digits")
             return int(value)
         try:
             value = dt.datetime.fromisoformat(value.strip())
