@@ -226,6 +226,13 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+def written_as_date(value: Any) -> bool:
+    """Whether a time ``to_ms`` reads is a date (ISO 8601 text, a datetime), not a number:
+    a date of any year is meant, where a number under MIN_TS_MS is seconds by mistake."""
+    return isinstance(value, dt.date) or (
+        isinstance(value, str) and not is_digits(value.strip().removeprefix("-")))
+
+
 def is_digits(text: str) -> bool:
     """Whether ``text`` is one or more of the digits 0 to 9 (``str.isdigit`` takes "²"
     and "٣" too, which ``int`` refuses).

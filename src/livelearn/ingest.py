@@ -56,7 +56,6 @@ from livelearn.events import (
     check_ts,
     dead_letter,
     decode_event,
-    is_digits,
     letter_value,
     parse_object,
     partition_key,
@@ -65,6 +64,7 @@ from livelearn.events import (
     to_ms,
     too_deep,
     too_large,
+    written_as_date,
 )
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
@@ -378,8 +378,7 @@ def event_time(stream: str, value: Any, name: str = "ts") -> Any:
         raise BadInput(f"stream '{stream}', field '{name}': missing (the event time)")
     where = f"stream '{stream}', field '{name}'"
     ms = to_ms(value, where)
-    if isinstance(value, str) and isinstance(ms, int) and ms < MIN_TS_MS \
-            and not is_digits(value.strip().removeprefix("-")):  # a date, not seconds
+    if isinstance(ms, int) and ms < MIN_TS_MS and written_as_date(value):  # not seconds
         raise BadInput(f"{where}: {value!r} is before 1973-03-03T09:46:40Z, the earliest "
                        f"event time taken (an earlier number is taken for seconds)")
     return ms

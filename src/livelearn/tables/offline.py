@@ -16,7 +16,6 @@ None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +24,7 @@ import duckdb
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, NotFound
-from livelearn.events import check_ms, is_digits, show, to_ms
+from livelearn.events import check_ms, show, to_ms, written_as_date
 from livelearn.spec import Table
 from livelearn.tables.store import is_scalar
 
@@ -153,9 +152,7 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
             ms = to_ms(value, at, up=True)
             # a date (ISO 8601 text, a timestamp) is no count of seconds by mistake, whatever
             # its year: "1970-01-01", valid since always, was refused as "0 (seconds?)"
-            dated = isinstance(value, dt.date) or (
-                isinstance(value, str) and not is_digits(value.strip().removeprefix("-")))
-            row[table.as_of] = ms if dated else check_ms(ms, at)
+            row[table.as_of] = ms if written_as_date(value) else check_ms(ms, at)
         elif first.setdefault(str(key), n) != n:
             raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
                            f"'{table.key}': the key {str(key)!r} twice; a table without "
