@@ -246,3 +246,42 @@ def test_a_server_whose_broker_is_down_is_not_ready_and_answers_at_once(
     finally:
         _broker("stop.sh", data)
         log.close()
+
+
+def test_a_servers_first_append_after_a_long_outage_is_written(tmp_path: Path) -> None:
+    """A server's appends (a transaction of no group) with the broker away longer than the
+    transaction timeout (15 s: the records time out, under the log's 30 s timeout): once
+    the broker answers again, the next append is written. Before, librdkafka purged its
+    records (_PURGE_QUEUE) and it failed too: a 503 to the first /predict after the
+    outage, and /readyz back to 503, though the broker was up."""
+    data = tmp_path / "kafka"
+    log = KafkaLog(_broker("start.sh", data), "o.")
+    try:
+        log.create_topic("predictions")
+        with log.atomic():
+            log.append("predictions", [("a", b"{}")])
+        _broker("stop.sh", data)
+        try:
+            with log.atomic():
+                log.append("predictions", [("b", b"{}")])
+            raise AssertionError("appended with the broker stopped")
+        except Unavailable as e:
+            assert "Message timed out" in str(e), e
+        _broker("start.sh", data)
+        deadline = time.monotonic() + 60
+        while True:  # as a server's probe asks (serve.health)
+            try:
+                log.end_offset("predictions", 0)
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline, "the broker did not come back"
+                time.sleep(0.2)
+        for key in ("c", "d"):
+            with log.atomic():
+                log.append("predictions", [(key, b"{}")])
+        end = log.end_offset("predictions", 0)
+        assert [r.key for r in log.read("predictions", 0, 0, end)
+                if r.value == b"{}"] == ["a", "c", "d"]
+    finally:
+        _broker("stop.sh", data)
+        log.close()

@@ -687,19 +687,25 @@ class KafkaLog(Log):
             producer.commit_transaction(self.timeout_s)
             return last
         except (KafkaException, Unavailable) as e:
-            self._abort(producer, owner, e)
+            self._abort(producer, owner, e, claimed=owner != f"appends-{self._instance}")
             if _is_fenced(e):
                 raise fenced(owner, f"kafka://{self.bootstrap}", "a newer producer of "
                              f"transactional.id 'livelearn-{self.prefix}{owner}'") from e
             raise self._unavailable(f"a transaction of {len(items)} records", e) from e
 
-    def _abort(self, producer: Producer, owner: str, error: Exception) -> None:
-        """Abort the open transaction; a producer that cannot go on (fenced) is dropped."""
+    def _abort(self, producer: Producer, owner: str, error: Exception, claimed: bool) -> None:
+        """Abort the open transaction; a producer that cannot go on (fenced) is dropped, and
+        so is one of appends only (not ``claimed`` by a group), whose next transaction gets
+        a new one: after records that timed out (a broker away longer than the transaction
+        timeout), librdkafka purged the next transaction's records once the broker was back
+        (_PURGE_QUEUE), so a server's first request then got 503. A claimed group's
+        producer is kept: making it again would fence a newer process of the group."""
         fatal = isinstance(error, KafkaException) and error.args[0].fatal()
         if not fatal:
             try:
                 producer.abort_transaction(self.timeout_s)
-                return
+                if claimed:
+                    return
             except KafkaException:
                 pass
         self._transactional.pop(owner, None)
