@@ -357,3 +357,37 @@ def test_a_server_logs_many_predictions_and_feedback_to_topics_whose_max_message
     assert [(k, orjson.loads(v)["id"]) for k, v in _in_order(log, "click")] == _expected(
         log, "click", [(ids[i % 40], c["id"]) for i, c in enumerate(clicks)])
     log.close()
+
+
+def test_a_feedback_event_larger_than_its_topic_takes_is_rejected_and_the_others_stored(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A /feedback event that passes its schema but is larger than its stream's topic takes
+    (here 4 KB; on a default topic, a click of 600 KB, its request_id being its key too)
+    is named in ``rejected`` and dead-lettered (too_large, its first 1,000 characters), as
+    ``livelearn ingest`` does, and the batch's other events are stored. Before, the
+    answer was 500 ('raise the topic's max.message.bytes') and none of them was stored."""
+    log = _log_with_small_topics(kafka_bootstrap, 4096, {"click": 1})
+    write_tables(NewsFeed(seed=1, impressions=10, users=5), tmp_path / "tables")
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, PIPELINE)
+    Gate(log, registry, PIPELINE.target, PIPELINE.policies.gate_tolerance).step()
+    app = create_app(PIPELINE, log, registry, tmp_path / "tables")
+    now = int(time.time() * 1000)
+    events = [{"stream": "click", "key": "u1", "id": "c0", "ts": now,
+               "payload": {"request_id": "r0", "note": "n" * 5000}},
+              {"stream": "click", "key": "u1", "id": "c1", "ts": now,
+               "payload": {"request_id": "r1"}}]
+    with ServerThread(app) as server:
+        response = httpx.post(f"{server.url}/feedback", json=events, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 1
+    assert [r["index"] for r in body["rejected"]] == [0]
+    assert re.match(r"the event is 5\d\d\d bytes, more than the 3072 a record of topic "
+                    r"'click' may have", body["rejected"][0]["error"]), body
+    assert [r.key for r in read_all(log, "click")] == ["r1"]
+    dead = [orjson.loads(r.value) for r in read_all(log, DEAD_LETTERS)]
+    assert [(d["reason"], d["stream"], len(d["event"])) for d in dead] == [
+        ("too_large", "click", 1000)]
+    assert dead[0]["event"].startswith('{"stream":"click","key":"u1","id":"c0"')
+    log.close()

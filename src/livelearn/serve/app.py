@@ -14,7 +14,9 @@ on served scores).
 
 POST /feedback appends events to their streams (a label-in-event pipeline's
 labelled events too: the joiner makes them samples); an event that fails its
-schema goes to the dead-letter topic and is named in the answer. The
+schema, or is larger than its stream's topic takes (Log.record_limit: reason
+``too_large``, as ``livelearn ingest`` writes it), goes to the dead-letter
+topic and is named in the answer. The
 pipeline's windowed counters live in the online store: both endpoints count
 what they logged, a thread counts what other producers append to the counted
 streams (within ``poll_s``), and /predict reads each candidate's or event's
@@ -77,6 +79,7 @@ from livelearn.events import (
     decode_event,
     letter_value,
     partition_key,
+    too_large,
 )
 from livelearn.features.hashing import Features, unusable
 from livelearn.log.base import Log
@@ -246,27 +249,46 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     @app.post("/feedback", response_model=FeedbackResponse)
     def feedback(events: list[Any]) -> dict[str, Any]:
-        good: dict[str, list[tuple[str, bytes]]] = {}
-        rejected, dead, accepted = [], [], []
+        decoded: list[tuple[int, Any, Event, bytes]] = []
+        rejected: list[dict[str, Any]] = []
+        letters: list[tuple[int, str, dict[str, Any]]] = []  # by index in the batch
         for i, obj in enumerate(events):
             try:
                 event, value = _decode(obj, pipeline)
             except BadInput as e:
                 rejected.append({"index": i, "error": str(e)})
                 stream = str(obj.get("stream") if isinstance(obj, Mapping) else None)
-                letter = dead_letter(Reason.MALFORMED, str(e), stream, _raw(obj))
-                dead.append((stream, letter_value(letter, stream, log.record_limit(DEAD_LETTERS),
-                                                  DEAD_LETTERS)))
+                letters.append((i, stream, dead_letter(Reason.MALFORMED, str(e), stream,
+                                                       _raw(obj))))
                 continue
-            holder.observe(event.ts)
-            good.setdefault(event.stream, []).append((partition_key(event), value))
-            accepted.append(event)
-        if good or dead:  # an empty batch asks nothing of the log: it tells nothing of it
+            decoded.append((i, obj, event, value))
+        accepted: list[Event] = []
+        if decoded or letters:  # an empty batch asks nothing of the log: it tells nothing of it
+            # the topics' limits are asked inside: a log failing refuses at once (serve.health)
             with health.appending(), log.atomic():
+                good: dict[str, list[tuple[str, bytes]]] = {}
+                for i, obj, event, value in decoded:
+                    key = partition_key(event)
+                    size, limit = len(key.encode()) + len(value), log.record_limit(event.stream)
+                    if limit is not None and size > limit:  # more than the log takes in a record
+                        letter = too_large("the event", size, limit, event.stream, event.stream,
+                                           _raw(obj))
+                        rejected.append({"index": i, "error": letter["detail"]})
+                        letters.append((i, event.stream, letter))
+                        continue
+                    good.setdefault(event.stream, []).append((key, value))
+                    accepted.append(event)
                 for stream, records in good.items():
                     log.append(stream, records)
-                if dead:
-                    log.append(DEAD_LETTERS, dead)
+                if letters:
+                    dead_limit = log.record_limit(DEAD_LETTERS)
+                    log.append(DEAD_LETTERS, [(stream, letter_value(letter, stream, dead_limit,
+                                                                    DEAD_LETTERS))
+                                              for _, stream, letter in sorted(
+                                                  letters, key=lambda x: x[0])])
+            rejected.sort(key=lambda r: int(r["index"]))
+        for event in accepted:
+            holder.observe(event.ts)
         served.add_events(accepted)
         counts["feedback"] += len(events) - len(rejected)
         counts["feedback_rejected"] += len(rejected)
