@@ -249,43 +249,16 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
     @app.post("/feedback", response_model=FeedbackResponse)
     def feedback(events: list[Any]) -> dict[str, Any]:
-        decoded: list[tuple[int, Any, Event, bytes]] = []
-        rejected: list[dict[str, Any]] = []
-        letters: list[tuple[int, str, dict[str, Any]]] = []  # by index in the batch
-        for i, obj in enumerate(events):
-            try:
-                event, value = _decode(obj, pipeline)
-            except BadInput as e:
-                rejected.append({"index": i, "error": str(e)})
-                stream = str(obj.get("stream") if isinstance(obj, Mapping) else None)
-                letters.append((i, stream, dead_letter(Reason.MALFORMED, str(e), stream,
-                                                       _raw(obj))))
-                continue
-            decoded.append((i, obj, event, value))
+        decoded, rejected, letters = _decoded_batch(events, pipeline)
         accepted: list[Event] = []
         if decoded or letters:  # an empty batch asks nothing of the log: it tells nothing of it
             # the topics' limits are asked inside: a log failing refuses at once (serve.health)
             with health.appending(), log.atomic():
-                good: dict[str, list[tuple[str, bytes]]] = {}
-                for i, obj, event, value in decoded:
-                    key = partition_key(event)
-                    size, limit = len(key.encode()) + len(value), log.record_limit(event.stream)
-                    if limit is not None and size > limit:  # more than the log takes in a record
-                        letter = too_large("the event", size, limit, event.stream, event.stream,
-                                           _raw(obj))
-                        rejected.append({"index": i, "error": letter["detail"]})
-                        letters.append((i, event.stream, letter))
-                        continue
-                    good.setdefault(event.stream, []).append((key, value))
-                    accepted.append(event)
+                good, accepted = _fitting(log, decoded, rejected, letters)
                 for stream, records in good.items():
                     log.append(stream, records)
                 if letters:
-                    dead_limit = log.record_limit(DEAD_LETTERS)
-                    log.append(DEAD_LETTERS, [(stream, letter_value(letter, stream, dead_limit,
-                                                                    DEAD_LETTERS))
-                                              for _, stream, letter in sorted(
-                                                  letters, key=lambda x: x[0])])
+                    log.append(DEAD_LETTERS, _letter_records(log, letters))
             rejected.sort(key=lambda r: int(r["index"]))
         for event in accepted:
             holder.observe(event.ts)
@@ -457,6 +430,58 @@ def _logged(records: list[dict[str, Any]], pipeline: str, req: PredictRequest
     except TypeError as e:  # orjson: a numpy number, an int beyond 64 bits, ...
         raise PipelineError(f"pipeline '{pipeline}', user {req.user_id!r}: the features "
                             f"cannot be logged as JSON: {e}") from None
+
+
+#: A /feedback event that passed its schema: (index in the batch, as sent, event, JSON).
+_Decoded = tuple[int, Any, Event, bytes]
+#: A dead letter of a /feedback event: (index in the batch, stream, letter).
+_Letter = tuple[int, str, dict[str, Any]]
+
+
+def _decoded_batch(events: list[Any], pipeline: Pipeline
+                   ) -> tuple[list[_Decoded], list[dict[str, Any]], list[_Letter]]:
+    """A /feedback batch's events that pass their schema; for the others, what the answer
+    says of each (rejected) and its dead letter (malformed)."""
+    decoded: list[_Decoded] = []
+    rejected: list[dict[str, Any]] = []
+    letters: list[_Letter] = []
+    for i, obj in enumerate(events):
+        try:
+            event, value = _decode(obj, pipeline)
+        except BadInput as e:
+            rejected.append({"index": i, "error": str(e)})
+            stream = str(obj.get("stream") if isinstance(obj, Mapping) else None)
+            letters.append((i, stream, dead_letter(Reason.MALFORMED, str(e), stream, _raw(obj))))
+            continue
+        decoded.append((i, obj, event, value))
+    return decoded, rejected, letters
+
+
+def _fitting(log: Log, decoded: list[_Decoded], rejected: list[dict[str, Any]],
+             letters: list[_Letter]) -> tuple[dict[str, list[tuple[str, bytes]]], list[Event]]:
+    """The records of the ``decoded`` events by stream, and those events; an event larger
+    than its topic takes (Log.record_limit) is added to ``rejected`` and ``letters``
+    (too_large, as ``livelearn ingest`` writes it) instead."""
+    good: dict[str, list[tuple[str, bytes]]] = {}
+    accepted: list[Event] = []
+    for i, obj, event, value in decoded:
+        key = partition_key(event)
+        size, limit = len(key.encode()) + len(value), log.record_limit(event.stream)
+        if limit is not None and size > limit:
+            letter = too_large("the event", size, limit, event.stream, event.stream, _raw(obj))
+            rejected.append({"index": i, "error": letter["detail"]})
+            letters.append((i, event.stream, letter))
+            continue
+        good.setdefault(event.stream, []).append((key, value))
+        accepted.append(event)
+    return good, accepted
+
+
+def _letter_records(log: Log, letters: list[_Letter]) -> list[tuple[str, bytes]]:
+    """The dead letters' records, in the order of their events in the batch."""
+    limit = log.record_limit(DEAD_LETTERS)
+    return [(stream, letter_value(letter, stream, limit, DEAD_LETTERS))
+            for _, stream, letter in sorted(letters, key=lambda x: x[0])]
 
 
 def _decode(obj: Any, pipeline: Pipeline) -> tuple[Event, bytes]:
