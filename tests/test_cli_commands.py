@@ -567,3 +567,25 @@ def test_serve_on_a_port_in_use_says_so_before_it_loads_anything(
                      "--registry", str(tmp_path / "r"), "--port", str(port)]) == 2
     assert capsys.readouterr().err.startswith(f"livelearn: cannot serve on 127.0.0.1:{port}: ")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_replay_of_a_file_out_of_time_order_says_to_sort_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file newest first: every event but the first is late (the watermark follows the
+    newest read). Before: counted among the dead letters, without a word of why."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    path = tmp_path / "r.jsonl"
+    _ratings(path, ["m1", "m2", "m3", "m4"])
+    path.write_bytes(b"".join(reversed(path.read_bytes().splitlines(keepends=True))))
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", f"ratings={path}"]) == 0
+    out = capsys.readouterr().out
+    assert "4 events, 1 samples, 3 dead letters (late 3)" in out
+    assert ("3 events were late (older, by more than the allowed lateness of 0 ms, than one "
+            "read before them): is a file not in time order? Sort it by its time field, or "
+            "give the pipeline's allowed_lateness_ms the lateness its events come with\n"
+            ) in out
+    (tmp_path / "p2.py").write_text(PIPELINE_FILE)  # in order: nothing said
+    assert main(["-q", "replay", str(tmp_path / "p2.py"), "--workdir", str(tmp_path / "w2"),
+                 "--events", f"ratings={_ratings(tmp_path / 's.jsonl', ['m1', 'm2'])}"]) == 0
+    assert "late" not in capsys.readouterr().out

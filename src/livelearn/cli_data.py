@@ -226,6 +226,8 @@ def _replay(args: argparse.Namespace) -> int:
           f"{_dead_letters(report['dead_letters'])}, {report['metric']} "
           f"{'-' if value is None else f'{value:.4f}'}, {report['events_per_s']:.0f} "
           f"events/s; report {html}", flush=True)
+    _say_late(report["dead_letters"].get("late", 0), report["events"],
+              pipeline.feedback.allowed_lateness_ms)
     _none_accepted({source: (given["events"], given["dead"])
                       for source, given in report["inputs"].items()})
     if args.then_live:
@@ -280,6 +282,17 @@ def _none_accepted(given: dict[str, tuple[int, int]]) -> None:
                        f"dead-lettered (the first errors are above, each one's reason in the "
                        f"dead_letters topic); is it that stream's file, with the fields the "
                        f"pipeline declares?")
+
+
+def _say_late(late: int, events: int, lateness_ms: int) -> None:
+    """Say what to do where ``late`` dead letters are 1% of the ``events`` or more: most
+    likely a file not in time order, which a replay mostly dead-letters (the watermark
+    follows the newest event read)."""
+    if late and late * 100 >= events:
+        print(f"{late} events were late (older, by more than the allowed lateness of "
+              f"{lateness_ms} ms, than one read before them): is a file not in time order? "
+              f"Sort it by its time field, or give the pipeline's allowed_lateness_ms the "
+              f"lateness its events come with", flush=True)
 
 
 def _dead_letters(by_reason: dict[str, int]) -> str:
