@@ -114,6 +114,24 @@ def test_offset_since_skips_the_records_appended_before(any_log: Log) -> None:
     assert any_log.offset_since("t", 0, cut + 3_600_000) == any_log.end_offset("t", 0)
 
 
+def test_a_topic_keeps_its_id_and_another_logs_topic_has_another(log_url: str,
+                                                                  tmp_path: Path) -> None:
+    """The id a trainer records with each version (Log.topic_id): the same topic opened
+    again has the same, another topic or another log's topic of the same name another."""
+    log = open_log(log_url)
+    log.create_topic("t")
+    log.create_topic("u")
+    made = log.topic_id("t")
+    assert made == log.topic_id("t") != log.topic_id("u")
+    assert open_log(log_url).topic_id("t") == made
+    with pytest.raises(NotFound, match="topic 'absent' does not exist"):
+        log.topic_id("absent")
+    other = open_log(f"sqlite:///{tmp_path / 'other.db'}" if log_url.startswith("sqlite")
+                     else log_url.replace("prefix=t", "prefix=o"))
+    other.create_topic("t")
+    assert other.topic_id("t") != made
+
+
 def test_keys_choose_partitions_and_keep_their_order(any_log: Log) -> None:
     any_log.create_topic("t", partitions=4)
     any_log.create_topic("t", partitions=4)  # exists: nothing changes

@@ -976,6 +976,44 @@ def test_the_gate_rejects_a_version_whose_file_it_cannot_load_and_goes_on(
     assert [v.status for v in rollback.versions()] == ["rejected", "serving"]
 
 
+def test_a_registry_of_another_log_is_refused_even_where_that_log_is_longer(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A registry beside a new log already longer than its versions' offsets (the samples
+    joined there before the trainer started, or the topic made again and refilled): the
+    trainer resumed at v3's offset 2,000 and skipped that many of the new log's samples in
+    silence. Each version now records the samples topic's id, and another is refused."""
+    _samples(log, 2500)
+    registry = Registry(tmp_path / "reg")
+    Trainer(log, registry, SMALL).step(10_000, final=True)
+    assert registry.get(3).meta["topic_ids"] == {SAMPLES: log.topic_id(SAMPLES)}
+    other = SQLiteLog(tmp_path / "other.db")
+    _samples(other, 3000, seed=1)
+    with pytest.raises(ConfigError, match=f"v3 learned the samples of topic 'samples' with id "
+                                          f"{log.topic_id(SAMPLES)}, this log's has id "
+                                          f"{other.topic_id(SAMPLES)} .*another log's"):
+        Trainer(other, registry, SMALL)
+    assert Trainer(log, registry, SMALL).samples == 2000  # its own log: it resumes
+
+
+def test_a_version_from_before_topic_ids_is_checked_by_its_offsets(tmp_path: Path,
+                                                                   log: SQLiteLog) -> None:
+    """A version published by an earlier livelearn records no topic id: another log is
+    known by offsets it does not reach, and its own log resumes as before."""
+    _samples(log, 1500)
+    registry = Registry(tmp_path / "reg")
+    Trainer(log, registry, SMALL).step(10_000, final=True)
+    with sqlite3.connect(tmp_path / "reg" / "index.db") as db:
+        for vid, meta in db.execute("SELECT id, meta FROM versions").fetchall():
+            old = {k: v for k, v in orjson.loads(meta).items() if k != "topic_ids"}
+            db.execute("UPDATE versions SET meta = ? WHERE id = ?", (orjson.dumps(old), vid))
+    empty = SQLiteLog(tmp_path / "empty.db")
+    empty.create_topic(SAMPLES)
+    with pytest.raises(ConfigError, match="v2 learned the samples up to offset 1000 of topic "
+                                          "'samples' partition 0, but this log holds 0"):
+        Trainer(empty, registry, SMALL)
+    assert Trainer(log, registry, SMALL).samples == 1000
+
+
 def test_a_registry_of_another_pipeline_is_refused_before_anything_changes(
         tmp_path: Path, log: SQLiteLog) -> None:
     """Its models learned other features from another log; a trainer would resume them (and

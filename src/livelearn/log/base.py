@@ -210,6 +210,13 @@ class Log(ABC):
         """How many partitions a topic has; NotFound if it does not exist."""
 
     @abstractmethod
+    def topic_id(self, topic: str) -> str:
+        """An id of ``topic``'s sequence of records: the same for as long as this log holds
+        the topic, another for a topic made anew (another log's, or one deleted and
+        created again), whose offsets count other records. NotFound if it does not exist.
+        A trainer records it in each version: the version's offsets are that topic's."""
+
+    @abstractmethod
     def append(self, topic: str, records: Iterable[tuple[str, bytes]],
                decoded: Sequence[Any] | None = None) -> int:
         """Append (key, value) records in order; return how many were written.

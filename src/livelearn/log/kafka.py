@@ -50,7 +50,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from livelearn.errors import ConfigError, Corrupt, Lost, NotFound, TooLarge, Unavailable
@@ -236,6 +244,17 @@ class KafkaLog(Log):
                                f"(as '{name}')")
             n = self._partitions[topic] = len(meta.partitions)
         return n
+
+    def topic_id(self, topic: str) -> str:
+        """The broker's id of the topic (a UUID a topic gets when it is created)."""
+        self.partitions(topic)
+        name = self._name(topic)
+        try:
+            described = self._admin.describe_topics(TopicCollection([name]),
+                                                     request_timeout=self.timeout_s)[name]
+            return str(described.result(self.timeout_s).topic_id)
+        except (KafkaException, TimeoutError) as e:
+            raise self._asking_failed(f"asking topic '{name}' its id", e) from e
 
     def record_limit(self, topic: str) -> int:
         """The topic's max.message.bytes (the largest record batch the broker takes), and

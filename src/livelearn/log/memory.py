@@ -9,6 +9,7 @@ keeps offsets dense when threads append at once.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,7 @@ class MemoryLog(Log):
 
     def __init__(self) -> None:
         self._topics: dict[str, list[list[tuple[str, bytes]]]] = {}
+        self._ids: dict[str, str] = {}
         self._checkpoints: dict[str, Checkpoint] = {}
         self._lock = threading.RLock()
         self._undo: list[tuple[str, int, int] | tuple[str, Checkpoint | None]] | None = None
@@ -72,7 +74,12 @@ class MemoryLog(Log):
             raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
         with self._lock:
             self._topics.setdefault(topic, [[] for _ in range(partitions)])
+            self._ids.setdefault(topic, uuid.uuid4().hex)
         self.same_partitions(topic, partitions)
+
+    def topic_id(self, topic: str) -> str:
+        self.partitions(topic)
+        return self._ids[topic]
 
     def partitions(self, topic: str) -> int:
         found = self._topics.get(topic)

@@ -35,6 +35,7 @@ import math
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import accumulate
@@ -73,6 +74,7 @@ PAGE_SIZE = 16384
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS topic_ids (name TEXT PRIMARY KEY, id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, last INTEGER NOT NULL,
     first INTEGER NOT NULL, keys BLOB NOT NULL, sizes BLOB NOT NULL, vals BLOB NOT NULL,
@@ -262,6 +264,18 @@ class SQLiteLog(Log):
             self._conn().execute("INSERT OR IGNORE INTO topics VALUES (?, ?)",
                                  (topic, partitions))
         self.same_partitions(topic, partitions)
+        self.topic_id(topic)
+
+    def topic_id(self, topic: str) -> str:
+        """The topic's id, given when it is created (or first asked, for a topic of a file
+        from before ids): a copy of the file holds the same records, and the same ids."""
+        self.partitions(topic)
+        with self.atomic():
+            conn = self._conn()
+            conn.execute("INSERT OR IGNORE INTO topic_ids VALUES (?, ?)",
+                         (topic, uuid.uuid4().hex))
+            return str(conn.execute("SELECT id FROM topic_ids WHERE name = ?",
+                                    (topic,)).fetchone()[0])
 
     def partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)

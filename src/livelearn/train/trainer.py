@@ -204,6 +204,8 @@ class Trainer:
         self._held: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         self.policies = pipeline.policies
         self.inputs = log.topic_partitions([SAMPLES])
+        # the samples topic's id in the log: a version's offsets count its records
+        self.topic_ids = {SAMPLES: log.topic_id(SAMPLES)}
         self.model: Learner = new_learner(pipeline)
         self.kind = "auc" if self.model.task == "binary" else "mae"
         self.metric: Metric = make_metric(self.kind)
@@ -271,17 +273,27 @@ class Trainer:
             self.version = self._publish(ts=None)
 
     def _check_log(self, version: Version) -> None:
-        """ConfigError if ``version`` learned samples up to offsets this log does not reach:
-        its registry is another log's (a new log beside an old registry), and resumed here
-        the trainer would skip that many of this log's samples, learning none of them."""
+        """ConfigError if ``version`` learned the samples of another log (a new log beside
+        an old registry, or the samples topic deleted and made again): resumed here, the
+        trainer would skip as many of this log's samples as the version's offsets count,
+        learning none of them. A version published before the topic's id was recorded is
+        known for another log's only where its offsets go past this log's end."""
+        recorded = version.meta.get("topic_ids")
         for topic, partition, offset in version.meta["offsets"]:
-            if (topic, partition) in self.inputs and \
-                    offset > (end := self.log.end_offset(topic, partition)):
-                raise ConfigError(
-                    f"registry {str(self.registry.path)!r}: v{version.id} learned the samples "
-                    f"up to offset {offset} of topic '{topic}' partition {partition}, but this "
-                    f"log holds {end}: the registry is another log's. Give the log it was "
-                    f"made with, or a new --registry (a new --workdir)")
+            if (topic, partition) not in self.inputs:
+                continue
+            if recorded is not None and recorded.get(topic) != self.topic_ids[topic]:
+                why = (f"learned the samples of topic '{topic}' with id {recorded.get(topic)}, "
+                       f"this log's has id {self.topic_ids[topic]} (another log, or the topic "
+                       f"made again)")
+            elif recorded is None and offset > (end := self.log.end_offset(topic, partition)):
+                why = (f"learned the samples up to offset {offset} of topic '{topic}' "
+                       f"partition {partition}, but this log holds {end}")
+            else:
+                continue
+            raise ConfigError(f"registry {str(self.registry.path)!r}: v{version.id} {why}: the "
+                              f"registry is another log's. Give the log it was made with, or "
+                              f"a new --registry (a new --workdir)")
 
     def _merge_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
         """The merge key of this trainer's samples (_sample_key, for its learner)."""
@@ -675,6 +687,7 @@ class Trainer:
             "pipeline": self.pipeline.name, "trainer": self.group, "samples": self.samples,
             "event_ts": ts,
             "offsets": [[t, p, o] for (t, p), o in sorted(resume.items())],
+            "topic_ids": self.topic_ids,
             "metric": self.kind, "prequential": self.metric.get() if self.samples else None,
             "window": {"metric": self.window.get() if self.window.count else None,
                        "samples": len(self._recent)},
