@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -17,6 +18,8 @@ from livelearn.errors import ConfigError
 from livelearn.ingest import ingest
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.linear import LinearRegression
+from livelearn.registry import Registry
+from livelearn.replay import replay
 from livelearn.tables.offline import load_table
 
 T = 1_704_067_200_000
@@ -231,6 +234,28 @@ def test_impressions_with_a_mistyped_field_are_dead_lettered_naming_it(
         ingest(log, SHOWN, "predictions", tmp_path / name, data_dir=tmp_path)
     ids = [p["request_id"] for p in _topic(log, "predictions")[-3:]]
     assert ids[0] == ids[2] != ids[1]
+
+
+def _plan(user: dict, item: dict, ts: int) -> dict:
+    return {"plan": str(user["plan"])}  # KeyError for a user without a row
+
+
+def test_the_replay_report_counts_the_ingests_dead_letters_by_reason(log: SQLiteLog,
+                                                                     tmp_path: Path) -> None:
+    """An impression whose features failed at ingest (the pipeline's code) was reported
+    as ``malformed_at_ingest``, the record's fault; each reason is its own now."""
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\nu1,2023-12-31T00:00:00,pro\n")
+    (tmp_path / "items.csv").write_text("item_id,x\ni1,1\n")
+    shown = {"ts": T, "item": "i1"}
+    records = [{"request_id": "ok", "user": "u1", **shown},
+               {"request_id": "no-row", "user": "u2", **shown},
+               {"request_id": "bad", "user": "u1", **shown, "score": "high"}]
+    (tmp_path / "i.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    pipeline = replace(SHOWN, features=_plan)
+    report, _ = replay(log, Registry(tmp_path / "reg"), pipeline,
+                       [("predictions", str(tmp_path / "i.jsonl"))], tmp_path)
+    assert report["dead_letters"] == {"failed_at_ingest": 1, "malformed_at_ingest": 1}
+    assert (report["events"], report["samples"]) == (1, 1)
 
 
 def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:

@@ -37,8 +37,9 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -83,6 +84,8 @@ class Ingested:
     events: int = 0
     dead: int = 0
     first_errors: list[str] | None = None
+    #: the dead letters by reason (malformed, failed: the pipeline's code, too_large)
+    reasons: Counter[str] = field(default_factory=Counter)
 
 
 def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
@@ -98,6 +101,7 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     result = Ingested(first_errors=[])
     good: list[tuple[str, bytes]] = []
     dead: list[tuple[str, bytes]] = []
+    reasons: list[str] = []  # of the dead letters, in turn
     for line, raw in read_records(source, fmt):
         letter = None
         try:
@@ -116,12 +120,13 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
             letter = dead_letter(reason, str(e), stream, _text(raw), f"{source}:{line}")
         if letter is not None:
             dead.append((stream, letter_value(letter, stream, dead_limit, DEAD_LETTERS)))
+            reasons.append(str(letter["reason"]))
             if len(result.first_errors or []) < 5:
                 result.first_errors.append(  # type: ignore[union-attr]
                     f"{letter['source']}: {letter['detail']}")
         if len(good) + len(dead) >= BATCH:
-            _flush(log, stream, good, dead, result)
-    _flush(log, stream, good, dead, result)
+            _flush(log, stream, good, dead, reasons, result)
+    _flush(log, stream, good, dead, reasons, result)
     return result
 
 
@@ -206,7 +211,7 @@ def _object(raw: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
-           dead: list[tuple[str, bytes]], result: Ingested) -> None:
+           dead: list[tuple[str, bytes]], reasons: list[str], result: Ingested) -> None:
     with log.atomic():
         if good:
             log.append(stream, good)
@@ -214,8 +219,9 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
             log.append(DEAD_LETTERS, dead)
     result.events += len(good)
     result.dead += len(dead)
-    good.clear()
-    dead.clear()
+    result.reasons.update(reasons)
+    for written in (good, dead, reasons):
+        written.clear()
 
 
 def check_source(source: str | Path) -> None:

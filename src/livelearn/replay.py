@@ -10,9 +10,10 @@ with the events, samples, dead letters and events per second, end to end.
 The report's ``dead_letters`` counts, by reason, what the joiner and the trainer
 sent to the dead-letter topic in this replay (the trainer's are samples it cannot
 learn: ``malformed``, and with ``skip_lost`` the gaps of samples the log deleted
-before it read them: ``lost``), and as ``malformed_at_ingest`` the records that never
-became events; ``inputs`` says, for each file, how many events it gave, how many
-records were dead-lettered and the first few reasons.
+before it read them: ``lost``), and the records that never became events by their
+reason: ``malformed_at_ingest``, ``failed_at_ingest`` (the pipeline's code failed on
+them), ``too_large_at_ingest``. ``inputs`` says, for each file, how many events it
+gave, how many records were dead-lettered and the first few reasons.
 """
 
 from __future__ import annotations
@@ -85,5 +86,7 @@ def check_once(sources: Sequence[tuple[str, str]]) -> None:
 def _dead_letters(loop: Loop, ingested: Iterable[Ingested]) -> dict[str, int]:
     """Dead letters by reason: the joiner's and the trainer's, then the ingest's."""
     dead = loop.dead_letters()
-    dead["malformed_at_ingest"] += sum(i.dead for i in ingested)
+    for given in ingested:
+        for reason, n in given.reasons.items():
+            dead[f"{reason}_at_ingest"] += n
     return {str(k): n for k, n in sorted(dead.items()) if n}
