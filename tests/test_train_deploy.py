@@ -355,6 +355,38 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     assert np.array_equal(trainer.model.state()["z"], reference.model.state()["z"])
 
 
+def test_a_restarted_trainer_does_not_dead_letter_a_sample_twice(tmp_path: Path,
+                                                                 log: SQLiteLog) -> None:
+    """A trainer that stopped after dead-lettering samples, before a version passed them,
+    read them again at its restart and wrote each letter a second time."""
+    clean = SQLiteLog(tmp_path / "clean.db")
+    _samples(clean, 1500)
+    good = [(r.key, r.value) for r in clean.read(SAMPLES, 0, 0, 2000)]
+    bad = [b"not json", orjson.dumps({**orjson.loads(good[0][1]), "id": "x1", "labels": {}})]
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    log.append(SAMPLES, [*good[:1100], *[("bad", value) for value in bad], *good[1100:]])
+    registry = Registry(tmp_path / "reg")
+    first = Trainer(log, registry, SMALL)
+    first.step(1300, final=True)  # then it stops: v2 (1,000 samples) is the newest
+    assert (first.malformed, [v.meta["samples"] for v in registry.versions()]) == (2, [0, 1000])
+    again = Trainer(log, registry, SMALL)
+    while again.step(400, final=True):
+        pass
+    assert (again.samples, again.malformed) == (1500, 2)  # met again, not written again
+    letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 100)]
+    assert [d["source"] for d in letters] == [f"{SAMPLES}/0@1100", f"{SAMPLES}/0@1101"]
+    # a letter written once a version is past those: the log keeps only the new one's
+    _samples(log, 1000)
+    log.append(SAMPLES, [("bad", b"[]")])
+    third = Trainer(log, registry, SMALL)
+    while third.step(400, final=True):
+        pass
+    assert [v.meta["offsets"] for v in registry.versions()][-1] == [[SAMPLES, 0, 2002]]
+    assert orjson.loads(log.committed("trainer.letters").state or b"") == [[SAMPLES, 0, 2502]]
+    assert len(log.read(DEAD_LETTERS, 0, 0, 100)) == 3
+
+
 def test_a_corrupt_model_file_falls_back_to_the_version_before(
         tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
     _samples(log, 2500)

@@ -32,7 +32,11 @@ Samples the log deleted before the trainer read them (its retention) stop it
 (Lost), or with ``skip_lost`` are skipped: each gap is logged and written to the
 dead letters (reason lost) at once, then, as soon as every sample read before
 it is learned, a version is published whose offsets are past it, so a restart
-does not find it again. Only a crash between the two writes it twice.
+does not find it again.
+
+Each dead letter is written once: with it, the log keeps which samples (and
+gaps) past the newest version's offsets were dead-lettered (group
+``GROUP.letters``), and a restart that reads them again skips their letters.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from livelearn.errors import BadInput, ConfigError, Corrupt, LivelearnError, Pip
 from livelearn.events import Reason, dead_letter, letter_value, lost_letter, show
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
-from livelearn.log.base import Log, Record, TopicPartition, start_offsets
+from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, start_offsets
 from livelearn.log.merge import MergedReader
 from livelearn.models.base import Diverged, Learner, score_problem
 from livelearn.registry import Registry, Version
@@ -235,6 +239,9 @@ class Trainer:
         self._since_publish = 0
         self._spoiling = 0  # samples put back and dead-lettered since the last version
         self._last_publish_ts: int | None = None
+        # the dead letters written since the offsets of the newest version (_write_letter)
+        state = log.committed(f"{group}.letters").state
+        self._lettered = {(t, p, o) for t, p, o in orjson.loads(state or b"[]")}
         self._resume()
         self._samples_at_start = self.samples
 
@@ -398,7 +405,7 @@ class Trainer:
         the gap goes to the dead letters now, the offset past it once the samples read
         before it are learned (``_past_gaps``)."""
         self.lost += 1
-        self._write_letter(tp[0], lost_letter(self.group, *tp, offset, start))
+        self._write_letter((*tp, offset), tp[0], lost_letter(self.group, *tp, offset, start))
         self._gaps[tp] = start
 
     def _past_gaps(self) -> None:
@@ -441,13 +448,13 @@ class Trainer:
                         "learned", self.behind, sid, window_end, self._read_ids.horizon_ms)
 
     def _dead_letter(self, record: Record, why: str) -> None:
-        """A sample it cannot learn goes to the dead-letter topic (again after a restart
-        from a version that had not passed it), and is skipped."""
+        """A sample it cannot learn goes to the dead-letter topic (once, also where a
+        restart reads it again: ``_write_letter``), and is skipped."""
         dead_log.warning("%s/%d@%d: %s", record.topic, record.partition, record.offset, why)
         self.malformed += 1
-        self._write_letter(SAMPLES, dead_letter(Reason.MALFORMED, str(why), SAMPLES,
-                                                record.value, f"{record.topic}/"
-                                                f"{record.partition}@{record.offset}"))
+        self._write_letter(record[:3], SAMPLES, dead_letter(
+            Reason.MALFORMED, str(why), SAMPLES, record.value,
+            f"{record.topic}/{record.partition}@{record.offset}"))
         if type(why) is _OutOfRange:
             self._check_labels()
 
@@ -466,11 +473,23 @@ class Trainer:
                 f"livelearn.models.linear.LinearRegression or livelearn.models.fm.FMRegressor), "
                 f"or a label of 0 or 1")
 
-    def _write_letter(self, key: str, letter: dict[str, Any]) -> None:
-        """Write ``letter`` to the dead-letter topic now, under ``key``."""
+    def _write_letter(self, at: tuple[str, int, int], key: str, letter: dict[str, Any]
+                      ) -> None:
+        """Write ``letter``, of the sample (or the gap) at ``at`` (topic, partition, offset),
+        to the dead-letter topic now, under ``key``, unless it was written before a restart:
+        with each letter the log keeps (group ``GROUP.letters``) where the letters not
+        behind the newest version's offsets are, as a restart reads those samples again."""
+        if at in self._lettered:
+            return
         value = letter_value(letter, key, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
+        resume = {} if self.version is None else {
+            (t, p): o for t, p, o in self.version.meta["offsets"]}
+        self._lettered = {(t, p, o) for t, p, o in self._lettered if o >= resume.get((t, p), 0)}
+        self._lettered.add(at)
         with self.log.atomic():
             self.log.append(DEAD_LETTERS, [(key, value)])
+            self.log.commit(f"{self.group}.letters",
+                            Checkpoint({}, orjson.dumps(sorted(self._lettered))))
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
