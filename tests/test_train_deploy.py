@@ -547,6 +547,27 @@ def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
         Registry(tmp_path / "empty").rollback("nothing served")
 
 
+def test_a_version_served_again_is_rolled_back_to_the_one_that_served_just_before(
+        tmp_path: Path) -> None:
+    """v1, v2, v3 served in turn; v1 promoted by hand and swapped in again: its serving time
+    is the new one, so a rollback goes back to v3, which served just before it."""
+    registry = Registry(tmp_path)
+    for i in range(3):
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i * 1000)
+    registry.promote(1, "promoted by hand")
+    registry.mark_serving(1, T0 + 5000)
+    assert registry.get(1).serving_since_ts == T0 + 5000
+    assert registry.rollback("rolled back by hand") == (1, 3)
+    registry.promote(2, "promoted by hand")
+    registry.mark_serving(2, None)  # a server that has seen no request yet
+    assert registry.get(2).serving_since_ts is None  # not its old time: not known yet
+    registry.mark_serving(2, T0 + 9000)
+    assert registry.get(2).serving_since_ts == T0 + 9000
+    assert registry.rollback("rolled back by hand") == (2, 3)
+
+
 def test_a_status_change_that_fails_is_rolled_back_and_the_next_one_works(tmp_path: Path
                                                                           ) -> None:
     """Every write of the index is one transaction rolled back if it fails: a status change

@@ -89,7 +89,7 @@ class Version:
     status: str
     created: float  # wall clock, seconds since the epoch
     meta: dict[str, Any]  # metrics, offsets trained on, sample counts, ...
-    serving_since_ts: int | None  # event time (ms) at which a server first served it
+    serving_since_ts: int | None  # event time (ms) at which it began serving, the last time
     pruned: bool = False  # its model file was deleted (``Registry.prune``)
 
 
@@ -395,10 +395,12 @@ class Registry:
 
         ``event_ts`` is None when the server has seen no event time yet; called
         again with one, it fills the serving time in. The version becomes serving
-        (its first serving time is kept) and the one
+        (recorded already by another server: its serving time is kept) and the one
         served before it retired, unless it is no longer approved (rolled back or
         superseded while a server loaded it): then nothing changes and the
-        answer is False.
+        answer is False. A version served again (promoted back, a rollback's target)
+        serves from ``event_ts``, not from its first time: a rollback goes back to
+        the version that served just before it (``previous_served``).
         """
         with self._write() as db:
             row = db.execute("SELECT status, serving_since_ts FROM versions WHERE id = ?",
@@ -407,8 +409,9 @@ class Registry:
                 return False  # rolled back or superseded meanwhile: not serving after all
             if row[0] == "serving" and (row[1] is not None or event_ts is None):
                 return True  # recorded already
-            db.execute("UPDATE versions SET status = 'serving', serving_since_ts = "
-                       "COALESCE(serving_since_ts, ?) WHERE id = ?", (event_ts, version))
+            since = event_ts if row[0] == "approved" else row[1] or event_ts
+            db.execute("UPDATE versions SET status = 'serving', serving_since_ts = ? "
+                       "WHERE id = ?", (since, version))
             db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' "
                        "AND id != ?", (version,))
             reason = (f"swapped in at event time {event_ts}" if row[0] == "approved" else
