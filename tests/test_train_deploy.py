@@ -568,6 +568,26 @@ def test_a_version_served_again_is_rolled_back_to_the_one_that_served_just_befor
     assert registry.rollback("rolled back by hand") == (2, 3)
 
 
+def test_promoting_the_version_serving_keeps_it_serving(tmp_path: Path) -> None:
+    """`models promote` of the version served (a newer one approved meanwhile, say) keeps it
+    serving: it can be rolled back, and a later rollback comes back to it."""
+    registry = Registry(tmp_path)
+    for i in range(3):
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        if i < 2:
+            registry.mark_serving(v.id, T0 + i * 1000)
+    cli = [sys.executable, "-m", "livelearn", "models", "--registry", str(tmp_path)]
+    done = subprocess.run([*cli, "promote", "2"], capture_output=True, text=True, check=True)
+    assert done.stdout == "v2 serves already; servers go on serving it\n"
+    assert registry.statuses() == ["retired", "serving", "retired"]
+    assert registry.get(2).serving_since_ts == T0 + 1000
+    v4 = registry.publish(FTRL(bits=8), {"samples": 3}, parent=None)
+    registry.set_status(v4.id, "approved", "test")
+    registry.mark_serving(v4.id, T0 + 9000)
+    assert registry.rollback("rolled back by hand") == (4, 2)
+
+
 def test_a_status_change_that_fails_is_rolled_back_and_the_next_one_works(tmp_path: Path
                                                                           ) -> None:
     """Every write of the index is one transaction rolled back if it fails: a status change

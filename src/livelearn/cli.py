@@ -436,8 +436,10 @@ def _models(args: argparse.Namespace) -> int:
     where, action, words = _model_action(args)
     registry = Registry(where, create=False)
     if action == "promote":
-        registry.promote(int(words[0]), "promoted by hand")
-        print(f"v{words[0]} approved; servers swap it in")
+        if registry.promote(int(words[0]), "promoted by hand") == "serving":
+            print(f"v{words[0]} serves already; servers go on serving it")
+        else:
+            print(f"v{words[0]} approved; servers swap it in")
         return 0
     if action == "rollback":
         rejected, restored = registry.rollback("rolled back by hand")

@@ -325,8 +325,9 @@ class Registry:
             "LIMIT 1", (version.serving_since_ts, version.id)).fetchone()
         return None if row is None else _version(row)
 
-    def promote(self, version: int, reason: str) -> None:
-        """Make ``version`` the incumbent: approve it, retire newer approved or serving ones.
+    def promote(self, version: int, reason: str) -> str:
+        """Make ``version`` the incumbent: approve it (one serving stays serving), retire
+        newer approved or serving ones; returns its status then.
 
         NotFound if its file was pruned, Corrupt if it is damaged or missing (no server
         could load it): then nothing changes.
@@ -335,7 +336,7 @@ class Registry:
             raise NotFound(f"model version {version}: its file was pruned from {self.path}")
         self.check_file(version)
         with self._write() as db:
-            _promote(db, version, reason)
+            return _promote(db, version, reason)
 
     def rollback(self, reason: str, version: int | None = None) -> tuple[int, int]:
         """Reject the serving version (only if it is ``version``, when given) and promote
@@ -447,14 +448,17 @@ def _set_status(db: sqlite3.Connection, version: int, status: str, reason: str) 
                (version, status, reason, time.time()))
 
 
-def _promote(db: sqlite3.Connection, version: int, reason: str) -> None:
+def _promote(db: sqlite3.Connection, version: int, reason: str) -> str:
     """Approve ``version`` and retire the newer approved or serving ones, in ``db``'s
-    transaction."""
+    transaction; its new status. A version serving stays serving: approved, it would be
+    neither the one a rollback rejects nor, once retired, one it goes back to."""
     newer = db.execute("SELECT id FROM versions WHERE id > ? AND status IN "
                        "('approved', 'serving') ORDER BY id", (version,)).fetchall()
     for (vid,) in newer:
         _set_status(db, vid, "retired", f"superseded: v{version} promoted ({reason})")
-    _set_status(db, version, "approved", reason)
+    status = "serving" if _status(db, version) == "serving" else "approved"
+    _set_status(db, version, status, reason)
+    return status
 
 
 def _version(row: tuple[Any, ...]) -> Version:
