@@ -231,6 +231,16 @@ def test_models_finds_a_pipelines_registry_in_its_work_folder(
         assert capsys.readouterr().err == f"livelearn: models: {error}\n"
 
 
+def test_models_promote_of_a_version_beyond_any_says_it_is_not_there(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A version number beyond SQLite's integers was a traceback (OverflowError)."""
+    Registry(tmp_path).publish(FTRL(bits=4), {"samples": 0}, None)
+    big = "9" * 30
+    assert main(["models", "--registry", str(tmp_path), "promote", big]) == 2
+    assert capsys.readouterr().err == (f"livelearn: model version {big} is not in the "
+                                       f"registry {tmp_path}\n")
+
+
 def test_models_takes_its_words_on_either_side_of_its_options(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

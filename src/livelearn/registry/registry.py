@@ -235,7 +235,10 @@ class Registry:
         return _version(self._row(version))
 
     def _row(self, version: int) -> tuple[Any, ...]:
-        row = self._db().execute("SELECT * FROM versions WHERE id = ?", (version,)).fetchone()
+        """The index's row of ``version``; NotFound if there is none (a number beyond
+        SQLite's 64-bit integers too, which it cannot even look up)."""
+        row = None if not -2**63 <= version < 2**63 else self._db().execute(
+            "SELECT * FROM versions WHERE id = ?", (version,)).fetchone()
         if row is None:
             raise NotFound(f"model version {version} is not in the registry {self.path}")
         return tuple(row)
