@@ -48,7 +48,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,14 +179,15 @@ class Registry:
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
 
-    def check_pipeline(self, name: str) -> None:
+    def check_pipeline(self, name: str, record: bool = True) -> None:
         """ConfigError if this registry is another pipeline's than ``name``: its models
         learned other features, and its offsets are another log's. The first role to
         check (a trainer or a server) records its pipeline's name, so that a role of
-        another pipeline started later is refused even before any version exists. A
+        another pipeline started later is refused even before any version exists; with
+        ``record`` False (``livelearn models``), nothing is written. A
         registry from before the record is the newest version's ``meta["pipeline"]``'s
         (a version published before that was recorded is taken as this pipeline's)."""
-        with self._write() as db:
+        with self._write() if record else nullcontext(self._db()) as db:
             row = db.execute("SELECT name FROM pipeline").fetchone()
             made_by = row[0] if row is not None else self._newest_pipeline(db)
             if made_by is not None and made_by != name:
@@ -194,7 +195,7 @@ class Registry:
                                   f"'{made_by}', not of '{name}': its models learned other "
                                   f"features from another log. Choose another --registry "
                                   f"(or give the pipeline its old name back)")
-            if row is None:
+            if row is None and record:
                 db.execute("INSERT INTO pipeline VALUES (?)", (name,))
 
     @staticmethod
