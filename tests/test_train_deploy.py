@@ -942,6 +942,20 @@ def test_a_publish_the_disk_refuses_stops_the_trainer_and_a_restart_resumes(
     assert np.array_equal(resumed.model.state()["z"], reference.model.state()["z"])
 
 
+def test_a_publish_whose_row_the_disk_refuses_leaves_no_model_file(tmp_path: Path) -> None:
+    """The model file was written, its row refused, and the file stayed in the folder though
+    the error said "Nothing was written"."""
+    registry = Registry(tmp_path)
+    registry.publish(FTRL(bits=8), {"samples": 0}, parent=None)
+    assert registry.file(1).stat().st_size < 100_000
+    with pytest.raises(ConfigError, match=r"cannot write index.db .*Nothing was written"), \
+            _disk_full(100_000):  # the model file fits, the details do not
+        registry.publish(FTRL(bits=8), {"samples": 1}, parent=1, details={"x": "y" * 200_000})
+    assert [v.id for v in registry.versions()] == [1]
+    assert sorted(f.name for f in tmp_path.glob("v*")) == ["v000001.npz"]
+    assert registry.publish(FTRL(bits=8), {"samples": 1}, parent=1).id == 2
+
+
 def test_an_index_the_disk_refuses_to_write_says_so_and_keeps_its_state(tmp_path: Path
                                                                           ) -> None:
     """SQLite's bare 'disk I/O error' became a ConfigError naming the registry's index."""

@@ -214,23 +214,39 @@ class Registry:
                 details: dict[str, Any] | None = None) -> Version:
         """Save a new candidate version; its file is complete before its row exists.
         Fenced if another process claimed ``meta["trainer"]`` after this one; ConfigError,
-        and nothing published, if the disk refuses the file or the row."""
-        with self._write() as db:
-            vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
-            tmp = self.file(vid).with_suffix(".tmp")
-            try:
-                save_learner(learner, tmp)
-                tmp.replace(self.file(vid))
-                sha256 = _sha256(self.file(vid))
-            except OSError as e:
-                with suppress(OSError):  # the part written, if any
-                    tmp.unlink()
-                raise self._cannot_write(f"model file {tmp.name}", e) from None
-            db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
-                       (vid, parent, time.time(), orjson.dumps(meta), sha256))
-            if details is not None:
-                db.execute("INSERT INTO details VALUES (?, ?)", (vid, orjson.dumps(details)))
+        and nothing published, if the disk refuses the file or the row (a file whose row
+        was refused is deleted again)."""
+        placed: Path | None = None  # the model file being published
+        try:
+            with self._write() as db:
+                vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions"
+                                     ).fetchone()[0])
+                placed = self.file(vid)  # not listed yet: a file there is a killed publish's
+                sha256 = self._save(learner, vid)
+                db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
+                           (vid, parent, time.time(), orjson.dumps(meta), sha256))
+                if details is not None:
+                    db.execute("INSERT INTO details VALUES (?, ?)",
+                               (vid, orjson.dumps(details)))
+        except BaseException:
+            if placed is not None:  # its row not written: nothing may point to it
+                with suppress(OSError):
+                    placed.unlink()
+            raise
         return self.get(vid)
+
+    def _save(self, learner: Learner, version: int) -> str:
+        """Write ``learner`` as the model file of ``version``, whole or not at all; its
+        SHA-256. ConfigError if the disk refuses it."""
+        tmp = self.file(version).with_suffix(".tmp")
+        try:
+            save_learner(learner, tmp)
+            tmp.replace(self.file(version))
+            return _sha256(self.file(version))
+        except OSError as e:
+            with suppress(OSError):  # the part written, if any
+                tmp.unlink()
+            raise self._cannot_write(f"model file {tmp.name}", e) from None
 
     def get(self, version: int) -> Version:
         return _version(self._row(version))
