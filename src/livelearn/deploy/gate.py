@@ -54,7 +54,7 @@ from livelearn.features.hashing import Features, hash_rows, unusable
 from livelearn.log.base import Log, Record
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
-from livelearn.spec import SAMPLES, Pipeline
+from livelearn.spec import GATE_MIN_SAMPLES, SAMPLES, Pipeline
 from livelearn.train.metrics import auc, mae
 
 log = logging.getLogger("livelearn.gate")
@@ -77,7 +77,7 @@ class Gate:
     """Validates candidates of a Registry against samples read from a Log."""
 
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
-                 min_samples: int = 200, live_window: int = 10_000,
+                 min_samples: int = GATE_MIN_SAMPLES, live_window: int = 10_000,
                  rollback_samples: int = 1000, keep_versions: int | None = None,
                  hash_rows: Callable[[Sequence[Features], int], SparseBatch] = hash_rows,
                  canary_share: float = 0.0, canary_samples: int = 1000):
