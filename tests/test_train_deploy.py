@@ -529,6 +529,29 @@ def test_the_gate_keeps_the_live_samples_of_the_versions_served_lately_only(
     assert len(gate._unjudged) <= 4  # not one count per version it ever saw serving
 
 
+def test_an_old_version_promoted_again_is_judged_by_what_it_serves(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """The gate kept the samples of the 4 highest version numbers: v1 promoted again after
+    v2..v5 had served lost every sample it served, and was never rolled back."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02)
+    good, bad = _good_then_bad(Registry(tmp_path / "models"))
+    for i, model in enumerate([bad, good, good, good, good], start=1):  # v1 bad, v2..v5 good
+        v = registry.publish(model, {"metric": "auc"}, parent=None)
+        registry.set_status(v.id, "approved", "by hand")
+        registry.mark_serving(v.id, T0 + i * 3_600_000)
+        _served(log, model, v.id, 100, seed=i)
+        assert gate.step() == []
+    registry.promote(1, "promoted by hand")  # the bad one again
+    registry.mark_serving(1, T0 + 10 * 3_600_000)
+    _served(log, bad, 1, 1000, seed=10)
+    decision = gate.step()[0]
+    assert (decision.version, decision.approved) == (1, False)
+    assert "on the 1000 samples it served fell below v5's" in decision.reason
+    assert registry.incumbent() == registry.get(5)
+
+
 def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     for i in range(3):

@@ -229,22 +229,31 @@ class Gate:
 
     def _read_served(self) -> None:
         """Read the samples written since the last call, keep them by the version that
-        served them, and count them among that version's samples not judged yet (those
-        it cannot judge by, ``_served``, left out)."""
+        served them (for the 4 versions that served last), and count them among that
+        version's samples not judged yet (those it cannot judge by, ``_served``, left
+        out)."""
         for (topic, partition), end in self.log.end_offsets([SAMPLES]).items():
             at = self._cursor.setdefault((topic, partition), max(0, end - self.live_window))
             for record in self._read_range(topic, partition, at, end):
                 found = _served(record.value, self.target)
                 if found is not None:
                     version, served = found
-                    self._served.setdefault(version, deque(maxlen=self.live_window)).append(
-                        served)
+                    self._served_lately(version).append(served)
                     self._unjudged[version] += 1
                 self._cursor[(topic, partition)] = record.offset + 1
-        for old in sorted(self._served)[:-4]:  # keep the versions served lately
+        for old in list(self._served)[:-4]:  # keep the versions served lately
             del self._served[old]
         for old in self._unjudged.keys() - self._served.keys():  # and only their counts
             del self._unjudged[old]
+
+    def _served_lately(self, version: int) -> deque[Served]:
+        """The samples ``version`` served, its place moved last in ``_served``: the versions
+        in the order they last served (not by number: an old version may serve again)."""
+        served = self._served.pop(version, None)
+        if served is None:
+            served = deque(maxlen=self.live_window)
+        self._served[version] = served
+        return served
 
     def judge(self, candidate: Version) -> Decision | None:
         """Approve or reject ``candidate`` (a canary first, with canaries); None if it was
