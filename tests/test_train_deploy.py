@@ -591,6 +591,18 @@ def test_a_version_served_again_is_rolled_back_to_the_one_that_served_just_befor
     assert registry.rollback("rolled back by hand") == (2, 3)
 
 
+def test_a_version_swapped_in_before_any_request_can_be_rolled_back(tmp_path: Path) -> None:
+    """A server (re)started swaps the incumbent in before it has an event time: `models
+    rollback` then said "no serving version with a previous one to roll back to"."""
+    registry = Registry(tmp_path)
+    _served_in_turn(registry, 2)
+    v3 = registry.publish(FTRL(bits=8), {"samples": 2}, parent=None)
+    registry.set_status(v3.id, "approved", "test")
+    registry.mark_serving(v3.id, None)
+    assert registry.rollback("rolled back by hand") == (3, 2)
+    assert registry.statuses() == ["retired", "approved", "rejected"]
+
+
 def test_promoting_the_version_serving_keeps_it_serving(tmp_path: Path) -> None:
     """`models promote` of the version served (a newer one approved meanwhile, say) keeps it
     serving: it can be rolled back, and a later rollback comes back to it."""

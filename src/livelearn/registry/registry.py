@@ -335,14 +335,15 @@ class Registry:
         return True
 
     def previous_served(self, version: Version) -> Version | None:
-        """The version that served before ``version``: retired, latest serving start."""
-        if version.serving_since_ts is None:
-            return None
+        """The version that served before ``version``: retired, latest serving start (of
+        any, if ``version``'s is not known yet: a server swapped it in before its first
+        request, after they all served)."""
+        since = version.serving_since_ts
         row = self._db().execute(
             "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT NULL "
             "AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
             "ORDER BY serving_since_ts DESC, id DESC "
-            "LIMIT 1", (version.serving_since_ts, version.id)).fetchone()
+            "LIMIT 1", (2**63 - 1 if since is None else since, version.id)).fetchone()
         return None if row is None else _version(row)
 
     def promote(self, version: int, reason: str) -> str:
