@@ -8,6 +8,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -669,6 +670,30 @@ def test_old_model_files_are_pruned_and_never_served_again(tmp_path: Path) -> No
     with pytest.raises(NotFound):  # v3 served before v4, but its file is gone
         registry.rollback("test")
     assert registry.get(candidate.id).status == "candidate" and registry.file(candidate.id).exists()
+
+
+class _PrunedWhileChecked(Registry):
+    """A registry whose first check of a model file is followed, as soon as it can be, by
+    a prune of another process (a gate deciding meanwhile)."""
+
+    def check_file(self, version: int) -> None:
+        super().check_file(version)
+        if not hasattr(self, "pruning"):
+            self.pruning = threading.Thread(target=Registry(self.path).prune, args=(2,))
+            self.pruning.start()
+            self.pruning.join(timeout=0.5)  # done at once unless the index is locked
+
+
+def test_a_promote_while_the_gate_prunes_never_approves_a_pruned_version(
+        tmp_path: Path) -> None:
+    """`models promote 3` checked v3's file, the gate pruned it, then v3 was approved: the
+    command said "servers swap it in" and no server could load it."""
+    _served_in_turn(Registry(tmp_path), 6)
+    registry = _PrunedWhileChecked(tmp_path)
+    registry.promote(3, "promoted by hand")
+    registry.pruning.join()
+    assert registry.incumbent() == registry.get(3) and not registry.get(3).pruned
+    registry.load(3)
 
 
 def test_the_gate_keeps_the_files_and_details_of_the_newest_versions_only(

@@ -351,12 +351,13 @@ class Registry:
         newer approved or serving ones; returns its status then.
 
         NotFound if its file was pruned, Corrupt if it is damaged or missing (no server
-        could load it): then nothing changes.
+        could load it): then nothing changes. Checked in the transaction that changes it,
+        so that a gate cannot prune the file in between.
         """
-        if not self._row(version)[-1]:
-            raise NotFound(f"model version {version}: its file was pruned from {self.path}")
-        self.check_file(version)
         with self._write() as db:
+            if not self._row(version)[-1]:
+                raise NotFound(f"model version {version}: its file was pruned from {self.path}")
+            self.check_file(version)
             return _promote(db, version, reason)
 
     def rollback(self, reason: str, version: int | None = None) -> tuple[int, int]:
