@@ -553,6 +553,51 @@ def test_an_old_version_promoted_again_is_judged_by_what_it_serves(
     assert registry.incumbent() == registry.get(5)
 
 
+def _served_unique(log: SQLiteLog, model: Learner, version: int, n: int, seed: int
+                   ) -> list[tuple[dict[str, str], float]]:
+    """Samples served by ``version``, each with a feature of its own (its id): a model
+    that learned them knows each label. Their (features, label)."""
+    rng = np.random.default_rng(seed)
+    start = log.end_offset(SAMPLES, 0)
+    rows = [{"id": f"r{i}"} for i in range(start, start + n)]
+    labels = [float(rng.random() < 0.3) for _ in rows]
+    scores = model.predict(hash_rows(rows, model.bits))
+    log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+        "id": f"r{i}", "ts": T0 + i * 1000, "window_end": T0 + i * 1000 + 600_000,
+        "model_version": version, "score": float(score), "features": row,
+        "labels": {"clicked": label}}))
+        for i, row, label, score in zip(range(start, start + n), rows, labels, scores,
+                                        strict=True)])
+    return list(zip(rows, labels, strict=True))
+
+
+def test_a_version_served_again_is_judged_by_what_it_served_since(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """v1 served, v2 learned what v1 served, then v1 was promoted again: the gate judged v1
+    by every sample it had served, v2 scoring the ones it had learned, and rolled v1 back
+    for that. Now only the samples v1 served since it serves again count."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02)
+    first = FTRL(bits=16)
+    v1 = registry.publish(first, {"metric": "auc"}, parent=None)
+    registry.set_status(v1.id, "approved", "test")
+    registry.mark_serving(v1.id, T0)
+    learned = _served_unique(log, first, v1.id, 1000, seed=1)
+    assert gate.step() == []
+    second = FTRL(bits=16)
+    for _ in range(5):
+        second.learn(hash_rows([f for f, _ in learned], 16), np.array([y for _, y in learned]))
+    v2 = registry.publish(second, {"metric": "auc"}, parent=v1.id)
+    registry.set_status(v2.id, "approved", "test")
+    registry.mark_serving(v2.id, T0 + 999_999)
+    registry.promote(v1.id, "promoted by hand")
+    registry.mark_serving(v1.id, T0 + 1_000_000)  # the next sample's time
+    _served_unique(log, first, v1.id, 1200, seed=2)
+    assert gate.step() == []
+    assert registry.get(v1.id).status == "serving"
+
+
 def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     for i in range(3):

@@ -93,6 +93,7 @@ class Gate:
         self._cursor: dict[tuple[str, int], int] = {}  # next sample offset to read
         self._served: dict[int, deque[Served]] = {}  # version -> samples it served
         self._unjudged: Counter[int] = Counter()  # version -> samples since its last judgement
+        self._since: dict[int, int] = {}  # version -> the serving time its samples were read in
         self._cached: tuple[int, Learner] | None = None
         self._sound_canary: int | None = None  # the canary whose model file was checked
 
@@ -178,14 +179,19 @@ class Gate:
 
         Both are measured on the same samples: the most recent ones the serving
         version scored live, with the scores it served, against the previous
-        version's scores of them (it never learned them: they came after it).
+        version's scores of them (it never learned them: they came after it). A
+        version served again (promoted back, a rollback's target) is judged by what
+        it served since: the version before it may have learned what it served before.
         """
         serving = self.registry.versions("serving")
-        if not serving or serving[-1].serving_since_ts is None:
+        since = serving[-1].serving_since_ts if serving else None
+        if since is None:
             return None
         current = serving[-1]
+        self._serving_since(current.id, since)
+        samples = self._served_by(current.id)  # read at every step, even with no previous
+        # version: a version served again is told apart from what it served before
         previous = self.registry.previous_served(current)
-        samples = self._served_by(current.id) if previous else None
         if previous is None or samples is None:
             return None
         model = self._load(previous)
@@ -211,6 +217,14 @@ class Gate:
             return None
         log.warning("v%d %s", current.id, reason)
         return Decision(current.id, False, reason, ours, theirs)
+
+    def _serving_since(self, version: int, since: int) -> None:
+        """Note that ``version`` serves since event time ``since`` (ms); if it served
+        before from another time (served again), drop the samples read of then."""
+        if self._since.setdefault(version, since) != since:
+            self._since[version] = since
+            self._served.pop(version, None)
+            self._unjudged.pop(version, None)
 
     def _served_by(self, version: int) -> list[Served] | None:
         """The most recent samples (at most ``live_window``) that ``version`` served, if
@@ -245,6 +259,8 @@ class Gate:
             del self._served[old]
         for old in self._unjudged.keys() - self._served.keys():  # and only their counts
             del self._unjudged[old]
+        for old in self._since.keys() - self._served.keys():  # and serving times
+            del self._since[old]
 
     def _served_lately(self, version: int) -> deque[Served]:
         """The samples ``version`` served, its place moved last in ``_served``: the versions
