@@ -257,6 +257,17 @@ def test_models_of_a_pipeline_refuses_another_pipelines_registry(
         assert db.execute("SELECT * FROM pipeline").fetchall() == []
 
 
+def test_models_promote_names_the_version_by_its_number(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`models promote 002` said "v002 approved", a version ls never lists."""
+    registry = Registry(tmp_path)
+    for _ in range(2):
+        registry.publish(FTRL(bits=4), {"samples": 0}, None)
+    assert main(["models", "--registry", str(tmp_path), "promote", "002"]) == 0
+    assert capsys.readouterr().out == "v2 approved; servers swap it in\n"
+    assert registry.incumbent() == registry.get(2)
+
+
 def test_models_promote_of_a_version_beyond_any_says_it_is_not_there(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A version number beyond SQLite's integers was a traceback (OverflowError)."""

@@ -438,10 +438,11 @@ def _models(args: argparse.Namespace) -> int:
     if name is not None:  # another pipeline's versions are not PIPELINE's to change
         registry.check_pipeline(name, record=False)
     if action == "promote":
-        if registry.promote(int(words[0]), "promoted by hand") == "serving":
-            print(f"v{words[0]} serves already; servers go on serving it")
+        version = int(words[0])
+        if registry.promote(version, "promoted by hand") == "serving":
+            print(f"v{version} serves already; servers go on serving it")
         else:
-            print(f"v{words[0]} approved; servers swap it in")
+            print(f"v{version} approved; servers swap it in")
         return 0
     if action == "rollback":
         rejected, restored = registry.rollback("rolled back by hand")
