@@ -231,6 +231,53 @@ def test_models_finds_a_pipelines_registry_in_its_work_folder(
         assert capsys.readouterr().err == f"livelearn: models: {error}\n"
 
 
+def test_models_of_a_pipeline_refuses_another_pipelines_registry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`models p.py --registry DIR promote 2` where DIR holds another pipeline's versions
+    changed them; now it is refused as a trainer or server of p.py is, nothing changed or
+    recorded (an unclaimed registry stays unclaimed)."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    monkeypatch.chdir(tmp_path)
+    registry = Registry(tmp_path / "reg")
+    registry.check_pipeline("clicks")
+    for _ in range(2):
+        registry.publish(FTRL(bits=4), {"samples": 0}, None)
+    for action in [["ls"], ["promote", "2"], ["rollback"]]:
+        assert main(["models", "p.py", "--registry", "reg", *action]) == 2
+        assert capsys.readouterr().err == (
+            f"livelearn: registry {str(Path('reg'))!r} holds the versions of pipeline "
+            f"'clicks', not of 'movies': its models learned other features from another "
+            f"log. Choose another --registry (or give the pipeline its old name back)\n")
+    assert registry.statuses() == ["candidate", "candidate"]
+    unclaimed = Registry(tmp_path / "unclaimed")
+    unclaimed.publish(FTRL(bits=4), {"samples": 0}, None)
+    assert main(["models", "p.py", "--registry", "unclaimed", "ls"]) == 0
+    with sqlite3.connect(tmp_path / "unclaimed" / "index.db") as db:
+        assert db.execute("SELECT * FROM pipeline").fetchall() == []
+
+
+def test_models_promote_names_the_version_by_its_number(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`models promote 002` said "v002 approved", a version ls never lists."""
+    registry = Registry(tmp_path)
+    for _ in range(2):
+        registry.publish(FTRL(bits=4), {"samples": 0}, None)
+    assert main(["models", "--registry", str(tmp_path), "promote", "002"]) == 0
+    assert capsys.readouterr().out == "v2 approved; servers swap it in\n"
+    assert registry.incumbent() == registry.get(2)
+
+
+def test_models_promote_of_a_version_beyond_any_says_it_is_not_there(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A version number beyond SQLite's integers was a traceback (OverflowError)."""
+    Registry(tmp_path).publish(FTRL(bits=4), {"samples": 0}, None)
+    big = "9" * 30
+    assert main(["models", "--registry", str(tmp_path), "promote", big]) == 2
+    assert capsys.readouterr().err == (f"livelearn: model version {big} is not in the "
+                                       f"registry {tmp_path}\n")
+
+
 def test_models_takes_its_words_on_either_side_of_its_options(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

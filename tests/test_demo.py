@@ -9,6 +9,13 @@ from pathlib import Path
 
 import orjson
 
+from livelearn.log.sqlite import SQLiteLog
+from livelearn.models import FTRL
+from livelearn.registry import Registry
+from livelearn.sim.client import ClientStats
+from livelearn.sim.pipeline import PIPELINE
+from livelearn.study.outcome import Outcome
+
 KEYS = {"impressions", "samples", "join_ratio", "dead_letters", "versions", "auc_live",
         "auc_frozen", "freshness_p50_s", "freshness_p95_s", "wall_seconds"}
 
@@ -35,6 +42,22 @@ def test_the_demo_closes_the_loop_and_beats_the_frozen_baseline(tmp_path: Path) 
     report = (tmp_path / "w" / "report.html").read_text()
     assert "<svg" in report and "http://" not in report and "https://" not in report
     assert "auc_live" in done.stdout
+
+
+def test_the_summary_counts_each_version_by_its_last_verdict(tmp_path: Path) -> None:
+    """A rollback approves its target again: the summary counted 3 versions approved of 2
+    published. Now each version counts once, by its last verdict, as `models ls` shows."""
+    registry = Registry(tmp_path / "reg")
+    for i in range(2):
+        v = registry.publish(FTRL(bits=8), {"samples": i}, None)
+        registry.set_status(v.id, "approved", "gate")
+        registry.mark_serving(v.id, 1000 + i)
+    registry.rollback("rolled back")
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    summary = Outcome(PIPELINE, 10).summary(log, registry, ClientStats(), 1.0)
+    assert summary["versions"] == {"published": 2, "approved": 1, "rejected": 1, "served": 2}
 
 
 def test_the_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path: Path) -> None:

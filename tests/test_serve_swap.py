@@ -111,6 +111,26 @@ def test_a_version_that_cannot_be_loaded_is_skipped_and_the_served_one_stays(
     assert registry.get(3).status == "serving" and registry.get(1).status == "retired"
 
 
+def test_a_version_whose_file_is_restored_is_loaded_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A server skipped a version it once failed to load for good: its file restored from a
+    backup (`models promote` then checks it and says "servers swap it in"), the running
+    servers went on serving the version before."""
+    registry = Registry(tmp_path)
+    _version(registry, None)
+    holder = ModelHolder(registry)
+    holder.refresh()
+    restored = _version(registry, 1)
+    whole = registry.file(restored).read_bytes()
+    registry.file(restored).write_bytes(whole[:100])
+    with caplog.at_level(logging.ERROR, logger="livelearn.serve"):
+        assert holder.refresh() is False and holder.refresh() is False  # tried, logged once
+    assert len(caplog.records) == 1 and holder.version == 1
+    registry.file(restored).write_bytes(whole)
+    assert holder.refresh() is True and holder.version == restored
+    assert registry.get(restored).status == "serving"
+
+
 def test_an_unloadable_first_version_stops_the_server_from_starting(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     registry.file(_version(registry, None)).write_bytes(b"not a model")

@@ -78,6 +78,10 @@ def test_a_good_spec_builds() -> None:
      "policies: publish_every_samples must be an integer >= 1, got 2.5"),
     ({"policies": spec.Policies(gate_tolerance=-0.1)},
      "policies: gate_tolerance must be a number >= 0, got -0.1"),
+    # the gate rejected every candidate after the first: the window never held enough
+    ({"policies": spec.Policies(gate_window=150)},
+     "pipeline 'fraud', policies: gate_window must be at least 200, the samples the gate "
+     "needs to judge a candidate, got 150"),
     ({"users": MERCHANTS, "items": MERCHANTS},  # its server would call features(event, ...)
      "pipeline 'fraud': users and items are a feedback join's tables"),
 ])

@@ -8,6 +8,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -561,6 +562,74 @@ def test_the_gate_keeps_the_live_samples_of_the_versions_served_lately_only(
     assert len(gate._unjudged) <= 4  # not one count per version it ever saw serving
 
 
+def test_an_old_version_promoted_again_is_judged_by_what_it_serves(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """The gate kept the samples of the 4 highest version numbers: v1 promoted again after
+    v2..v5 had served lost every sample it served, and was never rolled back."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02)
+    good, bad = _good_then_bad(Registry(tmp_path / "models"))
+    for i, model in enumerate([bad, good, good, good, good], start=1):  # v1 bad, v2..v5 good
+        v = registry.publish(model, {"metric": "auc"}, parent=None)
+        registry.set_status(v.id, "approved", "by hand")
+        registry.mark_serving(v.id, T0 + i * 3_600_000)
+        _served(log, model, v.id, 100, seed=i)
+        assert gate.step() == []
+    registry.promote(1, "promoted by hand")  # the bad one again
+    registry.mark_serving(1, T0 + 10 * 3_600_000)
+    _served(log, bad, 1, 1000, seed=10)
+    decision = gate.step()[0]
+    assert (decision.version, decision.approved) == (1, False)
+    assert "on the 1000 samples it served fell below v5's" in decision.reason
+    assert registry.incumbent() == registry.get(5)
+
+
+def _served_unique(log: SQLiteLog, model: Learner, version: int, n: int, seed: int
+                   ) -> list[tuple[dict[str, str], float]]:
+    """Samples served by ``version``, each with a feature of its own (its id): a model
+    that learned them knows each label. Their (features, label)."""
+    rng = np.random.default_rng(seed)
+    start = log.end_offset(SAMPLES, 0)
+    rows = [{"id": f"r{i}"} for i in range(start, start + n)]
+    labels = [float(rng.random() < 0.3) for _ in rows]
+    scores = model.predict(hash_rows(rows, model.bits))
+    log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+        "id": f"r{i}", "ts": T0 + i * 1000, "window_end": T0 + i * 1000 + 600_000,
+        "model_version": version, "score": float(score), "features": row,
+        "labels": {"clicked": label}}))
+        for i, row, label, score in zip(range(start, start + n), rows, labels, scores,
+                                        strict=True)])
+    return list(zip(rows, labels, strict=True))
+
+
+def test_a_version_served_again_is_judged_by_what_it_served_since(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """v1 served, v2 learned what v1 served, then v1 was promoted again: the gate judged v1
+    by every sample it had served, v2 scoring the ones it had learned, and rolled v1 back
+    for that. Now only the samples v1 served since it serves again count."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    gate = Gate(log, registry, "clicked", tolerance=0.02)
+    first = FTRL(bits=16)
+    v1 = registry.publish(first, {"metric": "auc"}, parent=None)
+    registry.set_status(v1.id, "approved", "test")
+    registry.mark_serving(v1.id, T0)
+    learned = _served_unique(log, first, v1.id, 1000, seed=1)
+    assert gate.step() == []
+    second = FTRL(bits=16)
+    for _ in range(5):
+        second.learn(hash_rows([f for f, _ in learned], 16), np.array([y for _, y in learned]))
+    v2 = registry.publish(second, {"metric": "auc"}, parent=v1.id)
+    registry.set_status(v2.id, "approved", "test")
+    registry.mark_serving(v2.id, T0 + 999_999)
+    registry.promote(v1.id, "promoted by hand")
+    registry.mark_serving(v1.id, T0 + 1_000_000)  # the next sample's time
+    _served_unique(log, first, v1.id, 1200, seed=2)
+    assert gate.step() == []
+    assert registry.get(v1.id).status == "serving"
+
+
 def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     for i in range(3):
@@ -577,6 +646,59 @@ def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
     assert "rejected" in listing
     with pytest.raises(NotFound):
         Registry(tmp_path / "empty").rollback("nothing served")
+
+
+def test_a_version_served_again_is_rolled_back_to_the_one_that_served_just_before(
+        tmp_path: Path) -> None:
+    """v1, v2, v3 served in turn; v1 promoted by hand and swapped in again: its serving time
+    is the new one, so a rollback goes back to v3, which served just before it."""
+    registry = Registry(tmp_path)
+    for i in range(3):
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        registry.mark_serving(v.id, T0 + i * 1000)
+    registry.promote(1, "promoted by hand")
+    registry.mark_serving(1, T0 + 5000)
+    assert registry.get(1).serving_since_ts == T0 + 5000
+    assert registry.rollback("rolled back by hand") == (1, 3)
+    registry.promote(2, "promoted by hand")
+    registry.mark_serving(2, None)  # a server that has seen no request yet
+    assert registry.get(2).serving_since_ts is None  # not its old time: not known yet
+    registry.mark_serving(2, T0 + 9000)
+    assert registry.get(2).serving_since_ts == T0 + 9000
+    assert registry.rollback("rolled back by hand") == (2, 3)
+
+
+def test_a_version_swapped_in_before_any_request_can_be_rolled_back(tmp_path: Path) -> None:
+    """A server (re)started swaps the incumbent in before it has an event time: `models
+    rollback` then said "no serving version with a previous one to roll back to"."""
+    registry = Registry(tmp_path)
+    _served_in_turn(registry, 2)
+    v3 = registry.publish(FTRL(bits=8), {"samples": 2}, parent=None)
+    registry.set_status(v3.id, "approved", "test")
+    registry.mark_serving(v3.id, None)
+    assert registry.rollback("rolled back by hand") == (3, 2)
+    assert registry.statuses() == ["retired", "approved", "rejected"]
+
+
+def test_promoting_the_version_serving_keeps_it_serving(tmp_path: Path) -> None:
+    """`models promote` of the version served (a newer one approved meanwhile, say) keeps it
+    serving: it can be rolled back, and a later rollback comes back to it."""
+    registry = Registry(tmp_path)
+    for i in range(3):
+        v = registry.publish(FTRL(bits=8), {"samples": i}, parent=None)
+        registry.set_status(v.id, "approved", "test")
+        if i < 2:
+            registry.mark_serving(v.id, T0 + i * 1000)
+    cli = [sys.executable, "-m", "livelearn", "models", "--registry", str(tmp_path)]
+    done = subprocess.run([*cli, "promote", "2"], capture_output=True, text=True, check=True)
+    assert done.stdout == "v2 serves already; servers go on serving it\n"
+    assert registry.statuses() == ["retired", "serving", "retired"]
+    assert registry.get(2).serving_since_ts == T0 + 1000
+    v4 = registry.publish(FTRL(bits=8), {"samples": 3}, parent=None)
+    registry.set_status(v4.id, "approved", "test")
+    registry.mark_serving(v4.id, T0 + 9000)
+    assert registry.rollback("rolled back by hand") == (4, 2)
 
 
 def test_a_status_change_that_fails_is_rolled_back_and_the_next_one_works(tmp_path: Path
@@ -625,6 +747,30 @@ def test_old_model_files_are_pruned_and_never_served_again(tmp_path: Path) -> No
     with pytest.raises(NotFound):  # v3 served before v4, but its file is gone
         registry.rollback("test")
     assert registry.get(candidate.id).status == "candidate" and registry.file(candidate.id).exists()
+
+
+class _PrunedWhileChecked(Registry):
+    """A registry whose first check of a model file is followed, as soon as it can be, by
+    a prune of another process (a gate deciding meanwhile)."""
+
+    def check_file(self, version: int) -> None:
+        super().check_file(version)
+        if not hasattr(self, "pruning"):
+            self.pruning = threading.Thread(target=Registry(self.path).prune, args=(2,))
+            self.pruning.start()
+            self.pruning.join(timeout=0.5)  # done at once unless the index is locked
+
+
+def test_a_promote_while_the_gate_prunes_never_approves_a_pruned_version(
+        tmp_path: Path) -> None:
+    """`models promote 3` checked v3's file, the gate pruned it, then v3 was approved: the
+    command said "servers swap it in" and no server could load it."""
+    _served_in_turn(Registry(tmp_path), 6)
+    registry = _PrunedWhileChecked(tmp_path)
+    registry.promote(3, "promoted by hand")
+    registry.pruning.join()
+    assert registry.incumbent() == registry.get(3) and not registry.get(3).pruned
+    registry.load(3)
 
 
 def test_the_gate_keeps_the_files_and_details_of_the_newest_versions_only(
@@ -931,6 +1077,20 @@ def test_a_publish_the_disk_refuses_stops_the_trainer_and_a_restart_resumes(
     reference.step(10_000, final=True)
     assert [v.meta["samples"] for v in registry.versions()] == [0, 1000, 2000]
     assert np.array_equal(resumed.model.state()["z"], reference.model.state()["z"])
+
+
+def test_a_publish_whose_row_the_disk_refuses_leaves_no_model_file(tmp_path: Path) -> None:
+    """The model file was written, its row refused, and the file stayed in the folder though
+    the error said "Nothing was written"."""
+    registry = Registry(tmp_path)
+    registry.publish(FTRL(bits=8), {"samples": 0}, parent=None)
+    assert registry.file(1).stat().st_size < 100_000
+    with pytest.raises(ConfigError, match=r"cannot write index.db .*Nothing was written"), \
+            _disk_full(100_000):  # the model file fits, the details do not
+        registry.publish(FTRL(bits=8), {"samples": 1}, parent=1, details={"x": "y" * 200_000})
+    assert [v.id for v in registry.versions()] == [1]
+    assert sorted(f.name for f in tmp_path.glob("v*")) == ["v000001.npz"]
+    assert registry.publish(FTRL(bits=8), {"samples": 1}, parent=1).id == 2
 
 
 def test_an_index_the_disk_refuses_to_write_says_so_and_keeps_its_state(tmp_path: Path

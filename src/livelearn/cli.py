@@ -395,9 +395,9 @@ def _train(args: argparse.Namespace) -> int:
 _MODEL_ACTIONS = {"ls": 0, "promote": 1, "rollback": 0}  # each action's arguments
 
 
-def _model_action(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
-    """The registry, the action and its arguments of ``livelearn models``; ConfigError
-    naming what is wrong."""
+def _model_action(args: argparse.Namespace) -> tuple[Path, str | None, str, list[str]]:
+    """The registry, the pipeline's name (None if not given), the action and its
+    arguments of ``livelearn models``; ConfigError naming what is wrong."""
     words = list(args.words)
     pipeline = words.pop(0) if words and words[0] not in _MODEL_ACTIONS else None
     action = words.pop(0) if words else "ls"
@@ -423,8 +423,8 @@ def _model_action(args: argparse.Namespace) -> tuple[Path, str, list[str]]:
         raise ConfigError(f"models: {pipeline!r} is neither an action (ls, promote VERSION, "
                           f"rollback) nor a PIPELINE ({e})") from None
     if args.registry is not None:
-        return args.registry, action, words
-    return (args.workdir or Path(f"livelearn-{name}")) / "registry", action, words
+        return args.registry, name, action, words
+    return (args.workdir or Path(f"livelearn-{name}")) / "registry", name, action, words
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -433,11 +433,16 @@ def _models(args: argparse.Namespace) -> int:
 
     from livelearn.registry import Registry
 
-    where, action, words = _model_action(args)
+    where, name, action, words = _model_action(args)
     registry = Registry(where, create=False)
+    if name is not None:  # another pipeline's versions are not PIPELINE's to change
+        registry.check_pipeline(name, record=False)
     if action == "promote":
-        registry.promote(int(words[0]), "promoted by hand")
-        print(f"v{words[0]} approved; servers swap it in")
+        version = int(words[0])
+        if registry.promote(version, "promoted by hand") == "serving":
+            print(f"v{version} serves already; servers go on serving it")
+        else:
+            print(f"v{version} approved; servers swap it in")
         return 0
     if action == "rollback":
         rejected, restored = registry.rollback("rolled back by hand")

@@ -44,6 +44,8 @@ PREDICTIONS, SAMPLES, DEAD_LETTERS = "predictions", "samples", "dead_letters"
 FIELD_TYPES = (str, int, float, bool, dict, list)
 #: File types an offline table may be read from.
 TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl", ".ndjson")
+#: The fewest samples the gate judges a candidate (or a canary's incumbent) by.
+GATE_MIN_SAMPLES = 200
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,9 @@ class Policies:
     ``publish_every_ms`` of event time, whichever comes first. The gate approves
     a candidate whose metric over the last ``gate_window`` samples is no worse
     than the incumbent's on the same samples by more than ``gate_tolerance`` (>= 0);
-    the first candidate, with nothing to compare with, is approved.
+    the first candidate, with nothing to compare with, is approved. It needs
+    ``GATE_MIN_SAMPLES`` (200) the incumbent never learned, so ``gate_window`` is at
+    least that.
     Besides the model files of candidates and of the version served (or about to
     be), the Registry keeps those of the ``keep_versions`` newest others (what a
     rollback goes back to); older files are deleted (the gate does it), their

@@ -54,6 +54,8 @@ def check_pipeline(p: Pipeline) -> None:
 
 
 def _check_policies(where: str, p: Pipeline) -> None:
+    from livelearn.spec import GATE_MIN_SAMPLES
+
     policies = p.policies
     for name in ("publish_every_samples", "publish_every_ms", "gate_window", "keep_versions",
                  "canary_samples"):
@@ -61,6 +63,10 @@ def _check_policies(where: str, p: Pipeline) -> None:
         if type(value) is not int or value < 1:
             raise ConfigError(f"{where}, policies: {name} must be an integer >= 1, "
                               f"got {value!r}")
+    if policies.gate_window < GATE_MIN_SAMPLES:  # its candidates could never be judged
+        raise ConfigError(f"{where}, policies: gate_window must be at least "
+                          f"{GATE_MIN_SAMPLES}, the samples the gate needs to judge a "
+                          f"candidate, got {policies.gate_window}")
     tolerance = policies.gate_tolerance  # in the metric's units (AUC, MAE)
     if type(tolerance) not in (int, float) or not 0 <= tolerance < float("inf"):
         raise ConfigError(f"{where}, policies: gate_tolerance must be a number >= 0, "

@@ -54,7 +54,7 @@ from livelearn.features.hashing import Features, hash_rows, unusable
 from livelearn.log.base import Log, Record
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
-from livelearn.spec import SAMPLES, Pipeline
+from livelearn.spec import GATE_MIN_SAMPLES, SAMPLES, Pipeline
 from livelearn.train.metrics import auc, mae
 
 log = logging.getLogger("livelearn.gate")
@@ -77,7 +77,7 @@ class Gate:
     """Validates candidates of a Registry against samples read from a Log."""
 
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
-                 min_samples: int = 200, live_window: int = 10_000,
+                 min_samples: int = GATE_MIN_SAMPLES, live_window: int = 10_000,
                  rollback_samples: int = 1000, keep_versions: int | None = None,
                  hash_rows: Callable[[Sequence[Features], int], SparseBatch] = hash_rows,
                  canary_share: float = 0.0, canary_samples: int = 1000):
@@ -93,6 +93,7 @@ class Gate:
         self._cursor: dict[tuple[str, int], int] = {}  # next sample offset to read
         self._served: dict[int, deque[Served]] = {}  # version -> samples it served
         self._unjudged: Counter[int] = Counter()  # version -> samples since its last judgement
+        self._since: dict[int, int] = {}  # version -> the serving time its samples were read in
         self._cached: tuple[int, Learner] | None = None
         self._sound_canary: int | None = None  # the canary whose model file was checked
 
@@ -178,14 +179,19 @@ class Gate:
 
         Both are measured on the same samples: the most recent ones the serving
         version scored live, with the scores it served, against the previous
-        version's scores of them (it never learned them: they came after it).
+        version's scores of them (it never learned them: they came after it). A
+        version served again (promoted back, a rollback's target) is judged by what
+        it served since: the version before it may have learned what it served before.
         """
         serving = self.registry.versions("serving")
-        if not serving or serving[-1].serving_since_ts is None:
+        since = serving[-1].serving_since_ts if serving else None
+        if since is None:
             return None
         current = serving[-1]
+        self._serving_since(current.id, since)
+        samples = self._served_by(current.id)  # read at every step, even with no previous
+        # version: a version served again is told apart from what it served before
         previous = self.registry.previous_served(current)
-        samples = self._served_by(current.id) if previous else None
         if previous is None or samples is None:
             return None
         model = self._load(previous)
@@ -212,6 +218,14 @@ class Gate:
         log.warning("v%d %s", current.id, reason)
         return Decision(current.id, False, reason, ours, theirs)
 
+    def _serving_since(self, version: int, since: int) -> None:
+        """Note that ``version`` serves since event time ``since`` (ms); if it served
+        before from another time (served again), drop the samples read of then."""
+        if self._since.setdefault(version, since) != since:
+            self._since[version] = since
+            self._served.pop(version, None)
+            self._unjudged.pop(version, None)
+
     def _served_by(self, version: int) -> list[Served] | None:
         """The most recent samples (at most ``live_window``) that ``version`` served, if
         there are ``rollback_samples`` and half as many came since the last look.
@@ -229,22 +243,33 @@ class Gate:
 
     def _read_served(self) -> None:
         """Read the samples written since the last call, keep them by the version that
-        served them, and count them among that version's samples not judged yet (those
-        it cannot judge by, ``_served``, left out)."""
+        served them (for the 4 versions that served last), and count them among that
+        version's samples not judged yet (those it cannot judge by, ``_served``, left
+        out)."""
         for (topic, partition), end in self.log.end_offsets([SAMPLES]).items():
             at = self._cursor.setdefault((topic, partition), max(0, end - self.live_window))
             for record in self._read_range(topic, partition, at, end):
                 found = _served(record.value, self.target)
                 if found is not None:
                     version, served = found
-                    self._served.setdefault(version, deque(maxlen=self.live_window)).append(
-                        served)
+                    self._served_lately(version).append(served)
                     self._unjudged[version] += 1
                 self._cursor[(topic, partition)] = record.offset + 1
-        for old in sorted(self._served)[:-4]:  # keep the versions served lately
+        for old in list(self._served)[:-4]:  # keep the versions served lately
             del self._served[old]
         for old in self._unjudged.keys() - self._served.keys():  # and only their counts
             del self._unjudged[old]
+        for old in self._since.keys() - self._served.keys():  # and serving times
+            del self._since[old]
+
+    def _served_lately(self, version: int) -> deque[Served]:
+        """The samples ``version`` served, its place moved last in ``_served``: the versions
+        in the order they last served (not by number: an old version may serve again)."""
+        served = self._served.pop(version, None)
+        if served is None:
+            served = deque(maxlen=self.live_window)
+        self._served[version] = served
+        return served
 
     def judge(self, candidate: Version) -> Decision | None:
         """Approve or reject ``candidate`` (a canary first, with canaries); None if it was

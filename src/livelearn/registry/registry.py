@@ -48,7 +48,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class Version:
     status: str
     created: float  # wall clock, seconds since the epoch
     meta: dict[str, Any]  # metrics, offsets trained on, sample counts, ...
-    serving_since_ts: int | None  # event time (ms) at which a server first served it
+    serving_since_ts: int | None  # event time (ms) at which it began serving, the last time
     pruned: bool = False  # its model file was deleted (``Registry.prune``)
 
 
@@ -179,14 +179,15 @@ class Registry:
     def file(self, version: int) -> Path:
         return self.path / f"v{version:06d}.npz"
 
-    def check_pipeline(self, name: str) -> None:
+    def check_pipeline(self, name: str, record: bool = True) -> None:
         """ConfigError if this registry is another pipeline's than ``name``: its models
         learned other features, and its offsets are another log's. The first role to
         check (a trainer or a server) records its pipeline's name, so that a role of
-        another pipeline started later is refused even before any version exists. A
+        another pipeline started later is refused even before any version exists; with
+        ``record`` False (``livelearn models``), nothing is written. A
         registry from before the record is the newest version's ``meta["pipeline"]``'s
         (a version published before that was recorded is taken as this pipeline's)."""
-        with self._write() as db:
+        with self._write() if record else nullcontext(self._db()) as db:
             row = db.execute("SELECT name FROM pipeline").fetchone()
             made_by = row[0] if row is not None else self._newest_pipeline(db)
             if made_by is not None and made_by != name:
@@ -194,7 +195,7 @@ class Registry:
                                   f"'{made_by}', not of '{name}': its models learned other "
                                   f"features from another log. Choose another --registry "
                                   f"(or give the pipeline its old name back)")
-            if row is None:
+            if row is None and record:
                 db.execute("INSERT INTO pipeline VALUES (?)", (name,))
 
     @staticmethod
@@ -213,29 +214,48 @@ class Registry:
                 details: dict[str, Any] | None = None) -> Version:
         """Save a new candidate version; its file is complete before its row exists.
         Fenced if another process claimed ``meta["trainer"]`` after this one; ConfigError,
-        and nothing published, if the disk refuses the file or the row."""
-        with self._write() as db:
-            vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions").fetchone()[0])
-            tmp = self.file(vid).with_suffix(".tmp")
-            try:
-                save_learner(learner, tmp)
-                tmp.replace(self.file(vid))
-                sha256 = _sha256(self.file(vid))
-            except OSError as e:
-                with suppress(OSError):  # the part written, if any
-                    tmp.unlink()
-                raise self._cannot_write(f"model file {tmp.name}", e) from None
-            db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
-                       (vid, parent, time.time(), orjson.dumps(meta), sha256))
-            if details is not None:
-                db.execute("INSERT INTO details VALUES (?, ?)", (vid, orjson.dumps(details)))
+        and nothing published, if the disk refuses the file or the row (a file whose row
+        was refused is deleted again)."""
+        placed: Path | None = None  # the model file being published
+        try:
+            with self._write() as db:
+                vid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM versions"
+                                     ).fetchone()[0])
+                placed = self.file(vid)  # not listed yet: a file there is a killed publish's
+                sha256 = self._save(learner, vid)
+                db.execute("INSERT INTO versions VALUES (?, ?, 'candidate', ?, ?, NULL, ?)",
+                           (vid, parent, time.time(), orjson.dumps(meta), sha256))
+                if details is not None:
+                    db.execute("INSERT INTO details VALUES (?, ?)",
+                               (vid, orjson.dumps(details)))
+        except BaseException:
+            if placed is not None:  # its row not written: nothing may point to it
+                with suppress(OSError):
+                    placed.unlink()
+            raise
         return self.get(vid)
+
+    def _save(self, learner: Learner, version: int) -> str:
+        """Write ``learner`` as the model file of ``version``, whole or not at all; its
+        SHA-256. ConfigError if the disk refuses it."""
+        tmp = self.file(version).with_suffix(".tmp")
+        try:
+            save_learner(learner, tmp)
+            tmp.replace(self.file(version))
+            return _sha256(self.file(version))
+        except OSError as e:
+            with suppress(OSError):  # the part written, if any
+                tmp.unlink()
+            raise self._cannot_write(f"model file {tmp.name}", e) from None
 
     def get(self, version: int) -> Version:
         return _version(self._row(version))
 
     def _row(self, version: int) -> tuple[Any, ...]:
-        row = self._db().execute("SELECT * FROM versions WHERE id = ?", (version,)).fetchone()
+        """The index's row of ``version``; NotFound if there is none (a number beyond
+        SQLite's 64-bit integers too, which it cannot even look up)."""
+        row = None if not -2**63 <= version < 2**63 else self._db().execute(
+            "SELECT * FROM versions WHERE id = ?", (version,)).fetchone()
         if row is None:
             raise NotFound(f"model version {version} is not in the registry {self.path}")
         return tuple(row)
@@ -315,27 +335,30 @@ class Registry:
         return True
 
     def previous_served(self, version: Version) -> Version | None:
-        """The version that served before ``version``: retired, latest serving start."""
-        if version.serving_since_ts is None:
-            return None
+        """The version that served before ``version``: retired, latest serving start (of
+        any, if ``version``'s is not known yet: a server swapped it in before its first
+        request, after they all served)."""
+        since = version.serving_since_ts
         row = self._db().execute(
             "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT NULL "
             "AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
             "ORDER BY serving_since_ts DESC, id DESC "
-            "LIMIT 1", (version.serving_since_ts, version.id)).fetchone()
+            "LIMIT 1", (2**63 - 1 if since is None else since, version.id)).fetchone()
         return None if row is None else _version(row)
 
-    def promote(self, version: int, reason: str) -> None:
-        """Make ``version`` the incumbent: approve it, retire newer approved or serving ones.
+    def promote(self, version: int, reason: str) -> str:
+        """Make ``version`` the incumbent: approve it (one serving stays serving), retire
+        newer approved or serving ones; returns its status then.
 
         NotFound if its file was pruned, Corrupt if it is damaged or missing (no server
-        could load it): then nothing changes.
+        could load it): then nothing changes. Checked in the transaction that changes it,
+        so that a gate cannot prune the file in between.
         """
-        if not self._row(version)[-1]:
-            raise NotFound(f"model version {version}: its file was pruned from {self.path}")
-        self.check_file(version)
         with self._write() as db:
-            _promote(db, version, reason)
+            if not self._row(version)[-1]:
+                raise NotFound(f"model version {version}: its file was pruned from {self.path}")
+            self.check_file(version)
+            return _promote(db, version, reason)
 
     def rollback(self, reason: str, version: int | None = None) -> tuple[int, int]:
         """Reject the serving version (only if it is ``version``, when given) and promote
@@ -395,10 +418,12 @@ class Registry:
 
         ``event_ts`` is None when the server has seen no event time yet; called
         again with one, it fills the serving time in. The version becomes serving
-        (its first serving time is kept) and the one
+        (recorded already by another server: its serving time is kept) and the one
         served before it retired, unless it is no longer approved (rolled back or
         superseded while a server loaded it): then nothing changes and the
-        answer is False.
+        answer is False. A version served again (promoted back, a rollback's target)
+        serves from ``event_ts``, not from its first time: a rollback goes back to
+        the version that served just before it (``previous_served``).
         """
         with self._write() as db:
             row = db.execute("SELECT status, serving_since_ts FROM versions WHERE id = ?",
@@ -407,8 +432,9 @@ class Registry:
                 return False  # rolled back or superseded meanwhile: not serving after all
             if row[0] == "serving" and (row[1] is not None or event_ts is None):
                 return True  # recorded already
-            db.execute("UPDATE versions SET status = 'serving', serving_since_ts = "
-                       "COALESCE(serving_since_ts, ?) WHERE id = ?", (event_ts, version))
+            since = event_ts if row[0] == "approved" else row[1] or event_ts
+            db.execute("UPDATE versions SET status = 'serving', serving_since_ts = ? "
+                       "WHERE id = ?", (since, version))
             db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' "
                        "AND id != ?", (version,))
             reason = (f"swapped in at event time {event_ts}" if row[0] == "approved" else
@@ -444,14 +470,17 @@ def _set_status(db: sqlite3.Connection, version: int, status: str, reason: str) 
                (version, status, reason, time.time()))
 
 
-def _promote(db: sqlite3.Connection, version: int, reason: str) -> None:
+def _promote(db: sqlite3.Connection, version: int, reason: str) -> str:
     """Approve ``version`` and retire the newer approved or serving ones, in ``db``'s
-    transaction."""
+    transaction; its new status. A version serving stays serving: approved, it would be
+    neither the one a rollback rejects nor, once retired, one it goes back to."""
     newer = db.execute("SELECT id FROM versions WHERE id > ? AND status IN "
                        "('approved', 'serving') ORDER BY id", (version,)).fetchall()
     for (vid,) in newer:
         _set_status(db, vid, "retired", f"superseded: v{version} promoted ({reason})")
-    _set_status(db, version, "approved", reason)
+    status = "serving" if _status(db, version) == "serving" else "approved"
+    _set_status(db, version, status, reason)
+    return status
 
 
 def _version(row: tuple[Any, ...]) -> Version:

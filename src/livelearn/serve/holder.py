@@ -9,7 +9,8 @@ Loading and recording happen on the poll thread, never on a request's path; a
 loaded learner is warmed (``warm``: the server scores one empty row with it, so
 the first request does not wait for numba to compile its kernels). A
 version whose file cannot be loaded is skipped (logged once, with the reason)
-and the one served goes on serving until a newer version is approved. Recording
+and the one served goes on serving until a newer version is approved, or until
+that file changes (restored from a backup): then it is tried again. Recording
 a swap in the Registry (``mark_serving``) is retried on the next poll if it
 fails, so the Registry always learns which version serves. A poll that fails
 (the index locked too long, damaged, or taken away) is logged once with its
@@ -59,7 +60,8 @@ class ModelHolder:
         # swapped in, or the first request's after it (at most the wall clock) if the
         # clock had not started
         self._since: int | None = None
-        self._broken: int | None = None  # the version last found unloadable
+        # the version last found unloadable, with its file's stamp (_stamp) then
+        self._broken: tuple[int, tuple[int, int] | None] | None = None
         self.clock_ts = 0  # the largest event time (ms) seen in requests, at most the wall's
         self.swaps = 0
         self.swapped_at: float | None = None  # wall clock (s since the epoch) of the last swap
@@ -105,7 +107,8 @@ class ModelHolder:
         """Swap in the incumbent version if it is not the one served; True if swapped."""
         incumbent = self.registry.incumbent()
         swapped = False
-        if incumbent is not None and incumbent.id not in (self.version, self._broken):
+        if incumbent is not None and incumbent.id != self.version and \
+                self._broken != (incumbent.id, self._stamp(incumbent.id)):
             swapped = self._swap(incumbent.id)
         if self.canary_share:
             self._hold_canary()
@@ -133,7 +136,7 @@ class ModelHolder:
             learner = held[1] if held is not None and held[0] == version else \
                 self._load(version)
         except LivelearnError as e:
-            self._broken = version
+            self._broken = (version, self._stamp(version))
             if self._current is None:  # nothing to fall back on
                 raise type(e)(f"{e}; nothing else to serve: `livelearn models ls` lists the "
                               f"versions, `livelearn models promote N` serves an earlier "
@@ -146,6 +149,15 @@ class ModelHolder:
         self.swapped_at = time.time()
         log.info("serving v%d", version)
         return True
+
+    def _stamp(self, version: int) -> tuple[int, int] | None:
+        """When the model file of ``version`` was last written and its size (None if it is
+        not there): a file that failed to load is tried again once this changes."""
+        try:
+            stat = self.registry.file(version).stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
 
     def _load(self, version: int) -> Learner:
         """Version ``version``'s learner, loaded and warmed. A warm-up that fails is

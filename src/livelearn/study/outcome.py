@@ -89,7 +89,8 @@ class Outcome:
         t = self.table()
         keep = t["index"] >= self.baseline_samples
         _, fresh = self.freshness_s(registry)
-        statuses = Counter(d["status"] for d in registry.decisions())
+        # each version once, by its last verdict: a rollback approves its target again
+        statuses = Counter(v["status"] for v in registry.verdicts().values())
         return {
             "impressions": stats.impressions,
             "requests": stats.requests,
