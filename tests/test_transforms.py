@@ -100,6 +100,18 @@ def test_feature_set_matches_its_definition() -> None:
     assert same(FEATURES.hash_rows(rows[:1], 18), FEATURES.hash_rows_python(rows[:1], 18))
 
 
+def test_a_name_of_the_same_crc_as_a_declared_one_is_not_taken_for_it() -> None:
+    """'plumless' and 'buckeroo' have the same CRC-32: the scan found a declared name by
+    its CRC alone, so a row's 'buckeroo' was hashed as if it were 'plumless'."""
+    assert bucket("plumless", 32) == bucket("buckeroo", 32)
+    features = FeatureSet([Categorical("plumless"), Numeric("x")])
+    rows = [{"buckeroo": "a", "x": 1.0}, {"x": 2.0, "buckeroo": 3, "plumless": "b"}]
+    assert same(features.hash_rows(rows, 18), features.hash_rows_python(rows, 18))
+    batch, _ = features.hash_pairs([(row, 1.0) for row in rows], 18)
+    assert same(batch, features.hash_rows_python(rows, 18))
+    assert features.hash_rows(rows, 18).fields.tolist() == [0, 2, 0, 1, 2]  # type: ignore[union-attr]
+
+
 def test_hash_pairs_is_hash_rows_and_the_labels() -> None:
     rows = [r for r in random_rows(3000, 2) if valid(r)]
     rng = random.Random(2)

@@ -375,12 +375,12 @@ def _names(t: Transform) -> tuple[str, ...]:
     return t.names if isinstance(t, Cross) else (t.name,)
 
 
-def _key_table(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """An open-addressing table from the CRC-32 of a name to its slot."""
+def _key_table(names: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """``scan.name_table`` of the names: from the CRC-32 of a name to its slot."""
     crcs = [_crc(n) for n in names]
     if len(set(crcs)) != len(crcs):
         raise ConfigError(f"feature names {names}: two have the same CRC-32; rename one")
-    return sc.name_table(crcs)
+    return sc.name_table(names)
 
 
 @numba.njit(cache=True, inline="always")
@@ -397,12 +397,13 @@ def _cross(token, parts, lo, hi, kinds):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _batch(seq, n, is_list, pairs, objects, table, true, false, keys, slots, ops, arg, scale,  # type: ignore[no-untyped-def]
-           parts, part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask):
+def _batch(seq, n, is_list, pairs, objects, table, true, false, keys, slots, text, starts,  # type: ignore[no-untyped-def]
+           ops, arg, scale, parts, part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc,
+           bias, mask):
     """Scan the rows (or pairs) and assemble them: (indices, values, fields, offsets,
     labels, rows to redo, how many)."""
     _, token, value, kind, slot, offsets, redo, labels = sc.read(
-        seq, n, is_list, pairs, objects, table, true, false, keys, slots)
+        seq, n, is_list, pairs, objects, table, true, false, keys, slots, text, starts)
     width = len(ops) + 1
     idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
     fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)
