@@ -456,6 +456,24 @@ def test_labels_a_learner_cannot_learn_are_refused_before_learning(name: str) ->
     assert all(np.array_equal(before[k], v) for k, v in model.state().items())
 
 
+@pytest.mark.parametrize("make", [FMRegressor, FFMRegressor])
+def test_undo_puts_back_the_label_range_whatever_the_bits(make: Callable[..., Learner]) -> None:
+    """Before: with bits=1 the range of labels learned (2 numbers) was taken for a table of
+    2**bits buckets, and only the buckets the batch touched were put back: a sample of
+    label -1e300 that spoiled the weights left its label as the lowest learned."""
+    model = make(bits=1)
+    rows = hash_rows([{}], 1)  # the bias alone, in bucket 1
+    model.learn(rows, np.array([5.0]))
+    before = {k: v.copy() for k, v in model.state().items()}
+    undo = model.undo_point(rows)
+    assert undo is not None
+    with pytest.raises(Diverged):
+        model.learn(rows, np.array([-1e300]))
+    undo()
+    assert all(np.array_equal(before[k], v) for k, v in model.state().items())
+    assert model.predict(rows).tolist() == [5.0]
+
+
 @pytest.mark.parametrize("make", [lambda: FMRegressor(bits=12, k=4),
                                   lambda: FFMRegressor(bits=12, n_fields=FEATURES.n_fields)])
 def test_a_regressors_nan_score_is_not_clipped_into_range(make: Callable[[], Learner]) -> None:

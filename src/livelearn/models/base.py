@@ -251,10 +251,11 @@ def score_problem(learner: Learner, scores: np.ndarray) -> tuple[int, str] | Non
     return i, f"the score {float(scores[i])!r}: {why}"
 
 
-def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int
-                ) -> Callable[[], None]:
-    """``Learner.undo_point`` of a learner whose state is ``tables``: of a table of ``size``
-    rows (one a bucket), the rows that ``batch`` indexes are kept; a smaller array whole.
+def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int,
+                whole: Sequence[np.ndarray] = ()) -> Callable[[], None]:
+    """``Learner.undo_point`` of a learner whose state is ``tables`` of ``size`` rows (one a
+    bucket), of which the rows that ``batch`` indexes are kept, and the arrays ``whole``
+    (not of buckets, however long), kept whole.
 
     >>> w = np.zeros(8)
     >>> undo = undo_tables([w], SparseBatch(np.array([3, 11]), np.ones(2), np.array([0, 2])), 8)
@@ -264,8 +265,8 @@ def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int
     0.0
     """
     rows = batch.indices & (size - 1)
-    kept = [(t, rows, t.take(rows, axis=0)) if len(t) == size else (t, slice(None), t.copy())
-            for t in tables]
+    kept = ([(t, rows, t.take(rows, axis=0)) for t in tables]
+            + [(t, slice(None), t.copy()) for t in whole])
 
     def undo() -> None:
         for table, at, values in kept:  # a bucket repeated: each copy holds the same
