@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+import re
 from types import MappingProxyType
 from typing import Any
 
@@ -157,6 +159,18 @@ def test_wrong_values_and_declarations_are_named() -> None:
         Bucketized("x", (2.0, 1.0))
     with pytest.raises(ConfigError, match="two or more"):
         Cross("x")
+
+
+@pytest.mark.parametrize("scale", [math.nan, math.inf, "0.5", None, True])
+def test_a_numeric_scale_that_is_not_a_finite_number_is_refused(scale: Any) -> None:
+    """Before: NaN or inf made every value of the feature NaN or inf (each sample dead-
+    lettered by the trainer, as if the values were wrong), and a string was read as a
+    number by the fast path but raised TypeError in Python, which the trainer did not
+    take for a sample's fault: it stopped."""
+    with pytest.raises(ConfigError, match=rf"^Numeric\('x'\): scale must be a finite "
+                                          rf"number, got {re.escape(repr(scale))}"):
+        Numeric("x", scale)
+    assert [Numeric("x", s).scale for s in (2, -0.5, np.float64(0.25))] == [2, -0.5, 0.25]
 
 
 TEXTS = FeatureSet([Categorical("a"), Text("t", ngrams=2), Numeric("b"), Text("a"),

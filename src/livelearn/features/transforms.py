@@ -61,10 +61,17 @@ class Categorical:
 
 @dataclass(frozen=True)
 class Numeric:
-    """A number passed through: the bucket of ``"name"``, with value ``value * scale``."""
+    """A number passed through: the bucket of ``"name"``, with value ``value * scale``
+    (``scale`` a finite number, checked when declared)."""
 
     name: str
     scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scale, int | float) or isinstance(self.scale, bool) \
+                or not math.isfinite(self.scale):
+            raise ConfigError(f"Numeric({self.name!r}): scale must be a finite number, "
+                              f"got {self.scale!r}")
 
 
 @dataclass(frozen=True)
