@@ -786,6 +786,36 @@ def test_a_classifiers_score_outside_0_1_stops_the_trainer(tmp_path: Path,
         trainer.step(final=True)
 
 
+@register
+class _Float32(FTRL):
+    """A learner of 32-bit floats (a PyTorch module's): a value beyond 3.4e38, finite in
+    JSON, is infinite to it, and it scores that row NaN without raising."""
+
+    name = "test_float32"
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        scores = super().predict_then_learn(batch, y)
+        too_large = np.add.reduceat(np.abs(batch.values) > 3.4e38, batch.offsets[:-1]) > 0
+        return np.where(too_large, np.nan, scores)
+
+
+def test_a_nan_score_the_learner_gives_stops_the_trainer_naming_the_sample(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Before: a NaN score was taken for a sample the trainer had put back and dead-
+    lettered; none was written, the sample was left out of the metrics and of the samples
+    learned, and the trainer went on, as it did past every sample a learner whose weights
+    had turned NaN scored after it: all lost, without a word."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0, 1e39, 2.0, 3.0], [1.0, 1.0, 0.0, 1.0])
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, replace(SMALL, learner=lambda: _Float32(bits=10)))
+    with pytest.raises(PipelineError, match=re.escape(
+            "gave sample 'r1' the score nan: not a finite number (its weights diverged")):
+        trainer.step(final=True)
+    assert [v.id for v in registry.versions()] == [1]
+    assert log.read(DEAD_LETTERS, 0, 0, 10) == []
+
+
 def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
                                                             log: SQLiteLog) -> None:
     """Before: FTRL learned labels 2 and -1 as they came (log loss of a 'probability' 2),

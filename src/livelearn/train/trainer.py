@@ -475,16 +475,18 @@ class Trainer:
         if self._last_publish_ts is None and samples:  # publish_every_ms runs from here
             self._last_publish_ts = int(samples[0]["ts"])
         trained = Trained(samples, batch, labels, np.empty(len(samples)))
+        dead = np.zeros(len(samples), dtype=bool)  # dead-lettered by _learn_rows
         start = 0
-        for cut in self._publish_points(samples):
-            trained.scores[start:cut] = self._learn(batch.slice(start, cut), labels[start:cut],
-                                                    samples[start:cut], where[start:cut])
-            start = cut
-            trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"]),
-                                                   unlearned=where[cut:]))
-        trained.scores[start:] = self._learn(batch.slice(start, len(samples)), labels[start:],
-                                             samples[start:], where[start:])
-        dropped = np.flatnonzero(np.isnan(trained.scores))  # dead letters (_learn_rows)
+        for cut in [*self._publish_points(samples), None]:
+            stop = len(samples) if cut is None else cut
+            trained.scores[start:stop], dead[start:stop] = self._learn(
+                batch.slice(start, stop), labels[start:stop], samples[start:stop],
+                where[start:stop])
+            start = stop
+            if cut is not None:
+                trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"]),
+                                                       unlearned=where[cut:]))
+        dropped = np.flatnonzero(dead)
         return _without(trained, dropped) if len(dropped) else trained
 
     def _hashable(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
@@ -556,15 +558,16 @@ class Trainer:
         return points
 
     def _learn(self, batch: SparseBatch, labels: np.ndarray, samples: list[dict[str, Any]],
-               where: list[tuple[str, int, int]]) -> np.ndarray:
-        """Learn the samples; their scores, nan for those dead-lettered (``_learn_rows``),
-        which are taken for learned all the same (their offsets and ids)."""
+               where: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Learn the samples; their scores, and which were dead-lettered (``_learn_rows``),
+        which are taken for learned all the same (their offsets and ids). A score the
+        learner gave that it must not (nan among them) stops the trainer (``_stop``)."""
         if len(batch) == 0:
-            return np.empty(0)
-        scores = self._learn_rows(batch, labels, samples, where)
+            return np.empty(0), np.zeros(0, dtype=bool)
+        scores, dead = self._learn_rows(batch, labels, samples, where)
         learned, scored, truth, kept = len(batch), scores, labels, where
-        if np.isnan(scores).any():
-            rows = np.flatnonzero(~np.isnan(scores))
+        if dead.any():
+            rows = np.flatnonzero(~dead)
             learned, scored, truth = len(rows), scores[rows], labels[rows]
             kept = [where[r] for r in rows.tolist()]
         problem = score_problem(self.model, scored)
@@ -583,7 +586,7 @@ class Trainer:
         self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += learned
         self._since_publish += learned
-        return scores
+        return scores, dead
 
     def _learned_until(self, window_end: int) -> None:
         if self._learned_newest is None or window_end > self._learned_newest:
@@ -591,15 +594,17 @@ class Trainer:
 
     def _learn_rows(self, batch: SparseBatch, labels: np.ndarray,
                     samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
-                    ) -> np.ndarray:
-        """Score and learn each row in turn. A row whose learning leaves a weight that is
-        not a finite number (Diverged: a value like 1e200) is put back, where the learner
-        can (``Learner.undo_point``), dead-lettered and scored nan, and the rows after it
-        learned; the ``MAX_SPOILING`` + 1-th since the last version, or one the learner
-        cannot put back, stops the trainer."""
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score and learn each row in turn: the scores, and which rows were dead-lettered.
+        A row whose learning leaves a weight that is not a finite number (Diverged: a
+        value like 1e200) is put back, where the learner can (``Learner.undo_point``),
+        dead-lettered and scored nan, and the rows after it learned; the ``MAX_SPOILING``
+        + 1-th since the last version, or one the learner cannot put back, stops the
+        trainer."""
         undo = self.model.undo_point(batch)
         try:
-            return self.model.predict_then_learn(batch, labels)
+            scores = self.model.predict_then_learn(batch, labels)
+            return scores, np.zeros(len(scores), dtype=bool)
         except Diverged as e:
             row, name = e.row, samples[e.row]["id"]
             if undo is None or self._spoiling == MAX_SPOILING:
@@ -617,9 +622,10 @@ class Trainer:
                 f"were put back as they were before it")
         before = (self.model.predict_then_learn(batch.slice(0, row), labels[:row]) if row
                   else np.empty(0))  # learned again as before
-        after = self._learn_rows(batch.slice(row + 1, len(batch)), labels[row + 1:],
-                                 samples[row + 1:], where[row + 1:])
-        return np.concatenate([before, [np.nan], after])
+        after, dead = self._learn_rows(batch.slice(row + 1, len(batch)), labels[row + 1:],
+                                       samples[row + 1:], where[row + 1:])
+        return (np.concatenate([before, [np.nan], after]),
+                np.concatenate([np.zeros(row, dtype=bool), [True], dead]))
 
     def _stop(self, what: str) -> NoReturn:
         """PipelineError for ``what`` the learner did that it must not (gave a score out of
