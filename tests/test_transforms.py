@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 import re
@@ -9,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from livelearn.errors import BadInput, ConfigError
@@ -112,6 +114,29 @@ def test_a_name_of_the_same_crc_as_a_declared_one_is_not_taken_for_it() -> None:
     batch, _ = features.hash_pairs([(row, 1.0) for row in rows], 18)
     assert same(batch, features.hash_rows_python(rows, 18))
     assert features.hash_rows(rows, 18).fields.tolist() == [0, 2, 0, 1, 2]  # type: ignore[union-attr]
+
+
+class Country(str, enum.Enum):  # noqa: UP042 - a mixin whose str() is not its value
+    FR = "fr"
+
+
+class Level(int, enum.Enum):
+    HIGH = 3
+
+
+def test_a_str_or_int_of_a_subclass_hashes_as_the_value_json_logs() -> None:
+    """A feature of a (str, Enum) is logged as its value ("fr"), which the trainer learns;
+    before, serving hashed it as f"{value}" ("country=Country.FR"), a bucket never learned:
+    training and serving skewed, without a word."""
+    row = {"country": Country.FR, "level": Level.HIGH, "n": Level.HIGH}
+    logged = orjson.loads(orjson.dumps(row))  # what the trainer reads
+    assert logged == {"country": "fr", "level": 3, "n": 3}
+    assert same(hash_rows([row], 18), hash_rows([logged], 18))
+    assert same(hash_rows_python([row], 18), hash_rows([logged], 18))
+    features = FeatureSet([Categorical("country"), Categorical("level"), Numeric("n"),
+                           Cross("country", "level")])
+    assert same(features.hash_rows([row], 18), features.hash_rows([logged], 18))
+    assert same(features.hash_rows_python([row], 18), features.hash_rows([logged], 18))
 
 
 def test_hash_pairs_is_hash_rows_and_the_labels() -> None:
