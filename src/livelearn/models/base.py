@@ -210,12 +210,13 @@ MAX_BITS = 32
 def check_params(learner: Learner, at_least: dict[str, int] | None = None,
                  positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
     """ConfigError naming the learner and the first hyperparameter out of range: ``bits``
-    an integer in [1, MAX_BITS], each of ``at_least`` an integer >= its bound, each of
-    ``positive`` a finite number > 0 and of ``non_negative`` one >= 0 (a bool is neither)."""
+    an integer in [1, MAX_BITS], each of ``at_least`` an integer >= its bound (and a
+    ``seed`` one that a kernel's int64 holds), each of ``positive`` a finite number > 0
+    and of ``non_negative`` one >= 0 (a bool is neither)."""
     owner = type(learner).__name__
     for name, low in {"bits": 1, **(at_least or {})}.items():
         value = getattr(learner, name)
-        high = MAX_BITS if name == "bits" else None
+        high = {"bits": MAX_BITS, "seed": 2**63 - 1}.get(name)
         if type(value) is not int or value < low or (high is not None and value > high):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
             raise ConfigError(f"{owner}: {name} must be an integer {bound}, got "
