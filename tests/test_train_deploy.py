@@ -765,6 +765,37 @@ def test_a_feature_too_large_to_learn_is_a_dead_letter_and_the_rest_learned(
     assert trainer.version is not None and trainer.version.meta["samples"] == 28
 
 
+def test_a_sample_the_learner_refuses_is_a_dead_letter_and_the_rest_learned(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Without transforms a feature's position is its field: a sample of more features
+    than an FFM has fields made the learner refuse the whole turn, and the trainer stopped
+    with its BadInput, naming no sample, at every restart. Now that sample is dead-
+    lettered, saying why, and the model is the one learned from the others, bit for bit."""
+    features = [{"topic": f"t{i % 3}", "age": float(i % 5)} for i in range(20)]
+    features[7] = {f"f{j}": j for j in range(6)}  # 7 with the bias, for 4 fields
+    without = SQLiteLog(tmp_path / "without.db")
+    for each, rows in ((log, list(range(20))), (without, [i for i in range(20) if i != 7])):
+        each.create_topic(SAMPLES)
+        each.create_topic(DEAD_LETTERS)
+        each.append(SAMPLES, [(f"r{i}", orjson.dumps({
+            "id": f"r{i}", "ts": T0 + i, "window_end": T0 + i + 600_000, "score": 0.5,
+            "features": features[i], "labels": {"clicked": float(i % 2)}})) for i in rows])
+    pipeline = replace(SMALL, learner=lambda: FFMClassifier(bits=10, n_fields=4, k=4))
+    trainer = Trainer(log, Registry(tmp_path / "reg"), pipeline)
+    trained = trainer.step(final=True)
+    assert trained is not None and [s["id"] for s in trained.samples] == [
+        f"r{i}" for i in range(20) if i != 7]
+    assert (trainer.samples, trainer.malformed) == (19, 1)
+    letter, = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert letter["reason"] == "malformed" and '"r7"' in letter["event"]
+    assert letter["detail"] == ("sample cannot be learned: FFMClassifier: a row has 7 "
+                                "features, so as many fields by position, but n_fields is 4")
+    twin = Trainer(without, Registry(tmp_path / "twin"), pipeline)
+    twin.step(final=True)
+    for name, array in trainer.model.state().items():
+        assert np.array_equal(array, twin.model.state()[name]), name
+
+
 @register
 class _Sure(FTRL):
     """A classifier that says 7 for a probability."""

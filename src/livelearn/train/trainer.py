@@ -26,7 +26,9 @@ give (not finite; outside [0, 1] for a binary learner), the fourth such sample
 since the last version (``MAX_SPOILING``: the learner diverging), or one of a
 learner that cannot put back, stops the trainer with a PipelineError naming the
 learner and the sample, before what it learned since its last version is
-published.
+published. A sample the learner refuses (BadInput: more features than a field-aware
+learner has fields, without transforms) is dead-lettered with its reason, and the
+others learned, where the learner can put back what it learned (``undo_point``).
 
 Samples the log deleted before the trainer read them (its retention) stop it
 (Lost), or with ``skip_lost`` are skipped: each gap is logged and written to the
@@ -605,6 +607,11 @@ class Trainer:
         try:
             scores = self.model.predict_then_learn(batch, labels)
             return scores, np.zeros(len(scores), dtype=bool)
+        except BadInput as e:  # a row it refuses (more features than an FFM has fields)
+            if undo is None:
+                raise
+            undo()
+            return self._learn_taken(batch, labels, samples, where, e)
         except Diverged as e:
             row, name = e.row, samples[e.row]["id"]
             if undo is None or self._spoiling == MAX_SPOILING:
@@ -626,6 +633,31 @@ class Trainer:
                                        samples[row + 1:], where[row + 1:])
         return (np.concatenate([before, [np.nan], after]),
                 np.concatenate([np.zeros(row, dtype=bool), [True], dead]))
+
+    def _learn_taken(self, batch: SparseBatch, labels: np.ndarray,
+                     samples: list[dict[str, Any]], where: list[tuple[str, int, int]],
+                     error: BadInput) -> tuple[np.ndarray, np.ndarray]:
+        """``_learn_rows`` of a batch the learner refused (``error``): the rows it refuses
+        alone are dead-lettered with its reason and scored nan, the others learned."""
+        refused: dict[int, str] = {}
+        for r in range(len(batch)):
+            try:
+                self.model.predict(batch.slice(r, r + 1))
+            except BadInput as e:
+                refused[r] = str(e)
+        if not refused:  # not a row's fault: the learner's own error
+            raise error
+        for r, why in refused.items():
+            topic, partition, offset = where[r]
+            self._dead_letter(Record(topic, partition, offset, samples[r]["id"],
+                                     orjson.dumps(samples[r])),
+                              f"sample cannot be learned: {why}")
+        rows = [r for r in range(len(batch)) if r not in refused]
+        scores, dead = self._learn_rows(batch.take(np.array(rows, dtype=np.int64)), labels[rows],
+                                        [samples[r] for r in rows], [where[r] for r in rows])
+        all_scores, all_dead = np.full(len(batch), np.nan), np.ones(len(batch), dtype=bool)
+        all_scores[rows], all_dead[rows] = scores, dead
+        return all_scores, all_dead
 
     def _stop(self, what: str) -> NoReturn:
         """PipelineError for ``what`` the learner did that it must not (gave a score out of
