@@ -796,6 +796,26 @@ def test_a_sample_the_learner_refuses_is_a_dead_letter_and_the_rest_learned(
         assert np.array_equal(array, twin.model.state()[name]), name
 
 
+def test_a_learner_that_refuses_most_samples_stops_the_trainer_saying_so(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """An FFM of fewer fields than every row has features is a learner declared wrong,
+    not samples gone wrong: the trainer stops rather than dead-letter every sample."""
+    log.create_topic(SAMPLES)
+    log.create_topic(DEAD_LETTERS)
+    log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+        "id": f"r{i}", "ts": T0 + i, "window_end": T0 + i + 600_000, "score": 0.5,
+        "features": {"a": 1.0, "b": "x"}, "labels": {"clicked": float(i % 2)}}))
+        for i in range(600)])
+    pipeline = replace(SMALL, learner=lambda: FFMClassifier(bits=10, n_fields=2, k=4))
+    trainer = Trainer(log, Registry(tmp_path / "reg"), pipeline)
+    with pytest.raises(PipelineError, match=re.escape(
+            "pipeline 'news_feed': the learner FFMClassifier(bits=10, n_fields=2, k=4, ") + ".*"
+            + re.escape(") refused 501 of the first 501 samples (each is in the dead letters): "
+                        "FFMClassifier: a row has 3 features, so as many fields by position, "
+                        "but n_fields is 2")):
+        trainer.step(final=True)
+
+
 @register
 class _Sure(FTRL):
     """A classifier that says 7 for a probability."""

@@ -28,7 +28,8 @@ learner that cannot put back, stops the trainer with a PipelineError naming the
 learner and the sample, before what it learned since its last version is
 published. A sample the learner refuses (BadInput: more features than a field-aware
 learner has fields, without transforms) is dead-lettered with its reason, and the
-others learned, where the learner can put back what it learned (``undo_point``).
+others learned, where the learner can put back what it learned (``undo_point``); where
+it refuses more than half of the first ``LABEL_CHECK`` samples, the trainer stops.
 
 Samples the log deleted before the trainer read them (its retention) stop it
 (Lost), or with ``skip_lost`` are skipped: each gap is logged and written to the
@@ -219,6 +220,7 @@ class Trainer:
         self.behind = 0  # of those, the ones taken for learned by their window end alone
         self.malformed = 0  # samples dead-lettered as impossible to learn
         self._out_of_range = 0  # of those, labels a binary learner cannot learn
+        self._refused = 0  # of those, samples the learner refused (_learn_taken)
         self.lost = 0  # gaps dead-lettered: samples deleted before they were read
         # inputs skipped past a gap, whose offset is not past it yet: where each starts now
         self._gaps: dict[TopicPartition, int] = {}
@@ -456,6 +458,18 @@ class Trainer:
                 f"livelearn.models.linear.LinearRegression or livelearn.models.fm.FMRegressor), "
                 f"or a label of 0 or 1")
 
+    def _check_refused(self, why: str) -> None:
+        """Stop where the learner refused more than half of the first ``LABEL_CHECK``
+        samples read: not a few odd samples, but a learner declared wrong for them (an
+        FFM of fewer fields than the features function's rows have)."""
+        self._refused += 1
+        read = self._refused + self.samples - self._samples_at_start
+        if self._refused == LABEL_CHECK // 2 + 1 and read <= LABEL_CHECK:
+            raise PipelineError(
+                f"pipeline '{self.pipeline.name}': the learner {_described(self.model)} "
+                f"refused {self._refused} of the first {read} samples (each is in the dead "
+                f"letters): {why}")
+
     def _write_letter(self, key: str, letter: dict[str, Any]) -> None:
         """Write ``letter`` to the dead-letter topic now, under ``key``."""
         value = letter_value(letter, key, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
@@ -652,6 +666,7 @@ class Trainer:
             self._dead_letter(Record(topic, partition, offset, samples[r]["id"],
                                      orjson.dumps(samples[r])),
                               f"sample cannot be learned: {why}")
+            self._check_refused(why)
         rows = [r for r in range(len(batch)) if r not in refused]
         scores, dead = self._learn_rows(batch.take(np.array(rows, dtype=np.int64)), labels[rows],
                                         [samples[r] for r in rows], [where[r] for r in rows])
