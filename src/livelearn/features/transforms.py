@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import numbers
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -331,8 +332,8 @@ def _number(row: Features, name: str) -> float | None:
     v = row.get(name)
     if v is None:
         return None
-    if isinstance(v, str):
-        raise BadInput(f"feature {name!r}: expected a number, got str {v!r}")
+    if isinstance(v, str) or not isinstance(v, numbers.Real):  # a numpy number is one
+        raise BadInput(f"feature {name!r}: expected a number, got {type(v).__name__} {v!r}")
     x = float(v)
     return None if math.isnan(x) else x
 

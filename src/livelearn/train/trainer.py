@@ -507,20 +507,18 @@ class Trainer:
 
     def _hashable(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                   ) -> tuple[list[dict[str, Any]], list[tuple[str, int, int]]]:
-        """The samples whose features can be hashed (features.hashing.unusable; with
-        declared transforms, of the types they take), and where they are; the others
-        dead-lettered, naming the feature."""
+        """The samples whose features can be hashed (``_unfit``), and where they are; the
+        others dead-lettered, naming the feature."""
         keep = []
         for sample, (topic, partition, offset) in zip(samples, where, strict=True):
-            problem = unusable(sample["features"]) or self._unfit(sample["features"])
+            problem = self._unfit(sample["features"])
             if problem is None:
                 keep.append((sample, (topic, partition, offset)))
                 continue
             # taken as learned (the rebuild reads it back as such: see train.rebuild)
             self._learned_until(sample["window_end"])
             self._dead_letter(Record(topic, partition, offset, sample["id"], orjson.dumps(sample)),
-                              f"sample cannot be learned: {problem} (as the sample's JSON "
-                              f"holds it: NaN and infinities are written as null)")
+                              f"sample cannot be learned: {problem}")
         return [s for s, _ in keep], [w for _, w in keep]
 
     def _check_names(self, samples: list[dict[str, Any]]) -> None:
@@ -537,10 +535,14 @@ class Trainer:
                         len(samples), ", ".join(sorted(present)))
 
     def _unfit(self, features: dict[str, Any]) -> str | None:
-        """Why the pipeline's transforms cannot take ``features`` (a Numeric given a str,
-        for instance), or None."""
+        """Why ``features`` cannot be hashed, naming the feature, or None: by the pipeline's
+        transforms where it declares them (a Numeric given a str, for instance; what none
+        of them reads, and a null, are left out, whatever samples share the turn), else by
+        features.hashing.unusable (a value not a number, a string or a bool)."""
         if self.pipeline.transforms is None:
-            return None
+            problem = unusable(features)
+            return None if problem is None else (f"{problem} (as the sample's JSON holds "
+                                                 f"it: NaN and infinities are written as null)")
         try:
             self.pipeline.transforms.hash_rows([features], self.model.bits)
         except BadInput as e:
