@@ -33,14 +33,14 @@ def bucket(token: str, bits: int) -> int:
     return zlib.crc32(token.encode()) & ((1 << bits) - 1)
 
 
-def text(value: str | int) -> str:
+def value_text(value: str | int) -> str:
     """The text a str, bool or int value is hashed by: what JSON logs it as
     (the characters of a str, True or False, the digits of an int), also for a subclass,
     whose own ``str()`` may differ (an Enum member mixed with str gives ``Country.FR``
     where its JSON, which the trainer reads, is ``"fr"``).
 
     >>> import enum
-    >>> text(enum.Enum("Country", {"FR": "fr"}, type=str).FR), text(True), text(3)
+    >>> value_text(enum.Enum("C", {"FR": "fr"}, type=str).FR), value_text(True), value_text(3)
     ('fr', 'True', '3')
     """
     if type(value) is str:
@@ -120,7 +120,7 @@ def hash_rows_python(rows: Sequence[Features], bits: int) -> SparseBatch:
         values.append(1.0)
         for name, value in row.items():
             if isinstance(value, str | bool):
-                value = value if type(value) is str else text(value)
+                value = value if type(value) is str else value_text(value)
                 indices.append(crc(f"{name}={value}".encode()) & mask)
                 values.append(1.0)
             else:

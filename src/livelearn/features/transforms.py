@@ -45,7 +45,7 @@ import numpy as np
 from livelearn.errors import BadInput, ConfigError
 from livelearn.features import scan as sc
 from livelearn.features.batch import SparseBatch
-from livelearn.features.hashing import BIAS, Features, text
+from livelearn.features.hashing import BIAS, Features, value_text
 
 _M64 = (1 << 64) - 1
 _CROSS_SEED = 0x243F6A8885A308D3
@@ -298,7 +298,7 @@ def _token(row: Features, name: str) -> int | None:
     if not isinstance(v, str | bool | int):
         raise BadInput(f"feature {name!r}: categorical values must be str, bool or int, "
                        f"got {type(v).__name__} {v!r}")
-    return _crc(f"{name}={text(v)}")
+    return _crc(f"{name}={value_text(v)}")
 
 
 def _text_features(field: int, t: Text, row: Features) -> list[tuple[int, int, float]]:
