@@ -867,6 +867,35 @@ def test_a_nan_score_the_learner_gives_stops_the_trainer_naming_the_sample(
     assert log.read(DEAD_LETTERS, 0, 0, 10) == []
 
 
+@register
+class _Fragile(FTRL):
+    """A learner that raises its own error on a value too large, as scikit-learn's
+    SGDClassifier does ('Floating-point under-/overflow occurred at epoch #1')."""
+
+    name = "test_fragile"
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        if np.abs(batch.values).max(initial=0.0) > 1e300:
+            raise ValueError("Floating-point under-/overflow occurred at epoch #1")
+        return super().predict_then_learn(batch, y)
+
+
+def test_a_learners_own_error_stops_the_trainer_naming_the_learner_and_samples(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Before: the learner's ValueError went up as it was, a traceback naming neither the
+    learner, nor the samples, nor what the trainer had published."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0, 2.0, 1e308, 3.0], [1.0, 0.0, 1.0, 0.0])
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, replace(SMALL, learner=lambda: _Fragile(bits=10)))
+    with pytest.raises(PipelineError, match=re.escape(
+            "pipeline 'news_feed': the learner _Fragile(bits=10, alpha=0.1, beta=1.0, l1=0.0, "
+            "l2=1.0) raised ValueError learning the samples 'r0' to 'r3': Floating-point "
+            "under-/overflow occurred at epoch #1; nothing learned since v1 is published")):
+        trainer.step(final=True)
+    assert [v.id for v in registry.versions()] == [1]
+
+
 def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
                                                             log: SQLiteLog) -> None:
     """Before: FTRL learned labels 2 and -1 as they came (log loss of a 'probability' 2),

@@ -26,10 +26,12 @@ give (not finite; outside [0, 1] for a binary learner), the fourth such sample
 since the last version (``MAX_SPOILING``: the learner diverging), or one of a
 learner that cannot put back, stops the trainer with a PipelineError naming the
 learner and the sample, before what it learned since its last version is
-published. A sample the learner refuses (BadInput: more features than a field-aware
-learner has fields, without transforms) is dead-lettered with its reason, and the
-others learned, where the learner can put back what it learned (``undo_point``); where
-it refuses more than half of the first ``LABEL_CHECK`` samples, the trainer stops.
+published, as does an error of the learner's own (another library's, in an adapter),
+naming the samples it was learning. A sample the learner refuses (BadInput: more
+features than a field-aware learner has fields, without transforms) is dead-lettered
+with its reason, and the others learned, where the learner can put back what it
+learned (``undo_point``); where it refuses more than half of the first
+``LABEL_CHECK`` samples, the trainer stops.
 
 Samples the log deleted before the trainer read them (its retention) stop it
 (Lost), or with ``skip_lost`` are skipped: each gap is logged and written to the
@@ -643,6 +645,11 @@ class Trainer:
                 f"learning it ({e.values}) left weights of {_described(self.model)} that are "
                 f"not finite numbers (scale large numeric features, e.g. with log1p); they "
                 f"were put back as they were before it")
+        except Exception as e:
+            if isinstance(e, LivelearnError):
+                raise
+            self._stop(f"raised {type(e).__name__} learning the samples {samples[0]['id']!r} "
+                       f"to {samples[-1]['id']!r}: {e}")
         before = (self.model.predict_then_learn(batch.slice(0, row), labels[:row]) if row
                   else np.empty(0))  # learned again as before
         after, dead = self._learn_rows(batch.slice(row + 1, len(batch)), labels[row + 1:],
