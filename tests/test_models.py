@@ -379,7 +379,12 @@ BAD_HYPERPARAMETERS: list[tuple[Callable[[], Learner], str]] = [
     (lambda: FMClassifier(k=2.5), "FMClassifier: k must be an integer >= 1, got 2.5"),  # type: ignore[arg-type]
     (lambda: FMClassifier(lr=-1.0), "FMClassifier: lr must be a finite number > 0"),
     (lambda: FMRegressor(init_std=math.nan), "FMRegressor: init_std must be a finite number >= 0"),
-    (lambda: FMClassifier(seed=-1), "FMClassifier: seed must be an integer >= 0, got -1"),
+    (lambda: FMClassifier(seed=-1), "FMClassifier: seed must be an integer in "
+                                    "[0, 9223372036854775807], got -1"),
+    (lambda: FMClassifier(seed=2**63), "FMClassifier: seed must be an integer in "
+                                       "[0, 9223372036854775807], got 9223372036854775808"),
+    (lambda: FFMRegressor(seed=2**64), "FFMRegressor: seed must be an integer in "
+                                       "[0, 9223372036854775807], got 18446744073709551616"),
     (lambda: FFMClassifier(n_fields=-1), "FFMClassifier: n_fields must be an integer >= 1"),
     (lambda: FFMRegressor(lr_w=math.nan), "FFMRegressor: lr_w must be a finite number > 0"),
 ]
@@ -390,7 +395,8 @@ BAD_HYPERPARAMETERS: list[tuple[Callable[[], Learner], str]] = [
 def test_a_hyperparameter_out_of_range_is_named(make: Callable[[], Learner],
                                                 message: str) -> None:
     """A negative, zero or NaN rate learned backwards or gave NaN scores; a bits out of
-    range raised numpy's or Python's own error: each is a ConfigError naming it."""
+    range raised numpy's or Python's own error, a seed of 2**63 or more 'OverflowError:
+    int too big to convert' at the first sample: each is a ConfigError naming it."""
     with pytest.raises(ConfigError) as raised:
         make()
     assert str(raised.value).startswith(message)
@@ -454,6 +460,24 @@ def test_labels_a_learner_cannot_learn_are_refused_before_learning(name: str) ->
                                            rf"{type(model).__name__} learns"):
             model.predict_then_learn(TWO_ROWS, np.array([0.0, label]))
     assert all(np.array_equal(before[k], v) for k, v in model.state().items())
+
+
+@pytest.mark.parametrize("make", [FMRegressor, FFMRegressor])
+def test_undo_puts_back_the_label_range_whatever_the_bits(make: Callable[..., Learner]) -> None:
+    """Before: with bits=1 the range of labels learned (2 numbers) was taken for a table of
+    2**bits buckets, and only the buckets the batch touched were put back: a sample of
+    label -1e300 that spoiled the weights left its label as the lowest learned."""
+    model = make(bits=1)
+    rows = hash_rows([{}], 1)  # the bias alone, in bucket 1
+    model.learn(rows, np.array([5.0]))
+    before = {k: v.copy() for k, v in model.state().items()}
+    undo = model.undo_point(rows)
+    assert undo is not None
+    with pytest.raises(Diverged):
+        model.learn(rows, np.array([-1e300]))
+    undo()
+    assert all(np.array_equal(before[k], v) for k, v in model.state().items())
+    assert model.predict(rows).tolist() == [5.0]
 
 
 @pytest.mark.parametrize("make", [lambda: FMRegressor(bits=12, k=4),

@@ -115,6 +115,36 @@ def test_a_sample_whose_feature_its_transform_cannot_take_is_dead_lettered(
     assert "feature 'age_h': expected a number, got str 'old'" in dead[0]["detail"]
 
 
+def test_what_the_transforms_leave_out_is_learned_alike_beside_a_dead_letter(
+        tmp_path: Path) -> None:
+    """A list in a feature no transform reads, or a null where a number is declared (left
+    out, as the docs say), was learned, unless a sample of the same turn was dead-lettered:
+    then every sample was checked as if there were no transforms, and those two were
+    dead-lettered too. The model depended on which samples shared a turn."""
+    pipeline = replace(PIPELINE, transforms=FeatureSet([Categorical("topic"),
+                                                         Numeric("age_h")]))
+    features = [{"topic": "t1", "age_h": 2.0, "tags": ["a", "b"]}, {"topic": "t2", "age_h": "old"},
+                {"topic": "t3", "age_h": None}, {"topic": "t1", "age_h": [1]}]
+    models = []
+    for name, rows in (("with", [0, 1, 2, 3]), ("without", [0, 2])):
+        log = SQLiteLog(tmp_path / f"{name}.db")
+        log.create_topic(SAMPLES)
+        log.create_topic(DEAD_LETTERS)
+        log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+            "id": f"r{i}", "ts": 1000 * i, "window_end": 1000 * i, "score": 0.5,
+            "features": features[i], "labels": {"clicked": 1.0}})) for i in rows])
+        trainer = Trainer(log, Registry(tmp_path / name), pipeline)
+        trained = trainer.step(100, final=True)
+        assert trained is not None and [s["id"] for s in trained.samples] == ["r0", "r2"]
+        models.append(trainer.model)
+        dead = [orjson.loads(r.value)["detail"] for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+        assert dead == ([] if name == "without" else [
+            "sample cannot be learned: feature 'age_h': expected a number, got str 'old'",
+            "sample cannot be learned: feature 'age_h': expected a number, got list [1]"])
+    for key, array in models[0].state().items():
+        assert np.array_equal(array, models[1].state()[key]), key
+
+
 def test_a_turn_whose_every_sample_is_dead_lettered_learns_nothing_and_goes_on(
         tmp_path: Path, log: SQLiteLog) -> None:
     """A Categorical given floats (docs/own-data.md): when every sample of a turn was

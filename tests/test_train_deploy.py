@@ -943,6 +943,57 @@ def test_a_feature_too_large_to_learn_is_a_dead_letter_and_the_rest_learned(
     assert trainer.version is not None and trainer.version.meta["samples"] == 28
 
 
+def test_a_sample_the_learner_refuses_is_a_dead_letter_and_the_rest_learned(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Without transforms a feature's position is its field: a sample of more features
+    than an FFM has fields made the learner refuse the whole turn, and the trainer stopped
+    with its BadInput, naming no sample, at every restart. Now that sample is dead-
+    lettered, saying why, and the model is the one learned from the others, bit for bit."""
+    features = [{"topic": f"t{i % 3}", "age": float(i % 5)} for i in range(20)]
+    features[7] = {f"f{j}": j for j in range(6)}  # 7 with the bias, for 4 fields
+    without = SQLiteLog(tmp_path / "without.db")
+    for each, rows in ((log, list(range(20))), (without, [i for i in range(20) if i != 7])):
+        each.create_topic(SAMPLES)
+        each.create_topic(DEAD_LETTERS)
+        each.append(SAMPLES, [(f"r{i}", orjson.dumps({
+            "id": f"r{i}", "ts": T0 + i, "window_end": T0 + i + 600_000, "score": 0.5,
+            "features": features[i], "labels": {"clicked": float(i % 2)}})) for i in rows])
+    pipeline = replace(SMALL, learner=lambda: FFMClassifier(bits=10, n_fields=4, k=4))
+    trainer = Trainer(log, Registry(tmp_path / "reg"), pipeline)
+    trained = trainer.step(final=True)
+    assert trained is not None and [s["id"] for s in trained.samples] == [
+        f"r{i}" for i in range(20) if i != 7]
+    assert (trainer.samples, trainer.malformed) == (19, 1)
+    letter, = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert letter["reason"] == "malformed" and '"r7"' in letter["event"]
+    assert letter["detail"] == ("sample cannot be learned: FFMClassifier: a row has 7 "
+                                "features, so as many fields by position, but n_fields is 4")
+    twin = Trainer(without, Registry(tmp_path / "twin"), pipeline)
+    twin.step(final=True)
+    for name, array in trainer.model.state().items():
+        assert np.array_equal(array, twin.model.state()[name]), name
+
+
+def test_a_learner_that_refuses_most_samples_stops_the_trainer_saying_so(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """An FFM of fewer fields than every row has features is a learner declared wrong,
+    not samples gone wrong: the trainer stops rather than dead-letter every sample."""
+    log.create_topic(SAMPLES)
+    log.create_topic(DEAD_LETTERS)
+    log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+        "id": f"r{i}", "ts": T0 + i, "window_end": T0 + i + 600_000, "score": 0.5,
+        "features": {"a": 1.0, "b": "x"}, "labels": {"clicked": float(i % 2)}}))
+        for i in range(600)])
+    pipeline = replace(SMALL, learner=lambda: FFMClassifier(bits=10, n_fields=2, k=4))
+    trainer = Trainer(log, Registry(tmp_path / "reg"), pipeline)
+    with pytest.raises(PipelineError, match=re.escape(
+            "pipeline 'news_feed': the learner FFMClassifier(bits=10, n_fields=2, k=4, ") + ".*"
+            + re.escape(") refused 501 of the first 501 samples (each is in the dead letters): "
+                        "FFMClassifier: a row has 3 features, so as many fields by position, "
+                        "but n_fields is 2")):
+        trainer.step(final=True)
+
+
 @register
 class _Sure(FTRL):
     """A classifier that says 7 for a probability."""
@@ -962,6 +1013,65 @@ def test_a_classifiers_score_outside_0_1_stops_the_trainer(tmp_path: Path,
             "gave sample 'r0' the score 7.0: outside [0, 1], where a binary learner's "
             "P(label = 1) lies")):
         trainer.step(final=True)
+
+
+@register
+class _Float32(FTRL):
+    """A learner of 32-bit floats (a PyTorch module's): a value beyond 3.4e38, finite in
+    JSON, is infinite to it, and it scores that row NaN without raising."""
+
+    name = "test_float32"
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        scores = super().predict_then_learn(batch, y)
+        too_large = np.add.reduceat(np.abs(batch.values) > 3.4e38, batch.offsets[:-1]) > 0
+        return np.where(too_large, np.nan, scores)
+
+
+def test_a_nan_score_the_learner_gives_stops_the_trainer_naming_the_sample(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Before: a NaN score was taken for a sample the trainer had put back and dead-
+    lettered; none was written, the sample was left out of the metrics and of the samples
+    learned, and the trainer went on, as it did past every sample a learner whose weights
+    had turned NaN scored after it: all lost, without a word."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0, 1e39, 2.0, 3.0], [1.0, 1.0, 0.0, 1.0])
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, replace(SMALL, learner=lambda: _Float32(bits=10)))
+    with pytest.raises(PipelineError, match=re.escape(
+            "gave sample 'r1' the score nan: not a finite number (its weights diverged")):
+        trainer.step(final=True)
+    assert [v.id for v in registry.versions()] == [1]
+    assert log.read(DEAD_LETTERS, 0, 0, 10) == []
+
+
+@register
+class _Fragile(FTRL):
+    """A learner that raises its own error on a value too large, as scikit-learn's
+    SGDClassifier does ('Floating-point under-/overflow occurred at epoch #1')."""
+
+    name = "test_fragile"
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        if np.abs(batch.values).max(initial=0.0) > 1e300:
+            raise ValueError("Floating-point under-/overflow occurred at epoch #1")
+        return super().predict_then_learn(batch, y)
+
+
+def test_a_learners_own_error_stops_the_trainer_naming_the_learner_and_samples(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Before: the learner's ValueError went up as it was, a traceback naming neither the
+    learner, nor the samples, nor what the trainer had published."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0, 2.0, 1e308, 3.0], [1.0, 0.0, 1.0, 0.0])
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, replace(SMALL, learner=lambda: _Fragile(bits=10)))
+    with pytest.raises(PipelineError, match=re.escape(
+            "pipeline 'news_feed': the learner _Fragile(bits=10, alpha=0.1, beta=1.0, l1=0.0, "
+            "l2=1.0) raised ValueError learning the samples 'r0' to 'r3': Floating-point "
+            "under-/overflow occurred at epoch #1; nothing learned since v1 is published")):
+        trainer.step(final=True)
+    assert [v.id for v in registry.versions()] == [1]
 
 
 def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import enum
+import math
 import random
+import re
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from livelearn.errors import BadInput, ConfigError
@@ -100,6 +104,41 @@ def test_feature_set_matches_its_definition() -> None:
     assert same(FEATURES.hash_rows(rows[:1], 18), FEATURES.hash_rows_python(rows[:1], 18))
 
 
+def test_a_name_of_the_same_crc_as_a_declared_one_is_not_taken_for_it() -> None:
+    """'plumless' and 'buckeroo' have the same CRC-32: the scan found a declared name by
+    its CRC alone, so a row's 'buckeroo' was hashed as if it were 'plumless'."""
+    assert bucket("plumless", 32) == bucket("buckeroo", 32)
+    features = FeatureSet([Categorical("plumless"), Numeric("x")])
+    rows = [{"buckeroo": "a", "x": 1.0}, {"x": 2.0, "buckeroo": 3, "plumless": "b"}]
+    assert same(features.hash_rows(rows, 18), features.hash_rows_python(rows, 18))
+    batch, _ = features.hash_pairs([(row, 1.0) for row in rows], 18)
+    assert same(batch, features.hash_rows_python(rows, 18))
+    assert features.hash_rows(rows, 18).fields.tolist() == [0, 2, 0, 1, 2]  # type: ignore[union-attr]
+
+
+class Country(str, enum.Enum):  # noqa: UP042 - a mixin whose str() is not its value
+    FR = "fr"
+
+
+class Level(int, enum.Enum):
+    HIGH = 3
+
+
+def test_a_str_or_int_of_a_subclass_hashes_as_the_value_json_logs() -> None:
+    """A feature of a (str, Enum) is logged as its value ("fr"), which the trainer learns;
+    before, serving hashed it as f"{value}" ("country=Country.FR"), a bucket never learned:
+    training and serving skewed, without a word."""
+    row = {"country": Country.FR, "level": Level.HIGH, "n": Level.HIGH}
+    logged = orjson.loads(orjson.dumps(row))  # what the trainer reads
+    assert logged == {"country": "fr", "level": 3, "n": 3}
+    assert same(hash_rows([row], 18), hash_rows([logged], 18))
+    assert same(hash_rows_python([row], 18), hash_rows([logged], 18))
+    features = FeatureSet([Categorical("country"), Categorical("level"), Numeric("n"),
+                           Cross("country", "level")])
+    assert same(features.hash_rows([row], 18), features.hash_rows([logged], 18))
+    assert same(features.hash_rows_python([row], 18), features.hash_rows([logged], 18))
+
+
 def test_hash_pairs_is_hash_rows_and_the_labels() -> None:
     rows = [r for r in random_rows(3000, 2) if valid(r)]
     rng = random.Random(2)
@@ -145,6 +184,18 @@ def test_wrong_values_and_declarations_are_named() -> None:
         Bucketized("x", (2.0, 1.0))
     with pytest.raises(ConfigError, match="two or more"):
         Cross("x")
+
+
+@pytest.mark.parametrize("scale", [math.nan, math.inf, "0.5", None, True])
+def test_a_numeric_scale_that_is_not_a_finite_number_is_refused(scale: Any) -> None:
+    """Before: NaN or inf made every value of the feature NaN or inf (each sample dead-
+    lettered by the trainer, as if the values were wrong), and a string was read as a
+    number by the fast path but raised TypeError in Python, which the trainer did not
+    take for a sample's fault: it stopped."""
+    with pytest.raises(ConfigError, match=rf"^Numeric\('x'\): scale must be a finite "
+                                          rf"number, got {re.escape(repr(scale))}"):
+        Numeric("x", scale)
+    assert [Numeric("x", s).scale for s in (2, -0.5, np.float64(0.25))] == [2, -0.5, 0.25]
 
 
 TEXTS = FeatureSet([Categorical("a"), Text("t", ngrams=2), Numeric("b"), Text("a"),

@@ -33,6 +33,23 @@ def bucket(token: str, bits: int) -> int:
     return zlib.crc32(token.encode()) & ((1 << bits) - 1)
 
 
+def value_text(value: str | int) -> str:
+    """The text a str, bool or int value is hashed by: what JSON logs it as
+    (the characters of a str, True or False, the digits of an int), also for a subclass,
+    whose own ``str()`` may differ (an Enum member mixed with str gives ``Country.FR``
+    where its JSON, which the trainer reads, is ``"fr"``).
+
+    >>> import enum
+    >>> value_text(enum.Enum("C", {"FR": "fr"}, type=str).FR), value_text(True), value_text(3)
+    ('fr', 'True', '3')
+    """
+    if type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str.__str__(value) if isinstance(value, str) else int.__repr__(value)
+
+
 def unusable(row: object) -> str | None:
     """What makes one row of features impossible to hash or log as JSON, naming the
     feature; None if nothing does. Values must be str, bool, int or finite float.
@@ -103,6 +120,7 @@ def hash_rows_python(rows: Sequence[Features], bits: int) -> SparseBatch:
         values.append(1.0)
         for name, value in row.items():
             if isinstance(value, str | bool):
+                value = value if type(value) is str else value_text(value)
                 indices.append(crc(f"{name}={value}".encode()) & mask)
                 values.append(1.0)
             else:

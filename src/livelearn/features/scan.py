@@ -30,6 +30,7 @@ this file, delete the ``*.nbi`` and ``*.nbc`` files under ``features/__pycache__
 from __future__ import annotations
 
 import ctypes
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -140,19 +141,26 @@ _FALSE = np.frombuffer(b"False", dtype=np.uint8).astype(np.int64)
 _EQ = ord("=")
 _CACHE = 256  # names remembered per call (by object), as open addressing
 #: An empty table of names (see ``name_table``).
-NO_NAMES = (np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64))
+NO_NAMES = (np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64),
+            np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64))
 
 
-def name_table(crcs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """An open-addressing table from the CRC-32 of a name to its slot (its position)."""
-    size = 1 << max(3, (4 * len(crcs)).bit_length())
+def name_table(names: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """An open-addressing table from the CRC-32 of a name to its slot (its position), and
+    the names' UTF-8 (slot s at ``text[starts[s]:starts[s+1]]``): a name of a row is
+    its slot's only if its bytes are the same, not its CRC alone (names of equal CRC-32
+    exist, 'plumless' and 'buckeroo'). The names' CRCs must differ."""
+    encoded = [n.encode() for n in names]
+    size = 1 << max(3, (4 * len(names)).bit_length())
     keys, slots = np.zeros(size, dtype=np.int64), np.full(size, -1, dtype=np.int64)
-    for s, c in enumerate(crcs):
+    for s, c in enumerate(zlib.crc32(e) for e in encoded):
         h = c & (size - 1)
         while slots[h] >= 0:
             h = (h + 1) & (size - 1)
         keys[h], slots[h] = c, s
-    return keys, slots
+    text = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    starts = np.cumsum([0] + [len(e) for e in encoded]).astype(np.int64)
+    return keys, slots, text, starts
 
 
 @numba.njit(cache=True, inline="always")
@@ -247,8 +255,19 @@ def _crc_int(crc, v, table):  # type: ignore[no-untyped-def]
     return crc
 
 
+@numba.njit(cache=True, inline="always")
+def _same(address, size, text, lo, hi):  # type: ignore[no-untyped-def]
+    """Whether the ``size`` bytes at ``address`` are ``text[lo:hi]``."""
+    if size != hi - lo:
+        return False
+    for j in range(size):
+        if _load_byte(address + j) != text[lo + j]:
+            return False
+    return True
+
+
 @numba.njit(cache=True)
-def _name(name, h, table, cache, words, keys, slots):  # type: ignore[no-untyped-def]
+def _name(name, h, table, cache, words, keys, slots, text, starts):  # type: ignore[no-untyped-def]
     """(CRC of the name, CRC state after "name=", slot) of a str object not in ``cache``,
     put at h if there is room; (-1, 0, -1) if its UTF-8 cannot be had."""
     address = _utf8(name, np.int64(words.ctypes.data))
@@ -258,6 +277,8 @@ def _name(name, h, table, cache, words, keys, slots):  # type: ignore[no-untyped
     state = _crc_bytes(0xFFFFFFFF, address, words[0], table)
     crc, after = state ^ 0xFFFFFFFF, table[0, (state ^ _EQ) & 0xFF] ^ (state >> 8)
     slot = _lookup(keys, slots, crc)
+    if slot >= 0 and not _same(address, words[0], text, starts[slot], starts[slot + 1]):
+        slot = -1  # another name of the same CRC-32
     if words[2] < len(cache) // 2:
         cache[h, 0], cache[h, 1], cache[h, 2], cache[h, 3] = name, crc, after, slot
         words[2] += 1
@@ -299,10 +320,10 @@ def _label(obj, objects):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def read(seq, n, is_list, pairs, objects, table, true, false, keys, slots):  # type: ignore[no-untyped-def]
+def read(seq, n, is_list, pairs, objects, table, true, false, keys, slots, text, starts):  # type: ignore[no-untyped-def]
     """The arrays of ``Tokens`` for the list or tuple at address ``seq`` of ``n`` rows,
     then the labels; ``pairs``: its items are (row, label) 2-tuples, else rows (labels 0);
-    ``keys`` and ``slots``: a ``name_table`` (or ``NO_NAMES``).
+    ``keys``, ``slots``, ``text`` and ``starts``: a ``name_table`` (or ``NO_NAMES``).
 
     Three passes, so that memory is asked for well before it is needed: the rows
     (prefetching each dict, or each pair and then its dict and label), their items
@@ -361,7 +382,8 @@ def read(seq, n, is_list, pairs, objects, table, true, false, keys, slots):  # t
             if cache[h, 0] != name:
                 crc = -1
                 if _load_int64(name + _TYPE_AT) == objects[_STR]:
-                    crc, state, s = _name(name, h, table, cache, words, keys, slots)
+                    crc, state, s = _name(name, h, table, cache, words, keys, slots, text,
+                                           starts)
             if crc < 0:
                 status[r] = HARD
                 break

@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import numbers
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,7 +45,7 @@ import numpy as np
 from livelearn.errors import BadInput, ConfigError
 from livelearn.features import scan as sc
 from livelearn.features.batch import SparseBatch
-from livelearn.features.hashing import BIAS, Features
+from livelearn.features.hashing import BIAS, Features, value_text
 
 _M64 = (1 << 64) - 1
 _CROSS_SEED = 0x243F6A8885A308D3
@@ -61,10 +62,17 @@ class Categorical:
 
 @dataclass(frozen=True)
 class Numeric:
-    """A number passed through: the bucket of ``"name"``, with value ``value * scale``."""
+    """A number passed through: the bucket of ``"name"``, with value ``value * scale``
+    (``scale`` a finite number, checked when declared)."""
 
     name: str
     scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scale, int | float) or isinstance(self.scale, bool) \
+                or not math.isfinite(self.scale):
+            raise ConfigError(f"Numeric({self.name!r}): scale must be a finite number, "
+                              f"got {self.scale!r}")
 
 
 @dataclass(frozen=True)
@@ -290,7 +298,7 @@ def _token(row: Features, name: str) -> int | None:
     if not isinstance(v, str | bool | int):
         raise BadInput(f"feature {name!r}: categorical values must be str, bool or int, "
                        f"got {type(v).__name__} {v!r}")
-    return _crc(f"{name}={v}")
+    return _crc(f"{name}={value_text(v)}")
 
 
 def _text_features(field: int, t: Text, row: Features) -> list[tuple[int, int, float]]:
@@ -324,8 +332,8 @@ def _number(row: Features, name: str) -> float | None:
     v = row.get(name)
     if v is None:
         return None
-    if isinstance(v, str):
-        raise BadInput(f"feature {name!r}: expected a number, got str {v!r}")
+    if isinstance(v, str) or not isinstance(v, numbers.Real):  # a numpy number is one
+        raise BadInput(f"feature {name!r}: expected a number, got {type(v).__name__} {v!r}")
     x = float(v)
     return None if math.isnan(x) else x
 
@@ -375,12 +383,12 @@ def _names(t: Transform) -> tuple[str, ...]:
     return t.names if isinstance(t, Cross) else (t.name,)
 
 
-def _key_table(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """An open-addressing table from the CRC-32 of a name to its slot."""
+def _key_table(names: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """``scan.name_table`` of the names: from the CRC-32 of a name to its slot."""
     crcs = [_crc(n) for n in names]
     if len(set(crcs)) != len(crcs):
         raise ConfigError(f"feature names {names}: two have the same CRC-32; rename one")
-    return sc.name_table(crcs)
+    return sc.name_table(names)
 
 
 @numba.njit(cache=True, inline="always")
@@ -397,12 +405,13 @@ def _cross(token, parts, lo, hi, kinds):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _batch(seq, n, is_list, pairs, objects, table, true, false, keys, slots, ops, arg, scale,  # type: ignore[no-untyped-def]
-           parts, part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc, bias, mask):
+def _batch(seq, n, is_list, pairs, objects, table, true, false, keys, slots, text, starts,  # type: ignore[no-untyped-def]
+           ops, arg, scale, parts, part_off, bins, bin_off, bin_tokens, bin_tok_off, name_crc,
+           bias, mask):
     """Scan the rows (or pairs) and assemble them: (indices, values, fields, offsets,
     labels, rows to redo, how many)."""
     _, token, value, kind, slot, offsets, redo, labels = sc.read(
-        seq, n, is_list, pairs, objects, table, true, false, keys, slots)
+        seq, n, is_list, pairs, objects, table, true, false, keys, slots, text, starts)
     width = len(ops) + 1
     idx, val = np.empty(n * width, dtype=np.int64), np.empty(n * width)
     fld, off = np.empty(n * width, dtype=np.int32), np.zeros(n + 1, dtype=np.int64)

@@ -210,12 +210,13 @@ MAX_BITS = 32
 def check_params(learner: Learner, at_least: dict[str, int] | None = None,
                  positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
     """ConfigError naming the learner and the first hyperparameter out of range: ``bits``
-    an integer in [1, MAX_BITS], each of ``at_least`` an integer >= its bound, each of
-    ``positive`` a finite number > 0 and of ``non_negative`` one >= 0 (a bool is neither)."""
+    an integer in [1, MAX_BITS], each of ``at_least`` an integer >= its bound (and a
+    ``seed`` one that a kernel's int64 holds), each of ``positive`` a finite number > 0
+    and of ``non_negative`` one >= 0 (a bool is neither)."""
     owner = type(learner).__name__
     for name, low in {"bits": 1, **(at_least or {})}.items():
         value = getattr(learner, name)
-        high = MAX_BITS if name == "bits" else None
+        high = {"bits": MAX_BITS, "seed": 2**63 - 1}.get(name)
         if type(value) is not int or value < low or (high is not None and value > high):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
             raise ConfigError(f"{owner}: {name} must be an integer {bound}, got "
@@ -251,10 +252,11 @@ def score_problem(learner: Learner, scores: np.ndarray) -> tuple[int, str] | Non
     return i, f"the score {float(scores[i])!r}: {why}"
 
 
-def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int
-                ) -> Callable[[], None]:
-    """``Learner.undo_point`` of a learner whose state is ``tables``: of a table of ``size``
-    rows (one a bucket), the rows that ``batch`` indexes are kept; a smaller array whole.
+def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int,
+                whole: Sequence[np.ndarray] = ()) -> Callable[[], None]:
+    """``Learner.undo_point`` of a learner whose state is ``tables`` of ``size`` rows (one a
+    bucket), of which the rows that ``batch`` indexes are kept, and the arrays ``whole``
+    (not of buckets, however long), kept whole.
 
     >>> w = np.zeros(8)
     >>> undo = undo_tables([w], SparseBatch(np.array([3, 11]), np.ones(2), np.array([0, 2])), 8)
@@ -264,8 +266,8 @@ def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int
     0.0
     """
     rows = batch.indices & (size - 1)
-    kept = [(t, rows, t.take(rows, axis=0)) if len(t) == size else (t, slice(None), t.copy())
-            for t in tables]
+    kept = ([(t, rows, t.take(rows, axis=0)) for t in tables]
+            + [(t, slice(None), t.copy()) for t in whole])
 
     def undo() -> None:
         for table, at, values in kept:  # a bucket repeated: each copy holds the same

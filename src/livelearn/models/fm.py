@@ -152,7 +152,8 @@ class Factorization(OnePass):
         return {"w": self._w, "v": self._v, "touched": self._touched, "seen": self._seen}
 
     def undo_point(self, batch: SparseBatch) -> Callable[[], None]:
-        return undo_tables(list(self.state().values()), batch, 1 << self.bits)
+        return undo_tables([self._w, self._v, self._touched], batch, 1 << self.bits,
+                           whole=[self._seen])
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._w = state_array(state, "w", self._w.shape)

@@ -26,7 +26,12 @@ give (not finite; outside [0, 1] for a binary learner), the fourth such sample
 since the last version (``MAX_SPOILING``: the learner diverging), or one of a
 learner that cannot put back, stops the trainer with a PipelineError naming the
 learner and the sample, before what it learned since its last version is
-published.
+published, as does an error of the learner's own (another library's, in an adapter),
+naming the samples it was learning. A sample the learner refuses (BadInput: more
+features than a field-aware learner has fields, without transforms) is dead-lettered
+with its reason, and the others learned, where the learner can put back what it
+learned (``undo_point``); where it refuses more than half of the first
+``LABEL_CHECK`` samples, the trainer stops.
 
 Samples the log deleted before the trainer read them (its retention) stop it
 (Lost), or with ``skip_lost`` are skipped: each gap is logged and written to the
@@ -223,6 +228,7 @@ class Trainer:
         self.behind = 0  # of those, the ones taken for learned by their window end alone
         self.malformed = 0  # samples dead-lettered as impossible to learn
         self._out_of_range = 0  # of those, labels a binary learner cannot learn
+        self._refused = 0  # of those, samples the learner refused (_learn_taken)
         self.lost = 0  # gaps dead-lettered: samples deleted before they were read
         # inputs skipped past a gap, whose offset is not past it yet: where each starts now
         self._gaps: dict[TopicPartition, int] = {}
@@ -473,6 +479,18 @@ class Trainer:
                 f"livelearn.models.linear.LinearRegression or livelearn.models.fm.FMRegressor), "
                 f"or a label of 0 or 1")
 
+    def _check_refused(self, why: str) -> None:
+        """Stop where the learner refused more than half of the first ``LABEL_CHECK``
+        samples read: not a few odd samples, but a learner declared wrong for them (an
+        FFM of fewer fields than the features function's rows have)."""
+        self._refused += 1
+        read = self._refused + self.samples - self._samples_at_start
+        if self._refused == LABEL_CHECK // 2 + 1 and read <= LABEL_CHECK:
+            raise PipelineError(
+                f"pipeline '{self.pipeline.name}': the learner {_described(self.model)} "
+                f"refused {self._refused} of the first {read} samples (each is in the dead "
+                f"letters): {why}")
+
     def _write_letter(self, at: tuple[str, int, int], key: str, letter: dict[str, Any]
                       ) -> None:
         """Write ``letter``, of the sample (or the gap) at ``at`` (topic, partition, offset),
@@ -506,34 +524,34 @@ class Trainer:
         if self._last_publish_ts is None and samples:  # publish_every_ms runs from here
             self._last_publish_ts = int(samples[0]["ts"])
         trained = Trained(samples, batch, labels, np.empty(len(samples)))
+        dead = np.zeros(len(samples), dtype=bool)  # dead-lettered by _learn_rows
         start = 0
-        for cut in self._publish_points(samples):
-            trained.scores[start:cut] = self._learn(batch.slice(start, cut), labels[start:cut],
-                                                    samples[start:cut], where[start:cut])
-            start = cut
-            trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"]),
-                                                   unlearned=where[cut:]))
-        trained.scores[start:] = self._learn(batch.slice(start, len(samples)), labels[start:],
-                                             samples[start:], where[start:])
-        dropped = np.flatnonzero(np.isnan(trained.scores))  # dead letters (_learn_rows)
+        for cut in [*self._publish_points(samples), None]:
+            stop = len(samples) if cut is None else cut
+            trained.scores[start:stop], dead[start:stop] = self._learn(
+                batch.slice(start, stop), labels[start:stop], samples[start:stop],
+                where[start:stop])
+            start = stop
+            if cut is not None:
+                trained.published.append(self._publish(ts=int(samples[cut - 1]["ts"]),
+                                                       unlearned=where[cut:]))
+        dropped = np.flatnonzero(dead)
         return _without(trained, dropped) if len(dropped) else trained
 
     def _hashable(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                   ) -> tuple[list[dict[str, Any]], list[tuple[str, int, int]]]:
-        """The samples whose features can be hashed (features.hashing.unusable; with
-        declared transforms, of the types they take), and where they are; the others
-        dead-lettered, naming the feature."""
+        """The samples whose features can be hashed (``_unfit``), and where they are; the
+        others dead-lettered, naming the feature."""
         keep = []
         for sample, (topic, partition, offset) in zip(samples, where, strict=True):
-            problem = unusable(sample["features"]) or self._unfit(sample["features"])
+            problem = self._unfit(sample["features"])
             if problem is None:
                 keep.append((sample, (topic, partition, offset)))
                 continue
             # taken as learned (the rebuild reads it back as such: see train.rebuild)
             self._learned_until(sample["window_end"])
             self._dead_letter(Record(topic, partition, offset, sample["id"], orjson.dumps(sample)),
-                              f"sample cannot be learned: {problem} (as the sample's JSON "
-                              f"holds it: NaN and infinities are written as null)")
+                              f"sample cannot be learned: {problem}")
         return [s for s, _ in keep], [w for _, w in keep]
 
     def _check_names(self, samples: list[dict[str, Any]]) -> None:
@@ -550,10 +568,14 @@ class Trainer:
                         len(samples), ", ".join(sorted(present)))
 
     def _unfit(self, features: dict[str, Any]) -> str | None:
-        """Why the pipeline's transforms cannot take ``features`` (a Numeric given a str,
-        for instance), or None."""
+        """Why ``features`` cannot be hashed, naming the feature, or None: by the pipeline's
+        transforms where it declares them (a Numeric given a str, for instance; what none
+        of them reads, and a null, are left out, whatever samples share the turn), else by
+        features.hashing.unusable (a value not a number, a string or a bool)."""
         if self.pipeline.transforms is None:
-            return None
+            problem = unusable(features)
+            return None if problem is None else (f"{problem} (as the sample's JSON holds "
+                                                 f"it: NaN and infinities are written as null)")
         try:
             self.pipeline.transforms.hash_rows([features], self.model.bits)
         except BadInput as e:
@@ -587,15 +609,16 @@ class Trainer:
         return points
 
     def _learn(self, batch: SparseBatch, labels: np.ndarray, samples: list[dict[str, Any]],
-               where: list[tuple[str, int, int]]) -> np.ndarray:
-        """Learn the samples; their scores, nan for those dead-lettered (``_learn_rows``),
-        which are taken for learned all the same (their offsets and ids)."""
+               where: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Learn the samples; their scores, and which were dead-lettered (``_learn_rows``),
+        which are taken for learned all the same (their offsets and ids). A score the
+        learner gave that it must not (nan among them) stops the trainer (``_stop``)."""
         if len(batch) == 0:
-            return np.empty(0)
-        scores = self._learn_rows(batch, labels, samples, where)
+            return np.empty(0), np.zeros(0, dtype=bool)
+        scores, dead = self._learn_rows(batch, labels, samples, where)
         learned, scored, truth, kept = len(batch), scores, labels, where
-        if np.isnan(scores).any():
-            rows = np.flatnonzero(~np.isnan(scores))
+        if dead.any():
+            rows = np.flatnonzero(~dead)
             learned, scored, truth = len(rows), scores[rows], labels[rows]
             kept = [where[r] for r in rows.tolist()]
         problem = score_problem(self.model, scored)
@@ -614,7 +637,7 @@ class Trainer:
         self._last_learned_ts = int(samples[-1]["ts"])
         self.samples += learned
         self._since_publish += learned
-        return scores
+        return scores, dead
 
     def _learned_until(self, window_end: int) -> None:
         if self._learned_newest is None or window_end > self._learned_newest:
@@ -622,15 +645,22 @@ class Trainer:
 
     def _learn_rows(self, batch: SparseBatch, labels: np.ndarray,
                     samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
-                    ) -> np.ndarray:
-        """Score and learn each row in turn. A row whose learning leaves a weight that is
-        not a finite number (Diverged: a value like 1e200) is put back, where the learner
-        can (``Learner.undo_point``), dead-lettered and scored nan, and the rows after it
-        learned; the ``MAX_SPOILING`` + 1-th since the last version, or one the learner
-        cannot put back, stops the trainer."""
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score and learn each row in turn: the scores, and which rows were dead-lettered.
+        A row whose learning leaves a weight that is not a finite number (Diverged: a
+        value like 1e200) is put back, where the learner can (``Learner.undo_point``),
+        dead-lettered and scored nan, and the rows after it learned; the ``MAX_SPOILING``
+        + 1-th since the last version, or one the learner cannot put back, stops the
+        trainer."""
         undo = self.model.undo_point(batch)
         try:
-            return self.model.predict_then_learn(batch, labels)
+            scores = self.model.predict_then_learn(batch, labels)
+            return scores, np.zeros(len(scores), dtype=bool)
+        except BadInput as e:  # a row it refuses (more features than an FFM has fields)
+            if undo is None:
+                raise
+            undo()
+            return self._learn_taken(batch, labels, samples, where, e)
         except Diverged as e:
             row, name = e.row, samples[e.row]["id"]
             if undo is None or self._spoiling == MAX_SPOILING:
@@ -646,11 +676,43 @@ class Trainer:
                 f"learning it ({e.values}) left weights of {_described(self.model)} that are "
                 f"not finite numbers (scale large numeric features, e.g. with log1p); they "
                 f"were put back as they were before it")
+        except Exception as e:
+            if isinstance(e, LivelearnError):
+                raise
+            self._stop(f"raised {type(e).__name__} learning the samples {samples[0]['id']!r} "
+                       f"to {samples[-1]['id']!r}: {e}")
         before = (self.model.predict_then_learn(batch.slice(0, row), labels[:row]) if row
                   else np.empty(0))  # learned again as before
-        after = self._learn_rows(batch.slice(row + 1, len(batch)), labels[row + 1:],
-                                 samples[row + 1:], where[row + 1:])
-        return np.concatenate([before, [np.nan], after])
+        after, dead = self._learn_rows(batch.slice(row + 1, len(batch)), labels[row + 1:],
+                                       samples[row + 1:], where[row + 1:])
+        return (np.concatenate([before, [np.nan], after]),
+                np.concatenate([np.zeros(row, dtype=bool), [True], dead]))
+
+    def _learn_taken(self, batch: SparseBatch, labels: np.ndarray,
+                     samples: list[dict[str, Any]], where: list[tuple[str, int, int]],
+                     error: BadInput) -> tuple[np.ndarray, np.ndarray]:
+        """``_learn_rows`` of a batch the learner refused (``error``): the rows it refuses
+        alone are dead-lettered with its reason and scored nan, the others learned."""
+        refused: dict[int, str] = {}
+        for r in range(len(batch)):
+            try:
+                self.model.predict(batch.slice(r, r + 1))
+            except BadInput as e:
+                refused[r] = str(e)
+        if not refused:  # not a row's fault: the learner's own error
+            raise error
+        for r, why in refused.items():
+            topic, partition, offset = where[r]
+            self._dead_letter(Record(topic, partition, offset, samples[r]["id"],
+                                     orjson.dumps(samples[r])),
+                              f"sample cannot be learned: {why}")
+            self._check_refused(why)
+        rows = [r for r in range(len(batch)) if r not in refused]
+        scores, dead = self._learn_rows(batch.take(np.array(rows, dtype=np.int64)), labels[rows],
+                                        [samples[r] for r in rows], [where[r] for r in rows])
+        all_scores, all_dead = np.full(len(batch), np.nan), np.ones(len(batch), dtype=bool)
+        all_scores[rows], all_dead[rows] = scores, dead
+        return all_scores, all_dead
 
     def _stop(self, what: str) -> NoReturn:
         """PipelineError for ``what`` the learner did that it must not (gave a score out of
