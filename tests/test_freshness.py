@@ -126,6 +126,9 @@ def test_fresher_scores_higher_on_the_drifting_feed(feed: tuple[Samples, np.ndar
 @pytest.mark.parametrize(("args", "says"), [
     (["--intervals", "1m,5x"], "interval '5x': expected a whole number"),
     (["--delay=-5m"], "--delay '-5m': expected a whole number >= 0"),
+    (["--intervals", "1h,99999999999999999999d"],
+     "interval '99999999999999999999d': longer than any event time (at most 2932897d)"),
+    (["--delay", "2932898d"], "--delay '2932898d': longer than any event time"),
     (["--warmup", "1"], "--warmup '1': expected a share of the samples in [0, 1)"),
     (["--warmup", "-0.1"], "--warmup '-0.1'"),
     (["--warmup", "half"], "--warmup 'half'"),

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from livelearn.errors import ConfigError
+from livelearn.events import MAX_TS_MS
 from livelearn.features.batch import SparseBatch, concat
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
@@ -54,7 +55,8 @@ DEFAULT_INTERVALS = "0,1m,10m,1h,6h,1d,never"
 
 
 def parse_duration(text: str, what: str) -> int:
-    """``30s``, ``10m``, ``6h``, ``1d`` (or ``0``) in ms; ConfigError naming ``what``.
+    """``30s``, ``10m``, ``6h``, ``1d`` (or ``0``) in ms, at most the largest event time
+    (MAX_TS_MS: the year 9999); ConfigError naming ``what``.
 
     >>> parse_duration("10m", "--delay")
     600000
@@ -65,7 +67,11 @@ def parse_duration(text: str, what: str) -> int:
     if match is None:
         raise ConfigError(f"{what} {text!r}: expected a whole number >= 0 and a unit: ms, s, "
                           f"m, h or d (such as 30s, 10m, 6h, 1d), or 0")
-    return int(match[1]) * UNITS[match[2]]
+    ms = int(match[1]) * UNITS[match[2]]
+    if ms > MAX_TS_MS:
+        raise ConfigError(f"{what} {text!r}: longer than any event time (at most "
+                          f"{MAX_TS_MS // UNITS['d']}d)")
+    return ms
 
 
 def parse_intervals(text: str) -> list[int | None]:
