@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from livelearn.cli import main
+from livelearn.errors import ConfigError
 from livelearn.log.memory import MemoryLog
 from livelearn.registry import Registry
 from livelearn.replay import replay
@@ -115,6 +116,23 @@ def test_an_interval_scores_as_copies_of_the_learner_would(
                                rtol=1e-12)
     versions = study.summary()["intervals"][0]["deploys"]
     assert 1 < versions <= 6 * 3600_000 // every_ms + 1
+
+
+def test_a_delay_past_the_last_sample_is_named_as_the_cause(
+        feed: tuple[Samples, np.ndarray]) -> None:
+    """The warm-up's model would serve only after the last sample: the delay is said to
+    be why, not the warm-up alone."""
+    samples, _ = feed
+    warm = int(0.1 * len(samples.ts))
+    delay_ms = int(samples.ts.max() - samples.ends[warm - 1])  # serves 1 ms after the last
+    with pytest.raises(ConfigError) as refused:
+        _study(samples, "1h", delay_ms)
+    assert str(refused.value) == (
+        f"no sample is left to score: {len(samples.ts)} samples, the first {warm} of them "
+        f"(--warmup 0.1) the warm-up, whose model serves from its last label final plus "
+        f"--delay {label_of(delay_ms)}, after the last sample; give more samples, a smaller "
+        f"--warmup or a shorter --delay")
+    assert samples.ts[_study(samples, "1h", delay_ms - 1).start] == samples.ts.max()
 
 
 def test_fresher_scores_higher_on_the_drifting_feed(feed: tuple[Samples, np.ndarray]) -> None:
