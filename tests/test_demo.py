@@ -45,6 +45,18 @@ def test_the_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path: Path) -
     assert (tmp_path / "precious.txt").exists()
 
 
+def test_days_that_would_run_into_the_future_are_refused_first(tmp_path: Path) -> None:
+    """The server refuses a request's time past now: a feed ending after now is refused
+    before the demo starts, not met as an HTTP 422 traceback once its time passes now."""
+    done = livelearn("demo", "--impressions", "1000", "--days", "100000",
+                     "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("livelearn: --days 100000: the simulated feed starts on "
+                                  "2026-01-05 and would end after now (")
+    assert "give at most --days " in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "w").exists()
+
+
 def test_help_explains_every_option() -> None:
     top = livelearn("--help")
     assert top.returncode == 0

@@ -147,6 +147,8 @@ def test_fresher_scores_higher_on_the_drifting_feed(feed: tuple[Samples, np.ndar
     (["--intervals", "1h,99999999999999999999d"],
      "interval '99999999999999999999d': longer than any event time (at most 2932897d)"),
     (["--delay", "2932898d"], "--delay '2932898d': longer than any event time"),
+    (["--days", "100000"], "--days 100000: the simulated feed starts on 2026-01-05 and "
+                           "would end after now ("),
     (["--warmup", "1"], "--warmup '1': expected a share of the samples in [0, 1)"),
     (["--warmup", "-0.1"], "--warmup '-0.1'"),
     (["--warmup", "half"], "--warmup 'half'"),

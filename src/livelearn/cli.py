@@ -126,7 +126,8 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     d.add_argument("--candidates", type=int, default=10,
                    help="posts ranked per feed request; every one is shown (default: %(default)s)")
     d.add_argument("--days", type=float, default=2.0,
-                   help="simulated days the impressions spread over (default: %(default)s)")
+                   help="simulated days the impressions spread over, from 2026-01-05 "
+                        "(UTC) and ending before now (default: %(default)s)")
     d.add_argument("--seed", type=int, default=7, help="seed of the world (default: %(default)s)")
     d.add_argument("--faults", type=_fraction, default=0.002,
                    help="fraction of feedback events spoiled on purpose (duplicate, malformed, "

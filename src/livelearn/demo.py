@@ -27,7 +27,7 @@ from livelearn.registry import Registry
 from livelearn.sim.client import FeedClient
 from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
-from livelearn.sim.world import NewsFeed
+from livelearn.sim.world import NewsFeed, check_in_past
 from livelearn.study.outcome import Outcome
 
 MARKER = ".livelearn-demo"
@@ -50,6 +50,7 @@ class DemoConfig:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop over the whole simulated stream; return the summary."""
     started = time.monotonic()
+    check_in_past(cfg.days, int(time.time() * 1000))
     world = NewsFeed(seed=cfg.seed, impressions=cfg.impressions, candidates=cfg.candidates,
                      days=cfg.days)
     workdir = _fresh_workdir(cfg.workdir)
