@@ -57,6 +57,19 @@ def test_days_that_would_run_into_the_future_are_refused_first(tmp_path: Path) -
     assert not (tmp_path / "w").exists()
 
 
+def test_more_candidates_than_predict_takes_are_refused_first(tmp_path: Path) -> None:
+    """/predict scores at most 1,000 items: more was an HTTP 422 traceback, mid-demo."""
+    for candidates in ("1001", "0"):
+        done = livelearn("demo", "--impressions", "3000", "--candidates", candidates,
+                         "--workdir", str(tmp_path / "w"))
+        assert done.returncode == 2, done.stderr
+        assert (f"argument --candidates: expected a whole number from 1 to 1000 (the most "
+                f"items /predict takes), got '{candidates}'") in done.stderr
+        assert not (tmp_path / "w").exists()
+    assert livelearn("demo", "--impressions", "1000", "--candidates", "1000", "--no-progress",
+                     "--workdir", str(tmp_path / "w")).returncode == 0
+
+
 def test_help_explains_every_option() -> None:
     top = livelearn("--help")
     assert top.returncode == 0

@@ -123,7 +123,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "writes an HTML report.")
     d.add_argument("--impressions", type=int, default=200_000,
                    help="impressions to simulate (default: %(default)s)")
-    d.add_argument("--candidates", type=int, default=10,
+    d.add_argument("--candidates", type=_candidates, default=10,
                    help="posts ranked per feed request; every one is shown (default: %(default)s)")
     d.add_argument("--days", type=float, default=2.0,
                    help="simulated days the impressions spread over, from 2026-01-05 "
@@ -290,6 +290,14 @@ def _serve(args: argparse.Namespace) -> int:
                      store=open_store(args.store, retention_for(pipeline.counters)))
     serve_http(app, args.host, args.port)
     return 0
+
+
+def _candidates(text: str) -> int:
+    """--candidates: as many items as one /predict takes, at most."""
+    from livelearn.serve.limits import MAX_PREDICT
+
+    return number_of(text, int, lambda v: 1 <= v <= MAX_PREDICT,
+                     f"a whole number from 1 to {MAX_PREDICT} (the most items /predict takes)")
 
 
 def _fraction(text: str) -> float:
