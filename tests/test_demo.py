@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 
 KEYS = {"impressions", "samples", "join_ratio", "dead_letters", "versions", "auc_live",
         "auc_frozen", "freshness_p50_s", "freshness_p95_s", "wall_seconds"}
@@ -68,6 +73,48 @@ def test_more_candidates_than_predict_takes_are_refused_first(tmp_path: Path) ->
         assert not (tmp_path / "w").exists()
     assert livelearn("demo", "--impressions", "1000", "--candidates", "1000", "--no-progress",
                      "--workdir", str(tmp_path / "w")).returncode == 0
+
+
+def _server_of(workdir: Path) -> int | None:
+    """The pid of the demo's server process on ``workdir``, if one runs."""
+    log = f"sqlite:///{(workdir / 'log.db').resolve()}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and log in (proc / "cmdline").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:  # gone meanwhile
+            pass
+    return None
+
+
+def _wait(what: Callable[[], object], seconds: float) -> object:
+    deadline = time.monotonic() + seconds
+    while not (found := what()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_demo_stopped_while_its_server_starts_stops_the_server(
+        tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    """Ctrl-C (to the demo alone) or SIGTERM as the server starts: the demo exits and its
+    server process with it; before, the server went on serving, with no demo."""
+    workdir = tmp_path / "w"
+    demo = subprocess.Popen([sys.executable, "-m", "livelearn", "demo", "--impressions",
+                             "200000", "--workdir", str(workdir), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        server = _wait(lambda: _server_of(workdir), 120)
+        assert isinstance(server, int) and demo.poll() is None
+        time.sleep(0.5)  # the demo out of Popen, waiting for its server to answer (seconds)
+        demo.send_signal(sig)
+        assert demo.wait(30) == code
+        assert _wait(lambda: _server_of(workdir) is None, 15)
+    finally:
+        demo.kill()
+        if (left := _server_of(workdir)) is not None:
+            os.kill(left, signal.SIGKILL)
 
 
 def test_help_explains_every_option() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -264,15 +265,26 @@ def _demo(args: argparse.Namespace) -> int:
     for output, what in ((args.report, "report"), (args.summary_json, "summary")):
         if output is not None:  # fail now, not after the demo
             check_writable(output, what)
-    summary = run_demo(DemoConfig(
-        impressions=args.impressions, candidates=args.candidates, days=args.days,
-        seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,
-        summary_json=args.summary_json, progress=not args.no_progress))
+    # a SIGTERM (kill, a service manager) ends the demo as Ctrl-C does: its server process
+    # is stopped, not left serving with no demo
+    was = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        summary = run_demo(DemoConfig(
+            impressions=args.impressions, candidates=args.candidates, days=args.days,
+            seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,
+            summary_json=args.summary_json, progress=not args.no_progress))
+    finally:
+        signal.signal(signal.SIGTERM, was)
     table = Table(title="summary", show_header=False)
     for key, value in summary.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Exit with 128 + SIGTERM, as a process killed by it, after every ``finally``."""
+    raise SystemExit(128 + signum)
 
 
 def _serve(args: argparse.Namespace) -> int:

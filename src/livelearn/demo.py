@@ -143,18 +143,28 @@ def _start_server(workdir: Path) -> _Server:
     with open(workdir / "server.log", "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     server = _Server(process, f"http://127.0.0.1:{port}")
+    try:
+        _wait_ready(server, workdir)
+    except BaseException:  # Ctrl-C while it starts too: no server left behind
+        server.stop()
+        raise
+    return server
+
+
+def _wait_ready(server: _Server, workdir: Path) -> None:
+    """Until the server answers with a version (60 s at most); LivelearnError if it exits
+    or does not answer."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise LivelearnError(f"the server exited with {process.returncode}; "
+        if server.process.poll() is not None:
+            raise LivelearnError(f"the server exited with {server.process.returncode}; "
                                  f"see {workdir / 'server.log'}")
         try:
             if httpx.get(f"{server.url}/healthz", timeout=1).json().get("model_version"):
-                return server
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    server.stop()
     raise LivelearnError(f"the server did not answer within 60 s; see {workdir / 'server.log'}")
 
 
