@@ -117,6 +117,22 @@ def test_a_demo_stopped_while_its_server_starts_stops_the_server(
             os.kill(left, signal.SIGKILL)
 
 
+def test_the_report_and_summary_may_go_in_folders_of_a_new_workdir(tmp_path: Path) -> None:
+    """Before, checking the report's path first made its folder in the new workdir, and
+    the demo then refused that workdir as not a demo directory."""
+    workdir = tmp_path / "w"
+    done = livelearn("demo", "--impressions", "1000", "--workdir", str(workdir), "--report",
+                     str(workdir / "reports" / "r.html"), "--summary-json",
+                     str(workdir / "out" / "s.json"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "reports" / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert orjson.loads((workdir / "out" / "s.json").read_bytes())["impressions"] == 1000
+    refused = livelearn("demo", "--impressions", "1000", "--workdir", str(workdir),
+                        "--report", str(tmp_path))
+    assert refused.returncode == 2
+    assert refused.stderr == f"livelearn: cannot write report '{tmp_path}': Is a directory\n"
+
+
 def test_help_explains_every_option() -> None:
     top = livelearn("--help")
     assert top.returncode == 0

@@ -259,12 +259,8 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from livelearn.demo import DemoConfig, run_demo
-    from livelearn.files import check_writable
 
     logging.getLogger().setLevel(logging.WARNING)
-    for output, what in ((args.report, "report"), (args.summary_json, "summary")):
-        if output is not None:  # fail now, not after the demo
-            check_writable(output, what)
     # a SIGTERM (kill, a service manager) ends the demo as Ctrl-C does: its server process
     # is stopped, not left serving with no demo
     was = signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from livelearn.errors import ConfigError, LivelearnError, make_folder
+from livelearn.files import check_writable
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.loop import Loop
 from livelearn.registry import Registry
@@ -54,6 +55,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     world = NewsFeed(seed=cfg.seed, impressions=cfg.impressions, candidates=cfg.candidates,
                      days=cfg.days)
     workdir = _fresh_workdir(cfg.workdir)
+    for output, what in ((cfg.report, "report"), (cfg.summary_json, "summary")):
+        if output is not None:  # fail now, not after the demo; once the workdir is made,
+            check_writable(output, what)  # as a folder this makes in it is no stranger's
     write_tables(world, workdir / "tables")
     log = SQLiteLog(workdir / "log.db")
     for topic in PIPELINE.topics:
