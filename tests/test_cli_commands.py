@@ -148,6 +148,17 @@ def test_bucket_width_must_be_positive(tmp_path: Path,
         assert "argument --bucket-ms: expected a" in capsys.readouterr().err
 
 
+def test_bucket_width_beyond_any_time_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A width past the largest event time (year 9999) is refused when parsed, not met as
+    a traceback when the report's JSON is written, after the whole replay."""
+    for width in ("253402300800001", "99999999999999999999999"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["replay", "p.py", "--events", "ratings=r.jsonl", "--bucket-ms", width])
+        assert stopped.value.code == 2
+        assert (f"argument --bucket-ms: expected a whole number of ms from 1 to "
+                f"253402300800000, got '{width}'") in capsys.readouterr().err
+
+
 def test_join_until_idle_says_what_it_did(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL
@@ -66,6 +71,89 @@ def test_the_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path: Path) -
     assert done.returncode == 2
     assert "not a livelearn demo directory" in done.stderr
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_days_that_would_run_into_the_future_are_refused_first(tmp_path: Path) -> None:
+    """The server refuses a request's time past now: a feed ending after now is refused
+    before the demo starts, not met as an HTTP 422 traceback once its time passes now."""
+    done = livelearn("demo", "--impressions", "1000", "--days", "100000",
+                     "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("livelearn: --days 100000: the simulated feed starts on "
+                                  "2026-01-05 and would end after now (")
+    assert "give at most --days " in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "w").exists()
+
+
+def test_more_candidates_than_predict_takes_are_refused_first(tmp_path: Path) -> None:
+    """/predict scores at most 1,000 items: more was an HTTP 422 traceback, mid-demo."""
+    for candidates in ("1001", "0"):
+        done = livelearn("demo", "--impressions", "3000", "--candidates", candidates,
+                         "--workdir", str(tmp_path / "w"))
+        assert done.returncode == 2, done.stderr
+        assert (f"argument --candidates: expected a whole number from 1 to 1000 (the most "
+                f"items /predict takes), got '{candidates}'") in done.stderr
+        assert not (tmp_path / "w").exists()
+    assert livelearn("demo", "--impressions", "1000", "--candidates", "1000", "--no-progress",
+                     "--workdir", str(tmp_path / "w")).returncode == 0
+
+
+def _server_of(workdir: Path) -> int | None:
+    """The pid of the demo's server process on ``workdir``, if one runs."""
+    log = f"sqlite:///{(workdir / 'log.db').resolve()}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and log in (proc / "cmdline").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:  # gone meanwhile
+            pass
+    return None
+
+
+def _wait(what: Callable[[], object], seconds: float) -> object:
+    deadline = time.monotonic() + seconds
+    while not (found := what()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_demo_stopped_while_its_server_starts_stops_the_server(
+        tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    """Ctrl-C (to the demo alone) or SIGTERM as the server starts: the demo exits and its
+    server process with it; before, the server went on serving, with no demo."""
+    workdir = tmp_path / "w"
+    demo = subprocess.Popen([sys.executable, "-m", "livelearn", "demo", "--impressions",
+                             "200000", "--workdir", str(workdir), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        server = _wait(lambda: _server_of(workdir), 120)
+        assert isinstance(server, int) and demo.poll() is None
+        time.sleep(0.5)  # the demo out of Popen, waiting for its server to answer (seconds)
+        demo.send_signal(sig)
+        assert demo.wait(30) == code
+        assert _wait(lambda: _server_of(workdir) is None, 15)
+    finally:
+        demo.kill()
+        if (left := _server_of(workdir)) is not None:
+            os.kill(left, signal.SIGKILL)
+
+
+def test_the_report_and_summary_may_go_in_folders_of_a_new_workdir(tmp_path: Path) -> None:
+    """Before, checking the report's path first made its folder in the new workdir, and
+    the demo then refused that workdir as not a demo directory."""
+    workdir = tmp_path / "w"
+    done = livelearn("demo", "--impressions", "1000", "--workdir", str(workdir), "--report",
+                     str(workdir / "reports" / "r.html"), "--summary-json",
+                     str(workdir / "out" / "s.json"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "reports" / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert orjson.loads((workdir / "out" / "s.json").read_bytes())["impressions"] == 1000
+    refused = livelearn("demo", "--impressions", "1000", "--workdir", str(workdir),
+                        "--report", str(tmp_path))
+    assert refused.returncode == 2
+    assert refused.stderr == f"livelearn: cannot write report '{tmp_path}': Is a directory\n"
 
 
 def test_help_explains_every_option() -> None:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from livelearn.cli import main
+from livelearn.errors import ConfigError
 from livelearn.log.memory import MemoryLog
 from livelearn.registry import Registry
 from livelearn.replay import replay
@@ -117,6 +118,23 @@ def test_an_interval_scores_as_copies_of_the_learner_would(
     assert 1 < versions <= 6 * 3600_000 // every_ms + 1
 
 
+def test_a_delay_past_the_last_sample_is_named_as_the_cause(
+        feed: tuple[Samples, np.ndarray]) -> None:
+    """The warm-up's model would serve only after the last sample: the delay is said to
+    be why, not the warm-up alone."""
+    samples, _ = feed
+    warm = int(0.1 * len(samples.ts))
+    delay_ms = int(samples.ts.max() - samples.ends[warm - 1])  # serves 1 ms after the last
+    with pytest.raises(ConfigError) as refused:
+        _study(samples, "1h", delay_ms)
+    assert str(refused.value) == (
+        f"no sample is left to score: {len(samples.ts)} samples, the first {warm} of them "
+        f"(--warmup 0.1) the warm-up, whose model serves from its last label final plus "
+        f"--delay {label_of(delay_ms)}, after the last sample; give more samples, a smaller "
+        f"--warmup or a shorter --delay")
+    assert samples.ts[_study(samples, "1h", delay_ms - 1).start] == samples.ts.max()
+
+
 def test_fresher_scores_higher_on_the_drifting_feed(feed: tuple[Samples, np.ndarray]) -> None:
     values = _values(_study(feed[0], "0,1m,1h,never"))
     assert values["every sample"] > values["never"]
@@ -126,6 +144,11 @@ def test_fresher_scores_higher_on_the_drifting_feed(feed: tuple[Samples, np.ndar
 @pytest.mark.parametrize(("args", "says"), [
     (["--intervals", "1m,5x"], "interval '5x': expected a whole number"),
     (["--delay=-5m"], "--delay '-5m': expected a whole number >= 0"),
+    (["--intervals", "1h,99999999999999999999d"],
+     "interval '99999999999999999999d': longer than any event time (at most 2932897d)"),
+    (["--delay", "2932898d"], "--delay '2932898d': longer than any event time"),
+    (["--days", "100000"], "--days 100000: the simulated feed starts on 2026-01-05 and "
+                           "would end after now ("),
     (["--warmup", "1"], "--warmup '1': expected a share of the samples in [0, 1)"),
     (["--warmup", "-0.1"], "--warmup '-0.1'"),
     (["--warmup", "half"], "--warmup 'half'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from livelearn.errors import BadInput, ConfigError, NotFound
 from livelearn.sim import START_MS, NewsFeed, Request
+from livelearn.sim.world import DAY_MS, check_in_past
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -229,3 +231,26 @@ def test_errors_name_what_is_wrong(small: Run) -> None:
         small.world.click_probability("nobody", request.candidates[0], request.ts, 0)
     with pytest.raises(ConfigError, match="candidates"):
         NewsFeed(candidates=0)
+
+
+def test_days_too_short_for_the_requests_or_infinite_are_refused() -> None:
+    """Each request needs a ms of its own within the days; before, 1e-12 days divided by
+    zero and inf overflowed, both as tracebacks."""
+    for days in (1e-12, 199 / DAY_MS, math.inf, math.nan, 0.0, -1.0):
+        with pytest.raises(ConfigError, match=f"days={days!r} is out of range"):
+            NewsFeed(impressions=2000, days=days)
+    world = NewsFeed(impressions=2000, days=200 / DAY_MS)  # 200 requests in 200 ms
+    ts = [r.ts for r in world.requests()]
+    assert ts == list(range(START_MS, START_MS + 200)) and world.end_ms == START_MS + 200
+
+
+def test_a_feed_ending_after_now_is_refused() -> None:
+    """The server and ingest refuse events from the future (5 minutes ahead at most)."""
+    now = START_MS + 10 * DAY_MS
+    check_in_past(10 - 10 * MINUTE_MS / DAY_MS, now)  # its feedback ends by now
+    with pytest.raises(ConfigError) as refused:
+        check_in_past(10.0, now)
+    assert str(refused.value) == (
+        "--days 10: the simulated feed starts on 2026-01-05 and would end after now "
+        "(2026-01-15), but the server and ingest refuse events from the future; give at most "
+        "--days 9.99")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -123,10 +124,11 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "writes an HTML report.")
     d.add_argument("--impressions", type=int, default=200_000,
                    help="impressions to simulate (default: %(default)s)")
-    d.add_argument("--candidates", type=int, default=10,
+    d.add_argument("--candidates", type=_candidates, default=10,
                    help="posts ranked per feed request; every one is shown (default: %(default)s)")
     d.add_argument("--days", type=float, default=2.0,
-                   help="simulated days the impressions spread over (default: %(default)s)")
+                   help="simulated days the impressions spread over, from 2026-01-05 "
+                        "(UTC) and ending before now (default: %(default)s)")
     d.add_argument("--seed", type=int, default=7, help="seed of the world (default: %(default)s)")
     d.add_argument("--faults", type=_fraction, default=0.002,
                    help="fraction of feedback events spoiled on purpose (duplicate, malformed, "
@@ -257,21 +259,28 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from livelearn.demo import DemoConfig, run_demo
-    from livelearn.files import check_writable
 
     logging.getLogger().setLevel(logging.WARNING)
-    for output, what in ((args.report, "report"), (args.summary_json, "summary")):
-        if output is not None:  # fail now, not after the demo
-            check_writable(output, what)
-    summary = run_demo(DemoConfig(
-        impressions=args.impressions, candidates=args.candidates, days=args.days,
-        seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,
-        summary_json=args.summary_json, progress=not args.no_progress))
+    # a SIGTERM (kill, a service manager) ends the demo as Ctrl-C does: its server process
+    # is stopped, not left serving with no demo
+    was = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        summary = run_demo(DemoConfig(
+            impressions=args.impressions, candidates=args.candidates, days=args.days,
+            seed=args.seed, faults=args.faults, workdir=args.workdir, report=args.report,
+            summary_json=args.summary_json, progress=not args.no_progress))
+    finally:
+        signal.signal(signal.SIGTERM, was)
     table = Table(title="summary", show_header=False)
     for key, value in summary.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Exit with 128 + SIGTERM, as a process killed by it, after every ``finally``."""
+    raise SystemExit(128 + signum)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -289,6 +298,14 @@ def _serve(args: argparse.Namespace) -> int:
                      store=open_store(args.store, retention_for(pipeline.counters)))
     serve_http(app, args.host, args.port)
     return 0
+
+
+def _candidates(text: str) -> int:
+    """--candidates: as many items as one /predict takes, at most."""
+    from livelearn.serve.limits import MAX_PREDICT
+
+    return number_of(text, int, lambda v: 1 <= v <= MAX_PREDICT,
+                     f"a whole number from 1 to {MAX_PREDICT} (the most items /predict takes)")
 
 
 def _fraction(text: str) -> float:

@@ -101,7 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="write the report as JSON here")
     r.add_argument("--report", type=Path, default=None, metavar="PATH",
                    help="write the report as HTML here (default: WORKDIR/replay.html)")
-    r.add_argument("--bucket-ms", type=_positive, default=None, metavar="MS",
+    r.add_argument("--bucket-ms", type=_bucket_width, default=None, metavar="MS",
                    help="width of the report's time buckets, in milliseconds of event time "
                         "(default: chosen from the span)")
     r.set_defaults(func=_replay)
@@ -143,8 +143,13 @@ def positive_seconds(text: str) -> float:
     return number_of(text, float, lambda v: 0 < v < math.inf, "a number of seconds above 0")
 
 
-def _positive(text: str) -> int:
-    return number_of(text, int, lambda v: v > 0, "a whole number above 0")
+def _bucket_width(text: str) -> int:
+    """--bucket-ms: at most the largest event time, so a bucket's end is still a time
+    (the report's JSON holds it as a 64-bit integer)."""
+    from livelearn.events import MAX_TS_MS
+
+    return number_of(text, int, lambda v: 0 < v <= MAX_TS_MS,
+                     f"a whole number of ms from 1 to {MAX_TS_MS}")
 
 
 def _paths(args: argparse.Namespace, pipeline: Any = None) -> tuple[Any, Path, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,11 @@ def _inputs(args: argparse.Namespace, scratch: Path
                               "runs on the simulated news feed")
         from livelearn.sim.history import write_history
         from livelearn.sim.pipeline import PIPELINE
-        from livelearn.sim.world import NewsFeed
+        from livelearn.sim.world import NewsFeed, check_in_past
 
         given = {"impressions": 200_000, "days": 2.0, "seed": 7,
                  **{k: v for k, v in sim.items() if v is not None}}
+        check_in_past(given["days"], int(time.time() * 1000))
         world = NewsFeed(seed=given["seed"], impressions=given["impressions"],
                          days=given["days"])
         return PIPELINE, write_history(world, scratch / "feed", given["seed"]), \

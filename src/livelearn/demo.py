@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 
 from livelearn.errors import ConfigError, LivelearnError, make_folder
+from livelearn.files import check_writable
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.loop import Loop
 from livelearn.registry import Registry
 from livelearn.sim.client import FeedClient
 from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
-from livelearn.sim.world import NewsFeed
+from livelearn.sim.world import NewsFeed, check_in_past
 from livelearn.study.outcome import Outcome
 
 MARKER = ".livelearn-demo"
@@ -50,9 +51,13 @@ class DemoConfig:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop over the whole simulated stream; return the summary."""
     started = time.monotonic()
+    check_in_past(cfg.days, int(time.time() * 1000))
     world = NewsFeed(seed=cfg.seed, impressions=cfg.impressions, candidates=cfg.candidates,
                      days=cfg.days)
     workdir = _fresh_workdir(cfg.workdir)
+    for output, what in ((cfg.report, "report"), (cfg.summary_json, "summary")):
+        if output is not None:  # fail now, not after the demo; once the workdir is made,
+            check_writable(output, what)  # as a folder this makes in it is no stranger's
     write_tables(world, workdir / "tables")
     log = SQLiteLog(workdir / "log.db")
     for topic in PIPELINE.topics:
@@ -142,18 +147,28 @@ def _start_server(workdir: Path) -> _Server:
     with open(workdir / "server.log", "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     server = _Server(process, f"http://127.0.0.1:{port}")
+    try:
+        _wait_ready(server, workdir)
+    except BaseException:  # Ctrl-C while it starts too: no server left behind
+        server.stop()
+        raise
+    return server
+
+
+def _wait_ready(server: _Server, workdir: Path) -> None:
+    """Until the server answers with a version (60 s at most); LivelearnError if it exits
+    or does not answer."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise LivelearnError(f"the server exited with {process.returncode}; "
+        if server.process.poll() is not None:
+            raise LivelearnError(f"the server exited with {server.process.returncode}; "
                                  f"see {workdir / 'server.log'}")
         try:
             if httpx.get(f"{server.url}/healthz", timeout=1).json().get("model_version"):
-                return server
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    server.stop()
     raise LivelearnError(f"the server did not answer within 60 s; see {workdir / 'server.log'}")
 
 

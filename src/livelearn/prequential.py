@@ -50,12 +50,17 @@ class PrequentialRecord:
         start, span = int(ts.min()), int(ts.max() - ts.min())
         width = bucket_ms or auto_bucket_ms(span)
         which = ((ts - start) // width).astype(np.int64)
+        # each bucket's samples as one slice of an order (not a pass over all the samples
+        # per bucket: a narrow --bucket-ms on a long history has as many buckets as samples)
+        order = np.argsort(which, kind="stable")
+        buckets, first = np.unique(which[order], return_index=True)
+        ends = [*first.tolist()[1:], len(order)]
         out = []
-        for b in np.unique(which).tolist():
-            sel = which == b
+        for b, lo, hi in zip(buckets.tolist(), first.tolist(), ends, strict=True):
+            sel = order[lo:hi]
             out.append({"start_ts": start + b * width, "end_ts": start + (b + 1) * width,
-                        "samples": int(sel.sum()), "value": json_float(self.value(scores[sel],
-                                                                             labels[sel]))})
+                        "samples": hi - lo, "value": json_float(self.value(scores[sel],
+                                                                          labels[sel]))})
         return out
 
     def summary(self, bucket_ms: int | None = None) -> dict[str, Any]:

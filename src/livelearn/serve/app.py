@@ -88,7 +88,7 @@ from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters, retention_for
 from livelearn.serve.health import LogHealth
 from livelearn.serve.holder import ModelHolder
-from livelearn.serve.limits import MAX_BODY_BYTES, BodyLimits, validation_message
+from livelearn.serve.limits import MAX_BODY_BYTES, MAX_PREDICT, BodyLimits, validation_message
 from livelearn.serve.scoring import EventScorer
 from livelearn.serve.tables import ServedTables
 from livelearn.serve.traffic import CountResponses, Responses
@@ -105,7 +105,8 @@ class PredictRequest(BaseModel):
 
     user_id: str = Field(min_length=1, max_length=256)
     items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        min_length=1, max_length=1000, description="candidate item ids, scored in this order")
+        min_length=1, max_length=MAX_PREDICT,
+        description="candidate item ids, scored in this order")
     ts: StrictInt | None = Field(
         None, description="event time, integer ms since the epoch UTC; now if absent")
 
@@ -114,7 +115,7 @@ class EventsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[dict[str, Any]] = Field(
-        min_length=1, max_length=1000,
+        min_length=1, max_length=MAX_PREDICT,
         description="events of the labelled stream without their label, flat: the key field, "
                     "the schema's fields, optionally the id and ts fields (serve.scoring)")
 

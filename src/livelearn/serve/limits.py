@@ -29,6 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from livelearn.events import MAX_NESTING, is_digits, show, too_deep
 
+#: Most items (a feedback join) or events (a label in the events) one /predict scores.
+MAX_PREDICT = 1000
+
 #: The default largest request body, in bytes (1 MiB: a feedback batch of some
 #: 5,000 events).
 MAX_BODY_BYTES = 1 << 20

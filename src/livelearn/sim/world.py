@@ -52,6 +52,7 @@ True
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -385,16 +386,38 @@ def _topic_name(t: int) -> str:
 
 def _check_config(seed: int, impressions: int, candidates: int, days: float, users: int,
                   new_users: int, topics: int, authors: int) -> None:
+    requests = impressions // max(candidates, 1)  # each in a ms of its own
     checks = {"seed": seed >= 0, "candidates": candidates >= 1,
-              "impressions": impressions >= candidates, "days": days > 0, "users": users >= 1,
+              "impressions": impressions >= candidates,
+              "days": math.isfinite(days) and 0 < requests <= round(days * DAY_MS),
+              "users": users >= 1,
               "new_users": new_users >= 0, "topics": topics >= 1, "authors": authors >= 1}
     values = {"seed": seed, "impressions": impressions, "candidates": candidates, "days": days,
               "users": users, "new_users": new_users, "topics": topics, "authors": authors}
     for name, ok in checks.items():
         if not ok:
             raise ConfigError(f"NewsFeed: {name}={values[name]!r} is out of range (need seed "
-                              ">= 0, impressions >= candidates >= 1, days > 0, users >= 1, "
-                              "new_users >= 0, topics >= 1, authors >= 1)")
+                              ">= 0, impressions >= candidates >= 1, days of at least 1 ms "
+                              "per request, users >= 1, new_users >= 0, topics >= 1, "
+                              "authors >= 1)")
+
+
+def check_in_past(days: float, now_ms: int, start_ms: int = START_MS) -> None:
+    """ConfigError unless a world of ``days`` from ``start_ms`` (ms since the epoch, UTC) and
+    its feedback end by ``now_ms``: the server and ingest refuse events from the future
+    (events.MAX_FUTURE_MS), so the demo's requests would fail and the study would lose
+    them. Checked before the world is built, which takes memory in proportion to days."""
+    end = start_ms + days * DAY_MS + FEEDBACK_HORIZON_MS
+    if end > now_ms:
+        most = (now_ms - start_ms - FEEDBACK_HORIZON_MS) / DAY_MS
+        raise ConfigError(f"--days {days:g}: the simulated feed starts on "
+                          f"{_date(start_ms)} and would end after now ({_date(now_ms)}), "
+                          f"but the server and ingest refuse events from the future; give "
+                          f"at most --days {math.floor(most * 100) / 100:g}")
+
+
+def _date(ms: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
 
 
 # -- drawing the world -------------------------------------------------------------------------
@@ -486,7 +509,8 @@ def _activity_times(rng: Generator, n: int, clock: _Clock) -> np.ndarray:
     ts = np.interp(np.sort(rng.random(n)) * cum[-1], cum, grid).astype(np.int64)
     ts = np.minimum(ts, clock.end - 1)
     step = np.arange(n)
-    return np.maximum.accumulate(ts - step) + step  # ties pushed apart by 1 ms
+    ts = np.maximum.accumulate(ts - step) + step  # ties pushed apart by 1 ms
+    return np.minimum(ts, clock.end - n + step)  # and back before the end where they crowd it
 
 
 def _active_users(rng: Generator, ts: np.ndarray, users: _Users) -> np.ndarray:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from livelearn.errors import ConfigError
+from livelearn.events import MAX_TS_MS
 from livelearn.features.batch import SparseBatch, concat
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
@@ -54,7 +55,8 @@ DEFAULT_INTERVALS = "0,1m,10m,1h,6h,1d,never"
 
 
 def parse_duration(text: str, what: str) -> int:
-    """``30s``, ``10m``, ``6h``, ``1d`` (or ``0``) in ms; ConfigError naming ``what``.
+    """``30s``, ``10m``, ``6h``, ``1d`` (or ``0``) in ms, at most the largest event time
+    (MAX_TS_MS: the year 9999); ConfigError naming ``what``.
 
     >>> parse_duration("10m", "--delay")
     600000
@@ -65,7 +67,11 @@ def parse_duration(text: str, what: str) -> int:
     if match is None:
         raise ConfigError(f"{what} {text!r}: expected a whole number >= 0 and a unit: ms, s, "
                           f"m, h or d (such as 30s, 10m, 6h, 1d), or 0")
-    return int(match[1]) * UNITS[match[2]]
+    ms = int(match[1]) * UNITS[match[2]]
+    if ms > MAX_TS_MS:
+        raise ConfigError(f"{what} {text!r}: longer than any event time (at most "
+                          f"{MAX_TS_MS // UNITS['d']}d)")
+    return ms
 
 
 def parse_intervals(text: str) -> list[int | None]:
@@ -148,6 +154,18 @@ def first_scored(samples: Samples, warmup: float, delay_ms: int) -> tuple[int, i
     return warm, warm + int(late[0]) if len(late) else len(samples.ts)
 
 
+def _none_scored(n: int, warm: int, warmup: float, delay_ms: int) -> str:
+    """Why no sample is scored: too few samples after the warm-up, or (with a delay) the
+    warm-up's model serving only after the last sample."""
+    head = f"no sample is left to score: {n} samples, the first {warm} of them (--warmup " \
+           f"{warmup}) the warm-up"
+    if not delay_ms:
+        return f"{head}; give more samples or a smaller --warmup"
+    return (f"{head}, whose model serves from its last label final plus --delay "
+            f"{label_of(delay_ms)}, after the last sample; give more samples, a smaller "
+            f"--warmup or a shorter --delay")
+
+
 def score(samples: Samples, learner: Learner, plans: list[np.ndarray | None], start: int
           ) -> np.ndarray:
     """scores[k, i] for i >= start (nan before): sample i scored by the learner after it
@@ -207,9 +225,7 @@ class FreshnessStudy:
         self.kind = "auc" if learner.task == "binary" else "mae"
         warm, self.start = first_scored(samples, warmup, delay_ms)
         if self.start >= len(samples.ts):
-            raise ConfigError(f"no sample is left to score: {len(samples.ts)} samples, the "
-                              f"first {warm} of them (--warmup {warmup}) the warm-up; give "
-                              f"more samples or a smaller --warmup")
+            raise ConfigError(_none_scored(len(samples.ts), warm, warmup, delay_ms))
         self.plans = [served_after(samples, c, delay_ms, warm) for c in intervals]
         self.scores = score(samples, learner, self.plans, self.start)
 
