@@ -648,3 +648,19 @@ def test_a_replay_of_a_file_out_of_time_order_says_to_sort_it(
     assert main(["-q", "replay", str(tmp_path / "p2.py"), "--workdir", str(tmp_path / "w2"),
                  "--events", f"ratings={_ratings(tmp_path / 's.jsonl', ['m1', 'm2'])}"]) == 0
     assert "late" not in capsys.readouterr().out
+
+
+def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(tmp_path: Path
+                                                                         ) -> None:
+    """Building the parsers imports the roles' modules (a second or so after `livelearn`
+    is typed): a Ctrl-C then printed a 30-line KeyboardInterrupt traceback, where a
+    Ctrl-C a moment later exits quietly with 130."""
+    code = ("import os, signal, sys\n"
+            "import livelearn.cli as cli\n"
+            "def interrupted(sub):  # Ctrl-C as the parsers import the roles\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "cli.add_study_parsers = interrupted\n"
+            "sys.exit(cli.main(['run', 'p.py']))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "")

@@ -77,7 +77,9 @@ def server(tmp_path: Path, log: SQLiteLog) -> Any:
 
 
 @pytest.mark.parametrize(("user", "detail"), [
-    ("u3", "pipeline 'faulty': the features function raised KeyError: 'plan'"),
+    # README: the detail names the user and the item, where the function raised too
+    ("u3", "pipeline 'faulty', user 'u3', item 'i1': the features function raised "
+           "KeyError: 'plan'"),
     ("u4", "pipeline 'faulty', user 'u4', item 'i1': feature 'x': expected a number, "
            "a string or a bool, got nan"),
     ("u5", "pipeline 'faulty', user 'u5', item 'i1': feature 'x': expected a number, "

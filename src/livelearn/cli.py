@@ -37,7 +37,10 @@ in. Start with `livelearn demo`.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    try:
+        parser = _parser()  # imports the roles' modules: a Ctrl-C may come meanwhile
+    except KeyboardInterrupt:
+        return 130
     args = _parse(parser, argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s")

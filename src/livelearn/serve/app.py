@@ -195,7 +195,6 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
     counts: Counter[str] = Counter()
     responses: Responses = Counter()
-    features = guarded(pipeline.features, f"pipeline '{pipeline.name}': the features function")
     stop = threading.Event()
     follower = threading.Thread(target=served.follow, args=(log, pipeline.schemas, poll_s, stop),
                                 name="counters-follow", daemon=True)
@@ -245,8 +244,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                 for event, score in zip(events, scores, strict=True)]}),
                 media_type="application/json")
     else:
-        _predict_candidates(app, pipeline, log, health, holder, tables, served, features,
-                            counts)
+        _predict_candidates(app, pipeline, log, health, holder, tables, served, counts)
 
     @app.post("/feedback", response_model=FeedbackResponse)
     def feedback(events: list[Any]) -> dict[str, Any]:
@@ -326,7 +324,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
 
 def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogHealth,
                         holder: ModelHolder, tables: ServedTables, served: ServedCounters,
-                        features: Callable[..., Features], counts: Counter[str]) -> None:
+                        counts: Counter[str]) -> None:
     """A feedback join's POST /predict: a user's candidates scored, counted and logged.
 
     The predictions are counted in the store's counters (serve.counters) before they are
@@ -350,7 +348,8 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogH
         holder.observe(ts)
         version, model = holder.current(req.user_id)
         user, items = tables.rows(req.user_id, req.items, ts)
-        rows = served.features(features, req.user_id, user, req.items, items, ts)
+        rows = served.features(_named(pipeline, req.user_id, req.items), req.user_id, user,
+                               req.items, items, ts)
         scores = _scores(model, rows, pipeline, f"user {req.user_id!r}",
                          [f"item {item!r}" for item in req.items])
         out, records = [], []
@@ -372,6 +371,19 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogH
         counts["predictions"] += len(records)
         return Response(orjson.dumps({"model_version": version, "predictions": out}),
                         media_type="application/json")
+
+
+def _named(pipeline: Pipeline, user: str, items: list[str]) -> Callable[..., Features]:
+    """The pipeline's features function for one request's candidates, called once per item
+    in ``items``' order (ServedCounters.features): where it raises, PipelineError (500)
+    names the user and the item it raised on, as the other failures of /predict do."""
+    named = iter(items)
+
+    def features(*args: Any) -> Features:
+        what = f"pipeline '{pipeline.name}', user {user!r}, item {next(named)!r}"
+        return guarded(pipeline.features, f"{what}: the features function")(*args)
+
+    return features
 
 
 #: Seconds a request may take before the server asks whether its client still waits: the
