@@ -54,10 +54,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     check_in_past(cfg.days, int(time.time() * 1000))
     world = NewsFeed(seed=cfg.seed, impressions=cfg.impressions, candidates=cfg.candidates,
                      days=cfg.days)
+    outputs = [(Path(p), what) for p, what in ((cfg.report, "report"),
+                                                (cfg.summary_json, "summary")) if p is not None]
+    inside = [(p, what) for p, what in outputs if _within(p, cfg.workdir)]
+    for output, what in outputs:  # fail now, not after the demo, nor having cleared the
+        if (output, what) not in inside:  # workdir of the last one
+            check_writable(output, what)
     workdir = _fresh_workdir(cfg.workdir)
-    for output, what in ((cfg.report, "report"), (cfg.summary_json, "summary")):
-        if output is not None:  # fail now, not after the demo; once the workdir is made,
-            check_writable(output, what)  # as a folder this makes in it is no stranger's
+    for output, what in inside:  # a folder this makes is the new workdir's, no stranger's
+        check_writable(output, what)
     write_tables(world, workdir / "tables")
     log = SQLiteLog(workdir / "log.db")
     for topic in PIPELINE.topics:
@@ -177,6 +182,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` (not ``folder`` itself)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path != folder and path.is_relative_to(folder)
 
 
 def _fresh_workdir(path: Path) -> Path:
