@@ -190,6 +190,27 @@ def test_a_replay_then_live_stopped_by_ctrl_c_says_how_to_go_on(tmp_path: Path) 
                            "checkpoint, losing nothing\n"), said
 
 
+def test_run_stopped_by_sigterm_stops_as_ctrl_c_does(tmp_path: Path) -> None:
+    """A service manager's SIGTERM ended `run` at once (exit -15), without a word of where
+    it resumes. Now it stops as Ctrl-C does, serving HTTP or not, and exits with 143."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "a.jsonl", 0, 300)
+    args = ["p.py", "--workdir", "w"]
+    subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "ratings",
+                    "a.jsonl"], cwd=tmp_path, check=True, capture_output=True)
+    for serving, ready in ((["--no-serve"], b"live: waiting for events"),
+                           (["--port", "0"], b"dashboard: ")):
+        with _process(["run", *args, *serving], tmp_path) as first:
+            assert first.stdout is not None
+            while not first.stdout.readline().startswith(ready):
+                pass
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(20) == 143
+            said = first.stdout.read().decode()
+        assert said.startswith("stopped; the newest version is v"), said
+        assert "Traceback" not in said
+
+
 def test_run_stopped_by_ctrl_c_says_so_and_a_restart_says_what_it_resumes(
         tmp_path: Path) -> None:
     """Both were silent: Ctrl-C ended the command without a word, and a restart went on

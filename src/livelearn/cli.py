@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("livelearn.train.dead_letters").addFilter(held)
     if args.verbose:  # livelearn's details too: librdkafka's messages (log/kafka.py)
         logging.getLogger("livelearn").setLevel(logging.DEBUG)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals go there
+    was = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, so that a reader gone away is caught below
@@ -56,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     except LivelearnError as e:
         print(f"livelearn: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except BrokenPipeError:  # the reader of our output went away (`livelearn models ls | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, was)
         logging.getLogger("livelearn.train.dead_letters").removeFilter(held)
         if args.verbose:
             logging.getLogger("livelearn").setLevel(logging.NOTSET)
@@ -69,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
                   f"could not learn; the dead_letters topic has each one's reason",
                   file=sys.stderr)
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (``kill``, a service manager stopping the command): it stops a command as
+    Ctrl-C does (a live loop says where it resumes, a server stops, the roles write what
+    they hold), and the command exits with 143, as a process the signal ended."""
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
