@@ -129,9 +129,10 @@ def both_joiners(kafka_bootstrap: str, fill: Callable[[KafkaLog], None]
         fill(ours)
         fill(theirs)
         want = embedded(ours)
-        # about 10 s: JVM start, planning, the job; the timeout bounds a hung one
+        # about 10 s: JVM start, planning, the job (a minute on a loaded machine); the
+        # timeout bounds a hung one
         flink.run_flink_join(DECLARED, f"kafka://{kafka_bootstrap}?prefix={theirs.prefix}",
-                             timeout_s=80)
+                             timeout_s=150)
         return want, (read_all(theirs, SAMPLES), read_all(theirs, DEAD_LETTERS))
     finally:
         ours.close()
@@ -228,6 +229,43 @@ def test_a_sample_or_dead_letter_too_large_for_its_topic_is_dead_lettered_by_bot
         sizes.append(int(match.group(1)))
     # r3's sample has fewer characters than the limit (a euro sign is 3 bytes in UTF-8)
     assert sizes[0] - 2 * 12_000 < limit
+
+
+def fill_mistyped(log: KafkaLog) -> None:
+    """Ten predictions, each with a read; then predictions and reads whose numbers are of
+    another JSON type: a string, a boolean, a fraction where an integer is declared."""
+    for topic in DECLARED.topics:
+        log.create_topic(topic)
+    preds = [prediction(f"r{i}", T0 + i * 7_000) for i in range(10)]
+    reads = [event("read", f"r{i}", T0 + i * 7_000 + 5, f"d{i}", seconds=2.5) for i in range(10)]
+    bad = {"score": "high", "model_version": 1.5, "ts": str(T0 + 2_000)}
+    for i, (name, value) in enumerate(bad.items()):
+        preds.append({**prediction(f"bad_{name}", T0 + 1_000 + i), name: value})
+    preds.append({**prediction("bad_ts_fraction", T0 + 3_000), "ts": T0 + 3_000.5})
+    reads += [event("read", "r1", T0 + 7_010, "string_seconds", seconds="2.5"),
+              event("read", "r2", T0 + 14_010, "true_seconds", seconds=True)]
+    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    log.append("read", [("u1", orjson.dumps(r)) for r in reads])
+
+
+def test_numbers_of_another_json_type_are_malformed_for_both(flink_ready: None,
+                                                             kafka_bootstrap: str) -> None:
+    """A string where a number is declared (a score "high", seconds "2.5", a ts in
+    quotes), a boolean, or a fraction where an integer is: both joiners dead-letter it as
+    malformed and make the other samples. Before, the Flink job failed on the first
+    (JSON_VALUE ... RETURNING DOUBLE throws on a string: ClassCastException), every
+    restart again, and took "2.5" for 2.5 and 1.5 for 1."""
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
+                                                                      fill_mistyped)
+    assert sorted(s["id"] for s in want_samples) == [f"r{i}" for i in range(10)]
+    assert sorted(got_samples, key=lambda s: s["id"]) == \
+        sorted(want_samples, key=lambda s: s["id"])
+    assert all(s["labels"]["dwell_s"] == 2.5 for s in got_samples)
+    assert _reasons(got_dead) == _reasons(want_dead) == [
+        ("malformed", "predictions", "bad_model_version"),
+        ("malformed", "predictions", "bad_score"), ("malformed", "predictions", "bad_ts"),
+        ("malformed", "predictions", "bad_ts_fraction"),
+        ("malformed", "read", "string_seconds"), ("malformed", "read", "true_seconds")]
 
 
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -360,7 +398,7 @@ def test_on_an_empty_log_it_creates_the_topics_and_ends(flink_ready: None, kafka
     log = KafkaLog(kafka_bootstrap, prefix=f"n{uuid.uuid4().hex[:12]}.")
     try:
         flink.run_flink_join(DECLARED, f"kafka://{kafka_bootstrap}?prefix={log.prefix}",
-                             timeout_s=60)
+                             timeout_s=150)
         assert read_all(log, SAMPLES) == read_all(log, DEAD_LETTERS) == []
     finally:
         log.close()

@@ -47,8 +47,9 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
 - No ``duplicate`` dead letters: a second prediction with a known request_id gives a
   second sample (or shares the first's if within 2 ms), a repeated feedback event
   counts twice.
-- ``malformed`` checks types loosely (JSON_VALUE converts: a number where a string is
-  declared passes); the detail names the first failed check in words of its own.
+- ``malformed`` checks types loosely where a string is declared (JSON_VALUE converts: a
+  number passes); a number or a boolean must be one (``_json_value``: "2.5" is not a
+  float, 1.5 not an int). The detail names the first failed check in words of its own.
 - ``too_large``: the size in the detail is of Flink's JSON of the sample (or letter),
   which may differ from orjson's by the floats' encoding and the malformed details'
   wording; the 1,000 characters kept of a sample are of Flink's JSON, keys sorted
@@ -334,8 +335,8 @@ def _source(kafka: _Kafka, topic: str, lateness_ms: int) -> str:
   `v` STRING,
   `kpartition` INT METADATA FROM 'partition' VIRTUAL,
   `koffset` BIGINT METADATA FROM 'offset' VIRTUAL,
-  `ts` AS TRY_CAST(JSON_VALUE(`v`, '$.ts') AS BIGINT),
-  `rt` AS TO_TIMESTAMP_LTZ(COALESCE(TRY_CAST(JSON_VALUE(`v`, '$.ts') AS BIGINT), 0), 3),
+  `ts` AS {_json_value("'$.ts'", "BIGINT")},
+  `rt` AS TO_TIMESTAMP_LTZ(COALESCE({_json_value("'$.ts'", "BIGINT")}, 0), 3),
   WATERMARK FOR `rt` AS `rt` - {_interval(lateness_ms)}
 ) WITH (
 {_with(kafka.source(topic))}
@@ -451,7 +452,7 @@ def _feedback(streams: Sequence[Stream], labels: Labels) -> str:
     selects = []
     for s in streams:
         cols = ", ".join(
-            (f"JSON_VALUE(`v`, {_lit('$.payload' + _member(a.field or ''))} RETURNING DOUBLE)"
+            (_json_value(_lit("$.payload" + _member(a.field or "")), "DOUBLE")
              if a.stream == s.name else "CAST(NULL AS DOUBLE)") + f" AS {_q(_column(a))}"
             for a in values)
         selects.append(
@@ -611,10 +612,20 @@ def _member(name: str) -> str:
 
 
 def _json_value(path: str, sql_type: str, column: str = "`v`") -> str:
-    """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL."""
-    if sql_type == "BIGINT":  # JSON_VALUE returns no BIGINT; TRY_CAST refuses 1.5 and 1e3
-        return f"TRY_CAST(JSON_VALUE({column}, {path}) AS BIGINT)"
-    return f"JSON_VALUE({column}, {path} RETURNING {sql_type})"
+    """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL.
+
+    A number or a boolean is NULL where the JSON holds another type, as events.check
+    refuses it: a string ("2.5" is not a float), and for BIGINT a number not written as
+    digits (1.5, 1e3). Its text is cast: ``JSON_VALUE ... RETURNING DOUBLE`` (or BOOLEAN)
+    fails the whole job on a value of another type (ClassCastException), and TRY_CAST
+    alone takes "2.5" for 2.5 and 1.5 for 1."""
+    text = f"JSON_VALUE({column}, {path})"
+    if sql_type == "STRING":
+        return text
+    typed = f"JSON_QUERY({column}, {path} WITH CONDITIONAL ARRAY WRAPPER) NOT LIKE '[\"%'"
+    if sql_type == "BIGINT":
+        typed += f" AND REGEXP({text}, '^-?[0-9]+$')"
+    return f"TRY_CAST(CASE WHEN {typed} THEN {text} END AS {sql_type})"
 
 
 def _interval(ms: int) -> str:
