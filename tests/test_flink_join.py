@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from livelearn.errors import ConfigError
-from livelearn.events import Event
+from livelearn.events import MAX_TS_MS, Event
 from livelearn.join import flink
 from livelearn.join.labels import DEMO_LABELS, Agg, Labels, declared
 from livelearn.join.runner import JoinRunner, make_joiner
@@ -266,6 +266,36 @@ def test_numbers_of_another_json_type_are_malformed_for_both(flink_ready: None,
         ("malformed", "predictions", "bad_score"), ("malformed", "predictions", "bad_ts"),
         ("malformed", "predictions", "bad_ts_fraction"),
         ("malformed", "read", "string_seconds"), ("malformed", "read", "true_seconds")]
+
+
+def fill_after_year_9999(log: KafkaLog) -> None:
+    """Five predictions, each with a read; a prediction and a read whose ts is in
+    microseconds (after the year 9999), and one whose ts is the last millisecond the
+    embedded joiner takes (events.MAX_TS_MS), too late for any window."""
+    for topic in DECLARED.topics:
+        log.create_topic(topic)
+    preds = [prediction(f"r{i}", T0 + i * 7_000) for i in range(5)]
+    reads = [event("read", f"r{i}", T0 + i * 7_000 + 5, f"d{i}", seconds=1.0) for i in range(5)]
+    preds.insert(2, prediction("micros", T0 * 1000))
+    reads.insert(2, event("read", "r1", T0 * 1000, "micros_read", seconds=1.0))
+    preds.append(prediction("year_10000", MAX_TS_MS))
+    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    log.append("read", [("u1", orjson.dumps(r)) for r in reads])
+
+
+def test_a_time_after_the_year_9999_is_malformed_for_both(flink_ready: None,
+                                                          kafka_bootstrap: str) -> None:
+    """A ts in microseconds is a malformed dead letter, as events.check_ms says; before,
+    Flink's rowtime of it was NULL and the job failed ("rowtimeIndex should not be null"),
+    at every restart. The embedded joiner's last millisecond is a sample of no feedback
+    for both."""
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
+                                                                      fill_after_year_9999)
+    assert sorted(s["id"] for s in want_samples) == [*(f"r{i}" for i in range(5)), "year_10000"]
+    assert sorted(got_samples, key=lambda s: s["id"]) == \
+        sorted(want_samples, key=lambda s: s["id"])
+    assert _reasons(got_dead) == _reasons(want_dead) == [
+        ("malformed", "predictions", "micros"), ("malformed", "read", "micros_read")]
 
 
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

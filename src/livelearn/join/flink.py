@@ -108,7 +108,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from livelearn.errors import ConfigError, NotFound, Unavailable
-from livelearn.events import MIN_TS_MS, lost_letter
+from livelearn.events import MAX_TS_MS, MIN_TS_MS, lost_letter
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
@@ -331,12 +331,18 @@ def _config(pipeline: Pipeline, bounded: bool, jar: str | Path | None) -> dict[s
 
 
 def _source(kafka: _Kafka, topic: str, lateness_ms: int) -> str:
+    """Kafka ``topic`` as a table: ``v`` the record, ``ts`` its time, ``rt`` the rowtime of
+    a ts events.check_ms takes, else the epoch (the record is malformed: _ts_checks). A
+    rowtime must not be NULL, which TO_TIMESTAMP_LTZ is from the year 10000 on (a ts in
+    microseconds): the job would fail; MAX_TS_MS itself is a millisecond earlier."""
+    ts = _json_value("'$.ts'", "BIGINT")
     return f"""CREATE TEMPORARY TABLE {_q("in_" + topic)} (
   `v` STRING,
   `kpartition` INT METADATA FROM 'partition' VIRTUAL,
   `koffset` BIGINT METADATA FROM 'offset' VIRTUAL,
-  `ts` AS {_json_value("'$.ts'", "BIGINT")},
-  `rt` AS TO_TIMESTAMP_LTZ(COALESCE({_json_value("'$.ts'", "BIGINT")}, 0), 3),
+  `ts` AS {ts},
+  `rt` AS TO_TIMESTAMP_LTZ(CASE WHEN {ts} BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}
+    THEN LEAST({ts}, {MAX_TS_MS - 1}) ELSE 0 END, 3),
   WATERMARK FOR `rt` AS `rt` - {_interval(lateness_ms)}
 ) WITH (
 {_with(kafka.source(topic))}
@@ -372,8 +378,8 @@ FROM {_q("in_" + name)}"""
 
 def _ts_checks(stream: str) -> list[tuple[str, str]]:
     return [("`v` IS JSON OBJECT", "event must be a JSON object"),
-            (f"`ts` >= {MIN_TS_MS}", f"stream '{stream}', field 'ts': expected integer "
-             "milliseconds since the epoch")]
+            (f"`ts` BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}", f"stream '{stream}', field 'ts': "
+             "expected integer milliseconds since the epoch")]
 
 
 def _checked_predictions() -> str:
