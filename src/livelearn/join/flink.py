@@ -118,6 +118,8 @@ from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pip
 #: Bytes a Kafka producer adds around a record's key and value, with room to spare (as
 #: the framing KafkaLog.record_limit leaves).
 _FRAMING = 1024
+#: The largest finite double: a JSON number beyond it is malformed (_json_value).
+_MAX_DOUBLE = "1.7976931348623157E308"
 #: The Kafka consumer group of an unbounded job (after the log's prefix).
 _GROUP = "livelearn-flink-join"
 #: The session gap that closes a prediction's window one millisecond after its rowtime.
@@ -621,16 +623,19 @@ def _json_value(path: str, sql_type: str, column: str = "`v`") -> str:
     """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL.
 
     A number or a boolean is NULL where the JSON holds another type, as events.check
-    refuses it: a string ("2.5" is not a float), and for BIGINT a number not written as
-    digits (1.5, 1e3). Its text is cast: ``JSON_VALUE ... RETURNING DOUBLE`` (or BOOLEAN)
-    fails the whole job on a value of another type (ClassCastException), and TRY_CAST
-    alone takes "2.5" for 2.5 and 1.5 for 1."""
+    refuses it: a string ("2.5" is not a float), for BIGINT a number not written as
+    digits (1.5, 1e3), for DOUBLE one beyond a double's range (1e400). Its text is
+    cast: ``JSON_VALUE ... RETURNING DOUBLE`` (or BOOLEAN) fails the whole job on a value
+    of another type (ClassCastException), and TRY_CAST alone takes "2.5" for 2.5, 1.5
+    for 1 and 1e400 for Infinity."""
     text = f"JSON_VALUE({column}, {path})"
     if sql_type == "STRING":
         return text
     typed = f"JSON_QUERY({column}, {path} WITH CONDITIONAL ARRAY WRAPPER) NOT LIKE '[\"%'"
     if sql_type == "BIGINT":
         typed += f" AND REGEXP({text}, '^-?[0-9]+$')"
+    elif sql_type == "DOUBLE":  # 1e400 is no double: orjson refuses it, Java's is Infinity
+        typed += f" AND ABS(TRY_CAST({text} AS DOUBLE)) <= {_MAX_DOUBLE}"
     return f"TRY_CAST(CASE WHEN {typed} THEN {text} END AS {sql_type})"
 
 
