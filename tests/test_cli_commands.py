@@ -515,6 +515,25 @@ def test_replay_checks_every_input_before_it_ingests_any(
         assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("role", [["join"], ["join", "--engine", "flink"],
+                                  ["train", "--registry", "r"]])
+def test_a_role_alone_on_the_in_memory_log_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], role: list[str]) -> None:
+    """`livelearn join --log memory://` found an empty log of its own and waited on it
+    forever (with --until-idle: "0 records read"), as a trainer did: nothing another
+    process appends reaches it."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    argv = [role[0], str(tmp_path / "p.py"), "--log", "memory://", "--until-idle", *role[1:]]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"livelearn: --log memory://: the in-memory log is this process's own, so "
+                   f"`livelearn {role[0]}` would find nothing there that another process "
+                   f"appended; give the log the other roles use (sqlite:///PATH or "
+                   f"kafka://HOST:PORT), or run every role in one process with `livelearn "
+                   f"run`\n")
+
+
 @pytest.mark.parametrize("argv", [
     ["serve", "p.py", "--log", "memory://", "--registry", "r", "--port", "65536"],
     ["serve", "p.py", "--log", "memory://", "--registry", "r", "--port", "-1"],

@@ -338,6 +338,17 @@ def _shard(text: str) -> tuple[int, int]:
     return int(k), int(n)
 
 
+def _shared_log(args: argparse.Namespace, role: str) -> None:
+    """ConfigError for --log memory:// in a role that reads what other processes append
+    (join, train): its log would be empty, the role waiting on it forever."""
+    if args.log.startswith("memory:"):
+        raise ConfigError(f"--log {args.log}: the in-memory log is this process's own, so "
+                          f"`livelearn {role}` would find nothing there that another "
+                          f"process appended; give the log the other roles use "
+                          f"(sqlite:///PATH or kafka://HOST:PORT), or run every role in one "
+                          f"process with `livelearn run`")
+
+
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     from livelearn.log import open_log
     from livelearn.spec import load_pipeline
@@ -352,6 +363,7 @@ def _join(args: argparse.Namespace) -> int:
     from livelearn.join.runner import JoinRunner
     from livelearn.spec import SAMPLES, data_dir_of
 
+    _shared_log(args, "join")
     if args.engine == "flink":
         from livelearn.join.flink import run_flink_join
         from livelearn.spec import load_pipeline
@@ -411,6 +423,7 @@ def _train(args: argparse.Namespace) -> int:
     from livelearn.registry import Registry
     from livelearn.train.trainer import Trainer
 
+    _shared_log(args, "train")
     pipeline, log = _open(args)
     registry = Registry(args.registry)
     trainer = Trainer(log, registry, pipeline, skip_lost=args.skip_lost)

@@ -47,8 +47,9 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
 - No ``duplicate`` dead letters: a second prediction with a known request_id gives a
   second sample (or shares the first's if within 2 ms), a repeated feedback event
   counts twice.
-- ``malformed`` checks types loosely (JSON_VALUE converts: a number where a string is
-  declared passes); the detail names the first failed check in words of its own.
+- ``malformed`` checks types loosely where a string is declared (JSON_VALUE converts: a
+  number passes); a number or a boolean must be one (``_json_value``: "2.5" is not a
+  float, 1.5 not an int). The detail names the first failed check in words of its own.
 - ``too_large``: the size in the detail is of Flink's JSON of the sample (or letter),
   which may differ from orjson's by the floats' encoding and the malformed details'
   wording; the 1,000 characters kept of a sample are of Flink's JSON, keys sorted
@@ -107,7 +108,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from livelearn.errors import ConfigError, NotFound, Unavailable
-from livelearn.events import MIN_TS_MS, lost_letter
+from livelearn.events import MAX_TS_MS, MIN_TS_MS, lost_letter
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
@@ -117,6 +118,8 @@ from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pip
 #: Bytes a Kafka producer adds around a record's key and value, with room to spare (as
 #: the framing KafkaLog.record_limit leaves).
 _FRAMING = 1024
+#: The largest finite double: a JSON number beyond it is malformed (_json_value).
+_MAX_DOUBLE = "1.7976931348623157E308"
 #: The Kafka consumer group of an unbounded job (after the log's prefix).
 _GROUP = "livelearn-flink-join"
 #: The session gap that closes a prediction's window one millisecond after its rowtime.
@@ -330,12 +333,18 @@ def _config(pipeline: Pipeline, bounded: bool, jar: str | Path | None) -> dict[s
 
 
 def _source(kafka: _Kafka, topic: str, lateness_ms: int) -> str:
+    """Kafka ``topic`` as a table: ``v`` the record, ``ts`` its time, ``rt`` the rowtime of
+    a ts events.check_ms takes, else the epoch (the record is malformed: _ts_checks). A
+    rowtime must not be NULL, which TO_TIMESTAMP_LTZ is from the year 10000 on (a ts in
+    microseconds): the job would fail; MAX_TS_MS itself is a millisecond earlier."""
+    ts = _json_value("'$.ts'", "BIGINT")
     return f"""CREATE TEMPORARY TABLE {_q("in_" + topic)} (
   `v` STRING,
   `kpartition` INT METADATA FROM 'partition' VIRTUAL,
   `koffset` BIGINT METADATA FROM 'offset' VIRTUAL,
-  `ts` AS TRY_CAST(JSON_VALUE(`v`, '$.ts') AS BIGINT),
-  `rt` AS TO_TIMESTAMP_LTZ(COALESCE(TRY_CAST(JSON_VALUE(`v`, '$.ts') AS BIGINT), 0), 3),
+  `ts` AS {ts},
+  `rt` AS TO_TIMESTAMP_LTZ(CASE WHEN {ts} BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}
+    THEN LEAST({ts}, {MAX_TS_MS - 1}) ELSE 0 END, 3),
   WATERMARK FOR `rt` AS `rt` - {_interval(lateness_ms)}
 ) WITH (
 {_with(kafka.source(topic))}
@@ -371,8 +380,8 @@ FROM {_q("in_" + name)}"""
 
 def _ts_checks(stream: str) -> list[tuple[str, str]]:
     return [("`v` IS JSON OBJECT", "event must be a JSON object"),
-            (f"`ts` >= {MIN_TS_MS}", f"stream '{stream}', field 'ts': expected integer "
-             "milliseconds since the epoch")]
+            (f"`ts` BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}", f"stream '{stream}', field 'ts': "
+             "expected integer milliseconds since the epoch")]
 
 
 def _checked_predictions() -> str:
@@ -451,7 +460,7 @@ def _feedback(streams: Sequence[Stream], labels: Labels) -> str:
     selects = []
     for s in streams:
         cols = ", ".join(
-            (f"JSON_VALUE(`v`, {_lit('$.payload' + _member(a.field or ''))} RETURNING DOUBLE)"
+            (_json_value(_lit("$.payload" + _member(a.field or "")), "DOUBLE")
              if a.stream == s.name else "CAST(NULL AS DOUBLE)") + f" AS {_q(_column(a))}"
             for a in values)
         selects.append(
@@ -611,10 +620,23 @@ def _member(name: str) -> str:
 
 
 def _json_value(path: str, sql_type: str, column: str = "`v`") -> str:
-    """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL."""
-    if sql_type == "BIGINT":  # JSON_VALUE returns no BIGINT; TRY_CAST refuses 1.5 and 1e3
-        return f"TRY_CAST(JSON_VALUE({column}, {path}) AS BIGINT)"
-    return f"JSON_VALUE({column}, {path} RETURNING {sql_type})"
+    """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL.
+
+    A number or a boolean is NULL where the JSON holds another type, as events.check
+    refuses it: a string ("2.5" is not a float), for BIGINT a number not written as
+    digits (1.5, 1e3), for DOUBLE one beyond a double's range (1e400). Its text is
+    cast: ``JSON_VALUE ... RETURNING DOUBLE`` (or BOOLEAN) fails the whole job on a value
+    of another type (ClassCastException), and TRY_CAST alone takes "2.5" for 2.5, 1.5
+    for 1 and 1e400 for Infinity."""
+    text = f"JSON_VALUE({column}, {path})"
+    if sql_type == "STRING":
+        return text
+    typed = f"JSON_QUERY({column}, {path} WITH CONDITIONAL ARRAY WRAPPER) NOT LIKE '[\"%'"
+    if sql_type == "BIGINT":
+        typed += f" AND REGEXP({text}, '^-?[0-9]+$')"
+    elif sql_type == "DOUBLE":  # 1e400 is no double: orjson refuses it, Java's is Infinity
+        typed += f" AND ABS(TRY_CAST({text} AS DOUBLE)) <= {_MAX_DOUBLE}"
+    return f"TRY_CAST(CASE WHEN {typed} THEN {text} END AS {sql_type})"
 
 
 def _interval(ms: int) -> str:

@@ -429,7 +429,10 @@ class KafkaLog(Log):
 
     def offset_since(self, topic: str, partition: int, appended_ms: int) -> int:
         """By the records' timestamps (their producer's clock when it sent them, unless
-        the topic says LogAppendTime; livelearn's producers leave them so)."""
+        the topic says LogAppendTime; livelearn's producers leave them so). A time before
+        the epoch asks from 0: Kafka takes a negative time for a special request (-1 the
+        end, -2 the start), and refuses the others."""
+        appended_ms = max(appended_ms, 0)
         name = self._partition(topic, partition)
         doing = f"asking where '{name}' partition {partition} holds records since {appended_ms}"
         with self._read_lock:
