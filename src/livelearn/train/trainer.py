@@ -469,8 +469,7 @@ class Trainer:
         half of the first ``LABEL_CHECK`` samples it read had a label outside [0, 1]. It
         would learn from the few left (ratings of 0.5 and 1) and report their AUC."""
         self._out_of_range += 1
-        read = self._out_of_range + self.samples - self._samples_at_start
-        if self._out_of_range == LABEL_CHECK // 2 + 1 and read <= LABEL_CHECK:
+        if (read := self._most_of_the_first(self._out_of_range)) is not None:
             raise PipelineError(
                 f"pipeline '{self.pipeline.name}': {self._out_of_range} of the first {read} "
                 f"samples have labels['{self.pipeline.target}'] outside [0, 1], which the "
@@ -484,12 +483,18 @@ class Trainer:
         samples read: not a few odd samples, but a learner declared wrong for them (an
         FFM of fewer fields than the features function's rows have)."""
         self._refused += 1
-        read = self._refused + self.samples - self._samples_at_start
-        if self._refused == LABEL_CHECK // 2 + 1 and read <= LABEL_CHECK:
+        if (read := self._most_of_the_first(self._refused)) is not None:
             raise PipelineError(
                 f"pipeline '{self.pipeline.name}': the learner {_described(self.model)} "
                 f"refused {self._refused} of the first {read} samples (each is in the dead "
                 f"letters): {why}")
+
+    def _most_of_the_first(self, count: int) -> int | None:
+        """How many samples were read, if ``count`` (of one kind of sample it could not
+        learn, this one included) has just become more than half of the first
+        ``LABEL_CHECK`` read; else None."""
+        read = count + self.samples - self._samples_at_start
+        return read if count == LABEL_CHECK // 2 + 1 and read <= LABEL_CHECK else None
 
     def _write_letter(self, at: tuple[str, int, int], key: str, letter: dict[str, Any]
                       ) -> None:
