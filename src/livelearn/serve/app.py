@@ -226,26 +226,51 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
 
     if labelled:
-        scorer = EventScorer(pipeline, tables, served)
-
-        @app.post("/predict", response_model=EventsResponse)
-        def predict_events(req: EventsRequest) -> Response:
-            now = int(time.time() * 1000)
-            events = [scorer.event(obj, f"events.{i}", now) for i, obj in enumerate(req.events)]
-            for event in events:
-                holder.observe(event.ts)
-            version, model = holder.current()
-            rows = [scorer.row_features(event) for event in events]
-            names = [f"event {event.id!r}" for event in events]
-            scores = _scores(model, rows, pipeline, f"stream '{scorer.stream.name}'", names)
-            counts["predictions"] += len(events)
-            return Response(orjson.dumps({"model_version": version, "scores": [
-                {"id": event.id, "score": score, "model_version": version}
-                for event, score in zip(events, scores, strict=True)]}),
-                media_type="application/json")
+        _predict_events(app, pipeline, holder, tables, served, counts)
     else:
         _predict_candidates(app, pipeline, log, health, holder, tables, served, counts)
+    _feedback(app, pipeline, log, health, holder, served, counts)
 
+    def counters() -> dict[str, int]:
+        """The server's counters since it started, by name (/metrics adds ``_total``)."""
+        scored = "events_scored" if labelled else "predictions"  # not logged / logged
+        return {scored: counts["predictions"], "feedback_events": counts["feedback"],
+                "feedback_rejected": counts["feedback_rejected"], "model_swaps": holder.swaps}
+
+    _status(app, registry, holder, health, tables, counters, responses)
+    mount_dashboard(app, f"livelearn: {pipeline.name}", registry, log, lambda: ServerState(
+        holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses),
+        holder.canary, holder.canary_share))
+    return app
+
+
+def _predict_events(app: FastAPI, pipeline: Pipeline, holder: ModelHolder,
+                    tables: ServedTables, served: ServedCounters, counts: Counter[str]) -> None:
+    """A label-in-event pipeline's POST /predict: events scored (serve.scoring), counted
+    in ``counts``, not logged (their labels come with the events themselves)."""
+    scorer = EventScorer(pipeline, tables, served)
+
+    @app.post("/predict", response_model=EventsResponse)
+    def predict_events(req: EventsRequest) -> Response:
+        now = int(time.time() * 1000)
+        events = [scorer.event(obj, f"events.{i}", now) for i, obj in enumerate(req.events)]
+        for event in events:
+            holder.observe(event.ts)
+        version, model = holder.current()
+        rows = [scorer.row_features(event) for event in events]
+        names = [f"event {event.id!r}" for event in events]
+        scores = _scores(model, rows, pipeline, f"stream '{scorer.stream.name}'", names)
+        counts["predictions"] += len(events)
+        return Response(orjson.dumps({"model_version": version, "scores": [
+            {"id": event.id, "score": score, "model_version": version}
+            for event, score in zip(events, scores, strict=True)]}),
+            media_type="application/json")
+
+
+def _feedback(app: FastAPI, pipeline: Pipeline, log: Log, health: LogHealth,
+              holder: ModelHolder, served: ServedCounters, counts: Counter[str]) -> None:
+    """POST /feedback: a batch of events, each appended to its stream's topic or rejected
+    by index (a dead letter where it holds something to keep), in one atomic write."""
     @app.post("/feedback", response_model=FeedbackResponse)
     def feedback(events: list[Any]) -> dict[str, Any]:
         decoded, rejected, letters = _decoded_batch(events, pipeline)
@@ -266,6 +291,11 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         counts["feedback_rejected"] += len(rejected)
         return {"accepted": len(events) - len(rejected), "rejected": rejected}
 
+
+def _status(app: FastAPI, registry: Registry, holder: ModelHolder, health: LogHealth,
+            tables: ServedTables, counters: Callable[[], dict[str, int]],
+            responses: Responses) -> None:
+    """GET /models, /healthz, /readyz and /metrics."""
     @app.get("/models")
     def models() -> list[dict[str, Any]]:
         return [{"version": v.id, "parent": v.parent, "status": v.status, "created": v.created,
@@ -294,12 +324,6 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
             return JSONResponse({"ready": False, "detail": str(e)}, status_code=503)
         return {"ready": True, "model_version": holder.version}
 
-    def counters() -> dict[str, int]:
-        """The server's counters since it started, by name (/metrics adds ``_total``)."""
-        scored = "events_scored" if labelled else "predictions"  # not logged / logged
-        return {scored: counts["predictions"], "feedback_events": counts["feedback"],
-                "feedback_rejected": counts["feedback_rejected"], "model_swaps": holder.swaps}
-
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
         lines = []
@@ -315,11 +339,6 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
             f"livelearn_event_clock_ms {holder.clock_ts}",
         ]
         return "\n".join(lines) + "\n"
-
-    mount_dashboard(app, f"livelearn: {pipeline.name}", registry, log, lambda: ServerState(
-        holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses),
-        holder.canary, holder.canary_share))
-    return app
 
 
 def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogHealth,
