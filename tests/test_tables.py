@@ -337,6 +337,25 @@ def test_a_nan_in_a_table_is_a_missing_value(tmp_path: Path) -> None:
         assert {k: r["price"] for k, r in rows.items() if k != "i3"} == {"i1": 1.5, "i2": None}
 
 
+def test_an_infinite_number_in_a_table_fails_the_load_naming_its_row(tmp_path: Path) -> None:
+    """Infinity in a JSON line or a Parquet float column: the joiner (replay) took it and
+    learned from it, then `livelearn serve` refused the table at start, naming no row (the
+    online store holds finite floats only): the server, the joiner and ingest read the
+    same rows, or none."""
+    (tmp_path / "items.jsonl").write_text('{"item_id":"i1","price":1.5}\n'
+                                          '{"item_id":"i2","price":-Infinity}\n')
+    duckdb.sql(f"COPY (SELECT * FROM read_json_auto('{tmp_path / 'items.jsonl'}')) TO "
+               f"'{tmp_path / 'items.parquet'}' (FORMAT parquet)")
+    for name in ("items.jsonl", "items.parquet"):
+        table = spec.Table("items", name, key="item_id")
+        for load in (AsOfTable.load, load_table):
+            with pytest.raises(BadInput) as e:
+                load(table, tmp_path)
+            assert str(e.value) == ("table 'items', row 2, column 'price': expected a finite "
+                                    "number, got -inf (the online store holds finite floats "
+                                    "only: write a missing value as null)")
+
+
 def test_a_missing_table_file_is_named_with_the_folder_it_was_looked_for_in(
         tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=(f"table 'users': no file data/users.csv in {tmp_path} "

@@ -10,7 +10,8 @@ the JSON scalars the online store holds. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
 "1e3" stay so), a JSON column of mixed types holds each value as it was written
 (DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
-None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
+None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number; an
+infinity (JSON's Infinity, a Parquet float) is refused, as the online store would.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ _PLAIN: dict[str, Callable[[Any], Any]] = {
     "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso,
     "TIME WITH TIME ZONE": _iso, "DECIMAL": float, "UUID": str}
 #: DuckDB types whose values are JSON scalars the online store holds (a float's NaN made
-#: None), not checked one by one: a table of floats loaded a third slower so.
+#: None, an infinity refused), not checked one by one: a table of floats loaded a third
+#: slower so.
 _SCALARS = {"VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
             "USMALLINT", "UINTEGER", "DOUBLE", "FLOAT"}
+#: Infinity in a JSON line or a Parquet float column, which no store row holds.
+_INFINITE = (float("inf"), float("-inf"))
 
 
 def load_table(table: Table, data_dir: str | Path = ".") -> dict[str, dict[str, Any]]:
@@ -60,11 +64,11 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
     BadInput names the table, row (counted from 1, after a CSV's header) and
     column of a key that is missing or empty, or neither text nor an integer (a
     float, as pandas writes an integer column with gaps: 1.0 would never match
-    "1"), of a key that a table without ``as_of`` holds twice (both rows named),
-    or an ``as_of`` that is not ms since the epoch (a number of seconds is refused, as for
-    events), ISO 8601 text or a timestamp (events.to_ms: no zone means UTC; a date of any
-    year, 1970-01-01 included); for
-    a CSV file DuckDB cannot read, the line whose cells are not the header's.
+    "1"), of a key that a table without ``as_of`` holds twice (both rows named), of an
+    infinite number, or an ``as_of`` that is not ms since the epoch (a number of seconds is
+    refused, as for events), ISO 8601 text or a timestamp (events.to_ms: no zone means
+    UTC; a date of any year, 1970-01-01 included); for a CSV file DuckDB cannot read, the
+    line whose cells are not the header's.
     """
     path = Path(data_dir) / table.path
     reader = _READERS.get(path.suffix.lower())
@@ -125,16 +129,20 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
     rows = [dict(zip(columns, row, strict=True)) for row in fetched]
     first: dict[str, int] = {}  # a static table's keys: the row each came in
     for n, row in enumerate(rows, start=1):
+        where = f"table '{table.name}', row {n}, column"
         for c in mixed:
             if row[c] is not None:
                 row[c] = orjson.loads(row[c])
         for c in floats:
             if row[c] != row[c]:  # NaN: how pandas writes a missing number
                 row[c] = None
+            elif row[c] in _INFINITE:  # a server's store would refuse the table at start
+                raise BadInput(f"{where} '{c}': expected a finite number, got {row[c]} (the "
+                               f"online store holds finite floats only: write a missing "
+                               f"value as null)")
         for c, convert in plain:
             if row[c] is not None:
                 row[c] = convert(row[c])
-        where = f"table '{table.name}', row {n}, column"
         for c in others:  # the joiner took them, and a server refused the table at start
             if not is_scalar(row[c]):
                 raise BadInput(f"{where} '{c}': expected text, a number, a bool or nothing "
