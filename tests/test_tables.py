@@ -23,7 +23,7 @@ from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
 from livelearn.tables.asof import AsOfTable
-from livelearn.tables.offline import load_table
+from livelearn.tables.offline import load_table, read_rows
 from livelearn.tables.store import check_row, open_store
 from livelearn.train.trainer import Trainer
 
@@ -158,6 +158,21 @@ def test_a_table_file_without_rows_is_empty_or_named(tmp_path: Path) -> None:
     assert str(e.value) == (f"table 'items': {tmp_path / 'items.json'} holds JSON values that "
                             f"are not objects; a table's rows are objects "
                             f"({{\"item_id\": ...}}), one a line or in one array")
+
+
+def test_a_csv_header_whose_names_read_as_values_is_the_header(tmp_path: Path) -> None:
+    """A CSV table has a header: DuckDB guessed there was none where the header's names
+    read as the column's values ("t" a bool, "2024" an integer), so a file of its header
+    only, "id,t", failed with DuckDB's "Columns with names: "id" do not exist", and a
+    header "flag,t" over a column of booleans likewise."""
+    for text, key, as_of, rows in [
+            ("id,t\n", "id", "t", []),
+            ("user,t\nu1,true\nu2,false\n", "user", None,
+             [{"user": "u1", "t": True}, {"user": "u2", "t": False}]),
+            ("item,2024\ni1,7\n", "item", None, [{"item": "i1", "2024": 7}]),
+            ("\nitem,2024\ni1,7\n", "item", None, [{"item": "i1", "2024": 7}])]:
+        (tmp_path / "t.csv").write_text(text)
+        assert read_rows(spec.Table("t", "t.csv", key=key, as_of=as_of), tmp_path) == rows
 
 
 def test_a_value_the_online_store_cannot_hold_fails_the_load(tmp_path: Path) -> None:

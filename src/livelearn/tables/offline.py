@@ -91,7 +91,9 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
           csv_file: bool) -> list[dict[str, Any]]:
     """``read_rows`` of the file at ``path``, read by ``reader`` on ``connection``."""
     try:
-        rel = (connection.sql(f"SELECT * FROM {reader}(?, types=?)",
+        # header=true: DuckDB guesses there is none where the header's names read as
+        # the column's values ("id,t", t a bool), a file of its header only included
+        rel = (connection.sql(f"SELECT * FROM {reader}(?, types=?, header=true)",
                               params=[str(path), {table.key: "VARCHAR"}]) if csv_file
                else connection.sql(f"SELECT * FROM {reader}(?)", params=[str(path)]))
     except duckdb.Error as e:
