@@ -101,6 +101,20 @@ def test_dates_times_and_decimals_are_json_scalars_as_the_server_stores_them(
     assert check_row("cards", "c1", row) == row
 
 
+def test_timestamps_and_times_in_nanoseconds_are_iso_text_too(tmp_path: Path) -> None:
+    """pandas writes a time-zone-aware datetime column to Parquet in nanoseconds with its
+    zone (TIMESTAMPTZ_NS to DuckDB), and pyarrow a time64("ns") column as TIME_NS: the
+    load failed ("expected text, a number, a bool or nothing ..., got datetime...")."""
+    duckdb.sql(f"COPY (SELECT 'c1' AS card_id, TIMESTAMPTZ_NS '2020-05-01 10:00:00.0015+02' "
+               f"AS paid, TIME_NS '10:00:00.000004' AS cutoff) TO "
+               f"'{tmp_path / 'cards.parquet'}' (FORMAT parquet)")
+    table = spec.Table("cards", "cards.parquet", key="card_id")
+    row = load_table(table, tmp_path)["c1"]
+    assert row == {"card_id": "c1", "paid": "2020-05-01T08:00:00.001500+00:00",
+                   "cutoff": "10:00:00.000004"}
+    assert AsOfTable.load(table, tmp_path).get("c1", T) == row
+
+
 @pytest.mark.parametrize(("text", "message"), [
     (f"c0,{T},low\nc1,{T},low\nc2,17039808OOOOO,low\n",
      "table 'cards', row 3, column 'updated_at': expected milliseconds since the epoch or "

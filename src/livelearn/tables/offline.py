@@ -48,8 +48,8 @@ def _iso(value: Any) -> str:
 #: times as ISO 8601 text, decimals as floats, UUIDs as text.
 _PLAIN: dict[str, Callable[[Any], Any]] = {
     "DATE": _iso, "TIME": _iso, "TIMESTAMP": _iso, "TIMESTAMP WITH TIME ZONE": _iso,
-    "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso,
-    "TIME WITH TIME ZONE": _iso, "DECIMAL": float, "UUID": str}
+    "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso, "TIMESTAMPTZ_NS": _iso,
+    "TIME WITH TIME ZONE": _iso, "TIME_NS": _iso, "DECIMAL": float, "UUID": str}
 #: DuckDB types whose values are JSON scalars the online store holds (a float's NaN made
 #: None, an infinity refused), not checked one by one: a table of floats loaded a third
 #: slower so.
