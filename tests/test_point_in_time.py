@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import orjson
 import pytest
@@ -110,6 +111,20 @@ def test_a_row_valid_from_within_a_millisecond_is_not_seen_before_it(tmp_path: P
            [("views", str(tmp_path / "views.jsonl"))], data_dir=tmp_path)
     samples = [orjson.loads(r.value) for r in log.read("samples", 0, 0, 10)]
     assert [(s["id"], s["features"]["price"]) for s in samples] == [("e0", 1.0), ("e1", 2.0)]
+
+
+@pytest.mark.parametrize("kind", ["TIMESTAMP_NS", "TIMESTAMPTZ_NS"])
+def test_a_row_valid_from_within_a_microsecond_is_not_seen_before_it(tmp_path: Path,
+                                                                     kind: str) -> None:
+    """A time in nanoseconds (Parquet from pandas): DuckDB hands Python a datetime in
+    microseconds, so a row valid from 0.5 us after 00:01:00.001 was read as valid from
+    00:01:00.001 and seen by the event at that ms, before its time."""
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES ('i0', '2024-01-01 00:00:00'::{kind}, 1), "
+               f"('i0', '2024-01-01 00:01:00.0010005'::{kind}, 2)) v(item, updated_at, "
+               f"price)) TO '{tmp_path / 'prices.parquet'}' (FORMAT parquet)")
+    table = replace(PRICES, path="prices.parquet")
+    prices = AsOfTable.load(table, tmp_path)
+    assert [prices.get("i0", T0 + 60_000 + n)["price"] for n in (0, 1, 2)] == [1, 1, 2]
 
 
 def _row_with_the_price_seen(event: Event, rows: Mapping[str, Any],

@@ -3,8 +3,8 @@
 A table's ``as_of`` column is read as integer milliseconds since the epoch UTC
 whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
 server, the joiner and ingest see the same rows; a time without a zone is UTC,
-and one between two ms (microseconds) is rounded up: a row is never seen by an
-event before its time.
+and one between two ms (microseconds, a Parquet file's nanoseconds) is rounded up: a
+row is never seen by an event before its time.
 Other dates, times and timestamps are ISO 8601 text in a row, decimals floats:
 the JSON scalars the online store holds. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
@@ -120,6 +120,8 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
             raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
                            f"(columns: {', '.join(columns)})")
     kinds = dict(zip(columns, map(str, rel.types), strict=True))
+    if table.as_of is not None and kinds[table.as_of] in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
+        rel = rel.project(f"* REPLACE ({_up_to_ms(table.as_of)} AS {_quoted(table.as_of)})")
     mixed = [c for c, kind in kinds.items() if kind == "JSON"]
     floats = [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")]
     # values the online store holds as JSON scalars, as the joiner sees them
@@ -173,6 +175,20 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
                            f"'{table.key}': the key {str(key)!r} twice; a table without "
                            f"as_of holds one row per key")
     return rows
+
+
+def _up_to_ms(column: str) -> str:
+    """SQL for a time in nanoseconds (DuckDB's TIMESTAMP_NS, TIMESTAMPTZ_NS) as a timestamp
+    rounded up to the ms: Python's datetime holds microseconds, and DuckDB gave
+    00:01:00.0010005 as 00:01:00.001, a row seen half a microsecond before its time."""
+    ns = f"epoch_ns({_quoted(column)})"
+    # whether DuckDB's // and % round toward zero or down, this is the ceiling
+    return f"make_timestamp(({ns} // 1000000 + ({ns} % 1000000 > 0)::BIGINT) * 1000)"
+
+
+def _quoted(column: str) -> str:
+    """A column's name as an SQL identifier."""
+    return '"' + column.replace('"', '""') + '"'
 
 
 def _csv_problem(path: Path, key: str) -> str | None:
