@@ -189,6 +189,25 @@ def test_a_csv_header_whose_names_read_as_values_is_the_header(tmp_path: Path) -
         assert read_rows(spec.Table("t", "t.csv", key=key, as_of=as_of), tmp_path) == rows
 
 
+@pytest.mark.parametrize(("folder", "other"), [("data[1]", "data1"), ("a*b", "a-b"),
+                                               ("v?", "v2")])
+def test_a_tables_folder_whose_name_duckdb_reads_as_a_pattern_is_read_as_named(
+        tmp_path: Path, folder: str, other: str) -> None:
+    """DuckDB reads a path as a pattern of file names: with --data data[1], the table was
+    read from data1/ in silence, and with a*b from both a*b/ and a-b/ (each key twice)."""
+    for name, risk in ((folder, "real"), (other, "other")):
+        (tmp_path / name).mkdir()
+        for suffix in ("csv", "jsonl"):
+            (tmp_path / name / f"cards.{suffix}").write_text(
+                f"card_id,risk\nc1,{risk}\n" if suffix == "csv"
+                else f'{{"card_id": "c1", "risk": "{risk}"}}\n')
+        duckdb.sql(f"COPY (SELECT 'c1' AS card_id, '{risk}' AS risk) TO "
+                   f"'{tmp_path / name / 'cards.parquet'}' (FORMAT parquet)")
+    for suffix in ("csv", "jsonl", "parquet"):
+        table = spec.Table("cards", f"cards.{suffix}", key="card_id")
+        assert load_table(table, tmp_path / folder) == {"c1": {"card_id": "c1", "risk": "real"}}
+
+
 def test_a_value_the_online_store_cannot_hold_fails_the_load(tmp_path: Path) -> None:
     """A list or an object in a table: the joiner (replay) took it and learned from it,
     then `livelearn serve` refused the table at start ("expected a string name and a JSON

@@ -17,6 +17,7 @@ infinity (JSON's Infinity, a Parquet float) is refused, as the online store woul
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -99,8 +100,8 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
     """``read_rows`` of the file at ``path``, read by ``reader`` on ``connection``."""
     try:
         rel = connection.sql(f"SELECT * FROM {reader}(?{_OPTIONS[reader]})",
-                             params=[str(path), {table.key: "VARCHAR"}] if csv_file
-                             else [str(path)])
+                             params=[_literal(path), {table.key: "VARCHAR"}] if csv_file
+                             else [_literal(path)])
     except duckdb.Error as e:
         problem = _csv_problem(path, table.key) if csv_file else None
         raise BadInput(f"table '{table.name}': cannot read {path}: {problem or e}") from None
@@ -175,6 +176,13 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
                            f"'{table.key}': the key {str(key)!r} twice; a table without "
                            f"as_of holds one row per key")
     return rows
+
+
+def _literal(path: Path) -> str:
+    """``path`` as a DuckDB pattern of file names that matches that file only: each of
+    * ? [ in a class of its own ([*]). A tables' folder named data[1] was read as data1,
+    and one named a*b as every folder a...b, the rows of each file together."""
+    return re.sub(r"([*?\[])", r"[\1]", str(path))
 
 
 def _up_to_ms(column: str) -> str:
