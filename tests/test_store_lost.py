@@ -186,7 +186,9 @@ def test_an_item_in_no_table_still_gets_a_422_and_nothing_is_reloaded(
     assert (unknown.status_code, unknown.json()) == (
         422, {"detail": "field 'items': item 'nope' is not in table 'items'"})
     assert (too_early.status_code, too_early.json()) == (
-        422, {"detail": "field 'items': item 'i2' is not in table 'items'"})
+        422, {"detail": f"field 'items': item 'i2' has no row in table 'items' as of ts "
+                        f"{T0 - 2 * HOUR} (ms): its rows start later (the store keeps a "
+                        f"key's 8 newest)"})
     assert _reloads(caplog) == []
 
 
