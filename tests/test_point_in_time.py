@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import orjson
 import pytest
@@ -24,7 +25,11 @@ from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
 from livelearn.replay import replay
+from livelearn.serve.counters import ServedCounters
+from livelearn.serve.scoring import EventScorer
+from livelearn.serve.tables import ServedTables
 from livelearn.tables.asof import AsOfTable
+from livelearn.tables.store import open_store
 
 T0 = 1_704_067_200_000
 WINDOW = 60_000
@@ -106,6 +111,65 @@ def test_a_row_valid_from_within_a_millisecond_is_not_seen_before_it(tmp_path: P
            [("views", str(tmp_path / "views.jsonl"))], data_dir=tmp_path)
     samples = [orjson.loads(r.value) for r in log.read("samples", 0, 0, 10)]
     assert [(s["id"], s["features"]["price"]) for s in samples] == [("e0", 1.0), ("e1", 2.0)]
+
+
+@pytest.mark.parametrize("kind", ["TIMESTAMP_NS", "TIMESTAMPTZ_NS"])
+def test_a_row_valid_from_within_a_microsecond_is_not_seen_before_it(tmp_path: Path,
+                                                                     kind: str) -> None:
+    """A time in nanoseconds (Parquet from pandas): DuckDB hands Python a datetime in
+    microseconds, so a row valid from 0.5 us after 00:01:00.001 was read as valid from
+    00:01:00.001 and seen by the event at that ms, before its time."""
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES ('i0', '2024-01-01 00:00:00'::{kind}, 1), "
+               f"('i0', '2024-01-01 00:01:00.0010005'::{kind}, 2)) v(item, updated_at, "
+               f"price)) TO '{tmp_path / 'prices.parquet'}' (FORMAT parquet)")
+    table = replace(PRICES, path="prices.parquet")
+    prices = AsOfTable.load(table, tmp_path)
+    assert [prices.get("i0", T0 + 60_000 + n)["price"] for n in (0, 1, 2)] == [1, 1, 2]
+
+
+def _row_with_the_price_seen(event: Event, rows: Mapping[str, Any],
+                             counts: Mapping[str, int]) -> dict[str, Any]:
+    """A features function that makes its features of the row it is given, in place."""
+    row = rows["prices"]
+    row.setdefault("price", -1.0)  # an item with no row yet
+    row["seen"] = float(row.pop("updated_at", -1))
+    row["views"] = float(counts["user_views"])
+    return row  # type: ignore[return-value]
+
+
+def test_a_features_function_that_changes_its_rows_changes_no_other_sample(
+        tmp_path: Path) -> None:
+    """The rows handed to the features function are its own, in the joiner as in the
+    server: one that changes them in place (and returns the row as its features) made
+    the replay's samples of one item share one dict, each showing the last event's
+    values, and the unknown items of every table share one, where the server (fresh
+    rows for each request) served each event's own."""
+    (tmp_path / "prices.csv").write_text(f"item,updated_at,price\ni0,{T0},1\n"
+                                         f"i0,{T0 + 5_000},2\n")
+    events = [{"id": f"e{n}", "user": "u0", "item": item, "ts": T0 + 2_000 * n, "y": 1.0}
+              for n, item in enumerate(["i0", "i9", "i0", "i0", "i9", "i0"])]
+    with open(tmp_path / "views.jsonl", "wb") as f:
+        f.writelines(orjson.dumps(e) + b"\n" for e in events)
+    pipeline = replace(PIPELINE, features=_row_with_the_price_seen)
+    log = SQLiteLog(tmp_path / "log.db")
+    replay(log, Registry(tmp_path / "reg"), pipeline,
+           [("views", str(tmp_path / "views.jsonl"))], data_dir=tmp_path)
+    samples = {s["id"]: s["features"] for s in
+               (orjson.loads(r.value) for r in log.read("samples", 0, 0, 10))}
+    expected = {"e0": {"item": "i0", "price": 1, "seen": float(T0), "views": 0.0},
+                "e1": {"price": -1.0, "seen": -1.0, "views": 1.0},
+                "e2": {"item": "i0", "price": 1, "seen": float(T0), "views": 2.0},
+                "e3": {"item": "i0", "price": 2, "seen": float(T0 + 5_000), "views": 3.0},
+                "e4": {"price": -1.0, "seen": -1.0, "views": 4.0},
+                "e5": {"item": "i0", "price": 2, "seen": float(T0 + 5_000), "views": 5.0}}
+    assert samples == expected
+    store = open_store(f"memory://?retention_ms={10 * WINDOW}")
+    served = ServedCounters(pipeline.counters, store)
+    scorer = EventScorer(pipeline, ServedTables(store, [PRICES], tmp_path), served)
+    for e in events:
+        event = Event("views", e["user"], e["id"], e["ts"], {"item": e["item"], "y": e["y"]})
+        assert scorer.row_features(event) == expected[e["id"]]
+        served.add_events([event])
 
 
 def test_asof_table_matches_a_scan(tmp_path: Path) -> None:

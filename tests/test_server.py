@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,13 @@ from livelearn.deploy.gate import Gate
 from livelearn.features.hashing import hash_rows
 from livelearn.join.runner import JoinRunner
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.ffm import FFMClassifier
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
 from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
-from livelearn.spec import DEAD_LETTERS, SAMPLES
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
 from livelearn.tables.offline import load_table
 from livelearn.train.trainer import Trainer
 
@@ -89,6 +92,58 @@ def test_samples_carry_exactly_the_served_features_and_the_right_labels(
         assert sample["labels"]["clicked"] == float(rid in clicked)
     dead = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 1000)]
     assert len(dead) == 40 and {d["reason"] for d in dead} == {"malformed"}
+
+
+def _features_on_the_user_row(user: dict[str, Any], post: Mapping[str, Any],
+                              ts: int) -> dict[str, Any]:
+    """A features function that makes its features of the user's row, in place."""
+    user["post"] = str(post["post_id"])
+    user["topic"] = str(post["topic"])
+    return user
+
+
+def test_a_features_function_that_changes_the_user_row_changes_no_other_candidate(
+        loop: dict[str, Any], log: SQLiteLog) -> None:
+    """Each candidate's features function gets rows of its own: all of a request's
+    candidates were given one user row, so one that changes it in place (and returns it)
+    served and logged every candidate with the last one's post, where an impression of
+    the same user, post and time (ingest) gets its own."""
+    pipeline = replace(PIPELINE, features=_features_on_the_user_row)
+    app = create_app(pipeline, log, loop["registry"], loop["tables"], poll_s=0.02)
+    posts = load_table(PIPELINE.items, loop["tables"])
+    items = sorted(posts)[:3]
+    with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+        reply = _predict(http, "u1", items, 1_767_571_200_000)
+    assert [p["item"] for p in reply["predictions"]] == items
+    logged = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 10)]
+    assert [(r["item"], r["features"]["post"], r["features"]["topic"]) for r in logged] == [
+        (item, item, posts[item]["topic"]) for item in items]
+
+
+def test_a_field_aware_model_serves_the_fields_it_learned(
+        tmp_path: Path, log: SQLiteLog, world: NewsFeed) -> None:
+    """Without transforms a feature's field is its position in its row. Samples carry
+    the features sorted by name (the Flink joiner's JSON sorts them too), so the trainer
+    and the gate gave an FFM the fields of the sorted names, while the server scored the
+    features function's order ("user" field 1, then "country"...): every served score
+    was of other fields than those learned. The served score of a candidate is now the
+    model's score of its sample's features."""
+    pipeline = replace(PIPELINE, learner=lambda: FFMClassifier(bits=12, n_fields=16))
+    write_tables(world, tmp_path / "tables")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "registry")
+    Trainer(log, registry, pipeline)
+    Gate(log, registry, pipeline.target, pipeline.policies.gate_tolerance).step()
+    app = create_app(pipeline, log, registry, tmp_path / "tables", poll_s=0.02)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+        reply = _predict(http, "u1", ["p0", "p1", "p2"], 1_767_571_200_000)
+    JoinRunner(log, pipeline).step(100_000, final=True)
+    samples = {s["id"]: s for s in (orjson.loads(r.value) for r in log.read(SAMPLES, 0, 0, 10))}
+    rows = [samples[p["request_id"]]["features"] for p in reply["predictions"]]
+    model = registry.load(reply["model_version"])
+    assert [p["score"] for p in reply["predictions"]] == \
+        model.predict(pipeline.hash_rows(rows, model.bits)).tolist()
 
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -90,6 +90,17 @@ def test_mistakes_are_named(changes: dict[str, Any], message: str) -> None:
         _pipeline(**changes)
 
 
+def test_a_feedback_join_whose_users_and_items_share_a_name_is_refused() -> None:
+    """The server keeps a table by its name in the online store: with both named "users"
+    the items' load replaced the users' rows, and every user was served as a cold start
+    (an empty row) where ingested impressions, reading each file, saw the user's row."""
+    with pytest.raises(ConfigError, match=re.escape(
+            "pipeline 'news_feed': the users and items tables are both named 'users' (the "
+            "server keeps each table under its name in the online store); give each its "
+            "own")):
+        replace(NEWS, items=spec.Table("users", "posts.csv", key="post_id"))
+
+
 def test_stream_and_table_mistakes() -> None:
     with pytest.raises(ConfigError, match="stream 'tx', field 'amount': type must be one of"):
         spec.Stream("tx", {"amount": "float"})  # type: ignore[dict-item]

@@ -48,6 +48,10 @@ def check_pipeline(p: Pipeline) -> None:
     elif p.lookups:
         raise ConfigError(f"{where}: lookups are for an EventLabel pipeline; a feedback "
                           f"join's server reads the users and items tables")
+    elif p.users.name == p.items.name:
+        raise ConfigError(f"{where}: the users and items tables are both named "
+                          f"'{p.users.name}' (the server keeps each table under its name in "
+                          f"the online store); give each its own")
     else:
         _check_served_counters(p)
         _check_declared_labels(p)

@@ -15,7 +15,8 @@ Fields come from ``batch.fields`` (``features.transforms.FeatureSet`` fills it:
 the bias is field 0, the n-th declared feature field n). A batch without fields,
 such as ``hash_rows`` makes, takes the position of a feature in its row as its
 field: right for rows that list the same names in the same order, as a
-pipeline's features function does. A field must be below ``n_fields``.
+pipeline's features function does (a feedback join's server and samples sort them by
+name). A field must be below ``n_fields``.
 
 >>> from livelearn.features.hashing import hash_rows
 >>> model = FFMClassifier(bits=10, n_fields=4, k=4, lr=0.1)

@@ -367,8 +367,8 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogH
         holder.observe(ts)
         version, model = holder.current(req.user_id)
         user, items = tables.rows(req.user_id, req.items, ts)
-        rows = served.features(_named(pipeline, req.user_id, req.items), req.user_id, user,
-                               req.items, items, ts)
+        rows = [_by_name(row) for row in served.features(
+            _named(pipeline, req.user_id, req.items), req.user_id, user, req.items, items, ts)]
         scores = _scores(model, rows, pipeline, f"user {req.user_id!r}",
                          [f"item {item!r}" for item in req.items])
         out, records = [], []
@@ -422,6 +422,16 @@ def _client_gone(request: Request, arrived: float) -> bool:
     its connection; asked from the request's thread of the pool."""
     return (time.monotonic() - arrived > ASK_AFTER_S
             and anyio.from_thread.run(request.is_disconnected))
+
+
+def _by_name(row: Features) -> Features:
+    """A candidate's features as its sample will carry them: sorted by name (the joiners'
+    order, the Flink joiner's JSON's too). Without transforms a feature's field is its
+    position in its row, so the server scores the fields the trainer learns; an FFM
+    served the features function's order, other fields than those it learned."""
+    if isinstance(row, dict) and all(isinstance(name, str) for name in row):
+        return dict(sorted(row.items()))
+    return row  # not features: _scores and _logged say what is wrong
 
 
 def _scores(model: Any, rows: list[Features], pipeline: Pipeline, who: str, names: list[str]

@@ -109,10 +109,11 @@ class ServedCounters:
                  user_row: Mapping[str, Any], items: Sequence[str],
                  item_rows: Sequence[Mapping[str, Any]], ts: int) -> list[Features]:
         """Each candidate's ``features(user_row, item_row, ts[, counts])``: with counts as
-        of ``ts`` when the pipeline has counters."""
+        of ``ts`` when the pipeline has counters. Each call gets copies of the rows, its
+        own: a function that changes them in place changes no other candidate's."""
         if not self.counters:
-            return [features(user_row, row, ts) for row in item_rows]
-        return [features(user_row, row, ts, counts) for row, counts in
+            return [features(dict(user_row), dict(row), ts) for row in item_rows]
+        return [features(dict(user_row), dict(row), ts, counts) for row, counts in
                 zip(item_rows, self.counts(user, items, ts), strict=True)]
 
     def add_predictions(self, records: Iterable[Mapping[str, Any]]) -> None:

@@ -82,7 +82,7 @@ class ServedTables:
     def rows(self, user: str, items: Sequence[str], ts: int) -> tuple[Row, list[Row]]:
         """For a feedback join's tables (users, items): the user's row (empty if it is in
         no table) and each item's, as of ``ts`` (ms); BadInput (422) naming the first item
-        that is in no table."""
+        that has no row as of ``ts``, and whether it is in no table or its rows start later."""
         users, items_table = self._tables
         item_rows = self.store.get_rows(items_table.name, items, ts)
         if len(item_rows) < len(set(items)):
@@ -90,10 +90,18 @@ class ServedTables:
             item_rows = self.store.get_rows(items_table.name, items, ts)
             for item in items:
                 if item not in item_rows:
-                    raise BadInput(f"field 'items': item {item!r} is not in table "
-                                   f"'{items_table.name}'")
+                    raise BadInput(self._no_row(items_table.name, item, ts))
         user_row = self.store.get_rows(users.name, [user], ts).get(user, {})
         return user_row, [item_rows[item] for item in items]
+
+    def _no_row(self, table: str, item: str, ts: int) -> str:
+        """Why ``item`` has no row as of ``ts``: it is in no table, or its rows (those the
+        store keeps) start later; it was said to be in no table either way."""
+        if item not in self.store.get_rows(table, [item]):
+            return f"field 'items': item {item!r} is not in table '{table}'"
+        return (f"field 'items': item {item!r} has no row in table '{table}' as of ts {ts} "
+                f"(ms): its rows start later (the store keeps a key's "
+                f"{self.store.max_versions} newest)")
 
     def ready(self) -> None:
         """Unavailable if the store does not answer, or lost tables and cannot load them

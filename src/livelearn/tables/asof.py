@@ -4,6 +4,9 @@ A table with an ``as_of`` column keeps every row of a key, ordered by that
 column; ``get(key, ts)`` returns the row with the largest ``as_of`` <= ts (the
 last in file order among equal times), or an empty row when the key had none
 yet. A table without ``as_of`` is static: one row per key, valid at every time.
+Each ``get`` returns a new dict, the caller's own: a features function that changes
+the row it is given in place changes no other event's row (as the server's store,
+which reads each request's rows afresh).
 
 >>> t = AsOfTable("prices", {"a": ([100, 200], [{"p": 1}, {"p": 2}])})
 >>> t.get("a", 99), t.get("a", 100), t.get("a", 199), t.get("a", 10**13), t.get("b", 150)
@@ -13,14 +16,11 @@ yet. A table without ``as_of`` is static: one row per key, valid at every time.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from livelearn.spec import Table
 from livelearn.tables.offline import read_rows
-
-EMPTY: Mapping[str, Any] = {}
 
 
 class AsOfTable:
@@ -50,16 +50,16 @@ class AsOfTable:
             rows.append(row)
         return cls(table.name, versions)
 
-    def get(self, key: str, ts: int) -> Mapping[str, Any]:
-        """The row of ``key`` as of ``ts`` (ms), or an empty mapping."""
+    def get(self, key: str, ts: int) -> dict[str, Any]:
+        """A copy of the row of ``key`` as of ``ts`` (ms), or an empty dict."""
         row = self._static.get(key)
         if row is not None:
-            return row
+            return dict(row)
         found = self._versions.get(key)
         if found is None:
-            return EMPTY
+            return {}
         i = bisect.bisect_right(found[0], ts) - 1
-        return found[1][i] if i >= 0 else EMPTY
+        return dict(found[1][i]) if i >= 0 else {}
 
     def __len__(self) -> int:
         return len(self._versions)

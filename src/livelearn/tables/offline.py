@@ -3,19 +3,21 @@
 A table's ``as_of`` column is read as integer milliseconds since the epoch UTC
 whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
 server, the joiner and ingest see the same rows; a time without a zone is UTC,
-and one between two ms (microseconds) is rounded up: a row is never seen by an
-event before its time.
+and one between two ms (microseconds, a Parquet file's nanoseconds) is rounded up: a
+row is never seen by an event before its time.
 Other dates, times and timestamps are ISO 8601 text in a row, decimals floats:
 the JSON scalars the online store holds. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
 "1e3" stay so), a JSON column of mixed types holds each value as it was written
 (DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
-None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number.
+None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number; an
+infinity (JSON's Infinity, a Parquet float) is refused, as the online store would.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +33,13 @@ from livelearn.tables.store import is_scalar
 _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_json_auto",
             ".jsonl": "read_json_auto", ".ndjson": "read_json_auto"}
 
+#: Each reader's options: a CSV file's first line is its header (DuckDB guessed there was
+#: none where its names read as the column's values: "id,t", t a bool), and a column's
+#: type is all its values' (sample_size=-1: from the first 20,480 rows, a 2.5 after them
+#: in a column of integers was read as 2 or 3, in silence).
+_OPTIONS = {"read_csv_auto": ", types=?, header=true, sample_size=-1",
+            "read_json_auto": ", sample_size=-1", "read_parquet": ""}
+
 
 def _iso(value: Any) -> str:
     return str(value.isoformat())
@@ -40,12 +49,15 @@ def _iso(value: Any) -> str:
 #: times as ISO 8601 text, decimals as floats, UUIDs as text.
 _PLAIN: dict[str, Callable[[Any], Any]] = {
     "DATE": _iso, "TIME": _iso, "TIMESTAMP": _iso, "TIMESTAMP WITH TIME ZONE": _iso,
-    "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso,
-    "TIME WITH TIME ZONE": _iso, "DECIMAL": float, "UUID": str}
+    "TIMESTAMP_S": _iso, "TIMESTAMP_MS": _iso, "TIMESTAMP_NS": _iso, "TIMESTAMPTZ_NS": _iso,
+    "TIME WITH TIME ZONE": _iso, "TIME_NS": _iso, "DECIMAL": float, "UUID": str}
 #: DuckDB types whose values are JSON scalars the online store holds (a float's NaN made
-#: None), not checked one by one: a table of floats loaded a third slower so.
+#: None, an infinity refused), not checked one by one: a table of floats loaded a third
+#: slower so.
 _SCALARS = {"VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT",
             "USMALLINT", "UINTEGER", "DOUBLE", "FLOAT"}
+#: Infinity in a JSON line or a Parquet float column, which no store row holds.
+_INFINITE = (float("inf"), float("-inf"))
 
 
 def load_table(table: Table, data_dir: str | Path = ".") -> dict[str, dict[str, Any]]:
@@ -60,11 +72,11 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
     BadInput names the table, row (counted from 1, after a CSV's header) and
     column of a key that is missing or empty, or neither text nor an integer (a
     float, as pandas writes an integer column with gaps: 1.0 would never match
-    "1"), of a key that a table without ``as_of`` holds twice (both rows named),
-    or an ``as_of`` that is not ms since the epoch (a number of seconds is refused, as for
-    events), ISO 8601 text or a timestamp (events.to_ms: no zone means UTC; a date of any
-    year, 1970-01-01 included); for
-    a CSV file DuckDB cannot read, the line whose cells are not the header's.
+    "1"), of a key that a table without ``as_of`` holds twice (both rows named), of an
+    infinite number, or an ``as_of`` that is not ms since the epoch (a number of seconds is
+    refused, as for events), ISO 8601 text or a timestamp (events.to_ms: no zone means
+    UTC; a date of any year, 1970-01-01 included); for a CSV file DuckDB cannot read, the
+    line whose cells are not the header's.
     """
     path = Path(data_dir) / table.path
     reader = _READERS.get(path.suffix.lower())
@@ -87,9 +99,9 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
           csv_file: bool) -> list[dict[str, Any]]:
     """``read_rows`` of the file at ``path``, read by ``reader`` on ``connection``."""
     try:
-        rel = (connection.sql(f"SELECT * FROM {reader}(?, types=?)",
-                              params=[str(path), {table.key: "VARCHAR"}]) if csv_file
-               else connection.sql(f"SELECT * FROM {reader}(?)", params=[str(path)]))
+        rel = connection.sql(f"SELECT * FROM {reader}(?{_OPTIONS[reader]})",
+                             params=[_literal(path), {table.key: "VARCHAR"}] if csv_file
+                             else [_literal(path)])
     except duckdb.Error as e:
         problem = _csv_problem(path, table.key) if csv_file else None
         raise BadInput(f"table '{table.name}': cannot read {path}: {problem or e}") from None
@@ -109,6 +121,8 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
             raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
                            f"(columns: {', '.join(columns)})")
     kinds = dict(zip(columns, map(str, rel.types), strict=True))
+    if table.as_of is not None and kinds[table.as_of] in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
+        rel = rel.project(f"* REPLACE ({_up_to_ms(table.as_of)} AS {_quoted(table.as_of)})")
     mixed = [c for c, kind in kinds.items() if kind == "JSON"]
     floats = [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")]
     # values the online store holds as JSON scalars, as the joiner sees them
@@ -125,16 +139,20 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
     rows = [dict(zip(columns, row, strict=True)) for row in fetched]
     first: dict[str, int] = {}  # a static table's keys: the row each came in
     for n, row in enumerate(rows, start=1):
+        where = f"table '{table.name}', row {n}, column"
         for c in mixed:
             if row[c] is not None:
                 row[c] = orjson.loads(row[c])
         for c in floats:
             if row[c] != row[c]:  # NaN: how pandas writes a missing number
                 row[c] = None
+            elif row[c] in _INFINITE:  # a server's store would refuse the table at start
+                raise BadInput(f"{where} '{c}': expected a finite number, got {row[c]} (the "
+                               f"online store holds finite floats only: write a missing "
+                               f"value as null)")
         for c, convert in plain:
             if row[c] is not None:
                 row[c] = convert(row[c])
-        where = f"table '{table.name}', row {n}, column"
         for c in others:  # the joiner took them, and a server refused the table at start
             if not is_scalar(row[c]):
                 raise BadInput(f"{where} '{c}': expected text, a number, a bool or nothing "
@@ -158,6 +176,27 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
                            f"'{table.key}': the key {str(key)!r} twice; a table without "
                            f"as_of holds one row per key")
     return rows
+
+
+def _literal(path: Path) -> str:
+    """``path`` as a DuckDB pattern of file names that matches that file only: each of
+    * ? [ in a class of its own ([*]). A tables' folder named data[1] was read as data1,
+    and one named a*b as every folder a...b, the rows of each file together."""
+    return re.sub(r"([*?\[])", r"[\1]", str(path))
+
+
+def _up_to_ms(column: str) -> str:
+    """SQL for a time in nanoseconds (DuckDB's TIMESTAMP_NS, TIMESTAMPTZ_NS) as a timestamp
+    rounded up to the ms: Python's datetime holds microseconds, and DuckDB gave
+    00:01:00.0010005 as 00:01:00.001, a row seen half a microsecond before its time."""
+    ns = f"epoch_ns({_quoted(column)})"
+    # whether DuckDB's // and % round toward zero or down, this is the ceiling
+    return f"make_timestamp(({ns} // 1000000 + ({ns} % 1000000 > 0)::BIGINT) * 1000)"
+
+
+def _quoted(column: str) -> str:
+    """A column's name as an SQL identifier."""
+    return '"' + column.replace('"', '""') + '"'
 
 
 def _csv_problem(path: Path, key: str) -> str | None:
