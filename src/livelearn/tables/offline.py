@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,21 +99,43 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
 def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reader: str,
           csv_file: bool) -> list[dict[str, Any]]:
     """``read_rows`` of the file at ``path``, read by ``reader`` on ``connection``."""
+    rel = _relation(table, path, connection, reader, csv_file)
+    if rel is None:
+        return []
+    kinds = _Kinds.of(table, dict(zip(rel.columns, map(str, rel.types), strict=True)))
+    if table.as_of is not None and kinds.of_column[table.as_of] in ("TIMESTAMP_NS",
+                                                                   "TIMESTAMPTZ_NS"):
+        rel = rel.project(f"* REPLACE ({_up_to_ms(table.as_of)} AS {_quoted(table.as_of)})")
+    try:  # DuckDB reads lazily: a bad value far into the file, or a damaged page, fails here
+        fetched = rel.fetchall()
+    except duckdb.Error as e:
+        raise _unreadable(table, path, csv_file, e) from None
+    rows = [dict(zip(rel.columns, row, strict=True)) for row in fetched]
+    first: dict[str, int] = {}  # a static table's keys: the row each came in
+    for n, row in enumerate(rows, start=1):
+        kinds.convert(row, f"table '{table.name}', row {n}, column")
+        _check_key_and_time(table, row, n, first)
+    return rows
+
+
+def _relation(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reader: str,
+              csv_file: bool) -> duckdb.DuckDBPyRelation | None:
+    """The file's rows as DuckDB reads them, its key and ``as_of`` columns there; None for
+    a JSON file of no row (empty, or ``[]``, as a CSV file of its header only)."""
     try:
         rel = connection.sql(f"SELECT * FROM {reader}(?{_OPTIONS[reader]})",
                              params=[_literal(path), {table.key: "VARCHAR"}] if csv_file
                              else [_literal(path)])
     except duckdb.Error as e:
-        problem = _csv_problem(path, table.key) if csv_file else None
-        raise BadInput(f"table '{table.name}': cannot read {path}: {problem or e}") from None
+        raise _unreadable(table, path, csv_file, e) from None
     if rel is None:
         raise BadInput(f"table '{table.name}': {path} is not a table")
     columns = list(rel.columns)
     if not csv_file and columns == ["json"] and table.key != "json":
         # DuckDB's one column for JSON that holds no object: it said "column 'id' not in
         # t.json (columns: json)", a column the file does not have
-        if not rel.limit(1).fetchall():  # an empty file, or [], as a CSV file of its header only
-            return []
+        if not rel.limit(1).fetchall():
+            return None
         raise BadInput(f"table '{table.name}': {path} holds JSON values that are not "
                        f"objects; a table's rows are objects ({{\"{table.key}\": ...}}), "
                        f"one a line or in one array")
@@ -120,62 +143,80 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
         if name is not None and name not in columns:
             raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
                            f"(columns: {', '.join(columns)})")
-    kinds = dict(zip(columns, map(str, rel.types), strict=True))
-    if table.as_of is not None and kinds[table.as_of] in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
-        rel = rel.project(f"* REPLACE ({_up_to_ms(table.as_of)} AS {_quoted(table.as_of)})")
-    mixed = [c for c, kind in kinds.items() if kind == "JSON"]
-    floats = [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")]
-    # values the online store holds as JSON scalars, as the joiner sees them
-    plain = [(c, _PLAIN[kind.split("(")[0]]) for c, kind in kinds.items()
-             if c != table.as_of and kind.split("(")[0] in _PLAIN]
-    # the rest may hold values no store row holds (a list, an object, bytes)
-    others = [c for c, kind in kinds.items()
-              if c not in (table.key, table.as_of) and kind not in _SCALARS]
-    try:  # DuckDB reads lazily: a bad value far into the file, or a damaged page, fails here
-        fetched = rel.fetchall()
-    except duckdb.Error as e:
-        problem = _csv_problem(path, table.key) if csv_file else None
-        raise BadInput(f"table '{table.name}': cannot read {path}: {problem or e}") from None
-    rows = [dict(zip(columns, row, strict=True)) for row in fetched]
-    first: dict[str, int] = {}  # a static table's keys: the row each came in
-    for n, row in enumerate(rows, start=1):
-        where = f"table '{table.name}', row {n}, column"
-        for c in mixed:
+    return rel
+
+
+def _unreadable(table: Table, path: Path, csv_file: bool, error: duckdb.Error) -> BadInput:
+    """The error of a file DuckDB cannot read: for a CSV file, what Python's csv finds."""
+    problem = _csv_problem(path, table.key) if csv_file else None
+    return BadInput(f"table '{table.name}': cannot read {path}: {problem or error}")
+
+
+@dataclass
+class _Kinds:
+    """A table's columns by what their values need to become a row's: the JSON scalars
+    the online store holds, as the joiner sees them."""
+
+    of_column: dict[str, str]  # DuckDB's type of each column
+    mixed: list[str]  # JSON text (a column of values of several types), parsed
+    floats: list[str]  # NaN made None, an infinity refused
+    plain: list[tuple[str, Callable[[Any], Any]]]  # dates, decimals...: converted
+    others: list[str]  # may hold values no store row holds (a list, an object, bytes)
+
+    @classmethod
+    def of(cls, table: Table, kinds: dict[str, str]) -> _Kinds:
+        return cls(kinds, [c for c, kind in kinds.items() if kind == "JSON"],
+                   [c for c, kind in kinds.items() if kind in ("DOUBLE", "FLOAT")],
+                   [(c, _PLAIN[kind.split("(")[0]]) for c, kind in kinds.items()
+                    if c != table.as_of and kind.split("(")[0] in _PLAIN],
+                   [c for c, kind in kinds.items()
+                    if c not in (table.key, table.as_of) and kind not in _SCALARS])
+
+    def convert(self, row: dict[str, Any], where: str) -> None:
+        """Make ``row``'s values the store's scalars, in place; BadInput naming the column
+        (``where`` names the table and row) of a value no store row holds."""
+        for c in self.mixed:
             if row[c] is not None:
                 row[c] = orjson.loads(row[c])
-        for c in floats:
+        for c in self.floats:
             if row[c] != row[c]:  # NaN: how pandas writes a missing number
                 row[c] = None
             elif row[c] in _INFINITE:  # a server's store would refuse the table at start
                 raise BadInput(f"{where} '{c}': expected a finite number, got {row[c]} (the "
                                f"online store holds finite floats only: write a missing "
                                f"value as null)")
-        for c, convert in plain:
+        for c, convert in self.plain:
             if row[c] is not None:
                 row[c] = convert(row[c])
-        for c in others:  # the joiner took them, and a server refused the table at start
+        for c in self.others:  # the joiner took them, and a server refused the table at start
             if not is_scalar(row[c]):
                 raise BadInput(f"{where} '{c}': expected text, a number, a bool or nothing "
                                f"(what the servers' online store holds), got {show(row[c])}")
-        key = row[table.key]
-        if key is None or key == "":
-            raise BadInput(f"{where} '{table.key}': missing (the key)")
-        if not isinstance(key, str | int) or isinstance(key, bool):
-            raise BadInput(f"{where} '{table.key}': expected text or an integer (the key), "
-                           f"got {show(key)} ({type(key).__name__}), which no request's key "
-                           f"would match")
-        if table.as_of is not None:
-            at = f"{where} '{table.as_of}'"
-            value = row[table.as_of]
-            ms = to_ms(value, at, up=True)
-            # a date (ISO 8601 text, a timestamp) is no count of seconds by mistake, whatever
-            # its year: "1970-01-01", valid since always, was refused as "0 (seconds?)"
-            row[table.as_of] = ms if written_as_date(value) else check_ms(ms, at)
-        elif first.setdefault(str(key), n) != n:
-            raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
-                           f"'{table.key}': the key {str(key)!r} twice; a table without "
-                           f"as_of holds one row per key")
-    return rows
+
+
+def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
+                        first: dict[str, int]) -> None:
+    """BadInput unless row ``n``'s key is text or an integer, and (``first``: the row each
+    key came in) once only in a static table; its ``as_of`` made ms, in place."""
+    where = f"table '{table.name}', row {n}, column"
+    key = row[table.key]
+    if key is None or key == "":
+        raise BadInput(f"{where} '{table.key}': missing (the key)")
+    if not isinstance(key, str | int) or isinstance(key, bool):
+        raise BadInput(f"{where} '{table.key}': expected text or an integer (the key), "
+                       f"got {show(key)} ({type(key).__name__}), which no request's key "
+                       f"would match")
+    if table.as_of is not None:
+        at = f"{where} '{table.as_of}'"
+        value = row[table.as_of]
+        ms = to_ms(value, at, up=True)
+        # a date (ISO 8601 text, a timestamp) is no count of seconds by mistake, whatever
+        # its year: "1970-01-01", valid since always, was refused as "0 (seconds?)"
+        row[table.as_of] = ms if written_as_date(value) else check_ms(ms, at)
+    elif first.setdefault(str(key), n) != n:
+        raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
+                       f"'{table.key}': the key {str(key)!r} twice; a table without "
+                       f"as_of holds one row per key")
 
 
 def _literal(path: Path) -> str:
