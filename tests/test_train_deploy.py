@@ -24,6 +24,7 @@ from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, PipelineE
 from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import hash_rows
 from livelearn.log import open_log, partition_for
+from livelearn.log.base import Checkpoint
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL, LinearRegression, load_learner, register, save_learner
 from livelearn.models.base import Learner
@@ -1528,3 +1529,35 @@ def test_a_versions_details_do_not_grow_with_the_samples_within_the_horizon(
     assert len(orjson.dumps(large)) < 2 * len(orjson.dumps(small))
     log.close()
 
+
+
+class _CountedLog(SQLiteLog):
+    """A SQLite log that counts the bytes each group's checkpoints wrote."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.written: dict[str, int] = {}
+
+    def commit(self, group: str, checkpoint: Checkpoint) -> None:
+        size = len(checkpoint.state or b"")
+        self.written[group] = self.written.get(group, 0) + size
+        super().commit(group, checkpoint)
+
+
+def test_a_burst_of_dead_letters_writes_their_list_once_a_turn(tmp_path: Path) -> None:
+    """Each letter wrote the whole list of the letters since the newest version (group
+    trainer.letters): 3,000 bad samples in a row wrote it 3,000 times, 4.5 million
+    entries (16,000: 121 s where the trainer took 8 s before the list)."""
+    log = _CountedLog(tmp_path / "log.db")
+    _samples(log, 10)
+    log.create_topic(DEAD_LETTERS)
+    log.append(SAMPLES, [(f"b{i}", b"[]") for i in range(3000)])
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    while trainer.step(1000, final=True):
+        pass
+    assert trainer.malformed == 3000
+    assert len(log.read(DEAD_LETTERS, 0, 0, 4000)) == 3000
+    listed = orjson.loads(log.committed("trainer.letters").state or b"")
+    assert listed == [[SAMPLES, 0, o] for o in range(10, 3010)]
+    # once a turn of 1,000 samples: 1,000 + 2,000 + 3,000 entries, not 1 + 2 + ... + 3,000
+    assert log.written["trainer.letters"] <= len(orjson.dumps(listed)) * 2

@@ -248,6 +248,7 @@ class Trainer:
         # the dead letters written since the offsets of the newest version (_write_letter)
         state = log.committed(f"{group}.letters").state
         self._lettered = {(t, p, o) for t, p, o in orjson.loads(state or b"[]")}
+        self._unwritten: list[tuple[str, bytes]] = []  # letters of this turn (_write_letter)
         self._resume()
         self._samples_at_start = self.samples
 
@@ -366,6 +367,13 @@ class Trainer:
         a joiner's restart wrote again, is skipped; one of a partition that was idle
         meanwhile is learned late, even far behind the others (``_caught_up``).
         """
+        try:
+            return self._step(max_records, final)
+        finally:  # also where the learner stopped the trainer: each is in the dead letters
+            self._flush_letters()
+
+    def _step(self, max_records: int, final: bool) -> Trained | None:
+        """``step``, but for writing the turn's dead letters."""
         if self.reader is None:
             self.reader = MergedReader(self.log, self.inputs, self._merge_key(), self.offsets,
                                        self.idle_after_s, group=self.group,
@@ -412,6 +420,7 @@ class Trainer:
         before it are learned (``_past_gaps``)."""
         self.lost += 1
         self._write_letter((*tp, offset), tp[0], lost_letter(self.group, *tp, offset, start))
+        self._flush_letters()  # before the reader moves the group's offset past the gap
         self._gaps[tp] = start
 
     def _past_gaps(self) -> None:
@@ -499,20 +508,29 @@ class Trainer:
     def _write_letter(self, at: tuple[str, int, int], key: str, letter: dict[str, Any]
                       ) -> None:
         """Write ``letter``, of the sample (or the gap) at ``at`` (topic, partition, offset),
-        to the dead-letter topic now, under ``key``, unless it was written before a restart:
-        with each letter the log keeps (group ``GROUP.letters``) where the letters not
-        behind the newest version's offsets are, as a restart reads those samples again."""
+        to the dead-letter topic under ``key`` (at the end of the turn: ``_flush_letters``),
+        unless it was written before a restart."""
         if at in self._lettered:
             return
         value = letter_value(letter, key, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
+        self._lettered.add(at)
+        self._unwritten.append((key, value))
+
+    def _flush_letters(self) -> None:
+        """Write the letters of the turn, and with them (group ``GROUP.letters``) where the
+        letters not behind the newest version's offsets are, as a restart reads those
+        samples again: once a turn, as the whole list is written each time (once a letter,
+        a burst of n bad samples wrote it n times: n squared)."""
+        if not self._unwritten:
+            return
         resume = {} if self.version is None else {
             (t, p): o for t, p, o in self.version.meta["offsets"]}
         self._lettered = {(t, p, o) for t, p, o in self._lettered if o >= resume.get((t, p), 0)}
-        self._lettered.add(at)
         with self.log.atomic():
-            self.log.append(DEAD_LETTERS, [(key, value)])
+            self.log.append(DEAD_LETTERS, self._unwritten)
             self.log.commit(f"{self.group}.letters",
                             Checkpoint({}, orjson.dumps(sorted(self._lettered))))
+        self._unwritten = []
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
@@ -747,6 +765,7 @@ class Trainer:
         learned in, as runs of consecutive samples of one partition (``[["samples/0",
         5000]]`` for one partition), oldest first.
         """
+        self._flush_letters()  # a version's offsets never pass a letter not written
         offsets: dict[str, list[int]] = {}
         scores: dict[str, list[float]] = {}
         labels: dict[str, list[float]] = {}
