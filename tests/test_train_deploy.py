@@ -574,11 +574,11 @@ def test_an_old_version_promoted_again_is_judged_by_what_it_serves(
     for i, model in enumerate([bad, good, good, good, good], start=1):  # v1 bad, v2..v5 good
         v = registry.publish(model, {"metric": "auc"}, parent=None)
         registry.set_status(v.id, "approved", "by hand")
-        registry.mark_serving(v.id, T0 + i * 3_600_000)
+        registry.mark_serving(v.id, T0 + log.end_offset(SAMPLES, 0) * 1000)  # its first
         _served(log, model, v.id, 100, seed=i)
         assert gate.step() == []
     registry.promote(1, "promoted by hand")  # the bad one again
-    registry.mark_serving(1, T0 + 10 * 3_600_000)
+    registry.mark_serving(1, T0 + log.end_offset(SAMPLES, 0) * 1000)
     _served(log, bad, 1, 1000, seed=10)
     decision = gate.step()[0]
     assert (decision.version, decision.approved) == (1, False)
@@ -1561,3 +1561,29 @@ def test_a_burst_of_dead_letters_writes_their_list_once_a_turn(tmp_path: Path) -
     assert listed == [[SAMPLES, 0, o] for o in range(10, 3010)]
     # once a turn of 1,000 samples: 1,000 + 2,000 + 3,000 entries, not 1 + 2 + ... + 3,000
     assert log.written["trainer.letters"] <= len(orjson.dumps(listed)) * 2
+
+
+def test_a_version_served_again_is_judged_by_what_it_served_since_after_a_restart(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """As above, with a gate started (or restarted) once v1 serves again: it read every
+    sample v1 served, of both times, as served since, and rolled v1 back for what v2 had
+    learned. The samples of before v1's serving time are not its own now."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    first = FTRL(bits=16)
+    v1 = registry.publish(first, {"metric": "auc"}, parent=None)
+    registry.set_status(v1.id, "approved", "test")
+    registry.mark_serving(v1.id, T0)
+    learned = _served_unique(log, first, v1.id, 1000, seed=1)
+    second = FTRL(bits=16)
+    for _ in range(5):
+        second.learn(hash_rows([f for f, _ in learned], 16), np.array([y for _, y in learned]))
+    v2 = registry.publish(second, {"metric": "auc"}, parent=v1.id)
+    registry.set_status(v2.id, "approved", "test")
+    registry.mark_serving(v2.id, T0 + 999_999)
+    registry.promote(v1.id, "promoted by hand")
+    registry.mark_serving(v1.id, T0 + 1_000_000)  # the next sample's time
+    _served_unique(log, first, v1.id, 1200, seed=2)
+    gate = Gate(log, registry, "clicked", tolerance=0.02)
+    assert gate.step() == []
+    assert registry.get(v1.id).status == "serving"

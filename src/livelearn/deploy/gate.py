@@ -94,6 +94,8 @@ class Gate:
         self._served: dict[int, deque[Served]] = {}  # version -> samples it served
         self._unjudged: Counter[int] = Counter()  # version -> samples since its last judgement
         self._since: dict[int, int] = {}  # version -> the serving time its samples were read in
+        # version served again -> its serving time: the samples of an earlier ts are not read
+        self._cut: dict[int, int] = {}
         self._cached: tuple[int, Learner] | None = None
         self._sound_canary: int | None = None  # the canary whose model file was checked
 
@@ -221,8 +223,10 @@ class Gate:
     def _serving_since(self, version: int, since: int) -> None:
         """Note that ``version`` serves since event time ``since`` (ms); if it served
         before from another time (served again), drop the samples read of then."""
+        if version not in self._since and self.registry.served_before(version):
+            self._cut[version] = since  # a gate started since: the log holds both times
         if self._since.setdefault(version, since) != since:
-            self._since[version] = since
+            self._since[version] = self._cut[version] = since
             self._served.pop(version, None)
             self._unjudged.pop(version, None)
 
@@ -245,12 +249,12 @@ class Gate:
         """Read the samples written since the last call, keep them by the version that
         served them (for the 4 versions that served last), and count them among that
         version's samples not judged yet (those it cannot judge by, ``_served``, left
-        out)."""
+        out, and those a version served again served before its serving time, ``_cut``)."""
         for (topic, partition), end in self.log.end_offsets([SAMPLES]).items():
             at = self._cursor.setdefault((topic, partition), max(0, end - self.live_window))
             for record in self._read_range(topic, partition, at, end):
                 found = _served(record.value, self.target)
-                if found is not None:
+                if found is not None and found[1][0] >= self._cut.get(found[0], found[1][0]):
                     version, served = found
                     self._served_lately(version).append(served)
                     self._unjudged[version] += 1
@@ -261,6 +265,7 @@ class Gate:
             del self._unjudged[old]
         for old in self._since.keys() - self._served.keys():  # and serving times
             del self._since[old]
+            self._cut.pop(old, None)
 
     def _served_lately(self, version: int) -> deque[Served]:
         """The samples ``version`` served, its place moved last in ``_served``: the versions

@@ -443,6 +443,14 @@ class Registry:
                        "VALUES (?, 'serving', ?, ?)", (version, reason, time.time()))
         return True
 
+    def served_before(self, version: int) -> bool:
+        """Whether ``version`` served, then stopped (retired, rejected, approved again):
+        serving now, it serves again."""
+        return self._db().execute(
+            "SELECT 1 FROM decisions a JOIN decisions b ON b.version = a.version AND "
+            "b.seq > a.seq WHERE a.version = ? AND a.status = 'serving' AND "
+            "b.status != 'serving' LIMIT 1", (version,)).fetchone() is not None
+
     def decisions(self) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT version, status, reason, at FROM decisions ORDER BY seq")
         return [{"version": v, "status": s, "reason": r, "at": a} for v, s, r, a in rows]
