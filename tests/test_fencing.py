@@ -13,12 +13,15 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from livelearn.demo import free_port
 from livelearn.errors import Fenced
+from livelearn.log import open_log
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
+from livelearn.spec import DEAD_LETTERS, SAMPLES
 from livelearn.train.trainer import Trainer
 from test_ingest import PIPELINE, PIPELINE_FILE
 from test_run import ROOT, T, _process, _ratings, _samples, _up, _wait
@@ -131,3 +134,26 @@ def test_a_superseded_trainers_gate_stops_at_its_next_verdict_and_writes_nothing
             _wait(lambda: registry.get(candidate.id).status != "candidate", "its verdict")
             assert second.poll() is None
     assert [d["version"] for d in registry.decisions()].count(candidate.id) == 1
+
+
+def test_an_earlier_trainer_still_running_writes_no_dead_letter(log_url: str,
+                                                                 tmp_path: Path) -> None:
+    """Dead letters are written with the trainer's list of them (group trainer.letters),
+    which no trainer claimed: an earlier trainer still running wrote letters after a newer
+    one started, and on Kafka its first one made the group's transactional producer anew,
+    fencing off the newer trainer's, which then stopped at its next letter (Fenced). Now
+    the earlier one is fenced off at its next letter, the newer one goes on."""
+    log = open_log(log_url)
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    first = Trainer(log, Registry(tmp_path / "reg"), PIPELINE)
+    second = Trainer(open_log(log_url), Registry(tmp_path / "reg"), PIPELINE)  # a process
+    log.append(SAMPLES, [("bad1", b"[]")])
+    second.step(100, final=True)
+    with pytest.raises(Fenced, match="trainer.letters"):
+        first.step(100, final=True)
+    log.append(SAMPLES, [("bad2", b"[]")])
+    second.step(100, final=True)
+    assert second.malformed == 2
+    letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert [d["source"] for d in letters] == [f"{SAMPLES}/0@0", f"{SAMPLES}/0@1"]

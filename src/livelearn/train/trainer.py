@@ -245,8 +245,10 @@ class Trainer:
         self._since_publish = 0
         self._spoiling = 0  # samples put back and dead-lettered since the last version
         self._last_publish_ts: int | None = None
-        # the dead letters written since the offsets of the newest version (_write_letter)
-        state = log.committed(f"{group}.letters").state
+        # the dead letters written since the offsets of the newest version (_write_letter);
+        # claimed, as the group is: an earlier trainer still running writes no letter now
+        # (on Kafka it made the group's producer again, fencing off this one's)
+        state = log.claim(f"{group}.letters").state
         self._lettered = {(t, p, o) for t, p, o in orjson.loads(state or b"[]")}
         self._unwritten: list[tuple[str, bytes]] = []  # letters of this turn (_write_letter)
         self._resume()
