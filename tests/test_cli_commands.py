@@ -683,3 +683,16 @@ def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(tmp_path:
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
+
+
+@pytest.mark.parametrize("role", ["join", "train"])
+def test_a_roles_help_says_it_refuses_the_in_memory_log(
+        capsys: pytest.CaptureFixture[str], role: str) -> None:
+    """`livelearn join --help` offered memory:// among the logs --log takes, which join and
+    train refuse (the in-memory log is the process's own)."""
+    with pytest.raises(SystemExit) as stopped:
+        main([role, "--help"])
+    assert stopped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("memory:// (this process's own: join and train refuse it, as nothing another "
+            "process appends reaches it)") in text
