@@ -696,3 +696,19 @@ def test_a_roles_help_says_it_refuses_the_in_memory_log(
     text = " ".join(capsys.readouterr().out.split())
     assert ("memory:// (this process's own: join and train refuse it, as nothing another "
             "process appends reaches it)") in text
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["demo", "--help"], "--candidates CANDIDATES posts ranked per feed request, 1 to 1000 "
+                         "(the most items /predict takes); every one is shown"),
+    (["study", "freshness", "--help"], "--days DAYS simulated days, from 2026-01-05 (UTC) and "
+                                       "ending before now,"),
+])
+def test_the_help_says_what_a_simulated_run_refuses(
+        capsys: pytest.CaptureFixture[str], argv: list[str], says: str) -> None:
+    """The demo refuses --candidates above what one /predict takes, the demo and the study
+    --days whose feed would end after now; their --help did not say so (the study's)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    assert says in " ".join(capsys.readouterr().out.split())

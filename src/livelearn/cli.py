@@ -143,7 +143,8 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     d.add_argument("--impressions", type=int, default=200_000,
                    help="impressions to simulate (default: %(default)s)")
     d.add_argument("--candidates", type=_candidates, default=10,
-                   help="posts ranked per feed request; every one is shown (default: %(default)s)")
+                   help="posts ranked per feed request, 1 to 1000 (the most items /predict "
+                        "takes); every one is shown (default: %(default)s)")
     d.add_argument("--days", type=float, default=2.0,
                    help="simulated days the impressions spread over, from 2026-01-05 "
                         "(UTC) and ending before now (default: %(default)s)")
