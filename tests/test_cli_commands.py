@@ -683,3 +683,32 @@ def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(tmp_path:
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
+
+
+@pytest.mark.parametrize("role", ["join", "train"])
+def test_a_roles_help_says_it_refuses_the_in_memory_log(
+        capsys: pytest.CaptureFixture[str], role: str) -> None:
+    """`livelearn join --help` offered memory:// among the logs --log takes, which join and
+    train refuse (the in-memory log is the process's own)."""
+    with pytest.raises(SystemExit) as stopped:
+        main([role, "--help"])
+    assert stopped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("memory:// (this process's own: join and train refuse it, as nothing another "
+            "process appends reaches it)") in text
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["demo", "--help"], "--candidates CANDIDATES posts ranked per feed request, 1 to 1000 "
+                         "(the most items /predict takes); every one is shown"),
+    (["study", "freshness", "--help"], "--days DAYS simulated days, from 2026-01-05 (UTC) and "
+                                       "ending before now,"),
+])
+def test_the_help_says_what_a_simulated_run_refuses(
+        capsys: pytest.CaptureFixture[str], argv: list[str], says: str) -> None:
+    """The demo refuses --candidates above what one /predict takes, the demo and the study
+    --days whose feed would end after now; their --help did not say so (the study's)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    assert says in " ".join(capsys.readouterr().out.split())

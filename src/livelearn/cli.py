@@ -143,7 +143,8 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     d.add_argument("--impressions", type=int, default=200_000,
                    help="impressions to simulate (default: %(default)s)")
     d.add_argument("--candidates", type=_candidates, default=10,
-                   help="posts ranked per feed request; every one is shown (default: %(default)s)")
+                   help="posts ranked per feed request, 1 to 1000 (the most items /predict "
+                        "takes); every one is shown (default: %(default)s)")
     d.add_argument("--days", type=float, default=2.0,
                    help="simulated days the impressions spread over, from 2026-01-05 "
                         "(UTC) and ending before now (default: %(default)s)")
@@ -162,11 +163,18 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     d.set_defaults(func=_demo)
 
 
+# The roles' --log: as the other commands', but the in-memory log is refused by the roles
+# that read what other processes append (_shared_log).
+ROLE_LOG_HELP = LOG_HELP.replace(
+    "memory://,", "memory:// (this process's own: join and train refuse it, as nothing "
+                  "another process appends reaches it),")
+
+
 def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("pipeline", metavar="PIPELINE",
                         help=PIPELINE_HELP)
-    common.add_argument("--log", required=True, metavar="URL", help=LOG_HELP)
+    common.add_argument("--log", required=True, metavar="URL", help=ROLE_LOG_HELP)
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", type=Path, required=True, metavar="DIR",
                           help="the model registry's directory")

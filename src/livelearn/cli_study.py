@@ -36,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     f.add_argument("--impressions", type=int, default=None,
                    help=f"impressions to simulate, {SIM_HELP} (default: 200000)")
     f.add_argument("--days", type=float, default=None,
-                   help=f"simulated days, {SIM_HELP} (default: 2)")
+                   help=f"simulated days, from 2026-01-05 (UTC) and ending before now, {SIM_HELP} "
+                        f"(default: 2)")
     f.add_argument("--seed", type=int, default=None,
                    help=f"seed of the world and of the order posts are shown in, {SIM_HELP} "
                         f"(default: 7)")
