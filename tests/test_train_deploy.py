@@ -385,8 +385,25 @@ def test_a_restarted_trainer_does_not_dead_letter_a_sample_twice(tmp_path: Path,
     while third.step(400, final=True):
         pass
     assert [v.meta["offsets"] for v in registry.versions()][-1] == [[SAMPLES, 0, 2002]]
-    assert orjson.loads(log.committed("trainer.letters").state or b"") == [[SAMPLES, 0, 2502]]
+    assert orjson.loads(log.committed("trainer.letters").state or b"") == {
+        "topic_ids": {SAMPLES: log.topic_id(SAMPLES)}, "letters": [[SAMPLES, 0, 2502]]}
     assert len(log.read(DEAD_LETTERS, 0, 0, 100)) == 3
+
+
+def test_the_dead_letters_list_of_a_samples_topic_made_again_is_not_taken(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """The list of the letters written is of the samples topic as it was: a log whose
+    samples topic is made anew (its id another) holds other samples at those offsets,
+    whose letters a trainer of a new registry skipped."""
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    log.append(SAMPLES, [("bad", b"[]")])
+    Trainer(log, Registry(tmp_path / "a"), SMALL).step(final=True)
+    with log.atomic():  # the topic made again, as another log's: a new id
+        log._conn().execute("UPDATE topic_ids SET id = 'another' WHERE name = ?", (SAMPLES,))
+    trainer = Trainer(log, Registry(tmp_path / "b"), SMALL)
+    trainer.step(final=True)
+    assert trainer.malformed == 1 and len(log.read(DEAD_LETTERS, 0, 0, 10)) == 2
 
 
 def test_a_corrupt_model_file_falls_back_to_the_version_before(
@@ -1557,7 +1574,7 @@ def test_a_burst_of_dead_letters_writes_their_list_once_a_turn(tmp_path: Path) -
         pass
     assert trainer.malformed == 3000
     assert len(log.read(DEAD_LETTERS, 0, 0, 4000)) == 3000
-    listed = orjson.loads(log.committed("trainer.letters").state or b"")
+    listed = orjson.loads(log.committed("trainer.letters").state or b"")["letters"]
     assert listed == [[SAMPLES, 0, o] for o in range(10, 3010)]
     # once a turn of 1,000 samples: 1,000 + 2,000 + 3,000 entries, not 1 + 2 + ... + 3,000
     assert log.written["trainer.letters"] <= len(orjson.dumps(listed)) * 2

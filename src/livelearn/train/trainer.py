@@ -248,8 +248,10 @@ class Trainer:
         # the dead letters written since the offsets of the newest version (_write_letter);
         # claimed, as the group is: an earlier trainer still running writes no letter now
         # (on Kafka it made the group's producer again, fencing off this one's)
-        state = log.claim(f"{group}.letters").state
-        self._lettered = {(t, p, o) for t, p, o in orjson.loads(state or b"[]")}
+        state = orjson.loads(log.claim(f"{group}.letters").state or b"{}")
+        # (of the samples topic as it is: one made again holds other samples at those offsets)
+        self._lettered = {(t, p, o) for t, p, o in state.get("letters", [])} \
+            if state.get("topic_ids") == self.topic_ids else set()
         self._unwritten: list[tuple[str, bytes]] = []  # letters of this turn (_write_letter)
         self._resume()
         self._samples_at_start = self.samples
@@ -531,7 +533,8 @@ class Trainer:
         with self.log.atomic():
             self.log.append(DEAD_LETTERS, self._unwritten)
             self.log.commit(f"{self.group}.letters",
-                            Checkpoint({}, orjson.dumps(sorted(self._lettered))))
+                            Checkpoint({}, orjson.dumps({"topic_ids": self.topic_ids,
+                                                         "letters": sorted(self._lettered)})))
         self._unwritten = []
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
