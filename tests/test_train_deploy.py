@@ -626,15 +626,24 @@ def test_a_version_served_again_is_judged_by_what_it_served_since(
     """v1 served, v2 learned what v1 served, then v1 was promoted again: the gate judged v1
     by every sample it had served, v2 scoring the ones it had learned, and rolled v1 back
     for that. Now only the samples v1 served since it serves again count."""
-    log.create_topic(SAMPLES)
     registry = Registry(tmp_path / "reg")
     gate = Gate(log, registry, "clicked", tolerance=0.02)
+    v1 = _served_again(log, registry, gate)
+    assert gate.step() == []
+    assert registry.get(v1).status == "serving"
+
+
+def _served_again(log: SQLiteLog, registry: Registry, gate: Gate | None = None) -> int:
+    """v1 serves 1,000 samples (``gate`` steps once then), v2 learns them and serves, then
+    v1 is promoted again and serves 1,200 more; v1's number."""
+    log.create_topic(SAMPLES)
     first = FTRL(bits=16)
     v1 = registry.publish(first, {"metric": "auc"}, parent=None)
     registry.set_status(v1.id, "approved", "test")
     registry.mark_serving(v1.id, T0)
     learned = _served_unique(log, first, v1.id, 1000, seed=1)
-    assert gate.step() == []
+    if gate is not None:
+        assert gate.step() == []
     second = FTRL(bits=16)
     for _ in range(5):
         second.learn(hash_rows([f for f, _ in learned], 16), np.array([y for _, y in learned]))
@@ -644,8 +653,7 @@ def test_a_version_served_again_is_judged_by_what_it_served_since(
     registry.promote(v1.id, "promoted by hand")
     registry.mark_serving(v1.id, T0 + 1_000_000)  # the next sample's time
     _served_unique(log, first, v1.id, 1200, seed=2)
-    assert gate.step() == []
-    assert registry.get(v1.id).status == "serving"
+    return v1.id
 
 
 def test_promote_and_rollback_by_hand(tmp_path: Path) -> None:
@@ -1585,22 +1593,8 @@ def test_a_version_served_again_is_judged_by_what_it_served_since_after_a_restar
     """As above, with a gate started (or restarted) once v1 serves again: it read every
     sample v1 served, of both times, as served since, and rolled v1 back for what v2 had
     learned. The samples of before v1's serving time are not its own now."""
-    log.create_topic(SAMPLES)
     registry = Registry(tmp_path / "reg")
-    first = FTRL(bits=16)
-    v1 = registry.publish(first, {"metric": "auc"}, parent=None)
-    registry.set_status(v1.id, "approved", "test")
-    registry.mark_serving(v1.id, T0)
-    learned = _served_unique(log, first, v1.id, 1000, seed=1)
-    second = FTRL(bits=16)
-    for _ in range(5):
-        second.learn(hash_rows([f for f, _ in learned], 16), np.array([y for _, y in learned]))
-    v2 = registry.publish(second, {"metric": "auc"}, parent=v1.id)
-    registry.set_status(v2.id, "approved", "test")
-    registry.mark_serving(v2.id, T0 + 999_999)
-    registry.promote(v1.id, "promoted by hand")
-    registry.mark_serving(v1.id, T0 + 1_000_000)  # the next sample's time
-    _served_unique(log, first, v1.id, 1200, seed=2)
+    v1 = _served_again(log, registry)
     gate = Gate(log, registry, "clicked", tolerance=0.02)
     assert gate.step() == []
-    assert registry.get(v1.id).status == "serving"
+    assert registry.get(v1).status == "serving"
