@@ -59,16 +59,18 @@ class PipelineError(LivelearnError):
     status = 500
 
 
-def guarded(function: Callable[..., T], what: str) -> Callable[..., T]:
+def guarded(function: Callable[..., T], what: str | Callable[[], str]) -> Callable[..., T]:
     """``function`` (the pipeline's own code), raising PipelineError "``what`` raised
-    KeyError: 'x'" where it raises anything but a LivelearnError."""
+    KeyError: 'x'" where it raises anything but a LivelearnError (``what`` may be a
+    function that says it then, where it names what each call was for)."""
     def call(*args: Any) -> T:
         try:
             return function(*args)
         except LivelearnError:
             raise
         except Exception as e:  # whatever the pipeline's code raises is its own fault
-            raise PipelineError(f"{what} raised {type(e).__name__}: {e}") from e
+            said = what if isinstance(what, str) else what()
+            raise PipelineError(f"{said} raised {type(e).__name__}: {e}") from e
 
     return call
 

@@ -396,11 +396,14 @@ def _named(pipeline: Pipeline, user: str, items: list[str]) -> Callable[..., Fea
     """The pipeline's features function for one request's candidates, called once per item
     in ``items``' order (ServedCounters.features): where it raises, PipelineError (500)
     names the user and the item it raised on, as the other failures of /predict do."""
-    named = iter(items)
+    named, item = iter(items), None
+    call = guarded(pipeline.features, lambda: f"pipeline '{pipeline.name}', user {user!r}, "
+                                              f"item {item!r}: the features function")
 
     def features(*args: Any) -> Features:
-        what = f"pipeline '{pipeline.name}', user {user!r}, item {next(named)!r}"
-        return guarded(pipeline.features, f"{what}: the features function")(*args)
+        nonlocal item
+        item = next(named)  # the name is made only where the function raises
+        return call(*args)
 
     return features
 
