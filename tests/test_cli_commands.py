@@ -686,6 +686,24 @@ def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(tmp_path:
     assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
 
 
+def test_ctrl_c_while_the_command_is_imported_exits_130_without_a_traceback(
+        tmp_path: Path) -> None:
+    """The `livelearn` command's modules take a few tenths of a second to import, and a
+    Ctrl-C then printed a KeyboardInterrupt traceback: the entry point imports them
+    inside a ``try`` now."""
+    code = ("import importlib.abc, os, signal, sys\n"
+            "class Interrupt(importlib.abc.MetaPathFinder):  # Ctrl-C as cli imports\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'livelearn.cli_data':\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "from livelearn.__main__ import main\n"
+            "sys.exit(main())\n")
+    done = subprocess.run([sys.executable, "-c", code, "run", "p.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
+
+
 @pytest.mark.parametrize("role", ["join", "train"])
 def test_a_roles_help_says_it_refuses_the_in_memory_log(
         capsys: pytest.CaptureFixture[str], role: str) -> None:

@@ -53,7 +53,7 @@ def test_the_wheel_holds_the_package_and_runs_without_the_source(tmp_path: Path)
         entry_points = z.read(f"livelearn-{livelearn.__version__}.dist-info/entry_points.txt")
         z.extractall(tmp_path / "site")
     assert files - names == set(), "files of the package missing from the wheel"
-    assert b"livelearn = livelearn.cli:main" in entry_points
+    assert b"livelearn = livelearn.__main__:main" in entry_points
 
     empty = tmp_path / "empty"
     empty.mkdir()
