@@ -64,8 +64,8 @@ def test_an_event_the_features_or_label_fail_on_is_dead_lettered(tmp_path: Path)
     assert [s["id"] for s in samples] == ["e0", "e2", "e7"]
     assert [(d["reason"], d["stream"]) for d in dead] == [("failed", "tx")] * 6
     details = [d["detail"] for d in dead]
-    assert details[0] == ("pipeline 'failing': the features function raised ValueError: "
-                          "math domain error")
+    assert details[0] == ("pipeline 'failing', event 'e1': the features function raised "
+                          "ValueError: math domain error")
     assert details[1] == ("pipeline 'failing': the label function raised ZeroDivisionError: "
                           "float division by zero")
     assert "sample 'e4' cannot be written as JSON: Integer exceeds 64-bit range" in details[2]
@@ -73,8 +73,8 @@ def test_an_event_the_features_or_label_fail_on_is_dead_lettered(tmp_path: Path)
         in details[3]
     assert "'e6' cannot be written as JSON: Dict key must be str" in details[4]
     # the trainer said "features is None", naming neither the function nor the pipeline
-    assert details[5] == ("pipeline 'failing': the features function returned None; "
-                          "expected a dict of feature names to values")
+    assert details[5] == ("pipeline 'failing', event 'e8': the features function returned "
+                          "None; expected a dict of feature names to values")
     assert orjson.loads(dead[0]["event"])["payload"]["amount"] == -5.0  # the event as read
     assert str(2**70) in dead[2]["event"]  # the sample as made, shown
 

@@ -213,10 +213,10 @@ def test_a_features_function_that_raises_is_a_500_naming_it(
                      data)
     with ServerThread(app) as running:
         answer = httpx.post(f"{running.url}/predict", json={"events": [
-            {"card": "c1", "merchant": "m1", "amount": 1.0}]})
-    assert answer.status_code == 500
-    assert answer.json()["detail"] == ("pipeline 'fraud': the features function raised "
-                                       "KeyError: 'risk'")
+            {"card": "c1", "merchant": "m1", "amount": 1.0, "tx_id": "t9"}]})
+    assert answer.status_code == 500  # the event named: it said only the pipeline
+    assert answer.json()["detail"] == ("pipeline 'fraud', event 't9': the features function "
+                                       "raised KeyError: 'risk'")
 
 
 def test_before_any_version_the_server_starts_and_says_it_has_no_model(

@@ -59,17 +59,17 @@ class PipelineError(LivelearnError):
     status = 500
 
 
-def guarded(function: Callable[..., T], what: str | Callable[[], str]) -> Callable[..., T]:
+def guarded(function: Callable[..., T], what: str | Callable[..., str]) -> Callable[..., T]:
     """``function`` (the pipeline's own code), raising PipelineError "``what`` raised
     KeyError: 'x'" where it raises anything but a LivelearnError (``what`` may be a
-    function that says it then, where it names what each call was for)."""
+    function of the call's arguments that says it then, naming what the call was for)."""
     def call(*args: Any) -> T:
         try:
             return function(*args)
         except LivelearnError:
             raise
         except Exception as e:  # whatever the pipeline's code raises is its own fault
-            said = what if isinstance(what, str) else what()
+            said = what if isinstance(what, str) else what(*args)
             raise PipelineError(f"{said} raised {type(e).__name__}: {e}") from e
 
     return call

@@ -53,10 +53,10 @@ def event_key(event: Event, field: str | None) -> str:
 
 class EventFeatures:
     """``pipeline.features(event, rows, counts)`` as of the event's ts, guarded: where the
-    pipeline's function raises, PipelineError names it."""
+    pipeline's function raises, PipelineError names it and the event's id."""
 
     def __init__(self, pipeline: Pipeline):
-        self.what = f"pipeline '{pipeline.name}': the features function"
+        self.pipeline = pipeline.name
         self.function = guarded(pipeline.features, self.what)
         self.lookups = tuple((lk.table.name, lk.on) for lk in pipeline.lookups)
         self.counters = tuple(pipeline.counters)
@@ -71,6 +71,10 @@ class EventFeatures:
             counts[c.name] = count_of(c, key if c.by is None else str(payload[c.by]), ts)
         features = self.function(event, rows, counts)
         if not isinstance(features, dict):
-            raise PipelineError(f"{self.what} returned {show(features)}; expected a dict of "
-                                f"feature names to values")
+            raise PipelineError(f"{self.what(event)} returned {show(features)}; expected a "
+                                f"dict of feature names to values")
         return features
+
+    def what(self, event: Event, *_: Any) -> str:
+        """Whose features failed, said only where they do."""
+        return f"pipeline '{self.pipeline}', event {event.id!r}: the features function"

@@ -397,8 +397,8 @@ def _named(pipeline: Pipeline, user: str, items: list[str]) -> Callable[..., Fea
     in ``items``' order (ServedCounters.features): where it raises, PipelineError (500)
     names the user and the item it raised on, as the other failures of /predict do."""
     named, item = iter(items), None
-    call = guarded(pipeline.features, lambda: f"pipeline '{pipeline.name}', user {user!r}, "
-                                              f"item {item!r}: the features function")
+    call = guarded(pipeline.features, lambda *_: f"pipeline '{pipeline.name}', user {user!r}, "
+                                                 f"item {item!r}: the features function")
 
     def features(*args: Any) -> Features:
         nonlocal item
