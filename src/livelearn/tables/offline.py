@@ -3,8 +3,10 @@
 A table's ``as_of`` column is read as integer milliseconds since the epoch UTC
 whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
 server, the joiner and ingest see the same rows; a time without a zone is UTC,
-and one between two ms (microseconds, a Parquet file's nanoseconds) is rounded up: a
-row is never seen by an event before its time.
+and one between two ms (microseconds, nanoseconds in ISO 8601 text or a Parquet file)
+is rounded up: a row is never seen by an event before its time. Text is read as an
+event's time is (events.to_ms), in a CSV as in a JSON file: DuckDB's own parsing of
+a CSV's dates took "01/02/2024" for February 1st, where a JSON file's was refused.
 Other dates, times and timestamps are ISO 8601 text in a row, decimals floats:
 the JSON scalars the online store holds. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
@@ -122,10 +124,16 @@ def _relation(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, r
               csv_file: bool) -> duckdb.DuckDBPyRelation | None:
     """The file's rows as DuckDB reads them, its key and ``as_of`` columns there; None for
     a JSON file of no row (empty, or ``[]``, as a CSV file of its header only)."""
+    # a key is looked up as text, and an as_of in ISO 8601 text is read by events.to_ms,
+    # as an event's time: DuckDB's timestamps keep microseconds, and a row valid from
+    # 00:00:00.0010005 was valid from 00:00:00.001, seen before its time
+    as_text = dict.fromkeys([table.key] + ([table.as_of] if table.as_of else []), "VARCHAR")
     try:
         rel = connection.sql(f"SELECT * FROM {reader}(?{_OPTIONS[reader]})",
-                             params=[_literal(path), {table.key: "VARCHAR"}] if csv_file
+                             params=[_literal(path), as_text] if csv_file
                              else [_literal(path)])
+        if rel is not None and reader == "read_json_auto" and table.as_of in rel.columns:
+            rel = _as_of_as_text(table.as_of, path, connection, rel)
     except duckdb.Error as e:
         raise _unreadable(table, path, csv_file, e) from None
     if rel is None:
@@ -144,6 +152,18 @@ def _relation(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, r
             raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
                            f"(columns: {', '.join(columns)})")
     return rel
+
+
+def _as_of_as_text(as_of: str, path: Path, connection: duckdb.DuckDBPyConnection,
+                   rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """A JSON file's rows with its ``as_of`` column as the text it holds, where DuckDB
+    read that text as timestamps (in microseconds: it drops the nanoseconds); ``rel``,
+    the file as DuckDB reads it, if it did not."""
+    types = dict(zip(rel.columns, map(str, rel.types), strict=True))
+    if types[as_of] not in ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE"):
+        return rel
+    return connection.sql(f"SELECT * FROM read_json_auto(?{_OPTIONS['read_json_auto']}, "
+                          f"columns=?)", params=[_literal(path), {**types, as_of: "VARCHAR"}])
 
 
 def _unreadable(table: Table, path: Path, csv_file: bool, error: duckdb.Error) -> BadInput:
