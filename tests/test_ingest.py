@@ -227,13 +227,38 @@ def test_impressions_with_a_mistyped_field_are_dead_lettered_naming_it(
         "stream 'predictions', field 'score': expected float, got nan")
     # without a request_id, the same impression spelled another way gets the same id
     (tmp_path / "n.jsonl").write_text(f'{{"ts": {T}, "user": "u1", "item": "i1"}}\n'
-                                      f'{{"ts": {T}, "user": "u1", "item": "i2"}}\n')
+                                      f'{{"ts": {T}, "user": "u2", "item": "i1"}}\n')
     (tmp_path / "n.csv").write_text("ts,user,item,score,model_version\n"
                                     "2024-01-01T00:00:00Z,u1,i1,0.0,0\n")
     for name in ("n.jsonl", "n.csv"):
         ingest(log, SHOWN, "predictions", tmp_path / name, data_dir=tmp_path)
     ids = [p["request_id"] for p in _topic(log, "predictions")[-3:]]
     assert ids[0] == ids[2] != ids[1]
+
+
+def test_impressions_of_an_item_with_no_row_are_dead_lettered_as_the_server_refuses_them(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """The server answers 422 for a candidate with no row as of the request's time (in no
+    table, or its rows start later); an impression of one was logged with an empty item
+    row, a sample the server would never have made (training/serving skew)."""
+    pipeline = replace(SHOWN, items=spec.Table("items", "items.csv", key="item_id",
+                                               as_of="since"))
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\nu1,2023-12-31T00:00:00,pro\n")
+    (tmp_path / "items.csv").write_text(f"item_id,since\ni1,{T}\ni2,{T + 1}\n")
+    (tmp_path / "i.jsonl").write_bytes(b"".join(
+        orjson.dumps({"request_id": r, "ts": T, "user": "u1", "item": item}) + b"\n"
+        for r, item in (("ok", "i1"), ("gone", "i9"), ("early", "i2"))))
+    result = ingest(log, pipeline, "predictions", tmp_path / "i.jsonl", data_dir=tmp_path)
+    assert (result.events, result.dead) == (1, 2)
+    assert [p["request_id"] for p in _topic(log, "predictions")] == ["ok"]
+    assert [(d["reason"], d["detail"]) for d in _topic(log, "dead_letters")] == [
+        ("malformed", "stream 'predictions', field 'item': item 'i9' is not in table "
+                      "'items' (the server refuses it: 422)"),
+        ("malformed", f"stream 'predictions', field 'item': item 'i2' has no row in table "
+                      f"'items' as of ts {T} (ms): its rows start later (the server refuses "
+                      f"it: 422)")]
 
 
 def _plan(user: dict, item: dict, ts: int) -> dict:
