@@ -229,6 +229,31 @@ def test_a_value_the_online_store_cannot_hold_fails_the_load(tmp_path: Path) -> 
                                     f"store holds), got {value}")
 
 
+@pytest.mark.parametrize(("name", "text", "row", "value"), [
+    ("wide.jsonl", '{"id":"a","n":1.5}\n{"id":"b","n":123456789012345678901234}\n', 2,
+     "123456789012345678901234"),
+    ("mixed.jsonl", '{"id":"a","n":"x"}\n{"id":"b","n":-9223372036854775809}\n', 2,
+     "-9223372036854775809"),
+    ("wide.csv", "id,n\na,1\nb,18446744073709551616\n", 2, "18446744073709551616"),
+    ("unsigned.csv", "id,n\na,18446744073709551615\n", 1, "18446744073709551615"),
+])
+def test_an_integer_beyond_64_bits_fails_the_load_naming_its_row(
+        tmp_path: Path, name: str, text: str, row: int, value: str) -> None:
+    """DuckDB reads a JSON integer beyond 64 bits as a float (123456789012345678901234
+    became 1.2345678901234569e+23, in silence), and a CSV's as an integer that the
+    online store cannot hold, refused as "expected text, a number, ..."."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(BadInput) as e:
+        load_table(spec.Table("t", name, key="id"), tmp_path)
+    assert str(e.value) == (f"table 't', row {row}, column 'n': {value} is an integer of "
+                            f"more than 64 bits, which the online store does not hold "
+                            f"exactly: write it as text (\"{value}\")")
+    (tmp_path / "fits.jsonl").write_text('{"id":"a","n":-9223372036854775808,"f":1e300}\n'
+                                         '{"id":"b","n":9223372036854775807,"f":2.5}\n')
+    rows = load_table(spec.Table("t", "fits.jsonl", key="id"), tmp_path)
+    assert [(r["n"], r["f"]) for r in rows.values()] == [(-(2**63), 1e300), (2**63 - 1, 2.5)]
+
+
 def test_keys_match_as_text_whatever_type_the_file_gives_them(tmp_path: Path) -> None:
     """A JSON key column of integers and unicode text (DuckDB gives such a column as JSON
     text: '"zoë"') and a CSV key column that looks numeric ("007", "1e3") are looked up by

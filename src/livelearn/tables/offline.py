@@ -13,7 +13,8 @@ is looked up as text: a CSV's key column is read as the cells' text ("007" and
 "1e3" stay so), a JSON column of mixed types holds each value as it was written
 (DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
 None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number; an
-infinity (JSON's Infinity, a Parquet float) is refused, as the online store would.
+infinity (JSON's Infinity, a Parquet float) is refused, as the online store would, and
+so is an integer beyond 64 bits (DuckDB reads a JSON one as a float, rounded).
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
                                                                    "TIMESTAMPTZ_NS"):
         rel = rel.project(f"* REPLACE ({_up_to_ms(table.as_of)} AS {_quoted(table.as_of)})")
     try:  # DuckDB reads lazily: a bad value far into the file, or a damaged page, fails here
+        if reader == "read_json_auto":
+            _check_json_ints(table, path, connection, rel)
         fetched = rel.fetchall()
     except duckdb.Error as e:
         raise _unreadable(table, path, csv_file, e) from None
@@ -209,9 +212,43 @@ class _Kinds:
             if row[c] is not None:
                 row[c] = convert(row[c])
         for c in self.others:  # the joiner took them, and a server refused the table at start
+            if isinstance(row[c], int) and not is_scalar(row[c]):  # HUGEINT, UBIGINT
+                raise BadInput(_wide(f"{where} '{c}'", str(row[c])))
             if not is_scalar(row[c]):
                 raise BadInput(f"{where} '{c}': expected text, a number, a bool or nothing "
                                f"(what the servers' online store holds), got {show(row[c])}")
+
+
+#: A JSON number written as an integer of 19 digits or more (2**63 has 19), which may not
+#: fit in 64 bits: DuckDB reads one that does not as a float, and so does orjson.
+_LONG_INT = re.compile(rb"[:\[,]\s*-?\d{19,}(?![\d.eE])")
+
+
+def _check_json_ints(table: Table, path: Path, connection: duckdb.DuckDBPyConnection,
+                     rel: duckdb.DuckDBPyRelation) -> None:
+    """BadInput naming the first row and column of a JSON file that holds an integer
+    beyond 64 bits in a column DuckDB read as floats (or as JSON text, which orjson reads
+    so): 123456789012345678901234 became 1.2345678901234569e+23, in silence. The file's
+    text is searched first; its floats' columns are read again as text only on a find."""
+    types = dict(zip(rel.columns, map(str, rel.types), strict=True))
+    inexact = [c for c, kind in types.items() if kind in ("DOUBLE", "FLOAT", "JSON")]
+    if not inexact or _LONG_INT.search(path.read_bytes()) is None:
+        return
+    text = connection.sql(f"SELECT {', '.join(map(_quoted, inexact))} FROM read_json_auto("
+                          f"?{_OPTIONS['read_json_auto']}, columns=?)",
+                          params=[_literal(path), {**types, **dict.fromkeys(inexact,
+                                                                            "VARCHAR")}])
+    for n, cells in enumerate(text.fetchall(), start=1):
+        for c, cell in zip(inexact, cells, strict=True):
+            if cell is not None and re.fullmatch(r"-?[0-9]+", cell) and (
+                    len(cell) > 21 or not is_scalar(int(cell))):
+                raise BadInput(_wide(f"table '{table.name}', row {n}, column '{c}'", cell))
+
+
+def _wide(where: str, digits: str) -> str:
+    """The error of an integer beyond 64 bits in a table."""
+    return (f"{where}: {digits} is an integer of more than 64 bits, which the online store "
+            f"does not hold exactly: write it as text (\"{digits}\")")
 
 
 def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
