@@ -303,6 +303,24 @@ def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     assert _topic(log, "dead_letters") == []
 
 
+def test_a_byte_order_mark_inside_a_csv_is_a_dead_letter_naming_its_field(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """Two files joined (cat a.csv b.csv): the second one's BOM stuck to a value, so that
+    user "\\ufeffu2" was another user than "u2", in silence."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "r.csv").write_bytes(bom + b"user,movie,stars,ts\nu1,m1,4,%d\n" % T + bom
+                                     + b"u2,m2,3,%d\nu3,m3,5,%d\n" % (T, T))
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T)
+    assert (result.events, result.dead) == (2, 1)
+    assert [e["key"] for e in _topic(log, "ratings")] == ["u1", "u3"]
+    assert [(d["source"], d["detail"]) for d in _topic(log, "dead_letters")] == [
+        (f"{tmp_path / 'r.csv'}:3", "stream 'ratings', field 'user': holds a byte order mark "
+                                    "(U+FEFF), which only a file's start may hold: two "
+                                    "files joined into one? Remove it")]
+
+
 def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
                                                                  tmp_path: Path) -> None:
     """Spaces around the header's names are not part of them; a dead letter's source is the

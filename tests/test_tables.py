@@ -254,6 +254,19 @@ def test_an_integer_beyond_64_bits_fails_the_load_naming_its_row(
     assert [(r["n"], r["f"]) for r in rows.values()] == [(-(2**63), 1e300), (2**63 - 1, 2.5)]
 
 
+def test_a_byte_order_mark_inside_a_csv_table_fails_the_load_naming_its_line(
+        tmp_path: Path) -> None:
+    """Two files joined (cat a.csv b.csv): the second one's BOM and header became a row of
+    key "\\ufeffitem_id", and column x text ("1", "x", "2") where it held integers."""
+    (tmp_path / "items.csv").write_bytes(b"\xef\xbb\xbfitem_id,x\ni1,1\n"
+                                         b"\xef\xbb\xbfitem_id,x\ni2,2\n")
+    with pytest.raises(BadInput) as e:
+        load_table(spec.Table("items", "items.csv", key="item_id"), tmp_path)
+    assert str(e.value) == (f"table 'items': {tmp_path / 'items.csv'} line 3 holds a byte "
+                            f"order mark (U+FEFF), which only a file's start may hold: two "
+                            f"files joined into one? Remove it")
+
+
 def test_keys_match_as_text_whatever_type_the_file_gives_them(tmp_path: Path) -> None:
     """A JSON key column of integers and unicode text (DuckDB gives such a column as JSON
     text: '"zoë"') and a CSV key column that looks numeric ("007", "1e3") are looked up by

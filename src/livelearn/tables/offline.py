@@ -92,6 +92,8 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
             f"pipeline file's)")
         raise NotFound(f"table '{table.name}': no file {table.path}{where}")
     csv_file = reader == "read_csv_auto"
+    if csv_file:
+        _check_bom(table, path)
     with duckdb.connect() as connection:
         # a time without a zone is UTC, not the machine's zone (DuckDB reads a column of
         # times some with a zone and some without in the session's zone)
@@ -274,6 +276,22 @@ def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
         raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
                        f"'{table.key}': the key {str(key)!r} twice; a table without "
                        f"as_of holds one row per key")
+
+
+#: The byte order mark, and what is wrong with one after a CSV file's start.
+BOM = "\ufeff"
+STRAY_BOM = ("holds a byte order mark (U+FEFF), which only a file's start may hold: two files "
+             "joined into one? Remove it")
+
+
+def _check_bom(table: Table, path: Path) -> None:
+    """BadInput naming the line of a CSV file that holds a byte order mark after its start
+    (two files joined: the second one's header became a row of key "\\ufeffid")."""
+    text = path.read_bytes()
+    at = text.find(BOM.encode(), 1)
+    if at >= 0:
+        line = text.count(b"\n", 0, at) + 1
+        raise BadInput(f"table '{table.name}': {path} line {line} {STRAY_BOM}")
 
 
 def _literal(path: Path) -> str:
