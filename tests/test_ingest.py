@@ -303,6 +303,27 @@ def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     assert _topic(log, "dead_letters") == []
 
 
+def test_an_empty_csv_cell_is_a_missing_value_as_a_json_null_or_an_absent_field(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """An event without an id field gets the hash of its content as its id: a CSV row's
+    empty cell of an undeclared column was the text "", so the same event from a CSV file
+    and from JSON lines (the field absent, or null as pandas writes it) got other ids,
+    and was learned twice."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts,note\nu1,m1,4,{T},\n")
+    (tmp_path / "r.jsonl").write_text(
+        f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}}}\n'
+        f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}, "note": null}}\n'
+        f'{{"user": "u1", "movie": "m1", "stars": 4.0, "ts": "2024-01-01T00:00:00Z", '
+        f'"note": null}}\n')
+    for name in ("r.csv", "r.jsonl"):
+        ingest(log, PIPELINE, "ratings", tmp_path / name, now_ms=T)
+    events = _topic(log, "ratings")
+    assert len({e["id"] for e in events}) == 1
+    assert events[0]["payload"] == {"user": "u1", "movie": "m1", "stars": 4.0, "note": None}
+
+
 def test_a_byte_order_mark_inside_a_csv_is_a_dead_letter_naming_its_field(
         log: SQLiteLog, tmp_path: Path) -> None:
     """Two files joined (cat a.csv b.csv): the second one's BOM stuck to a value, so that

@@ -11,7 +11,8 @@ duplicates where it still remembers the ids (``dedup_ms`` of event time behind
 the newest events), as late before that; nothing is learned twice.
 
 CSV cells are text: each declared field is converted to its type (int, float,
-bool as true/false/1/0, dict and list as JSON). ``ts`` is integer milliseconds
+bool as true/false/1/0, dict and list as JSON); an empty cell of another column is
+a missing value, null, as in a table. ``ts`` is integer milliseconds
 since the epoch UTC, or ISO 8601 (no zone means UTC).
 
 A record that fails (not JSON, a missing or mistyped field, a timestamp in
@@ -306,6 +307,8 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
     key = _ident(stream.name, stream.key, obj.get(stream.key), "the key")
     ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms)
     payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
+    if not typed:  # an empty cell is a missing value, as a JSON null (and in a table)
+        payload.update((k, None) for k, v in obj.items() if v == "" and k in payload)
     for name, kind in stream.schema.items():
         value = payload.get(name)
         if value is None or value == "":
@@ -322,14 +325,17 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
 def derived_id(stream: Stream, key: str, ts: int, payload: Mapping[str, Any]) -> str:
     """The id of an event of a stream without an id field: a hash of the event as stored
     (its key as text, its ts in ms, its payload with the declared fields of their
-    types), so that however a record spells it (4 or 4.0, a time in ms or ISO 8601, a
-    CSV row or a JSON line) the same event gets the same id.
+    types, a field whose value is null as one absent), so that however a record spells it
+    (4 or 4.0, a time in ms or ISO 8601, a CSV row or a JSON line, a missing value as an
+    empty cell, a null or no field) the same event gets the same id.
 
     >>> s = Stream("ratings", {"stars": float}, key="user")
     >>> row = to_event(s, {"user": "u1", "stars": "4", "ts": "2024-01-01T00:00:00Z"})
     >>> row.id == to_event(s, '{"user": "u1", "stars": 4.0, "ts": 1704067200000}').id
     True
     """
+    if None in payload.values():
+        payload = {k: v for k, v in payload.items() if v is not None}
     return hashlib.blake2b(stream.name.encode() + orjson.dumps(
         {**payload, stream.key: key, stream.ts: ts}, option=orjson.OPT_SORT_KEYS),
         digest_size=10).hexdigest()
