@@ -3,12 +3,14 @@ dead letter naming stream, field and problem, and never stops the ingest."""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -322,6 +324,41 @@ def test_an_empty_csv_cell_is_a_missing_value_as_a_json_null_or_an_absent_field(
     events = _topic(log, "ratings")
     assert len({e["id"] for e in events}) == 1
     assert events[0]["payload"] == {"user": "u1", "movie": "m1", "stars": 4.0, "note": None}
+
+
+def test_a_json_array_or_a_binary_file_is_refused_before_anything_is_ingested(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A JSON array written one object a line was ingested in part (the objects on lines
+    without a comma), the rest dead-lettered, and the command succeeded; a Parquet or a
+    gzip file gave a dead letter of binary text per "line"."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    record = f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}}}'
+    (tmp_path / "r.json").write_text(f"[\n{record},\n{record}\n]\n")
+    (tmp_path / "one.json").write_text(f"  [{record}]\n")
+    (tmp_path / "r.jsonl.gz").write_bytes(gzip.compress(record.encode()))
+    duckdb.sql(f"COPY (SELECT 'u1' AS user) TO '{tmp_path / 'r.parquet'}' (FORMAT parquet)")
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"), "ratings"]
+    for name, problem in [
+            ("r.json", "holds a JSON array; ingest reads JSON lines, one object a line "
+                       "(jq -c '.[]' FILE makes them of an array)"),
+            ("one.json", "holds a JSON array; ingest reads JSON lines, one object a line "
+                         "(jq -c '.[]' FILE makes them of an array)"),
+            ("r.jsonl.gz", "is compressed (gzip); give <(zcat FILE), or - and pipe it in"),
+            ("r.parquet", "is a Parquet file; ingest reads JSON lines or CSV (a table's "
+                          "file may be Parquet)")]:
+        assert main(["-q", "ingest", *args, str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err == f"livelearn: {tmp_path / name} {problem}\n"
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts\nu1,m1,4,{T}\n")
+    assert main(["-q", "replay", *args[:-1], "--events", f"ratings={tmp_path / 'r.csv'}",
+                 f"ratings={tmp_path / 'r.json'}"]) == 2  # before the first file is in
+    assert "r.json holds a JSON array" in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "-"],
+                          input=f"[{record}]\n", capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (2, "livelearn: stdin holds a JSON array; "
+                                                 "ingest reads JSON lines, one object a line "
+                                                 "(jq -c '.[]' FILE makes them of an array)\n")
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []
 
 
 def test_a_byte_order_mark_inside_a_csv_is_a_dead_letter_naming_its_field(

@@ -225,9 +225,11 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
         written.clear()
 
 
-def check_source(source: str | Path) -> None:
+def check_source(source: str | Path, fmt: str | None = None) -> None:
     """ConfigError unless ``source`` is '-' (stdin) or a file that can be read: a
-    regular file or a pipe (``<(zcat events.jsonl.gz)``), not a folder."""
+    regular file or a pipe (``<(zcat events.jsonl.gz)``), not a folder; and, for a
+    regular file read as JSON lines (``fmt``, else its suffix), unless its first line
+    says so (``_check_json_lines``: not a JSON array, nor Parquet or gzip)."""
     name = str(source)
     if name == "-":
         return
@@ -238,6 +240,17 @@ def check_source(source: str | Path) -> None:
         raise ConfigError(f"{name}: a folder, not a file; give a JSON lines or CSV file")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{name}: cannot be read (permission denied)")
+    if path.is_file() and _format(name, fmt) == "jsonl":  # a pipe's first line is read once
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            first = next((line for line in iter(lambda: f.readline(65_536), "")
+                          if line.strip()), None)
+        if first is not None:
+            _check_json_lines(name, first)
+
+
+def _format(name: str, fmt: str | None) -> str:
+    """The format a file is read in: ``fmt``, else csv for a .csv file, else jsonl."""
+    return fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
 
 
 def read_records(source: str | Path, fmt: str | None = None
@@ -245,15 +258,16 @@ def read_records(source: str | Path, fmt: str | None = None
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
+    ConfigError for a JSON lines file that holds a JSON array, or is Parquet or gzip.
     The text is UTF-8; a byte order mark at its start is skipped (a CSV row that holds
 one is dead-lettered, ``_check_row``). The line of a record
     is where it starts in the file (a CSV row may span lines); blank lines are skipped.
     """
     name = str(source)
-    kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
+    kind = _format(name, fmt)
     if kind not in ("csv", "jsonl"):
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
-    check_source(name)
+    check_source(name, kind)
     # "utf-8-sig" skips a leading byte order mark (Excel writes one), which would
     # otherwise stick to the first CSV header or spoil the first JSON line; bytes
     # that are not UTF-8 become lone surrogates: the record is then dead-lettered;
@@ -275,12 +289,31 @@ one is dead-lettered, ``_check_row``). The line of a record
                 row.update(dict.fromkeys(header[len(cells):]))
                 yield at, row
         else:
-            for i, line in enumerate(f, start=1):
-                if line.strip():
-                    yield i, line
+            lines = ((i, line) for i, line in enumerate(f, start=1) if line.strip())
+            first = next(lines, None)
+            if first is not None:
+                if name == "-":  # a file's first line was checked with the file
+                    _check_json_lines("stdin", first[1])
+                yield first
+            yield from lines
     finally:
         if name != "-":
             f.close()
+
+
+def _check_json_lines(name: str, first: str) -> None:
+    """ConfigError if the first line of a file read as JSON lines says it is not: a JSON
+    array (some of its objects were taken, the others dead-lettered), a Parquet or a
+    gzip file (a dead letter of binary text per "line")."""
+    if first.lstrip().startswith("["):
+        raise ConfigError(f"{name} holds a JSON array; ingest reads JSON lines, one object a "
+                          f"line (jq -c '.[]' FILE makes them of an array)")
+    if first.startswith("PAR1"):
+        raise ConfigError(f"{name} is a Parquet file; ingest reads JSON lines or CSV (a "
+                          f"table's file may be Parquet)")
+    if first.startswith("\x1f\udc8b"):  # gzip's magic number, as surrogateescape reads it
+        raise ConfigError(f"{name} is compressed (gzip); give <(zcat FILE), or - and pipe it "
+                          f"in")
 
 
 def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int | None = None
