@@ -43,6 +43,12 @@ def _write(folder: Path, name: str, text: str) -> spec.Table:
     ("text.jsonl", f'{{"card_id":"c0","updated_at":"{T}","risk":"low"}}\n'
                    f'{{"card_id":"c1","updated_at":"2023-12-31T00:00:01Z","risk":"high"}}\n',
      T + 1000),
+    # as BigQuery exports a timestamp
+    ("utc.csv", "card_id,updated_at,risk\nc0,2023-12-31 00:00:00 UTC,low\n"
+                "c1,2023-12-31 00:00:01.000001 UTC,high\n", T + 1001),
+    ("utc.jsonl", '{"card_id":"c0","updated_at":"2023-12-31 00:00:00 UTC","risk":"low"}\n'
+                  '{"card_id":"c1","updated_at":"2023-12-31 00:00:01 UTC","risk":"high"}\n',
+     T + 1000),
 ])
 def test_as_of_in_ms_iso_or_a_timestamp_is_read_as_ms(tmp_path: Path, name: str, text: str,
                                                        c1: int) -> None:

@@ -187,16 +187,17 @@ def check_ms(ts: Any, where: str) -> int:
 def to_ms(value: Any, where: str, up: bool = False) -> Any:
     """A time given as text or a datetime, as integer ms since the epoch UTC; any other value
     as it came, for ``check_ms`` to judge. Text is digits (ms) or ISO 8601, a datetime or
-    date from a table file likewise: no zone means UTC; spaces around the text are not part
-    of it (a CSV row written "u1, 2024-01-01T00:00:00Z"), for ISO 8601 as for digits.
+    date from a table file likewise: no zone means UTC, and so does " UTC" after the time
+    (as BigQuery writes it); spaces around the text are not part of it (a CSV row written
+    "u1, 2024-01-01T00:00:00Z"), for ISO 8601 as for digits.
     BadInput naming ``where`` for text that is neither. A time between two ms (ISO 8601
     text may give nanoseconds, or more decimals) is rounded down (an event's time), or up
     with ``up`` (when a table's row starts to be valid: never before its time).
 
     >>> to_ms("2024-01-01T00:00:00", "f"), to_ms("1704067200000", "f"), to_ms(7, "f")
     (1704067200000, 1704067200000, 7)
-    >>> to_ms("2004-03-28T05:20:14.843+02:00", "f")
-    1080444014843
+    >>> to_ms("2004-03-28T05:20:14.843+02:00", "f"), to_ms("2004-03-28 03:20:14.843 UTC", "f")
+    (1080444014843, 1080444014843)
     >>> to_ms("2024-01-01T00:00:00.000500", "f"), to_ms("2024-01-01T00:00:00.000500", "f", up=True)
     (1704067200000, 1704067200001)
     >>> ns = "2024-01-01T00:00:00.0000009Z"
@@ -211,6 +212,8 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
                                f"number of {len(digits)} digits")
             return int(value)
         text = value.strip()
+        if text.endswith(" UTC"):  # as BigQuery exports a timestamp
+            text = text[:-4] + "+00:00"
         try:
             value = dt.datetime.fromisoformat(text)
         except ValueError:
