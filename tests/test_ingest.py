@@ -620,3 +620,22 @@ def test_an_event_spelled_another_way_gets_the_same_id(log: SQLiteLog, tmp_path:
     loop.drain()
     assert sorted(s["labels"]["stars"] for s in _topic(log, "samples")) == [4.0, 4.5]
     assert dict(loop.dead_letters()) == {"duplicate": 3}
+
+
+@pytest.mark.parametrize(("header", "row", "problem"), [
+    (",user,movie,stars,ts", f"0,u1,m1,4,{T}", "column 1 has no name (pandas writes its "
+                                                "index so: to_csv(index=False) leaves it out)"),
+    ("user,movie,stars,ts,", f"u1,m1,4,{T},", "column 5 has no name (a comma at the end of "
+                                               "the header?)")])
+def test_a_csv_column_without_a_name_is_refused(log: SQLiteLog, tmp_path: Path, header: str,
+                                                row: str, problem: str) -> None:
+    """pandas's to_csv writes the index as a first column of no name: each event held it,
+    as field "", in its payload and its derived id, so that the same events from another
+    export (a filtered frame, JSON lines) got other ids and were learned twice."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"{header}\n{row}\n")
+    with pytest.raises(ConfigError) as e:
+        ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert str(e.value) == f"{tmp_path / 'r.csv'}: the CSV header's {problem}"
+    assert _topic(log, "ratings") == []

@@ -282,6 +282,8 @@ one is dead-lettered, ``_check_row``). The line of a record
             if twice:  # a row's dict would keep the last of its cells only
                 raise ConfigError(f"{name}: the CSV header names {', '.join(twice)} twice; "
                                   f"give each column a name of its own")
+            if "" in header:  # each event held it as field "", in its derived id too
+                raise ConfigError(f"{name}: the CSV header's {_unnamed(header)}")
             for at, cells in rows:  # a dict by the header, as csv.DictReader makes it
                 row: dict[Any, Any] = dict(zip(header, cells, strict=False))
                 if len(cells) > len(header):
@@ -299,6 +301,14 @@ one is dead-lettered, ``_check_row``). The line of a record
     finally:
         if name != "-":
             f.close()
+
+
+def _unnamed(header: list[str]) -> str:
+    """What is wrong with a CSV header with a column of no name, and its likely cause."""
+    at = header.index("") + 1
+    why = ("pandas writes its index so: to_csv(index=False) leaves it out" if at == 1 else
+           "a comma at the end of the header?" if at == len(header) else "name it")
+    return f"column {at} has no name ({why})"
 
 
 def _check_json_lines(name: str, first: str) -> None:
