@@ -639,3 +639,20 @@ def test_a_csv_column_without_a_name_is_refused(log: SQLiteLog, tmp_path: Path, 
         ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
     assert str(e.value) == f"{tmp_path / 'r.csv'}: the CSV header's {problem}"
     assert _topic(log, "ratings") == []
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_separated_by_another_character_than_commas_is_refused_naming_it(
+        log: SQLiteLog, tmp_path: Path, separator: str) -> None:
+    """Excel in many locales writes ';' between cells: the header was one column, and every
+    row dead-lettered as having more cells than it (or missing the key)."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    header = separator.join(["user", "movie", "stars", "ts"])
+    (tmp_path / "r.csv").write_text(f"{header}\nu1{separator}m1{separator}4{separator}{T}\n")
+    with pytest.raises(ConfigError) as e:
+        ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert str(e.value) == (f"{tmp_path / 'r.csv'}: the CSV header is one column, "
+                            f"{header!r}: ingest reads cells separated by commas, and this "
+                            f"file's seem separated by {separator!r}")
+    assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []

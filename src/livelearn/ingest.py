@@ -278,12 +278,7 @@ one is dead-lettered, ``_check_row``). The line of a record
     try:
         if kind == "csv":
             header, rows = csv_cells(f)
-            twice = sorted({repr(n) for n in header if header.count(n) > 1})
-            if twice:  # a row's dict would keep the last of its cells only
-                raise ConfigError(f"{name}: the CSV header names {', '.join(twice)} twice; "
-                                  f"give each column a name of its own")
-            if "" in header:  # each event held it as field "", in its derived id too
-                raise ConfigError(f"{name}: the CSV header's {_unnamed(header)}")
+            _check_header(name, header)
             for at, cells in rows:  # a dict by the header, as csv.DictReader makes it
                 row: dict[Any, Any] = dict(zip(header, cells, strict=False))
                 if len(cells) > len(header):
@@ -301,6 +296,24 @@ one is dead-lettered, ``_check_row``). The line of a record
     finally:
         if name != "-":
             f.close()
+
+
+def _check_header(name: str, header: list[str]) -> None:
+    """ConfigError naming what is wrong with the header of CSV file ``name``: a name given
+    twice (a row's dict kept the last of its cells only), a column of no name (each event
+    held it as field "", in its derived id too) or one column only, whose name holds
+    another separator than commas (every row was dead-lettered)."""
+    twice = sorted({repr(n) for n in header if header.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{name}: the CSV header names {', '.join(twice)} twice; give each "
+                          f"column a name of its own")
+    if "" in header:
+        raise ConfigError(f"{name}: the CSV header's {_unnamed(header)}")
+    other = next((c for c in ";\t|" if len(header) == 1 and c in header[0]), None)
+    if other is not None:
+        raise ConfigError(f"{name}: the CSV header is one column, {header[0]!r}: ingest reads "
+                          f"cells separated by commas, and this file's seem separated by "
+                          f"{other!r}")
 
 
 def _unnamed(header: list[str]) -> str:
