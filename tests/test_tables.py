@@ -240,15 +240,18 @@ def test_a_value_the_online_store_cannot_hold_fails_the_load(tmp_path: Path) -> 
      "123456789012345678901234"),
     ("mixed.jsonl", '{"id":"a","n":"x"}\n{"id":"b","n":-9223372036854775809}\n', 2,
      "-9223372036854775809"),
-    ("wide.csv", "id,n\na,1\nb,18446744073709551616\n", 2, "18446744073709551616"),
-    ("unsigned.csv", "id,n\na,18446744073709551615\n", 1, "18446744073709551615"),
+    ("unsigned.parquet", "SELECT 'a' AS id, 18446744073709551615::UBIGINT AS n", 1,
+     "18446744073709551615"),
 ])
 def test_an_integer_beyond_64_bits_fails_the_load_naming_its_row(
         tmp_path: Path, name: str, text: str, row: int, value: str) -> None:
     """DuckDB reads a JSON integer beyond 64 bits as a float (123456789012345678901234
-    became 1.2345678901234569e+23, in silence), and a CSV's as an integer that the
+    became 1.2345678901234569e+23, in silence), and a Parquet one as an integer that the
     online store cannot hold, refused as "expected text, a number, ..."."""
-    (tmp_path / name).write_text(text)
+    if name.endswith(".parquet"):
+        duckdb.sql(f"COPY ({text}) TO '{tmp_path / name}' (FORMAT parquet)")
+    else:
+        (tmp_path / name).write_text(text)
     with pytest.raises(BadInput) as e:
         load_table(spec.Table("t", name, key="id"), tmp_path)
     assert str(e.value) == (f"table 't', row {row}, column 'n': {value} is an integer of "
@@ -258,6 +261,18 @@ def test_an_integer_beyond_64_bits_fails_the_load_naming_its_row(
                                          '{"id":"b","n":9223372036854775807,"f":2.5}\n')
     rows = load_table(spec.Table("t", "fits.jsonl", key="id"), tmp_path)
     assert [(r["n"], r["f"]) for r in rows.values()] == [(-(2**63), 1e300), (2**63 - 1, 2.5)]
+
+
+def test_a_csv_column_of_integers_beyond_64_bits_is_text_kept_exact(tmp_path: Path) -> None:
+    """A CSV cell cannot say it is text (DuckDB reads "18446744073709551616" in quotes as
+    a number too), so a column of integers beyond 64 bits, which the online store holds
+    no number of, is the text of its cells; it was refused as "expected text, a number,
+    ...", which its cells were."""
+    (tmp_path / "wide.csv").write_text('id,n,m,k\na,1,18446744073709551615,1\n'
+                                       'b,"18446744073709551616",2,2\n')
+    rows = load_table(spec.Table("t", "wide.csv", key="id"), tmp_path)
+    assert [(r["n"], r["m"], r["k"]) for r in rows.values()] == [
+        ("1", "18446744073709551615", 1), ("18446744073709551616", "2", 2)]
 
 
 def test_a_byte_order_mark_inside_a_csv_table_fails_the_load_naming_its_line(

@@ -14,7 +14,8 @@ is looked up as text: a CSV's key column is read as the cells' text ("007" and
 (DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
 None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number; an
 infinity (JSON's Infinity, a Parquet float) is refused, as the online store would, and
-so is an integer beyond 64 bits (DuckDB reads a JSON one as a float, rounded).
+so is an integer beyond 64 bits (DuckDB reads a JSON one as a float, rounded), but in
+a CSV file, whose cells cannot say they are text, where such a column is its text.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def _relation(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, r
                              else [_literal(path)])
         if rel is not None and reader == "read_json_auto" and table.as_of in rel.columns:
             rel = _as_of_as_text(table.as_of, path, connection, rel)
+        if rel is not None and csv_file:
+            rel = _wide_as_text(path, connection, rel, as_text)
     except duckdb.Error as e:
         raise _unreadable(table, path, csv_file, e) from None
     if rel is None:
@@ -169,6 +172,21 @@ def _as_of_as_text(as_of: str, path: Path, connection: duckdb.DuckDBPyConnection
         return rel
     return connection.sql(f"SELECT * FROM read_json_auto(?{_OPTIONS['read_json_auto']}, "
                           f"columns=?)", params=[_literal(path), {**types, as_of: "VARCHAR"}])
+
+
+def _wide_as_text(path: Path, connection: duckdb.DuckDBPyConnection,
+                  rel: duckdb.DuckDBPyRelation, as_text: dict[str, str]
+                  ) -> duckdb.DuckDBPyRelation:
+    """A CSV file's rows with its columns of integers beyond 64 bits (HUGEINT, UBIGINT),
+    which the online store holds no number of, as their cells' text, exact: a cell cannot
+    say it is text (DuckDB reads "18446744073709551616" in quotes as a number too); ``rel``
+    if it has none. ``as_text``: the columns already read as text."""
+    wide = [c for c, kind in zip(rel.columns, map(str, rel.types), strict=True)
+            if kind in ("HUGEINT", "UHUGEINT", "UBIGINT")]
+    if not wide:
+        return rel
+    return connection.sql(f"SELECT * FROM read_csv_auto(?{_OPTIONS['read_csv_auto']})",
+                          params=[_literal(path), {**as_text, **dict.fromkeys(wide, "VARCHAR")}])
 
 
 def _unreadable(table: Table, path: Path, csv_file: bool, error: duckdb.Error) -> BadInput:
