@@ -333,7 +333,16 @@ def test_a_second_replay_into_the_same_log_is_refused(tmp_path: Path,
     assert main(argv) == 0
     capsys.readouterr()
     assert main(argv) == 2
-    assert "the log already holds 3 events of stream 'ratings'" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "the log already holds 3 events of stream 'ratings'" in said
+    assert f"to replay, delete the work folder (rm -r {tmp_path / 'w'}) or give another " \
+           f"--workdir, and run the same command again. To learn from new events after a " \
+           f"replay that finished, `livelearn ingest` them: `livelearn run` goes on from " \
+           f"where it stopped" in said
+    assert main([*argv, "--log", f"sqlite:///{tmp_path / 'w' / 'log.db'}"]) == 2
+    assert "to replay, give another --log (a new SQLite file; for Kafka, another ?prefix=) " \
+           "and another --workdir (where the registry is), and run the same command " \
+           "again" in capsys.readouterr().err
     log = SQLiteLog(tmp_path / "w" / "log.db")
     assert log.end_offset("ratings", 0) == 3 and log.read("dead_letters", 0, 0, 10) == []
 

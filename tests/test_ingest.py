@@ -3,12 +3,14 @@ dead letter naming stream, field and problem, and never stops the ingest."""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -227,13 +229,38 @@ def test_impressions_with_a_mistyped_field_are_dead_lettered_naming_it(
         "stream 'predictions', field 'score': expected float, got nan")
     # without a request_id, the same impression spelled another way gets the same id
     (tmp_path / "n.jsonl").write_text(f'{{"ts": {T}, "user": "u1", "item": "i1"}}\n'
-                                      f'{{"ts": {T}, "user": "u1", "item": "i2"}}\n')
+                                      f'{{"ts": {T}, "user": "u2", "item": "i1"}}\n')
     (tmp_path / "n.csv").write_text("ts,user,item,score,model_version\n"
                                     "2024-01-01T00:00:00Z,u1,i1,0.0,0\n")
     for name in ("n.jsonl", "n.csv"):
         ingest(log, SHOWN, "predictions", tmp_path / name, data_dir=tmp_path)
     ids = [p["request_id"] for p in _topic(log, "predictions")[-3:]]
     assert ids[0] == ids[2] != ids[1]
+
+
+def test_impressions_of_an_item_with_no_row_are_dead_lettered_as_the_server_refuses_them(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """The server answers 422 for a candidate with no row as of the request's time (in no
+    table, or its rows start later); an impression of one was logged with an empty item
+    row, a sample the server would never have made (training/serving skew)."""
+    pipeline = replace(SHOWN, items=spec.Table("items", "items.csv", key="item_id",
+                                               as_of="since"))
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\nu1,2023-12-31T00:00:00,pro\n")
+    (tmp_path / "items.csv").write_text(f"item_id,since\ni1,{T}\ni2,{T + 1}\n")
+    (tmp_path / "i.jsonl").write_bytes(b"".join(
+        orjson.dumps({"request_id": r, "ts": T, "user": "u1", "item": item}) + b"\n"
+        for r, item in (("ok", "i1"), ("gone", "i9"), ("early", "i2"))))
+    result = ingest(log, pipeline, "predictions", tmp_path / "i.jsonl", data_dir=tmp_path)
+    assert (result.events, result.dead) == (1, 2)
+    assert [p["request_id"] for p in _topic(log, "predictions")] == ["ok"]
+    assert [(d["reason"], d["detail"]) for d in _topic(log, "dead_letters")] == [
+        ("malformed", "stream 'predictions', field 'item': item 'i9' is not in table "
+                      "'items' (the server refuses it: 422)"),
+        ("malformed", f"stream 'predictions', field 'item': item 'i2' has no row in table "
+                      f"'items' as of ts {T} (ms): its rows start later (the server refuses "
+                      f"it: 422)")]
 
 
 def _plan(user: dict, item: dict, ts: int) -> dict:
@@ -276,6 +303,80 @@ def test_a_leading_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     assert [(e["key"], e["payload"]["stars"]) for e in _topic(log, "ratings")] == [
         ("u1", 4.0), ("u2", 3), ("u3", 5)]
     assert _topic(log, "dead_letters") == []
+
+
+def test_an_empty_csv_cell_is_a_missing_value_as_a_json_null_or_an_absent_field(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """An event without an id field gets the hash of its content as its id: a CSV row's
+    empty cell of an undeclared column was the text "", so the same event from a CSV file
+    and from JSON lines (the field absent, or null as pandas writes it) got other ids,
+    and was learned twice."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts,note\nu1,m1,4,{T},\n")
+    (tmp_path / "r.jsonl").write_text(
+        f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}}}\n'
+        f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}, "note": null}}\n'
+        f'{{"user": "u1", "movie": "m1", "stars": 4.0, "ts": "2024-01-01T00:00:00Z", '
+        f'"note": null}}\n')
+    for name in ("r.csv", "r.jsonl"):
+        ingest(log, PIPELINE, "ratings", tmp_path / name, now_ms=T)
+    events = _topic(log, "ratings")
+    assert len({e["id"] for e in events}) == 1
+    assert events[0]["payload"] == {"user": "u1", "movie": "m1", "stars": 4.0, "note": None}
+
+
+def test_a_json_array_or_a_binary_file_is_refused_before_anything_is_ingested(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A JSON array written one object a line was ingested in part (the objects on lines
+    without a comma), the rest dead-lettered, and the command succeeded; a Parquet or a
+    gzip file gave a dead letter of binary text per "line"."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    record = f'{{"user": "u1", "movie": "m1", "stars": 4, "ts": {T}}}'
+    (tmp_path / "r.json").write_text(f"[\n{record},\n{record}\n]\n")
+    (tmp_path / "one.json").write_text(f"  [{record}]\n")
+    (tmp_path / "r.jsonl.gz").write_bytes(gzip.compress(record.encode()))
+    duckdb.sql(f"COPY (SELECT 'u1' AS user) TO '{tmp_path / 'r.parquet'}' (FORMAT parquet)")
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"), "ratings"]
+    for name, problem in [
+            ("r.json", "holds a JSON array; ingest reads JSON lines, one object a line "
+                       "(jq -c '.[]' FILE makes them of an array)"),
+            ("one.json", "holds a JSON array; ingest reads JSON lines, one object a line "
+                         "(jq -c '.[]' FILE makes them of an array)"),
+            ("r.jsonl.gz", "is compressed (gzip); give <(zcat FILE), or - and pipe it in"),
+            ("r.parquet", "is a Parquet file; ingest reads JSON lines or CSV (a table's "
+                          "file may be Parquet)")]:
+        assert main(["-q", "ingest", *args, str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err == f"livelearn: {tmp_path / name} {problem}\n"
+    (tmp_path / "r.csv").write_text(f"user,movie,stars,ts\nu1,m1,4,{T}\n")
+    assert main(["-q", "replay", *args[:-1], "--events", f"ratings={tmp_path / 'r.csv'}",
+                 f"ratings={tmp_path / 'r.json'}"]) == 2  # before the first file is in
+    assert "r.json holds a JSON array" in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "-"],
+                          input=f"[{record}]\n", capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (2, "livelearn: stdin holds a JSON array; "
+                                                 "ingest reads JSON lines, one object a line "
+                                                 "(jq -c '.[]' FILE makes them of an array)\n")
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []
+
+
+def test_a_byte_order_mark_inside_a_csv_is_a_dead_letter_naming_its_field(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """Two files joined (cat a.csv b.csv): the second one's BOM stuck to a value, so that
+    user "\\ufeffu2" was another user than "u2", in silence."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "r.csv").write_bytes(bom + b"user,movie,stars,ts\nu1,m1,4,%d\n" % T + bom
+                                     + b"u2,m2,3,%d\nu3,m3,5,%d\n" % (T, T))
+    result = ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T)
+    assert (result.events, result.dead) == (2, 1)
+    assert [e["key"] for e in _topic(log, "ratings")] == ["u1", "u3"]
+    assert [(d["source"], d["detail"]) for d in _topic(log, "dead_letters")] == [
+        (f"{tmp_path / 'r.csv'}:3", "stream 'ratings', field 'user': holds a byte order mark "
+                                    "(U+FEFF), which only a file's start may hold: two "
+                                    "files joined into one? Remove it")]
 
 
 def test_a_dirty_csv_names_each_bad_row_by_its_line_in_the_file(log: SQLiteLog,
@@ -519,3 +620,39 @@ def test_an_event_spelled_another_way_gets_the_same_id(log: SQLiteLog, tmp_path:
     loop.drain()
     assert sorted(s["labels"]["stars"] for s in _topic(log, "samples")) == [4.0, 4.5]
     assert dict(loop.dead_letters()) == {"duplicate": 3}
+
+
+@pytest.mark.parametrize(("header", "row", "problem"), [
+    (",user,movie,stars,ts", f"0,u1,m1,4,{T}", "column 1 has no name (pandas writes its "
+                                                "index so: to_csv(index=False) leaves it out)"),
+    ("user,movie,stars,ts,", f"u1,m1,4,{T},", "column 5 has no name (a comma at the end of "
+                                               "the header?)")])
+def test_a_csv_column_without_a_name_is_refused(log: SQLiteLog, tmp_path: Path, header: str,
+                                                row: str, problem: str) -> None:
+    """pandas's to_csv writes the index as a first column of no name: each event held it,
+    as field "", in its payload and its derived id, so that the same events from another
+    export (a filtered frame, JSON lines) got other ids and were learned twice."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text(f"{header}\n{row}\n")
+    with pytest.raises(ConfigError) as e:
+        ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert str(e.value) == f"{tmp_path / 'r.csv'}: the CSV header's {problem}"
+    assert _topic(log, "ratings") == []
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_separated_by_another_character_than_commas_is_refused_naming_it(
+        log: SQLiteLog, tmp_path: Path, separator: str) -> None:
+    """Excel in many locales writes ';' between cells: the header was one column, and every
+    row dead-lettered as having more cells than it (or missing the key)."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    header = separator.join(["user", "movie", "stars", "ts"])
+    (tmp_path / "r.csv").write_text(f"{header}\nu1{separator}m1{separator}4{separator}{T}\n")
+    with pytest.raises(ConfigError) as e:
+        ingest(log, PIPELINE, "ratings", tmp_path / "r.csv")
+    assert str(e.value) == (f"{tmp_path / 'r.csv'}: the CSV header is one column, "
+                            f"{header!r}: ingest reads cells separated by commas, and this "
+                            f"file's seem separated by {separator!r}")
+    assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []

@@ -432,3 +432,25 @@ def test_sharded_label_in_event_joiners_give_the_model_of_one(tmp_path: Path) ->
         assert (trainer.samples, trainer.duplicates, trainer.behind) == (600, 0, 0)
         models.append(trainer.model.state())
     assert all(np.array_equal(models[0][k], models[1][k]) for k in models[0])
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("prices.csv", "item,updated_at,price\ni0,2024-01-01T00:00:00Z,1\n"
+                   "i0,2024-01-01T00:01:00.0010000001Z,2\n"),
+    ("zoneless.csv", "item,updated_at,price\ni0,2024-01-01 00:00:00,1\n"
+                     "i0,2024-01-01 00:01:00.0010005,2\n"),
+    ("prices.jsonl", '{"item":"i0","updated_at":"2024-01-01T00:00:00Z","price":1}\n'
+                     '{"item":"i0","updated_at":"2024-01-01T00:01:00.0010000001Z","price":2}\n'),
+    ("zoneless.jsonl", '{"item":"i0","updated_at":"2024-01-01T00:00:00","price":1}\n'
+                       '{"item":"i0","updated_at":"2024-01-01T00:01:00.0010005","price":2}\n'),
+])
+def test_a_row_valid_from_within_a_microsecond_in_iso_text_is_not_seen_before_it(
+        tmp_path: Path, name: str, text: str) -> None:
+    """ISO 8601 text with more than 6 decimals (nanoseconds): DuckDB's and Python's
+    parsers kept microseconds, so a row valid from 0.1 ns after 00:01:00.001 was seen by
+    the event at that ms, before its time; as a Parquet file's nanoseconds, it is
+    rounded up to the next ms."""
+    (tmp_path / name).write_text(text)
+    prices = AsOfTable.load(replace(PRICES, path=name), tmp_path)
+    assert [prices.get("i0", T0 + 60_000 + n)["price"] for n in (0, 1, 2)] == [1, 1, 2]
+    assert prices.get("i0", T0 + 60_002)["updated_at"] == T0 + 60_002

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -167,8 +168,16 @@ def test_a_replay_then_live_killed_partway_and_run_again_says_it_cannot_go_on(
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2
     assert again.stderr.startswith("livelearn: the log already holds ")
-    assert "events of stream 'ratings' (an earlier replay, or one stopped partway: it " \
-           "cannot go on, part of a file may be in): replay into a new --workdir" in again.stderr
+    assert "events of stream 'ratings': an earlier replay, or one stopped partway. A " \
+           "replay cannot go on from it (part of a file may be in, and its report would " \
+           "miss what was learned before): to replay, delete the work folder (rm -r w) or " \
+           "give another --workdir, and run the same command again" in again.stderr
+    # what it says works: the replay runs whole and writes its report
+    shutil.rmtree(tmp_path / "w")
+    done = subprocess.run([sys.executable, "-m", "livelearn", "-q", *args[:-2]],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "200000 events" in done.stdout and (tmp_path / "w" / "replay.html").is_file()
 
 
 def test_a_replay_then_live_stopped_by_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:

@@ -43,6 +43,12 @@ def _write(folder: Path, name: str, text: str) -> spec.Table:
     ("text.jsonl", f'{{"card_id":"c0","updated_at":"{T}","risk":"low"}}\n'
                    f'{{"card_id":"c1","updated_at":"2023-12-31T00:00:01Z","risk":"high"}}\n',
      T + 1000),
+    # as BigQuery exports a timestamp
+    ("utc.csv", "card_id,updated_at,risk\nc0,2023-12-31 00:00:00 UTC,low\n"
+                "c1,2023-12-31 00:00:01.000001 UTC,high\n", T + 1001),
+    ("utc.jsonl", '{"card_id":"c0","updated_at":"2023-12-31 00:00:00 UTC","risk":"low"}\n'
+                  '{"card_id":"c1","updated_at":"2023-12-31 00:00:01 UTC","risk":"high"}\n',
+     T + 1000),
 ])
 def test_as_of_in_ms_iso_or_a_timestamp_is_read_as_ms(tmp_path: Path, name: str, text: str,
                                                        c1: int) -> None:
@@ -227,6 +233,59 @@ def test_a_value_the_online_store_cannot_hold_fails_the_load(tmp_path: Path) -> 
             assert str(e.value) == (f"table 't', row {row}, column '{column}': expected text, "
                                     f"a number, a bool or nothing (what the servers' online "
                                     f"store holds), got {value}")
+
+
+@pytest.mark.parametrize(("name", "text", "row", "value"), [
+    ("wide.jsonl", '{"id":"a","n":1.5}\n{"id":"b","n":123456789012345678901234}\n', 2,
+     "123456789012345678901234"),
+    ("mixed.jsonl", '{"id":"a","n":"x"}\n{"id":"b","n":-9223372036854775809}\n', 2,
+     "-9223372036854775809"),
+    ("unsigned.parquet", "SELECT 'a' AS id, 18446744073709551615::UBIGINT AS n", 1,
+     "18446744073709551615"),
+])
+def test_an_integer_beyond_64_bits_fails_the_load_naming_its_row(
+        tmp_path: Path, name: str, text: str, row: int, value: str) -> None:
+    """DuckDB reads a JSON integer beyond 64 bits as a float (123456789012345678901234
+    became 1.2345678901234569e+23, in silence), and a Parquet one as an integer that the
+    online store cannot hold, refused as "expected text, a number, ..."."""
+    if name.endswith(".parquet"):
+        duckdb.sql(f"COPY ({text}) TO '{tmp_path / name}' (FORMAT parquet)")
+    else:
+        (tmp_path / name).write_text(text)
+    with pytest.raises(BadInput) as e:
+        load_table(spec.Table("t", name, key="id"), tmp_path)
+    assert str(e.value) == (f"table 't', row {row}, column 'n': {value} is an integer of "
+                            f"more than 64 bits, which the online store does not hold "
+                            f"exactly: write it as text (\"{value}\")")
+    (tmp_path / "fits.jsonl").write_text('{"id":"a","n":-9223372036854775808,"f":1e300}\n'
+                                         '{"id":"b","n":9223372036854775807,"f":2.5}\n')
+    rows = load_table(spec.Table("t", "fits.jsonl", key="id"), tmp_path)
+    assert [(r["n"], r["f"]) for r in rows.values()] == [(-(2**63), 1e300), (2**63 - 1, 2.5)]
+
+
+def test_a_csv_column_of_integers_beyond_64_bits_is_text_kept_exact(tmp_path: Path) -> None:
+    """A CSV cell cannot say it is text (DuckDB reads "18446744073709551616" in quotes as
+    a number too), so a column of integers beyond 64 bits, which the online store holds
+    no number of, is the text of its cells; it was refused as "expected text, a number,
+    ...", which its cells were."""
+    (tmp_path / "wide.csv").write_text('id,n,m,k\na,1,18446744073709551615,1\n'
+                                       'b,"18446744073709551616",2,2\n')
+    rows = load_table(spec.Table("t", "wide.csv", key="id"), tmp_path)
+    assert [(r["n"], r["m"], r["k"]) for r in rows.values()] == [
+        ("1", "18446744073709551615", 1), ("18446744073709551616", "2", 2)]
+
+
+def test_a_byte_order_mark_inside_a_csv_table_fails_the_load_naming_its_line(
+        tmp_path: Path) -> None:
+    """Two files joined (cat a.csv b.csv): the second one's BOM and header became a row of
+    key "\\ufeffitem_id", and column x text ("1", "x", "2") where it held integers."""
+    (tmp_path / "items.csv").write_bytes(b"\xef\xbb\xbfitem_id,x\ni1,1\n"
+                                         b"\xef\xbb\xbfitem_id,x\ni2,2\n")
+    with pytest.raises(BadInput) as e:
+        load_table(spec.Table("items", "items.csv", key="item_id"), tmp_path)
+    assert str(e.value) == (f"table 'items': {tmp_path / 'items.csv'} line 3 holds a byte "
+                            f"order mark (U+FEFF), which only a file's start may hold: two "
+                            f"files joined into one? Remove it")
 
 
 def test_keys_match_as_text_whatever_type_the_file_gives_them(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import shlex
 import socket
 import sys
 import threading
@@ -63,8 +64,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="the stream the records are events of: one the pipeline declares, "
                         "or predictions for impressions from history (a feedback join)")
     i.add_argument("file", metavar="FILE",
-                   help="a file of JSON lines (one object a line, whatever its suffix: a .json "
-                        "array is not read), a .csv file, or - for stdin (JSON lines)")
+                   help="a file of JSON lines (one object a line, whatever its suffix: a JSON "
+                        "array, Parquet or gzip is refused), a .csv file, or - for stdin "
+                        "(JSON lines)")
     i.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help=f"folder of the table files, for impressions (default: {DATA_DEFAULT})")
     i.add_argument("--format", choices=("jsonl", "csv"), default=None,
@@ -215,7 +217,8 @@ def _replay(args: argparse.Namespace) -> int:
         check_stream(pipeline, stream)
         check_source(path)
     pipeline, workdir, log = _paths(args, pipeline)
-    _refuse_replayed(log, [stream for stream, _ in sources], pipeline.inputs)
+    _refuse_replayed(log, [stream for stream, _ in sources], pipeline.inputs,
+                     _how_to_replay(args, workdir))
     registry, data = _registry_and_data(args, workdir)
     tune_gc()
     report, loop = replay(log, registry, pipeline, sources, data, final=not args.then_live,
@@ -245,19 +248,20 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_replayed(log: Any, streams: list[str], inputs: list[str]) -> None:
+def _refuse_replayed(log: Any, streams: list[str], inputs: list[str], again: str) -> None:
     """ConfigError if the log already holds events of these streams, or its joiner has
     read events of its ``inputs`` (another stream's, replayed alone before): replayed
     now, they would all be late or duplicates, and the report would not be this
-    history's."""
+    history's. ``again`` says how to replay into a new log (``_how_to_replay``)."""
     for stream in streams:
         held = sum(log.end_offset(*tp) for tp in log.topic_partitions([stream]))
         if held:
-            raise ConfigError(f"the log already holds {held} events of stream '{stream}' (an "
-                              f"earlier replay, or one stopped partway: it cannot go on, part "
-                              f"of a file may be in): replay into a new --workdir, or add "
-                              f"events with `livelearn ingest` and learn them with "
-                              f"`livelearn run`")
+            raise ConfigError(f"the log already holds {held} events of stream '{stream}': an "
+                              f"earlier replay, or one stopped partway. A replay cannot go on "
+                              f"from it (part of a file may be in, and its report would miss "
+                              f"what was learned before): {again}. To learn from new events "
+                              f"after a replay that finished, `livelearn ingest` them: "
+                              f"`livelearn run` goes on from where it stopped")
     read: dict[str, int] = {}
     for (topic, _), offset in log.committed("joiner").offsets.items():
         if offset and topic in inputs:
@@ -266,7 +270,19 @@ def _refuse_replayed(log: Any, streams: list[str], inputs: list[str]) -> None:
         raise ConfigError(f"the log's joiner already read {sum(read.values())} events of "
                           f"stream(s) {', '.join(map(repr, sorted(read)))} (an earlier replay "
                           f"or run): the events replayed now would be late. Replay every "
-                          f"stream's file in one command, into a new --workdir")
+                          f"stream's file in one command: {again}")
+
+
+def _how_to_replay(args: argparse.Namespace, workdir: Path) -> str:
+    """How to replay into a new log and registry, for the options given."""
+    if args.log is None and args.registry is None:
+        return (f"to replay, delete the work folder (rm -r {shlex.quote(str(workdir))}) or "
+                f"give another --workdir, and run the same command again")
+    new = ["another --log (a new SQLite file; for Kafka, another ?prefix=)"
+           if args.log is not None else "another --workdir (where the log is)",
+           "another --registry" if args.registry is not None
+           else "another --workdir (where the registry is)"]
+    return f"to replay, give {' and '.join(new)}, and run the same command again"
 
 
 def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:

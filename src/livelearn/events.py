@@ -7,6 +7,7 @@ time in integer milliseconds since the epoch, UTC. Events travel as JSON.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,17 +187,21 @@ def check_ms(ts: Any, where: str) -> int:
 def to_ms(value: Any, where: str, up: bool = False) -> Any:
     """A time given as text or a datetime, as integer ms since the epoch UTC; any other value
     as it came, for ``check_ms`` to judge. Text is digits (ms) or ISO 8601, a datetime or
-    date from a table file likewise: no zone means UTC; spaces around the text are not part
-    of it (a CSV row written "u1, 2024-01-01T00:00:00Z"), for ISO 8601 as for digits.
-    BadInput naming ``where`` for text that is neither. A time between two ms is rounded
-    down (an event's time), or up with ``up`` (when a table's row starts to be valid:
-    never before its time).
+    date from a table file likewise: no zone means UTC, and so does " UTC" after the time
+    (as BigQuery writes it); spaces around the text are not part of it (a CSV row written
+    "u1, 2024-01-01T00:00:00Z"), for ISO 8601 as for digits.
+    BadInput naming ``where`` for text that is neither. A time between two ms (ISO 8601
+    text may give nanoseconds, or more decimals) is rounded down (an event's time), or up
+    with ``up`` (when a table's row starts to be valid: never before its time).
 
     >>> to_ms("2024-01-01T00:00:00", "f"), to_ms("1704067200000", "f"), to_ms(7, "f")
     (1704067200000, 1704067200000, 7)
-    >>> to_ms("2004-03-28T05:20:14.843+02:00", "f")
-    1080444014843
+    >>> to_ms("2004-03-28T05:20:14.843+02:00", "f"), to_ms("2004-03-28 03:20:14.843 UTC", "f")
+    (1080444014843, 1080444014843)
     >>> to_ms("2024-01-01T00:00:00.000500", "f"), to_ms("2024-01-01T00:00:00.000500", "f", up=True)
+    (1704067200000, 1704067200001)
+    >>> ns = "2024-01-01T00:00:00.0000009Z"
+    >>> to_ms(ns, "f"), to_ms(ns, "f", up=True)
     (1704067200000, 1704067200001)
     """
     if isinstance(value, str):
@@ -206,11 +211,16 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
                 raise BadInput(f"{where}: expected milliseconds since the epoch, got a "
                                f"number of {len(digits)} digits")
             return int(value)
+        text = value.strip()
+        if text.endswith(" UTC"):  # as BigQuery exports a timestamp
+            text = text[:-4] + "+00:00"
         try:
-            value = dt.datetime.fromisoformat(value.strip())
+            value = dt.datetime.fromisoformat(text)
         except ValueError:
             raise BadInput(f"{where}: expected milliseconds since the epoch or ISO 8601, "
                            f"got {show(value)}") from None
+        if up and _beyond_microseconds(text):  # fromisoformat keeps 6 decimals only
+            value += dt.timedelta(microseconds=1)
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time())
     if isinstance(value, dt.datetime):
@@ -224,6 +234,19 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: The decimals of an ISO 8601 time's seconds after the sixth (nanoseconds).
+_SUB_MICROSECONDS = re.compile(r"\d\d:\d\d:\d\d[.,]\d{6}(\d+)")
+
+
+def _beyond_microseconds(text: str) -> bool:
+    """Whether ISO 8601 ``text`` gives its time to more than a microsecond, some decimal
+    after the sixth not 0: ``fromisoformat`` drops them, which rounds down.
+
+    >>> _beyond_microseconds("2024-01-01T00:00:00.0010005Z"), _beyond_microseconds("00:00:00.1")
+    (True, False)
+    """
+    found = _SUB_MICROSECONDS.search(text)
+    return found is not None and found[1].strip("0") != ""
 
 
 def written_as_date(value: Any) -> bool:

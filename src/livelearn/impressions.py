@@ -14,7 +14,10 @@ The fields are checked as ingest checks an event's: ``ts`` integer ms or ISO
 8601 (no zone means UTC), ``request_id``, ``user`` and ``item`` strings,
 ``score`` a finite float, ``model_version`` an int; text (a CSV cell) is
 converted. A record with a field missing or of another type raises BadInput
-naming the field, which ingest dead-letters.
+naming the field, which ingest dead-letters; so does an impression of an item with
+no row as of its ts (in no table, or its rows start later), as the server answers
+such a candidate 422: it never serves one with an empty row. A user with no row is
+a cold start, served an empty row, here as there.
 
 A pipeline's windowed counters are counted as the server counts them
 (serve.counters), in an in-memory store: from the counted feedback streams
@@ -72,8 +75,11 @@ class Impressions:
         # however the record spells them (a CSV row, a JSON line, a time in ISO 8601)
         rid = _field(obj, "request_id", str, None) or hashlib.blake2b(
             orjson.dumps(shown, option=orjson.OPT_SORT_KEYS), digest_size=10).hexdigest()
+        item_row = self.items.get(item, ts)
+        if not item_row:
+            raise BadInput(self._no_row(item, ts))
         features = self.served.features(self.features, user, self.users.get(user, ts), [item],
-                                        [self.items.get(item, ts)], ts)[0]
+                                        [item_row], ts)[0]
         record = {"request_id": rid, **shown, "features": features}
         try:
             problem = unusable(features)
@@ -84,6 +90,16 @@ class Impressions:
             raise PipelineError(f"pipeline '{self.name}', request {rid!r}: {problem}")
         self.served.add_predictions([record])
         return rid, value
+
+    def _no_row(self, item: str, ts: int) -> str:
+        """Why the server refuses a candidate ``item`` at ``ts`` (serve.tables): it is in no
+        table, or its rows start later."""
+        where = f"stream '{PREDICTIONS}', field 'item': item {item!r}"
+        refused = "(the server refuses it: 422)"
+        if item not in self.items:
+            return f"{where} is not in table '{self.items.name}' {refused}"
+        return (f"{where} has no row in table '{self.items.name}' as of ts {ts} (ms): its "
+                f"rows start later {refused}")
 
 
 _MISSING = object()

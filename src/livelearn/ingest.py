@@ -11,7 +11,8 @@ duplicates where it still remembers the ids (``dedup_ms`` of event time behind
 the newest events), as late before that; nothing is learned twice.
 
 CSV cells are text: each declared field is converted to its type (int, float,
-bool as true/false/1/0, dict and list as JSON). ``ts`` is integer milliseconds
+bool as true/false/1/0, dict and list as JSON); an empty cell of another column is
+a missing value, null, as in a table. ``ts`` is integer milliseconds
 since the epoch UTC, or ISO 8601 (no zone means UTC).
 
 A record that fails (not JSON, a missing or mistyped field, a timestamp in
@@ -69,7 +70,7 @@ from livelearn.events import (
 )
 from livelearn.log.base import Log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, Pipeline, Stream
-from livelearn.tables.offline import csv_cells
+from livelearn.tables.offline import BOM, STRAY_BOM, csv_cells
 
 #: Records appended to the log per write: few enough to stay in the CPU's caches
 #: until written (a replay ingested 15% faster than with 20,000).
@@ -224,9 +225,11 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
         written.clear()
 
 
-def check_source(source: str | Path) -> None:
+def check_source(source: str | Path, fmt: str | None = None) -> None:
     """ConfigError unless ``source`` is '-' (stdin) or a file that can be read: a
-    regular file or a pipe (``<(zcat events.jsonl.gz)``), not a folder."""
+    regular file or a pipe (``<(zcat events.jsonl.gz)``), not a folder; and, for a
+    regular file read as JSON lines (``fmt``, else its suffix), unless its first line
+    says so (``_check_json_lines``: not a JSON array, nor Parquet or gzip)."""
     name = str(source)
     if name == "-":
         return
@@ -237,6 +240,17 @@ def check_source(source: str | Path) -> None:
         raise ConfigError(f"{name}: a folder, not a file; give a JSON lines or CSV file")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{name}: cannot be read (permission denied)")
+    if path.is_file() and _format(name, fmt) == "jsonl":  # a pipe's first line is read once
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            first = next((line for line in iter(lambda: f.readline(65_536), "")
+                          if line.strip()), None)
+        if first is not None:
+            _check_json_lines(name, first)
+
+
+def _format(name: str, fmt: str | None) -> str:
+    """The format a file is read in: ``fmt``, else csv for a .csv file, else jsonl."""
+    return fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
 
 
 def read_records(source: str | Path, fmt: str | None = None
@@ -244,14 +258,16 @@ def read_records(source: str | Path, fmt: str | None = None
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
-    The text is UTF-8; a byte order mark at its start is skipped. The line of a record
+    ConfigError for a JSON lines file that holds a JSON array, or is Parquet or gzip.
+    The text is UTF-8; a byte order mark at its start is skipped (a CSV row that holds
+one is dead-lettered, ``_check_row``). The line of a record
     is where it starts in the file (a CSV row may span lines); blank lines are skipped.
     """
     name = str(source)
-    kind = fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
+    kind = _format(name, fmt)
     if kind not in ("csv", "jsonl"):
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
-    check_source(name)
+    check_source(name, kind)
     # "utf-8-sig" skips a leading byte order mark (Excel writes one), which would
     # otherwise stick to the first CSV header or spoil the first JSON line; bytes
     # that are not UTF-8 become lone surrogates: the record is then dead-lettered;
@@ -262,10 +278,7 @@ def read_records(source: str | Path, fmt: str | None = None
     try:
         if kind == "csv":
             header, rows = csv_cells(f)
-            twice = sorted({repr(n) for n in header if header.count(n) > 1})
-            if twice:  # a row's dict would keep the last of its cells only
-                raise ConfigError(f"{name}: the CSV header names {', '.join(twice)} twice; "
-                                  f"give each column a name of its own")
+            _check_header(name, header)
             for at, cells in rows:  # a dict by the header, as csv.DictReader makes it
                 row: dict[Any, Any] = dict(zip(header, cells, strict=False))
                 if len(cells) > len(header):
@@ -273,12 +286,57 @@ def read_records(source: str | Path, fmt: str | None = None
                 row.update(dict.fromkeys(header[len(cells):]))
                 yield at, row
         else:
-            for i, line in enumerate(f, start=1):
-                if line.strip():
-                    yield i, line
+            lines = ((i, line) for i, line in enumerate(f, start=1) if line.strip())
+            first = next(lines, None)
+            if first is not None:
+                if name == "-":  # a file's first line was checked with the file
+                    _check_json_lines("stdin", first[1])
+                yield first
+            yield from lines
     finally:
         if name != "-":
             f.close()
+
+
+def _check_header(name: str, header: list[str]) -> None:
+    """ConfigError naming what is wrong with the header of CSV file ``name``: a name given
+    twice (a row's dict kept the last of its cells only), a column of no name (each event
+    held it as field "", in its derived id too) or one column only, whose name holds
+    another separator than commas (every row was dead-lettered)."""
+    twice = sorted({repr(n) for n in header if header.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{name}: the CSV header names {', '.join(twice)} twice; give each "
+                          f"column a name of its own")
+    if "" in header:
+        raise ConfigError(f"{name}: the CSV header's {_unnamed(header)}")
+    other = next((c for c in ";\t|" if len(header) == 1 and c in header[0]), None)
+    if other is not None:
+        raise ConfigError(f"{name}: the CSV header is one column, {header[0]!r}: ingest reads "
+                          f"cells separated by commas, and this file's seem separated by "
+                          f"{other!r}")
+
+
+def _unnamed(header: list[str]) -> str:
+    """What is wrong with a CSV header with a column of no name, and its likely cause."""
+    at = header.index("") + 1
+    why = ("pandas writes its index so: to_csv(index=False) leaves it out" if at == 1 else
+           "a comma at the end of the header?" if at == len(header) else "name it")
+    return f"column {at} has no name ({why})"
+
+
+def _check_json_lines(name: str, first: str) -> None:
+    """ConfigError if the first line of a file read as JSON lines says it is not: a JSON
+    array (some of its objects were taken, the others dead-lettered), a Parquet or a
+    gzip file (a dead letter of binary text per "line")."""
+    if first.lstrip().startswith("["):
+        raise ConfigError(f"{name} holds a JSON array; ingest reads JSON lines, one object a "
+                          f"line (jq -c '.[]' FILE makes them of an array)")
+    if first.startswith("PAR1"):
+        raise ConfigError(f"{name} is a Parquet file; ingest reads JSON lines or CSV (a "
+                          f"table's file may be Parquet)")
+    if first.startswith("\x1f\udc8b"):  # gzip's magic number, as surrogateescape reads it
+        raise ConfigError(f"{name} is compressed (gzip); give <(zcat FILE), or - and pipe it "
+                          f"in")
 
 
 def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int | None = None
@@ -305,6 +363,8 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
     key = _ident(stream.name, stream.key, obj.get(stream.key), "the key")
     ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms)
     payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
+    if not typed:  # an empty cell is a missing value, as a JSON null (and in a table)
+        payload.update((k, None) for k, v in obj.items() if v == "" and k in payload)
     for name, kind in stream.schema.items():
         value = payload.get(name)
         if value is None or value == "":
@@ -321,14 +381,17 @@ def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: boo
 def derived_id(stream: Stream, key: str, ts: int, payload: Mapping[str, Any]) -> str:
     """The id of an event of a stream without an id field: a hash of the event as stored
     (its key as text, its ts in ms, its payload with the declared fields of their
-    types), so that however a record spells it (4 or 4.0, a time in ms or ISO 8601, a
-    CSV row or a JSON line) the same event gets the same id.
+    types, a field whose value is null as one absent), so that however a record spells it
+    (4 or 4.0, a time in ms or ISO 8601, a CSV row or a JSON line, a missing value as an
+    empty cell, a null or no field) the same event gets the same id.
 
     >>> s = Stream("ratings", {"stars": float}, key="user")
     >>> row = to_event(s, {"user": "u1", "stars": "4", "ts": "2024-01-01T00:00:00Z"})
     >>> row.id == to_event(s, '{"user": "u1", "stars": 4.0, "ts": 1704067200000}').id
     True
     """
+    if None in payload.values():
+        payload = {k: v for k, v in payload.items() if v is not None}
     return hashlib.blake2b(stream.name.encode() + orjson.dumps(
         {**payload, stream.key: key, stream.ts: ts}, option=orjson.OPT_SORT_KEYS),
         digest_size=10).hexdigest()
@@ -391,7 +454,9 @@ def event_time(stream: str, value: Any, name: str = "ts") -> Any:
 
 
 def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
-    """A CSV row has as many cells as the header, all of them UTF-8; else BadInput."""
+    """A CSV row has as many cells as the header, all of them UTF-8 and none holding a byte
+    order mark (two files joined: the second one's stuck to a value, "\\ufeffu2" another
+    key than "u2"); else BadInput."""
     if None in row:
         empty = " (all empty: a comma at the end of the row?)" if not any(row[None]) else ""
         raise BadInput(f"stream '{stream}': the row has {len(row[None])} more cells than "
@@ -400,6 +465,8 @@ def _check_row(stream: str, row: Mapping[Any, Any]) -> None:
         for text in (name, value):
             if isinstance(text, str) and _clean(text) is not text:
                 raise BadInput(f"stream '{stream}', field {_clean(name)!r}: not valid UTF-8")
+        if isinstance(value, str) and not value.isascii() and BOM in value:
+            raise BadInput(f"stream '{stream}', field {name!r}: {STRAY_BOM}")
 
 
 def _check_line(stream: str, line: str) -> None:

@@ -61,6 +61,10 @@ class AsOfTable:
         i = bisect.bisect_right(found[0], ts) - 1
         return dict(found[1][i]) if i >= 0 else {}
 
+    def __contains__(self, key: str) -> bool:
+        """Whether ``key`` has a row at any time."""
+        return key in self._versions
+
     def __len__(self) -> int:
         return len(self._versions)
 

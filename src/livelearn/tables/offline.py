@@ -3,15 +3,19 @@
 A table's ``as_of`` column is read as integer milliseconds since the epoch UTC
 whatever form the file holds it in (ms, ISO 8601 text, a timestamp), so the
 server, the joiner and ingest see the same rows; a time without a zone is UTC,
-and one between two ms (microseconds, a Parquet file's nanoseconds) is rounded up: a
-row is never seen by an event before its time.
+and one between two ms (microseconds, nanoseconds in ISO 8601 text or a Parquet file)
+is rounded up: a row is never seen by an event before its time. Text is read as an
+event's time is (events.to_ms), in a CSV as in a JSON file: DuckDB's own parsing of
+a CSV's dates took "01/02/2024" for February 1st, where a JSON file's was refused.
 Other dates, times and timestamps are ISO 8601 text in a row, decimals floats:
 the JSON scalars the online store holds. A key is text or an integer and
 is looked up as text: a CSV's key column is read as the cells' text ("007" and
 "1e3" stay so), a JSON column of mixed types holds each value as it was written
 (DuckDB gives such a column as JSON text, '"zoë"' for "zoë"). A missing value is
 None: an empty cell, a JSON null, and a NaN, as pandas writes a missing number; an
-infinity (JSON's Infinity, a Parquet float) is refused, as the online store would.
+infinity (JSON's Infinity, a Parquet float) is refused, as the online store would, and
+so is an integer beyond 64 bits (DuckDB reads a JSON one as a float, rounded), but in
+a CSV file, whose cells cannot say they are text, where such a column is its text.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
             f"pipeline file's)")
         raise NotFound(f"table '{table.name}': no file {table.path}{where}")
     csv_file = reader == "read_csv_auto"
+    if csv_file:
+        _check_bom(table, path)
     with duckdb.connect() as connection:
         # a time without a zone is UTC, not the machine's zone (DuckDB reads a column of
         # times some with a zone and some without in the session's zone)
@@ -107,6 +113,8 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
                                                                    "TIMESTAMPTZ_NS"):
         rel = rel.project(f"* REPLACE ({_up_to_ms(table.as_of)} AS {_quoted(table.as_of)})")
     try:  # DuckDB reads lazily: a bad value far into the file, or a damaged page, fails here
+        if reader == "read_json_auto":
+            _check_json_ints(table, path, connection, rel)
         fetched = rel.fetchall()
     except duckdb.Error as e:
         raise _unreadable(table, path, csv_file, e) from None
@@ -122,10 +130,18 @@ def _relation(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, r
               csv_file: bool) -> duckdb.DuckDBPyRelation | None:
     """The file's rows as DuckDB reads them, its key and ``as_of`` columns there; None for
     a JSON file of no row (empty, or ``[]``, as a CSV file of its header only)."""
+    # a key is looked up as text, and an as_of in ISO 8601 text is read by events.to_ms,
+    # as an event's time: DuckDB's timestamps keep microseconds, and a row valid from
+    # 00:00:00.0010005 was valid from 00:00:00.001, seen before its time
+    as_text = dict.fromkeys([table.key] + ([table.as_of] if table.as_of else []), "VARCHAR")
     try:
         rel = connection.sql(f"SELECT * FROM {reader}(?{_OPTIONS[reader]})",
-                             params=[_literal(path), {table.key: "VARCHAR"}] if csv_file
+                             params=[_literal(path), as_text] if csv_file
                              else [_literal(path)])
+        if rel is not None and reader == "read_json_auto" and table.as_of in rel.columns:
+            rel = _as_of_as_text(table.as_of, path, connection, rel)
+        if rel is not None and csv_file:
+            rel = _wide_as_text(path, connection, rel, as_text)
     except duckdb.Error as e:
         raise _unreadable(table, path, csv_file, e) from None
     if rel is None:
@@ -144,6 +160,33 @@ def _relation(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, r
             raise BadInput(f"table '{table.name}': column '{name}' not in {path} "
                            f"(columns: {', '.join(columns)})")
     return rel
+
+
+def _as_of_as_text(as_of: str, path: Path, connection: duckdb.DuckDBPyConnection,
+                   rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """A JSON file's rows with its ``as_of`` column as the text it holds, where DuckDB
+    read that text as timestamps (in microseconds: it drops the nanoseconds); ``rel``,
+    the file as DuckDB reads it, if it did not."""
+    types = dict(zip(rel.columns, map(str, rel.types), strict=True))
+    if types[as_of] not in ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE"):
+        return rel
+    return connection.sql(f"SELECT * FROM read_json_auto(?{_OPTIONS['read_json_auto']}, "
+                          f"columns=?)", params=[_literal(path), {**types, as_of: "VARCHAR"}])
+
+
+def _wide_as_text(path: Path, connection: duckdb.DuckDBPyConnection,
+                  rel: duckdb.DuckDBPyRelation, as_text: dict[str, str]
+                  ) -> duckdb.DuckDBPyRelation:
+    """A CSV file's rows with its columns of integers beyond 64 bits (HUGEINT, UBIGINT),
+    which the online store holds no number of, as their cells' text, exact: a cell cannot
+    say it is text (DuckDB reads "18446744073709551616" in quotes as a number too); ``rel``
+    if it has none. ``as_text``: the columns already read as text."""
+    wide = [c for c, kind in zip(rel.columns, map(str, rel.types), strict=True)
+            if kind in ("HUGEINT", "UHUGEINT", "UBIGINT")]
+    if not wide:
+        return rel
+    return connection.sql(f"SELECT * FROM read_csv_auto(?{_OPTIONS['read_csv_auto']})",
+                          params=[_literal(path), {**as_text, **dict.fromkeys(wide, "VARCHAR")}])
 
 
 def _unreadable(table: Table, path: Path, csv_file: bool, error: duckdb.Error) -> BadInput:
@@ -189,9 +232,43 @@ class _Kinds:
             if row[c] is not None:
                 row[c] = convert(row[c])
         for c in self.others:  # the joiner took them, and a server refused the table at start
+            if isinstance(row[c], int) and not is_scalar(row[c]):  # HUGEINT, UBIGINT
+                raise BadInput(_wide(f"{where} '{c}'", str(row[c])))
             if not is_scalar(row[c]):
                 raise BadInput(f"{where} '{c}': expected text, a number, a bool or nothing "
                                f"(what the servers' online store holds), got {show(row[c])}")
+
+
+#: A JSON number written as an integer of 19 digits or more (2**63 has 19), which may not
+#: fit in 64 bits: DuckDB reads one that does not as a float, and so does orjson.
+_LONG_INT = re.compile(rb"[:\[,]\s*-?\d{19,}(?![\d.eE])")
+
+
+def _check_json_ints(table: Table, path: Path, connection: duckdb.DuckDBPyConnection,
+                     rel: duckdb.DuckDBPyRelation) -> None:
+    """BadInput naming the first row and column of a JSON file that holds an integer
+    beyond 64 bits in a column DuckDB read as floats (or as JSON text, which orjson reads
+    so): 123456789012345678901234 became 1.2345678901234569e+23, in silence. The file's
+    text is searched first; its floats' columns are read again as text only on a find."""
+    types = dict(zip(rel.columns, map(str, rel.types), strict=True))
+    inexact = [c for c, kind in types.items() if kind in ("DOUBLE", "FLOAT", "JSON")]
+    if not inexact or _LONG_INT.search(path.read_bytes()) is None:
+        return
+    text = connection.sql(f"SELECT {', '.join(map(_quoted, inexact))} FROM read_json_auto("
+                          f"?{_OPTIONS['read_json_auto']}, columns=?)",
+                          params=[_literal(path), {**types, **dict.fromkeys(inexact,
+                                                                            "VARCHAR")}])
+    for n, cells in enumerate(text.fetchall(), start=1):
+        for c, cell in zip(inexact, cells, strict=True):
+            if cell is not None and re.fullmatch(r"-?[0-9]+", cell) and (
+                    len(cell) > 21 or not is_scalar(int(cell))):
+                raise BadInput(_wide(f"table '{table.name}', row {n}, column '{c}'", cell))
+
+
+def _wide(where: str, digits: str) -> str:
+    """The error of an integer beyond 64 bits in a table."""
+    return (f"{where}: {digits} is an integer of more than 64 bits, which the online store "
+            f"does not hold exactly: write it as text (\"{digits}\")")
 
 
 def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
@@ -217,6 +294,22 @@ def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
         raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
                        f"'{table.key}': the key {str(key)!r} twice; a table without "
                        f"as_of holds one row per key")
+
+
+#: The byte order mark, and what is wrong with one after a CSV file's start.
+BOM = "\ufeff"
+STRAY_BOM = ("holds a byte order mark (U+FEFF), which only a file's start may hold: two files "
+             "joined into one? Remove it")
+
+
+def _check_bom(table: Table, path: Path) -> None:
+    """BadInput naming the line of a CSV file that holds a byte order mark after its start
+    (two files joined: the second one's header became a row of key "\\ufeffid")."""
+    text = path.read_bytes()
+    at = text.find(BOM.encode(), 1)
+    if at >= 0:
+        line = text.count(b"\n", 0, at) + 1
+        raise BadInput(f"table '{table.name}': {path} line {line} {STRAY_BOM}")
 
 
 def _literal(path: Path) -> str:
