@@ -300,7 +300,10 @@ def test_a_time_after_the_year_9999_is_malformed_for_both(flink_ready: None,
 
 def fill_infinite(log: KafkaLog) -> None:
     """Five predictions, each with a read; a prediction whose score and a read whose
-    seconds is a number beyond a double's range (1e400, infinite as a double)."""
+    seconds is a number beyond a double's range (1e400, infinite as a double); so is one
+    in a prediction's features (a 400-digit integer in another's), and one in a payload
+    field no schema declares of a click in r3's window. A string "1e400" in the features
+    and numbers just within a double's range are no fault."""
     for topic in DECLARED.topics:
         log.create_topic(topic)
     preds = [orjson.dumps(prediction(f"r{i}", T0 + i * 7_000)) for i in range(5)]
@@ -310,22 +313,35 @@ def fill_infinite(log: KafkaLog) -> None:
     preds.insert(2, orjson.dumps(huge).replace(b'"score":0.5', b'"score":1e400'))
     reads.insert(2, orjson.dumps(event("read", "r1", T0 + 7_010, "huge_read", seconds=1.0)
                                  ).replace(b'"seconds":1.0', b'"seconds":1e400'))
+    for rid, number in (("huge_feature", b"-1E+400"), ("long_feature", b"9" * 400)):
+        preds.append(orjson.dumps(prediction(rid, T0 + 4 * 7_000 + 1)).replace(
+            b'"n":1.5', b'"n":[1,{"x":' + number + b"}]"))
+    fine = prediction("fine", T0 + 4 * 7_000 + 2)
+    fine["features"] |= {"text": "1e400 \\\" 1e999", "big": 1.7e308, "tiny": -2.5e-300}
+    preds.append(orjson.dumps(fine))
+    click = orjson.dumps(event("click", "r3", T0 + 3 * 7_000 + 9, "huge_click", weight=0.5))
     log.append(PREDICTIONS, [("k", p) for p in preds])
     log.append("read", [("u1", r) for r in reads])
+    log.append("click", [("u1", click.replace(b'"weight":0.5', b'"weight":1e400'))])
 
 
 def test_a_number_beyond_a_double_is_malformed_for_both(flink_ready: None,
                                                          kafka_bootstrap: str) -> None:
     """As JSON, 1e400 is no number a sample can hold (orjson refuses it: the embedded
-    joiner's malformed). Before, the Flink job made a sample of score "Infinity" (a
-    string) and a read of seconds 1e400 gave r1 a dwell_s of "Infinity"."""
+    joiner's malformed), wherever it is in the record. Before, the Flink job made a sample
+    of score "Infinity" (a string) and a read of seconds 1e400 gave r1 a dwell_s of
+    "Infinity"; and, later, one in the features passed into the sample as 1E+400 (the
+    trainer dead-lettered it), one in an undeclared payload field labelled r3 clicked."""
     (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
                                                                       fill_infinite)
-    assert sorted(s["id"] for s in want_samples) == [f"r{i}" for i in range(5)]
+    assert sorted(s["id"] for s in want_samples) == ["fine", *(f"r{i}" for i in range(5))]
     assert sorted(got_samples, key=lambda s: s["id"]) == \
         sorted(want_samples, key=lambda s: s["id"])
+    assert not any(s["labels"]["clicked"] for s in got_samples)
     assert _reasons(got_dead) == _reasons(want_dead) == [
-        ("malformed", "predictions", "huge"), ("malformed", "read", "huge_read")]
+        ("malformed", "click", "huge_click"), ("malformed", "predictions", "huge"),
+        ("malformed", "predictions", "huge_feature"),
+        ("malformed", "predictions", "long_feature"), ("malformed", "read", "huge_read")]
 
 
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

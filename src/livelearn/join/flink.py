@@ -49,7 +49,10 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   counts twice.
 - ``malformed`` checks types loosely where a string is declared (JSON_VALUE converts: a
   number passes); a number or a boolean must be one (``_json_value``: "2.5" is not a
-  float, 1.5 not an int). The detail names the first failed check in words of its own.
+  float, 1.5 not an int). A number beyond a double's range anywhere in a record (1e400 in
+  the features or a payload field no schema declares) makes it malformed, as orjson
+  refuses it (``_numbers_within_doubles``). The detail names the first failed check in
+  words of its own.
 - ``too_large``: the size in the detail is of Flink's JSON of the sample (or letter),
   which may differ from orjson's by the floats' encoding and the malformed details'
   wording; the 1,000 characters kept of a sample are of Flink's JSON, keys sorted
@@ -380,8 +383,32 @@ FROM {_q("in_" + name)}"""
 
 def _ts_checks(stream: str) -> list[tuple[str, str]]:
     return [("`v` IS JSON OBJECT", "event must be a JSON object"),
+            (_numbers_within_doubles(), f"stream '{stream}': a number beyond a double's "
+             f"range (more than {_MAX_DOUBLE} in magnitude)"),
             (f"`ts` BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}", f"stream '{stream}', field 'ts': "
              "expected integer milliseconds since the epoch")]
+
+
+#: A text that may hold a number beyond a double's range: one of 1e308 or more has an
+#: exponent of three digits or more, or else 210 digits in a row before its point.
+_BIG_NUMBER_HINT = r"[eE]\+?0*[1-9][0-9]{2}|[0-9]{210}"
+#: A JSON string (its escapes included; possessive, so a long one takes no stack).
+_JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+#: The JSON numbers (outside strings) the hint may have seen.
+_NUMBER = "-?[0-9][0-9.]*[eE][-+]?[0-9]+|-?[0-9]{210,}[0-9.]*"
+
+
+def _numbers_within_doubles() -> str:
+    """Whether every number of the record ``v`` is within a double's range, as orjson
+    reads the embedded joiner's records (1e400 anywhere in them, features and undeclared
+    payload fields included, makes them malformed; Flink's JSON functions read it as a
+    decimal and write it on into the sample). Only a record the cheap ``_BIG_NUMBER_HINT``
+    finds in has its numbers read (strings removed first), each as a double."""
+    numbers = (f"TRY_CAST(REGEXP_EXTRACT_ALL(REGEXP_REPLACE(`v`, {_lit(_JSON_STRING)}, "
+               f"'\"\"'), {_lit(_NUMBER)}, 0) AS ARRAY<DOUBLE>)")
+    within = (f"COALESCE(ARRAY_MAX({numbers}) <= {_MAX_DOUBLE} AND ARRAY_MIN({numbers}) >= "
+              f"-{_MAX_DOUBLE}, TRUE)")
+    return f"CASE WHEN REGEXP(`v`, {_lit(_BIG_NUMBER_HINT)}) THEN {within} ELSE TRUE END"
 
 
 def _checked_predictions() -> str:
