@@ -216,7 +216,12 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                         f"{DATA_DEFAULT})")
     j.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
                    help="join only partition numbers p with p %% N == K, one process per "
-                        "shard, for a pipeline with several partitions (default: 0/1, all)")
+                        "shard, for a pipeline with several partitions (default: 0/1, all); "
+                        "a shard of another N than the shards the log records is refused")
+    j.add_argument("--reshard", action="store_true",
+                   help="record --shard's N as the log's count of shards in place of another "
+                        "(stop every shard of the other count first; a shard of a count new "
+                        "to the log starts at the log's start)")
     j.add_argument("--engine", choices=("embedded", "flink"), default="embedded",
                    help="embedded: in this process; flink: the Flink SQL job of "
                         "`livelearn flink-sql` on a local PyFlink, over a Kafka log "
@@ -376,9 +381,9 @@ def _join(args: argparse.Namespace) -> int:
         from livelearn.join.flink import run_flink_join
         from livelearn.spec import load_pipeline
 
-        if args.shard != (0, 1):
-
-            raise ConfigError("--shard is for the embedded joiner: a Flink join runs every "
+        if args.shard != (0, 1) or args.reshard:
+            which = "--shard" if args.shard != (0, 1) else "--reshard"
+            raise ConfigError(f"{which} is for the embedded joiner: a Flink join runs every "
                               "partition itself, in parallel")
 
         run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle,
@@ -390,7 +395,7 @@ def _join(args: argparse.Namespace) -> int:
         raise ConfigError("--flink-address and --checkpoints go with --engine flink")
     pipeline, log = _open(args)
     runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
-                        shard=args.shard, skip_lost=args.skip_lost)
+                        shard=args.shard, skip_lost=args.skip_lost, reshard=args.reshard)
     if not runner.inputs:
         _warn_empty_shard(args.shard, log, pipeline.inputs)
     read = 0
