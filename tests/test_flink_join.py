@@ -19,6 +19,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from livelearn.cli import main
 from livelearn.errors import ConfigError
 from livelearn.events import MAX_TS_MS, Event
 from livelearn.join import flink
@@ -149,6 +150,27 @@ def test_flink_gives_the_embedded_joiners_samples(flink_ready: None, kafka_boots
     assert _reasons(got_dead) == _reasons(want_dead) == [
         ("late", "click", "late1"), ("late", "predictions", "old"),
         ("malformed", "click", "bad"), ("orphan", "click", "orphan1")]
+
+
+def test_until_idle_both_engines_print_the_same_summary(
+        flink_ready: None, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`livelearn join --until-idle` ends with what it read and wrote, with --engine flink
+    as without: records read, samples, dead letters by reason. Before, the Flink one
+    printed nothing."""
+    said = []
+    for engine in ("embedded", "flink"):
+        log = KafkaLog(kafka_bootstrap, prefix=f"s{uuid.uuid4().hex[:12]}.")
+        try:
+            fill(log)
+            assert main(["-q", "join", f"{__file__}:DECLARED", "--log",
+                         f"kafka://{kafka_bootstrap}?prefix={log.prefix}", "--until-idle",
+                         "--engine", engine]) == 0
+        finally:
+            log.close()
+        said.append(capsys.readouterr().out)
+    records = (N + 1) + (N // 3 + N // 12 + 2 + 1) + (N // 5 + N // 10)
+    assert said[0] == said[1] == (f"{records} records read, {N} samples, dead letters: "
+                                  f"late 2, malformed 1, orphan 1\n")
 
 
 #: The samples and dead-letters topics' max.message.bytes in the test below: a sample or

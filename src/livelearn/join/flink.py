@@ -78,7 +78,8 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   request_id)).
 - Bounded runs (``until idle``) read every topic from its start to where it ended
   when the job started, then emit every open window; running one twice writes every
-  sample twice (same ids). ``bounded=False`` runs until stopped, reading from the
+  sample twice (same ids). What one read and wrote (``Tally``) is counted in the
+  topics once it ends. ``bounded=False`` runs until stopped, reading from the
   consumer group's offsets, with Kafka transactions committed on checkpoints every
   10 s. Given a checkpoint directory (``livelearn join --checkpoints DIR``), the
   checkpoints are kept there (retained when the job is cancelled, and left there
@@ -102,10 +103,11 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -115,7 +117,7 @@ from livelearn.events import MAX_TS_MS, MIN_TS_MS, lost_letter
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
-from livelearn.log import Log, open_log
+from livelearn.log import Log, Record, TopicPartition, open_log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
 
 #: Bytes a Kafka producer adds around a record's key and value, with room to spare (as
@@ -723,10 +725,21 @@ def cluster_config(address: str) -> dict[str, str]:
             "rest.port": str(port)}
 
 
+class Tally(NamedTuple):
+    """What a bounded Flink join read and wrote, as the embedded joiner's --until-idle
+    says it: the records of its inputs, and ``counts`` of the samples (under SAMPLES) and
+    of the dead letters by reason."""
+
+    read: int
+    counts: Counter[str]
+
+
 def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
                    timeout_s: float | None = None, flink_address: str | None = None,
-                   checkpoints: str | Path | None = None, skip_lost: bool = False) -> None:
-    """Run the pipeline's Flink join from PyFlink's venv; return when it ends.
+                   checkpoints: str | Path | None = None, skip_lost: bool = False
+                   ) -> Tally | None:
+    """Run the pipeline's Flink join from PyFlink's venv; return when it ends, a bounded
+    one with what it read and wrote (``_tally``).
 
     Without ``flink_address`` the job runs on a local mini-cluster in PyFlink's JVM;
     with it (HOST:PORT, a JobManager's REST address) it is submitted to that Flink
@@ -754,6 +767,7 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
                               "bounded one reads the topics from their start every time)")
         extra |= checkpoint_config(Path(checkpoints), pipeline)
     limits = _prepare_topics(pipeline, log_url, None if bounded else _GROUP, skip_lost)
+    spans = _spans(pipeline, log_url) if bounded else None
     job = build_job(pipeline, log_url, limits, bounded, jar=jar)
     job = FlinkJob(job.config | extra, job.tables, job.inserts)
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
@@ -767,6 +781,61 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
         if code:
             raise Unavailable(f"the Flink join failed ({code}):\n"
                               + _summary(output.read_text(errors="replace")))
+    return _tally(pipeline, log_url, spans) if spans is not None else None
+
+
+class _Spans(NamedTuple):
+    """Where a bounded job's counts start (and end): per input partition, the records
+    the job reads (from where it starts to where it ends when the job starts); per
+    output partition, where it ends when the job starts."""
+
+    inputs: dict[TopicPartition, tuple[int, int]]
+    outputs: dict[TopicPartition, int]
+
+
+def _spans(pipeline: Pipeline, log_url: str) -> _Spans:
+    log = open_log(log_url)
+    try:
+        return _Spans({tp: (log.start_offset(*tp), log.end_offset(*tp))
+                       for tp in log.topic_partitions(pipeline.inputs)},
+                      dict(log.end_offsets((SAMPLES, DEAD_LETTERS))))
+    finally:
+        log.close()
+
+
+def _tally(pipeline: Pipeline, log_url: str, spans: _Spans) -> Tally:
+    """What the bounded job read (the inputs' records within ``spans``) and wrote: the
+    samples and dead letters appended since ``spans``; of the dead letters, those of the
+    join's streams only (a trainer's, of the samples, may come meanwhile)."""
+    log = open_log(log_url)
+    try:
+        read = sum(len(batch) for tp, (start, end) in spans.inputs.items()
+                   for batch in _batches(log, tp, start, end))
+        counts = Counter[str]()
+        for tp, start in spans.outputs.items():
+            for batch in _batches(log, tp, start):
+                if tp[0] == SAMPLES:
+                    counts[SAMPLES] += len(batch)
+                else:
+                    letters = (orjson.loads(r.value) for r in batch)
+                    counts.update(d["reason"] for d in letters
+                                  if d.get("stream") in pipeline.inputs)
+        return Tally(read, counts)
+    finally:
+        log.close()
+
+
+def _batches(log: Log, tp: TopicPartition, start: int, end: int | None = None
+             ) -> Iterator[list[Record]]:
+    """The records of ``tp`` from ``start`` up to ``end`` (exclusive; None: where it ends
+    now), a batch at a time."""
+    offset = start
+    while end is None or offset < end:
+        batch = [r for r in log.read(*tp, offset, 10_000) if end is None or r.offset < end]
+        if not batch:
+            return
+        yield batch
+        offset = batch[-1].offset + 1
 
 
 def jvm_args(tmp: Path) -> str:
