@@ -266,27 +266,39 @@ def fill_mistyped(log: KafkaLog) -> None:
     preds.append({**prediction("bad_ts_fraction", T0 + 3_000), "ts": T0 + 3_000.5})
     reads += [event("read", "r1", T0 + 7_010, "string_seconds", seconds="2.5"),
               event("read", "r2", T0 + 14_010, "true_seconds", seconds=True)]
-    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    # a number or an empty string where a string is declared
+    preds += [{**prediction("bad_user", T0 + 4_000), "user": 7},
+              prediction("7", T0 + 5_000)]
+    reads += [{**event("read", "r3", T0 + 21_010, "number_key", seconds=1.0), "key": 5},
+              {**event("read", "r3", T0 + 21_011, "empty_key", seconds=1.0), "key": ""},
+              {**event("read", "r3", T0 + 21_012, "", seconds=1.0)},
+              event("read", 7, T0 + 5_010, "number_request_id", seconds=1.0)]  # type: ignore[arg-type]
+    log.append(PREDICTIONS, [(str(p["request_id"]), orjson.dumps(p)) for p in preds])
     log.append("read", [("u1", orjson.dumps(r)) for r in reads])
 
 
 def test_numbers_of_another_json_type_are_malformed_for_both(flink_ready: None,
                                                              kafka_bootstrap: str) -> None:
     """A string where a number is declared (a score "high", seconds "2.5", a ts in
-    quotes), a boolean, or a fraction where an integer is: both joiners dead-letter it as
+    quotes), a boolean, or a fraction where an integer is; a number where a string is (a
+    user, a key, a request_id), or an empty key or id: both joiners dead-letter it as
     malformed and make the other samples. Before, the Flink job failed on the first
     (JSON_VALUE ... RETURNING DOUBLE throws on a string: ClassCastException), every
-    restart again, and took "2.5" for 2.5 and 1.5 for 1."""
+    restart again, and took "2.5" for 2.5 and 1.5 for 1; later, it took 7 for "7" (a
+    read of request_id 7 labelled prediction "7") and an empty key or id for one."""
     (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
                                                                       fill_mistyped)
-    assert sorted(s["id"] for s in want_samples) == [f"r{i}" for i in range(10)]
+    assert sorted(s["id"] for s in want_samples) == ["7", *(f"r{i}" for i in range(10))]
     assert sorted(got_samples, key=lambda s: s["id"]) == \
         sorted(want_samples, key=lambda s: s["id"])
-    assert all(s["labels"]["dwell_s"] == 2.5 for s in got_samples)
+    assert all(s["labels"]["dwell_s"] == 2.5 for s in got_samples if s["id"] != "7")
     assert _reasons(got_dead) == _reasons(want_dead) == [
         ("malformed", "predictions", "bad_model_version"),
         ("malformed", "predictions", "bad_score"), ("malformed", "predictions", "bad_ts"),
         ("malformed", "predictions", "bad_ts_fraction"),
+        ("malformed", "predictions", "bad_user"), ("malformed", "read", ""),
+        ("malformed", "read", "empty_key"), ("malformed", "read", "number_key"),
+        ("malformed", "read", "number_request_id"),
         ("malformed", "read", "string_seconds"), ("malformed", "read", "true_seconds")]
 
 

@@ -47,9 +47,9 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
 - No ``duplicate`` dead letters: a second prediction with a known request_id gives a
   second sample (or shares the first's if within 2 ms), a repeated feedback event
   counts twice.
-- ``malformed`` checks types loosely where a string is declared (JSON_VALUE converts: a
-  number passes); a number or a boolean must be one (``_json_value``: "2.5" is not a
-  float, 1.5 not an int). A number beyond a double's range anywhere in a record (1e400 in
+- ``malformed`` checks types as the embedded joiner does (``_json_value``: 7 is not a
+  string, "2.5" not a float, 1.5 not an int; an event's key and id are non-empty
+  strings). A number beyond a double's range anywhere in a record (1e400 in
   the features or a payload field no schema declares) makes it malformed, as orjson
   refuses it (``_numbers_within_doubles``). The detail names the first failed check in
   words of its own.
@@ -446,11 +446,13 @@ def _checked_feedback(stream: Stream) -> str:
     checks = [*_ts_checks(name),
               (f"JSON_VALUE(`v`, '$.stream') = {_lit(name)}",
                f"field 'stream': expected '{name}' (read from topic '{name}')"),
-              ("JSON_VALUE(`v`, '$.key') IS NOT NULL", f"stream '{name}', field 'key': missing"),
-              ("JSON_VALUE(`v`, '$.id') IS NOT NULL", f"stream '{name}', field 'id': missing"),
+              (f"{_json_value(_lit('$.key'), 'STRING')} <> ''",
+               f"stream '{name}', field 'key': expected a non-empty string"),
+              (f"{_json_value(_lit('$.id'), 'STRING')} <> ''",
+               f"stream '{name}', field 'id': expected a non-empty string"),
               ("JSON_QUERY(`v`, '$.payload') IS JSON OBJECT",
                f"stream '{name}', field 'payload': expected an object"),
-              ("JSON_VALUE(`v`, '$.payload.request_id') IS NOT NULL",
+              (f"{_json_value(_lit('$.payload.request_id'), 'STRING')} IS NOT NULL",
                f"stream '{name}', field 'payload.request_id': expected str")]
     for fname, kind in stream.schema.items():
         if fname == "request_id":
@@ -651,16 +653,18 @@ def _member(name: str) -> str:
 def _json_value(path: str, sql_type: str, column: str = "`v`") -> str:
     """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL.
 
-    A number or a boolean is NULL where the JSON holds another type, as events.check
-    refuses it: a string ("2.5" is not a float), for BIGINT a number not written as
+    A value is NULL where the JSON holds another type, as events.check refuses it: for
+    STRING a number or a boolean (7 is not "7"); a number or a boolean where it holds a
+    string ("2.5" is not a float), for BIGINT a number not written as
     digits (1.5, 1e3), for DOUBLE one beyond a double's range (1e400). Its text is
     cast: ``JSON_VALUE ... RETURNING DOUBLE`` (or BOOLEAN) fails the whole job on a value
     of another type (ClassCastException), and TRY_CAST alone takes "2.5" for 2.5, 1.5
     for 1 and 1e400 for Infinity."""
     text = f"JSON_VALUE({column}, {path})"
-    if sql_type == "STRING":
-        return text
-    typed = f"JSON_QUERY({column}, {path} WITH CONDITIONAL ARRAY WRAPPER) NOT LIKE '[\"%'"
+    wrapped = f"JSON_QUERY({column}, {path} WITH CONDITIONAL ARRAY WRAPPER)"
+    if sql_type == "STRING":  # JSON_VALUE would take 7 for "7"
+        return f"CASE WHEN {wrapped} LIKE '[\"%' THEN {text} END"
+    typed = f"{wrapped} NOT LIKE '[\"%'"
     if sql_type == "BIGINT":
         typed += f" AND REGEXP({text}, '^-?[0-9]+$')"
     elif sql_type == "DOUBLE":  # 1e400 is no double: orjson refuses it, Java's is Infinity
