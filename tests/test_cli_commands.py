@@ -203,6 +203,23 @@ def test_a_join_shard_without_partitions_says_so(tmp_path: Path,
     assert capsys.readouterr().out == "0 records read, 0 samples, dead letters: none\n"
 
 
+def test_a_join_shard_of_another_count_is_refused_until_resharded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    join = ["-q", "join", str(tmp_path / "p.py"), "--log", url, "--until-idle"]
+    assert main([*join, "--shard", "0/2"]) == 0
+    capsys.readouterr()
+    assert main([*join, "--shard", "0/3"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "livelearn: joiner shard 0/3: the shards of group 'joiner' of this log are 2 "
+        "(--shard K/2), not 3: shards of two counts side by side would join some partitions "
+        "twice and others not at all. Start it with --shard K/2; or, to change the count, "
+        "stop every shard of 2 and start those of 3 with --reshard")
+    assert main([*join, "--shard", "0/3", "--reshard"]) == 0
+    assert main([*join, "--shard", "2/3"]) == 0
+
+
 @pytest.mark.parametrize("action", [[], ["ls"], ["promote", "1"], ["rollback"]])
 def test_models_without_a_registry_says_so_and_makes_none(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]) -> None:
@@ -408,6 +425,9 @@ def test_shards_are_for_the_embedded_joiner(tmp_path: Path,
     assert main(["join", str(tmp_path / "p.py"), "--log", "kafka://127.0.0.1:1",
                  "--engine", "flink", "--shard", "1/2"]) == 2
     assert "--shard is for the embedded joiner" in capsys.readouterr().err
+    assert main(["join", str(tmp_path / "p.py"), "--log", "kafka://127.0.0.1:1",
+                 "--engine", "flink", "--reshard"]) == 2
+    assert "--reshard is for the embedded joiner" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["join", "run"])

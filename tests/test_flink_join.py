@@ -19,6 +19,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from livelearn.cli import main
 from livelearn.errors import ConfigError
 from livelearn.events import MAX_TS_MS, Event
 from livelearn.join import flink
@@ -151,6 +152,27 @@ def test_flink_gives_the_embedded_joiners_samples(flink_ready: None, kafka_boots
         ("malformed", "click", "bad"), ("orphan", "click", "orphan1")]
 
 
+def test_until_idle_both_engines_print_the_same_summary(
+        flink_ready: None, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`livelearn join --until-idle` ends with what it read and wrote, with --engine flink
+    as without: records read, samples, dead letters by reason. Before, the Flink one
+    printed nothing."""
+    said = []
+    for engine in ("embedded", "flink"):
+        log = KafkaLog(kafka_bootstrap, prefix=f"s{uuid.uuid4().hex[:12]}.")
+        try:
+            fill(log)
+            assert main(["-q", "join", f"{__file__}:DECLARED", "--log",
+                         f"kafka://{kafka_bootstrap}?prefix={log.prefix}", "--until-idle",
+                         "--engine", engine]) == 0
+        finally:
+            log.close()
+        said.append(capsys.readouterr().out)
+    records = (N + 1) + (N // 3 + N // 12 + 2 + 1) + (N // 5 + N // 10)
+    assert said[0] == said[1] == (f"{records} records read, {N} samples, dead letters: "
+                                  f"late 2, malformed 1, orphan 1\n")
+
+
 #: The samples and dead-letters topics' max.message.bytes in the test below: a sample or
 #: dead letter may have 31,744 bytes (less the framing). Small, but a batch of the other
 #: samples fits in it (librdkafka does not split a batch the topic refuses).
@@ -244,27 +266,39 @@ def fill_mistyped(log: KafkaLog) -> None:
     preds.append({**prediction("bad_ts_fraction", T0 + 3_000), "ts": T0 + 3_000.5})
     reads += [event("read", "r1", T0 + 7_010, "string_seconds", seconds="2.5"),
               event("read", "r2", T0 + 14_010, "true_seconds", seconds=True)]
-    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    # a number or an empty string where a string is declared
+    preds += [{**prediction("bad_user", T0 + 4_000), "user": 7},
+              prediction("7", T0 + 5_000)]
+    reads += [{**event("read", "r3", T0 + 21_010, "number_key", seconds=1.0), "key": 5},
+              {**event("read", "r3", T0 + 21_011, "empty_key", seconds=1.0), "key": ""},
+              {**event("read", "r3", T0 + 21_012, "", seconds=1.0)},
+              event("read", 7, T0 + 5_010, "number_request_id", seconds=1.0)]  # type: ignore[arg-type]
+    log.append(PREDICTIONS, [(str(p["request_id"]), orjson.dumps(p)) for p in preds])
     log.append("read", [("u1", orjson.dumps(r)) for r in reads])
 
 
 def test_numbers_of_another_json_type_are_malformed_for_both(flink_ready: None,
                                                              kafka_bootstrap: str) -> None:
     """A string where a number is declared (a score "high", seconds "2.5", a ts in
-    quotes), a boolean, or a fraction where an integer is: both joiners dead-letter it as
+    quotes), a boolean, or a fraction where an integer is; a number where a string is (a
+    user, a key, a request_id), or an empty key or id: both joiners dead-letter it as
     malformed and make the other samples. Before, the Flink job failed on the first
     (JSON_VALUE ... RETURNING DOUBLE throws on a string: ClassCastException), every
-    restart again, and took "2.5" for 2.5 and 1.5 for 1."""
+    restart again, and took "2.5" for 2.5 and 1.5 for 1; later, it took 7 for "7" (a
+    read of request_id 7 labelled prediction "7") and an empty key or id for one."""
     (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
                                                                       fill_mistyped)
-    assert sorted(s["id"] for s in want_samples) == [f"r{i}" for i in range(10)]
+    assert sorted(s["id"] for s in want_samples) == ["7", *(f"r{i}" for i in range(10))]
     assert sorted(got_samples, key=lambda s: s["id"]) == \
         sorted(want_samples, key=lambda s: s["id"])
-    assert all(s["labels"]["dwell_s"] == 2.5 for s in got_samples)
+    assert all(s["labels"]["dwell_s"] == 2.5 for s in got_samples if s["id"] != "7")
     assert _reasons(got_dead) == _reasons(want_dead) == [
         ("malformed", "predictions", "bad_model_version"),
         ("malformed", "predictions", "bad_score"), ("malformed", "predictions", "bad_ts"),
         ("malformed", "predictions", "bad_ts_fraction"),
+        ("malformed", "predictions", "bad_user"), ("malformed", "read", ""),
+        ("malformed", "read", "empty_key"), ("malformed", "read", "number_key"),
+        ("malformed", "read", "number_request_id"),
         ("malformed", "read", "string_seconds"), ("malformed", "read", "true_seconds")]
 
 
@@ -300,7 +334,10 @@ def test_a_time_after_the_year_9999_is_malformed_for_both(flink_ready: None,
 
 def fill_infinite(log: KafkaLog) -> None:
     """Five predictions, each with a read; a prediction whose score and a read whose
-    seconds is a number beyond a double's range (1e400, infinite as a double)."""
+    seconds is a number beyond a double's range (1e400, infinite as a double); so is one
+    in a prediction's features (a 400-digit integer in another's), and one in a payload
+    field no schema declares of a click in r3's window. A string "1e400" in the features
+    and numbers just within a double's range are no fault."""
     for topic in DECLARED.topics:
         log.create_topic(topic)
     preds = [orjson.dumps(prediction(f"r{i}", T0 + i * 7_000)) for i in range(5)]
@@ -310,22 +347,35 @@ def fill_infinite(log: KafkaLog) -> None:
     preds.insert(2, orjson.dumps(huge).replace(b'"score":0.5', b'"score":1e400'))
     reads.insert(2, orjson.dumps(event("read", "r1", T0 + 7_010, "huge_read", seconds=1.0)
                                  ).replace(b'"seconds":1.0', b'"seconds":1e400'))
+    for rid, number in (("huge_feature", b"-1E+400"), ("long_feature", b"9" * 400)):
+        preds.append(orjson.dumps(prediction(rid, T0 + 4 * 7_000 + 1)).replace(
+            b'"n":1.5', b'"n":[1,{"x":' + number + b"}]"))
+    fine = prediction("fine", T0 + 4 * 7_000 + 2)
+    fine["features"] |= {"text": "1e400 \\\" 1e999", "big": 1.7e308, "tiny": -2.5e-300}
+    preds.append(orjson.dumps(fine))
+    click = orjson.dumps(event("click", "r3", T0 + 3 * 7_000 + 9, "huge_click", weight=0.5))
     log.append(PREDICTIONS, [("k", p) for p in preds])
     log.append("read", [("u1", r) for r in reads])
+    log.append("click", [("u1", click.replace(b'"weight":0.5', b'"weight":1e400'))])
 
 
 def test_a_number_beyond_a_double_is_malformed_for_both(flink_ready: None,
                                                          kafka_bootstrap: str) -> None:
     """As JSON, 1e400 is no number a sample can hold (orjson refuses it: the embedded
-    joiner's malformed). Before, the Flink job made a sample of score "Infinity" (a
-    string) and a read of seconds 1e400 gave r1 a dwell_s of "Infinity"."""
+    joiner's malformed), wherever it is in the record. Before, the Flink job made a sample
+    of score "Infinity" (a string) and a read of seconds 1e400 gave r1 a dwell_s of
+    "Infinity"; and, later, one in the features passed into the sample as 1E+400 (the
+    trainer dead-lettered it), one in an undeclared payload field labelled r3 clicked."""
     (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
                                                                       fill_infinite)
-    assert sorted(s["id"] for s in want_samples) == [f"r{i}" for i in range(5)]
+    assert sorted(s["id"] for s in want_samples) == ["fine", *(f"r{i}" for i in range(5))]
     assert sorted(got_samples, key=lambda s: s["id"]) == \
         sorted(want_samples, key=lambda s: s["id"])
+    assert not any(s["labels"]["clicked"] for s in got_samples)
     assert _reasons(got_dead) == _reasons(want_dead) == [
-        ("malformed", "predictions", "huge"), ("malformed", "read", "huge_read")]
+        ("malformed", "click", "huge_click"), ("malformed", "predictions", "huge"),
+        ("malformed", "predictions", "huge_feature"),
+        ("malformed", "predictions", "long_feature"), ("malformed", "read", "huge_read")]
 
 
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

@@ -8,6 +8,7 @@ transaction markers leave gaps.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import sqlite3
 import subprocess
@@ -447,3 +448,40 @@ def test_a_newer_claim_fences_the_earlier_claimant_off(log_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_joiner_shards_of_another_count_beside_them_are_refused(any_log: Log) -> None:
+    """Shards K/2 run over four partitions: a shard 1/4 (it would join partition 1 again,
+    beside shard 1/2) and a joiner of all partitions (0/1) are refused, naming both counts,
+    before they claim or write anything; another shard K/2 starts. Before, each ran on,
+    joining some partitions twice and others not at all. --reshard (``reshard``) takes
+    the new count, once the old shards are stopped."""
+    pipeline = dataclasses.replace(PIPELINE, partitions=4)
+    for topic in pipeline.topics:
+        any_log.create_topic(topic, 4)
+    JoinRunner(any_log, pipeline, shard=(0, 2), idle_after_s=0).step(10)
+    for shard in ((1, 4), (0, 1)):
+        with pytest.raises(ConfigError) as refused:
+            JoinRunner(any_log, pipeline, shard=shard, idle_after_s=0)
+        assert str(refused.value).startswith(
+            f"joiner shard {shard[0]}/{shard[1]}: the shards of group 'joiner' of this log "
+            f"are 2 (--shard K/2), not {shard[1]}: ")
+        assert "--reshard" in str(refused.value)
+    JoinRunner(any_log, pipeline, shard=(1, 2), idle_after_s=0).step(10)
+    JoinRunner(any_log, pipeline, shard=(3, 4), idle_after_s=0, reshard=True).step(10)
+    with pytest.raises(ConfigError, match="are 4 .--shard K/4., not 2: "):
+        JoinRunner(any_log, pipeline, shard=(0, 2), idle_after_s=0)
+
+
+def test_a_joiner_of_every_partition_refuses_shards_beside_it(any_log: Log) -> None:
+    """A joiner of all partitions (group 'joiner') has committed: a shard K/2 is
+    refused, naming both counts; the joiner itself starts again."""
+    pipeline = dataclasses.replace(PIPELINE, partitions=2)
+    for topic in pipeline.topics:
+        any_log.create_topic(topic, 2)
+    any_log.append(PREDICTIONS, [("r1", orjson.dumps(_prediction("r1", T0, "u1")))])
+    JoinRunner(any_log, pipeline, idle_after_s=0).step(10, final=True)
+    with pytest.raises(ConfigError, match=r"^joiner shard 1/2: the shards of group 'joiner' "
+                                          r"of this log are 1 \(--shard 0/1\), not 2: "):
+        JoinRunner(any_log, pipeline, shard=(1, 2), idle_after_s=0)
+    JoinRunner(any_log, pipeline, idle_after_s=0).step(10)

@@ -209,14 +209,19 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        "writing them with a checkpoint at most every second or so "
                        "(at once under load); a restart resumes exactly.")
     j.add_argument("--until-idle", action="store_true",
-                   help="treat the log as complete: drain it, emit every open window, stop "
-                        "(default: run forever)")
+                   help="treat the log as complete: drain it, emit every open window, say "
+                        "what was read and written, stop (default: run forever)")
     j.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help=f"folder of the tables a label-in-event join looks up (default: "
                         f"{DATA_DEFAULT})")
     j.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
                    help="join only partition numbers p with p %% N == K, one process per "
-                        "shard, for a pipeline with several partitions (default: 0/1, all)")
+                        "shard, for a pipeline with several partitions (default: 0/1, all); "
+                        "a shard of another N than the shards the log records is refused")
+    j.add_argument("--reshard", action="store_true",
+                   help="record --shard's N as the log's count of shards in place of another "
+                        "(stop every shard of the other count first; a shard of a count new "
+                        "to the log starts at the log's start)")
     j.add_argument("--engine", choices=("embedded", "flink"), default="embedded",
                    help="embedded: in this process; flink: the Flink SQL job of "
                         "`livelearn flink-sql` on a local PyFlink, over a Kafka log "
@@ -369,28 +374,30 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _join(args: argparse.Namespace) -> int:
     from livelearn.join.runner import JoinRunner
-    from livelearn.spec import SAMPLES, data_dir_of
+    from livelearn.spec import data_dir_of
 
     _shared_log(args, "join")
     if args.engine == "flink":
         from livelearn.join.flink import run_flink_join
         from livelearn.spec import load_pipeline
 
-        if args.shard != (0, 1):
-
-            raise ConfigError("--shard is for the embedded joiner: a Flink join runs every "
+        if args.shard != (0, 1) or args.reshard:
+            which = "--shard" if args.shard != (0, 1) else "--reshard"
+            raise ConfigError(f"{which} is for the embedded joiner: a Flink join runs every "
                               "partition itself, in parallel")
 
-        run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle,
-                       flink_address=args.flink_address, checkpoints=args.checkpoints,
-                       skip_lost=args.skip_lost)
+        tally = run_flink_join(load_pipeline(args.pipeline), args.log, bounded=args.until_idle,
+                               flink_address=args.flink_address, checkpoints=args.checkpoints,
+                               skip_lost=args.skip_lost)
+        if tally is not None:
+            print(_joined(tally.read, tally.counts))
         return 0
     if args.flink_address is not None or args.checkpoints is not None:
 
         raise ConfigError("--flink-address and --checkpoints go with --engine flink")
     pipeline, log = _open(args)
     runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
-                        shard=args.shard, skip_lost=args.skip_lost)
+                        shard=args.shard, skip_lost=args.skip_lost, reshard=args.reshard)
     if not runner.inputs:
         _warn_empty_shard(args.shard, log, pipeline.inputs)
     read = 0
@@ -400,11 +407,19 @@ def _join(args: argparse.Namespace) -> int:
         if done:
             continue
         if args.until_idle:
-            dead = {k: n for k, n in sorted(runner.counts.items()) if k != SAMPLES}
-            print(f"{read} records read, {runner.counts[SAMPLES]} samples, dead letters: "
-                  f"{', '.join(f'{k} {n}' for k, n in dead.items()) or 'none'}")
+            print(_joined(read, runner.counts))
             return 0
         time.sleep(0.05)
+
+
+def _joined(read: int, counts: Counter[str]) -> str:
+    """What `join --until-idle` says at its end, on either engine: the records read, the
+    samples and the dead letters by reason."""
+    from livelearn.spec import SAMPLES
+
+    dead = {k: n for k, n in sorted(counts.items()) if k != SAMPLES}
+    return (f"{read} records read, {counts[SAMPLES]} samples, dead letters: "
+            f"{', '.join(f'{k} {n}' for k, n in dead.items()) or 'none'}")
 
 
 def _warn_empty_shard(shard: tuple[int, int], log: Any, topics: list[str]) -> None:

@@ -47,9 +47,12 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
 - No ``duplicate`` dead letters: a second prediction with a known request_id gives a
   second sample (or shares the first's if within 2 ms), a repeated feedback event
   counts twice.
-- ``malformed`` checks types loosely where a string is declared (JSON_VALUE converts: a
-  number passes); a number or a boolean must be one (``_json_value``: "2.5" is not a
-  float, 1.5 not an int). The detail names the first failed check in words of its own.
+- ``malformed`` checks types as the embedded joiner does (``_json_value``: 7 is not a
+  string, "2.5" not a float, 1.5 not an int; an event's key and id are non-empty
+  strings). A number beyond a double's range anywhere in a record (1e400 in
+  the features or a payload field no schema declares) makes it malformed, as orjson
+  refuses it (``_numbers_within_doubles``). The detail names the first failed check in
+  words of its own.
 - ``too_large``: the size in the detail is of Flink's JSON of the sample (or letter),
   which may differ from orjson's by the floats' encoding and the malformed details'
   wording; the 1,000 characters kept of a sample are of Flink's JSON, keys sorted
@@ -75,7 +78,8 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   request_id)).
 - Bounded runs (``until idle``) read every topic from its start to where it ended
   when the job started, then emit every open window; running one twice writes every
-  sample twice (same ids). ``bounded=False`` runs until stopped, reading from the
+  sample twice (same ids). What one read and wrote (``Tally``) is counted in the
+  topics once it ends. ``bounded=False`` runs until stopped, reading from the
   consumer group's offsets, with Kafka transactions committed on checkpoints every
   10 s. Given a checkpoint directory (``livelearn join --checkpoints DIR``), the
   checkpoints are kept there (retained when the job is cancelled, and left there
@@ -99,10 +103,11 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -112,7 +117,7 @@ from livelearn.events import MAX_TS_MS, MIN_TS_MS, lost_letter
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
-from livelearn.log import Log, open_log
+from livelearn.log import Log, Record, TopicPartition, open_log
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline, Stream
 
 #: Bytes a Kafka producer adds around a record's key and value, with room to spare (as
@@ -380,8 +385,32 @@ FROM {_q("in_" + name)}"""
 
 def _ts_checks(stream: str) -> list[tuple[str, str]]:
     return [("`v` IS JSON OBJECT", "event must be a JSON object"),
+            (_numbers_within_doubles(), f"stream '{stream}': a number beyond a double's "
+             f"range (more than {_MAX_DOUBLE} in magnitude)"),
             (f"`ts` BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}", f"stream '{stream}', field 'ts': "
              "expected integer milliseconds since the epoch")]
+
+
+#: A text that may hold a number beyond a double's range: one of 1e308 or more has an
+#: exponent of three digits or more, or else 210 digits in a row before its point.
+_BIG_NUMBER_HINT = r"[eE]\+?0*[1-9][0-9]{2}|[0-9]{210}"
+#: A JSON string (its escapes included; possessive, so a long one takes no stack).
+_JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+#: The JSON numbers (outside strings) the hint may have seen.
+_NUMBER = "-?[0-9][0-9.]*[eE][-+]?[0-9]+|-?[0-9]{210,}[0-9.]*"
+
+
+def _numbers_within_doubles() -> str:
+    """Whether every number of the record ``v`` is within a double's range, as orjson
+    reads the embedded joiner's records (1e400 anywhere in them, features and undeclared
+    payload fields included, makes them malformed; Flink's JSON functions read it as a
+    decimal and write it on into the sample). Only a record the cheap ``_BIG_NUMBER_HINT``
+    finds in has its numbers read (strings removed first), each as a double."""
+    numbers = (f"TRY_CAST(REGEXP_EXTRACT_ALL(REGEXP_REPLACE(`v`, {_lit(_JSON_STRING)}, "
+               f"'\"\"'), {_lit(_NUMBER)}, 0) AS ARRAY<DOUBLE>)")
+    within = (f"COALESCE(ARRAY_MAX({numbers}) <= {_MAX_DOUBLE} AND ARRAY_MIN({numbers}) >= "
+              f"-{_MAX_DOUBLE}, TRUE)")
+    return f"CASE WHEN REGEXP(`v`, {_lit(_BIG_NUMBER_HINT)}) THEN {within} ELSE TRUE END"
 
 
 def _checked_predictions() -> str:
@@ -417,11 +446,13 @@ def _checked_feedback(stream: Stream) -> str:
     checks = [*_ts_checks(name),
               (f"JSON_VALUE(`v`, '$.stream') = {_lit(name)}",
                f"field 'stream': expected '{name}' (read from topic '{name}')"),
-              ("JSON_VALUE(`v`, '$.key') IS NOT NULL", f"stream '{name}', field 'key': missing"),
-              ("JSON_VALUE(`v`, '$.id') IS NOT NULL", f"stream '{name}', field 'id': missing"),
+              (f"{_json_value(_lit('$.key'), 'STRING')} <> ''",
+               f"stream '{name}', field 'key': expected a non-empty string"),
+              (f"{_json_value(_lit('$.id'), 'STRING')} <> ''",
+               f"stream '{name}', field 'id': expected a non-empty string"),
               ("JSON_QUERY(`v`, '$.payload') IS JSON OBJECT",
                f"stream '{name}', field 'payload': expected an object"),
-              ("JSON_VALUE(`v`, '$.payload.request_id') IS NOT NULL",
+              (f"{_json_value(_lit('$.payload.request_id'), 'STRING')} IS NOT NULL",
                f"stream '{name}', field 'payload.request_id': expected str")]
     for fname, kind in stream.schema.items():
         if fname == "request_id":
@@ -622,16 +653,18 @@ def _member(name: str) -> str:
 def _json_value(path: str, sql_type: str, column: str = "`v`") -> str:
     """The scalar at ``path`` (a SQL literal) as ``sql_type``, or NULL.
 
-    A number or a boolean is NULL where the JSON holds another type, as events.check
-    refuses it: a string ("2.5" is not a float), for BIGINT a number not written as
+    A value is NULL where the JSON holds another type, as events.check refuses it: for
+    STRING a number or a boolean (7 is not "7"); a number or a boolean where it holds a
+    string ("2.5" is not a float), for BIGINT a number not written as
     digits (1.5, 1e3), for DOUBLE one beyond a double's range (1e400). Its text is
     cast: ``JSON_VALUE ... RETURNING DOUBLE`` (or BOOLEAN) fails the whole job on a value
     of another type (ClassCastException), and TRY_CAST alone takes "2.5" for 2.5, 1.5
     for 1 and 1e400 for Infinity."""
     text = f"JSON_VALUE({column}, {path})"
-    if sql_type == "STRING":
-        return text
-    typed = f"JSON_QUERY({column}, {path} WITH CONDITIONAL ARRAY WRAPPER) NOT LIKE '[\"%'"
+    wrapped = f"JSON_QUERY({column}, {path} WITH CONDITIONAL ARRAY WRAPPER)"
+    if sql_type == "STRING":  # JSON_VALUE would take 7 for "7"
+        return f"CASE WHEN {wrapped} LIKE '[\"%' THEN {text} END"
+    typed = f"{wrapped} NOT LIKE '[\"%'"
     if sql_type == "BIGINT":
         typed += f" AND REGEXP({text}, '^-?[0-9]+$')"
     elif sql_type == "DOUBLE":  # 1e400 is no double: orjson refuses it, Java's is Infinity
@@ -696,10 +729,21 @@ def cluster_config(address: str) -> dict[str, str]:
             "rest.port": str(port)}
 
 
+class Tally(NamedTuple):
+    """What a bounded Flink join read and wrote, as the embedded joiner's --until-idle
+    says it: the records of its inputs, and ``counts`` of the samples (under SAMPLES) and
+    of the dead letters by reason."""
+
+    read: int
+    counts: Counter[str]
+
+
 def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
                    timeout_s: float | None = None, flink_address: str | None = None,
-                   checkpoints: str | Path | None = None, skip_lost: bool = False) -> None:
-    """Run the pipeline's Flink join from PyFlink's venv; return when it ends.
+                   checkpoints: str | Path | None = None, skip_lost: bool = False
+                   ) -> Tally | None:
+    """Run the pipeline's Flink join from PyFlink's venv; return when it ends, a bounded
+    one with what it read and wrote (``_tally``).
 
     Without ``flink_address`` the job runs on a local mini-cluster in PyFlink's JVM;
     with it (HOST:PORT, a JobManager's REST address) it is submitted to that Flink
@@ -727,6 +771,7 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
                               "bounded one reads the topics from their start every time)")
         extra |= checkpoint_config(Path(checkpoints), pipeline)
     limits = _prepare_topics(pipeline, log_url, None if bounded else _GROUP, skip_lost)
+    spans = _spans(pipeline, log_url) if bounded else None
     job = build_job(pipeline, log_url, limits, bounded, jar=jar)
     job = FlinkJob(job.config | extra, job.tables, job.inserts)
     with tempfile.TemporaryDirectory(prefix="livelearn-flink-") as tmp:
@@ -740,6 +785,61 @@ def run_flink_join(pipeline: Pipeline, log_url: str, bounded: bool = True,
         if code:
             raise Unavailable(f"the Flink join failed ({code}):\n"
                               + _summary(output.read_text(errors="replace")))
+    return _tally(pipeline, log_url, spans) if spans is not None else None
+
+
+class _Spans(NamedTuple):
+    """Where a bounded job's counts start (and end): per input partition, the records
+    the job reads (from where it starts to where it ends when the job starts); per
+    output partition, where it ends when the job starts."""
+
+    inputs: dict[TopicPartition, tuple[int, int]]
+    outputs: dict[TopicPartition, int]
+
+
+def _spans(pipeline: Pipeline, log_url: str) -> _Spans:
+    log = open_log(log_url)
+    try:
+        return _Spans({tp: (log.start_offset(*tp), log.end_offset(*tp))
+                       for tp in log.topic_partitions(pipeline.inputs)},
+                      dict(log.end_offsets((SAMPLES, DEAD_LETTERS))))
+    finally:
+        log.close()
+
+
+def _tally(pipeline: Pipeline, log_url: str, spans: _Spans) -> Tally:
+    """What the bounded job read (the inputs' records within ``spans``) and wrote: the
+    samples and dead letters appended since ``spans``; of the dead letters, those of the
+    join's streams only (a trainer's, of the samples, may come meanwhile)."""
+    log = open_log(log_url)
+    try:
+        read = sum(len(batch) for tp, (start, end) in spans.inputs.items()
+                   for batch in _batches(log, tp, start, end))
+        counts = Counter[str]()
+        for tp, start in spans.outputs.items():
+            for batch in _batches(log, tp, start):
+                if tp[0] == SAMPLES:
+                    counts[SAMPLES] += len(batch)
+                else:
+                    letters = (orjson.loads(r.value) for r in batch)
+                    counts.update(d["reason"] for d in letters
+                                  if d.get("stream") in pipeline.inputs)
+        return Tally(read, counts)
+    finally:
+        log.close()
+
+
+def _batches(log: Log, tp: TopicPartition, start: int, end: int | None = None
+             ) -> Iterator[list[Record]]:
+    """The records of ``tp`` from ``start`` up to ``end`` (exclusive; None: where it ends
+    now), a batch at a time."""
+    offset = start
+    while end is None or offset < end:
+        batch = [r for r in log.read(*tp, offset, 10_000) if end is None or r.offset < end]
+        if not batch:
+            return
+        yield batch
+        offset = batch[-1].offset + 1
 
 
 def jvm_args(tmp: Path) -> str:

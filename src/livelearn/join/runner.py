@@ -141,6 +141,36 @@ def _no_feedback(events: object) -> dict[str, float]:
     return {}
 
 
+def check_shards(log: Log, group: str, shard: tuple[int, int], reshard: bool = False) -> None:
+    """ConfigError if joiner ``shard`` K/N of ``group`` would run beside shards of another
+    count N: each takes the partitions p with p % N == K, so shards of two counts join
+    some partitions twice and others not at all (a shard's group is its own:
+    ``group-K-of-N``). The count is recorded in the log (group ``GROUP.shards``) by the
+    first shard of a count above 1; a log without that record that has a checkpoint of
+    ``group`` was joined whole (N = 1). ``reshard`` records N in place of the other
+    count: the shards of that one must be stopped."""
+    index, count = shard
+    record = f"{group}.shards"
+    state = log.committed(record).state
+    was = orjson.loads(state)["shards"] if state is not None else \
+        1 if log.committed(group).offsets else None
+    if was is not None and was != count and not reshard:
+        raise ConfigError(
+            f"joiner shard {index}/{count}: the shards of group '{group}' of this log are "
+            f"{was} (--shard {'0/1' if was == 1 else f'K/{was}'}), not {count}: shards of "
+            f"two counts side by side would join some partitions twice and others not at "
+            f"all. Start it with --shard K/{was}; or, to change the count, stop every "
+            f"shard of {was} and start those of {count} with --reshard (a shard of a count "
+            f"new to the log starts at its start; the trainer skips the samples written "
+            f"again)")
+    if was != count and (count > 1 or was is not None):
+        log.commit(record, Checkpoint({}, orjson.dumps({"shards": count})))
+        if was is not None:
+            logging.getLogger("livelearn.join").warning(
+                "joiner group '%s' now runs in %d shard(s), in place of %d (--reshard)",
+                group, count, was)
+
+
 class JoinRunner:
     """Runs one pipeline's Joiner over a Log, as consumer group ``group``."""
 
@@ -148,16 +178,19 @@ class JoinRunner:
                  idle_after_s: float = 5.0, read_batch: int = CHUNK,
                  data_dir: str | Path = ".", shard: tuple[int, int] = (0, 1),
                  checkpoint_ms: int = CHECKPOINT_MS, hand_on: bool = False,
-                 skip_lost: bool = False):
+                 skip_lost: bool = False, reshard: bool = False):
         """``hand_on``: the samples also go to the Log decoded (Log.append), for a
         trainer in this process (loop.Loop) to take without parsing them; a joiner
         on its own would only hold them in memory. ``skip_lost``: go on past records
         the log deleted before this joiner read them (``--skip-lost``) rather than
         stop (Lost); each gap is a dead letter (reason lost), written with the
-        checkpoint that moves the offset past it, so it is written exactly once."""
+        checkpoint that moves the offset past it, so it is written exactly once.
+        ``reshard``: take ``shard``'s count N although the log records another
+        (``check_shards``)."""
         index, count = shard
         if not 0 <= index < count:
             raise ConfigError(f"joiner shard {index}/{count}: expected 0 <= K < N")
+        check_shards(log, group, shard, reshard)
         self.log = log
         self.group = group if count == 1 else f"{group}-{index}-of-{count}"
         self.inputs = [tp for tp in log.topic_partitions(pipeline.inputs)
