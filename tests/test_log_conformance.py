@@ -22,12 +22,14 @@ from typing import Any
 import orjson
 import pytest
 
+from livelearn import spec
 from livelearn.demo import free_port
 from livelearn.errors import ConfigError, Corrupt, Fenced, NotFound, Unavailable
 from livelearn.join.runner import JoinRunner
 from livelearn.log import Checkpoint, Log, Record, open_log, partition_for
 from livelearn.log.kafka import CHECKPOINTS, KafkaLog
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.models.ftrl import FTRL
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES
 
@@ -485,3 +487,116 @@ def test_a_joiner_of_every_partition_refuses_shards_beside_it(any_log: Log) -> N
                                           r"of this log are 1 \(--shard 0/1\), not 2: "):
         JoinRunner(any_log, pipeline, shard=(1, 2), idle_after_s=0)
     JoinRunner(any_log, pipeline, idle_after_s=0).step(10)
+
+
+def test_each_record_says_when_the_log_received_it(log_url: str) -> None:
+    """Record.appended_ms: SQLite's batch's append time, Kafka's message timestamp; the
+    same on every read, in this process (a value handed on decoded too) as in another."""
+    log = open_log(log_url)
+    log.create_topic("t")
+    before = int(time.time() * 1000)
+    log.append("t", [("k", b"{}")])
+    with log.atomic():
+        log.append("t", [("k", b'{"n":1}'), ("j", b'{"n":2}')], [{"n": 1}, {"n": 2}])
+    after = int(time.time() * 1000)
+    records = read_all(log, "t")
+    assert [r.value for r in records] == [b"{}", b'{"n":1}', b'{"n":2}']
+    for r in records:
+        assert r.appended_ms is not None and before - 1 <= r.appended_ms <= after + 1
+    other = open_log(log_url)
+    assert [r.appended_ms for r in read_all(other, "t")] == [r.appended_ms for r in records]
+    other.close()
+    log.close()
+
+
+VIEWS = spec.Stream("views", {"item": str, "y": float}, key="user", id="id")
+#: A label-in-event pipeline: each view is a sample, labelled by its field y.
+RATED = spec.Pipeline(name="rated", feedback=spec.EventLabel(VIEWS, label="y"),
+                      features=lambda event, rows, counts: {"item": event.payload["item"]},
+                      learner=lambda: FTRL(bits=8), target="y")
+YEAR_MS = 365 * 86_400_000
+
+
+def _producer_ahead(log: Log, pipeline: spec.Pipeline) -> int:
+    """What a producer writes to the log directly (no ingest, no /feedback): events of
+    the last minutes, one of them (the third) a year ahead. Returns that one's ts."""
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    now = int(time.time() * 1000)
+    ahead = now + YEAR_MS
+    if pipeline is PIPELINE:  # predictions and their clicks, one click far ahead
+        log.append(PREDICTIONS, [("u", orjson.dumps(_prediction(f"r{i}", now - 600_000 + i,
+                                                                "u"))) for i in range(6)])
+        clicks = [_click(f"r{i}", now - 600_000 + i + 1_000, i) for i in range(6)]
+    else:
+        clicks = [{"stream": "views", "key": "u", "id": f"v{i}", "ts": now - 600_000 + i,
+                   "payload": {"item": "i1", "y": 1.0}} for i in range(6)]
+    clicks[2]["ts"] = ahead
+    log.append(clicks[0]["stream"], [("u", orjson.dumps(c)) for c in clicks])
+    return ahead
+
+
+def _outputs(log: Log, pipeline: spec.Pipeline, group: str, steps: list[int]) -> list[Any]:
+    """Join as group ``group`` in ``steps`` (a new runner each: a restart), then to the end;
+    the samples and dead letters it wrote."""
+    before = {t: log.end_offset(t, 0) for t in (SAMPLES, DEAD_LETTERS)}
+    for size in steps:
+        JoinRunner(log, pipeline, group=group, read_batch=2, idle_after_s=0).step(size)
+    runner = JoinRunner(log, pipeline, group=group, read_batch=2, idle_after_s=0)
+    while runner.step(10_000, final=True):
+        pass
+    return [orjson.loads(r.value) for t in (SAMPLES, DEAD_LETTERS)
+            for r in read_all(log, t, offset=before[t])]
+
+
+@pytest.mark.parametrize("pipeline", [PIPELINE, RATED], ids=["feedback", "label_in_event"])
+def test_an_event_far_ahead_of_when_the_log_got_it_is_dead_lettered_not_its_watermark(
+        any_log: Log, pipeline: spec.Pipeline) -> None:
+    """A producer's clock a year ahead: that event is malformed, and the events after it
+    still join (before, it moved the watermark a year ahead: each was late). The same
+    log gives the same outputs to a joiner run again, or restarted at every step."""
+    ahead = _producer_ahead(any_log, pipeline)
+    outputs = _outputs(any_log, pipeline, "joiner", [])
+    letters = [o for o in outputs if "reason" in o]
+    samples = [o for o in outputs if "reason" not in o]
+    assert [letter["reason"] for letter in letters] == ["malformed"]
+    assert f"field 'ts': {ahead} is more than 300000 ms after" in letters[0]["detail"]
+    assert orjson.loads(letters[0]["event"])["ts"] == ahead
+    if pipeline is PIPELINE:
+        assert [s["labels"]["clicked"] for s in samples] == [1, 1, 0, 1, 1, 1]
+    else:
+        assert sorted(s["id"] for s in samples) == ["v0", "v1", "v3", "v4", "v5"]
+    assert _outputs(any_log, pipeline, "again", []) == outputs
+    assert _outputs(any_log, pipeline, "restarted", [1, 1, 1, 2, 1]) == outputs
+
+
+def test_kafka_judges_by_the_brokers_clock_a_producer_whose_clock_is_ahead(
+        kafka_bootstrap: str) -> None:
+    """A user's app producing to a topic livelearn made, its clock a year ahead: the
+    message's own timestamp says so too, but the topic keeps the broker's (LogAppendTime;
+    with CreateTime, a broker of Kafka 4 refuses such a timestamp and the app's batch
+    with it), and the joiner dead-letters the event."""
+    from confluent_kafka import KafkaError, Message, Producer
+
+    prefix = f"t{uuid.uuid4().hex[:12]}."
+    log = KafkaLog(kafka_bootstrap, prefix, timeout_s=10)
+    for topic in RATED.topics:
+        log.create_topic(topic)
+    now = int(time.time() * 1000)
+    producer, errors = Producer({"bootstrap.servers": kafka_bootstrap}), []
+
+    def delivered(error: KafkaError | None, message: Message[bytes, bytes]) -> None:
+        errors.append(error)
+
+    for i, ts in enumerate([now - 1_000, now + YEAR_MS, now]):
+        event = {"stream": "views", "key": "u", "id": f"v{i}", "ts": ts,
+                 "payload": {"item": "i1", "y": 1.0}}
+        producer.produce(prefix + "views", orjson.dumps(event), b"u", timestamp=ts,
+                         on_delivery=delivered)
+    assert producer.flush(10) == 0 and errors == [None, None, None]
+    assert all(r.appended_ms is not None and r.appended_ms < now + 60_000
+               for r in read_all(log, "views"))
+    outputs = _outputs(log, RATED, "joiner", [])
+    assert [o["id"] for o in outputs if "reason" not in o] == ["v0", "v2"]
+    assert [o["reason"] for o in outputs if "reason" in o] == ["malformed"]
+    log.close()

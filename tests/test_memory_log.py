@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import orjson
@@ -51,3 +52,27 @@ def test_replay_equals_sqlite(tmp_path: Path) -> None:
         reports.append({k: v for k, v in report.items() if k not in ("seconds", "events_per_s")})
         samples.append([orjson.loads(r.value) for r in log.read("samples", 0, 0, 10**6)])
     assert reports[0] == reports[1] and samples[0] == samples[1] and samples[0]
+
+
+def test_each_record_says_when_it_was_appended() -> None:
+    """Record.appended_ms, for records read back decoded and as bytes, on every read."""
+    log = MemoryLog()
+    log.create_topic("t", 2)
+    before = int(time.time() * 1000)
+    log.append("t", [(f"k{i}", b"{}") for i in range(6)])
+    with pytest.raises(RuntimeError), log.atomic():
+        log.append("t", [("k0", b"{}")])
+        raise RuntimeError("rolled back: no time of its own")
+    log.append("t", [("k1", b'{"n":1}')], [{"n": 1}])
+    time.sleep(0.01)
+    log.append("t", [(f"k{i}", b"[]") for i in range(6)])
+    after = int(time.time() * 1000)
+    records = [r for p in range(2) for r in log.read("t", p, 0, 100)]
+    one_by_one = [r for p in range(2) for o in range(log.end_offset("t", p))
+                  for r in log.read("t", p, o, 1)]
+    assert len(records) == 13 and any(r.decoded == {"n": 1} for r in one_by_one)
+    times = [r.appended_ms for r in records]
+    assert all(t is not None and before <= t <= after for t in times)
+    assert times == [r.appended_ms for r in one_by_one]
+    first, last = ({r.appended_ms for r in records if r.value == v} for v in (b"{}", b"[]"))
+    assert len(first) == len(last) == 1 and first.pop() < last.pop()

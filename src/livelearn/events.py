@@ -170,6 +170,22 @@ def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
     return ts
 
 
+def ahead_of_log(stream: str, ts: int, appended_ms: int) -> str:
+    """Why an event of ``stream`` at ``ts``, whose record the log received at
+    ``appended_ms`` (Record.appended_ms), more than MAX_FUTURE_MS before, is malformed:
+    ``check_ts`` judged against the log's clock rather than this machine's, so that a
+    replay of the log decides the same. A producer that wrote it to the log directly
+    (neither ingest nor the server checked it) has its clock ahead, or its time wrong.
+
+    >>> ahead_of_log("click", 1_731_000_000_000, 1_700_000_000_000) # doctest: +ELLIPSIS
+    "stream 'click', field 'ts': 1731000000000 is more than 300000 ms after ... (1700000000000)..."
+    """
+    return (f"stream '{stream}', field 'ts': {ts} is more than {MAX_FUTURE_MS} ms after the "
+            f"log received the event ({appended_ms}): its producer's clock is ahead, or its "
+            f"time wrong; joined, it would move the watermark ahead with it and make every "
+            f"present event after it late")
+
+
 def check_ms(ts: Any, where: str) -> int:
     """``ts`` if it is integer milliseconds since the epoch; BadInput naming ``where`` (as
     "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS) and microseconds

@@ -16,7 +16,14 @@ Semantics (normative):
   feedback event with a known id (duplicate); feedback for a window already
   emitted, or a prediction whose window the watermark has passed (late);
   feedback with ts outside [t, t + W] (outside_window); feedback whose
-  prediction has not come when the watermark passes its ts (orphan).
+  prediction has not come when the watermark passes its ts (orphan). An event
+  (of a stream, not a prediction) whose ts is more than events.MAX_FUTURE_MS
+  after the log received its record (``Record.appended_ms``) is malformed, and
+  moves no watermark: a producer that writes to the log directly with its clock
+  ahead would otherwise make every present event after it late. It is judged
+  by the log's time, not this machine's clock, so every reading of the log
+  (a replay, a restart's rebuild) decides the same; a record without an append
+  time (Record.appended_ms None) is not judged.
 - Samples carry the features exactly as the server logged them, by name in
   sorted order (so that every joiner, Flink's too, hands the trainer the same
   rows in the same order: the model is then the same bit for bit).
@@ -50,10 +57,12 @@ import orjson
 
 from livelearn.errors import BadInput, ConfigError, PipelineError
 from livelearn.events import (
+    MAX_FUTURE_MS,
     Event,
     EventDecoder,
     Reason,
     Schema,
+    ahead_of_log,
     dead_letter,
     decode_prediction,
     partition_key,
@@ -278,6 +287,11 @@ class Joiner:
             out.append(_dead(Reason.MALFORMED, f"stream '{event.stream}' read from topic "
                              f"'{record.topic}'", record.topic, record))
             return None
+        appended = record.appended_ms
+        if appended is not None and event.ts > appended + MAX_FUTURE_MS:  # see join.runner._ts
+            out.append(_dead(Reason.MALFORMED, ahead_of_log(event.stream, event.ts, appended),
+                             record.topic, record))
+            return None
         return event
 
     def _attach(self, window: _Window, event: Event, out: list[Output],
@@ -491,7 +505,8 @@ class Joiner:
         A record of a labelled stream or of predictions was taken (counted, and open
         still or emitted), a duplicate (a copy of it remembered) or late (dead-lettered):
         the rebuild decides each copy as the joiner did, against the watermark the
-        records read before it give. A malformed record left nothing.
+        records read before it give. A malformed record (one far ahead of its append
+        time too) left nothing.
         """
         if record.topic == PREDICTIONS:
             try:
@@ -501,11 +516,8 @@ class Joiner:
             ts = pred["ts"]
             self._rebuild_id(pred["request_id"], ts, ts + self.window_ms)
         else:
-            try:
-                event = self._decoder(decoded if type(decoded) is dict else record.value)
-            except BadInput:
-                return
-            if event.stream != record.topic:
+            event = self._decode(record, decoded, [])
+            if event is None:
                 return
             ts = event.ts
             if self.enricher is not None and (event.stream != self.labelled

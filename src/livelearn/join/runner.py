@@ -45,7 +45,7 @@ from typing import Any
 import orjson
 
 from livelearn.errors import ConfigError
-from livelearn.events import JSON_INTS, lost_letter, plain_json, too_deep
+from livelearn.events import JSON_INTS, MAX_FUTURE_MS, lost_letter, plain_json, too_deep
 from livelearn.join.joiner import Joiner, Output
 from livelearn.join.labels import checked
 from livelearn.log.base import (
@@ -57,7 +57,7 @@ from livelearn.log.base import (
     start_offsets,
 )
 from livelearn.log.merge import MergedReader
-from livelearn.spec import DEAD_LETTERS, SAMPLES, FeedbackJoin, Pipeline
+from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline
 
 log = logging.getLogger("livelearn.join")
 
@@ -81,7 +81,9 @@ STATE_BYTES_PER_RECORD = 64
 
 def _ts(record: Record) -> tuple[int, Any]:
     """The record's event time for the merge (unreadable records go first, to dead
-    letters), and its value parsed, for the joiner to check (None if not JSON, or
+    letters, and so do events more than MAX_FUTURE_MS after their append time, which
+    the joiner dead-letters: held at their input's head, they would hold up the events
+    behind them), and its value parsed, for the joiner to check (None if not JSON, or
     nested too deep: events.too_deep)."""
     value = record.decoded
     if value is None:
@@ -92,7 +94,12 @@ def _ts(record: Record) -> tuple[int, Any]:
         if too_deep(record.value, value):
             return _MALFORMED_FIRST, None
     ts = value.get("ts") if type(value) is dict else None
-    return (ts if type(ts) is int else _MALFORMED_FIRST), value
+    if type(ts) is not int:
+        return _MALFORMED_FIRST, value
+    appended = record.appended_ms
+    if appended is not None and ts > appended + MAX_FUTURE_MS and record.topic != PREDICTIONS:
+        return _MALFORMED_FIRST, value  # Joiner._decode dead-letters it
+    return ts, value
 
 
 def _plain(sample: dict[str, Any]) -> bool:

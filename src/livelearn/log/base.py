@@ -35,7 +35,13 @@ class Record(NamedTuple):
 
     ``decoded`` is the value already parsed (``orjson.loads(value)``) when this
     process appended the record with it (see ``Log.append``), else None. It is
-    shared, never to be changed.
+    shared, never to be changed. ``appended_ms`` is when the log received the
+    record, in integer ms since the epoch (SQLite: its batch's append time; Kafka:
+    the message's timestamp, the broker's clock in the topics livelearn creates,
+    LogAppendTime; memory: its append), or None where not known. It is stored
+    with the record, so every read of it gives the same: a role may judge a record
+    by it (the joiner dead-letters an event far ahead of it) and still decide the
+    same on every replay.
     """
 
     topic: str
@@ -44,6 +50,7 @@ class Record(NamedTuple):
     key: str
     value: bytes
     decoded: Any = None
+    appended_ms: int | None = None
 
 
 @dataclass
@@ -79,12 +86,14 @@ def split(records: Iterable[tuple[str, bytes]], partitions: int,
 
 
 class Appended(NamedTuple):
-    """Records appended in one go from offset ``first`` with their values decoded: what
-    a backend keeps of a partition's last append for readers in the same process."""
+    """Records appended in one go from offset ``first`` with their values decoded, at
+    ``appended_ms`` (Record.appended_ms): what a backend keeps of a partition's last
+    append for readers in the same process."""
 
     first: int
     items: list[tuple[str, bytes]]
     decoded: list[Any]
+    appended_ms: int | None = None
 
     def holds(self, offset: int) -> bool:
         return self.first <= offset < self.first + len(self.items)
@@ -94,8 +103,8 @@ class Appended(NamedTuple):
         """The records from ``offset`` on (one that ``holds``), at most ``max_records``."""
         start = offset - self.first
         end = min(len(self.items), start + max_records)
-        items, decoded = self.items, self.decoded
-        return [Record(topic, partition, self.first + i, *items[i], decoded[i])
+        items, decoded, appended = self.items, self.decoded, self.appended_ms
+        return [Record(topic, partition, self.first + i, *items[i], decoded[i], appended)
                 for i in range(start, end)]
 
 

@@ -14,7 +14,12 @@ committing group, so a restarted role fences its former self: exactly-once.
 A commit is a record in the compacted topic ``prefix + __livelearn_checkpoints``
 under the key ``group/slot``; the two slots alternate, so the commit before the
 newest one survives compaction and is there to fall back to if the newest is
-damaged. A read never waits for records that are not there: it asks first where
+damaged. A record is read with its message's timestamp (Record.appended_ms): the
+topics livelearn creates say ``message.timestamp.type=LogAppendTime``, so it is
+when the broker wrote the record, by the broker's clock; in a topic made before
+with Kafka's default (CreateTime), when its producer sent it, by the producer's
+clock. A read never
+waits for records that are not there: it asks first where
 the partition ends (its last stable offset) and stops there. A read from below
 where the partition starts (records the topic's retention deleted) raises Lost:
 it never skips them silently.
@@ -51,6 +56,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -118,6 +124,10 @@ def limit_of(max_message_bytes: int) -> int:
     return min(max_message_bytes, _PRODUCER_MAX) - _FRAMING
 
 
+#: The settings of a topic livelearn creates: each record's timestamp is when the broker
+#: wrote it (Record.appended_ms), whatever the clock of the producer that sent it (a user's
+#: app writing events directly, its clock a year ahead, would stamp them ahead too).
+_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 _CHECKPOINT_CONFIG = {"cleanup.policy": "compact", "segment.bytes": str(16 * 2**20),
                       "min.cleanable.dirty.ratio": "0.1", "max.message.bytes": str(_MAX_MESSAGE)}
 
@@ -195,7 +205,7 @@ class KafkaLog(Log):
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         if partitions < 1:
             raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
-        self._create(self._name(topic), partitions, {})
+        self._create(self._name(topic), partitions, _TOPIC_CONFIG)
         self.same_partitions(topic, partitions)
         self._keeps_every_record(topic, "compact", "would keep only the newest record of "
                                  "each key")
@@ -428,10 +438,11 @@ class KafkaLog(Log):
             return self._watermarks(name, partition)[0]
 
     def offset_since(self, topic: str, partition: int, appended_ms: int) -> int:
-        """By the records' timestamps (their producer's clock when it sent them, unless
-        the topic says LogAppendTime; livelearn's producers leave them so). A time before
-        the epoch asks from 0: Kafka takes a negative time for a special request (-1 the
-        end, -2 the start), and refuses the others."""
+        """By the records' timestamps (when the broker wrote them, in the topics livelearn
+        creates: LogAppendTime; else their producer's clock when it sent them, livelearn's
+        producers leaving them so). A time before the epoch asks from 0: Kafka takes a
+        negative time for a special request (-1 the end, -2 the start), and refuses the
+        others."""
         appended_ms = max(appended_ms, 0)
         name = self._partition(topic, partition)
         doing = f"asking where '{name}' partition {partition} holds records since {appended_ms}"
@@ -470,8 +481,10 @@ class KafkaLog(Log):
             offset, error = message.offset() or 0, message.error()
             if error is None:
                 key = message.key()
+                kind, at = message.timestamp()
                 records.append(Record(topic, partition, offset, key.decode() if key else "",
-                                      message.value() or b""))
+                                      message.value() or b"", None,
+                                      None if kind == TIMESTAMP_NOT_AVAILABLE else at))
                 self._reading = (name, partition, offset + 1)
                 if offset + 1 >= end:
                     return records

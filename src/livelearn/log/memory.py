@@ -3,13 +3,16 @@
 For evaluating a pipeline on history (``livelearn replay --log memory://``) and
 for tests: the roles run exactly as over SQLite, without durability. Appends
 and commits inside ``atomic()`` are undone together if it raises. One lock
-keeps offsets dense when threads append at once.
+keeps offsets dense when threads append at once. A record is read with the time
+of its append (Record.appended_ms), kept once per append and partition.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +30,8 @@ class MemoryLog(Log):
 
     def __init__(self) -> None:
         self._topics: dict[str, list[list[tuple[str, bytes]]]] = {}
+        # per partition, (first offset, ms since the epoch) of each append: its records' time
+        self._times: dict[str, list[list[tuple[int, int]]]] = {}
         self._ids: dict[str, str] = {}
         self._checkpoints: dict[str, Checkpoint] = {}
         self._lock = threading.RLock()
@@ -62,6 +67,9 @@ class MemoryLog(Log):
             if len(step) == 3:
                 topic, partition, length = step
                 del self._topics[topic][partition][length:]
+                times = self._times[topic][partition]
+                while times and times[-1][0] >= length:
+                    times.pop()
             else:
                 group, before = step
                 if before is None:
@@ -74,6 +82,7 @@ class MemoryLog(Log):
             raise ConfigError(f"topic '{topic}': partitions must be >= 1, got {partitions}")
         with self._lock:
             self._topics.setdefault(topic, [[] for _ in range(partitions)])
+            self._times.setdefault(topic, [[] for _ in range(partitions)])
             self._ids.setdefault(topic, uuid.uuid4().hex)
         self.same_partitions(topic, partitions)
 
@@ -91,13 +100,17 @@ class MemoryLog(Log):
                decoded: Sequence[Any] | None = None) -> int:
         by_partition = split(records, self.partitions(topic), decoded)
         with self.atomic():
+            now = int(time.time() * 1000)
             for partition, (items, values) in by_partition.items():
                 stored = self._topics[topic][partition]
                 assert self._undo is not None
                 self._undo.append((topic, partition, len(stored)))
                 if values is not None:
                     self._appended.append(((topic, partition),
-                                           Appended(len(stored), items, values)))
+                                           Appended(len(stored), items, values, now)))
+                times = self._times[topic][partition]
+                if not times or times[-1][1] != now:
+                    times.append((len(stored), now))
                 stored.extend(items)
         return sum(len(items) for items, _ in by_partition.values())
 
@@ -107,9 +120,18 @@ class MemoryLog(Log):
         recent = self._recent.get((topic, partition))
         if recent is not None and recent.holds(offset):
             return recent.records(topic, partition, offset, max_records)
-        stored = self._topics[topic][partition][offset:offset + max_records]
-        return [Record(topic, partition, i, k, v)
-                for i, (k, v) in zip(range(offset, offset + len(stored)), stored, strict=True)]
+        stored = self._topics[topic][partition]
+        end = min(len(stored), offset + max_records)
+        times = self._times[topic][partition]
+        i = bisect_right(times, offset, key=_first) - 1  # the append of ``offset``
+        out: list[Record] = []
+        while offset < end:  # the records of each append, with its time
+            stop = min(end, times[i + 1][0]) if i + 1 < len(times) else end
+            at = times[i][1]
+            out += [Record(topic, partition, o, k, v, None, at)
+                    for o, (k, v) in zip(range(offset, stop), stored[offset:stop], strict=True)]
+            offset, i = stop, i + 1
+        return out
 
     def end_offset(self, topic: str, partition: int) -> int:
         self.partitions(topic)
@@ -128,3 +150,7 @@ class MemoryLog(Log):
     def committed(self, group: str) -> Checkpoint:
         found = self._checkpoints.get(group)
         return Checkpoint() if found is None else Checkpoint(dict(found.offsets), found.state)
+
+
+def _first(span: tuple[int, int]) -> int:
+    return span[0]

@@ -26,6 +26,8 @@ The last records this process appended to each partition with their values
 ``decoded`` stay in memory once committed, and a read of those offsets in this
 process gets them from there, parsed: the trainer of ``livelearn run`` takes
 the samples its joiner just wrote without reading and parsing them again.
+Every record is read with its batch's append time (Record.appended_ms), from
+memory as from the file.
 """
 
 from __future__ import annotations
@@ -302,7 +304,7 @@ class SQLiteLog(Log):
                     for i in range(0, len(items), BATCH_RECORDS)])
                 if values is not None:
                     self._local.appended.append(((topic, partition),
-                                                 Appended(start, items, values)))
+                                                 Appended(start, items, values, _ms(now))))
             if self.retention_hours is not None:
                 self._delete_old(conn, now)
         return sum(len(items) for items, _ in by_partition.values())
@@ -332,9 +334,9 @@ class SQLiteLog(Log):
         if recent is not None and recent.holds(offset):
             return recent.records(topic, partition, offset, max_records)
         rows = self._conn().execute(
-            "SELECT first, keys, sizes, vals FROM batches WHERE topic = ? AND partition = ? "
-            "AND last >= ? ORDER BY last", (topic, partition, offset))
-        for first, keys, sizes, vals in rows:
+            "SELECT first, keys, sizes, vals, appended FROM batches WHERE topic = ? AND "
+            "partition = ? AND last >= ? ORDER BY last", (topic, partition, offset))
+        for first, keys, sizes, vals, appended in rows:
             if first > offset and not out:  # offsets are dense: the records before, deleted
                 hours = self.retention_hours
                 raise lost(f"log {self.path!r}", topic, partition, offset, first,
@@ -344,7 +346,9 @@ class SQLiteLog(Log):
             skip = max(0, offset - first)
             take = min(len(lengths), skip + max_records - len(out))
             cuts = list(accumulate(lengths[skip:take], initial=sum(lengths[:skip])))
-            out += [Record(topic, partition, i, key, vals[start:end]) for i, key, start, end
+            at = _ms(appended)
+            out += [Record(topic, partition, i, key, vals[start:end], None, at)
+                    for i, key, start, end
                     in zip(range(first + skip, first + take), orjson.loads(keys)[skip:take],
                            cuts[:-1], cuts[1:], strict=True)]
             if len(out) >= max_records:
@@ -442,6 +446,12 @@ class SQLiteLog(Log):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _ms(appended: float) -> int:
+    """A batch's append time (s since the epoch, as stored) in integer ms, as each of its
+    records gives it (Record.appended_ms), whether read from the file or from memory."""
+    return int(appended * 1000)
 
 
 def _batch(topic: str, partition: int, first: int, items: list[tuple[str, bytes]],
