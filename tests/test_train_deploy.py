@@ -695,6 +695,26 @@ def test_a_version_served_again_is_rolled_back_to_the_one_that_served_just_befor
     assert registry.rollback("rolled back by hand") == (2, 3)
 
 
+def test_versions_that_began_serving_in_the_same_millisecond_are_told_apart(
+        tmp_path: Path) -> None:
+    """v3 then v2 (promoted back by hand) then v4 began serving at one event time, with no
+    request between: a rollback of v4 went back to v3, the highest number of that time,
+    not v2, which served just before. The order in which they were swapped in decides."""
+    registry = Registry(tmp_path)
+    for _ in range(4):
+        registry.publish(FTRL(bits=8), {"samples": 0}, parent=None)
+    registry.set_status(1, "approved", "test")
+    registry.mark_serving(1, T0)
+    for version in (3, 2, 4):
+        registry.promote(version, "promoted by hand")
+        registry.mark_serving(version, T0 + 1000)
+    assert registry.rollback("rolled back by hand") == (4, 2)
+    registry.mark_serving(2, T0 + 1000)
+    assert registry.rollback("rolled back by hand") == (2, 3)
+    registry.mark_serving(3, T0 + 1000)
+    assert registry.rollback("rolled back by hand") == (3, 1)
+
+
 def test_a_version_swapped_in_before_any_request_can_be_rolled_back(tmp_path: Path) -> None:
     """A server (re)started swaps the incumbent in before it has an event time: `models
     rollback` then said "no serving version with a previous one to roll back to"."""

@@ -2,8 +2,10 @@
 
 A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
-status, the event time at which it started serving, and the SHA-256 of its
-file, checked on every load: a damaged, truncated, missing or unreadable file
+status, the event time at which it started serving (the last time: each time it
+was swapped in is kept in order, ``servings``, so that versions swapped in at the same
+event time are told apart), and the SHA-256
+of its file, checked on every load: a damaged, truncated, missing or unreadable file
 raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
 gate's window of scores: ~100 KB a version) are the version's ``details``, kept
@@ -76,6 +78,9 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
     owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pipeline (name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS servings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, since_ts INTEGER);
+CREATE INDEX IF NOT EXISTS servings_by_version ON servings (version, seq);
 CREATE INDEX IF NOT EXISTS versions_by_status ON versions (status, serving_since_ts);
 CREATE INDEX IF NOT EXISTS versions_with_file ON versions (id) WHERE sha256 != '';
 CREATE INDEX IF NOT EXISTS decisions_by_version ON decisions (version);
@@ -337,12 +342,14 @@ class Registry:
     def previous_served(self, version: Version) -> Version | None:
         """The version that served before ``version``: retired, latest serving start (of
         any, if ``version``'s is not known yet: a server swapped it in before its first
-        request, after they all served)."""
+        request, after they all served). Of versions that began serving at the same event
+        time (no request between two swaps), the one swapped in last (``servings``)."""
         since = version.serving_since_ts
         row = self._db().execute(
             "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT NULL "
             "AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
-            "ORDER BY serving_since_ts DESC, id DESC "
+            "ORDER BY serving_since_ts DESC, (SELECT MAX(seq) FROM servings "
+            "WHERE servings.version = versions.id) DESC, id DESC "
             "LIMIT 1", (2**63 - 1 if since is None else since, version.id)).fetchone()
         return None if row is None else _version(row)
 
@@ -435,6 +442,7 @@ class Registry:
             since = event_ts if row[0] == "approved" else row[1] or event_ts
             db.execute("UPDATE versions SET status = 'serving', serving_since_ts = ? "
                        "WHERE id = ?", (since, version))
+            _note_serving(db, version, since, swapped=row[0] == "approved")
             db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' "
                        "AND id != ?", (version,))
             reason = (f"swapped in at event time {event_ts}" if row[0] == "approved" else
@@ -476,6 +484,18 @@ def _set_status(db: sqlite3.Connection, version: int, status: str, reason: str) 
     db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
     db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
                (version, status, reason, time.time()))
+
+
+def _note_serving(db: sqlite3.Connection, version: int, since: int | None, swapped: bool
+                  ) -> None:
+    """Keep in ``servings`` that ``version`` serves since event time ``since``: a row of
+    its own each time it is swapped in (their order tells apart versions swapped in at
+    one event time), its time filled in once a request brings one."""
+    if swapped:
+        db.execute("INSERT INTO servings (version, since_ts) VALUES (?, ?)", (version, since))
+    else:
+        db.execute("UPDATE servings SET since_ts = ? WHERE seq = (SELECT MAX(seq) FROM "
+                   "servings WHERE version = ?) AND since_ts IS NULL", (since, version))
 
 
 def _promote(db: sqlite3.Connection, version: int, reason: str) -> str:
