@@ -4,7 +4,7 @@ A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
 status, the event time at which it started serving (the last time: each time it
 was swapped in is kept in order, ``servings``, so that versions swapped in at the same
-event time are told apart), and the SHA-256
+event time are told apart, and one served again keeps its first time), and the SHA-256
 of its file, checked on every load: a damaged, truncated, missing or unreadable file
 raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
@@ -352,6 +352,17 @@ class Registry:
             "WHERE servings.version = versions.id) DESC, id DESC "
             "LIMIT 1", (2**63 - 1 if since is None else since, version.id)).fetchone()
         return None if row is None else _version(row)
+
+    def first_served(self) -> dict[int, int]:
+        """The event time (ms) at which each version that served first began serving: a
+        version served again (promoted back, a rollback's target) began at its first time,
+        though ``serving_since_ts`` is its last. A version that served in a registry from
+        before the servings were kept has its ``serving_since_ts`` only."""
+        first = {v.id: v.serving_since_ts for v in self.versions()
+                 if v.serving_since_ts is not None}
+        rows = self._db().execute("SELECT version, MIN(since_ts) FROM servings "
+                                  "WHERE since_ts IS NOT NULL GROUP BY version")
+        return first | {version: ts for version, ts in rows}
 
     def promote(self, version: int, reason: str) -> str:
         """Make ``version`` the incumbent: approve it (one serving stays serving), retire
