@@ -303,6 +303,29 @@ def test_gate_approves_improvements_and_rejects_a_degraded_candidate(tmp_path: P
     assert registry.get(decision.version).status == "rejected"
 
 
+def test_after_a_rollback_the_trainer_goes_on_and_the_gate_judges_it_against_the_target(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """As docs/own-data.md says: a rollback changes what serves, not what the trainer
+    learned (its state is the log's, whatever a person did meanwhile). Its next version
+    descends from the one rolled back, and the gate judges it against the version rolled
+    back to, on samples that one never learned."""
+    registry = Registry(tmp_path / "reg")
+    _samples(log, 2000)
+    trainer, gate = Trainer(log, registry, SMALL), Gate(log, registry, "clicked", 0.03)
+    trainer.step(10_000, final=True)
+    gate.step()
+    for version in (2, 3):
+        registry.promote(version, "test")
+        registry.mark_serving(version, T0 + version)
+    assert registry.rollback("rolled back by hand") == (3, 2)
+    _samples(log, 1000, seed=1)
+    trainer.step(10_000, final=True)
+    [decision] = gate.step()
+    v4 = registry.get(decision.version)
+    assert (v4.id, v4.parent, v4.meta["offsets"]) == (4, 3, [[SAMPLES, 0, 3000]])
+    assert "vs incumbent v2 " in decision.reason
+
+
 def test_samples_written_twice_are_learned_once(tmp_path: Path, log: SQLiteLog) -> None:
     _samples(log, 1500)
     again = [(r.key, r.value) for r in log.read(SAMPLES, 0, 1000, 500)]
