@@ -244,3 +244,4 @@ def test_a_canary_that_serves_too_few_samples_is_rejected_saying_so(
         "900, three times what v1 serves meanwhile at canary_share 0.5; too few users are "
         "in the share (few users, or a share near 0)")
     assert registry.get(2).status == "rejected"
+

@@ -326,6 +326,24 @@ def test_after_a_rollback_the_trainer_goes_on_and_the_gate_judges_it_against_the
     assert "vs incumbent v2 " in decision.reason
 
 
+def test_a_canary_left_when_the_share_is_set_to_0_is_judged_as_a_candidate(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """canary_share set to 0 while a canary ran: no server scored anyone with it, and the
+    gate, judging candidates only, never looked at it. It stayed a canary forever."""
+    registry = Registry(tmp_path / "reg")
+    log.create_topic(SAMPLES)
+    trainer, gate = Trainer(log, registry, SMALL), Gate(log, registry, "clicked", 0.03,
+                                                        canary_share=0.5)
+    gate.step()  # v1, the first: approved
+    _samples(log, 2000)
+    trainer.step(10_000, final=True)
+    gate.step()
+    assert registry.statuses() == ["approved", "retired", "canary"]
+    [decision] = Gate(log, registry, "clicked", 0.03).step()
+    assert (decision.version, decision.approved, decision.canary) == (3, True, False)
+    assert registry.statuses() == ["approved", "retired", "approved"]
+
+
 def test_samples_written_twice_are_learned_once(tmp_path: Path, log: SQLiteLog) -> None:
     _samples(log, 1500)
     again = [(r.key, r.value) for r in log.read(SAMPLES, 0, 1000, 500)]

@@ -27,7 +27,8 @@ while the incumbent served fewer than ``min_samples`` over their event times (to
 few users outside the share), or once the incumbent has served three times what it
 serves at the share while the canary serves ``canary_samples``, and the canary has not
 (too few users in the share). Policies.canary_share is checked at load time so that
-the first happens by chance only.
+the first happens by chance only. A canary left when the share is set to 0 (no server
+scores with it any more) is judged as a candidate is.
 
 A version the gate needs whose model file is damaged, missing or unreadable (the
 incumbent, or the previous serving version) is rejected with the reason, as the
@@ -120,15 +121,17 @@ class Gate:
     def step(self) -> list[Decision]:
         """Roll back a failing serving version, then judge every waiting candidate, oldest
         first (with canaries: the canary once it has served enough, then the newest
-        candidate if no canary is left); then delete the model files of past versions
-        beyond ``keep_versions``."""
+        candidate if no canary is left; without, a canary left from when the share was
+        above 0 is judged as a candidate, since no server scores with it); then delete the
+        model files of past versions beyond ``keep_versions``."""
         rollback = self.check_rollback()
         decisions = [] if rollback is None else [rollback]
         if self.canary_share:
             decisions += self._step_canary()
-        else:
-            decisions += [d for v in self.registry.versions("candidate")
-                          if (d := self.judge(v)) is not None]
+        else:  # a canary left from a share since set to 0 first: no server scores with it
+            waiting = [*filter(None, [self.registry.canary()]),
+                       *self.registry.versions("candidate")]
+            decisions += [d for v in waiting if (d := self.judge(v)) is not None]
         if decisions and self.keep_versions is not None:
             self.registry.prune(self.keep_versions)
         return decisions
