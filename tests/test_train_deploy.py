@@ -756,6 +756,20 @@ def test_versions_that_began_serving_in_the_same_millisecond_are_told_apart(
     assert registry.rollback("rolled back by hand") == (3, 1)
 
 
+def test_a_rollback_goes_back_to_the_version_swapped_in_before_whatever_the_clocks(
+        tmp_path: Path) -> None:
+    """Two servers: one swapped v3 in at its event clock T0 + 5 s, then the other, whose
+    requests were older, swapped v4 in at T0 + 4 s. A rollback of v4 went back to v2, the
+    newest that began serving before T0 + 4 s, not to v3, which v4 replaced."""
+    registry = Registry(tmp_path)
+    _served_in_turn(registry, 2)
+    for version, clock in ((3, T0 + 5000), (4, T0 + 4000)):
+        registry.publish(FTRL(bits=8), {"samples": version}, parent=None)
+        registry.promote(version, "test")
+        registry.mark_serving(version, clock)
+    assert registry.rollback("rolled back by hand") == (4, 3)
+
+
 def test_a_version_swapped_in_before_any_request_can_be_rolled_back(tmp_path: Path) -> None:
     """A server (re)started swaps the incumbent in before it has an event time: `models
     rollback` then said "no serving version with a previous one to roll back to"."""

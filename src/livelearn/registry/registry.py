@@ -3,8 +3,9 @@
 A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
 status, the event time at which it started serving (the last time: each time it
-was swapped in is kept in order, ``servings``, so that versions swapped in at the same
-event time are told apart, and one served again keeps its first time), and the SHA-256
+was swapped in is kept in order, ``servings``, so that a rollback goes back to the version
+swapped in just before, whatever the servers' event clocks said, and one served again
+keeps its first time), and the SHA-256
 of its file, checked on every load: a damaged, truncated, missing or unreadable file
 raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
@@ -340,17 +341,25 @@ class Registry:
         return True
 
     def previous_served(self, version: Version) -> Version | None:
-        """The version that served before ``version``: retired, latest serving start (of
-        any, if ``version``'s is not known yet: a server swapped it in before its first
-        request, after they all served). Of versions that began serving at the same event
-        time (no request between two swaps), the one swapped in last (``servings``)."""
-        since = version.serving_since_ts
+        """The version that served before ``version``: of the retired versions with a file,
+        the one swapped in last (``servings``, in the order servers swapped them in:
+        whatever their event clocks, which differ between servers, and however many began
+        at one event time). In a registry from before servings were kept, the one with the
+        latest serving start (of any, if ``version``'s is not known yet: a server swapped
+        it in before its first request, after they all served)."""
+        # CROSS JOIN: SQLite walks the servings newest first (a few rows back, as a rule),
+        # not every retired version
         row = self._db().execute(
-            "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT NULL "
-            "AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
-            "ORDER BY serving_since_ts DESC, (SELECT MAX(seq) FROM servings "
-            "WHERE servings.version = versions.id) DESC, id DESC "
-            "LIMIT 1", (2**63 - 1 if since is None else since, version.id)).fetchone()
+            "SELECT v.* FROM servings s CROSS JOIN versions v ON v.id = s.version WHERE "
+            "v.status = 'retired' AND v.sha256 != '' AND v.id != ? ORDER BY s.seq DESC "
+            "LIMIT 1", (version.id,)).fetchone()
+        if row is None:
+            since = version.serving_since_ts
+            row = self._db().execute(
+                "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT "
+                "NULL AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
+                "ORDER BY serving_since_ts DESC, id DESC LIMIT 1",
+                (2**63 - 1 if since is None else since, version.id)).fetchone()
         return None if row is None else _version(row)
 
     def first_served(self) -> dict[int, int]:
