@@ -177,3 +177,71 @@ def test_a_canary_whose_model_file_is_damaged_is_rejected_at_once(loop: dict[str
     assert (decision.version, decision.approved) == (broken.id, False)
     assert decision.reason.startswith("corrupt: model file") and \
         registry.get(broken.id).status == "rejected"
+
+
+def test_a_canary_share_that_leaves_the_incumbent_too_few_samples_is_refused() -> None:
+    """At 99% the incumbent serves about 101 samples while the canary serves the 10,000 the
+    gate keeps of it: never the 200 the gate needs, so the canary stayed a canary."""
+    with pytest.raises(ConfigError, match=r"policies: canary_share 0.99 leaves the incumbent "
+                       r"too few users: .* about 101, .* at most 0.98"):
+        replace(PIPELINE, policies=Policies(canary_share=0.99))
+    assert replace(PIPELINE, policies=Policies(canary_share=0.98)).policies.canary_share == 0.98
+
+
+def _served_by(log: SQLiteLog, versions: list[int]) -> None:
+    """A sample served by each of ``versions`` in turn, one second of event time apart."""
+    rng = np.random.default_rng(len(versions))
+    start = log.end_offset(SAMPLES, 0)
+    log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+        "id": f"r{i}", "ts": 1_767_571_200_000 + i * 1000, "model_version": version,
+        "score": float(rng.random()), "features": {"topic": f"t{i % 5}"},
+        "labels": {"clicked": float(rng.random() < 0.3)}}))
+        for i, version in enumerate(versions, start)])
+
+
+def _a_canary(tmp_path: Path, log: SQLiteLog, share: float) -> tuple[Registry, Gate]:
+    """v1 serves, v2 is its canary; a gate that keeps 1,000 samples a version and judges
+    a canary after 300 of them."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "registry")
+    for status in ("approved", "canary"):
+        v = registry.publish(CANARY.learner(), {"metric": "auc"}, parent=None)
+        registry.set_status(v.id, status, "test")
+    registry.mark_serving(1, 1_767_571_200_000)
+    return registry, Gate(log, registry, "clicked", 0.05, live_window=1000,
+                          canary_share=share, canary_samples=300)
+
+
+def test_a_canary_whose_incumbent_serves_too_few_samples_beside_it_is_rejected_saying_so(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Few users, nearly all in the canary's share: over the most samples the gate keeps
+    of the canary, the incumbent served 10, never the 200 it needs. It waited forever."""
+    registry, gate = _a_canary(tmp_path, log, 0.5)
+    _served_by(log, ([2] * 99 + [1]) * 9 + [2] * 100)
+    assert gate.step() == []  # 991 of the canary's: the times compared may still grow
+    _served_by(log, [1] + [2] * 9)
+    [decision] = gate.step()
+    assert (decision.version, decision.approved) == (2, False)
+    assert decision.reason == (
+        "canary: cannot be judged: over the event times of the 1000 samples it served (the "
+        "most the gate keeps), v1 served 10 of the 200 the gate needs; too few users are "
+        "outside canary_share 0.5 (few users, or a share near 1)")
+    assert registry.get(2).status == "rejected"
+
+
+def test_a_canary_that_serves_too_few_samples_is_rejected_saying_so(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Few users, none in the canary's share: it never served, and waited forever."""
+    registry, gate = _a_canary(tmp_path, log, 0.5)
+    assert gate.step() == []
+    _served_by(log, [1] * 899)
+    assert gate.step() == []  # at 50%, it may still gather them
+    _served_by(log, [1])
+    [decision] = gate.step()
+    assert (decision.version, decision.approved) == (2, False)
+    assert decision.reason == (
+        "canary: cannot be judged: it served 0 of the 300 samples it needs while v1 served "
+        "900, three times what v1 serves meanwhile at canary_share 0.5; too few users are "
+        "in the share (few users, or a share near 0)")
+    assert registry.get(2).status == "rejected"
+

@@ -11,15 +11,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
+from livelearn.features.hashing import hash_rows
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models import FTRL
 from livelearn.registry import Registry
 from livelearn.sim.client import ClientStats
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.study.outcome import Outcome
+from livelearn.train.trainer import Trained
 
 KEYS = {"impressions", "samples", "join_ratio", "dead_letters", "versions", "auc_live",
         "auc_frozen", "freshness_p50_s", "freshness_p95_s", "wall_seconds"}
@@ -63,6 +66,28 @@ def test_the_summary_counts_each_version_by_its_last_verdict(tmp_path: Path) -> 
         log.create_topic(topic)
     summary = Outcome(PIPELINE, 10).summary(log, registry, ClientStats(), 1.0)
     assert summary["versions"] == {"published": 2, "approved": 1, "rejected": 1, "served": 2}
+
+
+def test_the_freshness_of_a_rollbacks_target_counts_from_when_it_first_served(
+        tmp_path: Path) -> None:
+    """v1 learned 10 samples and served from 200 s of event time, v2 from 300 s, then v2 was
+    rolled back and v1 served again from 400 s: v1's samples were counted fresh from 300 s
+    (v2's time, since v1's own was its new one), not from 200 s, when they first served."""
+    registry = Registry(tmp_path / "reg")
+    for i, since in ((1, 200_000), (2, 300_000)):
+        v = registry.publish(FTRL(bits=8), {"samples": 10 * i}, None)
+        registry.set_status(v.id, "approved", "gate")
+        registry.mark_serving(v.id, since)
+    registry.rollback("rolled back")
+    registry.mark_serving(1, 400_000)
+    outcome = Outcome(PIPELINE, 0)
+    samples = [{"ts": 50_000, "window_end": 100_000, "score": 0.5,
+                "features": {"user": f"u{i}"}} for i in range(20)]
+    outcome.add(Trained(samples, hash_rows([s["features"] for s in samples],
+                                           outcome.frozen.bits),
+                        np.zeros(20), np.full(20, 0.5)))
+    _, fresh = outcome.freshness_s(registry)
+    assert fresh.tolist() == [100.0] * 10 + [200.0] * 10
 
 
 def test_the_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path: Path) -> None:

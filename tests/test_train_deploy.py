@@ -303,6 +303,47 @@ def test_gate_approves_improvements_and_rejects_a_degraded_candidate(tmp_path: P
     assert registry.get(decision.version).status == "rejected"
 
 
+def test_after_a_rollback_the_trainer_goes_on_and_the_gate_judges_it_against_the_target(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """As docs/own-data.md says: a rollback changes what serves, not what the trainer
+    learned (its state is the log's, whatever a person did meanwhile). Its next version
+    descends from the one rolled back, and the gate judges it against the version rolled
+    back to, on samples that one never learned."""
+    registry = Registry(tmp_path / "reg")
+    _samples(log, 2000)
+    trainer, gate = Trainer(log, registry, SMALL), Gate(log, registry, "clicked", 0.03)
+    trainer.step(10_000, final=True)
+    gate.step()
+    for version in (2, 3):
+        registry.promote(version, "test")
+        registry.mark_serving(version, T0 + version)
+    assert registry.rollback("rolled back by hand") == (3, 2)
+    _samples(log, 1000, seed=1)
+    trainer.step(10_000, final=True)
+    [decision] = gate.step()
+    v4 = registry.get(decision.version)
+    assert (v4.id, v4.parent, v4.meta["offsets"]) == (4, 3, [[SAMPLES, 0, 3000]])
+    assert "vs incumbent v2 " in decision.reason
+
+
+def test_a_canary_left_when_the_share_is_set_to_0_is_judged_as_a_candidate(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """canary_share set to 0 while a canary ran: no server scored anyone with it, and the
+    gate, judging candidates only, never looked at it. It stayed a canary forever."""
+    registry = Registry(tmp_path / "reg")
+    log.create_topic(SAMPLES)
+    trainer, gate = Trainer(log, registry, SMALL), Gate(log, registry, "clicked", 0.03,
+                                                        canary_share=0.5)
+    gate.step()  # v1, the first: approved
+    _samples(log, 2000)
+    trainer.step(10_000, final=True)
+    gate.step()
+    assert registry.statuses() == ["approved", "retired", "canary"]
+    [decision] = Gate(log, registry, "clicked", 0.03).step()
+    assert (decision.version, decision.approved, decision.canary) == (3, True, False)
+    assert registry.statuses() == ["approved", "retired", "approved"]
+
+
 def test_samples_written_twice_are_learned_once(tmp_path: Path, log: SQLiteLog) -> None:
     _samples(log, 1500)
     again = [(r.key, r.value) for r in log.read(SAMPLES, 0, 1000, 500)]
@@ -693,6 +734,40 @@ def test_a_version_served_again_is_rolled_back_to_the_one_that_served_just_befor
     registry.mark_serving(2, T0 + 9000)
     assert registry.get(2).serving_since_ts == T0 + 9000
     assert registry.rollback("rolled back by hand") == (2, 3)
+
+
+def test_versions_that_began_serving_in_the_same_millisecond_are_told_apart(
+        tmp_path: Path) -> None:
+    """v3 then v2 (promoted back by hand) then v4 began serving at one event time, with no
+    request between: a rollback of v4 went back to v3, the highest number of that time,
+    not v2, which served just before. The order in which they were swapped in decides."""
+    registry = Registry(tmp_path)
+    for _ in range(4):
+        registry.publish(FTRL(bits=8), {"samples": 0}, parent=None)
+    registry.set_status(1, "approved", "test")
+    registry.mark_serving(1, T0)
+    for version in (3, 2, 4):
+        registry.promote(version, "promoted by hand")
+        registry.mark_serving(version, T0 + 1000)
+    assert registry.rollback("rolled back by hand") == (4, 2)
+    registry.mark_serving(2, T0 + 1000)
+    assert registry.rollback("rolled back by hand") == (2, 3)
+    registry.mark_serving(3, T0 + 1000)
+    assert registry.rollback("rolled back by hand") == (3, 1)
+
+
+def test_a_rollback_goes_back_to_the_version_swapped_in_before_whatever_the_clocks(
+        tmp_path: Path) -> None:
+    """Two servers: one swapped v3 in at its event clock T0 + 5 s, then the other, whose
+    requests were older, swapped v4 in at T0 + 4 s. A rollback of v4 went back to v2, the
+    newest that began serving before T0 + 4 s, not to v3, which v4 replaced."""
+    registry = Registry(tmp_path)
+    _served_in_turn(registry, 2)
+    for version, clock in ((3, T0 + 5000), (4, T0 + 4000)):
+        registry.publish(FTRL(bits=8), {"samples": version}, parent=None)
+        registry.promote(version, "test")
+        registry.mark_serving(version, clock)
+    assert registry.rollback("rolled back by hand") == (4, 3)
 
 
 def test_a_version_swapped_in_before_any_request_can_be_rolled_back(tmp_path: Path) -> None:

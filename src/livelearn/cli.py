@@ -273,7 +273,9 @@ def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                        description="List a registry's model versions with their status (and "
                        "below, each judged version's last verdict with its reason): ls, the "
                        "default; make VERSION the one servers serve: promote VERSION; reject "
-                       "the serving version and serve the one before: rollback. The registry "
+                       "the serving version and serve the one before: rollback (the trainer goes "
+                       "on from its newest version; the gate judges what it publishes next "
+                       "against the version rolled back to). The registry "
                        "is PIPELINE's (in its --workdir, default livelearn-NAME, as run and "
                        "replay keep it), or the one --registry names.")
     where = m.add_mutually_exclusive_group()

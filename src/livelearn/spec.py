@@ -46,6 +46,8 @@ FIELD_TYPES = (str, int, float, bool, dict, list)
 TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl", ".ndjson")
 #: The fewest samples the gate judges a candidate (or a canary's incumbent) by.
 GATE_MIN_SAMPLES = 200
+#: The most recent samples the gate keeps of each version that served (or serves a canary).
+GATE_LIVE_WINDOW = 10_000
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,10 @@ class Policies:
     with it (by a hash of the user id, so a user stays with one version) until
     it has served ``canary_samples`` joined samples; the gate then approves it if
     its live metric on them is no worse than the incumbent's on the samples it
-    served meanwhile by more than ``gate_tolerance``, and rejects it otherwise.
+    served meanwhile by more than ``gate_tolerance``, and rejects it otherwise. A
+    share that leaves the incumbent too few samples beside the canary's (near 1) is
+    refused; a canary that cannot be judged all the same (few users, all on one
+    side) is rejected, saying so (deploy/gate.py).
     Candidates published meanwhile wait; the newest is judged next, the older
     ones retired unjudged.
     """

@@ -4,6 +4,7 @@ the field and the problem, so a spec with a mistake fails at load time."""
 from __future__ import annotations
 
 import inspect
+import math
 from typing import TYPE_CHECKING
 
 from livelearn.errors import ConfigError
@@ -79,11 +80,29 @@ def _check_policies(where: str, p: Pipeline) -> None:
     if type(share) not in (int, float) or not 0 <= share < 1:
         raise ConfigError(f"{where}, policies: canary_share must be a number in [0, 1) (the "
                           f"share of the users: 0.05 for 5%), got {share!r}")
+    if share:
+        _check_canary_share(where, share, policies.canary_samples)
     if share and (p.users is None or p.items is None):
         raise ConfigError(f"{where}, policies: canary_share is for a feedback join, whose "
                           f"samples carry the scores the servers logged: a label-in-event "
                           f"server logs no scores, so the gate could not judge a canary by "
                           f"them; leave canary_share at 0")
+
+
+def _check_canary_share(where: str, share: float, canary_samples: int) -> None:
+    """ConfigError if, while a canary serves the most samples the gate keeps of it, the
+    incumbent serves fewer than the gate needs to judge the canary by: it would never be."""
+    from livelearn.spec import GATE_LIVE_WINDOW, GATE_MIN_SAMPLES
+
+    window = max(GATE_LIVE_WINDOW, canary_samples)
+    theirs = window * (1 - share) / share
+    if theirs < GATE_MIN_SAMPLES:
+        most = math.floor(100 * window / (window + GATE_MIN_SAMPLES)) / 100
+        raise ConfigError(f"{where}, policies: canary_share {share:g} leaves the incumbent "
+                          f"too few users: while a canary serves the {window} samples the "
+                          f"gate keeps of it, the incumbent serves about {theirs:.0f}, and "
+                          f"the gate needs {GATE_MIN_SAMPLES} to judge the canary by: "
+                          f"give a share of at most {most:g}")
 
 
 def _check_event_label(p: Pipeline, label: EventLabel) -> None:

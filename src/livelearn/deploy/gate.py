@@ -21,6 +21,14 @@ Once it has served ``canary_samples`` joined samples, its live metric on them
 incumbent served over the same event times: within ``tolerance``, the canary is
 approved and every server swaps to it; otherwise it is rejected. The newest
 candidate is judged next; those that waited behind it are retired unjudged.
+A canary that cannot be judged is rejected, saying why, rather than left a canary
+forever: once it has served the most samples the gate keeps of it (``live_window``)
+while the incumbent served fewer than ``min_samples`` over their event times (too
+few users outside the share), or once the incumbent has served three times what it
+serves at the share while the canary serves ``canary_samples``, and the canary has not
+(too few users in the share). Policies.canary_share is checked at load time so that
+the first happens by chance only. A canary left when the share is set to 0 (no server
+scores with it any more) is judged as a candidate is.
 
 A version the gate needs whose model file is damaged, missing or unreadable (the
 incumbent, or the previous serving version) is rejected with the reason, as the
@@ -54,7 +62,7 @@ from livelearn.features.hashing import Features, hash_rows, unusable
 from livelearn.log.base import Log, Record
 from livelearn.models.base import Learner
 from livelearn.registry import Registry, Version
-from livelearn.spec import GATE_MIN_SAMPLES, SAMPLES, Pipeline
+from livelearn.spec import GATE_LIVE_WINDOW, GATE_MIN_SAMPLES, SAMPLES, Pipeline
 from livelearn.train.metrics import auc, mae
 
 log = logging.getLogger("livelearn.gate")
@@ -77,7 +85,7 @@ class Gate:
     """Validates candidates of a Registry against samples read from a Log."""
 
     def __init__(self, log: Log, registry: Registry, target: str, tolerance: float,
-                 min_samples: int = GATE_MIN_SAMPLES, live_window: int = 10_000,
+                 min_samples: int = GATE_MIN_SAMPLES, live_window: int = GATE_LIVE_WINDOW,
                  rollback_samples: int = 1000, keep_versions: int | None = None,
                  hash_rows: Callable[[Sequence[Features], int], SparseBatch] = hash_rows,
                  canary_share: float = 0.0, canary_samples: int = 1000):
@@ -93,6 +101,9 @@ class Gate:
         self._cursor: dict[tuple[str, int], int] = {}  # next sample offset to read
         self._served: dict[int, deque[Served]] = {}  # version -> samples it served
         self._unjudged: Counter[int] = Counter()  # version -> samples since its last judgement
+        self._seen: Counter[int] = Counter()  # version -> samples read that it served
+        # (canary, incumbent, the incumbent's samples seen) when the gate began watching them
+        self._watched: tuple[int, int, int] | None = None
         self._since: dict[int, int] = {}  # version -> the serving time its samples were read in
         # version served again -> its serving time: the samples of an earlier ts are not read
         self._cut: dict[int, int] = {}
@@ -110,15 +121,17 @@ class Gate:
     def step(self) -> list[Decision]:
         """Roll back a failing serving version, then judge every waiting candidate, oldest
         first (with canaries: the canary once it has served enough, then the newest
-        candidate if no canary is left); then delete the model files of past versions
-        beyond ``keep_versions``."""
+        candidate if no canary is left; without, a canary left from when the share was
+        above 0 is judged as a candidate, since no server scores with it); then delete the
+        model files of past versions beyond ``keep_versions``."""
         rollback = self.check_rollback()
         decisions = [] if rollback is None else [rollback]
         if self.canary_share:
             decisions += self._step_canary()
-        else:
-            decisions += [d for v in self.registry.versions("candidate")
-                          if (d := self.judge(v)) is not None]
+        else:  # a canary left from a share since set to 0 first: no server scores with it
+            waiting = [*filter(None, [self.registry.canary()]),
+                       *self.registry.versions("candidate")]
+            decisions += [d for v in waiting if (d := self.judge(v)) is not None]
         if decisions and self.keep_versions is not None:
             self.registry.prune(self.keep_versions)
         return decisions
@@ -155,12 +168,20 @@ class Gate:
         self._read_served()
         ours = list(self._served.get(canary.id, ()))
         incumbent = self.registry.incumbent()
-        if len(ours) < self.canary_samples or incumbent is None:
+        if incumbent is None:
             return None
+        if len(ours) < self.canary_samples:
+            return self._starved(canary, incumbent, len(ours))
         first, last = min(s[0] for s in ours), max(s[0] for s in ours)
         theirs = [s for s in self._served.get(incumbent.id, ()) if first <= s[0] <= last]
         if len(theirs) < self.min_samples:
-            return None
+            if len(ours) < self.live_window:
+                return None  # the more the canary serves, the longer the times compared
+            return self._decide(canary, False, (
+                f"canary: cannot be judged: over the event times of the {len(ours)} samples "
+                f"it served (the most the gate keeps), v{incumbent.id} served {len(theirs)} "
+                f"of the {self.min_samples} the gate needs; too few users are outside "
+                f"canary_share {self.canary_share:g} (few users, or a share near 1)"), None, None)
         name = canary.meta.get("metric", "auc")
         metric = auc if name == "auc" else mae
         a, b = (metric(np.array([s[2] for s in served]), np.array([s[3] for s in served]))
@@ -174,6 +195,22 @@ class Gate:
             f"canary: live {name} {a:.4f} on the {len(ours)} samples it served vs "
             f"v{incumbent.id}'s {b:.4f} on the {len(theirs)} it served meanwhile: {verdict} "
             f"tolerance {self.tolerance}"), a, b)
+
+    def _starved(self, canary: Version, incumbent: Version, served: int) -> Decision | None:
+        """None while ``canary``, having ``served`` samples, may still serve its
+        ``canary_samples``; its rejection once ``incumbent`` has served, since the gate
+        began watching them, three times what it serves meanwhile at the share."""
+        if self._watched is None or self._watched[:2] != (canary.id, incumbent.id):
+            self._watched = (canary.id, incumbent.id, self._seen[incumbent.id])
+        theirs = self._seen[incumbent.id] - self._watched[2]
+        share = self.canary_share
+        if theirs < 3 * self.canary_samples * (1 - share) / share:
+            return None
+        return self._decide(canary, False, (
+            f"canary: cannot be judged: it served {served} of the {self.canary_samples} "
+            f"samples it needs while v{incumbent.id} served {theirs}, three times what "
+            f"v{incumbent.id} serves meanwhile at canary_share {share:g}; too few users are "
+            f"in the share (few users, or a share near 0)"), None, None)
 
     def check_rollback(self) -> Decision | None:
         """Roll back when the serving version's live metric is worse than the previous
@@ -258,11 +295,14 @@ class Gate:
                     version, served = found
                     self._served_lately(version).append(served)
                     self._unjudged[version] += 1
+                    self._seen[version] += 1
                 self._cursor[(topic, partition)] = record.offset + 1
         for old in list(self._served)[:-4]:  # keep the versions served lately
             del self._served[old]
         for old in self._unjudged.keys() - self._served.keys():  # and only their counts
             del self._unjudged[old]
+        for old in self._seen.keys() - self._served.keys():
+            del self._seen[old]
         for old in self._since.keys() - self._served.keys():  # and serving times
             del self._since[old]
             self._cut.pop(old, None)

@@ -2,8 +2,11 @@
 
 A version is a model file (``v000001.npz``) plus a row in ``index.db``
 (SQLite): its parent, the input offsets it was trained on, its metrics, its
-status, the event time at which it started serving, and the SHA-256 of its
-file, checked on every load: a damaged, truncated, missing or unreadable file
+status, the event time at which it started serving (the last time: each time it
+was swapped in is kept in order, ``servings``, so that a rollback goes back to the version
+swapped in just before, whatever the servers' event clocks said, and one served again
+keeps its first time), and the SHA-256
+of its file, checked on every load: a damaged, truncated, missing or unreadable file
 raises Corrupt.
 Bulky data that only one reader needs (the trainer's recent sample ids, the
 gate's window of scores: ~100 KB a version) are the version's ``details``, kept
@@ -76,6 +79,9 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE TABLE IF NOT EXISTS claims (grp TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
     owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pipeline (name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS servings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, since_ts INTEGER);
+CREATE INDEX IF NOT EXISTS servings_by_version ON servings (version, seq);
 CREATE INDEX IF NOT EXISTS versions_by_status ON versions (status, serving_since_ts);
 CREATE INDEX IF NOT EXISTS versions_with_file ON versions (id) WHERE sha256 != '';
 CREATE INDEX IF NOT EXISTS decisions_by_version ON decisions (version);
@@ -335,16 +341,37 @@ class Registry:
         return True
 
     def previous_served(self, version: Version) -> Version | None:
-        """The version that served before ``version``: retired, latest serving start (of
-        any, if ``version``'s is not known yet: a server swapped it in before its first
-        request, after they all served)."""
-        since = version.serving_since_ts
+        """The version that served before ``version``: of the retired versions with a file,
+        the one swapped in last (``servings``, in the order servers swapped them in:
+        whatever their event clocks, which differ between servers, and however many began
+        at one event time). In a registry from before servings were kept, the one with the
+        latest serving start (of any, if ``version``'s is not known yet: a server swapped
+        it in before its first request, after they all served)."""
+        # CROSS JOIN: SQLite walks the servings newest first (a few rows back, as a rule),
+        # not every retired version
         row = self._db().execute(
-            "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT NULL "
-            "AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
-            "ORDER BY serving_since_ts DESC, id DESC "
-            "LIMIT 1", (2**63 - 1 if since is None else since, version.id)).fetchone()
+            "SELECT v.* FROM servings s CROSS JOIN versions v ON v.id = s.version WHERE "
+            "v.status = 'retired' AND v.sha256 != '' AND v.id != ? ORDER BY s.seq DESC "
+            "LIMIT 1", (version.id,)).fetchone()
+        if row is None:
+            since = version.serving_since_ts
+            row = self._db().execute(
+                "SELECT * FROM versions WHERE status = 'retired' AND serving_since_ts IS NOT "
+                "NULL AND sha256 != '' AND serving_since_ts <= ? AND id != ? "
+                "ORDER BY serving_since_ts DESC, id DESC LIMIT 1",
+                (2**63 - 1 if since is None else since, version.id)).fetchone()
         return None if row is None else _version(row)
+
+    def first_served(self) -> dict[int, int]:
+        """The event time (ms) at which each version that served first began serving: a
+        version served again (promoted back, a rollback's target) began at its first time,
+        though ``serving_since_ts`` is its last. A version that served in a registry from
+        before the servings were kept has its ``serving_since_ts`` only."""
+        first = {v.id: v.serving_since_ts for v in self.versions()
+                 if v.serving_since_ts is not None}
+        rows = self._db().execute("SELECT version, MIN(since_ts) FROM servings "
+                                  "WHERE since_ts IS NOT NULL GROUP BY version")
+        return first | {version: ts for version, ts in rows}
 
     def promote(self, version: int, reason: str) -> str:
         """Make ``version`` the incumbent: approve it (one serving stays serving), retire
@@ -435,6 +462,7 @@ class Registry:
             since = event_ts if row[0] == "approved" else row[1] or event_ts
             db.execute("UPDATE versions SET status = 'serving', serving_since_ts = ? "
                        "WHERE id = ?", (since, version))
+            _note_serving(db, version, since, swapped=row[0] == "approved")
             db.execute("UPDATE versions SET status = 'retired' WHERE status = 'serving' "
                        "AND id != ?", (version,))
             reason = (f"swapped in at event time {event_ts}" if row[0] == "approved" else
@@ -476,6 +504,18 @@ def _set_status(db: sqlite3.Connection, version: int, status: str, reason: str) 
     db.execute("UPDATE versions SET status = ? WHERE id = ?", (status, version))
     db.execute("INSERT INTO decisions (version, status, reason, at) VALUES (?, ?, ?, ?)",
                (version, status, reason, time.time()))
+
+
+def _note_serving(db: sqlite3.Connection, version: int, since: int | None, swapped: bool
+                  ) -> None:
+    """Keep in ``servings`` that ``version`` serves since event time ``since``: a row of
+    its own each time it is swapped in (their order tells apart versions swapped in at
+    one event time), its time filled in once a request brings one."""
+    if swapped:
+        db.execute("INSERT INTO servings (version, since_ts) VALUES (?, ?)", (version, since))
+    else:
+        db.execute("UPDATE servings SET since_ts = ? WHERE seq = (SELECT MAX(seq) FROM "
+                   "servings WHERE version = ?) AND since_ts IS NULL", (since, version))
 
 
 def _promote(db: sqlite3.Connection, version: int, reason: str) -> str:

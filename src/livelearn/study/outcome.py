@@ -7,7 +7,8 @@
 - ``auc_prequential``: the trainer's own scores, each made before learning.
 - Freshness, in event time: for each sample, from the moment its label became
   final (its window closed, t + W) to the moment the first version that had
-  learned it started serving. Samples no served version learned are counted
+  learned it started serving (its first time: a version served again, a rollback's
+  target say, learned nothing new since). Samples no served version learned are counted
   apart (``samples_not_served``).
 """
 
@@ -72,11 +73,12 @@ class Outcome:
     def freshness_s(self, registry: Registry) -> tuple[np.ndarray, np.ndarray]:
         """(window_end, freshness in s) of each sample a served version learned."""
         t = self.table()
-        served = [v for v in registry.versions() if v.serving_since_ts is not None]
+        began = registry.first_served()  # a rollback's target: when it first served
+        served = [v for v in registry.versions() if v.id in began]
         if not served:
             return np.empty(0), np.empty(0)
         counts = np.array([v.meta["samples"] for v in served], dtype=np.float64)
-        since = np.array([v.serving_since_ts for v in served], dtype=np.float64)
+        since = np.array([began[v.id] for v in served], dtype=np.float64)
         order = np.argsort(counts, kind="stable")
         counts, since = counts[order], np.minimum.accumulate(since[order][::-1])[::-1]
         first = np.searchsorted(counts, t["index"] + 1)  # first version with samples > index
