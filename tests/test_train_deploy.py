@@ -420,6 +420,36 @@ def test_a_corrupt_model_file_falls_back_to_the_version_before(
     assert "v3 is damaged" in caplog.text
 
 
+def test_a_trainer_falling_back_past_a_corrupt_version_does_not_dead_letter_twice(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    """The list of letters written (group trainer.letters) held those past the newest
+    version only: a restart past its damaged file resumed the version before, met again
+    the samples dead-lettered between the two, and wrote each letter a second time."""
+    clean = SQLiteLog(tmp_path / "clean.db")
+    _samples(clean, 2500)
+    good = [(r.key, r.value) for r in clean.read(SAMPLES, 0, 0, 3000)]
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    log.append(SAMPLES, [*good[:1500], ("bad", b"[]"), *good[1500:2450], ("bad", b"[]"),
+                         *good[2450:]])
+    registry = Registry(tmp_path / "reg")
+    first = Trainer(log, registry, SMALL)
+    while first.step(400, final=True):
+        pass
+    assert [v.meta["samples"] for v in registry.versions()] == [0, 1000, 2000]
+    assert orjson.loads(log.committed("trainer.letters").state or b"")["letters"] == [
+        [SAMPLES, 0, 2451]]  # v3 is past the first
+    path = registry.file(3)
+    path.write_bytes(path.read_bytes()[:-100])
+    again = Trainer(log, registry, SMALL)
+    assert again.version is not None and again.version.id == 2
+    while again.step(400, final=True):
+        pass
+    assert (again.samples, again.malformed) == (2500, 2)  # met again, not written again
+    assert [orjson.loads(r.value)["source"] for r in log.read(DEAD_LETTERS, 0, 0, 10)] == [
+        f"{SAMPLES}/0@1500", f"{SAMPLES}/0@2451"]
+
+
 def _served(log: SQLiteLog, model: Learner, version: int, n: int, seed: int,
             target: str = "clicked") -> None:
     """Samples as the server would have logged them, scored by ``model`` as ``version``;

@@ -41,7 +41,9 @@ does not find it again.
 
 Each dead letter is written once: with it, the log keeps which samples (and
 gaps) past the newest version's offsets were dead-lettered (group
-``GROUP.letters``), and a restart that reads them again skips their letters.
+``GROUP.letters``), and a restart that reads them again skips their letters. A
+version lists those its offsets passed (in its details): a restart falling back
+past it (its file damaged) skips those too.
 """
 
 from __future__ import annotations
@@ -271,6 +273,7 @@ class Trainer:
             except Corrupt as e:
                 log.warning("%s; resuming from the version before it", e)
                 self.registry.set_status(version.id, "rejected", f"corrupt: {e}")
+                self._lettered.update(self._letters_behind(version))  # read again from here
                 continue
             if _described(self.model) != declared:
                 log.warning("pipeline '%s' declares the learner %s, but this trainer resumes "
@@ -289,6 +292,13 @@ class Trainer:
                                                      if tp not in self.offsets], self.group))
         if self.version is None:
             self.version = self._publish(ts=None)
+
+    def _letters_behind(self, version: Version) -> set[tuple[str, int, int]]:
+        """The letters written that ``version``'s offsets were past when it was published
+        (``_publish``), no longer listed in group ``GROUP.letters``; none for a version of
+        an earlier livelearn."""
+        letters = self.registry.details(version.id).get("letters", [])
+        return {(str(t), int(p), int(o)) for t, p, o in letters}
 
     def _check_log(self, version: Version) -> None:
         """ConfigError if ``version`` learned the samples of another log (a new log beside
@@ -768,7 +778,9 @@ class Trainer:
         (``"topic/partition"``), the offsets of its samples with their scores (what the gate
         reads) and labels, and in ``runs`` the order the samples were
         learned in, as runs of consecutive samples of one partition (``[["samples/0",
-        5000]]`` for one partition), oldest first.
+        5000]]`` for one partition), oldest first; and the dead letters written that its
+        offsets are past (``letters``, as ``[topic, partition, offset]``), which a restart
+        falling back past this version (its file damaged) reads again, and skips.
         """
         self._flush_letters()  # a version's offsets never pass a letter not written
         offsets: dict[str, list[int]] = {}
@@ -804,12 +816,15 @@ class Trainer:
         }
         newest = self._learned_newest
         oldest = None if newest is None else newest - self._read_ids.horizon_ms
+        behind = {at for at in self._lettered if at[2] < resume.get(at[:2], 0)}
         details = {"rebuild": self._marks.rebuild(oldest, unread),
+                   "letters": sorted(behind),
                    "newest_in": [[t, p, end] for (t, p), end in sorted(self._newest_in.items())],
                    "metric_state": self.metric.state(),
                    "window": {"offsets": offsets, "scores": scores, "labels": labels,
                               "runs": runs, "count": self.window.count}}
         parent = None if self.version is None else self.version.id
         self.version = self.registry.publish(self.model, meta, parent, details)
+        self._lettered -= behind  # the group's list drops them at its next write
         self._since_publish, self._spoiling, self._last_publish_ts = 0, 0, ts
         return self.version
