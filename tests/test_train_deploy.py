@@ -36,6 +36,7 @@ from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
+from livelearn.train import trainer as trainer_module
 from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import auc
 from livelearn.train.rebuild import Marks, read_back
@@ -1616,6 +1617,36 @@ def test_a_burst_of_dead_letters_writes_their_list_once_a_turn(tmp_path: Path) -
     assert listed == [[SAMPLES, 0, o] for o in range(10, 3010)]
     # once a turn of 1,000 samples: 1,000 + 2,000 + 3,000 entries, not 1 + 2 + ... + 3,000
     assert log.written["trainer.letters"] <= len(orjson.dumps(listed)) * 2
+
+
+def test_the_list_of_dead_letters_is_bounded_by_a_version_past_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list of the letters written since the newest version (group trainer.letters)
+    grew with every bad sample while no version was published, and was written whole each
+    turn. Past ``LETTERS_LISTED`` a version is published as the trainer's checkpoint, past
+    them, and they leave the list; a restart writes none of them again."""
+    monkeypatch.setattr(trainer_module, "LETTERS_LISTED", 1000)
+    clean = SQLiteLog(tmp_path / "clean.db")
+    _samples(clean, 30)
+    good = [(r.key, r.value) for r in clean.read(SAMPLES, 0, 0, 100)]
+    log = _CountedLog(tmp_path / "log.db")
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    for i in range(30):  # a sample learned, then a hundred the trainer cannot learn
+        log.append(SAMPLES, [good[i], *[(f"b{i}", b"[]")] * 100])
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    longest = 0
+    while trainer.step(5000, final=True):
+        listed = orjson.loads(log.committed("trainer.letters").state or b"")["letters"]
+        longest = max(longest, len(listed))
+    assert trainer.malformed == 3000 and longest <= 2 * 1000  # not 3,000
+    assert len(registry.versions()) > 2  # checkpoints, of the 30 samples learned at most
+    again = Trainer(log, registry, SMALL)
+    while again.step(5000, final=True):
+        pass
+    assert again.samples == 30
+    assert len(log.read(DEAD_LETTERS, 0, 0, 4000)) == 3000  # each written once
 
 
 def test_a_version_served_again_is_judged_by_what_it_served_since_after_a_restart(

@@ -43,14 +43,16 @@ Each dead letter is written once: with it, the log keeps which samples (and
 gaps) past the newest version's offsets were dead-lettered (group
 ``GROUP.letters``), and a restart that reads them again skips their letters. A
 version lists those its offsets passed (in its details): a restart falling back
-past it (its file damaged) skips those too.
+past it (its file damaged) skips those too. Past ``LETTERS_LISTED`` letters in the
+group's list, a version is published past them (the trainer's checkpoint), so the
+list stays bounded while too few samples are learned to publish one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -92,6 +94,10 @@ LABEL_CHECK = 1000
 #: dead-lettered, up to this many since the last version; the next one stops the trainer:
 #: so many are not a few outliers but the learner diverging (a learning rate too high).
 MAX_SPOILING = 3
+#: Past this many dead letters listed (group ``GROUP.letters``: those past the newest
+#: version's offsets, the list written whole each turn that writes one), a version is
+#: published as the trainer's checkpoint, past them: they leave the list.
+LETTERS_LISTED = 10_000
 
 
 class _OutOfRange(str):
@@ -255,6 +261,7 @@ class Trainer:
         self._lettered = {(t, p, o) for t, p, o in state.get("letters", [])} \
             if state.get("topic_ids") == self.topic_ids else set()
         self._unwritten: list[tuple[str, bytes]] = []  # letters of this turn (_write_letter)
+        self._letters_bound = LETTERS_LISTED  # more listed end a turn (_past_letters)
         self._resume()
         self._samples_at_start = self.samples
 
@@ -395,9 +402,12 @@ class Trainer:
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
         read_ids = self._read_ids
-        while len(ready) + len(self._held) < max_records:
-            # at most as many as there is room for: each one read is held or skipped
-            batch = self.reader.next_batch(final, max_records - len(ready) - len(self._held))
+        while len(ready) + len(self._held) < max_records \
+                and len(self._lettered) <= self._letters_bound:  # else a turn ends here
+            # at most as many as there is room for: each one read is held, skipped or a letter
+            room = min(max_records - len(ready) - len(self._held),
+                       self._letters_bound + 1 - len(self._lettered))
+            batch = self.reader.next_batch(final, room)
             if not batch:
                 exhausted = True
                 break
@@ -406,6 +416,7 @@ class Trainer:
             for record, sample in batch:
                 if type(sample) is not dict:  # why it cannot be learned
                     self._dead_letter(record, sample)
+                    self._read_past(record)
                     continue
                 end, sid = sample["window_end"], sample["id"]
                 if not read_ids.add_new(end, sid) and not self._caught_up(record, end, sid):
@@ -426,7 +437,29 @@ class Trainer:
         trained = self._train([r[1] for r in ready], [r[2] for r in ready]) if ready else None
         if self._gaps:
             self._past_gaps()
+        if len(self._lettered) > self._letters_bound:
+            self._past_letters()
+            if trained is None and not exhausted:  # a turn of letters alone: more to read
+                trained = self._train([], [])
         return trained
+
+    def _read_past(self, record: Record) -> None:
+        """A sample dead-lettered as it was read: a version may resume past it (those read
+        before it and not learned yet hold the version's offset back: ``_publish``)."""
+        tp = (record.topic, record.partition)
+        self.offsets[tp] = max(self.offsets.get(tp, 0), record.offset + 1)
+
+    def _past_letters(self) -> None:
+        """Publish a version (the trainer's checkpoint) past the letters listed, so that
+        they leave the list, where it would take at least half of them (samples read and
+        not learned yet, held back, hold its offsets back); the next try is once as many
+        more are listed."""
+        resume = self._resume_at(h[2] for h in self._held)
+        behind = sum(o < resume.get((t, p), 0) for t, p, o in self._lettered)
+        if 2 * behind >= len(self._lettered):
+            learned = self._last_learned_ts
+            self._publish(ts=self._last_publish_ts if learned is None else learned)
+        self._letters_bound = len(self._lettered) + LETTERS_LISTED
 
     def _on_lost(self, tp: TopicPartition, offset: int, start: int) -> None:
         """Samples ``offset`` to ``start - 1`` of ``tp`` were deleted before they were read:
@@ -763,6 +796,15 @@ class Trainer:
                             f"{_described(self.model)} {what}{hint}; nothing learned{last} "
                             f"is published")
 
+    def _resume_at(self, unread: Iterable[tuple[str, int, int]]) -> dict[TopicPartition, int]:
+        """Where a restart resumes each input: past the last sample learned, or at the
+        first of ``unread`` (read, not learned yet) before it."""
+        resume = dict(self.offsets)
+        for topic, partition, offset in unread:
+            if offset < resume.get((topic, partition), offset + 1):
+                resume[(topic, partition)] = offset
+        return resume
+
     def _publish(self, ts: int | None, unlearned: Sequence[tuple[str, int, int]] = ()
                  ) -> Version:
         """Publish the current model as a candidate, with its metrics and lineage.
@@ -800,11 +842,8 @@ class Trainer:
                 runs[-1][1] += 1
             else:
                 runs.append([where, 1])
-        resume = dict(self.offsets)
         unread = [*unlearned, *(h[2] for h in self._held)]
-        for topic, partition, offset in unread:
-            if offset < resume.get((topic, partition), offset + 1):
-                resume[(topic, partition)] = offset
+        resume = self._resume_at(unread)
         meta = {
             "pipeline": self.pipeline.name, "trainer": self.group, "samples": self.samples,
             "event_ts": ts,
