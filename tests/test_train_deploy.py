@@ -1052,6 +1052,64 @@ def test_a_learner_that_refuses_most_samples_stops_the_trainer_saying_so(
 
 
 @register
+class _Plain(Learner):
+    """A user's own learner, as the Learner protocol asks and no more: no undo_point, and
+    weights that turn infinite without a word (it raises no Diverged)."""
+
+    name = "test_plain"
+    task = "regression"
+
+    def __init__(self, bits: int = 10):
+        self.bits, self.w = bits, np.zeros(1 << bits)
+
+    def predict(self, batch: SparseBatch) -> np.ndarray:
+        rows = np.repeat(np.arange(len(batch)), np.diff(batch.offsets))
+        return np.bincount(rows, self.w[batch.indices & ((1 << self.bits) - 1)] * batch.values,
+                           minlength=len(batch))
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        scores = np.empty(len(batch))
+        with np.errstate(all="ignore"):
+            for r in range(len(batch)):
+                row = batch.slice(r, r + 1)
+                scores[r] = self.predict(row)[0]
+                self.w[row.indices & ((1 << self.bits) - 1)] -= 0.01 * (scores[r] - y[r]) \
+                    * row.values
+        return scores
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"w": self.w}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.w = np.array(state["w"], dtype=np.float64)
+
+
+def test_a_sample_that_spoils_a_learner_without_undo_point_is_a_dead_letter(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A user's own learner has no undo_point: a sample whose learning turned its weights
+    infinite stopped the trainer at the sample after it (scored nan), or where it was the
+    last before a version, that version was published spoiled. Now the trainer puts it
+    back from a copy made before the turn, dead-letters the sample, and goes on: the model
+    is the one learned from the others."""
+    log.create_topic(DEAD_LETTERS)
+    values = [1.0 + i % 3 for i in range(30)]
+    _numbers(log, [*values[:12], 1e300, *values[13:]], [float(i % 4) for i in range(30)])
+    without = SQLiteLog(tmp_path / "without.db")
+    without.create_topic(SAMPLES)
+    without.append(SAMPLES, [r for r in ((r.key, r.value) for r in log.read(SAMPLES, 0, 0, 30))
+                             if r[0] != "r12"])
+    pipeline = replace(SMALL, target="clicked", learner=lambda: _Plain(bits=10))
+    trainer = Trainer(log, Registry(tmp_path / "reg"), pipeline)
+    learned = [s["id"] for s in trainer.step(final=True).samples]  # type: ignore[union-attr]
+    assert learned == [f"r{i}" for i in range(30) if i != 12]
+    letter, = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert '"r12"' in letter["event"] and "that are not finite numbers" in letter["detail"]
+    twin = Trainer(without, Registry(tmp_path / "twin"), pipeline)
+    twin.step(final=True)
+    assert np.array_equal(trainer.model.state()["w"], twin.model.state()["w"])
+
+
+@register
 class _Sure(FTRL):
     """A classifier that says 7 for a probability."""
 

@@ -63,7 +63,10 @@ class Learner(ABC):
     def undo_point(self, batch: SparseBatch) -> Callable[[], None] | None:
         """What learning ``batch`` may change of this learner, kept: a function that puts
         it back, or None where that cannot be kept cheaply. The trainer's way past a
-        sample whose learning spoils the learner (Diverged): without it, it stops there."""
+        sample whose learning spoils the learner (Diverged): without it (None), the
+        trainer keeps a whole ``copy()`` of the learner before each batch and checks after
+        it that every parameter is a finite number (``not_finite``), O(its state) a batch;
+        where ``copy()`` fails, it stops at such a sample."""
         return None
 
     @abstractmethod
@@ -274,6 +277,13 @@ def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int,
             table[at] = values
 
     return undo
+
+
+def not_finite(learner: Learner) -> bool:
+    """Whether a parameter of ``learner`` is not a finite number: in the float arrays of
+    its ``state()``."""
+    return any(array.dtype.kind in "fc" and not np.isfinite(array).all()
+               for array in map(np.asarray, learner.state().values()))
 
 
 class Diverged(PipelineError):

@@ -21,16 +21,20 @@ are counted again): the dead-letter topic is the lasting record.
 
 A sample whose learning leaves a weight that is not finite (models.base.Diverged:
 a feature value or label too large) is put back (``Learner.undo_point``) and
-dead-lettered, and the samples after it learned. A score the learner must not
-give (not finite; outside [0, 1] for a binary learner), the fourth such sample
-since the last version (``MAX_SPOILING``: the learner diverging), or one of a
-learner that cannot put back, stops the trainer with a PipelineError naming the
-learner and the sample, before what it learned since its last version is
-published, as does an error of the learner's own (another library's, in an adapter),
-naming the samples it was learning. A sample the learner refuses (BadInput: more
-features than a field-aware learner has fields, without transforms) is dead-lettered
-with its reason, and the others learned, where the learner can put back what it
-learned (``undo_point``); where it refuses more than half of the first
+dead-lettered, and the samples after it learned. A learner without an undo point
+of its own (a user's learner) is copied before each batch and checked
+after it (``models.base.not_finite``): where it is spoiled, the sample that spoiled
+it is found, put back and dead-lettered alike, so no version is published spoiled.
+A score the learner must not give (not finite; outside [0, 1] for a binary
+learner), the fourth such sample since the last version (``MAX_SPOILING``: the
+learner diverging), or one of a learner that cannot put back (nor be copied),
+stops the trainer with a PipelineError naming the learner and the sample, before
+what it learned since its last version is published, as does an error of the
+learner's own (another library's, in an adapter), naming the samples it was learning.
+A sample the learner refuses (BadInput: more features than a field-aware learner has
+fields, without transforms) is dead-lettered with its reason, and the others learned,
+where the learner can put back what it learned (``undo_point``, or the copy kept);
+where it refuses more than half of the first
 ``LABEL_CHECK`` samples, the trainer stops.
 
 Samples the log deleted before the trainer read them (its retention) stop it
@@ -65,7 +69,13 @@ from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, start_offsets
 from livelearn.log.merge import MergedReader
-from livelearn.models.base import Diverged, Learner, score_problem
+from livelearn.models.base import (
+    Diverged,
+    Learner,
+    check_learned,
+    not_finite,
+    score_problem,
+)
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
@@ -719,13 +729,19 @@ class Trainer:
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Score and learn each row in turn: the scores, and which rows were dead-lettered.
         A row whose learning leaves a weight that is not a finite number (Diverged: a
-        value like 1e200) is put back, where the learner can (``Learner.undo_point``),
-        dead-lettered and scored nan, and the rows after it learned; the ``MAX_SPOILING``
-        + 1-th since the last version, or one the learner cannot put back, stops the
-        trainer."""
+        value like 1e200) is put back, where the learner can (``Learner.undo_point``, or
+        a copy kept of a learner without one: ``_kept_copy``, which is checked after the
+        batch and raises no Diverged itself), dead-lettered and scored nan, and the rows
+        after it learned; the ``MAX_SPOILING`` + 1-th since the last version, or one the
+        learner cannot put back, stops the trainer."""
         undo = self.model.undo_point(batch)
+        kept = undo is None  # a learner that cannot say what it changes: a copy of it
+        if kept:
+            undo = self._kept_copy()
         try:
             scores = self.model.predict_then_learn(batch, labels)
+            if kept and undo is not None and not_finite(self.model):
+                check_learned(self.model, batch, labels, self._spoiling_row(batch, labels, undo))
             return scores, np.zeros(len(scores), dtype=bool)
         except BadInput as e:  # a row it refuses (more features than an FFM has fields)
             if undo is None:
@@ -758,6 +774,39 @@ class Trainer:
                                        samples[row + 1:], where[row + 1:])
         return (np.concatenate([before, [np.nan], after]),
                 np.concatenate([np.zeros(row, dtype=bool), [True], dead]))
+
+    def _kept_copy(self) -> Callable[[], None] | None:
+        """The undo point of a learner without one of its own (``Learner.undo_point``): a
+        copy of it, made now, that puts it back as it is; None if it cannot be copied."""
+        try:
+            kept = self.model.copy()
+        except Exception as e:  # its params() or state() do not rebuild it
+            log.warning("the learner %s cannot be copied (%s: %s): a sample that spoils it "
+                        "stops the trainer; give it an undo_point (models.base.Learner)",
+                        _described(self.model), type(e).__name__, e)
+            return None
+
+        def undo() -> None:
+            self.model = kept.copy()  # a copy again: it may be put back more than once
+
+        return undo
+
+    def _spoiling_row(self, batch: SparseBatch, labels: np.ndarray,
+                      undo: Callable[[], None]) -> int:
+        """The row of ``batch`` whose learning left a parameter of the learner (one without
+        an undo point of its own) not finite, by halves: learned from the copy kept, the
+        rows before it leave the learner sound, and with it they do not."""
+        sound, spoiled = 0, len(batch)  # rows [0, sound) leave it sound, [0, spoiled) not
+        while spoiled - sound > 1:
+            half = (sound + spoiled) // 2
+            undo()
+            try:
+                self.model.predict_then_learn(batch.slice(0, half), labels[:half])
+                ok = not not_finite(self.model)
+            except Exception:  # its own error, on what it learned before: spoiled too
+                ok = False
+            sound, spoiled = (half, spoiled) if ok else (sound, half)
+        return sound
 
     def _learn_taken(self, batch: SparseBatch, labels: np.ndarray,
                      samples: list[dict[str, Any]], where: list[tuple[str, int, int]],
