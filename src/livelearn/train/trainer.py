@@ -22,12 +22,12 @@ are counted again): the dead-letter topic is the lasting record.
 A sample whose learning leaves a weight that is not finite (models.base.Diverged:
 a feature value or label too large) is put back (``Learner.undo_point``) and
 dead-lettered, and the samples after it learned. A learner without an undo point
-of its own (a user's learner) is copied before each batch and checked
-after it (``models.base.not_finite``): where it is spoiled, the sample that spoiled
+of its own (an adapter, a user's learner) has its state copied before each batch
+and is checked after it (``models.base.not_finite``): where it is spoiled, the sample that spoiled
 it is found, put back and dead-lettered alike, so no version is published spoiled.
 A score the learner must not give (not finite; outside [0, 1] for a binary
 learner), the fourth such sample since the last version (``MAX_SPOILING``: the
-learner diverging), or one of a learner that cannot put back (nor be copied),
+learner diverging), or one of a learner that cannot put back (nor copy its state),
 stops the trainer with a PipelineError naming the learner and the sample, before
 what it learned since its last version is published, as does an error of the
 learner's own (another library's, in an adapter), naming the samples it was learning.
@@ -730,14 +730,14 @@ class Trainer:
         """Score and learn each row in turn: the scores, and which rows were dead-lettered.
         A row whose learning leaves a weight that is not a finite number (Diverged: a
         value like 1e200) is put back, where the learner can (``Learner.undo_point``, or
-        a copy kept of a learner without one: ``_kept_copy``, which is checked after the
-        batch and raises no Diverged itself), dead-lettered and scored nan, and the rows
-        after it learned; the ``MAX_SPOILING`` + 1-th since the last version, or one the
-        learner cannot put back, stops the trainer."""
+        its state kept, for a learner without one: ``_kept_state``, checked after the
+        batch, as such a learner may raise no Diverged itself), dead-lettered and scored
+        nan, and the rows after it learned; the ``MAX_SPOILING`` + 1-th since the last
+        version, or one the learner cannot put back, stops the trainer."""
         undo = self.model.undo_point(batch)
         kept = undo is None  # a learner that cannot say what it changes: a copy of it
         if kept:
-            undo = self._kept_copy()
+            undo = self._kept_state()
         try:
             scores = self.model.predict_then_learn(batch, labels)
             if kept and undo is not None and not_finite(self.model):
@@ -775,19 +775,20 @@ class Trainer:
         return (np.concatenate([before, [np.nan], after]),
                 np.concatenate([np.zeros(row, dtype=bool), [True], dead]))
 
-    def _kept_copy(self) -> Callable[[], None] | None:
+    def _kept_state(self) -> Callable[[], None] | None:
         """The undo point of a learner without one of its own (``Learner.undo_point``): a
-        copy of it, made now, that puts it back as it is; None if it cannot be copied."""
+        copy of its ``state()``, made now (an adapter's: a pickle), that ``set_state``
+        puts back; None if that fails."""
         try:
-            kept = self.model.copy()
-        except Exception as e:  # its params() or state() do not rebuild it
-            log.warning("the learner %s cannot be copied (%s: %s): a sample that spoils it "
-                        "stops the trainer; give it an undo_point (models.base.Learner)",
-                        _described(self.model), type(e).__name__, e)
+            kept = {name: np.array(array) for name, array in self.model.state().items()}
+        except Exception as e:  # a learner whose state() fails
+            log.warning("the state of the learner %s cannot be kept (%s: %s): a sample that "
+                        "spoils it stops the trainer; give it an undo_point "
+                        "(models.base.Learner)", _described(self.model), type(e).__name__, e)
             return None
 
-        def undo() -> None:
-            self.model = kept.copy()  # a copy again: it may be put back more than once
+        def undo() -> None:  # copies again: it may be put back more than once
+            self.model.set_state({name: array.copy() for name, array in kept.items()})
 
         return undo
 
