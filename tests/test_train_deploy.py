@@ -358,6 +358,23 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     assert np.array_equal(trainer.model.state()["z"], reference.model.state()["z"])
 
 
+def test_a_sample_whose_ts_is_a_bool_is_dead_lettered(tmp_path: Path, log: SQLiteLog) -> None:
+    """A bool is an int to Python: a sample of ``"ts": true`` was learned as of 1 ms past
+    the epoch (its window_end, checked as an int exactly, was refused), and a version
+    published after it recorded that event time."""
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    sample = {"id": "r0", "ts": T0, "window_end": T0 + 600_000, "score": 0.5,
+              "features": {"topic": "t1"}, "labels": {"clicked": 1.0}}
+    log.append(SAMPLES, [("r0", orjson.dumps(sample)),
+                         ("r1", orjson.dumps({**sample, "id": "r1", "ts": True}))])
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    trainer.step(final=True)
+    assert (trainer.samples, trainer.malformed) == (1, 1)
+    letter, = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert letter["source"] == f"{SAMPLES}/0@1" and "(ts is True)" in letter["detail"]
+
+
 def test_a_restarted_trainer_does_not_dead_letter_a_sample_twice(tmp_path: Path,
                                                                  log: SQLiteLog) -> None:
     """A trainer that stopped after dead-lettering samples, before a version passed them,

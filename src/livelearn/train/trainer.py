@@ -127,7 +127,7 @@ def _sample_key(target: str, binary: str | None = None
             end, sid = sample["window_end"], sample["id"]
             label = sample["labels"][target]
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
-                    and isinstance(sample["ts"], int) and isinstance(label, int | float)):
+                    and type(sample["ts"]) is int and isinstance(label, int | float)):
                 if binary is None or 0 <= label <= 1:
                     return (end, sid), sample
                 return _BAD, _OutOfRange(
@@ -155,7 +155,7 @@ def _wrong_field(sample: dict[str, Any], target: str) -> str:
             ("window_end", sample["window_end"], type(sample["window_end"]) is int),
             ("id", sample["id"], type(sample["id"]) is str),
             ("features", sample["features"], isinstance(sample["features"], dict)),
-            ("ts", sample["ts"], isinstance(sample["ts"], int)),
+            ("ts", sample["ts"], type(sample["ts"]) is int),
             (f"labels['{target}']", label, isinstance(label, int | float))):
         if not ok:
             return f"{name} is {show(value)}"
