@@ -1126,6 +1126,25 @@ def test_a_sample_that_spoils_a_learner_without_undo_point_is_a_dead_letter(
     assert np.array_equal(trainer.model.state()["w"], twin.model.state()["w"])
 
 
+def test_a_learner_spoiled_before_its_samples_stops_the_trainer_saying_so(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A learner without undo_point whose weights were not finite before a turn (a version
+    published spoiled by an earlier livelearn, resumed): each sample was taken in turn for
+    the one that spoiled it, and three dead-lettered before the trainer stopped, blaming
+    the fourth."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0, 2.0, 3.0, 1.0, 2.0], [1.0, 0.0, 1.0, 0.0, 1.0])
+    trainer = Trainer(log, Registry(tmp_path / "reg"),
+                      replace(SMALL, learner=lambda: _Plain(bits=10)))
+    assert isinstance(trainer.model, _Plain)
+    trainer.model.w[:] = np.inf
+    with pytest.raises(PipelineError, match=re.escape(
+            "the learner _Plain(bits=10) held weights that are not finite numbers before "
+            "it learned sample 'r0'")):
+        trainer.step(final=True)
+    assert log.read(DEAD_LETTERS, 0, 0, 10) == []
+
+
 @register
 class _Sure(FTRL):
     """A classifier that says 7 for a probability."""

@@ -741,7 +741,8 @@ class Trainer:
         try:
             scores = self.model.predict_then_learn(batch, labels)
             if kept and undo is not None and not_finite(self.model):
-                check_learned(self.model, batch, labels, self._spoiling_row(batch, labels, undo))
+                check_learned(self.model, batch, labels,
+                              self._spoiling_row(batch, labels, samples, undo))
             return scores, np.zeros(len(scores), dtype=bool)
         except BadInput as e:  # a row it refuses (more features than an FFM has fields)
             if undo is None:
@@ -793,10 +794,15 @@ class Trainer:
         return undo
 
     def _spoiling_row(self, batch: SparseBatch, labels: np.ndarray,
-                      undo: Callable[[], None]) -> int:
+                      samples: list[dict[str, Any]], undo: Callable[[], None]) -> int:
         """The row of ``batch`` whose learning left a parameter of the learner (one without
         an undo point of its own) not finite, by halves: learned from the copy kept, the
-        rows before it leave the learner sound, and with it they do not."""
+        rows before it leave the learner sound, and with it they do not. A learner that
+        was not sound before the batch stops the trainer."""
+        undo()
+        if not_finite(self.model):  # as resumed: a version published spoiled, say
+            self._stop(f"held weights that are not finite numbers before it learned sample "
+                       f"{samples[0]['id']!r}")
         sound, spoiled = 0, len(batch)  # rows [0, sound) leave it sound, [0, spoiled) not
         while spoiled - sound > 1:
             half = (sound + spoiled) // 2
