@@ -178,3 +178,52 @@ def test_a_classifier_adapter_learns_a_probability_label_as_the_metrics_count_it
         model.learn(batch, y)
         a, b = model.predict(batch.slice(0, 2))
         assert a > 0.5 > b, type(model).__name__
+
+
+def test_a_sample_that_spoils_an_adapter_before_a_publish_is_a_dead_letter(
+        tmp_path: Path) -> None:
+    """A River regressor learned a value of 1e300 into a weight of -inf and said nothing:
+    where it was the last sample before a version, that version was published spoiled,
+    the trainer stopped at the next sample (scored -inf), and each restart resumed the
+    spoiled version and stopped again. Now the adapter is put back as it was before the
+    sample, as a native learner is, the sample dead-lettered, and no version is spoiled."""
+    import dataclasses
+
+    import orjson
+    from river import linear_model
+
+    from livelearn.log.sqlite import SQLiteLog
+    from livelearn.models.adapters import RiverLearner
+    from livelearn.registry import Registry
+    from livelearn.sim.pipeline import PIPELINE
+    from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
+    from livelearn.train.trainer import Trainer
+
+    def samples(log: SQLiteLog, values: dict[int, float]) -> None:
+        for topic in (SAMPLES, DEAD_LETTERS):
+            log.create_topic(topic)
+        log.append(SAMPLES, [(f"r{i}", orjson.dumps({
+            "id": f"r{i}", "ts": 1_767_571_200_000 + i, "window_end": 1_767_571_800_000 + i,
+            "score": 0.5, "features": {"age": value}, "labels": {"dwell_s": 1.0 + i % 3}}))
+            for i, value in values.items()])
+
+    pipeline = dataclasses.replace(
+        PIPELINE, target="dwell_s", learner=lambda: RiverLearner(
+            linear_model.LinearRegression(), bits=10),
+        policies=Policies(publish_every_samples=10, publish_every_ms=10**12))
+    values = {i: 1.0 + i % 4 for i in range(25)}
+    log, without = SQLiteLog(tmp_path / "log.db"), SQLiteLog(tmp_path / "without.db")
+    samples(without, {i: v for i, v in values.items() if i != 9})
+    samples(log, {**values, 9: 1e300})  # the last sample of the first version
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, pipeline)
+    trainer.step(final=True)
+    assert (trainer.samples, trainer.malformed) == (24, 1)
+    letter, = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert '"r9"' in letter["event"] and "that are not finite numbers" in letter["detail"]
+    rows = hash_rows([{"age": v} for v in (1.0, 2.0, 3.0)], bits=10)
+    for version in registry.versions():
+        assert np.isfinite(registry.load(version.id).predict(rows)).all(), version.id
+    twin = Trainer(without, Registry(tmp_path / "twin"), pipeline)
+    twin.step(final=True)
+    assert np.array_equal(trainer.model.predict(rows), twin.model.predict(rows))

@@ -114,6 +114,22 @@ def test_bad_input_is_refused(fn) -> None:
         fn([0.1, math.nan], [0, 1])
 
 
+@pytest.mark.parametrize("label", [2.0, -1.0, 1.0000001])
+def test_log_loss_refuses_a_label_outside_0_1_naming_it(label: float) -> None:
+    """Log loss is of a probability's outcome. Before: a label of 2 or -1 gave a number
+    (a negative loss for 2), and a streaming or windowed log loss counted it, silently."""
+    message = rf"log loss: label {label!r} \(row 1\) is outside \[0, 1\]"
+    with pytest.raises(BadInput, match=message):
+        log_loss([0.3, 0.6], [1.0, label])
+    streaming, window = StreamingLogLoss(), WindowedMetric("log_loss", size=4)
+    for metric in (streaming, window):
+        metric.update([0.2], [0.0])
+        with pytest.raises(BadInput, match=message):
+            metric.update([0.3, 0.6], [1.0, label])
+        assert metric.count == 1  # the batch refused is not counted
+    assert streaming.get() == pytest.approx(-math.log(0.8))
+
+
 # ---------------------------------------------------------------- streaming metrics
 
 

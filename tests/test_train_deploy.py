@@ -36,6 +36,7 @@ from livelearn.sim.history import write_tables
 from livelearn.sim.pipeline import PIPELINE
 from livelearn.sim.world import NewsFeed
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Policies
+from livelearn.train import trainer as trainer_module
 from livelearn.train.dedup import RecentIds
 from livelearn.train.metrics import auc
 from livelearn.train.rebuild import Marks, read_back
@@ -398,6 +399,23 @@ def test_samples_it_cannot_learn_are_dead_lettered_and_the_rest_learned(
     assert np.array_equal(trainer.model.state()["z"], reference.model.state()["z"])
 
 
+def test_a_sample_whose_ts_is_a_bool_is_dead_lettered(tmp_path: Path, log: SQLiteLog) -> None:
+    """A bool is an int to Python: a sample of ``"ts": true`` was learned as of 1 ms past
+    the epoch (its window_end, checked as an int exactly, was refused), and a version
+    published after it recorded that event time."""
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    sample = {"id": "r0", "ts": T0, "window_end": T0 + 600_000, "score": 0.5,
+              "features": {"topic": "t1"}, "labels": {"clicked": 1.0}}
+    log.append(SAMPLES, [("r0", orjson.dumps(sample)),
+                         ("r1", orjson.dumps({**sample, "id": "r1", "ts": True}))])
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    trainer.step(final=True)
+    assert (trainer.samples, trainer.malformed) == (1, 1)
+    letter, = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert letter["source"] == f"{SAMPLES}/0@1" and "(ts is True)" in letter["detail"]
+
+
 def test_a_restarted_trainer_does_not_dead_letter_a_sample_twice(tmp_path: Path,
                                                                  log: SQLiteLog) -> None:
     """A trainer that stopped after dead-lettering samples, before a version passed them,
@@ -459,6 +477,36 @@ def test_a_corrupt_model_file_falls_back_to_the_version_before(
     assert resumed.samples == 1000
     assert registry.get(3).status == "rejected"
     assert "v3 is damaged" in caplog.text
+
+
+def test_a_trainer_falling_back_past_a_corrupt_version_does_not_dead_letter_twice(
+        tmp_path: Path, log: SQLiteLog, caplog: pytest.LogCaptureFixture) -> None:
+    """The list of letters written (group trainer.letters) held those past the newest
+    version only: a restart past its damaged file resumed the version before, met again
+    the samples dead-lettered between the two, and wrote each letter a second time."""
+    clean = SQLiteLog(tmp_path / "clean.db")
+    _samples(clean, 2500)
+    good = [(r.key, r.value) for r in clean.read(SAMPLES, 0, 0, 3000)]
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    log.append(SAMPLES, [*good[:1500], ("bad", b"[]"), *good[1500:2450], ("bad", b"[]"),
+                         *good[2450:]])
+    registry = Registry(tmp_path / "reg")
+    first = Trainer(log, registry, SMALL)
+    while first.step(400, final=True):
+        pass
+    assert [v.meta["samples"] for v in registry.versions()] == [0, 1000, 2000]
+    assert orjson.loads(log.committed("trainer.letters").state or b"")["letters"] == [
+        [SAMPLES, 0, 2451]]  # v3 is past the first
+    path = registry.file(3)
+    path.write_bytes(path.read_bytes()[:-100])
+    again = Trainer(log, registry, SMALL)
+    assert again.version is not None and again.version.id == 2
+    while again.step(400, final=True):
+        pass
+    assert (again.samples, again.malformed) == (2500, 2)  # met again, not written again
+    assert [orjson.loads(r.value)["source"] for r in log.read(DEAD_LETTERS, 0, 0, 10)] == [
+        f"{SAMPLES}/0@1500", f"{SAMPLES}/0@2451"]
 
 
 def _served(log: SQLiteLog, model: Learner, version: int, n: int, seed: int,
@@ -1096,6 +1144,83 @@ def test_a_learner_that_refuses_most_samples_stops_the_trainer_saying_so(
 
 
 @register
+class _Plain(Learner):
+    """A user's own learner, as the Learner protocol asks and no more: no undo_point, and
+    weights that turn infinite without a word (it raises no Diverged)."""
+
+    name = "test_plain"
+    task = "regression"
+
+    def __init__(self, bits: int = 10):
+        self.bits, self.w = bits, np.zeros(1 << bits)
+
+    def predict(self, batch: SparseBatch) -> np.ndarray:
+        rows = np.repeat(np.arange(len(batch)), np.diff(batch.offsets))
+        return np.bincount(rows, self.w[batch.indices & ((1 << self.bits) - 1)] * batch.values,
+                           minlength=len(batch))
+
+    def predict_then_learn(self, batch: SparseBatch, y: np.ndarray) -> np.ndarray:
+        scores = np.empty(len(batch))
+        with np.errstate(all="ignore"):
+            for r in range(len(batch)):
+                row = batch.slice(r, r + 1)
+                scores[r] = self.predict(row)[0]
+                self.w[row.indices & ((1 << self.bits) - 1)] -= 0.01 * (scores[r] - y[r]) \
+                    * row.values
+        return scores
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"w": self.w}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.w = np.array(state["w"], dtype=np.float64)
+
+
+def test_a_sample_that_spoils_a_learner_without_undo_point_is_a_dead_letter(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A user's own learner has no undo_point: a sample whose learning turned its weights
+    infinite stopped the trainer at the sample after it (scored nan), or where it was the
+    last before a version, that version was published spoiled. Now the trainer puts it
+    back from a copy made before the turn, dead-letters the sample, and goes on: the model
+    is the one learned from the others."""
+    log.create_topic(DEAD_LETTERS)
+    values = [1.0 + i % 3 for i in range(30)]
+    _numbers(log, [*values[:12], 1e300, *values[13:]], [float(i % 4) for i in range(30)])
+    without = SQLiteLog(tmp_path / "without.db")
+    without.create_topic(SAMPLES)
+    without.append(SAMPLES, [r for r in ((r.key, r.value) for r in log.read(SAMPLES, 0, 0, 30))
+                             if r[0] != "r12"])
+    pipeline = replace(SMALL, target="clicked", learner=lambda: _Plain(bits=10))
+    trainer = Trainer(log, Registry(tmp_path / "reg"), pipeline)
+    learned = [s["id"] for s in trainer.step(final=True).samples]  # type: ignore[union-attr]
+    assert learned == [f"r{i}" for i in range(30) if i != 12]
+    letter, = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
+    assert '"r12"' in letter["event"] and "that are not finite numbers" in letter["detail"]
+    twin = Trainer(without, Registry(tmp_path / "twin"), pipeline)
+    twin.step(final=True)
+    assert np.array_equal(trainer.model.state()["w"], twin.model.state()["w"])
+
+
+def test_a_learner_spoiled_before_its_samples_stops_the_trainer_saying_so(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A learner without undo_point whose weights were not finite before a turn (a version
+    published spoiled by an earlier livelearn, resumed): each sample was taken in turn for
+    the one that spoiled it, and three dead-lettered before the trainer stopped, blaming
+    the fourth."""
+    log.create_topic(DEAD_LETTERS)
+    _numbers(log, [1.0, 2.0, 3.0, 1.0, 2.0], [1.0, 0.0, 1.0, 0.0, 1.0])
+    trainer = Trainer(log, Registry(tmp_path / "reg"),
+                      replace(SMALL, learner=lambda: _Plain(bits=10)))
+    assert isinstance(trainer.model, _Plain)
+    trainer.model.w[:] = np.inf
+    with pytest.raises(PipelineError, match=re.escape(
+            "the learner _Plain(bits=10) held weights that are not finite numbers before "
+            "it learned sample 'r0'")):
+        trainer.step(final=True)
+    assert log.read(DEAD_LETTERS, 0, 0, 10) == []
+
+
+@register
 class _Sure(FTRL):
     """A classifier that says 7 for a probability."""
 
@@ -1661,6 +1786,36 @@ def test_a_burst_of_dead_letters_writes_their_list_once_a_turn(tmp_path: Path) -
     assert listed == [[SAMPLES, 0, o] for o in range(10, 3010)]
     # once a turn of 1,000 samples: 1,000 + 2,000 + 3,000 entries, not 1 + 2 + ... + 3,000
     assert log.written["trainer.letters"] <= len(orjson.dumps(listed)) * 2
+
+
+def test_the_list_of_dead_letters_is_bounded_by_a_version_past_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list of the letters written since the newest version (group trainer.letters)
+    grew with every bad sample while no version was published, and was written whole each
+    turn. Past ``LETTERS_LISTED`` a version is published as the trainer's checkpoint, past
+    them, and they leave the list; a restart writes none of them again."""
+    monkeypatch.setattr(trainer_module, "LETTERS_LISTED", 1000)
+    clean = SQLiteLog(tmp_path / "clean.db")
+    _samples(clean, 30)
+    good = [(r.key, r.value) for r in clean.read(SAMPLES, 0, 0, 100)]
+    log = _CountedLog(tmp_path / "log.db")
+    for topic in (SAMPLES, DEAD_LETTERS):
+        log.create_topic(topic)
+    for i in range(30):  # a sample learned, then a hundred the trainer cannot learn
+        log.append(SAMPLES, [good[i], *[(f"b{i}", b"[]")] * 100])
+    registry = Registry(tmp_path / "reg")
+    trainer = Trainer(log, registry, SMALL)
+    longest = 0
+    while trainer.step(5000, final=True):
+        listed = orjson.loads(log.committed("trainer.letters").state or b"")["letters"]
+        longest = max(longest, len(listed))
+    assert trainer.malformed == 3000 and longest <= 2 * 1000  # not 3,000
+    assert len(registry.versions()) > 2  # checkpoints, of the 30 samples learned at most
+    again = Trainer(log, registry, SMALL)
+    while again.step(5000, final=True):
+        pass
+    assert again.samples == 30
+    assert len(log.read(DEAD_LETTERS, 0, 0, 4000)) == 3000  # each written once
 
 
 def test_a_version_served_again_is_judged_by_what_it_served_since_after_a_restart(

@@ -12,6 +12,10 @@ batched:
   as it stood before the mini-batch that the row joins (TorchLearner scores
   those rows one by one, since a matrix product's rounding depends on its shape).
 
+They have no ``undo_point``: the trainer keeps their state (a pickle) before each
+batch and, where a sample left a parameter of the model not finite (a River
+weight of -inf), puts it back and dead-letters the sample (train.trainer).
+
 Their state is a pickle of the adapter, so ``save_learner`` writes one and
 ``load_learner`` reads it back only with ``trusted=True`` (unpickling runs code);
 the Registry passes it for the versions its own trainer wrote.

@@ -20,6 +20,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -63,7 +64,11 @@ class Learner(ABC):
     def undo_point(self, batch: SparseBatch) -> Callable[[], None] | None:
         """What learning ``batch`` may change of this learner, kept: a function that puts
         it back, or None where that cannot be kept cheaply. The trainer's way past a
-        sample whose learning spoils the learner (Diverged): without it, it stops there."""
+        sample whose learning spoils the learner (Diverged): without it (None), the
+        trainer keeps a copy of its ``state()`` before each batch (``set_state`` puts it
+        back) and checks after it that every parameter is a finite number
+        (``not_finite``): O(its state) a batch (an adapter's: a pickle); where ``state()``
+        fails, it stops at such a sample."""
         return None
 
     @abstractmethod
@@ -274,6 +279,45 @@ def undo_tables(tables: Sequence[np.ndarray], batch: SparseBatch, size: int,
             table[at] = values
 
     return undo
+
+
+def not_finite(learner: Learner) -> bool:
+    """Whether a parameter of ``learner`` is not a finite number: in the float arrays of
+    its ``state()``, or for a ``pickled`` adapter in any float, array or tensor it holds
+    (its library's model: a River estimator's weights, a scikit-learn ``coef_``, a
+    PyTorch module's parameters and its optimizer's state)."""
+    seen: set[int] = set()
+    stack: list[Any] = [learner if learner.pickled else learner.state()]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, float):
+            if not math.isfinite(obj):
+                return True
+        elif isinstance(obj, np.ndarray):
+            if obj.dtype.kind in "fc" and not np.isfinite(obj).all():
+                return True
+        elif isinstance(obj, str | bytes | int | type | ModuleType) or obj is None \
+                or id(obj) in seen:
+            continue
+        elif hasattr(obj, "is_floating_point") and hasattr(obj, "isfinite"):  # a tensor
+            if obj.is_floating_point() and not bool(obj.isfinite().all()):
+                return True
+        else:
+            seen.add(id(obj))
+            stack.extend(_parts(obj))
+    return False
+
+
+def _parts(obj: Any) -> list[Any]:
+    """What ``not_finite`` looks into: a container's items, a River VectorDict's values,
+    an object's attributes."""
+    if isinstance(obj, dict):
+        return [*obj.values()]
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [*obj]
+    if type(obj).__name__ == "VectorDict" and hasattr(obj, "to_dict"):
+        return [*obj.to_dict().values()]
+    return [*vars(obj).values()] if hasattr(obj, "__dict__") else []
 
 
 class Diverged(PipelineError):

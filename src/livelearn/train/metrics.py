@@ -23,7 +23,8 @@ Conventions, the same everywhere:
 - ``scores`` and ``labels`` are 1-d (anything else is flattened) and of equal
   length; a nan in either is refused with :class:`~livelearn.errors.BadInput`.
 - For AUC a label is positive when it is > 0.5 (so 0/1, booleans and 0.0/1.0
-  all work). Log loss takes labels in [0, 1] and scores as P(label = 1).
+  all work). Log loss takes labels in [0, 1] and scores as P(label = 1): a batch
+  with a label outside [0, 1] is refused (BadInput naming it), and not counted.
 - nan means "not defined yet": no samples, or for AUC only one class seen.
 """
 
@@ -90,7 +91,18 @@ def auc(scores: ArrayLike, labels: ArrayLike) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
+def _check_outcomes(y: np.ndarray) -> None:
+    """BadInput naming the first label outside [0, 1]: log loss is of a probability's
+    outcome (a label of 2 would give a negative loss)."""
+    outside = (y < 0.0) | (y > 1.0)
+    if outside.any():
+        r = int(np.flatnonzero(outside)[0])
+        raise BadInput(f"log loss: label {float(y[r])!r} (row {r}) is outside [0, 1]; it takes "
+                       f"labels 0 or 1 (or a probability), and scores as P(label = 1)")
+
+
 def _log_losses(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    _check_outcomes(y)
     p = np.clip(s, EPS, 1.0 - EPS)
     return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
 
@@ -429,6 +441,8 @@ class WindowedMetric:
     def update(self, scores: ArrayLike, labels: ArrayLike) -> None:
         """Add a batch; only its last ``size`` samples can stay in the window."""
         s, y = _pair(scores, labels)
+        if self.kind == "log_loss":
+            _check_outcomes(y)
         self.count += len(s)
         self._filled = min(self.size, self._filled + len(s))
         if len(s) >= self.size:

@@ -21,16 +21,20 @@ are counted again): the dead-letter topic is the lasting record.
 
 A sample whose learning leaves a weight that is not finite (models.base.Diverged:
 a feature value or label too large) is put back (``Learner.undo_point``) and
-dead-lettered, and the samples after it learned. A score the learner must not
-give (not finite; outside [0, 1] for a binary learner), the fourth such sample
-since the last version (``MAX_SPOILING``: the learner diverging), or one of a
-learner that cannot put back, stops the trainer with a PipelineError naming the
-learner and the sample, before what it learned since its last version is
-published, as does an error of the learner's own (another library's, in an adapter),
-naming the samples it was learning. A sample the learner refuses (BadInput: more
-features than a field-aware learner has fields, without transforms) is dead-lettered
-with its reason, and the others learned, where the learner can put back what it
-learned (``undo_point``); where it refuses more than half of the first
+dead-lettered, and the samples after it learned. A learner without an undo point
+of its own (an adapter, a user's learner) has its state copied before each batch
+and is checked after it (``models.base.not_finite``): where it is spoiled, the sample that spoiled
+it is found, put back and dead-lettered alike, so no version is published spoiled.
+A score the learner must not give (not finite; outside [0, 1] for a binary
+learner), the fourth such sample since the last version (``MAX_SPOILING``: the
+learner diverging), or one of a learner that cannot put back (nor copy its state),
+stops the trainer with a PipelineError naming the learner and the sample, before
+what it learned since its last version is published, as does an error of the
+learner's own (another library's, in an adapter), naming the samples it was learning.
+A sample the learner refuses (BadInput: more features than a field-aware learner has
+fields, without transforms) is dead-lettered with its reason, and the others learned,
+where the learner can put back what it learned (``undo_point``, or the copy kept);
+where it refuses more than half of the first
 ``LABEL_CHECK`` samples, the trainer stops.
 
 Samples the log deleted before the trainer read them (its retention) stop it
@@ -41,14 +45,18 @@ does not find it again.
 
 Each dead letter is written once: with it, the log keeps which samples (and
 gaps) past the newest version's offsets were dead-lettered (group
-``GROUP.letters``), and a restart that reads them again skips their letters.
+``GROUP.letters``), and a restart that reads them again skips their letters. A
+version lists those its offsets passed (in its details): a restart falling back
+past it (its file damaged) skips those too. Past ``LETTERS_LISTED`` letters in the
+group's list, a version is published past them (the trainer's checkpoint), so the
+list stays bounded while too few samples are learned to publish one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -61,7 +69,13 @@ from livelearn.features.batch import SparseBatch
 from livelearn.features.hashing import unusable
 from livelearn.log.base import Checkpoint, Log, Record, TopicPartition, start_offsets
 from livelearn.log.merge import MergedReader
-from livelearn.models.base import Diverged, Learner, score_problem
+from livelearn.models.base import (
+    Diverged,
+    Learner,
+    check_learned,
+    not_finite,
+    score_problem,
+)
 from livelearn.registry import Registry, Version
 from livelearn.spec import DEAD_LETTERS, SAMPLES, Pipeline, new_learner
 from livelearn.train.dedup import RecentIds
@@ -90,6 +104,10 @@ LABEL_CHECK = 1000
 #: dead-lettered, up to this many since the last version; the next one stops the trainer:
 #: so many are not a few outliers but the learner diverging (a learning rate too high).
 MAX_SPOILING = 3
+#: Past this many dead letters listed (group ``GROUP.letters``: those past the newest
+#: version's offsets, the list written whole each turn that writes one), a version is
+#: published as the trainer's checkpoint, past them: they leave the list.
+LETTERS_LISTED = 10_000
 
 
 class _OutOfRange(str):
@@ -109,7 +127,7 @@ def _sample_key(target: str, binary: str | None = None
             end, sid = sample["window_end"], sample["id"]
             label = sample["labels"][target]
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
-                    and isinstance(sample["ts"], int) and isinstance(label, int | float)):
+                    and type(sample["ts"]) is int and isinstance(label, int | float)):
                 if binary is None or 0 <= label <= 1:
                     return (end, sid), sample
                 return _BAD, _OutOfRange(
@@ -137,7 +155,7 @@ def _wrong_field(sample: dict[str, Any], target: str) -> str:
             ("window_end", sample["window_end"], type(sample["window_end"]) is int),
             ("id", sample["id"], type(sample["id"]) is str),
             ("features", sample["features"], isinstance(sample["features"], dict)),
-            ("ts", sample["ts"], isinstance(sample["ts"], int)),
+            ("ts", sample["ts"], type(sample["ts"]) is int),
             (f"labels['{target}']", label, isinstance(label, int | float))):
         if not ok:
             return f"{name} is {show(value)}"
@@ -253,6 +271,7 @@ class Trainer:
         self._lettered = {(t, p, o) for t, p, o in state.get("letters", [])} \
             if state.get("topic_ids") == self.topic_ids else set()
         self._unwritten: list[tuple[str, bytes]] = []  # letters of this turn (_write_letter)
+        self._letters_bound = LETTERS_LISTED  # more listed end a turn (_past_letters)
         self._resume()
         self._samples_at_start = self.samples
 
@@ -271,6 +290,7 @@ class Trainer:
             except Corrupt as e:
                 log.warning("%s; resuming from the version before it", e)
                 self.registry.set_status(version.id, "rejected", f"corrupt: {e}")
+                self._lettered.update(self._letters_behind(version))  # read again from here
                 continue
             if _described(self.model) != declared:
                 log.warning("pipeline '%s' declares the learner %s, but this trainer resumes "
@@ -289,6 +309,13 @@ class Trainer:
                                                      if tp not in self.offsets], self.group))
         if self.version is None:
             self.version = self._publish(ts=None)
+
+    def _letters_behind(self, version: Version) -> set[tuple[str, int, int]]:
+        """The letters written that ``version``'s offsets were past when it was published
+        (``_publish``), no longer listed in group ``GROUP.letters``; none for a version of
+        an earlier livelearn."""
+        letters = self.registry.details(version.id).get("letters", [])
+        return {(str(t), int(p), int(o)) for t, p, o in letters}
 
     def _check_log(self, version: Version) -> None:
         """ConfigError if ``version`` learned the samples of another log (a new log beside
@@ -385,9 +412,12 @@ class Trainer:
         ready: list[tuple[tuple[int, str], dict[str, Any], tuple[str, int, int]]] = []
         exhausted = False
         read_ids = self._read_ids
-        while len(ready) + len(self._held) < max_records:
-            # at most as many as there is room for: each one read is held or skipped
-            batch = self.reader.next_batch(final, max_records - len(ready) - len(self._held))
+        while len(ready) + len(self._held) < max_records \
+                and len(self._lettered) <= self._letters_bound:  # else a turn ends here
+            # at most as many as there is room for: each one read is held, skipped or a letter
+            room = min(max_records - len(ready) - len(self._held),
+                       self._letters_bound + 1 - len(self._lettered))
+            batch = self.reader.next_batch(final, room)
             if not batch:
                 exhausted = True
                 break
@@ -396,6 +426,7 @@ class Trainer:
             for record, sample in batch:
                 if type(sample) is not dict:  # why it cannot be learned
                     self._dead_letter(record, sample)
+                    self._read_past(record)
                     continue
                 end, sid = sample["window_end"], sample["id"]
                 if not read_ids.add_new(end, sid) and not self._caught_up(record, end, sid):
@@ -416,7 +447,29 @@ class Trainer:
         trained = self._train([r[1] for r in ready], [r[2] for r in ready]) if ready else None
         if self._gaps:
             self._past_gaps()
+        if len(self._lettered) > self._letters_bound:
+            self._past_letters()
+            if trained is None and not exhausted:  # a turn of letters alone: more to read
+                trained = self._train([], [])
         return trained
+
+    def _read_past(self, record: Record) -> None:
+        """A sample dead-lettered as it was read: a version may resume past it (those read
+        before it and not learned yet hold the version's offset back: ``_publish``)."""
+        tp = (record.topic, record.partition)
+        self.offsets[tp] = max(self.offsets.get(tp, 0), record.offset + 1)
+
+    def _past_letters(self) -> None:
+        """Publish a version (the trainer's checkpoint) past the letters listed, so that
+        they leave the list, where it would take at least half of them (samples read and
+        not learned yet, held back, hold its offsets back); the next try is once as many
+        more are listed."""
+        resume = self._resume_at(h[2] for h in self._held)
+        behind = sum(o < resume.get((t, p), 0) for t, p, o in self._lettered)
+        if 2 * behind >= len(self._lettered):
+            learned = self._last_learned_ts
+            self._publish(ts=self._last_publish_ts if learned is None else learned)
+        self._letters_bound = len(self._lettered) + LETTERS_LISTED
 
     def _on_lost(self, tp: TopicPartition, offset: int, start: int) -> None:
         """Samples ``offset`` to ``start - 1`` of ``tp`` were deleted before they were read:
@@ -676,13 +729,20 @@ class Trainer:
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Score and learn each row in turn: the scores, and which rows were dead-lettered.
         A row whose learning leaves a weight that is not a finite number (Diverged: a
-        value like 1e200) is put back, where the learner can (``Learner.undo_point``),
-        dead-lettered and scored nan, and the rows after it learned; the ``MAX_SPOILING``
-        + 1-th since the last version, or one the learner cannot put back, stops the
-        trainer."""
+        value like 1e200) is put back, where the learner can (``Learner.undo_point``, or
+        its state kept, for a learner without one: ``_kept_state``, checked after the
+        batch, as such a learner may raise no Diverged itself), dead-lettered and scored
+        nan, and the rows after it learned; the ``MAX_SPOILING`` + 1-th since the last
+        version, or one the learner cannot put back, stops the trainer."""
         undo = self.model.undo_point(batch)
+        kept = undo is None  # a learner that cannot say what it changes: a copy of it
+        if kept:
+            undo = self._kept_state()
         try:
             scores = self.model.predict_then_learn(batch, labels)
+            if kept and undo is not None and not_finite(self.model):
+                check_learned(self.model, batch, labels,
+                              self._spoiling_row(batch, labels, samples, undo))
             return scores, np.zeros(len(scores), dtype=bool)
         except BadInput as e:  # a row it refuses (more features than an FFM has fields)
             if undo is None:
@@ -715,6 +775,45 @@ class Trainer:
                                        samples[row + 1:], where[row + 1:])
         return (np.concatenate([before, [np.nan], after]),
                 np.concatenate([np.zeros(row, dtype=bool), [True], dead]))
+
+    def _kept_state(self) -> Callable[[], None] | None:
+        """The undo point of a learner without one of its own (``Learner.undo_point``): a
+        copy of its ``state()``, made now (an adapter's: a pickle), that ``set_state``
+        puts back; None if that fails."""
+        try:
+            kept = {name: np.array(array) for name, array in self.model.state().items()}
+        except Exception as e:  # a learner whose state() fails
+            log.warning("the state of the learner %s cannot be kept (%s: %s): a sample that "
+                        "spoils it stops the trainer; give it an undo_point "
+                        "(models.base.Learner)", _described(self.model), type(e).__name__, e)
+            return None
+
+        def undo() -> None:  # copies again: it may be put back more than once
+            self.model.set_state({name: array.copy() for name, array in kept.items()})
+
+        return undo
+
+    def _spoiling_row(self, batch: SparseBatch, labels: np.ndarray,
+                      samples: list[dict[str, Any]], undo: Callable[[], None]) -> int:
+        """The row of ``batch`` whose learning left a parameter of the learner (one without
+        an undo point of its own) not finite, by halves: learned from the copy kept, the
+        rows before it leave the learner sound, and with it they do not. A learner that
+        was not sound before the batch stops the trainer."""
+        undo()
+        if not_finite(self.model):  # as resumed: a version published spoiled, say
+            self._stop(f"held weights that are not finite numbers before it learned sample "
+                       f"{samples[0]['id']!r}")
+        sound, spoiled = 0, len(batch)  # rows [0, sound) leave it sound, [0, spoiled) not
+        while spoiled - sound > 1:
+            half = (sound + spoiled) // 2
+            undo()
+            try:
+                self.model.predict_then_learn(batch.slice(0, half), labels[:half])
+                ok = not not_finite(self.model)
+            except Exception:  # its own error, on what it learned before: spoiled too
+                ok = False
+            sound, spoiled = (half, spoiled) if ok else (sound, half)
+        return sound
 
     def _learn_taken(self, batch: SparseBatch, labels: np.ndarray,
                      samples: list[dict[str, Any]], where: list[tuple[str, int, int]],
@@ -753,6 +852,15 @@ class Trainer:
                             f"{_described(self.model)} {what}{hint}; nothing learned{last} "
                             f"is published")
 
+    def _resume_at(self, unread: Iterable[tuple[str, int, int]]) -> dict[TopicPartition, int]:
+        """Where a restart resumes each input: past the last sample learned, or at the
+        first of ``unread`` (read, not learned yet) before it."""
+        resume = dict(self.offsets)
+        for topic, partition, offset in unread:
+            if offset < resume.get((topic, partition), offset + 1):
+                resume[(topic, partition)] = offset
+        return resume
+
     def _publish(self, ts: int | None, unlearned: Sequence[tuple[str, int, int]] = ()
                  ) -> Version:
         """Publish the current model as a candidate, with its metrics and lineage.
@@ -768,7 +876,9 @@ class Trainer:
         (``"topic/partition"``), the offsets of its samples with their scores (what the gate
         reads) and labels, and in ``runs`` the order the samples were
         learned in, as runs of consecutive samples of one partition (``[["samples/0",
-        5000]]`` for one partition), oldest first.
+        5000]]`` for one partition), oldest first; and the dead letters written that its
+        offsets are past (``letters``, as ``[topic, partition, offset]``), which a restart
+        falling back past this version (its file damaged) reads again, and skips.
         """
         self._flush_letters()  # a version's offsets never pass a letter not written
         offsets: dict[str, list[int]] = {}
@@ -788,11 +898,8 @@ class Trainer:
                 runs[-1][1] += 1
             else:
                 runs.append([where, 1])
-        resume = dict(self.offsets)
         unread = [*unlearned, *(h[2] for h in self._held)]
-        for topic, partition, offset in unread:
-            if offset < resume.get((topic, partition), offset + 1):
-                resume[(topic, partition)] = offset
+        resume = self._resume_at(unread)
         meta = {
             "pipeline": self.pipeline.name, "trainer": self.group, "samples": self.samples,
             "event_ts": ts,
@@ -804,12 +911,15 @@ class Trainer:
         }
         newest = self._learned_newest
         oldest = None if newest is None else newest - self._read_ids.horizon_ms
+        behind = {at for at in self._lettered if at[2] < resume.get(at[:2], 0)}
         details = {"rebuild": self._marks.rebuild(oldest, unread),
+                   "letters": sorted(behind),
                    "newest_in": [[t, p, end] for (t, p), end in sorted(self._newest_in.items())],
                    "metric_state": self.metric.state(),
                    "window": {"offsets": offsets, "scores": scores, "labels": labels,
                               "runs": runs, "count": self.window.count}}
         parent = None if self.version is None else self.version.id
         self.version = self.registry.publish(self.model, meta, parent, details)
+        self._lettered -= behind  # the group's list drops them at its next write
         self._since_publish, self._spoiling, self._last_publish_ts = 0, 0, ts
         return self.version
