@@ -172,6 +172,23 @@ def test_join_until_idle_says_what_it_did(tmp_path: Path,
     assert capsys.readouterr().out == "6 records read, 5 samples, dead letters: duplicate 1\n"
 
 
+def test_train_until_idle_says_what_it_learned_and_dead_lettered(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`join --until-idle` and `run --until-idle` said what they did; `train --until-idle`
+    ended without a word, also of the samples it could not learn."""
+    (tmp_path / "p.py").write_text(BAD_FEATURES)
+    _ratings(tmp_path / "r.jsonl", ["nan" if i % 10 == 0 else f"m{i % 4}" for i in range(30)])
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    for command in (["ingest", str(tmp_path / "p.py"), "ratings", str(tmp_path / "r.jsonl")],
+                    ["join", str(tmp_path / "p.py"), "--until-idle"]):
+        assert main(["-q", *command, "--log", url]) == 0
+    capsys.readouterr()
+    assert main(["-q", "train", str(tmp_path / "p.py"), "--log", url, "--registry",
+                 str(tmp_path / "reg"), "--until-idle"]) == 0
+    assert capsys.readouterr().out == ("27 samples learned; latest version v2; this run wrote "
+                                       "3 dead letters (malformed 3)\n")
+
+
 def test_run_until_idle_says_what_it_dead_lettered(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """It said only the samples learned: 45,002 ratings ingested, 41,997 learned, and not

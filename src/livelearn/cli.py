@@ -19,6 +19,7 @@ from livelearn.cli_data import (
     LOG_HELP,
     PIPELINE_HELP,
     add_skip_lost,
+    learned,
     number_of,
     port_number,
     positive_seconds,
@@ -261,7 +262,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        "roll back; a restart resumes from the newest published version.")
     t.add_argument("--until-idle", action="store_true",
                    help="stop once no sample is left, publishing what was learned since the "
-                        "last version (default: run forever)")
+                        "last version, and say what was learned and dead-lettered (default: "
+                        "run forever)")
     add_skip_lost(t, "the trainer")
     t.set_defaults(func=_train)
 
@@ -454,13 +456,14 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(log, registry, pipeline, skip_lost=args.skip_lost)
     gate = Gate.of(log, registry, pipeline)
     while True:
-        learned = trainer.step(final=args.until_idle) is not None
+        stepped = trainer.step(final=args.until_idle) is not None
         gate.step()
-        if learned:
+        if stepped:
             continue
         if args.until_idle:
             trainer.publish_now()
             gate.step()
+            print(learned(trainer, trainer.dead_letters()))
             return 0
         time.sleep(0.05)
 

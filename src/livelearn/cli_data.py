@@ -316,6 +316,14 @@ def _say_late(late: int, events: int, lateness_ms: int) -> None:
               f"lateness its events come with", flush=True)
 
 
+def learned(trainer: Any, dead: dict[str, int]) -> str:
+    """What `run --until-idle` and `train --until-idle` say at their end: the samples
+    learned, the latest version and the dead letters written (``dead``, by reason)."""
+    version = trainer.version.id if trainer.version else 0
+    return (f"{trainer.samples} samples learned; latest version v{version}; this run wrote "
+            f"{_dead_letters(dead)}")
+
+
 def _dead_letters(by_reason: dict[str, int]) -> str:
     """``{"late": 2, "orphan": 1}`` as ``3 dead letters (late 2, orphan 1)``."""
     if not by_reason:
@@ -335,9 +343,7 @@ def _run(args: argparse.Namespace) -> int:
     tune_gc()
     if args.until_idle:
         loop.drain(final=True)
-        print(f"{loop.trainer.samples} samples learned; latest version "
-              f"v{loop.trainer.version.id if loop.trainer.version else 0}; this run wrote "
-              f"{_dead_letters(loop.dead_letters())}")
+        print(learned(loop.trainer, loop.dead_letters()))
         return 0
     try:
         _live(args, loop, pipeline, log, registry, data)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from livelearn.deploy.gate import Gate
-from livelearn.events import Reason
 from livelearn.join.runner import JoinRunner
 from livelearn.log.base import Log
 from livelearn.registry import Registry
@@ -81,9 +80,7 @@ class Loop:
         samples it cannot learn as ``malformed``, its gaps as ``lost``); nothing from
         before a restart."""
         dead = Counter({str(k): n for k, n in self.joiner.counts.items() if k != SAMPLES})
-        dead[str(Reason.MALFORMED)] += self.trainer.malformed
-        dead[str(Reason.LOST)] += self.trainer.lost
-        return +dead
+        return +(dead + self.trainer.dead_letters())
 
     def resumed(self) -> str | None:
         """What a restart goes on from (the joiner's checkpoint, the trainer's newest

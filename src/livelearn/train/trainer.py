@@ -55,7 +55,7 @@ list stays bounded while too few samples are learned to publish one.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -662,6 +662,11 @@ class Trainer:
         except BadInput as e:
             return str(e)
         return None
+
+    def dead_letters(self) -> Counter[str]:
+        """What this trainer dead-lettered, by reason: the samples it cannot learn as
+        ``malformed``, its gaps as ``lost``; nothing from before a restart."""
+        return +Counter({str(Reason.MALFORMED): self.malformed, str(Reason.LOST): self.lost})
 
     def publish_now(self) -> Version | None:
         """Publish what was learned since the last version (at the end of a bounded run)."""
