@@ -590,6 +590,24 @@ def test_the_gate_rolls_back_a_version_whose_live_metric_falls(
     assert "rolled back" in caplog.text
 
 
+def test_a_binary_versions_live_auc_leaves_out_labels_outside_0_1(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """The trainer dead-letters a binary learner's samples labelled 2 or -1; the gate took
+    them into the served version's live AUC (2 a click, -1 none) and judged by them."""
+    log.create_topic(SAMPLES)
+    registry = Registry(tmp_path / "reg")
+    good, bad = _good_then_bad(registry)
+    _served(log, good, 1, 1000, seed=1)
+    _served(log, bad, 2, 1000, seed=2)
+    log.append(SAMPLES, [(f"x{i}", orjson.dumps({
+        "id": f"x{i}", "ts": T0 + 10**7 + i, "window_end": T0 + 10**7 + i + 600_000,
+        "model_version": 2, "score": 0.5, "features": {"topic": "t1"},
+        "labels": {"clicked": 2.0 if i % 2 else -1.0}})) for i in range(500)])
+    decision = Gate(log, registry, "clicked", tolerance=0.02).step()[0]
+    assert decision.version == 2 and not decision.approved
+    assert "on the 1000 samples it served fell below v1" in decision.reason
+
+
 def test_a_regressions_rollback_says_its_error_rose(tmp_path: Path, log: SQLiteLog) -> None:
     """An MAE is worse when higher: the reason said it 'fell below' the previous one's."""
     log.create_topic(SAMPLES)

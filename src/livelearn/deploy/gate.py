@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,14 +166,16 @@ class Gate:
                 return self._decide(canary, False, f"corrupt: {e}", None, None)
             self._sound_canary = canary.id
         self._read_served()
-        ours = list(self._served.get(canary.id, ()))
+        name = canary.meta.get("metric", "auc")
+        ours = _judgeable(self._served.get(canary.id, ()), name)
         incumbent = self.registry.incumbent()
         if incumbent is None:
             return None
         if len(ours) < self.canary_samples:
             return self._starved(canary, incumbent, len(ours))
         first, last = min(s[0] for s in ours), max(s[0] for s in ours)
-        theirs = [s for s in self._served.get(incumbent.id, ()) if first <= s[0] <= last]
+        theirs = [s for s in _judgeable(self._served.get(incumbent.id, ()), name)
+                  if first <= s[0] <= last]
         if len(theirs) < self.min_samples:
             if len(ours) < self.live_window:
                 return None  # the more the canary serves, the longer the times compared
@@ -182,7 +184,6 @@ class Gate:
                 f"it served (the most the gate keeps), v{incumbent.id} served {len(theirs)} "
                 f"of the {self.min_samples} the gate needs; too few users are outside "
                 f"canary_share {self.canary_share:g} (few users, or a share near 1)"), None, None)
-        name = canary.meta.get("metric", "auc")
         metric = auc if name == "auc" else mae
         a, b = (metric(np.array([s[2] for s in served]), np.array([s[3] for s in served]))
                 for served in (ours, theirs))
@@ -237,6 +238,9 @@ class Gate:
         if model is None:
             return None
         name = current.meta.get("metric", "auc")
+        samples = _judgeable(samples, name)
+        if not samples:
+            return None
         _, features, served, labels = zip(*samples, strict=True)
         rows = self.hash_rows(features, model.bits)
         metric = auc if name == "auc" else mae
@@ -408,6 +412,15 @@ class Gate:
             return None
         log.info("v%d %s: %s", candidate.id, status, reason)
         return Decision(candidate.id, approved, reason, ours, theirs, canary=status == "canary")
+
+
+def _judgeable(samples: Iterable[Served], metric: str) -> list[Served]:
+    """The samples a version's live ``metric`` is taken on: for AUC (a binary learner's),
+    those labelled in [0, 1], the labels the trainer learns (it dead-letters the others:
+    counted here, a label of 2 was a click and -1 none)."""
+    if metric != "auc":
+        return list(samples)
+    return [s for s in samples if 0 <= s[3] <= 1]
 
 
 def _served(value: bytes, target: str) -> tuple[int, Served] | None:
