@@ -263,6 +263,29 @@ def test_impressions_of_an_item_with_no_row_are_dead_lettered_as_the_server_refu
                       f"it: 422)")]
 
 
+def test_impressions_of_an_id_longer_than_predict_takes_are_dead_lettered(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """/predict refuses a user or item id of more than 256 characters (422); impressions of
+    one were logged, samples of users and items the server never serves."""
+    pipeline = replace(SHOWN, items=spec.Table("items", "items.csv", key="item_id"))
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    long = "i" * 257
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\nu1,2023-12-31T00:00:00,pro\n")
+    (tmp_path / "items.csv").write_text(f"item_id\ni1\n{long}\n")
+    (tmp_path / "i.jsonl").write_bytes(b"".join(
+        orjson.dumps({"request_id": r, "ts": T, "user": user, "item": item}) + b"\n"
+        for r, user, item in (("ok", "u1", "i1"), ("item", "u1", long),
+                              ("user", "u" * 300, "i1"))))
+    result = ingest(log, pipeline, "predictions", tmp_path / "i.jsonl", data_dir=tmp_path)
+    assert (result.events, result.dead) == (1, 2)
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        "stream 'predictions', field 'item': 257 characters, more than the 256 /predict "
+        "takes (the server refuses it: 422)",
+        "stream 'predictions', field 'user': 300 characters, more than the 256 /predict "
+        "takes (the server refuses it: 422)"]
+
+
 def _plan(user: dict, item: dict, ts: int) -> dict:
     return {"plan": str(user["plan"])}  # KeyError for a user without a row
 

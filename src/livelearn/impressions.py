@@ -42,6 +42,7 @@ from livelearn.features.hashing import unusable
 from livelearn.ingest import event_time, typed_value
 from livelearn.log.base import Log
 from livelearn.serve.counters import ServedCounters
+from livelearn.serve.limits import MAX_ID_CHARS
 from livelearn.spec import PREDICTIONS, Pipeline
 from livelearn.tables.asof import AsOfTable
 from livelearn.tables.memory import MemoryStore
@@ -68,7 +69,7 @@ class Impressions:
         """The (key, value) of the prediction record of one impression; BadInput naming
         the field if one is missing or of another type."""
         ts = check_ts(event_time(PREDICTIONS, obj.get("ts")), PREDICTIONS, now_ms)
-        user, item = _field(obj, "user", str), _field(obj, "item", str)
+        user, item = _id(obj, "user"), _id(obj, "item")
         shown = {"ts": ts, "user": user, "item": item,
                  "model_version": _field(obj, "model_version", int, 0),
                  "score": _field(obj, "score", float, 0.0)}
@@ -103,6 +104,16 @@ class Impressions:
 
 
 _MISSING = object()
+
+
+def _id(obj: Mapping[str, Any], name: str) -> str:
+    """The user or item id of an impression; BadInput where /predict would refuse it (422):
+    longer than ``MAX_ID_CHARS``, a sample of a user or item it never serves."""
+    value: str = _field(obj, name, str)
+    if len(value) > MAX_ID_CHARS:
+        raise BadInput(f"stream '{PREDICTIONS}', field '{name}': {len(value)} characters, more "
+                       f"than the {MAX_ID_CHARS} /predict takes (the server refuses it: 422)")
+    return value
 
 
 def _field(obj: Mapping[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:

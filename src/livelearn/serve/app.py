@@ -88,7 +88,13 @@ from livelearn.registry import Registry
 from livelearn.serve.counters import ServedCounters, retention_for
 from livelearn.serve.health import LogHealth
 from livelearn.serve.holder import ModelHolder
-from livelearn.serve.limits import MAX_BODY_BYTES, MAX_PREDICT, BodyLimits, validation_message
+from livelearn.serve.limits import (
+    MAX_BODY_BYTES,
+    MAX_ID_CHARS,
+    MAX_PREDICT,
+    BodyLimits,
+    validation_message,
+)
 from livelearn.serve.scoring import EventScorer
 from livelearn.serve.tables import ServedTables
 from livelearn.serve.traffic import CountResponses, Responses
@@ -103,8 +109,8 @@ class PredictRequest(BaseModel):
     # a field it does not know is refused: a misspelled "ts" would score as of now
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=256)
-    items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+    user_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    items: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]] = Field(
         min_length=1, max_length=MAX_PREDICT,
         description="candidate item ids, scored in this order")
     ts: StrictInt | None = Field(

@@ -31,6 +31,8 @@ from livelearn.events import MAX_NESTING, is_digits, show, too_deep
 
 #: Most items (a feedback join) or events (a label in the events) one /predict scores.
 MAX_PREDICT = 1000
+#: The longest user or item id /predict takes, in characters.
+MAX_ID_CHARS = 256
 
 #: The default largest request body, in bytes (1 MiB: a feedback batch of some
 #: 5,000 events).
