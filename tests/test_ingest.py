@@ -656,3 +656,24 @@ def test_a_csv_separated_by_another_character_than_commas_is_refused_naming_it(
                             f"{header!r}: ingest reads cells separated by commas, and this "
                             f"file's seem separated by {separator!r}")
     assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []
+
+
+def test_a_bad_time_is_named_by_the_streams_own_time_field(log: SQLiteLog,
+                                                           tmp_path: Path) -> None:
+    """A stream whose time field is `time` had a time in seconds, in the future or a float
+    named as field 'ts', which the file does not have (a missing one was named 'time')."""
+    timed = spec.Stream("ratings", {"movie": str, "stars": float}, key="user", ts="time")
+    pipeline = spec.Pipeline(name="movies", feedback=spec.EventLabel(timed, label="stars"),
+                             features=lambda e, rows, counts: {"movie": e.payload["movie"]},
+                             learner=lambda: LinearRegression(bits=10), target="stars")
+    (tmp_path / "r.csv").write_text("user,time,movie,stars\nu1,1704067200,m1,4\n"
+                                    "u1,2999-01-01T00:00:00Z,m1,4\nu1,,m1,4\n")
+    (tmp_path / "r.jsonl").write_text('{"user": "u1", "time": 1704067200000.5, '
+                                      '"movie": "m1", "stars": 4}\n')
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    errors = [*ingest(log, pipeline, "ratings", tmp_path / "r.csv").first_errors,
+              *ingest(log, pipeline, "ratings", tmp_path / "r.jsonl").first_errors]
+    assert len(errors) == 4
+    for error in errors:
+        assert "stream 'ratings', field 'time': " in error, error

@@ -157,10 +157,11 @@ class EventDecoder:
 
 
 def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
-             max_future_ms: int | None = MAX_FUTURE_MS) -> int:
-    """Check an event time in milliseconds; raise BadInput naming the ``stream``'s field
-    (or, None, a request's field 'ts') for seconds or the far future."""
-    where = "field 'ts'" if stream is None else f"stream '{stream}', field 'ts'"
+             max_future_ms: int | None = MAX_FUTURE_MS, field: str = "ts") -> int:
+    """Check an event time in milliseconds; raise BadInput naming the ``stream``'s
+    ``field`` (a flat record's is the stream's own, ``Stream.ts``; or, None, a request's
+    field 'ts') for seconds or the far future."""
+    where = f"field '{field}'" if stream is None else f"stream '{stream}', field '{field}'"
     check_ms(ts, where)
     if max_future_ms is not None:
         now = int(time.time() * 1000) if now_ms is None else now_ms

@@ -361,7 +361,8 @@ def _envelope(stream: Stream, obj: Mapping[str, Any], now_ms: int | None) -> Eve
 
 def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: bool) -> Event:
     key = _ident(stream.name, stream.key, obj.get(stream.key), "the key")
-    ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms)
+    ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms,
+                  field=stream.ts)
     payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
     if not typed:  # an empty cell is a missing value, as a JSON null (and in a table)
         payload.update((k, None) for k, v in obj.items() if v == "" and k in payload)
