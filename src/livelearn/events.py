@@ -387,6 +387,26 @@ stream, key, id, ts and payload; put 'page' in payload, or it would be lost
                            f"would be lost")
 
 
+def check_payload(obj: Mapping[str, Any], stream: str) -> None:
+    """BadInput if envelope ``obj`` (of ``stream``) has no ``payload``: most likely a flat
+    record, as ``livelearn ingest`` reads one, sent where an envelope is taken (the
+    server's /feedback); the message says where its fields go.
+
+    >>> check_payload({"stream": "click", "user": "u1", "ts": 1, "request_id": "r1"}, "click")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: stream 'click': an event of /feedback is an envelope of the \
+fields stream, key, id, ts and payload; this one has no payload (it has 'request_id', 'user'): \
+put the stream's fields in payload, and the event's key in key
+    """
+    if "payload" in obj:
+        return
+    others = ", ".join(repr(name) for name in sorted(obj) if name not in ENVELOPE_FIELDS)
+    raise BadInput(f"stream '{stream}': an event of /feedback is an envelope of the fields "
+                   f"stream, key, id, ts and payload; this one has no payload"
+                   f"{f' (it has {others})' if others else ''}: put the stream's fields in "
+                   f"payload, and the event's key in key")
+
+
 def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:
     """A JSON object from text (a mapping passes as it is); BadInput naming ``what``."""
     if isinstance(raw, Mapping):
