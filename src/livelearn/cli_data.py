@@ -236,6 +236,7 @@ def _replay(args: argparse.Namespace) -> int:
           f"events/s; report {html}", flush=True)
     _say_late(report["dead_letters"].get("late", 0), report["events"],
               pipeline.feedback.allowed_lateness_ms)
+    _say_late_counted(report["late_counted"], pipeline.feedback.allowed_lateness_ms)
     _none_accepted({source: (given["events"], given["dead"])
                       for source, given in report["inputs"].items()})
     if args.then_live:
@@ -313,6 +314,20 @@ def _say_late(late: int, events: int, lateness_ms: int) -> None:
         print(f"{late} events were late (older, by more than the allowed lateness of "
               f"{lateness_ms} ms, than one read before them): is a file not in time order? "
               f"Sort it by its time field, or give the pipeline's allowed_lateness_ms the "
+              f"lateness its events come with", flush=True)
+
+
+def _say_late_counted(late: int, lateness_ms: int) -> None:
+    """Say what to do where ``late`` events of a counted stream came after a sample of a
+    later ts was emitted: not dead-lettered (counted from then on), they are missing from
+    the counts of such samples."""
+    if late:
+        events = "1 event of a counted stream" if late == 1 else \
+            f"{late} events of counted streams"
+        print(f"{events} came after samples of later times were emitted (older, by more than "
+              f"the allowed lateness of {lateness_ms} ms, than events read before them): "
+              f"those samples' counts of their keys miss them. Is a file not in time order? Sort "
+              f"it by its time field, or give the pipeline's allowed_lateness_ms the "
               f"lateness its events come with", flush=True)
 
 
