@@ -92,9 +92,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        "trainer and gate; report prequential metrics over event time. With "
                        "--then-live, go on as `livelearn run` does: --no-serve, --host and "
                        "--port are for that.")
-    r.add_argument("--events", nargs="+", required=True, metavar="STREAM=FILE",
-                   help="files to replay, ingested in this order except that predictions "
-                        "(impressions) go last, once the feedback they count is in")
+    r.add_argument("--events", nargs="+", action="extend", required=True,
+                   metavar="STREAM=FILE",
+                   help="files to replay (after one --events or in several), ingested in this "
+                        "order except that predictions (impressions) go last, once the "
+                        "feedback they count is in")
     r.add_argument("--then-live", action="store_true",
                    help="keep the last windows open and go on with live events as `livelearn "
                         "run` does: join, train and judge what comes into the log and serve "
