@@ -361,6 +361,29 @@ def test_a_json_array_or_a_binary_file_is_refused_before_anything_is_ingested(
     assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []
 
 
+def test_a_csv_read_as_json_lines_is_refused_saying_to_give_format_csv(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CSV file without the .csv suffix, or piped to stdin, was read as JSON lines: every
+    row a dead letter ("not valid JSON: unexpected character"), the header's too, and no
+    word of --format csv. Now it is refused before anything is ingested, saying so."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    text = f"user,movie,stars,ts\nu1,m1,4,{T}\n"
+    (tmp_path / "r.txt").write_text(text)
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"), "ratings"]
+    assert main(["-q", "ingest", *args, str(tmp_path / "r.txt")]) == 2
+    assert capsys.readouterr().err == (
+        f"livelearn: {tmp_path / 'r.txt'} reads as CSV, not JSON lines (its first line is "
+        f"'user,movie,stars,ts'): give --format csv\n")
+    done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "-"],
+                          input=text, capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (
+        2, "livelearn: stdin reads as CSV, not JSON lines (its first line is "
+           "'user,movie,stars,ts'): give --format csv\n")
+    assert main(["-q", "ingest", *args, str(tmp_path / "r.txt"), "--format", "csv"]) == 0
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert len(_topic(log, "ratings")) == 1 and _topic(log, "dead_letters") == []
+
+
 def test_a_byte_order_mark_inside_a_csv_is_a_dead_letter_naming_its_field(
         log: SQLiteLog, tmp_path: Path) -> None:
     """Two files joined (cat a.csv b.csv): the second one's BOM stuck to a value, so that

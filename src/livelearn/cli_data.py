@@ -65,8 +65,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "or predictions for impressions from history (a feedback join)")
     i.add_argument("file", metavar="FILE",
                    help="a file of JSON lines (one object a line, whatever its suffix: a JSON "
-                        "array, Parquet or gzip is refused), a .csv file, or - for stdin "
-                        "(JSON lines)")
+                        "array, Parquet, gzip or CSV is refused), a .csv file (or another "
+                        "with --format csv), or - for stdin (JSON lines)")
     i.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help=f"folder of the table files, for impressions (default: {DATA_DEFAULT})")
     i.add_argument("--format", choices=("jsonl", "csv"), default=None,

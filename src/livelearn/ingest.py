@@ -36,6 +36,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -337,6 +338,13 @@ def _check_json_lines(name: str, first: str) -> None:
     if first.startswith("\x1f\udc8b"):  # gzip's magic number, as surrogateescape reads it
         raise ConfigError(f"{name} is compressed (gzip); give <(zcat FILE), or - and pipe it "
                           f"in")
+    if _CSV_HEADER.fullmatch(first.strip()):  # every row would be a dead letter: not JSON
+        raise ConfigError(f"{name} reads as CSV, not JSON lines (its first line is "
+                          f"{first.strip()[:200]!r}): give --format csv")
+
+
+#: A CSV header: two or more names, each maybe quoted, separated by commas; no JSON object is.
+_CSV_HEADER = re.compile(r'\s*"?[^",{}\[\]]+"?\s*(,\s*"?[^",{}\[\]]+"?\s*)+')
 
 
 def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int | None = None
