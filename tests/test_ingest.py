@@ -373,7 +373,8 @@ def test_a_csv_read_as_json_lines_is_refused_saying_to_give_format_csv(
     assert main(["-q", "ingest", *args, str(tmp_path / "r.txt")]) == 2
     assert capsys.readouterr().err == (
         f"livelearn: {tmp_path / 'r.txt'} reads as CSV, not JSON lines (its first line is "
-        f"'user,movie,stars,ts'): give --format csv\n")
+        f"'user,movie,stars,ts'): give ingest --format csv, or name the file .csv (as "
+        f"replay needs)\n")
     done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "-"],
                           input=text, capture_output=True, text=True)
     assert (done.returncode, done.stderr) == (

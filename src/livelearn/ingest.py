@@ -339,8 +339,10 @@ def _check_json_lines(name: str, first: str) -> None:
         raise ConfigError(f"{name} is compressed (gzip); give <(zcat FILE), or - and pipe it "
                           f"in")
     if _CSV_HEADER.fullmatch(first.strip()):  # every row would be a dead letter: not JSON
+        how = "give --format csv" if name == "stdin" else \
+            "give ingest --format csv, or name the file .csv (as replay needs)"
         raise ConfigError(f"{name} reads as CSV, not JSON lines (its first line is "
-                          f"{first.strip()[:200]!r}): give --format csv")
+                          f"{first.strip()[:200]!r}): {how}")
 
 
 #: A CSV header: two or more names, each maybe quoted, separated by commas; no JSON object is.
