@@ -777,3 +777,21 @@ def test_the_help_says_what_a_simulated_run_refuses(
         main(argv)
     assert stopped.value.code == 0
     assert says in " ".join(capsys.readouterr().out.split())
+
+
+def test_events_given_in_two_options_are_all_replayed(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`--events A --events B`, as many commands take a repeated option, replayed B only and
+    dropped A without a word: argparse kept the last option's list. Now both are replayed,
+    as `--events A B` does."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    _ratings(tmp_path / "a.jsonl", ["m1"] * 30)
+    (tmp_path / "b.jsonl").write_bytes(b"".join(
+        orjson.dumps({"user": "u1", "movie": "m2", "stars": 3, "ts": T + 100_000 + i}) + b"\n"
+        for i in range(20)))
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", f"ratings={tmp_path / 'a.jsonl'}",
+                 "--events", f"ratings={tmp_path / 'b.jsonl'}"]) == 0
+    out = capsys.readouterr().out
+    assert "a.jsonl: 30 events appended" in out and "b.jsonl: 20 events appended" in out
+    assert "\n50 events, 50 samples, " in out, out

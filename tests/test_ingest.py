@@ -384,6 +384,30 @@ def test_a_json_array_or_a_binary_file_is_refused_before_anything_is_ingested(
     assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []
 
 
+def test_a_csv_read_as_json_lines_is_refused_saying_to_give_format_csv(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CSV file without the .csv suffix, or piped to stdin, was read as JSON lines: every
+    row a dead letter ("not valid JSON: unexpected character"), the header's too, and no
+    word of --format csv. Now it is refused before anything is ingested, saying so."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    text = f"user,movie,stars,ts\nu1,m1,4,{T}\n"
+    (tmp_path / "r.txt").write_text(text)
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"), "ratings"]
+    assert main(["-q", "ingest", *args, str(tmp_path / "r.txt")]) == 2
+    assert capsys.readouterr().err == (
+        f"livelearn: {tmp_path / 'r.txt'} reads as CSV, not JSON lines (its first line is "
+        f"'user,movie,stars,ts'): give ingest --format csv, or name the file .csv (as "
+        f"replay needs)\n")
+    done = subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", *args, "-"],
+                          input=text, capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (
+        2, "livelearn: stdin reads as CSV, not JSON lines (its first line is "
+           "'user,movie,stars,ts'): give --format csv\n")
+    assert main(["-q", "ingest", *args, str(tmp_path / "r.txt"), "--format", "csv"]) == 0
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert len(_topic(log, "ratings")) == 1 and _topic(log, "dead_letters") == []
+
+
 def test_a_byte_order_mark_inside_a_csv_is_a_dead_letter_naming_its_field(
         log: SQLiteLog, tmp_path: Path) -> None:
     """Two files joined (cat a.csv b.csv): the second one's BOM stuck to a value, so that
@@ -679,3 +703,24 @@ def test_a_csv_separated_by_another_character_than_commas_is_refused_naming_it(
                             f"{header!r}: ingest reads cells separated by commas, and this "
                             f"file's seem separated by {separator!r}")
     assert _topic(log, "ratings") == [] and _topic(log, "dead_letters") == []
+
+
+def test_a_bad_time_is_named_by_the_streams_own_time_field(log: SQLiteLog,
+                                                           tmp_path: Path) -> None:
+    """A stream whose time field is `time` had a time in seconds, in the future or a float
+    named as field 'ts', which the file does not have (a missing one was named 'time')."""
+    timed = spec.Stream("ratings", {"movie": str, "stars": float}, key="user", ts="time")
+    pipeline = spec.Pipeline(name="movies", feedback=spec.EventLabel(timed, label="stars"),
+                             features=lambda e, rows, counts: {"movie": e.payload["movie"]},
+                             learner=lambda: LinearRegression(bits=10), target="stars")
+    (tmp_path / "r.csv").write_text("user,time,movie,stars\nu1,1704067200,m1,4\n"
+                                    "u1,2999-01-01T00:00:00Z,m1,4\nu1,,m1,4\n")
+    (tmp_path / "r.jsonl").write_text('{"user": "u1", "time": 1704067200000.5, '
+                                      '"movie": "m1", "stars": 4}\n')
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    errors = [*ingest(log, pipeline, "ratings", tmp_path / "r.csv").first_errors,
+              *ingest(log, pipeline, "ratings", tmp_path / "r.jsonl").first_errors]
+    assert len(errors) == 4
+    for error in errors:
+        assert "stream 'ratings', field 'time': " in error, error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import sqlite3
@@ -441,3 +442,31 @@ def test_the_servers_socket_says_tcp_so_responses_are_not_held_back() -> None:
 
     with bound_socket("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
+
+
+def test_join_and_train_stopped_by_ctrl_c_say_what_they_did(tmp_path: Path) -> None:
+    """`join` and `train` live, stopped with Ctrl-C, ended without a word: a joiner that had
+    dead-lettered every event it read as late said so nowhere. Now each says, as its
+    --until-idle does at its end, what this run did, and exits with 130."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    log_url = "sqlite:///log.db"
+    for name, start in (("a.jsonl", 100), ("b.jsonl", 0)):  # b's are behind a's: late
+        subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", "p.py", "ratings",
+                        str(_ratings(tmp_path / name, start, 50)), "--log", log_url],
+                       cwd=tmp_path, check=True, capture_output=True)
+    log = SQLiteLog(tmp_path / "log.db")
+    with _process(["join", "p.py", "--log", log_url], tmp_path) as join, \
+            _process(["train", "p.py", "--log", log_url, "--registry", "reg"],
+                     tmp_path) as train:
+        _wait(lambda: len(_samples(log)) >= 49, "the samples")
+        _wait(lambda: (tmp_path / "reg" / "index.db").exists(), "the trainer")
+        time.sleep(0.5)  # the trainer's turn after the joiner's
+        said = []
+        for process in (join, train):
+            process.send_signal(signal.SIGINT)
+            assert process.wait(10) == 130
+            assert process.stdout is not None
+            said.append(process.stdout.read().decode())
+    assert said[0] == "stopped: 100 records read, 49 samples, dead letters: late 50\n", said
+    assert re.fullmatch(r"stopped: \d+ samples learned; latest version v\d+; this run wrote "
+                        r"0 dead letters\n", said[1]), said

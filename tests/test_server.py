@@ -180,3 +180,22 @@ def test_a_new_version_is_swapped_in_while_requests_keep_succeeding(
     assert versions == {1, 2}
     assert registry.get(2).status == "serving" and registry.get(1).status == "retired"
     assert registry.get(2).serving_since_ts == request.ts
+
+
+def test_a_flat_event_sent_to_feedback_is_told_what_feedback_takes(
+        loop: dict[str, Any], log: SQLiteLog) -> None:
+    """A flat record (as `livelearn ingest` and /predict of a label in the events take them)
+    sent to /feedback was refused with "field 'key': missing (expected str)", though it held
+    its key under the stream's key field: now the answer says that /feedback takes
+    envelopes and where the fields go. The dead letter says the same."""
+    flat = {"stream": "click", "user": "u1", "id": "c1", "ts": 1_767_571_200_000,
+            "request_id": "r1"}
+    with ServerThread(loop["app"]) as server, httpx.Client(base_url=server.url) as http:
+        answer = http.post("/feedback", json=[flat]).json()
+    error = answer["rejected"][0]["error"]
+    assert error == ("stream 'click': an event of /feedback is an envelope of the fields "
+                     "stream, key, id, ts and payload; this one has no payload (it has "
+                     "'request_id', 'user'): put the stream's fields in payload, and the "
+                     "event's key in key"), error
+    dead = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 1000)]
+    assert [(d["reason"], d["detail"]) for d in dead] == [("malformed", error)]

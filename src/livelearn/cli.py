@@ -405,15 +405,19 @@ def _join(args: argparse.Namespace) -> int:
     if not runner.inputs:
         _warn_empty_shard(args.shard, log, pipeline.inputs)
     read = 0
-    while True:
-        done = runner.step(final=args.until_idle)
-        read += done
-        if done:
-            continue
-        if args.until_idle:
-            print(_joined(read, runner.counts))
-            return 0
-        time.sleep(0.05)
+    try:
+        while True:
+            done = runner.step(final=args.until_idle)
+            read += done
+            if done:
+                continue
+            if args.until_idle:
+                print(_joined(read, runner.counts))
+                return 0
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what this run did, as at --until-idle's end
+        print(f"stopped: {_joined(read, runner.counts)}", flush=True)
+        raise
 
 
 def _joined(read: int, counts: Counter[str]) -> str:
@@ -455,17 +459,22 @@ def _train(args: argparse.Namespace) -> int:
     registry = Registry(args.registry)
     trainer = Trainer(log, registry, pipeline, skip_lost=args.skip_lost)
     gate = Gate.of(log, registry, pipeline)
-    while True:
-        stepped = trainer.step(final=args.until_idle) is not None
-        gate.step()
-        if stepped:
-            continue
-        if args.until_idle:
-            trainer.publish_now()
+    try:
+        while True:
+            stepped = trainer.step(final=args.until_idle) is not None
             gate.step()
-            print(learned(trainer, trainer.dead_letters()))
-            return 0
-        time.sleep(0.05)
+            if stepped:
+                continue
+            if args.until_idle:
+                trainer.publish_now()
+                gate.step()
+                print(learned(trainer, trainer.dead_letters()))
+                return 0
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what this run did (learned since its
+        # newest version is learned again after a restart)
+        print(f"stopped: {learned(trainer, trainer.dead_letters())}", flush=True)
+        raise
 
 
 _MODEL_ACTIONS = {"ls": 0, "promote": 1, "rollback": 0}  # each action's arguments

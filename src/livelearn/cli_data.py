@@ -65,8 +65,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "or predictions for impressions from history (a feedback join)")
     i.add_argument("file", metavar="FILE",
                    help="a file of JSON lines (one object a line, whatever its suffix: a JSON "
-                        "array, Parquet or gzip is refused), a .csv file, or - for stdin "
-                        "(JSON lines)")
+                        "array, Parquet, gzip or CSV is refused), a .csv file (or another "
+                        "with --format csv), or - for stdin (JSON lines)")
     i.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help=f"folder of the table files, for impressions (default: {DATA_DEFAULT})")
     i.add_argument("--format", choices=("jsonl", "csv"), default=None,
@@ -92,9 +92,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        "trainer and gate; report prequential metrics over event time. With "
                        "--then-live, go on as `livelearn run` does: --no-serve, --host and "
                        "--port are for that.")
-    r.add_argument("--events", nargs="+", required=True, metavar="STREAM=FILE",
-                   help="files to replay, ingested in this order except that predictions "
-                        "(impressions) go last, once the feedback they count is in")
+    r.add_argument("--events", nargs="+", action="extend", required=True,
+                   metavar="STREAM=FILE",
+                   help="files to replay (after one --events or in several), ingested in this "
+                        "order except that predictions (impressions) go last, once the "
+                        "feedback they count is in")
     r.add_argument("--then-live", action="store_true",
                    help="keep the last windows open and go on with live events as `livelearn "
                         "run` does: join, train and judge what comes into the log and serve "
@@ -236,6 +238,7 @@ def _replay(args: argparse.Namespace) -> int:
           f"events/s; report {html}", flush=True)
     _say_late(report["dead_letters"].get("late", 0), report["events"],
               pipeline.feedback.allowed_lateness_ms)
+    _say_late_counted(report["late_counted"], pipeline.feedback.allowed_lateness_ms)
     _none_accepted({source: (given["events"], given["dead"])
                       for source, given in report["inputs"].items()})
     if args.then_live:
@@ -313,6 +316,20 @@ def _say_late(late: int, events: int, lateness_ms: int) -> None:
         print(f"{late} events were late (older, by more than the allowed lateness of "
               f"{lateness_ms} ms, than one read before them): is a file not in time order? "
               f"Sort it by its time field, or give the pipeline's allowed_lateness_ms the "
+              f"lateness its events come with", flush=True)
+
+
+def _say_late_counted(late: int, lateness_ms: int) -> None:
+    """Say what to do where ``late`` events of a counted stream came after a sample of a
+    later ts was emitted: not dead-lettered (counted from then on), they are missing from
+    the counts of such samples."""
+    if late:
+        events = "1 event of a counted stream" if late == 1 else \
+            f"{late} events of counted streams"
+        print(f"{events} came after samples of later times were emitted (older, by more than "
+              f"the allowed lateness of {lateness_ms} ms, than events read before them): "
+              f"those samples' counts of their keys miss them. Is a file not in time order? Sort "
+              f"it by its time field, or give the pipeline's allowed_lateness_ms the "
               f"lateness its events come with", flush=True)
 
 

@@ -29,7 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "interval (event time) would have served. Prints the metric of each interval.")
     f.add_argument("pipeline", nargs="?", default=None, metavar="PIPELINE",
                    help=f"{PIPELINE_HELP} (default: the simulated news feed)")
-    f.add_argument("--events", nargs="+", default=None, metavar="STREAM=FILE",
+    f.add_argument("--events", nargs="+", action="extend", default=None,
+                   metavar="STREAM=FILE",
                    help="with PIPELINE: the files to replay, as `livelearn replay` takes them")
     f.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help=f"with PIPELINE: folder of the table files (default: {DATA_DEFAULT})")

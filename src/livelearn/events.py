@@ -157,10 +157,11 @@ class EventDecoder:
 
 
 def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
-             max_future_ms: int | None = MAX_FUTURE_MS) -> int:
-    """Check an event time in milliseconds; raise BadInput naming the ``stream``'s field
-    (or, None, a request's field 'ts') for seconds or the far future."""
-    where = "field 'ts'" if stream is None else f"stream '{stream}', field 'ts'"
+             max_future_ms: int | None = MAX_FUTURE_MS, field: str = "ts") -> int:
+    """Check an event time in milliseconds; raise BadInput naming the ``stream``'s
+    ``field`` (a flat record's is the stream's own, ``Stream.ts``; or, None, a request's
+    field 'ts') for seconds or the far future."""
+    where = f"field '{field}'" if stream is None else f"stream '{stream}', field '{field}'"
     check_ms(ts, where)
     if max_future_ms is not None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -384,6 +385,26 @@ stream, key, id, ts and payload; put 'page' in payload, or it would be lost
             raise BadInput(f"stream '{stream}', field '{name}': an event has only the fields "
                            f"stream, key, id, ts and payload; put '{name}' in payload, or it "
                            f"would be lost")
+
+
+def check_payload(obj: Mapping[str, Any], stream: str) -> None:
+    """BadInput if envelope ``obj`` (of ``stream``) has no ``payload``: most likely a flat
+    record, as ``livelearn ingest`` reads one, sent where an envelope is taken (the
+    server's /feedback); the message says where its fields go.
+
+    >>> check_payload({"stream": "click", "user": "u1", "ts": 1, "request_id": "r1"}, "click")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: stream 'click': an event of /feedback is an envelope of the \
+fields stream, key, id, ts and payload; this one has no payload (it has 'request_id', 'user'): \
+put the stream's fields in payload, and the event's key in key
+    """
+    if "payload" in obj:
+        return
+    others = ", ".join(repr(name) for name in sorted(obj) if name not in ENVELOPE_FIELDS)
+    raise BadInput(f"stream '{stream}': an event of /feedback is an envelope of the fields "
+                   f"stream, key, id, ts and payload; this one has no payload"
+                   f"{f' (it has {others})' if others else ''}: put the stream's fields in "
+                   f"payload, and the event's key in key")
 
 
 def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:

@@ -36,6 +36,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -337,6 +338,15 @@ def _check_json_lines(name: str, first: str) -> None:
     if first.startswith("\x1f\udc8b"):  # gzip's magic number, as surrogateescape reads it
         raise ConfigError(f"{name} is compressed (gzip); give <(zcat FILE), or - and pipe it "
                           f"in")
+    if _CSV_HEADER.fullmatch(first.strip()):  # every row would be a dead letter: not JSON
+        how = "give --format csv" if name == "stdin" else \
+            "give ingest --format csv, or name the file .csv (as replay needs)"
+        raise ConfigError(f"{name} reads as CSV, not JSON lines (its first line is "
+                          f"{first.strip()[:200]!r}): {how}")
+
+
+#: A CSV header: two or more names, each maybe quoted, separated by commas; no JSON object is.
+_CSV_HEADER = re.compile(r'\s*"?[^",{}\[\]]+"?\s*(,\s*"?[^",{}\[\]]+"?\s*)+')
 
 
 def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int | None = None
@@ -361,7 +371,8 @@ def _envelope(stream: Stream, obj: Mapping[str, Any], now_ms: int | None) -> Eve
 
 def _flat(stream: Stream, obj: Mapping[str, Any], now_ms: int | None, typed: bool) -> Event:
     key = _ident(stream.name, stream.key, obj.get(stream.key), "the key")
-    ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms)
+    ts = check_ts(event_time(stream.name, obj.get(stream.ts), stream.ts), stream.name, now_ms,
+                  field=stream.ts)
     payload = {k: v for k, v in obj.items() if k != stream.ts and k != stream.id}
     if not typed:  # an empty cell is a missing value, as a JSON null (and in a table)
         payload.update((k, None) for k, v in obj.items() if v == "" and k in payload)

@@ -12,8 +12,11 @@ sent to the dead-letter topic in this replay (the trainer's are samples it canno
 learn: ``malformed``, and with ``skip_lost`` the gaps of samples the log deleted
 before it read them: ``lost``), and the records that never became events by their
 reason: ``malformed_at_ingest``, ``failed_at_ingest`` (the pipeline's code failed on
-them), ``too_large_at_ingest``. ``inputs`` says, for each file, how many events it
-gave, how many records were dead-lettered and the first few reasons.
+them), ``too_large_at_ingest``. ``late_counted`` is the number of events of a counted
+stream (``EventLabel.counted``) that came after the joiner had emitted a sample of a
+later ts: counted from then on, such samples were counted without them. ``inputs``
+says, for each file, how many events it gave, how many records were dead-lettered and
+the first few reasons.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
     report = {"pipeline": pipeline.name, **record.summary(bucket_ms), "events": events,
               "seconds": round(seconds, 3), "events_per_s": round(events / seconds, 1),
               "dead_letters": _dead_letters(loop, ingested.values()),
+              "late_counted": loop.joiner.joiner.late_counted,
               "versions": loop.trainer.version.id if loop.trainer.version else 0,
               "inputs": {k: {"events": i.events, "dead": i.dead,
                              "first_errors": i.first_errors or []}

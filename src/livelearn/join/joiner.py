@@ -32,7 +32,10 @@ Semantics (normative):
   its id was seen, late if the watermark has passed its ts, and otherwise
   becomes a sample once the watermark passes its ts, in (ts, id) order, with
   features built then, from tables and counters as of its ts. Every input
-  event that is not dead-lettered feeds the counters as it arrives.
+  event that is not dead-lettered feeds the counters as it arrives: an event of a
+  counted stream behind the watermark is counted from then on, the samples of
+  later ts emitted before it came without it (``late_counted`` says how many came
+  after such a sample).
 
 The Joiner is a pure operator: records in, outputs out, its whole state in
 ``state()``; or, given where the records of its horizon start, the state without
@@ -142,6 +145,10 @@ class Joiner:
         self._late: dict[str, int] = {}
         self._late_heap: list[tuple[int, str]] = []
         self.made_with = made_with(self.schemas, window_ms, allowed_lateness_ms, enricher)
+        #: Events of a counted stream read after a sample of a later ts was emitted (by this
+        #: operator, not in its state): such samples were counted without them.
+        self.late_counted = 0
+        self._newest_emitted = NO_WATERMARK  # the end of the last window emitted
         counted = [] if enricher is None else [c.window_ms for c, _ in enricher.counters.values()]
         #: How far behind the watermark (ms of event time) lie the records whose ids and
         #: counts the state needs (see ``state``).
@@ -263,6 +270,8 @@ class Joiner:
         eid, ts = event.id, event.ts
         if event.stream != self.labelled:
             self.enricher.observe(event)
+            if ts < self._newest_emitted:  # a sample after it was emitted without it
+                self.late_counted += 1
         elif eid in self.open or eid in self.closed:
             out.append(_dead(Reason.DUPLICATE, f"event id {eid!r} already seen",
                              event.stream, record))
@@ -354,6 +363,7 @@ class Joiner:
             out.append(self._output(rid, self.open.pop(rid)))
             closed[rid] = end
             emitted.append((end, rid))
+            self._newest_emitted = end
 
     def _forget_until(self, end: int) -> None:
         """Forget the closed windows that ended before ``end``."""

@@ -74,6 +74,7 @@ from livelearn.events import (
     Event,
     Reason,
     check_envelope,
+    check_payload,
     check_ts,
     dead_letter,
     decode_event,
@@ -537,6 +538,9 @@ def _letter_records(log: Log, letters: list[_Letter]) -> list[tuple[str, bytes]]
 
 def _decode(obj: Any, pipeline: Pipeline) -> tuple[Event, bytes]:
     """One event of a /feedback batch, checked, and its JSON; BadInput if it is malformed."""
+    stream = obj.get("stream") if isinstance(obj, Mapping) else None
+    if isinstance(stream, str) and stream in pipeline.schemas:
+        check_payload(obj, stream)  # a flat record, as ingest reads: say where it goes
     try:
         event = decode_event(obj if isinstance(obj, Mapping) else orjson.dumps(obj),
                              pipeline.schemas)
