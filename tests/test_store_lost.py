@@ -215,3 +215,22 @@ def test_a_memory_store_cleared_gets_its_tables_back_by_the_same_path(tmp_path: 
     items.rename(tmp_path / "items.csv")
     assert tables.rows("u1", ["i1"], T0) == before
     assert len(loads) == 2
+
+
+def test_a_redis_restarted_from_an_older_snapshot_gets_the_counts_of_the_log_back(
+        server: ServerThread, own_redis: OwnRedis, log: SQLiteLog,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis that crashed and restarted from its last RDB snapshot holds the tables, the
+    markers and the counters as they were then: the predictions served since are counted
+    again from the log, as after a restart with nothing kept."""
+    caplog.set_level(logging.WARNING, logger="livelearn.serve")
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        _served(http, "u1", ["i1"], T0)
+        own_redis.client().save()  # the snapshot: i1 viewed once
+        _served(http, "u1", ["i1"], T0 + 10)
+        own_redis.stop()  # no save on the way down (--save ''): as a crash
+        own_redis.start()  # loads the snapshot
+        _served(http, "u1", ["i1"], T0 + 20)
+    last = _logged(log)[-1]
+    assert last[3]["item_views_1h"] == 2, _logged(log)
+    assert any("restarted" in message for message in _reloads(caplog)), _reloads(caplog)
