@@ -241,6 +241,24 @@ def test_a_servers_start_counts_only_what_the_log_got_within_the_stores_retentio
     assert served.count(COUNTERS[0], "i1", now) == 1
 
 
+def test_a_click_ahead_of_when_the_log_got_it_is_not_counted_whatever_the_servers_clock(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A click whose ts is more than five minutes after the log received it (its producer's
+    clock ahead) is a malformed dead letter of the joiner: a server does not count it,
+    judging by the log's time as the joiner does. Before, it judged by its own clock when
+    it read the click: a server that followed it while it was ahead did not count it, one
+    started minutes later did (and two replicas, their clocks apart, differed)."""
+    _serving(tmp_path, log)
+    now = int(time.time() * 1000)
+    log.append("clicks", [("u1", orjson.dumps(_click("u1", "r1", "i1", now + 60_000, "a")))])
+    with sqlite3.connect(tmp_path / "log.db") as db:  # the log received it ten minutes ago
+        db.execute("UPDATE batches SET appended = appended - 600")
+    log.append("clicks", [("u1", orjson.dumps(_click("u1", "r2", "i1", now - 1000, "b")))])
+    served = ServedCounters(COUNTERS, open_store("memory://", retention_for(COUNTERS)))
+    assert served.add_logged(log, PIPELINE.schemas) == 1
+    assert served.count(COUNTERS[2], "u1", now + 120_000) == 1
+
+
 def test_a_prediction_the_joiner_refuses_is_not_counted_and_the_server_starts(
         tmp_path: Path, log: SQLiteLog) -> None:
     """A prediction record with a ts after the year 9999 (2**60 ms, another producer's):

@@ -20,6 +20,10 @@ it serves, it follows the counted streams in the log (``add_new``, every poll of
 the ``follow`` thread): events another producer appended (``livelearn
 ingest``, another server, any client of the log) are counted within a poll of
 being appended, the server's own a second time for nothing (one count per id).
+Both count the events the joiner takes: those that pass their schema and whose
+ts is at most five minutes (events.MAX_FUTURE_MS) after the log received them,
+judged by the log's time, so every server, whenever it reads them, counts the
+same.
 Predictions are not followed: each server counts those it serves.
 
 The label-in-event server reads an event's counts with ``count`` (one key as of
@@ -53,10 +57,10 @@ from typing import Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Lost, NotFound
-from livelearn.events import MAX_FUTURE_MS, MAX_TS_MS, MIN_TS_MS, Event, Schema, decode_event
+from livelearn.events import MAX_FUTURE_MS, MAX_TS_MS, MIN_TS_MS, Event, EventDecoder, Schema
 from livelearn.features.event_features import event_key
 from livelearn.features.hashing import Features
-from livelearn.log.base import Log, TopicPartition
+from livelearn.log.base import Log, Record, TopicPartition
 from livelearn.spec import PREDICTIONS, WindowCount
 from livelearn.tables.store import Store
 
@@ -175,20 +179,22 @@ class ServedCounters:
 
     def _add(self, log: Log, schemas: Mapping[str, Schema], topics: list[str]) -> int:
         added = 0
+        decode = EventDecoder(schemas, max_future_ms=None)  # judged by the log's time
         for topic in topics:
-            for values in self._batches(log, topic):
+            for records in self._batches(log, topic):
                 if topic == PREDICTIONS:
-                    predictions = [r for r in map(_prediction, values) if r is not None]
+                    predictions = [p for p in (_prediction(r.value) for r in records)
+                                   if p is not None]
                     self.add_predictions(predictions)
                     added += len(predictions)
                 else:
-                    events = list(_events(values, schemas))
+                    events = list(_events(records, decode))
                     self.add_events(events)
                     added += len(events)
         return added
 
-    def _batches(self, log: Log, topic: str) -> Iterator[list[bytes]]:
-        """The record values of ``topic`` from where the last read left off, partition by
+    def _batches(self, log: Log, topic: str) -> Iterator[list[Record]]:
+        """The records of ``topic`` from where the last read left off, partition by
         partition, a batch at a time. The first time, from the first record appended
         within the store's retention and ``MAX_FUTURE_MS`` before now (``Log.offset_since``):
         an event appended earlier is older than that (its time was at most MAX_FUTURE_MS
@@ -217,7 +223,7 @@ class ServedCounters:
                     continue
                 if not records:
                     break
-                yield [r.value for r in records]
+                yield records
                 offset = self._next[tp] = records[-1].offset + 1
 
 
@@ -235,9 +241,15 @@ def _prediction(value: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _events(values: list[bytes], schemas: Mapping[str, Schema]) -> Iterator[Event]:
-    for value in values:
+def _events(records: list[Record], decode: EventDecoder) -> Iterator[Event]:
+    """The events of ``records`` that the joiner takes: those that pass their schema and
+    whose ts is at most MAX_FUTURE_MS after the log received them (Record.appended_ms),
+    whatever this machine's clock says when it reads them (join.joiner)."""
+    for record in records:
         try:
-            yield decode_event(value, schemas)
+            event = decode(record.value)
         except BadInput:
             continue
+        appended = record.appended_ms
+        if appended is None or event.ts <= appended + MAX_FUTURE_MS:
+            yield event
