@@ -259,6 +259,21 @@ def test_a_click_ahead_of_when_the_log_got_it_is_not_counted_whatever_the_server
     assert served.count(COUNTERS[2], "u1", now + 120_000) == 1
 
 
+def test_an_event_of_another_stream_in_a_counted_topic_is_not_counted(log: SQLiteLog) -> None:
+    """A view that a producer wrote to the clicks topic is a malformed dead letter of the
+    joiner (stream 'views' read from topic 'clicks'): a server does not count it either.
+    Before, it counted it under the views counter, an event the joiner never took."""
+    views = spec.WindowCount("user_views_1h", "views", HOUR, of="user")
+    for topic in ("clicks", "views"):
+        log.create_topic(topic)
+    view = {"stream": "views", "key": "u1", "id": "v1", "ts": T0, "payload": {}}
+    log.append("clicks", [("u1", orjson.dumps(view))])
+    log.append("views", [("u1", orjson.dumps({**view, "id": "v2"}))])
+    served = ServedCounters([COUNTERS[2], views], open_store("memory://", 2 * HOUR))
+    assert served.add_logged(log, {**PIPELINE.schemas, "views": {}}) == 1
+    assert served.count(views, "u1", T0 + 1) == 1
+
+
 def test_a_prediction_the_joiner_refuses_is_not_counted_and_the_server_starts(
         tmp_path: Path, log: SQLiteLog) -> None:
     """A prediction record with a ts after the year 9999 (2**60 ms, another producer's):

@@ -20,8 +20,9 @@ it serves, it follows the counted streams in the log (``add_new``, every poll of
 the ``follow`` thread): events another producer appended (``livelearn
 ingest``, another server, any client of the log) are counted within a poll of
 being appended, the server's own a second time for nothing (one count per id).
-Both count the events the joiner takes: those that pass their schema and whose
-ts is at most five minutes (events.MAX_FUTURE_MS) after the log received them,
+Both count the events the joiner takes: those that pass their schema, of the
+stream of their topic, whose ts is at most five minutes (events.MAX_FUTURE_MS)
+after the log received them,
 judged by the log's time, so every server, whenever it reads them, counts the
 same.
 Predictions are not followed: each server counts those it serves.
@@ -242,14 +243,16 @@ def _prediction(value: bytes) -> dict[str, Any] | None:
 
 
 def _events(records: list[Record], decode: EventDecoder) -> Iterator[Event]:
-    """The events of ``records`` that the joiner takes: those that pass their schema and
-    whose ts is at most MAX_FUTURE_MS after the log received them (Record.appended_ms),
-    whatever this machine's clock says when it reads them (join.joiner)."""
+    """The events of ``records`` that the joiner takes: those that pass their schema, of
+    the stream of the topic they were read from, whose ts is at most MAX_FUTURE_MS after
+    the log received them (Record.appended_ms), whatever this machine's clock says when
+    it reads them (join.joiner)."""
     for record in records:
         try:
             event = decode(record.value)
         except BadInput:
             continue
         appended = record.appended_ms
-        if appended is None or event.ts <= appended + MAX_FUTURE_MS:
+        if event.stream == record.topic and (appended is None
+                                             or event.ts <= appended + MAX_FUTURE_MS):
             yield event
