@@ -169,7 +169,8 @@ def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_ur
     """Redis at its maxmemory (noeviction) refuses to count a request's predictions: the
     request gets 503 and the log holds none of its predictions. Before, they were logged
     first, and the joiner made each a sample labelled not clicked although the client
-    got an error and showed nothing."""
+    got an error and showed nothing. /readyz says so meanwhile (it said ready: Redis
+    answered its reads)."""
     log = open_log(log_url)
     tables, registry = _serving(tmp_path, log)
     with private_redis(tmp_path) as address:
@@ -186,10 +187,14 @@ def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_ur
             redis.config_set("maxmemory", "1")  # below what it holds: every write refused
             try:
                 full = predict("u2", T0 + 10)
+                unready = http.get("/readyz")
             finally:
                 redis.config_set("maxmemory", "0")
             assert full.status_code == 503 and "Redis is full" in full.json()["detail"], \
                 full.text
+            assert unready.status_code == 503, unready.text
+            assert "Redis is full" in unready.json()["detail"]
+            assert http.get("/readyz").json() == {"ready": True, "model_version": 1}
             again = predict("u3", T0 + 20)
             assert again.status_code == 200, again.text
         redis.close()

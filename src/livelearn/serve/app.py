@@ -22,7 +22,8 @@ what they logged, a thread counts what other producers append to the counted
 streams (within ``poll_s``), and /predict reads each candidate's or event's
 counts as of its ts (serve.counters). GET /models, /healthz (whether a model
 serves), /readyz (200 when /predict can answer: a version approved, the log
-taking appends (serve.health) and the online store answering; else 503 with
+taking appends (serve.health) and the online store answering (and taking the counts of
+predictions, where the pipeline counts them); else 503 with
 the reason, for a load balancer) and /metrics (Prometheus text, with the
 responses of /predict and /feedback by status: serve.traffic); the last three
 answer on the event loop, so they answer while requests wait on a log that is
@@ -237,7 +238,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return {scored: counts["predictions"], "feedback_events": counts["feedback"],
                 "feedback_rejected": counts["feedback_rejected"], "model_swaps": holder.swaps}
 
-    _status(app, registry, holder, health, tables, counters, responses)
+    _status(app, registry, holder, health, tables, served, counters, responses)
     mount_dashboard(app, f"livelearn: {pipeline.name}", registry, log, lambda: ServerState(
         holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses),
         holder.canary, holder.canary_share))
@@ -293,8 +294,8 @@ def _feedback(app: FastAPI, pipeline: Pipeline, log: Log, health: LogHealth,
 
 
 def _status(app: FastAPI, registry: Registry, holder: ModelHolder, health: LogHealth,
-            tables: ServedTables, counters: Callable[[], dict[str, int]],
-            responses: Responses) -> None:
+            tables: ServedTables, served: ServedCounters,
+            counters: Callable[[], dict[str, int]], responses: Responses) -> None:
     """GET /models, /healthz, /readyz and /metrics."""
     @app.get("/models")
     def models() -> list[dict[str, Any]]:
@@ -314,12 +315,14 @@ def _status(app: FastAPI, registry: Registry, holder: ModelHolder, health: LogHe
     async def readyz() -> dict[str, Any] | JSONResponse:
         """Whether /predict can answer now (a load balancer's readiness check): 503 with
         the reason before a version is approved, while the log is failing (serve.health)
-        or while the online store is down. The store is asked in a thread of the event
-        loop's own executor, not of the pool where requests may all wait on the log."""
+        or while the online store is down, or refuses the counting of predictions (a
+        Redis full: serve.counters). The store is asked in a thread of the event loop's
+        own executor, not of the pool where requests may all wait on the log."""
         try:
             holder.current()
             health.check()
             await asyncio.to_thread(tables.ready)
+            await asyncio.to_thread(served.ready)
         except Unavailable as e:
             return JSONResponse({"ready": False, "detail": str(e)}, status_code=503)
         return {"ready": True, "model_version": holder.version}

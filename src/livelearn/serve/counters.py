@@ -62,11 +62,13 @@ from livelearn.events import MAX_FUTURE_MS, MAX_TS_MS, MIN_TS_MS, Event, EventDe
 from livelearn.features.event_features import event_key
 from livelearn.features.hashing import Features
 from livelearn.log.base import Log, Record, TopicPartition
-from livelearn.spec import PREDICTIONS, WindowCount
+from livelearn.spec import PREDICTIONS, RESERVED_PREFIX, WindowCount
 from livelearn.tables.store import Store
 
 logger = logging.getLogger("livelearn.serve")
 
+#: The counter a readiness check counts in (``ready``): one event, the same each time.
+PROBE = f"{RESERVED_PREFIX}ready"
 #: Records read from the log per batch by ``add_logged`` and ``add_new``.
 BATCH = 10_000
 #: How far behind the newest event counted (or the wall clock, if earlier) a request's
@@ -95,6 +97,13 @@ class ServedCounters:
         self.counters, self.store = tuple(counters), store
         self._next: dict[TopicPartition, int] = {}  # where add_new reads on, per partition
         self._reading = threading.Lock()
+
+    def ready(self) -> None:
+        """Unavailable if the store refuses the writes /predict makes (a Redis at its
+        maxmemory answers reads and refuses writes): where predictions are counted, one
+        event is counted in the reserved counter ``PROBE``, the same each time."""
+        if any(c.stream == PREDICTIONS for c in self.counters):
+            self.store.add_many(PROBE, [("probe", 0, "probe")])
 
     def count(self, counter: WindowCount, key: str, ts: int) -> int:
         """Events of ``key`` in ``counter`` with ts in [ts - window_ms, ts) (ms)."""
