@@ -4,6 +4,7 @@ each candidate's counts as of the request, never later; history replays count th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
 import sqlite3
 import time
@@ -203,6 +204,33 @@ def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_ur
     assert [(r["user"], r["item"]) for r in logged] == [
         ("u1", "i1"), ("u1", "i2"), ("u3", "i1"), ("u3", "i2")]
     assert [r["features"]["item_views_1h"] for r in logged] == [0, 0, 1, 1]  # u2's: none
+
+
+def test_a_prediction_larger_than_the_topic_takes_is_refused_before_it_is_counted(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """Features of an item too large for a record of the predictions topic (Kafka's 1 MB):
+    the request gets 500 naming the size, and nothing is counted or logged. Before, the
+    predictions were counted, then the append refused them: the request's item was counted
+    as shown though no one was shown it, and the next request's counts said so."""
+    log = open_log(f"kafka://{kafka_bootstrap}?prefix=t{uuid.uuid4().hex[:12]}.")
+
+    def big(user: Mapping[str, Any], item: Mapping[str, Any], ts: int,
+            counts: Mapping[str, int]) -> dict[str, Any]:
+        text = "x" * 2_000_000 if item.get("item_id") == "i2" else ""
+        return {**features(user, item, ts, counts), "text": text}
+
+    tables, registry = _serving(tmp_path, log)
+    app = create_app(dataclasses.replace(PIPELINE, features=big), log, registry, tables)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        refused = http.post("/predict", json={"user_id": "u1", "items": ["i1", "i2"],
+                                              "ts": T0})
+        served = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": T0 + 10})
+    assert refused.status_code == 500, refused.text
+    assert "bytes, more than" in refused.json()["detail"], refused.text
+    assert served.status_code == 200, served.text
+    logged = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 100)]
+    log.close()
+    assert [(r["item"], r["features"]["item_views_1h"]) for r in logged] == [("i1", 0)]
 
 
 def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(

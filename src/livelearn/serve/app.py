@@ -38,8 +38,9 @@ When the pipeline's features function raises, or returns a value that is not
 a number, a string or a bool (a NaN, a list, None), /predict answers 500 with a
 ``detail`` that names the user, item and feature (or the exception), and so it
 does when the model gives a score that is not finite, or outside [0, 1] for a
-binary learner: nothing is logged for that request, and the server keeps
-serving whatever comes.
+binary learner, or a prediction record is larger than the predictions topic
+takes (Log.record_limit): nothing is counted or logged for that request, and
+the server keeps serving whatever comes.
 """
 
 from __future__ import annotations
@@ -381,7 +382,7 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogH
                         "model_version": version})
             records.append({"request_id": rid, "ts": ts, "user": req.user_id, "item": item,
                             "model_version": version, "score": score, "features": row})
-        logged = _logged(records, pipeline.name, req)
+        logged = _logged(records, pipeline.name, req, log.record_limit(PREDICTIONS))
         if _client_gone(request, arrived):
             raise ClientGone(f"user {req.user_id!r}: the client closed the connection before "
                              f"the answer, which it never saw: nothing logged")
@@ -470,14 +471,24 @@ def _unusable(rows: list[Features], pipeline: str, who: str, names: list[str]) -
     return None
 
 
-def _logged(records: list[dict[str, Any]], pipeline: str, req: PredictRequest
-            ) -> list[tuple[str, bytes]]:
-    """The prediction records as JSON; PipelineError (500) if a feature cannot be written."""
+def _logged(records: list[dict[str, Any]], pipeline: str, req: PredictRequest,
+            limit: int | None) -> list[tuple[str, bytes]]:
+    """The prediction records as JSON; PipelineError (500) if a feature cannot be written,
+    or a record is larger than ``limit`` (Log.record_limit of the predictions topic)."""
     try:
-        return [(r["request_id"], orjson.dumps(r)) for r in records]
+        logged = [(r["request_id"], orjson.dumps(r)) for r in records]
     except TypeError as e:  # orjson: a numpy number, an int beyond 64 bits, ...
         raise PipelineError(f"pipeline '{pipeline}', user {req.user_id!r}: the features "
                             f"cannot be logged as JSON: {e}") from None
+    for (key, value), record in zip(logged, records, strict=True):
+        if limit is not None and len(key) + len(value) > limit:  # the key: hex, ASCII
+            raise PipelineError(
+                f"pipeline '{pipeline}', user {req.user_id!r}, item {record['item']!r}: its "
+                f"prediction record is {len(key) + len(value)} bytes, more than the {limit} "
+                f"a record of topic '{PREDICTIONS}' may have (the log's limit; on Kafka the "
+                f"topic's max.message.bytes): nothing was counted or logged. Make its "
+                f"features smaller, or raise the limit")
+    return logged
 
 
 #: A /feedback event that passed its schema: (index in the batch, as sent, event, JSON).
