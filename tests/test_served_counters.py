@@ -20,6 +20,7 @@ from redis import Redis
 
 from conftest import ServerThread
 from livelearn import spec
+from livelearn.demo import free_port
 from livelearn.deploy.gate import Gate
 from livelearn.errors import ConfigError
 from livelearn.events import Event
@@ -122,6 +123,31 @@ def test_two_servers_share_counters_in_redis_as_of_each_request(
         ("u1", "i1", 20 + HOUR, c(2, 1, 1)),  # views at 30 and 20; the click at 20
         ("u1", "i1", 21 + HOUR, c(2, 0, 0)),  # views at 30 and 20+HOUR
     ]
+
+
+def test_feedback_appended_while_redis_is_down_is_accepted_and_counted_once_it_is_back(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Redis down: a /feedback batch the log took is answered 200, not 503 (its client
+    would send it again, and the log would hold each event twice); the server counts it
+    from the log once Redis is back, as any event another producer appended."""
+    tables, registry = _serving(tmp_path, log)
+    port = free_port()
+    with private_redis(tmp_path, port=port) as address:
+        store = open_store(f"redis://{address}/0")
+        with ServerThread(create_app(PIPELINE, log, registry, tables, poll_s=0.02,
+                                     store=store)) as server, \
+                httpx.Client(base_url=server.url, timeout=30) as http:
+            Redis.from_url(f"redis://{address}/0").shutdown(nosave=True)
+            answer = http.post("/feedback", json=[_click("u1", "r1", "i1", T0, "c1")])
+            with private_redis(tmp_path, port=port):  # back, empty
+                served = http.post("/predict", json={"user_id": "u1", "items": ["i1"],
+                                                     "ts": T0 + 10})
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    assert [r.value for r in log.read("clicks", 0, 0, 10)] == [
+        orjson.dumps(_click("u1", "r1", "i1", T0, "c1"))]
+    assert served.status_code == 200, served.text
+    logged = orjson.loads(log.read(PREDICTIONS, 0, 0, 1)[0].value)
+    assert logged["features"]["user_clicks_1h"] == 1
 
 
 def test_requests_ahead_of_the_clock_are_refused_past_five_minutes_and_counted_within(

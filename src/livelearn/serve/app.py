@@ -288,10 +288,21 @@ def _feedback(app: FastAPI, pipeline: Pipeline, log: Log, health: LogHealth,
             rejected.sort(key=lambda r: int(r["index"]))
         for event in accepted:
             holder.observe(event.ts)
-        served.add_events(accepted)
+        _count_feedback(served, accepted)
         counts["feedback"] += len(events) - len(rejected)
         counts["feedback_rejected"] += len(rejected)
         return {"accepted": len(events) - len(rejected), "rejected": rejected}
+
+
+def _count_feedback(served: ServedCounters, accepted: list[Event]) -> None:
+    """Count the events a /feedback batch appended; a store that refuses them (Redis down
+    or full) fails nothing: they are in the log, where the counters' follower counts
+    them once the store takes them (serve.counters). A 503 had the client send the
+    events again, each then twice in the log."""
+    try:
+        served.add_events(accepted)
+    except Unavailable as e:
+        logger.debug("%d feedback event(s) appended, not counted yet: %s", len(accepted), e)
 
 
 def _status(app: FastAPI, registry: Registry, holder: ModelHolder, health: LogHealth,

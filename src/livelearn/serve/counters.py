@@ -8,9 +8,10 @@ retried batch counts once. At /predict a candidate's count is read as of the
 request's ts for its ``of`` id: events with ts in [ts - window_ms, ts), never
 the request itself nor anything later (tables.store).
 
-Feedback events are counted after they are durable in the Log: a server that
-dies in between leaves them uncounted (counting is at most once per id; the
-client's retry counts them). Predictions are counted before they are logged,
+Feedback events are counted after they are durable in the Log: a store that
+refuses them then (Redis down) fails no request, and a server that dies in
+between counts none; the follow below (or the next start) counts them from the
+log, each id once. Predictions are counted before they are logged,
 so that a request the store refuses (503) logs nothing for the joiner to
 label; one whose log append then fails (503) stays counted, not logged, until
 its events leave their windows (serve.app). A server starting counts what the
