@@ -10,7 +10,8 @@ loaded learner is warmed (``warm``: the server scores one empty row with it, so
 the first request does not wait for numba to compile its kernels). A
 version whose file cannot be loaded is skipped (logged once, with the reason)
 and the one served goes on serving until a newer version is approved, or until
-that file changes (restored from a backup): then it is tried again. Recording
+that file changes (restored from a backup, even by a copy that keeps its mtime;
+its permissions changed): then it is tried again. Recording
 a swap in the Registry (``mark_serving``) is retried on the next poll if it
 fails, so the Registry always learns which version serves. A poll that fails
 (the index locked too long, damaged, or taken away) is logged once with its
@@ -61,7 +62,7 @@ class ModelHolder:
         # clock had not started
         self._since: int | None = None
         # the version last found unloadable, with its file's stamp (_stamp) then
-        self._broken: tuple[int, tuple[int, int] | None] | None = None
+        self._broken: tuple[int, tuple[int, int, int] | None] | None = None
         self.clock_ts = 0  # the largest event time (ms) seen in requests, at most the wall's
         self.swaps = 0
         self.swapped_at: float | None = None  # wall clock (s since the epoch) of the last swap
@@ -150,14 +151,16 @@ class ModelHolder:
         log.info("serving v%d", version)
         return True
 
-    def _stamp(self, version: int) -> tuple[int, int] | None:
-        """When the model file of ``version`` was last written and its size (None if it is
-        not there): a file that failed to load is tried again once this changes."""
+    def _stamp(self, version: int) -> tuple[int, int, int] | None:
+        """When the model file of ``version`` last changed (its ctime: a write, a rename, a
+        change of permissions, which no copy keeps, unlike the mtime that ``cp -p`` or
+        ``rsync -a`` carries over), its inode and size (None if it is not there): a file
+        that failed to load is tried again once this changes."""
         try:
             stat = self.registry.file(version).stat()
         except OSError:
             return None
-        return stat.st_mtime_ns, stat.st_size
+        return stat.st_ctime_ns, stat.st_ino, stat.st_size
 
     def _load(self, version: int) -> Learner:
         """Version ``version``'s learner, loaded and warmed. A warm-up that fails is
