@@ -156,6 +156,27 @@ def test_a_version_whose_file_is_restored_keeping_its_time_is_loaded_again(
     assert holder.refresh() is True and holder.version == restored
 
 
+def test_a_canary_whose_file_is_restored_is_loaded_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As the version served: a canary that failed to load is tried again once its file
+    changes. Before, a server that failed to load it never held it (the incumbent scored
+    its share of the users) while it stayed the canary."""
+    registry = Registry(tmp_path)
+    _version(registry, None)
+    canary = registry.publish(PIPELINE.learner(), {"metric": "auc"}, 1).id
+    registry.set_status(canary, "canary", "test")
+    whole = registry.file(canary).read_bytes()
+    registry.file(canary).write_bytes(whole[:100])
+    holder = ModelHolder(registry, canary_share=0.5)
+    with caplog.at_level(logging.ERROR, logger="livelearn.serve"):
+        holder.refresh()
+        holder.refresh()
+    assert holder.canary is None and len(caplog.records) == 1  # tried, logged once
+    registry.file(canary).write_bytes(whole)
+    holder.refresh()
+    assert holder.canary == canary
+
+
 def test_an_unloadable_first_version_stops_the_server_from_starting(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     registry.file(_version(registry, None)).write_bytes(b"not a model")

@@ -20,7 +20,9 @@ error, again only if the error changes, and once more when polls work again.
 With a canary share (Policies.canary_share), the Registry's canary is held too:
 a request of a user whose id hashes into the share (``in_canary``: the same
 users in every server) is scored by it. Once approved, it becomes the version
-served without being loaded again.
+served without being loaded again. A canary that cannot be loaded is skipped
+as a version is (the incumbent scores every user), and tried again once its
+file changes.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class ModelHolder:
         self._warm = warm
         self._current: tuple[int, Learner] | None = None
         self._canary: tuple[int, Learner] | None = None
-        self._broken_canary: int | None = None  # the canary last found unloadable
+        # the canary last found unloadable, with its file's stamp (_stamp) then
+        self._broken_canary: tuple[int, tuple[int, int, int] | None] | None = None
         self._marked: int | None = None  # the version last recorded as serving
         self._marked_since: int | None = None  # with this serving time (None: not known)
         # the event time the current version began serving at: the clock when it was
@@ -121,11 +124,12 @@ class ModelHolder:
         canary = self.registry.canary()
         if canary is None:
             self._canary = None
-        elif canary.id not in (self.canary, self._broken_canary):
+        elif canary.id != self.canary and \
+                self._broken_canary != (canary.id, self._stamp(canary.id)):
             try:
                 self._canary = (canary.id, self._load(canary.id))
             except LivelearnError as e:
-                self._broken_canary = canary.id
+                self._broken_canary = (canary.id, self._stamp(canary.id))
                 log.error("could not load canary v%d: %s; v%s scores every user", canary.id,
                           e, self.version)
                 return
