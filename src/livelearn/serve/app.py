@@ -191,7 +191,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                         time.perf_counter() - started)
 
     tables = ServedTables(store, [t for t in tables_served if t is not None], data_dir,
-                          recount=count_logged)
+                          recount=count_logged, pipeline=pipeline.name)
     holder = ModelHolder(registry, poll_s, pipeline.policies.canary_share,
                          warm=lambda model: model.predict(pipeline.hash_rows([{}], model.bits)))
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving

@@ -7,8 +7,10 @@ store's counters), replaces each table's content in the Store with its file's
 rows (``Store.replace_table``), in the order given (users first), every row
 valid from its ``as_of`` (from 0 in a table without one; the store keeps a
 key's newest ``max_versions``), and then writes each table's marker: the row
-``{"rows": N, "incarnation": I}`` under the table's name in the store table
-``LOADED``, I the store's ``incarnation`` when the load began. A key or
+``{"rows": N, "incarnation": I, "pipeline": P}`` under the table's name in the
+store table ``LOADED``, I the store's ``incarnation`` when the load began, P
+the pipeline's name: a server of another pipeline whose tables have the same
+names is refused at its start (ConfigError), rather than replace them. A key or
 a version that the file no longer holds (an item deleted from items.csv) is
 deleted from the store, so that after a start every server sharing the store
 serves the file's table, as the joiner reads it. Servers that share a store
@@ -55,7 +57,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from livelearn.errors import BadInput, LivelearnError, Unavailable
+from livelearn.errors import BadInput, ConfigError, LivelearnError, Unavailable
 from livelearn.spec import RESERVED_PREFIX, Table
 from livelearn.tables.offline import read_rows
 from livelearn.tables.store import Row, Store
@@ -71,12 +73,27 @@ class ServedTables:
     creation and again whenever the store has lost them."""
 
     def __init__(self, store: Store, tables: Sequence[Table], data_dir: str | Path,
-                 recount: Callable[[], object] = lambda: None):
+                 recount: Callable[[], object] = lambda: None, pipeline: str | None = None):
         self.store, self.data_dir, self.recount = store, data_dir, recount
+        self.pipeline = pipeline
         self._tables = tuple(tables)  # in the order they load: users first (see rows)
         self._lock = threading.Lock()
         self._seen = store.incarnation  # the store's incarnation at the last look at markers
+        self._check_owner()
         self._load(self._tables)
+
+    def _check_owner(self) -> None:
+        """ConfigError if the store holds one of the tables as another pipeline loaded it
+        (its marker names that pipeline): loading would replace that pipeline's table."""
+        marked = self.store.get_rows(LOADED, [t.name for t in self._tables])
+        for table in self._tables:
+            owner = marked.get(table.name, {}).get("pipeline")
+            if None not in (owner, self.pipeline) and owner != self.pipeline:
+                raise ConfigError(
+                    f"the online store holds table '{table.name}' of pipeline '{owner}', not "
+                    f"of '{self.pipeline}': loading it would replace that pipeline's table, "
+                    f"whose servers would serve these rows as theirs. Give each pipeline "
+                    f"sharing a Redis its own namespace (?namespace=NAME in the store URL)")
 
     def row(self, table: str, key: str, ts: int) -> Row:
         """The row of ``key`` in ``table`` as of ``ts`` (ms), empty if it has none."""
@@ -161,5 +178,6 @@ class ServedTables:
                 ts = 0 if table.as_of is None else row[table.as_of]
                 versions.setdefault(str(row[table.key]), {})[ts] = row
             self.store.replace_table(table.name, versions)
-        self.store.put_rows(LOADED, {table.name: {"rows": len(rows), "incarnation": incarnation}
-                                     for table, rows in read}, ts_ms=0)
+        owner = {} if self.pipeline is None else {"pipeline": self.pipeline}
+        self.store.put_rows(LOADED, {table.name: {"rows": len(rows), "incarnation": incarnation,
+                                                  **owner} for table, rows in read}, ts_ms=0)
