@@ -8,6 +8,7 @@ polls; a swap the Registry was too busy to record is recorded on the next poll.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -129,6 +130,51 @@ def test_a_version_whose_file_is_restored_is_loaded_again(
     registry.file(restored).write_bytes(whole)
     assert holder.refresh() is True and holder.version == restored
     assert registry.get(restored).status == "serving"
+
+
+def test_a_version_whose_file_is_restored_keeping_its_time_is_loaded_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A byte of the file flipped in place (bit rot: same size, same mtime), the file then
+    restored from a backup by a copy that keeps its mtime (`cp -p`, `rsync -a`): it changed
+    (its ctime says so), and it is tried again. Before, a server judged by mtime and size,
+    the same as the damaged file's, and never tried it again."""
+    registry = Registry(tmp_path)
+    _version(registry, None)
+    holder = ModelHolder(registry)
+    holder.refresh()
+    restored = _version(registry, 1)
+    path = registry.file(restored)
+    whole, stat = path.read_bytes(), path.stat()
+    path.write_bytes(whole[:-1] + bytes([whole[-1] ^ 1]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with caplog.at_level(logging.ERROR, logger="livelearn.serve"):
+        assert holder.refresh() is False and holder.version == 1
+    assert "damaged" in caplog.text
+    time.sleep(0.01)  # a ctime of its own, on a file system whose clock ticks coarsely
+    path.write_bytes(whole)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert holder.refresh() is True and holder.version == restored
+
+
+def test_a_canary_whose_file_is_restored_is_loaded_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As the version served: a canary that failed to load is tried again once its file
+    changes. Before, a server that failed to load it never held it (the incumbent scored
+    its share of the users) while it stayed the canary."""
+    registry = Registry(tmp_path)
+    _version(registry, None)
+    canary = registry.publish(PIPELINE.learner(), {"metric": "auc"}, 1).id
+    registry.set_status(canary, "canary", "test")
+    whole = registry.file(canary).read_bytes()
+    registry.file(canary).write_bytes(whole[:100])
+    holder = ModelHolder(registry, canary_share=0.5)
+    with caplog.at_level(logging.ERROR, logger="livelearn.serve"):
+        holder.refresh()
+        holder.refresh()
+    assert holder.canary is None and len(caplog.records) == 1  # tried, logged once
+    registry.file(canary).write_bytes(whole)
+    holder.refresh()
+    assert holder.canary == canary
 
 
 def test_an_unloadable_first_version_stops_the_server_from_starting(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ each candidate's counts as of the request, never later; history replays count th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
 import sqlite3
 import time
@@ -19,6 +20,7 @@ from redis import Redis
 
 from conftest import ServerThread
 from livelearn import spec
+from livelearn.demo import free_port
 from livelearn.deploy.gate import Gate
 from livelearn.errors import ConfigError
 from livelearn.events import Event
@@ -123,6 +125,31 @@ def test_two_servers_share_counters_in_redis_as_of_each_request(
     ]
 
 
+def test_feedback_appended_while_redis_is_down_is_accepted_and_counted_once_it_is_back(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Redis down: a /feedback batch the log took is answered 200, not 503 (its client
+    would send it again, and the log would hold each event twice); the server counts it
+    from the log once Redis is back, as any event another producer appended."""
+    tables, registry = _serving(tmp_path, log)
+    port = free_port()
+    with private_redis(tmp_path, port=port) as address:
+        store = open_store(f"redis://{address}/0")
+        with ServerThread(create_app(PIPELINE, log, registry, tables, poll_s=0.02,
+                                     store=store)) as server, \
+                httpx.Client(base_url=server.url, timeout=30) as http:
+            Redis.from_url(f"redis://{address}/0").shutdown(nosave=True)
+            answer = http.post("/feedback", json=[_click("u1", "r1", "i1", T0, "c1")])
+            with private_redis(tmp_path, port=port):  # back, empty
+                served = http.post("/predict", json={"user_id": "u1", "items": ["i1"],
+                                                     "ts": T0 + 10})
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    assert [r.value for r in log.read("clicks", 0, 0, 10)] == [
+        orjson.dumps(_click("u1", "r1", "i1", T0, "c1"))]
+    assert served.status_code == 200, served.text
+    logged = orjson.loads(log.read(PREDICTIONS, 0, 0, 1)[0].value)
+    assert logged["features"]["user_clicks_1h"] == 1
+
+
 def test_requests_ahead_of_the_clock_are_refused_past_five_minutes_and_counted_within(
         tmp_path: Path, log: SQLiteLog, redis_address: str) -> None:
     """A /predict and a /feedback three hours ahead (a client's clock) are refused: the
@@ -169,7 +196,8 @@ def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_ur
     """Redis at its maxmemory (noeviction) refuses to count a request's predictions: the
     request gets 503 and the log holds none of its predictions. Before, they were logged
     first, and the joiner made each a sample labelled not clicked although the client
-    got an error and showed nothing."""
+    got an error and showed nothing. /readyz says so meanwhile (it said ready: Redis
+    answered its reads)."""
     log = open_log(log_url)
     tables, registry = _serving(tmp_path, log)
     with private_redis(tmp_path) as address:
@@ -186,10 +214,14 @@ def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_ur
             redis.config_set("maxmemory", "1")  # below what it holds: every write refused
             try:
                 full = predict("u2", T0 + 10)
+                unready = http.get("/readyz")
             finally:
                 redis.config_set("maxmemory", "0")
             assert full.status_code == 503 and "Redis is full" in full.json()["detail"], \
                 full.text
+            assert unready.status_code == 503, unready.text
+            assert "Redis is full" in unready.json()["detail"]
+            assert http.get("/readyz").json() == {"ready": True, "model_version": 1}
             again = predict("u3", T0 + 20)
             assert again.status_code == 200, again.text
         redis.close()
@@ -198,6 +230,33 @@ def test_a_predict_that_a_full_redis_refuses_logs_nothing(tmp_path: Path, log_ur
     assert [(r["user"], r["item"]) for r in logged] == [
         ("u1", "i1"), ("u1", "i2"), ("u3", "i1"), ("u3", "i2")]
     assert [r["features"]["item_views_1h"] for r in logged] == [0, 0, 1, 1]  # u2's: none
+
+
+def test_a_prediction_larger_than_the_topic_takes_is_refused_before_it_is_counted(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """Features of an item too large for a record of the predictions topic (Kafka's 1 MB):
+    the request gets 500 naming the size, and nothing is counted or logged. Before, the
+    predictions were counted, then the append refused them: the request's item was counted
+    as shown though no one was shown it, and the next request's counts said so."""
+    log = open_log(f"kafka://{kafka_bootstrap}?prefix=t{uuid.uuid4().hex[:12]}.")
+
+    def big(user: Mapping[str, Any], item: Mapping[str, Any], ts: int,
+            counts: Mapping[str, int]) -> dict[str, Any]:
+        text = "x" * 2_000_000 if item.get("item_id") == "i2" else ""
+        return {**features(user, item, ts, counts), "text": text}
+
+    tables, registry = _serving(tmp_path, log)
+    app = create_app(dataclasses.replace(PIPELINE, features=big), log, registry, tables)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        refused = http.post("/predict", json={"user_id": "u1", "items": ["i1", "i2"],
+                                              "ts": T0})
+        served = http.post("/predict", json={"user_id": "u1", "items": ["i1"], "ts": T0 + 10})
+    assert refused.status_code == 500, refused.text
+    assert "bytes, more than" in refused.json()["detail"], refused.text
+    assert served.status_code == 200, served.text
+    logged = [orjson.loads(r.value) for r in log.read(PREDICTIONS, 0, 0, 100)]
+    log.close()
+    assert [(r["item"], r["features"]["item_views_1h"]) for r in logged] == [("i1", 0)]
 
 
 def test_a_server_restarted_on_a_fresh_store_serves_the_same_counts(
@@ -239,6 +298,39 @@ def test_a_servers_start_counts_only_what_the_log_got_within_the_stores_retentio
     served = ServedCounters(COUNTERS, open_store("memory://", retention_for(COUNTERS)))
     assert served.add_logged(log, PIPELINE.schemas) == 1
     assert served.count(COUNTERS[0], "i1", now) == 1
+
+
+def test_a_click_ahead_of_when_the_log_got_it_is_not_counted_whatever_the_servers_clock(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A click whose ts is more than five minutes after the log received it (its producer's
+    clock ahead) is a malformed dead letter of the joiner: a server does not count it,
+    judging by the log's time as the joiner does. Before, it judged by its own clock when
+    it read the click: a server that followed it while it was ahead did not count it, one
+    started minutes later did (and two replicas, their clocks apart, differed)."""
+    _serving(tmp_path, log)
+    now = int(time.time() * 1000)
+    log.append("clicks", [("u1", orjson.dumps(_click("u1", "r1", "i1", now + 60_000, "a")))])
+    with sqlite3.connect(tmp_path / "log.db") as db:  # the log received it ten minutes ago
+        db.execute("UPDATE batches SET appended = appended - 600")
+    log.append("clicks", [("u1", orjson.dumps(_click("u1", "r2", "i1", now - 1000, "b")))])
+    served = ServedCounters(COUNTERS, open_store("memory://", retention_for(COUNTERS)))
+    assert served.add_logged(log, PIPELINE.schemas) == 1
+    assert served.count(COUNTERS[2], "u1", now + 120_000) == 1
+
+
+def test_an_event_of_another_stream_in_a_counted_topic_is_not_counted(log: SQLiteLog) -> None:
+    """A view that a producer wrote to the clicks topic is a malformed dead letter of the
+    joiner (stream 'views' read from topic 'clicks'): a server does not count it either.
+    Before, it counted it under the views counter, an event the joiner never took."""
+    views = spec.WindowCount("user_views_1h", "views", HOUR, of="user")
+    for topic in ("clicks", "views"):
+        log.create_topic(topic)
+    view = {"stream": "views", "key": "u1", "id": "v1", "ts": T0, "payload": {}}
+    log.append("clicks", [("u1", orjson.dumps(view))])
+    log.append("views", [("u1", orjson.dumps({**view, "id": "v2"}))])
+    served = ServedCounters([COUNTERS[2], views], open_store("memory://", 2 * HOUR))
+    assert served.add_logged(log, {**PIPELINE.schemas, "views": {}}) == 1
+    assert served.count(views, "u1", T0 + 1) == 1
 
 
 def test_a_prediction_the_joiner_refuses_is_not_counted_and_the_server_starts(

@@ -428,9 +428,10 @@ def test_another_process_sees_the_writes(redis_address: str) -> None:
 
 
 @contextmanager
-def private_redis(tmp_path: Path, *args: str) -> Iterator[str]:
-    """host:port of a redis-server of this test's own, started with ``args``."""
-    port = free_port()
+def private_redis(tmp_path: Path, *args: str, port: int | None = None) -> Iterator[str]:
+    """host:port of a redis-server of this test's own, started with ``args`` (on ``port``,
+    or a free one)."""
+    port = port or free_port()
     server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
                                "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
                                *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -485,3 +486,25 @@ def test_a_redis_without_config_is_used_with_a_warning(
         store.close()
     assert "cannot read Redis's maxmemory-policy" in caplog.text
     assert "make sure it is noeviction" in caplog.text
+
+
+def test_a_redis_store_learns_of_a_restart_before_it_reads_from_the_server_restarted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its incarnation is the server's run_id; one without INFO is used with a warning."""
+    port = free_port()
+    with private_redis(tmp_path, port=port) as address:
+        store = open_store(f"redis://{address}/0")
+        before = store.incarnation
+        store.put_rows("items", {"i1": {"p": 1}}, ts_ms=10)
+    assert before and store.incarnation == before
+    with private_redis(tmp_path, port=port):
+        assert store.get_rows("items", ["i1"]) == {}  # restarted empty
+        assert store.incarnation not in ("", before)
+        store.close()
+    assert "Redis restarted" in caplog.text
+    with private_redis(tmp_path, "--rename-command", "INFO", "") as address:
+        store = open_store(f"redis://{address}/0")
+        store.put_rows("items", {"i1": {"p": 1}}, ts_ms=10)
+        assert store.get_rows("items", ["i1"]) == {"i1": {"p": 1}}
+        store.close()
+    assert "Redis refused INFO" in caplog.text

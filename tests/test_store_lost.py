@@ -5,6 +5,7 @@ no table still gets 422."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ import redis
 from conftest import ROOT, ServerThread
 from livelearn import spec
 from livelearn.deploy.gate import Gate
-from livelearn.errors import BadInput, Unavailable
+from livelearn.errors import BadInput, ConfigError, Unavailable
 from livelearn.events import Event
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.ftrl import FTRL
@@ -215,3 +216,41 @@ def test_a_memory_store_cleared_gets_its_tables_back_by_the_same_path(tmp_path: 
     items.rename(tmp_path / "items.csv")
     assert tables.rows("u1", ["i1"], T0) == before
     assert len(loads) == 2
+
+
+def test_a_redis_restarted_from_an_older_snapshot_gets_the_counts_of_the_log_back(
+        server: ServerThread, own_redis: OwnRedis, log: SQLiteLog,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis that crashed and restarted from its last RDB snapshot holds the tables, the
+    markers and the counters as they were then: the predictions served since are counted
+    again from the log, as after a restart with nothing kept."""
+    caplog.set_level(logging.WARNING, logger="livelearn.serve")
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        _served(http, "u1", ["i1"], T0)
+        own_redis.client().save()  # the snapshot: i1 viewed once
+        _served(http, "u1", ["i1"], T0 + 10)
+        own_redis.stop()  # no save on the way down (--save ''): as a crash
+        own_redis.start()  # loads the snapshot
+        _served(http, "u1", ["i1"], T0 + 20)
+    last = _logged(log)[-1]
+    assert last[3]["item_views_1h"] == 2, _logged(log)
+    assert any("restarted" in message for message in _reloads(caplog)), _reloads(caplog)
+
+
+def test_a_server_on_a_store_holding_another_pipelines_tables_is_refused(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """Two pipelines on one Redis namespace (the default, livelearn): each server's start
+    replaced the other's users and items tables, and the other served their rows as its
+    own, without a word. The marks name the pipeline that loaded a table, and a server of
+    another is refused at its start, naming both and the way out."""
+    (tmp_path / "users.csv").write_text("user_id,plan\nu1,pro\n")
+    (tmp_path / "items.csv").write_text(f"item_id,updated_at,x\ni1,{T0 - HOUR},1\n")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    store = open_store("memory://two-pipelines")
+    create_app(PIPELINE, log, Registry(tmp_path / "a"), tmp_path, store=store)
+    other = dataclasses.replace(PIPELINE, name="other")
+    with pytest.raises(ConfigError, match=r"the online store holds table 'users' of pipeline "
+                                          r"'lost', not of 'other': .*\?namespace="):
+        create_app(other, log, Registry(tmp_path / "b"), tmp_path, store=store)
+    create_app(PIPELINE, log, Registry(tmp_path / "a"), tmp_path, store=store)  # its own

@@ -22,7 +22,8 @@ what they logged, a thread counts what other producers append to the counted
 streams (within ``poll_s``), and /predict reads each candidate's or event's
 counts as of its ts (serve.counters). GET /models, /healthz (whether a model
 serves), /readyz (200 when /predict can answer: a version approved, the log
-taking appends (serve.health) and the online store answering; else 503 with
+taking appends (serve.health) and the online store answering (and taking the counts of
+predictions, where the pipeline counts them); else 503 with
 the reason, for a load balancer) and /metrics (Prometheus text, with the
 responses of /predict and /feedback by status: serve.traffic); the last three
 answer on the event loop, so they answer while requests wait on a log that is
@@ -37,8 +38,9 @@ When the pipeline's features function raises, or returns a value that is not
 a number, a string or a bool (a NaN, a list, None), /predict answers 500 with a
 ``detail`` that names the user, item and feature (or the exception), and so it
 does when the model gives a score that is not finite, or outside [0, 1] for a
-binary learner: nothing is logged for that request, and the server keeps
-serving whatever comes.
+binary learner, or a prediction record is larger than the predictions topic
+takes (Log.record_limit): nothing is counted or logged for that request, and
+the server keeps serving whatever comes.
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
                         time.perf_counter() - started)
 
     tables = ServedTables(store, [t for t in tables_served if t is not None], data_dir,
-                          recount=count_logged)
+                          recount=count_logged, pipeline=pipeline.name)
     holder = ModelHolder(registry, poll_s, pipeline.policies.canary_share,
                          warm=lambda model: model.predict(pipeline.hash_rows([{}], model.bits)))
     holder.refresh()  # the incumbent loaded now: a damaged one is an error before serving
@@ -244,7 +246,7 @@ def create_app(pipeline: Pipeline, log: Log, registry: Registry, data_dir: str |
         return {scored: counts["predictions"], "feedback_events": counts["feedback"],
                 "feedback_rejected": counts["feedback_rejected"], "model_swaps": holder.swaps}
 
-    _status(app, registry, holder, health, tables, counters, responses)
+    _status(app, registry, holder, health, tables, served, counters, responses)
     mount_dashboard(app, f"livelearn: {pipeline.name}", registry, log, lambda: ServerState(
         holder.version, holder.swapped_at, holder.clock_ts, counters(), dict(responses),
         holder.canary, holder.canary_share))
@@ -293,15 +295,26 @@ def _feedback(app: FastAPI, pipeline: Pipeline, log: Log, health: LogHealth,
             rejected.sort(key=lambda r: int(r["index"]))
         for event in accepted:
             holder.observe(event.ts)
-        served.add_events(accepted)
+        _count_feedback(served, accepted)
         counts["feedback"] += len(events) - len(rejected)
         counts["feedback_rejected"] += len(rejected)
         return {"accepted": len(events) - len(rejected), "rejected": rejected}
 
 
+def _count_feedback(served: ServedCounters, accepted: list[Event]) -> None:
+    """Count the events a /feedback batch appended; a store that refuses them (Redis down
+    or full) fails nothing: they are in the log, where the counters' follower counts
+    them once the store takes them (serve.counters). A 503 had the client send the
+    events again, each then twice in the log."""
+    try:
+        served.add_events(accepted)
+    except Unavailable as e:
+        logger.debug("%d feedback event(s) appended, not counted yet: %s", len(accepted), e)
+
+
 def _status(app: FastAPI, registry: Registry, holder: ModelHolder, health: LogHealth,
-            tables: ServedTables, counters: Callable[[], dict[str, int]],
-            responses: Responses) -> None:
+            tables: ServedTables, served: ServedCounters,
+            counters: Callable[[], dict[str, int]], responses: Responses) -> None:
     """GET /models, /healthz, /readyz and /metrics."""
     @app.get("/models")
     def models() -> list[dict[str, Any]]:
@@ -321,12 +334,14 @@ def _status(app: FastAPI, registry: Registry, holder: ModelHolder, health: LogHe
     async def readyz() -> dict[str, Any] | JSONResponse:
         """Whether /predict can answer now (a load balancer's readiness check): 503 with
         the reason before a version is approved, while the log is failing (serve.health)
-        or while the online store is down. The store is asked in a thread of the event
-        loop's own executor, not of the pool where requests may all wait on the log."""
+        or while the online store is down, or refuses the counting of predictions (a
+        Redis full: serve.counters). The store is asked in a thread of the event loop's
+        own executor, not of the pool where requests may all wait on the log."""
         try:
             holder.current()
             health.check()
             await asyncio.to_thread(tables.ready)
+            await asyncio.to_thread(served.ready)
         except Unavailable as e:
             return JSONResponse({"ready": False, "detail": str(e)}, status_code=503)
         return {"ready": True, "model_version": holder.version}
@@ -385,7 +400,7 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogH
                         "model_version": version})
             records.append({"request_id": rid, "ts": ts, "user": req.user_id, "item": item,
                             "model_version": version, "score": score, "features": row})
-        logged = _logged(records, pipeline.name, req)
+        logged = _logged(records, pipeline.name, req, log.record_limit(PREDICTIONS))
         if _client_gone(request, arrived):
             raise ClientGone(f"user {req.user_id!r}: the client closed the connection before "
                              f"the answer, which it never saw: nothing logged")
@@ -474,14 +489,24 @@ def _unusable(rows: list[Features], pipeline: str, who: str, names: list[str]) -
     return None
 
 
-def _logged(records: list[dict[str, Any]], pipeline: str, req: PredictRequest
-            ) -> list[tuple[str, bytes]]:
-    """The prediction records as JSON; PipelineError (500) if a feature cannot be written."""
+def _logged(records: list[dict[str, Any]], pipeline: str, req: PredictRequest,
+            limit: int | None) -> list[tuple[str, bytes]]:
+    """The prediction records as JSON; PipelineError (500) if a feature cannot be written,
+    or a record is larger than ``limit`` (Log.record_limit of the predictions topic)."""
     try:
-        return [(r["request_id"], orjson.dumps(r)) for r in records]
+        logged = [(r["request_id"], orjson.dumps(r)) for r in records]
     except TypeError as e:  # orjson: a numpy number, an int beyond 64 bits, ...
         raise PipelineError(f"pipeline '{pipeline}', user {req.user_id!r}: the features "
                             f"cannot be logged as JSON: {e}") from None
+    for (key, value), record in zip(logged, records, strict=True):
+        if limit is not None and len(key) + len(value) > limit:  # the key: hex, ASCII
+            raise PipelineError(
+                f"pipeline '{pipeline}', user {req.user_id!r}, item {record['item']!r}: its "
+                f"prediction record is {len(key) + len(value)} bytes, more than the {limit} "
+                f"a record of topic '{PREDICTIONS}' may have (the log's limit; on Kafka the "
+                f"topic's max.message.bytes): nothing was counted or logged. Make its "
+                f"features smaller, or raise the limit")
+    return logged
 
 
 #: A /feedback event that passed its schema: (index in the batch, as sent, event, JSON).

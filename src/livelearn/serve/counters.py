@@ -8,9 +8,10 @@ retried batch counts once. At /predict a candidate's count is read as of the
 request's ts for its ``of`` id: events with ts in [ts - window_ms, ts), never
 the request itself nor anything later (tables.store).
 
-Feedback events are counted after they are durable in the Log: a server that
-dies in between leaves them uncounted (counting is at most once per id; the
-client's retry counts them). Predictions are counted before they are logged,
+Feedback events are counted after they are durable in the Log: a store that
+refuses them then (Redis down) fails no request, and a server that dies in
+between counts none; the follow below (or the next start) counts them from the
+log, each id once. Predictions are counted before they are logged,
 so that a request the store refuses (503) logs nothing for the joiner to
 label; one whose log append then fails (503) stays counted, not logged, until
 its events leave their windows (serve.app). A server starting counts what the
@@ -20,6 +21,11 @@ it serves, it follows the counted streams in the log (``add_new``, every poll of
 the ``follow`` thread): events another producer appended (``livelearn
 ingest``, another server, any client of the log) are counted within a poll of
 being appended, the server's own a second time for nothing (one count per id).
+Both count the events the joiner takes: those that pass their schema, of the
+stream of their topic, whose ts is at most five minutes (events.MAX_FUTURE_MS)
+after the log received them,
+judged by the log's time, so every server, whenever it reads them, counts the
+same.
 Predictions are not followed: each server counts those it serves.
 
 The label-in-event server reads an event's counts with ``count`` (one key as of
@@ -53,15 +59,17 @@ from typing import Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Lost, NotFound
-from livelearn.events import MAX_FUTURE_MS, MAX_TS_MS, MIN_TS_MS, Event, Schema, decode_event
+from livelearn.events import MAX_FUTURE_MS, MAX_TS_MS, MIN_TS_MS, Event, EventDecoder, Schema
 from livelearn.features.event_features import event_key
 from livelearn.features.hashing import Features
-from livelearn.log.base import Log, TopicPartition
-from livelearn.spec import PREDICTIONS, WindowCount
+from livelearn.log.base import Log, Record, TopicPartition
+from livelearn.spec import PREDICTIONS, RESERVED_PREFIX, WindowCount
 from livelearn.tables.store import Store
 
 logger = logging.getLogger("livelearn.serve")
 
+#: The counter a readiness check counts in (``ready``): one event, the same each time.
+PROBE = f"{RESERVED_PREFIX}ready"
 #: Records read from the log per batch by ``add_logged`` and ``add_new``.
 BATCH = 10_000
 #: How far behind the newest event counted (or the wall clock, if earlier) a request's
@@ -90,6 +98,13 @@ class ServedCounters:
         self.counters, self.store = tuple(counters), store
         self._next: dict[TopicPartition, int] = {}  # where add_new reads on, per partition
         self._reading = threading.Lock()
+
+    def ready(self) -> None:
+        """Unavailable if the store refuses the writes /predict makes (a Redis at its
+        maxmemory answers reads and refuses writes): where predictions are counted, one
+        event is counted in the reserved counter ``PROBE``, the same each time."""
+        if any(c.stream == PREDICTIONS for c in self.counters):
+            self.store.add_many(PROBE, [("probe", 0, "probe")])
 
     def count(self, counter: WindowCount, key: str, ts: int) -> int:
         """Events of ``key`` in ``counter`` with ts in [ts - window_ms, ts) (ms)."""
@@ -175,20 +190,22 @@ class ServedCounters:
 
     def _add(self, log: Log, schemas: Mapping[str, Schema], topics: list[str]) -> int:
         added = 0
+        decode = EventDecoder(schemas, max_future_ms=None)  # judged by the log's time
         for topic in topics:
-            for values in self._batches(log, topic):
+            for records in self._batches(log, topic):
                 if topic == PREDICTIONS:
-                    predictions = [r for r in map(_prediction, values) if r is not None]
+                    predictions = [p for p in (_prediction(r.value) for r in records)
+                                   if p is not None]
                     self.add_predictions(predictions)
                     added += len(predictions)
                 else:
-                    events = list(_events(values, schemas))
+                    events = list(_events(records, decode))
                     self.add_events(events)
                     added += len(events)
         return added
 
-    def _batches(self, log: Log, topic: str) -> Iterator[list[bytes]]:
-        """The record values of ``topic`` from where the last read left off, partition by
+    def _batches(self, log: Log, topic: str) -> Iterator[list[Record]]:
+        """The records of ``topic`` from where the last read left off, partition by
         partition, a batch at a time. The first time, from the first record appended
         within the store's retention and ``MAX_FUTURE_MS`` before now (``Log.offset_since``):
         an event appended earlier is older than that (its time was at most MAX_FUTURE_MS
@@ -217,7 +234,7 @@ class ServedCounters:
                     continue
                 if not records:
                     break
-                yield [r.value for r in records]
+                yield records
                 offset = self._next[tp] = records[-1].offset + 1
 
 
@@ -235,9 +252,17 @@ def _prediction(value: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _events(values: list[bytes], schemas: Mapping[str, Schema]) -> Iterator[Event]:
-    for value in values:
+def _events(records: list[Record], decode: EventDecoder) -> Iterator[Event]:
+    """The events of ``records`` that the joiner takes: those that pass their schema, of
+    the stream of the topic they were read from, whose ts is at most MAX_FUTURE_MS after
+    the log received them (Record.appended_ms), whatever this machine's clock says when
+    it reads them (join.joiner)."""
+    for record in records:
         try:
-            yield decode_event(value, schemas)
+            event = decode(record.value)
         except BadInput:
             continue
+        appended = record.appended_ms
+        if event.stream == record.topic and (appended is None
+                                             or event.ts <= appended + MAX_FUTURE_MS):
+            yield event

@@ -10,7 +10,8 @@ loaded learner is warmed (``warm``: the server scores one empty row with it, so
 the first request does not wait for numba to compile its kernels). A
 version whose file cannot be loaded is skipped (logged once, with the reason)
 and the one served goes on serving until a newer version is approved, or until
-that file changes (restored from a backup): then it is tried again. Recording
+that file changes (restored from a backup, even by a copy that keeps its mtime;
+its permissions changed): then it is tried again. Recording
 a swap in the Registry (``mark_serving``) is retried on the next poll if it
 fails, so the Registry always learns which version serves. A poll that fails
 (the index locked too long, damaged, or taken away) is logged once with its
@@ -19,7 +20,9 @@ error, again only if the error changes, and once more when polls work again.
 With a canary share (Policies.canary_share), the Registry's canary is held too:
 a request of a user whose id hashes into the share (``in_canary``: the same
 users in every server) is scored by it. Once approved, it becomes the version
-served without being loaded again.
+served without being loaded again. A canary that cannot be loaded is skipped
+as a version is (the incumbent scores every user), and tried again once its
+file changes.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class ModelHolder:
         self._warm = warm
         self._current: tuple[int, Learner] | None = None
         self._canary: tuple[int, Learner] | None = None
-        self._broken_canary: int | None = None  # the canary last found unloadable
+        # the canary last found unloadable, with its file's stamp (_stamp) then
+        self._broken_canary: tuple[int, tuple[int, int, int] | None] | None = None
         self._marked: int | None = None  # the version last recorded as serving
         self._marked_since: int | None = None  # with this serving time (None: not known)
         # the event time the current version began serving at: the clock when it was
@@ -61,7 +65,7 @@ class ModelHolder:
         # clock had not started
         self._since: int | None = None
         # the version last found unloadable, with its file's stamp (_stamp) then
-        self._broken: tuple[int, tuple[int, int] | None] | None = None
+        self._broken: tuple[int, tuple[int, int, int] | None] | None = None
         self.clock_ts = 0  # the largest event time (ms) seen in requests, at most the wall's
         self.swaps = 0
         self.swapped_at: float | None = None  # wall clock (s since the epoch) of the last swap
@@ -120,11 +124,12 @@ class ModelHolder:
         canary = self.registry.canary()
         if canary is None:
             self._canary = None
-        elif canary.id not in (self.canary, self._broken_canary):
+        elif canary.id != self.canary and \
+                self._broken_canary != (canary.id, self._stamp(canary.id)):
             try:
                 self._canary = (canary.id, self._load(canary.id))
             except LivelearnError as e:
-                self._broken_canary = canary.id
+                self._broken_canary = (canary.id, self._stamp(canary.id))
                 log.error("could not load canary v%d: %s; v%s scores every user", canary.id,
                           e, self.version)
                 return
@@ -150,14 +155,16 @@ class ModelHolder:
         log.info("serving v%d", version)
         return True
 
-    def _stamp(self, version: int) -> tuple[int, int] | None:
-        """When the model file of ``version`` was last written and its size (None if it is
-        not there): a file that failed to load is tried again once this changes."""
+    def _stamp(self, version: int) -> tuple[int, int, int] | None:
+        """When the model file of ``version`` last changed (its ctime: a write, a rename, a
+        change of permissions, which no copy keeps, unlike the mtime that ``cp -p`` or
+        ``rsync -a`` carries over), its inode and size (None if it is not there): a file
+        that failed to load is tried again once this changes."""
         try:
             stat = self.registry.file(version).stat()
         except OSError:
             return None
-        return stat.st_mtime_ns, stat.st_size
+        return stat.st_ctime_ns, stat.st_ino, stat.st_size
 
     def _load(self, version: int) -> Learner:
         """Version ``version``'s learner, loaded and warmed. A warm-up that fails is

@@ -17,7 +17,13 @@ with its length so table, counter and key names may hold any character:
   of wall-clock time.
 
 Each batch is one round trip; writes run in MULTI/EXEC, so a reader sees all of
-a batch or none. Durability is the Redis server's (RDB / AOF as configured).
+a batch or none. Durability is the Redis server's (RDB / AOF as configured): a
+Redis restarted may hold less than it was given (nothing, without persistence;
+its last RDB snapshot, after a crash). Each connection the store opens asks the
+server its ``run_id`` (INFO server), which a restart changes, before any other
+command: ``incarnation`` is the newest, so a store's user learns of a restart
+before it reads anything from the server restarted (serve.tables loads its
+tables and counts its log again then).
 A connection failure, or a command the server refuses (out of memory, a
 read-only replica), raises Unavailable.
 
@@ -124,6 +130,8 @@ class RedisStore(Store):
                       f" namespace '{namespace}'")
         #: Wall-clock ms after its last event that a counter key expires.
         self.idle_ms = max(retention_ms, IDLE_FLOOR_MS)
+        self.incarnation = ""
+        client.connection_pool.connection_kwargs["redis_connect_func"] = self._connected
         self._put = client.register_script(_PUT)
         self._replace = client.register_script(_REPLACE)
         self._add = client.register_script(_ADD)
@@ -142,13 +150,37 @@ class RedisStore(Store):
                               f"number in [0, 65535]") from None
         server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         client = redis.Redis.from_url(server, socket_connect_timeout=5, socket_timeout=10)
+        store = cls(client, **options)  # first: its connections ask the server's run_id
         with _reachable(f"redis://{parts.hostname}:{port}{parts.path}"):
             try:
                 client.ping()
             except redis.ResponseError as e:  # a database number the server does not have
                 raise ConfigError(f"store URL {url!r}: the server refused it: {e}") from None
             _check_eviction(client, f"redis://{parts.hostname}:{port}")
-        return cls(client, **options)
+        return store
+
+    def _connected(self, conn: Any) -> None:
+        """redis-py's hook on each new connection: set ``incarnation`` to the server's
+        run_id (a WARNING where it changed: the server restarted). A server that refuses
+        INFO is used with a WARNING: its restarts go unnoticed."""
+        conn.on_connect()
+        conn.send_command("INFO", "server")
+        try:
+            info = conn.read_response()
+        except redis.ResponseError as e:
+            if not self.incarnation.startswith("?"):
+                log.warning("store %s: Redis refused INFO (%s): a restart that loses rows "
+                            "or counted events (restored from an older snapshot) goes "
+                            "unnoticed", self.where, e)
+            self.incarnation = "?"
+            return
+        found = re.search(rb"^run_id:(\w+)", info if isinstance(info, bytes) else
+                          str(info).encode(), re.MULTILINE)
+        run_id = found.group(1).decode() if found else "?"
+        if self.incarnation and run_id != self.incarnation:
+            log.warning("store %s: Redis restarted (run_id %s, was %s): what it holds may be "
+                        "older than what it was given", self.where, run_id, self.incarnation)
+        self.incarnation = run_id
 
     def _name(self, kind: str, group: str, key: str) -> str:
         return f"{self.namespace}:{kind}:{len(group)}:{group}:{key}"

@@ -93,6 +93,12 @@ FORMAT = 2
 class Store(ABC):
     """Feature rows by (table, key) with point-in-time reads; exact windowed counters."""
 
+    #: Names the lifetime of the data read last: it changes when the backend may have
+    #: lost writes or gone back to older ones (a Redis restarted: its run_id), before
+    #: anything is read from the data after. Fixed for a memory store (cleared: it is
+    #: empty, as a reader sees).
+    incarnation = ""
+
     def __init__(self, max_versions: int = 8, retention_ms: int = 86_400_000):
         self.max_versions, self.retention_ms = max_versions, retention_ms
 
