@@ -498,8 +498,10 @@ def _logged(records: list[dict[str, Any]], pipeline: str, req: PredictRequest,
     except TypeError as e:  # orjson: a numpy number, an int beyond 64 bits, ...
         raise PipelineError(f"pipeline '{pipeline}', user {req.user_id!r}: the features "
                             f"cannot be logged as JSON: {e}") from None
+    if limit is None:
+        return logged
     for (key, value), record in zip(logged, records, strict=True):
-        if limit is not None and len(key) + len(value) > limit:  # the key: hex, ASCII
+        if len(key) + len(value) > limit:  # the key: hex, ASCII
             raise PipelineError(
                 f"pipeline '{pipeline}', user {req.user_id!r}, item {record['item']!r}: its "
                 f"prediction record is {len(key) + len(value)} bytes, more than the {limit} "
