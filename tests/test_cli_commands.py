@@ -169,7 +169,7 @@ def test_join_until_idle_says_what_it_did(tmp_path: Path,
                  "--log", url]) == 0
     capsys.readouterr()
     assert main(["-q", "join", str(tmp_path / "p.py"), "--log", url, "--until-idle"]) == 0
-    assert capsys.readouterr().out == "6 records read, 5 samples, dead letters: duplicate 1\n"
+    assert capsys.readouterr().out == "6 records read, 5 samples, 1 dead letter (duplicate 1)\n"
 
 
 def test_train_until_idle_says_what_it_learned_and_dead_lettered(
@@ -217,7 +217,7 @@ def test_a_join_shard_without_partitions_says_so(tmp_path: Path,
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["shard 1/2 has no partitions of topics ratings (1 partition): it joins "
                         "nothing (a shard K/N takes partition numbers p with p % N == K)"]
-    assert capsys.readouterr().out == "0 records read, 0 samples, dead letters: none\n"
+    assert capsys.readouterr().out == "0 records read, 0 samples, 0 dead letters\n"
 
 
 def test_a_join_shard_of_another_count_is_refused_until_resharded(

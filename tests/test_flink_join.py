@@ -169,8 +169,8 @@ def test_until_idle_both_engines_print_the_same_summary(
             log.close()
         said.append(capsys.readouterr().out)
     records = (N + 1) + (N // 3 + N // 12 + 2 + 1) + (N // 5 + N // 10)
-    assert said[0] == said[1] == (f"{records} records read, {N} samples, dead letters: "
-                                  f"late 2, malformed 1, orphan 1\n")
+    assert said[0] == said[1] == (f"{records} records read, {N} samples, 4 dead letters "
+                                  f"(late 2, malformed 1, orphan 1)\n")
 
 
 #: The samples and dead-letters topics' max.message.bytes in the test below: a sample or

@@ -467,6 +467,6 @@ def test_join_and_train_stopped_by_ctrl_c_say_what_they_did(tmp_path: Path) -> N
             assert process.wait(10) == 130
             assert process.stdout is not None
             said.append(process.stdout.read().decode())
-    assert said[0] == "stopped: 100 records read, 49 samples, dead letters: late 50\n", said
+    assert said[0] == "stopped: 100 records read, 49 samples, 50 dead letters (late 50)\n", said
     assert re.fullmatch(r"stopped: \d+ samples learned; latest version v\d+; this run wrote "
                         r"0 dead letters\n", said[1]), said

@@ -19,6 +19,7 @@ from livelearn.cli_data import (
     LOG_HELP,
     PIPELINE_HELP,
     add_skip_lost,
+    dead_letters_said,
     learned,
     number_of,
     port_number,
@@ -425,9 +426,8 @@ def _joined(read: int, counts: Counter[str]) -> str:
     samples and the dead letters by reason."""
     from livelearn.spec import SAMPLES
 
-    dead = {k: n for k, n in sorted(counts.items()) if k != SAMPLES}
-    return (f"{read} records read, {counts[SAMPLES]} samples, dead letters: "
-            f"{', '.join(f'{k} {n}' for k, n in dead.items()) or 'none'}")
+    dead = {k: n for k, n in counts.items() if k != SAMPLES}
+    return f"{read} records read, {counts[SAMPLES]} samples, {dead_letters_said(dead)}"
 
 
 def _warn_empty_shard(shard: tuple[int, int], log: Any, topics: list[str]) -> None:

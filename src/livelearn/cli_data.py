@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -233,7 +233,7 @@ def _replay(args: argparse.Namespace) -> int:
         _say_ingested(source, given["events"], given["dead"], given["first_errors"])
     value = report["metric_value"]  # None without a sample
     print(f"{report['events']} events, {report['samples']} samples, "
-          f"{_dead_letters(report['dead_letters'])}, {report['metric']} "
+          f"{dead_letters_said(report['dead_letters'])}, {report['metric']} "
           f"{'-' if value is None else f'{value:.4f}'}, {report['events_per_s']:.0f} "
           f"events/s; report {html}", flush=True)
     _say_late(report["dead_letters"].get("late", 0), report["events"],
@@ -338,15 +338,17 @@ def learned(trainer: Any, dead: dict[str, int]) -> str:
     learned, the latest version and the dead letters written (``dead``, by reason)."""
     version = trainer.version.id if trainer.version else 0
     return (f"{trainer.samples} samples learned; latest version v{version}; this run wrote "
-            f"{_dead_letters(dead)}")
+            f"{dead_letters_said(dead)}")
 
 
-def _dead_letters(by_reason: dict[str, int]) -> str:
-    """``{"late": 2, "orphan": 1}`` as ``3 dead letters (late 2, orphan 1)``."""
-    if not by_reason:
+def dead_letters_said(by_reason: Mapping[str, int]) -> str:
+    """``{"late": 2, "orphan": 1}`` as ``3 dead letters (late 2, orphan 1)``: how every
+    command's summary says them."""
+    total = sum(by_reason.values())
+    if not total:
         return "0 dead letters"
-    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()))
-    return f"{sum(by_reason.values())} dead letters ({reasons})"
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()) if n)
+    return f"{total} dead letter{'' if total == 1 else 's'} ({reasons})"
 
 
 def _run(args: argparse.Namespace) -> int:
