@@ -25,6 +25,7 @@ from livelearn.cli_data import (
     positive_seconds,
 )
 from livelearn.cli_data import add_parsers as add_data_parsers
+from livelearn.cli_examples import add_parsers as add_examples_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
 from livelearn.events import is_digits
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     _models_parser(sub)
     add_data_parsers(sub)
     add_study_parsers(sub)
+    add_examples_parsers(sub)
     return p
 
 
