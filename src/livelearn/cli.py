@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -274,8 +275,10 @@ def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     m = sub.add_parser("models", help="the registry by hand: list, promote, roll back",
                        usage="livelearn models [-h] [--workdir DIR | --registry DIR] "
                              "[PIPELINE] [ls | promote VERSION | rollback]",
-                       description="List a registry's model versions with their status (and "
-                       "below, each judged version's last verdict with its reason): ls, the "
+                       description="List a registry's model versions with their status and "
+                       "the event time each began serving, in ISO 8601 UTC (GET /models of the "
+                       "server gives it in ms), and below, each judged version's last verdict "
+                       "with its reason: ls, the "
                        "default; make VERSION the one servers serve: promote VERSION; reject "
                        "the serving version and serve the one before: rollback (the trainer goes "
                        "on from its newest version; the gate judges what it publishes next "
@@ -540,17 +543,29 @@ def _models(args: argparse.Namespace) -> int:
         print(f"registry {where} holds no version yet (a trainer publishes its first "
               f"when it starts)")
         return 0
-    table = Table("version", "parent", "status", "samples", "window metric", "serving since (ms)")
+    table = Table("version", "parent", "status", "samples", "window metric")
+    table.add_column("serving since (event time)", no_wrap=True)  # other columns wrap first
     for v in versions:
         metric = (v.meta.get("window") or {}).get("metric")
         status = f"{v.status} (file pruned)" if v.pruned else v.status
+        since = "-" if v.serving_since_ts is None else _utc(v.serving_since_ts)
         table.add_row(str(v.id), str(v.parent or "-"), status, str(v.meta.get("samples")),
-                      "-" if metric is None else f"{metric:.4f}", str(v.serving_since_ts or "-"))
+                      "-" if metric is None else f"{metric:.4f}", since)
     Console().print(table)
     verdicts = registry.verdicts()  # below the table, whole: a table would cut the reasons
     for version, verdict in sorted(verdicts.items()):
         print(f"v{version} {verdict['status']}: {verdict['reason']}")
     return 0
+
+
+def _utc(ms: int) -> str:
+    """``ms`` since the epoch as ISO 8601 in UTC, to the millisecond.
+
+    >>> _utc(1767571259326)
+    '2026-01-05T00:00:59.326Z'
+    """
+    when = datetime.fromtimestamp(ms / 1000, UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
 if __name__ == "__main__":
