@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from livelearn.cli_data import (
     number_of,
     port_number,
     positive_seconds,
+    utc,
 )
 from livelearn.cli_data import add_parsers as add_data_parsers
 from livelearn.cli_examples import add_parsers as add_examples_parsers
@@ -548,7 +548,7 @@ def _models(args: argparse.Namespace) -> int:
     for v in versions:
         metric = (v.meta.get("window") or {}).get("metric")
         status = f"{v.status} (file pruned)" if v.pruned else v.status
-        since = "-" if v.serving_since_ts is None else _utc(v.serving_since_ts)
+        since = "-" if v.serving_since_ts is None else utc(v.serving_since_ts)
         table.add_row(str(v.id), str(v.parent or "-"), status, str(v.meta.get("samples")),
                       "-" if metric is None else f"{metric:.4f}", since)
     Console().print(table)
@@ -556,16 +556,6 @@ def _models(args: argparse.Namespace) -> int:
     for version, verdict in sorted(verdicts.items()):
         print(f"v{version} {verdict['status']}: {verdict['reason']}")
     return 0
-
-
-def _utc(ms: int) -> str:
-    """``ms`` since the epoch as ISO 8601 in UTC, to the millisecond.
-
-    >>> _utc(1767571259326)
-    '2026-01-05T00:00:59.326Z'
-    """
-    when = datetime.fromtimestamp(ms / 1000, UTC)
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
 if __name__ == "__main__":
