@@ -504,6 +504,25 @@ def test_models_ls_shows_each_versions_last_verdict_and_its_reason(
                           "v2 rejected: canary: live auc 0.61 vs v1's 0.67"]  # v3: not judged
 
 
+def test_models_ls_says_when_each_version_began_serving_in_iso_8601_utc(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`livelearn models ls` showed the event time a version began serving as epoch ms
+    (1767571259326), which no one reads; it says 2026-01-05T00:00:59.326Z. /models keeps
+    the ms."""
+    registry = Registry(tmp_path / "reg")
+    for since in (1_767_571_259_326, 1_767_571_260_000):
+        version = registry.publish(FTRL(bits=4), {"metric": "auc"}, None)
+        registry.set_status(version.id, "approved", "by hand")
+        assert registry.mark_serving(version.id, since)
+    registry.publish(FTRL(bits=4), {"metric": "auc"}, 2)  # never served
+    assert main(["models", "--registry", str(tmp_path / "reg")]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+            if line.split()[1:2] in (["1"], ["2"], ["3"])}
+    assert "2026-01-05T00:00:59.326Z" in rows["1"] and "retired" in rows["1"]
+    assert "2026-01-05T00:01:00.000Z" in rows["2"] and "serving" in rows["2"]
+    assert "1767571" not in rows["1"] + rows["2"] and "Z" not in rows["3"]
+
+
 def test_output_to_a_reader_gone_away_ends_quietly() -> None:
     """`livelearn flink-sql PIPELINE | head -1`: the rest of the output had nowhere to go,
     and Python printed a BrokenPipeError traceback."""

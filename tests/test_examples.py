@@ -101,3 +101,22 @@ def test_the_docs_link_only_to_files_in_the_repository(doc: str) -> None:
             continue  # a URL
         linked = (path.parent / target).resolve()
         assert linked.is_relative_to(ROOT) and linked.exists(), f"{doc} links {target}"
+
+
+def test_livelearn_examples_writes_the_sources_examples(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """README.md: `livelearn examples` writes the examples it runs (from the source here; from
+    the package installed from a wheel in tests/test_wheel.py), and writes over none."""
+    from livelearn.cli import main
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.py")
+                if "data" not in p.parts and "__pycache__" not in p.parts}
+
+    assert main(["examples", str(tmp_path / "ex")]) == 0
+    assert files(tmp_path / "ex") == files(ROOT / "examples") != {}
+    (tmp_path / "ex" / "fraud" / "pipeline.py").write_text("# mine\n")
+    capsys.readouterr()
+    assert main(["examples", str(tmp_path / "ex")]) == 2
+    assert f"{tmp_path / 'ex' / 'fraud'} exists already" in capsys.readouterr().err
+    assert (tmp_path / "ex" / "fraud" / "pipeline.py").read_text() == "# mine\n"

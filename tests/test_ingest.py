@@ -181,7 +181,7 @@ def test_the_one_pass_path_gives_what_to_event_gives() -> None:
             continue
         taken += 1
         event = to_event(stream, line, now_ms=T)
-        assert fast == (partition_key(event), event.to_json()), line
+        assert fast == (partition_key(event), event.to_json(), event.ts), line
     assert taken > 100
 
 
@@ -724,3 +724,45 @@ def test_a_bad_time_is_named_by_the_streams_own_time_field(log: SQLiteLog,
     assert len(errors) == 4
     for error in errors:
         assert "stream 'ratings', field 'time': " in error, error
+
+
+def test_ingest_behind_the_joiners_watermark_warns_once_what_will_happen(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Last week's file ingested into a log whose joiner has read this week's: the joiner
+    dead-letters every one of its events as late, and ingest said nothing. It warns once,
+    with how many, what becomes of them and what to do; events after the watermark do not
+    count, and a log whose joiner never ran gets no warning."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    week = 7 * 86_400_000
+
+    def ratings(name: str, times: list[int]) -> str:
+        (tmp_path / name).write_bytes(b"".join(orjson.dumps(
+            {"user": f"u{i % 3}", "movie": f"m{i % 4}", "stars": i % 5, "ts": ts}) + b"\n"
+            for i, ts in enumerate(times)))
+        return str(tmp_path / name)
+
+    args = [str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w")]
+    log_url = f"sqlite:///{tmp_path / 'w' / 'log.db'}"
+    assert main(["-q", "ingest", *args, "ratings",
+                 ratings("now.jsonl", [T + week + 1000 * i for i in range(50)])]) == 0
+    assert "watermark" not in capsys.readouterr().err  # no joiner yet
+    assert main(["-q", "join", str(tmp_path / "p.py"), "--log", log_url, "--until-idle"]) == 0
+    capsys.readouterr()
+    old = ratings("old.jsonl", [T + 1000 * i for i in range(30)] +
+                  [T + 2 * week + 1000 * i for i in range(5)])
+    assert main(["-q", "ingest", *args, "ratings", old]) == 0
+    out, err = capsys.readouterr()
+    assert "35 events appended, 0 dead-lettered" in out
+    watermark = "2024-01-08T00:00:49.000Z"  # the newest event the joiner read
+    assert err.count("livelearn: warning:") == 1
+    assert f"30 of the 35 events ingested into stream 'ratings' are behind the joiner's " \
+           f"watermark ({watermark}" in err
+    assert "will dead-letter each as late" in err and "livelearn replay" in err
+    assert main(["-q", "join", str(tmp_path / "p.py"), "--log", log_url, "--until-idle"]) == 0
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    assert [d["reason"] for d in _topic(log, "dead_letters")] == ["late"] * 30
+    log.close()
+    capsys.readouterr()
+    assert main(["-q", "ingest", *args, "ratings",
+                 ratings("new.jsonl", [T + 3 * week + 1000 * i for i in range(5)])]) == 0
+    assert "watermark" not in capsys.readouterr().err

@@ -24,8 +24,10 @@ from livelearn.cli_data import (
     number_of,
     port_number,
     positive_seconds,
+    utc,
 )
 from livelearn.cli_data import add_parsers as add_data_parsers
+from livelearn.cli_examples import add_parsers as add_examples_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
 from livelearn.events import is_digits
@@ -131,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     _models_parser(sub)
     add_data_parsers(sub)
     add_study_parsers(sub)
+    add_examples_parsers(sub)
     return p
 
 
@@ -273,8 +276,10 @@ def _models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     m = sub.add_parser("models", help="the registry by hand: list, promote, roll back",
                        usage="livelearn models [-h] [--workdir DIR | --registry DIR] "
                              "[PIPELINE] [ls | promote VERSION | rollback]",
-                       description="List a registry's model versions with their status (and "
-                       "below, each judged version's last verdict with its reason): ls, the "
+                       description="List a registry's model versions with their status and "
+                       "the event time each began serving, in ISO 8601 UTC (GET /models of the "
+                       "server gives it in ms), and below, each judged version's last verdict "
+                       "with its reason: ls, the "
                        "default; make VERSION the one servers serve: promote VERSION; reject "
                        "the serving version and serve the one before: rollback (the trainer goes "
                        "on from its newest version; the gate judges what it publishes next "
@@ -538,12 +543,14 @@ def _models(args: argparse.Namespace) -> int:
         print(f"registry {where} holds no version yet (a trainer publishes its first "
               f"when it starts)")
         return 0
-    table = Table("version", "parent", "status", "samples", "window metric", "serving since (ms)")
+    table = Table("version", "parent", "status", "samples", "window metric")
+    table.add_column("serving since (event time)", no_wrap=True)  # other columns wrap first
     for v in versions:
         metric = (v.meta.get("window") or {}).get("metric")
         status = f"{v.status} (file pruned)" if v.pruned else v.status
+        since = "-" if v.serving_since_ts is None else utc(v.serving_since_ts)
         table.add_row(str(v.id), str(v.parent or "-"), status, str(v.meta.get("samples")),
-                      "-" if metric is None else f"{metric:.4f}", str(v.serving_since_ts or "-"))
+                      "-" if metric is None else f"{metric:.4f}", since)
     Console().print(table)
     verdicts = registry.verdicts()  # below the table, whole: a table would cut the reasons
     for version, verdict in sorted(verdicts.items()):

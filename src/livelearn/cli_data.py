@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,7 +59,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     i = sub.add_parser("ingest", parents=[common], help="append a file's events to a stream",
                        description="Append the records of FILE (JSON lines, CSV, or - for "
                        "stdin) to STREAM. Bad records go to the dead-letter topic with the "
-                       "reason; they never stop the ingest.")
+                       "reason; they never stop the ingest. Events older than the log's joiner "
+                       "has read (its watermark), which it will dead-letter as late, are "
+                       "counted in a warning that says what to do.")
     _workdir(i, "the log goes")
     i.add_argument("stream", metavar="STREAM",
                    help="the stream the records are events of: one the pipeline declares, "
@@ -191,11 +194,59 @@ def _ingest(args: argparse.Namespace) -> int:
                           f"--log memory:// --events {args.stream}=FILE to learn from them in "
                           f"one process")
     pipeline, _, log = _paths(args)
+    past = _joiner_past(log, pipeline, args.stream)
     result = ingest(log, pipeline, args.stream, args.file, args.format,
-                    data_dir=args.data or data_dir_of(args.pipeline))
+                    data_dir=args.data or data_dir_of(args.pipeline),
+                    late_before=None if past is None else past[1])
     _say_ingested(args.stream, result.events, result.dead, result.first_errors or [])
+    if past is not None and result.behind:
+        _say_behind(args, pipeline, result.behind, result.events, past[0])
     _none_accepted({f"{args.stream}={args.file}": (result.events, result.dead)})
     return 0
+
+
+def _joiner_past(log: Any, pipeline: Any, stream: str) -> tuple[int, int] | None:
+    """The watermark of the joiner's last checkpoint in ``log`` and the event time before
+    which it dead-letters an event of ``stream``: a prediction whose window ended before
+    the watermark (late), feedback that came after its window (late, or orphan where the
+    joiner no longer remembers it), an event of the labelled stream before the watermark
+    (late; its window is 0). None for a stream only counted, or with no watermark yet."""
+    from livelearn.join.runner import committed_watermark
+
+    labelled = pipeline.labelled
+    if labelled is not None and stream != labelled.name:
+        return None  # counted: not dead-lettered, counted from then on
+    watermark = committed_watermark(log)
+    if watermark is None:
+        return None
+    return watermark, watermark - pipeline.feedback.window_ms
+
+
+def _say_behind(args: argparse.Namespace, pipeline: Any, behind: int, events: int,
+                watermark: int) -> None:
+    """Warn, once, that ``behind`` of the ``events`` ingested lie behind the joiner's
+    ``watermark`` (its last checkpoint): what becomes of them and what to do."""
+    window = pipeline.feedback.window_ms
+    reason = "late" if args.stream == "predictions" or pipeline.labelled else "late or orphan"
+    file = "FILE" if args.file == "-" else shlex.quote(str(args.file))
+    print(f"livelearn: warning: {behind} of the {events} events ingested into stream "
+          f"'{args.stream}' are behind the joiner's watermark ({utc(watermark)}, ts "
+          f"{watermark}, of its last checkpoint in this log)"
+          f"{f' by more than the join window of {window} ms' if window else ''}: the joiner "
+          f"will dead-letter each as {reason}, and nothing learns from them. To learn from "
+          f"them, replay them (with the other streams' files of their time) into a new log "
+          f"and registry: livelearn replay {shlex.quote(args.pipeline)} --events "
+          f"{args.stream}={file} --workdir NEW_FOLDER", file=sys.stderr, flush=True)
+
+
+def utc(ms: int) -> str:
+    """``ms`` since the epoch as ISO 8601 in UTC, to the millisecond.
+
+    >>> utc(1767571259326)
+    '2026-01-05T00:00:59.326Z'
+    """
+    when = datetime.fromtimestamp(ms / 1000, UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
 def _replay(args: argparse.Namespace) -> int:

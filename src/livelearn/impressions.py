@@ -65,8 +65,9 @@ class Impressions:
         if pipeline.counters and log is not None:
             self.served.add_logged(log, pipeline.schemas)
 
-    def record(self, obj: Mapping[str, Any], now_ms: int | None = None) -> tuple[str, bytes]:
-        """The (key, value) of the prediction record of one impression; BadInput naming
+    def record(self, obj: Mapping[str, Any], now_ms: int | None = None
+               ) -> tuple[str, bytes, int]:
+        """The (key, value, ts) of the prediction record of one impression; BadInput naming
         the field if one is missing or of another type."""
         ts = check_ts(event_time(PREDICTIONS, obj.get("ts")), PREDICTIONS, now_ms)
         user, item = _id(obj, "user"), _id(obj, "item")
@@ -90,7 +91,7 @@ class Impressions:
         if problem is not None:  # the server would not have served it either
             raise PipelineError(f"pipeline '{self.name}', request {rid!r}: {problem}")
         self.served.add_predictions([record])
-        return rid, value
+        return rid, value, ts
 
     def _no_row(self, item: str, ts: int) -> str:
         """Why the server refuses a candidate ``item`` at ``ts`` (serve.tables): it is in no

@@ -76,6 +76,8 @@ from livelearn.tables.offline import BOM, STRAY_BOM, csv_cells
 #: Records appended to the log per write: few enough to stay in the CPU's caches
 #: until written (a replay ingested 15% faster than with 20,000).
 BATCH = 2_000
+#: ``ingest``'s ``late_before`` when none is given: before every event time
+NO_CUTOFF = -(2**63)
 _TRUE, _FALSE = {"true", "1", "yes", "t", "y"}, {"false", "0", "no", "f", "n"}
 
 
@@ -88,17 +90,22 @@ class Ingested:
     first_errors: list[str] | None = None
     #: the dead letters by reason (malformed, failed: the pipeline's code, too_large)
     reasons: Counter[str] = field(default_factory=Counter)
+    #: the events appended whose ts is before ``ingest``'s ``late_before``
+    behind: int = 0
 
 
 def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
-           fmt: str | None = None, now_ms: int | None = None, data_dir: str | Path = "."
-           ) -> Ingested:
+           fmt: str | None = None, now_ms: int | None = None, data_dir: str | Path = ".",
+           late_before: int | None = None) -> Ingested:
     """Append the records of ``source`` (a path, or '-' for stdin) to ``stream``.
 
     ``stream`` may be ``predictions`` for a feedback join: the records are then
     impressions from history (livelearn.impressions; tables from ``data_dir``).
+    The events appended whose ts (ms) is before ``late_before`` are counted in
+    ``Ingested.behind`` (`livelearn ingest`: those the joiner, past them, dead-letters).
     """
     convert = _converter(log, pipeline, stream, now_ms, data_dir)
+    behind = NO_CUTOFF if late_before is None else late_before
     limit, dead_limit = log.record_limit(stream), log.record_limit(DEAD_LETTERS)
     result = Ingested(first_errors=[])
     good: list[tuple[str, bytes]] = []
@@ -111,9 +118,11 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
                 _check_row(stream, raw)
             elif not raw.isascii():
                 _check_line(stream, raw)
-            key, value = convert(raw)
+            key, value, ts = convert(raw)
             if limit is None or len(key) + len(value) <= limit:
                 good.append((key, value))
+                if ts < behind:
+                    result.behind += 1
             else:  # more than the log takes in a record (Kafka's max.message.bytes)
                 letter = too_large("the event", len(key) + len(value), limit, stream, stream,
                                    _text(raw), f"{source}:{line}")
@@ -143,8 +152,10 @@ def check_stream(pipeline: Pipeline, stream: str) -> None:
 
 
 def _converter(log: Log, pipeline: Pipeline, stream: str, now_ms: int | None,
-               data_dir: str | Path) -> Callable[[str | dict[str, Any]], tuple[str, bytes]]:
-    """The function from a record to the (key, value) appended to ``stream``."""
+               data_dir: str | Path
+               ) -> Callable[[str | dict[str, Any]], tuple[str, bytes, int]]:
+    """The function from a record to the (key, value) appended to ``stream`` and the
+    event's ts."""
     check_stream(pipeline, stream)
     if stream == PREDICTIONS and pipeline.labelled is None:
         from livelearn.impressions import Impressions
@@ -154,26 +165,26 @@ def _converter(log: Log, pipeline: Pipeline, stream: str, now_ms: int | None,
     spec = pipeline.streams[stream]
     flat = _FlatJson(spec, now_ms)
 
-    def convert(raw: str | dict[str, Any]) -> tuple[str, bytes]:
+    def convert(raw: str | dict[str, Any]) -> tuple[str, bytes, int]:
         done = flat(raw) if type(raw) is str else None
         if done is not None:
             return done
         event = to_event(spec, raw, now_ms)
-        return partition_key(event), event.to_json()
+        return partition_key(event), event.to_json(), event.ts
 
     return convert
 
 
 class _FlatJson:
-    """``to_event`` and its encoding for a JSON line holding a flat record whose fields
-    have exactly their declared types (the usual case), in one pass; None for any
-    other line, which ``to_event`` then converts or rejects with its message."""
+    """``to_event``'s partition key, encoding and ts for a JSON line holding a flat record
+    whose fields have exactly their declared types (the usual case), in one pass; None for
+    any other line, which ``to_event`` then converts or rejects with its message."""
 
     def __init__(self, stream: Stream, now_ms: int | None):
         self.stream, self.now_ms = stream, now_ms
         self.checks = tuple((name, kind, kind is str) for name, kind in stream.schema.items())
 
-    def __call__(self, line: str) -> tuple[str, bytes] | None:
+    def __call__(self, line: str) -> tuple[str, bytes, int] | None:
         stream = self.stream
         try:
             obj = orjson.loads(line)
@@ -205,7 +216,7 @@ class _FlatJson:
         rid = payload.get("request_id")
         # parsed JSON, so JSON holds it exactly
         return (rid if type(rid) is str else key), plain_json(
-            {"stream": stream.name, "key": key, "id": event_id, "ts": ts, "payload": payload})
+            {"stream": stream.name, "key": key, "id": event_id, "ts": ts, "payload": payload}), ts
 
 
 def _object(raw: str | dict[str, Any]) -> dict[str, Any]:

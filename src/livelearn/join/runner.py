@@ -46,7 +46,7 @@ import orjson
 
 from livelearn.errors import ConfigError
 from livelearn.events import JSON_INTS, MAX_FUTURE_MS, lost_letter, plain_json, too_deep
-from livelearn.join.joiner import Joiner, Output
+from livelearn.join.joiner import NO_WATERMARK, Joiner, Output
 from livelearn.join.labels import checked
 from livelearn.log.base import (
     Checkpoint,
@@ -176,6 +176,23 @@ def check_shards(log: Log, group: str, shard: tuple[int, int], reshard: bool = F
             logging.getLogger("livelearn.join").warning(
                 "joiner group '%s' now runs in %d shard(s), in place of %d (--reshard)",
                 group, count, was)
+
+
+def committed_watermark(log: Log, group: str = "joiner") -> int | None:
+    """The watermark (event time, ms) of the last checkpoint the joiner of ``group`` wrote
+    in ``log``; of a joiner in N shards (groups ``group-K-of-N``), the lowest of theirs.
+    None where the joiner, or one of its shards, has none yet (it never wrote, or read
+    nothing), or joins elsewhere (the Flink job keeps its state in Flink)."""
+    shards = log.committed(f"{group}.shards").state
+    count = 1 if shards is None else int(orjson.loads(shards)["shards"])
+    marks = []
+    for name in [group] if count == 1 else [f"{group}-{k}-of-{count}" for k in range(count)]:
+        state = log.committed(name).state
+        mark = None if state is None else orjson.loads(state).get("watermark")
+        if mark is None or mark == NO_WATERMARK:
+            return None
+        marks.append(int(mark))
+    return min(marks)
 
 
 class JoinRunner:
