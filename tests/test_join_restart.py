@@ -140,6 +140,62 @@ def test_a_checkpoint_that_holds_everything_restores_and_goes_on(tmp_path: Path)
     assert orjson.loads(log.committed("joiner").state or b"")["rewind"] is not None
 
 
+PAGES = spec.Stream("pages", {"item": str}, key="user", id="id")
+#: Views labelled as in DENSE, counted by the pages of each item seen in the last two
+#: minutes: a stream only counted.
+PAGED = replace(DENSE, name="paged", feedback=replace(DENSE.feedback, counted=(PAGES,)),
+                counters=(spec.WindowCount("pages_2m", "pages", 120_000, by="item"),),
+                features=lambda e, rows, counts: {"item": e.payload["item"],
+                                                  "pages_2m": float(counts["pages_2m"])})
+
+
+def _pages(n: int, seed: int) -> list[tuple[str, bytes]]:
+    """``n`` page views, 20 a second, out of order by up to 8 s, with copies of page views
+    of the last ten seconds (duplicates), of 65 to 100 s before (kept: duplicates) and of
+    150 to 200 s before (forgotten: counted again, in no sample), and a few malformed."""
+    rng, out, sent = random.Random(seed), [], []
+    for i in range(n):
+        ts = T0 + i * 50 + rng.randrange(-8_000, 1)
+        event = {"stream": "pages", "key": f"u{rng.randrange(30)}", "id": f"p{i}", "ts": ts,
+                 "payload": {"item": f"i{rng.randrange(7)}"}}
+        if i % 97 == 5:
+            event["payload"]["item"] = 7  # malformed
+        out.append((event["key"], orjson.dumps(event)))
+        sent.append(event)
+        if i % 23 == 0 and i:
+            out.append((event["key"], orjson.dumps(sent[max(0, i - rng.randrange(200))])))
+        if i % 29 == 0 and i >= 4_000:
+            for back in (rng.randrange(1_300, 2_000), rng.randrange(3_000, 4_000)):
+                out.append((event["key"], orjson.dumps(sent[i - back])))
+    return out
+
+
+def test_a_restart_counts_each_id_of_a_counted_stream_as_the_joiner_did(tmp_path: Path) -> None:
+    """The copies of a stream only counted are duplicates while their ids are kept (the
+    counter's window behind the watermark), counted once forgotten: a joiner restarted at
+    every step decides each copy as the one never stopped, from the records read again."""
+    records = {"views": _views(4_000, seed=5), "pages": _pages(8_000, seed=6)}
+    once = _join(_log(tmp_path / "once.db", PAGED, records), PAGED, 10**6)
+    letters = [orjson.loads(v) for v in once if b'"reason"' in v]
+    assert sum(d["reason"] == "duplicate" and d["stream"] == "pages" for d in letters) > 300
+    assert _join(_log(tmp_path / "restarted.db", PAGED, records), PAGED, 173) == once
+
+
+def test_a_whole_checkpoint_keeps_the_ids_of_a_counted_stream(tmp_path: Path) -> None:
+    """A state written whole holds the ids counted that are kept: a joiner restored from it
+    (no records read again) still takes their copies as duplicates."""
+    records = {"views": _views(4_000, seed=5), "pages": _pages(8_000, seed=6)}
+    once = _join(_log(tmp_path / "once.db", PAGED, records), PAGED, 10**6)
+    log = _log(tmp_path / "whole.db", PAGED, records)
+    runner = JoinRunner(log, PAGED, idle_after_s=0)
+    runner.step(5_000)
+    written = log.committed("joiner")
+    assert len(orjson.loads(runner.joiner.state())["counted"]) > 1_000
+    log.claim("joiner")
+    log.commit("joiner", Checkpoint(written.offsets, runner.joiner.state()))
+    assert _join(log, PAGED, 10**6) == once
+
+
 def _predictions_and_clicks() -> dict[str, list[tuple[str, bytes]]]:
     """A prediction a second for 20 minutes, each clicked 30 s later; then the click of
     the first prediction again (late: its window closed long ago), a copy of a

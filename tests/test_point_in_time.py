@@ -269,6 +269,86 @@ def test_a_counted_event_read_after_later_samples_is_said(
         "events come with" in capsys.readouterr().out
 
 
+#: Page views without an id field: each one's id is a hash of the event (livelearn.ingest),
+#: the same for its copies; ten minutes of allowed lateness keep every sample open until
+#: the copies are read (the copies of a file ingested twice come after the whole file).
+VIEWS_NO_ID = spec.Stream("page_views", {"item": str}, key="user")
+COPIED = replace(COUNTED, feedback=replace(COUNTED.feedback, counted=(VIEWS_NO_ID,),
+                                           allowed_lateness_ms=10 * WINDOW))
+
+
+@pytest.mark.parametrize("again", ["views.jsonl", "views.csv"])
+def test_copies_of_a_counted_event_are_counted_once_as_the_server_counts_them(
+        tmp_path: Path, again: str) -> None:
+    """A counted stream's file ingested twice (or its events again, spelled otherwise: CSV)
+    gives copies of one id each: the joiner counted every copy, the server counts an id
+    once (serve.counters), so the samples were trained on counts the server never serves.
+    Now the joiner dead-letters each copy as a duplicate: the samples' counts are the
+    server's, and a scan's of the events once."""
+    from livelearn.ingest import ingest
+    from livelearn.join.runner import JoinRunner
+
+    rng = random.Random(13)
+    views = [{"user": "u", "item": f"i{rng.randrange(3)}", "ts": ts}
+             for ts in sorted(rng.sample(range(T0, T0 + 300_000), 200))]
+    buys = sorted(({"id": f"b{n}", "user": "u", "item": f"i{rng.randrange(3)}",
+                    "bought": n % 2 == 0, "ts": T0 + rng.randrange(300_000)}
+                   for n in range(100)), key=lambda b: b["ts"])
+    (tmp_path / "views.jsonl").write_bytes(b"".join(orjson.dumps(v) + b"\n" for v in views))
+    (tmp_path / "views.csv").write_text("ts,user,item\n" + "".join(
+        f"{v['ts']},{v['user']},{v['item']}\n" for v in views))
+    (tmp_path / "buys.jsonl").write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in buys))
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in COPIED.topics:
+        log.create_topic(topic)
+    for stream, name in (("page_views", "views.jsonl"), ("page_views", again),
+                         ("purchases", "buys.jsonl")):
+        ingest(log, COPIED, stream, tmp_path / name)
+    runner = JoinRunner(log, COPIED, data_dir=tmp_path)
+    while runner.step(10**6, final=True):
+        pass
+    samples = {s["id"]: s["features"] for s in (orjson.loads(r.value)
+                                                for r in log.read("samples", 0, 0, 10**6))}
+    dead = [orjson.loads(r.value)["reason"] for r in log.read("dead_letters", 0, 0, 10**6)]
+    served = ServedCounters(COPIED.counters, open_store(f"memory://?retention_ms={10 * WINDOW}"))
+    served.add_logged(log, COPIED.schemas)
+    scorer = EventScorer(COPIED, ServedTables(served.store, [], tmp_path), served)
+    for b in buys:
+        want = sum(v["item"] == b["item"] and b["ts"] - WINDOW <= v["ts"] < b["ts"]
+                   for v in views)
+        event = Event("purchases", "u", b["id"], b["ts"], {"item": b["item"],
+                                                           "bought": b["bought"]})
+        assert samples[b["id"]] == scorer.row_features(event) == {"views": float(want)}, b
+    assert dead == ["duplicate"] * len(views)
+
+
+def test_a_counted_file_ingested_again_after_a_bounded_run_is_counted_once(
+        tmp_path: Path) -> None:
+    """`run --until-idle`, then the page views ingested again and another bounded run: the
+    restarted joiner reads the ids back from the log, each copy is a duplicate, and a
+    purchase after them counts each page view once."""
+    from livelearn.ingest import ingest
+    from livelearn.join.runner import JoinRunner
+
+    views = [{"user": "u", "item": "i0", "ts": T0 + 1000 * n} for n in range(50)]
+    (tmp_path / "views.jsonl").write_bytes(b"".join(orjson.dumps(v) + b"\n" for v in views))
+    (tmp_path / "buy.jsonl").write_bytes(orjson.dumps(
+        {"id": "b0", "user": "u", "item": "i0", "bought": True, "ts": T0 + 50_000}) + b"\n")
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in COPIED.topics:
+        log.create_topic(topic)
+    for stream, name in (("page_views", "views.jsonl"), ("page_views", "views.jsonl"),
+                         ("purchases", "buy.jsonl")):
+        ingest(log, COPIED, stream, tmp_path / name)
+        runner = JoinRunner(log, COPIED, data_dir=tmp_path)
+        while runner.step(10**6, final=True):
+            pass
+    dead = [orjson.loads(r.value)["reason"] for r in log.read("dead_letters", 0, 0, 10**6)]
+    assert dead == ["duplicate"] * len(views)
+    [sample] = [orjson.loads(r.value) for r in log.read("samples", 0, 0, 10)]
+    assert sample["features"] == {"views": float(len(views))}
+
+
 def test_a_restarted_joiner_gives_the_same_samples(tmp_path: Path) -> None:
     """Stop the label-in-event join anywhere, restart it from its checkpoint: the samples
     (counters included) equal those of a run never interrupted."""

@@ -145,7 +145,9 @@ class EventLabel:
 
     ``label`` is a payload field (its value, as a float, is the label of that
     name) or a function of the event giving named labels. ``counted`` are other
-    streams read only to feed ``Pipeline.counters``. An event id is remembered
+    streams read only to feed ``Pipeline.counters``, each event id once (a copy is
+    a duplicate while the watermark has not passed its ts by the longest window of
+    the stream's counters, as the server counts an id once). An event id is remembered
     for ``dedup_ms`` of event time after its ts, to dead-letter a second copy as
     a duplicate (the joiner's memory holds the ids of that span; its checkpoint
     does not: a restarted joiner reads them again from the log).

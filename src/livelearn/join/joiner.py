@@ -13,7 +13,8 @@ Semantics (normative):
   (t + W, request_id) order. ``flush()`` emits all windows (end of input).
 - Nothing is dropped silently. To the dead-letter topic, with a reason:
   malformed records; a second prediction with a known request_id or a second
-  feedback event with a known id (duplicate); feedback for a window already
+  feedback event with a known id, or an event of a stream only counted whose id
+  was counted and is kept (duplicate); feedback for a window already
   emitted, or a prediction whose window the watermark has passed (late);
   feedback with ts outside [t, t + W] (outside_window); feedback whose
   prediction has not come when the watermark passes its ts (orphan). An event
@@ -35,7 +36,15 @@ Semantics (normative):
   event that is not dead-lettered feeds the counters as it arrives: an event of a
   counted stream behind the watermark is counted from then on, the samples of
   later ts emitted before it came without it (``late_counted`` says how many came
-  after such a sample).
+  after such a sample). An event of a stream only counted (not the labelled one)
+  counts once per id, as the server counts it (serve.counters): its id is kept
+  (``counted``) until the watermark passes its ts by the longest window of the
+  stream's counters (``keep_ms``), and a copy read meanwhile is a duplicate; one
+  read later, when it counts in no sample to come, is counted again. A restart
+  decides each copy as the joiner did (``rebuild``), but for an id given again to
+  an event at another ts after the first was forgotten, while an input read again
+  had been idle: the rebuild's watermark lags the joiner's there (idleness is in
+  no record), so it may take that copy as a duplicate where the joiner counted it.
 
 The Joiner is a pure operator: records in, outputs out, its whole state in
 ``state()``; or, given where the records of its horizon start, the state without
@@ -80,6 +89,8 @@ if TYPE_CHECKING:
     from livelearn.join.enrich import Enricher
 
 NO_WATERMARK = -(2**63)
+#: How much event time (ms) of the ids of a stream only counted is let go of at once.
+FORGET_STEP_MS = 1_000
 
 #: What ``made_with`` holds, in the order a refused restore looks for a change: how an
 #: error names each, and shows its value.
@@ -150,6 +161,13 @@ class Joiner:
         self.late_counted = 0
         self._newest_emitted = NO_WATERMARK  # the end of the last window emitted
         counted = [] if enricher is None else [c.window_ms for c, _ in enricher.counters.values()]
+        #: For each stream only counted (not the labelled one), how long its ids are kept
+        #: behind the watermark: its counters' longest window; an id older than that counts
+        #: in no sample to come.
+        self.keep_ms: dict[str, int] = {} if enricher is None else counted_only(enricher)
+        #: The ids of those streams' events counted, while kept: a copy is then a
+        #: duplicate, as the server counts an id once (serve.counters).
+        self.counted = {stream: CountedIds(ms) for stream, ms in self.keep_ms.items()}
         #: How far behind the watermark (ms of event time) lie the records whose ids and
         #: counts the state needs (see ``state``).
         self.horizon_ms = max([self.remember_ms + window_ms, *counted]) + allowed_lateness_ms
@@ -161,6 +179,7 @@ class Joiner:
         self._rebuilt: dict[str, int] = {}
         self._rebuilt_seen: dict[TopicPartition, int | None] = {}
         self._rebuilt_mark = NO_WATERMARK
+        self._rebuilt_counted = {stream: CountedIds(ms) for stream, ms in self.keep_ms.items()}
 
     # -- input ------------------------------------------------------------------
 
@@ -269,6 +288,11 @@ class Joiner:
             return None
         eid, ts = event.id, event.ts
         if event.stream != self.labelled:
+            ids = self.counted.get(event.stream)
+            if ids is not None and not ids.add(eid, ts, self.watermark):
+                out.append(_dead(Reason.DUPLICATE, f"event id {eid!r} already counted",
+                                 event.stream, record))
+                return ts
             self.enricher.observe(event)
             if ts < self._newest_emitted:  # a sample after it was emitted without it
                 self.late_counted += 1
@@ -344,6 +368,8 @@ class Joiner:
         late, heap = self._late, self._late_heap
         while heap and heap[0][0] < mark - self.horizon_ms:
             late.pop(heapq.heappop(heap)[1], None)
+        for ids in self.counted.values():
+            ids.forget(mark)
 
     def _emit_until(self, mark: int, out: list[Output]) -> None:
         """Emit windows ending before ``mark``, orphan pending events older than it."""
@@ -438,11 +464,12 @@ class Joiner:
 
         With ``rewind`` (for each input, an offset from which its records hold every one
         within ``horizon_ms`` behind the watermark), the state leaves out what those
-        records give back: the ids of the windows emitted and the counters, which grow
-        with the traffic (an hour of ids at 3,000 events/s is 470 MB). ``restore`` then
-        needs them read again (``rebuild``); the checkpoint stays the size of the open
-        windows, the pending feedback and the late ids. ``whole_until`` is kept for the
-        runner (join.runner: until when it writes the state whole).
+        records give back: the ids of the windows emitted, those of the streams only
+        counted and the counters, which grow with the traffic (an hour of ids at 3,000
+        events/s is 470 MB). ``restore`` then needs them read again (``rebuild``); the
+        checkpoint stays the size of the open windows, the pending feedback and the
+        late ids. ``whole_until`` is kept for the runner (join.runner: until when it
+        writes the state whole).
         """
         compact = rewind is not None
         closed = [(rid, self.closed[rid]) for rid in self._late if rid in self.closed] \
@@ -454,6 +481,9 @@ class Joiner:
             "pending": [[rid, [_event_obj(e) for e in evs]] for rid, evs in self.pending.items()],
             "closed": closed,
             "late": list(self._late.items()),
+            "counted": None if compact else [
+                [stream, eid, ts] for stream, ids in self.counted.items()
+                for eid, ts in ids.kept(self.watermark)],
             "enricher": None if self.enricher is None or compact else self.enricher.state(),
             "rewind": None if rewind is None else [list(r) for r in rewind],
             "whole_until": whole_until,
@@ -483,6 +513,9 @@ class Joiner:
         self._closed_heap = [(end, rid) for rid, end in self.closed.items()]
         self._late = dict(s.get("late") or [])
         self._late_heap = [(ts, eid) for eid, ts in self._late.items()]
+        self.counted = {stream: CountedIds(ms) for stream, ms in self.keep_ms.items()}
+        for stream, eid, ts in s.get("counted") or []:  # none in a compact state: rebuilt
+            self.counted[stream].add(eid, ts, self.watermark)
         for heap in (self._closing, self._pending_heap, self._closed_heap, self._late_heap):
             heapq.heapify(heap)
         rewind = s.get("rewind")
@@ -513,7 +546,8 @@ class Joiner:
         merged them (join.runner); then ``rebuilt()``.
 
         A record of a labelled stream or of predictions was taken (counted, and open
-        still or emitted), a duplicate (a copy of it remembered) or late (dead-lettered):
+        still or emitted), a duplicate (a copy of it remembered) or late (dead-lettered);
+        one of a stream only counted was counted or a duplicate (a copy of it kept):
         the rebuild decides each copy as the joiner did, against the watermark the
         records read before it give. A malformed record (one far ahead of its append
         time too) left nothing.
@@ -530,8 +564,9 @@ class Joiner:
             if event is None:
                 return
             ts = event.ts
-            if self.enricher is not None and (event.stream != self.labelled
-                                              or self._rebuild_id(event.id, ts, ts)):
+            if self.enricher is not None and (
+                    self._rebuild_counted(event) if event.stream != self.labelled
+                    else self._rebuild_id(event.id, ts, ts)):
                 self.enricher.observe(event)
         seen, tp = self._rebuilt_seen, (record.topic, record.partition)
         newest = seen.get(tp)
@@ -552,6 +587,12 @@ class Joiner:
         # in the rebuild says otherwise
         return not (end < mark or (last is None and self._late.get(rid) == ts))
 
+    def _rebuild_counted(self, event: Event) -> bool:
+        """Whether ``event``, of a stream not labelled, was counted: not while the id of
+        an earlier copy was kept (``keep_ms``), as the joiner decided it."""
+        ids = self._rebuilt_counted.get(event.stream)
+        return ids is None or ids.add(event.id, event.ts, self._rebuilt_mark)
+
     def rebuilt(self) -> None:
         """End a ``rebuild``: the windows emitted and still remembered are closed again
         (and forgotten in time); a late one the state kept closed stays so."""
@@ -560,7 +601,11 @@ class Joiner:
                          if end >= oldest and rid not in self.open and rid not in closed)
         closed.update((rid, end) for end, rid in emitted)
         self._emitted = deque(emitted)
+        for ids in self._rebuilt_counted.values():
+            ids.forget(self.watermark)
+        self.counted = self._rebuilt_counted
         self._rebuilt, self._rebuilt_seen = {}, {}
+        self._rebuilt_counted = {stream: CountedIds(ms) for stream, ms in self.keep_ms.items()}
         self.rewind = None
 
     def check(self, blob: bytes | None, whose: str = "the joiner's checkpoint") -> None:
@@ -595,6 +640,65 @@ def check_made_with(was: Mapping[str, Any], now: Mapping[str, Any], whose: str,
             raise ConfigError(f"{whose} was made with {what} {show_value(was[key])}; the "
                               f"pipeline now says {show_value(now[key])}. The samples "
                               f"would mix the two: {start_over}")
+
+
+class CountedIds:
+    """The ids of one stream's events counted, each kept while the watermark has not
+    passed its ts by ``keep_ms``: ``add`` takes an id once meanwhile. ``forget`` lets
+    go of those it has passed a step (``FORGET_STEP_MS``) at a time, so an event costs
+    a dict entry and an append, in or out of order; ``add`` decides by the watermark
+    it is given, not by what is forgotten yet."""
+
+    __slots__ = ("keep_ms", "ts", "_steps", "_due")
+
+    def __init__(self, keep_ms: int):
+        self.keep_ms = keep_ms
+        self.ts: dict[str, int] = {}  # id -> ts of the copy counted
+        self._steps: dict[int, list[str]] = {}  # (ts + keep_ms) // FORGET_STEP_MS -> ids
+        self._due: list[int] = []  # those steps, a heap
+
+    def add(self, eid: str, ts: int, watermark: int) -> bool:
+        """Whether the event ``eid`` at ``ts`` is to be counted: not while an earlier copy
+        is kept. One the watermark has passed by ``keep_ms`` counts in no sample to
+        come, and is not kept."""
+        keep, seen = self.keep_ms, self.ts
+        last = seen.get(eid)
+        if last is not None and last + keep >= watermark:
+            return False
+        if ts + keep >= watermark:
+            seen[eid] = ts
+            step = (ts + keep) // FORGET_STEP_MS
+            ids = self._steps.get(step)
+            if ids is None:
+                self._steps[step] = [eid]
+                heapq.heappush(self._due, step)
+            else:
+                ids.append(eid)
+        return True
+
+    def forget(self, watermark: int) -> None:
+        """Let go of the ids the watermark has passed by ``keep_ms``, a whole step at a
+        time (those of the step it is in stay until it has passed it)."""
+        due, seen, keep = self._due, self.ts, self.keep_ms
+        while due and (due[0] + 1) * FORGET_STEP_MS <= watermark:
+            for eid in self._steps.pop(heapq.heappop(due)):
+                ts = seen.get(eid)
+                if ts is not None and ts + keep < watermark:  # not a copy taken since
+                    del seen[eid]
+
+    def kept(self, watermark: int) -> list[tuple[str, int]]:
+        """(id, ts) of each id kept, as ``add`` decides by ``watermark``."""
+        return [(eid, ts) for eid, ts in self.ts.items() if ts + self.keep_ms >= watermark]
+
+
+def counted_only(enricher: Enricher) -> dict[str, int]:
+    """The streams that ``enricher``'s counters read but its labelled stream, each with the
+    longest window (ms) of the counters that read it."""
+    keep: dict[str, int] = {}
+    for counter, _ in enricher.counters.values():
+        if counter.stream != enricher.stream:
+            keep[counter.stream] = max(keep.get(counter.stream, 0), counter.window_ms)
+    return keep
 
 
 def _window_obj(window: _Window | Event) -> list[Any]:

@@ -17,11 +17,11 @@ an unknown key is an empty row, as in the joiner) and each counter's events in
 [ts - window, ts) (serve.counters). The joiner counts the events of the log as
 it reads them, the server as they are logged (/feedback) or within a poll of
 being appended by another producer, so the two see the same counts once the
-server has caught up with the log, but for three kinds of event
+server has caught up with the log, but for two kinds of event
 (docs/own-data.md): a labelled event the joiner dead-letters as late is counted
 by the server only; an event of a counted stream that comes behind the joiner's
-watermark is counted by the joiner only for the samples it emits after it; and
-copies of an event of a counted stream (one id) by the joiner only.
+watermark is counted by the joiner only for the samples it emits after it. Both
+count an id once (the joiner dead-letters a copy as a duplicate).
 """
 
 from __future__ import annotations
