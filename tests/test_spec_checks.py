@@ -90,6 +90,52 @@ def test_mistakes_are_named(changes: dict[str, Any], message: str) -> None:
         _pipeline(**changes)
 
 
+def _two(event: Any, rows: Any) -> dict[str, Any]:
+    return {}
+
+
+def _four(user: Any, item: Any, ts: Any, counts: Any) -> dict[str, Any]:
+    return {}
+
+
+def _with_default(user: Any, item: Any, ts: Any, counts: Any = None) -> dict[str, Any]:
+    return {}
+
+
+@pytest.mark.parametrize(("pipeline", "message"), [
+    (lambda: _pipeline(features=_two),
+     "pipeline 'fraud': the joiner and the server call features(event, rows, counts), but "
+     "features takes (event, rows)"),
+    (lambda: replace(NEWS, features=_four),
+     "pipeline 'news_feed': without counters the server calls features(user_row, item_row, "
+     "ts), but features takes (user, item, ts, counts)"),
+    (lambda: replace(NEWS, features=lambda user, item: {}),
+     "pipeline 'news_feed': without counters the server calls features(user_row, item_row, "
+     "ts), but features takes (user, item)"),
+    (lambda: _pipeline(feedback=spec.EventLabel(TX, label=lambda e, x: {"fraud": 1.0}),
+                       target="fraud"),
+     "stream 'tx': the joiner calls label(event), but label takes (e, x)"),
+    (lambda: replace(NEWS, feedback=replace(NEWS.feedback, label=lambda events, p: {})),
+     "pipeline 'news_feed': the joiner calls label(events) with a window's events, but "
+     "label takes (events, p)"),
+    (lambda: replace(NEWS, feedback=replace(NEWS.feedback, label="clicked")),
+     "pipeline 'news_feed': label must be a function of a window's events giving named "
+     "labels (or join.labels.Labels), got 'clicked'"),
+])
+def test_a_function_the_roles_cannot_call_is_refused(pipeline: Any, message: str) -> None:
+    """Before, each of these loaded, and every event or impression was dead-lettered
+    'failed' with a TypeError (a replay exited 0 having learned nothing), or /predict
+    answered 500 to every request."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        pipeline()
+
+
+def test_functions_the_roles_can_call_are_taken() -> None:
+    replace(NEWS, features=_with_default)  # counts=None: called with three, it is taken
+    _pipeline(features=lambda *args: {})
+    _pipeline(feedback=spec.EventLabel(TX, label=lambda e, x=1: {"fraud": 1.0}))
+
+
 def test_a_feedback_join_whose_users_and_items_share_a_name_is_refused() -> None:
     """The server keeps a table by its name in the online store: with both named "users"
     the items' load replaced the users' rows, and every user was served as a cold start

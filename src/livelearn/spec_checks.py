@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from livelearn.errors import ConfigError
@@ -32,6 +33,7 @@ def check_pipeline(p: Pipeline) -> None:
     for name in ("features", "learner"):
         if not callable(getattr(p, name)):
             raise ConfigError(f"{where}: {name} must be a function")
+    _check_calls(p)
     if p.transforms is not None and not isinstance(p.transforms, FeatureSet):
         raise ConfigError(f"{where}: transforms must be a FeatureSet (features.transforms: "
                           f"FeatureSet([Categorical(...), Numeric(...), ...])), got "
@@ -162,12 +164,6 @@ def _check_served_counters(p: Pipeline) -> None:
                               f"'user' or 'item', got {c.by!r}")
         if c.stream != PREDICTIONS and c.by is not None:
             _check_field(streams[c.stream], c.by, f"counter '{c.name}'")
-    if p.counters:
-        try:
-            inspect.signature(p.features).bind(None, None, 0, {})
-        except (TypeError, ValueError):
-            raise ConfigError(f"pipeline '{p.name}': with counters the server calls "
-                              f"features(user_row, item_row, ts, counts)") from None
 
 
 def _check_declared_labels(p: Pipeline) -> None:
@@ -190,6 +186,51 @@ def _check_counter_basics(p: Pipeline, streams: list[str]) -> None:
             raise ConfigError(f"counter '{c.name}': stream '{c.stream}' is not a stream of "
                               f"pipeline '{p.name}' (streams: {', '.join(streams)})")
         _check_ms(f"counter '{c.name}'", "window_ms", c.window_ms, 1)
+
+
+def _check_calls(p: Pipeline) -> None:
+    """ConfigError unless ``features`` and the label function take the arguments the roles
+    pass them: else every event was dead-lettered 'failed' on a TypeError, every request
+    answered 500."""
+    from livelearn.spec import EventLabel
+
+    where = f"pipeline '{p.name}'"
+    if isinstance(p.feedback, EventLabel):
+        _check_takes(f"{where}: the joiner and the server call", "features", p.features,
+                     "event, rows, counts")
+        if callable(p.feedback.label):
+            _check_takes(f"stream '{p.feedback.stream.name}': the joiner calls", "label",
+                         p.feedback.label, "event")
+        return
+    if p.counters:
+        _check_takes(f"{where}: with counters the server calls", "features", p.features,
+                     "user_row, item_row, ts, counts")
+    else:
+        _check_takes(f"{where}: without counters the server calls", "features", p.features,
+                     "user_row, item_row, ts")
+    label = p.feedback.label
+    if not callable(label):
+        raise ConfigError(f"{where}: label must be a function of a window's events giving "
+                          f"named labels (or join.labels.Labels), got {label!r}")
+    _check_takes(f"{where}: the joiner calls", "label", label, "events",
+                 " with a window's events")
+
+
+def _check_takes(who_calls: str, name: str, function: Callable[..., object], args: str,
+                 how: str = "") -> None:
+    """ConfigError unless ``function``, the pipeline's ``name``, can be called with the
+    positional arguments ``args`` (one whose signature Python cannot tell is taken)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*[None] * len(args.split(",")))
+    except TypeError:
+        takes = ", ".join(str(a.replace(annotation=inspect.Parameter.empty))
+                          for a in signature.parameters.values())
+        raise ConfigError(f"{who_calls} {name}({args}){how}, but {name} takes "
+                          f"({takes})") from None
 
 
 def _check_ms(where: str, name: str, value: object, least: int) -> None:
