@@ -72,6 +72,11 @@ def test_a_good_spec_builds() -> None:
      "pipeline 'fraud': allowed_lateness_ms must be an integer number of milliseconds >= 0, "
      "got 0.5"),
     ({"learner": None}, "pipeline 'fraud': learner must be a function"),
+    # 1.5 made a log of 1 partition, then failed saying "the pipeline says 1.5"; "2" was
+    # a TypeError naming no field
+    ({"partitions": 1.5}, "pipeline 'fraud': partitions must be an integer >= 1, got 1.5"),
+    ({"partitions": "2"}, "pipeline 'fraud': partitions must be an integer >= 1, got '2'"),
+    ({"partitions": 0}, "pipeline 'fraud': partitions must be an integer >= 1, got 0"),
     ({"policies": spec.Policies(keep_versions=0)},
      "pipeline 'fraud', policies: keep_versions must be an integer >= 1, got 0"),
     ({"policies": spec.Policies(publish_every_samples=2.5)},  # type: ignore[arg-type]

@@ -27,8 +27,8 @@ def check_pipeline(p: Pipeline) -> None:
     if clash or len(set(names)) != len(names):
         raise ConfigError(f"{where}: stream names must be unique and not "
                           f"{PREDICTIONS}/{SAMPLES}/{DEAD_LETTERS}, got {names}")
-    if p.partitions < 1:
-        raise ConfigError(f"{where}: partitions must be >= 1")
+    if type(p.partitions) is not int or p.partitions < 1:
+        raise ConfigError(f"{where}: partitions must be an integer >= 1, got {p.partitions!r}")
     _check_policies(where, p)
     for name in ("features", "learner"):
         if not callable(getattr(p, name)):
