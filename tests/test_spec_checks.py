@@ -141,6 +141,52 @@ def test_functions_the_roles_can_call_are_taken() -> None:
     _pipeline(feedback=spec.EventLabel(TX, label=lambda e, x=1: {"fraud": 1.0}))
 
 
+COUNTER = spec.WindowCount("tx_1h", "tx", 3_600_000)
+
+
+@pytest.mark.parametrize(("pipeline", "message"), [
+    # a tuple of one without its comma is the one element: "'WindowCount' object is not
+    # iterable", naming no field
+    (lambda: _pipeline(counters=(COUNTER)),
+     "pipeline 'fraud': counters must be a tuple of spec.WindowCount, got one WindowCount: "
+     "a tuple of one is written with a comma, (x,)"),
+    (lambda: _pipeline(lookups=(spec.Lookup(MERCHANTS, on="merchant"))),
+     "pipeline 'fraud': lookups must be a tuple of spec.Lookup, got one Lookup"),
+    (lambda: replace(NEWS, feedback=replace(NEWS.feedback, streams=NEWS.feedback.streams[0])),
+     "pipeline 'news_feed': the FeedbackJoin's streams must be a tuple of spec.Stream, got "
+     "one Stream"),
+    (lambda: _pipeline(feedback=spec.EventLabel(TX, label="fraud", counted=TX)),
+     "pipeline 'fraud': the EventLabel's counted must be a tuple of spec.Stream, got one "
+     "Stream"),
+    (lambda: _pipeline(counters=[COUNTER, "tx_1d"]),
+     "pipeline 'fraud': counters must be a tuple of spec.WindowCount, got 'tx_1d' (str) "
+     "among them"),
+    # "'str' object has no attribute 'name'"
+    (lambda: _pipeline(feedback=spec.EventLabel("tx", label="fraud")),  # type: ignore[arg-type]
+     "pipeline 'fraud': the EventLabel's stream must be a spec.Stream, got 'tx' (str)"),
+    (lambda: _pipeline(lookups=(spec.Lookup("merchants"),)),  # type: ignore[arg-type]
+     "pipeline 'fraud': the table of a Lookup must be a spec.Table, got 'merchants' (str)"),
+    (lambda: _pipeline(policies={"gate_window": 500}),
+     "pipeline 'fraud': policies must be a spec.Policies, got {'gate_window': 500} (dict)"),
+    (lambda: _pipeline(feedback=TX),
+     "pipeline 'fraud': feedback must be a spec.FeedbackJoin or a spec.EventLabel, got "
+     "Stream"),
+    (lambda: replace(NEWS, users="users.csv"),
+     "pipeline 'news_feed': users must be a spec.Table, got 'users.csv' (str)"),
+    (lambda: _pipeline(counters=(spec.WindowCount("tx_1h", TX, 3_600_000),)),  # type: ignore[arg-type]
+     "counter 'tx_1h': stream must be a stream's name (text), got the Stream 'tx': give 'tx'"),
+    # the trainer dead-lettered every sample: "it has no label 'None'"
+    (lambda: replace(NEWS, target=None),
+     "pipeline 'news_feed': target must be the name of a label (text), got None"),
+    (lambda: spec.Stream("tx", ["card", "amount"]),  # type: ignore[arg-type]
+     "stream 'tx': schema must be a dict of field names to types ({'amount': float}), got "
+     "['card', 'amount'] (list)"),
+])
+def test_a_part_of_the_wrong_type_is_named(pipeline: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        pipeline()
+
+
 def test_a_feedback_join_whose_users_and_items_share_a_name_is_refused() -> None:
     """The server keeps a table by its name in the online store: with both named "users"
     the items' load replaced the users' rows, and every user was served as a cold start

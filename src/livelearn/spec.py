@@ -24,7 +24,7 @@ import importlib
 import importlib.util
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +69,10 @@ class Stream:
     def __post_init__(self) -> None:
         if not self.name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum():
             raise ConfigError(f"stream {self.name!r}: a name is letters, digits, _, - and .")
+        if not isinstance(self.schema, Mapping):
+            raise ConfigError(f"stream '{self.name}': schema must be a dict of field names to "
+                              f"types ({{'amount': float}}), got {show(self.schema)} "
+                              f"({type(self.schema).__name__})")
         for name, kind in self.schema.items():
             if kind not in FIELD_TYPES:
                 raise ConfigError(f"stream '{self.name}', field '{name}': type must be one of "

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from livelearn.errors import ConfigError
+from livelearn.events import show
 from livelearn.features.transforms import FeatureSet
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ def check_pipeline(p: Pipeline) -> None:
     from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, EventLabel
 
     where = f"pipeline '{p.name}'"
+    _check_parts(p)
     for name in ("window_ms", "allowed_lateness_ms"):
         _check_ms(where, name, getattr(p.feedback, name), 0)
     names = [s.name for s in p.feedback.streams]
@@ -58,6 +60,65 @@ def check_pipeline(p: Pipeline) -> None:
     else:
         _check_served_counters(p)
         _check_declared_labels(p)
+
+
+def _check_parts(p: Pipeline) -> None:
+    """ConfigError naming a part of the spec of the wrong type, before anything reads it:
+    a tuple of one without its comma, a name where an object belongs. Before, a TypeError
+    or an AttributeError named no field ("'WindowCount' object is not iterable")."""
+    from livelearn.spec import (
+        EventLabel,
+        FeedbackJoin,
+        Lookup,
+        Policies,
+        Stream,
+        Table,
+        WindowCount,
+    )
+
+    where = f"pipeline '{p.name}'"
+    if isinstance(p.feedback, EventLabel):
+        _check_is(where, "the EventLabel's stream", p.feedback.stream, Stream)
+        _check_all(where, "the EventLabel's counted", p.feedback.counted, Stream)
+    elif isinstance(p.feedback, FeedbackJoin):
+        _check_all(where, "the FeedbackJoin's streams", p.feedback.streams, Stream)
+    else:
+        raise ConfigError(f"{where}: feedback must be a spec.FeedbackJoin or a spec.EventLabel, "
+                          f"got {type(p.feedback).__name__}")
+    for name in ("users", "items"):
+        if getattr(p, name) is not None:
+            _check_is(where, name, getattr(p, name), Table)
+    _check_all(where, "lookups", p.lookups, Lookup)
+    for lookup in p.lookups:
+        _check_is(where, "the table of a Lookup", lookup.table, Table)
+    _check_all(where, "counters", p.counters, WindowCount)
+    for c in p.counters:
+        if isinstance(c.stream, Stream):
+            raise ConfigError(f"counter '{c.name}': stream must be a stream's name (text), got "
+                              f"the Stream '{c.stream.name}': give '{c.stream.name}'")
+    _check_is(where, "policies", p.policies, Policies)
+    if type(p.target) is not str or not p.target:
+        raise ConfigError(f"{where}: target must be the name of a label (text), got "
+                          f"{p.target!r}")
+
+
+def _check_is(where: str, what: str, value: object, cls: type) -> None:
+    if not isinstance(value, cls):
+        raise ConfigError(f"{where}: {what} must be a spec.{cls.__name__}, got {show(value)} "
+                          f"({type(value).__name__})")
+
+
+def _check_all(where: str, what: str, values: object, cls: type) -> None:
+    """ConfigError unless ``values`` is a tuple (or a list) of ``cls``."""
+    expected = f"{where}: {what} must be a tuple of spec.{cls.__name__}, got"
+    if isinstance(values, cls):
+        raise ConfigError(f"{expected} one {cls.__name__}: a tuple of one is written with a "
+                          f"comma, (x,)")
+    if not isinstance(values, (tuple, list)):
+        raise ConfigError(f"{expected} {show(values)} ({type(values).__name__})")
+    for value in values:
+        if not isinstance(value, cls):
+            raise ConfigError(f"{expected} {show(value)} ({type(value).__name__}) among them")
 
 
 def _check_policies(where: str, p: Pipeline) -> None:
