@@ -198,6 +198,16 @@ def test_a_feedback_join_whose_users_and_items_share_a_name_is_refused() -> None
         replace(NEWS, items=spec.Table("users", "posts.csv", key="post_id"))
 
 
+def test_a_feedback_join_without_feedback_streams_is_refused() -> None:
+    """Before, it loaded, and every prediction was labelled from no events (not clicked):
+    the trainer learned a model of one class, silently."""
+    with pytest.raises(ConfigError, match=re.escape(
+            "pipeline 'news_feed': the FeedbackJoin has no streams: each prediction is "
+            "labelled from the events of its streams that answer it (clicks), so it needs "
+            "one at least")):
+        replace(NEWS, feedback=replace(NEWS.feedback, streams=()), counters=())
+
+
 def test_stream_and_table_mistakes() -> None:
     with pytest.raises(ConfigError, match="stream 'tx', field 'amount': type must be one of"):
         spec.Stream("tx", {"amount": "float"})  # type: ignore[dict-item]

@@ -82,6 +82,10 @@ def _check_parts(p: Pipeline) -> None:
         _check_all(where, "the EventLabel's counted", p.feedback.counted, Stream)
     elif isinstance(p.feedback, FeedbackJoin):
         _check_all(where, "the FeedbackJoin's streams", p.feedback.streams, Stream)
+        if not p.feedback.streams:
+            raise ConfigError(f"{where}: the FeedbackJoin has no streams: each prediction is "
+                              f"labelled from the events of its streams that answer it "
+                              f"(clicks), so it needs one at least")
     else:
         raise ConfigError(f"{where}: feedback must be a spec.FeedbackJoin or a spec.EventLabel, "
                           f"got {type(p.feedback).__name__}")
