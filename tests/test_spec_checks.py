@@ -208,6 +208,16 @@ def test_a_feedback_join_without_feedback_streams_is_refused() -> None:
         replace(NEWS, feedback=replace(NEWS.feedback, streams=()), counters=())
 
 
+@pytest.mark.parametrize("name", ["fraud/v2", "", "card fraud", "..", "betrug_ü", 7])
+def test_a_pipeline_name_that_names_no_folder_is_refused(name: Any) -> None:
+    """Before, each loaded: "fraud/v2" made its default work folder livelearn-fraud/v2, a
+    folder in another, "" livelearn-, and 7 was taken as a name."""
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"pipeline {name!r}: a name is letters a-z and A-Z, digits, _, - and . (not . nor "
+            f"..): it names the work folder, livelearn-NAME, and the registry's pipeline")):
+        _pipeline(name=name)
+
+
 def test_stream_and_table_mistakes() -> None:
     with pytest.raises(ConfigError, match="stream 'tx', field 'amount': type must be one of"):
         spec.Stream("tx", {"amount": "float"})  # type: ignore[dict-item]

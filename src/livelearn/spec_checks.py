@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,22 @@ if TYPE_CHECKING:
     from livelearn.spec import EventLabel, Pipeline, Stream
 
 
+#: What a name of a pipeline is made of (a folder's name, a Kafka topic's).
+PLAIN_NAME = "letters a-z and A-Z, digits, _, - and . (not . nor ..)"
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def is_plain_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_PLAIN.fullmatch(name)) and name not in (".", "..")
+
+
 def check_pipeline(p: Pipeline) -> None:
     """Raise ConfigError for the first mistake in ``p``."""
     from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, EventLabel
 
+    if not is_plain_name(p.name):
+        raise ConfigError(f"pipeline {p.name!r}: a name is {PLAIN_NAME}: it names the work "
+                          f"folder, livelearn-NAME, and the registry's pipeline")
     where = f"pipeline '{p.name}'"
     _check_parts(p)
     for name in ("window_ms", "allowed_lateness_ms"):
