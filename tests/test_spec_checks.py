@@ -218,6 +218,17 @@ def test_a_pipeline_name_that_names_no_folder_is_refused(name: Any) -> None:
         _pipeline(name=name)
 
 
+@pytest.mark.parametrize("name", ["käufe", "..", ".", "tx 1", ""])
+def test_a_stream_name_no_kafka_topic_can_have_is_refused(name: str) -> None:
+    """Before, "käufe" (str.isalnum takes any script's letters) and "." loaded and ran
+    embedded, and the same pipeline on Kafka stopped at its first command: "topic 'käufe':
+    Kafka allows letters, digits, '.', '_', '-'"."""
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"stream {name!r}: a name is letters a-z and A-Z, digits, _, - and . (not . nor "
+            f"..), as a Kafka topic's")):
+        spec.Stream(name, {"amount": float}, key="card")
+
+
 def test_stream_and_table_mistakes() -> None:
     with pytest.raises(ConfigError, match="stream 'tx', field 'amount': type must be one of"):
         spec.Stream("tx", {"amount": "float"})  # type: ignore[dict-item]

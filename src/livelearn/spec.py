@@ -67,8 +67,11 @@ class Stream:
     id: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.name.replace("_", "a").replace("-", "a").replace(".", "a").isalnum():
-            raise ConfigError(f"stream {self.name!r}: a name is letters, digits, _, - and .")
+        from livelearn.spec_checks import PLAIN_NAME, is_plain_name
+
+        if not is_plain_name(self.name):
+            raise ConfigError(f"stream {self.name!r}: a name is {PLAIN_NAME}, as a Kafka "
+                              f"topic's")
         if not isinstance(self.schema, Mapping):
             raise ConfigError(f"stream '{self.name}': schema must be a dict of field names to "
                               f"types ({{'amount': float}}), got {show(self.schema)} "
