@@ -340,6 +340,17 @@ def test_a_csv_row_with_too_many_cells_is_named_by_its_line(tmp_path: Path) -> N
         load_table(spec.Table("items", "items.csv", key="id"), tmp_path)
 
 
+def test_a_csv_table_without_its_as_of_column_names_it(tmp_path: Path) -> None:
+    """Before: "Binder Error: COLUMN_TYPES error: Columns with names: "updated" do not exist
+    in the CSV File", DuckDB's words for it."""
+    (tmp_path / "users.csv").write_text("user_id,updated_at,plan\nu1,2024-01-01,free\n")
+    with pytest.raises(BadInput) as e:
+        load_table(spec.Table("users", "users.csv", key="user_id", as_of="updated"), tmp_path)
+    assert str(e.value) == (f"table 'users': cannot read {tmp_path / 'users.csv'}: column "
+                            f"'updated' (as_of) not in the header (columns: user_id, "
+                            f"updated_at, plan)")
+
+
 def _v1_approved(log: SQLiteLog, pipeline: spec.Pipeline, registry_dir: Path) -> Registry:
     """The Registry in ``registry_dir`` with ``pipeline``'s untrained v1 approved, its
     topics made in ``log``: what a server needs to start."""

@@ -191,7 +191,7 @@ def _wide_as_text(path: Path, connection: duckdb.DuckDBPyConnection,
 
 def _unreadable(table: Table, path: Path, csv_file: bool, error: duckdb.Error) -> BadInput:
     """The error of a file DuckDB cannot read: for a CSV file, what Python's csv finds."""
-    problem = _csv_problem(path, table.key) if csv_file else None
+    problem = _csv_problem(path, table.key, table.as_of) if csv_file else None
     return BadInput(f"table '{table.name}': cannot read {path}: {problem or error}")
 
 
@@ -333,16 +333,18 @@ def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
-def _csv_problem(path: Path, key: str) -> str | None:
+def _csv_problem(path: Path, key: str, as_of: str | None) -> str | None:
     """What is wrong with a CSV file DuckDB could not read, as Python's csv module sees
-    it: the key not among the header's names, or the first row whose number of cells is
-    not the header's (DuckDB's sniffer then fails); None if it finds nothing."""
+    it: the key or the ``as_of`` column not among the header's names, or the first row
+    whose number of cells is not the header's (DuckDB's sniffer then fails); None if it
+    finds nothing."""
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         names, rows = csv_cells(f)
         if not names:  # not "column 'id' not in the header (columns: )"
             return f"the file is empty: no header naming the key column '{key}'"
-        if key not in names:
-            return f"column '{key}' not in the header (columns: {', '.join(names)})"
+        for name, what in ((key, ""), (as_of, " (as_of)")):
+            if name is not None and name not in names:
+                return f"column '{name}'{what} not in the header (columns: {', '.join(names)})"
         for line, cells in rows:
             if len(cells) != len(names):
                 return f"line {line} has {len(cells)} cells, the header {len(names)}"
