@@ -68,10 +68,15 @@ def test_an_event_the_features_or_label_fail_on_is_dead_lettered(tmp_path: Path)
                           "ValueError: math domain error")
     assert details[1] == ("pipeline 'failing': the label function raised ZeroDivisionError: "
                           "float division by zero")
-    assert "sample 'e4' cannot be written as JSON: Integer exceeds 64-bit range" in details[2]
-    assert "'e5' cannot be written as JSON: Type is not JSON serializable: numpy.float32" \
-        in details[3]
-    assert "'e6' cannot be written as JSON: Dict key must be str" in details[4]
+    # which function gave which feature: it said "Dict key must be str" only
+    assert details[2] == ("sample 'e4' cannot be written as JSON: Integer exceeds 64-bit "
+                          "range; the features function gave feature 'big' "
+                          "1180591620717411303424 (int)")
+    assert details[3] == ("sample 'e5' cannot be written as JSON: Type is not JSON "
+                          "serializable: numpy.float32; the features function gave feature "
+                          "'small' np.float32(1.0) (float32)")
+    assert details[4] == ("sample 'e6' cannot be written as JSON: Dict key must be str; the "
+                          "features function gave a feature named 1 (int): a name is text")
     # the trainer said "features is None", naming neither the function nor the pipeline
     assert details[5] == ("pipeline 'failing', event 'e8': the features function returned "
                           "None; expected a dict of feature names to values")

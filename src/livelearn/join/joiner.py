@@ -430,7 +430,7 @@ class Joiner:
         """The dead letter of a sample JSON cannot hold (an int over 64 bits, a numpy
         value, a key not a string, made by the pipeline's features or label)."""
         return _dead(Reason.FAILED, f"sample {sample.get('id')!r} cannot be written as "
-                     f"JSON: {error}", self.labelled or PREDICTIONS,
+                     f"JSON: {error}{_unwritable_part(sample)}", self.labelled or PREDICTIONS,
                      show(sample, limit=1000).encode())
 
     def oversized(self, output: Output, size: int, limit: int) -> Output:
@@ -716,6 +716,23 @@ def _start(window: _Window | Event) -> int:
 
 def _event_obj(e: Event) -> dict[str, Any]:
     return {"stream": e.stream, "key": e.key, "id": e.id, "ts": e.ts, "payload": e.payload}
+
+
+def _unwritable_part(sample: dict[str, Any]) -> str:
+    """Which feature or label of ``sample`` JSON cannot hold, and which of the pipeline's
+    functions gave it ("" if none is found)."""
+    for part, function in (("feature", "features"), ("label", "label")):
+        values = sample.get(f"{part}s")
+        for name, value in values.items() if isinstance(values, dict) else ():
+            if not isinstance(name, str):
+                return (f"; the {function} function gave a {part} named {show(name)} "
+                        f"({type(name).__name__}): a name is text")
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                return (f"; the {function} function gave {part} '{name}' {show(value)} "
+                        f"({type(value).__name__})")
+    return ""
 
 
 def _dead(reason: Reason, detail: str, stream: str, raw: Record | bytes) -> Output:
