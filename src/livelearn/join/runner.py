@@ -244,7 +244,8 @@ class JoinRunner:
         self.reader = MergedReader(log, self.inputs, _ts, self.offsets, idle_after_s,
                                    read_batch, on_idle=self._on_idle, group=self.group,
                                    on_lost=self._on_lost if skip_lost else None)
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # the outputs made, by topic or reason
+        self.written: Counter[str] = Counter()  # of those, the ones written
 
     def step(self, max_records: int = 10_000, final: bool = False) -> int:
         """Process up to ``max_records`` records. ``final``: the log is complete; the
@@ -300,6 +301,7 @@ class JoinRunner:
                                 self._samples if topic == SAMPLES and self.hand_on else None)
             self.log.commit(self.group, Checkpoint(dict(self.offsets), state))
         self._unwritten, self._encoded, self._samples = 0, {}, []
+        self.written = self.counts.copy()
         ended = time.monotonic()
         self._due_at = ended + max(self.checkpoint_ms / 1000, 10 * (ended - began))
         self.state_bytes = len(state)

@@ -1,0 +1,118 @@
+"""Live roles over a Kafka broker that goes away for longer than the log's ``?timeout=``
+and comes back: `join`, `train` and `run` wait for it and go on from their checkpoints
+by themselves, losing and repeating no sample; `run` serves all along. Before, each
+exited with code 2 at the first request that outlived the timeout (a broker killed and
+restarted takes 15 s or more to answer again), and `run` took its server down with it.
+On a broker of the test's own, started and stopped by scripts/kafka (start.sh, stop.sh)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from livelearn.demo import free_port
+from livelearn.log.kafka import KafkaLog
+from livelearn.registry import Registry
+from test_ingest import PIPELINE_FILE
+from test_kafka_down import _broker
+from test_run import _process, _ratings, _up, _wait
+
+
+def _ingest(url: str, path: Path, cwd: Path) -> None:
+    subprocess.run([sys.executable, "-m", "livelearn", "-q", "ingest", "p.py", "ratings",
+                    str(path), "--log", url], cwd=cwd, check=True, capture_output=True)
+
+
+def _sample_ids(bootstrap: str, prefix: str) -> list[str]:
+    log = KafkaLog(bootstrap, prefix, timeout_s=10)
+    try:
+        end = log.end_offset("samples", 0)
+        return [orjson.loads(r.value)["id"] for r in log.read("samples", 0, 0, end)] if end \
+            else []
+    finally:
+        log.close()
+
+
+def _judged(registry: Path) -> bool:
+    """Whether the trainer's gate judged its first version (the trainer runs live)."""
+    return (registry / "index.db").is_file() and \
+        any(v.status != "candidate" for v in Registry(registry).versions())
+
+
+def _away(data: Path, seconds: float) -> None:
+    """Stop the broker kept in ``data`` for ``seconds``, then start it again."""
+    _broker("stop.sh", data)
+    time.sleep(seconds)
+    _broker("start.sh", data)
+
+
+def test_join_and_train_wait_for_their_broker_and_go_on(tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    first, then = _ratings(tmp_path / "a.jsonl", 0, 60), _ratings(tmp_path / "b.jsonl", 60, 60)
+    data = tmp_path / "kafka"
+    bootstrap = _broker("start.sh", data)
+    url = f"kafka://{bootstrap}?prefix=o.&timeout=3"
+    try:
+        _ingest(url, first, tmp_path)
+        with _process(["join", "p.py", "--log", url], tmp_path) as join, \
+                _process(["train", "p.py", "--log", url, "--registry", "reg"],
+                         tmp_path) as train:
+            _wait(lambda: len(_sample_ids(bootstrap, "o.")) == 59, "the first samples")
+            _wait(lambda: _judged(tmp_path / "reg"), "the trainer's gate")  # started
+            _away(data, 8)  # the roles' questions outlive the 3 s timeout meanwhile
+            _ingest(url, then, tmp_path)
+            _wait(lambda: len(_sample_ids(bootstrap, "o.")) == 119 or
+                  join.poll() is not None, "the samples after the outage")
+            time.sleep(3)  # the trainer's turns after the joiner's
+            for process in (join, train):
+                assert process.poll() is None, process.communicate()[0].decode()
+            for process in (join, train):
+                process.send_signal(2)  # Ctrl-C: each says what it did
+                assert process.wait(30) == 130
+            assert join.stdout is not None and train.stdout is not None
+            said = join.stdout.read().decode() + train.stdout.read().decode()
+        assert "the log failed" in said and "resumed from" in said, said
+        # what each did, each sample once (records read again after the outage, twice)
+        assert "119 samples, dead letters: none" in said, said
+        assert "stopped: 118 samples learned" in said, said
+        # the samples of an uninterrupted joiner, each once, in its order
+        _ingest(f"kafka://{bootstrap}?prefix=r.", first, tmp_path)
+        _ingest(f"kafka://{bootstrap}?prefix=r.", then, tmp_path)
+        subprocess.run([sys.executable, "-m", "livelearn", "-q", "join", "p.py", "--log",
+                        f"kafka://{bootstrap}?prefix=r.", "--until-idle"], cwd=tmp_path,
+                       check=True, capture_output=True)
+        assert _sample_ids(bootstrap, "o.") == _sample_ids(bootstrap, "r.")[:119]
+    finally:
+        _broker("stop.sh", data)
+
+
+def test_run_serves_through_a_broker_outage_and_its_roles_go_on(tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    data = tmp_path / "kafka"
+    bootstrap = _broker("start.sh", data)
+    url, port = f"kafka://{bootstrap}?prefix=u.&timeout=3", free_port()
+    server = f"http://127.0.0.1:{port}"
+    try:
+        _ingest(url, _ratings(tmp_path / "a.jsonl", 0, 30), tmp_path)
+        with _process(["run", "p.py", "--log", url, "--workdir", "w", "--port", str(port)],
+                      tmp_path) as run:
+            _wait(lambda: _up(server), "the server")
+            _wait(lambda: len(_sample_ids(bootstrap, "u.")) == 29, "the first samples")
+            _broker("stop.sh", data)
+            time.sleep(8)
+            assert run.poll() is None
+            assert httpx.get(f"{server}/healthz").status_code == 200
+            _broker("start.sh", data)
+            _ingest(url, _ratings(tmp_path / "b.jsonl", 30, 30), tmp_path)
+            _wait(lambda: len(_sample_ids(bootstrap, "u.")) == 59 or run.poll() is not None,
+                  "the samples after the outage")
+            assert run.poll() is None
+            _wait(lambda: httpx.get(f"{server}/readyz").status_code == 200, "ready")
+            assert len(set(_sample_ids(bootstrap, "u."))) == 59
+    finally:
+        _broker("stop.sh", data)
