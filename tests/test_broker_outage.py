@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -116,3 +117,31 @@ def test_run_serves_through_a_broker_outage_and_its_roles_go_on(tmp_path: Path) 
             assert len(set(_sample_ids(bootstrap, "u."))) == 59
     finally:
         _broker("stop.sh", data)
+
+
+def test_a_topic_deleted_under_a_joiner_stops_it_naming_the_topic(tmp_path: Path,
+                                                                   kafka_bootstrap: str) -> None:
+    """The broker answers that the topic is unknown: the joiner stops with one line saying
+    it was deleted, rather than wait for it (before: librdkafka's UNKNOWN_TOPIC_OR_PART
+    once the timeout ran out, as if the broker were away)."""
+    from confluent_kafka.admin import AdminClient
+
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    prefix = f"d{uuid.uuid4().hex[:12]}."
+    url = f"kafka://{kafka_bootstrap}?prefix={prefix}&timeout=3"
+    _ingest(url, _ratings(tmp_path / "a.jsonl", 0, 20), tmp_path)
+    with _process(["join", "p.py", "--log", url], tmp_path) as join:
+        _wait(lambda: len(_sample_ids(kafka_bootstrap, prefix)) == 19, "the samples")
+        name = f"{prefix}ratings"
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin.delete_topics([name])[name].result(10)
+        assert join.wait(60) == 2
+        assert join.stdout is not None
+        said = join.stdout.read().decode().splitlines()
+    assert said[-1] == (
+        f"livelearn: topic 'ratings' (as '{name}') no longer exists in kafka://"
+        f"{kafka_bootstrap}: it was deleted while this process used it, and its records "
+        f"with it. A role started again would make it anew, empty, and its offsets would "
+        f"count other records: start over in a new log and registry (another ?prefix= in "
+        f"the log URL, a new --registry) and ingest the events again"), said
+
