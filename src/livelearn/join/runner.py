@@ -178,6 +178,32 @@ def check_shards(log: Log, group: str, shard: tuple[int, int], reshard: bool = F
                 group, count, was)
 
 
+def check_topics(log: Log, group: str, topics: list[str],
+                 offsets: dict[TopicPartition, int]) -> None:
+    """ConfigError if an input topic that the checkpoint of ``group`` has ``offsets`` of is
+    not the topic it read (Log.topic_id: deleted and made again, by hand or by the next
+    ingest): the offsets count the records of the old one, and the joiner would skip as
+    many of the new one's without a word. The ids of ``topics`` are recorded in the log
+    (group ``GROUP.topics``) when they change; a checkpoint from before the record has
+    them recorded as they are."""
+    record = f"{group}.topics"
+    state = log.committed(record).state
+    had: dict[str, str] = orjson.loads(state) if state is not None else {}
+    ids = {topic: log.topic_id(topic) for topic in topics}
+    read = {topic for topic, _ in offsets}
+    for topic, now in ids.items():
+        if topic in read and had.get(topic, now) != now:
+            raise ConfigError(
+                f"joiner group '{group}': topic '{topic}' is not the one its checkpoint read "
+                f"(id {had[topic]}, now {now}): it was deleted and made again, and the "
+                f"checkpoint's offsets count the records of the old one, so the joiner would "
+                f"skip as many of the new one's. Start over in a new log and registry "
+                f"(another ?prefix= in the log URL or another file, a new --registry) and "
+                f"ingest the events again")
+    if {**had, **ids} != had:
+        log.commit(record, Checkpoint({}, orjson.dumps({**had, **ids})))
+
+
 class JoinRunner:
     """Runs one pipeline's Joiner over a Log, as consumer group ``group``."""
 
@@ -204,8 +230,12 @@ class JoinRunner:
                        if tp[1] % count == index]
         self.joiner = make_joiner(pipeline, self.inputs, data_dir)
         whose = f"the joiner's checkpoint in group '{self.group}'"
-        # ConfigError if made with another join, before a running joiner is fenced off
-        self.joiner.check(log.committed(self.group).state, whose)
+        # ConfigError if made with another join or on other topics, before a running
+        # joiner is fenced off
+        committed = log.committed(self.group)
+        self.joiner.check(committed.state, whose)
+        check_topics(log, self.group, sorted({topic for topic, _ in self.inputs}),
+                     committed.offsets)
         # the most bytes a record may have, by output topic (None: any size); asked before
         # the claim, so that Kafka's producer of the group batches no more than they take
         self._limits = {topic: log.record_limit(topic) for topic in (SAMPLES, DEAD_LETTERS)}
