@@ -380,7 +380,7 @@ def _resuming(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, regi
     from livelearn.outage import Resuming
 
     return Resuming(lambda: Loop(log, registry, pipeline, data, skip_lost=args.skip_lost),
-                    "the roles", loop)
+                    "the joiner and the trainer", loop)
 
 
 def _say_stopped(loop: Any, resumes: str) -> None:

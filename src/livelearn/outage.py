@@ -51,9 +51,8 @@ class Resuming(Generic[R]):
             return None
 
     def _again(self, error: Unavailable) -> None:
-        log.warning("the log failed under %s: %s. It waits for the log and goes on from "
-                    "its checkpoint (tried every %g s)",
-                    self.what, error, RETRY_S)
+        log.warning("the log failed under %s: %s. Waiting for the log, to go on from the "
+                    "checkpoints (tried every %g s)", self.what, error, RETRY_S)
         began = time.monotonic()
         stop = self.stop or threading.Event()  # never set: waits as time.sleep
         while not stop.wait(RETRY_S):
@@ -62,6 +61,6 @@ class Resuming(Generic[R]):
             except Unavailable as e:
                 log.info("%s: the log does not answer yet: %s", self.what, e)
                 continue
-            log.warning("the log answers again: %s resumed from its checkpoint after %.0f s",
-                        self.what, time.monotonic() - began)
+            log.warning("the log answers again: %s went on from the checkpoints after "
+                        "%.0f s", self.what, time.monotonic() - began)
             return
