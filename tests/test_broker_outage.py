@@ -176,3 +176,30 @@ def test_a_joiner_refuses_an_input_topic_deleted_and_made_again(tmp_path: Path,
         "livelearn: joiner group 'joiner': topic 'ratings' is not the one its checkpoint "
         "read (id "), done.stderr
     assert "it was deleted and made again" in done.stderr, done.stderr
+
+
+def test_a_server_whose_predictions_topic_was_deleted_answers_503_naming_it(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """/predict's append to a topic the broker no longer knows: 503 naming the topic, and
+    /readyz says so (a NotFound of the log is no 404 of the request)."""
+    from confluent_kafka.admin import AdminClient
+
+    from test_serve_errors import _serving
+
+    prefix = f"p{uuid.uuid4().hex[:12]}."
+    log = KafkaLog(kafka_bootstrap, prefix, timeout_s=3)
+    try:
+        with _serving(tmp_path, log) as server, httpx.Client(base_url=server.url,
+                                                             timeout=60) as http:
+            request = {"user_id": "u1", "items": ["i1"], "ts": 1_704_067_200_000}
+            assert http.post("/predict", json=request).status_code == 200
+            name = f"{prefix}predictions"
+            admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+            admin.delete_topics([name])[name].result(10)
+            answer = http.post("/predict", json=request)
+            assert answer.status_code == 503, answer.text
+            assert f"topic 'predictions' (as '{name}') no longer exists" in answer.text
+            ready = http.get("/readyz")
+            assert ready.status_code == 503 and "no longer exists" in ready.text, ready.text
+    finally:
+        log.close()
