@@ -31,6 +31,7 @@ from livelearn.cli_examples import add_parsers as add_examples_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
 from livelearn.events import is_digits
+from livelearn.outage import Resuming
 
 DESCRIPTION = """\
 livelearn: real-time machine learning that keeps learning.
@@ -212,7 +213,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        help="run the joiner: predictions + feedback -> samples",
                        description="Join predictions with their feedback into samples, "
                        "writing them with a checkpoint at most every second or so "
-                       "(at once under load); a restart resumes exactly.")
+                       "(at once under load); a restart resumes exactly, and so does a live "
+                       "joiner by itself once a log that went away answers again.")
     j.add_argument("--until-idle", action="store_true",
                    help="treat the log as complete: drain it, emit every open window, say "
                         "what was read and written, stop (default: run forever)")
@@ -263,7 +265,8 @@ def _role_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     t = sub.add_parser("train", parents=[common, registry],
                        help="run the trainer and the gate: samples -> versions",
                        description="Learn from samples, publish versions, approve, reject or "
-                       "roll back; a restart resumes from the newest published version.")
+                       "roll back; a restart resumes from the newest published version, and so "
+                       "does a live trainer by itself once a log that went away answers again.")
     t.add_argument("--until-idle", action="store_true",
                    help="stop once no sample is left, publishing what was learned since the "
                         "last version, and say what was learned and dead-lettered (default: "
@@ -406,24 +409,43 @@ def _join(args: argparse.Namespace) -> int:
 
         raise ConfigError("--flink-address and --checkpoints go with --engine flink")
     pipeline, log = _open(args)
-    runner = JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
-                        shard=args.shard, skip_lost=args.skip_lost, reshard=args.reshard)
-    if not runner.inputs:
+
+    def joiner() -> JoinRunner:
+        return JoinRunner(log, pipeline, data_dir=args.data or data_dir_of(args.pipeline),
+                          shard=args.shard, skip_lost=args.skip_lost, reshard=args.reshard)
+
+    first = joiner()
+    if not first.inputs:
         _warn_empty_shard(args.shard, log, pipeline.inputs)
-    read = 0
+    if args.until_idle:  # a bounded join fails with its log, where a live one waits for it
+        return _join_until_idle(first)
+    runner = Resuming(joiner, "the joiner", first)
+    read, wrote = 0, Counter[str]()  # wrote: the outputs of joiners the log failed under
     try:
         while True:
-            done = runner.step(final=args.until_idle)
-            read += done
-            if done:
-                continue
-            if args.until_idle:
-                print(_joined(read, runner.counts))
-                return 0
-            time.sleep(0.05)
+            was = runner.role
+            done = runner.turn(lambda role: role.step())
+            read += done or 0
+            if runner.role is not was:  # what it made and did not write is made again
+                wrote += was.written
+            if not done:
+                time.sleep(0.05)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what this run did, as at --until-idle's end
+        print(f"stopped: {_joined(read, wrote + runner.role.counts)}", flush=True)
+        raise
+
+
+def _join_until_idle(runner: Any) -> int:
+    """Join all there is, emit every open window, say what was read and written."""
+    read = 0
+    try:
+        while done := runner.step(final=True):
+            read += done
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what this run did
         print(f"stopped: {_joined(read, runner.counts)}", flush=True)
         raise
+    print(_joined(read, runner.counts))
+    return 0
 
 
 def _joined(read: int, counts: Counter[str]) -> str:
@@ -462,24 +484,45 @@ def _train(args: argparse.Namespace) -> int:
     _shared_log(args, "train")
     pipeline, log = _open(args)
     registry = Registry(args.registry)
-    trainer = Trainer(log, registry, pipeline, skip_lost=args.skip_lost)
-    gate = Gate.of(log, registry, pipeline)
+
+    def roles() -> tuple[Trainer, Gate]:
+        return (Trainer(log, registry, pipeline, skip_lost=args.skip_lost),
+                Gate.of(log, registry, pipeline))
+
+    if args.until_idle:  # a bounded run fails with its log, where a live one waits for it
+        return _train_until_idle(*roles())
+    training = Resuming(roles, "the trainer")
     try:
         while True:
-            stepped = trainer.step(final=args.until_idle) is not None
-            gate.step()
-            if stepped:
-                continue
-            if args.until_idle:
-                trainer.publish_now()
-                gate.step()
-                print(learned(trainer, trainer.dead_letters()))
-                return 0
-            time.sleep(0.05)
+            if not training.turn(_train_turn):
+                time.sleep(0.05)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what this run did (learned since its
         # newest version is learned again after a restart)
+        trainer = training.role[0]
         print(f"stopped: {learned(trainer, trainer.dead_letters())}", flush=True)
         raise
+
+
+def _train_turn(roles: tuple[Any, Any]) -> bool:
+    """A turn of the trainer, then of the gate; whether the trainer read anything."""
+    trainer, gate = roles
+    stepped = trainer.step() is not None
+    gate.step()
+    return stepped
+
+
+def _train_until_idle(trainer: Any, gate: Any) -> int:
+    """Learn every sample there is, publish what was learned since the last version, judge
+    it, and say what was learned and dead-lettered."""
+    while True:
+        stepped = trainer.step(final=True) is not None
+        gate.step()
+        if not stepped:
+            break
+    trainer.publish_now()
+    gate.step()
+    print(learned(trainer, trainer.dead_letters()))
+    return 0
 
 
 _MODEL_ACTIONS = {"ls": 0, "promote": 1, "rollback": 0}  # each action's arguments

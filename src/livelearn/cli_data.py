@@ -293,10 +293,11 @@ def _replay(args: argparse.Namespace) -> int:
     _none_accepted({source: (given["events"], given["dead"])
                       for source, given in report["inputs"].items()})
     if args.then_live:
+        loops = _resuming(args, loop, pipeline, log, registry, data)
         try:
-            _live(args, loop, pipeline, log, registry, data)
+            _live(args, loops, pipeline, log, registry, data)
         except KeyboardInterrupt:  # a replay cannot go on: run can
-            _say_stopped(loop, "`livelearn run` with the same work folder (or --log and "
+            _say_stopped(loops.role, "`livelearn run` with the same work folder (or --log and "
                                "--registry) resumes")
             raise
     return 0
@@ -415,12 +416,24 @@ def _run(args: argparse.Namespace) -> int:
         loop.drain(final=True)
         print(learned(loop.trainer, loop.dead_letters()))
         return 0
+    loops = _resuming(args, loop, pipeline, log, registry, data)
     try:
-        _live(args, loop, pipeline, log, registry, data)
+        _live(args, loops, pipeline, log, registry, data)
     except KeyboardInterrupt:
-        _say_stopped(loop, "`livelearn run` again resumes")
+        _say_stopped(loops.role, "`livelearn run` again resumes")
         raise
     return 0
+
+
+def _resuming(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
+              data: Path) -> Any:
+    """``loop``, made again from the roles' checkpoints once the log answers after it
+    failed under them (outage.Resuming), as `livelearn run` makes it."""
+    from livelearn.loop import Loop
+    from livelearn.outage import Resuming
+
+    return Resuming(lambda: Loop(log, registry, pipeline, data, skip_lost=args.skip_lost),
+                    "the joiner and the trainer", loop)
 
 
 def _say_stopped(loop: Any, resumes: str) -> None:
@@ -431,23 +444,25 @@ def _say_stopped(loop: Any, resumes: str) -> None:
           f"checkpoint, losing nothing", flush=True)
 
 
-def _live(args: argparse.Namespace, loop: Any, pipeline: Any, log: Any, registry: Any,
+def _live(args: argparse.Namespace, loops: Any, pipeline: Any, log: Any, registry: Any,
           data: Path) -> None:
-    """Turn the loop's roles on the live log until interrupted and, unless ``--no-serve``,
-    serve /predict, /feedback and the dashboard meanwhile."""
+    """Turn the roles (``loops``: a Resuming Loop) on the live log until interrupted and,
+    unless ``--no-serve``, serve /predict, /feedback and the dashboard meanwhile. A log
+    that fails under the roles is waited for, and they go on from their checkpoints."""
     if args.no_serve:
         print("live: waiting for events (Ctrl-C to stop)", flush=True)
-        _forever(loop)
+        _forever(loops)
         return
     from livelearn.serve.app import create_app
 
-    loop.gate.step()  # approve the first version, so the server can answer at once
+    loops.role.gate.step()  # approve the first version, so the server can answer at once
     stop, failed = threading.Event(), threading.Event()
+    loops.stop = stop  # a wait for the log ends with the server
     errors: list[BaseException] = []
 
     def roles() -> None:  # a role that fails (fenced off, its log damaged) stops the server
         try:
-            _forever(loop, stop)
+            _forever(loops, stop)
         except BaseException as e:
             errors.append(e)
             failed.set()
@@ -515,13 +530,13 @@ def _watch(server: Any, url: str, stopped: threading.Event,
             return
 
 
-def _forever(loop: Any, stop: threading.Event | None = None) -> None:
-    """Turn the roles until ``stop`` is set (or forever), resting when there is nothing new;
-    once stopped, the joiner writes what it has not yet."""
+def _forever(loops: Any, stop: threading.Event | None = None) -> None:
+    """Turn the roles (a Resuming Loop) until ``stop`` is set (or forever), resting when
+    there is nothing new; once stopped, the joiner writes what it has not yet."""
     while stop is None or not stop.is_set():
-        if not loop.turn():
+        if not loops.turn(lambda loop: loop.turn()):
             time.sleep(0.05)
-    loop.joiner.write_pending()
+    loops.role.joiner.write_pending()
 
 
 def source_pair(text: str) -> tuple[str, str]:

@@ -21,6 +21,10 @@ seconds) never stops the ingest: it goes to the dead-letter topic with reason
 ``FILE:LINE``; one larger than the log takes in a record (Kafka's
 max.message.bytes) with reason ``too_large`` and its first 1,000 characters.
 
+Records are written ``BATCH`` at a time, each batch with its dead letters in one atomic
+write. A log that fails meanwhile (a Kafka broker gone) ends the ingest with
+Unavailable, whose message says from which line of the source on nothing was written.
+
 >>> from livelearn.spec import Stream
 >>> s = Stream("tx", {"amount": float, "fraud": bool}, key="card")
 >>> to_event(s, {"card": "c1", "ts": "2024-01-01T00:00:00", "amount": "9.5", "fraud": "0"}).ts
@@ -47,7 +51,7 @@ from typing import IO, Any
 
 import orjson
 
-from livelearn.errors import BadInput, ConfigError, PipelineError
+from livelearn.errors import BadInput, ConfigError, PipelineError, Unavailable
 from livelearn.events import (
     JSON_INTS,
     MAX_FUTURE_MS,
@@ -111,7 +115,9 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
     good: list[tuple[str, bytes]] = []
     dead: list[tuple[str, bytes]] = []
     reasons: list[str] = []  # of the dead letters, in turn
+    first = 0  # the line of the first record not written yet (0: none is held)
     for line, raw in read_records(source, fmt):
+        first = first or line
         letter = None
         try:
             if isinstance(raw, dict):
@@ -136,8 +142,9 @@ def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
                 result.first_errors.append(  # type: ignore[union-attr]
                     f"{letter['source']}: {letter['detail']}")
         if len(good) + len(dead) >= BATCH:
-            _flush(log, stream, good, dead, reasons, result)
-    _flush(log, stream, good, dead, reasons, result)
+            _flush(log, stream, good, dead, reasons, result, (source, first))
+            first = 0
+    _flush(log, stream, good, dead, reasons, result, (source, first))
     return result
 
 
@@ -224,17 +231,34 @@ def _object(raw: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
-           dead: list[tuple[str, bytes]], reasons: list[str], result: Ingested) -> None:
-    with log.atomic():
-        if good:
-            log.append(stream, good)
-        if dead:
-            log.append(DEAD_LETTERS, dead)
+           dead: list[tuple[str, bytes]], reasons: list[str], result: Ingested,
+           at: tuple[str | Path, int]) -> None:
+    """Write the records held, from line ``at`` of its source on; Unavailable if the log
+    fails, saying how much of the source was written before (``result``)."""
+    try:
+        with log.atomic():
+            if good:
+                log.append(stream, good)
+            if dead:
+                log.append(DEAD_LETTERS, dead)
+    except Unavailable as e:
+        raise Unavailable(f"{e}. {_written_before(result, *at)}") from e
     result.events += len(good)
     result.dead += len(dead)
     result.reasons.update(reasons)
     for written in (good, dead, reasons):
         written.clear()
+
+
+def _written_before(result: Ingested, source: str | Path, line: int) -> str:
+    """What an ingest that failed at ``line`` of ``source`` had written: the records
+    before that line, each batch in one atomic write."""
+    name = "stdin" if str(source) == "-" else str(source)
+    if not (result.events or result.dead):
+        return f"Nothing of {name} was written"
+    return (f"Of {name}, the records before line {line} were written ({result.events} "
+            f"events, {result.dead} dead letters) and none from there on: ingest the rest "
+            f"(the joiner dead-letters the copies of records ingested twice)")
 
 
 def check_source(source: str | Path, fmt: str | None = None) -> None:

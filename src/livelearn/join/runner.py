@@ -195,6 +195,32 @@ def committed_watermark(log: Log, group: str = "joiner") -> int | None:
     return min(marks)
 
 
+def check_topics(log: Log, group: str, topics: list[str],
+                 offsets: dict[TopicPartition, int]) -> None:
+    """ConfigError if an input topic that the checkpoint of ``group`` has ``offsets`` of is
+    not the topic it read (Log.topic_id: deleted and made again, by hand or by the next
+    ingest): the offsets count the records of the old one, and the joiner would skip as
+    many of the new one's without a word. The ids of ``topics`` are recorded in the log
+    (group ``GROUP.topics``) when they change; a checkpoint from before the record has
+    them recorded as they are."""
+    record = f"{group}.topics"
+    state = log.committed(record).state
+    had: dict[str, str] = orjson.loads(state) if state is not None else {}
+    ids = {topic: log.topic_id(topic) for topic in topics}
+    read = {topic for topic, _ in offsets}
+    for topic, now in ids.items():
+        if topic in read and had.get(topic, now) != now:
+            raise ConfigError(
+                f"joiner group '{group}': topic '{topic}' is not the one its checkpoint read "
+                f"(id {had[topic]}, now {now}): it was deleted and made again, and the "
+                f"checkpoint's offsets count the records of the old one, so the joiner would "
+                f"skip as many of the new one's. Start over in a new log and registry "
+                f"(another ?prefix= in the log URL or another file, a new --registry) and "
+                f"ingest the events again")
+    if {**had, **ids} != had:
+        log.commit(record, Checkpoint({}, orjson.dumps({**had, **ids})))
+
+
 class JoinRunner:
     """Runs one pipeline's Joiner over a Log, as consumer group ``group``."""
 
@@ -221,8 +247,12 @@ class JoinRunner:
                        if tp[1] % count == index]
         self.joiner = make_joiner(pipeline, self.inputs, data_dir)
         whose = f"the joiner's checkpoint in group '{self.group}'"
-        # ConfigError if made with another join, before a running joiner is fenced off
-        self.joiner.check(log.committed(self.group).state, whose)
+        # ConfigError if made with another join or on other topics, before a running
+        # joiner is fenced off
+        committed = log.committed(self.group)
+        self.joiner.check(committed.state, whose)
+        check_topics(log, self.group, sorted({topic for topic, _ in self.inputs}),
+                     committed.offsets)
         # the most bytes a record may have, by output topic (None: any size); asked before
         # the claim, so that Kafka's producer of the group batches no more than they take
         self._limits = {topic: log.record_limit(topic) for topic in (SAMPLES, DEAD_LETTERS)}
@@ -261,7 +291,8 @@ class JoinRunner:
         self.reader = MergedReader(log, self.inputs, _ts, self.offsets, idle_after_s,
                                    read_batch, on_idle=self._on_idle, group=self.group,
                                    on_lost=self._on_lost if skip_lost else None)
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # the outputs made, by topic or reason
+        self.written: Counter[str] = Counter()  # of those, the ones written
 
     def step(self, max_records: int = 10_000, final: bool = False) -> int:
         """Process up to ``max_records`` records. ``final``: the log is complete; the
@@ -317,6 +348,7 @@ class JoinRunner:
                                 self._samples if topic == SAMPLES and self.hand_on else None)
             self.log.commit(self.group, Checkpoint(dict(self.offsets), state))
         self._unwritten, self._encoded, self._samples = 0, {}, []
+        self.written = self.counts.copy()
         ended = time.monotonic()
         self._due_at = ended + max(self.checkpoint_ms / 1000, 10 * (ended - began))
         self.state_bytes = len(state)

@@ -314,6 +314,28 @@ class KafkaLog(Log):
     def _unavailable(self, doing: str, error: object) -> Unavailable:
         return Unavailable(f"kafka://{self.bootstrap}: {doing} failed: {error}")
 
+    def _gone(self, names: Sequence[str]) -> NotFound | None:
+        """NotFound naming the first of topics ``names`` (Kafka's names) that the broker says
+        no longer exists (deleted while this process used it), else None: a request about
+        it failed, and waiting for the broker would not bring it back."""
+        for name in names:
+            try:
+                meta = self._admin.list_topics(topic=name, timeout=self.timeout_s).topics.get(name)
+            except KafkaException:
+                return None  # no answer: the broker is away, not the topic
+            if meta is None or (meta.error is not None and
+                                meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                topic = name[len(self.prefix):]
+                self._partitions.pop(topic, None)
+                return NotFound(
+                    f"topic '{topic}' (as '{name}') no longer exists in kafka://"
+                    f"{self.bootstrap}: it was deleted while this process used it, and its "
+                    f"records with it. A role started again would make it anew, empty, and "
+                    f"its offsets would count other records: start over in a new log and "
+                    f"registry (another ?prefix= in the log URL, a new --registry) and ingest "
+                    f"the events again")
+        return None
+
     def _asking_failed(self, doing: str, error: KafkaException | TimeoutError) -> Unavailable:
         """A question to the broker (each asked with ``timeout_s``) that failed: one that
         no broker answered (none reachable at the address) says so, as ``_no_answer``,
@@ -535,8 +557,8 @@ class KafkaLog(Log):
                 error = e.args[0]
                 transient = error.retriable() or error.code() in _NOT_YET
                 if not transient or time.monotonic() > deadline:
-                    raise self._unavailable(f"asking where '{name}' partition {partition} "
-                                            "ends", e) from e
+                    raise self._gone([name]) or self._unavailable(
+                        f"asking where '{name}' partition {partition} ends", e) from e
                 time.sleep(0.05)
                 if error.code() in _NOT_YET:  # librdkafka may not look its leader up again
                     with suppress(KafkaException):
@@ -726,7 +748,8 @@ class KafkaLog(Log):
             if _is_fenced(e):
                 raise fenced(owner, f"kafka://{self.bootstrap}", "a newer producer of "
                              f"transactional.id 'livelearn-{self.prefix}{owner}'") from e
-            raise self._unavailable(f"a transaction of {len(items)} records", e) from e
+            raise self._gone(sorted({item[0] for item in items})) or \
+                self._unavailable(f"a transaction of {len(items)} records", e) from e
 
     def _abort(self, producer: Producer, owner: str, error: Exception, claimed: bool) -> None:
         """Abort the open transaction; a producer that cannot go on (fenced) is dropped, and

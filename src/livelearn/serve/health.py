@@ -49,7 +49,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from livelearn.errors import Unavailable
+from livelearn.errors import NotFound, Unavailable
 from livelearn.log.base import Log
 
 logger = logging.getLogger("livelearn.serve")
@@ -70,12 +70,16 @@ class LogHealth:
     @contextmanager
     def appending(self) -> Iterator[None]:
         """Around a request's appends, one request at a time: while the log is failing,
-        Unavailable at once (``check``); else Unavailable inside (raised on) makes the
-        log failing, and leaving without an exception ends it."""
+        Unavailable at once (``check``); else Unavailable inside (raised on), or NotFound
+        (a topic deleted: raised as Unavailable), makes the log failing, and leaving
+        without an exception ends it."""
         with self._turn:
             self.check()
             try:
-                yield
+                try:
+                    yield
+                except NotFound as e:  # a topic deleted under the server: the log's fault
+                    raise Unavailable(str(e)) from e
             except Unavailable as e:
                 with self._lock:
                     if self._failure is None:
