@@ -80,7 +80,7 @@ def test_join_and_train_wait_for_their_broker_and_go_on(tmp_path: Path) -> None:
         assert "the log failed under the joiner" in said, said
         assert "the log answers again: the trainer went on from the checkpoints" in said, said
         # what each did, each sample once (records read again after the outage, twice)
-        assert "119 samples, dead letters: none" in said, said
+        assert "119 samples, 0 dead letters" in said, said
         assert "stopped: 118 samples learned" in said, said
         # the samples of an uninterrupted joiner, each once, in its order
         _ingest(f"kafka://{bootstrap}?prefix=r.", first, tmp_path)
