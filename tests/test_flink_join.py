@@ -10,6 +10,7 @@ import dataclasses
 import random
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,11 +22,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from livelearn.cli import main
 from livelearn.errors import ConfigError
-from livelearn.events import MAX_TS_MS, Event
+from livelearn.events import MAX_TS_MS, Event, ahead_of_log
 from livelearn.join import flink
 from livelearn.join.labels import DEMO_LABELS, Agg, Labels, declared
 from livelearn.join.runner import JoinRunner, make_joiner
-from livelearn.log.base import Log
+from livelearn.log.base import Log, Record
 from livelearn.log.kafka import KafkaLog
 from livelearn.sim.pipeline import PIPELINE, label
 from livelearn.spec import DEAD_LETTERS, PREDICTIONS, SAMPLES, FeedbackJoin, Pipeline
@@ -91,12 +92,19 @@ def fill(log: KafkaLog) -> None:
     log.append("read", [("u1", orjson.dumps(r)) for r in reads])
 
 
+def read_records(log: Log, topic: str) -> list[Record]:
+    """Every record of ``topic`` (partition 0). Each read goes on after the offset of the
+    last record read, not after as many records as were read: a transactional topic (the
+    samples of an unbounded Flink job, the embedded joiner's outputs) has offsets that
+    hold transaction markers, no records."""
+    records: list[Record] = []
+    while batch := log.read(topic, 0, records[-1].offset + 1 if records else 0, 1000):
+        records += batch
+    return records
+
+
 def read_all(log: Log, topic: str) -> list[dict[str, Any]]:
-    values, offset = [], 0
-    while batch := log.read(topic, 0, offset, 1000):
-        values += [orjson.loads(r.value) for r in batch]
-        offset = batch[-1].offset + 1
-    return values
+    return [orjson.loads(r.value) for r in read_records(log, topic)]
 
 
 @pytest.fixture(scope="module")
@@ -376,6 +384,67 @@ def test_a_number_beyond_a_double_is_malformed_for_both(flink_ready: None,
         ("malformed", "click", "huge_click"), ("malformed", "predictions", "huge"),
         ("malformed", "predictions", "huge_feature"),
         ("malformed", "predictions", "long_feature"), ("malformed", "read", "huge_read")]
+
+
+YEAR_MS = 365 * 86_400_000
+
+
+def fill_ahead(now: int) -> Callable[[KafkaLog], None]:
+    """Ten predictions of the last hour (before ``now``), each with a click and a read; a
+    click and a read in the middle of their topics, and a prediction at the end, a year
+    ahead of ``now``: a producer writing to the log directly with its clock ahead (the
+    topics take the broker's time, LogAppendTime)."""
+    def fill(log: KafkaLog) -> None:
+        for topic in DECLARED.topics:
+            log.create_topic(topic)
+        start = now - 3_600_000
+        preds = [prediction(f"r{i}", start + i * 7_000) for i in range(10)]
+        clicks = [event("click", f"r{i}", start + i * 7_000 + 5, f"c{i}") for i in range(10)]
+        reads = [event("read", f"r{i}", start + i * 7_000 + 9, f"d{i}", seconds=1.5)
+                 for i in range(10)]
+        clicks.insert(4, event("click", "r4", now + YEAR_MS, "ahead_click"))
+        reads.insert(6, event("read", "r6", now + YEAR_MS, "ahead_read", seconds=1.0))
+        preds.append(prediction("ahead_prediction", now + YEAR_MS))
+        log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+        log.append("click", [("u1", orjson.dumps(c)) for c in clicks])
+        log.append("read", [("u1", orjson.dumps(r)) for r in reads])
+
+    return fill
+
+
+def test_an_event_far_ahead_of_its_records_time_is_malformed_for_both(
+        flink_ready: None, kafka_bootstrap: str) -> None:
+    """A click and a read a year ahead of when the broker wrote them: both joiners
+    dead-letter each as malformed, in events.ahead_of_log's words, and the events after it
+    join. Before, the Flink job took them: each moved its source's watermark a year ahead,
+    and every later click or read was dead-lettered late (their predictions labelled 0).
+    A prediction is not judged so, by either."""
+    filler, prefixes = fill_ahead(int(time.time() * 1000)), []
+
+    def fill(log: KafkaLog) -> None:
+        prefixes.append(log.prefix)
+        filler(log)
+
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap, fill)
+    assert sorted(s["id"] for s in want_samples) == ["ahead_prediction",
+                                                     *(f"r{i}" for i in range(10))]
+    assert sorted(got_samples, key=lambda s: s["id"]) == \
+        sorted(want_samples, key=lambda s: s["id"])
+    assert all(s["labels"] == {"clicked": 1.0, "dwell_s": 1.5} for s in got_samples
+               if s["id"] != "ahead_prediction")
+    assert _reasons(got_dead) == _reasons(want_dead) == [
+        ("malformed", "click", "ahead_click"), ("malformed", "read", "ahead_read")]
+    for dead, prefix in zip((want_dead, got_dead), prefixes, strict=True):
+        log = KafkaLog(kafka_bootstrap, prefix=prefix)
+        for letter in dead:  # each joiner's log got the records at times of its own
+            topic, _, offset = letter["source"].partition("/0@")
+            record = {r.offset: r for r in read_records(log, topic)}[int(offset)]
+            assert record.appended_ms is not None
+            assert letter["detail"] == ahead_of_log(letter["stream"], orjson.loads(
+                record.value)["ts"], record.appended_ms)
+        log.close()
+    assert sorted((d["source"], d["event"]) for d in got_dead) == \
+        sorted((d["source"], d["event"]) for d in want_dead)
 
 
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

@@ -177,6 +177,7 @@ def ahead_of_log(stream: str, ts: int, appended_ms: int) -> str:
     ``check_ts`` judged against the log's clock rather than this machine's, so that a
     replay of the log decides the same. A producer that wrote it to the log directly
     (neither ingest nor the server checked it) has its clock ahead, or its time wrong.
+    The Flink join writes the same words in SQL (join.flink._ahead_of_log).
 
     >>> ahead_of_log("click", 1_731_000_000_000, 1_700_000_000_000) # doctest: +ELLIPSIS
     "stream 'click', field 'ts': 1731000000000 is more than 300000 ms after ... (1700000000000)..."

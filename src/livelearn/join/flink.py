@@ -11,7 +11,11 @@ at the same path. The job:
 - reads predictions and each feedback stream from Kafka (raw JSON values; ``ts`` as a
   TIMESTAMP_LTZ(3) rowtime; watermark ``ts - allowed lateness``, emitted after every
   record, so the join's watermark is the smallest over the inputs of the largest ts
-  seen, minus the allowed lateness, as in the embedded joiner);
+  seen, minus the allowed lateness, as in the embedded joiner); a feedback event whose
+  ts is more than events.MAX_FUTURE_MS after its record's Kafka timestamp (when the
+  broker wrote it, in the topics livelearn creates) is ``malformed`` and moves no
+  watermark, as in the embedded joiner (Record.appended_ms), with the same detail
+  (events.ahead_of_log); a prediction is not judged so, by either;
 - joins them with an interval FULL JOIN on ``request_id``, ``f.ts BETWEEN p.ts AND
   p.ts + W``, then makes one sample per prediction with a session window of 2 ms on
   the prediction's rowtime per request_id: the join holds its output watermark back
@@ -99,6 +103,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -113,7 +118,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from livelearn.errors import ConfigError, NotFound, Unavailable
-from livelearn.events import MAX_TS_MS, MIN_TS_MS, lost_letter
+from livelearn.events import MAX_FUTURE_MS, MAX_TS_MS, MIN_TS_MS, ahead_of_log, lost_letter
 from livelearn.files import replace_file
 from livelearn.join.joiner import check_made_with, made_with
 from livelearn.join.labels import Agg, Labels, declared
@@ -341,19 +346,39 @@ def _source(kafka: _Kafka, topic: str, lateness_ms: int) -> str:
     """Kafka ``topic`` as a table: ``v`` the record, ``ts`` its time, ``rt`` the rowtime of
     a ts events.check_ms takes, else the epoch (the record is malformed: _ts_checks). A
     rowtime must not be NULL, which TO_TIMESTAMP_LTZ is from the year 10000 on (a ts in
-    microseconds): the job would fail; MAX_TS_MS itself is a millisecond earlier."""
+    microseconds): the job would fail; MAX_TS_MS itself is a millisecond earlier.
+
+    A stream's topic (not the predictions', which the embedded joiner does not judge so
+    either) also has ``appended``, the record's Kafka timestamp in ms (Record.appended_ms;
+    NULL for a record without one), and an event more than MAX_FUTURE_MS after it has the
+    epoch for its rowtime too (_ahead_of_log: malformed): the watermark is made here, at
+    the source, so a filter downstream would come after the event had moved it."""
     ts = _json_value("'$.ts'", "BIGINT")
+    latest, appended = str(MAX_TS_MS), ""
+    if topic != PREDICTIONS:
+        latest = f"LEAST({MAX_TS_MS}, COALESCE({_APPENDED} + {MAX_FUTURE_MS}, {MAX_TS_MS}))"
+        appended = f"""
+  `kts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  `ktype` STRING METADATA FROM 'timestamp-type' VIRTUAL,
+  `appended` AS {_APPENDED},"""
     return f"""CREATE TEMPORARY TABLE {_q("in_" + topic)} (
   `v` STRING,
   `kpartition` INT METADATA FROM 'partition' VIRTUAL,
-  `koffset` BIGINT METADATA FROM 'offset' VIRTUAL,
+  `koffset` BIGINT METADATA FROM 'offset' VIRTUAL,{appended}
   `ts` AS {ts},
-  `rt` AS TO_TIMESTAMP_LTZ(CASE WHEN {ts} BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}
+  `rt` AS TO_TIMESTAMP_LTZ(CASE WHEN {ts} BETWEEN {MIN_TS_MS} AND {latest}
     THEN LEAST({ts}, {MAX_TS_MS - 1}) ELSE 0 END, 3),
   WATERMARK FOR `rt` AS `rt` - {_interval(lateness_ms)}
 ) WITH (
 {_with(kafka.source(topic))}
 )"""
+
+
+#: A record's Kafka timestamp (its ``kts`` and ``ktype`` metadata) in ms since the epoch,
+#: or NULL if it has none (a computed column cannot name another: ``rt`` repeats it). The
+#: job's time zone is UTC (_config), which EXTRACT reads a TIMESTAMP_LTZ in.
+_APPENDED = ("CASE WHEN `ktype` <> 'NoTimestampType' THEN EXTRACT(EPOCH FROM `kts`) * 1000 + "
+             "EXTRACT(MILLISECOND FROM `kts`) END")
 
 
 def _sink(kafka: _Kafka, topic: str, limit: int) -> str:
@@ -370,10 +395,13 @@ def _sink(kafka: _Kafka, topic: str, limit: int) -> str:
 # -- checks: malformed and late records ------------------------------------------------
 
 
-def _checked(name: str, checks: list[tuple[str, str]]) -> str:
-    """A view of source ``in_name`` with ``malformed``: the first failed check's message."""
-    cases = "\n".join(f"    WHEN NOT COALESCE({cond}, FALSE) THEN {_lit(msg)}"
-                      for cond, msg in checks)
+def _checked(name: str, checks: list[tuple[str, str]],
+             computed: Sequence[tuple[str, str]] = ()) -> str:
+    """A view of source ``in_name`` with ``malformed``: the first failed check's message
+    (``checks``: a condition and its message; then ``computed``: a condition and SQL that
+    makes its message)."""
+    cases = "\n".join(f"    WHEN NOT COALESCE({cond}, FALSE) THEN {msg}"
+                      for cond, msg in [*((c, _lit(m)) for c, m in checks), *computed])
     return f"""CREATE TEMPORARY VIEW {_q("checked_" + name)} AS
 SELECT *, {_lit(name + "/")} || CAST(`kpartition` AS STRING) || '@' || CAST(`koffset` AS STRING)
     AS `source`,
@@ -459,7 +487,23 @@ def _checked_feedback(stream: Stream) -> str:
             continue
         checks.append((_type_check(f"$.payload{_member(fname)}", kind),
                        f"stream '{name}', field 'payload.{fname}': expected {kind.__name__}"))
-    return _checked(name, checks)
+    return _checked(name, checks, [_ahead_of_log(name)])
+
+
+def _ahead_of_log(stream: str) -> tuple[str, str]:
+    """The check that an event of ``stream`` is at most MAX_FUTURE_MS after its record's
+    Kafka timestamp (``appended``: _source), as Joiner._decode's, last as there; its
+    message is events.ahead_of_log's, its numbers filled in by SQL."""
+    marks = "|".join(_AHEAD_MARKS)
+    words = re.split(f"({marks})", ahead_of_log(stream, *map(int, _AHEAD_MARKS)))
+    detail = " || ".join(f"CAST({_AHEAD_MARKS[part]} AS STRING)" if part in _AHEAD_MARKS
+                         else _lit(part) for part in words if part)
+    return f"`appended` IS NULL OR `ts` <= `appended` + {MAX_FUTURE_MS}", detail
+
+
+#: Numbers no event time is (events.check_ms refuses them) that stand for the columns in
+#: events.ahead_of_log's message: the event's ts, its record's append time.
+_AHEAD_MARKS = {"-9000000000000001": "`ts`", "-9000000000000002": "`appended`"}
 
 
 def _type_check(path: str, kind: type) -> str:
