@@ -150,9 +150,10 @@ def test_a_checkpoint_edited_into_text_is_corrupt_in_one_line(
         Path(ratings).write_bytes(b"".join(part))
         assert main(["-q", "ingest", pipeline, "ratings", ratings, "--log", f"sqlite:///{db}"]) == 0
         assert main(["-q", *join]) == 0
-    for where, code in (("slot = 0", 0), ("1", 2)):
+    for where, code in (("slot = 0", 0), ("1", 2)):  # of the joiner's group, not its others'
         with sqlite3.connect(db) as conn:
-            conn.execute(f"UPDATE checkpoints SET state = CAST(state AS TEXT) WHERE {where}")
+            conn.execute(f"UPDATE checkpoints SET state = CAST(state AS TEXT) "
+                         f"WHERE grp = 'joiner' AND {where}")
         capsys.readouterr()
         assert main(["-q", *join]) == code
     assert capsys.readouterr().err == (f"livelearn: every checkpoint of group 'joiner' in {db} "
