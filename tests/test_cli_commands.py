@@ -67,6 +67,22 @@ def test_replay_reports_the_trainers_dead_letters(tmp_path: Path,
     assert not [r for r in caplog.records if "cannot be learned" in r.getMessage()]
 
 
+def test_a_replay_that_learned_from_no_sample_fails(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Every event taken, every sample dead-lettered (here the trainer's: features it cannot
+    hash): the replay exited 0 having learned nothing, as if it had worked."""
+    (tmp_path / "p.py").write_text(BAD_FEATURES)
+    _ratings(tmp_path / "r.jsonl", ["nan"] * 10)
+    assert main(["-q", "replay", str(tmp_path / "p.py"), "--workdir", str(tmp_path / "w"),
+                 "--events", f"ratings={tmp_path / 'r.jsonl'}"]) == 2
+    out, err = capsys.readouterr()
+    assert "10 events, 0 samples, 10 dead letters (malformed 10)" in out
+    assert (
+        "livelearn: no sample was learned from the 10 events: 10 dead letters (malformed 10) "
+        "(each one's reason is in the dead_letters topic); does the pipeline's features or "
+        "label function fail on every event?") in err.splitlines(), err
+
+
 def test_a_regressions_report_says_its_error_is_better_lower(tmp_path: Path) -> None:
     """The dashboard and the study said which way the metric goes; the replay's page did not,
     and a rating's MAE falling over the plot looked like the model getting worse."""

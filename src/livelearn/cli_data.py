@@ -292,6 +292,8 @@ def _replay(args: argparse.Namespace) -> int:
     _say_late_counted(report["late_counted"], pipeline.feedback.allowed_lateness_ms)
     _none_accepted({source: (given["events"], given["dead"])
                       for source, given in report["inputs"].items()})
+    if not args.then_live:  # live, the windows still open may yet give samples
+        _none_learned(report)
     if args.then_live:
         loops = _resuming(args, loop, pipeline, log, registry, data)
         try:
@@ -358,6 +360,19 @@ def _none_accepted(given: dict[str, tuple[int, int]]) -> None:
                        f"dead-lettered (the first errors are above, each one's reason in the "
                        f"dead_letters topic); is it that stream's file, with the fields the "
                        f"pipeline declares?")
+
+
+def _none_learned(report: dict[str, Any]) -> None:
+    """BadInput where a replay took events but learned from no sample, each dead-lettered
+    by the joiner or the trainer (a features or label function that fails on every event,
+    labels of the wrong kind): a replay that learned nothing is no success to a script."""
+    dead = {reason: n for reason, n in report["dead_letters"].items()
+            if not reason.endswith("_at_ingest")}
+    if report["events"] and not report["samples"] and dead:
+        raise BadInput(f"no sample was learned from the {report['events']} events: "
+                       f"{dead_letters_said(dead)} (each one's reason is in the dead_letters "
+                       f"topic); does the pipeline's features or label function fail on "
+                       f"every event?")
 
 
 def _say_late(late: int, events: int, lateness_ms: int) -> None:
