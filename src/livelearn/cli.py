@@ -24,9 +24,11 @@ from livelearn.cli_data import (
     number_of,
     port_number,
     positive_seconds,
+    read_them,
     utc,
 )
 from livelearn.cli_data import add_parsers as add_data_parsers
+from livelearn.cli_dead_letters import add_parsers as add_dead_letters_parsers
 from livelearn.cli_examples import add_parsers as add_examples_parsers
 from livelearn.cli_study import add_parsers as add_study_parsers
 from livelearn.errors import ConfigError, LivelearnError
@@ -76,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             logging.getLogger("livelearn").setLevel(logging.NOTSET)
         if held.count:
+            command = read_them(args)
             print(f"livelearn: -q held back {held.count} warnings of samples the trainer "
-                  f"could not learn; the dead_letters topic has each one's reason",
-                  file=sys.stderr)
+                  f"could not learn; the dead_letters topic has each one's reason"
+                  f"{f' ({command} prints them)' if command else ''}", file=sys.stderr)
 
 
 class Terminated(KeyboardInterrupt):
@@ -133,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     _role_parsers(sub)
     _models_parser(sub)
     add_data_parsers(sub)
+    add_dead_letters_parsers(sub)
     add_study_parsers(sub)
     add_examples_parsers(sub)
     return p

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from livelearn.errors import BadInput, ConfigError, make_folder
 
@@ -199,6 +199,8 @@ def _ingest(args: argparse.Namespace) -> int:
                     data_dir=args.data or data_dir_of(args.pipeline),
                     late_before=None if past is None else past[1])
     _say_ingested(args.stream, result.events, result.dead, result.first_errors or [])
+    if result.dead:
+        say_read_them(args, sys.stderr, "  ")
     if past is not None and result.behind:
         _say_behind(args, pipeline, result.behind, result.events, past[0])
     _none_accepted({f"{args.stream}={args.file}": (result.events, result.dead)})
@@ -287,6 +289,8 @@ def _replay(args: argparse.Namespace) -> int:
           f"{dead_letters_said(report['dead_letters'])}, {report['metric']} "
           f"{'-' if value is None else f'{value:.4f}'}, {report['events_per_s']:.0f} "
           f"events/s; report {html}", flush=True)
+    if sum(report["dead_letters"].values()):
+        say_read_them(args)
     _say_late(report["dead_letters"].get("late", 0), report["events"],
               pipeline.feedback.allowed_lateness_ms)
     _say_late_counted(report["late_counted"], pipeline.feedback.allowed_lateness_ms)
@@ -347,6 +351,29 @@ def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) 
     print(f"{source}: {events} events appended, {dead} dead-lettered", flush=True)
     for error in first_errors:
         print(f"  {error}", file=sys.stderr, flush=True)
+
+
+def say_read_them(args: argparse.Namespace, file: TextIO | None = None, indent: str = "",
+                  ) -> None:
+    """Say which command prints the dead letters a command (its ``args``) wrote, each with
+    its reason: nothing for the in-memory log, gone with the command."""
+    if read_them(args) is not None:
+        print(f"{indent}every dead letter with its reason: {read_them(args)}",
+              file=file or sys.stdout, flush=True)
+
+
+def read_them(args: argparse.Namespace) -> str | None:
+    """The `livelearn dead-letters` command that reads the log a command's ``args`` name;
+    None for the in-memory log, which no other command reads, or a command of no pipeline."""
+    if not hasattr(args, "pipeline") or (getattr(args, "log", None) or "").startswith(
+            "memory:"):
+        return None
+    where = ""
+    if getattr(args, "log", None) is not None:
+        where = f" --log {shlex.quote(args.log)}"
+    elif getattr(args, "workdir", None) is not None:
+        where = f" --workdir {shlex.quote(str(args.workdir))}"
+    return f"livelearn dead-letters {shlex.quote(args.pipeline)}{where}"
 
 
 def _none_accepted(given: dict[str, tuple[int, int]]) -> None:

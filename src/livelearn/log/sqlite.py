@@ -202,8 +202,7 @@ class SQLiteLog(Log):
         Traceback (most recent call last):
         livelearn.errors.ConfigError: log URL 'sqlite:///': expected sqlite:///relative/...
         """
-        path, _, query = url.removeprefix("sqlite://").partition("?")
-        path = path[1:] if path.startswith("/") else path
+        path, query = file_of(url), url.partition("?")[2]
         if not path:
             raise ConfigError(f"log URL {url!r}: expected sqlite:///relative/path.db or "
                               f"sqlite:////absolute/path.db")
@@ -446,6 +445,17 @@ class SQLiteLog(Log):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def file_of(url: str) -> str:
+    """The file a ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` URL names
+    ('' for none).
+
+    >>> file_of("sqlite:///ll/log.db?retention_hours=2"), file_of("sqlite:////var/log.db")
+    ('ll/log.db', '/var/log.db')
+    """
+    path = url.removeprefix("sqlite://").partition("?")[0]
+    return path[1:] if path.startswith("/") else path
 
 
 def _ms(appended: float) -> int:
