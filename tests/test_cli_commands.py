@@ -79,8 +79,8 @@ def test_a_replay_that_learned_from_no_sample_fails(tmp_path: Path,
     assert "10 events, 0 samples, 10 dead letters (malformed 10)" in out
     assert (
         "livelearn: no sample was learned from the 10 events: 10 dead letters (malformed 10) "
-        "(each one's reason is in the dead_letters topic); does the pipeline's features or "
-        "label function fail on every event?") in err.splitlines(), err
+        "(`livelearn dead-letters` shows why); does the pipeline's features or label "
+        "function fail on every event?") in err.splitlines(), err
 
 
 def test_a_regressions_report_says_its_error_is_better_lower(tmp_path: Path) -> None:

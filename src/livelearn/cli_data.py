@@ -298,14 +298,14 @@ def _replay(args: argparse.Namespace) -> int:
                       for source, given in report["inputs"].items()})
     if not args.then_live:  # live, the windows still open may yet give samples
         _none_learned(report)
-    if args.then_live:
-        loops = _resuming(args, loop, pipeline, log, registry, data)
-        try:
-            _live(args, loops, pipeline, log, registry, data)
-        except KeyboardInterrupt:  # a replay cannot go on: run can
-            _say_stopped(loops.role, "`livelearn run` with the same work folder (or --log and "
-                               "--registry) resumes")
-            raise
+        return 0
+    loops = _resuming(args, loop, pipeline, log, registry, data)
+    try:
+        _live(args, loops, pipeline, log, registry, data)
+    except KeyboardInterrupt:  # a replay cannot go on: run can
+        _say_stopped(loops.role, "`livelearn run` with the same work folder (or --log and "
+                           "--registry) resumes")
+        raise
     return 0
 
 
@@ -397,9 +397,8 @@ def _none_learned(report: dict[str, Any]) -> None:
             if not reason.endswith("_at_ingest")}
     if report["events"] and not report["samples"] and dead:
         raise BadInput(f"no sample was learned from the {report['events']} events: "
-                       f"{dead_letters_said(dead)} (each one's reason is in the dead_letters "
-                       f"topic); does the pipeline's features or label function fail on "
-                       f"every event?")
+                       f"{dead_letters_said(dead)} (`livelearn dead-letters` shows why); "
+                       f"does the pipeline's features or label function fail on every event?")
 
 
 def _say_late(late: int, events: int, lateness_ms: int) -> None:
