@@ -378,6 +378,39 @@ def test_a_number_beyond_a_double_is_malformed_for_both(flink_ready: None,
         ("malformed", "predictions", "long_feature"), ("malformed", "read", "huge_read")]
 
 
+#: Feedback ids of equal ts, in the order of Python's str (code points), which the embedded
+#: joiner lists them in: a space and "!" sort before the quote JSON puts after "c", a quote
+#: before "#" (JSON escapes it as \"), U+FF01 before an emoji (Java's strings compare
+#: UTF-16 units: an emoji's surrogates come first).
+TIED_IDS = (["c", "c a", "c!"], ['d"', "d#"], ["\uff01", "\U0001f600"])
+
+
+def fill_tied(log: KafkaLog) -> None:
+    """Four predictions; three with feedback events of the same ts whose ids sort apart
+    as text and as JSON (TIED_IDS), given in reverse order."""
+    for topic in DECLARED.topics:
+        log.create_topic(topic)
+    preds = [prediction(f"r{i}", T0 + i * 7_000) for i in range(4)]
+    clicks = [event("click", f"r{i}", T0 + i * 7_000 + 9, eid)
+              for i, ids in enumerate(TIED_IDS) for eid in reversed(ids)]
+    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    log.append("click", [("u1", orjson.dumps(c)) for c in clicks])
+
+
+def test_feedback_of_equal_ts_is_listed_in_id_order_by_both(flink_ready: None,
+                                                            kafka_bootstrap: str) -> None:
+    """A sample lists its feedback ids in (ts, id) order, ids compared as Python compares
+    str; before, the Flink job compared them as JSON text in UTF-16 ("c a" and "c!" before
+    "c", "d#" before 'd"', an emoji before U+FF01), so the two joiners' samples differed."""
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
+                                                                      fill_tied)
+    assert [s["feedback"] for s in sorted(want_samples, key=lambda s: s["id"])] == \
+        [*TIED_IDS, []]
+    assert sorted(got_samples, key=lambda s: s["id"]) == \
+        sorted(want_samples, key=lambda s: s["id"])
+    assert got_dead == want_dead == []
+
+
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     def ident(d: dict[str, Any]) -> str:
         try:

@@ -530,10 +530,14 @@ def _label_sql(a: Agg) -> str:
 def _samples_made(window_ms: int, labels: Labels) -> str:
     """Every sample: its key ``k`` (the request_id) and its JSON ``v``."""
     label_obj = ", ".join(f"KEY {_lit(a.name)} VALUE {_label_sql(a)}" for a in labels.aggs)
-    # feedback ids in (ts, id) order: sort "\x01" + 20-digit ts + JSON id, then strip prefixes
+    # feedback ids in (ts, id) order, ids compared as Python compares str, by code point: as
+    # their UTF-8 bytes compare, in hex (Java compares UTF-16 units, and the JSON text of an
+    # id has quotes and escapes). Sort "\x01" + 20-digit ts + hex id + " " + JSON id, then
+    # strip all but the JSON id
     ordered = ("ARRAY_JOIN(ARRAY_SORT(ARRAY_AGG(CHR(1) || LPAD(CAST(`f_ts` AS STRING), 20, '0')"
-               " || JSON_STRING(`f_id`))), ',')")
-    ids = f"'[' || REGEXP_REPLACE(COALESCE({ordered}, ''), '\\x01[0-9]{{20}}', '') || ']'"
+               " || HEX(`f_id`) || ' ' || JSON_STRING(`f_id`))), ',')")
+    ids = (f"'[' || REGEXP_REPLACE(COALESCE({ordered}, ''), '\\x01[0-9]{{20}}[0-9A-F]* ', '')"
+           " || ']'")
     return f"""CREATE TEMPORARY VIEW `samples_made` AS
 SELECT `p_request_id` AS `k`, JSON_OBJECT(
   KEY 'id' VALUE `p_request_id`,
