@@ -62,12 +62,17 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   not as text; a dead letter's are in the embedded joiner's order); floats are
   re-encoded by Java. ``sum`` adds in arrival order, so it may differ in the last bit
   from the embedded (ts, id) order for non-dyadic values.
-- Several partitions per topic: Flink reads them in no event-time order (the embedded
-  joiner merges them by ts), and an empty one holds its source's watermark back until
-  the end of a bounded run (``IDLE_TIMEOUT`` of idleness in an unbounded one). Records
-  that are in time give the same samples; records the embedded joiner calls late may
-  join or make samples instead. Samples are placed by Kafka's default partitioner, not
-  ``partition_for``. With one partition per topic (the default) none of this arises.
+- Reading order: Flink reads each topic, and each partition, at its own pace, in no
+  event-time order (the embedded joiner merges them all by ts), and an empty partition
+  holds its source's watermark back until the end of a bounded run (``IDLE_TIMEOUT`` of
+  idleness in an unbounded one). Records that come in time (ts not below the newest ts
+  before them in their partition, less the allowed lateness) give the same samples. A
+  record that comes behind that, and is still taken (a prediction whose window has not
+  ended, feedback of an open window), may be joined by one joiner and dead-lettered by
+  the other, either way, with one partition per topic as with several: the watermark
+  when Flink joins it depends on how far it had read the other topics (docs/scale-out.md
+  shows a case). Samples are placed by Kafka's default partitioner, not
+  ``partition_for``.
 - Retention: an unbounded job whose consumer group's next records were deleted before
   it read them is refused before it starts (Lost, as the embedded joiner stops; with
   ``skip_lost``, ``--skip-lost``, each gap is dead-lettered with reason lost and the
