@@ -51,8 +51,10 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   string, "2.5" not a float, 1.5 not an int; an event's key and id are non-empty
   strings). A number beyond a double's range anywhere in a record (1e400 in
   the features or a payload field no schema declares) makes it malformed, as orjson
-  refuses it (``_numbers_within_doubles``). The detail names the first failed check in
-  words of its own.
+  refuses it (``_numbers_within_doubles``), and so does a surrogate escaped unpaired
+  (``"\\ud800"`` alone: ``_surrogates_paired``). A record of bytes that are not UTF-8
+  is not: Flink's raw format decodes it, replacing them (the embedded joiner: malformed).
+  The detail names the first failed check in words of its own.
 - ``too_large``: the size in the detail is of Flink's JSON of the sample (or letter),
   which may differ from orjson's by the floats' encoding and the malformed details'
   wording; the 1,000 characters kept of a sample are of Flink's JSON, keys sorted
@@ -392,6 +394,8 @@ def _ts_checks(stream: str) -> list[tuple[str, str]]:
     return [("`v` IS JSON OBJECT", "event must be a JSON object"),
             (_numbers_within_doubles(), f"stream '{stream}': a number beyond a double's "
              f"range (more than {_MAX_DOUBLE} in magnitude)"),
+            (_surrogates_paired(), f"stream '{stream}': a \\u escape of half a surrogate "
+             "pair (\\ud800 to \\udfff, unpaired), which is no text"),
             (f"`ts` BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}", f"stream '{stream}', field 'ts': "
              "expected integer milliseconds since the epoch")]
 
@@ -416,6 +420,22 @@ def _numbers_within_doubles() -> str:
     within = (f"COALESCE(ARRAY_MAX({numbers}) <= {_MAX_DOUBLE} AND ARRAY_MIN({numbers}) >= "
               f"-{_MAX_DOUBLE}, TRUE)")
     return f"CASE WHEN REGEXP(`v`, {_lit(_BIG_NUMBER_HINT)}) THEN {within} ELSE TRUE END"
+
+
+#: A JSON escape of a UTF-16 surrogate, high (\ud800 to \udbff) or low.
+_SURROGATE = r"\\u[dD][89a-fA-F]"
+#: An escaped backslash, or a high surrogate's escape followed by a low one's: a pair.
+_PAIRED = r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+
+
+def _surrogates_paired() -> str:
+    """Whether every surrogate escaped in the record ``v`` is half of a pair, as orjson
+    reads the embedded joiner's records ("\\ud800" alone makes them malformed; Flink's
+    JSON functions read it, and the sample written had a "?" in its place). Only a record
+    that escapes a surrogate at all is searched: without its escaped backslashes and
+    pairs, from left to right, it must have none left."""
+    unpaired = f"REGEXP(REGEXP_REPLACE(`v`, {_lit(_PAIRED)}, ''), {_lit(_SURROGATE)})"
+    return f"CASE WHEN REGEXP(`v`, {_lit(_SURROGATE)}) THEN NOT {unpaired} ELSE TRUE END"
 
 
 def _checked_predictions() -> str:
