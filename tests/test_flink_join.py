@@ -447,6 +447,73 @@ def test_an_event_far_ahead_of_its_records_time_is_malformed_for_both(
         sorted((d["source"], d["event"]) for d in want_dead)
 
 
+#: Feedback ids of equal ts, in the order of Python's str (code points), which the embedded
+#: joiner lists them in: a space and "!" sort before the quote JSON puts after "c", a quote
+#: before "#" (JSON escapes it as \"), U+FF01 before an emoji (Java's strings compare
+#: UTF-16 units: an emoji's surrogates come first).
+TIED_IDS = (["c", "c a", "c!"], ['d"', "d#"], ["\uff01", "\U0001f600"])
+
+
+def fill_tied(log: KafkaLog) -> None:
+    """Four predictions; three with feedback events of the same ts whose ids sort apart
+    as text and as JSON (TIED_IDS), given in reverse order."""
+    for topic in DECLARED.topics:
+        log.create_topic(topic)
+    preds = [prediction(f"r{i}", T0 + i * 7_000) for i in range(4)]
+    clicks = [event("click", f"r{i}", T0 + i * 7_000 + 9, eid)
+              for i, ids in enumerate(TIED_IDS) for eid in reversed(ids)]
+    log.append(PREDICTIONS, [(p["request_id"], orjson.dumps(p)) for p in preds])
+    log.append("click", [("u1", orjson.dumps(c)) for c in clicks])
+
+
+def test_feedback_of_equal_ts_is_listed_in_id_order_by_both(flink_ready: None,
+                                                            kafka_bootstrap: str) -> None:
+    """A sample lists its feedback ids in (ts, id) order, ids compared as Python compares
+    str; before, the Flink job compared them as JSON text in UTF-16 ("c a" and "c!" before
+    "c", "d#" before 'd"', an emoji before U+FF01), so the two joiners' samples differed."""
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
+                                                                      fill_tied)
+    assert [s["feedback"] for s in sorted(want_samples, key=lambda s: s["id"])] == \
+        [*TIED_IDS, []]
+    assert sorted(got_samples, key=lambda s: s["id"]) == \
+        sorted(want_samples, key=lambda s: s["id"])
+    assert got_dead == want_dead == []
+
+
+def fill_surrogates(log: KafkaLog) -> None:
+    """Four predictions, each with a click; a prediction whose features and a click whose
+    id escape half a surrogate pair ("\\ud800" alone, "\\udc00\\ud800" reversed), one
+    preceded by an escaped backslash; and ids that are text: an escaped backslash before
+    "ud800", a pair escaped in capitals."""
+    for topic in DECLARED.topics:
+        log.create_topic(topic)
+    preds = [orjson.dumps(prediction(f"r{i}", T0 + i * 7_000)) for i in range(4)]
+    preds.append(orjson.dumps(prediction("lone", T0 + 1)).replace(b'"n":1.5',
+                                                                   b'"s":"a\\ud800b"'))
+    ids = [b"c0", b"lone\\udc00\\ud800", b"c2\\\\ud800", b"c3\\uD83D\\uDE00", b"c\\\\\\ud800"]
+    clicks = [orjson.dumps(event("click", f"r{i % 4}", T0 + i % 4 * 7_000 + i, "ID")
+                           ).replace(b'"ID"', b'"' + eid + b'"') for i, eid in enumerate(ids)]
+    log.append(PREDICTIONS, [("k", p) for p in preds])
+    log.append("click", [("u1", c) for c in clicks])
+
+
+def test_a_surrogate_escaped_unpaired_is_malformed_for_both(flink_ready: None,
+                                                            kafka_bootstrap: str) -> None:
+    """JSON that escapes half a surrogate pair holds no text (orjson refuses it: the
+    embedded joiner's malformed), wherever it is in the record. Before, the Flink job
+    made a sample of such a prediction, and listed such a click's id in r1's sample with
+    a "?" in place of the escapes."""
+    (want_samples, want_dead), (got_samples, got_dead) = both_joiners(kafka_bootstrap,
+                                                                      fill_surrogates)
+    assert [s["feedback"] for s in sorted(want_samples, key=lambda s: s["id"])] == \
+        [["c0"], [], ["c2\\ud800"], ["c3\U0001f600"]]
+    assert sorted(got_samples, key=lambda s: s["id"]) == \
+        sorted(want_samples, key=lambda s: s["id"])
+    assert [(d["reason"], d["stream"]) for d in sorted(got_dead, key=lambda d: d["stream"])] \
+        == [(d["reason"], d["stream"]) for d in sorted(want_dead, key=lambda d: d["stream"])] \
+        == [("malformed", "click"), ("malformed", "click"), ("malformed", PREDICTIONS)]
+
+
 def _reasons(dead: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     def ident(d: dict[str, Any]) -> str:
         try:

@@ -55,8 +55,10 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   string, "2.5" not a float, 1.5 not an int; an event's key and id are non-empty
   strings). A number beyond a double's range anywhere in a record (1e400 in
   the features or a payload field no schema declares) makes it malformed, as orjson
-  refuses it (``_numbers_within_doubles``). The detail names the first failed check in
-  words of its own.
+  refuses it (``_numbers_within_doubles``), and so does a surrogate escaped unpaired
+  (``"\\ud800"`` alone: ``_surrogates_paired``). A record of bytes that are not UTF-8
+  is not: Flink's raw format decodes it, replacing them (the embedded joiner: malformed).
+  The detail names the first failed check in words of its own.
 - ``too_large``: the size in the detail is of Flink's JSON of the sample (or letter),
   which may differ from orjson's by the floats' encoding and the malformed details'
   wording; the 1,000 characters kept of a sample are of Flink's JSON, keys sorted
@@ -66,12 +68,17 @@ What differs, because Flink keeps no memory of closed windows nor of the ids it 
   not as text; a dead letter's are in the embedded joiner's order); floats are
   re-encoded by Java. ``sum`` adds in arrival order, so it may differ in the last bit
   from the embedded (ts, id) order for non-dyadic values.
-- Several partitions per topic: Flink reads them in no event-time order (the embedded
-  joiner merges them by ts), and an empty one holds its source's watermark back until
-  the end of a bounded run (``IDLE_TIMEOUT`` of idleness in an unbounded one). Records
-  that are in time give the same samples; records the embedded joiner calls late may
-  join or make samples instead. Samples are placed by Kafka's default partitioner, not
-  ``partition_for``. With one partition per topic (the default) none of this arises.
+- Reading order: Flink reads each topic, and each partition, at its own pace, in no
+  event-time order (the embedded joiner merges them all by ts), and an empty partition
+  holds its source's watermark back until the end of a bounded run (``IDLE_TIMEOUT`` of
+  idleness in an unbounded one). Records that come in time (ts not below the newest ts
+  before them in their partition, less the allowed lateness) give the same samples. A
+  record that comes behind that, and is still taken (a prediction whose window has not
+  ended, feedback of an open window), may be joined by one joiner and dead-lettered by
+  the other, either way, with one partition per topic as with several: the watermark
+  when Flink joins it depends on how far it had read the other topics (docs/scale-out.md
+  shows a case). Samples are placed by Kafka's default partitioner, not
+  ``partition_for``.
 - Retention: an unbounded job whose consumer group's next records were deleted before
   it read them is refused before it starts (Lost, as the embedded joiner stops; with
   ``skip_lost``, ``--skip-lost``, each gap is dead-lettered with reason lost and the
@@ -415,6 +422,8 @@ def _ts_checks(stream: str) -> list[tuple[str, str]]:
     return [("`v` IS JSON OBJECT", "event must be a JSON object"),
             (_numbers_within_doubles(), f"stream '{stream}': a number beyond a double's "
              f"range (more than {_MAX_DOUBLE} in magnitude)"),
+            (_surrogates_paired(), f"stream '{stream}': a \\u escape of half a surrogate "
+             "pair (\\ud800 to \\udfff, unpaired), which is no text"),
             (f"`ts` BETWEEN {MIN_TS_MS} AND {MAX_TS_MS}", f"stream '{stream}', field 'ts': "
              "expected integer milliseconds since the epoch")]
 
@@ -439,6 +448,22 @@ def _numbers_within_doubles() -> str:
     within = (f"COALESCE(ARRAY_MAX({numbers}) <= {_MAX_DOUBLE} AND ARRAY_MIN({numbers}) >= "
               f"-{_MAX_DOUBLE}, TRUE)")
     return f"CASE WHEN REGEXP(`v`, {_lit(_BIG_NUMBER_HINT)}) THEN {within} ELSE TRUE END"
+
+
+#: A JSON escape of a UTF-16 surrogate, high (\ud800 to \udbff) or low.
+_SURROGATE = r"\\u[dD][89a-fA-F]"
+#: An escaped backslash, or a high surrogate's escape followed by a low one's: a pair.
+_PAIRED = r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+
+
+def _surrogates_paired() -> str:
+    """Whether every surrogate escaped in the record ``v`` is half of a pair, as orjson
+    reads the embedded joiner's records ("\\ud800" alone makes them malformed; Flink's
+    JSON functions read it, and the sample written had a "?" in its place). Only a record
+    that escapes a surrogate at all is searched: without its escaped backslashes and
+    pairs, from left to right, it must have none left."""
+    unpaired = f"REGEXP(REGEXP_REPLACE(`v`, {_lit(_PAIRED)}, ''), {_lit(_SURROGATE)})"
+    return f"CASE WHEN REGEXP(`v`, {_lit(_SURROGATE)}) THEN NOT {unpaired} ELSE TRUE END"
 
 
 def _checked_predictions() -> str:
@@ -574,10 +599,14 @@ def _label_sql(a: Agg) -> str:
 def _samples_made(window_ms: int, labels: Labels) -> str:
     """Every sample: its key ``k`` (the request_id) and its JSON ``v``."""
     label_obj = ", ".join(f"KEY {_lit(a.name)} VALUE {_label_sql(a)}" for a in labels.aggs)
-    # feedback ids in (ts, id) order: sort "\x01" + 20-digit ts + JSON id, then strip prefixes
+    # feedback ids in (ts, id) order, ids compared as Python compares str, by code point: as
+    # their UTF-8 bytes compare, in hex (Java compares UTF-16 units, and the JSON text of an
+    # id has quotes and escapes). Sort "\x01" + 20-digit ts + hex id + " " + JSON id, then
+    # strip all but the JSON id
     ordered = ("ARRAY_JOIN(ARRAY_SORT(ARRAY_AGG(CHR(1) || LPAD(CAST(`f_ts` AS STRING), 20, '0')"
-               " || JSON_STRING(`f_id`))), ',')")
-    ids = f"'[' || REGEXP_REPLACE(COALESCE({ordered}, ''), '\\x01[0-9]{{20}}', '') || ']'"
+               " || HEX(`f_id`) || ' ' || JSON_STRING(`f_id`))), ',')")
+    ids = (f"'[' || REGEXP_REPLACE(COALESCE({ordered}, ''), '\\x01[0-9]{{20}}[0-9A-F]* ', '')"
+           " || ']'")
     return f"""CREATE TEMPORARY VIEW `samples_made` AS
 SELECT `p_request_id` AS `k`, JSON_OBJECT(
   KEY 'id' VALUE `p_request_id`,
