@@ -43,6 +43,10 @@ from test_flink_join import (
 __all__ = ["flink_ready"]  # a fixture, used by name
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "flink"
+#: How long a joiner has to start its job (the client plans it: half a minute on a loaded
+#: 2-core machine) and commit its samples at a checkpoint (every 10 s): a bound on a hung
+#: job, not a measure of a working one.
+WAIT_S = 150
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +85,7 @@ def test_the_cluster_gives_the_embedded_joiners_samples(flink_address: str,
             [sys.executable, "-m", "livelearn", "-q", "join", "livelearn.sim.pipeline:PIPELINE",
              "--log", f"kafka://{kafka_bootstrap}?prefix={theirs.prefix}", "--engine", "flink",
              "--until-idle", "--flink-address", flink_address],
-            capture_output=True, text=True, timeout=90)
+            capture_output=True, text=True, timeout=WAIT_S)  # bounds a hung job only
         took = time.monotonic() - began
         assert done.returncode == 0, done.stderr[-3000:]
         got_samples, got_dead = read_all(theirs, SAMPLES), read_all(theirs, DEAD_LETTERS)
@@ -126,11 +130,6 @@ def _ticks() -> dict[str, list[tuple[str, bytes]]]:
             "click": [("u1", orjson.dumps(event("click", "tick", ts, "tick-c")))],
             "read": [("u1", orjson.dumps(event("read", "tick", ts, "tick-r", seconds=1.0)))]}
 
-
-#: How long a joiner has to start its job (the client plans it: half a minute on a loaded
-#: 2-core machine) and commit its samples at a checkpoint (every 10 s): a bound on a hung
-#: job, not a measure of a working one.
-WAIT_S = 150
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout_s: float,
