@@ -104,6 +104,10 @@ CHECKPOINTS = "__livelearn_checkpoints"
 _LEGAL = re.compile(r"[A-Za-z0-9._-]*")
 #: How long a transaction that a crashed process left open holds readers back at most.
 _TRANSACTION_TIMEOUT_MS = 15_000
+#: How long a failed request waits at most to learn whether its topic was deleted
+#: (KafkaLog._gone): with the broker away, the question waits out its timeout, and the
+#: log's (30 s) would add that much to every failure of an outage.
+_GONE_CHECK_S = 2.0
 _MAX_MESSAGE = 64 * 2**20  # the largest checkpoint (offsets + state) a commit can store
 #: The largest record batch our producers send (librdkafka refuses a larger record at once).
 _PRODUCER_MAX = _MAX_MESSAGE + 2**20
@@ -320,9 +324,10 @@ class KafkaLog(Log):
         it failed, and waiting for the broker would not bring it back."""
         for name in names:
             try:
-                meta = self._admin.list_topics(topic=name, timeout=self.timeout_s).topics.get(name)
+                meta = self._admin.list_topics(
+                    topic=name, timeout=min(self.timeout_s, _GONE_CHECK_S)).topics.get(name)
             except KafkaException:
-                return None  # no answer: the broker is away, not the topic
+                return None  # no answer soon: the broker is away (or slow), not the topic
             if meta is None or (meta.error is not None and
                                 meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
                 topic = name[len(self.prefix):]
