@@ -268,7 +268,8 @@ class KafkaLog(Log):
                                                      request_timeout=self.timeout_s)[name]
             return str(described.result(self.timeout_s).topic_id)
         except (KafkaException, TimeoutError) as e:
-            raise self._asking_failed(f"asking topic '{name}' its id", e) from e
+            raise self._gone([name]) or \
+                self._asking_failed(f"asking topic '{name}' its id", e) from e
 
     def record_limit(self, topic: str) -> int:
         """The topic's max.message.bytes (the largest record batch the broker takes), and
@@ -524,10 +525,12 @@ class KafkaLog(Log):
                 self._reading = None
                 raise self._lost(topic, partition, at, self._watermarks(name, partition)[0])
             else:
-                raise self._unavailable(f"reading '{name}' partition {partition}", error)
+                raise self._gone([name]) or \
+                    self._unavailable(f"reading '{name}' partition {partition}", error)
         if not records:
-            raise self._unavailable(f"reading '{name}' partition {partition}",
-                                    f"nothing came in {self.timeout_s} s up to offset {end}")
+            raise self._gone([name]) or self._unavailable(
+                f"reading '{name}' partition {partition}",
+                f"nothing came in {self.timeout_s} s up to offset {end}")
         return records
 
     def end_offset(self, topic: str, partition: int) -> int:
