@@ -606,6 +606,25 @@ def test_an_iso_time_before_1973_is_not_called_seconds(log: SQLiteLog, tmp_path:
         "stream 'ratings', field 'ts': expected milliseconds since the epoch, got 0 (seconds?)"]
 
 
+def test_a_time_in_float_seconds_or_before_1970_is_named_so(log: SQLiteLog,
+                                                         tmp_path: Path) -> None:
+    """A producer that writes time.time() (float seconds) was told "expected integer
+    milliseconds" with no word of seconds, and a negative time "(seconds?)", which it is
+    not: each dead letter now says which mistake it likely is."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.jsonl").write_text(
+        '{"user": "u1", "movie": "m1", "stars": 4, "ts": 1704067200.123456}\n'
+        f'{{"user": "u2", "movie": "m1", "stars": 4, "ts": {-T}}}\n'
+        f'{{"user": "u3", "movie": "m1", "stars": 4, "ts": "{-T}"}}\n')
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl", now_ms=T).dead == 3
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        "stream 'ratings', field 'ts': expected integer milliseconds since the epoch, got "
+        "1704067200.123456 (seconds? int(time.time() * 1000) gives ms)"] + 2 * [
+        "stream 'ratings', field 'ts': expected milliseconds since the epoch, got "
+        "-1704067200000, a time before 1970"]
+
+
 def test_a_time_of_thousands_of_digits_is_a_dead_letter(log: SQLiteLog,
                                                         tmp_path: Path) -> None:
     """int() refuses text of more than 4,300 digits with a ValueError: the ingest stopped

@@ -190,10 +190,25 @@ def ahead_of_log(stream: str, ts: int, appended_ms: int) -> str:
 
 def check_ms(ts: Any, where: str) -> int:
     """``ts`` if it is integer milliseconds since the epoch; BadInput naming ``where`` (as
-    "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS) and microseconds
-    or nanoseconds (above MAX_TS_MS) included."""
+    "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS, as an int or as
+    the float time.time() gives) and microseconds or nanoseconds (above MAX_TS_MS) included.
+
+    >>> check_ms(1764410000.25, "field 'ts'")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: field 'ts': expected integer milliseconds since the epoch, got \
+1764410000.25 (seconds? int(time.time() * 1000) gives ms)
+    >>> check_ms(-1764410000123, "field 'ts'")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: field 'ts': expected milliseconds since the epoch, got \
+-1764410000123, a time before 1970
+    """
     if not isinstance(ts, int) or isinstance(ts, bool):
-        raise BadInput(f"{where}: expected integer milliseconds since the epoch, got {show(ts)}")
+        seconds = isinstance(ts, float) and 0 < ts < MIN_TS_MS  # as time.time() gives them
+        raise BadInput(f"{where}: expected integer milliseconds since the epoch, got {show(ts)}"
+                       + (" (seconds? int(time.time() * 1000) gives ms)" if seconds else ""))
+    if ts < 0:  # not "(seconds?)": a time before 1970 is none
+        raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts}, a time "
+                       f"before 1970")
     if ts < MIN_TS_MS:
         raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts} (seconds?)")
     if ts > MAX_TS_MS:
