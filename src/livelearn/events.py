@@ -27,6 +27,10 @@ Schema = Mapping[str, type]
 MIN_TS_MS = 100_000_000_000
 #: Anything later than this (the year 10000) is taken for microseconds or nanoseconds.
 MAX_TS_MS = 253_402_300_800_000
+#: Event times from here on (2001-09-09) have 13 digits of ms or more: an earlier one is
+#: checked further where users write it (``digits_of_a_date``), at the cost of one
+#: comparison for the others.
+USUAL_FROM_MS = 10**12
 #: How far ahead of the wall clock an event may claim to be, by default (5 minutes: the
 #: clock skew Kerberos and request signing allow). One event ahead moves its input's
 #: watermark ahead with it, and every present event of a label-in-event join is late
@@ -166,6 +170,7 @@ def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
     if max_future_ms is not None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if ts > now + max_future_ms:
+            digits_of_a_date(ts, where)  # 20251129103000 is the year 2611 as ms
             raise BadInput(f"{where}: {ts} is more than {max_future_ms} ms in the future "
                            f"(the clock here says {now})")
     return ts
@@ -215,6 +220,37 @@ def check_ms(ts: Any, where: str) -> int:
         raise BadInput(f"{where}: expected milliseconds since the epoch, got {show(ts)}, far "
                        f"in the future, after the year 9999 (microseconds or nanoseconds?)")
     return ts
+
+
+def digits_of_a_date(ms: int, where: str) -> None:
+    """BadInput naming ``where`` if integer ``ms`` reads as a date and time written as digits,
+    YYYYMMDDhhmm or YYYYMMDDhhmmss of a year from 1900 to 2199 (as exports and warehouses
+    write them), rather than ms since the epoch: read as ms, the one is a time in 1976 (every
+    event in one summer, a table's rows seen before their time) and the other after the year
+    2286 (a table's rows never seen; an event's, ahead of the clock). A date YYYYMMDD, which
+    would be called seconds (before 1973), is named so too. Only for a time users wrote
+    (ingest, the server, a table's ``as_of``), not one of the log's.
+
+    >>> digits_of_a_date(202511291030, "field 'ts'")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: field 'ts': 202511291030 reads as 2025-11-29T10:30:00 written \
+as digits (YYYYMMDDhhmm), not milliseconds since the epoch: write it as ISO 8601 text \
+(2025-11-29T10:30:00Z) or ms
+    >>> digits_of_a_date(200000000000, "f"), digits_of_a_date(1764410000123, "f")  # no month 00
+    (None, None)
+    """
+    text = str(ms)
+    form = {8: "YYYYMMDD", 12: "YYYYMMDDhhmm", 14: "YYYYMMDDhhmmss"}.get(len(text))
+    if form is None or not "1900" <= text[:4] <= "2199":
+        return
+    month, day, hour, minute = (int(text[i:i + 2] or 0) for i in range(4, 12, 2))
+    try:
+        when = dt.datetime(int(text[:4]), month, day, hour, minute, int(text[12:] or 0))
+    except ValueError:  # no such date or time: ms after all
+        return
+    raise BadInput(f"{where}: {ms} reads as {when.isoformat()} written as digits ({form}), "
+                   f"not milliseconds since the epoch: write it as ISO 8601 text "
+                   f"({when.isoformat()}Z) or ms")
 
 
 def to_ms(value: Any, where: str, up: bool = False) -> Any:
