@@ -625,6 +625,22 @@ def test_a_time_in_float_seconds_or_before_1970_is_named_so(log: SQLiteLog,
         "-1704067200000, a time before 1970"]
 
 
+def test_a_csv_time_in_float_seconds_or_not_whole_ms_is_named_so(log: SQLiteLog,
+                                                                tmp_path: Path) -> None:
+    """A CSV cell of time.time() (float seconds), or of ms in a column pandas made floats,
+    was told only "expected milliseconds since the epoch or ISO 8601"."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text("user,movie,stars,ts\nu1,m1,4,1704067200.123456\n"
+                                    f"u2,m1,4,{T}.0\nu3,m1,4,nan\n")
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T).dead == 3
+    start = "stream 'ratings', field 'ts': expected milliseconds since the epoch or ISO 8601, got"
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        f"{start} '1704067200.123456' (seconds? int(time.time() * 1000) gives ms)",
+        f"{start} '{T}.0' (a number: write whole milliseconds, with no fraction or exponent)",
+        f"{start} 'nan'"]
+
+
 def test_a_date_and_time_written_as_digits_is_a_dead_letter(log: SQLiteLog,
                                                            tmp_path: Path) -> None:
     """YYYYMMDDhhmm (as exports write a time) read as ms is a time in 1976: every event was

@@ -7,6 +7,7 @@ time in integer milliseconds since the epoch, UTC. Events travel as JSON.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -210,7 +211,7 @@ def check_ms(ts: Any, where: str) -> int:
     if not isinstance(ts, int) or isinstance(ts, bool):
         seconds = isinstance(ts, float) and 0 < ts < MIN_TS_MS  # as time.time() gives them
         raise BadInput(f"{where}: expected integer milliseconds since the epoch, got {show(ts)}"
-                       + (" (seconds? int(time.time() * 1000) gives ms)" if seconds else ""))
+                       + (SECONDS_HINT if seconds else ""))
     if ts < 0:  # not "(seconds?)": a time before 1970 is none
         raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts}, a time "
                        f"before 1970")
@@ -287,7 +288,7 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
             value = dt.datetime.fromisoformat(text)
         except ValueError:
             raise BadInput(f"{where}: expected milliseconds since the epoch or ISO 8601, "
-                           f"got {show(value)}") from None
+                           f"got {show(value)}{_number_hint(text)}") from None
         if up and _beyond_microseconds(text):  # fromisoformat keeps 6 decimals only
             value += dt.timedelta(microseconds=1)
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
@@ -303,6 +304,27 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: What ``check_ms`` adds for a time in float seconds, as time.time() gives it.
+SECONDS_HINT = " (seconds? int(time.time() * 1000) gives ms)"
+
+
+def _number_hint(text: str) -> str:
+    """What a time ``to_ms`` cannot read is likely to be, if it is a number of another form
+    (a CSV cell of time.time(), of a column pandas made floats): seconds, or ms not whole.
+
+    >>> _number_hint("1764410000.123456"), _number_hint("1.76441e12"), _number_hint("NaN")
+    (' (seconds? int(time.time() * 1000) gives ms)', ' (a number: write whole milliseconds, \
+with no fraction or exponent)', '')
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    if 0 < number < MIN_TS_MS:
+        return SECONDS_HINT
+    return " (a number: write whole milliseconds, with no fraction or exponent)"
 #: The decimals of an ISO 8601 time's seconds after the sixth (nanoseconds).
 _SUB_MICROSECONDS = re.compile(r"\d\d:\d\d:\d\d[.,]\d{6}(\d+)")
 
