@@ -616,13 +616,16 @@ def test_a_time_in_float_seconds_or_before_1970_is_named_so(log: SQLiteLog,
     (tmp_path / "r.jsonl").write_text(
         '{"user": "u1", "movie": "m1", "stars": 4, "ts": 1704067200.123456}\n'
         f'{{"user": "u2", "movie": "m1", "stars": 4, "ts": {-T}}}\n'
-        f'{{"user": "u3", "movie": "m1", "stars": 4, "ts": "{-T}"}}\n')
-    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl", now_ms=T).dead == 3
+        f'{{"user": "u3", "movie": "m1", "stars": 4, "ts": "{-T}"}}\n'
+        f'{{"user": "u4", "movie": "m1", "stars": 4, "ts": {T}.0}}\n')
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl", now_ms=T).dead == 4
     assert [d["detail"] for d in _topic(log, "dead_letters")] == [
         "stream 'ratings', field 'ts': expected integer milliseconds since the epoch, got "
         "1704067200.123456 (seconds? int(time.time() * 1000) gives ms)"] + 2 * [
         "stream 'ratings', field 'ts': expected milliseconds since the epoch, got "
-        "-1704067200000, a time before 1970"]
+        "-1704067200000, a time before 1970"] + [
+        "stream 'ratings', field 'ts': expected integer milliseconds since the epoch, got "
+        f"{T}.0 (a number: write whole milliseconds, with no fraction or exponent)"]
 
 
 def test_a_csv_time_in_float_seconds_or_not_whole_ms_is_named_so(log: SQLiteLog,

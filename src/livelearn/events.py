@@ -209,9 +209,9 @@ def check_ms(ts: Any, where: str) -> int:
 -1764410000123, a time before 1970
     """
     if not isinstance(ts, int) or isinstance(ts, bool):
-        seconds = isinstance(ts, float) and 0 < ts < MIN_TS_MS  # as time.time() gives them
-        raise BadInput(f"{where}: expected integer milliseconds since the epoch, got {show(ts)}"
-                       + (SECONDS_HINT if seconds else ""))
+        hint = _number_hint(repr(ts)) if isinstance(ts, float) else ""  # time.time()'s?
+        raise BadInput(f"{where}: expected integer milliseconds since the epoch, got "
+                       f"{show(ts)}{hint}")
     if ts < 0:  # not "(seconds?)": a time before 1970 is none
         raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts}, a time "
                        f"before 1970")
@@ -309,8 +309,8 @@ SECONDS_HINT = " (seconds? int(time.time() * 1000) gives ms)"
 
 
 def _number_hint(text: str) -> str:
-    """What a time ``to_ms`` cannot read is likely to be, if it is a number of another form
-    (a CSV cell of time.time(), of a column pandas made floats): seconds, or ms not whole.
+    """What a time that is not integer ms is likely to be, if ``text`` is a number of another
+    form (time.time(), or a column pandas made floats): seconds, or ms not whole.
 
     >>> _number_hint("1764410000.123456"), _number_hint("1.76441e12"), _number_hint("NaN")
     (' (seconds? int(time.time() * 1000) gives ms)', ' (a number: write whole milliseconds, \
