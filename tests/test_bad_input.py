@@ -106,6 +106,11 @@ PREDICT_CASES = [
      JSON, 422, ["'ts'", "in the future"]),
     ("ts an hour ahead", b'{"user_id": "u0", "items": ["p0"], "ts": %d}' % (NOW + 3_600_000),
      JSON, 422, ["'ts'", "in the future"]),
+    # a date and time written as digits: read as ms, the year 1976, scored in silence
+    ("ts of YYYYMMDDhhmm", b'{"user_id": "u0", "items": ["p0"], "ts": 202601051030}', JSON,
+     422, ["'ts'", "reads as 2026-01-05T10:30:00 written as digits (YYYYMMDDhhmm)"]),
+    ("ts of YYYYMMDDhhmmss", b'{"user_id": "u0", "items": ["p0"], "ts": 20260105103000}',
+     JSON, 422, ["'ts'", "reads as 2026-01-05T10:30:00 written as digits (YYYYMMDDhhmmss)"]),
     ("ts beyond 64 bits", b'{"user_id": "u0", "items": ["p0"], "ts": 1%s}' % (b"0" * 30),
      JSON, 422, ["'ts'", "in the future"]),
     ("a misspelled field", b'{"user_id": "u0", "items": ["p0"], "timestamp": %d}' % NOW, JSON,
@@ -177,6 +182,8 @@ BAD_EVENTS = [
     ("ts far in the future", _event(ts=NOW + 3 * 86_400_000), ["field 'ts'", "future"]),
     ("ts an hour ahead", _event(ts=NOW + 3_600_000), ["field 'ts'", "300000 ms in the future"]),
     ("ts a string", _event(ts="2026-01-01"), ["field 'ts'", "integer milliseconds"]),
+    ("ts of YYYYMMDDhhmm", _event(ts=202601051030),  # stored as 1976, in silence
+     ["stream 'click', field 'ts'", "reads as 2026-01-05T10:30:00 written as digits"]),
     ("ts missing", _without("ts"), ["field 'ts'"]),
     ("key missing", _without("key"), ["field 'key'", "missing"]),
     ("id of wrong type", _event(id=7), ["field 'id'", "expected str", "got 7"]),

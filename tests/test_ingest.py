@@ -606,6 +606,69 @@ def test_an_iso_time_before_1973_is_not_called_seconds(log: SQLiteLog, tmp_path:
         "stream 'ratings', field 'ts': expected milliseconds since the epoch, got 0 (seconds?)"]
 
 
+def test_a_time_in_float_seconds_or_before_1970_is_named_so(log: SQLiteLog,
+                                                         tmp_path: Path) -> None:
+    """A producer that writes time.time() (float seconds) was told "expected integer
+    milliseconds" with no word of seconds, and a negative time "(seconds?)", which it is
+    not: each dead letter now says which mistake it likely is."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.jsonl").write_text(
+        '{"user": "u1", "movie": "m1", "stars": 4, "ts": 1704067200.123456}\n'
+        f'{{"user": "u2", "movie": "m1", "stars": 4, "ts": {-T}}}\n'
+        f'{{"user": "u3", "movie": "m1", "stars": 4, "ts": "{-T}"}}\n'
+        f'{{"user": "u4", "movie": "m1", "stars": 4, "ts": {T}.0}}\n')
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl", now_ms=T).dead == 4
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        "stream 'ratings', field 'ts': expected integer milliseconds since the epoch, got "
+        "1704067200.123456 (seconds? int(time.time() * 1000) gives ms)"] + 2 * [
+        "stream 'ratings', field 'ts': expected milliseconds since the epoch, got "
+        "-1704067200000, a time before 1970"] + [
+        "stream 'ratings', field 'ts': expected integer milliseconds since the epoch, got "
+        f"{T}.0 (a number: write whole milliseconds, with no fraction or exponent)"]
+
+
+def test_a_csv_time_in_float_seconds_or_not_whole_ms_is_named_so(log: SQLiteLog,
+                                                                tmp_path: Path) -> None:
+    """A CSV cell of time.time() (float seconds), or of ms in a column pandas made floats,
+    was told only "expected milliseconds since the epoch or ISO 8601"."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.csv").write_text("user,movie,stars,ts\nu1,m1,4,1704067200.123456\n"
+                                    f"u2,m1,4,{T}.0\nu3,m1,4,nan\n")
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T).dead == 3
+    start = "stream 'ratings', field 'ts': expected milliseconds since the epoch or ISO 8601, got"
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        f"{start} '1704067200.123456' (seconds? int(time.time() * 1000) gives ms)",
+        f"{start} '{T}.0' (a number: write whole milliseconds, with no fraction or exponent)",
+        f"{start} 'nan'"]
+
+
+def test_a_date_and_time_written_as_digits_is_a_dead_letter(log: SQLiteLog,
+                                                           tmp_path: Path) -> None:
+    """YYYYMMDDhhmm (as exports write a time) read as ms is a time in 1976: every event was
+    taken, in one summer of 1976, in silence (a JSON line's as a CSV cell's); YYYYMMDDhhmmss
+    is the year 2611, refused as "in the future" without a word of why. A time in ms of
+    1976 whose digits are no date is an event as before."""
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    (tmp_path / "r.jsonl").write_text(
+        '{"user": "u1", "movie": "m1", "stars": 4, "ts": 202311291030}\n'
+        '{"user": "u2", "movie": "m1", "stars": 4, "ts": 200000000000}\n')
+    (tmp_path / "r.csv").write_text("user,movie,stars,ts\nu3,m1,4,20231129103000\n"
+                                    "u4,m1,4,20231129\nu5,m1,4,200000000001\n")
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.jsonl", now_ms=T).dead == 1
+    assert ingest(log, PIPELINE, "ratings", tmp_path / "r.csv", now_ms=T).dead == 2
+    assert [e["ts"] for e in _topic(log, "ratings")] == [200000000000, 200000000001]
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        f"stream 'ratings', field 'ts': {digits} reads as 2023-11-29T{time} written as digits "
+        f"({form}), not milliseconds since the epoch: write it as ISO 8601 text "
+        f"(2023-11-29T{time}Z) or ms" for digits, time, form in (
+            ("202311291030", "10:30:00", "YYYYMMDDhhmm"),
+            ("20231129103000", "10:30:00", "YYYYMMDDhhmmss"),
+            ("20231129", "00:00:00", "YYYYMMDD"))]
+
+
 def test_a_time_of_thousands_of_digits_is_a_dead_letter(log: SQLiteLog,
                                                         tmp_path: Path) -> None:
     """int() refuses text of more than 4,300 digits with a ValueError: the ingest stopped

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from conftest import ServerThread
+from livelearn.cli_data import utc
 from livelearn.demo import free_port
 from livelearn.events import decode_event
 from livelearn.join.enrich import Enricher
@@ -104,6 +105,9 @@ def test_predict_scores_with_the_features_the_joiner_builds(
     assert answer.status_code == 200, answer.text
     scores = answer.json()["scores"]
     assert [s["id"] for s in scores] == [e["tx_id"] for e in events]
+    # the same times as ISO 8601 text, as README's HTTP table says /predict takes them
+    iso = [{**e, "ts": utc(e["ts"])} for e in events]
+    assert server.post("/predict", json={"events": iso}).json()["scores"] == scores
 
     enricher = Enricher(pipeline, data)
     for record in replayed["log"].read("transactions", 0, 0, 100_000):

@@ -71,6 +71,17 @@ def test_a_good_spec_builds() -> None:
     ({"feedback": spec.EventLabel(TX, label="fraud", allowed_lateness_ms=0.5)},  # type: ignore[arg-type]
      "pipeline 'fraud': allowed_lateness_ms must be an integer number of milliseconds >= 0, "
      "got 0.5"),
+    # longer than any event time: the joiner stopped with a traceback (a time plus the
+    # duration beyond 64 bits in its checkpoint)
+    ({"counters": (spec.WindowCount("c", "tx", 10**30),)},
+     "counter 'c': window_ms 1000000000000000000000000000000 ms is longer than any event "
+     "time"),
+    ({"feedback": spec.EventLabel(TX, label="fraud", allowed_lateness_ms=10**30)},
+     "pipeline 'fraud': allowed_lateness_ms 1000000000000000000000000000000 ms is longer"),
+    ({"feedback": spec.EventLabel(TX, label="fraud", dedup_ms=2**64)},
+     "stream 'tx': dedup_ms 18446744073709551616 ms is longer than any event time"),
+    ({"policies": spec.Policies(publish_every_ms=253402300800001)},
+     "pipeline 'fraud', policies: publish_every_ms 253402300800001 ms is longer"),
     ({"learner": None}, "pipeline 'fraud': learner must be a function"),
     # 1.5 made a log of 1 partition, then failed saying "the pipeline says 1.5"; "2" was
     # a TypeError naming no field

@@ -392,6 +392,15 @@ def test_store_urls_name_what_is_wrong() -> None:
     # a digit int() does not take ("²".isdigit() is true): a traceback before
     with pytest.raises(ConfigError, match="'max_versions' must be a positive integer"):
         open_store("memory://?max_versions=²")
+    # more than every backend holds exactly: Redis opened, then refused each count it was
+    # asked ("value is not an integer or out of range"); int() refuses 4,300 digits
+    for option in ("retention_ms", "max_versions"):
+        for value in (str(2**53 + 1), "1" * 5000):
+            for base in ("memory://", "redis://127.0.0.1:1/0"):
+                with pytest.raises(ConfigError, match=f"'{option}' must be a positive integer "
+                                                      f"of at most 2\\*\\*53"):
+                    open_store(f"{base}?{option}={value}")
+    assert open_store(f"memory://?retention_ms={2**53}&max_versions={2**53}")
 
 
 def test_a_redis_database_that_is_no_number_or_not_there_is_named(redis_address: str) -> None:

@@ -135,6 +135,20 @@ def test_timestamps_and_times_in_nanoseconds_are_iso_text_too(tmp_path: Path) ->
      "table 'cards', row 1, column 'updated_at': expected milliseconds since the epoch, "
      "got 1703980800000000, far in the future, after the year 9999 (microseconds or "
      "nanoseconds?)"),
+    # a date and time written as digits: as ms, rows valid from 1976 (seen by every event
+    # before their time) or from the year 2611 (never seen), in silence
+    ("c0,202312311030,low\n",
+     "table 'cards', row 1, column 'updated_at': 202312311030 reads as 2023-12-31T10:30:00 "
+     "written as digits (YYYYMMDDhhmm), not milliseconds since the epoch: write it as ISO "
+     "8601 text (2023-12-31T10:30:00Z) or ms"),
+    (f"c0,{T},low\nc1,20231231103000,low\n",
+     "table 'cards', row 2, column 'updated_at': 20231231103000 reads as 2023-12-31T10:30:00 "
+     "written as digits (YYYYMMDDhhmmss), not milliseconds since the epoch: write it as ISO "
+     "8601 text (2023-12-31T10:30:00Z) or ms"),
+    ("c0,20231231,low\n",  # not "(seconds?)"
+     "table 'cards', row 1, column 'updated_at': 20231231 reads as 2023-12-31T00:00:00 "
+     "written as digits (YYYYMMDD), not milliseconds since the epoch: write it as ISO 8601 "
+     "text (2023-12-31T00:00:00Z) or ms"),
     (f"c0,{T},low\nc1,,low\n",
      "table 'cards', row 2, column 'updated_at': expected integer milliseconds since the "
      "epoch, got None"),
@@ -148,6 +162,24 @@ def test_a_bad_cell_names_its_row_column_and_value(tmp_path: Path, text: str,
         with pytest.raises(BadInput) as e:
             load(table, tmp_path)
         assert str(e.value) == message
+
+
+def test_a_date_written_as_digits_in_a_json_or_parquet_table_is_refused(
+        tmp_path: Path) -> None:
+    """A column of integers YYYYMMDDhhmmss, from a warehouse: rows valid from the year 2611,
+    never seen by any event, in silence. A time in ms of 1976 whose digits are no date
+    loads."""
+    (tmp_path / "cards.jsonl").write_text(
+        '{"card_id": "c1", "updated_at": 20231231103000, "risk": "low"}\n')
+    duckdb.sql(f"COPY (SELECT 'c1' AS card_id, 202312311030 AS updated_at, 'low' AS risk) TO "
+               f"'{tmp_path / 'cards.parquet'}' (FORMAT parquet)")
+    for name in ("cards.jsonl", "cards.parquet"):
+        table = spec.Table("cards", name, key="card_id", as_of="updated_at")
+        with pytest.raises(BadInput, match="row 1, column 'updated_at': 2023123110300?0? reads "
+                                           "as 2023-12-31T10:30:00 written as digits"):
+            read_rows(table, tmp_path)
+    table = _write(tmp_path, "cards.csv", "card_id,updated_at,risk\nc1,200000000000,low\n")
+    assert [r["updated_at"] for r in read_rows(table, tmp_path)] == [200000000000]
 
 
 def test_an_empty_key_is_refused_in_a_static_table_too(tmp_path: Path) -> None:

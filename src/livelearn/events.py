@@ -7,6 +7,7 @@ time in integer milliseconds since the epoch, UTC. Events travel as JSON.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -27,6 +28,10 @@ Schema = Mapping[str, type]
 MIN_TS_MS = 100_000_000_000
 #: Anything later than this (the year 10000) is taken for microseconds or nanoseconds.
 MAX_TS_MS = 253_402_300_800_000
+#: Event times from here on (2001-09-09) have 13 digits of ms or more: an earlier one is
+#: checked further where users write it (``digits_of_a_date``), at the cost of one
+#: comparison for the others.
+USUAL_FROM_MS = 10**12
 #: How far ahead of the wall clock an event may claim to be, by default (5 minutes: the
 #: clock skew Kerberos and request signing allow). One event ahead moves its input's
 #: watermark ahead with it, and every present event of a label-in-event join is late
@@ -166,6 +171,7 @@ def check_ts(ts: Any, stream: str | None, now_ms: int | None = None,
     if max_future_ms is not None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if ts > now + max_future_ms:
+            digits_of_a_date(ts, where)  # 20251129103000 is the year 2611 as ms
             raise BadInput(f"{where}: {ts} is more than {max_future_ms} ms in the future "
                            f"(the clock here says {now})")
     return ts
@@ -190,16 +196,62 @@ def ahead_of_log(stream: str, ts: int, appended_ms: int) -> str:
 
 def check_ms(ts: Any, where: str) -> int:
     """``ts`` if it is integer milliseconds since the epoch; BadInput naming ``where`` (as
-    "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS) and microseconds
-    or nanoseconds (above MAX_TS_MS) included."""
+    "stream 'x', field 'ts'") for anything else, seconds (below MIN_TS_MS, as an int or as
+    the float time.time() gives) and microseconds or nanoseconds (above MAX_TS_MS) included.
+
+    >>> check_ms(1764410000.25, "field 'ts'")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: field 'ts': expected integer milliseconds since the epoch, got \
+1764410000.25 (seconds? int(time.time() * 1000) gives ms)
+    >>> check_ms(-1764410000123, "field 'ts'")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: field 'ts': expected milliseconds since the epoch, got \
+-1764410000123, a time before 1970
+    """
     if not isinstance(ts, int) or isinstance(ts, bool):
-        raise BadInput(f"{where}: expected integer milliseconds since the epoch, got {show(ts)}")
+        hint = _number_hint(repr(ts)) if isinstance(ts, float) else ""  # time.time()'s?
+        raise BadInput(f"{where}: expected integer milliseconds since the epoch, got "
+                       f"{show(ts)}{hint}")
+    if ts < 0:  # not "(seconds?)": a time before 1970 is none
+        raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts}, a time "
+                       f"before 1970")
     if ts < MIN_TS_MS:
         raise BadInput(f"{where}: expected milliseconds since the epoch, got {ts} (seconds?)")
     if ts > MAX_TS_MS:
         raise BadInput(f"{where}: expected milliseconds since the epoch, got {show(ts)}, far "
                        f"in the future, after the year 9999 (microseconds or nanoseconds?)")
     return ts
+
+
+def digits_of_a_date(ms: int, where: str) -> None:
+    """BadInput naming ``where`` if integer ``ms`` reads as a date and time written as digits,
+    YYYYMMDDhhmm or YYYYMMDDhhmmss of a year from 1900 to 2199 (as exports and warehouses
+    write them), rather than ms since the epoch: read as ms, the one is a time in 1976 (every
+    event in one summer, a table's rows seen before their time) and the other after the year
+    2286 (a table's rows never seen; an event's, ahead of the clock). A date YYYYMMDD, which
+    would be called seconds (before 1973), is named so too. Only for a time users wrote
+    (ingest, the server, a table's ``as_of``), not one of the log's.
+
+    >>> digits_of_a_date(202511291030, "field 'ts'")
+    Traceback (most recent call last):
+    livelearn.errors.BadInput: field 'ts': 202511291030 reads as 2025-11-29T10:30:00 written \
+as digits (YYYYMMDDhhmm), not milliseconds since the epoch: write it as ISO 8601 text \
+(2025-11-29T10:30:00Z) or ms
+    >>> digits_of_a_date(200000000000, "f"), digits_of_a_date(1764410000123, "f")  # no month 00
+    (None, None)
+    """
+    text = str(ms)
+    form = {8: "YYYYMMDD", 12: "YYYYMMDDhhmm", 14: "YYYYMMDDhhmmss"}.get(len(text))
+    if form is None or not "1900" <= text[:4] <= "2199":
+        return
+    month, day, hour, minute = (int(text[i:i + 2] or 0) for i in range(4, 12, 2))
+    try:
+        when = dt.datetime(int(text[:4]), month, day, hour, minute, int(text[12:] or 0))
+    except ValueError:  # no such date or time: ms after all
+        return
+    raise BadInput(f"{where}: {ms} reads as {when.isoformat()} written as digits ({form}), "
+                   f"not milliseconds since the epoch: write it as ISO 8601 text "
+                   f"({when.isoformat()}Z) or ms")
 
 
 def to_ms(value: Any, where: str, up: bool = False) -> Any:
@@ -236,7 +288,7 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
             value = dt.datetime.fromisoformat(text)
         except ValueError:
             raise BadInput(f"{where}: expected milliseconds since the epoch or ISO 8601, "
-                           f"got {show(value)}") from None
+                           f"got {show(value)}{_number_hint(text)}") from None
         if up and _beyond_microseconds(text):  # fromisoformat keeps 6 decimals only
             value += dt.timedelta(microseconds=1)
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
@@ -252,6 +304,27 @@ def to_ms(value: Any, where: str, up: bool = False) -> Any:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: What ``check_ms`` adds for a time in float seconds, as time.time() gives it.
+SECONDS_HINT = " (seconds? int(time.time() * 1000) gives ms)"
+
+
+def _number_hint(text: str) -> str:
+    """What a time that is not integer ms is likely to be, if ``text`` is a number of another
+    form (time.time(), or a column pandas made floats): seconds, or ms not whole.
+
+    >>> _number_hint("1764410000.123456"), _number_hint("1.76441e12"), _number_hint("NaN")
+    (' (seconds? int(time.time() * 1000) gives ms)', ' (a number: write whole milliseconds, \
+with no fraction or exponent)', '')
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    if 0 < number < MIN_TS_MS:
+        return SECONDS_HINT
+    return " (a number: write whole milliseconds, with no fraction or exponent)"
 #: The decimals of an ISO 8601 time's seconds after the sixth (nanoseconds).
 _SUB_MICROSECONDS = re.compile(r"\d\d:\d\d:\d\d[.,]\d{6}(\d+)")
 

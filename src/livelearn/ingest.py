@@ -57,12 +57,14 @@ from livelearn.events import (
     MAX_FUTURE_MS,
     MAX_NESTING,
     MIN_TS_MS,
+    USUAL_FROM_MS,
     Event,
     Reason,
     check_envelope,
     check_ts,
     dead_letter,
     decode_event,
+    digits_of_a_date,
     letter_value,
     parse_object,
     partition_key,
@@ -204,7 +206,7 @@ class _FlatJson:
             key, ts = obj[stream.key], obj[stream.ts]
         except KeyError:
             return None
-        if type(key) is not str or not key or type(ts) is not int or ts < MIN_TS_MS or \
+        if type(key) is not str or not key or type(ts) is not int or ts < USUAL_FROM_MS or \
                 ts > MAX_FUTURE_MS + (int(time.time() * 1000) if self.now_ms is None
                                       else self.now_ms):
             return None
@@ -488,14 +490,18 @@ def _convert(kind: type, text: str) -> Any:
 
 def event_time(stream: str, value: Any, name: str = "ts") -> Any:
     """A record's time field as integer ms: digits and ISO 8601 text are converted
-    (events.to_ms), other values come back for check_ts; BadInput if it is missing."""
+    (events.to_ms), other values come back for check_ts; BadInput if it is missing, or a
+    date and time written as digits (events.digits_of_a_date)."""
     if value is None or value == "":
         raise BadInput(f"stream '{stream}', field '{name}': missing (the event time)")
     where = f"stream '{stream}', field '{name}'"
     ms = to_ms(value, where)
-    if isinstance(ms, int) and ms < MIN_TS_MS and written_as_date(value):  # not seconds
-        raise BadInput(f"{where}: {value!r} is before 1973-03-03T09:46:40Z, the earliest "
-                       f"event time taken (an earlier number is taken for seconds)")
+    if isinstance(ms, int) and ms < USUAL_FROM_MS:  # one comparison for the usual times
+        if not written_as_date(value):
+            digits_of_a_date(ms, where)  # 202511291030: 1976 as ms
+        elif ms < MIN_TS_MS:  # not seconds
+            raise BadInput(f"{where}: {value!r} is before 1973-03-03T09:46:40Z, the earliest "
+                           f"event time taken (an earlier number is taken for seconds)")
     return ms
 
 

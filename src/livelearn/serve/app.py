@@ -73,6 +73,7 @@ from livelearn.errors import (
     guarded,
 )
 from livelearn.events import (
+    USUAL_FROM_MS,
     Event,
     Reason,
     check_envelope,
@@ -80,6 +81,7 @@ from livelearn.events import (
     check_ts,
     dead_letter,
     decode_event,
+    digits_of_a_date,
     letter_value,
     partition_key,
     too_large,
@@ -386,6 +388,8 @@ def _predict_candidates(app: FastAPI, pipeline: Pipeline, log: Log, health: LogH
                 arrived: Annotated[float, Depends(_arrived)]) -> Response:
         health.check()  # the log failing: 503 at once, nothing counted (serve.health)
         ts = int(time.time() * 1000) if req.ts is None else check_ts(req.ts, None)
+        if ts < USUAL_FROM_MS:
+            digits_of_a_date(ts, "field 'ts'")  # 202511291030: 1976 as ms
         holder.observe(ts)
         version, model = holder.current(req.user_id)
         user, items = tables.rows(req.user_id, req.items, ts)
@@ -572,6 +576,8 @@ def _decode(obj: Any, pipeline: Pipeline) -> tuple[Event, bytes]:
         event = decode_event(obj if isinstance(obj, Mapping) else orjson.dumps(obj),
                              pipeline.schemas)
         check_envelope(obj, event.stream)  # decoded: obj is a mapping
+        if event.ts < USUAL_FROM_MS:
+            digits_of_a_date(event.ts, f"stream '{event.stream}', field 'ts'")
         return event, event.to_json()
     except TypeError as e:  # orjson: an integer beyond 64 bits, say
         raise BadInput(f"event cannot be stored as JSON: {e}") from None

@@ -31,7 +31,7 @@ import duckdb
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, NotFound
-from livelearn.events import check_ms, show, to_ms, written_as_date
+from livelearn.events import USUAL_FROM_MS, check_ms, digits_of_a_date, show, to_ms, written_as_date
 from livelearn.spec import Table
 from livelearn.tables.store import is_scalar
 
@@ -289,7 +289,12 @@ def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
         ms = to_ms(value, at, up=True)
         # a date (ISO 8601 text, a timestamp) is no count of seconds by mistake, whatever
         # its year: "1970-01-01", valid since always, was refused as "0 (seconds?)"
-        row[table.as_of] = ms if written_as_date(value) else check_ms(ms, at)
+        if written_as_date(value):
+            row[table.as_of] = ms
+        else:  # a number: seconds, microseconds, a date written as digits are mistakes
+            if isinstance(ms, int) and not USUAL_FROM_MS <= ms < 10**13:
+                digits_of_a_date(ms, at)  # 20251129103000: rows seen from the year 2611
+            row[table.as_of] = check_ms(ms, at)
     elif first.setdefault(str(key), n) != n:
         raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
                        f"'{table.key}': the key {str(key)!r} twice; a table without "

@@ -12,7 +12,8 @@ alone says how a store behaves:
   ``livelearn``) in a Redis server. Durability is Redis's own (RDB / AOF as the
   server is configured).
 
-Options: ``max_versions`` (default 8) and ``retention_ms`` (default one day).
+Options: ``max_versions`` (default 8) and ``retention_ms`` (default one day), each a
+positive integer of at most 2**53.
 Stores that share data (one memory NAME; one Redis server, db and namespace)
 must be opened with the same options.
 
@@ -182,15 +183,17 @@ def open_store(url: str, retention_ms: int | None = None) -> Store:
 
 
 def url_options(url: str, extra: Iterable[str] = ()) -> dict[str, Any]:
-    """The options in a URL's query: DEFAULTS' names as positive integers, ``extra`` as text."""
+    """The options in a URL's query: DEFAULTS' names as positive integers up to 2**53 (what
+    every backend holds exactly: Redis refused a larger one at each count or row it wrote,
+    where the store had opened), ``extra`` as text."""
     options: dict[str, Any] = {}
     for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
         if name in extra:
             options[name] = value
         elif name in DEFAULTS:
-            if not is_digits(value) or int(value) == 0:
+            if not is_digits(value) or len(value) > 20 or not 0 < int(value) <= 2**53:
                 raise ConfigError(f"store URL {url!r}: option '{name}' must be a positive "
-                                  f"integer, got {value!r}")
+                                  f"integer of at most 2**53 ({2**53}), got {value!r}")
             options[name] = int(value)
         else:
             raise ConfigError(f"store URL {url!r}: unknown option '{name}' (known: "
