@@ -571,6 +571,34 @@ def test_the_sql_names_the_topics_window_lateness_and_record_limits() -> None:
         flink.flink_sql(PIPELINE, "kafka://h:1", max_message_bytes=1024)
 
 
+def test_windows_up_to_999_days_become_intervals_flink_takes(flink_ready: None) -> None:
+    """Flink SQL's DAY TO SECOND interval holds 2 digits of days: a window or lateness of
+    100 days or more made a job Flink refused when it started. 100 to 999 days are
+    written DAY(3) now (Flink's largest precision), which the real engine takes; 1,000 days
+    or more are refused when the job is built, naming the field."""
+    day = 86_400_000
+    lengths = [99 * day + 1, 100 * day, 999 * day + 86_399_999]
+    intervals = [flink._interval(ms) for ms in lengths]
+    assert [i.endswith(" DAY TO SECOND(3)") for i in intervals] == [True, False, False]
+    sql = flink.flink_sql(with_window(100 * day), "kafka://h:1", max_message_bytes=1_048_588)
+    assert "INTERVAL '100 00:00:00.000' DAY(3) TO SECOND(3)" in sql
+    script = ("import sys\n"
+              "from pyflink.table import EnvironmentSettings, TableEnvironment\n"
+              "t = TableEnvironment.create(EnvironmentSettings.in_batch_mode())\n"
+              "for i in sys.argv[1:]:\n"
+              "    q = \"SELECT TIMESTAMP '1970-01-01 00:00:00' + \" + i\n"
+              "    print(list(t.execute_sql(q).collect())[0][0].isoformat())\n")
+    done = subprocess.run([str(flink.flink_python()), "-c", script, *intervals],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["1970-04-10T00:00:00.001000", "1970-04-11T00:00:00",
+                                   "1972-09-26T23:59:59.999000"], done.stderr[-3000:]
+    for name in ("window_ms", "allowed_lateness_ms"):
+        join = dataclasses.replace(DECLARED.feedback, **{name: 1000 * day})
+        with pytest.raises(ConfigError, match=f"takes a {name} under 86400000000 ms"):
+            flink.flink_sql(dataclasses.replace(DECLARED, feedback=join), "kafka://h:1",
+                            max_message_bytes=1_048_588)
+
+
 def test_labels_must_name_a_stream_and_a_number_field() -> None:
     for agg, problem in ((Agg("clicked", "any", "like"), "no feedback stream 'like'"),
                          (Agg("clicked", "sum", "read", "request_id"), "no number field")):

@@ -247,6 +247,11 @@ def _checked_join(pipeline: Pipeline, log_url: str) -> tuple[FeedbackJoin, Label
     join = _feedback_join(pipeline)
     labels = declared(join.label)
     _check_labels(labels, join.streams)
+    for name in ("window_ms", "allowed_lateness_ms"):
+        if getattr(join, name) >= _LONGEST_INTERVAL_MS:
+            raise ConfigError(f"pipeline '{pipeline.name}': the Flink join takes a {name} "
+                              f"under {_LONGEST_INTERVAL_MS} ms (1,000 days: Flink SQL's "
+                              f"intervals hold 3 digits of days), got {getattr(join, name)}")
     _kafka(log_url, True, _GROUP)
     return join, labels
 
@@ -745,13 +750,21 @@ def _json_value(path: str, sql_type: str, column: str = "`v`") -> str:
     return f"TRY_CAST(CASE WHEN {typed} THEN {text} END AS {sql_type})"
 
 
+#: Flink SQL's day-time intervals hold at most 3 digits of days (DAY(3)); its planner
+#: refuses a larger precision ("DAY_INTERVAL_TYPES precision is not supported: 4").
+_LONGEST_INTERVAL_MS = 1000 * 86_400_000
+
+
 def _interval(ms: int) -> str:
-    """An interval of ``ms`` milliseconds (days up to 99)."""
+    """An interval of ``ms`` milliseconds, under 1,000 days (``_checked_join``): DAY TO
+    SECOND holds 2 digits of days, DAY(3) TO SECOND 3 (kept for 100 days or more only,
+    so that the SQL of shorter windows, and the checkpoints of their jobs, are as before)."""
     s, milli = divmod(ms, 1000)
     m, s = divmod(s, 60)
     h, m = divmod(m, 60)
     d, h = divmod(h, 24)
-    return f"INTERVAL '{d} {h:02d}:{m:02d}:{s:02d}.{milli:03d}' DAY TO SECOND(3)"
+    day = "DAY" if d < 100 else "DAY(3)"
+    return f"INTERVAL '{d} {h:02d}:{m:02d}:{s:02d}.{milli:03d}' {day} TO SECOND(3)"
 
 
 def _with(options: dict[str, str]) -> str:
