@@ -61,8 +61,9 @@ def test_a_broker_gone_is_one_line_and_librdkafkas_messages_are_for_v(tmp_path: 
         # again, their copies dead-lettered)
         assert done[flags][-1].endswith(
             ". Of stdin, the records before line 2001 were written (2000 events, 0 dead "
-            "letters) and none from there on: ingest the rest (the joiner dead-letters the "
-            "copies of records ingested twice)"), done[flags]
+            "letters) and none from there on: ingest the rest with --from-line 2001 "
+            "(ingested again, the joiner dead-letters the copies of records ingested "
+            "twice)"), done[flags]
     assert len(done[()]) <= 3, done[()]  # a line per failed connection before: 19 in 5 s
     assert any(" livelearn.log.librdkafka ERROR FAIL " in x and "Connection refused" in x
                for x in done[("-v",)]), done[("-v",)]

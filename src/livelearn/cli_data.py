@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
+import logging
 import math
 import shlex
 import socket
@@ -24,6 +26,10 @@ from typing import Any, TextIO, TypeVar
 from livelearn.errors import BadInput, ConfigError, make_folder
 
 N = TypeVar("N", int, float)
+
+#: Seconds between two lines of a long ingest's, replay's or run --until-idle's progress.
+PROGRESS_S = 10.0
+progress = logging.getLogger("livelearn.progress")
 
 #: The PIPELINE argument's help, for every command that takes one (spec.load_pipeline).
 PIPELINE_HELP = ("the pipeline: path/to/file.py (its PIPELINE; file.py:NAME for another "
@@ -61,7 +67,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        "stdin) to STREAM. Bad records go to the dead-letter topic with the "
                        "reason; they never stop the ingest. Events older than the log's joiner "
                        "has read (its watermark), which it will dead-letter as late, are "
-                       "counted in a warning that says what to do.")
+                       "counted in a warning that says what to do. A long ingest logs how far "
+                       "it is every 10 s; stopped with Ctrl-C, it says up to which line it "
+                       "wrote and the --from-line that goes on.")
     _workdir(i, "the log goes")
     i.add_argument("stream", metavar="STREAM",
                    help="the stream the records are events of: one the pipeline declares, "
@@ -74,6 +82,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help=f"folder of the table files, for impressions (default: {DATA_DEFAULT})")
     i.add_argument("--format", choices=("jsonl", "csv"), default=None,
                    help="the file's format (default: from its suffix; stdin: jsonl)")
+    i.add_argument("--from-line", type=_line_number, default=1, metavar="N",
+                   help="skip the records that start before line N of FILE (the file's line "
+                        "numbers, as the dead letters give them): an ingest stopped with "
+                        "Ctrl-C says from which line to go on (default: 1)")
     i.set_defaults(func=_ingest)
     roles = argparse.ArgumentParser(add_help=False, parents=[common])
     _workdir(roles, "the log and the registry go")
@@ -150,6 +162,11 @@ def positive_seconds(text: str) -> float:
     return number_of(text, float, lambda v: 0 < v < math.inf, "a number of seconds above 0")
 
 
+def _line_number(text: str) -> int:
+    """--from-line: a whole number from 1."""
+    return number_of(text, int, lambda v: v >= 1, "a line number from 1")
+
+
 def _bucket_width(text: str) -> int:
     """--bucket-ms: at most the largest event time, so a bucket's end is still a time
     (the report's JSON holds it as a 64-bit integer)."""
@@ -195,9 +212,16 @@ def _ingest(args: argparse.Namespace) -> int:
                           f"one process")
     pipeline, _, log = _paths(args)
     past = _joiner_past(log, pipeline, args.stream)
-    result = ingest(log, pipeline, args.stream, args.file, args.format,
-                    data_dir=args.data or data_dir_of(args.pipeline),
-                    late_before=None if past is None else past[1])
+    ingesting = _Ingesting(args.from_line)
+    try:
+        result = ingest(log, pipeline, args.stream, args.file, args.format,
+                        data_dir=args.data or data_dir_of(args.pipeline),
+                        late_before=None if past is None else past[1],
+                        from_line=args.from_line, progress=functools.partial(
+                            ingesting, args.stream, args.file))
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what was written, and how to go on
+        print(f"stopped. {ingesting.written(args.file)}", flush=True)
+        raise
     _say_ingested(args.stream, result.events, result.dead, result.first_errors or [])
     if result.dead:
         say_read_them(args, sys.stderr, "  ")
@@ -205,6 +229,60 @@ def _ingest(args: argparse.Namespace) -> int:
         _say_behind(args, pipeline, result.behind, result.events, past[0])
     _none_accepted({f"{args.stream}={args.file}": (result.events, result.dead)})
     return 0
+
+
+class _Ingesting:
+    """How far an ingest is: logged every PROGRESS_S seconds (``ingest``'s ``progress``, of
+    a source and stream), and said if it is stopped."""
+
+    def __init__(self, from_line: int = 1):
+        self.from_line, self.due = from_line, Every(PROGRESS_S)
+        self.result: Any = None  # ingest.Ingested, kept up to date by ingest
+
+    def __call__(self, stream: str, source: str, result: Any, share: float | None) -> None:
+        self.result = result
+        if result.through >= self.from_line and self.due():  # something read, and time
+            read = "" if share is None else f" ({share:.0%} of the file)"
+            progress.info("ingesting %s into stream '%s': line %d%s, %d events and %d dead "
+                          "letters written", _source_name(source), stream, result.through,
+                          read, result.events, result.dead)
+
+    def written(self, source: str) -> str:
+        """What was written of ``source`` when the ingest stopped, and how to go on."""
+        from livelearn.ingest import Ingested, written_before
+
+        result = self.result or Ingested(through=self.from_line - 1)
+        return written_before(result, source, result.through + 1)
+
+
+def _source_name(source: str) -> str:
+    return "stdin" if source == "-" else source
+
+
+class Every:
+    """Says, when called, whether ``seconds`` have passed since it last said so (or since it
+    was made): a command of a few seconds says nothing of its progress."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.next = seconds, time.monotonic() + seconds
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        self.next = now + self.seconds
+        return True
+
+
+def _say_learning(due: Every, loop: Any) -> None:
+    """Log how far the joiner and the trainer of ``loop`` are, if ``due``."""
+    if due():
+        read, held = loop.read()
+        version = loop.trainer.version
+        progress.info("learning: the joiner read %d of the %d input records in the log (%.0f%%), "
+                      "the trainer learned %d samples, latest version v%d", read, held,
+                      100 * read / max(held, 1), loop.trainer.samples,
+                      version.id if version else 0)
 
 
 def _joiner_past(log: Any, pipeline: Any, stream: str) -> tuple[int, int] | None:
@@ -276,8 +354,16 @@ def _replay(args: argparse.Namespace) -> int:
                      _how_to_replay(args, workdir))
     registry, data = _registry_and_data(args, workdir)
     tune_gc()
-    report, loop = replay(log, registry, pipeline, sources, data, final=not args.then_live,
-                          bucket_ms=args.bucket_ms, skip_lost=args.skip_lost)
+    try:
+        report, loop = replay(log, registry, pipeline, sources, data, final=not args.then_live,
+                              bucket_ms=args.bucket_ms, skip_lost=args.skip_lost,
+                              ingesting=_Ingesting(), learning=functools.partial(
+                                  _say_learning, Every(PROGRESS_S)))
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: a replay cannot go on
+        print(f"stopped: a replay stopped partway cannot go on (part of a file may be in "
+              f"the log, and its report would miss what was learned before): "
+              f"{_how_to_replay(args, workdir)}", flush=True)
+        raise
     if args.report_json is not None:
         write_json(args.report_json, report)
     html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
@@ -454,7 +540,12 @@ def _run(args: argparse.Namespace) -> int:
         print(resumed, flush=True)
     tune_gc()
     if args.until_idle:
-        loop.drain(final=True)
+        try:
+            loop.drain(final=True, progress=functools.partial(
+                _say_learning, Every(PROGRESS_S), loop))
+        except KeyboardInterrupt:
+            _say_stopped(loop, "`livelearn run` again resumes")
+            raise
         print(learned(loop.trainer, loop.dead_letters()))
         return 0
     loops = _resuming(args, loop, pipeline, log, registry, data)

@@ -21,9 +21,10 @@ seconds) never stops the ingest: it goes to the dead-letter topic with reason
 ``FILE:LINE``; one larger than the log takes in a record (Kafka's
 max.message.bytes) with reason ``too_large`` and its first 1,000 characters.
 
-Records are written ``BATCH`` at a time, each batch with its dead letters in one atomic
-write. A log that fails meanwhile (a Kafka broker gone) ends the ingest with
-Unavailable, whose message says from which line of the source on nothing was written.
+Records are read as a stream and written ``BATCH`` at a time, each batch with its dead
+letters in one atomic write. A log that fails meanwhile (a Kafka broker gone) ends the
+ingest with Unavailable, whose message says from which line of the source on nothing was
+written: ``from_line`` goes on from there.
 
 >>> from livelearn.spec import Stream
 >>> s = Stream("tx", {"amount": float, "fraud": bool}, key="card")
@@ -38,13 +39,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import os
 import re
+import stat
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -98,55 +102,70 @@ class Ingested:
     reasons: Counter[str] = field(default_factory=Counter)
     #: the events appended whose ts is before ``ingest``'s ``late_before``
     behind: int = 0
+    #: the line of the source up to which every record was written (or skipped)
+    through: int = 0
 
 
 def ingest(log: Log, pipeline: Pipeline, stream: str, source: str | Path,
            fmt: str | None = None, now_ms: int | None = None, data_dir: str | Path = ".",
-           late_before: int | None = None) -> Ingested:
+           late_before: int | None = None, from_line: int = 1,
+           progress: Callable[[Ingested, float | None], None] | None = None) -> Ingested:
     """Append the records of ``source`` (a path, or '-' for stdin) to ``stream``.
 
     ``stream`` may be ``predictions`` for a feedback join: the records are then
     impressions from history (livelearn.impressions; tables from ``data_dir``).
     The events appended whose ts (ms) is before ``late_before`` are counted in
     ``Ingested.behind`` (`livelearn ingest`: those the joiner, past them, dead-letters).
+    The records that start before line ``from_line`` are skipped (an ingest that was
+    stopped goes on: ``Ingested.through``). ``progress`` is called before the first record
+    and after each write, with what was written so far (the same object, which stays up to
+    date) and the share of the file read (None for stdin or a pipe).
     """
     convert = _converter(log, pipeline, stream, now_ms, data_dir)
     behind = NO_CUTOFF if late_before is None else late_before
     limit, dead_limit = log.record_limit(stream), log.record_limit(DEAD_LETTERS)
-    result = Ingested(first_errors=[])
+    result = Ingested(first_errors=[], through=from_line - 1)
     good: list[tuple[str, bytes]] = []
     dead: list[tuple[str, bytes]] = []
     reasons: list[str] = []  # of the dead letters, in turn
     first = 0  # the line of the first record not written yet (0: none is held)
-    for line, raw in read_records(source, fmt):
-        first = first or line
-        letter = None
-        try:
-            if isinstance(raw, dict):
-                _check_row(stream, raw)
-            elif not raw.isascii():
-                _check_line(stream, raw)
-            key, value, ts = convert(raw)
-            if limit is None or len(key) + len(value) <= limit:
-                good.append((key, value))
-                if ts < behind:
-                    result.behind += 1
-            else:  # more than the log takes in a record (Kafka's max.message.bytes)
-                letter = too_large("the event", len(key) + len(value), limit, stream, stream,
-                                   _text(raw), f"{source}:{line}")
-        except (BadInput, PipelineError) as e:  # the record's fault, or the pipeline's
-            reason = Reason.MALFORMED if isinstance(e, BadInput) else Reason.FAILED
-            letter = dead_letter(reason, str(e), stream, _text(raw), f"{source}:{line}")
-        if letter is not None:
-            dead.append((stream, letter_value(letter, stream, dead_limit, DEAD_LETTERS)))
-            reasons.append(str(letter["reason"]))
-            if len(result.first_errors or []) < 5:
-                result.first_errors.append(  # type: ignore[union-attr]
-                    f"{letter['source']}: {letter['detail']}")
-        if len(good) + len(dead) >= BATCH:
-            _flush(log, stream, good, dead, reasons, result, (source, first))
-            first = 0
-    _flush(log, stream, good, dead, reasons, result, (source, first))
+    kind = _format(str(source), fmt)
+    with _opened(source, kind) as f:
+        share = _share_read(f)
+        if progress is not None:
+            progress(result, share())
+        for line, raw in _records(f, str(source), kind, from_line):
+            first = first or line
+            letter = None
+            try:
+                if isinstance(raw, dict):
+                    _check_row(stream, raw)
+                elif not raw.isascii():
+                    _check_line(stream, raw)
+                key, value, ts = convert(raw)
+                if limit is None or len(key) + len(value) <= limit:
+                    good.append((key, value))
+                    if ts < behind:
+                        result.behind += 1
+                else:  # more than the log takes in a record (Kafka's max.message.bytes)
+                    letter = too_large("the event", len(key) + len(value), limit, stream,
+                                       stream, _text(raw), f"{source}:{line}")
+            except (BadInput, PipelineError) as e:  # the record's fault, or the pipeline's
+                reason = Reason.MALFORMED if isinstance(e, BadInput) else Reason.FAILED
+                letter = dead_letter(reason, str(e), stream, _text(raw), f"{source}:{line}")
+            if letter is not None:
+                dead.append((stream, letter_value(letter, stream, dead_limit, DEAD_LETTERS)))
+                reasons.append(str(letter["reason"]))
+                if len(result.first_errors or []) < 5:
+                    result.first_errors.append(  # type: ignore[union-attr]
+                        f"{letter['source']}: {letter['detail']}")
+            if len(good) + len(dead) >= BATCH:
+                _flush(log, stream, good, dead, reasons, result, (source, first, line))
+                first = 0
+                if progress is not None:
+                    progress(result, share())
+        if first:  # the records from line ``first`` to the last one read, ``line``
+            _flush(log, stream, good, dead, reasons, result, (source, first, line))
     return result
 
 
@@ -234,9 +253,10 @@ def _object(raw: str | dict[str, Any]) -> dict[str, Any]:
 
 def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
            dead: list[tuple[str, bytes]], reasons: list[str], result: Ingested,
-           at: tuple[str | Path, int]) -> None:
-    """Write the records held, from line ``at`` of its source on; Unavailable if the log
-    fails, saying how much of the source was written before (``result``)."""
+           at: tuple[str | Path, int, int]) -> None:
+    """Write the records held, from line ``at[1]`` of source ``at[0]`` to line ``at[2]``;
+    Unavailable if the log fails, saying how much of the source was written before
+    (``result``)."""
     try:
         with log.atomic():
             if good:
@@ -244,7 +264,8 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
             if dead:
                 log.append(DEAD_LETTERS, dead)
     except Unavailable as e:
-        raise Unavailable(f"{e}. {_written_before(result, *at)}") from e
+        raise Unavailable(f"{e}. {written_before(result, at[0], at[1])}") from e
+    result.through = at[2]
     result.events += len(good)
     result.dead += len(dead)
     result.reasons.update(reasons)
@@ -252,15 +273,17 @@ def _flush(log: Log, stream: str, good: list[tuple[str, bytes]],
         written.clear()
 
 
-def _written_before(result: Ingested, source: str | Path, line: int) -> str:
-    """What an ingest that failed at ``line`` of ``source`` had written: the records
-    before that line, each batch in one atomic write."""
+def written_before(result: Ingested, source: str | Path, line: int) -> str:
+    """What an ingest that stopped at ``line`` of ``source`` (its log failed, Ctrl-C) had
+    written: the records before that line, each batch in one atomic write; and how to
+    go on."""
     name = "stdin" if str(source) == "-" else str(source)
     if not (result.events or result.dead):
         return f"Nothing of {name} was written"
     return (f"Of {name}, the records before line {line} were written ({result.events} "
             f"events, {result.dead} dead letters) and none from there on: ingest the rest "
-            f"(the joiner dead-letters the copies of records ingested twice)")
+            f"with --from-line {line} (ingested again, the joiner dead-letters the copies "
+            f"of records ingested twice)")
 
 
 def check_source(source: str | Path, fmt: str | None = None) -> None:
@@ -291,18 +314,27 @@ def _format(name: str, fmt: str | None) -> str:
     return fmt or ("csv" if name.lower().endswith(".csv") else "jsonl")
 
 
-def read_records(source: str | Path, fmt: str | None = None
+def read_records(source: str | Path, fmt: str | None = None, from_line: int = 1
                  ) -> Iterator[tuple[int, str | dict[str, Any]]]:
     """(line number, record) pairs: raw JSON text per line, or a dict per CSV row.
 
     ``fmt`` is "jsonl" or "csv"; by default the file's suffix decides (stdin: jsonl).
     ConfigError for a JSON lines file that holds a JSON array, or is Parquet or gzip.
     The text is UTF-8; a byte order mark at its start is skipped (a CSV row that holds
-one is dead-lettered, ``_check_row``). The line of a record
-    is where it starts in the file (a CSV row may span lines); blank lines are skipped.
+    one is dead-lettered, ``_check_row``). The line of a record is where it starts in the
+    file (a CSV row may span lines); blank lines are skipped, and so are the records that
+    start before line ``from_line``.
     """
+    kind = _format(str(source), fmt)
+    with _opened(source, kind) as f:
+        yield from _records(f, str(source), kind, from_line)
+
+
+@contextmanager
+def _opened(source: str | Path, kind: str) -> Iterator[IO[str]]:
+    """The text of ``source`` (a path, or '-' for stdin) in format ``kind``, open for
+    reading; ConfigError for another format, or a file that cannot be read (check_source)."""
     name = str(source)
-    kind = _format(name, fmt)
     if kind not in ("csv", "jsonl"):
         raise ConfigError(f"format {kind!r}: expected csv or jsonl")
     check_source(name, kind)
@@ -314,26 +346,46 @@ one is dead-lettered, ``_check_row``). The line of a record
                                    errors="surrogateescape", newline="") if name == "-"
                   else open(name, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     try:
-        if kind == "csv":
-            header, rows = csv_cells(f)
-            _check_header(name, header)
-            for at, cells in rows:  # a dict by the header, as csv.DictReader makes it
-                row: dict[Any, Any] = dict(zip(header, cells, strict=False))
-                if len(cells) > len(header):
-                    row[None] = cells[len(header):]
-                row.update(dict.fromkeys(header[len(cells):]))
-                yield at, row
-        else:
-            lines = ((i, line) for i, line in enumerate(f, start=1) if line.strip())
-            first = next(lines, None)
-            if first is not None:
-                if name == "-":  # a file's first line was checked with the file
-                    _check_json_lines("stdin", first[1])
-                yield first
-            yield from lines
+        yield f
     finally:
         if name != "-":
             f.close()
+
+
+def _records(f: IO[str], name: str, kind: str, from_line: int
+             ) -> Iterator[tuple[int, str | dict[str, Any]]]:
+    """``read_records`` of ``f``, the text of file ``name`` (stdin: '-') in format ``kind``."""
+    if kind == "csv":
+        header, rows = csv_cells(f)
+        _check_header(name, header)
+        for at, cells in rows:  # a dict by the header, as csv.DictReader makes it
+            if at < from_line:
+                continue
+            row: dict[Any, Any] = dict(zip(header, cells, strict=False))
+            if len(cells) > len(header):
+                row[None] = cells[len(header):]
+            row.update(dict.fromkeys(header[len(cells):]))
+            yield at, row
+        return
+    for _ in itertools.islice(f, from_line - 1):  # the lines before from_line, unread
+        pass
+    lines = ((i, line) for i, line in enumerate(f, start=from_line) if line.strip())
+    first = next(lines, None)
+    if first is not None:
+        if name == "-":  # a file's first line was checked with the file
+            _check_json_lines("stdin", first[1])
+        yield first
+    yield from lines
+
+
+def _share_read(f: IO[str]) -> Callable[[], float | None]:
+    """How much of ``f`` has been read, as a share of its size: a function; it gives None
+    for stdin or a pipe (``<(zcat FILE)``), whose size is not known."""
+    status = os.fstat(f.fileno())
+    if not stat.S_ISREG(status.st_mode) or not status.st_size:
+        return lambda: None
+    fd, size = f.fileno(), status.st_size
+    return lambda: min(1.0, os.lseek(fd, 0, os.SEEK_CUR) / size)  # read ahead: 8 KiB at most
 
 
 def _check_header(name: str, header: list[str]) -> None:

@@ -66,12 +66,14 @@ class Loop:
         self.gate.step()
         return bool(joined or trained)
 
-    def drain(self, final: bool = True) -> None:
+    def drain(self, final: bool = True, progress: Callable[[], None] | None = None) -> None:
         """Turn until every role has read all there is, and the joiner written all it
         made; when ``final``, publish what was learned since the last version and judge
-        it, as ``livelearn train --until-idle`` ends."""
+        it, as ``livelearn train --until-idle`` ends. ``progress`` is called after each
+        turn (a long drain says how far it is)."""
         while self.turn(final) or self.joiner.write_pending():
-            pass
+            if progress is not None:
+                progress()
         if final and self.trainer.publish_now() is not None:
             self.gate.step()
 
@@ -88,9 +90,13 @@ class Loop:
         version = self.trainer.version  # v1, the untrained model, is there from the start
         if not self.joiner.resumed and not self.trainer.samples:
             return None
-        read = sum(self.joiner.offsets.values())
-        held = sum(self.joiner.log.end_offset(t, p) for t, p in self.joiner.inputs)
+        read, held = self.read()
         learned = ("no version yet" if version is None else
                    f"v{version.id} ({self.trainer.samples} samples learned)")
         return (f"resuming: the joiner from its checkpoint ({read} of the {held} input "
                 f"records in the log read), the trainer from {learned}")
+
+    def read(self) -> tuple[int, int]:
+        """How many of the joiner's input records it has read, and how many the log holds."""
+        held = sum(self.joiner.log.end_offset(t, p) for t, p in self.joiner.inputs)
+        return sum(self.joiner.offsets.values()), held

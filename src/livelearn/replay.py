@@ -21,6 +21,7 @@ the first few reasons.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -38,12 +39,15 @@ from livelearn.train.trainer import Trained
 
 def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[tuple[str, str]],
            data_dir: str | Path = ".", final: bool = True, bucket_ms: int | None = None,
-           on_trained: Callable[[Trained], None] | None = None, skip_lost: bool = False
-           ) -> tuple[dict[str, Any], Loop]:
+           on_trained: Callable[[Trained], None] | None = None, skip_lost: bool = False,
+           ingesting: Callable[[str, str, Ingested, float | None], None] | None = None,
+           learning: Callable[[Loop], None] | None = None) -> tuple[dict[str, Any], Loop]:
     """Ingest ``sources`` ((stream, file) pairs, in order, impressions last) and learn;
     ``on_trained`` also sees what each trainer step learned (study.freshness keeps it);
     ``skip_lost``: the roles go on past records the log's retention deleted before they
-    read them, as ``Loop`` says.
+    read them, as ``Loop`` says. ``ingesting`` (stream, file, what was written of it, the
+    share read: ``ingest``'s ``progress``) and ``learning`` (after each turn of the roles)
+    are told how far a long replay is.
 
     Returns the report and the loop, whose roles can go on with live events; the
     loop no longer records what it learns (the report is made: a loop that went on
@@ -61,9 +65,11 @@ def replay(log: Log, registry: Registry, pipeline: Pipeline, sources: Sequence[t
 
     loop.on_trained = learned
     # impressions last: their served counters count the feedback before them
-    ingested = {f"{s}={f}": ingest(log, pipeline, s, f, data_dir=data_dir)
+    ingested = {f"{s}={f}": ingest(log, pipeline, s, f, data_dir=data_dir, progress=None
+                                   if ingesting is None else functools.partial(ingesting, s, f))
                 for s, f in sorted(sources, key=lambda source: source[0] == PREDICTIONS)}
-    loop.drain(final=final)
+    loop.drain(final=final, progress=None if learning is None else
+               functools.partial(learning, loop))
     loop.on_trained = None
     seconds = time.perf_counter() - started
     events = sum(i.events for i in ingested.values())

@@ -21,7 +21,9 @@ a CSV file, whose cells cannot say they are text, where such a column is its tex
 from __future__ import annotations
 
 import csv
+import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,12 @@ from livelearn.errors import BadInput, ConfigError, NotFound
 from livelearn.events import USUAL_FROM_MS, check_ms, digits_of_a_date, show, to_ms, written_as_date
 from livelearn.spec import Table
 from livelearn.tables.store import is_scalar
+
+log = logging.getLogger("livelearn.tables")
+
+#: Bytes of a table file whose reading is logged, when it starts and ends: 10 MB holds
+#: about 200,000 rows of a few columns, which take seconds to read (2 million: a minute).
+LARGE = 10_000_000
 
 _READERS = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_json_auto",
             ".jsonl": "read_json_auto", ".ndjson": "read_json_auto"}
@@ -95,11 +103,18 @@ def read_rows(table: Table, data_dir: str | Path = ".") -> list[dict[str, Any]]:
     csv_file = reader == "read_csv_auto"
     if csv_file:
         _check_bom(table, path)
+    size, started = path.stat().st_size, time.monotonic()
+    if size >= LARGE:  # seconds to minutes: not in silence
+        log.info("table '%s': reading %s (%.0f MB)", table.name, path, size / 1e6)
     with duckdb.connect() as connection:
         # a time without a zone is UTC, not the machine's zone (DuckDB reads a column of
         # times some with a zone and some without in the session's zone)
         connection.execute("SET TimeZone = 'UTC'")
-        return _rows(table, path, connection, reader, csv_file)
+        rows = _rows(table, path, connection, reader, csv_file)
+    if size >= LARGE:
+        log.info("table '%s': %d rows read in %.1f s", table.name, len(rows),
+                 time.monotonic() - started)
+    return rows
 
 
 def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reader: str,
@@ -120,9 +135,10 @@ def _rows(table: Table, path: Path, connection: duckdb.DuckDBPyConnection, reade
         raise _unreadable(table, path, csv_file, e) from None
     rows = [dict(zip(rel.columns, row, strict=True)) for row in fetched]
     first: dict[str, int] = {}  # a static table's keys: the row each came in
+    times: dict[str, int] = {}  # each as_of text met, in ms (rows of a snapshot share one)
     for n, row in enumerate(rows, start=1):
         kinds.convert(row, f"table '{table.name}', row {n}, column")
-        _check_key_and_time(table, row, n, first)
+        _check_key_and_time(table, row, n, first, times)
     return rows
 
 
@@ -272,9 +288,10 @@ def _wide(where: str, digits: str) -> str:
 
 
 def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
-                        first: dict[str, int]) -> None:
+                        first: dict[str, int], times: dict[str, int]) -> None:
     """BadInput unless row ``n``'s key is text or an integer, and (``first``: the row each
-    key came in) once only in a static table; its ``as_of`` made ms, in place."""
+    key came in) once only in a static table; its ``as_of`` made ms, in place (``times``:
+    the texts made ms before, each parsed once)."""
     where = f"table '{table.name}', row {n}, column"
     key = row[table.key]
     if key is None or key == "":
@@ -284,8 +301,11 @@ def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
                        f"got {show(key)} ({type(key).__name__}), which no request's key "
                        f"would match")
     if table.as_of is not None:
-        at = f"{where} '{table.as_of}'"
         value = row[table.as_of]
+        if type(value) is str and value in times:
+            row[table.as_of] = times[value]
+            return
+        at = f"{where} '{table.as_of}'"
         ms = to_ms(value, at, up=True)
         # a date (ISO 8601 text, a timestamp) is no count of seconds by mistake, whatever
         # its year: "1970-01-01", valid since always, was refused as "0 (seconds?)"
@@ -295,6 +315,8 @@ def _check_key_and_time(table: Table, row: dict[str, Any], n: int,
             if isinstance(ms, int) and not USUAL_FROM_MS <= ms < 10**13:
                 digits_of_a_date(ms, at)  # 20251129103000: rows seen from the year 2611
             row[table.as_of] = check_ms(ms, at)
+        if type(value) is str:
+            times[value] = row[table.as_of]
     elif first.setdefault(str(key), n) != n:
         raise BadInput(f"table '{table.name}', rows {first[str(key)]} and {n}, column "
                        f"'{table.key}': the key {str(key)!r} twice; a table without "
