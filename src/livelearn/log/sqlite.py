@@ -4,6 +4,13 @@ Appends take SQLite's write lock (BEGIN IMMEDIATE), so offsets stay dense and
 ordered when several processes append to one topic. ``atomic()`` makes the
 appends and the commit inside it one transaction: exactly-once for free.
 
+Several processes share the file: one writes at a time, and readers do not wait for
+writers (WAL). A statement waits at most ``LOCK_WAIT_S`` for a lock that another process
+holds (a writer stopped with Ctrl-Z, another program's open transaction), then raises
+Unavailable naming the file: a live role waits for the log and goes on from its
+checkpoints (outage.py), a bounded command (ingest, models, --until-idle) stops saying so.
+The registry's index.db waits as long.
+
 Records are stored in batches, as Kafka does: one table row holds up to
 ``BATCH_RECORDS`` consecutive records of a partition (offsets ``first`` to
 ``last``; their keys as a JSON list, their values concatenated, the values'
@@ -47,7 +54,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from livelearn.errors import ConfigError, Corrupt, NotFound, make_folder
+from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable, make_folder
 from livelearn.log.base import (
     Appended,
     Checkpoint,
@@ -73,6 +80,9 @@ SWEEP_S = 60.0
 #: (fewer pages to chain and checkpoint), and a small commit (a served
 #: prediction) still writes little.
 PAGE_SIZE = 16384
+#: Seconds a statement waits for a lock another process holds on the file (SQLite's busy
+#: timeout; a write waits for the one writer at a time) before it raises Unavailable.
+LOCK_WAIT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -109,31 +119,39 @@ class _Cursor(sqlite3.Cursor):
         try:
             return super().execute(sql, parameters)
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def executemany(self, sql: str, parameters: Any, /) -> Self:
         try:
             return super().executemany(sql, parameters)
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def __next__(self) -> Any:
         try:
             return super().__next__()
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def fetchone(self) -> Any:
         try:
             return super().fetchone()
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def fetchall(self) -> list[Any]:
         try:
             return super().fetchall()
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection to SQLite file ``path`` as the log and the registry use it: each
+    statement its own transaction unless one is begun, usable by any thread, waiting
+    LOCK_WAIT_S at most for another process's lock."""
+    return sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None,
+                           check_same_thread=False, factory=Connection)
 
 
 def take_claim(conn: sqlite3.Connection, group: str) -> int:
@@ -152,14 +170,21 @@ def check_claim(conn: sqlite3.Connection, group: str, epoch: int, where: str) ->
         raise fenced(group, where, row[1])
 
 
-def _damaged(conn: sqlite3.Connection, e: sqlite3.DatabaseError) -> Exception:
-    """Corrupt for a damaged file; other errors (a locked database, a constraint) as they are."""
-    if type(e) is not sqlite3.DatabaseError:
+def _failure(conn: sqlite3.Connection, e: sqlite3.DatabaseError) -> Exception:
+    """Corrupt for a damaged file; Unavailable for a file another process kept locked for
+    LOCK_WAIT_S; other errors (a constraint, a disk full) as they are."""
+    busy = (getattr(e, "sqlite_errorname", None) or "").startswith("SQLITE_BUSY")
+    if type(e) is not sqlite3.DatabaseError and not busy:
         return e
     try:
         path = sqlite3.Connection.execute(conn, "PRAGMA database_list").fetchone()[2]
     except sqlite3.Error:
         path = "?"
+    if busy:
+        return Unavailable(f"SQLite file {path} stayed locked by another process for "
+                           f"{LOCK_WAIT_S:g} s, the longest livelearn waits ({e}): is a "
+                           f"command writing to it stopped (Ctrl-Z), or another program "
+                           f"holding a transaction open? Once it lets go, try again")
     return Corrupt(f"SQLite file {path} is damaged ({e}): restore it from a backup, or start "
                    f"a new one (a log can be replayed from the events' files)")
 
@@ -221,8 +246,7 @@ class SQLiteLog(Log):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False, factory=Connection)
+            conn = connect(self.path)
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
