@@ -157,3 +157,26 @@ def test_an_earlier_trainer_still_running_writes_no_dead_letter(log_url: str,
     assert second.malformed == 2
     letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
     assert [d["source"] for d in letters] == [f"{SAMPLES}/0@0", f"{SAMPLES}/0@1"]
+
+
+def test_a_second_run_on_the_port_of_one_running_fails_before_taking_its_roles_over(
+        tmp_path: Path) -> None:
+    """A `run` started again by mistake, on the port the first one serves on, stops saying
+    the port is in use: it took over no role, and the first one goes on joining."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    args, port = ["p.py", "--workdir", "w"], free_port()
+    assert _livelearn("ingest", *args[:1], "ratings", str(_ratings(tmp_path / "a.jsonl", 0, 50)),
+                      *args[1:], cwd=tmp_path).returncode == 0
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    with _process(["run", *args, "--port", str(port)], tmp_path) as first:
+        _wait(lambda: _up(f"http://127.0.0.1:{port}"), "the first run's server")
+        second = _livelearn("run", *args, "--port", str(port), cwd=tmp_path)
+        assert second.returncode == 2
+        assert second.stderr == f"livelearn: cannot serve on 127.0.0.1:{port}: Address already " \
+                                f"in use (is another server there? choose another --port)\n"
+        assert _claims(tmp_path / "w" / "log.db", "joiner") == 1
+        assert _livelearn("ingest", *args[:1], "ratings",
+                          str(_ratings(tmp_path / "b.jsonl", 50, 50)), *args[1:],
+                          cwd=tmp_path).returncode == 0
+        _wait(lambda: len(_samples(log)) == 99, "the first run's samples of both files")
+        assert first.poll() is None
