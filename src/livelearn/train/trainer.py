@@ -319,10 +319,11 @@ class Trainer:
 
     def _check_log(self, version: Version) -> None:
         """ConfigError if ``version`` learned the samples of another log (a new log beside
-        an old registry, or the samples topic deleted and made again): resumed here, the
-        trainer would skip as many of this log's samples as the version's offsets count,
-        learning none of them. A version published before the topic's id was recorded is
-        known for another log's only where its offsets go past this log's end."""
+        an old registry, or the samples topic deleted and made again), or more samples than
+        this log holds (the log older than the registry: restored from an earlier copy, or
+        copied while the roles wrote): resumed here, the trainer would skip as many of this
+        log's samples as the version's offsets count, learning none of them. A version
+        published before the topic's id was recorded is known by its offsets only."""
         recorded = version.meta.get("topic_ids")
         for topic, partition, offset in version.meta["offsets"]:
             if (topic, partition) not in self.inputs:
@@ -331,14 +332,18 @@ class Trainer:
                 why = (f"learned the samples of topic '{topic}' with id {recorded.get(topic)}, "
                        f"this log's has id {self.topic_ids[topic]} (another log, or the topic "
                        f"made again)")
-            elif recorded is None and offset > (end := self.log.end_offset(topic, partition)):
+                whose = "the registry is another log's"
+            elif offset > (end := self.log.end_offset(topic, partition)):
                 why = (f"learned the samples up to offset {offset} of topic '{topic}' "
                        f"partition {partition}, but this log holds {end}")
+                whose = ("the registry is another log's, or newer than this log (a log "
+                         "restored from an earlier copy, or a folder copied while its roles "
+                         "wrote: copy a stopped pipeline's)")
             else:
                 continue
-            raise ConfigError(f"registry {str(self.registry.path)!r}: v{version.id} {why}: the "
-                              f"registry is another log's. Give the log it was made with, or "
-                              f"a new --registry (a new --workdir)")
+            raise ConfigError(f"registry {str(self.registry.path)!r}: v{version.id} {why}: "
+                              f"{whose}. Give the log it was made with, or a new --registry "
+                              f"(a new --workdir)")
 
     def _merge_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
         """The merge key of this trainer's samples (_sample_key, for its learner)."""
