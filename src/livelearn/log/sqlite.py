@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -80,6 +81,8 @@ SWEEP_S = 60.0
 #: (fewer pages to chain and checkpoint), and a small commit (a served
 #: prediction) still writes little.
 PAGE_SIZE = 16384
+#: What SQLite says when the disk refuses a write: full, read-only, failing.
+CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 #: Seconds a statement waits for a lock another process holds on the file (SQLite's busy
 #: timeout; a write waits for the one writer at a time) before it raises Unavailable.
 LOCK_WAIT_S = 30.0
@@ -144,6 +147,19 @@ class _Cursor(sqlite3.Cursor):
             return super().fetchall()
         except sqlite3.DatabaseError as e:
             raise _failure(self.connection, e) from None
+
+
+def read_only_folder(file: str | Path) -> str:
+    """Where the folder of SQLite file ``file`` cannot be written, a sentence saying so
+    (SQLite cannot open the file without making ``file``-wal and ``file``-shm there); else
+    ''."""
+    folder = Path(file).parent
+    if not folder.is_dir() or os.access(folder, os.W_OK):
+        return ""
+    name = Path(file).name
+    return (f": its folder {str(folder)!r} cannot be written, and SQLite makes {name}-wal and "
+            f"{name}-shm beside it, even to read it. Give a folder that can be written (or "
+            f"copy the pipeline's folder to one).")
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -213,7 +229,8 @@ class SQLiteLog(Log):
             self._conn().executescript(_SCHEMA)
         except (sqlite3.DatabaseError, Corrupt) as e:  # a folder, a file of another kind
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
-            raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({why})") from None
+            raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({why})"
+                              f"{read_only_folder(self.path)}") from None
         self._convert_records()
         self._add_append_times()
 
@@ -268,16 +285,23 @@ class SQLiteLog(Log):
                 self._local.depth -= 1
             return
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            self._local.depth = 1
             try:
-                yield
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                self._local.depth = 1
+                try:
+                    yield
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # SQLite rolls back by itself after some errors
+                        conn.execute("ROLLBACK")
+                    raise
                 self._recent.update(self._local.appended)  # readable once committed
+            except sqlite3.OperationalError as e:
+                if not (e.sqlite_errorname or "").startswith(CANNOT_WRITE):
+                    raise
+                why = read_only_folder(self.path) or ": is its disk full, or the file read-only?"
+                raise Unavailable(f"log {self.path!r}: SQLite cannot write to it ({e}){why} "
+                                  f"Nothing of this write was written") from None
             finally:
                 self._local.depth = 0
                 self._local.appended = []

@@ -62,13 +62,11 @@ from typing import Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, make_folder
-from livelearn.log.sqlite import check_claim, connect, take_claim
+from livelearn.log.sqlite import CANNOT_WRITE, check_claim, connect, read_only_folder, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "canary", "approved", "serving", "rejected", "retired")
 _COLUMNS = ["id", "parent", "status", "created", "meta", "serving_since_ts", "sha256"]
-# what SQLite says when the disk refuses a write: full, read-only, failing
-_CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 _PRUNED = "model file pruned"  # how the note of a pruned file begins among the decisions
 
 _SCHEMA = """
@@ -121,7 +119,7 @@ class Registry:
         except (sqlite3.DatabaseError, Corrupt) as e:  # no permission, a damaged index
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
             raise ConfigError(f"registry {str(self.path)!r}: cannot open its index.db "
-                              f"({why})") from None
+                              f"({why}){read_only_folder(self.path / 'index.db')}") from None
         self._check_index()
 
     def _check_schema(self) -> None:
@@ -175,7 +173,7 @@ class Registry:
                 raise
             db.execute("COMMIT")
         except sqlite3.OperationalError as e:
-            if not (e.sqlite_errorname or "").startswith(_CANNOT_WRITE):
+            if not (e.sqlite_errorname or "").startswith(CANNOT_WRITE):
                 raise  # a constraint, say (a locked index raised Unavailable: Connection)
             raise self._cannot_write("index.db", e) from None
 
