@@ -17,9 +17,11 @@ import orjson
 import pytest
 
 from livelearn.demo import free_port
-from livelearn.errors import Fenced
+from livelearn.errors import ConfigError, Fenced
+from livelearn.ingest import ingest
 from livelearn.log import open_log
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.loop import Loop
 from livelearn.registry import Registry
 from livelearn.spec import DEAD_LETTERS, SAMPLES
 from livelearn.train.trainer import Trainer
@@ -180,3 +182,25 @@ def test_a_second_run_on_the_port_of_one_running_fails_before_taking_its_roles_o
                           cwd=tmp_path).returncode == 0
         _wait(lambda: len(_samples(log)) == 99, "the first run's samples of both files")
         assert first.poll() is None
+
+
+def test_a_trainer_or_run_refused_for_another_logs_registry_fences_off_none(
+        tmp_path: Path) -> None:
+    """A `train` given a running trainer's registry with another log (a mistaken --log),
+    or a `run` given a registry another log's trainer wrote, is refused saying why before
+    it claims anything: the running joiner and trainer go on. Before, the refused trainer
+    had claimed the registry's trainer group (and a run the log's joiner group), and the
+    running ones stopped at their next write."""
+    log, other = SQLiteLog(tmp_path / "log.db"), SQLiteLog(tmp_path / "other.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+        other.create_topic(topic)
+    running = Loop(log, Registry(tmp_path / "reg"), PIPELINE)
+    Trainer(other, Registry(tmp_path / "others"), PIPELINE)
+    with pytest.raises(ConfigError, match="the registry is another log's"):
+        Trainer(other, Registry(tmp_path / "reg"), PIPELINE)
+    with pytest.raises(ConfigError, match="the registry is another log's"):
+        Loop(log, Registry(tmp_path / "others"), PIPELINE)
+    ingest(log, PIPELINE, "ratings", _ratings(tmp_path / "a.jsonl", 0, 300))
+    running.drain(final=True)
+    assert running.trainer.samples == 300
