@@ -304,10 +304,10 @@ class Trainer:
         self._since_publish = 0
         self._spoiling = 0  # samples put back and dead-lettered since the last version
         self._last_publish_ts: int | None = None
+        check_registry(log, registry, pipeline, group)  # before anything is claimed
         # the dead letters written since the offsets of the newest version (_write_letter);
         # claimed, as the group is: an earlier trainer still running writes no letter now
         # (on Kafka it made the group's producer again, fencing off this one's)
-        check_registry(log, registry, pipeline, group)  # before anything is claimed
         state = orjson.loads(log.claim(f"{group}.letters").state or b"{}")
         # (of the samples topic as it is: one made again holds other samples at those offsets)
         self._lettered = {(t, p, o) for t, p, o in state.get("letters", [])} \
