@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import closing
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import orjson
@@ -161,3 +164,58 @@ def test_a_checkpoint_edited_into_text_is_corrupt_in_one_line(
     assert [r.getMessage() for r in caplog.records if r.name == "livelearn.log"] == [
         f"checkpoint of group 'joiner' in {db} is corrupt (checksum); resuming from the one "
         f"before it"]
+
+
+@contextmanager
+def _read_only(path: Path) -> Iterator[None]:
+    """``path`` (a file or folder) read-only inside the block: immutable for root, whom
+    permissions do not stop (chattr +i; skipped where the file system has no such flag)."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not supported here")
+        undo = ["chattr", "-i", str(path)]
+    else:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(undo, check=True)
+        else:
+            path.chmod(mode)
+
+
+def _livelearn(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "livelearn", "-q", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_read_only_log_or_log_folder_is_named_in_one_line(setup: tuple[Path, Path, Path]
+                                                            ) -> None:
+    """A log file that cannot be written (another user's, a read-only disk) stops a writer
+    saying so, and readers go on; a folder that cannot be written stops readers too (SQLite
+    makes log.db-wal and log.db-shm beside the file to open it), saying why. Before, a
+    writer stopped with sqlite3's traceback, and a reader said 'unable to open database
+    file' alone."""
+    pipeline, ratings, _ = (str(p) for p in setup)
+    work = Path(pipeline).parent / "w"
+    ingest = ["ingest", pipeline, "ratings", ratings, "--workdir", str(work)]
+    assert _livelearn(*ingest).returncode == 0
+    assert sorted(os.listdir(work)) == ["log.db"]  # closed: no -wal, no -shm
+    with _read_only(work):
+        refused = _livelearn("dead-letters", pipeline, "--workdir", str(work))
+        assert (refused.returncode, refused.stderr) == (2, (
+            f"livelearn: log '{work / 'log.db'}': cannot open it as SQLite (unable to open "
+            f"database file): its folder '{work}' cannot be written, and SQLite makes "
+            f"log.db-wal and log.db-shm beside it, even to read it. Give a folder that can "
+            f"be written (or copy the pipeline's folder to one).\n"))
+    with _read_only(work / "log.db"):
+        refused = _livelearn(*ingest)
+        assert (refused.returncode, refused.stderr) == (2, (
+            f"livelearn: log '{work / 'log.db'}': SQLite cannot write to it (attempt to write "
+            f"a readonly database): is its disk full, or the file read-only? Nothing of this "
+            f"write was written\n"))
+        read = _livelearn("dead-letters", pipeline, "--workdir", str(work))
+        assert (read.returncode, read.stderr) == (0, "")
+    assert _livelearn(*ingest).returncode == 0

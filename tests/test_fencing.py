@@ -17,9 +17,11 @@ import orjson
 import pytest
 
 from livelearn.demo import free_port
-from livelearn.errors import Fenced
+from livelearn.errors import ConfigError, Fenced
+from livelearn.ingest import ingest
 from livelearn.log import open_log
 from livelearn.log.sqlite import SQLiteLog
+from livelearn.loop import Loop
 from livelearn.registry import Registry
 from livelearn.spec import DEAD_LETTERS, SAMPLES
 from livelearn.train.trainer import Trainer
@@ -157,3 +159,48 @@ def test_an_earlier_trainer_still_running_writes_no_dead_letter(log_url: str,
     assert second.malformed == 2
     letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
     assert [d["source"] for d in letters] == [f"{SAMPLES}/0@0", f"{SAMPLES}/0@1"]
+
+
+def test_a_second_run_on_the_port_of_one_running_fails_before_taking_its_roles_over(
+        tmp_path: Path) -> None:
+    """A `run` started again by mistake, on the port the first one serves on, stops saying
+    the port is in use: it took over no role, and the first one goes on joining."""
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    args, port = ["p.py", "--workdir", "w"], free_port()
+    assert _livelearn("ingest", *args[:1], "ratings", str(_ratings(tmp_path / "a.jsonl", 0, 50)),
+                      *args[1:], cwd=tmp_path).returncode == 0
+    log = SQLiteLog(tmp_path / "w" / "log.db")
+    with _process(["run", *args, "--port", str(port)], tmp_path) as first:
+        _wait(lambda: _up(f"http://127.0.0.1:{port}"), "the first run's server")
+        second = _livelearn("run", *args, "--port", str(port), cwd=tmp_path)
+        assert second.returncode == 2
+        assert second.stderr == f"livelearn: cannot serve on 127.0.0.1:{port}: Address already " \
+                                f"in use (is another server there? choose another --port)\n"
+        assert _claims(tmp_path / "w" / "log.db", "joiner") == 1
+        assert _livelearn("ingest", *args[:1], "ratings",
+                          str(_ratings(tmp_path / "b.jsonl", 50, 50)), *args[1:],
+                          cwd=tmp_path).returncode == 0
+        _wait(lambda: len(_samples(log)) == 99, "the first run's samples of both files")
+        assert first.poll() is None
+
+
+def test_a_trainer_or_run_refused_for_another_logs_registry_fences_off_none(
+        tmp_path: Path) -> None:
+    """A `train` given a running trainer's registry with another log (a mistaken --log),
+    or a `run` given a registry another log's trainer wrote, is refused saying why before
+    it claims anything: the running joiner and trainer go on. Before, the refused trainer
+    had claimed the registry's trainer group (and a run the log's joiner group), and the
+    running ones stopped at their next write."""
+    log, other = SQLiteLog(tmp_path / "log.db"), SQLiteLog(tmp_path / "other.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+        other.create_topic(topic)
+    running = Loop(log, Registry(tmp_path / "reg"), PIPELINE)
+    Trainer(other, Registry(tmp_path / "others"), PIPELINE)
+    with pytest.raises(ConfigError, match="the registry is another log's"):
+        Trainer(other, Registry(tmp_path / "reg"), PIPELINE)
+    with pytest.raises(ConfigError, match="the registry is another log's"):
+        Loop(log, Registry(tmp_path / "others"), PIPELINE)
+    ingest(log, PIPELINE, "ratings", _ratings(tmp_path / "a.jsonl", 0, 300))
+    running.drain(final=True)
+    assert running.trainer.samples == 300

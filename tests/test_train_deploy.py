@@ -1846,3 +1846,28 @@ def test_a_version_served_again_is_judged_by_what_it_served_since_after_a_restar
     gate = Gate(log, registry, "clicked", tolerance=0.02)
     assert gate.step() == []
     assert registry.get(v1).status == "serving"
+
+
+def test_a_log_older_than_the_registry_is_refused_naming_both(tmp_path: Path,
+                                                                log: SQLiteLog) -> None:
+    """A folder copied while its roles ran (the registry copied after the log, or the log
+    without its -wal file), or a log restored from an earlier backup: the same topic's id,
+    fewer samples than the newest version learned. The trainer resumed at that version's
+    offsets and learned none of the samples joined next at the offsets before them."""
+    _samples(log, 1000)
+    log.topic_id(SAMPLES)
+    with sqlite3.connect(tmp_path / "older.db") as copy:  # the log as it is now
+        sqlite3.connect(tmp_path / "log.db").backup(copy)
+    _samples(log, 1500, seed=1)
+    registry = Registry(tmp_path / "reg")
+    Trainer(log, registry, SMALL).step(10_000, final=True)
+    learned = registry.versions()[-1].meta["offsets"][0][2]
+    assert learned > 1000
+    older = SQLiteLog(tmp_path / "older.db")
+    assert older.topic_id(SAMPLES) == log.topic_id(SAMPLES)
+    with pytest.raises(ConfigError, match=rf"v\d+ learned the samples up to offset {learned} of "
+                                          r"topic 'samples' partition 0, but this log holds "
+                                          r"1000: the registry is another log's, or newer "
+                                          r"than this log \(a log restored from an earlier "
+                                          r"copy, or a folder copied while its roles wrote"):
+        Trainer(older, registry, SMALL)

@@ -535,6 +535,9 @@ def _run(args: argparse.Namespace) -> int:
 
     pipeline, workdir, log = _paths(args)
     registry, data = _registry_and_data(args, workdir)
+    # the port first: a second `run` on the port of one running fails before its roles
+    # take over the running one's (which would stop at their next write)
+    sock = None if args.until_idle or args.no_serve else bound_socket(args.host, args.port)
     loop = Loop(log, registry, pipeline, data, skip_lost=args.skip_lost)
     if (resumed := loop.resumed()) is not None:
         print(resumed, flush=True)
@@ -550,7 +553,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     loops = _resuming(args, loop, pipeline, log, registry, data)
     try:
-        _live(args, loops, pipeline, log, registry, data)
+        _live(args, loops, pipeline, log, registry, data, sock)
     except KeyboardInterrupt:
         _say_stopped(loops.role, "`livelearn run` again resumes")
         raise
@@ -577,10 +580,11 @@ def _say_stopped(loop: Any, resumes: str) -> None:
 
 
 def _live(args: argparse.Namespace, loops: Any, pipeline: Any, log: Any, registry: Any,
-          data: Path) -> None:
+          data: Path, sock: socket.socket | None = None) -> None:
     """Turn the roles (``loops``: a Resuming Loop) on the live log until interrupted and,
-    unless ``--no-serve``, serve /predict, /feedback and the dashboard meanwhile. A log
-    that fails under the roles is waited for, and they go on from their checkpoints."""
+    unless ``--no-serve``, serve /predict, /feedback and the dashboard meanwhile (on
+    ``sock``, if bound already). A log that fails under the roles is waited for, and they
+    go on from their checkpoints."""
     if args.no_serve:
         print("live: waiting for events (Ctrl-C to stop)", flush=True)
         _forever(loops)
@@ -602,7 +606,8 @@ def _live(args: argparse.Namespace, loops: Any, pipeline: Any, log: Any, registr
     thread = threading.Thread(target=roles, name="roles", daemon=True)
     thread.start()
     try:
-        serve_http(create_app(pipeline, log, registry, data), args.host, args.port, failed)
+        serve_http(create_app(pipeline, log, registry, data), args.host, args.port, failed,
+                   sock)
     finally:
         stop.set()
         thread.join(10)
@@ -610,13 +615,14 @@ def _live(args: argparse.Namespace, loops: Any, pipeline: Any, log: Any, registr
         raise errors[0]
 
 
-def serve_http(app: Any, host: str, port: int, until: threading.Event | None = None) -> None:
+def serve_http(app: Any, host: str, port: int, until: threading.Event | None = None,
+               sock: socket.socket | None = None) -> None:
     """Serve ``app`` (the prediction server) until interrupted (or ``until`` is set), saying
     once where, and where its dashboard is, when it is up; ConfigError if ``host:port``
-    cannot be bound (another server there)."""
+    cannot be bound (another server there). ``sock``: ``host:port`` bound already."""
     import uvicorn
 
-    sock = bound_socket(host, port)
+    sock = sock or bound_socket(host, port)
     port = sock.getsockname()[1]  # the one chosen, for port 0
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     stopped = threading.Event()

@@ -16,7 +16,7 @@ from livelearn.join.runner import JoinRunner
 from livelearn.log.base import Log
 from livelearn.registry import Registry
 from livelearn.spec import SAMPLES, Pipeline
-from livelearn.train.trainer import Trained, Trainer
+from livelearn.train.trainer import Trained, Trainer, check_registry
 
 #: Records a role handles per turn. A thousand: what a turn holds in memory stays
 #: in the CPU's caches until the next role takes it (the trainer takes the
@@ -49,6 +49,7 @@ class Loop:
         before they read them, recording each gap (JoinRunner, Trainer), rather than stop."""
         for topic in pipeline.topics:
             log.create_topic(topic, pipeline.partitions)
+        check_registry(log, registry, pipeline)  # refused before the joiner claims its group
         self.joiner = JoinRunner(log, pipeline, data_dir=data_dir, idle_after_s=idle_after_s,
                                  hand_on=True, skip_lost=skip_lost)
         self.trainer = Trainer(log, registry, pipeline, skip_lost=skip_lost)

@@ -4,6 +4,13 @@ Appends take SQLite's write lock (BEGIN IMMEDIATE), so offsets stay dense and
 ordered when several processes append to one topic. ``atomic()`` makes the
 appends and the commit inside it one transaction: exactly-once for free.
 
+Several processes share the file: one writes at a time, and readers do not wait for
+writers (WAL). A statement waits at most ``LOCK_WAIT_S`` for a lock that another process
+holds (a writer stopped with Ctrl-Z, another program's open transaction), then raises
+Unavailable naming the file: a live role waits for the log and goes on from its
+checkpoints (outage.py), a bounded command (ingest, models, --until-idle) stops saying so.
+The registry's index.db waits as long.
+
 Records are stored in batches, as Kafka does: one table row holds up to
 ``BATCH_RECORDS`` consecutive records of a partition (offsets ``first`` to
 ``last``; their keys as a JSON list, their values concatenated, the values'
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -47,7 +55,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from livelearn.errors import ConfigError, Corrupt, NotFound, make_folder
+from livelearn.errors import ConfigError, Corrupt, NotFound, Unavailable, make_folder
 from livelearn.log.base import (
     Appended,
     Checkpoint,
@@ -73,6 +81,11 @@ SWEEP_S = 60.0
 #: (fewer pages to chain and checkpoint), and a small commit (a served
 #: prediction) still writes little.
 PAGE_SIZE = 16384
+#: What SQLite says when the disk refuses a write: full, read-only, failing.
+CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+#: Seconds a statement waits for a lock another process holds on the file (SQLite's busy
+#: timeout; a write waits for the one writer at a time) before it raises Unavailable.
+LOCK_WAIT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -109,31 +122,52 @@ class _Cursor(sqlite3.Cursor):
         try:
             return super().execute(sql, parameters)
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def executemany(self, sql: str, parameters: Any, /) -> Self:
         try:
             return super().executemany(sql, parameters)
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def __next__(self) -> Any:
         try:
             return super().__next__()
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def fetchone(self) -> Any:
         try:
             return super().fetchone()
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
 
     def fetchall(self) -> list[Any]:
         try:
             return super().fetchall()
         except sqlite3.DatabaseError as e:
-            raise _damaged(self.connection, e) from None
+            raise _failure(self.connection, e) from None
+
+
+def read_only_folder(file: str | Path) -> str:
+    """Where the folder of SQLite file ``file`` cannot be written, a sentence saying so
+    (SQLite cannot open the file without making ``file``-wal and ``file``-shm there); else
+    ''."""
+    folder = Path(file).parent
+    if not folder.is_dir() or os.access(folder, os.W_OK):
+        return ""
+    name = Path(file).name
+    return (f": its folder {str(folder)!r} cannot be written, and SQLite makes {name}-wal and "
+            f"{name}-shm beside it, even to read it. Give a folder that can be written (or "
+            f"copy the pipeline's folder to one).")
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection to SQLite file ``path`` as the log and the registry use it: each
+    statement its own transaction unless one is begun, usable by any thread, waiting
+    LOCK_WAIT_S at most for another process's lock."""
+    return sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None,
+                           check_same_thread=False, factory=Connection)
 
 
 def take_claim(conn: sqlite3.Connection, group: str) -> int:
@@ -152,14 +186,21 @@ def check_claim(conn: sqlite3.Connection, group: str, epoch: int, where: str) ->
         raise fenced(group, where, row[1])
 
 
-def _damaged(conn: sqlite3.Connection, e: sqlite3.DatabaseError) -> Exception:
-    """Corrupt for a damaged file; other errors (a locked database, a constraint) as they are."""
-    if type(e) is not sqlite3.DatabaseError:
+def _failure(conn: sqlite3.Connection, e: sqlite3.DatabaseError) -> Exception:
+    """Corrupt for a damaged file; Unavailable for a file another process kept locked for
+    LOCK_WAIT_S; other errors (a constraint, a disk full) as they are."""
+    busy = (getattr(e, "sqlite_errorname", None) or "").startswith("SQLITE_BUSY")
+    if type(e) is not sqlite3.DatabaseError and not busy:
         return e
     try:
         path = sqlite3.Connection.execute(conn, "PRAGMA database_list").fetchone()[2]
     except sqlite3.Error:
         path = "?"
+    if busy:
+        return Unavailable(f"SQLite file {path} stayed locked by another process for "
+                           f"{LOCK_WAIT_S:g} s, the longest livelearn waits ({e}): is a "
+                           f"command writing to it stopped (Ctrl-Z), or another program "
+                           f"holding a transaction open? Once it lets go, try again")
     return Corrupt(f"SQLite file {path} is damaged ({e}): restore it from a backup, or start "
                    f"a new one (a log can be replayed from the events' files)")
 
@@ -188,7 +229,8 @@ class SQLiteLog(Log):
             self._conn().executescript(_SCHEMA)
         except (sqlite3.DatabaseError, Corrupt) as e:  # a folder, a file of another kind
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
-            raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({why})") from None
+            raise ConfigError(f"log {self.path!r}: cannot open it as SQLite ({why})"
+                              f"{read_only_folder(self.path)}") from None
         self._convert_records()
         self._add_append_times()
 
@@ -221,8 +263,7 @@ class SQLiteLog(Log):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False, factory=Connection)
+            conn = connect(self.path)
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -244,16 +285,23 @@ class SQLiteLog(Log):
                 self._local.depth -= 1
             return
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            self._local.depth = 1
             try:
-                yield
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                self._local.depth = 1
+                try:
+                    yield
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # SQLite rolls back by itself after some errors
+                        conn.execute("ROLLBACK")
+                    raise
                 self._recent.update(self._local.appended)  # readable once committed
+            except sqlite3.OperationalError as e:
+                if not (e.sqlite_errorname or "").startswith(CANNOT_WRITE):
+                    raise
+                why = read_only_folder(self.path) or ": is its disk full, or the file read-only?"
+                raise Unavailable(f"log {self.path!r}: SQLite cannot write to it ({e}){why} "
+                                  f"Nothing of this write was written") from None
             finally:
                 self._local.depth = 0
                 self._local.appended = []

@@ -33,6 +33,9 @@ and a role of another pipeline is refused (``check_pipeline``).
 An index.db that is another program's SQLite file is refused (ConfigError) before
 anything is written to it.
 
+An index.db that another process keeps locked longer than a write waits (30 s:
+log/sqlite.py) raises Unavailable naming it; reading never waits for a writer.
+
 A write the disk refuses (full, read-only, failing) raises ConfigError naming the
 registry and the reason, and leaves nothing half-written: a model file is in the
 folder only once it is complete, and listed in the index only once it is there.
@@ -59,13 +62,11 @@ from typing import Any
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, Corrupt, NotFound, make_folder
-from livelearn.log.sqlite import Connection, check_claim, take_claim
+from livelearn.log.sqlite import CANNOT_WRITE, check_claim, connect, read_only_folder, take_claim
 from livelearn.models.base import Learner, load_learner, save_learner
 
 STATUSES = ("candidate", "canary", "approved", "serving", "rejected", "retired")
 _COLUMNS = ["id", "parent", "status", "created", "meta", "serving_since_ts", "sha256"]
-# what SQLite says when the disk refuses a write: full, read-only, failing
-_CANNOT_WRITE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 _PRUNED = "model file pruned"  # how the note of a pruned file begins among the decisions
 
 _SCHEMA = """
@@ -118,7 +119,7 @@ class Registry:
         except (sqlite3.DatabaseError, Corrupt) as e:  # no permission, a damaged index
             why = e.__context__ if isinstance(e, Corrupt) else e  # sqlite3's own words
             raise ConfigError(f"registry {str(self.path)!r}: cannot open its index.db "
-                              f"({why})") from None
+                              f"({why}){read_only_folder(self.path / 'index.db')}") from None
         self._check_index()
 
     def _check_schema(self) -> None:
@@ -148,8 +149,7 @@ class Registry:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path / "index.db", timeout=30, isolation_level=None,
-                                 check_same_thread=False, factory=Connection)
+            db = connect(self.path / "index.db")
             self._local.db = db
         return db
 
@@ -173,8 +173,8 @@ class Registry:
                 raise
             db.execute("COMMIT")
         except sqlite3.OperationalError as e:
-            if not (e.sqlite_errorname or "").startswith(_CANNOT_WRITE):
-                raise  # a locked index, say: the caller tries again
+            if not (e.sqlite_errorname or "").startswith(CANNOT_WRITE):
+                raise  # a constraint, say (a locked index raised Unavailable: Connection)
             raise self._cannot_write("index.db", e) from None
 
     def _cannot_write(self, name: str, e: Exception) -> ConfigError:

@@ -217,6 +217,47 @@ class Trained:
     published: list[Version] = field(default_factory=list)
 
 
+def check_log(log: Log, registry: Registry, version: Version) -> None:
+    """ConfigError if ``version`` learned the samples of another log (a new log beside
+    an old registry, or the samples topic deleted and made again), or more samples than
+    this log holds (the log older than the registry: restored from an earlier copy, or
+    copied while the roles wrote): resumed here, the trainer would skip as many of this
+    log's samples as the version's offsets count, learning none of them. A version
+    published before the topic's id was recorded is known by its offsets only."""
+    recorded = version.meta.get("topic_ids")
+    inputs = log.topic_partitions([SAMPLES])
+    for topic, partition, offset in version.meta["offsets"]:
+        if (topic, partition) not in inputs:
+            continue
+        if recorded is not None and recorded.get(topic) != (ours := log.topic_id(topic)):
+            why = (f"learned the samples of topic '{topic}' with id {recorded.get(topic)}, "
+                   f"this log's has id {ours} (another log, or the topic made again)")
+            whose = "the registry is another log's"
+        elif offset > (end := log.end_offset(topic, partition)):
+            why = (f"learned the samples up to offset {offset} of topic '{topic}' "
+                   f"partition {partition}, but this log holds {end}")
+            whose = ("the registry is another log's, or newer than this log (a log "
+                     "restored from an earlier copy, or a folder copied while its roles "
+                     "wrote: copy a stopped pipeline's)")
+        else:
+            continue
+        raise ConfigError(f"registry {str(registry.path)!r}: v{version.id} {why}: "
+                          f"{whose}. Give the log it was made with, or a new --registry "
+                          f"(a new --workdir)")
+
+
+def check_registry(log: Log, registry: Registry, pipeline: Pipeline, group: str = "trainer"
+                   ) -> None:
+    """ConfigError if ``registry`` is another pipeline's (Registry.check_pipeline), or if
+    the newest version of trainer ``group`` learned another log's samples (check_log).
+    Asked before a trainer claims its groups (and by Loop before its joiner claims its
+    own), so that a trainer refused fences off none that runs."""
+    registry.check_pipeline(pipeline.name)
+    mine = [v for v in registry.versions() if v.meta.get("trainer") == group]
+    if mine:
+        check_log(log, registry, mine[-1])
+
+
 class Trainer:
     """Trains one pipeline's learner from the samples topic, as consumer ``group``."""
 
@@ -263,6 +304,7 @@ class Trainer:
         self._since_publish = 0
         self._spoiling = 0  # samples put back and dead-lettered since the last version
         self._last_publish_ts: int | None = None
+        check_registry(log, registry, pipeline, group)  # before anything is claimed
         # the dead letters written since the offsets of the newest version (_write_letter);
         # claimed, as the group is: an earlier trainer still running writes no letter now
         # (on Kafka it made the group's producer again, fencing off this one's)
@@ -278,13 +320,13 @@ class Trainer:
     def _resume(self) -> None:
         """Continue from the newest version this trainer published whose file is sound,
         fencing off an earlier trainer of the group first (not if the registry is another
-        pipeline's: that trainer goes on)."""
-        self.registry.check_pipeline(self.pipeline.name)
+        pipeline's or another log's: check_registry refused it before, and that trainer
+        goes on)."""
         self.registry.claim(self.group)
         mine = [v for v in self.registry.versions() if v.meta.get("trainer") == self.group]
         declared = _described(self.model)
         for version in reversed(mine):
-            self._check_log(version)
+            check_log(self.log, self.registry, version)
             try:
                 self.model = self.registry.load(version.id)
             except Corrupt as e:
@@ -316,29 +358,6 @@ class Trainer:
         an earlier livelearn."""
         letters = self.registry.details(version.id).get("letters", [])
         return {(str(t), int(p), int(o)) for t, p, o in letters}
-
-    def _check_log(self, version: Version) -> None:
-        """ConfigError if ``version`` learned the samples of another log (a new log beside
-        an old registry, or the samples topic deleted and made again): resumed here, the
-        trainer would skip as many of this log's samples as the version's offsets count,
-        learning none of them. A version published before the topic's id was recorded is
-        known for another log's only where its offsets go past this log's end."""
-        recorded = version.meta.get("topic_ids")
-        for topic, partition, offset in version.meta["offsets"]:
-            if (topic, partition) not in self.inputs:
-                continue
-            if recorded is not None and recorded.get(topic) != self.topic_ids[topic]:
-                why = (f"learned the samples of topic '{topic}' with id {recorded.get(topic)}, "
-                       f"this log's has id {self.topic_ids[topic]} (another log, or the topic "
-                       f"made again)")
-            elif recorded is None and offset > (end := self.log.end_offset(topic, partition)):
-                why = (f"learned the samples up to offset {offset} of topic '{topic}' "
-                       f"partition {partition}, but this log holds {end}")
-            else:
-                continue
-            raise ConfigError(f"registry {str(self.registry.path)!r}: v{version.id} {why}: the "
-                              f"registry is another log's. Give the log it was made with, or "
-                              f"a new --registry (a new --workdir)")
 
     def _merge_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
         """The merge key of this trainer's samples (_sample_key, for its learner)."""
