@@ -16,8 +16,9 @@ and publishes the same metrics. A version of an earlier livelearn, which listed
 the ids, resumes with that list. A version published before versions held the metrics' state resumes
 with them from zero (said in a warning): the later versions' ``prequential``
 covers the samples learned since. ``duplicates``, ``behind`` and ``malformed``
-count what this process met since it started (samples read again after a restart
-are counted again): the dead-letter topic is the lasting record.
+count what this trainer met since it was made (samples read again after a restart
+are counted again), ``written`` the dead letters it wrote (each once, by any trainer of
+the group): the dead-letter topic is the lasting record.
 
 A sample whose learning leaves a weight that is not finite (models.base.Diverged:
 a feature value or label too large) is put back (``Learner.undo_point``) and
@@ -271,6 +272,8 @@ class Trainer:
         self._lettered = {(t, p, o) for t, p, o in state.get("letters", [])} \
             if state.get("topic_ids") == self.topic_ids else set()
         self._unwritten: list[tuple[str, bytes]] = []  # letters of this turn (_write_letter)
+        self._unwritten_reasons = Counter[str]()  # their reasons
+        self.written = Counter[str]()  # the letters this trainer wrote, by reason
         self._letters_bound = LETTERS_LISTED  # more listed end a turn (_past_letters)
         self._resume()
         self._samples_at_start = self.samples
@@ -572,6 +575,7 @@ class Trainer:
         value = letter_value(letter, key, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
         self._lettered.add(at)
         self._unwritten.append((key, value))
+        self._unwritten_reasons[letter["reason"]] += 1
 
     def _flush_letters(self) -> None:
         """Write the letters of the turn, and with them (group ``GROUP.letters``) where the
@@ -589,6 +593,8 @@ class Trainer:
                             Checkpoint({}, orjson.dumps({"topic_ids": self.topic_ids,
                                                          "letters": sorted(self._lettered)})))
         self._unwritten = []
+        self.written += self._unwritten_reasons
+        self._unwritten_reasons = Counter()
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
@@ -664,9 +670,10 @@ class Trainer:
         return None
 
     def dead_letters(self) -> Counter[str]:
-        """What this trainer dead-lettered, by reason: the samples it cannot learn as
-        ``malformed``, its gaps as ``lost``; nothing from before a restart."""
-        return +Counter({str(Reason.MALFORMED): self.malformed, str(Reason.LOST): self.lost})
+        """The dead letters this trainer wrote, by reason: the samples it cannot learn as
+        ``malformed``, its gaps as ``lost``; not those a trainer before it wrote (a sample
+        met again after a restart, its letter written before, is not counted again)."""
+        return +self.written
 
     def publish_now(self) -> Version | None:
         """Publish what was learned since the last version (at the end of a bounded run)."""
