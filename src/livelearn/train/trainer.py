@@ -115,10 +115,10 @@ class _OutOfRange(str):
     """Why a sample cannot be learned: its label is outside [0, 1], and the learner binary."""
 
 
-def _sample_key(target: str, binary: str | None = None
+def _sample_key(target: str, learner: str = "the learner", binary: bool = False
                 ) -> Callable[[Record], tuple[tuple[int, str], Any]]:
     """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not.
-    ``binary`` names a binary learner: a label outside [0, 1] is one it cannot learn."""
+    ``learner`` names the learner; a ``binary`` one cannot learn a label outside [0, 1]."""
     def key(record: Record) -> tuple[tuple[int, str], Any]:
         sample = None
         try:
@@ -129,13 +129,15 @@ def _sample_key(target: str, binary: str | None = None
             label = sample["labels"][target]
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
                     and type(sample["ts"]) is int and isinstance(label, int | float)):
-                if binary is None or 0 <= label <= 1:
+                if not binary or 0 <= label <= 1:
                     return (end, sid), sample
                 return _BAD, _OutOfRange(
-                    f"sample cannot be learned: labels['{target}'] is {show(label)}; the "
-                    f"binary learner {binary} learns labels in [0, 1] (0 or 1, false or "
-                    f"true, or a probability)")
-            problem = _wrong_field(sample, target)
+                    f"sample cannot be learned: labels['{target}'] is {show(label)}; "
+                    f"{_learns(learner, binary)}")
+            problem = _wrong_field(sample)
+            if problem is None:  # all but the label are right
+                return _BAD, (f"sample cannot be learned: labels['{target}'] is "
+                              f"{_label_said(label)}; {_learns(learner, binary)}")
         except (orjson.JSONDecodeError, TypeError, KeyError) as e:
             labels = sample.get("labels") if isinstance(sample, dict) else None
             if isinstance(labels, dict) and target not in labels:  # not "KeyError: 'y'"
@@ -149,18 +151,39 @@ def _sample_key(target: str, binary: str | None = None
     return key
 
 
-def _wrong_field(sample: dict[str, Any], target: str) -> str:
-    """Which field of a sample has the wrong type, and its value."""
-    label = sample["labels"][target]
+def _wrong_field(sample: dict[str, Any]) -> str | None:
+    """Which field of a sample (but its labels) has the wrong type, and its value; None
+    if none has."""
     for name, value, ok in (
             ("window_end", sample["window_end"], type(sample["window_end"]) is int),
             ("id", sample["id"], type(sample["id"]) is str),
             ("features", sample["features"], isinstance(sample["features"], dict)),
-            ("ts", sample["ts"], type(sample["ts"]) is int),
-            (f"labels['{target}']", label, isinstance(label, int | float))):
+            ("ts", sample["ts"], type(sample["ts"]) is int)):
         if not ok:
             return f"{name} is {show(value)}"
-    return "a field of the wrong type"
+    return None
+
+
+def _learns(learner: str, binary: bool) -> str:
+    """What the target's label must be, for ``learner``: the end of a dead letter's reason."""
+    if binary:
+        return (f"the binary learner {learner} learns a number in [0, 1]: 0 or 1, false or "
+                f"true, or a probability")
+    return f"the learner {learner} learns a number"
+
+
+def _label_said(label: Any) -> str:
+    """A label that is not a number (as the sample's JSON holds it), for a reason."""
+    if label is None:
+        return ("null (the label function gave None, NaN or an infinity: the sample's JSON "
+                "holds those as null)")
+    if not isinstance(label, str):
+        return show(label)
+    try:
+        float(label)
+    except ValueError:
+        return f"{show(label)}, a string"
+    return f"{show(label)}, a string (the label function gives the number's text, not the number)"
 
 
 def _described(learner: Learner) -> str:
@@ -345,8 +368,8 @@ class Trainer:
 
     def _merge_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
         """The merge key of this trainer's samples (_sample_key, for its learner)."""
-        binary = type(self.model).__name__ if self.model.task == "binary" else None
-        return _sample_key(self.pipeline.target, binary)
+        return _sample_key(self.pipeline.target, type(self.model).__name__,
+                           self.model.task == "binary")
 
     def _restore_ids(self, details: dict[str, Any]) -> None:
         """The ids learned lately, as the version recorded them: read back from the log
