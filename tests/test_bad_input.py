@@ -194,7 +194,8 @@ BAD_EVENTS = [
     ("payload field of wrong type", _event("read", payload={"request_id": "r1", "seconds": "x"}),
      ["stream 'read'", "field 'payload.seconds'", "expected float", "got 'x'"]),
     ("integer beyond 64 bits", _event(payload={"request_id": "r1", "n": 0}).replace(
-        b'"n":0', b'"n":' + BIG), ["cannot be stored as JSON", "64-bit"]),
+        b'"n":0', b'"n":' + BIG), ["stream 'click', field 'payload.n'", BIG.decode(),
+                                    "more than 64 bits", "write it as text"]),
     ("not an object", b"42", ["must be a JSON object", "got 42"]),
     ("a field beside the payload", _event(page=2),
      ["stream 'click'", "field 'page'", "put 'page' in payload"]),

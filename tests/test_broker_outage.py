@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from livelearn.cli_data import dead_letters_said
 from livelearn.demo import free_port
 from livelearn.log.kafka import KafkaLog
 from livelearn.registry import Registry
@@ -89,6 +90,93 @@ def test_join_and_train_wait_for_their_broker_and_go_on(tmp_path: Path) -> None:
                         f"kafka://{bootstrap}?prefix=r.", "--until-idle"], cwd=tmp_path,
                        check=True, capture_output=True)
         assert _sample_ids(bootstrap, "o.") == _sample_ids(bootstrap, "r.")[:119]
+    finally:
+        _broker("stop.sh", data)
+
+
+#: PIPELINE_FILE, but the label of a rating of movie m0 is None (the trainer dead-letters
+#: its sample), and a version is published every 10 samples learned.
+LETTERS_FILE = PIPELINE_FILE.replace(
+    'label="stars"', 'label=lambda e: {"stars": None if e.payload["movie"] == "m0" '
+    'else e.payload["stars"]}').replace(
+    'target="stars"', 'target="stars",\n    policies=spec.Policies(publish_every_samples=10)')
+
+
+def _letters(bootstrap: str, prefix: str) -> list[dict]:
+    log = KafkaLog(bootstrap, prefix, timeout_s=10)
+    try:
+        return [orjson.loads(r.value) for t, p in log.topic_partitions(["dead_letters"])
+                for r in log.read(t, p, 0, 10_000)]
+    finally:
+        log.close()
+
+
+def _by_reason(letters: list[dict], source: str) -> dict[str, int]:
+    """The letters whose source is in topic ``source``, counted by reason."""
+    counts: dict[str, int] = {}
+    for letter in letters:
+        if letter["source"].startswith(f"{source}/"):
+            counts[letter["reason"]] = counts.get(letter["reason"], 0) + 1
+    return counts
+
+
+def test_join_and_train_count_the_dead_letters_of_the_whole_run_across_an_outage(
+        tmp_path: Path) -> None:
+    """The stop line of a live `join` and `train` that waited out an outage counts the
+    dead letters written before it too. Before, the trainer's counted only those written
+    after it went on from its newest version (its count restarted there); the joiner's
+    were right."""
+    (tmp_path / "p.py").write_text(LETTERS_FILE)
+    first, then = _ratings(tmp_path / "a.jsonl", 0, 60), _ratings(tmp_path / "b.jsonl", 60, 60)
+    copies = tmp_path / "copies.jsonl"  # duplicates for the joiner: 4 before, 3 after
+    copies.write_bytes(b"".join(first.read_bytes().splitlines(keepends=True)[:4]))
+    data = tmp_path / "kafka"
+    bootstrap = _broker("start.sh", data)
+    url = f"kafka://{bootstrap}?prefix=o.&timeout=3"
+
+    seen: list[tuple[int, int]] = []  # the letters of the joiner and the trainer, last read
+
+    def lettered(joined: int, trained: int) -> bool:
+        """Whether the joiner and the trainer wrote at least so many letters in all."""
+        letters = _letters(bootstrap, "o.")
+        seen[:] = [(sum(_by_reason(letters, "ratings").values()),
+                    sum(_by_reason(letters, "samples").values()))]
+        return seen[0][0] >= joined and seen[0][1] >= trained
+
+    try:
+        _ingest(url, first, tmp_path)
+        _ingest(url, copies, tmp_path)
+        with _process(["join", "p.py", "--log", url], tmp_path) as join, \
+                _process(["train", "p.py", "--log", url, "--registry", "reg"],
+                         tmp_path) as train:
+            # m0 is each fifth rating: 12 of the first 59 samples
+            _wait(lambda: lettered(4, 12), "the letters before the outage")
+            _wait(lambda: (tmp_path / "reg" / "index.db").is_file() and
+                  len(Registry(tmp_path / "reg").versions()) >= 4, "versions")
+            _away(data, 8)  # the roles' questions outlive the 3 s timeout meanwhile
+            _ingest(url, then, tmp_path)
+            copies.write_bytes(b"".join(then.read_bytes().splitlines(keepends=True)[:3]))
+            _ingest(url, copies, tmp_path)
+            try:
+                _wait(lambda: lettered(7, 24) or join.poll() is not None or
+                      train.poll() is not None, "the letters after the outage", 240)
+            except AssertionError as e:  # how far they came
+                raise AssertionError(f"{e}; (joiner's, trainer's) letters: {seen}") from None
+            for process in (join, train):
+                assert process.poll() is None, process.communicate()[0].decode()
+            for process in (join, train):
+                process.send_signal(2)  # Ctrl-C: each says what it did
+                assert process.wait(30) == 130
+            assert join.stdout is not None and train.stdout is not None
+            joined, trained = join.stdout.read().decode(), train.stdout.read().decode()
+        assert "the log answers again: the trainer went on from the checkpoints" in trained
+        letters = _letters(bootstrap, "o.")
+        assert (sum(_by_reason(letters, "ratings").values()),
+                sum(_by_reason(letters, "samples").values())) == (7, 24), letters
+        assert f"119 samples, {dead_letters_said(_by_reason(letters, 'ratings'))}\n" \
+            in joined, joined
+        assert f"this run wrote {dead_letters_said(_by_reason(letters, 'samples'))}\n" \
+            in trained, trained
     finally:
         _broker("stop.sh", data)
 

@@ -4,6 +4,7 @@ dead letter naming stream, field and problem, and never stops the ingest."""
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
 import time
@@ -468,7 +469,8 @@ def test_blank_lines_before_the_header_are_skipped(log: SQLiteLog, tmp_path: Pat
 
 def test_an_int_of_more_than_64_bits_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:
     """A CSV cell of more digits than an int of 64 bits holds: the ingest stopped with a
-    traceback (orjson refused to write the event); JSON reads it as a float, refused too."""
+    traceback (orjson refused to write the event); a JSON line's is refused alike (it said
+    "got 1.8446744073709552e+19": orjson read it as a float)."""
     visits = spec.Stream("visits", {"n": int, "y": float}, key="user")
     pipeline = spec.Pipeline(name="visits", feedback=spec.EventLabel(visits, label="y"),
                              features=lambda e, rows, counts: {"n": e.payload["n"]},
@@ -483,7 +485,38 @@ def test_an_int_of_more_than_64_bits_is_a_dead_letter(log: SQLiteLog, tmp_path: 
     assert [e["payload"]["n"] for e in _topic(log, "visits")] == [big - 1]
     assert [d["detail"] for d in _topic(log, "dead_letters")] == [
         f"stream 'visits', field 'n': expected int, got {big} (more than 64 bits)",
-        f"stream 'visits', field 'n': expected int, got {float(big)}"]
+        f"stream 'visits', field 'n': expected int, got {big} (more than 64 bits)"]
+
+
+def test_an_int_of_more_than_64_bits_in_an_undeclared_field_is_a_dead_letter(
+        log: SQLiteLog, tmp_path: Path) -> None:
+    """A JSON line whose undeclared field holds an integer beyond 64 bits (in a flat record,
+    nested in a list, in an envelope's payload): orjson read it as a float, rounded, and the
+    event was stored so without a word. Now each is a dead letter naming the field and the
+    number, as the server's /feedback refuses such an event; an unsigned 64-bit integer and
+    a large float are kept as they came."""
+    visits = spec.Stream("visits", {"n": int, "y": float}, key="user")
+    pipeline = spec.Pipeline(name="visits", feedback=spec.EventLabel(visits, label="y"),
+                             features=lambda e, rows, counts: {"n": e.payload["n"]},
+                             learner=lambda: LinearRegression(bits=10), target="y")
+    for topic in pipeline.topics:
+        log.create_topic(topic)
+    big, record = 10**30, {"user": "u1", "n": 1, "y": 1.0, "ts": T}
+    lines = [{**record, "trace": big}, {**record, "tags": [1, {"id": -big}]},
+             {"stream": "visits", "key": "u3", "id": "e3", "ts": T,
+              "payload": {"n": 1, "y": 1.0, "trace": big}},
+             {**record, "n": 2**64}, {**record, "trace": 2**64 - 1}, {**record, "x": 1.5e300}]
+    (tmp_path / "v.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert ingest(log, pipeline, "visits", tmp_path / "v.jsonl").dead == 4
+    assert [(e["payload"].get("trace"), e["payload"].get("x")) for e in _topic(log, "visits")
+            ] == [(2**64 - 1, None), (None, 1.5e300)]
+    said = ("is an integer of more than 64 bits, which JSON readers such as orjson (livelearn's "
+            "roles too) take for a float, rounded: write it as text")
+    assert [d["detail"] for d in _topic(log, "dead_letters")] == [
+        f"stream 'visits', field 'trace': {big} {said} (\"{big}\")",
+        f"stream 'visits', field 'tags[1].id': {-big} {said} (\"{-big}\")",
+        f"stream 'visits', field 'payload.trace': {big} {said} (\"{big}\")",
+        f"stream 'visits', field 'n': expected int, got {2**64} (more than 64 bits)"]
 
 
 def test_a_record_nested_too_deep_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:

@@ -475,6 +475,53 @@ def test_joiner_shards_of_another_count_beside_them_are_refused(any_log: Log) ->
         JoinRunner(any_log, pipeline, shard=(0, 2), idle_after_s=0)
 
 
+def _start_shard(url: str, shard: tuple[int, int], together: Any, said: Any) -> None:
+    """A process that starts joiner ``shard`` as soon as another is ready to (``together``,
+    a barrier of two), and says (``said``) its count and whether it started."""
+    log = open_log(url)
+    try:
+        log.committed("joiner.shards")  # made ready: Kafka's reader connected
+        together.wait(60)
+        try:
+            JoinRunner(log, dataclasses.replace(PIPELINE, partitions=6), shard=shard,
+                       idle_after_s=0)
+            said.put((shard[1], "started"))
+        except ConfigError as e:
+            said.put((shard[1], str(e)))
+    finally:
+        log.close()
+
+
+def test_two_shards_of_two_counts_started_together_are_not_both_let_in(log_url: str) -> None:
+    """Shards 0/2 and 0/3 started at the same instant, on a log no shard joined yet: one
+    starts, the other is refused naming the first one's count, round after round. Before,
+    both could read that no count was recorded, record their own and run, joining some
+    partitions twice (on Kafka, most rounds)."""
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(4):
+        url = (log_url.replace("log.db", f"log{round_}.db") if log_url.startswith("sqlite")
+               else f"{log_url}r{round_}.")
+        log = open_log(url)
+        for topic in PIPELINE.topics:
+            log.create_topic(topic, 6)
+        log.close()
+        together, said = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_start_shard, args=(url, (0, n), together, said))
+                 for n in (2, 3)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(120)
+            assert proc.exitcode == 0
+        outcomes = dict(said.get(timeout=10) for _ in procs)
+        started = [n for n, outcome in outcomes.items() if outcome == "started"]
+        assert len(started) == 1, (round_, outcomes)
+        refused = 5 - started[0]
+        assert outcomes[refused].startswith(
+            f"joiner shard 0/{refused}: the shards of group 'joiner' of this log are "
+            f"{started[0]} (--shard K/{started[0]}), not {refused}: "), outcomes
+
+
 def test_a_joiner_of_every_partition_refuses_shards_beside_it(any_log: Log) -> None:
     """A joiner of all partitions (group 'joiner') has committed: a shard K/2 is
     refused, naming both counts; the joiner itself starts again."""

@@ -1331,13 +1331,47 @@ def test_a_classifiers_labels_outside_0_1_are_dead_lettered(tmp_path: Path,
     letters = [orjson.loads(r.value) for r in log.read(DEAD_LETTERS, 0, 0, 10)]
     assert [d["detail"] for d in letters] == [
         f"sample cannot be learned: labels['clicked'] is {label}; the binary learner FTRL "
-        f"learns labels in [0, 1] (0 or 1, false or true, or a probability)"
+        f"learns a number in [0, 1]: 0 or 1, false or true, or a probability"
         for label in ("2.0", "-1.0")]
     regressor = Trainer(log, Registry(tmp_path / "other"), replace(
         SMALL, learner=lambda: LinearRegression(bits=10)))
     while regressor.step(final=True):
         pass
     assert (regressor.samples, regressor.malformed) == (6, 0)
+
+
+def test_a_label_not_a_number_is_dead_lettered_saying_what_the_target_takes(
+        tmp_path: Path, log: SQLiteLog) -> None:
+    """A label function giving "no", None, NaN (null in the sample's JSON), a list or "1":
+    the dead letter said "sample cannot be learned (labels['clicked'] is 'no'): expected a
+    JSON object with integer ts and window_end, string id, features and
+    labels['clicked']", not what the label should have been."""
+    log.create_topic(DEAD_LETTERS)
+    given = ["no", None, float("nan"), [1], "1", 1.0]
+    _numbers(log, [1.0] * len(given), given)  # type: ignore[arg-type]
+    trainer = Trainer(log, Registry(tmp_path / "reg"), SMALL)
+    while trainer.step(final=True):
+        pass
+    assert (trainer.samples, trainer.malformed) == (1, 5)
+    takes = ("the binary learner FTRL learns a number in [0, 1]: 0 or 1, false or true, "
+             "or a probability")
+    null = ("null (the label function gave None, NaN or an infinity: the sample's JSON "
+            "holds those as null)")
+    assert [orjson.loads(r.value)["detail"] for r in log.read(DEAD_LETTERS, 0, 0, 10)] == [
+        f"sample cannot be learned: labels['clicked'] is {came}; {takes}"
+        for came in ("'no', a string", null, null, "[1]",
+                     "'1', a string (the label function gives the number's text, not the "
+                     "number)")]
+    other = SQLiteLog(tmp_path / "other" / "log.db")
+    other.create_topic(DEAD_LETTERS)
+    _numbers(other, [1.0], ["no"])  # type: ignore[list-item]
+    regressor = Trainer(other, Registry(tmp_path / "other" / "reg"), replace(
+        SMALL, learner=lambda: LinearRegression(bits=10)))
+    while regressor.step(final=True):
+        pass
+    assert orjson.loads(other.read(DEAD_LETTERS, 0, 0, 1)[0].value)["detail"] == (
+        "sample cannot be learned: labels['clicked'] is 'no', a string; the learner "
+        "LinearRegression learns a number")
 
 
 def test_a_sample_without_the_target_label_is_dead_lettered_naming_it(

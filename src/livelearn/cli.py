@@ -496,14 +496,19 @@ def _train(args: argparse.Namespace) -> int:
     if args.until_idle:  # a bounded run fails with its log, where a live one waits for it
         return _train_until_idle(*roles())
     training = Resuming(roles, "the trainer")
+    wrote = Counter[str]()  # the dead letters of trainers the log failed under
     try:
         while True:
-            if not training.turn(_train_turn):
+            was = training.role
+            stepped = training.turn(_train_turn)
+            if training.role is not was:  # the next one does not write them again
+                wrote += was[0].dead_letters()
+            if not stepped:
                 time.sleep(0.05)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what this run did (learned since its
         # newest version is learned again after a restart)
         trainer = training.role[0]
-        print(f"stopped: {learned(trainer, trainer.dead_letters())}", flush=True)
+        print(f"stopped: {learned(trainer, wrote + trainer.dead_letters())}", flush=True)
         raise
 
 

@@ -66,6 +66,9 @@ plain_json = msgspec.json.Encoder().encode
 #: The ints JSON readers take back as ints (64 bits, signed or unsigned): orjson reads a
 #: larger one as a float, and refuses to write it.
 JSON_INTS = range(-(2**63), 2**64)
+#: JSON text as Python values, its integers exact whatever their size (orjson reads one
+#: beyond 64 bits as a float, rounded): where ``wide_int`` is to find them.
+exact_json = msgspec.json.Decoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,12 +484,21 @@ put the stream's fields in payload, and the event's key in key
                    f"payload, and the event's key in key")
 
 
-def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event") -> Mapping[str, Any]:
-    """A JSON object from text (a mapping passes as it is); BadInput naming ``what``."""
+def parse_object(raw: bytes | str | Mapping[str, Any], what: str = "event",
+                 exact: bool = False) -> Mapping[str, Any]:
+    """A JSON object from text (a mapping passes as it is); BadInput naming ``what``.
+    ``exact``: its integers beyond 64 bits are kept (``exact_json``), not read as floats,
+    so that writing it fails (orjson refuses them) and ``wide_int`` finds them."""
     if isinstance(raw, Mapping):
         return raw
+    obj = None
+    if exact:
+        try:
+            obj = exact_json(raw)
+        except (msgspec.MsgspecError, UnicodeError):
+            pass  # orjson's error, below, says where the text is wrong
     try:
-        obj = orjson.loads(raw)
+        obj = orjson.loads(raw) if obj is None else obj
     except orjson.JSONDecodeError as e:
         raise BadInput(f"{what} is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
@@ -523,6 +535,39 @@ def _deeper(value: Any, levels: int) -> bool:
     else:
         return False
     return levels <= 0 or any(_deeper(child, levels - 1) for child in children)
+
+
+def wide_int(value: Any, path: str = "") -> tuple[str, int] | None:
+    """Where the first integer beyond 64 bits (outside JSON_INTS) in ``value`` is, as a
+    field path (``payload.tags[1].id``; ``path`` is ``value``'s own), and the integer;
+    None where it holds none. Only JSON parsed exact (``exact_json``, Python's json) holds
+    such an integer; orjson reads one as a float, rounded.
+
+    >>> wide_int({"a": 1, "b": [2, {"c": 2**64}]})
+    ('b[1].c', 18446744073709551616)
+    """
+    if type(value) is int:
+        return None if value in JSON_INTS else (path, value)
+    if type(value) is dict:
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif type(value) is list:
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        if (found := wide_int(item, where)) is not None:
+            return found
+    return None
+
+
+def wide_int_said(stream: str, where: str, value: int) -> str:
+    """Why an event of ``stream`` whose field ``where`` holds ``value``, an integer beyond
+    64 bits, is malformed (at ingest, a field declared int says "expected int" instead)."""
+    digits = str(value) if value.bit_length() < 10_000 else None  # str() takes 4,300 digits
+    quoted = f' ("{digits}")' if digits else ""
+    return (f"stream '{stream}', field '{where}': {digits or 'a number'} is an integer of more "
+            f"than 64 bits, which JSON readers such as orjson (livelearn's roles too) take for "
+            f"a float, rounded: write it as text{quoted}")
 
 
 def _field(obj: Mapping[str, Any], name: str, kind: type, stream: str, prefix: str = "") -> Any:

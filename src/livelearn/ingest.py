@@ -51,8 +51,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any, Union
 
+import msgspec
 import orjson
 
 from livelearn.errors import BadInput, ConfigError, PipelineError, Unavailable
@@ -77,6 +78,8 @@ from livelearn.events import (
     to_ms,
     too_deep,
     too_large,
+    wide_int,
+    wide_int_said,
     written_as_date,
 )
 from livelearn.log.base import Log
@@ -197,16 +200,48 @@ def _converter(log: Log, pipeline: Pipeline, stream: str, now_ms: int | None,
         done = flat(raw) if type(raw) is str else None
         if done is not None:
             return done
-        event = to_event(spec, raw, now_ms)
-        return partition_key(event), event.to_json(), event.ts
+        try:
+            event = to_event(spec, raw, now_ms)
+            return partition_key(event), event.to_json(), event.ts
+        except orjson.JSONEncodeError as e:  # an integer beyond 64 bits (read exact)
+            raise _unwritable(spec.name, raw, e) from None
 
     return convert
+
+
+def _unwritable(stream: str, raw: str | dict[str, Any], error: Exception) -> BadInput:
+    """Why a record of ``stream`` that orjson cannot write (``error``) is malformed: most
+    likely an integer beyond 64 bits, which to_event keeps exact where JSON text has one
+    (and orjson would read as a float), named with its field."""
+    found = wide_int(parse_object(raw, exact=True))
+    if found is not None:
+        return BadInput(wide_int_said(stream, *found))
+    return BadInput(f"stream '{stream}': the event cannot be stored as JSON: {error}")
+
+
+#: A 64-bit signed integer: a larger one, which orjson would read as a float, rounded
+#: (and one of 2**63 to 2**64, which it reads exact), is to_event's to check.
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+def _json_value(levels: int) -> Any:
+    """The type of a JSON value whose integers are _Int64, nesting ``levels`` containers."""
+    value: Any = Union[None, bool, _Int64, float, str]  # noqa: UP007 (a value, not a hint)
+    for _ in range(levels):
+        value = Union[None, bool, _Int64, float, str, list[value], dict[str, value]]  # noqa: UP007
+    return value
+
+
+#: A JSON object as _FlatJson takes it: checked as msgspec parses it, as fast as orjson.
+_flat_object = msgspec.json.Decoder(dict[str, _json_value(3)]).decode  # type: ignore[misc]
 
 
 class _FlatJson:
     """``to_event``'s partition key, encoding and ts for a JSON line holding a flat record
     whose fields have exactly their declared types (the usual case), in one pass; None for
-    any other line, which ``to_event`` then converts or rejects with its message."""
+    any other line, which ``to_event`` then converts or rejects with its message: one not
+    ``_flat_object`` (an integer beyond 64 signed bits, which orjson would read as a float,
+    rounded; containers nested more than 3 levels) included."""
 
     def __init__(self, stream: Stream, now_ms: int | None):
         self.stream, self.now_ms = stream, now_ms
@@ -215,8 +250,8 @@ class _FlatJson:
     def __call__(self, line: str) -> tuple[str, bytes, int] | None:
         stream = self.stream
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            obj = _flat_object(line)
+        except (msgspec.MsgspecError, UnicodeError):  # not JSON, or a wide integer
             return None
         if type(obj) is not dict or ("payload" in obj and type(obj["payload"]) is dict) \
                 or too_deep(line, obj):
@@ -442,7 +477,8 @@ def to_event(stream: Stream, raw: str | bytes | Mapping[str, Any], now_ms: int |
              ) -> Event:
     """One record as an event of ``stream``; BadInput naming the stream and field."""
     text = raw if isinstance(raw, str | bytes) else None
-    obj = parse_object(raw, f"stream '{stream.name}': the record")
+    # integers beyond 64 bits kept exact: orjson refuses to write them (_unwritable)
+    obj = parse_object(raw, f"stream '{stream.name}': the record", exact=text is not None)
     if isinstance(obj.get("payload"), dict):
         return _envelope(stream, obj, now_ms)
     return _flat(stream, obj, now_ms, typed=text is not None)

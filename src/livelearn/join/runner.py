@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from livelearn.errors import ConfigError
+from livelearn.errors import ConfigError, Fenced
 from livelearn.events import JSON_INTS, MAX_FUTURE_MS, lost_letter, plain_json, too_deep
 from livelearn.join.joiner import NO_WATERMARK, Joiner, Output
 from livelearn.join.labels import checked
@@ -148,34 +148,66 @@ def _no_feedback(events: object) -> dict[str, float]:
     return {}
 
 
+#: Tries a joiner shard makes to record its count while other shards record theirs.
+SHARD_TRIES = 20
+
+
 def check_shards(log: Log, group: str, shard: tuple[int, int], reshard: bool = False) -> None:
     """ConfigError if joiner ``shard`` K/N of ``group`` would run beside shards of another
     count N: each takes the partitions p with p % N == K, so shards of two counts join
     some partitions twice and others not at all (a shard's group is its own:
     ``group-K-of-N``). The count is recorded in the log (group ``GROUP.shards``) by the
-    first shard of a count above 1; a log without that record that has a checkpoint of
-    ``group`` was joined whole (N = 1). ``reshard`` records N in place of the other
-    count: the shards of that one must be stopped."""
+    first shard to start (a joiner of every partition records 1); a log without that
+    record that has a checkpoint of ``group`` was joined whole (N = 1). ``reshard``
+    records N in place of the other count: the shards of that one must be stopped.
+
+    Recording is a compare-and-set, so that of shards of two counts started at the same
+    instant one is refused: the shard claims the record (Log.claim), reads it again, and
+    commits its count in an atomic block, which fails (Fenced) where another shard claimed
+    the record meanwhile; it then reads what that one recorded and checks again. A shard
+    whose count is recorded already neither claims nor writes anything, nor does one
+    refused by what it reads first."""
     index, count = shard
     record = f"{group}.shards"
-    state = log.committed(record).state
-    was = orjson.loads(state)["shards"] if state is not None else \
-        1 if log.committed(group).offsets else None
-    if was is not None and was != count and not reshard:
-        raise ConfigError(
-            f"joiner shard {index}/{count}: the shards of group '{group}' of this log are "
-            f"{was} (--shard {'0/1' if was == 1 else f'K/{was}'}), not {count}: shards of "
-            f"two counts side by side would join some partitions twice and others not at "
-            f"all. Start it with --shard K/{was}; or, to change the count, stop every "
-            f"shard of {was} and start those of {count} with --reshard (a shard of a count "
-            f"new to the log starts at its start; the trainer skips the samples written "
-            f"again)")
-    if was != count and (count > 1 or was is not None):
-        log.commit(record, Checkpoint({}, orjson.dumps({"shards": count})))
+    claimed = False  # the first read is a plain one: most starts write nothing
+    for _ in range(SHARD_TRIES):
+        was = _shard_count(log, group, log.claim(record) if claimed else log.committed(record))
+        if was is not None and was != count and not reshard:
+            raise ConfigError(
+                f"joiner shard {index}/{count}: the shards of group '{group}' of this log are "
+                f"{was} (--shard {'0/1' if was == 1 else f'K/{was}'}), not {count}: shards of "
+                f"two counts side by side would join some partitions twice and others not at "
+                f"all. Start it with --shard K/{was}; or, to change the count, stop every "
+                f"shard of {was} and start those of {count} with --reshard (a shard of a count "
+                f"new to the log starts at its start; the trainer skips the samples written "
+                f"again)")
+        if was == count:
+            return
+        if not claimed:
+            claimed = True
+            continue
+        try:
+            with log.atomic():
+                log.commit(record, Checkpoint({}, orjson.dumps({"shards": count})))
+        except Fenced:  # another shard claimed the record since: read what it recorded
+            continue
         if was is not None:
             logging.getLogger("livelearn.join").warning(
                 "joiner group '%s' now runs in %d shard(s), in place of %d (--reshard)",
                 group, count, was)
+        return
+    raise ConfigError(f"joiner shard {index}/{count}: other processes recorded the count of "
+                      f"the shards of group '{group}' in this log each time this one tried "
+                      f"({SHARD_TRIES} times): start it again once they have started")
+
+
+def _shard_count(log: Log, group: str, recorded: Checkpoint) -> int | None:
+    """The shard count of ``group`` that ``recorded`` (its ``GROUP.shards``) holds; 1 where
+    it holds none but ``group`` has a checkpoint (a joiner of every partition that started
+    before joiners recorded 1); None for a group no joiner started yet."""
+    if recorded.state is not None:
+        return int(orjson.loads(recorded.state)["shards"])
+    return 1 if log.committed(group).offsets else None
 
 
 def committed_watermark(log: Log, group: str = "joiner") -> int | None:

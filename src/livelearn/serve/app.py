@@ -85,6 +85,8 @@ from livelearn.events import (
     letter_value,
     partition_key,
     too_large,
+    wide_int,
+    wide_int_said,
 )
 from livelearn.features.hashing import Features, unusable
 from livelearn.log.base import Log
@@ -579,7 +581,10 @@ def _decode(obj: Any, pipeline: Pipeline) -> tuple[Event, bytes]:
         if event.ts < USUAL_FROM_MS:
             digits_of_a_date(event.ts, f"stream '{event.stream}', field 'ts'")
         return event, event.to_json()
-    except TypeError as e:  # orjson: an integer beyond 64 bits, say
+    except TypeError as e:  # orjson: an integer beyond 64 bits (Python's json reads it exact)
+        found = wide_int(obj)
+        if found is not None and isinstance(stream, str):  # as `livelearn ingest` says it
+            raise BadInput(wide_int_said(stream, *found)) from None
         raise BadInput(f"event cannot be stored as JSON: {e}") from None
 
 

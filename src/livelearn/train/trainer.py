@@ -16,8 +16,9 @@ and publishes the same metrics. A version of an earlier livelearn, which listed
 the ids, resumes with that list. A version published before versions held the metrics' state resumes
 with them from zero (said in a warning): the later versions' ``prequential``
 covers the samples learned since. ``duplicates``, ``behind`` and ``malformed``
-count what this process met since it started (samples read again after a restart
-are counted again): the dead-letter topic is the lasting record.
+count what this trainer met since it was made (samples read again after a restart
+are counted again), ``written`` the dead letters it wrote (each once, by any trainer of
+the group): the dead-letter topic is the lasting record.
 
 A sample whose learning leaves a weight that is not finite (models.base.Diverged:
 a feature value or label too large) is put back (``Learner.undo_point``) and
@@ -114,10 +115,10 @@ class _OutOfRange(str):
     """Why a sample cannot be learned: its label is outside [0, 1], and the learner binary."""
 
 
-def _sample_key(target: str, binary: str | None = None
+def _sample_key(target: str, learner: str = "the learner", binary: bool = False
                 ) -> Callable[[Record], tuple[tuple[int, str], Any]]:
     """The merge key of a sample, (window_end, id), and the sample; or _BAD and why not.
-    ``binary`` names a binary learner: a label outside [0, 1] is one it cannot learn."""
+    ``learner`` names the learner; a ``binary`` one cannot learn a label outside [0, 1]."""
     def key(record: Record) -> tuple[tuple[int, str], Any]:
         sample = None
         try:
@@ -128,13 +129,15 @@ def _sample_key(target: str, binary: str | None = None
             label = sample["labels"][target]
             if (type(end) is int and type(sid) is str and isinstance(sample["features"], dict)
                     and type(sample["ts"]) is int and isinstance(label, int | float)):
-                if binary is None or 0 <= label <= 1:
+                if not binary or 0 <= label <= 1:
                     return (end, sid), sample
                 return _BAD, _OutOfRange(
-                    f"sample cannot be learned: labels['{target}'] is {show(label)}; the "
-                    f"binary learner {binary} learns labels in [0, 1] (0 or 1, false or "
-                    f"true, or a probability)")
-            problem = _wrong_field(sample, target)
+                    f"sample cannot be learned: labels['{target}'] is {show(label)}; "
+                    f"{_learns(learner, binary)}")
+            problem = _wrong_field(sample)
+            if problem is None:  # all but the label are right
+                return _BAD, (f"sample cannot be learned: labels['{target}'] is "
+                              f"{_label_said(label)}; {_learns(learner, binary)}")
         except (orjson.JSONDecodeError, TypeError, KeyError) as e:
             labels = sample.get("labels") if isinstance(sample, dict) else None
             if isinstance(labels, dict) and target not in labels:  # not "KeyError: 'y'"
@@ -148,18 +151,39 @@ def _sample_key(target: str, binary: str | None = None
     return key
 
 
-def _wrong_field(sample: dict[str, Any], target: str) -> str:
-    """Which field of a sample has the wrong type, and its value."""
-    label = sample["labels"][target]
+def _wrong_field(sample: dict[str, Any]) -> str | None:
+    """Which field of a sample (but its labels) has the wrong type, and its value; None
+    if none has."""
     for name, value, ok in (
             ("window_end", sample["window_end"], type(sample["window_end"]) is int),
             ("id", sample["id"], type(sample["id"]) is str),
             ("features", sample["features"], isinstance(sample["features"], dict)),
-            ("ts", sample["ts"], type(sample["ts"]) is int),
-            (f"labels['{target}']", label, isinstance(label, int | float))):
+            ("ts", sample["ts"], type(sample["ts"]) is int)):
         if not ok:
             return f"{name} is {show(value)}"
-    return "a field of the wrong type"
+    return None
+
+
+def _learns(learner: str, binary: bool) -> str:
+    """What the target's label must be, for ``learner``: the end of a dead letter's reason."""
+    if binary:
+        return (f"the binary learner {learner} learns a number in [0, 1]: 0 or 1, false or "
+                f"true, or a probability")
+    return f"the learner {learner} learns a number"
+
+
+def _label_said(label: Any) -> str:
+    """A label that is not a number (as the sample's JSON holds it), for a reason."""
+    if label is None:
+        return ("null (the label function gave None, NaN or an infinity: the sample's JSON "
+                "holds those as null)")
+    if not isinstance(label, str):
+        return show(label)
+    try:
+        float(label)
+    except ValueError:
+        return f"{show(label)}, a string"
+    return f"{show(label)}, a string (the label function gives the number's text, not the number)"
 
 
 def _described(learner: Learner) -> str:
@@ -313,6 +337,8 @@ class Trainer:
         self._lettered = {(t, p, o) for t, p, o in state.get("letters", [])} \
             if state.get("topic_ids") == self.topic_ids else set()
         self._unwritten: list[tuple[str, bytes]] = []  # letters of this turn (_write_letter)
+        self._unwritten_reasons = Counter[str]()  # their reasons
+        self.written = Counter[str]()  # the letters this trainer wrote, by reason
         self._letters_bound = LETTERS_LISTED  # more listed end a turn (_past_letters)
         self._resume()
         self._samples_at_start = self.samples
@@ -361,8 +387,8 @@ class Trainer:
 
     def _merge_key(self) -> Callable[[Record], tuple[tuple[int, str], Any]]:
         """The merge key of this trainer's samples (_sample_key, for its learner)."""
-        binary = type(self.model).__name__ if self.model.task == "binary" else None
-        return _sample_key(self.pipeline.target, binary)
+        return _sample_key(self.pipeline.target, type(self.model).__name__,
+                           self.model.task == "binary")
 
     def _restore_ids(self, details: dict[str, Any]) -> None:
         """The ids learned lately, as the version recorded them: read back from the log
@@ -591,6 +617,7 @@ class Trainer:
         value = letter_value(letter, key, self.log.record_limit(DEAD_LETTERS), DEAD_LETTERS)
         self._lettered.add(at)
         self._unwritten.append((key, value))
+        self._unwritten_reasons[letter["reason"]] += 1
 
     def _flush_letters(self) -> None:
         """Write the letters of the turn, and with them (group ``GROUP.letters``) where the
@@ -608,6 +635,8 @@ class Trainer:
                             Checkpoint({}, orjson.dumps({"topic_ids": self.topic_ids,
                                                          "letters": sorted(self._lettered)})))
         self._unwritten = []
+        self.written += self._unwritten_reasons
+        self._unwritten_reasons = Counter()
 
     def _train(self, samples: list[dict[str, Any]], where: list[tuple[str, int, int]]
                ) -> Trained:
@@ -683,9 +712,10 @@ class Trainer:
         return None
 
     def dead_letters(self) -> Counter[str]:
-        """What this trainer dead-lettered, by reason: the samples it cannot learn as
-        ``malformed``, its gaps as ``lost``; nothing from before a restart."""
-        return +Counter({str(Reason.MALFORMED): self.malformed, str(Reason.LOST): self.lost})
+        """The dead letters this trainer wrote, by reason: the samples it cannot learn as
+        ``malformed``, its gaps as ``lost``; not those a trainer before it wrote (a sample
+        met again after a restart, its letter written before, is not counted again)."""
+        return +self.written
 
     def publish_now(self) -> Version | None:
         """Publish what was learned since the last version (at the end of a bounded run)."""
