@@ -43,10 +43,10 @@ from test_flink_join import (
 __all__ = ["flink_ready"]  # a fixture, used by name
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "flink"
-#: How long a joiner has to start its job (the client plans it: half a minute on a loaded
-#: 2-core machine) and commit its samples at a checkpoint (every 10 s): a bound on a hung
-#: job, not a measure of a working one.
-WAIT_S = 150
+#: How long a joiner has to start its job (the client plans it: half a minute to two on a
+#: loaded 2-core machine) and commit its samples at a checkpoint (every 10 s): a bound on
+#: a hung job, not a measure of a working one.
+WAIT_S = 300
 
 
 @pytest.fixture(scope="module")
