@@ -203,8 +203,10 @@ def study_history(pipeline: Pipeline, sources: list[tuple[str, str]], data_dir: 
     (a SQLite log and a registry in ``scratch``: the events are not held in memory),
     then study the samples it learned."""
     recorder = SampleRecorder()
-    # the study deploys its own versions: the trainer publishes (and the gate judges) once
-    policies = replace(pipeline.policies, publish_every_samples=2**62, publish_every_ms=2**62)
+    # the study deploys its own versions: the trainer publishes (and the gate judges) once,
+    # at the end (the longest publish_every_ms a spec takes is longer than any history)
+    policies = replace(pipeline.policies, publish_every_samples=2**62,
+                       publish_every_ms=MAX_TS_MS)
     report, _ = replay(SQLiteLog(scratch / "log.db"), Registry(scratch / "registry"),
                        replace(pipeline, policies=policies), sources, data_dir,
                        on_trained=recorder.add)
