@@ -198,3 +198,56 @@ def test_a_users_pipeline_and_files_as_replay_takes_them(
     data = orjson.loads((tmp_path / "s.json").read_bytes())
     assert data["pipeline"] == "clicks" and data["samples"] == 3000
     assert all(r["metric_value"] > 0.5 for r in data["intervals"])
+
+
+TINY = '''
+from livelearn import spec
+from livelearn.models.ftrl import FTRL
+
+TX = spec.Stream("tx", {"g": str, "y": bool}, key="g", id="id")
+
+PIPELINE = spec.Pipeline(
+    name="tiny", feedback=spec.EventLabel(TX, label="y"),
+    features=lambda event, rows, counts: {"g": str(event.payload["g"])},
+    learner=lambda: FTRL(bits=10, alpha=0.5), target="y")
+'''
+START_MS = 1_704_067_200_000  # 2024-01-01 UTC
+
+
+def _tiny(folder: Path, events: list[tuple[int, str, bool]], bad: list[str] = ()
+          ) -> list[str]:
+    """A label-in-event pipeline of one feature in ``folder``, its history (ts, g, y) and
+    ``bad`` records after it: the study's arguments."""
+    (folder / "tiny.py").write_text(TINY)
+    lines = [orjson.dumps({"id": f"e{i}", "ts": ts, "g": g, "y": y}).decode()
+             for i, (ts, g, y) in enumerate(events)]
+    (folder / "tx.jsonl").write_text("\n".join([*lines, *bad]) + "\n")
+    return [str(folder / "tiny.py"), "--events", f"tx={folder / 'tx.jsonl'}"]
+
+
+def _history(n: int, span_ms: int, positive: float | None = None) -> list[tuple[int, str, bool]]:
+    """n events over span_ms, group a mostly positive and b mostly not (every label
+    ``positive`` if given)."""
+    rng = np.random.default_rng(1)
+    out = []
+    for i, ts in enumerate(sorted(rng.integers(START_MS, START_MS + span_ms + 1, n).tolist())):
+        g = "ab"[i % 2]
+        y = bool(rng.random() < (0.8 if g == "a" else 0.2)) if positive is None else \
+            bool(positive)
+        out.append((ts, g, y))
+    return out
+
+
+def test_what_the_users_files_gave_is_said_as_replay_says_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A record dead-lettered at ingest is said (its file:line and reason) and counted, not
+    only left in the JSON; an input whose every record was dead-lettered is an error."""
+    args = _tiny(tmp_path, _history(400, 86_400_000), bad=['{"id": "x", "ts": 1, "g": 2}'])
+    assert main(["-q", "study", "freshness", *args, "--intervals", "1h"]) == 0
+    captured = capsys.readouterr()
+    assert f"tx={tmp_path / 'tx.jsonl'}: 400 events appended, 1 dead-lettered" in captured.out
+    assert "tx.jsonl:401: stream 'tx'" in captured.err
+    assert "400 events, 400 samples, 1 dead letter (malformed_at_ingest 1)" in captured.out
+    args = _tiny(tmp_path, [], bad=['{"id": "x", "ts": 1, "g": 2}'])
+    assert main(["-q", "study", "freshness", *args]) == 2
+    assert "no event was accepted from tx=" in capsys.readouterr().err

@@ -368,8 +368,7 @@ def _replay(args: argparse.Namespace) -> int:
         write_json(args.report_json, report)
     html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
                       f"{pipeline.name}", report)
-    for source, given in report["inputs"].items():
-        _say_ingested(source, given["events"], given["dead"], given["first_errors"])
+    say_inputs(report)
     value = report["metric_value"]  # None without a sample
     print(f"{report['events']} events, {report['samples']} samples, "
           f"{dead_letters_said(report['dead_letters'])}, {report['metric']} "
@@ -377,11 +376,7 @@ def _replay(args: argparse.Namespace) -> int:
           f"events/s; report {html}", flush=True)
     if sum(report["dead_letters"].values()):
         say_read_them(args)
-    _say_late(report["dead_letters"].get("late", 0), report["events"],
-              pipeline.feedback.allowed_lateness_ms)
-    _say_late_counted(report["late_counted"], pipeline.feedback.allowed_lateness_ms)
-    _none_accepted({source: (given["events"], given["dead"])
-                      for source, given in report["inputs"].items()})
+    say_history_checks(report, pipeline.feedback.allowed_lateness_ms)
     if not args.then_live:  # live, the windows still open may yet give samples
         _none_learned(report)
         return 0
@@ -430,6 +425,22 @@ def _how_to_replay(args: argparse.Namespace, workdir: Path) -> str:
            "another --registry" if args.registry is not None
            else "another --workdir (where the registry is)"]
     return f"to replay, give {' and '.join(new)}, and run the same command again"
+
+
+def say_inputs(report: dict[str, Any]) -> None:
+    """What each input of a replay's ``report`` gave, with its first errors."""
+    for source, given in report["inputs"].items():
+        _say_ingested(source, given["events"], given["dead"], given["first_errors"])
+
+
+def say_history_checks(report: dict[str, Any], lateness_ms: int) -> None:
+    """After a replay's ``report``: what to do where many events were late, or came after
+    samples of later times were counted; BadInput naming an input whose every record was
+    dead-lettered (``_none_accepted``)."""
+    _say_late(report["dead_letters"].get("late", 0), report["events"], lateness_ms)
+    _say_late_counted(report["late_counted"], lateness_ms)
+    _none_accepted({source: (given["events"], given["dead"])
+                    for source, given in report["inputs"].items()})
 
 
 def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:

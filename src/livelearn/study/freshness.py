@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -198,10 +199,13 @@ def _runs(plan: np.ndarray, start: int) -> list[tuple[int, int]]:
 
 def study_history(pipeline: Pipeline, sources: list[tuple[str, str]], data_dir: str | Path,
                   scratch: Path, intervals: list[int | None], delay_ms: int = 0,
-                  warmup: float = 0.1) -> tuple[FreshnessStudy, dict[str, Any]]:
+                  warmup: float = 0.1,
+                  replayed: Callable[[dict[str, Any]], None] | None = None
+                  ) -> tuple[FreshnessStudy, dict[str, Any]]:
     """Replay ``sources`` ((stream, file) pairs) through the pipeline's joiner and trainer
     (a SQLite log and a registry in ``scratch``: the events are not held in memory),
-    then study the samples it learned."""
+    then study the samples it learned. ``replayed`` is given the replay's report (its
+    inputs and dead letters) before the study, which may find nothing to score."""
     recorder = SampleRecorder()
     # the study deploys its own versions: the trainer publishes (and the gate judges) once,
     # at the end (the longest publish_every_ms a spec takes is longer than any history)
@@ -210,6 +214,8 @@ def study_history(pipeline: Pipeline, sources: list[tuple[str, str]], data_dir: 
     report, _ = replay(SQLiteLog(scratch / "log.db"), Registry(scratch / "registry"),
                        replace(pipeline, policies=policies), sources, data_dir,
                        on_trained=recorder.add)
+    if replayed is not None:
+        replayed(report)
     study = FreshnessStudy(recorder.samples(), new_learner(pipeline), intervals, delay_ms, warmup)
     summary = {"pipeline": pipeline.name, **study.summary(), "events": report["events"],
                "dead_letters": report["dead_letters"], "inputs": report["inputs"]}
