@@ -251,3 +251,14 @@ def test_what_the_users_files_gave_is_said_as_replay_says_it(
     args = _tiny(tmp_path, [], bad=['{"id": "x", "ts": 1, "g": 2}'])
     assert main(["-q", "study", "freshness", *args]) == 2
     assert "no event was accepted from tx=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_labels_of_one_class_are_an_error_not_a_table_of_dashes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], positive: bool) -> None:
+    args = _tiny(tmp_path, _history(200, 86_400_000, positive=positive))
+    assert main(["-q", "study", "freshness", *args, "--json", str(tmp_path / "s.json")]) == 2
+    which = "positive (> 0.5)" if positive else "negative (<= 0.5)"
+    assert f"livelearn: AUC is not defined on the 180 samples scored (after the 20 of the " \
+           f"warm-up): every label is {which}" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()

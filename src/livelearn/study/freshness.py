@@ -167,6 +167,18 @@ def _none_scored(n: int, warm: int, warmup: float, delay_ms: int) -> str:
             f"--warmup or a shorter --delay")
 
 
+def _check_both_classes(labels: np.ndarray, warm: int) -> None:
+    """ConfigError if the scored ``labels`` are of one class: no interval's AUC is defined,
+    and a table of dashes would not say why."""
+    positive = int((labels > 0.5).sum())
+    if positive in (0, len(labels)):
+        which = "positive (> 0.5)" if positive else "negative (<= 0.5)"
+        raise ConfigError(f"AUC is not defined on the {len(labels)} samples scored (after "
+                          f"the {warm} of the warm-up): every label is {which}, and AUC "
+                          f"needs both classes; give a history with both (a smaller "
+                          f"--warmup scores more of it)")
+
+
 def score(samples: Samples, learner: Learner, plans: list[np.ndarray | None], start: int
           ) -> np.ndarray:
     """scores[k, i] for i >= start (nan before): sample i scored by the learner after it
@@ -234,6 +246,8 @@ class FreshnessStudy:
         warm, self.start = first_scored(samples, warmup, delay_ms)
         if self.start >= len(samples.ts):
             raise ConfigError(_none_scored(len(samples.ts), warm, warmup, delay_ms))
+        if self.kind == "auc":
+            _check_both_classes(samples.labels[self.start:], warm)
         self.plans = [served_after(samples, c, delay_ms, warm) for c in intervals]
         self.scores = score(samples, learner, self.plans, self.start)
 
