@@ -369,10 +369,12 @@ def _replay(args: argparse.Namespace) -> int:
     html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
                       f"{pipeline.name}", report)
     say_inputs(report)
-    value = report["metric_value"]  # None without a sample
+    value = report["metric_value"]  # None without a sample, or for AUC of one class
+    said = f"{value:.4f}" if value is not None else \
+        f"- ({report['metric_note']})" if report["samples"] else "-"
     print(f"{report['events']} events, {report['samples']} samples, "
-          f"{dead_letters_said(report['dead_letters'])}, {report['metric']} "
-          f"{'-' if value is None else f'{value:.4f}'}, {report['events_per_s']:.0f} "
+          f"{dead_letters_said(report['dead_letters'])}, {report['metric']} {said}, "
+          f"{report['events_per_s']:.0f} "
           f"events/s; report {html}", flush=True)
     if sum(report["dead_letters"].values()):
         say_read_them(args)

@@ -65,8 +65,19 @@ class PrequentialRecord:
 
     def summary(self, bucket_ms: int | None = None) -> dict[str, Any]:
         _, scores, labels = self.arrays()
-        return {"metric": self.metric, "metric_value": json_float(self.value(scores, labels)),
+        value = json_float(self.value(scores, labels))
+        return {"metric": self.metric, "metric_value": value,
+                "metric_note": None if value is not None else undefined_why(self.metric, labels),
                 "samples": int(len(labels)), "buckets": self.buckets(bucket_ms)}
+
+
+def undefined_why(metric: str, labels: np.ndarray) -> str:
+    """Why the metric of ``labels`` is not defined: no sample, or for AUC one class only."""
+    if not len(labels):
+        return "no sample was learned"
+    which = "positive (> 0.5)" if metric == "auc" and labels[0] > 0.5 else "negative (<= 0.5)"
+    return f"{metric.upper()} is not defined: every one of the {len(labels)} labels is " \
+           f"{which}, and it needs both classes"
 
 
 def metric_value(metric: str, scores: np.ndarray, labels: np.ndarray) -> float:
