@@ -15,6 +15,7 @@ import pytest
 
 from livelearn.cli import main
 from livelearn.errors import ConfigError
+from livelearn.events import utc
 from livelearn.log.memory import MemoryLog
 from livelearn.registry import Registry
 from livelearn.replay import replay
@@ -129,9 +130,11 @@ def test_a_delay_past_the_last_sample_is_named_as_the_cause(
         _study(samples, "1h", delay_ms)
     assert str(refused.value) == (
         f"no sample is left to score: {len(samples.ts)} samples, the first {warm} of them "
-        f"(--warmup 0.1) the warm-up, whose model serves from its last label final plus "
-        f"--delay {label_of(delay_ms)}, after the last sample; give more samples, a smaller "
-        f"--warmup or a shorter --delay")
+        f"(--warmup 0.1) the warm-up, whose model serves from {utc(samples.ts.max() + 1)} "
+        f"(its last label final plus --delay {label_of(delay_ms)}), and the other "
+        f"{len(samples.ts) - warm} were all served by {utc(samples.ts.max())}; give a "
+        f"history that goes on after then, a shorter --delay or a smaller --warmup (0 "
+        f"scores every sample)")
     assert samples.ts[_study(samples, "1h", delay_ms - 1).start] == samples.ts.max()
 
 
@@ -262,3 +265,16 @@ def test_labels_of_one_class_are_an_error_not_a_table_of_dashes(
     assert f"livelearn: AUC is not defined on the 180 samples scored (after the 20 of the " \
            f"warm-up): every label is {which}" in capsys.readouterr().err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_history_all_in_one_millisecond_is_named_as_the_cause(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every sample served in the warm-up's last millisecond: not "give more samples",
+    which would not help, but when the warm-up's model serves and when the rest was served."""
+    args = _tiny(tmp_path, [(START_MS, "ab"[i % 2], i % 3 == 0) for i in range(100)])
+    assert main(["-q", "study", "freshness", *args]) == 2
+    assert ("the first 10 of them (--warmup 0.1) the warm-up, whose model serves from "
+            "2024-01-01T00:00:00.001Z (its last label final), and the other 90 were all "
+            "served by 2024-01-01T00:00:00.000Z; give a history that goes on after then or a "
+            "smaller --warmup (0 scores every sample)") in capsys.readouterr().err
+    assert main(["-q", "study", "freshness", *args, "--warmup", "0"]) == 0

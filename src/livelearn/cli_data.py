@@ -19,11 +19,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from livelearn.errors import BadInput, ConfigError, make_folder
+from livelearn.events import utc
 
 N = TypeVar("N", int, float)
 
@@ -317,16 +317,6 @@ def _say_behind(args: argparse.Namespace, pipeline: Any, behind: int, events: in
           f"them, replay them (with the other streams' files of their time) into a new log "
           f"and registry: livelearn replay {shlex.quote(args.pipeline)} --events "
           f"{args.stream}={file} --workdir NEW_FOLDER", file=sys.stderr, flush=True)
-
-
-def utc(ms: int) -> str:
-    """``ms`` since the epoch as ISO 8601 in UTC, to the millisecond.
-
-    >>> utc(1767571259326)
-    '2026-01-05T00:00:59.326Z'
-    """
-    when = datetime.fromtimestamp(ms / 1000, UTC)
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from livelearn.errors import ConfigError
-from livelearn.events import MAX_TS_MS
+from livelearn.events import MAX_TS_MS, utc
 from livelearn.features.batch import SparseBatch, concat
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
@@ -155,16 +155,18 @@ def first_scored(samples: Samples, warmup: float, delay_ms: int) -> tuple[int, i
     return warm, warm + int(late[0]) if len(late) else len(samples.ts)
 
 
-def _none_scored(n: int, warm: int, warmup: float, delay_ms: int) -> str:
-    """Why no sample is scored: too few samples after the warm-up, or (with a delay) the
-    warm-up's model serving only after the last sample."""
-    head = f"no sample is left to score: {n} samples, the first {warm} of them (--warmup " \
-           f"{warmup}) the warm-up"
-    if not delay_ms:
-        return f"{head}; give more samples or a smaller --warmup"
-    return (f"{head}, whose model serves from its last label final plus --delay "
-            f"{label_of(delay_ms)}, after the last sample; give more samples, a smaller "
-            f"--warmup or a shorter --delay")
+def _none_scored(samples: Samples, warm: int, warmup: float, delay_ms: int) -> str:
+    """Why no sample is scored: every sample after the warm-up was served before the
+    warm-up's model serves (its last label final, plus the delay)."""
+    serving_from = int(samples.ends[warm - 1]) + 1 + delay_ms
+    delay = f" plus --delay {label_of(delay_ms)}" if delay_ms else ""
+    shorter = ", a shorter --delay" if delay_ms else ""
+    return (f"no sample is left to score: {len(samples.ts)} samples, the first {warm} of "
+            f"them (--warmup {warmup}) the warm-up, whose model serves from "
+            f"{utc(serving_from)} (its last label final{delay}), and the other "
+            f"{len(samples.ts) - warm} were all served by {utc(int(samples.ts.max()))}; give "
+            f"a history that goes on after then{shorter} or a smaller --warmup (0 scores "
+            f"every sample)")
 
 
 def _check_both_classes(labels: np.ndarray, warm: int) -> None:
@@ -245,7 +247,7 @@ class FreshnessStudy:
         self.kind = "auc" if learner.task == "binary" else "mae"
         warm, self.start = first_scored(samples, warmup, delay_ms)
         if self.start >= len(samples.ts):
-            raise ConfigError(_none_scored(len(samples.ts), warm, warmup, delay_ms))
+            raise ConfigError(_none_scored(samples, warm, warmup, delay_ms))
         if self.kind == "auc":
             _check_both_classes(samples.labels[self.start:], warm)
         self.plans = [served_after(samples, c, delay_ms, warm) for c in intervals]
