@@ -278,3 +278,15 @@ def test_a_history_all_in_one_millisecond_is_named_as_the_cause(
             "served by 2024-01-01T00:00:00.000Z; give a history that goes on after then or a "
             "smaller --warmup (0 scores every sample)") in capsys.readouterr().err
     assert main(["-q", "study", "freshness", *args, "--warmup", "0"]) == 0
+
+
+def test_the_lines_over_event_time_break_across_a_gap_of_days(
+        tmp_path: Path) -> None:
+    """Days without a sample are a gap of each interval's line over event time."""
+    day = 86_400_000
+    history = _history(300, day) + [(ts + 5 * day, g, y) for ts, g, y in _history(300, day)]
+    args = _tiny(tmp_path, history)
+    assert main(["-q", "study", "freshness", *args, "--intervals", "1h,never", "--warmup",
+                 "0.05", "--report", str(tmp_path / "s.html")]) == 0
+    over_time = (tmp_path / "s.html").read_text().split("<figure>")[2]
+    assert over_time.count("<polyline") == 4  # two lines, each broken once

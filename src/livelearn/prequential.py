@@ -101,10 +101,8 @@ def auto_bucket_ms(span_ms: int, buckets: int = 24) -> int:
 
 def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:
     """The report as a page: its numbers, and the metric per bucket over event time."""
-    buckets = report.get("buckets", [])
-    xs = [b["start_ts"] / 3_600_000 for b in buckets]
+    xs, ys = _gapped(report.get("buckets", []))
     t0 = xs[0] if xs else 0.0
-    ys = [math.nan if b["value"] is None else b["value"] for b in buckets]
     since = (dt.datetime.fromtimestamp(t0 * 3600, dt.UTC).isoformat(timespec="minutes")
              if xs else "-")
     chart = Chart(f"prequential {report['metric']} over event time ({better(report['metric'])})",
@@ -112,6 +110,21 @@ def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:
                   str(report["metric"]), {report["metric"]: ([x - t0 for x in xs], ys)})
     summary = {k: v for k, v in report.items() if k != "buckets"}
     return write_report(path, title, summary, [chart], notes=[__doc__ or ""])
+
+
+def _gapped(buckets: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Each bucket's start (hours since the epoch) and value, with a gap (nan) where the
+    buckets between two are empty (left out of the report), so the line does not join
+    across a span with no sample."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for before, b in zip([None, *buckets], buckets, strict=False):
+        if before is not None and b["start_ts"] != before["end_ts"]:
+            xs.append(before["end_ts"] / 3_600_000)
+            ys.append(math.nan)
+        xs.append(b["start_ts"] / 3_600_000)
+        ys.append(math.nan if b["value"] is None else b["value"])
+    return xs, ys
 
 
 def json_float(value: float) -> float | None:

@@ -270,12 +270,13 @@ class FreshnessStudy:
         return [_by_interval(self.summary()), self._over_time()]
 
     def _over_time(self) -> Chart:
-        """The metric of each interval per bucket of event time."""
+        """The metric of each interval per bucket of event time (at most 25 buckets; an
+        empty one, in a gap of the history, is a gap of the lines)."""
         ts, labels = self.samples.ts[self.start:], self.samples.labels[self.start:]
         t0 = int(ts.min())
         width = auto_bucket_ms(int(ts.max()) - t0)
         which = (ts - t0) // width
-        buckets = np.unique(which)
+        buckets = np.arange(int(which.max()) + 1)
         xs = [(b + 0.5) * width / 3_600_000 for b in buckets.tolist()]
         series = {label_of(every): (xs, [metric_value(self.kind, self.scores[k, self.start:]
                                                       [which == b], labels[which == b])
