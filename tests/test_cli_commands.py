@@ -846,3 +846,6 @@ def test_a_replays_auc_of_one_class_says_why_it_is_not_defined(
     report = orjson.loads((tmp_path / "r.json").read_bytes())
     assert report["metric_value"] is None and report["metric_note"] == why
     assert why.replace(">", "&gt;") in (tmp_path / "w" / "replay.html").read_text()
+    args = _tiny(tmp_path, _history(50, 3_600_000))  # both classes: no note on the page
+    assert main(["-q", "replay", *args, "--workdir", str(tmp_path / "w2")]) == 0
+    assert "metric_note" not in (tmp_path / "w2" / "replay.html").read_text()

@@ -108,7 +108,8 @@ def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:
     chart = Chart(f"prequential {report['metric']} over event time ({better(report['metric'])})",
                   f"hours since {since}",
                   str(report["metric"]), {report["metric"]: ([x - t0 for x in xs], ys)})
-    summary = {k: v for k, v in report.items() if k != "buckets"}
+    summary = {k: v for k, v in report.items()
+               if k != "buckets" and (k != "metric_note" or v is not None)}
     return write_report(path, title, summary, [chart], notes=[__doc__ or ""])
 
 
