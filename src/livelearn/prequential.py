@@ -72,12 +72,13 @@ class PrequentialRecord:
 
 
 def undefined_why(metric: str, labels: np.ndarray) -> str:
-    """Why the metric of ``labels`` is not defined: no sample, or for AUC one class only."""
+    """Why the metric of ``labels`` is not defined: no sample, or (``metric`` "auc", the
+    only one undefined on samples) labels of one class only."""
     if not len(labels):
         return "no sample was learned"
-    which = "positive (> 0.5)" if metric == "auc" and labels[0] > 0.5 else "negative (<= 0.5)"
-    return f"{metric.upper()} is not defined: every one of the {len(labels)} labels is " \
-           f"{which}, and it needs both classes"
+    which = "positive (> 0.5)" if labels[0] > 0.5 else "negative (<= 0.5)"
+    return f"AUC is not defined: every one of the {len(labels)} labels is {which}, and it " \
+           f"needs both classes"
 
 
 def metric_value(metric: str, scores: np.ndarray, labels: np.ndarray) -> float:
