@@ -19,6 +19,7 @@ from livelearn.cli import main
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.ftrl import FTRL
 from livelearn.registry import Registry
+from test_freshness import _history, _tiny
 from test_ingest import PIPELINE_FILE, T
 
 #: PIPELINE_FILE's pipeline, whose features are not learnable for some movies
@@ -830,3 +831,21 @@ def test_events_given_in_two_options_are_all_replayed(tmp_path: Path,
     out = capsys.readouterr().out
     assert "a.jsonl: 30 events appended" in out and "b.jsonl: 20 events appended" in out
     assert "\n50 events, 50 samples, " in out, out
+
+
+def test_a_replays_auc_of_one_class_says_why_it_is_not_defined(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """AUC over labels of one class is no number: the summary, the JSON and the page say
+    why, not a bare dash."""
+    args = _tiny(tmp_path, _history(50, 3_600_000, positive=True))
+    assert main(["-q", "replay", *args, "--workdir", str(tmp_path / "w"),
+                 "--report-json", str(tmp_path / "r.json")]) == 0
+    why = "AUC is not defined: every one of the 50 labels is positive (> 0.5), and it " \
+          "needs both classes"
+    assert f"50 events, 50 samples, 0 dead letters, auc - ({why})," in capsys.readouterr().out
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert report["metric_value"] is None and report["metric_note"] == why
+    assert why.replace(">", "&gt;") in (tmp_path / "w" / "replay.html").read_text()
+    args = _tiny(tmp_path, _history(50, 3_600_000))  # both classes: no note on the page
+    assert main(["-q", "replay", *args, "--workdir", str(tmp_path / "w2")]) == 0
+    assert "metric_note" not in (tmp_path / "w2" / "replay.html").read_text()

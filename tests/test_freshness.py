@@ -15,6 +15,7 @@ import pytest
 
 from livelearn.cli import main
 from livelearn.errors import ConfigError
+from livelearn.events import utc
 from livelearn.log.memory import MemoryLog
 from livelearn.registry import Registry
 from livelearn.replay import replay
@@ -129,9 +130,11 @@ def test_a_delay_past_the_last_sample_is_named_as_the_cause(
         _study(samples, "1h", delay_ms)
     assert str(refused.value) == (
         f"no sample is left to score: {len(samples.ts)} samples, the first {warm} of them "
-        f"(--warmup 0.1) the warm-up, whose model serves from its last label final plus "
-        f"--delay {label_of(delay_ms)}, after the last sample; give more samples, a smaller "
-        f"--warmup or a shorter --delay")
+        f"(--warmup 0.1) the warm-up, whose model serves from {utc(samples.ts.max() + 1)} "
+        f"(its last label final plus --delay {label_of(delay_ms)}), and the other "
+        f"{len(samples.ts) - warm} were all served by {utc(samples.ts.max())}; give a "
+        f"history that goes on after then, a shorter --delay or a smaller --warmup (0 "
+        f"scores every sample)")
     assert samples.ts[_study(samples, "1h", delay_ms - 1).start] == samples.ts.max()
 
 
@@ -198,3 +201,92 @@ def test_a_users_pipeline_and_files_as_replay_takes_them(
     data = orjson.loads((tmp_path / "s.json").read_bytes())
     assert data["pipeline"] == "clicks" and data["samples"] == 3000
     assert all(r["metric_value"] > 0.5 for r in data["intervals"])
+
+
+TINY = '''
+from livelearn import spec
+from livelearn.models.ftrl import FTRL
+
+TX = spec.Stream("tx", {"g": str, "y": bool}, key="g", id="id")
+
+PIPELINE = spec.Pipeline(
+    name="tiny", feedback=spec.EventLabel(TX, label="y"),
+    features=lambda event, rows, counts: {"g": str(event.payload["g"])},
+    learner=lambda: FTRL(bits=10, alpha=0.5), target="y")
+'''
+START_MS = 1_704_067_200_000  # 2024-01-01 UTC
+
+
+def _tiny(folder: Path, events: list[tuple[int, str, bool]], bad: list[str] = ()
+          ) -> list[str]:
+    """A label-in-event pipeline of one feature in ``folder``, its history (ts, g, y) and
+    ``bad`` records after it: the study's arguments."""
+    (folder / "tiny.py").write_text(TINY)
+    lines = [orjson.dumps({"id": f"e{i}", "ts": ts, "g": g, "y": y}).decode()
+             for i, (ts, g, y) in enumerate(events)]
+    (folder / "tx.jsonl").write_text("\n".join([*lines, *bad]) + "\n")
+    return [str(folder / "tiny.py"), "--events", f"tx={folder / 'tx.jsonl'}"]
+
+
+def _history(n: int, span_ms: int, positive: float | None = None) -> list[tuple[int, str, bool]]:
+    """n events over span_ms, group a mostly positive and b mostly not (every label
+    ``positive`` if given)."""
+    rng = np.random.default_rng(1)
+    out = []
+    for i, ts in enumerate(sorted(rng.integers(START_MS, START_MS + span_ms + 1, n).tolist())):
+        g = "ab"[i % 2]
+        y = bool(rng.random() < (0.8 if g == "a" else 0.2)) if positive is None else \
+            bool(positive)
+        out.append((ts, g, y))
+    return out
+
+
+def test_what_the_users_files_gave_is_said_as_replay_says_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A record dead-lettered at ingest is said (its file:line and reason) and counted, not
+    only left in the JSON; an input whose every record was dead-lettered is an error."""
+    args = _tiny(tmp_path, _history(400, 86_400_000), bad=['{"id": "x", "ts": 1, "g": 2}'])
+    assert main(["-q", "study", "freshness", *args, "--intervals", "1h"]) == 0
+    captured = capsys.readouterr()
+    assert f"tx={tmp_path / 'tx.jsonl'}: 400 events appended, 1 dead-lettered" in captured.out
+    assert "tx.jsonl:401: stream 'tx'" in captured.err
+    assert "400 events, 400 samples, 1 dead letter (malformed_at_ingest 1)" in captured.out
+    args = _tiny(tmp_path, [], bad=['{"id": "x", "ts": 1, "g": 2}'])
+    assert main(["-q", "study", "freshness", *args]) == 2
+    assert "no event was accepted from tx=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_labels_of_one_class_are_an_error_not_a_table_of_dashes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], positive: bool) -> None:
+    args = _tiny(tmp_path, _history(200, 86_400_000, positive=positive))
+    assert main(["-q", "study", "freshness", *args, "--json", str(tmp_path / "s.json")]) == 2
+    which = "positive (> 0.5)" if positive else "negative (<= 0.5)"
+    assert f"livelearn: AUC is not defined on the 180 samples scored (after the 20 of the " \
+           f"warm-up): every label is {which}" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_history_all_in_one_millisecond_is_named_as_the_cause(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every sample served in the warm-up's last millisecond: not "give more samples",
+    which would not help, but when the warm-up's model serves and when the rest was served."""
+    args = _tiny(tmp_path, [(START_MS, "ab"[i % 2], i % 3 == 0) for i in range(100)])
+    assert main(["-q", "study", "freshness", *args]) == 2
+    assert ("the first 10 of them (--warmup 0.1) the warm-up, whose model serves from "
+            "2024-01-01T00:00:00.001Z (its last label final), and the other 90 were all "
+            "served by 2024-01-01T00:00:00.000Z; give a history that goes on after then or a "
+            "smaller --warmup (0 scores every sample)") in capsys.readouterr().err
+    assert main(["-q", "study", "freshness", *args, "--warmup", "0"]) == 0
+
+
+def test_the_lines_over_event_time_break_across_a_gap_of_days(
+        tmp_path: Path) -> None:
+    """Days without a sample are a gap of each interval's line over event time."""
+    day = 86_400_000
+    history = _history(300, day) + [(ts + 5 * day, g, y) for ts, g, y in _history(300, day)]
+    args = _tiny(tmp_path, history)
+    assert main(["-q", "study", "freshness", *args, "--intervals", "1h,never", "--warmup",
+                 "0.05", "--report", str(tmp_path / "s.html")]) == 0
+    over_time = (tmp_path / "s.html").read_text().split("<figure>")[2]
+    assert over_time.count("<polyline") == 4  # two lines, each broken once

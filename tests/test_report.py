@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from livelearn.errors import BadInput
-from livelearn.prequential import PrequentialRecord, metric_value
+from livelearn.prequential import PrequentialRecord, metric_value, write_html
 from livelearn.train.trainer import Trained
 from livelearn.ui.report import MAX_POINTS, Chart, _downsample, render_report, write_report
 
@@ -251,3 +251,17 @@ def _trained(ts: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> Trained:
     """A trainer step of these samples, as PrequentialRecord reads one."""
     return Trained(samples=[{"ts": int(t)} for t in ts], batch=None,  # type: ignore[arg-type]
                    labels=labels, scores=scores)
+
+
+def test_the_replays_line_breaks_across_a_gap_of_days(tmp_path: Path) -> None:
+    """Buckets left out (no sample in them: days without events) are a gap of the plotted
+    line, not a straight segment across days of no data."""
+    day, t0 = 86_400_000, 1_767_571_200_000
+    record = PrequentialRecord("mae")
+    ts = np.array([t0, t0 + 1, t0 + day, t0 + 5 * day, t0 + 6 * day], dtype=np.int64)
+    record.add(_trained(ts, np.zeros(5), np.arange(5.0)))
+    report = {**record.summary(day), "pipeline": "p"}
+    assert [b["start_ts"] for b in report["buckets"]] == [t0, t0 + day, t0 + 5 * day,
+                                                          t0 + 6 * day]
+    page = write_html(tmp_path / "r.html", "replay", report).read_text()
+    assert page.count("<polyline") == 2  # days 0 to 1, then 5 to 6: no line across 2 to 4

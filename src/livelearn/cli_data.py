@@ -19,11 +19,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from livelearn.errors import BadInput, ConfigError, make_folder
+from livelearn.events import utc
 
 N = TypeVar("N", int, float)
 
@@ -319,16 +319,6 @@ def _say_behind(args: argparse.Namespace, pipeline: Any, behind: int, events: in
           f"{args.stream}={file} --workdir NEW_FOLDER", file=sys.stderr, flush=True)
 
 
-def utc(ms: int) -> str:
-    """``ms`` since the epoch as ISO 8601 in UTC, to the millisecond.
-
-    >>> utc(1767571259326)
-    '2026-01-05T00:00:59.326Z'
-    """
-    when = datetime.fromtimestamp(ms / 1000, UTC)
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
-
-
 def _replay(args: argparse.Namespace) -> int:
     from livelearn.files import check_writable
     from livelearn.ingest import check_source, check_stream
@@ -368,20 +358,17 @@ def _replay(args: argparse.Namespace) -> int:
         write_json(args.report_json, report)
     html = write_html(args.report or workdir / "replay.html", f"livelearn replay: "
                       f"{pipeline.name}", report)
-    for source, given in report["inputs"].items():
-        _say_ingested(source, given["events"], given["dead"], given["first_errors"])
-    value = report["metric_value"]  # None without a sample
+    say_inputs(report)
+    value = report["metric_value"]  # None without a sample, or for AUC of one class
+    said = f"{value:.4f}" if value is not None else \
+        f"- ({report['metric_note']})" if report["samples"] else "-"
     print(f"{report['events']} events, {report['samples']} samples, "
-          f"{dead_letters_said(report['dead_letters'])}, {report['metric']} "
-          f"{'-' if value is None else f'{value:.4f}'}, {report['events_per_s']:.0f} "
+          f"{dead_letters_said(report['dead_letters'])}, {report['metric']} {said}, "
+          f"{report['events_per_s']:.0f} "
           f"events/s; report {html}", flush=True)
     if sum(report["dead_letters"].values()):
         say_read_them(args)
-    _say_late(report["dead_letters"].get("late", 0), report["events"],
-              pipeline.feedback.allowed_lateness_ms)
-    _say_late_counted(report["late_counted"], pipeline.feedback.allowed_lateness_ms)
-    _none_accepted({source: (given["events"], given["dead"])
-                      for source, given in report["inputs"].items()})
+    say_history_checks(report, pipeline.feedback.allowed_lateness_ms)
     if not args.then_live:  # live, the windows still open may yet give samples
         _none_learned(report)
         return 0
@@ -430,6 +417,22 @@ def _how_to_replay(args: argparse.Namespace, workdir: Path) -> str:
            "another --registry" if args.registry is not None
            else "another --workdir (where the registry is)"]
     return f"to replay, give {' and '.join(new)}, and run the same command again"
+
+
+def say_inputs(report: dict[str, Any]) -> None:
+    """What each input of a replay's ``report`` gave, with its first errors."""
+    for source, given in report["inputs"].items():
+        _say_ingested(source, given["events"], given["dead"], given["first_errors"])
+
+
+def say_history_checks(report: dict[str, Any], lateness_ms: int) -> None:
+    """After a replay's ``report``: what to do where many events were late, or came after
+    samples of later times were counted; BadInput naming an input whose every record was
+    dead-lettered (``_none_accepted``)."""
+    _say_late(report["dead_letters"].get("late", 0), report["events"], lateness_ms)
+    _say_late_counted(report["late_counted"], lateness_ms)
+    _none_accepted({source: (given["events"], given["dead"])
+                    for source, given in report["inputs"].items()})
 
 
 def _say_ingested(source: str, events: int, dead: int, first_errors: list[str]) -> None:

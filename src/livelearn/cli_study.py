@@ -4,6 +4,7 @@ is updated (study/freshness.py), on the simulated news feed or a user's history.
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -75,8 +76,9 @@ def _freshness(args: argparse.Namespace) -> int:
     tune_gc()
     with tempfile.TemporaryDirectory(prefix="livelearn-study-") as scratch:
         pipeline, sources, data, inputs = _inputs(args, Path(scratch))
+        said = None if "simulated" in inputs else functools.partial(_say_replayed, pipeline)
         study, summary = study_history(pipeline, sources, data, Path(scratch), intervals,
-                                       delay_ms, warmup)
+                                       delay_ms, warmup, said)
     summary = {**summary, **inputs}
     if "simulated" in inputs:  # its files were scratch files, gone now: the streams alone
         summary["inputs"] = {k.partition("=")[0]: v for k, v in summary["inputs"].items()}
@@ -88,6 +90,18 @@ def _freshness(args: argparse.Namespace) -> int:
     if args.report is not None:
         print(f"report {write_study_html(args.report, study, summary)}")
     return 0
+
+
+def _say_replayed(pipeline: Any, report: dict[str, Any]) -> None:
+    """What a user's files gave, as `livelearn replay` says it: each input's events and
+    first errors, the dead letters, what to do about late events; BadInput for an input
+    whose every record was dead-lettered."""
+    from livelearn.cli_data import dead_letters_said, say_history_checks, say_inputs
+
+    say_inputs(report)
+    print(f"{report['events']} events, {report['samples']} samples, "
+          f"{dead_letters_said(report['dead_letters'])}", flush=True)
+    say_history_checks(report, pipeline.feedback.allowed_lateness_ms)
 
 
 def _inputs(args: argparse.Namespace, scratch: Path

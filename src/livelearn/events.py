@@ -587,3 +587,13 @@ def _field(obj: Mapping[str, Any], name: str, kind: type, stream: str, prefix: s
 def show(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def utc(ms: int) -> str:
+    """``ms`` since the epoch as ISO 8601 in UTC, to the millisecond.
+
+    >>> utc(1767571259326)
+    '2026-01-05T00:00:59.326Z'
+    """
+    when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"

@@ -65,8 +65,20 @@ class PrequentialRecord:
 
     def summary(self, bucket_ms: int | None = None) -> dict[str, Any]:
         _, scores, labels = self.arrays()
-        return {"metric": self.metric, "metric_value": json_float(self.value(scores, labels)),
+        value = json_float(self.value(scores, labels))
+        return {"metric": self.metric, "metric_value": value,
+                "metric_note": None if value is not None else undefined_why(self.metric, labels),
                 "samples": int(len(labels)), "buckets": self.buckets(bucket_ms)}
+
+
+def undefined_why(metric: str, labels: np.ndarray) -> str:
+    """Why the metric of ``labels`` is not defined: no sample, or (``metric`` "auc", the
+    only one undefined on samples) labels of one class only."""
+    if not len(labels):
+        return "no sample was learned"
+    which = "positive (> 0.5)" if labels[0] > 0.5 else "negative (<= 0.5)"
+    return f"AUC is not defined: every one of the {len(labels)} labels is {which}, and it " \
+           f"needs both classes"
 
 
 def metric_value(metric: str, scores: np.ndarray, labels: np.ndarray) -> float:
@@ -90,17 +102,31 @@ def auto_bucket_ms(span_ms: int, buckets: int = 24) -> int:
 
 def write_html(path: str | Path, title: str, report: dict[str, Any]) -> Path:
     """The report as a page: its numbers, and the metric per bucket over event time."""
-    buckets = report.get("buckets", [])
-    xs = [b["start_ts"] / 3_600_000 for b in buckets]
+    xs, ys = _gapped(report.get("buckets", []))
     t0 = xs[0] if xs else 0.0
-    ys = [math.nan if b["value"] is None else b["value"] for b in buckets]
     since = (dt.datetime.fromtimestamp(t0 * 3600, dt.UTC).isoformat(timespec="minutes")
              if xs else "-")
     chart = Chart(f"prequential {report['metric']} over event time ({better(report['metric'])})",
                   f"hours since {since}",
                   str(report["metric"]), {report["metric"]: ([x - t0 for x in xs], ys)})
-    summary = {k: v for k, v in report.items() if k != "buckets"}
+    summary = {k: v for k, v in report.items()
+               if k != "buckets" and (k != "metric_note" or v is not None)}
     return write_report(path, title, summary, [chart], notes=[__doc__ or ""])
+
+
+def _gapped(buckets: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Each bucket's start (hours since the epoch) and value, with a gap (nan) where the
+    buckets between two are empty (left out of the report), so the line does not join
+    across a span with no sample."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for before, b in zip([None, *buckets], buckets, strict=False):
+        if before is not None and b["start_ts"] != before["end_ts"]:
+            xs.append(before["end_ts"] / 3_600_000)
+            ys.append(math.nan)
+        xs.append(b["start_ts"] / 3_600_000)
+        ys.append(math.nan if b["value"] is None else b["value"])
+    return xs, ys
 
 
 def json_float(value: float) -> float | None:

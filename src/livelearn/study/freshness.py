@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from livelearn.errors import ConfigError
-from livelearn.events import MAX_TS_MS
+from livelearn.events import MAX_TS_MS, utc
 from livelearn.features.batch import SparseBatch, concat
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.models.base import Learner
@@ -154,16 +155,30 @@ def first_scored(samples: Samples, warmup: float, delay_ms: int) -> tuple[int, i
     return warm, warm + int(late[0]) if len(late) else len(samples.ts)
 
 
-def _none_scored(n: int, warm: int, warmup: float, delay_ms: int) -> str:
-    """Why no sample is scored: too few samples after the warm-up, or (with a delay) the
-    warm-up's model serving only after the last sample."""
-    head = f"no sample is left to score: {n} samples, the first {warm} of them (--warmup " \
-           f"{warmup}) the warm-up"
-    if not delay_ms:
-        return f"{head}; give more samples or a smaller --warmup"
-    return (f"{head}, whose model serves from its last label final plus --delay "
-            f"{label_of(delay_ms)}, after the last sample; give more samples, a smaller "
-            f"--warmup or a shorter --delay")
+def _none_scored(samples: Samples, warm: int, warmup: float, delay_ms: int) -> str:
+    """Why no sample is scored: every sample after the warm-up was served before the
+    warm-up's model serves (its last label final, plus the delay)."""
+    serving_from = int(samples.ends[warm - 1]) + 1 + delay_ms
+    delay = f" plus --delay {label_of(delay_ms)}" if delay_ms else ""
+    shorter = ", a shorter --delay" if delay_ms else ""
+    return (f"no sample is left to score: {len(samples.ts)} samples, the first {warm} of "
+            f"them (--warmup {warmup}) the warm-up, whose model serves from "
+            f"{utc(serving_from)} (its last label final{delay}), and the other "
+            f"{len(samples.ts) - warm} were all served by {utc(int(samples.ts.max()))}; give "
+            f"a history that goes on after then{shorter} or a smaller --warmup (0 scores "
+            f"every sample)")
+
+
+def _check_both_classes(labels: np.ndarray, warm: int) -> None:
+    """ConfigError if the scored ``labels`` are of one class: no interval's AUC is defined,
+    and a table of dashes would not say why."""
+    positive = int((labels > 0.5).sum())
+    if positive in (0, len(labels)):
+        which = "positive (> 0.5)" if positive else "negative (<= 0.5)"
+        raise ConfigError(f"AUC is not defined on the {len(labels)} samples scored (after "
+                          f"the {warm} of the warm-up): every label is {which}, and AUC "
+                          f"needs both classes; give a history with both (a smaller "
+                          f"--warmup scores more of it)")
 
 
 def score(samples: Samples, learner: Learner, plans: list[np.ndarray | None], start: int
@@ -198,16 +213,23 @@ def _runs(plan: np.ndarray, start: int) -> list[tuple[int, int]]:
 
 def study_history(pipeline: Pipeline, sources: list[tuple[str, str]], data_dir: str | Path,
                   scratch: Path, intervals: list[int | None], delay_ms: int = 0,
-                  warmup: float = 0.1) -> tuple[FreshnessStudy, dict[str, Any]]:
+                  warmup: float = 0.1,
+                  replayed: Callable[[dict[str, Any]], None] | None = None
+                  ) -> tuple[FreshnessStudy, dict[str, Any]]:
     """Replay ``sources`` ((stream, file) pairs) through the pipeline's joiner and trainer
     (a SQLite log and a registry in ``scratch``: the events are not held in memory),
-    then study the samples it learned."""
+    then study the samples it learned. ``replayed`` is given the replay's report (its
+    inputs and dead letters) before the study, which may find nothing to score."""
     recorder = SampleRecorder()
-    # the study deploys its own versions: the trainer publishes (and the gate judges) once
-    policies = replace(pipeline.policies, publish_every_samples=2**62, publish_every_ms=2**62)
+    # the study deploys its own versions: the trainer publishes (and the gate judges) once,
+    # at the end (the longest publish_every_ms a spec takes is longer than any history)
+    policies = replace(pipeline.policies, publish_every_samples=2**62,
+                       publish_every_ms=MAX_TS_MS)
     report, _ = replay(SQLiteLog(scratch / "log.db"), Registry(scratch / "registry"),
                        replace(pipeline, policies=policies), sources, data_dir,
                        on_trained=recorder.add)
+    if replayed is not None:
+        replayed(report)
     study = FreshnessStudy(recorder.samples(), new_learner(pipeline), intervals, delay_ms, warmup)
     summary = {"pipeline": pipeline.name, **study.summary(), "events": report["events"],
                "dead_letters": report["dead_letters"], "inputs": report["inputs"]}
@@ -225,7 +247,9 @@ class FreshnessStudy:
         self.kind = "auc" if learner.task == "binary" else "mae"
         warm, self.start = first_scored(samples, warmup, delay_ms)
         if self.start >= len(samples.ts):
-            raise ConfigError(_none_scored(len(samples.ts), warm, warmup, delay_ms))
+            raise ConfigError(_none_scored(samples, warm, warmup, delay_ms))
+        if self.kind == "auc":
+            _check_both_classes(samples.labels[self.start:], warm)
         self.plans = [served_after(samples, c, delay_ms, warm) for c in intervals]
         self.scores = score(samples, learner, self.plans, self.start)
 
@@ -246,12 +270,13 @@ class FreshnessStudy:
         return [_by_interval(self.summary()), self._over_time()]
 
     def _over_time(self) -> Chart:
-        """The metric of each interval per bucket of event time."""
+        """The metric of each interval per bucket of event time (at most 25 buckets; an
+        empty one, in a gap of the history, is a gap of the lines)."""
         ts, labels = self.samples.ts[self.start:], self.samples.labels[self.start:]
         t0 = int(ts.min())
         width = auto_bucket_ms(int(ts.max()) - t0)
         which = (ts - t0) // width
-        buckets = np.unique(which)
+        buckets = np.arange(int(which.max()) + 1)
         xs = [(b + 0.5) * width / 3_600_000 for b in buckets.tolist()]
         series = {label_of(every): (xs, [metric_value(self.kind, self.scores[k, self.start:]
                                                       [which == b], labels[which == b])
