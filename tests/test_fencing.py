@@ -204,3 +204,39 @@ def test_a_trainer_or_run_refused_for_another_logs_registry_fences_off_none(
     ingest(log, PIPELINE, "ratings", _ratings(tmp_path / "a.jsonl", 0, 300))
     running.drain(final=True)
     assert running.trainer.samples == 300
+
+
+def test_a_replay_then_live_holds_its_port_from_the_start_and_serves_on_it(
+        tmp_path: Path) -> None:
+    """`replay --then-live` checked its --port at the start, then bound it again once the
+    history was in: a server started meanwhile on that port took it, and the replay, its
+    roles' groups claimed, stopped on 'Address already in use'. Now it holds the port from
+    the start (another server there is refused) and serves on it once the history is in.
+    The history comes on stdin, held open: the replay waits for it, its joiner claimed."""
+    from livelearn.cli_data import bound_socket
+
+    (tmp_path / "p.py").write_text(PIPELINE_FILE)
+    port, db = free_port(), tmp_path / "w" / "log.db"
+
+    def claimed() -> bool:
+        try:
+            return db.exists() and _claims(db, "joiner") == 1
+        except sqlite3.Error:  # its tables not made yet
+            return False
+
+    with subprocess.Popen([sys.executable, "-m", "livelearn", "-q", "replay", "p.py",
+                           "--workdir", "w", "--events", "ratings=-", "--then-live", "--port",
+                           str(port)], cwd=tmp_path, stdin=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as replay:
+        assert replay.stdin is not None
+        try:
+            _wait(claimed, "the replay's joiner")
+            with pytest.raises(ConfigError, match=f"cannot serve on 127.0.0.1:{port}: "
+                                                  f"Address already in use"):
+                bound_socket("127.0.0.1", port).close()  # as `livelearn serve` binds
+            replay.stdin.write(_ratings(tmp_path / "a.jsonl", 0, 50).read_bytes())
+            replay.stdin.close()
+            _wait(lambda: _up(f"http://127.0.0.1:{port}"), "the replay's server")
+            assert replay.poll() is None
+        finally:
+            replay.terminate()

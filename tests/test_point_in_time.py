@@ -172,9 +172,12 @@ def test_a_features_function_that_changes_its_rows_changes_no_other_sample(
         served.add_events([event])
 
 
-def test_asof_table_matches_a_scan(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spread", [1000, 10])  # 10: many rows of a key share a time
+def test_asof_table_matches_a_scan(tmp_path: Path, spread: int) -> None:
+    """The row as of each time is the latest one, the last in file order of those that
+    share its time, whatever the order of the file."""
     rng = random.Random(5)
-    rows = [(f"k{rng.randrange(3)}", rng.randrange(T0, T0 + 1000)) for _ in range(60)]
+    rows = [(f"k{rng.randrange(3)}", rng.randrange(T0, T0 + spread)) for _ in range(60)]
     with open(tmp_path / "t.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["k", "at", "n"])

@@ -5,6 +5,7 @@ on meanwhile. Real processes hold the locks, on real files."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,9 +21,10 @@ from livelearn.cli import main
 from livelearn.log.sqlite import SQLiteLog
 from livelearn.registry import Registry
 from livelearn.serve.app import create_app
+from livelearn.serve.holder import ModelHolder
 from livelearn.train.trainer import Trainer
 from test_ingest import PIPELINE, PIPELINE_FILE, T
-from test_run import _ratings
+from test_run import _ratings, _wait
 
 #: A process that takes the write lock of the SQLite file argv[1], says so, and holds it
 #: until its stdin is closed.
@@ -113,3 +115,36 @@ def test_a_server_answers_503_naming_the_file_while_its_log_is_locked_too_long(
             refused = httpx.post(f"{server.url}/feedback", json=[event], timeout=30)
             assert refused.status_code == 503, refused.text
             assert f"SQLite file {tmp_path / 'log.db'} stayed locked" in refused.json()["detail"]
+
+
+def test_a_servers_model_poll_on_a_registry_locked_too_long_says_so_in_one_line(
+        tmp_path: Path, short_wait: float, caplog: pytest.LogCaptureFixture) -> None:
+    """The poll that records the version served (its first request's time) waits for the
+    index another process keeps locked, then fails: it logged a whole traceback for an
+    error of livelearn's own, which names the file. Now one line says what failed and that
+    the version served goes on serving; a traceback is for an unexpected error only."""
+    log = SQLiteLog(tmp_path / "log.db")
+    for topic in PIPELINE.topics:
+        log.create_topic(topic)
+    registry = Registry(tmp_path / "reg")
+    Trainer(log, registry, PIPELINE)  # publishes v1
+    registry.promote(1, "test")
+    holder = ModelHolder(registry, poll_s=0.01)
+    holder.start()  # serves v1, recorded serving from a time not known yet
+    try:
+        with caplog.at_level(logging.INFO, logger="livelearn.serve"):
+            with _locked(tmp_path / "reg" / "index.db"):
+                holder.observe(T)  # the first request's time: the next poll records it
+                _wait(lambda: "model poll failed" in caplog.text, "the poll to fail")
+            _wait(lambda: "model poll works again" in caplog.text, "the poll to work again")
+    finally:
+        holder.stop()
+    failed = [r for r in caplog.records if "model poll failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None
+    assert failed[0].getMessage() == (
+        f"model poll failed: Unavailable: SQLite file {tmp_path / 'reg' / 'index.db'} stayed "
+        f"locked by another process for 0.5 s, the longest livelearn waits (database is "
+        f"locked): is a command writing to it stopped (Ctrl-Z), or another program holding a "
+        f"transaction open? Once it lets go, try again; still serving v1, trying again every "
+        f"0.01 s (logged again if the error changes)")
+    assert registry.get(1).serving_since_ts == T

@@ -553,3 +553,36 @@ def test_a_large_table_says_it_is_read_and_how_long_it_took(
     said = [r.getMessage() for r in caplog.records]
     assert said[0] == f"table 'cards': reading {tmp_path / 'cards.csv'} (0 MB)"
     assert said[1].startswith("table 'cards': 4 rows read in ")
+
+
+def test_a_large_table_says_it_is_indexed_and_how_long_it_took(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    """A table of 2 million rows, once read, was sorted and indexed by key and as_of for
+    20 s more, and nothing said so: the joiner seemed to hang. Now that is said when it
+    starts and ends, for a large table only; its rows are as of their times as before."""
+    import gc
+    import re
+
+    from livelearn.tables import asof
+
+    monkeypatch.setattr(asof, "LARGE_ROWS", 4)  # tables of 4 rows are large here
+    caplog.set_level(logging.INFO, logger="livelearn.tables")
+    (tmp_path / "cards.csv").write_text(
+        f"card_id,at,risk\nc1,{T + 2},high\nc2,{T + 1},low\nc1,{T + 1},low\nc1,{T + 2},mid\n")
+    (tmp_path / "few.csv").write_text(f"card_id,at,risk\nc1,{T + 2},high\nc2,{T + 1},low\n")
+    AsOfTable.load(spec.Table("few", "few.csv", key="card_id", as_of="at"), tmp_path)
+    assert caplog.records == []
+    table = AsOfTable.load(spec.Table("cards", "cards.csv", key="card_id", as_of="at"),
+                           tmp_path)
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == "table 'cards': indexing 4 rows by key and as_of"
+    assert re.fullmatch(r"table 'cards': 4 rows indexed \(2 keys\) in \d+\.\d s", said[1])
+    assert [table.get("c1", ts).get("risk") for ts in (T, T + 1, T + 2, T + 3)] == \
+        [None, "low", "mid", "mid"]  # of two rows of one time, the last in the file
+    assert table.get("c2", T + 1) == {"card_id": "c2", "at": T + 1, "risk": "low"}
+    # the garbage collector, paused while the rows are made, runs again after
+    (tmp_path / "bad.csv").write_text(f"card_id,at\nc1,{T}\n,{T}\n")
+    with pytest.raises(BadInput):
+        AsOfTable.load(spec.Table("bad", "bad.csv", key="card_id", as_of="at"), tmp_path)
+    assert gc.isenabled()

@@ -321,20 +321,33 @@ def _say_behind(args: argparse.Namespace, pipeline: Any, behind: int, events: in
 
 def _replay(args: argparse.Namespace) -> int:
     from livelearn.files import check_writable
-    from livelearn.ingest import check_source, check_stream
-    from livelearn.loop import tune_gc
-    from livelearn.prequential import write_html
-    from livelearn.replay import check_once, replay
-    from livelearn.spec import load_pipeline
-    from livelearn.ui.report import write_json
+    from livelearn.replay import check_once
 
     sources = [source_pair(text) for text in args.events]
     check_once(sources)
     for report in (args.report_json, args.report):  # fail now, not after the replay
         if report is not None:
             check_writable(report, "report")
-    if args.then_live and not args.no_serve:  # now, not once the log holds the history
-        bound_socket(args.host, args.port).close()
+    # the port now, held while the history is replayed: not one taken meanwhile, nor one
+    # in use, found once the replay's roles have taken over the groups of a running `run`
+    sock = bound_socket(args.host, args.port) if args.then_live and not args.no_serve else None
+    try:
+        return _replay_on(args, sources, sock)
+    finally:
+        if sock is not None:  # closed already if it was served on
+            sock.close()
+
+
+def _replay_on(args: argparse.Namespace, sources: list[tuple[str, str]],
+               sock: socket.socket | None) -> int:
+    """Replay ``sources`` and, with --then-live, go on live, serving on ``sock``."""
+    from livelearn.ingest import check_source, check_stream
+    from livelearn.loop import tune_gc
+    from livelearn.prequential import write_html
+    from livelearn.replay import replay
+    from livelearn.spec import load_pipeline
+    from livelearn.ui.report import write_json
+
     pipeline = load_pipeline(args.pipeline)
     for stream, path in sources:  # now, not after the first files are in the log
         check_stream(pipeline, stream)
@@ -374,7 +387,7 @@ def _replay(args: argparse.Namespace) -> int:
         return 0
     loops = _resuming(args, loop, pipeline, log, registry, data)
     try:
-        _live(args, loops, pipeline, log, registry, data)
+        _live(args, loops, pipeline, log, registry, data, sock)
     except KeyboardInterrupt:  # a replay cannot go on: run can
         _say_stopped(loops.role, "`livelearn run` with the same work folder (or --log and "
                            "--registry) resumes")
@@ -639,7 +652,9 @@ def serve_http(app: Any, host: str, port: int, until: threading.Event | None = N
 
 
 def bound_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` for the server; ConfigError if it cannot be.
+    """A TCP socket bound to ``host:port`` for the server, listening (so held: another
+    server cannot bind it, SO_REUSEADDR or not; a connection made before the server
+    serves waits for it); ConfigError if it cannot be.
 
     It says IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so, and
     without it every small response waits ~40 ms for a delayed ACK (the demo ran 8x slower).
@@ -649,6 +664,7 @@ def bound_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen()  # bound alone, another SO_REUSEADDR socket may bind it and listen
     except OSError as e:
         sock.close()
         hint = (" (is another server there? choose another --port)"

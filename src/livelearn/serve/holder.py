@@ -15,7 +15,9 @@ its permissions changed): then it is tried again. Recording
 a swap in the Registry (``mark_serving``) is retried on the next poll if it
 fails, so the Registry always learns which version serves. A poll that fails
 (the index locked too long, damaged, or taken away) is logged once with its
-error, again only if the error changes, and once more when polls work again.
+error (in one line for livelearn's own errors, which say what to do; with its traceback
+for an unexpected one), again only if the error changes, and once more when polls work
+again.
 
 With a canary share (Policies.canary_share), the Registry's canary is held too:
 a request of a user whose id hashes into the share (``in_canary``: the same
@@ -155,6 +157,16 @@ class ModelHolder:
         log.info("serving v%d", version)
         return True
 
+    def _say_failed(self, e: Exception) -> None:
+        """Log that a poll failed with ``e``: one line naming one of livelearn's errors (it
+        says what to do), a traceback for an unexpected one."""
+        again = f"still serving v{self.version}, trying again every {self.poll_s:g} s " \
+                f"(logged again if the error changes)"
+        if isinstance(e, LivelearnError):
+            log.error("model poll failed: %s: %s; %s", type(e).__name__, e, again)
+        else:
+            log.exception("model poll failed; %s", again)
+
     def _stamp(self, version: int) -> tuple[int, int, int] | None:
         """When the model file of ``version`` last changed (its ctime: a write, a rename, a
         change of permissions, which no copy keeps, unlike the mtime that ``cp -p`` or
@@ -210,11 +222,9 @@ class ModelHolder:
             try:
                 self.refresh()
             except Exception as e:  # a bad version or a busy Registry must not stop serving
-                if f"{type(e).__name__}: {e}" != failing:  # not ten tracebacks a second
+                if f"{type(e).__name__}: {e}" != failing:  # not ten lines a second
                     failing = f"{type(e).__name__}: {e}"
-                    log.exception("model poll failed; still serving v%s, trying again every "
-                                  "%g s (logged again if the error changes)", self.version,
-                                  self.poll_s)
+                    self._say_failed(e)
                 continue
             if failing is not None:
                 failing = None

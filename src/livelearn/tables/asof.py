@@ -16,11 +16,22 @@ which reads each request's rows afresh).
 from __future__ import annotations
 
 import bisect
+import gc
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from livelearn.spec import Table
-from livelearn.tables.offline import read_rows
+from livelearn.tables.offline import LARGE, read_rows
+
+log = logging.getLogger("livelearn.tables")
+
+#: Rows of a table whose indexing is logged, when it starts and ends (2 million take
+#: seconds), as is the indexing of a table of LARGE bytes.
+LARGE_ROWS = 200_000
 
 
 class AsOfTable:
@@ -34,20 +45,24 @@ class AsOfTable:
     @classmethod
     def load(cls, table: Table, data_dir: str | Path = ".") -> AsOfTable:
         """Read ``table``'s file; a row's validity starts at its ``as_of`` (or always).
+        Indexing a large table (LARGE_ROWS rows, or a file of LARGE bytes) is logged when
+        it starts and ends, as its reading is.
 
         BadInput (from tables.offline.read_rows) names the row and column of an
         empty key or of an ``as_of`` that is not ms (nor seconds), ISO 8601 or a
         timestamp."""
-        dated: list[tuple[str, int, int, dict[str, Any]]] = []
-        for i, row in enumerate(read_rows(table, data_dir)):
-            since = _ALWAYS if table.as_of is None else row[table.as_of]
-            dated.append((str(row[table.key]), since, i, row))
-        dated.sort(key=lambda d: (d[0], d[1], d[2]))
-        versions: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
-        for key, since, _, row in dated:
-            times, rows = versions.setdefault(key, ([], []))
-            times.append(since)
-            rows.append(row)
+        with _collector_paused():
+            rows = read_rows(table, data_dir)
+            large = len(rows) >= LARGE_ROWS or \
+                (Path(data_dir) / table.path).stat().st_size >= LARGE
+            started = time.monotonic()
+            if large:  # seconds: not in silence
+                log.info("table '%s': indexing %d rows by %s", table.name, len(rows),
+                         "key" if table.as_of is None else "key and as_of")
+            versions = _by_key(rows, table.key, table.as_of)
+        if large:
+            log.info("table '%s': %d rows indexed (%d keys) in %.1f s", table.name, len(rows),
+                     len(versions), time.monotonic() - started)
         return cls(table.name, versions)
 
     def get(self, key: str, ts: int) -> dict[str, Any]:
@@ -71,3 +86,37 @@ class AsOfTable:
 
 _ALWAYS = -(2**63)
 
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (unless it was already): a table's rows,
+    a million dicts that make no cycle, set it off every 700 of them, and its runs walked
+    the rows made so far again and again: half the time a large table took to index."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _by_key(rows: list[dict[str, Any]], key: str, as_of: str | None
+            ) -> dict[str, tuple[list[int], list[dict[str, Any]]]]:
+    """Each key's rows with their validity times, by time ascending and in file order
+    among equal times (a table's rows are read in file order)."""
+    versions: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
+    for row in rows:
+        since = _ALWAYS if as_of is None else row[as_of]
+        found = versions.get(k := str(row[key]))
+        if found is None:
+            versions[k] = ([since], [row])
+        else:
+            found[0].append(since)
+            found[1].append(row)
+    for times, of_key in versions.values():  # most often sorted already: a snapshot per time
+        if len(times) > 1 and times != sorted(times):
+            order = sorted(range(len(times)), key=times.__getitem__)  # stable: file order
+            times[:] = [times[i] for i in order]
+            of_key[:] = [of_key[i] for i in order]
+    return versions
