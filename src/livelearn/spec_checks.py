@@ -148,7 +148,6 @@ def _check_policies(where: str, p: Pipeline) -> None:
         if type(value) is not int or value < 1:
             raise ConfigError(f"{where}, policies: {name} must be an integer >= 1, "
                               f"got {value!r}")
-    _check_longest(f"{where}, policies", "publish_every_ms", policies.publish_every_ms)
     if policies.gate_window < GATE_MIN_SAMPLES:  # its candidates could never be judged
         raise ConfigError(f"{where}, policies: gate_window must be at least "
                           f"{GATE_MIN_SAMPLES}, the samples the gate needs to judge a "
@@ -315,17 +314,13 @@ def _check_takes(who_calls: str, name: str, function: Callable[..., object], arg
 def _check_ms(where: str, name: str, value: object, least: int) -> None:
     """ConfigError unless ``value`` is an int of milliseconds >= ``least`` (not a float, a
     bool or text: "3600000" failed the comparison with a TypeError naming no field, and 0.5
-    or NaN passed it), and at most MAX_TS_MS (``_check_longest``)."""
+    or NaN passed it), and at most MAX_TS_MS, the year 9999: a time plus or minus a longer
+    one left 64 bits, and the joiner stopped with a traceback at its first checkpoint
+    (10**30 ms: microseconds or nanoseconds by mistake). Not for publish_every_ms, which
+    no time is added to: 10**15 is a natural "never"."""
     if type(value) is not int or value < least:
         raise ConfigError(f"{where}: {name} must be an integer number of milliseconds "
                           f">= {least}, got {value!r}")
-    _check_longest(where, name, value)
-
-
-def _check_longest(where: str, name: str, value: int) -> None:
-    """ConfigError if duration ``value`` (ms) is longer than any event time (MAX_TS_MS, the
-    year 9999): a time plus or minus it left 64 bits, and the joiner stopped with a
-    traceback at its first checkpoint (10**30 ms: microseconds or nanoseconds by mistake)."""
     if value > MAX_TS_MS:
         raise ConfigError(f"{where}: {name} {value} ms is longer than any event time (at most "
                           f"{MAX_TS_MS}, the year 9999 since the epoch): microseconds or "
