@@ -467,16 +467,22 @@ def test_blank_lines_before_the_header_are_skipped(log: SQLiteLog, tmp_path: Pat
     assert dead["detail"] == "stream 'ratings', field 'stars': expected float, got 'x'"
 
 
-def test_an_int_of_more_than_64_bits_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:
-    """A CSV cell of more digits than an int of 64 bits holds: the ingest stopped with a
-    traceback (orjson refused to write the event); a JSON line's is refused alike (it said
-    "got 1.8446744073709552e+19": orjson read it as a float)."""
+def _visits(log: SQLiteLog) -> spec.Pipeline:
+    """A pipeline of one stream, visits, whose field n is an int, and its topics in ``log``."""
     visits = spec.Stream("visits", {"n": int, "y": float}, key="user")
     pipeline = spec.Pipeline(name="visits", feedback=spec.EventLabel(visits, label="y"),
                              features=lambda e, rows, counts: {"n": e.payload["n"]},
                              learner=lambda: LinearRegression(bits=10), target="y")
     for topic in pipeline.topics:
         log.create_topic(topic)
+    return pipeline
+
+
+def test_an_int_of_more_than_64_bits_is_a_dead_letter(log: SQLiteLog, tmp_path: Path) -> None:
+    """A CSV cell of more digits than an int of 64 bits holds: the ingest stopped with a
+    traceback (orjson refused to write the event); a JSON line's is refused alike (it said
+    "got 1.8446744073709552e+19": orjson read it as a float)."""
+    pipeline = _visits(log)
     big = 2**64
     (tmp_path / "v.csv").write_text(f"user,n,y,ts\nu1,{big},1,{T}\nu2,{big - 1},1,{T}\n")
     (tmp_path / "v.jsonl").write_text(f'{{"user":"u3","n":{big},"y":1,"ts":{T}}}\n')
@@ -495,12 +501,7 @@ def test_an_int_of_more_than_64_bits_in_an_undeclared_field_is_a_dead_letter(
     event was stored so without a word. Now each is a dead letter naming the field and the
     number, as the server's /feedback refuses such an event; an unsigned 64-bit integer and
     a large float are kept as they came."""
-    visits = spec.Stream("visits", {"n": int, "y": float}, key="user")
-    pipeline = spec.Pipeline(name="visits", feedback=spec.EventLabel(visits, label="y"),
-                             features=lambda e, rows, counts: {"n": e.payload["n"]},
-                             learner=lambda: LinearRegression(bits=10), target="y")
-    for topic in pipeline.topics:
-        log.create_topic(topic)
+    pipeline = _visits(log)
     big, record = 10**30, {"user": "u1", "n": 1, "y": 1.0, "ts": T}
     lines = [{**record, "trace": big}, {**record, "tags": [1, {"id": -big}]},
              {"stream": "visits", "key": "u3", "id": "e3", "ts": T,
