@@ -492,7 +492,10 @@ class KafkaLog(Log):
         """Assign the consumer to read from ``offset``, unless it is there already."""
         if self._reading != (name, partition, offset):
             if name not in self._known:  # else librdkafka may look the topic up a second later
-                self._consumer.list_topics(name, timeout=self.timeout_s)
+                try:
+                    self._consumer.list_topics(name, timeout=self.timeout_s)
+                except KafkaException as e:  # the broker went away since it said where it ends
+                    raise self._asking_failed(f"looking up topic '{name}'", e) from e
                 self._known.add(name)
             self._consumer.assign([TopicPartition(name, partition, offset)])
             self._reading = (name, partition, offset)
