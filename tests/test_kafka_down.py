@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import KAFKA_SCRIPTS
 from livelearn.demo import free_port
@@ -292,3 +293,14 @@ def test_a_servers_first_append_after_a_long_outage_is_written(tmp_path: Path) -
     finally:
         _broker("stop.sh", data)
         log.close()
+
+
+def test_a_read_whose_topic_lookup_finds_no_broker_is_unavailable() -> None:
+    """A read asks where the partition ends, then (the first time, and after a read that
+    failed) looks the topic up before it assigns it: a broker gone between the two is
+    Unavailable, which a live role waits out (outage.py). Before, librdkafka's raw
+    KafkaException (_TRANSPORT) came out of the read, and the role stopped on it with a
+    traceback. Asked here of an address where no broker listens."""
+    log = KafkaLog(f"127.0.0.1:{free_port()}", "x.", timeout_s=1)
+    with pytest.raises(Unavailable, match="looking up topic 'x.ratings' failed: no answer in 1 s"):
+        log._seek("x.ratings", 0, 0)

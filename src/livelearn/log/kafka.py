@@ -492,7 +492,10 @@ class KafkaLog(Log):
         """Assign the consumer to read from ``offset``, unless it is there already."""
         if self._reading != (name, partition, offset):
             if name not in self._known:  # else librdkafka may look the topic up a second later
-                self._consumer.list_topics(name, timeout=self.timeout_s)
+                try:
+                    self._consumer.list_topics(name, timeout=self.timeout_s)
+                except KafkaException as e:  # the broker went away since it said where it ends
+                    raise self._asking_failed(f"looking up topic '{name}'", e) from e
                 self._known.add(name)
             self._consumer.assign([TopicPartition(name, partition, offset)])
             self._reading = (name, partition, offset)
@@ -525,13 +528,24 @@ class KafkaLog(Log):
                 self._reading = None
                 raise self._lost(topic, partition, at, self._watermarks(name, partition)[0])
             else:
+                self._forget(name)
                 raise self._gone([name]) or \
                     self._unavailable(f"reading '{name}' partition {partition}", error)
         if not records:
+            self._forget(name)
             raise self._gone([name]) or self._unavailable(
                 f"reading '{name}' partition {partition}",
                 f"nothing came in {self.timeout_s} s up to offset {end}")
         return records
+
+    def _forget(self, name: str) -> None:
+        """After a read of topic ``name`` that failed: the next read assigns its partition
+        anew and looks its leader up first (``_seek``). Else a read again from the same
+        offset kept the assignment as it was, and librdkafka, whose fetching of it stopped
+        while the broker was away, may not fetch it again when the broker comes back: each
+        read failed with nothing in the timeout, and a live role waited for good."""
+        self._reading = None
+        self._known.discard(name)
 
     def end_offset(self, topic: str, partition: int) -> int:
         name = self._partition(topic, partition)
