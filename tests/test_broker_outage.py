@@ -53,6 +53,16 @@ def _away(data: Path, seconds: float) -> None:
     _broker("start.sh", data)
 
 
+def _stopped(*processes: subprocess.Popen) -> list[str]:
+    """What each of ``processes``, still running, printed once stopped with Ctrl-C."""
+    for process in processes:
+        assert process.poll() is None, process.communicate()[0].decode()
+    for process in processes:
+        process.send_signal(2)  # Ctrl-C: each says what it did
+        assert process.wait(30) == 130
+    return [process.communicate()[0].decode() for process in processes]
+
+
 def test_join_and_train_wait_for_their_broker_and_go_on(tmp_path: Path) -> None:
     (tmp_path / "p.py").write_text(PIPELINE_FILE)
     first, then = _ratings(tmp_path / "a.jsonl", 0, 60), _ratings(tmp_path / "b.jsonl", 60, 60)
@@ -71,13 +81,8 @@ def test_join_and_train_wait_for_their_broker_and_go_on(tmp_path: Path) -> None:
             _wait(lambda: len(_sample_ids(bootstrap, "o.")) == 119 or
                   join.poll() is not None, "the samples after the outage")
             time.sleep(3)  # the trainer's turns after the joiner's
-            for process in (join, train):
-                assert process.poll() is None, process.communicate()[0].decode()
-            for process in (join, train):
-                process.send_signal(2)  # Ctrl-C: each says what it did
-                assert process.wait(30) == 130
-            assert join.stdout is not None and train.stdout is not None
-            said = join.stdout.read().decode() + train.stdout.read().decode()
+            joined, trained = _stopped(join, train)
+            said = joined + trained
         assert "the log failed under the joiner" in said, said
         assert "the log answers again: the trainer went on from the checkpoints" in said, said
         # what each did, each sample once (records read again after the outage, twice)
@@ -162,13 +167,7 @@ def test_join_and_train_count_the_dead_letters_of_the_whole_run_across_an_outage
                       train.poll() is not None, "the letters after the outage", 240)
             except AssertionError as e:  # how far they came
                 raise AssertionError(f"{e}; (joiner's, trainer's) letters: {seen}") from None
-            for process in (join, train):
-                assert process.poll() is None, process.communicate()[0].decode()
-            for process in (join, train):
-                process.send_signal(2)  # Ctrl-C: each says what it did
-                assert process.wait(30) == 130
-            assert join.stdout is not None and train.stdout is not None
-            joined, trained = join.stdout.read().decode(), train.stdout.read().decode()
+            joined, trained = _stopped(join, train)
         assert "the log answers again: the trainer went on from the checkpoints" in trained
         letters = _letters(bootstrap, "o.")
         assert (sum(_by_reason(letters, "ratings").values()),
